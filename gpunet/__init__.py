@@ -1,0 +1,58 @@
+"""gpunet: multilayer perceptrons with hand-derived backward passes, on NumPy or CuPy.
+
+    import gpunet as gn
+    model = gn.MLP([784, 256, 10], activation="relu", backend="auto", seed=0)
+    loss_fn, opt = gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1)
+    value = model.train_step(x, y, loss_fn, opt)
+"""
+
+from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from .backends import BACKEND_NAMES, Backend, backend_of, cupy_status, get_backend
+from .errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    GpunetError,
+    ShapeError,
+)
+from .gradcheck import GradcheckResult, gradcheck
+from .gradcheck import combinations as gradcheck_combinations
+from .losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
+from .model import MLP
+from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, get_optimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "BACKEND_NAMES",
+    "HIDDEN_ACTIVATIONS",
+    "LOSSES",
+    "OPTIMIZERS",
+    "Adam",
+    "AdamW",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "Backend",
+    "BackendUnavailableError",
+    "CheckpointError",
+    "ConfigError",
+    "CrossEntropyLoss",
+    "DataError",
+    "GpunetError",
+    "GradcheckResult",
+    "Loss",
+    "MLP",
+    "MSELoss",
+    "Optimizer",
+    "SGD",
+    "ShapeError",
+    "backend_of",
+    "cupy_status",
+    "get_backend",
+    "get_loss",
+    "get_optimizer",
+    "gradcheck",
+    "gradcheck_combinations",
+]

@@ -1,0 +1,111 @@
+"""Activation functions, written once against an array module ``xp``.
+
+Every activation has the same two functions:
+
+    forward(xp, z, slope)          -> y = f(z)
+    backward(xp, dy, z, y, slope)  -> dJ/dz = dJ/dy * f'(z)
+
+``z`` is the pre-activation (the seed's z1 or z3) and ``y`` the saved output (z2 or y_hat);
+each backward reads whichever of the two is cheapest. ``slope`` is leaky_relu's negative slope
+and is ignored by the others (it is part of the one signature so callers never inspect names).
+
+Backends call these as the reference path and may replace any of them with a fused kernel
+(``Backend.act_forward`` / ``Backend.act_backward``); the math here is the definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import ConfigError
+
+DEFAULT_SLOPE = 0.01
+
+
+def _identity(xp, z, slope):
+    return z.copy()
+
+
+def _identity_grad(xp, dy, z, y, slope):
+    return dy.copy()
+
+
+def _relu(xp, z, slope):
+    return xp.maximum(z, 0)
+
+
+def _relu_grad(xp, dy, z, y, slope):
+    # f'(z) = 1 where z > 0, else 0 (0 at z == 0, as torch's threshold_backward).
+    return dy * (z > 0)
+
+
+def _leaky_relu(xp, z, slope):
+    return xp.where(z > 0, z, z * slope)
+
+
+def _leaky_relu_grad(xp, dy, z, y, slope):
+    return xp.where(z > 0, dy, dy * slope)
+
+
+def _sigmoid(xp, z, slope):
+    # 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) for z < 0: no exp ever overflows.
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+
+
+def _sigmoid_grad(xp, dy, z, y, slope):
+    return dy * y * (1 - y)
+
+
+def _tanh(xp, z, slope):
+    return xp.tanh(z)
+
+
+def _tanh_grad(xp, dy, z, y, slope):
+    return dy * (1 - y * y)
+
+
+def _softmax(xp, z, slope):
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_grad(xp, dy, z, y, slope):
+    # Jacobian-vector product of softmax: dz_i = y_i (dy_i - sum_j dy_j y_j).
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    forward: Callable
+    backward: Callable
+    elementwise: bool = True  # softmax is row-wise
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("identity", _identity, _identity_grad),
+        Activation("relu", _relu, _relu_grad),
+        Activation("leaky_relu", _leaky_relu, _leaky_relu_grad),
+        Activation("sigmoid", _sigmoid, _sigmoid_grad),
+        Activation("tanh", _tanh, _tanh_grad),
+        Activation("softmax", _softmax, _softmax_grad, elementwise=False),
+    )
+}
+
+#: Activations allowed between hidden layers (softmax only makes sense on the output).
+HIDDEN_ACTIVATIONS = tuple(n for n, a in ACTIVATIONS.items() if a.elementwise)
+
+
+def get_activation(name: str) -> Activation:
+    """Look up an activation by name; unknown names raise ConfigError listing the valid ones."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown activation {name!r}; valid names: {', '.join(ACTIVATIONS)}"
+        ) from None

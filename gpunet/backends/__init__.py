@@ -1,0 +1,89 @@
+"""Backend selection: ``get_backend("numpy" | "cupy" | "auto")``.
+
+``auto`` (the default; the ``GPUNET_BACKEND`` environment variable overrides the default)
+takes CuPy only when it imports and a CUDA device really runs a kernel, and otherwise NumPy,
+with a one-line notice on stderr saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import BackendUnavailableError, ConfigError
+from .base import Backend
+from .cupy_backend import CupyBackend, probe_cupy
+from .numpy_backend import NumpyBackend
+
+BACKEND_NAMES = ("auto", "numpy", "cupy")
+
+_instances: dict[str, Backend] = {}
+_cupy_probe: tuple | None = None
+_notice_shown = False
+
+
+def cupy_status():
+    """``(usable, reason)``: whether the CuPy backend can run here, and why not (probed once)."""
+    global _cupy_probe
+    if _cupy_probe is None:
+        _cupy_probe = probe_cupy()
+    cupy, why = _cupy_probe
+    return cupy is not None, why
+
+
+def default_backend_name() -> str:
+    return os.environ.get("GPUNET_BACKEND", "auto").strip().lower() or "auto"
+
+
+def get_backend(name: str | Backend | None = None) -> Backend:
+    """Return the backend called ``name`` (one shared instance per name).
+
+    ``None`` means the default: ``$GPUNET_BACKEND`` if set, else ``"auto"``. A Backend instance
+    is returned as it is. Raises ``BackendUnavailableError`` when ``"cupy"`` cannot run here and
+    ``ConfigError`` for an unknown name.
+    """
+    global _notice_shown
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        name = default_backend_name()
+    if not isinstance(name, str) or name.lower() not in BACKEND_NAMES:
+        raise ConfigError(f"unknown backend {name!r}; valid names: {', '.join(BACKEND_NAMES)}")
+    name = name.lower()
+    if name == "auto":
+        usable, why = cupy_status()
+        if usable:
+            return get_backend("cupy")
+        if not _notice_shown:
+            print(f"gpunet: using the numpy backend: {why}", file=sys.stderr)
+            _notice_shown = True
+        return get_backend("numpy")
+    if name not in _instances:
+        if name == "numpy":
+            _instances[name] = NumpyBackend()
+        else:
+            usable, why = cupy_status()
+            if not usable:
+                raise BackendUnavailableError(f"the cupy backend is unavailable: {why}")
+            _instances[name] = CupyBackend(_cupy_probe[0])
+    return _instances[name]
+
+
+def backend_of(a) -> Backend:
+    """The backend whose arrays ``a`` is: cupy for a CuPy array, numpy for anything else."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        return get_backend("cupy")
+    return get_backend("numpy")
+
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendUnavailableError",
+    "CupyBackend",
+    "NumpyBackend",
+    "backend_of",
+    "cupy_status",
+    "default_backend_name",
+    "get_backend",
+]

@@ -1,0 +1,167 @@
+"""Checkpoints: one ``.npz`` of plain numeric arrays plus a JSON header, never pickle.
+
+Layout inside the archive:
+
+    header             uint8 array holding UTF-8 JSON: format, version, model config, optimizer
+                       name/hyperparameters/steps, epoch, dataset split, metrics history
+    param/<name>       model parameters (W1, b1, ...)
+    opt/<name>/<slot>  optimizer state (momentum buffers, Adam moments)
+    data/mean, data/std  the feature standardisation fitted on the training split
+
+Files are loaded with ``allow_pickle=False``, so loading one can never run code. Writes are
+atomic: a temporary file in the same folder is written, fsynced and renamed over the target,
+so a crash leaves either the old checkpoint or the new one, whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .errors import CheckpointError
+
+FORMAT = "gpunet-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, extra=None):
+    """Write ``model`` (and optionally its optimizer and training state) to ``path`` atomically.
+
+    ``extra`` is any JSON-able dict stored in the header (dataset name, split, history...).
+    """
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.config(),
+        "epoch": int(epoch),
+        "optimizer": None,
+        "extra": extra or {},
+    }
+    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        header["optimizer"] = {k: sd[k] for k in ("name", "steps", "hyperparameters")}
+        for key, slots in sd["state"].items():
+            for slot, a in slots.items():
+                arrays[f"opt/{key}/{slot}"] = a
+    if standardizer is not None:
+        arrays["data/mean"] = np.asarray(standardizer.mean)
+        arrays["data/std"] = np.asarray(standardizer.std)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it over
+    ``path``. Readers see the old file or the new one, never a part."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``header`` (dict), ``params``, ``optimizer_state``, ``standardizer``."""
+
+    def __init__(self, header, params, optimizer_state, standardizer):
+        self.header = header
+        self.params = params
+        self.optimizer_state = optimizer_state
+        self.standardizer = standardizer
+
+    @property
+    def epoch(self) -> int:
+        return self.header["epoch"]
+
+    @property
+    def extra(self) -> dict:
+        return self.header.get("extra", {})
+
+    def build_model(self, backend=None):
+        """A new MLP with this checkpoint's architecture and weights, on ``backend``."""
+        from .model import MLP
+
+        cfg = self.header["model"]
+        try:
+            model = MLP(cfg["sizes"], activation=cfg["activation"], output=cfg["output"],
+                        backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", 0.01))
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint header has a malformed model section ({e})") from None
+        model.load_state_dict(self.params)
+        return model
+
+    def load_optimizer(self, optimizer) -> None:
+        """Restore the optimizer's steps, hyperparameters and state arrays."""
+        if self.header.get("optimizer") is None:
+            raise CheckpointError("this checkpoint holds no optimizer state")
+        optimizer.load_state_dict({**self.header["optimizer"], "state": self.optimizer_state})
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint written by ``save_checkpoint``; never unpickles anything.
+
+    Raises CheckpointError for a missing file, a file that is not a gpunet checkpoint, a
+    truncated or corrupted one, or one of a newer format version.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # truncated zip, bad CRC, garbage bytes, refused object arrays...
+        if "allow_pickle" in str(e):
+            raise CheckpointError(f"{path!r} holds pickled objects; refused to load it") from None
+        raise CheckpointError(
+            f"{path!r} is not a readable gpunet checkpoint ({type(e).__name__}: {e})"
+        ) from None
+    try:
+        header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    except KeyError:
+        raise CheckpointError(f"{path!r} is not a gpunet checkpoint (no header)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path!r} has a corrupted header ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} is not a gpunet checkpoint")
+    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
+        raise CheckpointError(
+            f"{path!r} has checkpoint format version {header.get('version')!r}; this gpunet "
+            f"reads versions up to {VERSION}: upgrade gpunet"
+        )
+    params, opt_state = {}, {}
+    for k, a in arrays.items():
+        kind, _, rest = k.partition("/")
+        if kind == "param":
+            params[rest] = a
+        elif kind == "opt":
+            key, _, slot = rest.rpartition("/")
+            opt_state.setdefault(key, {})[slot] = a
+    standardizer = None
+    if "data/mean" in arrays:
+        from .data import Standardizer
+
+        standardizer = Standardizer(arrays["data/mean"], arrays["data/std"])
+    return Checkpoint(header, params, opt_state, standardizer)

@@ -1,0 +1,135 @@
+"""Finite-difference gradient checks, in float64.
+
+Each analytic gradient (model.grads and dJ/dx from ``backward``) is compared with the central
+difference (J(p + eps) - J(p - eps)) / (2 eps) taken one element at a time. An element passes when
+|analytic - numeric| <= atol + rtol |numeric|.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from .errors import ConfigError
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+
+
+@dataclass
+class GradcheckResult:
+    """Worst error of each checked tensor: ``errors[name] = max |analytic - numeric|`` and
+    ``ratios[name]`` = the largest error / (atol + rtol |numeric|); a tensor passes at <= 1."""
+
+    errors: dict = field(default_factory=dict)
+    ratios: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r <= 1.0 for r in self.ratios.values())
+
+    @property
+    def worst(self) -> float:
+        return max(self.errors.values(), default=0.0)
+
+    def __bool__(self):
+        return self.ok
+
+
+def _loss_value(model, loss_fn, x, y) -> float:
+    value, _ = loss_fn(model.forward(x, cache=False), y)
+    return float(model.backend.to_host(value))
+
+
+def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> GradcheckResult:
+    """Check every parameter gradient and dJ/dx of ``model`` under ``loss_fn`` on (x, y).
+
+    The model must be float64 (float32 rounding swamps a finite difference). Returns a
+    GradcheckResult; it is truthy when every element passes.
+    """
+    if model.dtype != np.float64:
+        raise ConfigError(f"gradcheck needs a float64 model, got {model.dtype.name}")
+    backend = model.backend
+    x = backend.asarray(x, dtype=np.float64).copy()
+    value, dJdy_hat = loss_fn(model.forward(x), y)
+    dJdx = model.backward(dJdy_hat)
+    analytic = {k: backend.to_host(g) for k, g in model.grads.items()}
+    analytic["x"] = backend.to_host(dJdx)
+
+    targets = dict(model.params)
+    targets["x"] = x
+    result = GradcheckResult()
+    for name, arr in targets.items():
+        numeric = np.empty(arr.shape)
+        flat = arr.reshape(-1)  # a view: writing it perturbs the array the model reads
+        for i in range(flat.size):
+            orig = float(flat[i])
+            flat[i] = orig + eps
+            plus = _loss_value(model, loss_fn, x, y)
+            flat[i] = orig - eps
+            minus = _loss_value(model, loss_fn, x, y)
+            flat[i] = orig
+            numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+        err = np.abs(analytic[name] - numeric)
+        result.errors[name] = float(err.max())
+        result.ratios[name] = float((err / (atol + rtol * np.abs(numeric))).max())
+    return result
+
+
+# -- every activation x loss, as `gpunet gradcheck` runs them -------------------------------
+
+def _targets(kind, rng, batch, outputs):
+    if kind == "labels":
+        return rng.integers(0, outputs, batch)
+    if kind == "probabilities":
+        return rng.dirichlet(np.ones(outputs), batch)
+    if kind == "unit":
+        return rng.uniform(0.05, 0.95, (batch, outputs))
+    return rng.normal(size=(batch, outputs))
+
+
+def combinations():
+    """(hidden activation, output activation, loss, target kind) for every fitting pairing.
+
+    MSE fits every output; BCE needs probabilities (sigmoid or softmax outputs); BCE with
+    logits and cross-entropy take raw scores (identity output). Cross-entropy is checked with
+    integer labels and with probability targets; MSE also with reduction="sum".
+    """
+    pairs = [(g, "mse", "real") for g in ACTIVATIONS]
+    pairs += [("identity", "mse_sum", "real")]
+    pairs += [(g, "bce", "unit") for g in ("sigmoid", "softmax")]
+    pairs += [("identity", "bce_logits", "unit")]
+    pairs += [("identity", "cross_entropy", "labels"), ("identity", "cross_entropy", "probabilities")]
+    return [(f, g, loss, kind) for f in HIDDEN_ACTIVATIONS for g, loss, kind in pairs]
+
+
+_LOSS_MAKERS = {
+    "mse": lambda: MSELoss(),
+    "mse_sum": lambda: MSELoss(reduction="sum"),
+    "bce": lambda: BCELoss(),
+    "bce_logits": lambda: BCEWithLogitsLoss(),
+    "cross_entropy": lambda: CrossEntropyLoss(),
+}
+
+
+def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0):
+    """``gradcheck`` of one (f, g, loss, targets) combination on a small random problem."""
+    from .model import MLP
+
+    f, g, loss, kind = combo
+    rng = np.random.default_rng(seed)
+    model = MLP(list(sizes), activation=f, output=g, backend=backend, seed=seed,
+                dtype="float64", init="xavier_normal")
+    # Biases away from zero too, so that no bias gradient is trivially small.
+    for k in model.params:
+        if k.startswith("b"):
+            model.params[k] = model.backend.asarray(rng.normal(0, 0.5, model.params[k].shape))
+    x = rng.normal(size=(batch, sizes[0]))
+    y = _targets(kind, rng, batch, sizes[-1])
+    return gradcheck(model, _LOSS_MAKERS[loss](), x, y)
+
+
+def check_all(backend="numpy", seed=0):
+    """Run ``gradcheck`` for every combination on ``backend``; yields (combination, result)."""
+    for i, combo in enumerate(combinations()):
+        yield combo, check_combination(combo, backend, seed=seed + i)

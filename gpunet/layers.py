@@ -1,0 +1,69 @@
+"""Layers with hand-derived backward passes.
+
+A layer keeps in its cache only what its backward pass reads, and reads its parameters from the
+model's ``params`` dict by name on every call, so a caller may replace ``params["W1"]`` with a
+new array between steps (the course autograder does).
+"""
+
+from __future__ import annotations
+
+from .activations import DEFAULT_SLOPE, get_activation
+
+
+class Linear:
+    """z = x W^T + b with W (out, in) and b (out,), as ``torch.nn.Linear``.
+
+    Backward (seed 1.2c): dJ/dW = (dJ/dz)^T x, dJ/db = sum over the batch of dJ/dz,
+    dJ/dx = (dJ/dz) W.
+    """
+
+    def __init__(self, index: int, in_features: int, out_features: int):
+        self.index = index
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = f"W{index}"
+        self.bias = f"b{index}"
+        self.x = None
+
+    def __repr__(self):
+        return f"Linear{self.index}({self.in_features} -> {self.out_features})"
+
+    def forward(self, backend, params, x, cache=True):
+        if cache:
+            self.x = x
+        return backend.linear_forward(x, params[self.weight], params[self.bias])
+
+    def backward(self, backend, params, grads, dz, need_dx=True):
+        dx, grads[self.weight], grads[self.bias] = backend.linear_backward(
+            dz, self.x, params[self.weight], need_dx
+        )
+        return dx
+
+    def clear(self):
+        self.x = None
+
+
+class Activation:
+    """y = f(z), elementwise (or row-wise for softmax); backward dJ/dz = dJ/dy * f'(z)."""
+
+    def __init__(self, name: str, slope: float = DEFAULT_SLOPE):
+        get_activation(name)  # validates the name
+        self.name = name
+        self.slope = slope
+        self.z = None
+        self.y = None
+
+    def __repr__(self):
+        return f"Activation({self.name})"
+
+    def forward(self, backend, params, z, cache=True):
+        y = backend.act_forward(self.name, z, self.slope)
+        if cache:
+            self.z, self.y = z, y
+        return y
+
+    def backward(self, backend, params, grads, dy, need_dx=True):
+        return backend.act_backward(self.name, dy, self.z, self.y, self.slope)
+
+    def clear(self):
+        self.z = self.y = None

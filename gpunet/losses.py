@@ -1,0 +1,175 @@
+"""Loss functions. Each is called as ``value, dJdy_hat = loss(y_hat, y)``.
+
+``value`` is a 0-d array on the model's backend (converting it to a Python float synchronises
+the device, so the training loop does that only when it reports), and ``dJdy_hat`` has the shape
+and dtype of ``y_hat``.
+
+``reduction="mean"`` (the default, as in PyTorch) averages over every element (MSE, BCE) or
+every sample (cross-entropy); ``"sum"`` adds them, which is the seed's per-sample form
+summed over the batch: its gradient grows with the batch size (seed 1.4f).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import backend_of
+from .errors import ConfigError, ShapeError
+
+REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    name = "loss"
+
+    def __init__(self, reduction: str = "mean"):
+        if reduction not in REDUCTIONS:
+            raise ConfigError(
+                f"unknown reduction {reduction!r}; valid names: {', '.join(REDUCTIONS)}"
+            )
+        self.reduction = reduction
+
+    def __repr__(self):
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+    def _prepare(self, y_hat, y):
+        """Put y on y_hat's backend with y_hat's dtype and check the shapes agree."""
+        backend = backend_of(y_hat)
+        y = backend.asarray(y, dtype=y_hat.dtype)
+        if y.shape != y_hat.shape:
+            raise ShapeError(
+                f"{type(self).__name__}: target shape {tuple(y.shape)} does not match "
+                f"the output shape {tuple(y_hat.shape)}"
+            )
+        return backend, y
+
+    def _scale(self, n: int) -> float:
+        return 1.0 / n if self.reduction == "mean" else 1.0
+
+    def __call__(self, y_hat, y):
+        raise NotImplementedError
+
+
+class MSELoss(Loss):
+    """J = scale * sum (y_hat - y)^2, dJ/dy_hat = 2 * scale * (y_hat - y) (seed 1.2d)."""
+
+    name = "mse"
+
+    def __call__(self, y_hat, y):
+        backend, y = self._prepare(y_hat, y)
+        scale = self._scale(y_hat.size)
+        diff = y_hat - y
+        value = (diff * diff).sum() * scale
+        return value, diff * (2 * scale)
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities p = y_hat in [0, 1].
+
+    J = -scale * sum [y log p + (1 - y) log(1 - p)], each log clamped at -100 as PyTorch does;
+    dJ/dp = scale * (p - y) / max(p (1 - p), 1e-12), PyTorch's guarded form of the same
+    derivative.
+    """
+
+    name = "bce"
+
+    def __call__(self, y_hat, y):
+        backend, y = self._prepare(y_hat, y)
+        xp = backend.xp
+        scale = self._scale(y_hat.size)
+        with np.errstate(divide="ignore"):
+            log_p = xp.maximum(xp.log(y_hat), -100)
+            log_1mp = xp.maximum(xp.log(1 - y_hat), -100)
+        value = -(y * log_p + (1 - y) * log_1mp).sum() * scale
+        grad = (y_hat - y) / xp.maximum(y_hat * (1 - y_hat), 1e-12) * scale
+        return value, grad.astype(y_hat.dtype, copy=False)
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits z (sigmoid folded in, stable for any z).
+
+    J = scale * sum [max(z, 0) - z y + log(1 + e^-|z|)], dJ/dz = scale * (sigmoid(z) - y).
+    """
+
+    name = "bce_logits"
+
+    def __call__(self, y_hat, y):
+        backend, y = self._prepare(y_hat, y)
+        xp = backend.xp
+        scale = self._scale(y_hat.size)
+        value = (xp.maximum(y_hat, 0) - y_hat * y + xp.log1p(xp.exp(-xp.abs(y_hat)))).sum()
+        grad = (backend.act_forward("sigmoid", y_hat) - y) * scale
+        return value * scale, grad
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy on logits z (B, C), through a stable log-sum-exp.
+
+    Targets are integer class labels (B,) or class probabilities / one-hot rows (B, C).
+    With labels: J_i = logsumexp(z_i) - z_i[y_i]; with probabilities t:
+    J_i = -sum_j t_ij log softmax(z_i)_j. dJ/dz = scale * (softmax(z) * sum_j t_ij - t)
+    (for labels, sum_j t_ij = 1). ``scale`` is 1/B for ``"mean"``.
+
+    ``check_labels`` verifies that integer labels lie in [0, C) (on a GPU this reads two
+    numbers back from the device; the training loop validates its data once and turns it off).
+    """
+
+    name = "cross_entropy"
+
+    def __init__(self, reduction: str = "mean", check_labels: bool = True):
+        super().__init__(reduction)
+        self.check_labels = check_labels
+
+    def __call__(self, y_hat, y):
+        backend = backend_of(y_hat)
+        xp = backend.xp
+        if y_hat.ndim != 2:
+            raise ShapeError(
+                f"CrossEntropyLoss expects logits shaped (batch, classes), got {tuple(y_hat.shape)}"
+            )
+        n, c = y_hat.shape
+        scale = self._scale(n)
+        y = backend.asarray(y)
+        if y.dtype.kind in "iu":
+            if y.shape != (n,):
+                raise ShapeError(
+                    f"CrossEntropyLoss: labels shaped {tuple(y.shape)} do not match "
+                    f"{n} rows of logits; expected ({n},)"
+                )
+            if self.check_labels and n and (int(y.min()) < 0 or int(y.max()) >= c):
+                raise ConfigError(
+                    f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] for {c} outputs; "
+                    f"got labels from {int(y.min())} to {int(y.max())}"
+                )
+            loss, grad = backend.softmax_cross_entropy(y_hat, y, scale)
+            return loss.sum() * scale, grad
+        if y.dtype.kind != "f":
+            raise ConfigError(
+                f"CrossEntropyLoss: targets must be integer labels or float probabilities, "
+                f"got dtype {y.dtype}"
+            )
+        y = y.astype(y_hat.dtype, copy=False)
+        if y.shape != y_hat.shape:
+            raise ShapeError(
+                f"CrossEntropyLoss: target shape {tuple(y.shape)} does not match the logits "
+                f"shape {tuple(y_hat.shape)}"
+            )
+        lse = backend.logsumexp(y_hat)[:, None]
+        total = y.sum(axis=1, keepdims=True)
+        value = ((lse * total).sum() - (y * y_hat).sum()) * scale
+        grad = (xp.exp(y_hat - lse) * total - y) * scale
+        return value, grad
+
+
+LOSSES = {
+    cls.name: cls for cls in (MSELoss, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss)
+}
+
+
+def get_loss(name: str, **kwargs) -> Loss:
+    """A loss by its short name (mse, bce, bce_logits, cross_entropy)."""
+    try:
+        cls = LOSSES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}") from None
+    return cls(**kwargs)

@@ -1,0 +1,207 @@
+"""The multilayer perceptron: Linear -> f -> Linear -> f -> ... -> Linear -> g.
+
+For sizes ``[n0, n1, n2]`` this is the seed's two-layer net: z1 = x W1^T + b1, z2 = f(z1),
+z3 = z2 W2^T + b2, y_hat = g(z3). Parameters are named ``W1, b1, W2, b2, ...``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import ACTIVATIONS, DEFAULT_SLOPE, HIDDEN_ACTIVATIONS
+from .backends import get_backend
+from .errors import ConfigError, GpunetError, ShapeError
+from .init import init_linear
+from .layers import Activation, Linear
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype) -> np.dtype:
+    """The numpy dtype for ``dtype`` if gpunet computes in it (float32, float64), else ConfigError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise ConfigError(f"unsupported dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+    return dt
+
+
+class MLP:
+    """A multilayer perceptron with hand-derived backward passes.
+
+    Args:
+        sizes: layer widths ``[inputs, hidden..., outputs]``, at least two.
+        activation: f between layers: relu, leaky_relu, sigmoid, tanh or identity.
+        output: g after the last layer: any of those, or softmax.
+        backend: "numpy", "cupy", "auto" or None (the default: $GPUNET_BACKEND, else auto).
+        seed: seeds the host generator that draws the initial weights (identical on every
+            backend for one seed).
+        dtype: "float32" (default) or "float64".
+        init: "auto" (Kaiming before relu-like f, Xavier otherwise) or a name from
+            ``gpunet.init.INITIALISERS``; ``init_std`` is the std of "normal".
+        slope: leaky_relu's negative slope.
+    """
+
+    def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
+                 dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE):
+        sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else None
+        if not sizes or len(sizes) < 2 or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in sizes
+        ):
+            raise ConfigError(
+                f"sizes must list at least two positive integers [inputs, ..., outputs], got {sizes!r}"
+            )
+        if activation not in HIDDEN_ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {activation!r}; valid names: {', '.join(HIDDEN_ACTIVATIONS)}"
+            )
+        if output not in ACTIVATIONS:
+            raise ConfigError(
+                f"unknown output activation {output!r}; valid names: {', '.join(ACTIVATIONS)}"
+            )
+        self.sizes = [int(n) for n in sizes]
+        self.activation = activation
+        self.output = output
+        self.slope = float(slope)
+        self.seed = seed
+        self.init = init
+        self.dtype = check_dtype(dtype)
+        self.backend = get_backend(backend)
+
+        self.layers = []
+        host = {}
+        rng = np.random.default_rng(seed)
+        last = len(self.sizes) - 1
+        for i in range(1, last + 1):
+            f = activation if i < last else output
+            self.layers.append(Linear(i, self.sizes[i - 1], self.sizes[i]))
+            self.layers.append(Activation(f, self.slope))
+            host[f"W{i}"], host[f"b{i}"] = init_linear(
+                init, rng, self.sizes[i], self.sizes[i - 1], f, self.slope, init_std
+            )
+        self.params = {k: self.backend.asarray(v, dtype=self.dtype) for k, v in host.items()}
+        self.grads = {k: None for k in self.params}
+
+    # -- description ----------------------------------------------------------------------
+
+    def __repr__(self):
+        return (
+            f"MLP({self.sizes}, activation={self.activation!r}, output={self.output!r}, "
+            f"backend={self.backend.name!r}, dtype={self.dtype.name!r})"
+        )
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(p.size) for p in self.params.values())
+
+    def config(self) -> dict:
+        """The architecture as plain JSON-able values (enough to rebuild the model)."""
+        return {
+            "sizes": self.sizes,
+            "activation": self.activation,
+            "output": self.output,
+            "slope": self.slope,
+            "dtype": self.dtype.name,
+        }
+
+    # -- forward and backward -------------------------------------------------------------
+
+    def _input(self, x):
+        x = self.backend.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise ConfigError(f"inputs must be numeric, got dtype {x.dtype}")
+        x = x.astype(self.dtype, copy=False)
+        first = self.layers[0]
+        if x.ndim != 2 or x.shape[1] != first.in_features:
+            raise ShapeError(
+                f"layer 1 ({first.in_features} -> {first.out_features}) expects inputs shaped "
+                f"(batch, {first.in_features}), got {tuple(x.shape)}"
+            )
+        return x
+
+    def forward(self, x, cache=True):
+        """y_hat for a batch x (B, inputs); keeps what backward needs unless ``cache=False``."""
+        h = self._input(x)
+        for layer in self.layers:
+            h = layer.forward(self.backend, self.params, h, cache)
+        self._cached = cache
+        return h
+
+    __call__ = forward
+
+    def predict(self, x, batch_size: int | None = None):
+        """y_hat for x without keeping a cache, in batches of ``batch_size`` rows if given."""
+        if batch_size is None:
+            return self.forward(x, cache=False)
+        x = self.backend.asarray(x)
+        parts = [self.forward(x[i:i + batch_size], cache=False)
+                 for i in range(0, x.shape[0], batch_size)]
+        return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)
+
+    def backward(self, dJdy_hat, need_dx=True):
+        """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx."""
+        if not getattr(self, "_cached", False):
+            raise GpunetError("backward() needs a forward() with cache=True first")
+        g = self.backend.asarray(dJdy_hat, dtype=self.dtype)
+        out = self.layers[-1]
+        if out.y is None or g.shape != out.y.shape:
+            raise ShapeError(
+                f"dJ/dy_hat shaped {tuple(g.shape)} does not match the output "
+                f"{tuple(out.y.shape) if out.y is not None else None}"
+            )
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = self.layers[i].backward(
+                self.backend, self.params, self.grads, g, need_dx=need_dx or i > 0
+            )
+        return g
+
+    def train_step(self, x, y, loss_fn, optimizer):
+        """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar)."""
+        y_hat = self.forward(x)
+        value, dJdy_hat = loss_fn(y_hat, y)
+        self.backward(dJdy_hat, need_dx=False)
+        optimizer.step()
+        return value
+
+    def zero_grad(self) -> None:
+        self.grads = {k: None for k in self.params}
+
+    def clear_cache(self) -> None:
+        for layer in self.layers:
+            layer.clear()
+        self._cached = False
+
+    # -- moving and saving ----------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The parameters as host NumPy arrays (copies)."""
+        return {k: np.array(self.backend.to_host(v)) for k, v in self.params.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy parameters (host or device arrays) into the model, checking names and shapes."""
+        missing = set(self.params) - set(state)
+        extra = set(state) - set(self.params)
+        if missing or extra:
+            raise ShapeError(
+                f"state does not fit this model: missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
+        new = {}
+        for k, old in self.params.items():
+            v = self.backend.asarray(state[k], dtype=self.dtype)
+            if v.shape != old.shape:
+                raise ShapeError(f"{k}: expected shape {tuple(old.shape)}, got {tuple(v.shape)}")
+            new[k] = v.copy()
+        self.params.update(new)
+
+    def to(self, backend=None, dtype=None) -> "MLP":
+        """Move the parameters to another backend and/or dtype, in place; returns self."""
+        self.backend = get_backend(backend) if backend is not None else self.backend
+        if dtype is not None:
+            self.dtype = check_dtype(dtype)
+        # asarray copies across backends and casts, and leaves arrays already in place alone.
+        self.params.update({k: self.backend.asarray(v, dtype=self.dtype) for k, v in self.params.items()})
+        self.zero_grad()
+        self.clear_cache()
+        return self

@@ -1,0 +1,193 @@
+"""Optimisers. Each updates ``model.params`` in place from ``model.grads`` on ``step()``.
+
+The update rules are PyTorch's (``torch.optim.SGD``, ``Adam``, ``AdamW``), written once against
+the backend's array module, so the same hyperparameters give the same trajectory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+class Optimizer:
+    """Base class: holds the model, the learning rate and per-parameter state arrays."""
+
+    name = "optimizer"
+    #: names of the per-parameter state arrays (saved in checkpoints)
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, model, lr: float, weight_decay: float = 0.0):
+        if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.model = model
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.steps = 0
+        self.state: dict[str, dict[str, object]] = {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lr={self.lr})"
+
+    def _slot(self, key: str, slot: str, like):
+        per = self.state.setdefault(key, {})
+        if slot not in per:
+            per[slot] = self.model.backend.xp.zeros_like(like)
+        return per[slot]
+
+    def step(self) -> None:
+        """Apply one update to every parameter from its gradient."""
+        self.steps += 1
+        params, grads = self.model.params, self.model.grads
+        for key in params:
+            if grads.get(key) is None:
+                raise ConfigError(f"no gradient for {key!r}: call model.backward() before step()")
+            self._update(key, params[key], grads[key])
+
+    def _update(self, key, p, g) -> None:
+        raise NotImplementedError
+
+    # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
+
+    def hyperparameters(self) -> dict:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def state_dict(self) -> dict:
+        """``{"name", "steps", "hyperparameters", "state": {param: {slot: ndarray}}}``."""
+        to_host = self.model.backend.to_host
+        return {
+            "name": self.name,
+            "steps": self.steps,
+            "hyperparameters": self.hyperparameters(),
+            "state": {k: {s: to_host(a) for s, a in v.items()} for k, v in self.state.items()},
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        if sd.get("name") != self.name:
+            raise ConfigError(f"optimizer state is for {sd.get('name')!r}, not {self.name!r}")
+        backend, dtype = self.model.backend, self.model.dtype
+        self.steps = int(sd["steps"])
+        for k, v in sd.get("hyperparameters", {}).items():
+            setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self.state = {
+            k: {s: backend.asarray(np.asarray(a), dtype=dtype) for s, a in v.items()}
+            for k, v in sd["state"].items()
+        }
+
+    def _move_state(self) -> None:
+        """Re-home the state arrays after the model moved backend or dtype."""
+        if self.state:
+            self.load_state_dict(self.state_dict())
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum and L2 weight decay.
+
+    g = dJ/dp + wd p;  with momentum: v = mu v + (1 - dampening) g (v = g on the first step),
+    g = g + mu v if nesterov else v;  then p = p - lr g.
+    """
+
+    name = "sgd"
+    slots = ("momentum_buffer",)
+
+    def __init__(self, model, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 dampening=0.0):
+        super().__init__(model, lr, weight_decay)
+        if momentum < 0:
+            raise ConfigError(f"momentum must be >= 0, got {momentum!r}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ConfigError("nesterov momentum needs momentum > 0 and dampening == 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.dampening = float(dampening)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "momentum": self.momentum,
+                "nesterov": self.nesterov, "dampening": self.dampening}
+
+    def _update(self, key, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            fresh = key not in self.state
+            buf = self._slot(key, "momentum_buffer", p)
+            if fresh:
+                buf[...] = g
+            else:
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's form; ``weight_decay`` adds wd p to the gradient (L2).
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    p = p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    """
+
+    name = "adam"
+    slots = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(model, lr, weight_decay)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ConfigError(f"betas must lie in [0, 1), got {betas!r}")
+        if eps <= 0:
+            raise ConfigError(f"eps must be > 0, got {eps!r}")
+        self.betas = (float(b1), float(b2))
+        self.eps = float(eps)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
+
+    def _update(self, key, p, g):
+        xp = self.model.backend.xp
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p
+        m = self._slot(key, "exp_avg", p)
+        v = self._slot(key, "exp_avg_sq", p)
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        t = self.steps
+        step_size = self.lr / (1 - b1**t)
+        denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + self.eps
+        p -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p = p (1 - lr wd) before Adam."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(model, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+
+
+def get_optimizer(name: str, model, **kwargs) -> Optimizer:
+    """An optimiser by its short name (sgd, adam, adamw)."""
+    try:
+        cls = OPTIMIZERS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}"
+        ) from None
+    return cls(model, **kwargs)

@@ -1,0 +1,86 @@
+"""Backend selection, the auto fallback, and that every backend has the same ops."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet import backends
+from gpunet.backends.base import Backend
+from gpunet.backends.cupy_backend import CupyBackend
+from gpunet.backends.numpy_backend import NumpyBackend
+
+
+def test_numpy_backend_is_shared_and_named():
+    b = gn.get_backend("numpy")
+    assert b is gn.get_backend("NumPy")
+    assert b.name == "numpy" and b.xp is np
+    assert "cpu" in b.device_name
+
+
+def test_unknown_backend_names_valid_ones():
+    with pytest.raises(gn.ConfigError, match="valid names: auto, numpy, cupy"):
+        gn.get_backend("tpu")
+
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    """Pretend CuPy cannot run, whatever this machine has."""
+    monkeypatch.setattr(backends, "_cupy_probe", (None, "CuPy is not installed (test)"))
+    monkeypatch.setattr(backends, "_notice_shown", False)
+    monkeypatch.setattr(backends, "_instances", {})
+
+
+def test_explicit_cupy_without_gpu_raises_with_cause(no_cupy):
+    with pytest.raises(gn.BackendUnavailableError, match=r"CuPy is not installed \(test\)"):
+        gn.get_backend("cupy")
+
+
+def test_auto_falls_back_to_numpy_with_one_notice(no_cupy, capsys):
+    assert gn.get_backend("auto").name == "numpy"
+    assert gn.get_backend("auto").name == "numpy"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "numpy backend" in err and "not installed (test)" in err
+
+
+def test_environment_variable_sets_the_default(no_cupy, monkeypatch):
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    assert gn.get_backend().name == "numpy"
+    monkeypatch.setenv("GPUNET_BACKEND", "cupy")
+    with pytest.raises(gn.BackendUnavailableError):
+        gn.get_backend()
+    # an explicit name wins over the environment
+    assert gn.get_backend("numpy").name == "numpy"
+
+
+def test_probe_reports_why_when_cupy_is_missing():
+    # Run in a fresh interpreter where importing cupy fails, whatever this machine has.
+    code = (
+        "import sys; sys.modules['cupy'] = None\n"
+        "from gpunet.backends.cupy_backend import probe_cupy\n"
+        "m, why = probe_cupy(); print(m is None, why)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("True CuPy is not installed")
+
+
+@pytest.mark.parametrize("cls", [NumpyBackend, CupyBackend], ids=["numpy", "cupy"])
+def test_backends_override_ops_with_the_base_signature(cls):
+    """A backend may replace an op with a kernel, but never change how it is called."""
+    for name, base_fn in inspect.getmembers(Backend, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        fn = getattr(cls, name)
+        assert inspect.signature(fn) == inspect.signature(base_fn), name
+
+
+def test_backend_of_follows_the_array(backend):
+    a = backend.asarray(np.ones(3))
+    assert gn.backend_of(a) is backend
+    assert backend.owns(a)
+    np.testing.assert_array_equal(backend.to_host(a), np.ones(3))

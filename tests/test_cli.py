@@ -1,0 +1,105 @@
+"""The gpunet command, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+
+
+def run_cli(*args, env=None):
+    """Run the installed console script (falls back to python -m gpunet.cli)."""
+    exe = shutil.which("gpunet")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "gpunet.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=300)
+
+
+def test_train_digits_defaults_reach_097(tmp_path):
+    """The defaults of `gpunet train --dataset digits` reach >= 0.97 test accuracy (issue 2)."""
+    metrics = tmp_path / "m.json"
+    proc = run_cli("train", "--dataset", "digits", "--backend", "numpy",
+                   "--metrics-json", str(metrics))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(metrics.read_text())
+    assert m["test_accuracy"] >= 0.97
+    assert m["backend"] == "numpy" and m["epochs"] == 30 and m["seconds"] > 0
+    assert len(m["history"]) == 30
+    assert f"test accuracy: {m['test_accuracy']:.4f}" in proc.stdout
+
+
+@pytest.mark.skipif(gn.cupy_status()[0], reason="this machine has a working GPU")
+def test_cupy_on_a_cpu_machine_is_one_line_and_nonzero():
+    proc = run_cli("train", "--dataset", "iris", "--backend", "cupy", "--epochs", "1")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpunet: error: the cupy backend is unavailable")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(gn.cupy_status()[0], reason="this machine has a working GPU")
+def test_auto_falls_back_with_a_notice():
+    proc = run_cli("train", "--dataset", "iris", "--epochs", "2", "--backend", "auto")
+    assert proc.returncode == 0, proc.stderr
+    assert "gpunet: using the numpy backend:" in proc.stderr.splitlines()[0]
+
+
+def test_save_then_evaluate_reproduces_the_test_metrics(tmp_path, capsys):
+    ckpt, m1, m2 = tmp_path / "c.npz", tmp_path / "train.json", tmp_path / "eval.json"
+    assert main(["train", "--dataset", "wine", "--epochs", "5", "--backend", "numpy", "--quiet",
+                 "--hidden", "16", "--hidden", "8", "--save", str(ckpt),
+                 "--metrics-json", str(m1), "--seed", "3"]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--backend", "numpy",
+                 "--metrics-json", str(m2)]) == 0
+    trained, evaluated = json.loads(m1.read_text()), json.loads(m2.read_text())
+    assert evaluated["dataset"] == "wine" and evaluated["epoch"] == 5
+    assert evaluated["test_accuracy"] == trained["test_accuracy"]
+    assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
+    model = load_checkpoint(ckpt).build_model("numpy")
+    assert model.sizes == [13, 16, 8, 3]
+
+
+def test_regression_reports_mse_and_r2(tmp_path):
+    m = tmp_path / "m.json"
+    assert main(["train", "--dataset", "diabetes", "--epochs", "20", "--quiet", "--backend",
+                 "numpy", "--lr", "0.01", "--metrics-json", str(m)]) == 0
+    out = json.loads(m.read_text())
+    assert out["task"] == "regression" and 0.2 < out["test_r2"] < 1 and out["test_mse"] > 0
+
+
+def test_binary_cross_entropy_on_one_output(tmp_path):
+    m = tmp_path / "m.json"
+    assert main(["train", "--dataset", "breast_cancer", "--loss", "bce", "--epochs", "10",
+                 "--quiet", "--backend", "numpy", "--metrics-json", str(m)]) == 0
+    assert json.loads(m.read_text())["test_accuracy"] > 0.9
+
+
+def test_gradcheck_command_passes_and_prints_a_table():
+    proc = run_cli("gradcheck", "--backend", "numpy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.endswith(" ok")]
+    assert len(rows) == len(gn.gradcheck_combinations())
+    assert proc.stdout.strip().endswith(f"{len(rows)} passed, 0 failed")
+
+
+def test_info_names_backends_and_why(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "cupy:" in out and "default backend" in out
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "0"], ["train", "--lr", "-1"],
+                                  ["train", "--activation", "swish"], ["train", "--dataset", "x"]])
+def test_bad_flags_exit_2_with_usage(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""Datasets, splits, standardisation and initialisers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.data import load_dataset, make_dataset
+from gpunet.init import INITIALISERS, gain, init_linear
+
+
+def test_split_is_seeded_stratified_and_standardised_on_train_only():
+    a, b = load_dataset("iris", seed=1), load_dataset("iris", seed=1)
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    assert not np.array_equal(a.x_test, load_dataset("iris", seed=2).x_test)
+    assert len(a.x_test) == 30 and np.bincount(a.y_test).tolist() == [10, 10, 10]
+    np.testing.assert_allclose(a.x_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(a.x_train.std(axis=0), 1, rtol=1e-12)
+    assert np.abs(a.x_test.mean(axis=0)).max() > 1e-3  # test statistics were not used
+
+
+def test_non_integer_labels_are_refused():
+    with pytest.raises(gn.DataError, match="integers"):
+        make_dataset("t", np.ones((10, 2)), np.linspace(0, 1, 10), "classification")
+
+
+def test_unknown_dataset_lists_names():
+    with pytest.raises(gn.ConfigError, match="digits"):
+        load_dataset("cifar")
+
+
+def test_same_seed_same_weights_on_every_backend(backend):
+    a = gn.MLP([6, 5, 2], backend=backend, seed=11)
+    b = gn.MLP([6, 5, 2], backend="numpy", seed=11)
+    c = gn.MLP([6, 5, 2], backend="numpy", seed=12)
+    for k in a.params:
+        np.testing.assert_array_equal(backend.to_host(a.params[k]), b.params[k])
+    assert not np.array_equal(b.params["W1"], c.params["W1"])
+
+
+@pytest.mark.parametrize("name, activation, expected_std", [
+    ("kaiming_uniform", "relu", np.sqrt(2.0 / 400)),
+    ("kaiming_normal", "relu", np.sqrt(2.0 / 400)),
+    ("kaiming_normal", "tanh", (5 / 3) / np.sqrt(400)),
+    ("xavier_uniform", "sigmoid", np.sqrt(2.0 / 700)),
+    ("xavier_normal", "identity", np.sqrt(2.0 / 700)),
+    ("torch", "relu", 1 / np.sqrt(400) / np.sqrt(3)),
+    ("normal", "relu", 0.05),
+])
+def test_initialiser_statistics(name, activation, expected_std):
+    W, b = init_linear(name, np.random.default_rng(0), 300, 400, activation, std=0.05)
+    assert W.shape == (300, 400) and b.shape == (300,)
+    assert W.std() == pytest.approx(expected_std, rel=0.02)
+    assert abs(W.mean()) < 0.02 * expected_std * 10
+
+
+def test_zeros_and_gain():
+    W, b = init_linear("zeros", np.random.default_rng(0), 3, 4)
+    assert not W.any() and not b.any()
+    assert gain("leaky_relu", 0.2) == pytest.approx(np.sqrt(2 / 1.04))
+    assert set(INITIALISERS) >= {"zeros", "normal", "xavier_uniform", "xavier_normal",
+                                 "kaiming_uniform", "kaiming_normal"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sizes": [4]}, "at least two"), ({"sizes": [4, 0, 2]}, "positive"),
+    ({"sizes": [4, 2], "activation": "swish"}, "valid names"),
+    ({"sizes": [4, 2], "output": "gelu"}, "valid names"),
+    ({"sizes": [4, 2], "dtype": "float16"}, "float32, float64"),
+    ({"sizes": [4, 2], "dtype": "int32"}, "float32, float64"),
+    ({"sizes": [4, 2], "init": "orthogonal"}, "valid names"),
+])
+def test_bad_model_options(kwargs, match):
+    with pytest.raises(gn.ConfigError, match=match):
+        gn.MLP(**kwargs)
+
+
+def test_first_layer_shape_mismatch_names_layer_and_shapes():
+    model = gn.MLP([4, 3, 2])
+    with pytest.raises(gn.ShapeError, match=r"layer 1 \(4 -> 3\).*\(batch, 4\), got \(5, 6\)"):
+        model.forward(np.ones((5, 6)))
+
+
+def test_backward_before_forward():
+    with pytest.raises(gn.GpunetError, match="forward"):
+        gn.MLP([2, 2]).backward(np.ones((1, 2)))

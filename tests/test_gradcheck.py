@@ -1,0 +1,49 @@
+"""Finite differences in float64 prove every hand-derived backward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet import activations
+from gpunet.gradcheck import check_combination, combinations
+
+
+@pytest.mark.parametrize("combo", combinations(), ids=lambda c: "-".join(c))
+def test_every_activation_and_loss_matches_finite_differences(combo, backend):
+    result = check_combination(combo, backend, seed=7)
+    assert result.ok, result.ratios
+    assert set(result.errors) == {"W1", "b1", "W2", "b2", "x"}
+
+
+def test_gradcheck_catches_a_wrong_backward(monkeypatch):
+    """A planted error in tanh's derivative (1 - y instead of 1 - y^2) must be caught."""
+    bad = activations.Activation("tanh", activations._tanh, lambda xp, dy, z, y, s: dy * (1 - y))
+    monkeypatch.setitem(activations.ACTIVATIONS, "tanh", bad)
+    model = gn.MLP([3, 4, 2], activation="tanh", dtype="float64", seed=1)
+    rng = np.random.default_rng(1)
+    result = gn.gradcheck(model, gn.MSELoss(), rng.normal(size=(5, 3)), rng.normal(size=(5, 2)))
+    assert not result.ok
+    assert result.ratios["W1"] > 1 and result.ratios["W2"] <= 1  # W2 sits after tanh
+
+
+def test_gradcheck_refuses_float32():
+    model = gn.MLP([2, 2], dtype="float32")
+    with pytest.raises(gn.ConfigError, match="float64"):
+        gn.gradcheck(model, gn.MSELoss(), np.ones((1, 2)), np.ones((1, 2)))
+
+
+def test_mse_sum_gradient_grows_with_the_batch():
+    """Seed 1.4f: with the summed per-sample loss, the gradient grows with the batch size."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 3))
+    y = rng.normal(size=(4, 2))
+    norms = {}
+    for reps in (1, 3):
+        model = gn.MLP([3, 5, 2], dtype="float64", seed=2)
+        value, g = gn.MSELoss(reduction="sum")(model.forward(np.tile(x, (reps, 1))),
+                                               np.tile(y, (reps, 1)))
+        model.backward(g)
+        norms[reps] = model.grads["W1"]
+    np.testing.assert_allclose(norms[3], 3 * norms[1], rtol=1e-12)
