@@ -27,10 +27,12 @@ FORMAT = "gpunet-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, extra=None):
+def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, extra=None,
+                    arrays=None):
     """Write ``model`` (and optionally its optimizer and training state) to ``path`` atomically.
 
-    ``extra`` is any JSON-able dict stored in the header (dataset name, split, history...).
+    ``extra`` is any JSON-able dict stored in the header (data spec, training state, history);
+    ``arrays`` maps further names (like ``best/W1``) to host arrays stored beside the weights.
     """
     header = {
         "format": FORMAT,
@@ -40,7 +42,7 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
         "optimizer": None,
         "extra": extra or {},
     }
-    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+    arrays = {**(arrays or {}), **{f"param/{k}": v for k, v in model.state_dict().items()}}
     if optimizer is not None:
         sd = optimizer.state_dict()
         header["optimizer"] = {k: sd[k] for k in ("name", "steps", "hyperparameters")}
@@ -86,11 +88,17 @@ def atomic_write(path, write) -> None:
 class Checkpoint:
     """A loaded checkpoint: ``header`` (dict), ``params``, ``optimizer_state``, ``standardizer``."""
 
-    def __init__(self, header, params, optimizer_state, standardizer):
+    def __init__(self, header, params, optimizer_state, standardizer, arrays=None):
         self.header = header
         self.params = params
         self.optimizer_state = optimizer_state
         self.standardizer = standardizer
+        self.arrays = arrays or {}  # every other array, by its full name (e.g. "best/W1")
+
+    def group(self, prefix: str) -> dict:
+        """The other arrays under ``prefix/``, by their short names."""
+        return {k[len(prefix) + 1:]: v for k, v in self.arrays.items()
+                if k.startswith(prefix + "/")}
 
     @property
     def epoch(self) -> int:
@@ -100,8 +108,12 @@ class Checkpoint:
     def extra(self) -> dict:
         return self.header.get("extra", {})
 
-    def build_model(self, backend=None):
-        """A new MLP with this checkpoint's architecture and weights, on ``backend``."""
+    def build_model(self, backend=None, weights="param"):
+        """A new MLP with this checkpoint's architecture and weights, on ``backend``.
+
+        ``weights="best"`` takes the best-validation snapshot when the run kept one
+        (early stopping), else the last weights.
+        """
         from .model import MLP
 
         cfg = self.header["model"]
@@ -110,7 +122,8 @@ class Checkpoint:
                         backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", 0.01))
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint header has a malformed model section ({e})") from None
-        model.load_state_dict(self.params)
+        best = self.group("best") if weights == "best" else {}
+        model.load_state_dict(best or self.params)
         return model
 
     def load_optimizer(self, optimizer) -> None:
@@ -151,7 +164,7 @@ def load_checkpoint(path) -> Checkpoint:
             f"{path!r} has checkpoint format version {header.get('version')!r}; this gpunet "
             f"reads versions up to {VERSION}: upgrade gpunet"
         )
-    params, opt_state = {}, {}
+    params, opt_state, others = {}, {}, {}
     for k, a in arrays.items():
         kind, _, rest = k.partition("/")
         if kind == "param":
@@ -159,9 +172,11 @@ def load_checkpoint(path) -> Checkpoint:
         elif kind == "opt":
             key, _, slot = rest.rpartition("/")
             opt_state.setdefault(key, {})[slot] = a
+        elif kind != "data":
+            others[k] = a
     standardizer = None
     if "data/mean" in arrays:
         from .data import Standardizer
 
         standardizer = Standardizer(arrays["data/mean"], arrays["data/std"])
-    return Checkpoint(header, params, opt_state, standardizer)
+    return Checkpoint(header, params, opt_state, standardizer, others)

@@ -7,6 +7,7 @@ bad flags exit with status 2 (argparse).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import sys
@@ -39,12 +40,23 @@ def _positive_float(text):
     return v
 
 
+def _data_flags(p, defaults=True):
+    """Flags that say where the data comes from (shared by train and evaluate)."""
+    p.add_argument("--dataset", default="digits" if defaults else None, metavar="NAME|PATH",
+                   help="a bundled or synthetic set, mnist/fashion_mnist (with --data-dir), or a "
+                        ".csv/.npz/.npy file (default: digits)")
+    p.add_argument("--target", help="CSV: the target column; .npy: the targets file")
+    p.add_argument("--x-key", default=None, help=".npz: the features array (default x)")
+    p.add_argument("--y-key", default=None, help=".npz: the targets array (default y)")
+    p.add_argument("--data-dir", help="folder holding the four MNIST-format IDX files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKEND_NAMES
-    from .data import BUNDLED
     from .losses import LOSSES
     from .model import DTYPES
     from .optim import OPTIMIZERS
+    from .schedules import SCHEDULES
 
     p = argparse.ArgumentParser(
         prog="gpunet", description="Train MLPs with hand-derived backward passes on NumPy or CuPy."
@@ -53,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an MLP on a dataset")
-    t.add_argument("--dataset", default="digits", choices=sorted(BUNDLED))
+    _data_flags(t)
+    t.add_argument("--samples", type=_positive_int, default=1000, help="synthetic sets: rows")
+    t.add_argument("--noise", type=float, default=0.1, help="synthetic sets: noise level")
+    t.add_argument("--task", choices=("classification", "regression"),
+                   help="default: inferred from the data and the loss")
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--test-fraction", type=float, default=0.2,
+                   help="ignored where the dataset has its own test split (mnist)")
     t.add_argument("--backend", default=None, choices=BACKEND_NAMES,
                    help="default: $GPUNET_BACKEND, else auto")
     t.add_argument("--hidden", type=_positive_int, action="append", metavar="N",
@@ -66,21 +85,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
     t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum")
     t.add_argument("--weight-decay", type=float, default=None)
-    t.add_argument("--epochs", type=_positive_int, default=30)
-    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                   help="learning-rate schedule per epoch")
+    t.add_argument("--step-size", type=_positive_int, default=10, help="step schedule: epochs")
+    t.add_argument("--gamma", type=float, default=0.1, help="step/plateau schedule: factor")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32")
+    t.add_argument("--patience", type=_positive_int, default=None,
+                   help="early stopping: epochs without a better validation loss")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--dtype", default="float32", choices=DTYPES)
-    t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
+    t.add_argument("--resume", metavar="PATH",
+                   help="continue the run saved in this checkpoint up to --epochs")
     t.add_argument("--metrics-json", metavar="PATH", help="write the final metrics as JSON")
+    t.add_argument("--plot", metavar="PATH.png", help="draw loss/metric curves (and a confusion "
+                                                      "matrix for classification)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset's test split")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint (by default on its test split)")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
-    e.add_argument("--dataset", default=None, choices=sorted(BUNDLED),
-                   help="default: the dataset the checkpoint was trained on")
+    _data_flags(e, defaults=False)
+    e.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
+                   help="which rows: the run's own test split (default) or the whole source")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     e.add_argument("--metrics-json", metavar="PATH")
+
+    r = sub.add_parser("predict", help="write a checkpoint's predictions for a file of features")
+    r.add_argument("--checkpoint", required=True, metavar="PATH")
+    r.add_argument("--input", required=True, metavar="FILE", help=".csv (header row) or .npy")
+    r.add_argument("--output", required=True, metavar="FILE", help=".csv or .npy")
+    r.add_argument("--backend", default=None, choices=BACKEND_NAMES)
 
     g = sub.add_parser("gradcheck", help="finite-difference check of every activation x loss")
     g.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
@@ -91,13 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .train import TrainingInterrupted
+
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck,
-                "info": cmd_info}[args.command](args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "gradcheck": cmd_gradcheck, "info": cmd_info}[args.command](args)
     except GpunetError as e:
         print(f"gpunet: error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(f"gpunet: {e}", file=sys.stderr)
+        if e.checkpoint:
+            print(f"gpunet: resume with: gpunet train --resume {e.checkpoint} "
+                  f"[--epochs N]", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("gpunet: interrupted", file=sys.stderr)
         return 130
@@ -109,90 +152,210 @@ def _write_json(path, obj) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def _spec_from_args(args, base=None):
+    """A DataSpec from the data flags; ``base`` (a checkpoint's spec) fills what is not given."""
+    from dataclasses import replace
+
+    from .data import DataSpec
+
+    given = {k: getattr(args, k, None) for k in ("dataset", "target", "x_key", "y_key",
+                                                  "data_dir")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if base is None:
+        return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
+                        seed=args.seed, val_fraction=args.val_fraction,
+                        test_fraction=args.test_fraction)
+    return replace(base, **given)
+
+
 def cmd_train(args) -> int:
     from .backends import get_backend
-    from .data import load_dataset
+    from .checkpoint import load_checkpoint
+    from .data import DataSpec, load_data
     from .losses import get_loss
     from .model import MLP
     from .optim import get_optimizer
-    from .train import OUTPUT_FOR_LOSS, fit
+    from .schedules import Schedule
+    from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
 
     backend = get_backend(args.backend)
-    data = load_dataset(args.dataset, seed=args.seed, test_fraction=args.test_fraction)
-    loss_name = args.loss or ("cross_entropy" if data.task == "classification" else "mse")
-    n_out = data.n_outputs
-    if data.task == "classification" and loss_name in ("bce", "bce_logits") and data.n_classes == 2:
-        n_out = 1
-    hidden = args.hidden or [128]
-    model = MLP([data.n_features, *hidden, n_out], activation=args.activation,
-                output=OUTPUT_FOR_LOSS[loss_name], backend=backend, seed=args.seed,
-                dtype=args.dtype)
-    opt_kw = {"lr": args.lr or DEFAULT_LR[args.optimizer]}
-    if args.weight_decay is not None:
-        opt_kw["weight_decay"] = args.weight_decay
-    if args.optimizer == "sgd":
-        opt_kw["momentum"] = args.momentum
-    optimizer = get_optimizer(args.optimizer, model, **opt_kw)
-    loss_fn = get_loss(loss_name)
-
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
-    say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_test)} test), "
-        f"{model!r}, {model.n_params} parameters, {loss_name}, {args.optimizer} lr={opt_kw['lr']}")
-    t0 = time.perf_counter()
-    history = fit(model, data, loss_fn, optimizer, epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed,
-                  progress=False if args.quiet else None, save=args.save, log=say)
-    seconds = time.perf_counter() - t0
-    final = history[-1]
-    result = {"backend": backend.name, "device": backend.device_name, "dataset": data.name,
-              "task": data.task, "epochs": args.epochs, "seconds": seconds}
-    result.update({k: v for k, v in final.items() if k.startswith("test_")})
-    result["train_loss"] = final["train_loss"]
-    result["history"] = history
-    if data.task == "classification":
-        print(f"test accuracy: {final['test_accuracy']:.4f}  ({seconds:.1f}s on {backend.name})")
+    epochs = args.epochs or 30
+    resume = None
+    if args.resume:
+        resume = load_checkpoint(args.resume)
+        training = resume.extra.get("training")
+        if training is None or resume.extra.get("data") is None:
+            raise GpunetError(f"{args.resume!r} holds no training state to resume from")
+        spec = DataSpec.from_json(resume.extra["data"])
+        data = load_data(spec)
+        model = resume.build_model(backend)
+        if args.hidden and list(args.hidden) != model.sizes[1:-1]:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--hidden {args.hidden} does not match the checkpoint's hidden "
+                              f"layers {model.sizes[1:-1]}")
+        loss_name = training["loss"]["name"]
+        loss_fn = get_loss(loss_name, reduction=training["loss"]["reduction"])
+        opt = resume.header["optimizer"]
+        optimizer = get_optimizer(opt["name"], model, lr=opt["hyperparameters"]["lr"])
+        epochs = args.epochs or training["epochs"]
+        batch_size = args.batch_size or training["batch_size"]
+        seed, patience, schedule = training["seed"], training["patience"], None
+        save = args.save or args.resume
+        say(f"gpunet: resuming {args.resume} at epoch {training['state']['epoch']}, step "
+            f"{training['state']['step']}, up to epoch {epochs}")
     else:
-        print(f"test mse: {final['test_mse']:.4f}  test r2: {final['test_r2']:.4f}  "
+        spec = _spec_from_args(args)
+        data = load_data(spec, loss=args.loss)
+        loss_name = args.loss or ("cross_entropy" if data.task == "classification" else "mse")
+        n_out = data.n_outputs
+        if data.task == "classification" and loss_name in ("bce", "bce_logits") \
+                and data.n_classes == 2:
+            n_out = 1
+        model = MLP([data.n_features, *(args.hidden or [128]), n_out],
+                    activation=args.activation, output=OUTPUT_FOR_LOSS[loss_name],
+                    backend=backend, seed=args.seed, dtype=args.dtype)
+        opt_kw = {"lr": args.lr or DEFAULT_LR[args.optimizer]}
+        if args.weight_decay is not None:
+            opt_kw["weight_decay"] = args.weight_decay
+        if args.optimizer == "sgd":
+            opt_kw["momentum"] = args.momentum
+        optimizer = get_optimizer(args.optimizer, model, **opt_kw)
+        loss_fn = get_loss(loss_name)
+        batch_size, seed, patience, save = args.batch_size or 32, args.seed, args.patience, args.save
+        schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
+                            step_size=args.step_size, gamma=args.gamma, factor=args.gamma)
+
+    say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
+        f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {loss_name}, "
+        f"{optimizer.name} lr={optimizer.lr:g}")
+    t0 = time.perf_counter()
+    history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
+                  seed=seed, patience=patience, schedule=schedule,
+                  progress=False if args.quiet else None, save=save, log=say, resume=resume,
+                  data_spec=spec.to_json())
+    seconds = time.perf_counter() - t0
+    result = {"backend": backend.name, "device": backend.device_name, "dataset": data.name,
+              "task": data.task, "epochs": len(history), "seconds": seconds,
+              "best_epoch": history.best_epoch, "stopped_early": history.stopped_early}
+    if history:
+        result.update({k: v for k, v in history[-1].items() if k.startswith(("train_", "val_"))})
+    result.update(history.test)
+    result["history"] = list(history)
+    if data.task == "classification":
+        print(f"test accuracy: {history.test.get('test_accuracy', float('nan')):.4f}  "
+              f"({seconds:.1f}s on {backend.name})")
+    else:
+        print(f"test mse: {history.test.get('test_mse', float('nan')):.4f}  "
+              f"test r2: {history.test.get('test_r2', float('nan')):.4f}  "
               f"({seconds:.1f}s on {backend.name})")
     if args.metrics_json:
         _write_json(args.metrics_json, result)
-    if args.save:
-        say(f"checkpoint written to {args.save}")
+    if args.plot and history:
+        from .plot import plot_history
+
+        confusion = None
+        if data.task == "classification" and len(data.x_test):
+            confusion = confusion_matrix(model, data.x_test, data.y_test, data.n_outputs
+                                         if model.sizes[-1] > 1 else 2)
+        plot_history(history, args.plot, confusion=confusion,
+                     title=f"gpunet: {data.name}, {model.sizes}, {model.activation}, "
+                           f"{optimizer.name} ({backend.name})")
+        say(f"plot written to {args.plot}")
+    if save:
+        say(f"checkpoint written to {save}")
     return 0
+
+
+def _checkpoint_loss(ckpt, model, task):
+    """The loss the checkpoint's run used (older/plain checkpoints: the natural one)."""
+    from .losses import get_loss
+
+    loss = (ckpt.extra.get("training") or {}).get("loss")
+    if loss:
+        return get_loss(loss["name"], reduction=loss["reduction"])
+    if task != "classification":
+        return get_loss("mse")
+    if model.sizes[-1] == 1:
+        return get_loss("bce" if model.output == "sigmoid" else "bce_logits")
+    return get_loss("cross_entropy")
 
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_checkpoint
-    from .data import BUNDLED, _read_bundled, make_dataset
+    from .data import DataSpec, load_split
     from .errors import CheckpointError
-    from .losses import get_loss
     from .train import metrics, prepare_targets
 
     ckpt = load_checkpoint(args.checkpoint)
-    model = ckpt.build_model(args.backend)
-    extra = ckpt.extra
-    name = args.dataset or extra.get("dataset")
-    if name not in BUNDLED:
-        raise CheckpointError(f"checkpoint names no known dataset ({name!r}); pass --dataset")
-    split = extra.get("split") or {"seed": 0, "test_fraction": 0.2}
-    x, y, task = _read_bundled(name)
-    data = make_dataset(name, x, y, task, seed=split["seed"], test_fraction=split["test_fraction"],
-                        standardize=ckpt.standardizer is None)
-    if ckpt.standardizer is not None:
-        data.x_test = ckpt.standardizer(data.x_test)
-    loss_name = {"identity": "cross_entropy", "sigmoid": "bce"}.get(model.output, "mse") \
-        if task == "classification" else "mse"
-    if task == "classification" and model.sizes[-1] == 1 and model.output == "identity":
-        loss_name = "bce_logits"
-    loss_fn = get_loss(loss_name)
-    y_test = prepare_targets(data.y_test, task, loss_fn, model.sizes[-1])
-    m = metrics(model, data.x_test, y_test, loss_fn, task)
-    result = {"checkpoint": args.checkpoint, "dataset": name, "backend": model.backend.name,
-              "epoch": ckpt.epoch, **{f"test_{k}": v for k, v in m.items()}}
+    model = ckpt.build_model(args.backend, weights="best")
+    base = ckpt.extra.get("data")
+    if base is None and args.dataset is None:
+        raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
+    spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
+    x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer)
+    loss_fn = _checkpoint_loss(ckpt, model, task)
+    m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task)
+    result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
+              "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch,
+              **{f"{args.split}_{k}": v for k, v in m.items()}}
     for k, v in result.items():
         print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
     if args.metrics_json:
         _write_json(args.metrics_json, result)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from .checkpoint import atomic_write, load_checkpoint
+    from .data import read_features
+    from .errors import ConfigError
+
+    out = str(args.output)
+    if not out.endswith((".csv", ".npy")):
+        raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.build_model(args.backend, weights="best")
+    x = read_features(args.input)
+    if ckpt.standardizer is not None:
+        if x.shape[1] != len(ckpt.standardizer.mean):
+            from .errors import ShapeError
+
+            raise ShapeError(f"{args.input!r} has {x.shape[1]} feature columns; the model "
+                             f"expects {len(ckpt.standardizer.mean)}")
+        x = ckpt.standardizer(x)
+    backend = model.backend
+    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=4096)
+    task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
+                                      else "regression")
+    if task == "classification":
+        if model.sizes[-1] == 1:
+            p1 = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
+            probs = backend.xp.concatenate([1 - p1, p1], axis=1)
+        else:
+            probs = y_hat if model.output == "softmax" else backend.softmax(y_hat)
+        probs = backend.to_host(probs).astype(np.float64)
+        labels = probs.argmax(axis=1)
+        table = np.column_stack([labels, probs])
+        header = ["label"] + [f"p{k}" for k in range(probs.shape[1])]
+        fmt = ["%d"] + ["%.8g"] * probs.shape[1]
+    else:
+        table = backend.to_host(y_hat).astype(np.float64)
+        header = [f"y{k}" for k in range(table.shape[1])]
+        fmt = ["%.8g"] * table.shape[1]
+    if out.endswith(".npy"):
+        atomic_write(out, lambda f: np.save(f, table))
+    else:
+        def write_csv(f):
+            buf = io.StringIO()
+            np.savetxt(buf, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
+            f.write(buf.getvalue().encode())
+
+        atomic_write(out, write_csv)
+    print(f"wrote {len(table)} predictions to {out}", file=sys.stderr)
     return 0
 
 

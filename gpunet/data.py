@@ -1,13 +1,35 @@
-"""Datasets: scikit-learn's bundled sets (no download), split and standardised.
+"""Data sources, seeded train/val/test splits and standardisation.
 
-A ``Dataset`` holds host NumPy arrays. Features are standardised with the mean and standard
-deviation of the training split only; the same statistics are stored in checkpoints and
-reapplied at evaluation time.
+A ``DataSpec`` says where the data comes from and how it is split; ``load_data(spec)`` turns it
+into a ``Dataset`` of host NumPy arrays, and ``load_split(spec, split, standardizer)`` later
+rebuilds exactly the rows of one split from the same spec (what ``gpunet evaluate`` does with the
+spec and standardizer stored in a checkpoint).
+
+Sources (``spec.dataset``):
+    digits, iris, wine, breast_cancer, diabetes   scikit-learn's bundled sets (no download)
+    moons, spirals, sine                          synthetic, made from ``seed``, ``samples``, ``noise``
+    mnist, fashion_mnist                          the four IDX files (plain or .gz) in ``data_dir``
+    PATH.csv                                      header row, numbers only; ``target`` names a column
+    PATH.npz                                      arrays ``x_key`` and ``y_key`` (default x, y)
+    PATH.npy                                      the features; ``target`` is the targets' .npy
+
+Every file is read without executing anything (``allow_pickle=False``; CSV and IDX are parsed
+here). Anything unusable raises ``DataError`` (bad data) or ``ConfigError`` (bad option) with one
+line naming the file, and the row and column where that applies.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import gzip
+import math
+import os
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -21,7 +43,77 @@ BUNDLED = {
     "breast_cancer": ("load_breast_cancer", "classification"),
     "diabetes": ("load_diabetes", "regression"),
 }
+# name -> task
+SYNTHETIC = {"moons": "classification", "spirals": "classification", "sine": "regression"}
+IDX_SETS = ("mnist", "fashion_mnist")
+DATASET_NAMES = (*BUNDLED, *SYNTHETIC, *IDX_SETS)
+FILE_SUFFIXES = (".csv", ".npz", ".npy")
 TASKS = ("classification", "regression")
+SPLITS = ("train", "val", "test", "all")
+#: loss name -> the task it implies
+LOSS_TASK = {"cross_entropy": "classification", "bce": "classification",
+             "bce_logits": "classification", "mse": "regression"}
+#: the IDX files of mnist / fashion_mnist, (images, labels) for the training and the test split
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801
+#: float targets with at most this many distinct non-negative integer values are inferred as labels
+MAX_INFERRED_CLASSES = 100
+#: a label above this is taken for a mistake (an id column as target), not a class count
+MAX_CLASSES = 100_000
+
+
+@dataclass
+class DataSpec:
+    """Everything needed to rebuild the same splits later; stored in checkpoints as JSON.
+
+    Args:
+        dataset: a name in ``DATASET_NAMES`` or a path to a .csv, .npz or .npy file.
+        target: CSV: the target column's name; .npy: the path of the targets' .npy file.
+        x_key, y_key: the array names in a .npz archive.
+        data_dir: the folder of the four IDX files (mnist, fashion_mnist).
+        samples, noise: size and noise standard deviation of a synthetic set.
+        task: "classification", "regression" or None (inferred; see ``load_data``).
+        seed: seeds the split (and a synthetic set's draw); an int in [0, 2**32).
+        val_fraction, test_fraction: shares of the rows held out, each in [0, 1), summing
+            below 1. A source with its own test split (mnist) uses it instead of
+            ``test_fraction`` and takes ``val_fraction`` of its training rows.
+    """
+
+    dataset: str
+    target: str | None = None
+    x_key: str = "x"
+    y_key: str = "y"
+    data_dir: str | None = None
+    samples: int = 1000
+    noise: float = 0.1
+    task: str | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+    def __post_init__(self):
+        # paths may come as pathlib.Path; JSON wants strings
+        for name in ("dataset", "target", "data_dir"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d) -> "DataSpec":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a data spec must be a JSON object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown data spec field(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(names))}")
+        if "dataset" not in d:
+            raise ConfigError("the data spec names no dataset")
+        return cls(**d)
 
 
 @dataclass
@@ -42,18 +134,25 @@ class Standardizer:
 
 @dataclass
 class Dataset:
-    """A train/test split of one dataset. ``y`` holds int64 labels for classification and
-    float targets shaped (n, outputs) for regression."""
+    """The train/val/test splits of one source, as host arrays, features standardised.
+
+    ``y`` holds int64 labels for classification and float targets shaped (n, outputs) for
+    regression. ``x_val``/``y_val`` have 0 rows when ``spec.val_fraction`` is 0 (and the test
+    arrays when ``test_fraction`` is 0). ``spec`` has ``task`` filled in, so that
+    ``load_split(dataset.spec, ...)`` finds the same task and rows without the loss.
+    """
 
     name: str
     task: str
     x_train: np.ndarray
     y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int = 0
     standardizer: Standardizer | None = None
-    split: dict | None = None  # how the split was made: seed and test_fraction
+    spec: DataSpec | None = None
 
     @property
     def n_features(self) -> int:
@@ -62,6 +161,323 @@ class Dataset:
     @property
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "classification" else self.y_train.shape[1]
+
+    @property
+    def split(self) -> dict:
+        """How the split was made (seed and fractions); kept for checkpoints of earlier runs."""
+        return {"seed": self.spec.seed, "val_fraction": self.spec.val_fraction,
+                "test_fraction": self.spec.test_fraction}
+
+
+@dataclass
+class _Source:
+    """Every row of one source, as read: before the task is settled and the rows are split."""
+
+    x: np.ndarray                      # (n, features) float64, finite
+    y: np.ndarray                      # (n,) or (n, k), a numeric dtype
+    where: str                         # names the source in messages: a path or "dataset 'iris'"
+    task: str | None = None            # the task a named source is known to have
+    n_own_test: int | None = None      # the last rows are the source's own test split
+    row: Callable[[int], str] = lambda i: f"row {i}"   # names target i in messages
+
+
+# ---- the public entry points ------------------------------------------------------------------
+
+def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
+    """Read ``spec``'s source, settle the task, split it and standardise the features.
+
+    The task is ``spec.task`` if given; else the one ``loss`` implies (cross_entropy, bce,
+    bce_logits: classification; mse: regression); else a named source's own (bundled and
+    synthetic sets, mnist); else it is read off the targets: an integer dtype, or float values
+    that are all integers >= 0 with at most 100 distinct values, mean classification, anything
+    else (or more than one target column) regression.
+
+    Classification labels are used as given, not remapped: integers >= 0, ``n_classes`` =
+    max + 1, at least two distinct classes. The split is seeded by ``spec.seed``: first the test
+    rows (ceil(test_fraction * n)), then the validation rows (ceil(val_fraction * n)) from the
+    rest, each stratified by class where scikit-learn can (unstratified when a class is too
+    small). The standardizer is fitted on the training rows only.
+    """
+    spec, src, y, n_classes, idx = _prepare(spec, loss)
+    x = src.x
+    std = Standardizer.fit(x[idx["train"]])
+    parts = {k: (std(x[i]), y[i]) for k, i in idx.items()}
+    return Dataset(spec.dataset, spec.task, *parts["train"], *parts["val"], *parts["test"],
+                   n_classes, std, spec)
+
+
+def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None):
+    """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
+    given (stored) ``standardizer`` (None: raw features).
+
+    ``split`` is "train", "val", "test" or "all" (every row of the source in file order; for
+    mnist the training files' rows, then the t10k rows). Pass the spec of the ``Dataset``
+    (``dataset.spec``), whose task is filled in: the task decides the stratification.
+
+    Returns:
+        (x, y, task, n_classes); n_classes is 0 for regression.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid names: {', '.join(SPLITS)}")
+    spec, src, y, n_classes, idx = _prepare(spec, None)
+    rows = np.arange(len(y)) if split == "all" else idx[split]
+    x = src.x[rows]
+    if standardizer is not None:
+        width = np.size(standardizer.mean)
+        if width != x.shape[1]:
+            raise DataError(f"{src.where}: {x.shape[1]} features, but the stored standardizer "
+                            f"was fitted on {width}")
+        x = standardizer(x)
+    return x, y[rows], spec.task, n_classes
+
+
+def read_features(path) -> np.ndarray:
+    """Features to predict on: a CSV file (header row, every column a numeric feature) or a .npy
+    file holding a 2-D numeric array; float64 (samples, features)."""
+    path = os.fspath(path)
+    kind = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
+    if kind == "csv":
+        return _read_csv(path, target=None, features_only=True)[0]
+    if kind == "npy":
+        x = _numeric(_load_npy(path), path, "the features")
+        if x.ndim != 2:
+            raise DataError(f"{path}: features must be a 2-D array (samples, features), "
+                            f"got shape {x.shape}")
+        return _finite(x.astype(np.float64), path, "feature")
+    raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
+
+
+def source_kind(dataset: str) -> str:
+    """"bundled", "synthetic", "idx", "csv", "npz" or "npy" for a ``spec.dataset`` value;
+    ConfigError (listing the valid names) for anything else."""
+    if not isinstance(dataset, str) or not dataset:
+        raise ConfigError(f"dataset must be a name or a file path, got {dataset!r}")
+    if dataset in BUNDLED:
+        return "bundled"
+    if dataset in SYNTHETIC:
+        return "synthetic"
+    if dataset in IDX_SETS:
+        return "idx"
+    for suffix in FILE_SUFFIXES:
+        if dataset.lower().endswith(suffix):
+            return suffix[1:]
+    if os.path.exists(dataset) or os.sep in dataset or "." in os.path.basename(dataset):
+        raise ConfigError(f"{dataset}: unsupported file type; expected a .csv, .npz or .npy file")
+    raise ConfigError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASET_NAMES)}, "
+                      f"or a path to a .csv, .npz or .npy file")
+
+
+def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """``load_data`` on a train/test split (no validation rows): the form earlier callers use."""
+    return load_data(DataSpec(name, seed=seed, val_fraction=0.0, test_fraction=test_fraction))
+
+
+def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
+                 val_fraction=0.0) -> Dataset:
+    """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it.
+    ``standardize=False`` leaves the features as given (``standardizer`` is then None)."""
+    spec = DataSpec(str(name), task=task, seed=seed, val_fraction=val_fraction,
+                    test_fraction=test_fraction)
+    _check_spec(spec, loss=None, kind=None)
+    where = f"dataset {name!r}"
+    x = _finite(_as_features(_numeric(np.asarray(x), where, "features"), where), where, "feature")
+    y = _numeric(np.asarray(y), where, "targets")
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} feature rows but {len(y)} targets")
+    spec, src, y, n_classes, idx = _settle(spec, None, _Source(x, y, where))
+    std = Standardizer.fit(x[idx["train"]]) if standardize else None
+    scale = std if std is not None else (lambda a: a)
+    parts = {k: (scale(x[i]), y[i]) for k, i in idx.items()}
+    return Dataset(str(name), spec.task, *parts["train"], *parts["val"], *parts["test"],
+                   n_classes, std, spec)
+
+
+def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
+    """Integer class labels >= 0 as int64 (not remapped), and n_classes = max + 1; DataError for
+    anything else, naming the first offending row."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{where}: class labels must be one column, got targets shaped {y.shape}")
+    if y.dtype.kind == "f":
+        bad = ~(np.isfinite(y) & (y == np.round(y)))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{where}: class labels must be integers, but {row(i)} holds "
+                            f"{y[i]:g} (for numeric targets use the regression task or mse loss)")
+    elif y.dtype.kind not in "biu":
+        raise DataError(f"{where}: class labels must be integers, got dtype {y.dtype}")
+    if y.size == 0:
+        raise DataError(f"{where}: no class labels")
+    if y.min() < 0:
+        i = int(np.argmin(y))
+        raise DataError(f"{where}: class labels must be >= 0, but {row(i)} holds {y[i]:g} "
+                        f"(for numeric targets use the regression task or mse loss)")
+    if y.max() >= MAX_CLASSES:
+        i = int(np.argmax(y))
+        raise DataError(f"{where}: class labels must lie in 0..{MAX_CLASSES - 1}, but {row(i)} "
+                        f"holds {y[i]:g}")
+    y = y.astype(np.int64)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise DataError(f"{where}: only one class (label {classes[0]}) in the targets; "
+                        f"classification needs at least two")
+    return y, int(classes[-1]) + 1
+
+
+def infer_task(y: np.ndarray) -> str:
+    """The task targets ``y`` suggest, by the rule ``load_data`` documents."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] != 1:
+        return "regression"
+    y = y.reshape(-1)
+    if y.dtype.kind in "biu":
+        return "classification"
+    if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)) \
+            and y.min() >= 0 and len(np.unique(y)) <= MAX_INFERRED_CLASSES:
+        return "classification"
+    return "regression"
+
+
+# ---- checking, settling the task, splitting ---------------------------------------------------
+
+def _prepare(spec: DataSpec, loss: str | None):
+    if not isinstance(spec, DataSpec):
+        raise ConfigError(f"expected a DataSpec, got {type(spec).__name__}")
+    kind = source_kind(spec.dataset)
+    _check_spec(spec, loss, kind)
+    return _settle(spec, loss, _read_source(spec, kind))
+
+
+def _settle(spec: DataSpec, loss: str | None, src: _Source):
+    """Settle the task, check the targets and compute the split indices."""
+    task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
+    if task == "classification":
+        y, n_classes = check_labels(src.y, src.where, src.row)
+    else:
+        y, n_classes = _regression_targets(src), 0
+    spec = dataclasses.replace(spec, task=task)
+    return spec, src, y, n_classes, _split_indices(y, task, spec, src)
+
+
+def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
+    """ConfigError for an option that cannot work, before anything is read."""
+    if spec.task is not None and spec.task not in TASKS:
+        raise ConfigError(f"unknown task {spec.task!r}; valid names: {', '.join(TASKS)}")
+    if loss is not None:
+        if loss not in LOSS_TASK:
+            raise ConfigError(f"unknown loss {loss!r}; valid names: {', '.join(LOSS_TASK)}")
+        if spec.task is not None and spec.task != LOSS_TASK[loss]:
+            raise ConfigError(f"loss {loss} needs a {LOSS_TASK[loss]} task, but task is "
+                              f"{spec.task!r}")
+    if not _is_int(spec.seed) or not 0 <= spec.seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {spec.seed!r}")
+    for name in ("val_fraction", "test_fraction"):
+        v = getattr(spec, name)
+        if not _is_real(v) or not 0 <= v < 1:
+            raise ConfigError(f"{name} must lie in [0, 1), got {v!r}")
+    if spec.val_fraction + spec.test_fraction >= 1:
+        raise ConfigError(f"val_fraction + test_fraction must be below 1 to leave training rows, "
+                          f"got {spec.val_fraction} + {spec.test_fraction}")
+    if not _is_int(spec.samples) or spec.samples < 1:
+        raise ConfigError(f"samples must be a positive integer, got {spec.samples!r}")
+    if not _is_real(spec.noise) or not 0 <= spec.noise < math.inf:
+        raise ConfigError(f"noise must be a finite number >= 0, got {spec.noise!r}")
+    if spec.target is not None and kind not in ("csv", "npy"):
+        raise ConfigError(f"target applies to .csv and .npy datasets, not to {spec.dataset!r}")
+    if spec.data_dir is not None and kind != "idx":
+        raise ConfigError(f"data_dir applies to {' and '.join(IDX_SETS)}, not to "
+                          f"{spec.dataset!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and not math.isnan(v)
+
+
+def _regression_targets(src: _Source) -> np.ndarray:
+    y = src.y
+    if y.ndim not in (1, 2):
+        raise DataError(f"{src.where}: regression targets must be (samples,) or "
+                        f"(samples, outputs), got shape {y.shape}")
+    y = y.astype(np.float64).reshape(len(y), -1)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{src.where}: target {src.row(int(i))}"
+                        f"{f', column {j}' if y.shape[1] > 1 else ''} is {y[i, j]} "
+                        f"(NaN or infinity)")
+    return y
+
+
+def _rows_needed(vf: float, tf: float) -> int:
+    """The fewest rows that leave one for training and one for each held-out share above 0."""
+    n = 1
+    while n - math.ceil(tf * n) - math.ceil(vf * n) < 1:
+        n += 1
+    return n
+
+
+def _split_indices(y, task, spec: DataSpec, src: _Source) -> dict:
+    """Row indices of train, val and test: seeded, stratified by class where possible."""
+    n, vf, tf = len(y), spec.val_fraction, spec.test_fraction
+    if src.n_own_test is not None:
+        pool, test = np.arange(n - src.n_own_test), np.arange(n - src.n_own_test, n)
+        need = _rows_needed(vf, 0.0)
+        if len(pool) < need:
+            raise DataError(f"{src.where}: {len(pool)} training samples, but val_fraction {vf} "
+                            f"needs at least {need}")
+        if len(test) == 0:
+            raise DataError(f"{src.where}: the test files hold no samples")
+        n_val = math.ceil(vf * len(pool))
+    else:
+        need = _rows_needed(vf, tf)
+        if n < need:
+            raise DataError(f"{src.where}: {n} samples, but val_fraction {vf} and test_fraction "
+                            f"{tf} need at least {need} (one training row and one per held-out "
+                            f"split)")
+        pool, test = np.arange(n), np.arange(0)
+        if tf > 0:
+            pool, test = _hold_out(pool, math.ceil(tf * n), y, task, spec.seed)
+        n_val = math.ceil(vf * n)
+    train, val = _hold_out(pool, n_val, y, task, spec.seed) if n_val else (pool, np.arange(0))
+    return {"train": train, "val": val, "test": test}
+
+
+def _hold_out(pool, k, y, task, seed):
+    """Split ``pool`` (row indices) into (rest, k held-out rows), stratified if possible."""
+    from sklearn.model_selection import train_test_split
+
+    if task == "classification":
+        try:
+            return train_test_split(pool, test_size=int(k), random_state=seed, stratify=y[pool])
+        except ValueError:  # a class too small to stratify on: an unstratified draw instead
+            pass
+    return train_test_split(pool, test_size=int(k), random_state=seed)
+
+
+# ---- reading sources ---------------------------------------------------------------------------
+
+def _read_source(spec: DataSpec, kind: str) -> _Source:
+    if kind == "bundled":
+        x, y, task = _read_bundled(spec.dataset)
+        return _Source(x, y, f"dataset {spec.dataset!r}", task)
+    if kind == "synthetic":
+        x, y = _SYNTHESISERS[spec.dataset](spec.samples, spec.noise, spec.seed)
+        return _Source(x, y, f"dataset {spec.dataset!r}", SYNTHETIC[spec.dataset])
+    if kind == "idx":
+        return _read_idx_set(spec)
+    if kind == "csv":
+        x, y, lines = _read_csv(spec.dataset, spec.target)
+        return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}")
+    if kind == "npz":
+        return _read_npz(spec.dataset, spec.x_key, spec.y_key)
+    return _read_npy_pair(spec.dataset, spec.target)
 
 
 def _read_bundled(name: str):
@@ -72,57 +488,291 @@ def _read_bundled(name: str):
     return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target), task
 
 
-def check_labels(y: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer class labels 0..K-1 as int64, and K; DataError for anything else."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise DataError(f"class labels must be one-dimensional, got shape {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError("class labels must be integers, got non-integer values")
-    elif y.dtype.kind not in "iu":
-        raise DataError(f"class labels must be integers, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if y.size and y.min() < 0:
-        raise DataError(f"class labels must be >= 0, got {y.min()}")
-    return y, int(y.max()) + 1 if y.size else 0
+def _moons(n, noise, seed):
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=n, noise=noise, random_state=seed)
+    return x, y.astype(np.int64)
 
 
-def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True) -> Dataset:
-    """Split (x, y) into train and test with a seeded shuffle (stratified for classification)
-    and standardise with training statistics."""
-    from sklearn.model_selection import train_test_split
+def _spirals(n, noise, seed, k=3):
+    """k interleaved spiral arms: radius r ~ U(0, 1), angle 2 pi c / k + 4 r, class c = i mod k;
+    Gaussian noise of std ``noise`` on each coordinate."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    r = rng.uniform(0.0, 1.0, n)
+    theta = 2 * np.pi * y / k + 4.0 * r
+    x = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
+    return x + noise * rng.standard_normal((n, 2)), y.astype(np.int64)
 
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; valid names: {', '.join(TASKS)}")
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"test fraction must lie in (0, 1), got {test_fraction!r}")
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise DataError(f"features must be a 2-D array (samples, features), got shape {x.shape}")
+
+def _sine(n, noise, seed):
+    """y = sin(3 x1) + 0.5 x2^2 - 0.5 x3 + noise * eps, x ~ U(-1.5, 1.5)^3, eps ~ N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.5, 1.5, (n, 3))
+    y = np.sin(3 * x[:, 0]) + 0.5 * x[:, 1] ** 2 - 0.5 * x[:, 2]
+    return x, (y + noise * rng.standard_normal(n)).reshape(n, 1)
+
+
+_SYNTHESISERS = {"moons": _moons, "spirals": _spirals, "sine": _sine}
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _check_file(path: str, what: str) -> None:
+    """DataError unless ``path`` is a readable, non-empty file; ``what`` says what was expected."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file (expected {what})")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a file (expected {what})")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (expected {what})")
+
+
+def _read_csv(path: str, target: str | None, features_only: bool = False):
+    """(features, target values or None, line number of each row) of a CSV file whose columns
+    are all numbers; ``features_only`` makes every column a feature."""
+    _check_file(path, "a CSV file with a header row")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
+            header = [h.strip() for h in header]
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if dupes:
+                raise DataError(f"{path}: duplicate column name(s) in the header: "
+                                f"{', '.join(map(repr, dupes))}")
+            columns = ", ".join(header)
+            t = None
+            if target is not None:
+                if target not in header:
+                    raise DataError(f"{path}: no column {target!r}; columns: {columns}")
+                t = header.index(target)
+            elif not features_only:
+                raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
+            if len(header) < (2 if t is not None else 1):
+                raise DataError(f"{path}: no feature columns besides the target {target!r}")
+            rows, lines = [], []
+            for row in reader:
+                if not row:  # a blank line
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, "
+                                    f"the header has {len(header)}")
+                rows.append(_parse_row(row, header, t, path, reader.line_num))
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({_one_line(e)})") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV file ({_one_line(e)})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or _one_line(e)}") from None
+    if not rows:
+        raise DataError(f"{path}: a header but no data rows")
+    data = np.array(rows, dtype=np.float64)
+    if t is None:
+        return data, None, lines
+    return np.delete(data, t, axis=1), data[:, t], lines
+
+
+def _parse_row(row, header, t, path, line):
+    try:
+        values = [float(v) for v in row]
+    except ValueError:
+        values = None
+    if values is not None and all(math.isfinite(v) for v in values):
+        return values
+    for j, text in enumerate(row):  # the slow path only runs to name the bad cell
+        column = f"{'target column' if j == t else 'column'} {header[j]!r}"
+        if not text.strip():
+            raise DataError(f"{path}: line {line}, {column}: missing value")
+        try:
+            v = float(text)
+        except ValueError:
+            raise DataError(f"{path}: line {line}, {column}: {text.strip()!r} is not a "
+                            f"number") from None
+        if not math.isfinite(v):
+            raise DataError(f"{path}: line {line}, {column}: {text.strip()!r} (NaN or infinity)")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_npy(path: str) -> np.ndarray:
+    _check_file(path, "a .npy array file")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise DataError(_pickle_message(path, e) or
+                        f"{path}: not a readable .npy file ({_one_line(e)})") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+    if not isinstance(a, np.ndarray):
+        a.close()
+        raise DataError(f"{path}: an .npz archive, not a .npy array")
+    return a
+
+
+def _pickle_message(path, e, key=None) -> str | None:
+    """The message for numpy's refusal of a pickle (allow_pickle=False); None for other errors."""
+    if "allow_pickle" not in str(e):
+        return None
+    if "Object arrays" not in str(e):  # not .npy/.npz at all: a pickle, or just not ours
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x80":  # every pickle of protocol >= 2 starts with PROTO
+                return None
+    what = f"array {key!r}" if key else "it"
+    return (f"{path}: {what} holds pickled Python objects, which gpunet refuses to load "
+            f"(allow_pickle=False); save plain numeric arrays")
+
+
+def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{where}: {what} must be numbers, got dtype {a.dtype}")
+    if a.ndim == 0:
+        raise DataError(f"{where}: {what} must be an array with one row per sample, got a scalar")
+    return a
+
+
+def _as_features(x: np.ndarray, where: str) -> np.ndarray:
+    """(samples, features) float64: a 1-D array is one feature, trailing dims are flattened."""
+    x = x.reshape(len(x), -1) if x.ndim != 1 else x.reshape(-1, 1)
+    if x.shape[1] == 0:
+        raise DataError(f"{where}: the features have no columns (shape {x.shape})")
+    return x.astype(np.float64)
+
+
+def _finite(x: np.ndarray, where: str, what: str) -> np.ndarray:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{where}: {what} row {i}, column {j} is {x[i, j]} (NaN or infinity)")
+    return x
+
+
+def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
+    _check_file(path, f"an .npz archive with arrays {x_key!r} and {y_key!r}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise DataError(_pickle_message(path, e) or
+                        f"{path}: not a readable .npz archive ({_one_line(e)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz archive ({_one_line(e)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive of {x_key!r} and "
+                        f"{y_key!r}")
+    with archive:
+        arrays = {}
+        for key in (x_key, y_key):
+            if key not in archive.files:
+                raise DataError(f"{path}: no array {key!r}; arrays present: "
+                                f"{', '.join(archive.files) or 'none'}")
+            try:
+                arrays[key] = archive[key]
+            except ValueError as e:
+                raise DataError(_pickle_message(path, e, key) or
+                                f"{path}: array {key!r} unreadable ({_one_line(e)})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise DataError(f"{path}: array {key!r} unreadable ({_one_line(e)})") from None
+    x = _numeric(arrays[x_key], f"{path}: array {x_key!r}", "the features")
+    y = _numeric(arrays[y_key], f"{path}: array {y_key!r}", "the targets")
     if len(x) != len(y):
-        raise DataError(f"{len(x)} feature rows but {len(y)} targets")
-    n_classes = 0
-    if task == "classification":
-        y, n_classes = check_labels(y)
-        stratify = y
-    else:
-        y = np.asarray(y, dtype=np.float64)
-        y = y.reshape(len(y), -1)
-        stratify = None
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=stratify
-    )
-    std = Standardizer.fit(x_tr) if standardize else None
-    if std is not None:
-        x_tr, x_te = std(x_tr), std(x_te)
-    return Dataset(name, task, x_tr, y_tr, x_te, y_te, n_classes, std,
-                   {"seed": int(seed), "test_fraction": float(test_fraction)})
+        raise DataError(f"{path}: {len(x)} rows in {x_key!r} but {len(y)} in {y_key!r}")
+    x = _finite(_as_features(x, path), path, f"array {x_key!r}")
+    return _Source(x, y, path)
 
 
-def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """One of the bundled datasets (``BUNDLED``), split and standardised."""
-    if name not in BUNDLED:
-        raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(BUNDLED)}")
-    x, y, task = _read_bundled(name)
-    return make_dataset(name, x, y, task, seed=seed, test_fraction=test_fraction)
+def _read_npy_pair(path: str, target: str | None) -> _Source:
+    if target is None:
+        raise ConfigError(f"{path}: a .npy dataset needs target (--target): the path of the "
+                          f"targets' .npy file")
+    x = _numeric(_load_npy(path), path, "the features")
+    y = _numeric(_load_npy(target), target, "the targets")
+    if len(x) != len(y):
+        raise DataError(f"{path} has {len(x)} rows but {target} has {len(y)}")
+    x = _finite(_as_features(x, path), path, "feature")
+    return _Source(x, y, path, row=lambda i: f"row {i} of {target}")
+
+
+def _idx_paths(spec: DataSpec) -> dict:
+    """The path of each IDX file (plain preferred, else .gz); DataError naming what is missing."""
+    expected = [n for pair in IDX_FILES.values() for n in pair]
+    listing = (f"{spec.dataset} expects the four IDX files {', '.join(expected)} "
+               f"(each plain or .gz) in data_dir")
+    if spec.data_dir is None:
+        raise ConfigError(f"{spec.dataset} needs data_dir (--data-dir): the folder of "
+                          f"{', '.join(expected)} (each plain or .gz)")
+    if not os.path.isdir(spec.data_dir):
+        raise DataError(f"{spec.data_dir}: no such folder; {listing}")
+    found, missing = {}, []
+    for name in expected:
+        plain = os.path.join(spec.data_dir, name)
+        path = next((p for p in (plain, plain + ".gz") if os.path.isfile(p)), None)
+        if path is None:
+            missing.append(name)
+        found[name] = path
+    if missing:
+        raise DataError(f"{spec.data_dir}: missing {', '.join(missing)}; {listing}")
+    return found
+
+
+def _read_idx(path: str, magic: int) -> np.ndarray:
+    """The uint8 array of one IDX file: big-endian magic 0x000008NN (NN = number of dims), then
+    one big-endian uint32 per dimension, then the bytes."""
+    what = "images" if magic == IDX_IMAGES_MAGIC else "labels"
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (expected IDX {what})")
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a readable gzip file ({_one_line(e)})") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated: {len(raw)} bytes, too short for an IDX header")
+    (found,) = struct.unpack(">I", raw[:4])
+    if found != magic:
+        raise DataError(f"{path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
+                        f"(IDX {what})")
+    ndim = magic & 0xFF
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise DataError(f"{path}: truncated: {len(raw)} bytes, the IDX header needs {start}")
+    dims = struct.unpack(f">{ndim}I", raw[4:start])
+    size = math.prod(dims)
+    body = len(raw) - start
+    if body != size:
+        state = "truncated" if body < size else "too long"
+        raise DataError(f"{path}: {state}: the header says {' x '.join(map(str, dims))} "
+                        f"({size} bytes of data), the file holds {body}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+
+
+def _read_idx_set(spec: DataSpec) -> _Source:
+    paths = _idx_paths(spec)
+    parts = {}
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images = _read_idx(paths[images_name], IDX_IMAGES_MAGIC)
+        labels = _read_idx(paths[labels_name], IDX_LABELS_MAGIC)
+        if len(images) != len(labels):
+            raise DataError(f"{paths[images_name]} holds {len(images)} images but "
+                            f"{paths[labels_name]} holds {len(labels)} labels")
+        parts[split] = (images, labels, paths[labels_name])
+    (xa, ya, la), (xb, yb, lb) = parts["train"], parts["test"]
+    if xa.shape[1:] != xb.shape[1:]:
+        raise DataError(f"{spec.data_dir}: training images are {xa.shape[1]}x{xa.shape[2]} but "
+                        f"test images are {xb.shape[1]}x{xb.shape[2]}")
+    x = np.concatenate([xa.reshape(len(xa), -1), xb.reshape(len(xb), -1)]) / 255.0
+    y = np.concatenate([ya, yb])
+    n_train = len(ya)
+
+    def row(i):
+        return f"label {i} of {la}" if i < n_train else f"label {i - n_train} of {lb}"
+
+    return _Source(x, y, spec.data_dir, "classification", n_own_test=len(yb), row=row)

@@ -154,10 +154,9 @@ class CrossEntropyLoss(Loss):
                 f"CrossEntropyLoss: target shape {tuple(y.shape)} does not match the logits "
                 f"shape {tuple(y_hat.shape)}"
             )
-        lse = backend.logsumexp(y_hat)[:, None]
-        total = y.sum(axis=1, keepdims=True)
-        value = ((lse * total).sum() - (y * y_hat).sum()) * scale
-        grad = (xp.exp(y_hat - lse) * total - y) * scale
+        log_p = backend.log_softmax(y_hat)
+        value = -(y * log_p).sum() * scale
+        grad = (xp.exp(log_p) * y.sum(axis=1, keepdims=True) - y) * scale
         return value, grad
 
 

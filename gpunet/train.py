@@ -1,22 +1,44 @@
-"""The training loop: seeded shuffled mini-batches, per-epoch metrics, optional checkpoints.
+"""The training loop: seeded shuffled mini-batches, validation, early stopping, learning-rate
+schedules, progress, checkpoints after every epoch, exact resume and a clean stop on Ctrl-C.
 
 ``fit`` is what ``gpunet train`` runs; the command line only parses flags around it.
+
+Resume is exact: a checkpoint holds the weights, the optimizer and schedule state, the state of
+the shuffling generator at the start of the current epoch, how many steps of that epoch are done
+and the per-step losses so far, so a run stopped at any step and resumed takes the same batches
+in the same order with the same state as a run that never stopped.
 """
 
 from __future__ import annotations
 
-import sys
+import math
+import signal
+import threading
 import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .checkpoint import save_checkpoint
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
+from .schedules import Schedule
 
 #: loss name -> output activation it is meant to follow
 OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "bce": "sigmoid",
                    "bce_logits": "identity"}
+
+
+class TrainingDiverged(GpunetError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after finishing its current step (a checkpoint may be written)."""
+
+    def __init__(self, message, epoch, step, checkpoint=None):
+        super().__init__(message)
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
 
 
 def prepare_targets(y, task, loss_fn, n_outputs):
@@ -31,7 +53,7 @@ def prepare_targets(y, task, loss_fn, n_outputs):
                     f"{loss_fn.name} on a classification task needs one output (two classes); "
                     f"this model has {n_outputs} outputs: use cross_entropy"
                 )
-            return y.astype(np.float64).reshape(-1, 1)
+            return np.asarray(y).astype(np.float64).reshape(-1, 1)
         raise ConfigError(
             f"loss {loss_fn.name} does not fit classification; use cross_entropy, bce or bce_logits"
         )
@@ -40,19 +62,26 @@ def prepare_targets(y, task, loss_fn, n_outputs):
     return y
 
 
+def predicted_classes(model, y_hat):
+    """Class predictions from outputs: argmax, or a threshold for a single output."""
+    xp = model.backend.xp
+    if y_hat.shape[1] == 1:
+        return (y_hat[:, 0] > (0.5 if model.output == "sigmoid" else 0.0)).astype(xp.int64)
+    return y_hat.argmax(axis=1)
+
+
 def metrics(model, x, y, loss_fn, task, batch_size=4096) -> dict:
     """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y)."""
     backend = model.backend
-    y_hat = model.predict(x, batch_size=batch_size)
+    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
     value, _ = loss_fn(y_hat, y)
     out = {"loss": backend.scalar(value)}
-    y_hat = backend.to_host(y_hat).astype(np.float64)
-    y = np.asarray(y)
     if task == "classification":
-        pred = (y_hat[:, 0] > (0.5 if model.output == "sigmoid" else 0.0)).astype(np.int64) \
-            if y_hat.shape[1] == 1 else y_hat.argmax(axis=1)
-        out["accuracy"] = float((pred == y.reshape(-1)).mean())
+        pred = backend.to_host(predicted_classes(model, y_hat))
+        out["accuracy"] = float((pred == np.asarray(y).reshape(-1)).mean())
     else:
+        y_hat = backend.to_host(y_hat).astype(np.float64)
+        y = np.asarray(y, dtype=np.float64)
         err = ((y_hat - y) ** 2).mean()
         var = ((y - y.mean(axis=0)) ** 2).mean()
         out["mse"] = float(err)
@@ -60,21 +89,89 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096) -> dict:
     return out
 
 
-def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
-        progress=None, save=None, log=None):
-    """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return the per-epoch history.
+def confusion_matrix(model, x, y, n_classes, batch_size=4096) -> np.ndarray:
+    """counts[true, predicted] over (x, y)."""
+    backend = model.backend
+    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
+    pred = backend.to_host(predicted_classes(model, y_hat))
+    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(y).reshape(-1), pred), 1)
+    return counts
 
-    Each epoch draws a permutation of the training set from ``numpy.random.default_rng(seed)``
-    (one generator for the whole run), steps through it in mini-batches (the last one may be
-    smaller), then measures the training loss and the test metrics. ``progress``: a tqdm bar
-    per epoch (None: only when stderr is a terminal). ``save``: a checkpoint path written
-    atomically after every epoch. ``log``: a callable taking one line per epoch.
+
+@dataclass
+class TrainState:
+    """What changes while training; saved in every checkpoint for exact resume."""
+
+    epoch: int = 0            # completed epochs
+    step: int = 0             # steps done in epoch ``epoch + 1``
+    rng: dict | None = None   # shuffling generator state at the start of epoch ``epoch + 1``
+    history: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    finished: bool = False
+
+
+class History(list):
+    """Per-epoch rows (dicts), plus ``test`` (final test metrics), ``best_epoch`` and
+    ``stopped_early``."""
+
+    test: dict
+    best_epoch: int
+    stopped_early: bool
+
+
+class _SigintFlag:
+    """While active, the first Ctrl-C sets a flag (the loop stops after its step); a second one
+    interrupts at once. Only in the main thread; elsewhere a no-op."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.raised = False
+
+    def __enter__(self):
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _check_positive_int(name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+
+
+def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
+        patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
+        resume=None, handle_sigint=True, data_spec=None) -> History:
+    """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
+
+    Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
+    steps through it in mini-batches (the last may be smaller), then measures validation
+    metrics. ``patience``: stop after that many epochs without a better validation loss and
+    keep the best weights. ``schedule``: a Schedule setting the learning rate per epoch.
+    ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
+    checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
+    ``resume``: a loaded Checkpoint to continue from. ``log``: called with one line per epoch.
     """
+    import sys
+
     from tqdm.auto import tqdm
 
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("batch_size", batch_size)
+    if patience is not None:
+        _check_positive_int("patience", patience)
     if data.n_features != model.sizes[0]:
         raise ShapeError(
             f"layer 1 ({model.sizes[0]} -> {model.sizes[1]}) expects {model.sizes[0]} features; "
@@ -85,47 +182,158 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             and n_out < data.n_classes:
         raise ShapeError(f"dataset {data.name!r} has {data.n_classes} classes but the model has "
                          f"{n_out} outputs")
-    backend = model.backend
+    has_val = len(data.x_val) > 0
+    if (patience is not None or (schedule is not None and schedule.name == "plateau")) \
+            and not has_val:
+        raise ConfigError("early stopping and the plateau schedule need a validation split "
+                          "(a validation fraction above 0)")
+    backend, xp = model.backend, model.backend.xp
+    classify = data.task == "classification"
     y_train = prepare_targets(data.y_train, data.task, loss_fn, n_out)
+    y_val = prepare_targets(data.y_val, data.task, loss_fn, n_out)
     y_test = prepare_targets(data.y_test, data.task, loss_fn, n_out)
     if isinstance(loss_fn, CrossEntropyLoss):
         loss_fn.check_labels = False  # labels were validated when the dataset was made
     x_dev = backend.asarray(data.x_train, dtype=model.dtype)
     y_dev = backend.asarray(y_train, dtype=model.dtype if y_train.dtype.kind == "f" else None)
+    y_labels = backend.asarray(np.asarray(data.y_train).reshape(-1)) if classify else None
     n = x_dev.shape[0]
+    n_steps = -(-n // batch_size)
+    sizes = np.minimum(batch_size, n - np.arange(n_steps) * batch_size).astype(np.float64)
+
+    state = TrainState()
+    best = None
+    step_losses = step_correct = None
+    if resume is not None:
+        t = resume.extra.get("training")
+        if t is None:
+            raise ConfigError("this checkpoint holds no training state to resume from")
+        state = TrainState(**t["state"])
+        if state.stopped_early:
+            raise ConfigError(f"that run already stopped early at epoch {state.epoch}: "
+                              "nothing to resume")
+        if t.get("batch_size") != batch_size:
+            raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
+                              f"not {batch_size}")
+        resume.load_optimizer(optimizer)
+        if t.get("schedule"):
+            schedule = Schedule.from_state(t["schedule"])
+        best = {k: backend.asarray(v, dtype=model.dtype) for k, v in resume.group("best").items()} \
+            or None
+        if state.step:
+            step_losses = backend.asarray(resume.arrays["epoch/losses"])
+            step_correct = backend.asarray(resume.arrays["epoch/correct"])
     rng = np.random.default_rng(seed)
-    history = []
+    if state.rng is not None:
+        rng.bit_generator.state = state.rng
+    else:
+        state.rng = rng.bit_generator.state
+    if schedule is None:
+        schedule = Schedule("constant", base_lr=optimizer.lr, epochs=epochs)
     show = sys.stderr.isatty() if progress is None else progress
 
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        perm = backend.asarray(rng.permutation(n))
-        steps = range(0, n, batch_size)
-        bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show,
-                   unit="batch")
-        total = 0.0
-        for start in bar:
-            idx = perm[start:start + batch_size]
-            value = model.train_step(x_dev[idx], y_dev[idx], loss_fn, optimizer)
-            total = total + value * idx.shape[0]  # stays on the device: no sync per step
-        train_loss = backend.scalar(total) / n
-        row = {"epoch": epoch, "train_loss": train_loss, "seconds": time.perf_counter() - t0}
-        row.update({f"test_{k}": v for k, v in metrics(model, data.x_test, y_test, loss_fn,
-                                                        data.task).items()})
-        history.append(row)
-        if log is not None:
-            log(_summary(row, epochs))
-        if save is not None:
-            save_checkpoint(save, model, optimizer, epoch=epoch, standardizer=data.standardizer,
-                            extra={"dataset": data.name, "task": data.task,
-                                   "split": data.split, "history": history})
+    def checkpoint(losses=None, correct=None):
+        if save is None:
+            return
+        arrays = {f"best/{k}": backend.to_host(v) for k, v in (best or {}).items()}
+        if losses is not None:
+            arrays["epoch/losses"] = backend.to_host(losses)
+            arrays["epoch/correct"] = backend.to_host(correct)
+        training = {"state": asdict(state), "batch_size": batch_size, "epochs": epochs,
+                    "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
+                    "loss": {"name": loss_fn.name, "reduction": loss_fn.reduction}}
+        save_checkpoint(save, model, optimizer, epoch=state.epoch,
+                        standardizer=data.standardizer, arrays=arrays,
+                        extra={"training": training, "data": data_spec, "dataset": data.name,
+                               "task": data.task, "n_classes": int(data.n_classes)})
+
+    with _SigintFlag(handle_sigint) as sigint:
+        for epoch in range(state.epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            rng.bit_generator.state = state.rng
+            perm = backend.asarray(rng.permutation(n))
+            optimizer.lr = schedule.lr(epoch)
+            first = state.step
+            if first == 0:
+                step_losses = xp.zeros(n_steps, dtype=np.float64)
+                step_correct = xp.zeros(n_steps, dtype=np.int64)
+            bar = tqdm(range(first, n_steps), desc=f"epoch {epoch}/{epochs}", leave=False,
+                       disable=not show, unit="batch", initial=first, total=n_steps)
+            for s in bar:
+                idx = perm[s * batch_size:(s + 1) * batch_size]
+                y_hat = model.forward(x_dev[idx])
+                value, dJdy_hat = loss_fn(y_hat, y_dev[idx])
+                if classify:
+                    step_correct[s] = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
+                model.backward(dJdy_hat, need_dx=False)
+                optimizer.step()
+                step_losses[s] = value  # on the device: no synchronisation per step
+                if show and (s + 1) % max(1, n_steps // 10) == 0:
+                    bar.set_postfix(loss=f"{float(step_losses[:s + 1].mean()):.4f}")
+                if sigint.raised:
+                    state.step = s + 1
+                    checkpoint(step_losses, step_correct)
+                    where = f"epoch {epoch}, step {s + 1} of {n_steps}"
+                    msg = (f"interrupted at {where}; checkpoint written to {save}" if save
+                           else f"interrupted at {where} (no --save given: nothing written)")
+                    bar.close()
+                    raise TrainingInterrupted(msg, epoch, s + 1, save)
+            bar.close()
+            losses = backend.to_host(step_losses)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                raise TrainingDiverged(
+                    f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
+                    f"try a lower learning rate (now {optimizer.lr:g})"
+                    + (f"; the checkpoint of epoch {state.epoch} is untouched" if save else "")
+                )
+            row = {"epoch": epoch, "lr": optimizer.lr,
+                   "train_loss": float((losses * sizes).sum() / n)}
+            if classify:
+                row["train_accuracy"] = float(backend.to_host(step_correct).sum() / n)
+            if has_val:
+                row.update({f"val_{k}": v for k, v in
+                            metrics(model, data.x_val, y_val, loss_fn, data.task).items()})
+            row["seconds"] = time.perf_counter() - t0
+            state.history.append(row)
+            state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
+            if has_val:
+                schedule.observe(row["val_loss"])
+                if row["val_loss"] < state.best_loss:
+                    state.best_loss, state.best_epoch, state.bad_epochs = row["val_loss"], epoch, 0
+                    if patience is not None:
+                        best = {k: v.copy() for k, v in model.params.items()}
+                else:
+                    state.bad_epochs += 1
+                    if patience is not None and state.bad_epochs >= patience:
+                        state.stopped_early = True
+            if log is not None:
+                log(_summary(row, epochs))
+            if state.stopped_early or epoch == epochs:
+                state.finished = True
+            checkpoint()
+            if state.stopped_early:
+                if log is not None:
+                    log(f"early stop: no better validation loss for {patience} epochs; "
+                        f"keeping the weights of epoch {state.best_epoch}")
+                break
+
+    if best is not None:
+        model.load_state_dict(best)
+    history = History(state.history)
+    history.best_epoch = state.best_epoch
+    history.stopped_early = state.stopped_early
+    history.test = {f"test_{k}": v for k, v in
+                    metrics(model, data.x_test, y_test, loss_fn, data.task).items()} \
+        if len(data.x_test) else {}
     return history
 
 
 def _summary(row, epochs) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
-    for k in ("test_loss", "test_accuracy", "test_mse", "test_r2"):
+    parts = [f"epoch {row['epoch']}/{epochs}"]
+    for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_mse", "val_r2"):
         if k in row:
             parts.append(f"{k} {row[k]:.4f}")
+    parts.append(f"lr {row['lr']:.3g}")
     parts.append(f"{row['seconds']:.2f}s")
     return "  ".join(parts)

@@ -77,21 +77,30 @@ class Backend:
 
     # -- row-wise reductions --------------------------------------------------------------
 
+    def _shift(self, x):
+        """(x - m, log sum_j exp(x_ij - m_i)) with m the row maximum (0 for rows without a
+        finite maximum, so that an all -inf row gives -inf, not NaN). Working on x - m keeps
+        float32 exact near huge logits, where x - logsumexp(x) would round."""
+        xp = self.xp
+        m = x.max(axis=-1, keepdims=True)
+        shifted = x - xp.where(xp.isfinite(m), m, 0)
+        with np.errstate(divide="ignore"):
+            return shifted, xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
     def logsumexp(self, x):
         """log(sum_j exp(x_ij)) per row, shifted by the row maximum so nothing overflows.
 
         A row of all -inf gives -inf (not NaN); a row with some -inf entries is finite.
         """
         xp = self.xp
-        m = x.max(axis=-1, keepdims=True)
+        m = x.max(axis=-1)
         m = xp.where(xp.isfinite(m), m, 0)
-        s = xp.exp(x - m).sum(axis=-1, keepdims=True)
-        with np.errstate(divide="ignore"):
-            return (xp.log(s) + m)[..., 0]
+        return self._shift(x)[1][..., 0] + m
 
     def log_softmax(self, x):
-        """x_ij - logsumexp(x_i), row-wise."""
-        return x - self.logsumexp(x)[..., None]
+        """x_ij - logsumexp(x_i), row-wise, computed as (x - max) - log sum exp(x - max)."""
+        shifted, lse = self._shift(x)
+        return shifted - lse
 
     def softmax(self, x):
         """exp(x_ij - max_i) / sum_j exp(x_ij - max_i), row-wise."""
@@ -106,9 +115,9 @@ class Backend:
         """
         xp = self.xp
         rows = xp.arange(logits.shape[0])
-        lse = self.logsumexp(logits)
-        loss = lse - logits[rows, labels]
-        p = xp.exp(logits - lse[:, None])
+        shifted, lse = self._shift(logits)
+        loss = lse[:, 0] - shifted[rows, labels]
+        p = xp.exp(shifted - lse)
         p[rows, labels] -= 1
         p *= scale
         return loss, p

@@ -1,0 +1,65 @@
+"""A picture of a training run: loss and metric curves (train and validation), and for
+classification a confusion matrix of the test split. Drawn with matplotlib's Agg backend, so
+no display is needed."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def plot_history(history, path, confusion=None, title=None) -> None:
+    """Write a PNG of ``history`` (fit's per-epoch rows) to ``path`` atomically.
+
+    ``confusion``: counts[true, predicted] for a third panel (classification).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    epochs = [r["epoch"] for r in history]
+    metric = next((m for m in ("accuracy", "r2", "mse")
+                   if f"train_{m}" in history[0] or f"val_{m}" in history[0]), None)
+    panels = 2 + (confusion is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
+    curves = [("loss", axes[0])] + ([(metric, axes[1])] if metric else [])
+    for name, ax in curves:
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{name}"
+            if key in history[0]:
+                ax.plot(epochs, [r[key] for r in history], style, marker="o", markersize=3,
+                        label="validation" if split == "val" else split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if not metric:
+        axes[1].axis("off")
+    if confusion is not None:
+        ax = axes[-1]
+        counts = np.asarray(confusion)
+        im = ax.imshow(counts, cmap="Blues")
+        k = counts.shape[0]
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if counts[i, j] > counts.max() / 2 else "black")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        acc = np.trace(counts) / max(counts.sum(), 1)
+        ax.set_title(f"test confusion matrix (accuracy {acc:.3f})")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -1,0 +1,71 @@
+"""Learning-rate schedules, applied once per epoch.
+
+    step:     lr = base * gamma ** floor((epoch - 1) / step_size)
+    cosine:   lr = min_lr + (base - min_lr) * (1 + cos(pi * (epoch - 1) / epochs)) / 2
+    plateau:  lr *= factor after ``patience`` epochs without the monitored loss improving
+
+``lr(epoch)`` gives the rate for a 1-based epoch before it runs; ``observe(loss)`` is told the
+epoch's validation loss after it ran (only plateau uses it). State round-trips through
+``state_dict`` for exact resume.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ConfigError
+
+SCHEDULES = ("constant", "step", "cosine", "plateau")
+
+
+class Schedule:
+    def __init__(self, name="constant", base_lr=1e-3, epochs=1, step_size=10, gamma=0.1,
+                 min_lr=0.0, factor=0.1, patience=5, threshold=1e-4):
+        if name not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
+        for label, v in (("step size", step_size), ("plateau patience", patience)):
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+        for label, v in (("gamma", gamma), ("factor", factor)):
+            if not 0 < v <= 1:
+                raise ConfigError(f"{label} must lie in (0, 1], got {v!r}")
+        self.name = name
+        self.base_lr = float(base_lr)
+        self.epochs = int(epochs)
+        self.step_size, self.gamma, self.min_lr = step_size, float(gamma), float(min_lr)
+        self.factor, self.patience, self.threshold = float(factor), patience, float(threshold)
+        # plateau state
+        self.current = float(base_lr)
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def lr(self, epoch: int) -> float:
+        if self.name == "step":
+            return self.base_lr * self.gamma ** ((epoch - 1) // self.step_size)
+        if self.name == "cosine":
+            t = (epoch - 1) / max(self.epochs, 1)
+            return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t)) / 2
+        return self.current  # constant, plateau
+
+    def observe(self, loss: float) -> None:
+        if self.name != "plateau":
+            return
+        if loss < self.best * (1 - self.threshold):
+            self.best, self.bad_epochs = loss, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                self.current = max(self.current * self.factor, self.min_lr)
+                self.bad_epochs = 0
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "name", "base_lr", "epochs", "step_size", "gamma", "min_lr", "factor", "patience",
+            "threshold", "current", "best", "bad_epochs")}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Schedule":
+        s = cls(**{k: state[k] for k in ("name", "base_lr", "epochs", "step_size", "gamma",
+                                         "min_lr", "factor", "patience", "threshold")})
+        s.current, s.best, s.bad_epochs = state["current"], state["best"], state["bad_epochs"]
+        return s

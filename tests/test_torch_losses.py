@@ -1,0 +1,285 @@
+"""Every loss's value and dJ/dy_hat against torch.nn.functional and autograd (float64 reference).
+
+Also the backend's row-wise log-sum-exp, log-softmax and softmax against torch on rows that
+break naive formulas (+-1e4, ties, -inf), and the errors a loss raises on bad targets.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import RTOL, host
+
+import gpunet as gn
+
+REDUCTIONS = ["mean", "sum"]
+B, C = 33, 5
+
+
+def assert_close(actual, expected, dtype, what=""):
+    """rtol by dtype, plus an atol scaled to the array (for entries near zero)."""
+    actual, expected = np.asarray(host(actual), dtype=np.float64), np.asarray(expected)
+    finite = expected[np.isfinite(expected)]
+    scale = float(np.abs(finite).max()) if finite.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
+                               err_msg=what)
+
+
+def torch_value_and_grad(torch, fn, y_hat, y, **kw):
+    """fn(y_hat, y, **kw) and its gradient in y_hat, by torch in float64."""
+    yh = torch.tensor(np.asarray(y_hat, dtype=np.float64), requires_grad=True)
+    yt = torch.as_tensor(y if np.asarray(y).dtype.kind in "iu" else np.asarray(y, np.float64))
+    value = fn(yh, yt, **kw)
+    (grad,) = torch.autograd.grad(value, yh)
+    return value.item(), host(grad)
+
+
+def run_loss(backend, loss, y_hat, y):
+    """The gpunet loss on the backend, checking the documented return types; host results."""
+    yh = backend.asarray(y_hat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grad = loss(yh, backend.asarray(y))
+    assert backend.owns(grad) and grad.shape == yh.shape and grad.dtype == yh.dtype
+    assert host(value).size == 1
+    return float(host(value)), host(grad)
+
+
+def check(backend, dtype, torch, loss, torch_fn, y_hat, y, **torch_kw):
+    y_hat = np.asarray(y_hat, dtype=dtype)
+    ref_value, ref_grad = torch_value_and_grad(torch, torch_fn, y_hat, y,
+                                               reduction=loss.reduction, **torch_kw)
+    value, grad = run_loss(backend, loss, y_hat, y)
+    assert_close(value, ref_value, dtype, f"{loss!r} value")
+    assert_close(grad, ref_grad, dtype, f"{loss!r} dJ/dy_hat")
+
+
+# -- MSE --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_mse_matches_torch(backend, dtype, torch, reduction):
+    rng = np.random.default_rng(10)
+    y_hat, y = rng.standard_normal((B, C)), rng.standard_normal((B, C))
+    check(backend, dtype, torch, gn.MSELoss(reduction), torch.nn.functional.mse_loss,
+          y_hat, y.astype(dtype))
+
+
+# -- BCE on probabilities ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("targets", ["hard", "soft"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_matches_torch(backend, dtype, torch, reduction, targets):
+    rng = np.random.default_rng(11)
+    p = rng.uniform(0.02, 0.98, (B, C))
+    y = (rng.uniform(size=(B, C)) < 0.5).astype(dtype) if targets == "hard" \
+        else rng.uniform(0.05, 0.95, (B, C)).astype(dtype)
+    check(backend, dtype, torch, gn.BCELoss(reduction), torch.nn.functional.binary_cross_entropy,
+          p, y)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_at_probabilities_exactly_0_and_1(backend, dtype, torch, reduction):
+    # torch clamps each log at -100 and divides the gradient by max(p (1 - p), 1e-12).
+    p = np.array([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5]] * 3)
+    y = np.array([[0.0, 1.0, 0.3, 0.0, 1.0, 0.3, 1.0]] * 3, dtype=dtype)
+    ref_value, ref_grad = torch_value_and_grad(
+        torch, torch.nn.functional.binary_cross_entropy, p, y, reduction=reduction)
+    assert np.isfinite(ref_value) and np.all(np.isfinite(ref_grad))
+    value, grad = run_loss(backend, gn.BCELoss(reduction), p.astype(dtype), y)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    assert_close(value, ref_value, dtype, "BCE value at p in {0, 1}")
+    # Entries span 0 to 1e12: compare each one relative to itself, not to the array's maximum.
+    # torch's clamp constant acts as float32(1e-12) = 9.99999996e-13 even in float64, so its
+    # clamped entries differ from (p - y) / 1e-12 by 4e-9 relative: allow that, no more.
+    np.testing.assert_allclose(grad, ref_grad, rtol=max(RTOL[dtype], 1e-8), atol=0)
+
+
+# -- BCE on logits ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_with_logits_matches_torch(backend, dtype, torch, reduction):
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((B, C)) * 4
+    y = rng.uniform(0.0, 1.0, (B, C)).astype(dtype)
+    check(backend, dtype, torch, gn.BCEWithLogitsLoss(reduction),
+          torch.nn.functional.binary_cross_entropy_with_logits, z, y)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_with_logits_at_plus_minus_100(backend, dtype, torch, reduction):
+    z = np.array([[-100.0, -100.0, -100.0, 100.0, 100.0, 100.0, 0.5]] * 2)
+    y = np.array([[0.0, 1.0, 0.25, 0.0, 1.0, 0.25, 1.0]] * 2, dtype=dtype)
+    ref_value, ref_grad = torch_value_and_grad(
+        torch, torch.nn.functional.binary_cross_entropy_with_logits, z, y, reduction=reduction)
+    with np.errstate(all="raise", under="ignore"):
+        value, grad = run_loss(backend, gn.BCEWithLogitsLoss(reduction), z.astype(dtype), y)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    assert_close(value, ref_value, dtype, "BCEWithLogits value at +-100")
+    assert_close(grad, ref_grad, dtype, "BCEWithLogits dJ/dz at +-100")
+
+
+# -- cross-entropy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label_dtype", [np.int64, np.int32], ids=["int64", "int32"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_labels_match_torch(backend, dtype, torch, reduction, label_dtype):
+    rng = np.random.default_rng(13)
+    z = rng.standard_normal((B, C)) * 3
+    labels = rng.integers(0, C, B).astype(label_dtype)
+    assert len(set(labels.tolist())) == C  # every class appears
+    ref_value, ref_grad = torch_value_and_grad(
+        torch, torch.nn.functional.cross_entropy, z, labels.astype(np.int64), reduction=reduction)
+    value, grad = run_loss(backend, gn.CrossEntropyLoss(reduction), z.astype(dtype), labels)
+    assert_close(value, ref_value, dtype, "cross-entropy value")
+    assert_close(grad, ref_grad, dtype, "cross-entropy dJ/dz")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_labels_with_extreme_logits(backend, dtype, torch, reduction):
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4 + 5], [2.0, 2.0, 2.0], [1e4, 1e4, -1.0]])
+    labels = np.array([1, 2, 0, 0])
+    ref_value, ref_grad = torch_value_and_grad(
+        torch, torch.nn.functional.cross_entropy, z, labels, reduction=reduction)
+    with np.errstate(all="raise", under="ignore"):
+        value, grad = run_loss(backend, gn.CrossEntropyLoss(reduction), z.astype(dtype), labels)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    assert_close(value, ref_value, dtype, "cross-entropy value at +-1e4")
+    assert_close(grad, ref_grad, dtype, "cross-entropy dJ/dz at +-1e4")
+
+
+@pytest.mark.parametrize("targets", ["labels", "soft"])
+@pytest.mark.parametrize("offset", [1e3, -1e3, 1e4], ids=["plus_1e3", "minus_1e3", "plus_1e4"])
+def test_cross_entropy_is_accurate_for_large_logits(backend, dtype, torch, offset, targets):
+    # Softmax and cross-entropy are shift invariant; torch (float32 included) keeps full
+    # relative accuracy for logits far from 0 because it works with z - max(z). The inputs are
+    # exactly representable in dtype, and the reference is float64 on those exact values.
+    rng = np.random.default_rng(20)
+    z = (rng.standard_normal((B, C)) * 3 + offset).astype(dtype)
+    y = rng.integers(0, C, B) if targets == "labels" else rng.dirichlet(np.ones(C), B).astype(dtype)
+    check(backend, dtype, torch, gn.CrossEntropyLoss("mean"),
+          torch.nn.functional.cross_entropy, z, y)
+
+
+@pytest.mark.parametrize("targets", ["one_hot", "soft", "unnormalised"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_probability_targets_match_torch(backend, dtype, torch, reduction, targets):
+    rng = np.random.default_rng(14)
+    z = rng.standard_normal((B, C)) * 3
+    if targets == "one_hot":
+        t = np.eye(C)[rng.integers(0, C, B)]
+    elif targets == "soft":
+        t = rng.dirichlet(np.ones(C), B)
+    else:  # torch does not require rows to sum to 1; the gradient carries sum_j t_ij
+        t = rng.uniform(0.1, 1.0, (B, C))
+    check(backend, dtype, torch, gn.CrossEntropyLoss(reduction),
+          torch.nn.functional.cross_entropy, z, t.astype(dtype))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_one_hot_equals_labels(backend, dtype, reduction):
+    rng = np.random.default_rng(15)
+    z = backend.asarray((rng.standard_normal((B, C)) * 3).astype(dtype))
+    labels = rng.integers(0, C, B)
+    loss = gn.CrossEntropyLoss(reduction)
+    v1, g1 = loss(z, backend.asarray(labels))
+    v2, g2 = loss(z, backend.asarray(np.eye(C, dtype=dtype)[labels]))
+    assert_close(v1, float(host(v2)), dtype)
+    assert_close(g1, host(g2), dtype)
+
+
+# -- row-wise log-sum-exp, log-softmax, softmax -----------------------------------------------
+
+INF = np.inf
+ROWS = {
+    "random": [0.3, -1.2, 2.5, 0.7, -0.4],
+    "plus_minus_1e4": [1e4, -1e4, 0.0, 1.0, -3.0],
+    "all_large": [1e4, 1e4 - 1, 1e4 - 2, 1e4 - 3, 1e4 - 4],
+    "all_very_negative": [-1e4, -1e4 - 1, -1e4 - 2, -1e4 - 3, -1e4 - 4],
+    "equal": [3.0, 3.0, 3.0, 3.0, 3.0],
+    "some_minus_inf": [-INF, 2.0, -INF, 0.5, -1.0],
+    "one_finite": [-INF, -INF, 7.0, -INF, -INF],
+}
+
+
+def torch_rowwise(torch, x):
+    t = torch.tensor(np.asarray(x, dtype=np.float64))
+    return (host(torch.logsumexp(t, dim=-1)), host(torch.log_softmax(t, dim=-1)),
+            host(torch.softmax(t, dim=-1)))
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_logsumexp_log_softmax_softmax_match_torch(backend, dtype, torch, row):
+    x = np.array([ROWS[row], ROWS["random"]], dtype=dtype)  # a batch of two rows
+    ref_lse, ref_lsm, ref_sm = torch_rowwise(torch, x)
+    xb = backend.asarray(x)
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise"):
+        warnings.simplefilter("error")
+        lse = host(backend.logsumexp(xb))
+        lsm = host(backend.log_softmax(xb))
+        sm = host(backend.softmax(xb))
+    assert lse.shape == (2,) and lsm.shape == x.shape and sm.shape == x.shape
+    assert lse.dtype == dtype and lsm.dtype == dtype and sm.dtype == dtype
+    assert_close(lse, ref_lse, dtype, "logsumexp")
+    # -inf entries must stay exactly -inf; assert_allclose compares infinities by position
+    assert_close(lsm, ref_lsm, dtype, "log_softmax")
+    assert_close(sm, ref_sm, dtype, "softmax")
+    assert not np.any(np.isnan(lsm)) and not np.any(np.isnan(sm))
+
+
+def test_logsumexp_of_all_minus_inf_row_is_minus_inf(backend, dtype, torch):
+    x = np.array([[-INF, -INF, -INF], [1.0, 2.0, 3.0]], dtype=dtype)
+    ref = host(torch.logsumexp(torch.tensor(x.astype(np.float64)), dim=-1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lse = host(backend.logsumexp(backend.asarray(x)))
+    assert lse[0] == -INF and ref[0] == -INF
+    assert_close(lse[1:], ref[1:], dtype)
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [-1, C], ids=["negative", "equal_to_classes"])
+def test_cross_entropy_label_out_of_range_raises_config_error(backend, bad):
+    z = backend.asarray(np.random.default_rng(16).standard_normal((7, C)))
+    labels = np.arange(7) % C
+    labels[3] = bad
+    with pytest.raises(gn.ConfigError, match=r"labels must lie in \[0, 4\]"):
+        gn.CrossEntropyLoss()(z, backend.asarray(labels))
+
+
+@pytest.mark.parametrize("loss_cls", [gn.MSELoss, gn.BCELoss, gn.BCEWithLogitsLoss,
+                                      gn.CrossEntropyLoss])
+@pytest.mark.parametrize("target_shape", [(7, C + 1), (6, C), (7 * C,)],
+                         ids=["columns", "rows", "flat"])
+def test_target_shape_mismatch_raises_shape_error(backend, loss_cls, target_shape):
+    rng = np.random.default_rng(17)
+    y_hat = backend.asarray(rng.uniform(0.1, 0.9, (7, C)))
+    y = backend.asarray(rng.uniform(0.1, 0.9, target_shape))
+    with pytest.raises(gn.ShapeError):
+        loss_cls()(y_hat, y)
+
+
+@pytest.mark.parametrize("labels_shape", [(6,), (8,), (7, 1)])
+def test_cross_entropy_label_count_mismatch_raises_shape_error(backend, labels_shape):
+    z = backend.asarray(np.random.default_rng(18).standard_normal((7, C)))
+    labels = backend.asarray(np.zeros(labels_shape, dtype=np.int64) + 1)
+    with pytest.raises(gn.ShapeError):
+        gn.CrossEntropyLoss()(z, labels)
+
+
+def test_cross_entropy_needs_2d_logits(backend):
+    z = backend.asarray(np.random.default_rng(19).standard_normal(C))
+    with pytest.raises(gn.ShapeError):
+        gn.CrossEntropyLoss()(z, backend.asarray(np.array([1])))
+
+
+def test_unknown_reduction_raises_config_error():
+    with pytest.raises(gn.ConfigError, match="reduction"):
+        gn.MSELoss("avg")
