@@ -40,9 +40,20 @@ def _positive_float(text):
     return v
 
 
+def _dataset(text):
+    from .data import source_kind
+
+    try:
+        source_kind(text)
+    except GpunetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _data_flags(p, defaults=True):
     """Flags that say where the data comes from (shared by train and evaluate)."""
-    p.add_argument("--dataset", default="digits" if defaults else None, metavar="NAME|PATH",
+    p.add_argument("--dataset", type=_dataset, default="digits" if defaults else None,
+                   metavar="NAME|PATH",
                    help="a bundled or synthetic set, mnist/fashion_mnist (with --data-dir), or a "
                         ".csv/.npz/.npy file (default: digits)")
     p.add_argument("--target", help="CSV: the target column; .npy: the targets file")
@@ -234,7 +245,7 @@ def cmd_train(args) -> int:
     history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
                   seed=seed, patience=patience, schedule=schedule,
                   progress=False if args.quiet else None, save=save, log=say, resume=resume,
-                  data_spec=spec.to_json())
+                  data_spec=data.spec.to_json())
     seconds = time.perf_counter() - t0
     result = {"backend": backend.name, "device": backend.device_name, "dataset": data.name,
               "task": data.task, "epochs": len(history), "seconds": seconds,

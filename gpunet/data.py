@@ -7,9 +7,9 @@ spec and standardizer stored in a checkpoint).
 
 Sources (``spec.dataset``):
     digits, iris, wine, breast_cancer, diabetes   scikit-learn's bundled sets (no download)
-    moons, spirals, sine                          synthetic, made from ``seed``, ``samples``, ``noise``
+    moons, spirals, sine                          synthetic, from ``seed``, ``samples``, ``noise``
     mnist, fashion_mnist                          the four IDX files (plain or .gz) in ``data_dir``
-    PATH.csv                                      header row, numbers only; ``target`` names a column
+    PATH.csv                                      header row, numbers; ``target`` names a column
     PATH.npz                                      arrays ``x_key`` and ``y_key`` (default x, y)
     PATH.npy                                      the features; ``target`` is the targets' .npy
 
@@ -165,6 +165,8 @@ class Dataset:
     @property
     def split(self) -> dict:
         """How the split was made (seed and fractions); kept for checkpoints of earlier runs."""
+        if self.spec is None:
+            return None
         return {"seed": self.spec.seed, "val_fraction": self.spec.val_fraction,
                 "test_fraction": self.spec.test_fraction}
 
@@ -311,11 +313,11 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}")
     if y.size == 0:
         raise DataError(f"{where}: no class labels")
     if y.min() < 0:
-        i = int(np.argmin(y))
+        i = int(np.argmax(y < 0))
         raise DataError(f"{where}: class labels must be >= 0, but {row(i)} holds {y[i]:g} "
                         f"(for numeric targets use the regression task or mse loss)")
     if y.max() >= MAX_CLASSES:
-        i = int(np.argmax(y))
+        i = int(np.argmax(y >= MAX_CLASSES))
         raise DataError(f"{where}: class labels must lie in 0..{MAX_CLASSES - 1}, but {row(i)} "
                         f"holds {y[i]:g}")
     y = y.astype(np.int64)

@@ -247,7 +247,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         extra={"training": training, "data": data_spec, "dataset": data.name,
                                "task": data.task, "n_classes": int(data.n_classes)})
 
-    with _SigintFlag(handle_sigint) as sigint:
+    # Overflow shows up as a non-finite loss, reported below with its epoch and step.
+    with _SigintFlag(handle_sigint) as sigint, np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             rng.bit_generator.state = state.rng

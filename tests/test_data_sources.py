@@ -1,0 +1,549 @@
+"""Every data source, the seeded splits, and one clear error for every bad input.
+
+Each test writes its own small files in tmp_path: CSV with the csv module, IDX with struct and
+gzip, .npz/.npy with numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.data import (
+    DATASET_NAMES, IDX_FILES, DataSpec, Standardizer, infer_task, load_data, load_dataset,
+    load_split, read_features,
+)
+
+# ---- writers ------------------------------------------------------------------------------------
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def write_idx(path, array, magic=None, gz=False, cut=0):
+    """An IDX file of uint8 ``array``: magic 0x0000080N (N = ndim), dims, bytes; ``cut`` drops
+    that many bytes from the end."""
+    array = np.asarray(array, dtype=np.uint8)
+    magic = 0x800 + array.ndim if magic is None else magic
+    raw = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    raw = raw[:len(raw) - cut]
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(raw)
+
+
+def make_mnist(folder, n_train=40, n_test=12, gz=False, seed=0):
+    """The four IDX files with 4x3 random images and labels cycling through 0..3."""
+    rng = np.random.default_rng(seed)
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, 4, 3), dtype=np.uint8)
+        labels = (np.arange(n) % 4).astype(np.uint8)
+        for name, a in zip(IDX_FILES[split], (images, labels)):
+            write_idx(folder / (name + (".gz" if gz else "")), a, gz=gz)
+        arrays[split] = images, labels
+    return str(folder), arrays
+
+
+def classification_csv(tmp_path, n=60, name="c.csv"):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 3)).round(4)
+    y = np.arange(n) % 3
+    rows = [[*map(str, xi), str(yi)] for xi, yi in zip(x, y)]
+    return write_csv(tmp_path / name, ["a", "b", "c", "label"], rows), x, y
+
+
+class _Touch:
+    """Unpickling this creates ``path``: the payload a refused pickle must never run."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+# ---- every source loads -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, task, n_classes, n_features, n_rows", [
+    ("iris", "classification", 3, 4, 150), ("wine", "classification", 3, 13, 178),
+    ("breast_cancer", "classification", 2, 30, 569), ("diabetes", "regression", 0, 10, 442),
+    ("moons", "classification", 2, 2, 200), ("spirals", "classification", 3, 2, 200),
+    ("sine", "regression", 0, 3, 200),
+])
+def test_named_sources_load_with_their_task(name, task, n_classes, n_features, n_rows):
+    d = load_data(DataSpec(name, samples=200))
+    assert d.task == task and d.n_classes == n_classes and d.n_features == n_features
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == n_rows
+    assert d.n_outputs == (n_classes if task == "classification" else 1)
+    if task == "regression":
+        assert d.y_train.shape == (len(d.x_train), 1) and d.y_train.dtype == np.float64
+    else:
+        assert d.y_train.dtype == np.int64
+
+
+def test_dataset_names_list_every_named_source():
+    assert set(DATASET_NAMES) == {"digits", "iris", "wine", "breast_cancer", "diabetes", "moons",
+                                  "spirals", "sine", "mnist", "fashion_mnist"}
+
+
+@pytest.mark.parametrize("name", ["moons", "spirals", "sine"])
+def test_synthetic_sets_follow_seed_samples_and_noise(name):
+    def raw(**kw):
+        return load_split(DataSpec(name, samples=90, **kw), "all", None)[:2]
+
+    (xa, ya), (xb, yb) = raw(seed=4), raw(seed=4)
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+    assert len(xa) == 90
+    assert not np.array_equal(xa, raw(seed=5)[0])
+    assert not np.array_equal(raw(seed=4, noise=0.0)[0 if name != "sine" else 1],
+                              xa if name != "sine" else ya)
+
+
+def test_spirals_have_three_balanced_classes():
+    d = load_data(DataSpec("spirals", samples=300, val_fraction=0))
+    assert np.bincount(np.concatenate([d.y_train, d.y_test])).tolist() == [100, 100, 100]
+
+
+def test_csv_loads_the_rows_as_written(tmp_path):
+    path, x, y = classification_csv(tmp_path)
+    spec = DataSpec(path, target="label")
+    d = load_data(spec)
+    assert d.task == "classification" and d.n_classes == 3 and d.n_features == 3
+    xs, ys, task, k = load_split(d.spec, "all", None)
+    np.testing.assert_array_equal(xs, x)
+    np.testing.assert_array_equal(ys, y)
+    assert (task, k) == ("classification", 3)
+
+
+def test_csv_target_column_may_sit_anywhere_and_regression_is_inferred(tmp_path):
+    rows = [[f"{0.5 * i + 0.25}", str(i), str(i * 2)] for i in range(20)]
+    path = write_csv(tmp_path / "r.csv", ["price", "a", "b"], rows)
+    d = load_data(DataSpec(path, target="price"))
+    assert d.task == "regression" and d.n_features == 2 and d.y_train.shape[1] == 1
+    x, y, _, _ = load_split(d.spec, "all", None)
+    np.testing.assert_array_equal(x, [[i, 2 * i] for i in range(20)])
+    np.testing.assert_array_equal(y[:, 0], [0.5 * i + 0.25 for i in range(20)])
+
+
+@pytest.mark.parametrize("keys", [{}, {"x_key": "features", "y_key": "labels"}])
+def test_npz_loads_default_or_named_arrays(tmp_path, keys):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 5)), np.arange(50) % 2
+    np.savez(tmp_path / "d.npz", **{keys.get("x_key", "x"): x, keys.get("y_key", "y"): y})
+    d = load_data(DataSpec(str(tmp_path / "d.npz"), **keys))
+    assert d.task == "classification" and d.n_classes == 2 and d.n_features == 5
+    np.testing.assert_array_equal(load_split(d.spec, "all", None)[0], x)
+
+
+def test_npy_pair_loads_and_flattens_images(tmp_path):
+    x = np.random.default_rng(0).normal(size=(30, 2, 3))
+    y = np.random.default_rng(1).normal(size=(30, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    d = load_data(DataSpec(str(tmp_path / "x.npy"), target=str(tmp_path / "y.npy")))
+    assert d.task == "regression" and d.n_features == 6 and d.n_outputs == 2
+    xs, ys, _, _ = load_split(d.spec, "all", None)
+    np.testing.assert_array_equal(xs, x.reshape(30, 6))
+    np.testing.assert_array_equal(ys, y)
+
+
+def test_idx_plain_and_gzipped_give_the_arrays_written(tmp_path):
+    plain, arrays = make_mnist(tmp_path / "plain")
+    zipped, _ = make_mnist(tmp_path / "gz", gz=True)
+    a, b = (load_data(DataSpec("mnist", data_dir=d, val_fraction=0.25)) for d in (plain, zipped))
+    for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.task == "classification" and a.n_classes == 4 and a.n_features == 12
+    assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (30, 10, 12)
+    # the t10k files are the test split, in file order; pixels scaled to [0, 1]
+    x_test, y_test, _, _ = load_split(a.spec, "test", None)
+    images, labels = arrays["test"]
+    np.testing.assert_array_equal(x_test, images.reshape(12, 12) / 255.0)
+    np.testing.assert_array_equal(y_test, labels)
+    x_all, y_all, _, _ = load_split(a.spec, "all", None)
+    np.testing.assert_array_equal(x_all[:40], arrays["train"][0].reshape(40, 12) / 255.0)
+    np.testing.assert_array_equal(y_all, np.concatenate([arrays["train"][1], labels]))
+
+
+def test_fashion_mnist_reads_the_same_layout(tmp_path):
+    folder, _ = make_mnist(tmp_path / "f", gz=True)
+    d = load_data(DataSpec("fashion_mnist", data_dir=folder))
+    assert d.name == "fashion_mnist" and len(d.x_test) == 12
+
+
+# ---- the task -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("y, task", [
+    (np.array([0, 1, 2, 1]), "classification"),
+    (np.array([3, -1, 2, 1]), "classification"),          # an integer dtype: labels (then refused)
+    (np.array([0.0, 1.0, 2.0, 1.0]), "classification"),
+    (np.arange(100, dtype=float), "classification"),
+    (np.arange(101, dtype=float), "regression"),           # more than 100 distinct values
+    (np.array([0.0, -1.0, 2.0]), "regression"),             # a negative value
+    (np.array([0.0, 0.5, 2.0]), "regression"),              # not integer-valued
+    (np.array([[0.0, 1.0], [1.0, 0.0]]), "regression"),     # two target columns
+])
+def test_task_inferred_from_targets(y, task):
+    assert infer_task(y) == task
+
+
+def test_task_option_and_loss_decide_before_the_data(tmp_path):
+    rows = [[str(i), str(i % 3)] for i in range(30)]
+    path = write_csv(tmp_path / "t.csv", ["a", "y"], rows)
+    assert load_data(DataSpec(path, target="y")).task == "classification"
+    assert load_data(DataSpec(path, target="y"), loss="mse").task == "regression"
+    assert load_data(DataSpec(path, target="y", task="regression")).task == "regression"
+    assert load_data(DataSpec("iris"), loss="mse").task == "regression"
+    # the resolved task is stored, so the spec alone rebuilds the same rows
+    d = load_data(DataSpec(path, target="y"), loss="mse")
+    assert d.spec.task == "regression"
+    np.testing.assert_array_equal(load_split(d.spec, "test", d.standardizer)[1], d.y_test)
+
+
+def test_labels_are_not_remapped(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(40.0).reshape(20, 2))
+    np.save(tmp_path / "y.npy", np.array([0, 2, 5, 2] * 5))
+    d = load_data(DataSpec(str(tmp_path / "x.npy"), target=str(tmp_path / "y.npy")))
+    assert d.n_classes == 6
+    assert set(np.concatenate([d.y_train, d.y_val, d.y_test]).tolist()) == {0, 2, 5}
+
+
+# ---- splits and standardisation -----------------------------------------------------------------
+
+
+def test_split_sizes_disjoint_seeded_and_stratified(tmp_path):
+    path, _, _ = classification_csv(tmp_path, n=100)
+    spec = DataSpec(path, target="label", seed=3, val_fraction=0.1, test_fraction=0.2)
+    a, b = load_data(spec), load_data(spec)
+    assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (70, 10, 20)
+    for field in ("x_train", "x_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.x_test, load_data(DataSpec(path, target="label", seed=4)).x_test)
+    raw = load_split(a.spec, "all", None)[0]
+    rows = [tuple(map(tuple, a.standardizer.mean + a.standardizer.std * s))
+            for s in (a.x_train, a.x_val, a.x_test)]
+    assert sum(map(len, rows)) == len(set().union(*rows)) == len(raw)  # disjoint, cover all
+    assert sorted(np.bincount(a.y_test).tolist()) == [6, 7, 7]  # stratified 34/33/33
+
+
+def test_test_split_does_not_depend_on_val_fraction():
+    base = load_dataset("wine", seed=2)          # the train/test split of earlier checkpoints
+    for vf in (0.0, 0.15, 0.3):
+        d = load_data(DataSpec("wine", seed=2, val_fraction=vf))
+        np.testing.assert_array_equal(d.y_test, base.y_test)
+        np.testing.assert_allclose(d.standardizer(load_split(d.spec, "test", None)[0]), d.x_test)
+    x_test = load_split(DataSpec("wine", seed=2, val_fraction=0.3), "test", None)[0]
+    np.testing.assert_allclose(base.standardizer(x_test), base.x_test)
+
+
+def test_zero_val_fraction_gives_an_empty_validation_split():
+    d = load_data(DataSpec("iris", val_fraction=0.0))
+    assert d.x_val.shape == (0, 4) and d.y_val.shape == (0,) and len(d.x_train) == 120
+
+
+def test_too_small_a_class_to_stratify_falls_back(tmp_path):
+    rows = [[str(i), "1" if i == 0 else str(i % 2 * 2)] for i in range(20)]  # label 1 once
+    d = load_data(DataSpec(write_csv(tmp_path / "s.csv", ["a", "y"], rows), target="y"))
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 20 and d.n_classes == 3
+
+
+def test_standardisation_uses_training_rows_only():
+    d = load_data(DataSpec("wine", seed=1))
+    raw_train = load_split(d.spec, "train", None)[0]
+    fitted = Standardizer.fit(raw_train)
+    np.testing.assert_array_equal(d.standardizer.mean, fitted.mean)
+    np.testing.assert_array_equal(d.standardizer.std, fitted.std)
+    np.testing.assert_allclose(d.x_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(d.x_train.std(axis=0), 1, rtol=1e-12)
+    assert np.abs(d.x_test.mean(axis=0)).max() > 1e-3
+    np.testing.assert_allclose(d.x_val, fitted(load_split(d.spec, "val", None)[0]))
+
+
+@pytest.mark.parametrize("source", ["iris", "diabetes", "csv", "idx"])
+def test_load_split_returns_the_rows_load_data_put_there(tmp_path, source):
+    if source == "csv":
+        spec = DataSpec(classification_csv(tmp_path)[0], target="label", seed=7)
+    elif source == "idx":
+        spec = DataSpec("mnist", data_dir=make_mnist(tmp_path / "m")[0], val_fraction=0.2)
+    else:
+        spec = DataSpec(source, seed=7)
+    d = load_data(spec)
+    stored = DataSpec.from_json(json.loads(json.dumps(d.spec.to_json())))
+    assert stored == d.spec
+    for split in ("train", "val", "test"):
+        x, y, task, k = load_split(stored, split, d.standardizer)
+        np.testing.assert_array_equal(x, getattr(d, f"x_{split}"))
+        np.testing.assert_array_equal(y, getattr(d, f"y_{split}"))
+        assert (task, k) == (d.task, d.n_classes)
+    x_all, y_all, _, _ = load_split(stored, "all", d.standardizer)
+    assert len(x_all) == len(d.x_train) + len(d.x_val) + len(d.x_test)
+    every = np.concatenate([d.x_train, d.x_val, d.x_test])
+    np.testing.assert_array_equal(np.unique(x_all, axis=0), np.unique(every, axis=0))
+
+
+def test_legacy_load_dataset_is_a_train_test_split():
+    d = load_dataset("iris", seed=1)
+    assert len(d.x_val) == 0 and len(d.x_test) == 30 and d.split["seed"] == 1
+
+
+# ---- read_features ------------------------------------------------------------------------------
+
+
+def test_read_features_from_csv_and_npy(tmp_path):
+    x = np.random.default_rng(0).normal(size=(7, 3))
+    path = write_csv(tmp_path / "in.csv", ["a", "b", "c"], [[repr(float(v)) for v in r] for r in x])
+    np.testing.assert_array_equal(read_features(path), x)
+    np.save(tmp_path / "in.npy", x.astype(np.float32))
+    out = read_features(tmp_path / "in.npy")
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, x.astype(np.float32))
+
+
+# ---- one clear error for every bad input --------------------------------------------------------
+
+
+def _csv_with(tmp_path, rows, header=("a", "b", "y")):
+    return write_csv(tmp_path / "bad.csv", header, rows)
+
+
+GOOD = [["1", "2", "0"], ["3", "4", "1"], ["5", "6", "0"], ["7", "8", "1"]]
+
+
+def _npy_pair(tmp_path, x, y):
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return DataSpec(str(tmp_path / "x.npy"), target=str(tmp_path / "y.npy"))
+
+
+def _npz(tmp_path, **arrays):
+    np.savez(tmp_path / "d.npz", **arrays)
+    return str(tmp_path / "d.npz")
+
+
+def _mnist_with(tmp_path, name, array=None, **kw):
+    folder, _ = make_mnist(tmp_path / "m")
+    if array is not None:
+        write_idx(pathlib.Path(folder) / name, array, **kw)
+    else:
+        (pathlib.Path(folder) / name).unlink()
+    return DataSpec("mnist", data_dir=folder)
+
+
+def _empty(tmp_path, name):
+    (tmp_path / name).write_bytes(b"")
+    return str(tmp_path / name)
+
+
+def _garbage(tmp_path, name):
+    (tmp_path / name).write_bytes(b"neither zip nor npy")
+    return str(tmp_path / name)
+
+
+def _npz_named_npy(tmp_path):
+    np.savez(tmp_path / "x.npz", x=np.ones((3, 2)))
+    return str((tmp_path / "x.npz").rename(tmp_path / "x.npy"))
+
+
+def _mnist_bad_gzip(tmp_path):
+    folder, _ = make_mnist(tmp_path / "m", gz=True)
+    (pathlib.Path(folder) / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    return DataSpec("mnist", data_dir=folder)
+
+
+X20, Y20 = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+
+ERRORS = {
+    # missing files and folders
+    "missing csv": (lambda p: load_data(DataSpec(str(p / "no.csv"), target="y")),
+                    gn.DataError, r"no\.csv: no such file \(expected a CSV file"),
+    "missing npy targets": (lambda p: load_data(DataSpec(_npy_pair(p, X20, Y20).dataset,
+                                                         target=str(p / "none.npy"))),
+                            gn.DataError, r"none\.npy: no such file"),
+    "missing mnist folder": (lambda p: load_data(DataSpec("mnist", data_dir=str(p / "nowhere"))),
+                             gn.DataError, r"nowhere: no such folder; mnist expects the four IDX "
+                                           r"files train-images-idx3-ubyte, train-labels-idx1"),
+    "missing mnist file": (lambda p: load_data(_mnist_with(p, "t10k-labels-idx1-ubyte")),
+                           gn.DataError, r"missing t10k-labels-idx1-ubyte; mnist expects"),
+    "mnist without data_dir": (lambda p: load_data(DataSpec("mnist")), gn.ConfigError,
+                               r"mnist needs data_dir"),
+    # empty files
+    "empty csv": (lambda p: load_data(DataSpec(_empty(p, "e.csv"), target="y")), gn.DataError,
+                  r"e\.csv: empty file"),
+    "empty npz": (lambda p: load_data(DataSpec(_empty(p, "e.npz"))), gn.DataError,
+                  r"e\.npz: empty file"),
+    "empty npy": (lambda p: read_features(_empty(p, "e.npy")), gn.DataError, r"e\.npy: empty file"),
+    "csv header only": (lambda p: load_data(DataSpec(_csv_with(p, []), target="y")),
+                        gn.DataError, r"bad\.csv: a header but no data rows"),
+    # bad CSV cells, named by line and column
+    "csv non-numeric": (lambda p: load_data(DataSpec(
+        _csv_with(p, [*GOOD[:1], ["1", "abc", "0"], *GOOD[1:]]), target="y")),
+        gn.DataError, r"bad\.csv: line 3, column 'b': 'abc' is not a number"),
+    "csv missing value": (lambda p: load_data(DataSpec(_csv_with(p, [["", "2", "0"], *GOOD]),
+                                                       target="y")),
+                          gn.DataError, r"line 2, column 'a': missing value"),
+    "csv nan": (lambda p: load_data(DataSpec(_csv_with(p, [*GOOD, ["1", "nan", "0"]]), target="y")),
+                gn.DataError, r"line 6, column 'b': 'nan' \(NaN or infinity\)"),
+    "csv infinity": (lambda p: load_data(DataSpec(_csv_with(p, [["-inf", "1", "0"], *GOOD]),
+                                                  target="y")),
+                     gn.DataError, r"line 2, column 'a': '-inf' \(NaN or infinity\)"),
+    "csv target nan": (lambda p: load_data(DataSpec(_csv_with(p, [*GOOD, ["1", "2", "NaN"]]),
+                                                    target="y")),
+                       gn.DataError, r"line 6, target column 'y'"),
+    "csv short row": (lambda p: load_data(DataSpec(_csv_with(p, [*GOOD, ["1", "2"]]), target="y")),
+                      gn.DataError, r"line 6 has 2 fields, the header has 3"),
+    "csv text label": (lambda p: load_data(DataSpec(_csv_with(p, [*GOOD, ["1", "2", "setosa"]]),
+                                                    target="y")),
+                       gn.DataError, r"line 6, target column 'y': 'setosa' is not a number"),
+    "csv no such target": (lambda p: load_data(DataSpec(_csv_with(p, GOOD), target="label")),
+                           gn.DataError, r"no column 'label'; columns: a, b, y"),
+    "csv target not named": (lambda p: load_data(DataSpec(_csv_with(p, GOOD))), gn.ConfigError,
+                             r"name the target column \(--target\); columns: a, b, y"),
+    # labels
+    "non-integer labels": (lambda p: load_data(DataSpec(
+        _csv_with(p, [*GOOD, ["1", "2", "1.5"]]), target="y", task="classification")),
+        gn.DataError, r"class labels must be integers, but line 6 holds 1\.5"),
+    "negative labels": (lambda p: load_data(_npy_pair(p, X20, np.r_[Y20[:-1], -3])),
+                        gn.DataError, r"labels must be >= 0, but row 19 of .*y\.npy holds -3"),
+    "huge label": (lambda p: load_data(_npy_pair(p, X20, np.r_[Y20[:-1], 10**9])),
+                   gn.DataError, r"class labels must lie in 0\.\.99999, but row 19 of"),
+    "one class": (lambda p: load_data(_npy_pair(p, X20, np.zeros(20, int))), gn.DataError,
+                  r"only one class \(label 0\)"),
+    "idx label one class": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.ones(20)),
+                                                         task="classification")),
+                            gn.DataError, r"only one class \(label 1\)"),
+    # sizes
+    "too few samples": (lambda p: load_data(DataSpec(_npz(p, x=X20[:2], y=Y20[:2]))),
+                        gn.DataError, r"2 samples, but val_fraction 0\.1 and test_fraction 0\.2 "
+                                      r"need at least 3"),
+    "too few mnist training rows": (lambda p: load_data(DataSpec(
+        "mnist", data_dir=make_mnist(p / "m", n_train=1)[0])),
+        gn.DataError, r"1 training samples, but val_fraction 0\.1 needs at least 2"),
+    "x/y lengths (npy)": (lambda p: load_data(_npy_pair(p, X20, Y20[:15])), gn.DataError,
+                          r"x\.npy has 20 rows but .*y\.npy has 15"),
+    "x/y lengths (npz)": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=Y20[:4]))),
+                          gn.DataError, r"20 rows in 'x' but 4 in 'y'"),
+    # npz / npy contents
+    "npz missing key": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=Y20), y_key="labels")),
+                        gn.DataError, r"no array 'labels'; arrays present: x, y"),
+    "npz nan": (lambda p: load_data(DataSpec(_npz(p, x=np.where(X20 == 5, np.nan, X20), y=Y20))),
+                gn.DataError, r"array 'x' row 2, column 1 is nan"),
+    "npz strings": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.array(["a", "b"] * 10)))),
+                    gn.DataError, r"array 'y': the targets must be numbers, got dtype <U1"),
+    "npy holds an npz": (lambda p: read_features(_npz_named_npy(p)), gn.DataError,
+                         r"x\.npy: an \.npz archive, not a \.npy array"),
+    "npz not a zip": (lambda p: load_data(DataSpec(_garbage(p, "n.npz"))), gn.DataError,
+                      r"n\.npz: not a readable \.npz archive"),
+    "npy garbage": (lambda p: read_features(_garbage(p, "n.npy")), gn.DataError,
+                    r"n\.npy: not a readable \.npy file"),
+    # IDX
+    "idx wrong magic": (lambda p: load_data(_mnist_with(
+        p, "train-images-idx3-ubyte", np.zeros((40, 4, 3)), magic=0x801)),
+        gn.DataError, r"train-images-idx3-ubyte: magic number 0x00000801, expected 0x00000803"),
+    "idx truncated": (lambda p: load_data(_mnist_with(
+        p, "t10k-images-idx3-ubyte", np.zeros((12, 4, 3)), cut=5)),
+        gn.DataError, r"t10k-images-idx3-ubyte: truncated: the header says 12 x 4 x 3 \(144 bytes"),
+    "idx counts disagree": (lambda p: load_data(_mnist_with(
+        p, "train-labels-idx1-ubyte", np.zeros(39))),
+        gn.DataError, r"holds 40 images but .*train-labels-idx1-ubyte holds 39 labels"),
+    "idx bad gzip": (lambda p: load_data(_mnist_bad_gzip(p)), gn.DataError,
+                     r"t10k-labels-idx1-ubyte\.gz: not a readable gzip file"),
+    # names and options
+    "unknown dataset": (lambda p: load_data(DataSpec("cifar")), gn.ConfigError,
+                        r"unknown dataset 'cifar'; valid names: digits, iris.*mnist"),
+    "unsupported file": (lambda p: load_data(DataSpec(str(p / "data.txt"))), gn.ConfigError,
+                         r"data\.txt: unsupported file type; expected a \.csv, \.npz or \.npy"),
+    "negative val fraction": (lambda p: load_data(DataSpec("iris", val_fraction=-0.1)),
+                              gn.ConfigError, r"val_fraction must lie in \[0, 1\), got -0\.1"),
+    "test fraction 1": (lambda p: load_data(DataSpec("iris", test_fraction=1.0)), gn.ConfigError,
+                        r"test_fraction must lie in \[0, 1\), got 1\.0"),
+    "fractions sum to 1": (lambda p: load_data(DataSpec("iris", val_fraction=0.5,
+                                                        test_fraction=0.5)),
+                           gn.ConfigError, r"val_fraction \+ test_fraction must be below 1"),
+    "zero samples": (lambda p: load_data(DataSpec("moons", samples=0)), gn.ConfigError,
+                     r"samples must be a positive integer, got 0"),
+    "negative noise": (lambda p: load_data(DataSpec("sine", noise=-0.5)), gn.ConfigError,
+                       r"noise must be a finite number >= 0, got -0\.5"),
+    "unknown task": (lambda p: load_data(DataSpec("iris", task="ranking")), gn.ConfigError,
+                     r"unknown task 'ranking'; valid names: classification, regression"),
+    "negative seed": (lambda p: load_data(DataSpec("iris", seed=-1)), gn.ConfigError,
+                      r"seed must be an integer in \[0, 2\*\*32\)"),
+    "loss against task": (lambda p: load_data(DataSpec("iris", task="regression"),
+                                              loss="cross_entropy"),
+                          gn.ConfigError, r"loss cross_entropy needs a classification task"),
+    "target on a named set": (lambda p: load_data(DataSpec("iris", target="y")), gn.ConfigError,
+                              r"target applies to \.csv and \.npy datasets, not to 'iris'"),
+    "data_dir on a csv": (lambda p: load_data(DataSpec("a.csv", target="y", data_dir=str(p))),
+                          gn.ConfigError, r"data_dir applies to mnist and fashion_mnist"),
+    "npy without target": (lambda p: load_data(DataSpec(str(p / "x.npy"))), gn.ConfigError,
+                           r"x\.npy: a \.npy dataset needs target"),
+    "unknown split": (lambda p: load_split(DataSpec("iris"), "holdout", None), gn.ConfigError,
+                      r"unknown split 'holdout'; valid names: train, val, test, all"),
+    "standardizer width": (lambda p: load_split(DataSpec("iris"), "test",
+                                                Standardizer(np.zeros(3), np.ones(3))),
+                           gn.DataError, r"4 features, but the stored standardizer was fitted on"),
+    "spec field": (lambda p: DataSpec.from_json({"dataset": "iris", "sead": 1}), gn.ConfigError,
+                   r"unknown data spec field\(s\): sead"),
+    "predict input type": (lambda p: read_features(p / "in.parquet"), gn.ConfigError,
+                           r"in\.parquet: unsupported input file; expected a \.csv or \.npy"),
+    "predict csv cell": (lambda p: read_features(_csv_with(p, [["1", "x", "2"]])), gn.DataError,
+                         r"line 2, column 'b': 'x' is not a number"),
+    "predict npy 1-D": (lambda p: read_features(_npy_pair(p, np.ones(3), Y20).dataset),
+                        gn.DataError, r"features must be a 2-D array"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_bad_input_raises_one_clear_line(tmp_path, case):
+    call, cls, pattern = ERRORS[case]
+    with pytest.raises(cls, match=pattern) as e:
+        call(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("suffix", ["npz", "npy", "raw pickle"])
+def test_pickled_payload_is_refused_and_never_runs(tmp_path, suffix):
+    marker = tmp_path / "pwned"
+    payload = np.empty(20, dtype=object)
+    payload[:] = [_Touch(marker)] * 20
+    if suffix == "npz":
+        np.savez(tmp_path / "d.npz", x=X20, y=payload)
+        spec, shown = DataSpec(str(tmp_path / "d.npz")), r"array 'y' holds pickled Python objects"
+    elif suffix == "npy":
+        spec, shown = _npy_pair(tmp_path, payload, Y20), r"x\.npy: it holds pickled Python objects"
+    else:
+        import pickle
+
+        (tmp_path / "x.npy").write_bytes(pickle.dumps(_Touch(marker)))
+        np.save(tmp_path / "y.npy", Y20)
+        spec = DataSpec(str(tmp_path / "x.npy"), target=str(tmp_path / "y.npy"))
+        shown = r"x\.npy: it holds pickled Python objects"
+    with pytest.raises(gn.DataError, match=shown):
+        load_data(spec)
+    assert not marker.exists()
+    # the payload is live: loading it the unsafe way does create the file
+    if suffix != "raw pickle":
+        path = spec.dataset if suffix == "npy" else str(tmp_path / "d.npz")
+        loaded = np.load(path, allow_pickle=True)
+        _ = loaded if suffix == "npy" else loaded["y"]
+    else:
+        import pickle
+
+        pickle.loads((tmp_path / "x.npy").read_bytes())
+    assert marker.exists()

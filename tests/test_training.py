@@ -1,0 +1,197 @@
+"""The training loop: exact resume, early stopping, schedules, Ctrl-C, divergence, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+from gpunet.data import DataSpec, load_data
+from gpunet.schedules import Schedule
+from gpunet.train import TrainingDiverged, TrainingInterrupted, fit
+
+
+def params_of(path):
+    return load_checkpoint(path).params
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _run(backend, epochs, save=None, resume=None, patience=None, step_hook=None, schedule=None):
+    spec = DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2)
+    data = load_data(spec)
+    if resume is not None:
+        model = resume.build_model(backend)
+        opt = gn.get_optimizer(resume.header["optimizer"]["name"], model, lr=1.0)
+    else:
+        model = gn.MLP([13, 16, 3], backend=backend, seed=5)
+        opt = gn.SGD(model, lr=0.05, momentum=0.9)
+    if step_hook is not None:
+        inner, calls = opt.step, [0]
+
+        def step():
+            inner()
+            calls[0] += 1
+            step_hook(calls[0])
+
+        opt.step = step
+    history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=epochs, batch_size=16, seed=3,
+                  save=save, resume=resume, patience=patience, progress=False,
+                  schedule=schedule, data_spec=spec.to_json())
+    return model, history
+
+
+def test_resume_at_an_epoch_boundary_matches_an_unbroken_run(tmp_path, backend):
+    unbroken, h1 = _run(backend, 6, save=tmp_path / "a.npz")
+    _run(backend, 3, save=tmp_path / "b.npz")
+    resumed, h2 = _run(backend, 6, save=tmp_path / "b.npz", resume=load_checkpoint(tmp_path / "b.npz"))
+    assert_same_params(params_of(tmp_path / "a.npz"), params_of(tmp_path / "b.npz"))
+    assert [r["train_loss"] for r in h1] == [r["train_loss"] for r in h2]
+    assert h1.test == h2.test
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend):
+    """SIGINT during a step: the step finishes, a checkpoint is written, and resuming from it
+    gives the same weights as a run that never stopped."""
+    _run(backend, 4, save=tmp_path / "a.npz")
+
+    n_steps = -(-len(load_data(DataSpec("wine", seed=2, val_fraction=0.2)).x_train) // 16)
+    stop_at = n_steps + 3  # step 3 of the second epoch
+
+    def interrupt(call):
+        if call == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as e:
+        _run(backend, 4, save=tmp_path / "b.npz", step_hook=interrupt)
+    assert (e.value.epoch, e.value.step) == (2, 3)
+    ck = load_checkpoint(tmp_path / "b.npz")
+    assert (ck.epoch, ck.extra["training"]["state"]["step"]) == (1, 3)
+    _run(backend, 4, save=tmp_path / "b.npz", resume=ck)
+    assert_same_params(params_of(tmp_path / "a.npz"), params_of(tmp_path / "b.npz"))
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    spec = DataSpec("digits", seed=0, val_fraction=0.2)
+    data = load_data(spec)
+    model = gn.MLP([64, 64, 10], seed=0)
+    history = fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model, lr=0.01), epochs=200,
+                  batch_size=16, patience=3, progress=False, save=tmp_path / "c.npz",
+                  data_spec=spec.to_json())
+    assert history.stopped_early and len(history) < 200
+    losses = [r["val_loss"] for r in history]
+    assert history.best_epoch == int(np.argmin(losses)) + 1
+    assert len(history) == history.best_epoch + 3
+    # the model holds the best epoch's weights: its validation loss is that epoch's
+    m = gn.train.metrics(model, data.x_val, data.y_val, gn.CrossEntropyLoss(), "classification")
+    assert m["loss"] == pytest.approx(losses[history.best_epoch - 1], rel=1e-6)
+    ck = load_checkpoint(tmp_path / "c.npz")
+    assert ck.extra["training"]["state"]["stopped_early"]
+    best = ck.build_model("numpy", weights="best")
+    for k in model.params:
+        np.testing.assert_array_equal(best.params[k], model.params[k])
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("step", dict(step_size=2, gamma=0.5), [1.0, 1.0, 0.5, 0.5, 0.25]),
+    ("cosine", dict(min_lr=0.0), [1.0, (1 + np.cos(np.pi / 5)) / 2, (1 + np.cos(2 * np.pi / 5)) / 2,
+                                  (1 + np.cos(3 * np.pi / 5)) / 2, (1 + np.cos(4 * np.pi / 5)) / 2]),
+    ("constant", {}, [1.0] * 5),
+])
+def test_schedules(name, kwargs, expected):
+    s = Schedule(name, base_lr=1.0, epochs=5, **kwargs)
+    np.testing.assert_allclose([s.lr(e) for e in range(1, 6)], expected, rtol=1e-12)
+
+
+def test_plateau_cuts_after_patience_and_round_trips():
+    s = Schedule("plateau", base_lr=1.0, patience=2, factor=0.5)
+    for loss in (1.0, 0.9, 0.95, 0.95):
+        s.observe(loss)
+    assert s.lr(5) == 1.0
+    s.observe(0.95)
+    assert s.lr(6) == 0.5
+    t = Schedule.from_state(json.loads(json.dumps(s.state_dict())))
+    assert t.state_dict() == s.state_dict()
+
+
+def test_schedule_sets_the_optimizer_rate_each_epoch():
+    _, history = _run("numpy", 4, schedule=Schedule("step", base_lr=0.05, step_size=1, gamma=0.5))
+    assert [r["lr"] for r in history] == [0.05, 0.025, 0.0125, 0.00625]
+
+
+def test_divergence_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
+    path = tmp_path / "c.npz"
+    _run("numpy", 1, save=path)
+    before = path.read_bytes()
+
+    class Exploding(gn.MSELoss):
+        calls = 0
+
+        def __call__(self, y_hat, y):
+            Exploding.calls += 1
+            value, g = super().__call__(y_hat, y)
+            return (value * np.nan if Exploding.calls == 5 else value), g
+
+    spec = DataSpec("diabetes", val_fraction=0.1)
+    data = load_data(spec)
+    model = gn.MLP([10, 8, 1])
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 5.*lower learning rate"):
+        fit(model, data, Exploding(), gn.SGD(model, lr=1e-4), epochs=3, batch_size=32,
+            progress=False, save=path, data_spec=spec.to_json())
+    assert path.read_bytes() == before
+
+
+def test_cli_plot_writes_a_png(tmp_path):
+    png = tmp_path / "run.png"
+    assert main(["train", "--dataset", "iris", "--epochs", "4", "--quiet", "--backend", "numpy",
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_cli_resume_continues_to_the_requested_epochs(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    common = ["--dataset", "moons", "--samples", "300", "--quiet", "--backend", "numpy",
+              "--hidden", "8", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.5"]
+    assert main(["train", *common, "--epochs", "5", "--save", str(a)]) == 0
+    assert main(["train", *common, "--epochs", "2", "--save", str(b)]) == 0
+    assert main(["train", "--resume", str(b), "--epochs", "5", "--quiet"]) == 0
+    assert_same_params(params_of(a), params_of(b))
+    assert main(["train", "--resume", str(b), "--hidden", "9", "--quiet"]) == 1
+
+
+def test_cli_sigint_exits_130_and_prints_how_to_resume(tmp_path):
+    """A real Ctrl-C to a real run: the checkpoint is written and resume is explained."""
+    path = tmp_path / "c.npz"
+    code = (
+        "import os, signal, sys\n"
+        "import gpunet.optim as O\n"
+        "orig, n = O.Optimizer.step, [0]\n"
+        "def hooked(self):\n"
+        "    orig(self)\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 20: os.kill(os.getpid(), signal.SIGINT)\n"
+        "O.Optimizer.step = hooked\n"
+        "from gpunet.cli import main\n"
+        f"sys.exit(main(['train', '--dataset', 'iris', '--epochs', '50', '--backend', 'numpy',"
+        f" '--save', {str(path)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert f"gpunet train --resume {path}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    state = load_checkpoint(path).extra["training"]["state"]
+    n_steps = -(-len(load_data(DataSpec("iris")).x_train) // 32)
+    assert state["epoch"] * n_steps + state["step"] == 20  # stopped right after the 20th step
