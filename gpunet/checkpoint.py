@@ -64,6 +64,7 @@ def atomic_write(path, write) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     try:
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -83,6 +84,15 @@ def atomic_write(path, write) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _new_file_mode(path) -> int:
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 class Checkpoint:
