@@ -19,8 +19,11 @@ from .errors import (
 from .gradcheck import GradcheckResult, gradcheck
 from .gradcheck import combinations as gradcheck_combinations
 from .losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
+from .data import DataSpec, Dataset, load_data
 from .model import MLP
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, get_optimizer
+from .schedules import Schedule
+from .train import History, TrainingDiverged, TrainingInterrupted, fit
 
 __version__ = "0.1.0"
 
@@ -39,20 +42,28 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CrossEntropyLoss",
+    "DataSpec",
+    "Dataset",
     "DataError",
     "GpunetError",
     "GradcheckResult",
+    "History",
     "Loss",
     "MLP",
     "MSELoss",
     "Optimizer",
     "SGD",
+    "Schedule",
     "ShapeError",
+    "TrainingDiverged",
+    "TrainingInterrupted",
     "backend_of",
     "cupy_status",
+    "fit",
     "get_backend",
     "get_loss",
     "get_optimizer",
     "gradcheck",
     "gradcheck_combinations",
+    "load_data",
 ]

@@ -155,6 +155,24 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpunet: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not _out_of_memory(e):
+            raise
+        where = "device" if type(e).__module__.startswith("cupy") else "host"
+        print(f"gpunet: error: out of {where} memory ({_first_line(e)}); "
+              "try a smaller --batch-size or smaller --hidden layers", file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """CuPy's OutOfMemoryError (whatever CuPy's version calls home) or the host's MemoryError."""
+    return isinstance(e, MemoryError) or (
+        type(e).__name__ == "OutOfMemoryError" and type(e).__module__.startswith("cupy"))
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _write_json(path, obj) -> None:
@@ -189,7 +207,6 @@ def cmd_train(args) -> int:
     from .schedules import Schedule
     from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
 
-    backend = get_backend(args.backend)
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     epochs = args.epochs or 30
     resume = None
@@ -200,6 +217,7 @@ def cmd_train(args) -> int:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
         spec = DataSpec.from_json(resume.extra["data"])
         data = load_data(spec)
+        backend = get_backend(args.backend)
         model = resume.build_model(backend)
         if args.hidden and list(args.hidden) != model.sizes[1:-1]:
             from .errors import ConfigError
@@ -219,6 +237,7 @@ def cmd_train(args) -> int:
     else:
         spec = _spec_from_args(args)
         data = load_data(spec, loss=args.loss)
+        backend = get_backend(args.backend)
         loss_name = args.loss or ("cross_entropy" if data.task == "classification" else "mse")
         n_out = data.n_outputs
         if data.task == "classification" and loss_name in ("bce", "bce_logits") \

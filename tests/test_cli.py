@@ -103,3 +103,26 @@ def test_bad_flags_exit_2_with_usage(args, capsys):
         main(args)
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+class OutOfMemoryError(Exception):
+    """Stands in for cupy.cuda.memory.OutOfMemoryError."""
+
+
+OutOfMemoryError.__module__ = "cupy.cuda.memory"
+
+
+@pytest.mark.parametrize("error", [OutOfMemoryError("Out of memory allocating 8,589,934,592 "
+                                                     "bytes (allocated so far: 0 bytes)."),
+                                   MemoryError("Unable to allocate 64.0 GiB")])
+def test_out_of_memory_is_one_line_suggesting_a_smaller_batch(monkeypatch, capsys, error):
+    import gpunet.train
+
+    def boom(*a, **k):
+        raise error
+
+    monkeypatch.setattr(gpunet.train, "fit", boom)
+    assert main(["train", "--dataset", "iris", "--backend", "numpy", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of" in err[0] and "smaller --batch-size" in err[0]
+    assert ("device" in err[0]) == isinstance(error, OutOfMemoryError)
