@@ -133,12 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verbose", action="store_true", help="print a row for every tensor")
 
     sub.add_parser("info", help="backends, devices and versions")
+    # listed for --help; main() hands `gpunet bench ...` to gpunet.bench, which has its own flags
+    sub.add_parser("bench", help="time training steps against PyTorch (gpunet bench --help)")
     return p
 
 
 def main(argv=None) -> int:
     from .train import TrainingInterrupted
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,

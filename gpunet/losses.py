@@ -35,7 +35,11 @@ class Loss:
     def _prepare(self, y_hat, y):
         """Put y on y_hat's backend with y_hat's dtype and check the shapes agree."""
         backend = backend_of(y_hat)
-        y = backend.asarray(y, dtype=y_hat.dtype)
+        y = backend.asarray(y)
+        if y.dtype.kind not in "biuf":
+            raise ConfigError(f"{type(self).__name__}: targets must be real numbers, "
+                              f"got dtype {y.dtype}")
+        y = y.astype(y_hat.dtype, copy=False)
         if y.shape != y_hat.shape:
             raise ShapeError(
                 f"{type(self).__name__}: target shape {tuple(y.shape)} does not match "
@@ -44,6 +48,8 @@ class Loss:
         return backend, y
 
     def _scale(self, n: int) -> float:
+        if self.reduction == "mean" and n == 0:
+            raise ShapeError(f"{type(self).__name__}: the mean over an empty batch is undefined")
         return 1.0 / n if self.reduction == "mean" else 1.0
 
     def __call__(self, y_hat, y):

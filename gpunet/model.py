@@ -28,6 +28,14 @@ def check_dtype(dtype) -> np.dtype:
     return dt
 
 
+def _real_array(backend, a, what, dtype):
+    """``a`` on ``backend`` as ``dtype``; ConfigError unless it holds real numbers."""
+    a = backend.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise ConfigError(f"{what} must be real numbers, got dtype {a.dtype}")
+    return a.astype(dtype, copy=False)
+
+
 class MLP:
     """A multilayer perceptron with hand-derived backward passes.
 
@@ -46,18 +54,21 @@ class MLP:
 
     def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
                  dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE):
-        sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else None
+        try:
+            sizes = None if isinstance(sizes, (str, bytes)) else list(sizes)
+        except TypeError:  # not iterable: 5, None, 3.0
+            sizes = None
         if not sizes or len(sizes) < 2 or not all(
             isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in sizes
         ):
             raise ConfigError(
                 f"sizes must list at least two positive integers [inputs, ..., outputs], got {sizes!r}"
             )
-        if activation not in HIDDEN_ACTIVATIONS:
+        if not isinstance(activation, str) or activation not in HIDDEN_ACTIVATIONS:
             raise ConfigError(
                 f"unknown activation {activation!r}; valid names: {', '.join(HIDDEN_ACTIVATIONS)}"
             )
-        if output not in ACTIVATIONS:
+        if not isinstance(output, str) or output not in ACTIVATIONS:
             raise ConfigError(
                 f"unknown output activation {output!r}; valid names: {', '.join(ACTIVATIONS)}"
             )
@@ -135,7 +146,10 @@ class MLP:
         """y_hat for x without keeping a cache, in batches of ``batch_size`` rows if given."""
         if batch_size is None:
             return self.forward(x, cache=False)
-        x = self.backend.asarray(x)
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+                or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        x = self._input(x)
         parts = [self.forward(x[i:i + batch_size], cache=False)
                  for i in range(0, x.shape[0], batch_size)]
         return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)
@@ -144,7 +158,7 @@ class MLP:
         """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx."""
         if not getattr(self, "_cached", False):
             raise GpunetError("backward() needs a forward() with cache=True first")
-        g = self.backend.asarray(dJdy_hat, dtype=self.dtype)
+        g = _real_array(self.backend, dJdy_hat, "dJ/dy_hat", self.dtype)
         out = self.layers[-1]
         if out.y is None or g.shape != out.y.shape:
             raise ShapeError(
@@ -189,7 +203,7 @@ class MLP:
             )
         new = {}
         for k, old in self.params.items():
-            v = self.backend.asarray(state[k], dtype=self.dtype)
+            v = _real_array(self.backend, state[k], k, self.dtype)
             if v.shape != old.shape:
                 raise ShapeError(f"{k}: expected shape {tuple(old.shape)}, got {tuple(v.shape)}")
             new[k] = v.copy()

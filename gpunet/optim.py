@@ -7,10 +7,26 @@ the backend's array module, so the same hyperparameters give the same trajectory
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from .errors import ConfigError
+
+
+def _real(name, v, low, *, above=False, high=None):
+    """``v`` as a float if it is a finite real number >= low (> low with ``above``, <= high
+    if given); else ConfigError. numpy scalars count; bools and strings do not."""
+    try:
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # an int too big for a float
+        ok = False
+    ok = ok and (v > low if above else v >= low) and (high is None or v <= high)
+    if not ok:
+        bound = f"> {low}" if above else f">= {low}"
+        raise ConfigError(f"{name} must be a finite number {bound}"
+                          f"{f' and <= {high}' if high is not None else ''}, got {v!r}")
+    return float(v)
 
 
 class Optimizer:
@@ -21,10 +37,11 @@ class Optimizer:
     slots: tuple[str, ...] = ()
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
-        if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
-            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        try:
+            _real("lr", lr, 0, above=True)
+        except ConfigError:
+            raise ConfigError(f"learning rate must be a positive number, got {lr!r}") from None
+        _real("weight_decay", weight_decay, 0)
         self.model = model
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -98,8 +115,8 @@ class SGD(Optimizer):
     def __init__(self, model, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
                  dampening=0.0):
         super().__init__(model, lr, weight_decay)
-        if momentum < 0:
-            raise ConfigError(f"momentum must be >= 0, got {momentum!r}")
+        _real("momentum", momentum, 0)
+        _real("dampening", dampening, 0, high=1)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ConfigError("nesterov momentum needs momentum > 0 and dampening == 0")
         self.momentum = float(momentum)
@@ -138,7 +155,11 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        b1, b2 = betas
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        _real("eps", eps, 0, above=True)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ConfigError(f"betas must lie in [0, 1), got {betas!r}")
         if eps <= 0:

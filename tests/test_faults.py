@@ -1,0 +1,299 @@
+"""Faults around checkpoints, end to end through the ``gpunet`` command.
+
+A run killed with SIGKILL at any moment, two runs racing on one checkpoint path, a resume whose
+architecture does not fit, a corrupted file and a file carrying a pickle: each must leave a
+whole checkpoint (or none) and, where the command refuses, exit 1 with one line and no traceback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gpunet.checkpoint import FORMAT, VERSION, load_checkpoint
+from gpunet.data import DataSpec, load_data
+from gpunet.errors import CheckpointError
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
+
+#: one BLAS thread per process: two runs share the 2 cores, and their numbers stay reproducible
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV.pop("GPUNET_BACKEND", None)
+
+#: epochs of three batches on digits, so that checkpoint writes follow each other closely
+FAST = ["--dataset", "digits", "--batch-size", "512", "--quiet", "--backend", "numpy"]
+TEMP_PATTERN = ".tmp-*.part"  # what gpunet.checkpoint.atomic_write names its temporary files
+
+
+def gpunet(*args) -> list[str]:
+    return [sys.executable, "-m", "gpunet.cli", *map(str, args)]
+
+
+def run(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(gpunet(*args), capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit status 1, exactly one line on stderr, ``gpunet: error: ...``, no traceback."""
+    err = proc.stderr
+    assert proc.returncode == 1, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{err}"
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    assert lines[0].startswith("gpunet: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def arrays_of(path) -> dict:
+    """Every array of a checkpoint but the header (which holds wall-clock seconds)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != "header"}
+
+
+def same_arrays(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k])
+        for k in a
+    )
+
+
+def assert_whole_checkpoint(path, steps_per_epoch: int) -> int:
+    """``path`` loads, and everything in it describes one completed epoch; returns the epoch."""
+    ck = load_checkpoint(path)
+    state = ck.extra["training"]["state"]
+    epoch = ck.epoch
+    assert epoch >= 1
+    assert state["epoch"] == epoch and state["step"] == 0
+    assert [row["epoch"] for row in state["history"]] == list(range(1, epoch + 1))
+    assert "epoch/losses" not in ck.arrays  # only a mid-epoch (Ctrl-C) checkpoint has them
+    assert ck.header["optimizer"]["steps"] == epoch * steps_per_epoch
+    model = ck.build_model("numpy")
+    assert all(np.isfinite(p).all() for p in model.params.values())
+    assert set(ck.optimizer_state) == set(model.params)
+    return epoch
+
+
+@pytest.fixture(scope="module")
+def digits_steps() -> int:
+    """Optimizer steps per epoch of ``FAST`` (the digits training split in batches of 512)."""
+    n = len(load_data(DataSpec("digits")).x_train)
+    return -(-n // 512)
+
+
+@pytest.fixture(scope="module")
+def iris_checkpoint(tmp_path_factory):
+    """A real checkpoint of a short run: iris, one hidden layer of 8."""
+    path = tmp_path_factory.mktemp("iris") / "iris.npz"
+    proc = run("train", "--dataset", "iris", "--epochs", "2", "--hidden", "8", "--quiet",
+               "--backend", "numpy", "--save", path)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+# -- SIGKILL while checkpoints are being written ---------------------------------------------
+
+def _wait_for(path, proc, limit=60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise AssertionError(f"the run exited ({proc.returncode}) before writing {path}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no checkpoint at {path} after {limit:.0f}s")
+        time.sleep(0.005)
+
+
+def _read_until(path, deadline, steps_per_epoch) -> int:
+    """Load the checkpoint over and over while the run rewrites it: a reader must always see
+    a whole file (the old one or the new one). Returns how many loads it made."""
+    reads, last = 0, 0
+    while time.monotonic() < deadline:
+        epoch = assert_whole_checkpoint(path, steps_per_epoch)
+        assert epoch >= last  # never an older file than one already seen
+        last = epoch
+        reads += 1
+    return reads
+
+
+def test_sigkill_at_random_moments_always_leaves_a_whole_checkpoint(tmp_path, digits_steps):
+    """Kill a real `gpunet train --save` run 15 times at seeded random moments (a few from the
+    start, the rest while it writes a checkpoint every few milliseconds, read back meanwhile):
+    the checkpoint path always holds a whole checkpoint of the last completed epoch, or nothing
+    yet; anything else in the folder is a temporary `.tmp-*.part` that is not taken for the
+    checkpoint; and a run resumes from the survivor."""
+    rng = random.Random(1234)
+    epochs = 1000  # never reached: every run is killed within a few seconds
+    survivors = []  # (folder, checkpoint, epoch)
+    reads = 0
+    for trial in range(15):
+        folder = tmp_path / f"trial{trial:02d}"
+        folder.mkdir()
+        path = folder / "ckpt.npz"
+        proc = subprocess.Popen(
+            gpunet("train", *FAST, "--epochs", epochs, "--hidden", 8, "--seed", trial,
+                   "--save", path),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        try:
+            if trial % 5 == 0:  # any moment from the start, maybe before the first write
+                time.sleep(rng.uniform(0.0, 1.5))
+            else:  # while epochs (and writes) follow each other, reading it meanwhile
+                _wait_for(path, proc)
+                reads += _read_until(path, time.monotonic() + rng.uniform(0.0, 0.4),
+                                     digits_steps)
+            assert proc.poll() is None, f"trial {trial}: the run ended on its own ({proc.returncode})"
+            proc.send_signal(signal.SIGKILL)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
+
+        names = sorted(os.listdir(folder))
+        strays = [n for n in names if n != path.name]
+        assert all(fnmatch.fnmatch(n, TEMP_PATTERN) for n in strays), \
+            f"trial {trial}: unexpected files {strays}"
+        for stray in strays:  # a killed write's leftover is never a checkpoint on its own name
+            assert not stray.endswith(".npz")
+        if path.name in names:
+            epoch = assert_whole_checkpoint(path, digits_steps)
+            assert epoch < epochs
+            survivors.append((folder, path, epoch))
+    assert len(survivors) >= 10, f"only {len(survivors)} of 15 kills came after a checkpoint"
+    assert reads >= 20, f"only {reads} reads while the runs were writing"
+
+    # Resume the run that left the most behind (a temporary file if any): it must carry on.
+    folder, path, epoch = max(survivors, key=lambda s: (len(os.listdir(s[0])), s[2]))
+    proc = run("train", "--resume", path, "--epochs", epoch + 1, "--quiet", "--backend", "numpy")
+    assert proc.returncode == 0, proc.stderr
+    assert assert_whole_checkpoint(path, digits_steps) == epoch + 1
+    assert load_checkpoint(path).extra["training"]["state"]["finished"]
+
+
+# -- two runs writing the same checkpoint path ------------------------------------------------
+
+def test_two_runs_racing_on_one_path_leave_one_whole_final_checkpoint(tmp_path):
+    """Two `gpunet train --save same.npz` runs (different seeds and widths) started together:
+    the file afterwards is whole and is exactly the final state of one of them (last writer
+    wins), never a mix; neither run fails and no temporary file is left behind."""
+    shared = tmp_path / "shared"
+    alone = tmp_path / "alone"
+    shared.mkdir()
+    alone.mkdir()
+    runs = {"a": ["--seed", 1, "--hidden", 8], "b": ["--seed", 2, "--hidden", 12]}
+    epochs = 150
+
+    def start(flags, path):
+        return subprocess.Popen(gpunet("train", *FAST, "--epochs", epochs, *flags, "--save", path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+
+    target = shared / "same.npz"
+    procs = {name: start(flags, target) for name, flags in runs.items()}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"run {name}: {err.decode(errors='replace')}"
+    assert os.listdir(shared) == ["same.npz"]
+    raced = load_checkpoint(target)
+    assert raced.epoch == epochs and raced.extra["training"]["state"]["finished"]
+
+    # Each run again on its own path: the runs are deterministic given their flags.
+    procs = {name: start(flags, alone / f"{name}.npz") for name, flags in runs.items()}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"run {name}: {err.decode(errors='replace')}"
+    got = arrays_of(target)
+    matches = [name for name in runs if same_arrays(got, arrays_of(alone / f"{name}.npz"))]
+    assert len(matches) == 1, f"the raced file matches {matches or 'neither run'}"
+    winner = load_checkpoint(alone / f"{matches[0]}.npz")
+    assert raced.header["model"] == winner.header["model"]
+    assert raced.header["optimizer"] == winner.header["optimizer"]
+
+
+# -- refusals: one line, exit 1 ---------------------------------------------------------------
+
+@pytest.mark.parametrize("hidden", [["16"], ["8", "8"]], ids=["wider", "deeper"])
+def test_resume_with_other_hidden_layers_is_one_line(iris_checkpoint, hidden):
+    before = iris_checkpoint.read_bytes()
+    flags = [f for h in hidden for f in ("--hidden", h)]
+    proc = run("train", "--resume", iris_checkpoint, *flags, "--epochs", "4", "--quiet",
+               "--backend", "numpy")
+    assert_one_line_error(proc, "--hidden", "[8]")
+    assert iris_checkpoint.read_bytes() == before  # refused before anything was written
+
+
+def _corrupt(data: bytes, seed: int) -> bytes:
+    """16 bytes of the middle half XOR-ed with non-zero values (seeded)."""
+    rng = np.random.default_rng(seed)
+    buf = bytearray(data)
+    n = len(buf)
+    for i in rng.choice(np.arange(n // 4, 3 * n // 4), size=16, replace=False):
+        buf[i] ^= int(rng.integers(1, 256))
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_corrupted_checkpoint_is_one_line_for_evaluate(tmp_path, iris_checkpoint, seed):
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(_corrupt(iris_checkpoint.read_bytes(), seed))
+    with pytest.raises(CheckpointError):  # the library refuses it too
+        load_checkpoint(bad)
+    proc = run("evaluate", "--checkpoint", bad, "--backend", "numpy")
+    assert_one_line_error(proc, "corrupt.npz")
+
+
+def test_corrupted_checkpoint_is_one_line_for_resume(tmp_path, iris_checkpoint):
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(_corrupt(iris_checkpoint.read_bytes(), 7))
+    before = bad.read_bytes()
+    proc = run("train", "--resume", bad, "--epochs", "4", "--quiet", "--backend", "numpy")
+    assert_one_line_error(proc, "corrupt.npz")
+    assert bad.read_bytes() == before
+
+
+class _TouchMarker:
+    """Unpickling this opens (creates) ``path``: proof that a pickle ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _evil_file(folder, where: str):
+    marker = folder / "pwned"
+    path = folder / "evil.npz"
+    header = np.frombuffer(json.dumps({"format": FORMAT, "version": VERSION, "epoch": 1,
+                                       "model": {}, "optimizer": None}).encode(), np.uint8)
+    payload = np.array([_TouchMarker(marker)], dtype=object)
+    if where == "param":  # a plain header beside one pickled array
+        np.savez(path, header=header, **{"param/W1": payload})
+    elif where == "header":
+        np.savez(path, header=payload)
+    else:  # not an archive at all: a bare pickle under a checkpoint's name
+        path.write_bytes(pickle.dumps(_TouchMarker(marker)))
+    assert not marker.exists()
+    return path, marker
+
+
+@pytest.mark.parametrize("where", ["param", "header", "bare_pickle"])
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+def test_pickled_checkpoint_is_refused_without_running_it(tmp_path, where, command):
+    path, marker = _evil_file(tmp_path, where)
+    if command == "evaluate":
+        proc = run("evaluate", "--checkpoint", path, "--backend", "numpy")
+    else:
+        proc = run("train", "--resume", path, "--epochs", "3", "--quiet", "--backend", "numpy")
+    assert not marker.exists(), "loading the checkpoint ran the pickle"
+    assert_one_line_error(proc, "evil.npz", "pickled")
