@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", metavar="PATH.png", help="draw loss/metric curves (and a confusion "
                                                       "matrix for classification)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of `mpiexec -n N gpunet train ...` "
+                        "(needs gpunet[distributed])")
+    t.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                   help="--distributed: abort the job when a collective waits this long for "
+                        "another rank (default: $GPUNET_COLLECTIVE_TIMEOUT, else 600; 0: never)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (by default on its test split)")
     e.add_argument("--checkpoint", required=True, metavar="PATH")
@@ -204,8 +210,41 @@ def _spec_from_args(args, base=None):
     return replace(base, **given)
 
 
-def cmd_train(args) -> int:
-    from .backends import get_backend
+def _train_distributed(args) -> int:
+    """``gpunet train --distributed``: one rank of an mpiexec job. Rank 0 speaks, plots and
+    writes; an unexpected exception on any rank aborts the whole job (one line, then
+    MPI_Abort), while a diverged loss or Ctrl-C, which every rank sees together, ends it as in
+    one process."""
+    from .distributed import Communicator
+    from .train import TrainingDiverged, TrainingInterrupted
+
+    comm = Communicator(timeout=args.collective_timeout)
+    if not comm.is_root:
+        from . import backends
+
+        args.quiet = True
+        backends._notice_shown = True  # rank 0 says which backend runs and why
+    try:
+        with comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged)):
+            return cmd_train(args, comm)
+    except TrainingInterrupted as e:
+        if comm.is_root:
+            print(f"gpunet: {e}", file=sys.stderr)
+            if e.checkpoint:
+                print(f"gpunet: resume with: mpiexec -n {comm.size} gpunet train --resume "
+                      f"{e.checkpoint} --distributed [--epochs N]", file=sys.stderr)
+        return 130
+    except TrainingDiverged:
+        if comm.is_root:
+            raise
+        return 1
+
+
+def cmd_train(args, comm=None) -> int:
+    """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
+    if getattr(args, "distributed", False) and comm is None:
+        return _train_distributed(args)
+    from .backends import default_backend_name, get_backend
     from .checkpoint import load_checkpoint
     from .data import DataSpec, load_data
     from .losses import get_loss
@@ -215,6 +254,8 @@ def cmd_train(args) -> int:
     from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    if comm is not None and (args.backend or default_backend_name()) != "numpy":
+        comm.use_local_device()  # before any CuPy work: ranks of a host spread over its GPUs
     epochs = args.epochs or 30
     resume = None
     if args.resume:
@@ -267,12 +308,17 @@ def cmd_train(args) -> int:
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {loss_name}, "
         f"{optimizer.name} lr={optimizer.lr:g}")
+    if comm is not None:
+        comm.prepare(backend)
+        say(f"gpunet: data-parallel over {comm.describe()}; global batch {batch_size}")
     t0 = time.perf_counter()
     history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
                   seed=seed, patience=patience, schedule=schedule,
                   progress=False if args.quiet else None, save=save, log=say, resume=resume,
-                  data_spec=data.spec.to_json())
+                  data_spec=data.spec.to_json(), comm=comm)
     seconds = time.perf_counter() - t0
+    if comm is not None and not comm.is_root:
+        return 0  # rank 0 prints the result, writes the metrics and the plot
     result = {"backend": backend.name, "device": backend.device_name, "dataset": data.name,
               "task": data.task, "epochs": len(history), "seconds": seconds,
               "best_epoch": history.best_epoch, "stopped_early": history.stopped_early}

@@ -11,6 +11,7 @@ in the same order with the same state as a run that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .checkpoint import save_checkpoint
+from .distributed import share_weight, shard
 from .errors import ConfigError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
@@ -70,8 +72,15 @@ def predicted_classes(model, y_hat):
     return y_hat.argmax(axis=1)
 
 
-def metrics(model, x, y, loss_fn, task, batch_size=4096) -> dict:
-    """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y)."""
+def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None) -> dict:
+    """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y).
+
+    With ``comm`` (a gpunet.distributed.Communicator) each rank measures its contiguous share
+    of the rows and one all-reduce adds the shares up: every rank gets the figures of the whole
+    set, equal to one process's to float rounding.
+    """
+    if comm is not None and comm.size > 1:
+        return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm)
     backend = model.backend
     y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
     value, _ = loss_fn(y_hat, y)
@@ -84,6 +93,35 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096) -> dict:
         y = np.asarray(y, dtype=np.float64)
         err = ((y_hat - y) ** 2).mean()
         var = ((y - y.mean(axis=0)) ** 2).mean()
+        out["mse"] = float(err)
+        out["r2"] = float(1 - err / var) if var > 0 else float("nan")
+    return out
+
+
+def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm) -> dict:
+    """``metrics`` over ranks: sums of the loss (weighted as in training), of correct
+    predictions or of squared errors on this rank's rows, all-reduced once."""
+    backend, n = model.backend, len(x)
+    lo, hi = shard(n, comm.rank, comm.size)
+    y = np.asarray(y)
+    sums = np.zeros(2)
+    if hi > lo:
+        y_hat = model.predict(backend.asarray(x[lo:hi], dtype=model.dtype), batch_size=batch_size)
+        value, _ = loss_fn(y_hat, y[lo:hi])
+        sums[0] = backend.scalar(value) * share_weight(loss_fn.reduction, hi - lo, n)
+        if task == "classification":
+            pred = backend.to_host(predicted_classes(model, y_hat))
+            sums[1] = (pred == y[lo:hi].reshape(-1)).sum()
+        else:
+            sums[1] = ((backend.to_host(y_hat).astype(np.float64) - y[lo:hi]) ** 2).sum()
+    loss, total = comm.allreduce(sums)
+    out = {"loss": float(loss)}
+    if task == "classification":
+        out["accuracy"] = float(total / n)
+    else:
+        y64 = y.astype(np.float64)
+        err = total / y64.size
+        var = ((y64 - y64.mean(axis=0)) ** 2).mean()
         out["mse"] = float(err)
         out["r2"] = float(1 - err / var) if var > 0 else float("nan")
     return out
@@ -153,7 +191,7 @@ def _check_positive_int(name, v):
 
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
-        resume=None, handle_sigint=True, data_spec=None) -> History:
+        resume=None, handle_sigint=True, data_spec=None, comm=None) -> History:
     """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
@@ -163,6 +201,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
     ``resume``: a loaded Checkpoint to continue from. ``log``: called with one line per epoch.
+
+    ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
+    module): rank 0's weights are broadcast, each rank takes its share of every global batch of
+    ``batch_size`` rows, one all-reduce per step sums the weighted gradients (with the step's
+    loss and correct count), so every rank takes the single-process step to float rounding.
+    Metrics are reduced across ranks; only rank 0 logs, shows progress and writes ``save``;
+    resume needs the same number of ranks. An exception on one rank aborts the job.
     """
     import sys
 
@@ -194,6 +239,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     y_test = prepare_targets(data.y_test, data.task, loss_fn, n_out)
     if isinstance(loss_fn, CrossEntropyLoss):
         loss_fn.check_labels = False  # labels were validated when the dataset was made
+    ranks = 1 if comm is None else comm.size
+    if comm is not None and not comm.is_root:
+        log, progress = None, False
     x_dev = backend.asarray(data.x_train, dtype=model.dtype)
     y_dev = backend.asarray(y_train, dtype=model.dtype if y_train.dtype.kind == "f" else None)
     y_labels = backend.asarray(np.asarray(data.y_train).reshape(-1)) if classify else None
@@ -212,6 +260,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if state.stopped_early:
             raise ConfigError(f"that run already stopped early at epoch {state.epoch}: "
                               "nothing to resume")
+        if t.get("ranks", 1) != ranks:
+            raise ConfigError(f"this run was trained on {t.get('ranks', 1)} rank(s); resume it "
+                              f"on the same number (mpiexec -n {t.get('ranks', 1)}), not {ranks}")
         if t.get("batch_size") != batch_size:
             raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
                               f"not {batch_size}")
@@ -231,9 +282,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if schedule is None:
         schedule = Schedule("constant", base_lr=optimizer.lr, epochs=epochs)
     show = sys.stderr.isatty() if progress is None else progress
+    if comm is not None:
+        comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
 
     def checkpoint(losses=None, correct=None):
-        if save is None:
+        if save is None or (comm is not None and not comm.is_root):
             return
         arrays = {f"best/{k}": backend.to_host(v) for k, v in (best or {}).items()}
         if losses is not None:
@@ -241,6 +294,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             arrays["epoch/correct"] = backend.to_host(correct)
         training = {"state": asdict(state), "batch_size": batch_size, "epochs": epochs,
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
+                    "ranks": ranks,
                     "loss": {"name": loss_fn.name, "reduction": loss_fn.reduction}}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,
                         standardizer=data.standardizer, arrays=arrays,
@@ -248,7 +302,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                "task": data.task, "n_classes": int(data.n_classes)})
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.
-    with _SigintFlag(handle_sigint) as sigint, np.errstate(over="ignore", invalid="ignore"):
+    # Under comm an exception on one rank aborts the job; a diverged loss or Ctrl-C is seen by
+    # every rank together (both ride the step's all-reduce) and ends it as in one process.
+    guard = contextlib.nullcontext() if comm is None else \
+        comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged))
+    with guard, _SigintFlag(handle_sigint) as sigint, \
+            np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             rng.bit_generator.state = state.rng
@@ -262,16 +321,29 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                        disable=not show, unit="batch", initial=first, total=n_steps)
             for s in bar:
                 idx = perm[s * batch_size:(s + 1) * batch_size]
-                y_hat = model.forward(x_dev[idx])
-                value, dJdy_hat = loss_fn(y_hat, y_dev[idx])
-                if classify:
-                    step_correct[s] = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
-                model.backward(dJdy_hat, need_dx=False)
+                stop_all = False
+                if comm is not None:
+                    m = len(idx)
+                    lo, hi = shard(m, comm.rank, comm.size)
+                    idx, weight = idx[lo:hi], share_weight(loss_fn.reduction, hi - lo, m)
+                value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
+                if len(idx):
+                    y_hat = model.forward(x_dev[idx])
+                    value, dJdy_hat = loss_fn(y_hat, y_dev[idx])
+                    if classify:
+                        correct = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
+                    model.backward(dJdy_hat, need_dx=False)
+                if comm is not None:
+                    value, correct, stop_all = comm.allreduce_grads(
+                        model, weight, extras=(value * weight, correct, sigint.raised))
+                    stop_all = bool(stop_all)
                 optimizer.step()
                 step_losses[s] = value  # on the device: no synchronisation per step
+                if classify:
+                    step_correct[s] = correct
                 if show and (s + 1) % max(1, n_steps // 10) == 0:
                     bar.set_postfix(loss=f"{float(step_losses[:s + 1].mean()):.4f}")
-                if sigint.raised:
+                if sigint.raised or stop_all:
                     state.step = s + 1
                     checkpoint(step_losses, step_correct)
                     where = f"epoch {epoch}, step {s + 1} of {n_steps}"
@@ -294,7 +366,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 row["train_accuracy"] = float(backend.to_host(step_correct).sum() / n)
             if has_val:
                 row.update({f"val_{k}": v for k, v in
-                            metrics(model, data.x_val, y_val, loss_fn, data.task).items()})
+                            metrics(model, data.x_val, y_val, loss_fn, data.task,
+                                    comm=comm).items()})
             row["seconds"] = time.perf_counter() - t0
             state.history.append(row)
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
@@ -325,7 +398,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     history.best_epoch = state.best_epoch
     history.stopped_early = state.stopped_early
     history.test = {f"test_{k}": v for k, v in
-                    metrics(model, data.x_test, y_test, loss_fn, data.task).items()} \
+                    metrics(model, data.x_test, y_test, loss_fn, data.task,
+                            comm=comm).items()} \
         if len(data.x_test) else {}
     return history
 

@@ -1,0 +1,375 @@
+"""Data-parallel training over MPI: one process per rank, one model replica on each.
+
+``mpiexec -n N gpunet train ... --distributed`` (or ``fit(..., comm=Communicator())``) runs
+the same program on N ranks. Every rank builds the model from one seed and rank 0 broadcasts
+its weights anyway; every rank draws the same seeded permutation, and of each global batch
+``perm[s*B:(s+1)*B]`` rank r takes the contiguous rows ``r*m//N : (r+1)*m//N`` (m the batch's
+rows, so a ragged last batch may leave a rank none). With the loss averaged over the rank's
+m_r rows, the mean gradient of the whole batch is
+
+    dJ/dp = sum_r (m_r / m) * dJ_r/dp,
+
+so each rank scales its gradient by m_r / m and one SUM all-reduce gives every rank the
+single-process gradient, to float rounding; every rank then applies the same optimizer step.
+The parameters travel as ONE flat buffer, with the step's loss, correct count and a Ctrl-C
+flag in its last three slots, so a step is exactly one collective.
+
+Transports: MPI (mpi4py) carries everything on the numpy backend. On the cupy backend the
+gradient buffer goes through NCCL (``cupy.cuda.nccl``, its unique id broadcast over MPI) when
+every rank has a GPU of its own; ranks sharing a GPU (NCCL refuses those) or a missing NCCL
+fall back to MPI through host memory, with a notice. The NCCL path needs GPUs to run and is
+exercised only where the tests find them.
+
+Failures end the whole job rather than hang it: collectives are non-blocking requests (or, for
+NCCL, a CUDA event) polled against a deadline (``timeout`` seconds, default
+``$GPUNET_COLLECTIVE_TIMEOUT`` or 600); a rank that waits longer prints one line and calls
+``MPI_Abort``, which ends every rank. ``abort_on_error()`` does the same for an exception
+raised on one rank, which would otherwise leave the others waiting in their next collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+
+import numpy as np
+
+from .errors import GpunetError
+
+INSTALL_HINT = "pip install 'gpunet[distributed]'"
+#: seconds a collective may wait for the other ranks before the job is aborted
+DEFAULT_TIMEOUT = 600.0
+#: slots after the gradients in the step buffer: loss, correct count, Ctrl-C flag
+STEP_EXTRAS = 3
+
+
+class DistributedUnavailableError(GpunetError, RuntimeError):
+    """Distributed training was asked for but mpi4py or an MPI library is missing."""
+
+
+def import_mpi():
+    """``mpi4py.MPI``, or DistributedUnavailableError saying what to install."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise DistributedUnavailableError(
+            f"--distributed needs mpi4py and an MPI library: {INSTALL_HINT}") from None
+    except Exception as e:  # mpi4py is there but finds no MPI library to load
+        raise DistributedUnavailableError(
+            f"mpi4py could not load an MPI library ({_first_line(e)}): {INSTALL_HINT}") from None
+    return MPI
+
+
+def shard(rows: int, rank: int, size: int) -> tuple[int, int]:
+    """``[lo, hi)``: the contiguous share of ``rows`` rows that ``rank`` of ``size`` takes.
+
+    Shares differ by at most one row; when ``rows < size`` some ranks get none.
+    """
+    return rank * rows // size, (rank + 1) * rows // size
+
+
+def share_weight(reduction: str, rows: int, total: int) -> float:
+    """The factor on a rank's loss and gradient over ``rows`` of a batch of ``total`` rows that
+    makes the SUM over ranks equal the whole batch's: rows / total for a mean, 1 for a sum
+    (0 for a rank with no rows)."""
+    if rows == 0:
+        return 0.0
+    return rows / total if reduction == "mean" else 1.0
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _resolve_timeout(timeout) -> float | None:
+    """Seconds to wait, or None for no limit (0 or infinity ask for that)."""
+    if timeout is None:
+        text = os.environ.get("GPUNET_COLLECTIVE_TIMEOUT", "").strip()
+        try:
+            timeout = float(text) if text else DEFAULT_TIMEOUT
+        except ValueError:
+            raise GpunetError(f"GPUNET_COLLECTIVE_TIMEOUT must be a number of seconds, "
+                              f"got {text!r}") from None
+    if timeout < 0:
+        raise GpunetError(f"the collective timeout must be >= 0 seconds, got {timeout!r}")
+    return None if timeout == 0 or timeout == float("inf") else float(timeout)
+
+
+class Communicator:
+    """The ranks of one data-parallel job and the collectives training needs.
+
+    Args:
+        mpi_comm: an ``mpi4py.MPI.Comm`` (default ``MPI.COMM_WORLD``).
+        timeout: seconds a collective may wait for the other ranks before the job is aborted;
+            0 waits forever; None (default) takes ``$GPUNET_COLLECTIVE_TIMEOUT``, else 600.
+
+    Attributes: ``rank``, ``size``, ``is_root`` (rank 0), ``local_rank`` and ``local_size``
+    (this rank among the processes on its host), ``transport`` ("mpi" or "nccl", fixed by
+    ``prepare``) and ``notice`` (why a cupy run fell back to MPI, if it did).
+    """
+
+    def __init__(self, mpi_comm=None, *, timeout=None):
+        self.MPI = import_mpi()
+        self.comm = mpi_comm if mpi_comm is not None else self.MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.is_root = self.rank == 0
+        self.timeout = _resolve_timeout(timeout)
+        node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        self.transport = None    # "mpi" or "nccl" once prepare() has run
+        self.notice = None       # why the cupy backend fell back to MPI, if it did
+        self._nccl = None
+        self._buffers = {}
+
+    def __repr__(self):
+        return (f"Communicator(rank={self.rank}, size={self.size}, "
+                f"transport={self.transport or 'undecided'})")
+
+    def describe(self) -> str:
+        """One line for the log: how many ranks, and how the gradients travel."""
+        how = "NCCL" if self.transport == "nccl" else "MPI"
+        first = (self.MPI.Get_library_version().strip().splitlines() or ["MPI"])[0]
+        library = " ".join(first.replace("Version:", "").split()).split(",")[0]
+        line = f"{self.size} rank{'s' if self.size != 1 else ''}"
+        if self.size == 1:
+            line += " (start it with mpiexec -n N to use more)"
+        return f"{line}, gradients all-reduced by {how} ({library})" + \
+            (f"; {self.notice}" if self.notice else "")
+
+    # -- devices and transport ----------------------------------------------------------
+
+    def use_local_device(self):
+        """Make the current CUDA device the ``local_rank``-th of this host's (round robin), so
+        ranks on one host spread over its GPUs. Returns the device id, or None where CuPy or a
+        device is missing (the backend then says why when it is asked for)."""
+        try:
+            import cupy
+
+            count = cupy.cuda.runtime.getDeviceCount()
+            if count < 1:
+                return None
+            device = self.local_rank % count
+            cupy.cuda.Device(device).use()
+            return device
+        except Exception:
+            return None
+
+    def prepare(self, backend) -> str:
+        """Fix the transport for ``backend`` (a collective: every rank calls it): NCCL for
+        cupy when every rank has its own GPU and NCCL loads, else MPI. Returns the transport."""
+        if self.transport is not None:
+            return self.transport
+        if backend.name != "cupy":
+            self.transport = "mpi"
+            return self.transport
+        ok, why, key = 1, None, 0
+        try:
+            from cupy.cuda import nccl
+
+            if not getattr(nccl, "available", False):
+                raise ImportError("NCCL's library is not installed")
+            cupy = backend.xp
+            device = cupy.cuda.Device()
+            try:
+                bus = device.pci_bus_id
+            except Exception:
+                bus = str(device.id)
+            where = f"{self.MPI.Get_processor_name()}|{bus}".encode()
+            key = int.from_bytes(hashlib.sha1(where).digest()[:7], "little")
+        except Exception as e:
+            ok, why = 0, f"NCCL unavailable ({_first_line(e)})"
+        keys = self._allgather_int(key)
+        if ok and len(set(keys.tolist())) < self.size:
+            ok, why = 0, "ranks share a GPU (NCCL needs one per rank)"
+        agreed = int(self.allreduce(np.array([ok], dtype=np.int64), op="min")[0])
+        if agreed:
+            uid = np.zeros(128, dtype=np.int16)  # ncclUniqueId: 128 chars, signed or not
+            if self.is_root:
+                uid[:] = nccl.get_unique_id()
+            self._wait(self.comm.Ibcast(uid, root=0), "the NCCL id broadcast")
+            self._nccl = nccl.NcclCommunicator(self.size, tuple(int(v) for v in uid), self.rank)
+            self.transport = "nccl"
+        else:
+            self.notice = f"{why or 'another rank cannot use NCCL'}: gradients go through MPI " \
+                "in host memory"
+            self.transport = "mpi"
+        return self.transport
+
+    # -- collectives training uses --------------------------------------------------------
+
+    def broadcast_params(self, model) -> None:
+        """Overwrite every rank's parameters with rank 0's (one collective over one buffer)."""
+        self.prepare(model.backend)
+        buf = self._buffer(model, model.n_params)
+        if self.is_root:
+            self._flatten(model.params, buf)
+        if self.transport == "nccl":
+            stream = model.backend.xp.cuda.get_current_stream()
+            self._nccl.bcast(buf.data.ptr, buf.size, self._nccl_type(buf), 0, stream.ptr)
+            self._wait_stream(stream, "the parameter broadcast")
+        else:
+            host = model.backend.to_host(buf) if self._staged(model) else buf
+            self._wait(self.comm.Ibcast(host, root=0), "the parameter broadcast")
+            if host is not buf:
+                buf[...] = model.backend.asarray(host)
+        if not self.is_root:
+            off = 0
+            for p in model.params.values():
+                p[...] = buf[off:off + p.size].reshape(p.shape)
+                off += p.size
+
+    def allreduce_grads(self, model, weight: float, extras=()):
+        """Sum ``weight * model.grads`` over the ranks, with ``extras`` riding along.
+
+        All gradients, then the extras, are packed into one flat buffer of the model's dtype
+        and reduced by ONE all-reduce; afterwards ``model.grads`` are views of the reduced
+        buffer. ``weight == 0`` (a rank with no rows in this batch) contributes zeros whatever
+        the grads hold. Returns the reduced extras (an array of the backend, a copy).
+        """
+        self.prepare(model.backend)
+        n = model.n_params
+        buf = self._buffer(model, n + len(extras))
+        off = 0
+        for key, p in model.params.items():
+            part = buf[off:off + p.size]
+            if weight == 0:
+                part[...] = 0
+            else:
+                model.backend.xp.multiply(model.grads[key].reshape(-1), weight, out=part)
+            off += p.size
+        for i, value in enumerate(extras):
+            buf[n + i] = value
+        self._allreduce_buffer(model, buf)
+        off = 0
+        for key, p in model.params.items():
+            model.grads[key] = buf[off:off + p.size].reshape(p.shape)
+            off += p.size
+        return buf[n:].copy()
+
+    def allreduce(self, values, op: str = "sum") -> np.ndarray:
+        """Reduce a small host array (metrics, counts) over the ranks: "sum", "min" or "max"."""
+        ops = {"sum": self.MPI.SUM, "min": self.MPI.MIN, "max": self.MPI.MAX}
+        a = np.array(values, dtype=np.float64 if np.asarray(values).dtype.kind == "f"
+                     else np.int64)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, a, op=ops[op]), "a metrics all-reduce")
+        return a
+
+    def barrier(self) -> None:
+        self._wait(self.comm.Ibarrier(), "a barrier")
+
+    # -- failure handling ---------------------------------------------------------------
+
+    def abort(self, message: str, code: int = 1):
+        """Print ``message`` (one line) and end every rank of the job with ``code``."""
+        print(f"gpunet: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        time.sleep(0.5)  # let mpiexec forward that line: the abort tears its output pipes down
+        if self._nccl is not None:
+            with contextlib.suppress(Exception):
+                self._nccl.abort()
+        self.comm.Abort(code)
+
+    @contextlib.contextmanager
+    def abort_on_error(self, passthrough=()):
+        """Turn an exception on this rank into one line and ``MPI_Abort``, so the other ranks
+        end too instead of waiting in a collective. Exceptions in ``passthrough`` (those that
+        every rank raises together, like a diverged loss that all ranks see) and a clean
+        ``SystemExit`` pass; on a single rank everything passes."""
+        try:
+            yield self
+        except BaseException as e:
+            if self.size == 1 or isinstance(e, passthrough) or (
+                    isinstance(e, SystemExit) and e.code in (0, None)):
+                raise
+            what = str(e).strip().splitlines()
+            what = what[0] if isinstance(e, GpunetError) and what else _first_line(e)
+            self.abort(f"error: {what}; ending every rank")
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _buffer(self, model, size):
+        key = (model.backend.name, model.dtype.name, size)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = model.backend.xp.empty(size, dtype=model.dtype)
+        return buf
+
+    @staticmethod
+    def _flatten(params, buf):
+        off = 0
+        for p in params.values():
+            buf[off:off + p.size] = p.reshape(-1)
+            off += p.size
+
+    def _staged(self, model) -> bool:
+        """Whether MPI must go through host memory (cupy arrays, an MPI without CUDA)."""
+        return model.backend.name != "numpy"
+
+    def _allreduce_buffer(self, model, buf):
+        if self.transport == "nccl":
+            from cupy.cuda import nccl
+
+            stream = model.backend.xp.cuda.get_current_stream()
+            self._nccl.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._nccl_type(buf),
+                                 nccl.NCCL_SUM, stream.ptr)
+            self._wait_stream(stream, "the gradient all-reduce")
+            return
+        host = model.backend.to_host(buf) if self._staged(model) else buf
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM),
+                   "the gradient all-reduce")
+        if host is not buf:
+            buf[...] = model.backend.asarray(host)
+
+    @staticmethod
+    def _nccl_type(buf):
+        from cupy.cuda import nccl
+
+        return {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}[buf.dtype.name]
+
+    def _allgather_int(self, value: int) -> np.ndarray:
+        out = np.zeros(self.size, dtype=np.int64)
+        self._wait(self.comm.Iallgather(np.array([value], dtype=np.int64), out),
+                   "a setup all-gather")
+        return out
+
+    def _deadline(self):
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    def _timed_out(self, what):
+        self.abort(f"waited {self.timeout:g} s for the other ranks in {what} (a rank failed or "
+                   "stalled); ending every rank (GPUNET_COLLECTIVE_TIMEOUT or "
+                   "--collective-timeout sets the limit)")
+
+    def _wait(self, request, what):
+        """Complete an MPI request, polling: spin for the first 0.1 s (steps are short), then
+        sleep a millisecond between tests so a long wait leaves the core to others."""
+        if request.Test():
+            return
+        deadline, start = self._deadline(), time.monotonic()
+        while not request.Test():
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                self._timed_out(what)
+            if now - start > 0.1:
+                time.sleep(0.001)
+
+    def _wait_stream(self, stream, what):
+        """Wait for the work queued on ``stream`` (an NCCL collective), polling a CUDA event
+        against the deadline and NCCL's asynchronous error state. This synchronises the host
+        with the device once per step, the price of noticing a stalled peer."""
+        event = stream.record()
+        deadline, start, checked = self._deadline(), time.monotonic(), 0.0
+        while not event.done:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                self._timed_out(what)
+            if now - checked > 0.1:
+                self._nccl.check_async_error()  # raises NcclError if a peer went away
+                checked = now
+            if now - start > 0.1:
+                time.sleep(0.001)

@@ -1,0 +1,106 @@
+"""Scalar math of the activations: the one table both kernel targets compile from.
+
+Each entry's builder is plain Python (no numba here). ``cuda_ops`` wraps what it returns
+with ``cuda.jit(device=True)``, ``cpu_ops`` with ``numba.njit``, once per dtype. Constants
+come in as arguments of that dtype so that float32 kernels stay in float32 (a bare ``0.0``
+literal would make numba compute in float64).
+
+Conventions follow PyTorch: relu'(0) = 0 (``threshold_backward``), leaky_relu'(z) = slope
+for z <= 0, sigmoid and tanh differentiate through their saved output y.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+
+class Activation(NamedTuple):
+    """One activation: how to build its scalar functions, and what its backward reads.
+
+    builder(zero, one, exp, tanh) returns (forward, grad):
+        forward(z, slope) -> f(z)
+        grad(dy, s, slope) -> dy * f'(z), where s is z when ``saved == "x"``, y = f(z)
+        when ``saved == "y"``, and unused when ``saved is None``.
+    ``exp`` and ``tanh`` are the target's (math.exp and math.tanh on CUDA, vectorisable
+    float32 versions on the CPU); exp is only ever called with arguments <= 0 or NaN.
+    """
+
+    name: str
+    builder: Callable
+    saved: str | None
+
+
+def _identity(zero, one, exp, tanh):
+    def forward(z, slope):
+        return z
+
+    def grad(dy, s, slope):
+        return dy
+
+    return forward, grad
+
+
+def _relu(zero, one, exp, tanh):
+    def forward(z, slope):
+        # Written so that NaN passes through, as torch.relu does.
+        return zero if z <= zero else z
+
+    def grad(dy, s, slope):
+        return dy if s > zero else zero
+
+    return forward, grad
+
+
+def _leaky_relu(zero, one, exp, tanh):
+    def forward(z, slope):
+        return z if z > zero else z * slope
+
+    def grad(dy, s, slope):
+        return dy if s > zero else dy * slope
+
+    return forward, grad
+
+
+def _sigmoid(zero, one, exp, tanh):
+    def forward(z, slope):
+        # e = exp(-|z|) never overflows: sigma(z) = 1/(1+e) for z >= 0, e/(1+e) otherwise.
+        e = exp(-abs(z))
+        return (one if z >= zero else e) / (one + e)
+
+    def grad(dy, s, slope):
+        # Same association as torch's sigmoid_backward: dy * (1 - y) * y.
+        return dy * (one - s) * s
+
+    return forward, grad
+
+
+def _tanh(zero, one, exp, tanh):
+    def forward(z, slope):
+        return tanh(z)
+
+    def grad(dy, s, slope):
+        return dy * (one - s * s)
+
+    return forward, grad
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("identity", _identity, None),
+        Activation("relu", _relu, "x"),
+        Activation("leaky_relu", _leaky_relu, "x"),
+        Activation("sigmoid", _sigmoid, "y"),
+        Activation("tanh", _tanh, "y"),
+    )
+}
+"""Every activation the kernels know, by name; registration in both targets reads this."""
+
+
+def get(name: str) -> Activation:
+    """The table entry for ``name``; ValueError naming the valid names otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(n) for n in ACTIVATIONS)
+        raise ValueError(f"unknown activation {name!r}; valid names: {valid}") from None

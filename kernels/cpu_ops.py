@@ -1,0 +1,515 @@
+"""numba.njit twins of the CUDA kernels, on numpy arrays.
+
+Pattern: elementwise ops are one flat loop over the C-contiguous buffer (``prange`` splits it
+across cores when it is large enough to pay for waking the thread pool); row-wise ops split
+the rows into one chunk per thread and make three passes over each row while it sits in
+L1/L2 cache: a max (``llvm.maxnum``, vectorised), a sum of exp(x - max) (softmax and the
+cross-entropy store each exp in out as they go), and the write (or a rescale of out).
+Re-reading a cached row is cheaper here than the CUDA kernels' online max-and-sum, which
+does not vectorise on a CPU; main memory still sees one read of x and one write of out.
+
+float32 exp and tanh are Cephes-style polynomials that LLVM vectorises (``_exp_nonpos_f32``,
+within 1.1 ulp of float64 down to subnormals, for arguments <= 0, which is all these kernels
+need: x - max, -|z|; ``_tanh_f32``, within 2 ulps), where math.exp and math.tanh would be
+scalar libm calls. float64 uses math.exp and math.tanh.
+Sums accumulate in the input dtype; the vectorised reduction keeps 16-32 partial sums, so
+float32 rows of a few thousand columns stay within a few ulps of a float64 reference.
+
+Nothing compiles at import: every kernel compiles on its first call for each dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core.extending import intrinsic, overload
+
+from . import _checks, activations
+
+__all__ = [
+    "act_forward",
+    "bias_act_forward",
+    "act_backward",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+# error_model="numpy": x / 0 gives inf or NaN as on a GPU, instead of a ZeroDivisionError
+# check whose branch stops LLVM from vectorising loops that divide.
+_jit = functools.partial(njit, error_model="numpy")
+
+PARALLEL_MIN_SIZE = 1 << 15
+"""Elementwise ops on fewer elements than this run on one thread (the pool's wake-up costs
+more than the loop); row-wise ops use ``prange`` when rows * cols reaches it."""
+
+# --- scalar building blocks ------------------------------------------------------------
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (LLVM bitcast)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if v.type.width != 32:
+            v = builder.trunc(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """llvm.maxnum: the larger of a and b, ignoring a NaN operand; vectorises in reductions.
+
+    NaN in a row is still caught: the following sum of exp(x - max) turns NaN.
+    """
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lty = context.get_value_type(sig.return_type)
+        fnty = ir.FunctionType(lty, [lty, lty])
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [lty], fnty)
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+_F = np.float32
+_LOG2E = _F(1.44269504088896341)
+_LN2_HI = _F(0.693359375)  # 9 significant bits: n * _LN2_HI is exact for |n| <= 2**15
+_LN2_LO = _F(-2.12194440e-4)
+_P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
+_P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
+_EXP_LOW = _F(-104.0)  # exp(-104) rounds to 0 in float32
+_HALF, _ONE, _ZERO = _F(0.5), _F(1.0), _F(0.0)
+
+
+@_jit(fastmath={"contract"})
+def _exp_nonpos_f32(x):
+    """exp(x) for float32 x <= 0, -inf or NaN, branch-free so that loops vectorise.
+
+    Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, the Cephes expf polynomial, and 2**n
+    applied as two exact halves so that results down to the smallest subnormal are right.
+    """
+    xc = x if x > _EXP_LOW else _EXP_LOW  # also maps -inf and NaN into range
+    n = np.int32(xc * _LOG2E - _HALF)  # round-to-nearest, valid because xc <= 0
+    nf = np.float32(n)
+    r = (xc - nf * _LN2_HI) - nf * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    e = (p * r) * r + r + _ONE
+    n1 = n >> 1
+    e = e * _float32_from_bits((n1 + 127) << 23) * _float32_from_bits((n - n1 + 127) << 23)
+    if x > _EXP_LOW:
+        return e
+    if x != x:
+        return x
+    return _ZERO
+
+
+def _exp_nonpos(x):
+    """exp(x) for x <= 0 in x's precision (typed dispatch below)."""
+    return math.exp(x)
+
+
+@overload(_exp_nonpos)
+def _exp_nonpos_typed(x):
+    if x == types.float32:
+        return lambda x: _exp_nonpos_f32(x)
+    if x == types.float64:
+        return lambda x: math.exp(x)
+    return None
+
+
+_T0, _T1, _T2 = _F(-5.70498872745e-3), _F(2.06390887954e-2), _F(-5.37397155531e-2)
+_T3, _T4 = _F(1.33314422036e-1), _F(-3.33332819422e-1)
+_TANH_POLY_MAX = _F(0.625)
+
+
+@_jit(fastmath={"contract"})
+def _tanh_f32(x):
+    """tanh(x) for float32, branch-free (within 2 ulps of float64; libm's tanhf is scalar).
+
+    Cephes tanhf: an odd polynomial for |x| < 0.625, else (1 - e) / (1 + e) with
+    e = exp(-2|x|) <= 0.29, where 1 - e does not cancel.
+    """
+    a = abs(x)
+    e = _exp_nonpos_f32(-(a + a))
+    big = (_ONE - e) / (_ONE + e)
+    z = x * x
+    small = ((((_T0 * z + _T1) * z + _T2) * z + _T3) * z + _T4) * z * a + a
+    t = small if a < _TANH_POLY_MAX else big
+    return t if x >= _ZERO else -t  # NaN: a, e, big are NaN and so is -t
+
+
+def _tanh(x):
+    """tanh(x) in x's precision (typed dispatch below)."""
+    return math.tanh(x)
+
+
+@overload(_tanh)
+def _tanh_typed(x):
+    if x == types.float32:
+        return lambda x: _tanh_f32(x)
+    if x == types.float64:
+        return lambda x: math.tanh(x)
+    return None
+
+
+def _cast(v, like):
+    """v converted to the type of ``like`` (typed dispatch below)."""
+    return v
+
+
+@overload(_cast)
+def _cast_typed(v, like):
+    if isinstance(like, types.Float):
+        target = like
+
+        def impl(v, like):
+            return target(v)
+
+        return impl
+    return None
+
+
+# --- elementwise kernels, built from the activation table -------------------------------
+
+
+@functools.cache
+def _scalar_functions(name, dtype):
+    act = activations.get(name)
+    t = np.dtype(dtype).type
+    forward, grad = act.builder(t(0), t(1), _exp_nonpos, _tanh)
+    return _jit(forward), _jit(grad)
+
+
+# Each kernel also comes in an in-place form (out is the first input) that writes through
+# one array: with two arguments that happen to alias, LLVM's runtime overlap check sends the
+# loop down its scalar path (5x slower for sigmoid).
+
+
+@functools.cache
+def _act_forward_kernel(name, dtype, parallel, in_place):
+    f, _ = _scalar_functions(name, dtype)
+
+    if in_place:
+
+        @_jit(parallel=parallel)
+        def kernel(z, out, slope):
+            for i in prange(z.size):
+                z[i] = f(z[i], slope)
+
+    else:
+
+        @_jit(parallel=parallel)
+        def kernel(z, out, slope):
+            for i in prange(z.size):
+                out[i] = f(z[i], slope)
+
+    return kernel
+
+
+@functools.cache
+def _bias_act_forward_kernel(name, dtype, parallel, in_place):
+    f, _ = _scalar_functions(name, dtype)
+
+    if in_place:
+
+        @_jit(parallel=parallel)
+        def kernel(z, b, out, slope):
+            for r in prange(z.shape[0]):
+                zr = z[r]
+                for c in range(zr.size):
+                    zr[c] = f(zr[c] + b[c], slope)
+
+    else:
+
+        @_jit(parallel=parallel)
+        def kernel(z, b, out, slope):
+            for r in prange(z.shape[0]):
+                zr, outr = z[r], out[r]
+                for c in range(zr.size):
+                    outr[c] = f(zr[c] + b[c], slope)
+
+    return kernel
+
+
+@functools.cache
+def _act_backward_kernel(name, dtype, parallel, in_place):
+    _, g = _scalar_functions(name, dtype)
+
+    if in_place:
+
+        @_jit(parallel=parallel)
+        def kernel(dy, src, out, slope):
+            for i in prange(dy.size):
+                dy[i] = g(dy[i], src[i], slope)
+
+    else:
+
+        @_jit(parallel=parallel)
+        def kernel(dy, src, out, slope):
+            for i in prange(dy.size):
+                out[i] = g(dy[i], src[i], slope)
+
+    return kernel
+
+
+# --- row-wise kernels -------------------------------------------------------------------
+
+
+@_jit
+def _row_max(xr):
+    m = xr[0]
+    for j in range(1, xr.size):
+        m = _maxnum(m, xr[j])
+    return m
+
+
+@_jit(fastmath={"reassoc"})  # reassoc lets LLVM vectorise the sum; nothing else here
+def _row_sum_exp(xr, m):
+    s = _cast(0.0, m)
+    for j in range(xr.size):
+        s += _exp_nonpos(xr[j] - m)
+    return s
+
+
+@_jit
+def _row_max_log_sum(xr):
+    """(m, log(sum(exp(x - m)))) with m the row max: the pieces every row op needs."""
+    m = _row_max(xr)
+    if m == -np.inf:
+        return m, m  # a row of only -inf: logsumexp -inf, the rest NaN (as torch)
+    return m, _cast(math.log(_row_sum_exp(xr, m)), m)
+
+
+@_jit
+def _logsumexp_rows(x, out, lo, hi):
+    for i in range(lo, hi):
+        m, ls = _row_max_log_sum(x[i])
+        out[i] = m + ls
+
+
+@_jit(inline="always")
+def _log_softmax_loop(xr, m, ls, outr):
+    for j in range(xr.size):
+        # (x - m) first: exact or nearly, where x - (m + ls) would round m + ls.
+        outr[j] = (xr[j] - m) - ls
+
+
+@_jit
+def _log_softmax_rows(x, out, lo, hi):
+    for i in range(lo, hi):
+        xr, outr = x[i], out[i]
+        m, ls = _row_max_log_sum(xr)
+        if outr.ctypes.data == xr.ctypes.data:  # see _row_exp_into
+            _log_softmax_loop(xr, m, ls, xr)
+        else:
+            _log_softmax_loop(xr, m, ls, outr)
+
+
+@_jit(fastmath={"reassoc"}, inline="always")
+def _exp_into_loop(xr, m, outr):
+    s = _cast(0.0, m)
+    for j in range(xr.size):
+        e = _exp_nonpos(xr[j] - m)
+        outr[j] = e
+        s += e
+    return s
+
+
+@_jit(fastmath={"reassoc"})  # for the sum; exp keeps its own flags (it is not inlined here)
+def _row_exp_into(xr, m, outr):
+    """outr = exp(xr - m), returning its sum. outr may be xr.
+
+    The loop is inlined twice so that, when out is x, LLVM sees one array and vectorises
+    instead of falling back to scalar code after a failed overlap check.
+    """
+    if outr.ctypes.data == xr.ctypes.data:
+        return _exp_into_loop(xr, m, xr)
+    return _exp_into_loop(xr, m, outr)
+
+
+@_jit
+def _softmax_rows(x, out, lo, hi):
+    for i in range(lo, hi):
+        xr, outr = x[i], out[i]
+        m = _row_max(xr)
+        inv = _cast(1.0, m) / _row_exp_into(xr, m, outr)
+        for j in range(xr.size):
+            outr[j] *= inv
+
+
+@_jit
+def _softmax_cross_entropy_rows(x, labels, loss, dl, scale, lo, hi):
+    for i in range(lo, hi):
+        xr, dlr = x[i], dl[i]
+        label = labels[i]
+        if not 0 <= label < xr.size:
+            # No exception can leave a kernel: an out-of-range label poisons its row.
+            nan = _cast(np.nan, scale)
+            for j in range(dlr.size):
+                dlr[j] = nan
+            loss[i] = nan
+            continue
+        xl = xr[label]  # read before dlr is written: dlogits_out may be logits
+        m = _row_max(xr)
+        s = _row_exp_into(xr, m, dlr)
+        p_label = dlr[label] / s
+        f = scale / s
+        for j in range(dlr.size):
+            dlr[j] *= f
+        dlr[label] = scale * (p_label - _cast(1.0, m))
+        loss[i] = (m - xl) + _cast(math.log(s), m)
+
+
+def _parallel_rows(row_kernel):
+    """A prange over row chunks of ``row_kernel(..., lo, hi)``, one chunk per thread."""
+
+    @_jit(parallel=True)
+    def run(*args):
+        rows = args[0].shape[0]
+        chunks = min(numba.get_num_threads(), rows)
+        for c in prange(chunks):
+            row_kernel(*args, rows * c // chunks, rows * (c + 1) // chunks)
+
+    return run
+
+
+_ROW_KERNELS = {
+    "logsumexp": _logsumexp_rows,
+    "log_softmax": _log_softmax_rows,
+    "softmax": _softmax_rows,
+    "softmax_cross_entropy": _softmax_cross_entropy_rows,
+}
+
+
+@functools.cache
+def _row_runner(op, parallel):
+    serial = _ROW_KERNELS[op]
+    if not parallel:
+        return lambda *args: serial(*args, 0, args[0].shape[0])
+    return _parallel_rows(serial)
+
+
+def _run_rows(op, x, *args):
+    _row_runner(op, x.size >= PARALLEL_MIN_SIZE)(x, *args)
+
+
+# --- public wrappers --------------------------------------------------------------------
+
+
+def act_forward(name, z, out, slope):
+    """out = f(z), elementwise; out may be z (the same array object: the fast in-place path).
+
+    Args:
+        name: activation name (see ``activations.ACTIVATIONS``).
+        z: float32/float64 C-contiguous array, any shape.
+        out: array like z, written completely.
+        slope: negative-side slope, read by "leaky_relu" only.
+    Returns:
+        out.
+    """
+    _, dtype = _checks.act_forward(name, z, out, slope, np.ndarray)
+    if z.size:
+        kernel = _act_forward_kernel(name, dtype, z.size >= PARALLEL_MIN_SIZE, out is z)
+        kernel(z.reshape(-1), out.reshape(-1), dtype.type(slope))
+    return out
+
+
+def bias_act_forward(name, z, b, out, slope):
+    """out = f(z + b), b (cols,) broadcast over the rows of z (rows, cols); out may be z.
+
+    Returns:
+        out.
+    """
+    _, dtype = _checks.bias_act_forward(name, z, b, out, slope, np.ndarray)
+    if z.size:
+        kernel = _bias_act_forward_kernel(name, dtype, z.size >= PARALLEL_MIN_SIZE, out is z)
+        kernel(z, b, out, dtype.type(slope))
+    return out
+
+
+def act_backward(name, dy, x, y, out, slope):
+    """out = dy * f'(x), elementwise, reading x (pre-activation) or y = f(x) (saved output).
+
+    relu and leaky_relu read x; sigmoid and tanh read y; identity reads neither. The array
+    an activation does not read may be None. out may alias dy.
+
+    Returns:
+        out.
+    """
+    _, dtype, src = _checks.act_backward(name, dy, x, y, out, slope, np.ndarray)
+    if dy.size:
+        kernel = _act_backward_kernel(name, dtype, dy.size >= PARALLEL_MIN_SIZE, out is dy)
+        kernel(dy.reshape(-1), src.reshape(-1), out.reshape(-1), dtype.type(slope))
+    return out
+
+
+def logsumexp(x, out):
+    """out_i = log(sum_j exp(x_ij)), max-shifted; x (rows, cols), out (rows,).
+
+    A row of only -inf gives -inf. Returns out.
+    """
+    _checks.rowwise(x, out, np.ndarray, reduced=True)
+    _run_rows("logsumexp", x, out)
+    return out
+
+
+def log_softmax(x, out):
+    """out_ij = x_ij - logsumexp(x_i), row-wise; out may be x.
+
+    A row of only -inf gives NaN, as torch does. Returns out.
+    """
+    _checks.rowwise(x, out, np.ndarray)
+    _run_rows("log_softmax", x, out)
+    return out
+
+
+def softmax(x, out):
+    """out_ij = exp(x_ij - logsumexp(x_i)), row-wise; out may be x.
+
+    A row of only -inf gives NaN, as torch does. Returns out.
+    """
+    _checks.rowwise(x, out, np.ndarray)
+    _run_rows("softmax", x, out)
+    return out
+
+
+def softmax_cross_entropy(logits, labels, loss_out, dlogits_out, scale):
+    """Per-row softmax cross-entropy and its gradient, from one read of the logits.
+
+    Each row is read from memory once (its later passes hit cache) and dlogits written once.
+
+    loss_i = logsumexp(logits_i) - logits_i[label_i]
+    dlogits = scale * (softmax(logits) - onehot(labels))   (scale = 1/batch for a mean loss)
+
+    A label's logit of -inf gives loss +inf; a row of only -inf gives NaN (both as torch).
+    A label outside [0, cols) cannot raise inside a kernel: its row gets NaN loss and NaN
+    dlogits (gpunet validates labels when data is loaded). dlogits_out may be logits.
+
+    Args:
+        logits: (rows, cols) float32/float64.
+        labels: (rows,) int32 or int64.
+        loss_out: (rows,) like logits' dtype.
+        dlogits_out: like logits.
+        scale: real number multiplying the gradient.
+    Returns:
+        (loss_out, dlogits_out).
+    """
+    dtype, _ = _checks.softmax_cross_entropy(
+        logits, labels, loss_out, dlogits_out, scale, np.ndarray
+    )
+    _run_rows("softmax_cross_entropy", logits, labels, loss_out, dlogits_out, dtype.type(scale))
+    return loss_out, dlogits_out

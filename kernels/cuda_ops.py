@@ -1,0 +1,481 @@
+"""numba.cuda kernels for gpunet's CuPy backend.
+
+Pattern: elementwise kernels are grid-stride loops over the flat C-contiguous buffer
+(``bias_act_forward`` strides over rows on grid y and columns on grid x, so that no thread
+divides by cols). Row-wise kernels run one block per row: each thread folds its strided
+slice of the row into an online (max, sum of exp(x - max)), a shared-memory tree combines
+the block's pairs, and a second pass over the row writes the result. x is read from
+global memory twice (once for max-and-sum, once for the write) and out written once.
+
+Arrays are cupy arrays (or anything with ``__cuda_array_interface__``) on a GPU, numpy arrays
+under ``NUMBA_ENABLE_CUDASIM=1``; the wrappers do not care which. With cupy inputs, kernels
+launch on cupy's current stream. Sums accumulate in the input dtype (float32 stays float32:
+each thread adds a few dozen terms, the tree adds log2(threads) levels).
+
+Each kernel compiles on first use, once per (op, activation, dtype[, threads]), with an
+explicit signature; configured launchers are cached per grid, block and stream. numba's
+dispatch still costs ~80-150 us of host time per launch with cupy arrays (it rebuilds a
+device-array view of every argument). The next step, for a session with a GPU: keep the
+compiled kernel's cufunc and launch it through cuda.bindings' cuLaunchKernel with raw
+pointers, measured against cupy's ElementwiseKernel (~11 us) and checked under graph capture.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+
+import numpy as np
+
+from . import _checks, activations, compat
+
+__all__ = [
+    "act_forward",
+    "bias_act_forward",
+    "act_backward",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+cuda = None
+"""numba.cuda, imported on first use. Kernels must reach it as a module global: the
+simulator swaps module globals bound to numba.cuda for its fake module while a kernel runs."""
+
+ELEMENTWISE_THREADS = 256
+"""Threads per block of the elementwise kernels."""
+MAX_BLOCKS = 2048
+"""Cap on blocks for the grid-stride kernels (an H100 keeps ~1000 blocks of 256 resident)."""
+ROW_THREADS = None
+"""Threads per block (a power of two) of the row-wise kernels; None picks from cols."""
+
+
+def _numba_cuda():
+    global cuda
+    if cuda is None:
+        compat.ensure_numpy_compat()
+        from numba import cuda as numba_cuda
+
+        cuda = numba_cuda
+    return cuda
+
+
+@functools.cache
+def _simulating():
+    from numba.core import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _numba_type(dtype):
+    from numba import from_dtype
+
+    return from_dtype(np.dtype(dtype))
+
+
+# --- kernel sources ----------------------------------------------------------------------
+# Each *_source returns (python function, signature) so that tests can also compile them to
+# PTX without a GPU; _compile turns one into a kernel.
+
+
+@functools.cache
+def _device_functions(name, dtype):
+    act = activations.get(name)
+    t = np.dtype(dtype).type
+    forward, grad = act.builder(t(0), t(1), math.exp, math.tanh)
+    jit = _numba_cuda().jit(device=True)
+    return jit(forward), jit(grad)
+
+
+def _act_forward_source(name, dtype):
+    f, _ = _device_functions(name, dtype)
+
+    def kernel(z, out, slope):
+        for i in range(cuda.grid(1), z.size, cuda.gridsize(1)):
+            out[i] = f(z[i], slope)
+
+    t = _numba_type(dtype)
+    return kernel, f"void({t}[::1], {t}[::1], {t})"
+
+
+def _bias_act_forward_source(name, dtype):
+    f, _ = _device_functions(name, dtype)
+
+    def kernel(z, b, out, slope):
+        rows, cols = z.shape
+        c0 = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        cstep = cuda.gridDim.x * cuda.blockDim.x
+        for r in range(cuda.blockIdx.y, rows, cuda.gridDim.y):
+            for c in range(c0, cols, cstep):
+                out[r, c] = f(z[r, c] + b[c], slope)
+
+    t = _numba_type(dtype)
+    return kernel, f"void({t}[:, ::1], {t}[::1], {t}[:, ::1], {t})"
+
+
+def _act_backward_source(name, dtype):
+    _, g = _device_functions(name, dtype)
+
+    def kernel(dy, src, out, slope):
+        for i in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
+            out[i] = g(dy[i], src[i], slope)
+
+    t = _numba_type(dtype)
+    return kernel, f"void({t}[::1], {t}[::1], {t}[::1], {t})"
+
+
+@functools.cache
+def _row_stats_function(dtype, threads):
+    """Device function: (max, sum of exp(x - max)) of row ``row``, returned to every thread.
+
+    -inf entries add nothing (exp(-inf - m) would be NaN while m is still -inf); NaN
+    entries make the sum NaN.
+    """
+    t = np.dtype(dtype).type
+    zero, one, neg_inf = t(0), t(1), t(-np.inf)
+
+    def row_stats(x, row, shared_m, shared_s):
+        tid = cuda.threadIdx.x
+        m = neg_inf
+        s = zero
+        for j in range(tid, x.shape[1], threads):
+            v = x[row, j]
+            if v > m:
+                s = s * math.exp(m - v) + one
+                m = v
+            elif v != neg_inf:
+                s += math.exp(v - m)
+        shared_m[tid] = m
+        shared_s[tid] = s
+        cuda.syncthreads()
+        step = threads // 2
+        while step > 0:
+            if tid < step:
+                m1, s1 = shared_m[tid], shared_s[tid]
+                m2, s2 = shared_m[tid + step], shared_s[tid + step]
+                if m2 > m1:
+                    m1, s1, m2, s2 = m2, s2, m1, s1
+                if m2 != neg_inf:
+                    s1 += s2 * math.exp(m2 - m1)
+                else:
+                    s1 += s2  # 0, or NaN to pass on
+                shared_m[tid] = m1
+                shared_s[tid] = s1
+            cuda.syncthreads()
+            step //= 2
+        return shared_m[0], shared_s[0]
+
+    return _numba_cuda().jit(device=True)(row_stats)
+
+
+@functools.cache
+def _log_function(dtype):
+    """Device function: log(s) for the row sums s >= 0; log(0) = -inf without a domain error."""
+    t = np.dtype(dtype).type
+    zero, neg_inf = t(0), t(-np.inf)
+
+    def log_sum(s):
+        if s == zero:
+            return neg_inf  # a row of only -inf (math.log(0) raises in the simulator)
+        return math.log(s)
+
+    return _numba_cuda().jit(device=True)(log_sum)
+
+
+def _rowwise_source(op, dtype, threads):
+    stats = _row_stats_function(dtype, threads)
+    log_sum = _log_function(dtype)
+    nbt = _numba_type(dtype)
+
+    if op == "logsumexp":
+
+        def kernel(x, out):
+            shared_m = cuda.shared.array(threads, nbt)
+            shared_s = cuda.shared.array(threads, nbt)
+            row = cuda.blockIdx.x
+            m, s = stats(x, row, shared_m, shared_s)
+            if cuda.threadIdx.x == 0:
+                out[row] = m + log_sum(s)
+
+        return kernel, f"void({nbt}[:, ::1], {nbt}[::1])"
+
+    if op == "log_softmax":
+
+        def kernel(x, out):
+            shared_m = cuda.shared.array(threads, nbt)
+            shared_s = cuda.shared.array(threads, nbt)
+            row = cuda.blockIdx.x
+            m, s = stats(x, row, shared_m, shared_s)
+            ls = log_sum(s)
+            for j in range(cuda.threadIdx.x, x.shape[1], threads):
+                # (x - m) first: exact or nearly, where x - (m + ls) would round m + ls.
+                out[row, j] = (x[row, j] - m) - ls
+
+        return kernel, f"void({nbt}[:, ::1], {nbt}[:, ::1])"
+
+    if op == "softmax":
+
+        def kernel(x, out):
+            shared_m = cuda.shared.array(threads, nbt)
+            shared_s = cuda.shared.array(threads, nbt)
+            row = cuda.blockIdx.x
+            m, s = stats(x, row, shared_m, shared_s)
+            for j in range(cuda.threadIdx.x, x.shape[1], threads):
+                out[row, j] = math.exp(x[row, j] - m) / s
+
+        return kernel, f"void({nbt}[:, ::1], {nbt}[:, ::1])"
+
+    raise ValueError(f"unknown row-wise op {op!r}")
+
+
+def _softmax_cross_entropy_source(dtype, label_dtype, threads):
+    stats = _row_stats_function(dtype, threads)
+    log_sum = _log_function(dtype)
+    nbt = _numba_type(dtype)
+    nbl = _numba_type(label_dtype)
+    t = np.dtype(dtype).type
+    one, nan = t(1), t(np.nan)
+
+    def kernel(logits, labels, loss, dlogits, scale):
+        shared_m = cuda.shared.array(threads, nbt)
+        shared_s = cuda.shared.array(threads, nbt)
+        row = cuda.blockIdx.x
+        cols = logits.shape[1]
+        label = labels[row]
+        valid = 0 <= label < cols
+        # Read before any thread writes dlogits: dlogits may be logits.
+        xl = logits[row, label] if valid else nan
+        m, s = stats(logits, row, shared_m, shared_s)
+        ls = log_sum(s)
+        if cuda.threadIdx.x == 0:
+            # No exception can leave a kernel: an out-of-range label poisons its row.
+            loss[row] = (m - xl) + ls if valid else nan
+        for j in range(cuda.threadIdx.x, cols, threads):
+            p = math.exp(logits[row, j] - m) / s
+            if not valid:
+                dlogits[row, j] = nan
+            elif j == label:
+                dlogits[row, j] = scale * (p - one)
+            else:
+                dlogits[row, j] = scale * p
+
+    return kernel, f"void({nbt}[:, ::1], {nbl}[::1], {nbt}[::1], {nbt}[:, ::1], {nbt})"
+
+
+_SOURCES = {
+    "act_forward": _act_forward_source,
+    "bias_act_forward": _bias_act_forward_source,
+    "act_backward": _act_backward_source,
+    "rowwise": _rowwise_source,
+    "softmax_cross_entropy": _softmax_cross_entropy_source,
+}
+
+
+def kernel_sources():
+    """Every (key, python function, signature) this module can compile, float32 and float64.
+
+    For compile checks without a GPU (``numba.cuda.compile_ptx``); the row-wise kernels are
+    listed at 128 threads.
+    """
+    out = []
+    for dtype in _checks.FLOAT_DTYPES:
+        for name in activations.ACTIVATIONS:
+            for op in ("act_forward", "bias_act_forward", "act_backward"):
+                key = (op, name, dtype.name)
+                out.append((key, *_SOURCES[op](name, dtype)))
+        for op in ("logsumexp", "log_softmax", "softmax"):
+            out.append((("rowwise", op, dtype.name), *_rowwise_source(op, dtype, 128)))
+        for ldt in _checks.LABEL_DTYPES:
+            key = ("softmax_cross_entropy", ldt.name, dtype.name)
+            out.append((key, *_softmax_cross_entropy_source(dtype, ldt, 128)))
+    return out
+
+
+@functools.cache
+def _compile(kind, *key):
+    fn, sig = _SOURCES[kind](*key)
+    compat.ensure_numpy_compat()  # numba.cuda may have been imported before us
+    return _numba_cuda().jit(sig)(fn)
+
+
+# --- launching -----------------------------------------------------------------------------
+
+_streams = {}
+_launchers = {}
+
+
+def _stream_of(a):
+    """(pointer, numba stream) of cupy's current stream when ``a`` is a cupy array.
+
+    (None, None) otherwise: numba's default stream.
+    """
+    cupy = sys.modules.get("cupy")
+    if cupy is None or not isinstance(a, cupy.ndarray):
+        return None, None
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = _streams.get(ptr)
+    if stream is None:
+        stream = _streams[ptr] = cuda.external_stream(ptr)
+    return ptr, stream
+
+
+def _launch(kernel, griddim, blockdim, like, *args):
+    """kernel[griddim, blockdim, stream](*args), the configured launcher cached."""
+    if _simulating():
+        # The simulator's kernel[...] configures the kernel object itself: no caching.
+        kernel[griddim, blockdim](*args)
+        return
+    ptr, stream = _stream_of(like)
+    key = (kernel, griddim, blockdim, ptr)
+    launcher = _launchers.get(key)
+    if launcher is None:
+        if len(_launchers) > 4096:
+            _launchers.clear()
+        if stream is None:
+            launcher = kernel[griddim, blockdim]
+        else:
+            launcher = kernel[griddim, blockdim, stream]
+        _launchers[key] = launcher
+    launcher(*args)
+
+
+def _flat_grid(size):
+    return min(-(-size // ELEMENTWISE_THREADS), MAX_BLOCKS)
+
+
+def _row_threads(cols):
+    if ROW_THREADS is not None:
+        if ROW_THREADS < 1 or ROW_THREADS & (ROW_THREADS - 1):
+            raise ValueError(f"ROW_THREADS must be a power of two, got {ROW_THREADS}")
+        return ROW_THREADS
+    # About 8 columns per thread, between one warp and the 1024-thread limit.
+    return min(1024, max(32, 1 << max(0, (cols - 1) // 8).bit_length()))
+
+
+# --- public wrappers -------------------------------------------------------------------------
+
+
+def act_forward(name, z, out, slope):
+    """out = f(z), elementwise; out may be z.
+
+    Args:
+        name: activation name (see ``activations.ACTIVATIONS``).
+        z: float32/float64 C-contiguous array, any shape.
+        out: array like z, written completely.
+        slope: negative-side slope, read by "leaky_relu" only.
+    Returns:
+        out.
+    """
+    _, dtype = _checks.act_forward(name, z, out, slope, None)
+    if z.size:
+        kernel = _compile("act_forward", name, dtype)
+        _launch(
+            kernel, _flat_grid(z.size), ELEMENTWISE_THREADS, z,
+            z.reshape(-1), out.reshape(-1), dtype.type(slope),
+        )
+    return out
+
+
+def bias_act_forward(name, z, b, out, slope):
+    """out = f(z + b), b (cols,) broadcast over the rows of z (rows, cols); out may be z.
+
+    Returns:
+        out.
+    """
+    _, dtype = _checks.bias_act_forward(name, z, b, out, slope, None)
+    rows, cols = z.shape
+    if z.size:
+        kernel = _compile("bias_act_forward", name, dtype)
+        gx = min(-(-cols // ELEMENTWISE_THREADS), MAX_BLOCKS)
+        gy = min(rows, max(1, MAX_BLOCKS // gx), 65535)
+        _launch(kernel, (gx, gy), ELEMENTWISE_THREADS, z, z, b, out, dtype.type(slope))
+    return out
+
+
+def act_backward(name, dy, x, y, out, slope):
+    """out = dy * f'(x), elementwise, reading x (pre-activation) or y = f(x) (saved output).
+
+    relu and leaky_relu read x; sigmoid and tanh read y; identity reads neither. The array
+    an activation does not read may be None. out may alias dy.
+
+    Returns:
+        out.
+    """
+    _, dtype, src = _checks.act_backward(name, dy, x, y, out, slope, None)
+    if dy.size:
+        kernel = _compile("act_backward", name, dtype)
+        _launch(
+            kernel, _flat_grid(dy.size), ELEMENTWISE_THREADS, dy,
+            dy.reshape(-1), src.reshape(-1), out.reshape(-1), dtype.type(slope),
+        )
+    return out
+
+
+def _rowwise(op, x, out, reduced=False):
+    dtype = _checks.rowwise(x, out, None, reduced=reduced)
+    rows, cols = x.shape
+    if rows:
+        threads = _row_threads(cols)
+        _launch(_compile("rowwise", op, dtype, threads), rows, threads, x, x, out)
+    return out
+
+
+def logsumexp(x, out):
+    """out_i = log(sum_j exp(x_ij)), max-shifted; x (rows, cols), out (rows,).
+
+    A row of only -inf gives -inf. Returns out.
+    """
+    return _rowwise("logsumexp", x, out, reduced=True)
+
+
+def log_softmax(x, out):
+    """out_ij = x_ij - logsumexp(x_i), row-wise; out may be x.
+
+    A row of only -inf gives NaN, as torch does. Returns out.
+    """
+    return _rowwise("log_softmax", x, out)
+
+
+def softmax(x, out):
+    """out_ij = exp(x_ij - logsumexp(x_i)), row-wise; out may be x.
+
+    A row of only -inf gives NaN, as torch does. Returns out.
+    """
+    return _rowwise("softmax", x, out)
+
+
+def softmax_cross_entropy(logits, labels, loss_out, dlogits_out, scale):
+    """Per-row softmax cross-entropy and its gradient, one block per row.
+
+    Logits are read twice (online max-and-sum, then the dlogits pass), dlogits written once.
+
+    loss_i = logsumexp(logits_i) - logits_i[label_i]
+    dlogits = scale * (softmax(logits) - onehot(labels))   (scale = 1/batch for a mean loss)
+
+    A label's logit of -inf gives loss +inf; a row of only -inf gives NaN (both as torch).
+    A label outside [0, cols) cannot raise inside a kernel: its row gets NaN loss and NaN
+    dlogits (gpunet validates labels when data is loaded). dlogits_out may be logits.
+
+    Args:
+        logits: (rows, cols) float32/float64.
+        labels: (rows,) int32 or int64.
+        loss_out: (rows,) like logits' dtype.
+        dlogits_out: like logits.
+        scale: real number multiplying the gradient.
+    Returns:
+        (loss_out, dlogits_out).
+    """
+    dtype, label_dtype = _checks.softmax_cross_entropy(
+        logits, labels, loss_out, dlogits_out, scale, None
+    )
+    rows, cols = logits.shape
+    if rows:
+        threads = _row_threads(cols)
+        kernel = _compile("softmax_cross_entropy", dtype, label_dtype, threads)
+        _launch(
+            kernel, rows, threads, logits,
+            logits, labels, loss_out, dlogits_out, dtype.type(scale),
+        )
+    return loss_out, dlogits_out

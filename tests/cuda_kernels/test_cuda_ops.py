@@ -1,0 +1,430 @@
+"""gpunet.kernels.cuda_ops against float64 NumPy references (simulator or GPU).
+
+Outputs are poisoned with NaN before every call, so a finite result proves each element was
+written. Sizes make the grid-stride loops and row loops wrap with ragged tails (see
+conftest.small_launches for the simulator's block sizes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpunet.kernels import activations, cuda_ops
+
+NAMES = list(activations.ACTIVATIONS)
+DTYPES = [np.float32, np.float64]
+SLOPE = 0.07
+
+
+# --- float64 references ------------------------------------------------------------------
+
+def ref_forward(name, z):
+    z = np.asarray(z, np.float64)
+    with np.errstate(over="ignore"):
+        return {
+            "identity": lambda: z.copy(),
+            "relu": lambda: np.where(z > 0, z, 0.0),
+            "leaky_relu": lambda: np.where(z > 0, z, SLOPE * z),
+            "sigmoid": lambda: 1.0 / (1.0 + np.exp(-z)),
+            "tanh": lambda: np.tanh(z),
+        }[name]()
+
+
+def ref_grad(name, dy, x, y):
+    dy, x, y = (np.asarray(a, np.float64) for a in (dy, x, y))
+    return {
+        "identity": lambda: dy.copy(),
+        "relu": lambda: np.where(x > 0, dy, 0.0),
+        "leaky_relu": lambda: np.where(x > 0, dy, SLOPE * dy),
+        "sigmoid": lambda: dy * (1.0 - y) * y,
+        "tanh": lambda: dy * (1.0 - y * y),
+    }[name]()
+
+
+def ref_rows(x):
+    """(x - max, log of the sum of exp(x - max)) per row, in extended precision.
+
+    Results are formed from these two as the kernels do ((x - m) - log s, not x - lse), so
+    that the reference does not round m + log s at the scale of huge logits. A row of only
+    -inf gets x - m = NaN and log s = -inf.
+    """
+    x = np.asarray(x, np.longdouble)
+    m = x.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = x - m
+        log_s = np.log(np.exp(np.where(np.isfinite(m), shifted, -np.inf)).sum(axis=1, keepdims=True))
+    return m, shifted, log_s
+
+
+def ref_op(op, x):
+    m, shifted, log_s = ref_rows(x)
+    with np.errstate(invalid="ignore"):
+        if op == "logsumexp":
+            out = (m + log_s)[:, 0]
+        elif op == "log_softmax":
+            out = shifted - log_s
+        else:
+            out = np.exp(shifted - log_s)
+    return out.astype(np.float64)
+
+
+def ref_cross_entropy(x, labels, scale):
+    m, shifted, log_s = ref_rows(x)
+    rows = np.arange(x.shape[0])
+    with np.errstate(invalid="ignore"):
+        loss = (-shifted[rows, labels] + log_s[:, 0]).astype(np.float64)
+        p = np.exp(shifted - log_s)
+    onehot = np.zeros_like(p)
+    onehot[rows, labels] = 1.0
+    return loss, (scale * (p - onehot)).astype(np.float64)
+
+
+def eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+def ulps(dtype, ref, n=4):
+    """n ulps of ref (relative), with the dtype's smallest normal as the absolute floor."""
+    return n * eps(dtype) * np.abs(ref) + float(np.finfo(dtype).tiny)
+
+
+def assert_close(got, ref, tol):
+    """|got - ref| <= tol elementwise; NaN and inf must sit where the reference has them."""
+    got = np.asarray(got, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg="NaN pattern")
+    np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)], err_msg="infs")
+    ok = np.isfinite(ref)
+    err = np.abs(got[ok] - ref[ok])
+    bad = err > np.broadcast_to(tol, ref.shape)[ok]
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} elements off; worst error {err.max():.3g}, "
+        f"e.g. got {got[ok][bad][:4]} want {ref[ok][bad][:4]}"
+    )
+
+
+def random_values(rng, shape, dtype, scale=3.0):
+    """Normal values scaled by ``scale``, none exactly zero."""
+    z = rng.standard_normal(shape) * scale
+    z[z == 0] = 0.5
+    return z.astype(dtype)
+
+
+def poisoned(dev, shape, dtype):
+    return dev.asarray(np.full(shape, np.nan, dtype))
+
+
+# --- elementwise ---------------------------------------------------------------------------
+
+ELEMENTWISE_SHAPES = [(1000,), (7, 143)]
+
+
+def test_every_activation_has_a_reference():
+    z = np.ones(3)
+    for name in NAMES:
+        ref_forward(name, z)
+        ref_grad(name, z, z, z)
+
+
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", NAMES)
+def test_act_forward(dev, name, dtype, shape):
+    z = random_values(np.random.default_rng(1), shape, dtype)
+    out = poisoned(dev, shape, dtype)
+    assert cuda_ops.act_forward(name, dev.asarray(z), out, SLOPE) is out
+    assert_close(dev.asnumpy(out), ref_forward(name, z), ulps(dtype, ref_forward(name, z)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", NAMES)
+def test_act_forward_in_place(dev, name, dtype):
+    z = random_values(np.random.default_rng(2), (1000,), dtype)
+    buf = dev.asarray(z)
+    cuda_ops.act_forward(name, buf, buf, SLOPE)
+    ref = ref_forward(name, z)
+    assert_close(dev.asnumpy(buf), ref, ulps(dtype, ref))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_sigmoid_extremes_are_exact_and_finite(dev, dtype):
+    z = np.array([-1e4, -200.0, -30.0, 30.0, 200.0, 1e4], dtype)
+    out = poisoned(dev, z.shape, dtype)
+    got = dev.asnumpy(cuda_ops.act_forward("sigmoid", dev.asarray(z), out, SLOPE))
+    assert np.isfinite(got).all()
+    assert got[0] == 0.0 and got[-1] == 1.0 and got[-2] == 1.0
+    assert_close(got, ref_forward("sigmoid", z), ulps(dtype, ref_forward("sigmoid", z)))
+
+
+BIAS_SHAPES = [(37, 100), (5, 130)]
+
+
+@pytest.mark.parametrize("shape", BIAS_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", NAMES)
+def test_bias_act_forward(dev, name, dtype, shape):
+    rng = np.random.default_rng(3)
+    z = random_values(rng, shape, dtype)
+    b = random_values(rng, shape[1], dtype)
+    out = poisoned(dev, shape, dtype)
+    assert cuda_ops.bias_act_forward(name, dev.asarray(z), dev.asarray(b), out, SLOPE) is out
+    # z + b rounds in the kernel's dtype first, as in the reference below.
+    ref = ref_forward(name, (z + b).astype(dtype))
+    assert_close(dev.asnumpy(out), ref, ulps(dtype, ref))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bias_act_forward_in_place(dev, name):
+    rng = np.random.default_rng(4)
+    z = random_values(rng, (37, 100), np.float32)
+    b = random_values(rng, 100, np.float32)
+    buf = dev.asarray(z)
+    cuda_ops.bias_act_forward(name, buf, dev.asarray(b), buf, SLOPE)
+    ref = ref_forward(name, z + b)
+    assert_close(dev.asnumpy(buf), ref, ulps(np.float32, ref))
+
+
+def _backward_inputs(name, dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    x = random_values(rng, shape, dtype)
+    y = ref_forward(name, x).astype(dtype)
+    dy = random_values(rng, shape, dtype)
+    return dy, x, y
+
+
+def grad_tolerance(dtype, ref, dy):
+    """A few ulps of |dy|: 1 - y*y (tanh) cancels near |y| = 1 in any float32 kernel."""
+    return ulps(dtype, np.abs(ref) + np.abs(np.asarray(dy, np.float64)))
+
+
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", NAMES)
+def test_act_backward(dev, name, dtype, shape):
+    dy, x, y = _backward_inputs(name, dtype, shape, 5)
+    out = poisoned(dev, shape, dtype)
+    got = cuda_ops.act_backward(
+        name, dev.asarray(dy), dev.asarray(x), dev.asarray(y), out, SLOPE
+    )
+    assert got is out
+    ref = ref_grad(name, dy, x, y)
+    assert_close(dev.asnumpy(out), ref, grad_tolerance(dtype, ref, dy))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_act_backward_into_dy_with_unused_input_none(dev, name):
+    dy, x, y = _backward_inputs(name, np.float32, (1000,), 6)
+    saved = activations.ACTIVATIONS[name].saved
+    buf = dev.asarray(dy)
+    cuda_ops.act_backward(
+        name, buf,
+        dev.asarray(x) if saved == "x" else None,
+        dev.asarray(y) if saved == "y" else None,
+        buf, SLOPE,
+    )
+    ref = ref_grad(name, dy, x, y)
+    assert_close(dev.asnumpy(buf), ref, grad_tolerance(np.float32, ref, dy))
+
+
+@pytest.mark.parametrize("name, want", [("relu", 0.0), ("leaky_relu", SLOPE)])
+def test_derivative_at_zero_follows_torch(dev, name, want):
+    x = np.zeros(5, np.float32)
+    dy = np.ones(5, np.float32)
+    out = poisoned(dev, 5, np.float32)
+    cuda_ops.act_backward(name, dev.asarray(dy), dev.asarray(x), None, out, SLOPE)
+    np.testing.assert_array_equal(dev.asnumpy(out), np.float32(want))
+
+
+# --- row-wise ------------------------------------------------------------------------------
+
+ROW_OPS = ["logsumexp", "log_softmax", "softmax"]
+ROW_SHAPES = [(37, 300), (5, 1025)]
+
+
+def row_tolerance(op, x, ref, dtype):
+    """A few ulps of the result, plus the rounding of x - max that any float32 kernel has.
+
+    softmax's relative error grows with |x - max| (the argument of exp is rounded to the
+    dtype); log_softmax and logsumexp are sums of same-signed terms, so a few ulps of the
+    result suffice.
+    """
+    e = 8 * eps(dtype)
+    if op == "softmax":
+        _, shifted, _ = ref_rows(x)
+        spread = np.nan_to_num(np.abs(shifted.astype(np.float64)), posinf=0.0)
+        return e * np.abs(ref) * (1.0 + spread) + float(np.finfo(dtype).tiny)
+    return e * (np.abs(ref) + 1.0)
+
+
+def run_row_op(dev, op, x):
+    rows, _ = x.shape
+    out = poisoned(dev, (rows,) if op == "logsumexp" else x.shape, x.dtype)
+    assert getattr(cuda_ops, op)(dev.asarray(x), out) is out
+    return dev.asnumpy(out)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_row_op(dev, op, dtype, shape):
+    x = random_values(np.random.default_rng(7), shape, dtype)
+    ref = ref_op(op, x)
+    assert_close(run_row_op(dev, op, x), ref, row_tolerance(op, x, ref, dtype))
+
+
+def edge_rows(dtype, cols=40, seed=8):
+    """Rows that break naive kernels; the last one is all -inf."""
+    rng = np.random.default_rng(seed)
+    x = random_values(rng, (6, cols), np.float64)
+    x[0] = rng.uniform(-1e4, 1e4, cols)  # huge logits
+    x[0, [3 % cols, 17 % cols]] = 1e4
+    x[0, 1] = -1e4
+    x[1] = 3.5  # all equal
+    x[2, rng.permutation(cols)[: cols // 3]] = -np.inf  # some -inf
+    x[3] += -1e4  # huge negative
+    x[4, 4] = 1e4  # one dominant entry
+    x[5] = -np.inf
+    return x.astype(dtype)
+
+
+# The simulator does its arithmetic on numpy scalars, which warn on the all -inf row's
+# -inf - -inf; a GPU computes the same NaN silently.
+ALL_NEG_INF_WARNING = "ignore:invalid value encountered:RuntimeWarning"
+
+
+@pytest.mark.filterwarnings(ALL_NEG_INF_WARNING)
+@pytest.mark.parametrize("cols", [40, 5], ids=lambda c: f"cols{c}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_row_op_edge_rows(dev, op, dtype, cols):
+    x = edge_rows(dtype, cols)
+    got = run_row_op(dev, op, x)
+    ref = ref_op(op, x)
+    # Finite everywhere but the all -inf row, which is -inf (logsumexp) or NaN (as torch).
+    assert np.isfinite(got[:5][np.isfinite(ref[:5])]).all()
+    if op == "logsumexp":
+        assert got[5] == -np.inf
+    else:
+        assert np.isnan(got[5]).all()
+    assert_close(got, ref, row_tolerance(op, x, ref, dtype))
+
+
+@pytest.mark.parametrize("op", ["log_softmax", "softmax"])
+def test_row_op_in_place(dev, op):
+    x = random_values(np.random.default_rng(9), (5, 1025), np.float32)
+    buf = dev.asarray(x)
+    getattr(cuda_ops, op)(buf, buf)
+    ref = ref_op(op, x)
+    assert_close(dev.asnumpy(buf), ref, row_tolerance(op, x, ref, np.float32))
+
+
+def test_row_threads_default_choice(dev, monkeypatch):
+    """The automatic block size (no override) on a narrow matrix."""
+    monkeypatch.setattr(cuda_ops, "ROW_THREADS", None)
+    x = random_values(np.random.default_rng(10), (2, 5), np.float32)
+    ref = ref_op("log_softmax", x)
+    assert_close(run_row_op(dev, "log_softmax", x), ref, row_tolerance("log_softmax", x, ref, np.float32))
+    assert [cuda_ops._row_threads(c) for c in (1, 5, 256, 257, 1000, 32000)] == [32, 32, 32, 64, 128, 1024]
+
+
+# --- softmax cross-entropy -------------------------------------------------------------------
+
+def run_cross_entropy(dev, x, labels, scale, in_place=False):
+    rows = x.shape[0]
+    loss = poisoned(dev, rows, x.dtype)
+    xd = dev.asarray(x)
+    dl = xd if in_place else poisoned(dev, x.shape, x.dtype)
+    res = cuda_ops.softmax_cross_entropy(xd, dev.asarray(labels), loss, dl, scale)
+    assert res[0] is loss and res[1] is dl
+    return dev.asnumpy(loss), dev.asnumpy(dl)
+
+
+def ce_tolerances(x, ref_loss, ref_dl, scale, dtype):
+    """Loss: a few ulps. dlogits: as softmax, plus a few ulps of scale at the label, where
+    p - 1 inherits p's absolute rounding (torch's exp(log_softmax) - 1 does the same)."""
+    e = 8 * eps(dtype)
+    return (
+        e * (np.abs(ref_loss) + 1.0),
+        row_tolerance("softmax", x, ref_dl, dtype) + e * abs(scale),
+    )
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_softmax_cross_entropy(dev, dtype, shape, label_dtype):
+    rng = np.random.default_rng(11)
+    x = random_values(rng, shape, dtype)
+    labels = rng.integers(0, shape[1], shape[0]).astype(label_dtype)
+    labels[:2] = [0, shape[1] - 1]
+    scale = 1.0 / shape[0]
+    loss, dl = run_cross_entropy(dev, x, labels, scale)
+    ref_loss, ref_dl = ref_cross_entropy(x, labels, scale)
+    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, scale, dtype)
+    assert_close(loss, ref_loss, tol_loss)
+    assert_close(dl, ref_dl, tol_dl)
+
+
+@pytest.mark.filterwarnings(ALL_NEG_INF_WARNING)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_softmax_cross_entropy_edge_rows(dev, dtype):
+    x = edge_rows(dtype)
+    labels = np.array([3, 0, 0, 7, 4, 1], np.int64)
+    labels[2] = np.flatnonzero(np.isinf(x[2]))[0]  # the label's logit is -inf
+    loss, dl = run_cross_entropy(dev, x, labels, 0.25)
+    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.25)
+    assert loss[2] == np.inf  # as torch
+    assert np.isnan(loss[5]) and np.isnan(dl[5]).all()  # all -inf row, as torch
+    assert np.isfinite(loss[[0, 1, 3, 4]]).all() and np.isfinite(dl[:5]).all()
+    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.25, dtype)
+    assert_close(loss, ref_loss, tol_loss)
+    assert_close(dl, ref_dl, tol_dl)
+
+
+def test_softmax_cross_entropy_into_logits(dev):
+    rng = np.random.default_rng(12)
+    x = random_values(rng, (5, 1025), np.float32)
+    labels = rng.integers(0, 1025, 5).astype(np.int32)
+    loss, dl = run_cross_entropy(dev, x, labels, 0.2, in_place=True)
+    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.2)
+    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.2, np.float32)
+    assert_close(loss, ref_loss, tol_loss)
+    assert_close(dl, ref_dl, tol_dl)
+
+
+def test_softmax_cross_entropy_out_of_range_label_poisons_its_row(dev):
+    rng = np.random.default_rng(13)
+    x = random_values(rng, (4, 30), np.float32)
+    labels = np.array([2, 30, -1, 29], np.int64)
+    loss, dl = run_cross_entropy(dev, x, labels, 1.0)
+    assert np.isnan(loss[[1, 2]]).all() and np.isnan(dl[[1, 2]]).all()
+    ref_loss, ref_dl = ref_cross_entropy(x[[0, 3]], labels[[0, 3]], 1.0)
+    tol_loss, tol_dl = ce_tolerances(x[[0, 3]], ref_loss, ref_dl, 1.0, np.float32)
+    assert_close(loss[[0, 3]], ref_loss, tol_loss)
+    assert_close(dl[[0, 3]], ref_dl, tol_dl)
+
+
+# --- argument checks ------------------------------------------------------------------------
+
+def test_unknown_activation_lists_valid_names(dev):
+    z = dev.asarray(np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="leaky_relu"):
+        cuda_ops.act_forward("gelu", z, z, 0.0)
+
+
+def test_wrong_dtype_shape_and_layout_are_rejected(dev):
+    z = dev.asarray(np.ones((4, 6), np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cuda_ops.act_forward("relu", dev.asarray(np.ones(4, np.int32)), dev.asarray(np.ones(4, np.int32)), 0.0)
+    with pytest.raises(TypeError, match="dtype"):
+        cuda_ops.act_forward("relu", z, dev.asarray(np.ones((4, 6), np.float64)), 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        cuda_ops.log_softmax(z, dev.asarray(np.ones((4, 5), np.float32)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cuda_ops.softmax(z.T, z.T)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        cuda_ops.softmax_cross_entropy(
+            z, dev.asarray(np.zeros(4, np.float32)), dev.asarray(np.ones(4, np.float32)), z, 1.0
+        )
+    with pytest.raises(ValueError, match="needs x"):
+        cuda_ops.act_backward("relu", z, None, z, z, 0.0)

@@ -1,0 +1,102 @@
+"""Training runs that tests/test_distributed.py starts under ``mpiexec -n 2`` and repeats in one
+process to compare. Run as ``python tests/mpi_cases.py MODE OUTDIR [BACKEND]``:
+
+- ``equivalence``: every case in CASES; each rank writes its final weights and history to
+  OUTDIR/<case>-rank<r>.npz/.json and passes OUTDIR/<case>-ckpt-rank<r>.npz as ``save`` (only
+  rank 0 may write it) and ``print`` as ``log`` (only rank 0 may print);
+- ``raise``: rank 1 raises in its third optimizer step; the job must end, not hang;
+- ``stall``: rank 1 sleeps before training while rank 0 waits with a 2 s collective timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gpunet as gn
+from gpunet.data import DataSpec, load_data
+from gpunet.train import fit
+
+#: name -> (data spec, dtype, optimizer, loss reduction, batch size, epochs). wine has 106
+#: training rows: batches of 11 split 5/6 and leave a last batch of 7 (3/4); batches of 15 leave
+#: a last batch of one row, so rank 0 has none.
+CASES = {
+    "wine-float64-adam-b11": (("wine", {}), "float64", "adam", "mean", 11, 3),
+    "wine-float32-sgd-b15": (("wine", {}), "float32", "sgd", "mean", 15, 3),
+    "sine-float64-sgd-sum-b16": (("sine", {"samples": 150, "noise": 0.1}), "float64", "sgd",
+                                 "sum", 16, 3),
+}
+
+
+def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step=None):
+    """Train case ``name``; returns (model, history). ``fail_at_step``: raise in that step."""
+    (dataset, kw), dtype, opt_name, reduction, batch_size, epochs = CASES[name]
+    spec = DataSpec(dataset, seed=2, val_fraction=0.2, test_fraction=0.2, **kw)
+    data = load_data(spec)
+    classify = data.task == "classification"
+    model = gn.MLP([data.n_features, 16, data.n_outputs if classify else 1],
+                   backend=backend, seed=5, dtype=dtype)
+    loss_fn = gn.CrossEntropyLoss(reduction) if classify else gn.MSELoss(reduction)
+    opt = gn.Adam(model, lr=0.01) if opt_name == "adam" else \
+        gn.SGD(model, lr=0.05 if reduction == "mean" else 0.002, momentum=0.9)
+    if fail_at_step is not None:
+        inner, calls = opt.step, [0]
+
+        def step():
+            calls[0] += 1
+            if calls[0] == fail_at_step:
+                raise RuntimeError(f"injected failure in step {fail_at_step}")
+            inner()
+
+        opt.step = step
+    history = fit(model, data, loss_fn, opt, epochs=epochs, batch_size=batch_size, seed=3,
+                  progress=False, save=save, log=log, comm=comm, data_spec=spec.to_json())
+    return model, history
+
+
+def _equivalence(out: Path, backend):
+    from gpunet.distributed import Communicator
+
+    comm = Communicator(timeout=60)
+    if backend == "cupy":
+        comm.use_local_device()
+    for name in CASES:
+        save = out / f"{name}-ckpt-rank{comm.rank}.npz"
+        model, history = run_case(name, backend, comm, save=save, log=print)
+        np.savez(out / f"{name}-rank{comm.rank}.npz", **model.state_dict())
+        (out / f"{name}-rank{comm.rank}.json").write_text(
+            json.dumps({"history": list(history), "test": history.test,
+                        "transport": comm.transport}))
+
+
+def _raise(backend):
+    from gpunet.distributed import Communicator
+
+    comm = Communicator(timeout=60)
+    run_case("wine-float64-adam-b11", backend, comm, fail_at_step=3 if comm.rank == 1 else None)
+
+
+def _stall(backend):
+    from gpunet.distributed import Communicator
+
+    comm = Communicator(timeout=2)
+    if comm.rank == 1:
+        time.sleep(120)
+    run_case("wine-float64-adam-b11", backend, comm)
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    backend = sys.argv[3] if len(sys.argv) > 3 else "numpy"
+    if mode == "equivalence":
+        _equivalence(out, backend)
+    elif mode == "raise":
+        _raise(backend)
+    elif mode == "stall":
+        _stall(backend)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")

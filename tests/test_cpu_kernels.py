@@ -1,0 +1,632 @@
+"""gpunet.kernels.cpu_ops (numba.njit twins) against float64 NumPy, torch and finite differences.
+
+Also: cpu_ops and cuda_ops expose the same interface and reject the same bad calls, nothing
+compiles at import, and the numpy guard numba-cuda needs works.
+
+Every numerical test runs twice, on the single-threaded kernels and on the prange ones
+(``parallel`` fixture). Outputs are poisoned with NaN first, so finite results prove every
+element was written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpunet.kernels import activations, compat, cpu_ops, cuda_ops
+
+NAMES = list(activations.ACTIVATIONS)
+DTYPES = [np.float32, np.float64]
+DTYPE_IDS = ["float32", "float64"]
+SLOPE = 0.07
+
+INTERFACE = {
+    "act_forward": ["name", "z", "out", "slope"],
+    "bias_act_forward": ["name", "z", "b", "out", "slope"],
+    "act_backward": ["name", "dy", "x", "y", "out", "slope"],
+    "logsumexp": ["x", "out"],
+    "log_softmax": ["x", "out"],
+    "softmax": ["x", "out"],
+    "softmax_cross_entropy": ["logits", "labels", "loss_out", "dlogits_out", "scale"],
+}
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def parallel(request, monkeypatch):
+    threshold = 0 if request.param == "parallel" else 1 << 62
+    monkeypatch.setattr(cpu_ops, "PARALLEL_MIN_SIZE", threshold)
+    return request.param
+
+
+# --- references ----------------------------------------------------------------------------
+
+def ref_forward(name, z):
+    z = np.asarray(z, np.float64)
+    with np.errstate(over="ignore"):
+        return {
+            "identity": lambda: z.copy(),
+            "relu": lambda: np.where(z > 0, z, 0.0),
+            "leaky_relu": lambda: np.where(z > 0, z, SLOPE * z),
+            "sigmoid": lambda: 1.0 / (1.0 + np.exp(-z)),
+            "tanh": lambda: np.tanh(z),
+        }[name]()
+
+
+def ref_grad(name, dy, x, y):
+    dy, x, y = (np.asarray(a, np.float64) for a in (dy, x, y))
+    return {
+        "identity": lambda: dy.copy(),
+        "relu": lambda: np.where(x > 0, dy, 0.0),
+        "leaky_relu": lambda: np.where(x > 0, dy, SLOPE * dy),
+        "sigmoid": lambda: dy * (1.0 - y) * y,
+        "tanh": lambda: dy * (1.0 - y * y),
+    }[name]()
+
+
+def ref_rows(x):
+    """(max, x - max, log sum exp(x - max)) per row in extended precision."""
+    x = np.asarray(x, np.longdouble)
+    m = x.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = x - m
+        log_s = np.log(np.exp(np.where(np.isfinite(m), shifted, -np.inf)).sum(axis=1, keepdims=True))
+    return m, shifted, log_s
+
+
+def ref_op(op, x):
+    m, shifted, log_s = ref_rows(x)
+    with np.errstate(invalid="ignore"):
+        out = {
+            "logsumexp": lambda: (m + log_s)[:, 0],
+            "log_softmax": lambda: shifted - log_s,
+            "softmax": lambda: np.exp(shifted - log_s),
+        }[op]()
+    return out.astype(np.float64)
+
+
+def ref_cross_entropy(x, labels, scale):
+    _, shifted, log_s = ref_rows(x)
+    rows = np.arange(x.shape[0])
+    with np.errstate(invalid="ignore"):
+        loss = (log_s[:, 0] - shifted[rows, labels]).astype(np.float64)
+        p = np.exp(shifted - log_s)
+    onehot = np.zeros_like(p)
+    onehot[rows, labels] = 1.0
+    return loss, (scale * (p - onehot)).astype(np.float64)
+
+
+def eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+def ulps(dtype, ref, n=4):
+    return n * eps(dtype) * np.abs(ref) + float(np.finfo(dtype).tiny)
+
+
+def row_tolerance(op, x, ref, dtype):
+    """As in tests/cuda_kernels: softmax's error grows with |x - max| in any float32 kernel."""
+    e = 8 * eps(dtype)
+    if op == "softmax":
+        _, shifted, _ = ref_rows(x)
+        spread = np.nan_to_num(np.abs(shifted.astype(np.float64)), posinf=0.0)
+        return e * np.abs(ref) * (1.0 + spread) + float(np.finfo(dtype).tiny)
+    return e * (np.abs(ref) + 1.0)
+
+
+def assert_close(got, ref, tol):
+    got = np.asarray(got, np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg="NaN pattern")
+    np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)], err_msg="infs")
+    ok = np.isfinite(ref)
+    err = np.abs(got[ok] - ref[ok])
+    bad = err > np.broadcast_to(tol, ref.shape)[ok]
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} elements off; worst error {err.max():.3g}, "
+        f"e.g. got {got[ok][bad][:4]} want {ref[ok][bad][:4]}"
+    )
+
+
+def random_values(rng, shape, dtype, scale=3.0):
+    z = rng.standard_normal(shape) * scale
+    z[z == 0] = 0.5
+    return z.astype(dtype)
+
+
+def nans(shape, dtype):
+    return np.full(shape, np.nan, dtype)
+
+
+# --- interface -----------------------------------------------------------------------------
+
+def test_cpu_and_cuda_modules_expose_the_same_interface():
+    assert cpu_ops.__all__ == cuda_ops.__all__ == list(INTERFACE)
+    for fname, params in INTERFACE.items():
+        cpu_sig = inspect.signature(getattr(cpu_ops, fname))
+        cuda_sig = inspect.signature(getattr(cuda_ops, fname))
+        assert cpu_sig == cuda_sig, fname
+        assert list(cpu_sig.parameters) == params, fname
+
+
+BAD_CALLS = [
+    ("unknown name", ValueError, "relu", lambda m: m.act_forward("gelu", F((4,)), F((4,)), 0.0)),
+    ("name not a string", ValueError, "valid names", lambda m: m.act_forward(["relu"], F((4,)), F((4,)), 0.0)),
+    ("integer input", TypeError, "float32 or float64", lambda m: m.act_forward("relu", np.ones(4, np.int32), np.ones(4, np.int32), 0.0)),
+    ("out dtype", TypeError, "dtype", lambda m: m.act_forward("relu", F((4,)), np.ones(4), 0.0)),
+    ("out shape", ValueError, "shape", lambda m: m.act_forward("relu", F((4,)), F((5,)), 0.0)),
+    ("not contiguous", ValueError, "C-contiguous", lambda m: m.softmax(F((4, 6)).T, F((6, 4)))),
+    ("not an array", TypeError, "must be", lambda m: m.log_softmax([[1.0, 2.0]], F((1, 2)))),
+    ("1-D row op", ValueError, "2-D", lambda m: m.log_softmax(F((4,)), F((4,)))),
+    ("no columns", ValueError, "at least one column", lambda m: m.logsumexp(F((3, 0)), F((3,)))),
+    ("logsumexp out", ValueError, "shape", lambda m: m.logsumexp(F((3, 4)), F((3, 4)))),
+    ("bias shape", ValueError, "shape", lambda m: m.bias_act_forward("relu", F((3, 4)), F((3,)), F((3, 4)), 0.0)),
+    ("missing x", ValueError, "needs x", lambda m: m.act_backward("relu", F((4,)), None, F((4,)), F((4,)), 0.0)),
+    ("missing y", ValueError, "needs y", lambda m: m.act_backward("tanh", F((4,)), F((4,)), None, F((4,)), 0.0)),
+    ("slope", TypeError, "slope", lambda m: m.act_forward("leaky_relu", F((4,)), F((4,)), "0.1")),
+    ("float labels", TypeError, "int32 or int64", lambda m: m.softmax_cross_entropy(F((3, 4)), F((3,)), F((3,)), F((3, 4)), 1.0)),
+    ("label shape", ValueError, "labels", lambda m: m.softmax_cross_entropy(F((3, 4)), np.zeros(4, np.int64), F((3,)), F((3, 4)), 1.0)),
+    ("scale", TypeError, "scale", lambda m: m.softmax_cross_entropy(F((3, 4)), np.zeros(3, np.int64), F((3,)), F((3, 4)), None)),
+]
+
+
+def F(shape):
+    return np.ones(shape, np.float32)
+
+
+@pytest.mark.parametrize("module", [cpu_ops, cuda_ops], ids=["cpu_ops", "cuda_ops"])
+@pytest.mark.parametrize("what, error, match, call", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_calls_are_rejected_before_any_kernel(module, what, error, match, call):
+    """Both modules share the checks, which run before anything compiles (no GPU needed)."""
+    with pytest.raises(error, match=match):
+        call(module)
+
+
+def test_cpu_ops_rejects_non_numpy_arrays():
+    class NotNumpy:
+        dtype, shape, ndim = np.dtype(np.float32), (4,), 1
+
+    with pytest.raises(TypeError, match="numpy"):
+        cpu_ops.act_forward("relu", NotNumpy(), F((4,)), 0.0)
+
+
+def test_import_compiles_nothing_and_needs_no_gpu():
+    code = (
+        "import sys\n"
+        "import gpunet.kernels\n"
+        "assert 'numba' not in sys.modules, 'gpunet.kernels imported numba'\n"
+        "from gpunet.kernels import cuda_ops, cpu_ops\n"
+        "assert 'numba.cuda' not in sys.modules, 'cuda_ops imported numba.cuda'\n"
+        "assert cuda_ops._compile.cache_info().currsize == 0\n"
+        "assert not cpu_ops._row_max.signatures and not cpu_ops._exp_nonpos_f32.signatures\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_numpy_guard_restores_row_stack(monkeypatch):
+    """numba-cuda 0.30 overloads np.row_stack when it first compiles; numpy 2.5 removed it."""
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    assert not hasattr(np, "row_stack")
+    compat.ensure_numpy_compat()
+    a, b = np.arange(3.0), np.arange(3.0, 6.0)
+    np.testing.assert_array_equal(np.row_stack((a, b)), np.vstack((a, b)))
+    kept = np.row_stack
+    compat.ensure_numpy_compat()
+    assert np.row_stack is kept
+
+
+# --- elementwise ---------------------------------------------------------------------------
+
+ELEMENTWISE_SHAPES = [(1000,), (7, 143), (3, 300, 5)]
+
+
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_act_forward(parallel, name, dtype, shape):
+    z = random_values(np.random.default_rng(1), shape, dtype)
+    out = nans(shape, dtype)
+    assert cpu_ops.act_forward(name, z, out, SLOPE) is out
+    ref = ref_forward(name, z)
+    assert_close(out, ref, ulps(dtype, ref))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_act_forward_in_place(parallel, name, dtype):
+    z = random_values(np.random.default_rng(2), (1000,), dtype)
+    ref = ref_forward(name, z)
+    cpu_ops.act_forward(name, z, z, SLOPE)
+    assert_close(z, ref, ulps(dtype, ref))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sigmoid_extremes_without_warnings(dtype):
+    z = np.array([-1e4, -200.0, -104.0, -88.0, -30.0, 30.0, 200.0, 1e4, -np.inf, np.inf], dtype)
+    out = nans(z.shape, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpu_ops.act_forward("sigmoid", z, out, SLOPE)
+    ref = ref_forward("sigmoid", z)
+    assert np.isfinite(out).all()
+    assert out[0] == 0.0 and out[-1] == 1.0 and out[-3] == 1.0 and out[-2] == 0.0
+    assert_close(out, ref, ulps(dtype, ref))
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "identity"])
+def test_nan_propagates_like_torch(name):
+    z = np.array([np.nan, 1.0], np.float32)
+    out = nans(2, np.float32)
+    cpu_ops.act_forward(name, z, out, SLOPE)
+    assert np.isnan(out[0])
+
+
+BIAS_SHAPES = [(37, 100), (5, 130), (1, 1)]
+
+
+@pytest.mark.parametrize("shape", BIAS_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_bias_act_forward(parallel, name, dtype, shape):
+    rng = np.random.default_rng(3)
+    z = random_values(rng, shape, dtype)
+    b = random_values(rng, shape[1], dtype)
+    out = nans(shape, dtype)
+    assert cpu_ops.bias_act_forward(name, z, b, out, SLOPE) is out
+    ref = ref_forward(name, z + b)
+    assert_close(out, ref, ulps(dtype, ref))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bias_act_forward_in_place(parallel, name):
+    rng = np.random.default_rng(4)
+    z = random_values(rng, (37, 100), np.float32)
+    b = random_values(rng, 100, np.float32)
+    ref = ref_forward(name, z + b)
+    cpu_ops.bias_act_forward(name, z, b, z, SLOPE)
+    assert_close(z, ref, ulps(np.float32, ref))
+
+
+def grad_tolerance(dtype, ref, dy):
+    """A few ulps of |dy|: 1 - y*y (tanh) cancels near |y| = 1 in any float32 kernel."""
+    return ulps(dtype, np.abs(ref) + np.abs(np.asarray(dy, np.float64)))
+
+
+def backward_inputs(name, dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    x = random_values(rng, shape, dtype)
+    y = ref_forward(name, x).astype(dtype)
+    dy = random_values(rng, shape, dtype)
+    return dy, x, y
+
+
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_act_backward(parallel, name, dtype, shape):
+    dy, x, y = backward_inputs(name, dtype, shape, 5)
+    out = nans(shape, dtype)
+    assert cpu_ops.act_backward(name, dy, x, y, out, SLOPE) is out
+    ref = ref_grad(name, dy, x, y)
+    assert_close(out, ref, grad_tolerance(dtype, ref, dy))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_act_backward_into_dy_with_unused_input_none(parallel, name):
+    dy, x, y = backward_inputs(name, np.float32, (1000,), 6)
+    ref = ref_grad(name, dy, x, y)
+    tol = grad_tolerance(np.float32, ref, dy)
+    saved = activations.ACTIVATIONS[name].saved
+    cpu_ops.act_backward(
+        name, dy, x if saved == "x" else None, y if saved == "y" else None, dy, SLOPE
+    )
+    assert_close(dy, ref, tol)
+
+
+@pytest.mark.parametrize("name, want", [("relu", 0.0), ("leaky_relu", SLOPE)])
+def test_derivative_at_zero_follows_torch(name, want):
+    out = nans(5, np.float32)
+    cpu_ops.act_backward(name, np.ones(5, np.float32), np.zeros(5, np.float32), None, out, SLOPE)
+    np.testing.assert_array_equal(out, np.float32(want))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_act_backward_matches_finite_differences(name):
+    """float64 central differences of f, away from relu's kink."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.1, 3.0, 200) * rng.choice([-1.0, 1.0], 200)
+    y = cpu_ops.act_forward(name, x, np.empty_like(x), SLOPE)
+    dy = rng.standard_normal(200)
+    got = cpu_ops.act_backward(name, dy, x, y, nans(200, np.float64), SLOPE)
+    h = 1e-6
+    fp = cpu_ops.act_forward(name, x + h, np.empty_like(x), SLOPE)
+    fm = cpu_ops.act_forward(name, x - h, np.empty_like(x), SLOPE)
+    np.testing.assert_allclose(got, dy * (fp - fm) / (2 * h), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activations_match_torch(name):
+    torch = pytest.importorskip("torch")
+    fns = {
+        "identity": lambda t: t,
+        "relu": torch.relu,
+        "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, SLOPE),
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+    }
+    rng = np.random.default_rng(8)
+    x = random_values(rng, (64, 33), np.float32)
+    x[0, :3] = [0.0, -0.0, 40.0]
+    dy = random_values(rng, x.shape, np.float32)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = fns[name](xt)
+    yt.backward(torch.from_numpy(dy))
+    y = cpu_ops.act_forward(name, x, nans(x.shape, np.float32), SLOPE)
+    g = cpu_ops.act_backward(name, dy, x, y, nans(x.shape, np.float32), SLOPE)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=4 * eps(np.float32), atol=1e-30)
+    want = xt.grad.numpy().astype(np.float64)
+    assert_close(g, want, grad_tolerance(np.float32, want, dy))
+
+
+# --- row-wise ------------------------------------------------------------------------------
+
+ROW_OPS = ["logsumexp", "log_softmax", "softmax"]
+ROW_SHAPES = [(37, 300), (5, 1025), (64, 3), (1, 1)]
+
+
+def run_row_op(op, x, out=None):
+    if out is None:
+        out = nans((x.shape[0],) if op == "logsumexp" else x.shape, x.dtype)
+    assert getattr(cpu_ops, op)(x, out) is out
+    return out
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_row_op(parallel, op, dtype, shape):
+    x = random_values(np.random.default_rng(9), shape, dtype)
+    ref = ref_op(op, x)
+    assert_close(run_row_op(op, x), ref, row_tolerance(op, x, ref, dtype))
+
+
+def edge_rows(dtype, cols=40, seed=10):
+    """Rows that break naive kernels; the last one is all -inf."""
+    rng = np.random.default_rng(seed)
+    x = random_values(rng, (7, cols), np.float64)
+    x[0] = rng.uniform(-1e4, 1e4, cols)
+    x[0, [3 % cols, 17 % cols]] = 1e4
+    x[0, 1] = -1e4
+    x[1] = 3.5
+    x[2, rng.permutation(cols)[: cols // 3]] = -np.inf
+    x[3] += -1e4
+    x[4, 4] = 1e4
+    x[5] = rng.uniform(-100, -80, cols)  # exp(x - max) reaches float32 subnormals
+    x[5, 0] = -80
+    x[6] = -np.inf
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("cols", [40, 5], ids=lambda c: f"cols{c}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_row_op_edge_rows(parallel, op, dtype, cols):
+    x = edge_rows(dtype, cols)
+    got = run_row_op(op, x)
+    ref = ref_op(op, x)
+    assert np.isfinite(got[:6][np.isfinite(ref[:6])]).all()
+    if op == "logsumexp":
+        assert got[6] == -np.inf
+    else:
+        assert np.isnan(got[6]).all()
+    assert_close(got, ref, row_tolerance(op, x, ref, dtype))
+
+
+@pytest.mark.parametrize("op", ["log_softmax", "softmax"])
+def test_row_op_in_place(parallel, op):
+    x = random_values(np.random.default_rng(11), (37, 300), np.float32)
+    ref = ref_op(op, x)
+    tol = row_tolerance(op, x, ref, np.float32)
+    run_row_op(op, x, out=x)
+    assert_close(x, ref, tol)
+
+
+def test_row_op_nan_input_gives_nan_row():
+    x = random_values(np.random.default_rng(12), (3, 50), np.float32)
+    x[1, 7] = np.nan
+    for op in ROW_OPS:
+        got = run_row_op(op, x)
+        assert np.isnan(got[1]).all() and np.isfinite(got[[0, 2]]).all(), op
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_row_ops_match_torch(op):
+    torch = pytest.importorskip("torch")
+    x = edge_rows(np.float32)[:6]
+    fn = {"logsumexp": torch.logsumexp, "log_softmax": torch.log_softmax, "softmax": torch.softmax}[op]
+    want = fn(torch.from_numpy(x), 1).numpy()
+    got = run_row_op(op, x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 70),
+    scale=st.sampled_from([1e-3, 1.0, 30.0, 3e3]),
+    shift=st.sampled_from([0.0, -1e4, 1e4]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_log_softmax_property(rows, cols, scale, shift, seed):
+    x = (np.random.default_rng(seed).standard_normal((rows, cols)) * scale + shift).astype(np.float32)
+    got = run_row_op("log_softmax", x)
+    ref = ref_op("log_softmax", x)
+    assert_close(got, ref, row_tolerance("log_softmax", x, ref, np.float32))
+    assert (got <= 0).all()
+
+
+# --- softmax cross-entropy -------------------------------------------------------------------
+
+def run_cross_entropy(x, labels, scale, in_place=False):
+    loss = nans(x.shape[0], x.dtype)
+    dl = x if in_place else nans(x.shape, x.dtype)
+    res = cpu_ops.softmax_cross_entropy(x, labels, loss, dl, scale)
+    assert res[0] is loss and res[1] is dl
+    return loss, dl
+
+
+def ce_tolerances(x, ref_loss, ref_dl, scale, dtype):
+    """Loss: a few ulps. dlogits: as softmax, plus a few ulps of scale at the label, where
+    p - 1 inherits p's absolute rounding (torch's exp(log_softmax) - 1 does the same)."""
+    e = 8 * eps(dtype)
+    return e * (np.abs(ref_loss) + 1.0), row_tolerance("softmax", x, ref_dl, dtype) + e * abs(scale)
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_cross_entropy(parallel, dtype, shape, label_dtype):
+    rng = np.random.default_rng(13)
+    x = random_values(rng, shape, dtype)
+    labels = rng.integers(0, shape[1], shape[0]).astype(label_dtype)
+    labels[0] = shape[1] - 1
+    scale = 1.0 / shape[0]
+    loss, dl = run_cross_entropy(x, labels, scale)
+    ref_loss, ref_dl = ref_cross_entropy(x, labels, scale)
+    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, scale, dtype)
+    assert_close(loss, ref_loss, tol_loss)
+    assert_close(dl, ref_dl, tol_dl)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_cross_entropy_edge_rows(parallel, dtype):
+    x = edge_rows(dtype)
+    labels = np.array([3, 0, 0, 7, 4, 0, 1], np.int64)
+    labels[2] = np.flatnonzero(np.isinf(x[2]))[0]
+    loss, dl = run_cross_entropy(x, labels, 0.25)
+    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.25)
+    assert loss[2] == np.inf
+    assert np.isnan(loss[6]) and np.isnan(dl[6]).all()
+    assert np.isfinite(loss[[0, 1, 3, 4, 5]]).all() and np.isfinite(dl[:6]).all()
+    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.25, dtype)
+    assert_close(loss, ref_loss, tol_loss)
+    assert_close(dl, ref_dl, tol_dl)
+
+
+def test_softmax_cross_entropy_into_logits(parallel):
+    rng = np.random.default_rng(14)
+    x = random_values(rng, (37, 300), np.float32)
+    labels = rng.integers(0, 300, 37).astype(np.int32)
+    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.2)
+    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.2, np.float32)
+    loss, dl = run_cross_entropy(x, labels, 0.2, in_place=True)
+    assert_close(loss, ref_loss, tol_loss)
+    assert_close(dl, ref_dl, tol_dl)
+
+
+def test_softmax_cross_entropy_out_of_range_label_poisons_its_row(parallel):
+    x = random_values(np.random.default_rng(15), (4, 30), np.float32)
+    labels = np.array([2, 30, -1, 29], np.int64)
+    loss, dl = run_cross_entropy(x, labels, 1.0)
+    assert np.isnan(loss[[1, 2]]).all() and np.isnan(dl[[1, 2]]).all()
+    ref_loss, ref_dl = ref_cross_entropy(x[[0, 3]], labels[[0, 3]], 1.0)
+    tol_loss, tol_dl = ce_tolerances(x[[0, 3]], ref_loss, ref_dl, 1.0, np.float32)
+    assert_close(loss[[0, 3]], ref_loss, tol_loss)
+    assert_close(dl[[0, 3]], ref_dl, tol_dl)
+
+
+def test_softmax_cross_entropy_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(16)
+    x = random_values(rng, (64, 100), np.float32)
+    labels = rng.integers(0, 100, 64)
+    xt = torch.from_numpy(x).requires_grad_()
+    lt = torch.nn.functional.cross_entropy(xt, torch.from_numpy(labels))
+    lt.backward()
+    loss, dl = run_cross_entropy(x, labels, 1.0 / 64)
+    np.testing.assert_allclose(loss.mean(dtype=np.float64), lt.item(), rtol=1e-6)
+    np.testing.assert_allclose(dl, xt.grad.numpy(), rtol=1e-5, atol=1e-9)
+
+
+def test_softmax_cross_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((6, 9)) * 2
+    labels = rng.integers(0, 9, 6)
+    scale = 1.0 / 6
+    _, dl = run_cross_entropy(x, labels, scale)
+
+    def total(xx):
+        return scale * cpu_ops.softmax_cross_entropy(
+            xx, labels, np.empty(6), np.empty_like(xx), scale
+        )[0].sum()
+
+    h = 1e-6
+    num = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        num[idx] = (total(xp) - total(xm)) / (2 * h)
+    np.testing.assert_allclose(dl, num, rtol=1e-6, atol=1e-9)
+
+
+# --- the float32 exponential behind the CPU kernels --------------------------------------------
+
+def test_float32_exp_is_within_one_ulp_down_to_subnormals():
+    from numba import njit
+
+    exp = cpu_ops._exp_nonpos_f32
+
+    @njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = exp(x[i])
+
+    x = np.concatenate([
+        -np.linspace(0, 110, 1_000_001, dtype=np.float32),
+        -np.abs(np.random.default_rng(18).standard_normal(200_000).astype(np.float32)) * 20,
+        np.array([0.0, -0.0, -1e-30, -np.inf, np.nan, -1e4], np.float32),
+    ])
+    got = np.empty_like(x)
+    apply(x, got)
+    ref = np.exp(x.astype(np.float64))
+    normal = ref >= np.finfo(np.float32).tiny
+    ulp = np.abs(got[normal] - ref[normal]) / np.spacing(ref[normal].astype(np.float32))
+    assert ulp.max() < 1.1
+    sub = ~normal & ~np.isnan(x)
+    assert np.abs(got[sub] - ref[sub]).max() <= np.float32(1.5e-45)  # one subnormal step
+    assert np.isnan(got[np.isnan(x)]).all() and got[x == -np.inf] == 0.0
+
+
+def test_float32_tanh_is_within_two_ulps():
+    from numba import njit
+
+    tanh = cpu_ops._tanh_f32
+
+    @njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = tanh(x[i])
+
+    x = np.concatenate([
+        np.linspace(-12, 12, 1_000_001, dtype=np.float32),
+        np.random.default_rng(19).standard_normal(100_000).astype(np.float32) * 1e-3,
+        np.array([np.inf, -np.inf, 1e-30, -1e-30, 1e-45], np.float32),
+    ])
+    got = np.empty_like(x)
+    apply(x, got)
+    ref = np.tanh(x.astype(np.float64))
+    assert (np.abs(got - ref) / np.spacing(np.abs(ref).astype(np.float32))).max() < 2.0
+    nan_out = np.zeros(1, np.float32)
+    apply(np.array([np.nan], np.float32), nan_out)
+    assert np.isnan(nan_out[0])

