@@ -84,3 +84,55 @@ def test_backend_of_follows_the_array(backend):
     assert gn.backend_of(a) is backend
     assert backend.owns(a)
     np.testing.assert_array_equal(backend.to_host(a), np.ones(3))
+
+
+class _Plain(Backend):
+    name = "plain"
+    xp = np
+    device_name = "cpu"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"])
+def test_numpy_kernels_equal_the_numpy_math(name, dtype):
+    """The njit kernels behind the numpy backend compute what the base class's NumPy ops do."""
+    fast, plain = gn.get_backend("numpy"), _Plain()
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(33, 70)).astype(dtype) * 3
+    dy = rng.normal(size=z.shape).astype(dtype)
+    tol = dict(rtol=3e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    y = fast.act_forward(name, z, 0.1)
+    np.testing.assert_allclose(y, plain.act_forward(name, z, 0.1), **tol)
+    np.testing.assert_allclose(fast.act_backward(name, dy, z, y, 0.1),
+                               plain.act_backward(name, dy, z, y, 0.1), **tol)
+    labels = rng.integers(0, 70, 33)
+    for op in ("logsumexp", "log_softmax", "softmax"):
+        np.testing.assert_allclose(getattr(fast, op)(z), getattr(plain, op)(z), **tol, err_msg=op)
+    for a, b in zip(fast.softmax_cross_entropy(z, labels, 0.5),
+                    plain.softmax_cross_entropy(z, labels, 0.5)):
+        np.testing.assert_allclose(a, b, **tol)
+    assert fast._kernels_off == ""
+
+
+def test_a_kernel_that_cannot_run_falls_back_once_with_a_notice(monkeypatch, capsys):
+    b = NumpyBackend()
+    from gpunet.kernels import cpu_ops
+
+    def broken(*args):
+        raise RuntimeError("LLVM ERROR: pretend the compiler is broken")
+
+    monkeypatch.setattr(cpu_ops, "act_forward", broken)
+    z = np.random.default_rng(1).normal(size=(4, 5))
+    np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))
+    np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kernels unavailable" in err and "pretend" in err
+    assert b.kernels is None
+
+
+def test_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("GPUNET_KERNELS", "0")
+    b = NumpyBackend()
+    assert b.kernels is None
+    z = np.random.default_rng(2).normal(size=(3, 4))
+    np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))

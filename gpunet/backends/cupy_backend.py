@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Backend
+from .kernel_ops import KernelOps
 
 
 def probe_cupy():
@@ -43,8 +44,12 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-class CupyBackend(Backend):
+class CupyBackend(KernelOps, Backend):
     name = "cupy"
+    kernel_module = "cuda_ops"
+    # A numba.cuda launch still costs ~100 us of host time (anchors.md) against ~10 us for a
+    # CuPy op, so small arrays stay on CuPy's ops until the low-level launch path lands.
+    kernel_min_size = 1 << 18
 
     def __init__(self, cupy_module):
         self.xp = cupy_module

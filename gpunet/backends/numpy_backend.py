@@ -1,4 +1,5 @@
-"""The CPU backend: NumPy arrays, every op from the base class unless a kernel is faster."""
+"""The CPU backend: NumPy arrays; activations and the row-wise softmax ops run as numba.njit
+kernels (gpunet.kernels.cpu_ops), everything else as the base class's NumPy ops."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import platform
 import numpy as np
 
 from .base import Backend
+from .kernel_ops import KernelOps
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(KernelOps, Backend):
     name = "numpy"
     xp = np
+    kernel_module = "cpu_ops"  # numba.njit twins; each beat NumPy in docs/benchmarks.md
 
     @property
     def device_name(self) -> str:

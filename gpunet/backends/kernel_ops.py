@@ -1,0 +1,117 @@
+"""Backend ops routed to the fused kernels of ``gpunet.kernels``.
+
+``KernelOps`` is a mixin placed before ``Backend``: each op it overrides sends arrays that fit
+a kernel (float32 or float64, C-contiguous, at least ``kernel_min_size`` elements) to the
+kernel module named by ``kernel_module`` (``cpu_ops`` or ``cuda_ops``, same functions), and
+anything else to the array-module op of the base class. The math is the same either way; the
+kernels only fuse it into one pass.
+
+The kernel module is imported on first use, so ``import gpunet`` never loads numba. If a
+kernel cannot be compiled or launched here (a numba/numpy mismatch, a driver problem) the
+backend says so once on stderr and falls back to the array-module ops for the rest of the
+process. ``GPUNET_KERNELS=0`` turns the kernels off from the start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import numpy as np
+
+from ..activations import DEFAULT_SLOPE
+
+#: activations with an elementwise kernel (softmax goes through the row-wise kernel)
+KERNEL_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_LABELS = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+class KernelOps:
+    kernel_module: str = ""
+    #: arrays with fewer elements than this use the array-module ops (launch cost > work)
+    kernel_min_size: int = 0
+
+    _kernels = None
+    _kernels_off = None  # None: not decided yet; else the reason they are off ("" = on)
+
+    @property
+    def kernels(self):
+        """The kernel module, or None when kernels are off here."""
+        if self._kernels_off is None:
+            if os.environ.get("GPUNET_KERNELS", "1").strip() == "0":
+                self._kernels_off = "GPUNET_KERNELS=0"
+            else:
+                self._kernels = importlib.import_module(f"gpunet.kernels.{self.kernel_module}")
+                self._kernels_off = ""
+        return None if self._kernels_off else self._kernels
+
+    def _fit(self, *arrays) -> bool:
+        first = arrays[0]
+        return (first.size >= self.kernel_min_size and first.ndim >= 1 and all(
+            self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
+            and a.flags.c_contiguous and a.shape == first.shape for a in arrays))
+
+    def _run(self, op, *args):
+        """Call kernel ``op``; on a failure that is not an argument error, turn kernels off."""
+        try:
+            return getattr(self.kernels, op)(*args)
+        except (TypeError, ValueError):
+            raise
+        except Exception as e:  # compile or launch failure: say it once, fall back for good
+            first = (str(e).strip().splitlines() or [""])[0]
+            self._kernels_off = f"{type(e).__name__}: {first}"
+            print(f"gpunet: fused {self.name} kernels unavailable ({self._kernels_off}); "
+                  "using array-module ops", file=sys.stderr)
+            return None
+
+    # -- elementwise --------------------------------------------------------------------
+
+    def act_forward(self, name, z, slope=DEFAULT_SLOPE):
+        if self.kernels is not None and self._fit(z):
+            if name in KERNEL_ACTIVATIONS:
+                out = self._run("act_forward", name, z, self.xp.empty_like(z), slope)
+                if out is not None:
+                    return out
+            elif name == "softmax" and z.ndim == 2:
+                return self.softmax(z)
+        return super().act_forward(name, z, slope)
+
+    def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE):
+        if name in KERNEL_ACTIVATIONS and self.kernels is not None and self._fit(dy, z, y):
+            out = self._run("act_backward", name, dy, z, y, self.xp.empty_like(dy), slope)
+            if out is not None:
+                return out
+        return super().act_backward(name, dy, z, y, slope)
+
+    # -- row-wise -----------------------------------------------------------------------
+
+    def _rowwise(self, op, x, out_shape):
+        if self.kernels is not None and x.ndim == 2 and x.shape[1] > 0 and self._fit(x):
+            return self._run(op, x, self.xp.empty(out_shape, dtype=x.dtype))
+        return None
+
+    def logsumexp(self, x):
+        out = self._rowwise("logsumexp", x, x.shape[:1])
+        return super().logsumexp(x) if out is None else out
+
+    def log_softmax(self, x):
+        out = self._rowwise("log_softmax", x, x.shape)
+        return super().log_softmax(x) if out is None else out
+
+    def softmax(self, x):
+        out = self._rowwise("softmax", x, x.shape)
+        return super().softmax(x) if out is None else out
+
+    def softmax_cross_entropy(self, logits, labels, scale):
+        if (self.kernels is not None and logits.ndim == 2 and logits.shape[1] > 0
+                and self._fit(logits) and self.owns(labels) and labels.dtype in _LABELS
+                and labels.flags.c_contiguous):
+            xp = self.xp
+            got = self._run("softmax_cross_entropy", logits, labels,
+                            xp.empty(logits.shape[0], dtype=logits.dtype),
+                            xp.empty_like(logits), scale)
+            if got is not None:
+                return got
+        return super().softmax_cross_entropy(logits, labels, scale)
