@@ -63,6 +63,9 @@ def _torch_step(device, sizes, batch, optimizer, seed=0):
 
 
 def _time_round(step, steps, sync):
+    # Let the other library's thread pool fall asleep first: spinning OpenMP/OpenBLAS workers
+    # of one library would otherwise steal the cores from the other's first steps.
+    time.sleep(0.05)
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):

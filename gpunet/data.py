@@ -354,6 +354,11 @@ def _prepare(spec: DataSpec, loss: str | None):
 
 def _settle(spec: DataSpec, loss: str | None, src: _Source):
     """Settle the task, check the targets and compute the split indices."""
+    if spec.task is None and loss and src.task and LOSS_TASK[loss] != src.task:
+        # A named set's task is a fact about its targets: a loss of the other kind is an error
+        # (cross-entropy on diabetes' continuous targets would "classify" 214 distinct values).
+        raise ConfigError(f"loss {loss} needs a {LOSS_TASK[loss]} task, but {spec.dataset} is a "
+                          f"{src.task} dataset; pass --task {LOSS_TASK[loss]} to force it")
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
     if task == "classification":
         y, n_classes = check_labels(src.y, src.where, src.row)

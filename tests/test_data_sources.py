@@ -210,7 +210,10 @@ def test_task_option_and_loss_decide_before_the_data(tmp_path):
     assert load_data(DataSpec(path, target="y")).task == "classification"
     assert load_data(DataSpec(path, target="y"), loss="mse").task == "regression"
     assert load_data(DataSpec(path, target="y", task="regression")).task == "regression"
-    assert load_data(DataSpec("iris"), loss="mse").task == "regression"
+    # a named set's known task beats the loss: the loss must fit it, unless task is forced
+    with pytest.raises(gn.ConfigError, match="iris is a classification dataset"):
+        load_data(DataSpec("iris"), loss="mse")
+    assert load_data(DataSpec("iris", task="regression"), loss="mse").task == "regression"
     # the resolved task is stored, so the spec alone rebuilds the same rows
     d = load_data(DataSpec(path, target="y"), loss="mse")
     assert d.spec.task == "regression"

@@ -44,8 +44,12 @@ class KernelOps:
                 self._kernels_off = "GPUNET_KERNELS=0"
             else:
                 self._kernels = importlib.import_module(f"gpunet.kernels.{self.kernel_module}")
+                self._configure_kernels(self._kernels)
                 self._kernels_off = ""
         return None if self._kernels_off else self._kernels
+
+    def _configure_kernels(self, module) -> None:
+        """Adjust the kernel module once, on first use (a hook for the subclasses)."""
 
     def _fit(self, *arrays) -> bool:
         first = arrays[0]
