@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import sys
 import time
@@ -240,6 +241,17 @@ def _train_distributed(args) -> int:
         return 1
 
 
+def _launcher_ranks() -> int:
+    """How many processes an MPI launcher (MPICH/Hydra, Open MPI, Slurm) started, from the
+    variables it sets; 1 when none did."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS"):
+        try:
+            return max(1, int(os.environ[var]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
 def cmd_train(args, comm=None) -> int:
     """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
     if getattr(args, "distributed", False) and comm is None:
@@ -254,6 +266,11 @@ def cmd_train(args, comm=None) -> int:
     from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    launched = _launcher_ranks()
+    if comm is None and launched > 1:
+        print(f"gpunet: warning: started as one of {launched} MPI processes without "
+              "--distributed: each trains its own copy and they share --save; add --distributed",
+              file=sys.stderr)
     if comm is not None and (args.backend or default_backend_name()) != "numpy":
         comm.use_local_device()  # before any CuPy work: ranks of a host spread over its GPUs
     epochs = args.epochs or 30

@@ -201,6 +201,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
     ``resume``: a loaded Checkpoint to continue from. ``log``: called with one line per epoch.
+    ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
+    ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
@@ -239,6 +241,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     y_test = prepare_targets(data.y_test, data.task, loss_fn, n_out)
     if isinstance(loss_fn, CrossEntropyLoss):
         loss_fn.check_labels = False  # labels were validated when the dataset was made
+    if data_spec is None and getattr(data, "spec", None) is not None:
+        data_spec = data.spec.to_json()  # so that `gpunet train --resume` can rebuild the data
     ranks = 1 if comm is None else comm.size
     if comm is not None and not comm.is_root:
         log, progress = None, False

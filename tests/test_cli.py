@@ -126,3 +126,11 @@ def test_out_of_memory_is_one_line_suggesting_a_smaller_batch(monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of" in err[0] and "smaller --batch-size" in err[0]
     assert ("device" in err[0]) == isinstance(error, OutOfMemoryError)
+
+
+def test_mpi_launch_without_distributed_warns(monkeypatch, capsys):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend",
+                 "numpy"]) == 0
+    err = capsys.readouterr().err
+    assert "one of 2 MPI processes without --distributed" in err

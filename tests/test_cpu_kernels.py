@@ -23,10 +23,15 @@ from hypothesis import strategies as st
 
 from gpunet.kernels import activations, compat, cpu_ops, cuda_ops
 
-NAMES = list(activations.ACTIVATIONS)
-DTYPES = [np.float32, np.float64]
-DTYPE_IDS = ["float32", "float64"]
-SLOPE = 0.07
+# tests/kernel_refs.py: the float64 references and checks shared with tests/cuda_kernels.
+# Its checks assert, so have pytest rewrite it (before the import) for the usual messages.
+pytest.register_assert_rewrite("kernel_refs")
+from kernel_refs import (  # noqa: E402
+    DTYPES, DTYPE_IDS, NAMES, ROW_OPS, SLOPE, assert_close, assert_cross_entropy_close,
+    assert_cross_entropy_edge_rows, assert_row_op_edge_rows, backward_inputs, edge_labels,
+    edge_rows, eps, grad_tolerance, nans, random_values, ref_forward, ref_grad, ref_op,
+    row_tolerance, ulps,
+)
 
 INTERFACE = {
     "act_forward": ["name", "z", "out", "slope"],
@@ -44,104 +49,6 @@ def parallel(request, monkeypatch):
     threshold = 0 if request.param == "parallel" else 1 << 62
     monkeypatch.setattr(cpu_ops, "PARALLEL_MIN_SIZE", threshold)
     return request.param
-
-
-# --- references ----------------------------------------------------------------------------
-
-def ref_forward(name, z):
-    z = np.asarray(z, np.float64)
-    with np.errstate(over="ignore"):
-        return {
-            "identity": lambda: z.copy(),
-            "relu": lambda: np.where(z > 0, z, 0.0),
-            "leaky_relu": lambda: np.where(z > 0, z, SLOPE * z),
-            "sigmoid": lambda: 1.0 / (1.0 + np.exp(-z)),
-            "tanh": lambda: np.tanh(z),
-        }[name]()
-
-
-def ref_grad(name, dy, x, y):
-    dy, x, y = (np.asarray(a, np.float64) for a in (dy, x, y))
-    return {
-        "identity": lambda: dy.copy(),
-        "relu": lambda: np.where(x > 0, dy, 0.0),
-        "leaky_relu": lambda: np.where(x > 0, dy, SLOPE * dy),
-        "sigmoid": lambda: dy * (1.0 - y) * y,
-        "tanh": lambda: dy * (1.0 - y * y),
-    }[name]()
-
-
-def ref_rows(x):
-    """(max, x - max, log sum exp(x - max)) per row in extended precision."""
-    x = np.asarray(x, np.longdouble)
-    m = x.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shifted = x - m
-        log_s = np.log(np.exp(np.where(np.isfinite(m), shifted, -np.inf)).sum(axis=1, keepdims=True))
-    return m, shifted, log_s
-
-
-def ref_op(op, x):
-    m, shifted, log_s = ref_rows(x)
-    with np.errstate(invalid="ignore"):
-        out = {
-            "logsumexp": lambda: (m + log_s)[:, 0],
-            "log_softmax": lambda: shifted - log_s,
-            "softmax": lambda: np.exp(shifted - log_s),
-        }[op]()
-    return out.astype(np.float64)
-
-
-def ref_cross_entropy(x, labels, scale):
-    _, shifted, log_s = ref_rows(x)
-    rows = np.arange(x.shape[0])
-    with np.errstate(invalid="ignore"):
-        loss = (log_s[:, 0] - shifted[rows, labels]).astype(np.float64)
-        p = np.exp(shifted - log_s)
-    onehot = np.zeros_like(p)
-    onehot[rows, labels] = 1.0
-    return loss, (scale * (p - onehot)).astype(np.float64)
-
-
-def eps(dtype):
-    return float(np.finfo(dtype).eps)
-
-
-def ulps(dtype, ref, n=4):
-    return n * eps(dtype) * np.abs(ref) + float(np.finfo(dtype).tiny)
-
-
-def row_tolerance(op, x, ref, dtype):
-    """As in tests/cuda_kernels: softmax's error grows with |x - max| in any float32 kernel."""
-    e = 8 * eps(dtype)
-    if op == "softmax":
-        _, shifted, _ = ref_rows(x)
-        spread = np.nan_to_num(np.abs(shifted.astype(np.float64)), posinf=0.0)
-        return e * np.abs(ref) * (1.0 + spread) + float(np.finfo(dtype).tiny)
-    return e * (np.abs(ref) + 1.0)
-
-
-def assert_close(got, ref, tol):
-    got = np.asarray(got, np.float64)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg="NaN pattern")
-    np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)], err_msg="infs")
-    ok = np.isfinite(ref)
-    err = np.abs(got[ok] - ref[ok])
-    bad = err > np.broadcast_to(tol, ref.shape)[ok]
-    assert not bad.any(), (
-        f"{bad.sum()} of {bad.size} elements off; worst error {err.max():.3g}, "
-        f"e.g. got {got[ok][bad][:4]} want {ref[ok][bad][:4]}"
-    )
-
-
-def random_values(rng, shape, dtype, scale=3.0):
-    z = rng.standard_normal(shape) * scale
-    z[z == 0] = 0.5
-    return z.astype(dtype)
-
-
-def nans(shape, dtype):
-    return np.full(shape, np.nan, dtype)
 
 
 # --- interface -----------------------------------------------------------------------------
@@ -297,19 +204,6 @@ def test_bias_act_forward_in_place(parallel, name):
     assert_close(z, ref, ulps(np.float32, ref))
 
 
-def grad_tolerance(dtype, ref, dy):
-    """A few ulps of |dy|: 1 - y*y (tanh) cancels near |y| = 1 in any float32 kernel."""
-    return ulps(dtype, np.abs(ref) + np.abs(np.asarray(dy, np.float64)))
-
-
-def backward_inputs(name, dtype, shape, seed):
-    rng = np.random.default_rng(seed)
-    x = random_values(rng, shape, dtype)
-    y = ref_forward(name, x).astype(dtype)
-    dy = random_values(rng, shape, dtype)
-    return dy, x, y
-
-
 @pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("name", NAMES)
@@ -380,7 +274,6 @@ def test_activations_match_torch(name):
 
 # --- row-wise ------------------------------------------------------------------------------
 
-ROW_OPS = ["logsumexp", "log_softmax", "softmax"]
 ROW_SHAPES = [(37, 300), (5, 1025), (64, 3), (1, 1)]
 
 
@@ -400,36 +293,12 @@ def test_row_op(parallel, op, dtype, shape):
     assert_close(run_row_op(op, x), ref, row_tolerance(op, x, ref, dtype))
 
 
-def edge_rows(dtype, cols=40, seed=10):
-    """Rows that break naive kernels; the last one is all -inf."""
-    rng = np.random.default_rng(seed)
-    x = random_values(rng, (7, cols), np.float64)
-    x[0] = rng.uniform(-1e4, 1e4, cols)
-    x[0, [3 % cols, 17 % cols]] = 1e4
-    x[0, 1] = -1e4
-    x[1] = 3.5
-    x[2, rng.permutation(cols)[: cols // 3]] = -np.inf
-    x[3] += -1e4
-    x[4, 4] = 1e4
-    x[5] = rng.uniform(-100, -80, cols)  # exp(x - max) reaches float32 subnormals
-    x[5, 0] = -80
-    x[6] = -np.inf
-    return x.astype(dtype)
-
-
 @pytest.mark.parametrize("cols", [40, 5], ids=lambda c: f"cols{c}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("op", ROW_OPS)
 def test_row_op_edge_rows(parallel, op, dtype, cols):
     x = edge_rows(dtype, cols)
-    got = run_row_op(op, x)
-    ref = ref_op(op, x)
-    assert np.isfinite(got[:6][np.isfinite(ref[:6])]).all()
-    if op == "logsumexp":
-        assert got[6] == -np.inf
-    else:
-        assert np.isnan(got[6]).all()
-    assert_close(got, ref, row_tolerance(op, x, ref, dtype))
+    assert_row_op_edge_rows(op, x, run_row_op(op, x), dtype)
 
 
 @pytest.mark.parametrize("op", ["log_softmax", "softmax"])
@@ -485,13 +354,6 @@ def run_cross_entropy(x, labels, scale, in_place=False):
     return loss, dl
 
 
-def ce_tolerances(x, ref_loss, ref_dl, scale, dtype):
-    """Loss: a few ulps. dlogits: as softmax, plus a few ulps of scale at the label, where
-    p - 1 inherits p's absolute rounding (torch's exp(log_softmax) - 1 does the same)."""
-    e = 8 * eps(dtype)
-    return e * (np.abs(ref_loss) + 1.0), row_tolerance("softmax", x, ref_dl, dtype) + e * abs(scale)
-
-
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64], ids=["int32", "int64"])
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -502,36 +364,24 @@ def test_softmax_cross_entropy(parallel, dtype, shape, label_dtype):
     labels[0] = shape[1] - 1
     scale = 1.0 / shape[0]
     loss, dl = run_cross_entropy(x, labels, scale)
-    ref_loss, ref_dl = ref_cross_entropy(x, labels, scale)
-    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, scale, dtype)
-    assert_close(loss, ref_loss, tol_loss)
-    assert_close(dl, ref_dl, tol_dl)
+    assert_cross_entropy_close(loss, dl, x, labels, scale, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_softmax_cross_entropy_edge_rows(parallel, dtype):
     x = edge_rows(dtype)
-    labels = np.array([3, 0, 0, 7, 4, 0, 1], np.int64)
-    labels[2] = np.flatnonzero(np.isinf(x[2]))[0]
+    labels = edge_labels(x)
     loss, dl = run_cross_entropy(x, labels, 0.25)
-    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.25)
-    assert loss[2] == np.inf
-    assert np.isnan(loss[6]) and np.isnan(dl[6]).all()
-    assert np.isfinite(loss[[0, 1, 3, 4, 5]]).all() and np.isfinite(dl[:6]).all()
-    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.25, dtype)
-    assert_close(loss, ref_loss, tol_loss)
-    assert_close(dl, ref_dl, tol_dl)
+    assert_cross_entropy_edge_rows(loss, dl, x, labels, 0.25, dtype)
 
 
 def test_softmax_cross_entropy_into_logits(parallel):
     rng = np.random.default_rng(14)
     x = random_values(rng, (37, 300), np.float32)
     labels = rng.integers(0, 300, 37).astype(np.int32)
-    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.2)
-    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.2, np.float32)
+    x0 = x.copy()  # the call overwrites x with dlogits
     loss, dl = run_cross_entropy(x, labels, 0.2, in_place=True)
-    assert_close(loss, ref_loss, tol_loss)
-    assert_close(dl, ref_dl, tol_dl)
+    assert_cross_entropy_close(loss, dl, x0, labels, 0.2, np.float32)
 
 
 def test_softmax_cross_entropy_out_of_range_label_poisons_its_row(parallel):
@@ -539,10 +389,8 @@ def test_softmax_cross_entropy_out_of_range_label_poisons_its_row(parallel):
     labels = np.array([2, 30, -1, 29], np.int64)
     loss, dl = run_cross_entropy(x, labels, 1.0)
     assert np.isnan(loss[[1, 2]]).all() and np.isnan(dl[[1, 2]]).all()
-    ref_loss, ref_dl = ref_cross_entropy(x[[0, 3]], labels[[0, 3]], 1.0)
-    tol_loss, tol_dl = ce_tolerances(x[[0, 3]], ref_loss, ref_dl, 1.0, np.float32)
-    assert_close(loss[[0, 3]], ref_loss, tol_loss)
-    assert_close(dl[[0, 3]], ref_dl, tol_dl)
+    ok = [0, 3]
+    assert_cross_entropy_close(loss[ok], dl[ok], x[ok], labels[ok], 1.0, np.float32)
 
 
 def test_softmax_cross_entropy_matches_torch():

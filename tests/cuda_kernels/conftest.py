@@ -12,9 +12,18 @@ when cupy works, cupy arrays too.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
+
+# This directory runs in its own pytest process, where pytest puts tests/cuda_kernels (not
+# tests/) on sys.path; the shared float64 references live in tests/kernel_refs.py, so put the
+# parent folder on sys.path once for test_cuda_ops.py's ``from kernel_refs import ...``.
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+pytest.register_assert_rewrite("kernel_refs")  # its checks assert: keep pytest's messages
 
 
 def _mode():

@@ -11,107 +11,16 @@ import numpy as np
 import pytest
 
 from gpunet.kernels import activations, cuda_ops
-
-NAMES = list(activations.ACTIVATIONS)
-DTYPES = [np.float32, np.float64]
-SLOPE = 0.07
-
-
-# --- float64 references ------------------------------------------------------------------
-
-def ref_forward(name, z):
-    z = np.asarray(z, np.float64)
-    with np.errstate(over="ignore"):
-        return {
-            "identity": lambda: z.copy(),
-            "relu": lambda: np.where(z > 0, z, 0.0),
-            "leaky_relu": lambda: np.where(z > 0, z, SLOPE * z),
-            "sigmoid": lambda: 1.0 / (1.0 + np.exp(-z)),
-            "tanh": lambda: np.tanh(z),
-        }[name]()
-
-
-def ref_grad(name, dy, x, y):
-    dy, x, y = (np.asarray(a, np.float64) for a in (dy, x, y))
-    return {
-        "identity": lambda: dy.copy(),
-        "relu": lambda: np.where(x > 0, dy, 0.0),
-        "leaky_relu": lambda: np.where(x > 0, dy, SLOPE * dy),
-        "sigmoid": lambda: dy * (1.0 - y) * y,
-        "tanh": lambda: dy * (1.0 - y * y),
-    }[name]()
-
-
-def ref_rows(x):
-    """(x - max, log of the sum of exp(x - max)) per row, in extended precision.
-
-    Results are formed from these two as the kernels do ((x - m) - log s, not x - lse), so
-    that the reference does not round m + log s at the scale of huge logits. A row of only
-    -inf gets x - m = NaN and log s = -inf.
-    """
-    x = np.asarray(x, np.longdouble)
-    m = x.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shifted = x - m
-        log_s = np.log(np.exp(np.where(np.isfinite(m), shifted, -np.inf)).sum(axis=1, keepdims=True))
-    return m, shifted, log_s
-
-
-def ref_op(op, x):
-    m, shifted, log_s = ref_rows(x)
-    with np.errstate(invalid="ignore"):
-        if op == "logsumexp":
-            out = (m + log_s)[:, 0]
-        elif op == "log_softmax":
-            out = shifted - log_s
-        else:
-            out = np.exp(shifted - log_s)
-    return out.astype(np.float64)
-
-
-def ref_cross_entropy(x, labels, scale):
-    m, shifted, log_s = ref_rows(x)
-    rows = np.arange(x.shape[0])
-    with np.errstate(invalid="ignore"):
-        loss = (-shifted[rows, labels] + log_s[:, 0]).astype(np.float64)
-        p = np.exp(shifted - log_s)
-    onehot = np.zeros_like(p)
-    onehot[rows, labels] = 1.0
-    return loss, (scale * (p - onehot)).astype(np.float64)
-
-
-def eps(dtype):
-    return float(np.finfo(dtype).eps)
-
-
-def ulps(dtype, ref, n=4):
-    """n ulps of ref (relative), with the dtype's smallest normal as the absolute floor."""
-    return n * eps(dtype) * np.abs(ref) + float(np.finfo(dtype).tiny)
-
-
-def assert_close(got, ref, tol):
-    """|got - ref| <= tol elementwise; NaN and inf must sit where the reference has them."""
-    got = np.asarray(got, np.float64)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg="NaN pattern")
-    np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)], err_msg="infs")
-    ok = np.isfinite(ref)
-    err = np.abs(got[ok] - ref[ok])
-    bad = err > np.broadcast_to(tol, ref.shape)[ok]
-    assert not bad.any(), (
-        f"{bad.sum()} of {bad.size} elements off; worst error {err.max():.3g}, "
-        f"e.g. got {got[ok][bad][:4]} want {ref[ok][bad][:4]}"
-    )
-
-
-def random_values(rng, shape, dtype, scale=3.0):
-    """Normal values scaled by ``scale``, none exactly zero."""
-    z = rng.standard_normal(shape) * scale
-    z[z == 0] = 0.5
-    return z.astype(dtype)
+from kernel_refs import (  # tests/kernel_refs.py, put on sys.path by conftest.py
+    DTYPES, NAMES, ROW_OPS, SLOPE, assert_close, assert_cross_entropy_close,
+    assert_cross_entropy_edge_rows, assert_row_op_edge_rows, backward_inputs, edge_labels,
+    edge_rows, grad_tolerance, nans, random_values, ref_forward, ref_grad, ref_op,
+    row_tolerance, ulps,
+)
 
 
 def poisoned(dev, shape, dtype):
-    return dev.asarray(np.full(shape, np.nan, dtype))
+    return dev.asarray(nans(shape, dtype))
 
 
 # --- elementwise ---------------------------------------------------------------------------
@@ -184,24 +93,11 @@ def test_bias_act_forward_in_place(dev, name):
     assert_close(dev.asnumpy(buf), ref, ulps(np.float32, ref))
 
 
-def _backward_inputs(name, dtype, shape, seed):
-    rng = np.random.default_rng(seed)
-    x = random_values(rng, shape, dtype)
-    y = ref_forward(name, x).astype(dtype)
-    dy = random_values(rng, shape, dtype)
-    return dy, x, y
-
-
-def grad_tolerance(dtype, ref, dy):
-    """A few ulps of |dy|: 1 - y*y (tanh) cancels near |y| = 1 in any float32 kernel."""
-    return ulps(dtype, np.abs(ref) + np.abs(np.asarray(dy, np.float64)))
-
-
 @pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("name", NAMES)
 def test_act_backward(dev, name, dtype, shape):
-    dy, x, y = _backward_inputs(name, dtype, shape, 5)
+    dy, x, y = backward_inputs(name, dtype, shape, 5)
     out = poisoned(dev, shape, dtype)
     got = cuda_ops.act_backward(
         name, dev.asarray(dy), dev.asarray(x), dev.asarray(y), out, SLOPE
@@ -213,7 +109,7 @@ def test_act_backward(dev, name, dtype, shape):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_act_backward_into_dy_with_unused_input_none(dev, name):
-    dy, x, y = _backward_inputs(name, np.float32, (1000,), 6)
+    dy, x, y = backward_inputs(name, np.float32, (1000,), 6)
     saved = activations.ACTIVATIONS[name].saved
     buf = dev.asarray(dy)
     cuda_ops.act_backward(
@@ -237,23 +133,7 @@ def test_derivative_at_zero_follows_torch(dev, name, want):
 
 # --- row-wise ------------------------------------------------------------------------------
 
-ROW_OPS = ["logsumexp", "log_softmax", "softmax"]
 ROW_SHAPES = [(37, 300), (5, 1025)]
-
-
-def row_tolerance(op, x, ref, dtype):
-    """A few ulps of the result, plus the rounding of x - max that any float32 kernel has.
-
-    softmax's relative error grows with |x - max| (the argument of exp is rounded to the
-    dtype); log_softmax and logsumexp are sums of same-signed terms, so a few ulps of the
-    result suffice.
-    """
-    e = 8 * eps(dtype)
-    if op == "softmax":
-        _, shifted, _ = ref_rows(x)
-        spread = np.nan_to_num(np.abs(shifted.astype(np.float64)), posinf=0.0)
-        return e * np.abs(ref) * (1.0 + spread) + float(np.finfo(dtype).tiny)
-    return e * (np.abs(ref) + 1.0)
 
 
 def run_row_op(dev, op, x):
@@ -272,21 +152,6 @@ def test_row_op(dev, op, dtype, shape):
     assert_close(run_row_op(dev, op, x), ref, row_tolerance(op, x, ref, dtype))
 
 
-def edge_rows(dtype, cols=40, seed=8):
-    """Rows that break naive kernels; the last one is all -inf."""
-    rng = np.random.default_rng(seed)
-    x = random_values(rng, (6, cols), np.float64)
-    x[0] = rng.uniform(-1e4, 1e4, cols)  # huge logits
-    x[0, [3 % cols, 17 % cols]] = 1e4
-    x[0, 1] = -1e4
-    x[1] = 3.5  # all equal
-    x[2, rng.permutation(cols)[: cols // 3]] = -np.inf  # some -inf
-    x[3] += -1e4  # huge negative
-    x[4, 4] = 1e4  # one dominant entry
-    x[5] = -np.inf
-    return x.astype(dtype)
-
-
 # The simulator does its arithmetic on numpy scalars, which warn on the all -inf row's
 # -inf - -inf; a GPU computes the same NaN silently.
 ALL_NEG_INF_WARNING = "ignore:invalid value encountered:RuntimeWarning"
@@ -297,16 +162,8 @@ ALL_NEG_INF_WARNING = "ignore:invalid value encountered:RuntimeWarning"
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("op", ROW_OPS)
 def test_row_op_edge_rows(dev, op, dtype, cols):
-    x = edge_rows(dtype, cols)
-    got = run_row_op(dev, op, x)
-    ref = ref_op(op, x)
-    # Finite everywhere but the all -inf row, which is -inf (logsumexp) or NaN (as torch).
-    assert np.isfinite(got[:5][np.isfinite(ref[:5])]).all()
-    if op == "logsumexp":
-        assert got[5] == -np.inf
-    else:
-        assert np.isnan(got[5]).all()
-    assert_close(got, ref, row_tolerance(op, x, ref, dtype))
+    x = edge_rows(dtype, cols, seed=8)
+    assert_row_op_edge_rows(op, x, run_row_op(dev, op, x), dtype)
 
 
 @pytest.mark.parametrize("op", ["log_softmax", "softmax"])
@@ -339,16 +196,6 @@ def run_cross_entropy(dev, x, labels, scale, in_place=False):
     return dev.asnumpy(loss), dev.asnumpy(dl)
 
 
-def ce_tolerances(x, ref_loss, ref_dl, scale, dtype):
-    """Loss: a few ulps. dlogits: as softmax, plus a few ulps of scale at the label, where
-    p - 1 inherits p's absolute rounding (torch's exp(log_softmax) - 1 does the same)."""
-    e = 8 * eps(dtype)
-    return (
-        e * (np.abs(ref_loss) + 1.0),
-        row_tolerance("softmax", x, ref_dl, dtype) + e * abs(scale),
-    )
-
-
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -359,26 +206,16 @@ def test_softmax_cross_entropy(dev, dtype, shape, label_dtype):
     labels[:2] = [0, shape[1] - 1]
     scale = 1.0 / shape[0]
     loss, dl = run_cross_entropy(dev, x, labels, scale)
-    ref_loss, ref_dl = ref_cross_entropy(x, labels, scale)
-    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, scale, dtype)
-    assert_close(loss, ref_loss, tol_loss)
-    assert_close(dl, ref_dl, tol_dl)
+    assert_cross_entropy_close(loss, dl, x, labels, scale, dtype)
 
 
 @pytest.mark.filterwarnings(ALL_NEG_INF_WARNING)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_softmax_cross_entropy_edge_rows(dev, dtype):
-    x = edge_rows(dtype)
-    labels = np.array([3, 0, 0, 7, 4, 1], np.int64)
-    labels[2] = np.flatnonzero(np.isinf(x[2]))[0]  # the label's logit is -inf
+    x = edge_rows(dtype, seed=8)
+    labels = edge_labels(x)
     loss, dl = run_cross_entropy(dev, x, labels, 0.25)
-    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.25)
-    assert loss[2] == np.inf  # as torch
-    assert np.isnan(loss[5]) and np.isnan(dl[5]).all()  # all -inf row, as torch
-    assert np.isfinite(loss[[0, 1, 3, 4]]).all() and np.isfinite(dl[:5]).all()
-    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.25, dtype)
-    assert_close(loss, ref_loss, tol_loss)
-    assert_close(dl, ref_dl, tol_dl)
+    assert_cross_entropy_edge_rows(loss, dl, x, labels, 0.25, dtype)
 
 
 def test_softmax_cross_entropy_into_logits(dev):
@@ -386,10 +223,7 @@ def test_softmax_cross_entropy_into_logits(dev):
     x = random_values(rng, (5, 1025), np.float32)
     labels = rng.integers(0, 1025, 5).astype(np.int32)
     loss, dl = run_cross_entropy(dev, x, labels, 0.2, in_place=True)
-    ref_loss, ref_dl = ref_cross_entropy(x, labels, 0.2)
-    tol_loss, tol_dl = ce_tolerances(x, ref_loss, ref_dl, 0.2, np.float32)
-    assert_close(loss, ref_loss, tol_loss)
-    assert_close(dl, ref_dl, tol_dl)
+    assert_cross_entropy_close(loss, dl, x, labels, 0.2, np.float32)  # x is the host copy
 
 
 def test_softmax_cross_entropy_out_of_range_label_poisons_its_row(dev):
@@ -398,10 +232,8 @@ def test_softmax_cross_entropy_out_of_range_label_poisons_its_row(dev):
     labels = np.array([2, 30, -1, 29], np.int64)
     loss, dl = run_cross_entropy(dev, x, labels, 1.0)
     assert np.isnan(loss[[1, 2]]).all() and np.isnan(dl[[1, 2]]).all()
-    ref_loss, ref_dl = ref_cross_entropy(x[[0, 3]], labels[[0, 3]], 1.0)
-    tol_loss, tol_dl = ce_tolerances(x[[0, 3]], ref_loss, ref_dl, 1.0, np.float32)
-    assert_close(loss[[0, 3]], ref_loss, tol_loss)
-    assert_close(dl[[0, 3]], ref_dl, tol_dl)
+    ok = [0, 3]
+    assert_cross_entropy_close(loss[ok], dl[ok], x[ok], labels[ok], 1.0, np.float32)
 
 
 # --- argument checks ------------------------------------------------------------------------
