@@ -1,7 +1,9 @@
 """Optimisers. Each updates ``model.params`` in place from ``model.grads`` on ``step()``.
 
-The update rules are PyTorch's (``torch.optim.SGD``, ``Adam``, ``AdamW``), written once against
-the backend's array module, so the same hyperparameters give the same trajectory.
+The update rules are PyTorch's (``torch.optim.SGD``, ``Adam``, ``AdamW``). The per-parameter
+update is one backend op (``Backend.sgd_update`` / ``adam_update``), written once against the
+array module and fused into one kernel where the backend has one; the optimisers here keep the
+hyperparameters, the step count and the state arrays.
 """
 
 from __future__ import annotations
@@ -128,18 +130,13 @@ class SGD(Optimizer):
                 "nesterov": self.nesterov, "dampening": self.dampening}
 
     def _update(self, key, p, g):
-        if self.weight_decay:
-            g = g + self.weight_decay * p
+        buf = None
+        first = False
         if self.momentum:
-            fresh = key not in self.state
+            first = key not in self.state
             buf = self._slot(key, "momentum_buffer", p)
-            if fresh:
-                buf[...] = g
-            else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p -= self.lr * g
+        self.model.backend.sgd_update(p, g, buf, self.lr, self.momentum, self.dampening,
+                                      self.nesterov, self.weight_decay, first)
 
 
 class Adam(Optimizer):
@@ -171,23 +168,10 @@ class Adam(Optimizer):
         return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
 
     def _update(self, key, p, g):
-        xp = self.model.backend.xp
         b1, b2 = self.betas
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1 - self.lr * self.weight_decay
-            else:
-                g = g + self.weight_decay * p
-        m = self._slot(key, "exp_avg", p)
-        v = self._slot(key, "exp_avg_sq", p)
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        t = self.steps
-        step_size = self.lr / (1 - b1**t)
-        denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + self.eps
-        p -= step_size * (m / denom)
+        self.model.backend.adam_update(
+            p, g, self._slot(key, "exp_avg", p), self._slot(key, "exp_avg_sq", p), self.lr,
+            b1, b2, self.eps, self.steps, self.weight_decay, self.decoupled)
 
 
 class AdamW(Adam):

@@ -136,3 +136,45 @@ def test_kernels_can_be_turned_off(monkeypatch):
     assert b.kernels is None
     z = np.random.default_rng(2).normal(size=(3, 4))
     np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, dampening, nesterov, wd, first", [
+    (0.0, 0.0, False, 0.0, False), (0.0, 0.0, False, 0.01, False), (0.9, 0.0, False, 0.0, True),
+    (0.9, 0.1, False, 0.01, False), (0.9, 0.0, True, 0.01, False),
+])
+def test_fused_sgd_update_equals_the_numpy_math(dtype, momentum, dampening, nesterov, wd, first):
+    fast, plain = gn.get_backend("numpy"), _Plain()
+    assert fast.optim_kernels is not None
+    rng = np.random.default_rng(3)
+    p, g, buf = (rng.normal(size=(37, 11)).astype(dtype) for _ in range(3))
+    runs = {}
+    for b in (fast, plain):
+        pp, bb = p.copy(), buf.copy() if momentum else None
+        b.sgd_update(pp, g, bb, 0.05, momentum, dampening, nesterov, wd, first)
+        runs[b.name] = (pp, bb)
+    # float32: the fused loop rounds once per element, NumPy once per op (inputs are ~1)
+    tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(runs["numpy"][0], runs["plain"][0], **tol)
+    assert not np.allclose(runs["numpy"][0], p)  # it did update
+    if momentum:
+        np.testing.assert_allclose(runs["numpy"][1], runs["plain"][1], **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd, decoupled", [(0.0, False), (0.01, False), (0.01, True)])
+@pytest.mark.parametrize("step", [1, 7])
+def test_fused_adam_update_equals_the_numpy_math(dtype, wd, decoupled, step):
+    fast, plain = gn.get_backend("numpy"), _Plain()
+    rng = np.random.default_rng(4)
+    p, g, m = (rng.normal(size=(19, 23)).astype(dtype) for _ in range(3))
+    v = rng.uniform(0.01, 1, size=p.shape).astype(dtype)
+    runs = {}
+    for b in (fast, plain):
+        pp, mm, vv = p.copy(), m.copy(), v.copy()
+        b.adam_update(pp, g, mm, vv, 1e-2, 0.9, 0.999, 1e-8, step, wd, decoupled)
+        runs[b.name] = (pp, mm, vv)
+    tol = dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    for got, ref in zip(runs["numpy"], runs["plain"]):
+        np.testing.assert_allclose(got, ref, **tol)
+    assert fast._kernels_off == ""

@@ -10,6 +10,8 @@ Shapes follow ``torch.nn.Linear``: a batch ``x`` is (B, in), a weight ``W`` is (
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..activations import DEFAULT_SLOPE, get_activation
@@ -121,6 +123,46 @@ class Backend:
         p[rows, labels] -= 1
         p *= scale
         return loss, p
+
+    # -- optimiser updates (in place on the parameter and its state) ---------------------
+
+    def sgd_update(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
+        """torch.optim.SGD's update of one parameter, in place.
+
+        g' = g + wd p;  with momentum: buf = g' on the ``first`` step, else
+        buf = mu buf + (1 - dampening) g';  g' = g' + mu buf if nesterov else buf;
+        p = p - lr g'. ``buf`` is None without momentum.
+        """
+        if weight_decay:
+            g = g + weight_decay * p
+        if momentum:
+            if first:
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        p -= lr * g
+
+    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+        """torch.optim.Adam's (``decoupled``: AdamW's) update of one parameter, in place.
+
+        AdamW first scales p by (1 - lr wd); Adam adds wd p to g. Then m = b1 m + (1 - b1) g,
+        v = b2 v + (1 - b2) g^2 and p = p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps),
+        t = ``step`` (1 on the first update).
+        """
+        if weight_decay:
+            if decoupled:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        step_size = lr / (1 - beta1**step)
+        denom = self.xp.sqrt(v) / math.sqrt(1 - beta2**step) + eps
+        p -= step_size * (m / denom)
 
     # -- reductions the training loop needs ----------------------------------------------
 

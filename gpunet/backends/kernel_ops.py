@@ -30,6 +30,8 @@ _LABELS = (np.dtype(np.int32), np.dtype(np.int64))
 
 class KernelOps:
     kernel_module: str = ""
+    #: module of fused optimiser updates (sgd_update, adam_update), if this backend has one
+    optim_module: str = ""
     #: arrays with fewer elements than this use the array-module ops (launch cost > work)
     kernel_min_size: int = 0
 
@@ -48,6 +50,13 @@ class KernelOps:
                 self._kernels_off = ""
         return None if self._kernels_off else self._kernels
 
+    @property
+    def optim_kernels(self):
+        """The fused optimiser module, or None (none here, or kernels are off)."""
+        if not self.optim_module or self.kernels is None:
+            return None
+        return importlib.import_module(f"gpunet.kernels.{self.optim_module}")
+
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
 
@@ -57,10 +66,10 @@ class KernelOps:
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
             and a.flags.c_contiguous and a.shape == first.shape for a in arrays))
 
-    def _run(self, op, *args):
+    def _run(self, op, *args, module=None):
         """Call kernel ``op``; on a failure that is not an argument error, turn kernels off."""
         try:
-            return getattr(self.kernels, op)(*args)
+            return getattr(module or self.kernels, op)(*args)
         except (TypeError, ValueError):
             raise
         except Exception as e:  # compile or launch failure: say it once, fall back for good
@@ -119,3 +128,21 @@ class KernelOps:
             if got is not None:
                 return got
         return super().softmax_cross_entropy(logits, labels, scale)
+
+    # -- optimiser updates --------------------------------------------------------------
+
+    def sgd_update(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
+        module = self.optim_kernels
+        if module is not None and self._fit(p, g, *(() if buf is None else (buf,))):
+            if self._run("sgd_update", p, g, buf, lr, momentum, dampening, nesterov,
+                         weight_decay, first, module=module) is not None:
+                return
+        super().sgd_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first)
+
+    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+        module = self.optim_kernels
+        if module is not None and self._fit(p, g, m, v):
+            if self._run("adam_update", p, g, m, v, lr, beta1, beta2, eps, step, weight_decay,
+                         decoupled, module=module) is not None:
+                return
+        super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)

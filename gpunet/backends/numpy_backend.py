@@ -15,6 +15,7 @@ class NumpyBackend(KernelOps, Backend):
     name = "numpy"
     xp = np
     kernel_module = "cpu_ops"  # numba.njit twins; each beat NumPy in docs/benchmarks.md
+    optim_module = "cpu_optim"  # fused SGD / Adam updates
 
     @property
     def device_name(self) -> str:
