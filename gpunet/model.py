@@ -120,10 +120,7 @@ class MLP:
     # -- forward and backward -------------------------------------------------------------
 
     def _input(self, x):
-        x = self.backend.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise ConfigError(f"inputs must be numeric, got dtype {x.dtype}")
-        x = x.astype(self.dtype, copy=False)
+        x = _real_array(self.backend, x, "inputs", self.dtype)
         first = self.layers[0]
         if x.ndim != 2 or x.shape[1] != first.in_features:
             raise ShapeError(
