@@ -195,3 +195,17 @@ def test_cli_sigint_exits_130_and_prints_how_to_resume(tmp_path):
     state = load_checkpoint(path).extra["training"]["state"]
     n_steps = -(-len(load_data(DataSpec("iris")).x_train) // 32)
     assert state["epoch"] * n_steps + state["step"] == 20  # stopped right after the 20th step
+
+
+def test_labels_beyond_the_output_layer_are_refused_before_training():
+    data = load_data(DataSpec("digits"))
+    model = gn.MLP([64, 8, 5])  # 10 classes, 5 outputs
+    with pytest.raises(gn.ShapeError, match="10 classes but the model has 5 outputs"):
+        fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False)
+
+
+def test_features_that_do_not_fit_the_first_layer_name_both_sizes():
+    data = load_data(DataSpec("iris"))
+    model = gn.MLP([5, 8, 3])
+    with pytest.raises(gn.ShapeError, match=r"layer 1 \(5 -> 8\) expects 5 features.*has 4"):
+        fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False)
