@@ -1,7 +1,8 @@
 """Learning-rate schedules, applied once per epoch.
 
     step:     lr = base * gamma ** floor((epoch - 1) / step_size)
-    cosine:   lr = min_lr + (base - min_lr) * (1 + cos(pi * (epoch - 1) / epochs)) / 2
+    cosine:   lr = min_lr + (base - min_lr) * (1 + cos(pi * (epoch - 1) / epochs)) / 2,
+              and min_lr after ``epochs`` (a run resumed to more epochs than it was set up for)
     plateau:  lr *= factor after ``patience`` epochs without the monitored loss improving
 
 ``lr(epoch)`` gives the rate for a 1-based epoch before it runs; ``observe(loss)`` is told the
@@ -43,7 +44,8 @@ class Schedule:
         if self.name == "step":
             return self.base_lr * self.gamma ** ((epoch - 1) // self.step_size)
         if self.name == "cosine":
-            t = (epoch - 1) / max(self.epochs, 1)
+            # past the run it was set up for (a resume with more epochs), it stays at min_lr
+            t = min((epoch - 1) / max(self.epochs, 1), 1.0)
             return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t)) / 2
         return self.current  # constant, plateau
 

@@ -115,6 +115,11 @@ def test_schedules(name, kwargs, expected):
     np.testing.assert_allclose([s.lr(e) for e in range(1, 6)], expected, rtol=1e-12)
 
 
+def test_cosine_stays_at_its_floor_past_its_length():
+    s = Schedule("cosine", base_lr=1.0, epochs=4, min_lr=0.1)
+    assert s.lr(5) == pytest.approx(0.1) and s.lr(9) == pytest.approx(0.1)
+
+
 def test_plateau_cuts_after_patience_and_round_trips():
     s = Schedule("plateau", base_lr=1.0, patience=2, factor=0.5)
     for loss in (1.0, 0.9, 0.95, 0.95):
