@@ -178,3 +178,14 @@ def test_fused_adam_update_equals_the_numpy_math(dtype, wd, decoupled, step):
     for got, ref in zip(runs["numpy"], runs["plain"]):
         np.testing.assert_allclose(got, ref, **tol)
     assert fast._kernels_off == ""
+
+
+def test_a_kernel_module_that_cannot_import_falls_back(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gpunet.kernels.cpu_ops", None)  # import raises
+    b = NumpyBackend()
+    z = np.random.default_rng(5).normal(size=(3, 4))
+    np.testing.assert_array_equal(b.act_forward("tanh", z), np.tanh(z))
+    assert b.kernels is None and b.optim_kernels is None
+    assert "kernels unavailable (ModuleNotFoundError" in capsys.readouterr().err

@@ -45,17 +45,33 @@ class KernelOps:
             if os.environ.get("GPUNET_KERNELS", "1").strip() == "0":
                 self._kernels_off = "GPUNET_KERNELS=0"
             else:
-                self._kernels = importlib.import_module(f"gpunet.kernels.{self.kernel_module}")
-                self._configure_kernels(self._kernels)
-                self._kernels_off = ""
+                try:
+                    self._kernels = importlib.import_module(
+                        f"gpunet.kernels.{self.kernel_module}")
+                except Exception as e:  # numba missing or broken against this numpy
+                    self._turn_off(e)
+                else:
+                    self._configure_kernels(self._kernels)
+                    self._kernels_off = ""
         return None if self._kernels_off else self._kernels
+
+    def _turn_off(self, e: BaseException) -> None:
+        """Use the array-module ops from now on, saying why once on stderr."""
+        first = (str(e).strip().splitlines() or [""])[0]
+        self._kernels_off = f"{type(e).__name__}: {first}"
+        print(f"gpunet: fused {self.name} kernels unavailable ({self._kernels_off}); "
+              "using array-module ops", file=sys.stderr)
 
     @property
     def optim_kernels(self):
         """The fused optimiser module, or None (none here, or kernels are off)."""
         if not self.optim_module or self.kernels is None:
             return None
-        return importlib.import_module(f"gpunet.kernels.{self.optim_module}")
+        try:
+            return importlib.import_module(f"gpunet.kernels.{self.optim_module}")
+        except Exception as e:
+            self._turn_off(e)
+            return None
 
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
@@ -73,10 +89,7 @@ class KernelOps:
         except (TypeError, ValueError):
             raise
         except Exception as e:  # compile or launch failure: say it once, fall back for good
-            first = (str(e).strip().splitlines() or [""])[0]
-            self._kernels_off = f"{type(e).__name__}: {first}"
-            print(f"gpunet: fused {self.name} kernels unavailable ({self._kernels_off}); "
-                  "using array-module ops", file=sys.stderr)
+            self._turn_off(e)
             return None
 
     # -- elementwise --------------------------------------------------------------------
