@@ -496,7 +496,7 @@ def cmd_info(args) -> int:
     print(f"gpunet {__version__}")
     print(f"python {platform.python_version()} ({platform.machine()})")
     print(f"numpy {numpy.__version__}")
-    print(f"numba {version('numba')}")
+    print(f"numba {version('numba')}, numba-cuda {version('numba_cuda')}")
     print(f"cupy {version('cupy')}")
     print(f"torch {version('torch')} (optional; tests use it as the autograd oracle)")
     print("backends: numpy (cpu)" + (", cupy" if usable else ""))
@@ -506,6 +506,9 @@ def cmd_info(args) -> int:
         print(f"cupy: usable on {get_backend('cupy').device_name}")
     else:
         print(f"cupy: not usable: {why}")
+    kernels = "off (GPUNET_KERNELS=0)" if os.environ.get("GPUNET_KERNELS", "1").strip() == "0" \
+        else "on (compiled on first use)"
+    print(f"fused kernels: {kernels}")
     print(f"default backend: {default_backend_name()} "
           f"(auto picks {'cupy' if usable else 'numpy'}; set GPUNET_BACKEND to change)")
     return 0
