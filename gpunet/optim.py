@@ -98,11 +98,6 @@ class Optimizer:
             for k, v in sd["state"].items()
         }
 
-    def _move_state(self) -> None:
-        """Re-home the state arrays after the model moved backend or dtype."""
-        if self.state:
-            self.load_state_dict(self.state_dict())
-
 
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional (Nesterov) momentum and L2 weight decay.
