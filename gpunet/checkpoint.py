@@ -152,6 +152,12 @@ def load_checkpoint(path) -> Checkpoint:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        what = ("holds pickled data; refused to load it" if magic[:1] == b"\x80"
+                else "is not a gpunet checkpoint (not an .npz archive)")
+        raise CheckpointError(f"{path!r} {what}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -103,3 +103,11 @@ def test_unloadable_files_raise_checkpoint_error(tmp_path, case):
 def test_missing_file(tmp_path):
     with pytest.raises(gn.CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.npz")
+
+
+def test_a_text_file_is_not_called_a_pickle(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("name,value\na,1\n")
+    with pytest.raises(gn.CheckpointError, match=r"not an \.npz archive") as e:
+        load_checkpoint(path)
+    assert "pickle" not in str(e.value)
