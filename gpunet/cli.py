@@ -169,6 +169,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpunet: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file that cannot be read or written: say which, no traceback
+        if e.filename is None:
+            raise
+        print(f"gpunet: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 1
     except Exception as e:
         if not _out_of_memory(e):
             raise
@@ -252,6 +257,21 @@ def _launcher_ranks() -> int:
     return 1
 
 
+def _check_writable(path, flag) -> None:
+    """ConfigError now, before any training, if ``path`` can't be written later."""
+    from .errors import ConfigError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot create folder {folder} ({e.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag} {path}: folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path}: is a folder, not a file")
+
+
 def cmd_train(args, comm=None) -> int:
     """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
     if getattr(args, "distributed", False) and comm is None:
@@ -266,6 +286,10 @@ def cmd_train(args, comm=None) -> int:
     from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    for flag, path in (("--save", args.save), ("--metrics-json", args.metrics_json),
+                       ("--plot", args.plot)):
+        if path and (comm is None or comm.is_root):
+            _check_writable(path, flag)
     launched = _launcher_ranks()
     if comm is None and launched > 1:
         print(f"gpunet: warning: started as one of {launched} MPI processes without "
@@ -417,6 +441,7 @@ def cmd_predict(args) -> int:
     out = str(args.output)
     if not out.endswith((".csv", ".npy")):
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
+    _check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     x = read_features(args.input)

@@ -134,3 +134,29 @@ def test_mpi_launch_without_distributed_warns(monkeypatch, capsys):
                  "numpy"]) == 0
     err = capsys.readouterr().err
     assert "one of 2 MPI processes without --distributed" in err
+
+
+@pytest.mark.parametrize("flag", ["--save", "--metrics-json", "--plot"])
+def test_an_unwritable_output_is_refused_before_training(flag, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where a folder would have to be
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
+                 flag, str(blocker / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gpunet: error: {flag}")
+    assert "epoch" not in capsys.readouterr().out
+
+
+def test_an_unwritable_predict_output_is_one_line(tmp_path, capsys):
+    ckpt = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
+                 "--save", str(ckpt)]) == 0
+    np_in = tmp_path / "x.npy"
+    __import__("numpy").save(np_in, __import__("numpy").ones((2, 4)))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(np_in), "--output",
+                 str(blocker / "p.csv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gpunet: error:")
