@@ -25,8 +25,10 @@ CONFIGS = {
 }
 
 
-def _gpunet_step(backend, sizes, batch, optimizer, seed=0):
+def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0):
+    """A step closure and a description of the path it takes (graph, static or eager)."""
     import gpunet as gn
+    from gpunet.step import StaticStep
 
     model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed)
     opt = gn.SGD(model, lr=0.01) if optimizer == "sgd" else gn.Adam(model, lr=1e-3)
@@ -34,7 +36,12 @@ def _gpunet_step(backend, sizes, batch, optimizer, seed=0):
     rng = np.random.default_rng(seed)
     x = model.backend.asarray(rng.standard_normal((batch, sizes[0]), dtype=np.float32))
     y = model.backend.asarray(rng.integers(0, sizes[-1], batch))
-    return lambda: model.train_step(x, y, loss, opt)
+    if not graph:
+        return (lambda: model.train_step(x, y, loss, opt)), "eager", lambda: 0
+    step = StaticStep(model, loss, opt, batch)
+    step(x, y)  # builds the buffers (and captures the graph on a GPU)
+    return ((lambda: step(step.x, step.y)), "graph" if step.captured else "static",
+            lambda: step.graph_pool_bytes)
 
 
 def _torch_step(device, sizes, batch, optimizer, seed=0):
@@ -75,8 +82,12 @@ def _time_round(step, steps, sync):
 
 
 def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
-        rounds=7, steps=None, warmup=3, torch_threads=None, log=print) -> dict:
-    """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine."""
+        rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, log=print) -> dict:
+    """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
+
+    ``graph``: gpunet steps through ``gpunet.step.StaticStep`` (a CUDA graph replay on the
+    GPU, fixed buffers on the CPU), as ``fit`` does; False times the eager ``train_step``.
+    """
     import gpunet as gn
 
     backend = gn.get_backend(backend_name)
@@ -109,7 +120,13 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
         for optimizer in optimizers:
             n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
             row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer}
-            g_step = _gpunet_step(backend, sizes, batch, optimizer)
+            if gpu:  # each row's memory is its own
+                backend.xp.get_default_memory_pool().free_all_blocks()
+                if torch is not None:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+            g_step, row["path"], graph_bytes = _gpunet_step(backend, sizes, batch, optimizer,
+                                                            graph)
             t_step = _torch_step(device, sizes, batch, optimizer) if torch is not None else None
             for _ in range(warmup):
                 g_step()
@@ -128,7 +145,9 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
                 row["torch_ms"] = statistics.median(t_times) * 1e3
                 row["ratio"] = row["gpunet_ms"] / row["torch_ms"]
             if gpu:
-                row["gpunet_pool_bytes"] = int(backend.xp.get_default_memory_pool().total_bytes())
+                # the default pool (parameters, state, static buffers) plus the graph's own
+                row["gpunet_pool_bytes"] = int(
+                    backend.xp.get_default_memory_pool().total_bytes()) + graph_bytes()
                 if t_step:
                     row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
             rows.append(row)
@@ -141,7 +160,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
 
 
 def _format_row(r) -> str:
-    s = (f"{r['config']:<7} {r['optimizer']:<5} B={r['batch']:<5} gpunet {r['gpunet_ms']:9.3f} ms"
+    s = (f"{r['config']:<7} {r['optimizer']:<5} B={r['batch']:<5} {r['path']:<6} "
+         f"gpunet {r['gpunet_ms']:9.3f} ms"
          f"  {r['gpunet_samples_per_s']:12.0f} samples/s")
     if "torch_ms" in r:
         s += f"  torch {r['torch_ms']:9.3f} ms  gpunet/torch {r['ratio']:.2f}"
@@ -171,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=None, help="steps per round")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-graph", dest="graph", action="store_false",
+                   help="time the eager train_step instead of the static / CUDA-graph step")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     import gpunet as gn
@@ -178,7 +200,7 @@ def main(argv=None) -> int:
     gpu = gn.get_backend(args.backend).name == "cupy"
     configs = args.config or (["small", "medium", "large"] if gpu else ["small", "medium"])
     result = run(args.backend, configs, args.optimizer or ["sgd", "adam"], rounds=args.rounds,
-                 steps=args.steps, torch_threads=args.threads,
+                 steps=args.steps, torch_threads=args.threads, graph=args.graph,
                  log=lambda s: print(s, flush=True))
     if args.json:
         from .checkpoint import atomic_write

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", metavar="PATH.png", help="draw loss/metric curves (and a confusion "
                                                       "matrix for classification)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    t.add_argument("--no-graph", dest="graph", action="store_false",
+                   help="step eagerly: no CUDA graph on the GPU, no fixed step buffers on the "
+                        "CPU (the numbers are the same; this is for debugging and timing)")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of `mpiexec -n N gpunet train ...` "
                         "(needs gpunet[distributed])")
@@ -356,7 +359,7 @@ def cmd_train(args, comm=None) -> int:
     history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
                   seed=seed, patience=patience, schedule=schedule,
                   progress=False if args.quiet else None, save=save, log=say, resume=resume,
-                  data_spec=data.spec.to_json(), comm=comm)
+                  data_spec=data.spec.to_json(), comm=comm, graph=args.graph)
     seconds = time.perf_counter() - t0
     if comm is not None and not comm.is_root:
         return 0  # rank 0 prints the result, writes the metrics and the plot

@@ -49,6 +49,8 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.steps = 0
         self.state: dict[str, dict[str, object]] = {}
+        self._hyper = None  # [lr, t] on the model's backend, read by the update ops
+        self._hyper_host = None  # (lr, t) as the host last left them in _hyper
 
     def __repr__(self):
         return f"{type(self).__name__}(lr={self.lr})"
@@ -61,12 +63,34 @@ class Optimizer:
 
     def step(self) -> None:
         """Apply one update to every parameter from its gradient."""
-        self.steps += 1
-        params, grads = self.model.params, self.model.grads
-        for key in params:
+        grads = self.model.grads
+        for key in self.model.params:
             if grads.get(key) is None:
                 raise ConfigError(f"no gradient for {key!r}: call model.backward() before step()")
-            self._update(key, params[key], grads[key])
+        self.steps += 1
+        self.model.backend.tick_hyper(self.prepare_hyper())
+        self.apply(grads)
+
+    def prepare_hyper(self):
+        """The backend's [lr, t] array, holding t = ``steps`` - 1 for the step just counted.
+
+        The step's own ``tick_hyper`` then brings t to ``steps``: on a GPU that happens on the
+        device, inside a captured graph too. The host writes the array only when the learning
+        rate changed (a schedule) or the count moved elsewhere (a resume, a new backend).
+        """
+        backend = self.model.backend
+        if self._hyper is None or not backend.owns(self._hyper):
+            self._hyper, self._hyper_host = backend.new_hyper(), None
+        if self._hyper_host != (self.lr, self.steps - 1):
+            backend.write_hyper(self._hyper, self.lr, self.steps - 1)
+        self._hyper_host = (self.lr, self.steps)
+        return self._hyper
+
+    def apply(self, grads) -> None:
+        """Update every parameter from ``grads`` with the [lr, t] of ``prepare_hyper``, after
+        its tick (the part of a step that a CUDA graph captures)."""
+        for key, p in self.model.params.items():
+            self._update(key, p, grads[key])
 
     def _update(self, key, p, g) -> None:
         raise NotImplementedError
@@ -91,6 +115,7 @@ class Optimizer:
             raise ConfigError(f"optimizer state is for {sd.get('name')!r}, not {self.name!r}")
         backend, dtype = self.model.backend, self.model.dtype
         self.steps = int(sd["steps"])
+        self._hyper_host = None
         for k, v in sd.get("hyperparameters", {}).items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
         self.state = {
@@ -130,7 +155,7 @@ class SGD(Optimizer):
         if self.momentum:
             first = key not in self.state
             buf = self._slot(key, "momentum_buffer", p)
-        self.model.backend.sgd_update(p, g, buf, self.lr, self.momentum, self.dampening,
+        self.model.backend.sgd_update(p, g, buf, self._hyper, self.momentum, self.dampening,
                                       self.nesterov, self.weight_decay, first)
 
 
@@ -165,8 +190,8 @@ class Adam(Optimizer):
     def _update(self, key, p, g):
         b1, b2 = self.betas
         self.model.backend.adam_update(
-            p, g, self._slot(key, "exp_avg", p), self._slot(key, "exp_avg_sq", p), self.lr,
-            b1, b2, self.eps, self.steps, self.weight_decay, self.decoupled)
+            p, g, self._slot(key, "exp_avg", p), self._slot(key, "exp_avg_sq", p), self._hyper,
+            b1, b2, self.eps, self.weight_decay, self.decoupled)
 
 
 class AdamW(Adam):

@@ -25,6 +25,7 @@ from .distributed import share_weight, shard
 from .errors import ConfigError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
+from .step import StaticStep
 
 #: loss name -> output activation it is meant to follow
 OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "bce": "sigmoid",
@@ -191,7 +192,7 @@ def _check_positive_int(name, v):
 
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
-        resume=None, handle_sigint=True, data_spec=None, comm=None) -> History:
+        resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True) -> History:
     """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
@@ -203,6 +204,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``resume``: a loaded Checkpoint to continue from. ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
     ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
+    ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
+    replay on the GPU, no allocation on the CPU; the same numbers as the eager step) where the
+    model, loss and optimizer allow it; False, or distributed training, steps eagerly.
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
@@ -288,6 +292,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     show = sys.stderr.isatty() if progress is None else progress
     if comm is not None:
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
+    static = None
+    if graph and comm is None and not StaticStep.unsupported(model, loss_fn, optimizer):
+        static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify)
 
     def checkpoint(losses=None, correct=None):
         if save is None or (comm is not None and not comm.is_root):
@@ -331,7 +338,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     lo, hi = shard(m, comm.rank, comm.size)
                     idx, weight = idx[lo:hi], share_weight(loss_fn.reduction, hi - lo, m)
                 value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
-                if len(idx):
+                stepped = static is not None and len(idx) == batch_size
+                if stepped:  # forward, loss, backward and the update, replayed
+                    value, correct = static(x_dev, y_dev, idx)
+                elif len(idx):
                     y_hat = model.forward(x_dev[idx])
                     value, dJdy_hat = loss_fn(y_hat, y_dev[idx])
                     if classify:
@@ -341,7 +351,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     value, correct, stop_all = comm.allreduce_grads(
                         model, weight, extras=(value * weight, correct, sigint.raised))
                     stop_all = bool(stop_all)
-                optimizer.step()
+                if not stepped:
+                    optimizer.step()
                 step_losses[s] = value  # on the device: no synchronisation per step
                 if classify:
                     step_correct[s] = correct

@@ -68,23 +68,25 @@ def _flat(*arrays):
     return [a.reshape(-1) for a in arrays]
 
 
-def sgd_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
-    """In place, as ``Backend.sgd_update``; ``buf`` may be None when momentum is 0."""
+def sgd_update(p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):
+    """In place, as ``Backend.sgd_update``: lr = hyper[0]; ``buf`` may be None when momentum
+    is 0."""
     if buf is None:
         if momentum:
             raise ValueError("momentum needs a buffer")
         buf = p  # never read or written without momentum
     fp, fg, fb = _flat(p, g, buf)
-    _sgd_kernel()(fp, fg, fb, float(lr), float(momentum), float(dampening), bool(nesterov),
-                  float(weight_decay), bool(first))
+    _sgd_kernel()(fp, fg, fb, float(hyper[0]), float(momentum), float(dampening),
+                  bool(nesterov), float(weight_decay), bool(first))
     return p
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
-    """In place, as ``Backend.adam_update``."""
+def adam_update(p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled):
+    """In place, as ``Backend.adam_update``: lr, t = hyper."""
     fp, fg, fm, fv = _flat(p, g, m, v)
+    lr, step = float(hyper[0]), int(hyper[1])
     step_size = lr / (1 - beta1**step)
-    _adam_kernel()(fp, fg, fm, fv, float(lr), float(beta1), float(beta2), float(eps),
+    _adam_kernel()(fp, fg, fm, fv, lr, float(beta1), float(beta2), float(eps),
                    float(step_size), math.sqrt(1 - beta2**step), float(weight_decay),
                    bool(decoupled))
     return p

@@ -151,7 +151,7 @@ def test_fused_sgd_update_equals_the_numpy_math(dtype, momentum, dampening, nest
     runs = {}
     for b in (fast, plain):
         pp, bb = p.copy(), buf.copy() if momentum else None
-        b.sgd_update(pp, g, bb, 0.05, momentum, dampening, nesterov, wd, first)
+        b.sgd_update(pp, g, bb, np.array([0.05, 1.0]), momentum, dampening, nesterov, wd, first)
         runs[b.name] = (pp, bb)
     # float32: the fused loop rounds once per element, NumPy once per op (inputs are ~1)
     tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
@@ -172,7 +172,7 @@ def test_fused_adam_update_equals_the_numpy_math(dtype, wd, decoupled, step):
     runs = {}
     for b in (fast, plain):
         pp, mm, vv = p.copy(), m.copy(), v.copy()
-        b.adam_update(pp, g, mm, vv, 1e-2, 0.9, 0.999, 1e-8, step, wd, decoupled)
+        b.adam_update(pp, g, mm, vv, np.array([1e-2, step]), 0.9, 0.999, 1e-8, wd, decoupled)
         runs[b.name] = (pp, mm, vv)
     tol = dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
     for got, ref in zip(runs["numpy"], runs["plain"]):

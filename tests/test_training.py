@@ -39,14 +39,15 @@ def _run(backend, epochs, save=None, resume=None, patience=None, step_hook=None,
         model = gn.MLP([13, 16, 3], backend=backend, seed=5)
         opt = gn.SGD(model, lr=0.05, momentum=0.9)
     if step_hook is not None:
-        inner, calls = opt.step, [0]
+        # prepare_hyper runs once per step on the host, eager or static (graph replays too)
+        inner, calls = opt.prepare_hyper, [0]
 
-        def step():
-            inner()
+        def prepare():
             calls[0] += 1
             step_hook(calls[0])
+            return inner()
 
-        opt.step = step
+        opt.prepare_hyper = prepare
     history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=epochs, batch_size=16, seed=3,
                   save=save, resume=resume, patience=patience, progress=False,
                   schedule=schedule, data_spec=spec.to_json())
@@ -182,12 +183,12 @@ def test_cli_sigint_exits_130_and_prints_how_to_resume(tmp_path):
     code = (
         "import os, signal, sys\n"
         "import gpunet.optim as O\n"
-        "orig, n = O.Optimizer.step, [0]\n"
+        "orig, n = O.Optimizer.prepare_hyper, [0]\n"  # once per step, eager or static
         "def hooked(self):\n"
-        "    orig(self)\n"
         "    n[0] += 1\n"
         "    if n[0] == 20: os.kill(os.getpid(), signal.SIGINT)\n"
-        "O.Optimizer.step = hooked\n"
+        "    return orig(self)\n"
+        "O.Optimizer.prepare_hyper = hooked\n"
         "from gpunet.cli import main\n"
         f"sys.exit(main(['train', '--dataset', 'iris', '--epochs', '50', '--backend', 'numpy',"
         f" '--save', {str(path)!r}]))\n"

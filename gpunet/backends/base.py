@@ -49,9 +49,18 @@ class Backend:
 
     # -- linear layer ---------------------------------------------------------------------
 
+    def matmul(self, a, b, out, trans_a=False, trans_b=False):
+        """out = op(a) op(b), op transposing when asked; writes ``out`` and returns it.
+
+        Every GEMM of the forward and backward passes goes through here, so that a backend can
+        route it to a BLAS call that a CUDA graph can capture (CuPy's own refuses to be).
+        """
+        return self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
     def linear_forward(self, x, W, b):
         """z = x W^T + b, for x (B, in), W (out, in), b (out,)."""
-        z = x @ W.T
+        z = self.xp.empty((x.shape[0], W.shape[0]), dtype=x.dtype)
+        self.matmul(x, W, z, trans_b=True)
         z += b
         return z
 
@@ -62,20 +71,24 @@ class Backend:
         sum of dz (every row of the batch adds its own contribution). dJ/dx is None when
         ``need_dx`` is false (the first layer's input needs no gradient during training).
         """
-        dW = dz.T @ x
+        xp = self.xp
+        dW = self.matmul(dz, x, xp.empty((dz.shape[1], x.shape[1]), dtype=dz.dtype),
+                         trans_a=True)
         db = dz.sum(axis=0)
-        dx = dz @ W if need_dx else None
+        dx = self.matmul(dz, W, xp.empty((dz.shape[0], W.shape[1]), dtype=dz.dtype)) \
+            if need_dx else None
         return dx, dW, db
 
     # -- activations ----------------------------------------------------------------------
 
-    def act_forward(self, name, z, slope=DEFAULT_SLOPE):
-        """y = f(z) for the named activation (see gpunet.activations)."""
-        return get_activation(name).forward(self.xp, z, slope)
+    def act_forward(self, name, z, slope=DEFAULT_SLOPE, out=None):
+        """y = f(z) for the named activation (see gpunet.activations), into ``out`` if given."""
+        return _into(self.xp, get_activation(name).forward(self.xp, z, slope), out)
 
-    def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE):
-        """dJ/dz = dJ/dy * f'(z), reading the pre-activation z or the saved output y."""
-        return get_activation(name).backward(self.xp, dy, z, y, slope)
+    def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE, out=None):
+        """dJ/dz = dJ/dy * f'(z), reading the pre-activation z or the saved output y; into
+        ``out`` if given (``out`` may be ``dy``)."""
+        return _into(self.xp, get_activation(name).backward(self.xp, dy, z, y, slope), out)
 
     # -- row-wise reductions --------------------------------------------------------------
 
@@ -108,12 +121,12 @@ class Backend:
         """exp(x_ij - max_i) / sum_j exp(x_ij - max_i), row-wise."""
         return get_activation("softmax").forward(self.xp, x, None)
 
-    def softmax_cross_entropy(self, logits, labels, scale):
+    def softmax_cross_entropy(self, logits, labels, scale, out=None):
         """Per-row cross-entropy of softmax(logits) against integer labels, and its gradient.
 
         loss_i = logsumexp(z_i) - z_i[label_i] and dJ/dz = scale * (softmax(z) - onehot(labels)),
         where ``scale`` is 1/B for a mean over the batch and 1 for a sum. Returns
-        ``(loss_per_row, dlogits)``.
+        ``(loss_per_row, dlogits)``, written into ``out = (loss_per_row, dlogits)`` if given.
         """
         xp = self.xp
         rows = xp.arange(logits.shape[0])
@@ -122,17 +135,42 @@ class Backend:
         p = xp.exp(shifted - lse)
         p[rows, labels] -= 1
         p *= scale
-        return loss, p
+        if out is None:
+            return loss, p
+        return _into(xp, loss, out[0]), _into(xp, p, out[1])
 
     # -- optimiser updates (in place on the parameter and its state) ---------------------
+    # The learning rate and the step count arrive in ``hyper``, an array on this backend that
+    # holds [lr, t]: a captured CUDA graph reads them at every replay, where a Python float
+    # would have been frozen into the graph when it was captured. ``tick_hyper`` advances t
+    # on the device (it is part of a captured step); ``write_hyper`` sets both from the host
+    # (when the learning rate changes, or to start).
 
-    def sgd_update(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
-        """torch.optim.SGD's update of one parameter, in place.
+    def new_hyper(self):
+        """A fresh [lr, t] array for ``sgd_update`` / ``adam_update``."""
+        return self.xp.zeros(2, dtype=np.float64)
+
+    def write_hyper(self, hyper, lr, step) -> None:
+        """hyper = [lr, step], written from the host."""
+        hyper[...] = self.xp.asarray((lr, step), dtype=np.float64)
+
+    def tick_hyper(self, hyper) -> None:
+        """t += 1 where it lies (on the device for a GPU backend: no host round trip)."""
+        hyper[1:] += 1
+
+    def _hyper_values(self, hyper):
+        # The array-module updates below read the two numbers on the host; a backend whose
+        # arrays live on a device overrides both updates with kernels that read them there.
+        return float(hyper[0]), int(hyper[1])
+
+    def sgd_update(self, p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):
+        """torch.optim.SGD's update of one parameter, in place; lr = hyper[0].
 
         g' = g + wd p;  with momentum: buf = g' on the ``first`` step, else
         buf = mu buf + (1 - dampening) g';  g' = g' + mu buf if nesterov else buf;
         p = p - lr g'. ``buf`` is None without momentum.
         """
+        lr, _ = self._hyper_values(hyper)
         if weight_decay:
             g = g + weight_decay * p
         if momentum:
@@ -144,13 +182,14 @@ class Backend:
             g = g + momentum * buf if nesterov else buf
         p -= lr * g
 
-    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    def adam_update(self, p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled):
         """torch.optim.Adam's (``decoupled``: AdamW's) update of one parameter, in place.
 
-        AdamW first scales p by (1 - lr wd); Adam adds wd p to g. Then m = b1 m + (1 - b1) g,
-        v = b2 v + (1 - b2) g^2 and p = p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps),
-        t = ``step`` (1 on the first update).
+        With lr, t = hyper (t = 1 on the first update): AdamW first scales p by (1 - lr wd);
+        Adam adds wd p to g. Then m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2 and
+        p = p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
         """
+        lr, step = self._hyper_values(hyper)
         if weight_decay:
             if decoupled:
                 p *= 1 - lr * weight_decay
@@ -164,8 +203,26 @@ class Backend:
         denom = self.xp.sqrt(v) / math.sqrt(1 - beta2**step) + eps
         p -= step_size * (m / denom)
 
+    # -- CUDA graphs ----------------------------------------------------------------------
+
+    def capture(self, fn):
+        """Record ``fn`` (device work on fixed arrays) for replay; returns the replay callable.
+
+        A backend without graphs returns ``fn`` itself: replaying is running it again, which
+        is what a graph does, minus the launch cost. See gpunet.step.StaticStep.
+        """
+        return fn
+
     # -- reductions the training loop needs ----------------------------------------------
 
     def scalar(self, a) -> float:
         """A Python float from a 0-d (or 1-element) array; synchronises the device."""
         return float(a)
+
+
+def _into(xp, value, out):
+    """``value``, or ``out`` after copying ``value`` into it when ``out`` is given."""
+    if out is None or value is out:
+        return value
+    xp.copyto(out, value)
+    return out

@@ -6,6 +6,8 @@ device really runs a kernel (see ``probe_cupy``).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .base import Backend
@@ -44,6 +46,35 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+# Fused optimiser updates: one pass per parameter, in float64 and rounded once on store, the
+# math of Backend.sgd_update / adam_update (and of kernels/cpu_optim.py). lr and t come from
+# the device array ``h`` = [lr, t], so that a captured graph reads this step's values.
+_SGD_BODY = """
+    double gi = (double)g + weight_decay * (double)p;
+    if (momentum != 0.0) {
+        double b = first ? gi : momentum * (double)buf + (1.0 - dampening) * gi;
+        buf = (T)b;
+        gi = nesterov ? gi + momentum * b : b;
+    }
+    p = (T)((double)p - h[0] * gi);
+"""
+_SGD_IN = ("T g, raw float64 h, float64 momentum, float64 dampening, bool nesterov, "
+           "float64 weight_decay, bool first")
+_ADAM_BODY = """
+    double lr = h[0], t = h[1];
+    double pi = (double)p, gi = (double)g;
+    if (decoupled) { pi = pi * (1.0 - lr * weight_decay); } else { gi = gi + weight_decay * pi; }
+    double mi = beta1 * (double)m + (1.0 - beta1) * gi;
+    double vi = beta2 * (double)v + (1.0 - beta2) * gi * gi;
+    m = (T)mi;
+    v = (T)vi;
+    double step_size = lr / (1.0 - pow(beta1, t));
+    p = (T)(pi - step_size * mi / (sqrt(vi) / sqrt(1.0 - pow(beta2, t)) + eps));
+"""
+_ADAM_IN = ("T g, raw float64 h, float64 beta1, float64 beta2, float64 eps, "
+            "float64 weight_decay, bool decoupled")
+
+
 class CupyBackend(KernelOps, Backend):
     name = "cupy"
     kernel_module = "cuda_ops"
@@ -53,6 +84,8 @@ class CupyBackend(KernelOps, Backend):
 
     def __init__(self, cupy_module):
         self.xp = cupy_module
+        self._blas = {}  # device id -> Cublas, or the reason there is none
+        self._optim = None
 
     @property
     def device_name(self) -> str:
@@ -72,3 +105,118 @@ class CupyBackend(KernelOps, Backend):
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
+
+    # -- GEMM through our own cuBLAS handle (capturable) -----------------------------------
+
+    def cublas(self):
+        """This device's Cublas, made and checked against CuPy's matmul on first use; None
+        (after one notice on stderr) if that fails: CuPy's matmul then, and no graphs."""
+        dev = self.xp.cuda.Device().id
+        blas = self._blas.get(dev)
+        if blas is None:
+            from .cublas import Cublas
+
+            try:
+                blas = Cublas(self.xp)
+                self._check_blas(blas)
+            except Exception as e:
+                blas = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+                print(f"gpunet: own cuBLAS handle unavailable ({blas}); using CuPy's matmul "
+                      "and no CUDA graphs", file=sys.stderr)
+            self._blas[dev] = blas
+        return None if isinstance(blas, str) else blas
+
+    def _check_blas(self, blas):
+        cupy = self.xp
+        rng = np.random.default_rng(0)
+        for dtype in ("float32", "float64"):
+            for ta in (False, True):
+                for tb in (False, True):
+                    a = rng.standard_normal((5, 3) if ta else (3, 5)).astype(dtype)
+                    b = rng.standard_normal((4, 5) if tb else (5, 4)).astype(dtype)
+                    ref = (a.T if ta else a) @ (b.T if tb else b)
+                    out = cupy.full((3, 4), cupy.nan, dtype=dtype)
+                    blas.gemm(cupy.asarray(a), cupy.asarray(b), out, ta, tb)
+                    if not np.allclose(cupy.asnumpy(out), ref, rtol=1e-4, atol=1e-5):
+                        raise RuntimeError(f"self-check gave a wrong product ({dtype}, "
+                                           f"trans_a={ta}, trans_b={tb})")
+
+    def matmul(self, a, b, out, trans_a=False, trans_b=False):
+        if (a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype
+                and a.dtype.name in ("float32", "float64") and a.size and b.size and out.size
+                and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            blas = self.cublas()
+            if blas is not None:
+                return blas.gemm(a, b, out, trans_a, trans_b)
+        return super().matmul(a, b, out, trans_a, trans_b)
+
+    # -- fused optimiser updates ------------------------------------------------------------
+
+    def _optim_kernels(self):
+        if self._optim is None:
+            ek = self.xp.ElementwiseKernel
+            self._optim = {
+                "sgd": ek("T g, raw float64 h, float64 weight_decay", "T p",
+                          "p = (T)((double)p - h[0] * ((double)g + weight_decay * (double)p));",
+                          "gpunet_sgd"),
+                "sgd_momentum": ek(_SGD_IN, "T p, T buf", _SGD_BODY, "gpunet_sgd_momentum"),
+                "adam": ek(_ADAM_IN, "T p, T m, T v", _ADAM_BODY, "gpunet_adam"),
+            }
+        return self._optim
+
+    def sgd_update(self, p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):
+        k = self._optim_kernels()
+        if momentum:
+            k["sgd_momentum"](g, hyper, momentum, dampening, bool(nesterov), weight_decay,
+                              bool(first), p, buf)
+        else:
+            k["sgd"](g, hyper, weight_decay, p)
+
+    def adam_update(self, p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled):
+        self._optim_kernels()["adam"](g, hyper, beta1, beta2, eps, weight_decay,
+                                      bool(decoupled), p, m, v)
+
+    # -- CUDA graphs ------------------------------------------------------------------------
+
+    def capture(self, fn):
+        """Capture ``fn`` into a CUDA graph; returns a callable that replays it on the current
+        stream. Raises if the work cannot be captured (the caller then runs ``fn`` eagerly).
+
+        Capture runs on a private stream with a private memory pool: any temporary an op
+        allocates inside ``fn`` keeps its address for every replay, and nothing outside the
+        graph can be handed that memory.
+        """
+        cupy = self.xp
+        if self.cublas() is None:
+            raise RuntimeError("no capturable cuBLAS handle on this device")
+        runtime = cupy.cuda.runtime
+        stream = cupy.cuda.Stream(non_blocking=True)
+        pool = cupy.cuda.MemoryPool()
+        self.synchronize()
+        # numba synchronises the stream named by each CuPy array it is handed, which is illegal
+        # on a capturing stream; the kernels launch on that very stream, so it is not needed.
+        numba_config = sys.modules.get("numba.core.config")
+        sync = getattr(numba_config, "CUDA_ARRAY_INTERFACE_SYNC", None)
+        if sync is not None:
+            numba_config.CUDA_ARRAY_INTERFACE_SYNC = 0
+        try:
+            with stream, cupy.cuda.using_allocator(pool.malloc):
+                stream.begin_capture(getattr(runtime, "streamCaptureModeRelaxed", 2))
+                try:
+                    fn()
+                except BaseException:
+                    try:
+                        stream.end_capture()
+                    except Exception:  # the capture was invalidated: the first error tells
+                        pass
+                    raise
+                graph = stream.end_capture()
+        finally:
+            if sync is not None:
+                numba_config.CUDA_ARRAY_INTERFACE_SYNC = sync
+
+        def replay():
+            graph.launch(cupy.cuda.get_current_stream())
+
+        replay.keep = (graph, stream, pool)  # alive as long as the replay is
+        return replay

@@ -82,6 +82,9 @@ class KernelOps:
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
             and a.flags.c_contiguous and a.shape == first.shape for a in arrays))
 
+    def _is(self, a, dtype, shape) -> bool:
+        return self.owns(a) and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
+
     def _run(self, op, *args, module=None):
         """Call kernel ``op``; on a failure that is not an argument error, turn kernels off."""
         try:
@@ -94,22 +97,25 @@ class KernelOps:
 
     # -- elementwise --------------------------------------------------------------------
 
-    def act_forward(self, name, z, slope=DEFAULT_SLOPE):
-        if self.kernels is not None and self._fit(z):
+    def act_forward(self, name, z, slope=DEFAULT_SLOPE, out=None):
+        if self.kernels is not None and self._fit(z, *(() if out is None else (out,))):
             if name in KERNEL_ACTIVATIONS:
-                out = self._run("act_forward", name, z, self.xp.empty_like(z), slope)
-                if out is not None:
-                    return out
-            elif name == "softmax" and z.ndim == 2:
+                got = self._run("act_forward", name, z,
+                                self.xp.empty_like(z) if out is None else out, slope)
+                if got is not None:
+                    return got
+            elif name == "softmax" and z.ndim == 2 and out is None:
                 return self.softmax(z)
-        return super().act_forward(name, z, slope)
+        return super().act_forward(name, z, slope, out)
 
-    def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE):
-        if name in KERNEL_ACTIVATIONS and self.kernels is not None and self._fit(dy, z, y):
-            out = self._run("act_backward", name, dy, z, y, self.xp.empty_like(dy), slope)
-            if out is not None:
-                return out
-        return super().act_backward(name, dy, z, y, slope)
+    def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE, out=None):
+        if name in KERNEL_ACTIVATIONS and self.kernels is not None \
+                and self._fit(dy, z, y, *(() if out is None else (out,))):
+            got = self._run("act_backward", name, dy, z, y,
+                            self.xp.empty_like(dy) if out is None else out, slope)
+            if got is not None:
+                return got
+        return super().act_backward(name, dy, z, y, slope, out)
 
     # -- row-wise -----------------------------------------------------------------------
 
@@ -130,32 +136,34 @@ class KernelOps:
         out = self._rowwise("softmax", x, x.shape)
         return super().softmax(x) if out is None else out
 
-    def softmax_cross_entropy(self, logits, labels, scale):
+    def softmax_cross_entropy(self, logits, labels, scale, out=None):
         if (self.kernels is not None and logits.ndim == 2 and logits.shape[1] > 0
-                and self._fit(logits) and self.owns(labels) and labels.dtype in _LABELS
+                and self._fit(logits, *(() if out is None else (out[1],)))
+                and (out is None or self._is(out[0], logits.dtype, logits.shape[:1]))
+                and self.owns(labels) and labels.dtype in _LABELS
                 and labels.flags.c_contiguous):
             xp = self.xp
-            got = self._run("softmax_cross_entropy", logits, labels,
-                            xp.empty(logits.shape[0], dtype=logits.dtype),
-                            xp.empty_like(logits), scale)
+            loss, dlogits = out if out is not None else (
+                xp.empty(logits.shape[0], dtype=logits.dtype), xp.empty_like(logits))
+            got = self._run("softmax_cross_entropy", logits, labels, loss, dlogits, scale)
             if got is not None:
                 return got
-        return super().softmax_cross_entropy(logits, labels, scale)
+        return super().softmax_cross_entropy(logits, labels, scale, out)
 
     # -- optimiser updates --------------------------------------------------------------
 
-    def sgd_update(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
+    def sgd_update(self, p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):
         module = self.optim_kernels
         if module is not None and self._fit(p, g, *(() if buf is None else (buf,))):
-            if self._run("sgd_update", p, g, buf, lr, momentum, dampening, nesterov,
+            if self._run("sgd_update", p, g, buf, hyper, momentum, dampening, nesterov,
                          weight_decay, first, module=module) is not None:
                 return
-        super().sgd_update(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first)
+        super().sgd_update(p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first)
 
-    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    def adam_update(self, p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled):
         module = self.optim_kernels
         if module is not None and self._fit(p, g, m, v):
-            if self._run("adam_update", p, g, m, v, lr, beta1, beta2, eps, step, weight_decay,
+            if self._run("adam_update", p, g, m, v, hyper, beta1, beta2, eps, weight_decay,
                          decoupled, module=module) is not None:
                 return
-        super().adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+        super().adam_update(p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled)

@@ -113,3 +113,35 @@ def test_mlp_step_through_the_kernels_matches_the_array_module(SIM, activation, 
                          "x": b.to_host(dx), "y_hat": b.to_host(y_hat)}
     for k, ref in grads["plain"].items():
         np.testing.assert_allclose(grads[SIM.name][k], ref, rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("activation, output, loss", [("relu", "identity", "cross_entropy"),
+                                                      ("sigmoid", "tanh", "mse")])
+def test_static_step_writes_through_the_kernels_into_its_buffers(SIM, activation, output, loss):
+    """gpunet.step.StaticStep hands the kernels its own buffers as ``out`` (in place for the
+    backward): its steps equal eager steps on the array-module backend."""
+    from gpunet.step import StaticStep
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 6))
+    y = rng.integers(0, 4, 40) if loss == "cross_entropy" else rng.normal(size=(40, 4))
+    runs = {}
+    for b in (SIM, PLAIN):
+        model = gn.MLP([6, 9, 4], activation=activation, output=output, backend=b,
+                       dtype="float64", seed=3)
+        opt = gn.Adam(model, lr=1e-2)
+        loss_fn = gn.get_loss(loss)
+        xd, yd = b.asarray(x), b.asarray(y)
+        step = StaticStep(model, loss_fn, opt, 8, count_correct=loss == "cross_entropy")
+        losses = []
+        for s in range(4):
+            rows = b.asarray(np.arange(s * 8, s * 8 + 8))
+            if b is SIM:
+                losses.append(float(step(xd, yd, rows)[0]))
+            else:
+                losses.append(float(model.train_step(xd[rows], yd[rows], loss_fn, opt)))
+        runs[b.name] = ({k: b.to_host(v) for k, v in model.params.items()}, losses)
+    np.testing.assert_allclose(runs[SIM.name][1], runs["plain"][1], rtol=1e-12)
+    for k, ref in runs["plain"][0].items():
+        np.testing.assert_allclose(runs[SIM.name][0][k], ref, rtol=1e-12, atol=1e-14, err_msg=k)
+    assert SIM._kernels_off == ""

@@ -1,0 +1,220 @@
+"""A training step on fixed buffers, replayed as one CUDA graph on the GPU.
+
+``StaticStep(model, loss_fn, optimizer, batch_size)`` owns every array that one step of that
+batch size touches: the input and target buffers, each layer's z and y = f(z), the gradient
+buffers and the loss. Its body runs forward, loss, backward and the optimiser update through
+the backend's ops, writing only into those arrays, so it can be recorded once and replayed:
+
+- on the CuPy backend the first call runs the body eagerly (every kernel compiles, the
+  optimiser makes its state), then captures it into a CUDA graph; each later call copies the
+  batch into the input buffers and launches the graph: one launch per step instead of one or
+  more per op. GEMMs go through the backend's own cuBLAS handle, the learning rate and step
+  count through a device array (``Backend.tick_hyper``), so the graph stays valid across
+  steps and schedules.
+- on the NumPy backend ``Backend.capture`` returns the body itself: each call runs it, with no
+  allocation inside the step.
+
+The eager path (``MLP.train_step``) and this one call the same backend ops in the same order,
+so they agree to the bit on one backend (``tests/test_step.py``).
+
+Supported: elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
+with an identity output, ``MSELoss``; SGD, Adam, AdamW. ``StaticStep.unsupported`` names what
+does not fit, and callers (``gpunet.train.fit``) then train eagerly. Fixed when the body is
+captured: the batch size, momentum, betas, eps and weight decay; read at every replay: the
+batch, the learning rate and the step count. If the model's parameters, the optimiser's state
+or the backend are replaced, the next call rebuilds and captures again.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .activations import get_activation
+from .errors import ConfigError, ShapeError
+from .losses import LOSSES, CrossEntropyLoss, MSELoss
+from .optim import SGD, Adam, AdamW
+
+
+class StaticStep:
+    """One training step of ``batch_size`` rows on fixed buffers (see the module docstring).
+
+    Call it as ``loss, correct = step(x, y, rows)``: ``x`` (n, inputs) and ``y`` (n,) labels or
+    (n, outputs) targets on the model's backend; ``rows`` (batch_size,) picks the batch (None:
+    x and y are the batch). Returns 0-d arrays on the backend, overwritten by the next call:
+    the loss and, with ``count_correct``, how many argmax predictions equal the labels.
+    ``graph=False`` runs the body eagerly on the GPU too.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, batch_size, *, count_correct=False,
+                 graph=True):
+        why = self.unsupported(model, loss_fn, optimizer)
+        if why:
+            raise ConfigError(f"no static training step here: {why}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.batch_size = int(batch_size)
+        self.count_correct = bool(count_correct)
+        self.graph = bool(graph)
+        self.captured = False  # whether calls replay a CUDA graph (False on the CPU)
+        self._binding = None
+        self._replay = None
+
+    @staticmethod
+    def unsupported(model, loss_fn, optimizer) -> str:
+        """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
+        for act in model.layers[1::2]:
+            if not get_activation(act.name).elementwise:
+                return f"the {act.name} output is row-wise (train it with cross_entropy)"
+        # Exact types: the step computes these losses itself and a graph replays no Python, so
+        # a subclass's own __call__ or _update would be skipped.
+        if type(loss_fn) is CrossEntropyLoss:
+            if model.output != "identity":
+                return "cross_entropy needs the identity output (logits)"
+        elif type(loss_fn) is not MSELoss:
+            return (f"the {loss_fn.name} loss has no static step" if type(loss_fn) in LOSSES.values()
+                    else f"{type(loss_fn).__name__} is not one of gpunet's own losses")
+        if type(optimizer) not in (SGD, Adam, AdamW):
+            return f"{type(optimizer).__name__} is not gpunet's SGD, Adam or AdamW"
+        if optimizer.model is not model:
+            return "the optimizer belongs to another model"
+        return ""
+
+    @property
+    def graph_pool_bytes(self) -> int:
+        """Device memory held by the captured graph's private pool (0 without a graph)."""
+        keep = getattr(self._replay, "keep", None)
+        return int(keep[2].total_bytes()) if keep else 0
+
+    # -- buffers ------------------------------------------------------------------------------
+
+    def _build(self, x, y):
+        model = self.model
+        backend, dtype, n = model.backend, model.dtype, self.batch_size
+        xp = backend.xp
+        if isinstance(self.loss_fn, CrossEntropyLoss):
+            if y.dtype.kind not in "iu" or y.ndim != 1:
+                raise ConfigError("the static step takes cross_entropy targets as integer "
+                                  f"labels (n,), got {y.dtype} {tuple(y.shape)}")
+            self.y = xp.empty(n, dtype=y.dtype)
+        else:
+            self.y = xp.empty((n, model.sizes[-1]), dtype=dtype)
+        self.backend = backend
+        self.x = xp.empty((n, model.sizes[0]), dtype=dtype)
+        self.z, self.a, self.g, self.grads = [], [], [], {}
+        for lin, act in zip(model.layers[0::2], model.layers[1::2]):
+            z = xp.empty((n, lin.out_features), dtype=dtype)
+            self.z.append(z)
+            self.a.append(z if act.name == "identity" else xp.empty_like(z))
+            self.g.append(xp.empty_like(z))  # dJ/dy of this layer, then dJ/dz in place
+            self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
+            self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
+        self.loss_rows = xp.empty(n, dtype=dtype)
+        self.squares = xp.empty((n, model.sizes[-1]), dtype=dtype) \
+            if isinstance(self.loss_fn, MSELoss) else None
+        self.loss = xp.zeros((), dtype=dtype)
+        self.correct = xp.zeros((), dtype=np.int64)
+        if self.count_correct:
+            self.pred = xp.empty(n, dtype=np.intp)
+            self.hit = xp.empty(n, dtype=bool)
+        self.params = dict(model.params)
+        self._replay = None
+        self.captured = False
+
+    def _bound_to(self):
+        """Everything the body (and a captured graph) holds by address."""
+        opt = self.optimizer
+        return ([self.model.backend, opt._hyper] + list(self.model.params.values())
+                + [a for slots in opt.state.values() for a in slots.values()])
+
+    def _still_bound(self) -> bool:
+        now = self._bound_to()
+        return len(now) == len(self._binding) and all(a is b for a, b in zip(now, self._binding))
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def _body(self):
+        backend, xp, params = self.backend, self.backend.xp, self.params
+        layers = self.model.layers
+        h = self.x
+        for i, (lin, act) in enumerate(zip(layers[0::2], layers[1::2])):
+            z = self.z[i]
+            backend.matmul(h, params[lin.weight], z, trans_b=True)  # z = h W^T
+            xp.add(z, params[lin.bias], out=z)
+            if act.name != "identity":
+                backend.act_forward(act.name, z, act.slope, out=self.a[i])
+            h = self.a[i]
+        g = self.g[-1]
+        n_out = h.shape[1]
+        if isinstance(self.loss_fn, CrossEntropyLoss):
+            scale = self.loss_fn._scale(self.batch_size)
+            backend.softmax_cross_entropy(h, self.y, scale, out=(self.loss_rows, g))
+            self.loss_rows.sum(out=self.loss)
+            xp.multiply(self.loss, scale, out=self.loss)
+        else:  # MSE: J = scale sum (y_hat - y)^2, dJ/dy_hat = 2 scale (y_hat - y)
+            scale = self.loss_fn._scale(self.batch_size * n_out)
+            xp.subtract(h, self.y, out=g)
+            xp.multiply(g, g, out=self.squares)
+            self.squares.sum(out=self.loss)
+            xp.multiply(self.loss, scale, out=self.loss)
+            xp.multiply(g, 2 * scale, out=g)
+        if self.count_correct:
+            xp.argmax(h, axis=1, out=self.pred)
+            xp.equal(self.pred, self.y, out=self.hit)
+            self.hit.sum(out=self.correct)
+        for i in range(len(self.z) - 1, -1, -1):
+            lin, act = layers[2 * i], layers[2 * i + 1]
+            if act.name != "identity":
+                backend.act_backward(act.name, g, self.z[i], self.a[i], act.slope, out=g)
+            h_in = self.a[i - 1] if i else self.x
+            backend.matmul(g, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
+            g.sum(axis=0, out=self.grads[lin.bias])
+            if i:
+                backend.matmul(g, params[lin.weight], self.g[i - 1])  # dJ/dh = dz W
+                g = self.g[i - 1]
+        backend.tick_hyper(self.optimizer._hyper)
+        self.optimizer.apply(self.grads)
+
+    def __call__(self, x, y, rows=None):
+        model, opt = self.model, self.optimizer
+        if self._binding is None or not self._still_bound():
+            self._build(x, y)
+        xp = self.backend.xp
+        n = self.batch_size if rows is None else len(rows)
+        if n != self.batch_size or (rows is None and (len(x) != n or len(y) != n)):
+            raise ShapeError(f"this static step takes batches of {self.batch_size} rows, got "
+                             f"{len(x) if rows is None else n}")
+        if rows is None:  # (the step's own buffers, already loaded, need no copy)
+            if x is not self.x:
+                xp.copyto(self.x, x)
+            if y is not self.y:
+                xp.copyto(self.y, y)
+        else:
+            xp.take(x, rows, axis=0, out=self.x)
+            xp.take(y, rows, axis=0, out=self.y)
+        opt.steps += 1
+        opt.prepare_hyper()
+        if self._replay is not None:
+            self._replay()
+        else:
+            self._body()  # eager: compiles the kernels, makes the optimiser's state
+            self._binding = self._bound_to()
+            self._replay = self._capture()
+        model.grads.update(self.grads)
+        return self.loss, self.correct
+
+    def _capture(self):
+        if not self.graph:
+            return self._body
+        try:
+            replay = self.backend.capture(self._body)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            print(f"gpunet: CUDA graph capture failed ({type(e).__name__}: {first}); "
+                  "this step runs eagerly", file=sys.stderr)
+            self.graph = False
+            return self._body
+        self.captured = replay != self._body  # (bound methods compare equal, never identical)
+        return replay

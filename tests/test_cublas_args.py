@@ -1,0 +1,59 @@
+"""The row-major -> cuBLAS column-major argument mapping of gpunet.backends.cublas, checked on
+the CPU by a reference that reads flat buffers the way cuBLAS's GEMM does. The calls
+themselves run in the GPU tests (tests/test_gpu_paths.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpunet.backends.cublas import CUBLAS_OP_N, CUBLAS_OP_T, gemm_args
+
+
+def _col_major(buf, rows, cols, ld):
+    """The rows x cols column-major matrix at ``buf`` with leading dimension ``ld``."""
+    assert ld >= max(1, rows)
+    assert buf.size >= ld * (cols - 1) + rows  # cuBLAS would read past the buffer otherwise
+    return np.array([[buf[i + j * ld] for j in range(cols)] for i in range(rows)])
+
+
+def _reference_gemm(transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
+    """C = op(A) op(B), as cublas<t>gemm with alpha 1, beta 0, on flat buffers."""
+    a = _col_major(A, *((m, k) if transa == CUBLAS_OP_N else (k, m)), lda)
+    b = _col_major(B, *((k, n) if transb == CUBLAS_OP_N else (n, k)), ldb)
+    a = a if transa == CUBLAS_OP_N else a.T
+    b = b if transb == CUBLAS_OP_N else b.T
+    assert ldc >= max(1, m)
+    c = a @ b
+    for j in range(n):
+        C[j * ldc:j * ldc + m] = c[:, j]
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, k, n", [(3, 5, 4), (1, 7, 2), (6, 1, 3), (33, 17, 9)])
+def test_gemm_args_give_the_row_major_product(trans_a, trans_b, m, k, n):
+    rng = np.random.default_rng(m * 100 + k * 10 + n)
+    a = rng.standard_normal((k, m) if trans_a else (m, k))
+    b = rng.standard_normal((n, k) if trans_b else (k, n))
+    transa, transb, mm, nn, kk, lda, ldb, ldc, shape = gemm_args(a.shape, b.shape, trans_a,
+                                                                 trans_b)
+    assert shape == (m, n)
+    out = np.full(m * n, np.nan)
+    # the call passes b's buffer as cuBLAS's A and a's as its B (see the module docstring)
+    _reference_gemm(transa, transb, mm, nn, kk, b.reshape(-1), lda, a.reshape(-1), ldb, out, ldc)
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    np.testing.assert_allclose(out.reshape(m, n), expected, rtol=1e-12)
+
+
+def test_the_layer_gemms_map_to_the_expected_calls():
+    """z = x W^T, dW = dz^T x, dx = dz W for x (B, in), W (out, in): the op flags cuBLAS gets."""
+    B, n_in, n_out = 8, 5, 3
+    assert gemm_args((B, n_in), (n_out, n_in), trans_b=True)[:2] == (CUBLAS_OP_T, CUBLAS_OP_N)
+    assert gemm_args((B, n_out), (B, n_in), trans_a=True)[:2] == (CUBLAS_OP_N, CUBLAS_OP_T)
+    assert gemm_args((B, n_out), (n_out, n_in))[:2] == (CUBLAS_OP_N, CUBLAS_OP_N)
+
+
+def test_mismatched_inner_dimensions_are_refused():
+    with pytest.raises(ValueError, match="op\\(a\\) is 3x4 but op\\(b\\) is 5x2"):
+        gemm_args((3, 4), (5, 2))
