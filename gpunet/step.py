@@ -74,8 +74,9 @@ class StaticStep:
             if model.output != "identity":
                 return "cross_entropy needs the identity output (logits)"
         elif type(loss_fn) is not MSELoss:
-            return (f"the {loss_fn.name} loss has no static step" if type(loss_fn) in LOSSES.values()
-                    else f"{type(loss_fn).__name__} is not one of gpunet's own losses")
+            if type(loss_fn) in LOSSES.values():
+                return f"the {loss_fn.name} loss has no static step"
+            return f"{type(loss_fn).__name__} is not one of gpunet's own losses"
         if type(optimizer) not in (SGD, Adam, AdamW):
             return f"{type(optimizer).__name__} is not gpunet's SGD, Adam or AdamW"
         if optimizer.model is not model:

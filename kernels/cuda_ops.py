@@ -13,17 +13,20 @@ launch on cupy's current stream. Sums accumulate in the input dtype (float32 sta
 each thread adds a few dozen terms, the tree adds log2(threads) levels).
 
 Each kernel compiles on first use, once per (op, activation, dtype[, threads]), with an
-explicit signature; configured launchers are cached per grid, block and stream. numba's
-dispatch still costs ~80-150 us of host time per launch with cupy arrays (it rebuilds a
-device-array view of every argument). The next step, for a session with a GPU: keep the
-compiled kernel's cufunc and launch it through cuda.bindings' cuLaunchKernel with raw
-pointers, measured against cupy's ElementwiseKernel (~11 us) and checked under graph capture.
+explicit signature. With cupy arrays it is compiled to PTX by numba, loaded by CuPy and
+launched through CuPy with its flat parameter list (see "launching" below): numba's own
+dispatch costs ~80-150 us of host time per launch with cupy arrays (it rebuilds a
+device-array view of every argument), CuPy's launch about a tenth of that (to be measured:
+``scripts/bench_kernels.py`` reports host us per call). numba device arrays and the
+simulator go through numba's dispatcher, its configured launchers cached per grid, block and
+stream.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 import sys
 
 import numpy as np
@@ -301,9 +304,19 @@ def _compile(kind, *key):
 
 
 # --- launching -----------------------------------------------------------------------------
+# With cupy arrays on a GPU, a kernel launches through CuPy: numba compiles it to PTX once per
+# key and device, CuPy loads that as a module, and each call hands CuPy the kernel's flat
+# parameter list (numba passes an array as meminfo, parent, nitems, itemsize, data, shape...,
+# strides...). That skips numba's dispatcher, whose per-call conversion of every argument
+# costs ~100 us of host time (anchors.md). Anything else (numba device arrays, the simulator,
+# or a failure to build the CuPy launcher) goes through numba's own launch.
+
+RAW_LAUNCH = True
+"""Launch through CuPy when the arrays are cupy arrays (False: always numba's dispatcher)."""
 
 _streams = {}
 _launchers = {}
+_raw = {}
 
 
 def _stream_of(a):
@@ -321,15 +334,112 @@ def _stream_of(a):
     return ptr, stream
 
 
-def _launch(kernel, griddim, blockdim, like, *args):
-    """kernel[griddim, blockdim, stream](*args), the configured launcher cached."""
+_ENTRY = re.compile(r"\.(?:visible\s+)?\.entry\s+([\w$]+)\s*\((.*?)\)", re.S)
+_PARAM = re.compile(r"\.param\s+\.(\w+)")
+_SCALAR_PARAMS = {"float32": ("f32",), "float64": ("f64",), "int64": ("u64", "s64", "b64"),
+                  "int32": ("u32", "s32", "b32")}
+
+
+def ptx_entry(ptx):
+    """(name, [param type, ...]) of the one kernel entry in ``ptx`` (types like "u64")."""
+    entries = _ENTRY.findall(ptx)
+    if len(entries) != 1:
+        raise ValueError(f"expected one .entry in the PTX, found {len(entries)}")
+    name, params = entries[0]
+    return name, _PARAM.findall(params)
+
+
+def arg_plan(sig, params):
+    """How each Python argument of a kernel with numba signature ``sig`` becomes kernel
+    parameters: an int ndim for an array (5 + 2 ndim u64 parameters), else the numpy scalar
+    type. Checked against the PTX parameter types ``params``; ValueError if they disagree."""
+    from numba import types
+    from numba.core.sigutils import normalize_signature
+    from numba.np.numpy_support import as_dtype
+
+    plan, i = [], 0
+    for t in normalize_signature(sig)[0]:
+        if isinstance(t, types.Array):
+            n = 5 + 2 * t.ndim
+            if params[i:i + n] != ["u64"] * n:
+                raise ValueError(f"array {t} does not match PTX parameters {params[i:i + n]}")
+            plan.append(t.ndim)
+            i += n
+        else:
+            dtype = as_dtype(t)
+            if i >= len(params) or params[i] not in _SCALAR_PARAMS.get(dtype.name, ()):
+                raise ValueError(f"scalar {t} does not match PTX parameter "
+                                 f"{params[i] if i < len(params) else None}")
+            plan.append(dtype.type)
+            i += 1
+    if i != len(params):
+        raise ValueError(f"the PTX kernel has {len(params)} parameters, the signature {i}")
+    return tuple(plan)
+
+
+_NULL = np.uint64(0)
+
+
+def marshal(plan, args):
+    """The flat kernel parameters for ``args`` (cupy arrays; see ``arg_plan``)."""
+    out = []
+    for kind, a in zip(plan, args):
+        if kind.__class__ is int:
+            out += (_NULL, _NULL, np.int64(a.size), np.int64(a.itemsize), np.uint64(a.data.ptr))
+            out += [np.int64(n) for n in a.shape]
+            out += [np.int64(n) for n in a.strides]
+        else:
+            out.append(kind(a))
+    return out
+
+
+def _raw_kernel(key, cupy):
+    """The CuPy function for compile ``key`` on the current device, or None (after noting
+    why in ``RAW_ERRORS``) when it cannot be built: numba's launch is used instead."""
+    dev = cupy.cuda.Device()
+    cache_key = (key, dev.id)
+    got = _raw.get(cache_key, False)
+    if got is False:
+        try:
+            fn, sig = _SOURCES[key[0]](*key[1:])
+            compat.ensure_numpy_compat()
+            cc = tuple(int(c) for c in divmod(int(dev.compute_capability), 10))
+            ptx, _ = _numba_cuda().compile_ptx(fn, sig, cc=cc)
+            name, params = ptx_entry(ptx)
+            plan = arg_plan(sig, params)
+            module = cupy.cuda.function.Module()
+            module.load(ptx.encode() + b"\0")  # cuModuleLoadData reads a C string
+            got = (module.get_function(name), plan, module)
+        except Exception as e:
+            RAW_ERRORS[key] = f"{type(e).__name__}: {e}"
+            got = None
+        _raw[cache_key] = got
+    return got
+
+
+RAW_ERRORS = {}
+"""compile key -> why that kernel launches through numba's dispatcher on the GPU."""
+
+
+def _launch(key, griddim, blockdim, like, *args):
+    """Launch the kernel compiled for ``key`` (see ``_compile``) on cupy's current stream
+    when ``like`` is a cupy array, else on numba's default stream."""
     if _simulating():
         # The simulator's kernel[...] configures the kernel object itself: no caching.
-        kernel[griddim, blockdim](*args)
+        _compile(*key)[griddim, blockdim](*args)
         return
+    cupy = sys.modules.get("cupy")
+    if RAW_LAUNCH and cupy is not None and isinstance(like, cupy.ndarray):
+        raw = _raw_kernel(key, cupy)
+        if raw is not None:
+            fn, plan, _ = raw
+            fn(griddim if isinstance(griddim, tuple) else (griddim,),
+               blockdim if isinstance(blockdim, tuple) else (blockdim,), marshal(plan, args))
+            return
+    kernel = _compile(*key)
     ptr, stream = _stream_of(like)
-    key = (kernel, griddim, blockdim, ptr)
-    launcher = _launchers.get(key)
+    cache_key = (kernel, griddim, blockdim, ptr)
+    launcher = _launchers.get(cache_key)
     if launcher is None:
         if len(_launchers) > 4096:
             _launchers.clear()
@@ -337,7 +447,7 @@ def _launch(kernel, griddim, blockdim, like, *args):
             launcher = kernel[griddim, blockdim]
         else:
             launcher = kernel[griddim, blockdim, stream]
-        _launchers[key] = launcher
+        _launchers[cache_key] = launcher
     launcher(*args)
 
 
@@ -370,9 +480,8 @@ def act_forward(name, z, out, slope):
     """
     _, dtype = _checks.act_forward(name, z, out, slope, None)
     if z.size:
-        kernel = _compile("act_forward", name, dtype)
         _launch(
-            kernel, _flat_grid(z.size), ELEMENTWISE_THREADS, z,
+            ("act_forward", name, dtype), _flat_grid(z.size), ELEMENTWISE_THREADS, z,
             z.reshape(-1), out.reshape(-1), dtype.type(slope),
         )
     return out
@@ -387,10 +496,10 @@ def bias_act_forward(name, z, b, out, slope):
     _, dtype = _checks.bias_act_forward(name, z, b, out, slope, None)
     rows, cols = z.shape
     if z.size:
-        kernel = _compile("bias_act_forward", name, dtype)
         gx = min(-(-cols // ELEMENTWISE_THREADS), MAX_BLOCKS)
         gy = min(rows, max(1, MAX_BLOCKS // gx), 65535)
-        _launch(kernel, (gx, gy), ELEMENTWISE_THREADS, z, z, b, out, dtype.type(slope))
+        _launch(("bias_act_forward", name, dtype), (gx, gy), ELEMENTWISE_THREADS, z,
+                z, b, out, dtype.type(slope))
     return out
 
 
@@ -405,9 +514,8 @@ def act_backward(name, dy, x, y, out, slope):
     """
     _, dtype, src = _checks.act_backward(name, dy, x, y, out, slope, None)
     if dy.size:
-        kernel = _compile("act_backward", name, dtype)
         _launch(
-            kernel, _flat_grid(dy.size), ELEMENTWISE_THREADS, dy,
+            ("act_backward", name, dtype), _flat_grid(dy.size), ELEMENTWISE_THREADS, dy,
             dy.reshape(-1), src.reshape(-1), out.reshape(-1), dtype.type(slope),
         )
     return out
@@ -418,7 +526,7 @@ def _rowwise(op, x, out, reduced=False):
     rows, cols = x.shape
     if rows:
         threads = _row_threads(cols)
-        _launch(_compile("rowwise", op, dtype, threads), rows, threads, x, x, out)
+        _launch(("rowwise", op, dtype, threads), rows, threads, x, x, out)
     return out
 
 
@@ -473,9 +581,8 @@ def softmax_cross_entropy(logits, labels, loss_out, dlogits_out, scale):
     rows, cols = logits.shape
     if rows:
         threads = _row_threads(cols)
-        kernel = _compile("softmax_cross_entropy", dtype, label_dtype, threads)
         _launch(
-            kernel, rows, threads, logits,
+            ("softmax_cross_entropy", dtype, label_dtype, threads), rows, threads, logits,
             logits, labels, loss_out, dlogits_out, dtype.type(scale),
         )
     return loss_out, dlogits_out

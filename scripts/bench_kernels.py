@@ -334,10 +334,29 @@ def gpu_benchmarks(cupy, reps, n=1 << 28, row_shapes=((65536, 1000), (8192, 3200
     small = cupy.random.standard_normal(small, dtype=cupy.float32)
     small_out = cupy.empty_like(small)
     host = {}
+    logits = cupy.random.standard_normal((128, 10), dtype=cupy.float32)
+    labels = cupy.zeros(128, dtype=cupy.int64)
+    loss_rows, dlogits = cupy.empty(128, dtype=cupy.float32), cupy.empty_like(logits)
+
+    def numba_dispatch(fn):  # the same call through numba's dispatcher instead of CuPy
+        def run():
+            cuda_ops.RAW_LAUNCH = False
+            try:
+                fn()
+            finally:
+                cuda_ops.RAW_LAUNCH = True
+        return run
+
+    relu_bwd = lambda: cuda_ops.act_backward("relu", small, small, None, small_out, 0.0)  # noqa: E731
+    ce = lambda: cuda_ops.softmax_cross_entropy(logits, labels, loss_rows, dlogits, 1 / 128)  # noqa: E731
     calls = {
         "cuda_ops.act_forward relu": lambda: cuda_ops.act_forward("relu", small, small_out, 0.0),
-        "cuda_ops.act_backward relu": lambda: cuda_ops.act_backward("relu", small, small, None, small_out, 0.0),
+        "cuda_ops.act_backward relu": relu_bwd,
+        "cuda_ops.act_backward relu, numba dispatch": numba_dispatch(relu_bwd),
+        "cuda_ops.softmax_cross_entropy 128x10": ce,
+        "cuda_ops.softmax_cross_entropy 128x10, numba dispatch": numba_dispatch(ce),
         "cupy ElementwiseKernel-backed cupy.maximum": lambda: cupy.maximum(small, 0, out=small_out),
+        "cupy relu backward dy * (z > 0) (gpunet's array-module op)": lambda: small * (small > 0),
     }
     for label, fn in calls.items():
         for _ in range(20):
@@ -349,6 +368,8 @@ def gpu_benchmarks(cupy, reps, n=1 << 28, row_shapes=((65536, 1000), (8192, 3200
         host[label] = (time.perf_counter() - t) / 1000 * 1e6
         cupy.cuda.get_current_stream().synchronize()
     rows.append({"op": f"host us per call, {small.size} elements", **host})
+    for key, why in cuda_ops.RAW_ERRORS.items():  # these launched through numba's dispatcher
+        print(f"warning: no CuPy launch for {key}: {why}", file=sys.stderr)
     dev = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     return {"device": dev["name"].decode() if isinstance(dev["name"], bytes) else dev["name"], "rows": rows}
 

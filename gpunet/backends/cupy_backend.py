@@ -78,8 +78,10 @@ _ADAM_IN = ("T g, raw float64 h, float64 beta1, float64 beta2, float64 eps, "
 class CupyBackend(KernelOps, Backend):
     name = "cupy"
     kernel_module = "cuda_ops"
-    # A numba.cuda launch still costs ~100 us of host time (anchors.md) against ~10 us for a
-    # CuPy op, so small arrays stay on CuPy's ops until the low-level launch path lands.
+    # Arrays below this size use CuPy's ops. A numba dispatcher launch costs ~100 us of host
+    # time (anchors.md); cuda_ops now launches through CuPy instead, which should make the
+    # fused kernels cheaper than CuPy's multi-op paths at every size: lower this once a GPU
+    # run of scripts/bench_kernels.py has measured the host cost per call.
     kernel_min_size = 1 << 18
 
     def __init__(self, cupy_module):

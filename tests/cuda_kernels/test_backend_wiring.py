@@ -145,3 +145,19 @@ def test_static_step_writes_through_the_kernels_into_its_buffers(SIM, activation
     for k, ref in runs["plain"][0].items():
         np.testing.assert_allclose(runs[SIM.name][0][k], ref, rtol=1e-12, atol=1e-14, err_msg=k)
     assert SIM._kernels_off == ""
+
+
+def test_cupy_arrays_launch_through_cupy_not_numbas_dispatcher():
+    """On a GPU, cupy arrays take the CuPy launch path (flat parameters, no numba dispatch)."""
+    if MODE != "gpu" or not CUPY_OK:
+        pytest.skip(CUPY_REASON if MODE == "gpu" else "needs a GPU and cupy")
+    import cupy
+
+    from gpunet.kernels import cuda_ops
+
+    z = np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32)
+    out = cupy.full(z.shape, cupy.nan, dtype=cupy.float32)
+    cuda_ops.act_forward("sigmoid", cupy.asarray(z), out, 0.0)
+    key = (("act_forward", "sigmoid", np.dtype(np.float32)), cupy.cuda.Device().id)
+    assert cuda_ops._raw.get(key), cuda_ops.RAW_ERRORS
+    np.testing.assert_allclose(out.get(), 1 / (1 + np.exp(-z.astype(np.float64))), rtol=2e-6)

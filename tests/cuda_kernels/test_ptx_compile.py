@@ -59,6 +59,34 @@ SCRIPT = textwrap.dedent(
         if "float32" in key and f64_math.search(ptx):
             print(f"F64 {key}: {f64_math.search(ptx).group(0).strip()}")
             sys.exit(5)
+        # The CuPy launch path hands the kernel a flat parameter list: it must match the
+        # PTX entry's parameters one for one, in count and type.
+        name, params = cuda_ops.ptx_entry(ptx)
+        plan = cuda_ops.arg_plan(sig, params)
+        fakes, expect = [], []
+        from numba.core.sigutils import normalize_signature
+
+        for j, t in enumerate(normalize_signature(sig)[0]):
+            if hasattr(t, "ndim"):
+                shape = tuple(3 + k for k in range(t.ndim))
+                item = numpy.dtype(str(t.dtype)).itemsize
+                strides = tuple(int(numpy.prod(shape[k + 1:])) * item for k in range(t.ndim))
+                ptr = 0x7F0000000000 + 0x1000 * j
+                fakes.append(types.SimpleNamespace(
+                    shape=shape, strides=strides, size=int(numpy.prod(shape)), itemsize=item,
+                    data=types.SimpleNamespace(ptr=ptr)))
+                expect += [0, 0, int(numpy.prod(shape)), item, ptr, *shape, *strides]
+            else:
+                fakes.append(0.25)
+                expect.append(0.25)
+        flat = cuda_ops.marshal(plan, fakes)
+        kinds = {"u64": (numpy.uint64, numpy.int64), "f32": (numpy.float32,),
+                 "f64": (numpy.float64,)}
+        if len(flat) != len(params) or any(
+                type(v) not in kinds.get(p, ()) for v, p in zip(flat, params)) or [
+                    int(v) if p == "u64" else float(v) for v, p in zip(flat, params)] != expect:
+            print(f"ABI {key}: {params} <- {[type(v).__name__ for v in flat]}")
+            sys.exit(6)
         compiled += 1
     print(f"OK {compiled}")
     '''
@@ -79,6 +107,8 @@ def run_script(mode):
 
 
 def test_every_kernel_compiles_to_ptx_without_float64_in_float32_kernels():
+    """... and the flat parameters of the CuPy launch path match each PTX entry (count, type,
+    value: meminfo, parent, nitems, itemsize, data pointer, shape, strides per array)."""
     proc, last = run_script("guard")
     assert proc.returncode == 0 and last.startswith("OK"), proc.stdout + proc.stderr
     assert int(last.split()[1]) == 40  # (5 activations x 3 ops + 3 row ops + 2 label dtypes) x 2
