@@ -531,7 +531,11 @@ def cmd_info(args) -> int:
     if usable:
         from .backends import get_backend
 
-        print(f"cupy: usable on {get_backend('cupy').device_name}")
+        cupy_backend = get_backend("cupy")
+        print(f"cupy: usable on {cupy_backend.device_name}")
+        graphs = ("yes (gpunet's own cuBLAS handle)" if cupy_backend.cublas() is not None
+                  else "no (see the notice above): the cupy backend steps eagerly")
+        print(f"cuda graphs: {graphs}")
     else:
         print(f"cupy: not usable: {why}")
     kernels = "off (GPUNET_KERNELS=0)" if os.environ.get("GPUNET_KERNELS", "1").strip() == "0" \

@@ -104,17 +104,21 @@ class StaticStep:
             self.y = xp.empty((n, model.sizes[-1]), dtype=dtype)
         self.backend = backend
         self.x = xp.empty((n, model.sizes[0]), dtype=dtype)
-        self.z, self.a, self.g, self.grads = [], [], [], {}
+        # One buffer per layer holds z, then y = f(z) in place, then dJ/dz in place: every
+        # activation here but a leaky_relu with a negative slope can take its backward from y
+        # (relu'(z) = [y > 0]), so z need not outlive the forward. dJ/dy arrives in one of two
+        # scratch buffers that take turns down the layers (the GEMM dJ/dh = dz W must not
+        # write over its input).
+        self.z, self.a, self.grads = [], [], {}
         for lin, act in zip(model.layers[0::2], model.layers[1::2]):
-            z = xp.empty((n, lin.out_features), dtype=dtype)
-            self.z.append(z)
-            self.a.append(z if act.name == "identity" else xp.empty_like(z))
-            self.g.append(xp.empty_like(z))  # dJ/dy of this layer, then dJ/dz in place
+            a = xp.empty((n, lin.out_features), dtype=dtype)
+            self.a.append(a)
+            self.z.append(a if _backward_from_output(act) else xp.empty_like(a))
             self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
             self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
+        widest = n * max(model.sizes[1:])
+        self._scratch = (xp.empty(widest, dtype=dtype), xp.empty(widest, dtype=dtype))
         self.loss_rows = xp.empty(n, dtype=dtype)
-        self.squares = xp.empty((n, model.sizes[-1]), dtype=dtype) \
-            if isinstance(self.loss_fn, MSELoss) else None
         self.loss = xp.zeros((), dtype=dtype)
         self.correct = xp.zeros((), dtype=np.int64)
         if self.count_correct:
@@ -136,19 +140,26 @@ class StaticStep:
 
     # -- the step -------------------------------------------------------------------------------
 
+    def _scratch_for(self, i, cols):
+        """Scratch buffer ``i % 2`` as a (batch, cols) array."""
+        return self._scratch[i % 2][:self.batch_size * cols].reshape(self.batch_size, cols)
+
     def _body(self):
         backend, xp, params = self.backend, self.backend.xp, self.params
         layers = self.model.layers
+        last = len(self.a) - 1
         h = self.x
         for i, (lin, act) in enumerate(zip(layers[0::2], layers[1::2])):
             z = self.z[i]
             backend.matmul(h, params[lin.weight], z, trans_b=True)  # z = h W^T
-            xp.add(z, params[lin.bias], out=z)
-            if act.name != "identity":
+            if z is self.a[i]:  # y = f(z + b) over z, one pass
+                backend.bias_act_forward(act.name, z, params[lin.bias], act.slope)
+            else:
+                xp.add(z, params[lin.bias], out=z)
                 backend.act_forward(act.name, z, act.slope, out=self.a[i])
             h = self.a[i]
-        g = self.g[-1]
         n_out = h.shape[1]
+        g = self._scratch_for(last, n_out)  # dJ/dy_hat
         if isinstance(self.loss_fn, CrossEntropyLoss):
             scale = self.loss_fn._scale(self.batch_size)
             backend.softmax_cross_entropy(h, self.y, scale, out=(self.loss_rows, g))
@@ -156,25 +167,28 @@ class StaticStep:
             xp.multiply(self.loss, scale, out=self.loss)
         else:  # MSE: J = scale sum (y_hat - y)^2, dJ/dy_hat = 2 scale (y_hat - y)
             scale = self.loss_fn._scale(self.batch_size * n_out)
+            squares = self._scratch_for(last + 1, n_out)
             xp.subtract(h, self.y, out=g)
-            xp.multiply(g, g, out=self.squares)
-            self.squares.sum(out=self.loss)
+            xp.multiply(g, g, out=squares)
+            squares.sum(out=self.loss)
             xp.multiply(self.loss, scale, out=self.loss)
             xp.multiply(g, 2 * scale, out=g)
         if self.count_correct:
             xp.argmax(h, axis=1, out=self.pred)
             xp.equal(self.pred, self.y, out=self.hit)
             self.hit.sum(out=self.correct)
-        for i in range(len(self.z) - 1, -1, -1):
+        for i in range(last, -1, -1):
             lin, act = layers[2 * i], layers[2 * i + 1]
-            if act.name != "identity":
-                backend.act_backward(act.name, g, self.z[i], self.a[i], act.slope, out=g)
+            dz = g
+            if act.name != "identity":  # dJ/dz = dJ/dy f'(z), over y (or z) in place
+                dz = backend.act_backward(act.name, g, self.z[i], self.a[i], act.slope,
+                                          out=self.z[i])
             h_in = self.a[i - 1] if i else self.x
-            backend.matmul(g, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
-            g.sum(axis=0, out=self.grads[lin.bias])
+            backend.matmul(dz, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
+            dz.sum(axis=0, out=self.grads[lin.bias])
             if i:
-                backend.matmul(g, params[lin.weight], self.g[i - 1])  # dJ/dh = dz W
-                g = self.g[i - 1]
+                g = self._scratch_for(i - 1, lin.in_features)
+                backend.matmul(dz, params[lin.weight], g)  # dJ/dh = dz W
         backend.tick_hyper(self.optimizer._hyper)
         self.optimizer.apply(self.grads)
 
@@ -219,3 +233,8 @@ class StaticStep:
             return self._body
         self.captured = replay != self._body  # (bound methods compare equal, never identical)
         return replay
+
+
+def _backward_from_output(act) -> bool:
+    """Whether f'(z) can be read off y = f(z), so that y may overwrite z."""
+    return act.name != "leaky_relu" or act.slope >= 0

@@ -114,6 +114,25 @@ def test_numpy_kernels_equal_the_numpy_math(name, dtype):
     assert fast._kernels_off == ""
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("shape", [(3, 5), (37, 300), (600, 513)])
+def test_bias_act_forward_in_place(backend, name, dtype, shape):
+    """z <- f(z + b) over z itself, against a float64 reference, on sizes on both sides of the
+    GPU kernel threshold (2^18 elements) and ragged against any block size."""
+    rng = np.random.default_rng(shape[1])
+    z = (rng.standard_normal(shape) * 3).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    s = (z + b).astype(np.float64)  # the sum rounded in dtype, as the op and torch round it
+    ref = {"identity": s, "relu": np.maximum(s, 0), "leaky_relu": np.where(s > 0, s, 0.1 * s),
+           "sigmoid": 1 / (1 + np.exp(-s)), "tanh": np.tanh(s)}[name]
+    zd = backend.asarray(z)
+    got = backend.bias_act_forward(name, zd, backend.asarray(b), 0.1)
+    assert got is zd
+    tol = dict(rtol=4e-7, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(backend.to_host(zd), ref, **tol)
+
+
 def test_a_kernel_that_cannot_run_falls_back_once_with_a_notice(monkeypatch, capsys):
     b = NumpyBackend()
     from gpunet.kernels import cpu_ops

@@ -72,6 +72,25 @@ def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     assert step.captured == (backend.name == "cupy")
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])
+def test_leaky_relu_of_any_slope(backend, slope):
+    """y = f(z) overwrites z unless f'(z) cannot be read off y (a negative slope)."""
+    runs = []
+    for static in (False, True):
+        model = gn.MLP(SIZES, activation="leaky_relu", backend=backend.name, seed=2, slope=slope)
+        opt = gn.SGD(model, lr=0.05, momentum=0.5)
+        _, _, loss, x, y = _setup(backend.name, "sgd", "mse")
+        step = StaticStep(model, loss, opt, BATCH) if static else None
+        for rows in _batches(4):
+            idx = model.backend.asarray(rows)
+            if static:
+                step(x, y, idx)
+            else:
+                model.train_step(x[idx], y[idx], loss, opt)
+        runs.append(model)
+    _assert_same(runs[0], runs[1], backend.name)
+
+
 def test_the_correct_count_is_that_of_the_batch_before_the_update(backend):
     model, opt, loss, x, y = _setup(backend.name, "adam", "ce")
     step = StaticStep(model, loss, opt, BATCH, count_correct=True)

@@ -85,6 +85,15 @@ class Backend:
         """y = f(z) for the named activation (see gpunet.activations), into ``out`` if given."""
         return _into(self.xp, get_activation(name).forward(self.xp, z, slope), out)
 
+    def bias_act_forward(self, name, z, b, slope=DEFAULT_SLOPE):
+        """z = f(z + b) in place, for z (B, out) straight from the GEMM and b (out,); returns z.
+
+        One pass where a backend has the fused kernel; for the layers whose f'(z) can be read
+        off y = f(z) (gpunet.step keeps a single buffer per layer for them).
+        """
+        self.xp.add(z, b, out=z)
+        return z if name == "identity" else self.act_forward(name, z, slope, out=z)
+
     def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE, out=None):
         """dJ/dz = dJ/dy * f'(z), reading the pre-activation z or the saved output y; into
         ``out`` if given (``out`` may be ``dy``)."""

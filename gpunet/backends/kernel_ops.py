@@ -108,6 +108,14 @@ class KernelOps:
                 return self.softmax(z)
         return super().act_forward(name, z, slope, out)
 
+    def bias_act_forward(self, name, z, b, slope=DEFAULT_SLOPE):
+        if (name in KERNEL_ACTIVATIONS and name != "identity" and self.kernels is not None
+                and z.ndim == 2 and self._fit(z) and self._is(b, z.dtype, z.shape[1:])):
+            got = self._run("bias_act_forward", name, z, b, z, slope)
+            if got is not None:
+                return got
+        return super().bias_act_forward(name, z, b, slope)
+
     def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE, out=None):
         if name in KERNEL_ACTIVATIONS and self.kernels is not None \
                 and self._fit(dy, z, y, *(() if out is None else (out,))):
