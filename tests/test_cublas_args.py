@@ -57,3 +57,85 @@ def test_the_layer_gemms_map_to_the_expected_calls():
 def test_mismatched_inner_dimensions_are_refused():
     with pytest.raises(ValueError, match="op\\(a\\) is 3x4 but op\\(b\\) is 5x2"):
         gemm_args((3, 4), (5, 2))
+
+
+class _FakeLib:
+    """Stands in for libcublas: records the calls, computes the GEMM with the reference."""
+
+    def __init__(self, memory):
+        self.calls = []
+        self.memory = memory  # pointer -> flat numpy buffer
+
+    def __getattr__(self, name):
+        if not name.startswith("cublas"):
+            raise AttributeError(name)
+        fake = self
+
+        class _Fn:
+            argtypes = restype = None
+
+            def __call__(self, *args):
+                fake.calls.append((name, args))
+                if name == "cublasCreate_v2":
+                    args[0]._obj.value = 0xAB
+                elif name in ("cublasSgemm_v2", "cublasDgemm_v2"):
+                    h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc = args
+                    assert alpha._obj.value == 1 and beta._obj.value == 0
+                    _reference_gemm(ta, tb, m, n, k, fake.memory[A], lda, fake.memory[B], ldb,
+                                    fake.memory[C], ldc)
+                return 0
+
+        fn = _Fn()
+        setattr(self, name, fn)
+        return fn
+
+
+class _FakeArray:
+    """A C-contiguous device array as Cublas sees it: shape, dtype and data.ptr."""
+
+    def __init__(self, a, memory):
+        self.host = np.ascontiguousarray(a)
+        self.shape, self.dtype = self.host.shape, self.host.dtype
+        self.data = type("Mem", (), {"ptr": 0x1000 * (len(memory) + 1)})()
+        memory[self.data.ptr] = self.host.reshape(-1)
+
+
+def test_cublas_gemm_passes_b_then_a_and_binds_each_new_stream_once(monkeypatch):
+    from types import SimpleNamespace
+
+    from gpunet.backends import cublas as cb
+
+    memory = {}
+    lib = _FakeLib(memory)
+    monkeypatch.setattr(cb, "_load_library", lambda: lib)
+    stream = SimpleNamespace(ptr=0)
+    fake_cupy = SimpleNamespace(
+        uint8=np.uint8,
+        empty=lambda n, dtype: _FakeArray(np.zeros(n, dtype), memory),
+        cuda=SimpleNamespace(get_current_stream=lambda: stream))
+    blas = cb.Cublas(fake_cupy)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for ta in (False, True):
+            for tb in (False, True):
+                a = rng.standard_normal((7, 3) if ta else (3, 7)).astype(dtype)
+                b = rng.standard_normal((5, 7) if tb else (7, 5)).astype(dtype)
+                out = _FakeArray(np.full((3, 5), np.nan, dtype), memory)
+                assert blas.gemm(_FakeArray(a, memory), _FakeArray(b, memory), out, ta, tb) is out
+                expected = (a.T if ta else a) @ (b.T if tb else b)
+                np.testing.assert_allclose(out.host, expected, rtol=1e-6)
+        stream.ptr = 0x5000  # a capture stream, say: bind once more, workspace again
+    names = [c[0] for c in lib.calls]
+    assert names.count("cublasCreate_v2") == 1
+    binds = [c[1][1] for c in lib.calls if c[0] == "cublasSetStream_v2"]
+    assert binds == [0, 0x5000]
+    # every bind is followed by the workspace: cublasSetStream resets it
+    for i, name in enumerate(names):
+        if name == "cublasSetStream_v2":
+            assert names[i + 1] == "cublasSetWorkspace_v2"
+            assert lib.calls[i + 1][1][2] == cb.WORKSPACE_BYTES
+    assert names.count("cublasSgemm_v2") == names.count("cublasDgemm_v2") == 4
+    with pytest.raises(ValueError, match="out is"):
+        blas.gemm(_FakeArray(np.ones((2, 3), np.float32), memory),
+                  _FakeArray(np.ones((3, 4), np.float32), memory),
+                  _FakeArray(np.ones((4, 2), np.float32), memory))
