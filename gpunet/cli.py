@@ -152,14 +152,16 @@ def main(argv=None) -> int:
     from .train import TrainingInterrupted
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
+    if argv[:1] == ["bench"]:  # its own flags (gpunet bench --help); the errors below
         from .bench import main as bench_main
 
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+        command, args = (lambda _: bench_main(argv[1:])), None
+    else:
+        args = build_parser().parse_args(argv)
+        command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                   "gradcheck": cmd_gradcheck, "info": cmd_info}[args.command]
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "gradcheck": cmd_gradcheck, "info": cmd_info}[args.command](args)
+        return command(args)
     except GpunetError as e:
         print(f"gpunet: error: {e}", file=sys.stderr)
         return 1

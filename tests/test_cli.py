@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import gpunet as gn
@@ -65,6 +66,25 @@ def test_save_then_evaluate_reproduces_the_test_metrics(tmp_path, capsys):
     assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
     model = load_checkpoint(ckpt).build_model("numpy")
     assert model.sizes == [13, 16, 8, 3]
+
+
+@pytest.mark.parametrize("dataset, optimizer", [("wine", "sgd"), ("diabetes", "adam")])
+def test_no_graph_trains_to_the_same_weights(tmp_path, dataset, optimizer):
+    """--no-graph steps eagerly; the default static step gives the same numbers."""
+    runs = []
+    for flags in ([], ["--no-graph"]):
+        ckpt, m = tmp_path / f"c{len(runs)}.npz", tmp_path / f"m{len(runs)}.json"
+        assert main(["train", "--dataset", dataset, "--epochs", "3", "--backend", "numpy",
+                     "--quiet", "--optimizer", optimizer, "--momentum", "0.9"
+                     if optimizer == "sgd" else "0", "--batch-size", "16", "--save", str(ckpt),
+                     "--metrics-json", str(m), *flags]) == 0
+        runs.append((load_checkpoint(ckpt).params, json.loads(m.read_text())))
+    (p1, m1), (p2, m2) = runs
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in m1["history"]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in m2["history"]]
 
 
 def test_regression_reports_mse_and_r2(tmp_path):
@@ -160,3 +180,14 @@ def test_an_unwritable_predict_output_is_one_line(tmp_path, capsys):
                  str(blocker / "p.csv")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpunet: error:")
+
+
+def test_bench_on_an_unusable_backend_is_one_line(monkeypatch, capsys):
+    from gpunet import backends
+
+    monkeypatch.setattr(backends, "_cupy_probe", (None, "CuPy is not installed (test)"))
+    monkeypatch.setattr(backends, "_instances", {})
+    assert main(["bench", "--backend", "cupy", "--config", "small"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("gpunet: error: the cupy backend is unavailable: CuPy is not "
+                           "installed (test)")

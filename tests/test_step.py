@@ -206,7 +206,11 @@ def test_a_batch_of_another_size_is_refused():
     ("wine", gn.CrossEntropyLoss, True), ("sine", gn.MSELoss, True),
     ("wine", gn.CrossEntropyLoss, False),
 ])
-def test_fit_with_and_without_graphs_trains_the_same(backend, name, loss, ragged):
+def test_fit_with_and_without_graphs_trains_the_same(backend, name, loss, ragged, monkeypatch):
+    calls = []
+    inner = StaticStep.__call__
+    monkeypatch.setattr(StaticStep, "__call__",
+                        lambda self, *a, **k: calls.append(1) or inner(self, *a, **k))
     spec = DataSpec(name, seed=2, val_fraction=0.2, test_fraction=0.2)
     data = load_data(spec)
     n_train = len(data.x_train)
@@ -221,6 +225,7 @@ def test_fit_with_and_without_graphs_trains_the_same(backend, name, loss, ragged
                 graph=graph)
         runs.append((model, h))
     (a, ha), (b, hb) = runs
+    assert len(calls) == 3 * (n_train // batch)  # every full batch, and only with graph=True
     _assert_same(a, b, backend.name)
     for ra, rb in zip(ha, hb):
         for k in ra:
