@@ -1,8 +1,8 @@
 """A training step on fixed buffers, replayed as one CUDA graph on the GPU.
 
 ``StaticStep(model, loss_fn, optimizer, batch_size)`` owns every array that one step of that
-batch size touches: the input and target buffers, each layer's z and y = f(z), the gradient
-buffers and the loss. Its body runs forward, loss, backward and the optimiser update through
+batch size touches: the input and target buffers, one buffer per layer (z, then y = f(z), then
+dJ/dz), two scratch buffers for dJ/dy, the gradients and the loss. Its body runs forward, loss, backward and the optimiser update through
 the backend's ops, writing only into those arrays, so it can be recorded once and replayed:
 
 - on the CuPy backend the first call runs the body eagerly (every kernel compiles, the
@@ -14,8 +14,10 @@ the backend's ops, writing only into those arrays, so it can be recorded once an
 - on the NumPy backend ``Backend.capture`` returns the body itself: each call runs it, with no
   allocation inside the step.
 
-The eager path (``MLP.train_step``) and this one call the same backend ops in the same order,
-so they agree to the bit on one backend (``tests/test_step.py``).
+The eager path (``MLP.train_step``) and this one round the same operations the same way (this
+one fuses the bias add into the activation's pass, which rounds z + b as the eager add does),
+so they agree to the bit on the CPU and within float rounding on the GPU
+(``tests/test_step.py``).
 
 Supported: elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
 with an identity output, ``MSELoss``; SGD, Adam, AdamW. ``StaticStep.unsupported`` names what
