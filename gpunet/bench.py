@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from .errors import ConfigError
+
 #: name -> (sizes, batch, gpu_only)
 CONFIGS = {
     "small": ([784, 256, 10], 128, False),
@@ -82,11 +84,13 @@ def _time_round(step, steps, sync):
 
 
 def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
-        rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, log=print) -> dict:
+        rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, tf32=False,
+        log=print) -> dict:
     """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
 
     ``graph``: gpunet steps through ``gpunet.step.StaticStep`` (a CUDA graph replay on the
     GPU, fixed buffers on the CPU), as ``fit`` does; False times the eager ``train_step``.
+    ``tf32``: both libraries may run float32 GEMMs on TF32 tensor cores (GPU only).
     """
     import gpunet as gn
 
@@ -100,9 +104,11 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
         if torch_threads:
             torch.set_num_threads(torch_threads)
         if gpu:
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+            torch.backends.cudnn.allow_tf32 = bool(tf32)
     device = "cuda" if gpu else "cpu"
+    if tf32 and not backend.set_tf32(True):
+        raise ConfigError(f"--tf32 needs a GPU backend, not {backend.name}")
 
     def sync_gn():
         backend.synchronize()
@@ -119,7 +125,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
             continue
         for optimizer in optimizers:
             n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
-            row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer}
+            row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
+                   "tf32": bool(tf32)}
             if gpu:  # each row's memory is its own
                 backend.xp.get_default_memory_pool().free_all_blocks()
                 if torch is not None:
@@ -160,7 +167,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
 
 
 def _format_row(r) -> str:
-    s = (f"{r['config']:<7} {r['optimizer']:<5} B={r['batch']:<5} {r['path']:<6} "
+    s = (f"{r['config']:<7} {r['optimizer']:<5} B={r['batch']:<5} "
+         f"{r['path'] + (' tf32' if r.get('tf32') else ''):<11} "
          f"gpunet {r['gpunet_ms']:9.3f} ms"
          f"  {r['gpunet_samples_per_s']:12.0f} samples/s")
     if "torch_ms" in r:
@@ -193,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-graph", dest="graph", action="store_false",
                    help="time the eager train_step instead of the static / CUDA-graph step")
+    p.add_argument("--tf32", action="store_true",
+                   help="float32 GEMMs on TF32 tensor cores, in both libraries (GPU only)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     import gpunet as gn
@@ -200,7 +210,7 @@ def main(argv=None) -> int:
     gpu = gn.get_backend(args.backend).name == "cupy"
     configs = args.config or (["small", "medium", "large"] if gpu else ["small", "medium"])
     result = run(args.backend, configs, args.optimizer or ["sgd", "adam"], rounds=args.rounds,
-                 steps=args.steps, torch_threads=args.threads, graph=args.graph,
+                 steps=args.steps, torch_threads=args.threads, graph=args.graph, tf32=args.tf32,
                  log=lambda s: print(s, flush=True))
     if args.json:
         from .checkpoint import atomic_write

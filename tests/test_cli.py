@@ -191,3 +191,14 @@ def test_bench_on_an_unusable_backend_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.strip() == ("gpunet: error: the cupy backend is unavailable: CuPy is not "
                            "installed (test)")
+
+
+def test_tf32_is_a_no_op_with_a_notice_on_the_cpu(tmp_path, capsys):
+    m1, m2 = tmp_path / "a.json", tmp_path / "b.json"
+    for m, flags in ((m1, ["--tf32"]), (m2, [])):
+        assert main(["train", "--dataset", "iris", "--epochs", "2", "--backend", "numpy",
+                     "--quiet", "--metrics-json", str(m), *flags]) == 0
+    assert "gpunet: --tf32 has no effect on the numpy backend" in capsys.readouterr().err
+    assert json.loads(m1.read_text())["test_loss"] == json.loads(m2.read_text())["test_loss"]
+    assert main(["bench", "--backend", "numpy", "--tf32"]) == 1
+    assert "--tf32 needs a GPU backend, not numpy" in capsys.readouterr().err

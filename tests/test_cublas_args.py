@@ -101,6 +101,7 @@ class _FakeArray:
 
 
 def test_cublas_gemm_passes_b_then_a_and_binds_each_new_stream_once(monkeypatch):
+    """... and set_tf32 switches the handle's math mode."""
     from types import SimpleNamespace
 
     from gpunet.backends import cublas as cb
@@ -135,6 +136,10 @@ def test_cublas_gemm_passes_b_then_a_and_binds_each_new_stream_once(monkeypatch)
             assert names[i + 1] == "cublasSetWorkspace_v2"
             assert lib.calls[i + 1][1][2] == cb.WORKSPACE_BYTES
     assert names.count("cublasSgemm_v2") == names.count("cublasDgemm_v2") == 4
+    blas.set_tf32(True)
+    blas.set_tf32(False)
+    assert [c[1][1] for c in lib.calls if c[0] == "cublasSetMathMode"] == [
+        cb.CUBLAS_TF32_TENSOR_OP_MATH, cb.CUBLAS_DEFAULT_MATH]
     with pytest.raises(ValueError, match="out is"):
         blas.gemm(_FakeArray(np.ones((2, 3), np.float32), memory),
                   _FakeArray(np.ones((3, 4), np.float32), memory),

@@ -104,3 +104,21 @@ def test_a_replayed_step_allocates_nothing_and_matches_the_cpu(cupy_backend):
     np.testing.assert_allclose(runs["cupy"][1], runs["numpy"][1], rtol=1e-4)
     for k, v in runs["numpy"][0].items():
         np.testing.assert_allclose(runs["cupy"][0][k], v, rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+def test_tf32_products_stay_within_tf32_rounding(cupy_backend):
+    cp = cupy_backend.xp
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((256, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 384)).astype(np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    out = cp.empty((256, 384), dtype=cp.float32)
+    try:
+        cupy_backend.set_tf32(True)
+        cupy_backend.matmul(cp.asarray(a), cp.asarray(b), out)
+    finally:
+        cupy_backend.set_tf32(False)
+    # inputs rounded to 10 mantissa bits: ~2^-11 relative per product, sqrt(k) growth
+    np.testing.assert_allclose(cp.asnumpy(out), ref, atol=2 ** -10 * np.sqrt(512) * 4)
+    cupy_backend.matmul(cp.asarray(a), cp.asarray(b), out)  # back to full fp32
+    np.testing.assert_allclose(cp.asnumpy(out), ref, rtol=1e-4, atol=1e-3)

@@ -57,6 +57,15 @@ class Backend:
         """
         return self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
+    #: float32 GEMMs may use TF32 tensor cores (see ``set_tf32``)
+    tf32 = False
+
+    def set_tf32(self, on: bool) -> bool:
+        """Let float32 GEMMs use TF32 (inputs rounded to 10 mantissa bits, fp32 accumulation;
+        faster on NVIDIA GPUs since Ampere). Returns whether this backend has TF32 (not the
+        CPU). A step already captured into a CUDA graph keeps the mode it was captured with."""
+        return False
+
     def linear_forward(self, x, W, b):
         """z = x W^T + b, for x (B, in), W (out, in), b (out,)."""
         z = self.xp.empty((x.shape[0], W.shape[0]), dtype=x.dtype)

@@ -19,6 +19,8 @@ import ctypes.util
 
 CUBLAS_OP_N = 0
 CUBLAS_OP_T = 1
+CUBLAS_DEFAULT_MATH = 0
+CUBLAS_TF32_TENSOR_OP_MATH = 3
 #: workspace given to the handle before any capture (cuBLAS asks for >= 32 MiB on Hopper)
 WORKSPACE_BYTES = 32 << 20
 
@@ -66,12 +68,13 @@ def _declare(lib):
     lib.cublasCreate_v2.argtypes = [ctypes.POINTER(c_void_p)]
     lib.cublasSetStream_v2.argtypes = [c_void_p, c_void_p]
     lib.cublasSetWorkspace_v2.argtypes = [c_void_p, c_void_p, c_size_t]
+    lib.cublasSetMathMode.argtypes = [c_void_p, c_int]
     for name, scalar in (("cublasSgemm_v2", ctypes.c_float), ("cublasDgemm_v2", ctypes.c_double)):
         getattr(lib, name).argtypes = [
             c_void_p, c_int, c_int, c_int, c_int, c_int, ctypes.POINTER(scalar), c_void_p, c_int,
             c_void_p, c_int, ctypes.POINTER(scalar), c_void_p, c_int]
     for name in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
-                 "cublasSgemm_v2", "cublasDgemm_v2"):
+                 "cublasSetMathMode", "cublasSgemm_v2", "cublasDgemm_v2"):
         getattr(lib, name).restype = c_int
 
 
@@ -100,6 +103,11 @@ class Cublas:
             "float32": (lib.cublasSgemm_v2, ctypes.c_float(1.0), ctypes.c_float(0.0)),
             "float64": (lib.cublasDgemm_v2, ctypes.c_double(1.0), ctypes.c_double(0.0)),
         }
+
+    def set_tf32(self, on: bool) -> None:
+        """Let float32 GEMMs round their inputs to TF32 and use tensor cores (or stop)."""
+        mode = CUBLAS_TF32_TENSOR_OP_MATH if on else CUBLAS_DEFAULT_MATH
+        _check(self._lib.cublasSetMathMode(self._handle, mode), "cublasSetMathMode")
 
     def _bind(self):
         ptr = self._cupy.cuda.get_current_stream().ptr

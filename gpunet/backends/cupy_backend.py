@@ -120,7 +120,8 @@ class CupyBackend(KernelOps, Backend):
 
             try:
                 blas = Cublas(self.xp)
-                self._check_blas(blas)
+                self._check_blas(blas)  # in full fp32, whatever the TF32 setting
+                blas.set_tf32(self.tf32)
             except Exception as e:
                 blas = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
                 print(f"gpunet: own cuBLAS handle unavailable ({blas}); using CuPy's matmul "
@@ -142,6 +143,13 @@ class CupyBackend(KernelOps, Backend):
                     if not np.allclose(cupy.asnumpy(out), ref, rtol=1e-4, atol=1e-5):
                         raise RuntimeError(f"self-check gave a wrong product ({dtype}, "
                                            f"trans_a={ta}, trans_b={tb})")
+
+    def set_tf32(self, on: bool) -> bool:
+        self.tf32 = bool(on)
+        for blas in self._blas.values():
+            if not isinstance(blas, str):
+                blas.set_tf32(self.tf32)
+        return True
 
     def matmul(self, a, b, out, trans_a=False, trans_b=False):
         if (a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype
