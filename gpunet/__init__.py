@@ -23,6 +23,7 @@ from .data import DataSpec, Dataset, load_data
 from .model import MLP
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, get_optimizer
 from .schedules import Schedule
+from .step import StaticStep
 from .train import History, TrainingDiverged, TrainingInterrupted, fit
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "SGD",
     "Schedule",
     "ShapeError",
+    "StaticStep",
     "TrainingDiverged",
     "TrainingInterrupted",
     "backend_of",
