@@ -103,6 +103,9 @@ class StaticStep:
                                   f"labels (n,), got {y.dtype} {tuple(y.shape)}")
             self.y = xp.empty(n, dtype=y.dtype)
         else:
+            if tuple(y.shape[1:]) != (model.sizes[-1],):
+                raise ShapeError(f"MSELoss: targets shaped {tuple(y.shape)} do not match "
+                                 f"{model.sizes[-1]} outputs; expected (n, {model.sizes[-1]})")
             self.y = xp.empty((n, model.sizes[-1]), dtype=dtype)
         self.backend = backend
         self.x = xp.empty((n, model.sizes[0]), dtype=dtype)

@@ -412,6 +412,11 @@ def _raw_kernel(key, cupy):
             got = (module.get_function(name), plan, module)
         except Exception as e:
             RAW_ERRORS[key] = f"{type(e).__name__}: {e}"
+            if len(RAW_ERRORS) == 1:  # say it once: launches still work, only slower
+                first = (str(e).strip().splitlines() or [""])[0]
+                print(f"gpunet: launching {key[0]} through CuPy failed ({type(e).__name__}: "
+                      f"{first}); numba's dispatcher launches it (and any other such kernel)",
+                      file=sys.stderr)
             got = None
         _raw[cache_key] = got
     return got

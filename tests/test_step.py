@@ -193,6 +193,15 @@ def test_an_optimizer_of_another_model_is_refused():
     assert "another model" in StaticStep.unsupported(model, gn.MSELoss(), gn.SGD(other, lr=1))
 
 
+def test_targets_of_the_wrong_form_are_refused():
+    model, opt, loss, x, y = _setup("numpy", "sgd", "mse")
+    with pytest.raises(ShapeError, match=r"targets shaped \(100,\) do not match 5 outputs"):
+        StaticStep(model, loss, opt, BATCH)(x, y[:, 0], np.arange(BATCH))
+    model, opt, loss, x, y = _setup("numpy", "sgd", "ce")
+    with pytest.raises(ConfigError, match="integer labels"):
+        StaticStep(model, loss, opt, BATCH)(x, y.astype(np.float32), np.arange(BATCH))
+
+
 def test_a_batch_of_another_size_is_refused():
     model, opt, loss, x, y = _setup("numpy", "sgd", "ce")
     step = StaticStep(model, loss, opt, BATCH)
