@@ -109,7 +109,8 @@ class Cublas:
         mode = CUBLAS_TF32_TENSOR_OP_MATH if on else CUBLAS_DEFAULT_MATH
         _check(self._lib.cublasSetMathMode(self._handle, mode), "cublasSetMathMode")
 
-    def _bind(self):
+    def bind(self):
+        """Bind the handle (and its workspace) to CuPy's current stream, if not bound yet."""
         ptr = self._cupy.cuda.get_current_stream().ptr
         if ptr != self._stream:
             lib = self._lib
@@ -127,7 +128,7 @@ class Cublas:
         if tuple(out.shape) != shape:
             raise ValueError(f"matmul: out is {tuple(out.shape)}, the product is {shape}")
         fn, one, zero = self._gemm[a.dtype.name]
-        self._bind()
+        self.bind()
         _check(fn(self._handle, transa, transb, m, n, k, ctypes.byref(one), b.data.ptr, lda,
                   a.data.ptr, ldb, ctypes.byref(zero), out.data.ptr, ldc), "gemm")
         return out

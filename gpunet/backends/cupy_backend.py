@@ -197,12 +197,15 @@ class CupyBackend(KernelOps, Backend):
         graph can be handed that memory.
         """
         cupy = self.xp
-        if self.cublas() is None:
+        blas = self.cublas()
+        if blas is None:
             raise RuntimeError("no capturable cuBLAS handle on this device")
         runtime = cupy.cuda.runtime
         stream = cupy.cuda.Stream(non_blocking=True)
         pool = cupy.cuda.MemoryPool()
         self.synchronize()
+        with stream:  # stream and workspace set before the capture, as anchors.md did it
+            blas.bind()
         # numba synchronises the stream named by each CuPy array it is handed, which is illegal
         # on a capturing stream; the kernels launch on that very stream, so it is not needed.
         numba_config = sys.modules.get("numba.core.config")
