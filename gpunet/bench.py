@@ -4,7 +4,10 @@ For each config both libraries train the same MLP (relu, softmax cross-entropy, 
 fixed random batch. After warm-up they alternate: a round of ``steps`` gpunet steps, then a round
 of PyTorch steps, the device synchronised around each round; the figure is the median over
 rounds of the mean step time. Reported: ms per step, gpunet / PyTorch, samples per second and,
-on the GPU, peak device memory. Benchmarks are not tests: nothing here asserts a speed.
+on the GPU, peak device memory and PyTorch's own full-step CUDA graph replay (timed in the same
+rounds: the best PyTorch can do on launch-bound configs). Each row of gpunet's default path is
+judged against the goal of issue 5 (``GOALS``). Benchmarks are not tests: nothing here asserts
+a speed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,36 @@ CONFIGS = {
 }
 
 
+#: the goals for gpunet's default path in fp32 (issue 5): (config, "cpu"/"gpu") -> (what, bound)
+#: with what "ms" (gpunet's step time) or "ratio" (gpunet / PyTorch eager, same run). On the
+#: GPU the large config must also hold no more device memory than PyTorch's peak.
+GOALS = {
+    ("small", "cpu"): ("ratio", 0.6),
+    ("medium", "cpu"): ("ratio", 0.95),
+    ("small", "gpu"): ("ms", 0.10),
+    ("medium", "gpu"): ("ms", 0.45),
+    ("large", "gpu"): ("ratio", 1.02),
+}
+
+
+def judge(row: dict, gpu: bool):
+    """``(goal, met)`` for a result row: the goal as text ("" where none applies: eager or TF32
+    rows) and whether the row meets it (None when it cannot tell, e.g. without PyTorch)."""
+    goal = GOALS.get((row["config"], "gpu" if gpu else "cpu"))
+    if goal is None or row.get("tf32") or row.get("path") == "eager":
+        return "", None
+    what, bound = goal
+    text = f"<= {bound:g} ms" if what == "ms" else f"<= {bound:g}x torch"
+    value = row["gpunet_ms"] if what == "ms" else row.get("ratio")
+    met = None if value is None else value <= bound
+    if gpu and row["config"] == "large":
+        text += ", memory <= torch"
+        if met is not None:
+            peak = row.get("torch_peak_bytes")
+            met = None if peak is None else met and row["gpunet_pool_bytes"] <= peak
+    return text, met
+
+
 def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0):
     """A step closure and a description of the path it takes (graph, static or eager)."""
     import gpunet as gn
@@ -46,7 +79,7 @@ def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0):
             lambda: step.graph_pool_bytes)
 
 
-def _torch_step(device, sizes, batch, optimizer, seed=0):
+def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False):
     import torch
 
     torch.manual_seed(seed)
@@ -57,24 +90,60 @@ def _torch_step(device, sizes, batch, optimizer, seed=0):
             layers.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*layers).to(device)
     opt = (torch.optim.SGD(net.parameters(), lr=0.01) if optimizer == "sgd"
-           else torch.optim.Adam(net.parameters(), lr=1e-3))
+           else torch.optim.Adam(net.parameters(), lr=1e-3, capturable=capturable))
     x = torch.randn(batch, sizes[0], device=device)
     y = torch.randint(0, sizes[-1], (batch,), device=device)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def body():
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         return loss
 
+    return opt, body
+
+
+def _torch_step(device, sizes, batch, optimizer, seed=0):
+    """PyTorch's eager training step, as its users write it."""
+    opt, body = _torch_model(device, sizes, batch, optimizer, seed)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        return body()
+
     return step
 
 
+def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0):
+    """PyTorch's whole step (forward, backward, optimiser) captured into one CUDA graph, the
+    recipe of PyTorch's CUDA-graph docs: warm-up on a side stream, gradients left unset so the
+    captured backward allocates them from the graph's pool. Returns the replay."""
+    import torch
+
+    opt, body = _torch_model("cuda", sizes, batch, optimizer, seed, capturable=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            opt.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        body()
+    return graph.replay
+
+
+#: seconds of rest before each timed round. Idle OpenBLAS workers spin for 2^28 cycles (about
+#: 0.1 s) before they sleep, and would take the cores from the other library's first steps:
+#: after 0.05 s of rest PyTorch's small step measured 1.32 ms on 2 cores, after 0.1 s or more
+#: 0.67-0.71 ms (docs/benchmarks.md).
+PAUSE_S = 0.3
+
+
 def _time_round(step, steps, sync):
-    # Let the other library's thread pool fall asleep first: spinning OpenMP/OpenBLAS workers
-    # of one library would otherwise steal the cores from the other's first steps.
-    time.sleep(0.05)
+    time.sleep(PAUSE_S)
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -85,12 +154,13 @@ def _time_round(step, steps, sync):
 
 def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
         rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, tf32=False,
-        log=print) -> dict:
+        torch_graph=True, log=print) -> dict:
     """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
 
     ``graph``: gpunet steps through ``gpunet.step.StaticStep`` (a CUDA graph replay on the
     GPU, fixed buffers on the CPU), as ``fit`` does; False times the eager ``train_step``.
     ``tf32``: both libraries may run float32 GEMMs on TF32 tensor cores (GPU only).
+    ``torch_graph``: on the GPU, also time PyTorch's step replayed as a CUDA graph.
     """
     import gpunet as gn
 
@@ -139,27 +209,36 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
                 g_step()
                 if t_step:
                     t_step()
-            g_times, t_times = [], []
+            if gpu and t_step:  # torch's peak is that of its eager steps
+                row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+            steps_by = {"gpunet": g_step, "torch": t_step}
+            if gpu and torch is not None and torch_graph:
+                try:
+                    steps_by["torch_graph"] = _torch_graph_step(sizes, batch, optimizer, warmup)
+                except Exception as e:  # recorded, not fatal: the other columns stand
+                    row["torch_graph_error"] = f"{type(e).__name__}: {_first_line(e)}"
+            times = {lib: [] for lib, step in steps_by.items() if step}
             if gpu:
                 backend.xp.get_default_memory_pool().free_all_blocks()
             for _ in range(rounds):
-                g_times.append(_time_round(g_step, n, sync_gn))
-                if t_step:
-                    t_times.append(_time_round(t_step, n, sync_torch))
-            row["gpunet_ms"] = statistics.median(g_times) * 1e3
-            row["gpunet_samples_per_s"] = batch / statistics.median(g_times)
+                for lib in times:
+                    times[lib].append(_time_round(steps_by[lib], n, sync_gn if lib == "gpunet"
+                                                  else sync_torch))
+            row["gpunet_ms"] = statistics.median(times["gpunet"]) * 1e3
+            row["gpunet_samples_per_s"] = batch / statistics.median(times["gpunet"])
             if t_step:
-                row["torch_ms"] = statistics.median(t_times) * 1e3
+                row["torch_ms"] = statistics.median(times["torch"]) * 1e3
                 row["ratio"] = row["gpunet_ms"] / row["torch_ms"]
+            if "torch_graph" in times:
+                row["torch_graph_ms"] = statistics.median(times["torch_graph"]) * 1e3
             if gpu:
                 # the default pool (parameters, state, static buffers) plus the graph's own
                 row["gpunet_pool_bytes"] = int(
                     backend.xp.get_default_memory_pool().total_bytes()) + graph_bytes()
-                if t_step:
-                    row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+            row["goal"], row["meets_goal"] = judge(row, gpu)
             rows.append(row)
             log(_format_row(row))
-            del g_step, t_step
+            del g_step, t_step, steps_by
     return {"backend": backend.name, "device": backend.device_name, "machine": _machine(),
             "torch": getattr(torch, "__version__", None),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
@@ -173,7 +252,44 @@ def _format_row(r) -> str:
          f"  {r['gpunet_samples_per_s']:12.0f} samples/s")
     if "torch_ms" in r:
         s += f"  torch {r['torch_ms']:9.3f} ms  gpunet/torch {r['ratio']:.2f}"
+    if "torch_graph_ms" in r:
+        s += f"  torch graph {r['torch_graph_ms']:.3f} ms"
+    if r.get("goal"):
+        s += f"  goal {r['goal']}: {_verdict(r['meets_goal'])}"
     return s
+
+
+def _verdict(met) -> str:
+    return {True: "met", False: "MISSED", None: "n/a"}[met]
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def markdown(result: dict) -> str:
+    """The result as a Markdown table for docs/benchmarks.md, headed by where it ran."""
+    def ms(v):
+        return "" if v is None else f"{v:.3f}"
+
+    def mib(v):
+        return "" if v is None else f"{v / 2**20:.0f}"
+
+    lines = [f"{result['device']}; {result['machine']}; torch {result['torch']} "
+             f"({result['torch_threads']} threads), numpy {result['numpy']}", "",
+             "| config | optimizer | path | gpunet ms | torch ms | gpunet / torch "
+             "| torch graph ms | gpunet MiB | torch MiB | goal | met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        ratio = r.get("ratio")
+        lines.append(
+            f"| {r['config']} B={r['batch']} | {r['optimizer']} "
+            f"| {r['path'] + (' tf32' if r.get('tf32') else '')} | {ms(r['gpunet_ms'])} "
+            f"| {ms(r.get('torch_ms'))} | {'' if ratio is None else f'{ratio:.2f}'} "
+            f"| {ms(r.get('torch_graph_ms')) or r.get('torch_graph_error', '')} "
+            f"| {mib(r.get('gpunet_pool_bytes'))} | {mib(r.get('torch_peak_bytes'))} "
+            f"| {r.get('goal', '')} | {_verdict(r.get('meets_goal')) if r.get('goal') else ''} |")
+    return "\n".join(lines) + "\n"
 
 
 def _machine() -> str:
@@ -203,7 +319,10 @@ def main(argv=None) -> int:
                    help="time the eager train_step instead of the static / CUDA-graph step")
     p.add_argument("--tf32", action="store_true",
                    help="float32 GEMMs on TF32 tensor cores, in both libraries (GPU only)")
+    p.add_argument("--no-torch-graph", dest="torch_graph", action="store_false",
+                   help="on the GPU, skip timing PyTorch's step as a CUDA graph")
     p.add_argument("--json", metavar="PATH")
+    p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)
     import gpunet as gn
 
@@ -211,11 +330,13 @@ def main(argv=None) -> int:
     configs = args.config or (["small", "medium", "large"] if gpu else ["small", "medium"])
     result = run(args.backend, configs, args.optimizer or ["sgd", "adam"], rounds=args.rounds,
                  steps=args.steps, torch_threads=args.threads, graph=args.graph, tf32=args.tf32,
-                 log=lambda s: print(s, flush=True))
-    if args.json:
-        from .checkpoint import atomic_write
+                 torch_graph=args.torch_graph, log=lambda s: print(s, flush=True))
+    from .checkpoint import atomic_write
 
+    if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    if args.markdown:
+        atomic_write(args.markdown, lambda f: f.write(markdown(result).encode()))
     return 0
 
 

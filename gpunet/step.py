@@ -2,15 +2,17 @@
 
 ``StaticStep(model, loss_fn, optimizer, batch_size)`` owns every array that one step of that
 batch size touches: the input and target buffers, one buffer per layer (z, then y = f(z), then
-dJ/dz), two scratch buffers for dJ/dy, the gradients and the loss. Its body runs forward, loss, backward and the optimiser update through
-the backend's ops, writing only into those arrays, so it can be recorded once and replayed:
+dJ/dz), two scratch buffers for dJ/dy, the gradients and the loss. Its body runs forward, loss,
+backward and the optimiser update through the backend's ops, writing only into those arrays,
+so it can be recorded once and replayed:
 
 - on the CuPy backend the first call runs the body eagerly (every kernel compiles, the
   optimiser makes its state), then captures it into a CUDA graph; each later call copies the
   batch into the input buffers and launches the graph: one launch per step instead of one or
   more per op. GEMMs go through the backend's own cuBLAS handle, the learning rate and step
   count through a device array (``Backend.tick_hyper``), so the graph stays valid across
-  steps and schedules.
+  steps and schedules. Inside the body the backend takes its fused kernels at every size
+  (``Backend.static_kernels``): a replayed launch costs no host time.
 - on the NumPy backend ``Backend.capture`` returns the body itself: each call runs it, with no
   allocation inside the step.
 
@@ -150,6 +152,10 @@ class StaticStep:
         return self._scratch[i % 2][:self.batch_size * cols].reshape(self.batch_size, cols)
 
     def _body(self):
+        with self.backend.static_kernels():  # fused kernels at every size (a graph's launch
+            self._body_ops()                 # costs no host time per kernel)
+
+    def _body_ops(self):
         backend, xp, params = self.backend, self.backend.xp, self.params
         layers = self.model.layers
         last = len(self.a) - 1

@@ -4,6 +4,8 @@ themselves run in the GPU tests (tests/test_gpu_paths.py)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,26 @@ def test_cublas_gemm_passes_b_then_a_and_binds_each_new_stream_once(monkeypatch)
         blas.gemm(_FakeArray(np.ones((2, 3), np.float32), memory),
                   _FakeArray(np.ones((3, 4), np.float32), memory),
                   _FakeArray(np.ones((4, 2), np.float32), memory))
+
+
+def test_capture_turns_off_numba_array_sync_in_every_config_and_restores_it(monkeypatch):
+    """numba synchronises the stream a CuPy array names, illegal while that stream captures;
+    numba-cuda keeps the switch in its own config module or in numba's, so both are set."""
+    import types
+
+    from gpunet.backends import cupy_backend
+
+    ours = types.SimpleNamespace(CUDA_ARRAY_INTERFACE_SYNC=1)
+    numbas = types.SimpleNamespace(CUDA_ARRAY_INTERFACE_SYNC=True)
+    monkeypatch.setitem(sys.modules, "numba.core.config", numbas)
+    monkeypatch.setitem(sys.modules, "numba.cuda.core.config", ours)
+    with cupy_backend._numba_array_sync_off():
+        assert ours.CUDA_ARRAY_INTERFACE_SYNC == 0 and numbas.CUDA_ARRAY_INTERFACE_SYNC == 0
+    assert ours.CUDA_ARRAY_INTERFACE_SYNC == 1 and numbas.CUDA_ARRAY_INTERFACE_SYNC is True
+    # one module under both names, an error inside: restored all the same
+    monkeypatch.setitem(sys.modules, "numba.core.config", ours)
+    with pytest.raises(RuntimeError):
+        with cupy_backend._numba_array_sync_off():
+            assert ours.CUDA_ARRAY_INTERFACE_SYNC == 0
+            raise RuntimeError("capture failed")
+    assert ours.CUDA_ARRAY_INTERFACE_SYNC == 1

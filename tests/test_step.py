@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpunet as gn
+from gpunet.backends.numpy_backend import NumpyBackend
 from gpunet.data import DataSpec, load_data
 from gpunet.errors import ConfigError, ShapeError
 from gpunet.step import StaticStep
@@ -240,3 +241,50 @@ def test_fit_with_and_without_graphs_trains_the_same(backend, name, loss, ragged
         for k in ra:
             if k != "seconds":
                 assert ra[k] == pytest.approx(rb[k], rel=1e-6), k
+
+
+class _EagerThreshold(NumpyBackend):
+    """A CPU backend that, like the CuPy one, keeps small arrays off the kernels in eager ops
+    (there a launch costs more host time than the work) but not in static steps."""
+    kernel_min_size = 1 << 30
+
+
+def _kernel_calls(backend, monkeypatch):
+    calls = []
+    run = backend._run
+
+    def spy(op, *args, **kw):
+        calls.append(op)
+        return run(op, *args, **kw)
+
+    monkeypatch.setattr(backend, "_run", spy)
+    return calls
+
+
+@pytest.mark.parametrize("opt, loss, act", [("adam", "ce", "relu"), ("momentum", "mse", "tanh")])
+def test_static_steps_take_the_fused_kernels_at_every_size(monkeypatch, opt, loss, act):
+    backend = _EagerThreshold()
+    calls = _kernel_calls(backend, monkeypatch)
+    eager, e_opt, e_loss, x, y = _setup(backend, opt, loss, act, dtype="float64")
+    static, s_opt, s_loss, _, _ = _setup(backend, opt, loss, act, dtype="float64")
+    step = StaticStep(static, s_loss, s_opt, BATCH)
+    for rows in _batches(5):
+        eager.train_step(x[rows], y[rows], e_loss, e_opt)
+        assert calls == []  # eager ops of 24-row batches stay on the array-module ops
+        step(x, y, rows)
+        assert "bias_act_forward" in calls and "act_backward" in calls
+        assert ("softmax_cross_entropy" in calls) == (loss == "ce")
+        assert backend.kernel_min_size == 1 << 30 and "kernel_min_size" not in vars(backend)
+        calls.clear()
+    for k in eager.params:  # other kernels, the same math: equal to float64 rounding
+        np.testing.assert_allclose(static.params[k], eager.params[k], rtol=1e-12, atol=1e-14)
+
+
+def test_the_static_kernel_threshold_can_be_set_from_the_environment(monkeypatch):
+    backend = _EagerThreshold()
+    backend.kernel_min_size = 7  # an instance's own threshold is put back as it was
+    calls = _kernel_calls(backend, monkeypatch)
+    monkeypatch.setenv("GPUNET_STATIC_KERNEL_MIN_SIZE", str(10**6))  # above every array
+    model, opt, loss, x, y = _setup(backend, "sgd", "ce")
+    StaticStep(model, loss, opt, BATCH)(x, y, _batches(1)[0])
+    assert calls == [] and backend.kernel_min_size == 7

@@ -10,6 +10,7 @@ Shapes follow ``torch.nn.Linear``: a batch ``x`` is (B, in), a weight ``W`` is (
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -230,6 +231,12 @@ class Backend:
         is what a graph does, minus the launch cost. See gpunet.step.StaticStep.
         """
         return fn
+
+    def static_kernels(self):
+        """A context in which ops pick their kernels for a static step (one recorded once and
+        replayed) rather than for eager calls; a backend without fused kernels has no choice
+        to make."""
+        return contextlib.nullcontext()
 
     # -- reductions the training loop needs ----------------------------------------------
 

@@ -6,6 +6,7 @@ device really runs a kernel (see ``probe_cupy``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -78,10 +79,11 @@ _ADAM_IN = ("T g, raw float64 h, float64 beta1, float64 beta2, float64 eps, "
 class CupyBackend(KernelOps, Backend):
     name = "cupy"
     kernel_module = "cuda_ops"
-    # Arrays below this size use CuPy's ops. A numba dispatcher launch costs ~100 us of host
-    # time (anchors.md); cuda_ops now launches through CuPy instead, which should make the
-    # fused kernels cheaper than CuPy's multi-op paths at every size: lower this once a GPU
-    # run of scripts/bench_kernels.py has measured the host cost per call.
+    # In eager ops, arrays below this size use CuPy's ops. A numba dispatcher launch costs
+    # ~100 us of host time (anchors.md); cuda_ops now launches through CuPy instead, which
+    # should make the fused kernels cheaper than CuPy's multi-op paths at every size: lower
+    # this once a GPU run of scripts/bench_kernels.py has measured the host cost per call.
+    # Static steps (a CUDA graph) take the kernels at every size (static_kernel_min_size).
     kernel_min_size = 1 << 18
 
     def __init__(self, cupy_module):
@@ -206,30 +208,46 @@ class CupyBackend(KernelOps, Backend):
         self.synchronize()
         with stream:  # stream and workspace set before the capture, as anchors.md did it
             blas.bind()
-        # numba synchronises the stream named by each CuPy array it is handed, which is illegal
-        # on a capturing stream; the kernels launch on that very stream, so it is not needed.
-        numba_config = sys.modules.get("numba.core.config")
-        sync = getattr(numba_config, "CUDA_ARRAY_INTERFACE_SYNC", None)
-        if sync is not None:
-            numba_config.CUDA_ARRAY_INTERFACE_SYNC = 0
-        try:
-            with stream, cupy.cuda.using_allocator(pool.malloc):
-                stream.begin_capture(getattr(runtime, "streamCaptureModeRelaxed", 2))
+        with _numba_array_sync_off(), stream, cupy.cuda.using_allocator(pool.malloc):
+            stream.begin_capture(getattr(runtime, "streamCaptureModeRelaxed", 2))
+            try:
+                fn()
+            except BaseException:
                 try:
-                    fn()
-                except BaseException:
-                    try:
-                        stream.end_capture()
-                    except Exception:  # the capture was invalidated: the first error tells
-                        pass
-                    raise
-                graph = stream.end_capture()
-        finally:
-            if sync is not None:
-                numba_config.CUDA_ARRAY_INTERFACE_SYNC = sync
+                    stream.end_capture()
+                except Exception:  # the capture was invalidated: the first error tells
+                    pass
+                raise
+            graph = stream.end_capture()
 
         def replay():
             graph.launch(cupy.cuda.get_current_stream())
 
         replay.keep = (graph, stream, pool)  # alive as long as the replay is
         return replay
+
+
+#: where numba-cuda versions keep CUDA_ARRAY_INTERFACE_SYNC (numba's own config, or
+#: numba-cuda's; one module object may sit under both names)
+_NUMBA_CONFIGS = ("numba.core.config", "numba.cuda.core.config")
+
+
+@contextlib.contextmanager
+def _numba_array_sync_off():
+    """Stop numba synchronising the stream that a CuPy array names when a kernel takes it.
+
+    That synchronisation is illegal on a capturing stream, and not needed there: the kernels
+    launch on that very stream. Only numba's dispatcher path (a fallback) would do it.
+    """
+    saved = {}
+    for name in _NUMBA_CONFIGS:
+        config = sys.modules.get(name)
+        if config is not None and id(config) not in saved \
+                and hasattr(config, "CUDA_ARRAY_INTERFACE_SYNC"):
+            saved[id(config)] = (config, config.CUDA_ARRAY_INTERFACE_SYNC)
+            config.CUDA_ARRAY_INTERFACE_SYNC = 0
+    try:
+        yield
+    finally:
+        for config, value in saved.values():
+            config.CUDA_ARRAY_INTERFACE_SYNC = value

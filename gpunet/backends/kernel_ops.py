@@ -14,6 +14,7 @@ process. ``GPUNET_KERNELS=0`` turns the kernels off from the start.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -34,6 +35,11 @@ class KernelOps:
     optim_module: str = ""
     #: arrays with fewer elements than this use the array-module ops (launch cost > work)
     kernel_min_size: int = 0
+    #: the same inside a static step (``static_kernels``), whose launches a CUDA graph replays:
+    #: the host cost of a launch is paid once there, and a fused kernel is fewer graph nodes
+    #: and fewer passes over memory than the array-module ops at any size.
+    #: ``GPUNET_STATIC_KERNEL_MIN_SIZE`` overrides it (to compare the two on a GPU).
+    static_kernel_min_size: int = 0
 
     _kernels = None
     _kernels_off = None  # None: not decided yet; else the reason they are off ("" = on)
@@ -72,6 +78,21 @@ class KernelOps:
         except Exception as e:
             self._turn_off(e)
             return None
+
+    @contextlib.contextmanager
+    def static_kernels(self):
+        """Within: arrays from ``static_kernel_min_size`` elements up take the fused kernels."""
+        had = "kernel_min_size" in self.__dict__
+        saved = self.kernel_min_size
+        self.kernel_min_size = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE",
+                                                  self.static_kernel_min_size))
+        try:
+            yield
+        finally:
+            if had:
+                self.kernel_min_size = saved
+            else:
+                del self.kernel_min_size
 
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""

@@ -1,0 +1,73 @@
+"""gpunet bench's bookkeeping: which goal a row answers to and whether it meets it, the JSON
+rows, the Markdown table. Nothing here times anything or asserts a speed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpunet import bench
+
+
+def _row(config="small", path="static", ms=1.0, ratio=0.5, **extra):
+    return {"config": config, "optimizer": "sgd", "batch": 128, "path": path, "tf32": False,
+            "gpunet_ms": ms, "gpunet_samples_per_s": 128 / ms * 1e3, "torch_ms": ms / ratio,
+            "ratio": ratio, **extra}
+
+
+@pytest.mark.parametrize("config, gpu, row, goal, met", [
+    ("small", False, dict(ratio=0.59), "<= 0.6x torch", True),
+    ("small", False, dict(ratio=0.61), "<= 0.6x torch", False),
+    ("medium", False, dict(ratio=0.95), "<= 0.95x torch", True),
+    ("small", True, dict(ms=0.099, ratio=9.0), "<= 0.1 ms", True),  # absolute on the GPU
+    ("medium", True, dict(ms=0.46, ratio=0.1), "<= 0.45 ms", False),
+    ("large", True, dict(ms=47, ratio=1.01, gpunet_pool_bytes=10, torch_peak_bytes=10),
+     "<= 1.02x torch, memory <= torch", True),
+    ("large", True, dict(ms=47, ratio=1.01, gpunet_pool_bytes=11, torch_peak_bytes=10),
+     "<= 1.02x torch, memory <= torch", False),
+    ("large", True, dict(ms=50, ratio=1.05, gpunet_pool_bytes=1, torch_peak_bytes=10),
+     "<= 1.02x torch, memory <= torch", False),
+    ("small", True, dict(path="graph", ms=0.08), "<= 0.1 ms", True),
+])
+def test_rows_of_the_default_path_are_judged_against_their_goal(config, gpu, row, goal, met):
+    assert bench.judge(_row(config, **row), gpu) == (goal, met)
+
+
+def test_eager_tf32_and_goal_less_rows_have_no_verdict():
+    assert bench.judge(_row(path="eager", ratio=0.1), False) == ("", None)
+    assert bench.judge(_row(tf32=True, ratio=0.1), True) == ("", None)
+    assert bench.judge(_row("large", ratio=0.1), False) == ("", None)  # no CPU goal there
+
+
+def test_without_pytorch_a_ratio_goal_cannot_be_told():
+    row = _row()
+    del row["torch_ms"], row["ratio"]
+    assert bench.judge(row, False) == ("<= 0.6x torch", None)
+
+
+def test_a_cpu_run_gives_rows_the_json_and_the_markdown_table(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    assert bench.main(["--config", "small", "--optimizer", "sgd", "--optimizer", "adam",
+                       "--rounds", "1", "--steps", "2", "--json", str(out_json),
+                       "--markdown", str(out_md)]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["backend"] == "numpy" and len(result["rows"]) == 2
+    for row, optimizer in zip(result["rows"], ("sgd", "adam")):
+        assert (row["config"], row["optimizer"], row["batch"], row["path"]) == (
+            "small", optimizer, 128, "static")
+        assert row["ratio"] == pytest.approx(row["gpunet_ms"] / row["torch_ms"])
+        assert row["gpunet_samples_per_s"] == pytest.approx(128 / row["gpunet_ms"] * 1e3)
+        assert (row["goal"], row["meets_goal"]) == bench.judge(row, False)
+        assert "torch_graph_ms" not in row and "gpunet_pool_bytes" not in row  # GPU only
+    table = out_md.read_text().splitlines()
+    assert table[0].startswith(result["device"])
+    body = [line for line in table if line.startswith("| small")]
+    assert len(body) == 2
+    cells = [c.strip() for c in body[1].strip("|").split("|")]
+    assert cells[:3] == ["small B=128", "adam", "static"]
+    assert float(cells[3]) == pytest.approx(result["rows"][1]["gpunet_ms"], abs=5e-4)
+    assert cells[-2] == "<= 0.6x torch"
+    assert cells[-1] == ("met" if result["rows"][1]["meets_goal"] else "MISSED")
+    assert "gpunet/torch" in capsys.readouterr().out
