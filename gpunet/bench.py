@@ -275,20 +275,24 @@ def markdown(result: dict) -> str:
     def mib(v):
         return "" if v is None else f"{v / 2**20:.0f}"
 
-    lines = [f"{result['device']}; {result['machine']}; torch {result['torch']} "
-             f"({result['torch_threads']} threads), numpy {result['numpy']}", "",
-             "| config | optimizer | path | gpunet ms | torch ms | gpunet / torch "
-             "| torch graph ms | gpunet MiB | torch MiB | goal | met |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    head = ["config", "optimizer", "path", "gpunet ms", "torch ms", "gpunet / torch",
+            "torch graph ms", "gpunet MiB", "torch MiB", "goal", "met"]
+    table = []
     for r in result["rows"]:
         ratio = r.get("ratio")
-        lines.append(
-            f"| {r['config']} B={r['batch']} | {r['optimizer']} "
-            f"| {r['path'] + (' tf32' if r.get('tf32') else '')} | {ms(r['gpunet_ms'])} "
-            f"| {ms(r.get('torch_ms'))} | {'' if ratio is None else f'{ratio:.2f}'} "
-            f"| {ms(r.get('torch_graph_ms')) or r.get('torch_graph_error', '')} "
-            f"| {mib(r.get('gpunet_pool_bytes'))} | {mib(r.get('torch_peak_bytes'))} "
-            f"| {r.get('goal', '')} | {_verdict(r.get('meets_goal')) if r.get('goal') else ''} |")
+        table.append([
+            f"{r['config']} B={r['batch']}", r["optimizer"],
+            r["path"] + (" tf32" if r.get("tf32") else ""), ms(r["gpunet_ms"]),
+            ms(r.get("torch_ms")), "" if ratio is None else f"{ratio:.2f}",
+            ms(r.get("torch_graph_ms")) or r.get("torch_graph_error", ""),
+            mib(r.get("gpunet_pool_bytes")), mib(r.get("torch_peak_bytes")), r.get("goal", ""),
+            _verdict(r.get("meets_goal")) if r.get("goal") else ""])
+    keep = [j for j in range(len(head)) if j < 4 or any(row[j] for row in table)]
+    lines = [f"{result['device']}; {result['machine']}; torch {result['torch']} "
+             f"({result['torch_threads']} threads), numpy {result['numpy']}", "",
+             "| " + " | ".join(head[j] for j in keep) + " |",
+             "|" + " --- |" * len(keep)]
+    lines += ["| " + " | ".join(row[j] for j in keep) + " |" for row in table]
     return "\n".join(lines) + "\n"
 
 

@@ -2,9 +2,11 @@
 of a dozen NumPy calls, each with its own temporary.
 
 Pattern: one flat loop over the C-contiguous buffers, on one thread (it runs between GEMMs,
-where OpenBLAS holds the cores). The hyperparameters arrive as float64 scalars, so each element
-is updated in float64 and rounded once on store; the math is ``Backend.sgd_update`` /
-``Backend.adam_update``, which is PyTorch's.
+where OpenBLAS holds the cores). The math is ``Backend.sgd_update`` / ``Backend.adam_update``,
+which is PyTorch's. SGD takes float64 scalars, so each element is updated in float64 and
+rounded once on store. Adam computes in the parameter's dtype, as PyTorch does: its square root
+and division in float64 made the update of a 256 x 784 float32 weight 2.7 times slower
+(0.104 against 0.039 ms on one Zen 4 core), a sixth of the small benchmark step.
 
 Nothing compiles at import: each loop compiles on its first call for each dtype.
 """
@@ -40,17 +42,20 @@ def _sgd_kernel():
 def _adam_kernel():
     from numba import njit
 
+    # Every scalar arrives in the parameters' dtype and no literal appears in the loop, so a
+    # float32 update stays in float32 (a float64 literal would promote it).
     @njit(cache=False, error_model="numpy")
-    def adam(p, g, m, v, lr, beta1, beta2, eps, step_size, root_bc2, weight_decay, decoupled):
+    def adam(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
+             root_bc2, weight_decay, decay, decoupled):
         for i in range(p.size):
             pi = p[i]
             gi = g[i]
             if decoupled:
-                pi = pi * (1.0 - lr * weight_decay)
+                pi = pi * decay
             else:
                 gi = gi + weight_decay * pi
-            mi = beta1 * m[i] + (1.0 - beta1) * gi
-            vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+            mi = beta1 * m[i] + one_minus_beta1 * gi
+            vi = beta2 * v[i] + one_minus_beta2 * gi * gi
             m[i] = mi
             v[i] = vi
             p[i] = pi - step_size * mi / (math.sqrt(vi) / root_bc2 + eps)
@@ -82,11 +87,11 @@ def sgd_update(p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, fi
 
 
 def adam_update(p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled):
-    """In place, as ``Backend.adam_update``: lr, t = hyper."""
+    """In place, as ``Backend.adam_update``: lr, t = hyper. Computed in p's dtype."""
     fp, fg, fm, fv = _flat(p, g, m, v)
     lr, step = float(hyper[0]), int(hyper[1])
-    step_size = lr / (1 - beta1**step)
-    _adam_kernel()(fp, fg, fm, fv, lr, float(beta1), float(beta2), float(eps),
-                   float(step_size), math.sqrt(1 - beta2**step), float(weight_decay),
-                   bool(decoupled))
+    t = p.dtype.type
+    _adam_kernel()(fp, fg, fm, fv, t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps),
+                   t(lr / (1 - beta1**step)), t(math.sqrt(1 - beta2**step)), t(weight_decay),
+                   t(1 - lr * weight_decay), bool(decoupled))
     return p

@@ -208,3 +208,27 @@ def test_a_kernel_module_that_cannot_import_falls_back(monkeypatch, capsys):
     np.testing.assert_array_equal(b.act_forward("tanh", z), np.tanh(z))
     assert b.kernels is None and b.optim_kernels is None
     assert "kernels unavailable (ModuleNotFoundError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("wd, decoupled, step", [(0.0, False, 1), (0.01, False, 5),
+                                                 (0.01, True, 40)])
+def test_fused_float32_adam_stays_within_rounding_of_float64_math(wd, decoupled, step):
+    """The CPU update computes in float32 (as PyTorch does), the CuPy kernel in float64: both
+    must land within float32 rounding of the float64 math (tests/test_gpu_paths.py compares
+    the two with this tolerance)."""
+    rng = np.random.default_rng(step)
+    p, g, m = (rng.standard_normal((1000, 33)).astype(np.float32) for _ in range(3))
+    v = rng.uniform(0.01, 1, p.shape).astype(np.float32)
+    P, G, M, V = (a.astype(np.float64) for a in (p, g, m, v))
+    lr = 1e-2
+    if decoupled:
+        P = P * (1 - lr * wd)
+    else:
+        G = G + wd * P
+    M = 0.9 * M + 0.1 * G
+    V = 0.999 * V + 0.001 * G * G
+    P = P - lr / (1 - 0.9**step) * M / (np.sqrt(V) / np.sqrt(1 - 0.999**step) + 1e-8)
+    gn.get_backend("numpy").adam_update(p, g, m, v, np.array([lr, step]), 0.9, 0.999, 1e-8, wd,
+                                        decoupled)
+    for got, ref in zip((p, m, v), (P, M, V)):
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)

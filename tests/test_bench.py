@@ -71,3 +71,22 @@ def test_a_cpu_run_gives_rows_the_json_and_the_markdown_table(tmp_path, capsys):
     assert cells[-2] == "<= 0.6x torch"
     assert cells[-1] == ("met" if result["rows"][1]["meets_goal"] else "MISSED")
     assert "gpunet/torch" in capsys.readouterr().out
+
+
+def test_the_markdown_table_keeps_the_columns_some_row_fills():
+    gpu = _row("large", ms=47.0, ratio=0.99, torch_graph_error="RuntimeError: capture failed",
+               gpunet_pool_bytes=3 << 20, torch_peak_bytes=5 << 20)
+    gpu["goal"], gpu["meets_goal"] = bench.judge(gpu, True)
+    eager = _row("small", path="eager", ms=0.5, ratio=0.9, torch_graph_ms=0.081)
+    result = {"device": "cuda:0 (card)", "machine": "m", "torch": "2.11", "torch_threads": 16,
+              "numpy": "2.5", "rows": [gpu, eager]}
+    lines = bench.markdown(result).splitlines()
+    head = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert head == ["config", "optimizer", "path", "gpunet ms", "torch ms", "gpunet / torch",
+                    "torch graph ms", "gpunet MiB", "torch MiB", "goal", "met"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[4:]]
+    assert rows[0][6:] == ["RuntimeError: capture failed", "3", "5",
+                           "<= 1.02x torch, memory <= torch", "met"]
+    assert rows[1][5:] == ["0.90", "0.081", "", "", "", ""]  # eager: no goal, no verdict
+    cpu = dict(result, rows=[_row()])
+    assert "torch graph ms" not in bench.markdown(cpu) and "MiB" not in bench.markdown(cpu)
