@@ -324,7 +324,12 @@ def cmd_train(args, comm=None) -> int:
         loss_name = training["loss"]["name"]
         loss_fn = get_loss(loss_name, reduction=training["loss"]["reduction"])
         opt = resume.header["optimizer"]
-        optimizer = get_optimizer(opt["name"], model, lr=opt["hyperparameters"]["lr"])
+        # The saved rate may be a schedule's floor of 0, which the constructor refuses: build
+        # with the schedule's base rate, then put the saved one back (as fit's resume does).
+        lr = opt["hyperparameters"]["lr"]
+        base = (training.get("schedule") or {}).get("base_lr", 1.0)
+        optimizer = get_optimizer(opt["name"], model, lr=lr if lr > 0 else base)
+        optimizer.lr = lr
         epochs = args.epochs or training["epochs"]
         batch_size = args.batch_size or training["batch_size"]
         seed, patience, schedule = training["seed"], training["patience"], None

@@ -2,7 +2,8 @@
 
     step:     lr = base * gamma ** floor((epoch - 1) / step_size)
     cosine:   lr = min_lr + (base - min_lr) * (1 + cos(pi * (epoch - 1) / epochs)) / 2,
-              and min_lr after ``epochs`` (a run resumed to more epochs than it was set up for)
+              and min_lr after ``epochs`` (a run resumed to more epochs than it was set up for;
+              ``fit`` refuses that resume when min_lr is 0, as those epochs could not train)
     plateau:  lr *= factor after ``patience`` epochs without the monitored loss improving
 
 ``lr(epoch)`` gives the rate for a 1-based epoch before it runs; ``observe(loss)`` is told the

@@ -277,6 +277,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])
+            if schedule.name == "cosine" and epochs > max(schedule.epochs, state.epoch) \
+                    and schedule.min_lr <= 0:
+                raise ConfigError(
+                    f"this run's cosine schedule was set up for {schedule.epochs} epochs and "
+                    f"its learning rate is {schedule.min_lr:g} after them: resuming to epoch "
+                    f"{epochs} would not change the weights; start a new run of {epochs} "
+                    "epochs instead")
         best = {k: backend.asarray(v, dtype=model.dtype) for k, v in resume.group("best").items()} \
             or None
         if state.step:

@@ -215,3 +215,39 @@ def test_features_that_do_not_fit_the_first_layer_name_both_sizes():
     model = gn.MLP([5, 8, 3])
     with pytest.raises(gn.ShapeError, match=r"layer 1 \(5 -> 8\) expects 5 features.*has 4"):
         fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False)
+
+
+def test_resuming_a_cosine_run_past_its_floor_of_zero_is_refused(tmp_path, capsys):
+    """Its extra epochs would run at learning rate 0: refused before any work, saying why."""
+    path = tmp_path / "c.npz"
+    _run("numpy", 2, save=path, schedule=Schedule("cosine", base_lr=0.05, epochs=2))
+    before = path.read_bytes()
+    with pytest.raises(gn.ConfigError, match=r"cosine schedule was set up for 2 epochs.*epoch 4"):
+        _run("numpy", 4, save=path, resume=load_checkpoint(path))
+    assert path.read_bytes() == before
+    # the CLI says it in one line and writes nothing
+    assert main(["train", "--resume", str(path), "--epochs", "4", "--quiet"]) == 1
+    assert "start a new run of 4 epochs" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_a_cosine_run_with_a_positive_floor_resumes_and_trains_at_it(tmp_path):
+    path = tmp_path / "c.npz"
+    _run("numpy", 2, save=path, schedule=Schedule("cosine", base_lr=0.05, epochs=2, min_lr=0.01))
+    ck = load_checkpoint(path)
+    model, history = _run("numpy", 3, save=path, resume=ck)
+    assert [r["lr"] for r in history][-1] == pytest.approx(0.01)
+    assert any(not np.array_equal(model.backend.to_host(model.params[k]), ck.params[k])
+               for k in ck.params)
+
+
+def test_cli_resumes_a_checkpoint_saved_at_a_learning_rate_of_zero(tmp_path):
+    """A run whose schedule reached 0 (a cosine set up for fewer epochs than the run, through
+    the Python API) saves lr 0, which an optimizer cannot be built with: resume still works."""
+    path = tmp_path / "z.npz"
+    _, history = _run("numpy", 2, save=path, schedule=Schedule("cosine", base_lr=0.05, epochs=1))
+    assert history[-1]["lr"] == 0.0
+    assert load_checkpoint(path).header["optimizer"]["hyperparameters"]["lr"] == 0.0
+    before = params_of(path)
+    assert main(["train", "--resume", str(path), "--epochs", "2", "--quiet"]) == 0  # done: no-op
+    assert_same_params(params_of(path), before)
