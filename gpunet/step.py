@@ -56,6 +56,9 @@ class StaticStep:
         why = self.unsupported(model, loss_fn, optimizer)
         if why:
             raise ConfigError(f"no static training step here: {why}")
+        if count_correct and type(loss_fn) is not CrossEntropyLoss:
+            raise ConfigError("count_correct counts argmax predictions against class labels: "
+                              "it needs cross_entropy")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -113,9 +116,7 @@ class StaticStep:
         self.x = xp.empty((n, model.sizes[0]), dtype=dtype)
         # One buffer per layer holds z, then y = f(z) in place, then dJ/dz in place: every
         # activation here but a leaky_relu with a negative slope can take its backward from y
-        # (relu'(z) = [y > 0]), so z need not outlive the forward. dJ/dy arrives in one of two
-        # scratch buffers that take turns down the layers (the GEMM dJ/dh = dz W must not
-        # write over its input).
+        # (relu'(z) = [y > 0]), so z need not outlive the forward.
         self.z, self.a, self.grads = [], [], {}
         for lin, act in zip(model.layers[0::2], model.layers[1::2]):
             a = xp.empty((n, lin.out_features), dtype=dtype)
@@ -123,8 +124,9 @@ class StaticStep:
             self.z.append(a if _backward_from_output(act) else xp.empty_like(a))
             self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
             self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
-        widest = n * max(model.sizes[1:])
-        self._scratch = (xp.empty(widest, dtype=dtype), xp.empty(widest, dtype=dtype))
+        self.g = self._plan_grads(xp, dtype)
+        if isinstance(self.loss_fn, MSELoss):
+            self.squares = xp.empty((n, model.sizes[-1]), dtype=dtype)
         self.loss_rows = xp.empty(n, dtype=dtype)
         self.loss = xp.zeros((), dtype=dtype)
         self.correct = xp.zeros((), dtype=np.int64)
@@ -147,9 +149,26 @@ class StaticStep:
 
     # -- the step -------------------------------------------------------------------------------
 
-    def _scratch_for(self, i, cols):
-        """Scratch buffer ``i % 2`` as a (batch, cols) array."""
-        return self._scratch[i % 2][:self.batch_size * cols].reshape(self.batch_size, cols)
+    def _plan_grads(self, xp, dtype):
+        """Where each layer's dJ/dy lands, top down: the top one in place over the output
+        (cross-entropy writes dJ/dlogits over the logits; MSE with an identity output writes
+        y_hat - y over y_hat) or in a buffer of its own; below it, a scratch buffer. dJ/dy of
+        layer i is computed from dJ/dz of layer i + 1, so it takes a second scratch only where
+        that dJ/dz lies in the first: after an identity hidden layer, whose dJ/dz is its dJ/dy.
+        """
+        layers, n, last = self.model.layers, self.batch_size, len(self.a) - 1
+        in_place = isinstance(self.loss_fn, CrossEntropyLoss) or layers[-1].name == "identity"
+        g = [None] * (last + 1)
+        g[last] = self.a[last] if in_place else xp.empty_like(self.a[last])
+        scratch = []
+        for i in range(last - 1, -1, -1):
+            above = g[i + 1] if layers[2 * i + 3].name == "identity" else self.z[i + 1]
+            k = 1 if scratch and _shares_memory(above, scratch[0]) else 0
+            if k == len(scratch):
+                widest = n * max(self.model.sizes[1:-1])
+                scratch.append(xp.empty(widest, dtype=dtype))
+            g[i] = scratch[k][:n * self.a[i].shape[1]].reshape(n, self.a[i].shape[1])
+        return g
 
     def _body(self):
         with self.backend.static_kernels():  # fused kernels at every size (a graph's launch
@@ -170,7 +189,11 @@ class StaticStep:
                 backend.act_forward(act.name, z, act.slope, out=self.a[i])
             h = self.a[i]
         n_out = h.shape[1]
-        g = self._scratch_for(last, n_out)  # dJ/dy_hat
+        if self.count_correct:  # before dJ/dlogits is written over the logits
+            xp.argmax(h, axis=1, out=self.pred)
+            xp.equal(self.pred, self.y, out=self.hit)
+            self.hit.sum(out=self.correct)
+        g = self.g[last]  # dJ/dy_hat
         if isinstance(self.loss_fn, CrossEntropyLoss):
             scale = self.loss_fn._scale(self.batch_size)
             backend.softmax_cross_entropy(h, self.y, scale, out=(self.loss_rows, g))
@@ -178,16 +201,11 @@ class StaticStep:
             xp.multiply(self.loss, scale, out=self.loss)
         else:  # MSE: J = scale sum (y_hat - y)^2, dJ/dy_hat = 2 scale (y_hat - y)
             scale = self.loss_fn._scale(self.batch_size * n_out)
-            squares = self._scratch_for(last + 1, n_out)
             xp.subtract(h, self.y, out=g)
-            xp.multiply(g, g, out=squares)
-            squares.sum(out=self.loss)
+            xp.multiply(g, g, out=self.squares)
+            self.squares.sum(out=self.loss)
             xp.multiply(self.loss, scale, out=self.loss)
             xp.multiply(g, 2 * scale, out=g)
-        if self.count_correct:
-            xp.argmax(h, axis=1, out=self.pred)
-            xp.equal(self.pred, self.y, out=self.hit)
-            self.hit.sum(out=self.correct)
         for i in range(last, -1, -1):
             lin, act = layers[2 * i], layers[2 * i + 1]
             dz = g
@@ -198,7 +216,7 @@ class StaticStep:
             backend.matmul(dz, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
             dz.sum(axis=0, out=self.grads[lin.bias])
             if i:
-                g = self._scratch_for(i - 1, lin.in_features)
+                g = self.g[i - 1]
                 backend.matmul(dz, params[lin.weight], g)  # dJ/dh = dz W
         backend.tick_hyper(self.optimizer._hyper)
         self.optimizer.apply(self.grads)
@@ -244,6 +262,12 @@ class StaticStep:
             return self._body
         self.captured = replay != self._body  # (bound methods compare equal, never identical)
         return replay
+
+
+def _shares_memory(a, b) -> bool:
+    """Whether two arrays (of one backend) overlap: views of one buffer do."""
+    base_a, base_b = a if a.base is None else a.base, b if b.base is None else b.base
+    return base_a is base_b
 
 
 def _backward_from_output(act) -> bool:

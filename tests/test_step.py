@@ -55,7 +55,8 @@ def _assert_same(a, b, backend_name):
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "adamw"])
 @pytest.mark.parametrize("loss, act, out", [
     ("ce", "relu", "identity"), ("ce", "tanh", "identity"), ("mse", "sigmoid", "sigmoid"),
-    ("mse", "leaky_relu", "tanh"), ("mse", "relu", "identity"),
+    ("mse", "leaky_relu", "tanh"), ("mse", "relu", "identity"), ("ce", "identity", "identity"),
+    ("mse", "identity", "sigmoid"),
 ])
 def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, np.dtype(dtype).name)
@@ -288,3 +289,32 @@ def test_the_static_kernel_threshold_can_be_set_from_the_environment(monkeypatch
     model, opt, loss, x, y = _setup(backend, "sgd", "ce")
     StaticStep(model, loss, opt, BATCH)(x, y, _batches(1)[0])
     assert calls == [] and backend.kernel_min_size == 7
+
+
+def _roots(arrays):
+    return {id(a if a.base is None else a.base) for a in arrays}
+
+
+@pytest.mark.parametrize("loss, act, out, top_in_place, scratches", [
+    ("ce", "relu", "identity", True, 1),       # dJ/dlogits over the logits, one scratch
+    ("mse", "tanh", "identity", True, 1),      # y_hat - y over y_hat
+    ("mse", "relu", "sigmoid", False, 1),      # sigmoid'(z) reads y_hat: its own buffer
+    ("ce", "identity", "identity", True, 2),   # identity hidden layers: dJ/dz is dJ/dy
+])
+def test_the_step_keeps_one_scratch_buffer_where_it_can(loss, act, out, top_in_place, scratches):
+    model, opt, loss_fn, x, y = _setup("numpy", "sgd", loss, act, out)
+    step = StaticStep(model, loss_fn, opt, BATCH)
+    step(x, y, _batches(1)[0])
+    assert (step.g[-1] is step.a[-1]) == top_in_place
+    hidden = _roots(step.g[:-1])
+    assert len(hidden) == scratches
+    assert not hidden & _roots(step.a + step.z)  # scratch never aliases a layer's buffer
+    for i in range(len(step.g) - 1):  # dJ/dy of layer i never overwrites dJ/dz above it
+        above = step.g[i + 1] if model.layers[2 * i + 3].name == "identity" else step.z[i + 1]
+        assert not np.shares_memory(step.g[i], above)
+
+
+def test_counting_correct_predictions_needs_cross_entropy():
+    model, opt, loss_fn, _, _ = _setup("numpy", "sgd", "mse")
+    with pytest.raises(ConfigError, match="count_correct.*cross_entropy"):
+        StaticStep(model, loss_fn, opt, BATCH, count_correct=True)
