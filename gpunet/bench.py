@@ -12,11 +12,14 @@ a speed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,8 +63,47 @@ def judge(row: dict, gpu: bool):
     return text, met
 
 
-def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0):
-    """A step closure and a description of the path it takes (graph, static or eager)."""
+def why(row: dict, gpu: bool) -> str:
+    """For a row that misses its goal, what its own figures say about the reason: the step's
+    GEMMs alone (``gemm_ms``, timed in the same rounds) against the bound, or the time beyond
+    them (``scripts/profile_step.py`` then says where it goes), or the memory. "" otherwise."""
+    goal = GOALS.get((row["config"], "gpu" if gpu else "cpu"))
+    if goal is None or row.get("meets_goal") is not False:
+        return ""
+    what, bound = goal
+    gemm, reasons = row.get("gemm_ms"), []
+    if what == "ratio" and row.get("ratio") is not None and row["ratio"] > bound:
+        share = None if gemm is None else gemm / row["torch_ms"]
+        if share is not None and share > bound:
+            reasons.append(f"the GEMMs alone take {share:.2f}x torch's step")
+        elif gemm is not None:
+            reasons.append(f"{row['gpunet_ms'] - gemm:.3f} ms beyond the GEMMs "
+                           f"({gemm:.3f} ms)")
+    elif what == "ms" and row["gpunet_ms"] > bound:
+        if gemm is not None and gemm > bound:
+            reasons.append(f"the GEMMs alone take {gemm:.3f} ms")
+        elif gemm is not None:
+            reasons.append(f"{row['gpunet_ms'] - gemm:.3f} ms beyond the GEMMs "
+                           f"({gemm:.3f} ms)")
+    peak = row.get("torch_peak_bytes")
+    if gpu and row["config"] == "large" and peak is not None \
+            and row.get("gpunet_pool_bytes", 0) > peak:
+        reasons.append(f"device memory {row['gpunet_pool_bytes'] / 2**20:.0f} MiB against "
+                       f"torch's {peak / 2**20:.0f} MiB")
+    return "; ".join(reasons)
+
+
+class GpunetStep(NamedTuple):
+    """What the benchmark runs of gpunet: the step, its path ("graph", "static" or "eager"),
+    the device memory of its graph's pool, and the step's GEMMs alone on the same path."""
+
+    step: Callable[[], object]
+    path: str
+    graph_bytes: Callable[[], int]
+    gemms: Callable[[], object]
+
+
+def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0) -> GpunetStep:
     import gpunet as gn
     from gpunet.step import StaticStep
 
@@ -71,12 +113,56 @@ def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0):
     rng = np.random.default_rng(seed)
     x = model.backend.asarray(rng.standard_normal((batch, sizes[0]), dtype=np.float32))
     y = model.backend.asarray(rng.integers(0, sizes[-1], batch))
+    backend = model.backend
+    with _recorded_gemms(backend) as calls:
+        if graph:
+            static = StaticStep(model, loss, opt, batch)
+            static(x, y)  # builds the buffers (and captures the graph on a GPU)
+        else:
+            model.train_step(x, y, loss, opt)
+    calls = _one_step(calls)
+
+    def gemms():
+        for call in calls:
+            backend.matmul(*call)
+
     if not graph:
-        return (lambda: model.train_step(x, y, loss, opt)), "eager", lambda: 0
-    step = StaticStep(model, loss, opt, batch)
-    step(x, y)  # builds the buffers (and captures the graph on a GPU)
-    return ((lambda: step(step.x, step.y)), "graph" if step.captured else "static",
-            lambda: step.graph_pool_bytes)
+        return GpunetStep(lambda: model.train_step(x, y, loss, opt), "eager", lambda: 0, gemms)
+    if static.captured:
+        try:  # the GEMMs as a graph of their own, as they run inside the step's
+            gemms = backend.capture(gemms)
+        except Exception as e:
+            print(f"gpunet bench: the GEMMs alone run eagerly ({type(e).__name__}: "
+                  f"{_first_line(e)})", file=sys.stderr)
+    return GpunetStep(lambda: static(static.x, static.y),
+                      "graph" if static.captured else "static",
+                      lambda: static.graph_pool_bytes, gemms)
+
+
+@contextlib.contextmanager
+def _recorded_gemms(backend):
+    """Record the backend's GEMMs, ``(a, b, out, trans_a, trans_b)``, while they also run."""
+    calls, inner = [], backend.matmul
+
+    def matmul(a, b, out, trans_a=False, trans_b=False):
+        calls.append((a, b, out, trans_a, trans_b))
+        return inner(a, b, out, trans_a, trans_b)
+
+    backend.matmul = matmul
+    try:
+        yield calls
+    finally:
+        del backend.matmul
+
+
+def _one_step(calls):
+    """The calls of one step: a first static step runs its body, then captures it (on a GPU),
+    which makes the same calls on the same arrays again."""
+    def same(c, d):
+        return all(u is v for u, v in zip(c[:3], d[:3])) and c[3:] == d[3:]
+
+    again = next((i for i in range(1, len(calls)) if same(calls[i], calls[0])), len(calls))
+    return calls[:again]
 
 
 def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False):
@@ -202,8 +288,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
                 if torch is not None:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-            g_step, row["path"], graph_bytes = _gpunet_step(backend, sizes, batch, optimizer,
-                                                            graph)
+            made = _gpunet_step(backend, sizes, batch, optimizer, graph)
+            g_step, row["path"], graph_bytes = made.step, made.path, made.graph_bytes
             t_step = _torch_step(device, sizes, batch, optimizer) if torch is not None else None
             for _ in range(warmup):
                 g_step()
@@ -211,7 +297,7 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
                     t_step()
             if gpu and t_step:  # torch's peak is that of its eager steps
                 row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
-            steps_by = {"gpunet": g_step, "torch": t_step}
+            steps_by = {"gpunet": g_step, "gemms": made.gemms, "torch": t_step}
             if gpu and torch is not None and torch_graph:
                 try:
                     steps_by["torch_graph"] = _torch_graph_step(sizes, batch, optimizer, warmup)
@@ -222,10 +308,11 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
                 backend.xp.get_default_memory_pool().free_all_blocks()
             for _ in range(rounds):
                 for lib in times:
-                    times[lib].append(_time_round(steps_by[lib], n, sync_gn if lib == "gpunet"
-                                                  else sync_torch))
+                    times[lib].append(_time_round(steps_by[lib], n, sync_torch
+                                                  if lib.startswith("torch") else sync_gn))
             row["gpunet_ms"] = statistics.median(times["gpunet"]) * 1e3
             row["gpunet_samples_per_s"] = batch / statistics.median(times["gpunet"])
+            row["gemm_ms"] = statistics.median(times["gemms"]) * 1e3
             if t_step:
                 row["torch_ms"] = statistics.median(times["torch"]) * 1e3
                 row["ratio"] = row["gpunet_ms"] / row["torch_ms"]
@@ -236,9 +323,10 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
                 row["gpunet_pool_bytes"] = int(
                     backend.xp.get_default_memory_pool().total_bytes()) + graph_bytes()
             row["goal"], row["meets_goal"] = judge(row, gpu)
+            row["why"] = why(row, gpu)
             rows.append(row)
             log(_format_row(row))
-            del g_step, t_step, steps_by
+            del made, g_step, t_step, steps_by
     return {"backend": backend.name, "device": backend.device_name, "machine": _machine(),
             "torch": getattr(torch, "__version__", None),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
@@ -256,6 +344,8 @@ def _format_row(r) -> str:
         s += f"  torch graph {r['torch_graph_ms']:.3f} ms"
     if r.get("goal"):
         s += f"  goal {r['goal']}: {_verdict(r['meets_goal'])}"
+    if r.get("why"):
+        s += f" ({r['why']})"
     return s
 
 
@@ -276,7 +366,7 @@ def markdown(result: dict) -> str:
         return "" if v is None else f"{v / 2**20:.0f}"
 
     head = ["config", "optimizer", "path", "gpunet ms", "torch ms", "gpunet / torch",
-            "torch graph ms", "gpunet MiB", "torch MiB", "goal", "met"]
+            "torch graph ms", "gpunet GEMMs ms", "gpunet MiB", "torch MiB", "goal", "met"]
     table = []
     for r in result["rows"]:
         ratio = r.get("ratio")
@@ -284,9 +374,10 @@ def markdown(result: dict) -> str:
             f"{r['config']} B={r['batch']}", r["optimizer"],
             r["path"] + (" tf32" if r.get("tf32") else ""), ms(r["gpunet_ms"]),
             ms(r.get("torch_ms")), "" if ratio is None else f"{ratio:.2f}",
-            ms(r.get("torch_graph_ms")) or r.get("torch_graph_error", ""),
+            ms(r.get("torch_graph_ms")) or r.get("torch_graph_error", ""), ms(r.get("gemm_ms")),
             mib(r.get("gpunet_pool_bytes")), mib(r.get("torch_peak_bytes")), r.get("goal", ""),
-            _verdict(r.get("meets_goal")) if r.get("goal") else ""])
+            (_verdict(r.get("meets_goal")) + (f": {r['why']}" if r.get("why") else ""))
+            if r.get("goal") else ""])
     keep = [j for j in range(len(head)) if j < 4 or any(row[j] for row in table)]
     lines = [f"{result['device']}; {result['machine']}; torch {result['torch']} "
              f"({result['torch_threads']} threads), numpy {result['numpy']}", "",

@@ -60,6 +60,7 @@ def test_a_cpu_run_gives_rows_the_json_and_the_markdown_table(tmp_path, capsys):
         assert row["ratio"] == pytest.approx(row["gpunet_ms"] / row["torch_ms"])
         assert row["gpunet_samples_per_s"] == pytest.approx(128 / row["gpunet_ms"] * 1e3)
         assert (row["goal"], row["meets_goal"]) == bench.judge(row, False)
+        assert row["gemm_ms"] > 0 and row["why"] == bench.why(row, False)
         assert "torch_graph_ms" not in row and "gpunet_pool_bytes" not in row  # GPU only
     table = out_md.read_text().splitlines()
     assert table[0].startswith(result["device"])
@@ -75,7 +76,7 @@ def test_a_cpu_run_gives_rows_the_json_and_the_markdown_table(tmp_path, capsys):
 
 def test_the_markdown_table_keeps_the_columns_some_row_fills():
     gpu = _row("large", ms=47.0, ratio=0.99, torch_graph_error="RuntimeError: capture failed",
-               gpunet_pool_bytes=3 << 20, torch_peak_bytes=5 << 20)
+               gpunet_pool_bytes=3 << 20, torch_peak_bytes=5 << 20, gemm_ms=45.0)
     gpu["goal"], gpu["meets_goal"] = bench.judge(gpu, True)
     eager = _row("small", path="eager", ms=0.5, ratio=0.9, torch_graph_ms=0.081)
     result = {"device": "cuda:0 (card)", "machine": "m", "torch": "2.11", "torch_threads": 16,
@@ -83,10 +84,61 @@ def test_the_markdown_table_keeps_the_columns_some_row_fills():
     lines = bench.markdown(result).splitlines()
     head = [c.strip() for c in lines[2].strip("|").split("|")]
     assert head == ["config", "optimizer", "path", "gpunet ms", "torch ms", "gpunet / torch",
-                    "torch graph ms", "gpunet MiB", "torch MiB", "goal", "met"]
+                    "torch graph ms", "gpunet GEMMs ms", "gpunet MiB", "torch MiB", "goal", "met"]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[4:]]
-    assert rows[0][6:] == ["RuntimeError: capture failed", "3", "5",
+    assert rows[0][6:] == ["RuntimeError: capture failed", "45.000", "3", "5",
                            "<= 1.02x torch, memory <= torch", "met"]
-    assert rows[1][5:] == ["0.90", "0.081", "", "", "", ""]  # eager: no goal, no verdict
+    assert rows[1][5:] == ["0.90", "0.081", "", "", "", "", ""]  # eager: no goal, no verdict
     cpu = dict(result, rows=[_row()])
     assert "torch graph ms" not in bench.markdown(cpu) and "MiB" not in bench.markdown(cpu)
+    missed = _row(ratio=0.8, gemm_ms=0.9)
+    missed["goal"], missed["meets_goal"] = bench.judge(missed, False)
+    missed["why"] = bench.why(missed, False)
+    assert bench.markdown(dict(result, rows=[missed])).splitlines()[-1].endswith(
+        "| MISSED: the GEMMs alone take 0.72x torch's step |")
+
+
+@pytest.mark.parametrize("config, gpu, row, expected", [
+    ("small", False, dict(ms=0.6, ratio=0.85, gemm_ms=0.5), "the GEMMs alone take 0.71x torch"),
+    ("small", False, dict(ms=0.6, ratio=0.85, gemm_ms=0.2), "0.400 ms beyond the GEMMs"),
+    ("small", True, dict(ms=0.12, ratio=0.2, gemm_ms=0.11), "the GEMMs alone take 0.110 ms"),
+    ("medium", True, dict(ms=0.5, ratio=0.5, gemm_ms=0.3), "0.200 ms beyond the GEMMs"),
+    ("large", True, dict(ms=47, ratio=1.0, gemm_ms=45, gpunet_pool_bytes=3 << 20,
+                         torch_peak_bytes=2 << 20), "device memory 3 MiB against torch's 2 MiB"),
+    ("small", False, dict(ms=0.4, ratio=0.5, gemm_ms=0.3), ""),  # met: nothing to explain
+    ("small", False, dict(path="eager", ms=0.6, ratio=0.9, gemm_ms=0.5), ""),  # no goal
+])
+def test_a_missed_goal_says_what_its_figures_show(config, gpu, row, expected):
+    r = _row(config, **row)
+    r["goal"], r["meets_goal"] = bench.judge(r, gpu)
+    got = bench.why(r, gpu)
+    assert (expected in got) if expected else got == ""
+
+
+def test_the_gemms_of_one_step_are_recorded_once_and_replayed_alone():
+    import gpunet as gn
+
+    backend = gn.get_backend("numpy")
+    made = bench._gpunet_step(backend, [20, 16, 12, 3], 8, "sgd")
+    assert made.path == "static" and "matmul" not in vars(backend)  # the recorder is gone
+    with bench._recorded_gemms(backend) as calls:
+        made.gemms()
+    # forward: 3 layers; backward: dW for each, dJ/dh for the two upper ones
+    shapes = [(c[0].shape, c[1].shape, c[2].shape, c[3], c[4]) for c in calls]
+    assert shapes == [((8, 20), (16, 20), (8, 16), False, True),
+                      ((8, 16), (12, 16), (8, 12), False, True),
+                      ((8, 12), (3, 12), (8, 3), False, True),
+                      ((8, 3), (8, 12), (3, 12), True, False),
+                      ((8, 3), (3, 12), (8, 12), False, False),
+                      ((8, 12), (8, 16), (12, 16), True, False),
+                      ((8, 12), (12, 16), (8, 16), False, False),
+                      ((8, 16), (8, 20), (16, 20), True, False)]
+
+
+def test_a_captured_step_repeats_its_calls_and_only_the_first_step_is_kept():
+    a, b, c, d = (object() for _ in range(4))
+    body = [(a, b, c, False, True), (c, a, d, True, False)]
+    assert bench._one_step(body + body) == body  # eager body, then the capture's
+    assert bench._one_step(body) == body
+    assert bench._one_step([(a, b, c, False, True), (a, b, c, False, False)]) == [
+        (a, b, c, False, True), (a, b, c, False, False)]  # other flags: another call
