@@ -550,8 +550,11 @@ def cmd_info(args) -> int:
         print(f"cuda graphs: {graphs}")
     else:
         print(f"cupy: not usable: {why}")
+    from .backends.numpy_backend import NumpyBackend
+
     kernels = "off (GPUNET_KERNELS=0)" if os.environ.get("GPUNET_KERNELS", "1").strip() == "0" \
-        else "on (compiled on first use)"
+        else (f"on for arrays of at least {NumpyBackend.kernel_min_size} elements on the CPU "
+              "(compiled on first use)")
     print(f"fused kernels: {kernels}")
     print(f"default backend: {default_backend_name()} "
           f"(auto picks {'cupy' if usable else 'numpy'}; set GPUNET_BACKEND to change)")

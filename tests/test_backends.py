@@ -92,11 +92,19 @@ class _Plain(Backend):
     device_name = "cpu"
 
 
+def _all_sizes():
+    """A numpy backend whose fused kernels take arrays of every size (the shared one keeps
+    arrays under ``NumpyBackend.kernel_min_size`` elements on NumPy's ops)."""
+    b = NumpyBackend()
+    b.kernel_min_size = b.static_kernel_min_size = 0
+    return b
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"])
 def test_numpy_kernels_equal_the_numpy_math(name, dtype):
     """The njit kernels behind the numpy backend compute what the base class's NumPy ops do."""
-    fast, plain = gn.get_backend("numpy"), _Plain()
+    fast, plain = _all_sizes(), _Plain()
     rng = np.random.default_rng(0)
     z = rng.normal(size=(33, 70)).astype(dtype) * 3
     dy = rng.normal(size=z.shape).astype(dtype)
@@ -134,7 +142,7 @@ def test_bias_act_forward_in_place(backend, name, dtype, shape):
 
 
 def test_a_kernel_that_cannot_run_falls_back_once_with_a_notice(monkeypatch, capsys):
-    b = NumpyBackend()
+    b = _all_sizes()
     from gpunet.kernels import cpu_ops
 
     def broken(*args):
@@ -163,7 +171,7 @@ def test_kernels_can_be_turned_off(monkeypatch):
     (0.9, 0.1, False, 0.01, False), (0.9, 0.0, True, 0.01, False),
 ])
 def test_fused_sgd_update_equals_the_numpy_math(dtype, momentum, dampening, nesterov, wd, first):
-    fast, plain = gn.get_backend("numpy"), _Plain()
+    fast, plain = _all_sizes(), _Plain()
     assert fast.optim_kernels is not None
     rng = np.random.default_rng(3)
     p, g, buf = (rng.normal(size=(37, 11)).astype(dtype) for _ in range(3))
@@ -184,7 +192,7 @@ def test_fused_sgd_update_equals_the_numpy_math(dtype, momentum, dampening, nest
 @pytest.mark.parametrize("wd, decoupled", [(0.0, False), (0.01, False), (0.01, True)])
 @pytest.mark.parametrize("step", [1, 7])
 def test_fused_adam_update_equals_the_numpy_math(dtype, wd, decoupled, step):
-    fast, plain = gn.get_backend("numpy"), _Plain()
+    fast, plain = _all_sizes(), _Plain()
     rng = np.random.default_rng(4)
     p, g, m = (rng.normal(size=(19, 23)).astype(dtype) for _ in range(3))
     v = rng.uniform(0.01, 1, size=p.shape).astype(dtype)
@@ -228,7 +236,38 @@ def test_fused_float32_adam_stays_within_rounding_of_float64_math(wd, decoupled,
     M = 0.9 * M + 0.1 * G
     V = 0.999 * V + 0.001 * G * G
     P = P - lr / (1 - 0.9**step) * M / (np.sqrt(V) / np.sqrt(1 - 0.999**step) + 1e-8)
-    gn.get_backend("numpy").adam_update(p, g, m, v, np.array([lr, step]), 0.9, 0.999, 1e-8, wd,
-                                        decoupled)
+    _all_sizes().adam_update(p, g, m, v, np.array([lr, step]), 0.9, 0.999, 1e-8, wd, decoupled)
     for got, ref in zip((p, m, v), (P, M, V)):
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_the_cpu_keeps_small_arrays_on_numpy_ops_and_sends_large_ones_to_the_kernels(
+        monkeypatch):
+    b = NumpyBackend()
+    calls = []
+    run = b._run
+    monkeypatch.setattr(b, "_run", lambda op, *a, **k: calls.append(op) or run(op, *a, **k))
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal((255, 256)).astype(np.float32)  # 2^16 - 256 elements
+    large = rng.standard_normal((256, 256)).astype(np.float32)  # 2^16
+    for z in (small, large):
+        np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))
+        b.sgd_update(z.copy(), z, None, np.array([0.1, 1.0]), 0.0, 0.0, False, 0.0, False)
+    assert calls == ["act_forward", "sgd_update"]  # the large array's, not the small one's
+    with b.static_kernels():  # the same threshold in a static step on the CPU
+        b.act_backward("relu", small, small, small)
+    assert calls == ["act_forward", "sgd_update"]
+
+
+def test_a_small_training_run_compiles_no_kernel():
+    """`gpunet train` on digits (batches of 32 x 128) stays on NumPy's ops: numba, whose
+    kernels compile for seconds in every process, is not even imported."""
+    code = ("import sys\n"
+            "from gpunet.cli import main\n"
+            "assert main(['train', '--dataset', 'digits', '--epochs', '2', '--quiet',\n"
+            "             '--backend', 'numpy']) == 0\n"
+            "assert 'numba' not in sys.modules, 'numba was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout

@@ -70,7 +70,8 @@ def test_a_cpu_run_gives_rows_the_json_and_the_markdown_table(tmp_path, capsys):
     assert cells[:3] == ["small B=128", "adam", "static"]
     assert float(cells[3]) == pytest.approx(result["rows"][1]["gpunet_ms"], abs=5e-4)
     assert cells[-2] == "<= 0.6x torch"
-    assert cells[-1] == ("met" if result["rows"][1]["meets_goal"] else "MISSED")
+    row = result["rows"][1]
+    assert cells[-1] == ("met" if row["meets_goal"] else f"MISSED: {row['why']}")
     assert "gpunet/torch" in capsys.readouterr().out
 
 

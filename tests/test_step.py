@@ -248,6 +248,7 @@ class _EagerThreshold(NumpyBackend):
     """A CPU backend that, like the CuPy one, keeps small arrays off the kernels in eager ops
     (there a launch costs more host time than the work) but not in static steps."""
     kernel_min_size = 1 << 30
+    static_kernel_min_size = 0
 
 
 def _kernel_calls(backend, monkeypatch):
@@ -318,3 +319,27 @@ def test_counting_correct_predictions_needs_cross_entropy():
     model, opt, loss_fn, _, _ = _setup("numpy", "sgd", "mse")
     with pytest.raises(ConfigError, match="count_correct.*cross_entropy"):
         StaticStep(model, loss_fn, opt, BATCH, count_correct=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt, loss, act, out", [
+    ("adam", "ce", "relu", "identity"), ("momentum", "mse", "leaky_relu", "tanh"),
+    ("adamw", "mse", "sigmoid", "sigmoid"), ("sgd", "ce", "tanh", "identity"),
+])
+def test_static_steps_equal_eager_steps_on_the_fused_kernels(monkeypatch, dtype, opt, loss, act,
+                                                              out):
+    """As above with the CPU kernels at every size (the shared numpy backend keeps arrays under
+    2^16 elements on NumPy's ops; the losses use that shared backend too)."""
+    monkeypatch.setattr(NumpyBackend, "kernel_min_size", 0)
+    monkeypatch.setattr(NumpyBackend, "static_kernel_min_size", 0)
+    backend = gn.get_backend("numpy")
+    calls = _kernel_calls(backend, monkeypatch)
+    eager, e_opt, e_loss, x, y = _setup("numpy", opt, loss, act, out, dtype)
+    static, s_opt, s_loss, _, _ = _setup("numpy", opt, loss, act, out, dtype)
+    step = StaticStep(static, s_loss, s_opt, BATCH)
+    for rows in _batches(5):
+        eager.train_step(x[rows], y[rows], e_loss, e_opt)
+        step(x, y, rows)
+    update = "adam_update" if opt.startswith("adam") else "sgd_update"
+    assert {"bias_act_forward", "act_backward", update} <= set(calls)
+    _assert_same(eager, static, "numpy")  # the same kernels in the same order: the same bits

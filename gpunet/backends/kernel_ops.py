@@ -98,10 +98,13 @@ class KernelOps:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
 
     def _fit(self, *arrays) -> bool:
+        """Whether the arrays go to a kernel: large enough, one float dtype and shape, C order,
+        and the kernels on here (asked last: the first asking imports numba)."""
         first = arrays[0]
         return (first.size >= self.kernel_min_size and first.ndim >= 1 and all(
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
-            and a.flags.c_contiguous and a.shape == first.shape for a in arrays))
+            and a.flags.c_contiguous and a.shape == first.shape for a in arrays)
+            and self.kernels is not None)
 
     def _is(self, a, dtype, shape) -> bool:
         return self.owns(a) and a.dtype == dtype and a.shape == shape and a.flags.c_contiguous
@@ -119,7 +122,7 @@ class KernelOps:
     # -- elementwise --------------------------------------------------------------------
 
     def act_forward(self, name, z, slope=DEFAULT_SLOPE, out=None):
-        if self.kernels is not None and self._fit(z, *(() if out is None else (out,))):
+        if self._fit(z, *(() if out is None else (out,))):
             if name in KERNEL_ACTIVATIONS:
                 got = self._run("act_forward", name, z,
                                 self.xp.empty_like(z) if out is None else out, slope)
@@ -130,16 +133,15 @@ class KernelOps:
         return super().act_forward(name, z, slope, out)
 
     def bias_act_forward(self, name, z, b, slope=DEFAULT_SLOPE):
-        if (name in KERNEL_ACTIVATIONS and name != "identity" and self.kernels is not None
-                and z.ndim == 2 and self._fit(z) and self._is(b, z.dtype, z.shape[1:])):
+        if (name in KERNEL_ACTIVATIONS and name != "identity" and z.ndim == 2 and self._fit(z)
+                and self._is(b, z.dtype, z.shape[1:])):
             got = self._run("bias_act_forward", name, z, b, z, slope)
             if got is not None:
                 return got
         return super().bias_act_forward(name, z, b, slope)
 
     def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE, out=None):
-        if name in KERNEL_ACTIVATIONS and self.kernels is not None \
-                and self._fit(dy, z, y, *(() if out is None else (out,))):
+        if name in KERNEL_ACTIVATIONS and self._fit(dy, z, y, *(() if out is None else (out,))):
             got = self._run("act_backward", name, dy, z, y,
                             self.xp.empty_like(dy) if out is None else out, slope)
             if got is not None:
@@ -149,7 +151,7 @@ class KernelOps:
     # -- row-wise -----------------------------------------------------------------------
 
     def _rowwise(self, op, x, out_shape):
-        if self.kernels is not None and x.ndim == 2 and x.shape[1] > 0 and self._fit(x):
+        if x.ndim == 2 and x.shape[1] > 0 and self._fit(x):
             return self._run(op, x, self.xp.empty(out_shape, dtype=x.dtype))
         return None
 
@@ -166,7 +168,7 @@ class KernelOps:
         return super().softmax(x) if out is None else out
 
     def softmax_cross_entropy(self, logits, labels, scale, out=None):
-        if (self.kernels is not None and logits.ndim == 2 and logits.shape[1] > 0
+        if (logits.ndim == 2 and logits.shape[1] > 0
                 and self._fit(logits, *(() if out is None else (out[1],)))
                 and (out is None or self._is(out[0], logits.dtype, logits.shape[:1]))
                 and self.owns(labels) and labels.dtype in _LABELS
@@ -182,17 +184,16 @@ class KernelOps:
     # -- optimiser updates --------------------------------------------------------------
 
     def sgd_update(self, p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):
-        module = self.optim_kernels
-        if module is not None and self._fit(p, g, *(() if buf is None else (buf,))):
-            if self._run("sgd_update", p, g, buf, hyper, momentum, dampening, nesterov,
-                         weight_decay, first, module=module) is not None:
-                return
+        if self._fit(p, g, *(() if buf is None else (buf,))) \
+                and (module := self.optim_kernels) is not None \
+                and self._run("sgd_update", p, g, buf, hyper, momentum, dampening, nesterov,
+                              weight_decay, first, module=module) is not None:
+            return
         super().sgd_update(p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first)
 
     def adam_update(self, p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled):
-        module = self.optim_kernels
-        if module is not None and self._fit(p, g, m, v):
-            if self._run("adam_update", p, g, m, v, hyper, beta1, beta2, eps, weight_decay,
-                         decoupled, module=module) is not None:
-                return
+        if self._fit(p, g, m, v) and (module := self.optim_kernels) is not None \
+                and self._run("adam_update", p, g, m, v, hyper, beta1, beta2, eps, weight_decay,
+                              decoupled, module=module) is not None:
+            return
         super().adam_update(p, g, m, v, hyper, beta1, beta2, eps, weight_decay, decoupled)

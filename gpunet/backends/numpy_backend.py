@@ -16,6 +16,12 @@ class NumpyBackend(KernelOps, Backend):
     xp = np
     kernel_module = "cpu_ops"  # numba.njit twins; each beat NumPy in docs/benchmarks.md
     optim_module = "cpu_optim"  # fused SGD / Adam updates
+    # Smaller arrays stay on NumPy's ops, eager and static alike. A kernel saves a few us per
+    # call there but compiles once per process (0.1-0.5 s each; numba's on-disk cache stores
+    # pickles, so it stays off): `gpunet train --dataset digits` took 2.2 s with every size on
+    # the kernels and 0.9 s with this, for the same accuracy; the B=128 784-256-10 benchmark
+    # step moved by less than its run-to-run noise (docs/benchmarks.md).
+    kernel_min_size = static_kernel_min_size = 1 << 16
 
     @property
     def device_name(self) -> str:
