@@ -3,11 +3,12 @@
 For each config both libraries train the same MLP (relu, softmax cross-entropy, fp32) on one
 fixed random batch. After warm-up they alternate: a round of ``steps`` gpunet steps, then a round
 of PyTorch steps, the device synchronised around each round; the figure is the median over
-rounds of the mean step time. Reported: ms per step, gpunet / PyTorch, samples per second and,
-on the GPU, peak device memory and PyTorch's own full-step CUDA graph replay (timed in the same
-rounds: the best PyTorch can do on launch-bound configs). Each row of gpunet's default path is
-judged against the goal of issue 5 (``GOALS``). Benchmarks are not tests: nothing here asserts
-a speed.
+rounds of the mean step time. Reported: ms per step, gpunet / PyTorch, samples per second,
+gpunet's GEMMs alone (the step's own GEMM calls replayed in the same rounds: the floor that
+BLAS or cuBLAS sets) and, on the GPU, peak device memory and PyTorch's own full-step CUDA graph
+replay (the best PyTorch can do on launch-bound configs). Each row of gpunet's default path is
+judged against the goal of issue 5 (``GOALS``) and, where it misses, says what its figures show
+(``why``). Benchmarks are not tests: nothing here asserts a speed.
 """
 
 from __future__ import annotations

@@ -504,7 +504,11 @@ def main(argv=None) -> int:
         p.error("--steps must be at least 1")
     configs = args.config or (["small", "medium"]
                               + (["large"] if args.backend == "cupy" else []))
-    result = run(args.backend, configs, args.optimizer, args.steps)
+    try:
+        result = run(args.backend, configs, args.optimizer, args.steps)
+    except gn.GpunetError as e:  # no GPU here, say: one line, as gpunet's commands do
+        print(f"profile_step: error: {e}", file=sys.stderr)
+        return 1
     if args.json:
         _write_json(args.json, result)
     # the table last: a remote run may send back only the tail of its output
