@@ -265,9 +265,15 @@ class StaticStep:
 
 
 def _shares_memory(a, b) -> bool:
-    """Whether two arrays (of one backend) overlap: views of one buffer do."""
-    base_a, base_b = a if a.base is None else a.base, b if b.base is None else b.base
-    return base_a is base_b
+    """Whether two arrays (of one backend) are views of one buffer (the step's own buffers are
+    whole arrays and reshaped slices of them)."""
+    return _owner(a) is _owner(b)
+
+
+def _owner(a):
+    while a.base is not None:
+        a = a.base
+    return a
 
 
 def _backward_from_output(act) -> bool:

@@ -529,3 +529,62 @@ def test_load_state_dict_of_another_architecture_raises_shape_error(sizes, data)
         model.load_state_dict(gn.MLP(other, backend="numpy").state_dict())
     for k, v in model.state_dict().items():  # nothing half-loaded
         np.testing.assert_array_equal(v, before[k])
+
+
+@examples(60)
+@given(widths=st.lists(st.integers(1, 40), min_size=2, max_size=5),
+       batch=st.integers(1, 17),
+       activation=st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh", "identity"]),
+       slope=st.sampled_from([0.0, 0.2, -0.3]),
+       head=st.sampled_from([("ce", "identity"), ("mse", "identity"), ("mse", "sigmoid"),
+                             ("mse", "tanh")]),
+       optimizer=st.sampled_from(["sgd", "momentum", "adam", "adamw"]),
+       dtype=st.sampled_from(["float32", "float64"]),
+       kernels_everywhere=st.booleans())
+def test_static_steps_equal_eager_steps_for_any_architecture(widths, batch, activation, slope,
+                                                             head, optimizer, dtype,
+                                                             kernels_everywhere):
+    """Whatever the depth, widths, activation and loss, the static step's buffer plan (layer
+    buffers reused in place, one or two scratch buffers, dJ/dlogits over the logits) gives the
+    eager step's numbers to the bit on the CPU, on NumPy's ops or on the fused kernels."""
+    from gpunet.backends.numpy_backend import NumpyBackend
+    from gpunet.step import StaticStep
+
+    loss_name, output = head
+    threshold = 0 if kernels_everywhere else NumpyBackend.kernel_min_size
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(NumpyBackend, "kernel_min_size", threshold)
+        mp.setattr(NumpyBackend, "static_kernel_min_size", threshold)
+        rng = np.random.default_rng(len(widths) * 100 + batch)
+        n = 3 * batch
+        x = rng.standard_normal((n, widths[0])).astype(dtype)
+        y = (rng.integers(0, widths[-1], n) if loss_name == "ce"
+             else rng.standard_normal((n, widths[-1])).astype(dtype))
+        runs = []
+        for static in (False, True):
+            model = gn.MLP(widths, activation=activation, output=output, backend="numpy",
+                           seed=4, dtype=dtype, slope=slope)
+            opt = {"sgd": lambda: gn.SGD(model, lr=0.1),
+                   "momentum": lambda: gn.SGD(model, lr=0.05, momentum=0.9, nesterov=True,
+                                              weight_decay=0.01),
+                   "adam": lambda: gn.Adam(model, lr=1e-2),
+                   "adamw": lambda: gn.AdamW(model, lr=1e-2)}[optimizer]()
+            loss_fn = gn.CrossEntropyLoss() if loss_name == "ce" else gn.MSELoss()
+            step = StaticStep(model, loss_fn, opt, batch) if static else None
+            losses = []
+            for s in range(3):
+                rows = np.arange(s * batch, (s + 1) * batch)
+                if static:
+                    losses.append(float(step(x, y, rows)[0]))
+                else:
+                    losses.append(float(model.train_step(x[rows], y[rows], loss_fn, opt)))
+            runs.append((model, losses))
+    (eager, eager_losses), (static_model, static_losses) = runs
+    # NumPy's matmul buffers an output that overlaps its input, cuBLAS does not: so no GEMM of
+    # the plan may write dJ/dy of layer i over the dJ/dz of layer i + 1 it is computed from
+    for i in range(len(step.g) - 1):
+        above = step.g[i + 1] if model.layers[2 * i + 3].name == "identity" else step.z[i + 1]
+        assert not np.shares_memory(step.g[i], above), i
+    np.testing.assert_allclose(static_losses, eager_losses, rtol=1e-6)
+    for k in eager.params:
+        np.testing.assert_array_equal(static_model.params[k], eager.params[k], err_msg=k)
