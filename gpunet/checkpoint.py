@@ -7,6 +7,7 @@ Layout inside the archive:
     param/<name>       model parameters (W1, b1, ...)
     opt/<name>/<slot>  optimizer state (momentum buffers, Adam moments)
     data/mean, data/std  the feature standardisation fitted on the training split
+    data/y_mean, data/y_std  the regression targets' standardisation (from format version 2)
 
 Files are loaded with ``allow_pickle=False``, so loading one can never run code. Writes are
 atomic: a temporary file in the same folder is written, fsynced and renamed over the target,
@@ -24,11 +25,13 @@ import numpy as np
 from .errors import CheckpointError
 
 FORMAT = "gpunet-checkpoint"
-VERSION = 1
+#: 2: regression targets may be standardised (data/y_mean, data/y_std); a gpunet that reads
+#: only version 1 would take such a model's outputs for the targets' own units
+VERSION = 2
 
 
 def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, extra=None,
-                    arrays=None):
+                    arrays=None, target_standardizer=None):
     """Write ``model`` (and optionally its optimizer and training state) to ``path`` atomically.
 
     ``extra`` is any JSON-able dict stored in the header (data spec, training state, history);
@@ -52,6 +55,9 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
     if standardizer is not None:
         arrays["data/mean"] = np.asarray(standardizer.mean)
         arrays["data/std"] = np.asarray(standardizer.std)
+    if target_standardizer is not None:
+        arrays["data/y_mean"] = np.asarray(target_standardizer.mean)
+        arrays["data/y_std"] = np.asarray(target_standardizer.std)
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -96,13 +102,16 @@ def _new_file_mode(path) -> int:
 
 
 class Checkpoint:
-    """A loaded checkpoint: ``header`` (dict), ``params``, ``optimizer_state``, ``standardizer``."""
+    """A loaded checkpoint: ``header`` (dict), ``params``, ``optimizer_state``, ``standardizer``
+    (the features') and ``target_standardizer`` (regression targets', or None)."""
 
-    def __init__(self, header, params, optimizer_state, standardizer, arrays=None):
+    def __init__(self, header, params, optimizer_state, standardizer, arrays=None,
+                 target_standardizer=None):
         self.header = header
         self.params = params
         self.optimizer_state = optimizer_state
         self.standardizer = standardizer
+        self.target_standardizer = target_standardizer
         self.arrays = arrays or {}  # every other array, by its full name (e.g. "best/W1")
 
     def group(self, prefix: str) -> dict:
@@ -190,9 +199,11 @@ def load_checkpoint(path) -> Checkpoint:
             opt_state.setdefault(key, {})[slot] = a
         elif kind != "data":
             others[k] = a
-    standardizer = None
-    if "data/mean" in arrays:
-        from .data import Standardizer
+    from .data import Standardizer
 
+    standardizer = target = None
+    if "data/mean" in arrays:
         standardizer = Standardizer(arrays["data/mean"], arrays["data/std"])
-    return Checkpoint(header, params, opt_state, standardizer, others)
+    if "data/y_mean" in arrays:
+        target = Standardizer(arrays["data/y_mean"], arrays["data/y_std"])
+    return Checkpoint(header, params, opt_state, standardizer, others, target)

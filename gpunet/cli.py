@@ -433,9 +433,11 @@ def cmd_evaluate(args) -> int:
     if base is None and args.dataset is None:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
-    x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer)
+    x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer,
+                                       ckpt.target_standardizer)
     loss_fn = _checkpoint_loss(ckpt, model, task)
-    m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task)
+    m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
+                target=ckpt.target_standardizer if task == "regression" else None)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
               "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch,
               **{f"{args.split}_{k}": v for k, v in m.items()}}
@@ -484,6 +486,8 @@ def cmd_predict(args) -> int:
         fmt = ["%d"] + ["%.8g"] * probs.shape[1]
     else:
         table = backend.to_host(y_hat).astype(np.float64)
+        if ckpt.target_standardizer is not None:  # the model predicts standardised targets
+            table = ckpt.target_standardizer.inverse(table)
         header = [f"y{k}" for k in range(table.shape[1])]
         fmt = ["%.8g"] * table.shape[1]
     if out.endswith(".npy"):

@@ -78,6 +78,9 @@ class DataSpec:
         val_fraction, test_fraction: shares of the rows held out, each in [0, 1), summing
             below 1. A source with its own test split (mnist) uses it instead of
             ``test_fraction`` and takes ``val_fraction`` of its training rows.
+        standardize_targets: regression targets standardised with the training rows'
+            statistics, as the features always are (a spec stored before this field existed
+            reads as False: its run trained on the targets as given).
     """
 
     dataset: str
@@ -91,6 +94,7 @@ class DataSpec:
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.2
+    standardize_targets: bool = True
 
     def __post_init__(self):
         # paths may come as pathlib.Path; JSON wants strings
@@ -113,7 +117,7 @@ class DataSpec:
                               f"known: {', '.join(sorted(names))}")
         if "dataset" not in d:
             raise ConfigError("the data spec names no dataset")
-        return cls(**d)
+        return cls(**{"standardize_targets": False, **d})
 
 
 @dataclass
@@ -131,13 +135,21 @@ class Standardizer:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.std
 
+    def inverse(self, z):
+        """z -> z * std + mean: standardised values back in the original units (host or
+        backend arrays alike)."""
+        return z * self.std + self.mean
+
 
 @dataclass
 class Dataset:
     """The train/val/test splits of one source, as host arrays, features standardised.
 
     ``y`` holds int64 labels for classification and float targets shaped (n, outputs) for
-    regression. ``x_val``/``y_val`` have 0 rows when ``spec.val_fraction`` is 0 (and the test
+    regression, standardised like the features when ``target_standardizer`` is set (regression
+    loaded with ``standardize=True``): a model trained on them predicts standardised values,
+    which ``target_standardizer.inverse`` turns back into the targets' units (``fit``'s MSE and
+    R^2, ``gpunet evaluate`` and ``gpunet predict`` do). ``x_val``/``y_val`` have 0 rows when ``spec.val_fraction`` is 0 (and the test
     arrays when ``test_fraction`` is 0). ``spec`` has ``task`` filled in, so that
     ``load_split(dataset.spec, ...)`` finds the same task and rows without the loss.
     """
@@ -153,6 +165,7 @@ class Dataset:
     n_classes: int = 0
     standardizer: Standardizer | None = None
     spec: DataSpec | None = None
+    target_standardizer: Standardizer | None = None
 
     @property
     def n_features(self) -> int:
@@ -198,19 +211,18 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     max + 1, at least two distinct classes. The split is seeded by ``spec.seed``: first the test
     rows (ceil(test_fraction * n)), then the validation rows (ceil(val_fraction * n)) from the
     rest, each stratified by class where scikit-learn can (unstratified when a class is too
-    small). The standardizer is fitted on the training rows only.
+    small). The standardizers (features; regression targets) are fitted on the training rows
+    only.
     """
     spec, src, y, n_classes, idx = _prepare(spec, loss)
-    x = src.x
-    std = Standardizer.fit(x[idx["train"]])
-    parts = {k: (std(x[i]), y[i]) for k, i in idx.items()}
-    return Dataset(spec.dataset, spec.task, *parts["train"], *parts["val"], *parts["test"],
-                   n_classes, std, spec)
+    return _split(spec, src.x, y, n_classes, idx, standardize=True)
 
 
-def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None):
+def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
+               target_standardizer: Standardizer | None = None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
-    given (stored) ``standardizer`` (None: raw features).
+    given (stored) ``standardizer`` (None: raw features) and regression targets with
+    ``target_standardizer`` (None: as given).
 
     ``split`` is "train", "val", "test" or "all" (every row of the source in file order; for
     mnist the training files' rows, then the t10k rows). Pass the spec of the ``Dataset``
@@ -230,7 +242,10 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None):
             raise DataError(f"{src.where}: {x.shape[1]} features, but the stored standardizer "
                             f"was fitted on {width}")
         x = standardizer(x)
-    return x, y[rows], spec.task, n_classes
+    y = y[rows]
+    if target_standardizer is not None and spec.task == "regression":
+        y = target_standardizer(y)
+    return x, y, spec.task, n_classes
 
 
 def read_features(path) -> np.ndarray:
@@ -277,7 +292,8 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Datase
 def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
                  val_fraction=0.0) -> Dataset:
     """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it.
-    ``standardize=False`` leaves the features as given (``standardizer`` is then None)."""
+    ``standardize=False`` leaves the features and targets as given (``standardizer`` and
+    ``target_standardizer`` are then None)."""
     spec = DataSpec(str(name), task=task, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction)
     _check_spec(spec, loss=None, kind=None)
@@ -287,11 +303,21 @@ def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} feature rows but {len(y)} targets")
     spec, src, y, n_classes, idx = _settle(spec, None, _Source(x, y, where))
-    std = Standardizer.fit(x[idx["train"]]) if standardize else None
-    scale = std if std is not None else (lambda a: a)
-    parts = {k: (scale(x[i]), y[i]) for k, i in idx.items()}
-    return Dataset(str(name), spec.task, *parts["train"], *parts["val"], *parts["test"],
-                   n_classes, std, spec)
+    return _split(spec, x, y, n_classes, idx, standardize, name=str(name))
+
+
+def _split(spec, x, y, n_classes, idx, standardize, name=None) -> Dataset:
+    """The Dataset of rows ``idx``; with ``standardize``, features and (regression) targets
+    standardised with statistics of the training rows."""
+    def fitted(a):
+        return Standardizer.fit(a[idx["train"]]) if standardize else None
+
+    std = fitted(x)
+    target = fitted(y) if spec.task == "regression" and spec.standardize_targets else None
+    parts = {k: (x[i] if std is None else std(x[i]), y[i] if target is None else target(y[i]))
+             for k, i in idx.items()}
+    return Dataset(name or spec.dataset, spec.task, *parts["train"], *parts["val"],
+                   *parts["test"], n_classes, std, spec, target)
 
 
 def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
@@ -384,6 +410,9 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
         v = getattr(spec, name)
         if not _is_real(v) or not 0 <= v < 1:
             raise ConfigError(f"{name} must lie in [0, 1), got {v!r}")
+    if not isinstance(spec.standardize_targets, (bool, np.bool_)):
+        raise ConfigError(f"standardize_targets must be True or False, got "
+                          f"{spec.standardize_targets!r}")
     if spec.val_fraction + spec.test_fraction >= 1:
         raise ConfigError(f"val_fraction + test_fraction must be below 1 to leave training rows, "
                           f"got {spec.val_fraction} + {spec.test_fraction}")

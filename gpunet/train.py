@@ -73,15 +73,17 @@ def predicted_classes(model, y_hat):
     return y_hat.argmax(axis=1)
 
 
-def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None) -> dict:
+def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None) -> dict:
     """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y).
 
-    With ``comm`` (a gpunet.distributed.Communicator) each rank measures its contiguous share
-    of the rows and one all-reduce adds the shares up: every rank gets the figures of the whole
-    set, equal to one process's to float rounding.
+    ``target``: the Standardizer the regression targets ``y`` were standardised with (the
+    model predicts standardised values): the loss stays the trained objective's, MSE and R^2
+    are in the targets' own units. With ``comm`` (a gpunet.distributed.Communicator) each rank
+    measures its contiguous share of the rows and one all-reduce adds the shares up: every rank
+    gets the figures of the whole set, equal to one process's to float rounding.
     """
     if comm is not None and comm.size > 1:
-        return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm)
+        return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target)
     backend = model.backend
     y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
     value, _ = loss_fn(y_hat, y)
@@ -90,8 +92,7 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None) -> dict:
         pred = backend.to_host(predicted_classes(model, y_hat))
         out["accuracy"] = float((pred == np.asarray(y).reshape(-1)).mean())
     else:
-        y_hat = backend.to_host(y_hat).astype(np.float64)
-        y = np.asarray(y, dtype=np.float64)
+        y_hat, y = _in_units(backend.to_host(y_hat), y, target)
         err = ((y_hat - y) ** 2).mean()
         var = ((y - y.mean(axis=0)) ** 2).mean()
         out["mse"] = float(err)
@@ -99,7 +100,15 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None) -> dict:
     return out
 
 
-def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm) -> dict:
+def _in_units(y_hat, y, target):
+    """Host float64 predictions and targets, back in the targets' units if standardised."""
+    y_hat, y = np.asarray(y_hat, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if target is None:
+        return y_hat, y
+    return target.inverse(y_hat), target.inverse(y)
+
+
+def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None) -> dict:
     """``metrics`` over ranks: sums of the loss (weighted as in training), of correct
     predictions or of squared errors on this rank's rows, all-reduced once."""
     backend, n = model.backend, len(x)
@@ -114,13 +123,14 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm) -> dict:
             pred = backend.to_host(predicted_classes(model, y_hat))
             sums[1] = (pred == y[lo:hi].reshape(-1)).sum()
         else:
-            sums[1] = ((backend.to_host(y_hat).astype(np.float64) - y[lo:hi]) ** 2).sum()
+            got, want = _in_units(backend.to_host(y_hat), y[lo:hi], target)
+            sums[1] = ((got - want) ** 2).sum()
     loss, total = comm.allreduce(sums)
     out = {"loss": float(loss)}
     if task == "classification":
         out["accuracy"] = float(total / n)
     else:
-        y64 = y.astype(np.float64)
+        y64 = _in_units(y, y, target)[1]
         err = total / y64.size
         var = ((y64 - y64.mean(axis=0)) ** 2).mean()
         out["mse"] = float(err)
@@ -240,6 +250,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                           "(a validation fraction above 0)")
     backend, xp = model.backend, model.backend.xp
     classify = data.task == "classification"
+    target = getattr(data, "target_standardizer", None)  # standardised regression targets
+    if target is not None and model.output != "identity":
+        raise ConfigError(f"the targets are standardised (mean 0, std 1), which a {model.output} "
+                          "output cannot reach: load them as given (DataSpec("
+                          "standardize_targets=False), make_dataset(standardize=False))")
     y_train = prepare_targets(data.y_train, data.task, loss_fn, n_out)
     y_val = prepare_targets(data.y_val, data.task, loss_fn, n_out)
     y_test = prepare_targets(data.y_test, data.task, loss_fn, n_out)
@@ -274,6 +289,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if t.get("batch_size") != batch_size:
             raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
                               f"not {batch_size}")
+        if (resume.target_standardizer is None) != (target is None):
+            raise ConfigError("this checkpoint's run trained on "
+                              + ("targets as given" if target is not None else
+                                 "standardised targets")
+                              + ", the data here are "
+                              + ("standardised" if target is not None else "as given")
+                              + ": resume with the data spec stored in the checkpoint")
         resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])
@@ -315,7 +337,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     "ranks": ranks,
                     "loss": {"name": loss_fn.name, "reduction": loss_fn.reduction}}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,
-                        standardizer=data.standardizer, arrays=arrays,
+                        standardizer=data.standardizer, target_standardizer=target, arrays=arrays,
                         extra={"training": training, "data": data_spec, "dataset": data.name,
                                "task": data.task, "n_classes": int(data.n_classes)})
 
@@ -389,7 +411,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if has_val:
                 row.update({f"val_{k}": v for k, v in
                             metrics(model, data.x_val, y_val, loss_fn, data.task,
-                                    comm=comm).items()})
+                                    comm=comm, target=target).items()})
             row["seconds"] = time.perf_counter() - t0
             state.history.append(row)
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
@@ -421,7 +443,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     history.stopped_early = state.stopped_early
     history.test = {f"test_{k}": v for k, v in
                     metrics(model, data.x_test, y_test, loss_fn, data.task,
-                            comm=comm).items()} \
+                            comm=comm, target=target).items()} \
         if len(data.x_test) else {}
     return history
 

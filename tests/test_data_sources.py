@@ -217,7 +217,8 @@ def test_task_option_and_loss_decide_before_the_data(tmp_path):
     # the resolved task is stored, so the spec alone rebuilds the same rows
     d = load_data(DataSpec(path, target="y"), loss="mse")
     assert d.spec.task == "regression"
-    np.testing.assert_array_equal(load_split(d.spec, "test", d.standardizer)[1], d.y_test)
+    np.testing.assert_array_equal(
+        load_split(d.spec, "test", d.standardizer, d.target_standardizer)[1], d.y_test)
 
 
 def test_labels_are_not_remapped(tmp_path):
@@ -291,7 +292,7 @@ def test_load_split_returns_the_rows_load_data_put_there(tmp_path, source):
     stored = DataSpec.from_json(json.loads(json.dumps(d.spec.to_json())))
     assert stored == d.spec
     for split in ("train", "val", "test"):
-        x, y, task, k = load_split(stored, split, d.standardizer)
+        x, y, task, k = load_split(stored, split, d.standardizer, d.target_standardizer)
         np.testing.assert_array_equal(x, getattr(d, f"x_{split}"))
         np.testing.assert_array_equal(y, getattr(d, f"y_{split}"))
         assert (task, k) == (d.task, d.n_classes)
