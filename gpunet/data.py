@@ -149,8 +149,8 @@ class Dataset:
     regression, standardised like the features when ``target_standardizer`` is set (regression
     loaded with ``standardize=True``): a model trained on them predicts standardised values,
     which ``target_standardizer.inverse`` turns back into the targets' units (``fit``'s MSE and
-    R^2, ``gpunet evaluate`` and ``gpunet predict`` do). ``x_val``/``y_val`` have 0 rows when ``spec.val_fraction`` is 0 (and the test
-    arrays when ``test_fraction`` is 0). ``spec`` has ``task`` filled in, so that
+    R^2, ``gpunet evaluate`` and ``gpunet predict`` do). ``x_val``/``y_val`` have 0 rows when
+    ``spec.val_fraction`` is 0 (and the test arrays when ``test_fraction`` is 0). ``spec`` has ``task`` filled in, so that
     ``load_split(dataset.spec, ...)`` finds the same task and rows without the loss.
     """
 
