@@ -378,23 +378,19 @@ def _fmt(v, width, spec) -> str:
 
 def compare(rows, gpu) -> None:
     """Add to each gpunet row its wall time over PyTorch's (``vs_torch``) and, on the default
-    path, the speed goal of ``gpunet.bench.GOALS`` with whether this run met it (one timed
-    block, not the benchmark's median over rounds: indicative; memory goals are not checked)."""
+    path, its goal as ``gpunet.bench.judge`` reads it, with whether this run met it (one timed
+    block, not the benchmark's median over rounds: indicative; the large config's memory goal
+    is the benchmark's to judge, so that row reads n/a)."""
     torch_wall = {r["config"]: r["wall_ms"] for r in rows if r["lib"] == "torch"}
-    goals = getattr(bench, "GOALS", {})
     for r in rows:
         if r["lib"] != "gpunet":
             continue
         r["vs_torch"] = r["wall_ms"] / torch_wall[r["config"]] if r["config"] in torch_wall \
             else None
-        goal = goals.get((r["config"], "gpu" if gpu else "cpu"))
-        if r["path"] == "eager" or not (isinstance(goal, tuple) and len(goal) == 2
-                                        and goal[0] in ("ms", "ratio")):
-            continue  # (GOALS is bench.py's: a shape this does not know is skipped)
-        what, bound = goal
-        value = r["wall_ms"] if what == "ms" else r["vs_torch"]
-        r["goal"] = f"<= {bound:g} ms" if what == "ms" else f"<= {bound:g}x torch"
-        r["goal_met"] = None if value is None else bool(value <= bound)
+        goal, met = bench.judge({"config": r["config"], "path": r["path"], "tf32": False,
+                                 "gpunet_ms": r["wall_ms"], "ratio": r["vs_torch"]}, gpu)
+        if goal:
+            r["goal"], r["goal_met"] = goal, met
 
 
 def _goal_text(r) -> str:
