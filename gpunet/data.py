@@ -136,8 +136,7 @@ class Standardizer:
         return (x - self.mean) / self.std
 
     def inverse(self, z):
-        """z -> z * std + mean: standardised values back in the original units (host or
-        backend arrays alike)."""
+        """z -> z * std + mean: standardised (host) values back in the original units."""
         return z * self.std + self.mean
 
 
@@ -150,8 +149,9 @@ class Dataset:
     loaded with ``standardize=True``): a model trained on them predicts standardised values,
     which ``target_standardizer.inverse`` turns back into the targets' units (``fit``'s MSE and
     R^2, ``gpunet evaluate`` and ``gpunet predict`` do). ``x_val``/``y_val`` have 0 rows when
-    ``spec.val_fraction`` is 0 (and the test arrays when ``test_fraction`` is 0). ``spec`` has ``task`` filled in, so that
-    ``load_split(dataset.spec, ...)`` finds the same task and rows without the loss.
+    ``spec.val_fraction`` is 0 (and the test arrays when ``test_fraction`` is 0). ``spec`` has
+    ``task`` filled in, so that ``load_split(dataset.spec, ...)`` finds the same task and rows
+    without the loss.
     """
 
     name: str

@@ -2,9 +2,9 @@
 
 ``StaticStep(model, loss_fn, optimizer, batch_size)`` owns every array that one step of that
 batch size touches: the input and target buffers, one buffer per layer (z, then y = f(z), then
-dJ/dz), two scratch buffers for dJ/dy, the gradients and the loss. Its body runs forward, loss,
-backward and the optimiser update through the backend's ops, writing only into those arrays,
-so it can be recorded once and replayed:
+dJ/dz), a scratch buffer for dJ/dy (two after an identity hidden layer), the gradients and the
+loss. Its body runs forward, loss, backward and the optimiser update through the backend's
+ops, writing only into those arrays, so it can be recorded once and replayed:
 
 - on the CuPy backend the first call runs the body eagerly (every kernel compiles, the
   optimiser makes its state), then captures it into a CUDA graph; each later call copies the

@@ -130,7 +130,7 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None) 
     if task == "classification":
         out["accuracy"] = float(total / n)
     else:
-        y64 = _in_units(y, y, target)[1]
+        y64 = _in_units(y, y, target)[1]  # the targets, host float64, in their own units
         err = total / y64.size
         var = ((y64 - y64.mean(axis=0)) ** 2).mean()
         out["mse"] = float(err)

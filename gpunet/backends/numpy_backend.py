@@ -20,7 +20,7 @@ class NumpyBackend(KernelOps, Backend):
     # call there but compiles once per process (0.1-0.5 s each; numba's on-disk cache stores
     # pickles, so it stays off): `gpunet train --dataset digits` took 2.2 s with every size on
     # the kernels and 0.9 s with this, for the same accuracy; the B=128 784-256-10 benchmark
-    # step moved by less than its run-to-run noise (docs/benchmarks.md).
+    # step, whose activations fall under it, pays 0.03-0.05 ms (docs/benchmarks.md).
     kernel_min_size = static_kernel_min_size = 1 << 16
 
     @property
