@@ -17,8 +17,7 @@ import time
 from . import __version__
 from .activations import HIDDEN_ACTIVATIONS
 from .errors import GpunetError
-
-DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+from .optim import DEFAULT_LR
 
 
 def _positive_int(text):
@@ -359,8 +358,9 @@ def cmd_train(args, comm=None) -> int:
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
                             step_size=args.step_size, gamma=args.gamma, factor=args.gamma)
 
+    objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
-        f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {loss_name}, "
+        f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
         f"{optimizer.name} lr={optimizer.lr:g}")
     if args.tf32 and not backend.set_tf32(True):
         print(f"gpunet: --tf32 has no effect on the {backend.name} backend", file=sys.stderr)

@@ -120,6 +120,10 @@ class DataSpec:
         return cls(**{"standardize_targets": False, **d})
 
 
+#: rows per block when the statistics are gathered (a few MiB: the block stays in cache)
+STATS_BLOCK_ROWS = 1024
+
+
 @dataclass
 class Standardizer:
     """x -> (x - mean) / std, with statistics from the training split (std 0 becomes 1)."""
@@ -128,12 +132,47 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Standardizer":
-        std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std > 0, std, 1.0))
+    def fit(cls, x: np.ndarray, rows=None) -> "Standardizer":
+        """The mean and (population) standard deviation of each column of ``x`` (samples,
+        columns), over the rows ``rows`` (indices; None: all of them).
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.std
+        Two passes in float64, the mean first and then the squared deviations from it, over
+        blocks of rows: no copy of the selected rows and no temporary of their size is made
+        (on a 2-core machine the page faults of those copies cost more than the arithmetic).
+        """
+        n = len(x) if rows is None else len(rows)
+        if n == 0:
+            raise DataError("no rows to fit the standardisation on")
+
+        def blocks():
+            for s in range(0, n, STATS_BLOCK_ROWS):
+                sl = slice(s, s + STATS_BLOCK_ROWS)
+                yield np.asarray(x[sl] if rows is None else x[rows[sl]], dtype=np.float64)
+
+        total = np.zeros(x.shape[1:])
+        for b in blocks():
+            total += b.sum(axis=0)
+        mean = total / n
+        squares = np.zeros(x.shape[1:])
+        for b in blocks():
+            b = b - mean
+            squares += np.einsum("ij,ij->j", b, b)
+        std = np.sqrt(squares / n)
+        return cls(mean, np.where(std > 0, std, 1.0))
+
+    def __call__(self, x: np.ndarray, rows=None) -> np.ndarray:
+        """(x - mean) / std, of the rows ``rows`` (indices) of x if given: one new array, the
+        arithmetic done in place in it."""
+        if rows is None:
+            out = x - self.mean
+        else:
+            out = np.take(x, rows, axis=0)  # a copy, always
+            dtype = np.result_type(x, self.mean)
+            if out.dtype != dtype:
+                out = out.astype(dtype)
+            out -= self.mean
+        out /= self.std
+        return out
 
     def inverse(self, z):
         """z -> z * std + mean: standardised (host) values back in the original units."""
@@ -310,11 +349,11 @@ def _split(spec, x, y, n_classes, idx, standardize, name=None) -> Dataset:
     """The Dataset of rows ``idx``; with ``standardize``, features and (regression) targets
     standardised with statistics of the training rows."""
     def fitted(a):
-        return Standardizer.fit(a[idx["train"]]) if standardize else None
+        return Standardizer.fit(a, idx["train"]) if standardize else None
 
     std = fitted(x)
     target = fitted(y) if spec.task == "regression" and spec.standardize_targets else None
-    parts = {k: (x[i] if std is None else std(x[i]), y[i] if target is None else target(y[i]))
+    parts = {k: (x[i] if std is None else std(x, i), y[i] if target is None else target(y, i))
              for k, i in idx.items()}
     return Dataset(name or spec.dataset, spec.task, *parts["train"], *parts["val"],
                    *parts["test"], n_classes, std, spec, target)

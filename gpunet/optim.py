@@ -15,6 +15,9 @@ import numpy as np
 
 from .errors import ConfigError
 
+#: the learning rate each optimiser takes when none is given (``gpunet train``, the estimators)
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+
 
 def _real(name, v, low, *, above=False, high=None):
     """``v`` as a float if it is a finite real number >= low (> low with ``above``, <= high

@@ -145,3 +145,10 @@ def test_a_run_on_raw_targets_resumes_on_raw_targets(tmp_path):
         fit(model, load_data(DataSpec("diabetes", seed=2)), gn.MSELoss(),
             gn.SGD(model, lr=1e-4), epochs=5, batch_size=32, progress=False,
             resume=load_checkpoint(path))
+
+
+def test_the_run_header_says_the_loss_is_on_standardised_targets(capsys):
+    assert main(["train", "--dataset", "diabetes", "--epochs", "1", "--backend", "numpy"]) == 0
+    assert "mse on standardised targets" in capsys.readouterr().err
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy"]) == 0
+    assert "standardised" not in capsys.readouterr().err
