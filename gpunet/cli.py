@@ -354,7 +354,8 @@ def cmd_train(args, comm=None) -> int:
             opt_kw["momentum"] = args.momentum
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
         loss_fn = get_loss(loss_name)
-        batch_size, seed, patience, save = args.batch_size or 32, args.seed, args.patience, args.save
+        batch_size, seed = args.batch_size or 32, args.seed
+        patience, save = args.patience, args.save
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
                             step_size=args.step_size, gamma=args.gamma, factor=args.gamma)
 
@@ -481,9 +482,21 @@ def cmd_predict(args) -> int:
             probs = y_hat if model.output == "softmax" else backend.softmax(y_hat)
         probs = backend.to_host(probs).astype(np.float64)
         labels = probs.argmax(axis=1)
-        table = np.column_stack([labels, probs])
-        header = ["label"] + [f"p{k}" for k in range(probs.shape[1])]
+        classes = ckpt.arrays.get("estimator/classes")  # a saved MLPClassifier's own labels
+        header = ["label"] + ([f"p_{c}" for c in classes] if classes is not None
+                              else [f"p{k}" for k in range(probs.shape[1])])
         fmt = ["%d"] + ["%.8g"] * probs.shape[1]
+        if classes is not None:
+            labels = classes[labels]
+            if labels.dtype.kind == "f":
+                fmt[0] = "%.8g"
+            elif labels.dtype.kind not in "biu":  # text labels: only a CSV can hold them
+                if out.endswith(".npy"):
+                    raise ConfigError("this model's class labels are text: write the "
+                                      "predictions to a .csv file")
+                table = [[str(c), *(f"{p:.8g}" for p in row)] for c, row in zip(labels, probs)]
+        if classes is None or labels.dtype.kind in "biuf":
+            table = np.column_stack([labels, probs])
     else:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
@@ -495,7 +508,13 @@ def cmd_predict(args) -> int:
     else:
         def write_csv(f):
             buf = io.StringIO()
-            np.savetxt(buf, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
+            if isinstance(table, list):  # rows of text
+                import csv
+
+                csv.writer(buf, lineterminator="\n").writerows([header, *table])
+            else:
+                np.savetxt(buf, table, delimiter=",", header=",".join(header), comments="",
+                           fmt=fmt)
             f.write(buf.getvalue().encode())
 
         atomic_write(out, write_csv)

@@ -22,9 +22,14 @@ binary task). A regressor takes one target column or several.
 
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
 ``loss_curve_``, ``n_iter_`` (epochs run), ``best_epoch_`` (with ``patience``: the epoch whose
-weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame). A fitted
-estimator pickles (``joblib.dump``) as plain host arrays and comes back on the backend its
-``backend`` parameter picks where it is loaded; gpunet's own files never hold pickles.
+weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame).
+
+Keeping a fitted estimator: ``est.save(path)`` writes a gpunet checkpoint (an ``.npz`` of plain
+arrays and a JSON header, written atomically; loading it never runs code) and
+``MLPClassifier.load(path)`` reads it back; ``gpunet predict --checkpoint path`` takes it too.
+It also pickles (``joblib.dump``), as plain host arrays rebuilt on the backend its ``backend``
+parameter picks where it is unpickled, for scikit-learn's tools that copy estimators that way;
+a pickle runs code when it is loaded, so keep files in the checkpoint format.
 """
 
 from __future__ import annotations
@@ -38,13 +43,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import make_dataset
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .losses import CrossEntropyLoss, MSELoss
 from .model import MLP
 from .optim import DEFAULT_LR, get_optimizer
 from .schedules import Schedule
-from .train import fit
+from .train import History, fit
 
 #: rows per forward pass when predicting
 PREDICT_BATCH = 4096
@@ -162,6 +168,68 @@ class _GpunetMLP(BaseEstimator):
                             batch_size=PREDICT_BATCH)
         return model.backend.to_host(out).astype(np.float64)
 
+    # -- saving: a gpunet checkpoint, no pickle ---------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to ``path`` (``.npz``) as a gpunet checkpoint: the
+        weights, the standardisation, the parameters, the history and (a classifier) the
+        classes, as plain arrays and JSON; atomically (temporary file, fsync, rename)."""
+        check_is_fitted(self)
+        params = self.get_params(deep=False)
+        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+            params["random_state"] = None  # a RandomState has no JSON form; it has been used
+        names = getattr(self, "feature_names_in_", None)
+        info = {"class": type(self).__name__, "params": params,
+                "feature_names": None if names is None else [str(n) for n in names],
+                "history": list(self.history_), "best_epoch": self.best_epoch_,
+                "stopped_early": bool(self.history_.stopped_early)}
+        arrays = self._saved_arrays(info)
+        save_checkpoint(path, self.model_, epoch=self.n_iter_, standardizer=self.standardizer_,
+                        target_standardizer=self.target_standardizer_, arrays=arrays,
+                        extra={"estimator": info, "task": self._task,
+                               "n_classes": len(getattr(self, "classes_", ()))})
+
+    @classmethod
+    def load(cls, path, *, backend=None):
+        """The estimator ``save`` wrote to ``path``, fitted, its model on ``backend`` (default:
+        the saved ``backend`` parameter, "auto" unless it was set). Never unpickles anything;
+        CheckpointError for a file that holds no saved estimator of this class."""
+        ckpt = load_checkpoint(path)
+        info = ckpt.extra.get("estimator")
+        if not isinstance(info, dict) or info.get("class") != cls.__name__:
+            what = info.get("class") if isinstance(info, dict) else None
+            raise CheckpointError(f"{path!r} holds no saved {cls.__name__}"
+                                  + (f" (it holds an {what})" if what else
+                                     " (save one with its save method)"))
+        known = cls().get_params(deep=False)
+        params = {k: v for k, v in info["params"].items() if k in known}
+        if isinstance(params.get("hidden"), list):
+            params["hidden"] = tuple(params["hidden"])
+        if backend is not None:
+            params["backend"] = backend
+        est = cls(**params)
+        est.model_ = ckpt.build_model(est.backend)
+        est.standardizer_ = ckpt.standardizer
+        est.target_standardizer_ = ckpt.target_standardizer
+        est.n_features_in_ = est.model_.sizes[0]
+        if info.get("feature_names") is not None:
+            est.feature_names_in_ = np.asarray(info["feature_names"], dtype=object)
+        history = History(info.get("history", []))
+        history.best_epoch, history.stopped_early = info.get("best_epoch"), \
+            info.get("stopped_early", False)
+        history.test = {}
+        est.history_ = history
+        est.loss_curve_ = [row["train_loss"] for row in history]
+        est.n_iter_, est.best_epoch_ = len(history), history.best_epoch
+        est._restore(info, ckpt)
+        return est
+
+    def _saved_arrays(self, info) -> dict:
+        return {}
+
+    def _restore(self, info, ckpt) -> None:
+        pass
+
     # -- pickling: host arrays, rebuilt on the loading machine's backend ---------------------
 
     def __getstate__(self):
@@ -242,6 +310,22 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         tags.classifier_tags.multi_label = False
         return tags
 
+    def _saved_arrays(self, info) -> dict:
+        classes = self.classes_
+        if classes.dtype.kind == "O":  # e.g. strings from a DataFrame: as a text array
+            classes = np.asarray(classes.tolist())
+            if classes.dtype.kind not in "biufU":
+                kinds = sorted({type(c).__name__ for c in self.classes_})
+                raise ConfigError("only numeric or text class labels can be saved without "
+                                  f"pickle; these are {', '.join(kinds)}")
+        return {"estimator/classes": classes}
+
+    def _restore(self, info, ckpt) -> None:
+        classes = ckpt.arrays.get("estimator/classes")
+        if classes is None or len(classes) != self.model_.sizes[-1]:
+            raise CheckpointError("the saved classifier's classes do not match its outputs")
+        self.classes_ = classes
+
 
 class MLPRegressor(RegressorMixin, _GpunetMLP):
     """A multilayer perceptron regressor trained by gpunet on mean squared error, with an
@@ -270,3 +354,10 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def _saved_arrays(self, info) -> dict:
+        info["single_target"] = bool(self._single_target)
+        return {}
+
+    def _restore(self, info, ckpt) -> None:
+        self._single_target = bool(info.get("single_target", False))

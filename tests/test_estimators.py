@@ -271,3 +271,77 @@ def test_importing_gpunet_leaves_scikit_learn_unloaded_until_asked():
     assert out == ["False", "True"]
     with pytest.raises(AttributeError, match="no attribute 'MLPThing'"):
         gn.MLPThing  # noqa: B018
+
+
+# -- saving without pickle ---------------------------------------------------------------------
+
+def test_save_and_load_give_back_the_fitted_classifier(tmp_path):
+    x, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=12)
+    words = np.array(["ant", "bee", "cat"], dtype=object)[y]  # object dtype, as from pandas
+    clf = MLPClassifier(hidden=(16, 8), epochs=4, patience=2, backend="numpy").fit(x, words)
+    path = tmp_path / "clf.npz"
+    clf.save(path)
+    with np.load(path, allow_pickle=False) as z:  # plain arrays only: nothing to unpickle
+        assert all(z[k].dtype.kind != "O" for k in z.files)
+    back = MLPClassifier.load(path)
+    np.testing.assert_array_equal(back.classes_, ["ant", "bee", "cat"])
+    np.testing.assert_array_equal(back.predict_proba(x), clf.predict_proba(x))
+    np.testing.assert_array_equal(back.predict(x), clf.predict(x))
+    assert back.get_params() == clf.get_params()
+    assert back.history_ == clf.history_ and back.best_epoch_ == clf.best_epoch_
+    assert back.loss_curve_ == clf.loss_curve_ and back.n_iter_ == clf.n_iter_
+    assert back.score(x, words) == clf.score(x, words)
+
+
+def test_save_and_load_give_back_the_fitted_regressor(tmp_path):
+    x, y = make_regression(150, 5, random_state=13)
+    for target in (y, np.column_stack([y, -y])):
+        reg = MLPRegressor(epochs=3, backend="numpy").fit(x, target)
+        reg.save(tmp_path / "reg.npz")
+        back = MLPRegressor.load(tmp_path / "reg.npz", backend="numpy")
+        assert back.predict(x).shape == target.shape
+        np.testing.assert_array_equal(back.predict(x), reg.predict(x))
+
+
+def test_load_refuses_what_is_not_a_saved_estimator_of_its_class(tmp_path):
+    x, y = make_regression(60, 3, random_state=14)
+    MLPRegressor(epochs=1, backend="numpy").fit(x, y).save(tmp_path / "reg.npz")
+    with pytest.raises(gn.CheckpointError, match="holds no saved MLPClassifier .it holds an "
+                                                 "MLPRegressor"):
+        MLPClassifier.load(tmp_path / "reg.npz")
+    from gpunet.cli import main
+
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend",
+                 "numpy", "--save", str(tmp_path / "run.npz")]) == 0
+    with pytest.raises(gn.CheckpointError, match="holds no saved MLPClassifier"):
+        MLPClassifier.load(tmp_path / "run.npz")
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps(MLPClassifier()))
+    with pytest.raises(gn.CheckpointError, match="pickled"):
+        MLPClassifier.load(tmp_path / "pickle.npz")
+    with pytest.raises(Exception, match="not fitted"):
+        MLPClassifier().save(tmp_path / "unfitted.npz")
+
+
+def test_the_command_line_predicts_with_a_saved_classifier(tmp_path):
+    from gpunet.cli import main
+
+    x, y = make_classification(150, 4, n_informative=3, n_redundant=0, random_state=15)
+    clf = MLPClassifier(epochs=5, backend="numpy").fit(x, np.array(["no", "yes"])[y])
+    clf.save(tmp_path / "clf.npz")
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "--checkpoint", str(tmp_path / "clf.npz"), "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "p.csv")]) == 0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "label,p_no,p_yes"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows] == list(clf.predict(x))
+    np.testing.assert_allclose(np.array([r[1:] for r in rows], dtype=float),
+                               clf.predict_proba(x), rtol=1e-6, atol=1e-7)  # float32 softmax
+    assert main(["predict", "--checkpoint", str(tmp_path / "clf.npz"), "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "p.npy")]) == 1
+    numeric = MLPClassifier(epochs=5, backend="numpy").fit(x, 10 * y + 3)
+    numeric.save(tmp_path / "num.npz")
+    assert main(["predict", "--checkpoint", str(tmp_path / "num.npz"), "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "n.npy")]) == 0
+    table = np.load(tmp_path / "n.npy")
+    np.testing.assert_array_equal(table[:, 0], numeric.predict(x))
