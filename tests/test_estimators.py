@@ -8,6 +8,10 @@ import pickle
 
 import numpy as np
 import pytest
+
+pytest.importorskip("sklearn", minversion="1.6",
+                    reason="the estimators need scikit-learn >= 1.6 (validate_data, tags)")
+
 from sklearn.datasets import load_digits, make_classification, make_regression
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline

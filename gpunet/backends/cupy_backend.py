@@ -75,6 +75,15 @@ _ADAM_BODY = """
 _ADAM_IN = ("T g, raw float64 h, float64 beta1, float64 beta2, float64 eps, "
             "float64 weight_decay, bool decoupled")
 
+#: name -> (in params, out params, body) of each cupy.ElementwiseKernel (the bodies are also
+#: compiled as host C++ by tests/test_cupy_kernel_bodies.py and held to the update rules there)
+OPTIM_KERNELS = {
+    "sgd": ("T g, raw float64 h, float64 weight_decay", "T p",
+            "p = (T)((double)p - h[0] * ((double)g + weight_decay * (double)p));"),
+    "sgd_momentum": (_SGD_IN, "T p, T buf", _SGD_BODY),
+    "adam": (_ADAM_IN, "T p, T m, T v", _ADAM_BODY),
+}
+
 
 class CupyBackend(KernelOps, Backend):
     name = "cupy"
@@ -167,13 +176,8 @@ class CupyBackend(KernelOps, Backend):
     def _optim_kernels(self):
         if self._optim is None:
             ek = self.xp.ElementwiseKernel
-            self._optim = {
-                "sgd": ek("T g, raw float64 h, float64 weight_decay", "T p",
-                          "p = (T)((double)p - h[0] * ((double)g + weight_decay * (double)p));",
-                          "gpunet_sgd"),
-                "sgd_momentum": ek(_SGD_IN, "T p, T buf", _SGD_BODY, "gpunet_sgd_momentum"),
-                "adam": ek(_ADAM_IN, "T p, T m, T v", _ADAM_BODY, "gpunet_adam"),
-            }
+            self._optim = {name: ek(*spec, f"gpunet_{name}")
+                           for name, spec in OPTIM_KERNELS.items()}
         return self._optim
 
     def sgd_update(self, p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):
