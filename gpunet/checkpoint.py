@@ -8,6 +8,9 @@ Layout inside the archive:
     opt/<name>/<slot>  optimizer state (momentum buffers, Adam moments)
     data/mean, data/std  the feature standardisation fitted on the training split
     data/y_mean, data/y_std  the regression targets' standardisation (from format version 2)
+    data/classes       the class names (text or numbers) of a classifier's outputs, where the
+                       data named its classes (output k is classes[k]); absent: output k is
+                       label k
 
 Files are loaded with ``allow_pickle=False``, so loading one can never run code. Writes are
 atomic: a temporary file in the same folder is written, fsynced and renamed over the target,
@@ -31,11 +34,12 @@ VERSION = 2
 
 
 def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, extra=None,
-                    arrays=None, target_standardizer=None):
+                    arrays=None, target_standardizer=None, classes=None):
     """Write ``model`` (and optionally its optimizer and training state) to ``path`` atomically.
 
     ``extra`` is any JSON-able dict stored in the header (data spec, training state, history);
     ``arrays`` maps further names (like ``best/W1``) to host arrays stored beside the weights.
+    ``classes``: the names of a classifier's outputs (numbers or text, never objects).
     """
     header = {
         "format": FORMAT,
@@ -58,6 +62,12 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
     if target_standardizer is not None:
         arrays["data/y_mean"] = np.asarray(target_standardizer.mean)
         arrays["data/y_std"] = np.asarray(target_standardizer.std)
+    if classes is not None:
+        classes = np.asarray(classes)
+        if classes.dtype.kind not in "biufU":
+            raise CheckpointError(f"class names must be numbers or text to be saved without "
+                                  f"pickle, got dtype {classes.dtype}")
+        arrays["data/classes"] = classes
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -103,15 +113,17 @@ def _new_file_mode(path) -> int:
 
 class Checkpoint:
     """A loaded checkpoint: ``header`` (dict), ``params``, ``optimizer_state``, ``standardizer``
-    (the features') and ``target_standardizer`` (regression targets', or None)."""
+    (the features'), ``target_standardizer`` (regression targets', or None) and ``classes``
+    (a classifier's class names, or None: output k is label k)."""
 
     def __init__(self, header, params, optimizer_state, standardizer, arrays=None,
-                 target_standardizer=None):
+                 target_standardizer=None, classes=None):
         self.header = header
         self.params = params
         self.optimizer_state = optimizer_state
         self.standardizer = standardizer
         self.target_standardizer = target_standardizer
+        self.classes = classes
         self.arrays = arrays or {}  # every other array, by its full name (e.g. "best/W1")
 
     def group(self, prefix: str) -> dict:
@@ -206,4 +218,5 @@ def load_checkpoint(path) -> Checkpoint:
         standardizer = Standardizer(arrays["data/mean"], arrays["data/std"])
     if "data/y_mean" in arrays:
         target = Standardizer(arrays["data/y_mean"], arrays["data/y_std"])
-    return Checkpoint(header, params, opt_state, standardizer, others, target)
+    return Checkpoint(header, params, opt_state, standardizer, others, target,
+                      arrays.get("data/classes"))

@@ -382,6 +382,8 @@ def cmd_train(args, comm=None) -> int:
     if history:
         result.update({k: v for k, v in history[-1].items() if k.startswith(("train_", "val_"))})
     result.update(history.test)
+    if data.classes is not None:
+        result["classes"] = data.classes.tolist()
     result["history"] = list(history)
     if data.task == "classification":
         print(f"test accuracy: {history.test.get('test_accuracy', float('nan')):.4f}  "
@@ -399,7 +401,7 @@ def cmd_train(args, comm=None) -> int:
         if data.task == "classification" and len(data.x_test):
             confusion = confusion_matrix(model, data.x_test, data.y_test, data.n_outputs
                                          if model.sizes[-1] > 1 else 2)
-        plot_history(history, args.plot, confusion=confusion,
+        plot_history(history, args.plot, confusion=confusion, class_names=data.classes,
                      title=f"gpunet: {data.name}, {model.sizes}, {model.activation}, "
                            f"{optimizer.name} ({backend.name})")
         say(f"plot written to {args.plot}")
@@ -435,7 +437,7 @@ def cmd_evaluate(args) -> int:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
     x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer,
-                                       ckpt.target_standardizer)
+                                       ckpt.target_standardizer, ckpt.classes)
     loss_fn = _checkpoint_loss(ckpt, model, task)
     m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
                 target=ckpt.target_standardizer if task == "regression" else None)
@@ -482,7 +484,7 @@ def cmd_predict(args) -> int:
             probs = y_hat if model.output == "softmax" else backend.softmax(y_hat)
         probs = backend.to_host(probs).astype(np.float64)
         labels = probs.argmax(axis=1)
-        classes = ckpt.arrays.get("estimator/classes")  # a saved MLPClassifier's own labels
+        classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
         header = ["label"] + ([f"p_{c}" for c in classes] if classes is not None
                               else [f"p{k}" for k in range(probs.shape[1])])
         fmt = ["%d"] + ["%.8g"] * probs.shape[1]

@@ -183,11 +183,13 @@ class Standardizer:
 class Dataset:
     """The train/val/test splits of one source, as host arrays, features standardised.
 
-    ``y`` holds int64 labels for classification and float targets shaped (n, outputs) for
-    regression, standardised like the features when ``target_standardizer`` is set (regression
-    loaded with ``standardize=True``): a model trained on them predicts standardised values,
-    which ``target_standardizer.inverse`` turns back into the targets' units (``fit``'s MSE and
-    R^2, ``gpunet evaluate`` and ``gpunet predict`` do). ``x_val``/``y_val`` have 0 rows when
+    ``y`` holds int64 labels for classification (where the source named its classes in text,
+    ``classes`` holds the names, sorted, and label k means ``classes[k]``) and float targets
+    shaped (n, outputs) for regression, standardised like the features when
+    ``target_standardizer`` is set (regression loaded with ``standardize=True``): a model
+    trained on them predicts standardised values, which ``target_standardizer.inverse`` turns
+    back into the targets' units (``fit``'s MSE and R^2, ``gpunet evaluate`` and
+    ``gpunet predict`` do). ``x_val``/``y_val`` have 0 rows when
     ``spec.val_fraction`` is 0 (and the test arrays when ``test_fraction`` is 0). ``spec`` has
     ``task`` filled in, so that ``load_split(dataset.spec, ...)`` finds the same task and rows
     without the loss.
@@ -205,6 +207,7 @@ class Dataset:
     standardizer: Standardizer | None = None
     spec: DataSpec | None = None
     target_standardizer: Standardizer | None = None
+    classes: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -253,15 +256,17 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     small). The standardizers (features; regression targets) are fitted on the training rows
     only.
     """
-    spec, src, y, n_classes, idx = _prepare(spec, loss)
-    return _split(spec, src.x, y, n_classes, idx, standardize=True)
+    spec, src, y, n_classes, idx, names = _prepare(spec, loss)
+    return _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names)
 
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
-               target_standardizer: Standardizer | None = None):
+               target_standardizer: Standardizer | None = None, classes=None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
-    ``target_standardizer`` (None: as given).
+    ``target_standardizer`` (None: as given). Class names in the source (text labels) become
+    their index in ``classes`` (the stored names of the model's outputs; a name not among them
+    is a DataError), or in the source's own sorted names when ``classes`` is None.
 
     ``split`` is "train", "val", "test" or "all" (every row of the source in file order; for
     mnist the training files' rows, then the t10k rows). Pass the spec of the ``Dataset``
@@ -272,7 +277,7 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid names: {', '.join(SPLITS)}")
-    spec, src, y, n_classes, idx = _prepare(spec, None)
+    spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes)
     rows = np.arange(len(y)) if split == "all" else idx[split]
     x = src.x[rows]
     if standardizer is not None:
@@ -341,11 +346,11 @@ def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
     y = _numeric(np.asarray(y), where, "targets")
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} feature rows but {len(y)} targets")
-    spec, src, y, n_classes, idx = _settle(spec, None, _Source(x, y, where))
-    return _split(spec, x, y, n_classes, idx, standardize, name=str(name))
+    spec, src, y, n_classes, idx, names = _settle(spec, None, _Source(x, y, where))
+    return _split(spec, x, y, n_classes, idx, standardize, name=str(name), classes=names)
 
 
-def _split(spec, x, y, n_classes, idx, standardize, name=None) -> Dataset:
+def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None) -> Dataset:
     """The Dataset of rows ``idx``; with ``standardize``, features and (regression) targets
     standardised with statistics of the training rows."""
     def fitted(a):
@@ -356,7 +361,7 @@ def _split(spec, x, y, n_classes, idx, standardize, name=None) -> Dataset:
     parts = {k: (x[i] if std is None else std(x, i), y[i] if target is None else target(y, i))
              for k, i in idx.items()}
     return Dataset(name or spec.dataset, spec.task, *parts["train"], *parts["val"],
-                   *parts["test"], n_classes, std, spec, target)
+                   *parts["test"], n_classes, std, spec, target, classes)
 
 
 def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
@@ -409,16 +414,21 @@ def infer_task(y: np.ndarray) -> str:
 
 # ---- checking, settling the task, splitting ---------------------------------------------------
 
-def _prepare(spec: DataSpec, loss: str | None):
+def _prepare(spec: DataSpec, loss: str | None, classes=None):
     if not isinstance(spec, DataSpec):
         raise ConfigError(f"expected a DataSpec, got {type(spec).__name__}")
     kind = source_kind(spec.dataset)
     _check_spec(spec, loss, kind)
-    return _settle(spec, loss, _read_source(spec, kind))
+    return _settle(spec, loss, _read_source(spec, kind), classes)
 
 
-def _settle(spec: DataSpec, loss: str | None, src: _Source):
-    """Settle the task, check the targets and compute the split indices."""
+def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None):
+    """Settle the task, check the targets and compute the split indices; text labels become
+    indices into ``classes`` (given: the stored names; None: the source's own, sorted), which
+    comes back as the last item (None for numeric targets)."""
+    names = None
+    if src.y.dtype.kind in "US" or classes is not None:
+        src, names = _named_labels(spec, loss, src, classes)
     if spec.task is None and loss and src.task and LOSS_TASK[loss] != src.task:
         # A named set's task is a fact about its targets: a loss of the other kind is an error
         # (cross-entropy on diabetes' continuous targets would "classify" 214 distinct values).
@@ -427,10 +437,50 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source):
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
     if task == "classification":
         y, n_classes = check_labels(src.y, src.where, src.row)
+        if names is not None:
+            n_classes = len(names)
     else:
         y, n_classes = _regression_targets(src), 0
     spec = dataclasses.replace(spec, task=task)
-    return spec, src, y, n_classes, _split_indices(y, task, spec, src)
+    return spec, src, y, n_classes, _split_indices(y, task, spec, src), names
+
+
+def _named_labels(spec: DataSpec, loss: str | None, src: _Source, classes):
+    """(the source with its labels as indices, the class names): for text labels (names: the
+    given ``classes``, else the source's own, sorted) and for any labels when ``classes`` (a
+    model's stored classes) is given; a label not among them is a DataError."""
+    y = src.y
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    text = y.dtype.kind in "US"
+    if y.ndim != 1:
+        raise DataError(f"{src.where}: class labels must be one column, got shape {y.shape}")
+    if y.dtype.kind == "S":
+        y = np.char.decode(y, "utf-8")
+    task = spec.task or (LOSS_TASK[loss] if loss else None)
+    if text and task == "regression":
+        raise ConfigError(f"{src.where}: the targets are text (class names such as "
+                          f"{str(y[0])!r}); regression needs numbers")
+    if classes is None:
+        names, labels = np.unique(y, return_inverse=True)
+    else:
+        names = np.asarray(classes)
+        if (names.dtype.kind in "US") != text:
+            raise DataError(f"{src.where}: the targets are {'names' if text else 'numbers'}, "
+                            f"but the model's classes are "
+                            f"{'names' if not text else 'numbers'} "
+                            f"({', '.join(map(str, names[:5]))})")
+        order = np.argsort(names, kind="stable")
+        at = np.searchsorted(names, y, sorter=order).clip(0, len(names) - 1)
+        labels = order[at]
+        unknown = names[labels] != y
+        if unknown.any():
+            i = int(np.argmax(unknown))
+            raise DataError(f"{src.where}: {src.row(i)} holds the class {str(y[i])!r}, which "
+                            f"is not one of the model's classes "
+                            f"({', '.join(map(str, names))})")
+    return dataclasses.replace(src, y=labels.reshape(-1).astype(np.int64),
+                               task="classification"), names
 
 
 def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
@@ -607,8 +657,9 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _read_csv(path: str, target: str | None, features_only: bool = False):
-    """(features, target values or None, line number of each row) of a CSV file whose columns
-    are all numbers; ``features_only`` makes every column a feature."""
+    """(features, targets or None, line number of each row) of a CSV file whose feature columns
+    are all numbers; the target column holds numbers, or class names (text labels, returned as
+    a str array); ``features_only`` makes every column a feature."""
     _check_file(path, "a CSV file with a header row")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -631,14 +682,17 @@ def _read_csv(path: str, target: str | None, features_only: bool = False):
                 raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
             if len(header) < (2 if t is not None else 1):
                 raise DataError(f"{path}: no feature columns besides the target {target!r}")
-            rows, lines = [], []
+            names = header if t is None else header[:t] + header[t + 1:]
+            rows, lines, cells = [], [], []
             for row in reader:
                 if not row:  # a blank line
                     continue
                 if len(row) != len(header):
                     raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, "
                                     f"the header has {len(header)}")
-                rows.append(_parse_row(row, header, t, path, reader.line_num))
+                if t is not None:
+                    cells.append(row.pop(t))
+                rows.append(_parse_row(row, names, path, reader.line_num))
                 lines.append(reader.line_num)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a UTF-8 text file ({_one_line(e)})") from None
@@ -651,10 +705,38 @@ def _read_csv(path: str, target: str | None, features_only: bool = False):
     data = np.array(rows, dtype=np.float64)
     if t is None:
         return data, None, lines
-    return np.delete(data, t, axis=1), data[:, t], lines
+    return data, _parse_targets(cells, lines, path, header[t]), lines
 
 
-def _parse_row(row, header, t, path, line):
+def _parse_targets(cells, lines, path, name):
+    """A CSV target column: float64 numbers, or (every cell text) the class names as a str
+    array; a missing value, NaN, infinity or a mix of numbers and names is a DataError."""
+    column = f"target column {name!r}"
+    values, number, word = [], None, None
+    for cell, line in zip(cells, lines):
+        text = cell.strip()
+        if not text:
+            raise DataError(f"{path}: line {line}, {column}: missing value")
+        try:
+            v = float(text)
+        except ValueError:
+            word = word or (line, text)
+            continue
+        if not math.isfinite(v):
+            raise DataError(f"{path}: line {line}, {column}: {text!r} (NaN or infinity)")
+        number = number or (line, text)
+        values.append(v)
+    if word is None:
+        return np.array(values, dtype=np.float64)
+    if number is not None:
+        raise DataError(f"{path}: {column} mixes numbers ({number[1]!r} at line {number[0]}) "
+                        f"and text ({word[1]!r} at line {word[0]}); class names must all be "
+                        f"text, and numeric targets all numbers")
+    return np.array([c.strip() for c in cells])
+
+
+def _parse_row(row, names, path, line):
+    """One CSV row's feature values (the target cell taken out), every one a finite number."""
     try:
         values = [float(v) for v in row]
     except ValueError:
@@ -662,7 +744,7 @@ def _parse_row(row, header, t, path, line):
     if values is not None and all(math.isfinite(v) for v in values):
         return values
     for j, text in enumerate(row):  # the slow path only runs to name the bad cell
-        column = f"{'target column' if j == t else 'column'} {header[j]!r}"
+        column = f"column {names[j]!r}"
         if not text.strip():
             raise DataError(f"{path}: line {line}, {column}: missing value")
         try:
@@ -688,6 +770,11 @@ def _load_npy(path: str) -> np.ndarray:
         a.close()
         raise DataError(f"{path}: an .npz archive, not a .npy array")
     return a
+
+
+def _targets(a: np.ndarray, where: str) -> np.ndarray:
+    """Targets as read from an array file: numbers, or class names (a str or bytes array)."""
+    return a if a.dtype.kind in "US" else _numeric(a, where, "the targets")
 
 
 def _pickle_message(path, e, key=None) -> str | None:
@@ -753,7 +840,7 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise DataError(f"{path}: array {key!r} unreadable ({_one_line(e)})") from None
     x = _numeric(arrays[x_key], f"{path}: array {x_key!r}", "the features")
-    y = _numeric(arrays[y_key], f"{path}: array {y_key!r}", "the targets")
+    y = _targets(arrays[y_key], f"{path}: array {y_key!r}")
     if len(x) != len(y):
         raise DataError(f"{path}: {len(x)} rows in {x_key!r} but {len(y)} in {y_key!r}")
     x = _finite(_as_features(x, path), path, f"array {x_key!r}")
@@ -765,7 +852,7 @@ def _read_npy_pair(path: str, target: str | None) -> _Source:
         raise ConfigError(f"{path}: a .npy dataset needs target (--target): the path of the "
                           f"targets' .npy file")
     x = _numeric(_load_npy(path), path, "the features")
-    y = _numeric(_load_npy(target), target, "the targets")
+    y = _targets(_load_npy(target), target)
     if len(x) != len(y):
         raise DataError(f"{path} has {len(x)} rows but {target} has {len(y)}")
     x = _finite(_as_features(x, path), path, "feature")

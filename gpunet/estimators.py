@@ -183,9 +183,11 @@ class _GpunetMLP(BaseEstimator):
                 "feature_names": None if names is None else [str(n) for n in names],
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
                 "stopped_early": bool(self.history_.stopped_early)}
-        arrays = self._saved_arrays(info)
+        classes = self._saved_classes()
+        if self._task == "regression":
+            info["single_target"] = bool(self._single_target)
         save_checkpoint(path, self.model_, epoch=self.n_iter_, standardizer=self.standardizer_,
-                        target_standardizer=self.target_standardizer_, arrays=arrays,
+                        target_standardizer=self.target_standardizer_, classes=classes,
                         extra={"estimator": info, "task": self._task,
                                "n_classes": len(getattr(self, "classes_", ()))})
 
@@ -224,8 +226,8 @@ class _GpunetMLP(BaseEstimator):
         est._restore(info, ckpt)
         return est
 
-    def _saved_arrays(self, info) -> dict:
-        return {}
+    def _saved_classes(self):
+        return None
 
     def _restore(self, info, ckpt) -> None:
         pass
@@ -310,7 +312,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         tags.classifier_tags.multi_label = False
         return tags
 
-    def _saved_arrays(self, info) -> dict:
+    def _saved_classes(self):
         classes = self.classes_
         if classes.dtype.kind == "O":  # e.g. strings from a DataFrame: as a text array
             classes = np.asarray(classes.tolist())
@@ -318,10 +320,10 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
                 kinds = sorted({type(c).__name__ for c in self.classes_})
                 raise ConfigError("only numeric or text class labels can be saved without "
                                   f"pickle; these are {', '.join(kinds)}")
-        return {"estimator/classes": classes}
+        return classes
 
     def _restore(self, info, ckpt) -> None:
-        classes = ckpt.arrays.get("estimator/classes")
+        classes = ckpt.classes
         if classes is None or len(classes) != self.model_.sizes[-1]:
             raise CheckpointError("the saved classifier's classes do not match its outputs")
         self.classes_ = classes
@@ -354,10 +356,6 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
-
-    def _saved_arrays(self, info) -> dict:
-        info["single_target"] = bool(self._single_target)
-        return {}
 
     def _restore(self, info, ckpt) -> None:
         self._single_target = bool(info.get("single_target", False))

@@ -9,10 +9,11 @@ import io
 import numpy as np
 
 
-def plot_history(history, path, confusion=None, title=None) -> None:
+def plot_history(history, path, confusion=None, title=None, class_names=None) -> None:
     """Write a PNG of ``history`` (fit's per-epoch rows) to ``path`` atomically.
 
-    ``confusion``: counts[true, predicted] for a third panel (classification).
+    ``confusion``: counts[true, predicted] for a third panel (classification), its axes
+    labelled with ``class_names`` when given (else 0..k-1).
     """
     import matplotlib
 
@@ -52,6 +53,9 @@ def plot_history(history, path, confusion=None, title=None) -> None:
                             color="white" if counts[i, j] > counts.max() / 2 else "black")
         ax.set_xticks(range(k))
         ax.set_yticks(range(k))
+        if class_names is not None and len(class_names) == k:
+            ax.set_xticklabels([str(c) for c in class_names], rotation=45, ha="right")
+            ax.set_yticklabels([str(c) for c in class_names])
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         acc = np.trace(counts) / max(counts.sum(), 1)

@@ -296,6 +296,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                               + ", the data here are "
                               + ("standardised" if target is not None else "as given")
                               + ": resume with the data spec stored in the checkpoint")
+        names = getattr(data, "classes", None)
+        if (resume.classes is None) != (names is None) or (
+                names is not None and not np.array_equal(resume.classes, names)):
+            raise ConfigError("this checkpoint's classes ("
+                              + _listed(resume.classes, "labels 0..k-1")
+                              + ") are not the data's (" + _listed(names, "labels 0..k-1")
+                              + "): resume on the data the run was trained on")
         resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])
@@ -338,6 +345,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     "loss": {"name": loss_fn.name, "reduction": loss_fn.reduction}}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,
                         standardizer=data.standardizer, target_standardizer=target, arrays=arrays,
+                        classes=getattr(data, "classes", None),
                         extra={"training": training, "data": data_spec, "dataset": data.name,
                                "task": data.task, "n_classes": int(data.n_classes)})
 
@@ -446,6 +454,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                             comm=comm, target=target).items()} \
         if len(data.x_test) else {}
     return history
+
+
+def _listed(names, none: str) -> str:
+    return none if names is None else ", ".join(map(str, names))
 
 
 def _summary(row, epochs) -> str:

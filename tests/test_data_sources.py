@@ -414,7 +414,8 @@ ERRORS = {
                       gn.DataError, r"line 6 has 2 fields, the header has 3"),
     "csv text label": (lambda p: load_data(DataSpec(_csv_with(p, [*GOOD, ["1", "2", "setosa"]]),
                                                     target="y")),
-                       gn.DataError, r"line 6, target column 'y': 'setosa' is not a number"),
+                       gn.DataError, r"target column 'y' mixes numbers \('0' at line 2\) and "
+                                     r"text \('setosa' at line 6\)"),
     "csv no such target": (lambda p: load_data(DataSpec(_csv_with(p, GOOD), target="label")),
                            gn.DataError, r"no column 'label'; columns: a, b, y"),
     "csv target not named": (lambda p: load_data(DataSpec(_csv_with(p, GOOD))), gn.ConfigError,
@@ -448,8 +449,14 @@ ERRORS = {
                         gn.DataError, r"no array 'labels'; arrays present: x, y"),
     "npz nan": (lambda p: load_data(DataSpec(_npz(p, x=np.where(X20 == 5, np.nan, X20), y=Y20))),
                 gn.DataError, r"array 'x' row 2, column 1 is nan"),
-    "npz strings": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.array(["a", "b"] * 10)))),
-                    gn.DataError, r"array 'y': the targets must be numbers, got dtype <U1"),
+    "npz string features": (lambda p: load_data(DataSpec(_npz(p, x=X20.astype(str),
+                                                               y=np.arange(20) % 2))),
+                            gn.DataError, r"array 'x': the features must be numbers, got dtype"),
+    "npz text targets for regression": (
+        lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.array(["a", "b"] * 10)),
+                                     task="regression")),
+        gn.ConfigError, r"d\.npz: the targets are text \(class names such as 'a'\); "
+                        r"regression needs numbers"),
     "npy holds an npz": (lambda p: read_features(_npz_named_npy(p)), gn.DataError,
                          r"x\.npy: an \.npz archive, not a \.npy array"),
     "npz not a zip": (lambda p: load_data(DataSpec(_garbage(p, "n.npz"))), gn.DataError,
