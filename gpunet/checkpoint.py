@@ -139,6 +139,12 @@ class Checkpoint:
     def extra(self) -> dict:
         return self.header.get("extra", {})
 
+    @property
+    def features(self):
+        """The training CSV's feature columns where some were text (one-hot encoded), as
+        ``gpunet.data.read_features`` takes them; None when every feature was a number."""
+        return self.extra.get("features")
+
     def build_model(self, backend=None, weights="param"):
         """A new MLP with this checkpoint's architecture and weights, on ``backend``.
 
@@ -152,7 +158,8 @@ class Checkpoint:
             model = MLP(cfg["sizes"], activation=cfg["activation"], output=cfg["output"],
                         backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", 0.01))
         except (KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint header has a malformed model section ({e})") from None
+            raise CheckpointError(f"checkpoint header has a malformed model section ({e})") \
+                from None
         best = self.group("best") if weights == "best" else {}
         model.load_state_dict(best or self.params)
         return model

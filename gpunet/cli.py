@@ -437,7 +437,7 @@ def cmd_evaluate(args) -> int:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
     x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer,
-                                       ckpt.target_standardizer, ckpt.classes)
+                                       ckpt.target_standardizer, ckpt.classes, ckpt.features)
     loss_fn = _checkpoint_loss(ckpt, model, task)
     m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
                 target=ckpt.target_standardizer if task == "regression" else None)
@@ -464,7 +464,7 @@ def cmd_predict(args) -> int:
     _check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
-    x = read_features(args.input)
+    x = read_features(args.input, ckpt.features)
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError

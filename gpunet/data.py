@@ -9,7 +9,9 @@ Sources (``spec.dataset``):
     digits, iris, wine, breast_cancer, diabetes   scikit-learn's bundled sets (no download)
     moons, spirals, sine                          synthetic, from ``seed``, ``samples``, ``noise``
     mnist, fashion_mnist                          the four IDX files (plain or .gz) in ``data_dir``
-    PATH.csv                                      header row, numbers; ``target`` names a column
+    PATH.csv                                      header row; ``target`` names a column (numbers,
+                                                  or class names); text feature columns are
+                                                  one-hot encoded (``_read_csv``)
     PATH.npz                                      arrays ``x_key`` and ``y_key`` (default x, y)
     PATH.npy                                      the features; ``target`` is the targets' .npy
 
@@ -20,6 +22,7 @@ line naming the file, and the row and column where that applies.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import gzip
@@ -208,6 +211,7 @@ class Dataset:
     spec: DataSpec | None = None
     target_standardizer: Standardizer | None = None
     classes: np.ndarray | None = None
+    features: list | None = None
 
     @property
     def n_features(self) -> int:
@@ -236,6 +240,7 @@ class _Source:
     task: str | None = None            # the task a named source is known to have
     n_own_test: int | None = None      # the last rows are the source's own test split
     row: Callable[[int], str] = lambda i: f"row {i}"   # names target i in messages
+    features: list | None = None       # a CSV's feature columns where some are text (_read_csv)
 
 
 # ---- the public entry points ------------------------------------------------------------------
@@ -257,16 +262,19 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     only.
     """
     spec, src, y, n_classes, idx, names = _prepare(spec, loss)
-    return _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names)
+    data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names)
+    data.features = src.features
+    return data
 
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
-               target_standardizer: Standardizer | None = None, classes=None):
+               target_standardizer: Standardizer | None = None, classes=None, features=None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
     their index in ``classes`` (the stored names of the model's outputs; a name not among them
-    is a DataError), or in the source's own sorted names when ``classes`` is None.
+    is a DataError), or in the source's own sorted names when ``classes`` is None. A CSV's text
+    feature columns are encoded by ``features`` (the stored description), else as found.
 
     ``split`` is "train", "val", "test" or "all" (every row of the source in file order; for
     mnist the training files' rows, then the t10k rows). Pass the spec of the ``Dataset``
@@ -277,7 +285,7 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid names: {', '.join(SPLITS)}")
-    spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes)
+    spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes, features)
     rows = np.arange(len(y)) if split == "all" else idx[split]
     x = src.x[rows]
     if standardizer is not None:
@@ -292,13 +300,15 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     return x, y, spec.task, n_classes
 
 
-def read_features(path) -> np.ndarray:
-    """Features to predict on: a CSV file (header row, every column a numeric feature) or a .npy
-    file holding a 2-D numeric array; float64 (samples, features)."""
+def read_features(path, encoding=None) -> np.ndarray:
+    """Features to predict on: a CSV file (header row, every column a numeric feature; with the
+    ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
+    training encoded them) or a .npy file holding a 2-D numeric array; float64 (samples,
+    features)."""
     path = os.fspath(path)
     kind = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
     if kind == "csv":
-        return _read_csv(path, target=None, features_only=True)[0]
+        return _read_csv(path, target=None, features_only=True, encoding=encoding)[0]
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
         if x.ndim != 2:
@@ -414,12 +424,12 @@ def infer_task(y: np.ndarray) -> str:
 
 # ---- checking, settling the task, splitting ---------------------------------------------------
 
-def _prepare(spec: DataSpec, loss: str | None, classes=None):
+def _prepare(spec: DataSpec, loss: str | None, classes=None, features=None):
     if not isinstance(spec, DataSpec):
         raise ConfigError(f"expected a DataSpec, got {type(spec).__name__}")
     kind = source_kind(spec.dataset)
     _check_spec(spec, loss, kind)
-    return _settle(spec, loss, _read_source(spec, kind), classes)
+    return _settle(spec, loss, _read_source(spec, kind, features), classes)
 
 
 def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None):
@@ -588,7 +598,7 @@ def _hold_out(pool, k, y, task, seed):
 
 # ---- reading sources ---------------------------------------------------------------------------
 
-def _read_source(spec: DataSpec, kind: str) -> _Source:
+def _read_source(spec: DataSpec, kind: str, features=None) -> _Source:
     if kind == "bundled":
         x, y, task = _read_bundled(spec.dataset)
         return _Source(x, y, f"dataset {spec.dataset!r}", task)
@@ -598,8 +608,9 @@ def _read_source(spec: DataSpec, kind: str) -> _Source:
     if kind == "idx":
         return _read_idx_set(spec)
     if kind == "csv":
-        x, y, lines = _read_csv(spec.dataset, spec.target)
-        return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}")
+        x, y, lines, described = _read_csv(spec.dataset, spec.target, encoding=features)
+        return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}",
+                       features=described)
     if kind == "npz":
         return _read_npz(spec.dataset, spec.x_key, spec.y_key)
     return _read_npy_pair(spec.dataset, spec.target)
@@ -656,56 +667,182 @@ def _check_file(path: str, what: str) -> None:
         raise DataError(f"{path}: empty file (expected {what})")
 
 
-def _read_csv(path: str, target: str | None, features_only: bool = False):
-    """(features, targets or None, line number of each row) of a CSV file whose feature columns
-    are all numbers; the target column holds numbers, or class names (text labels, returned as
-    a str array); ``features_only`` makes every column a feature."""
+def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None):
+    """(features, targets or None, line number of each row, feature description) of a CSV file.
+
+    Feature columns hold numbers, or (when training: not ``features_only``) text: a column whose
+    every cell is text is categorical, one-hot encoded over its sorted categories (one 0/1
+    column each, in the column's place). The description lists the feature columns, each
+    ``{"name": ...}`` plus ``"categories"`` for a categorical one; it is None when every feature
+    is a number. ``encoding`` (a stored description) encodes a file the way the training file
+    was: its feature columns by name, in any order, the same categories (one the model never
+    saw is a DataError). The target column holds numbers, or class names (text labels,
+    returned as a str array); ``features_only`` makes every column a feature.
+    """
     _check_file(path, "a CSV file with a header row")
+    categorical = encoding is not None and any("categories" in e for e in encoding)
+    text_columns = None
+    with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header, t, names = _csv_header(reader, path, target, features_only)
+        rows, lines, cells = [], [], []
+        for row in ([] if categorical else reader):
+            if not row:  # a blank line
+                continue
+            _check_fields(row, header, path, reader.line_num)
+            if t is not None:
+                cells.append(row.pop(t))
+            values = _parse_row(row, names, path, reader.line_num, text=not features_only)
+            if isinstance(values, set):  # text cells: read the file again by columns
+                text_columns = values
+                break
+            rows.append(values)
+            lines.append(reader.line_num)
+    if categorical or text_columns:
+        with _csv_errors(path):
+            return _read_csv_columns(path, target, features_only, encoding, text_columns)
+    if not rows:
+        raise DataError(f"{path}: a header but no data rows")
+    data = np.array(rows, dtype=np.float64)
+    if encoding is not None and len(encoding) != data.shape[1]:
+        raise DataError(f"{path}: {data.shape[1]} feature columns, the model has "
+                        f"{len(encoding)}")
+    if t is None:
+        return data, None, lines, None
+    return data, _parse_targets(cells, lines, path, header[t]), lines, None
+
+
+@contextlib.contextmanager
+def _csv_errors(path):
+    """Reading errors of a CSV file as one-line DataErrors."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
-            header = [h.strip() for h in header]
-            dupes = sorted({h for h in header if header.count(h) > 1})
-            if dupes:
-                raise DataError(f"{path}: duplicate column name(s) in the header: "
-                                f"{', '.join(map(repr, dupes))}")
-            columns = ", ".join(header)
-            t = None
-            if target is not None:
-                if target not in header:
-                    raise DataError(f"{path}: no column {target!r}; columns: {columns}")
-                t = header.index(target)
-            elif not features_only:
-                raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
-            if len(header) < (2 if t is not None else 1):
-                raise DataError(f"{path}: no feature columns besides the target {target!r}")
-            names = header if t is None else header[:t] + header[t + 1:]
-            rows, lines, cells = [], [], []
-            for row in reader:
-                if not row:  # a blank line
-                    continue
-                if len(row) != len(header):
-                    raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, "
-                                    f"the header has {len(header)}")
-                if t is not None:
-                    cells.append(row.pop(t))
-                rows.append(_parse_row(row, names, path, reader.line_num))
-                lines.append(reader.line_num)
+        yield
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a UTF-8 text file ({_one_line(e)})") from None
     except csv.Error as e:
         raise DataError(f"{path}: not a readable CSV file ({_one_line(e)})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or _one_line(e)}") from None
-    if not rows:
+
+
+def _csv_header(reader, path, target, features_only):
+    """(header, the target's index or None, the feature columns' names) of a CSV reader."""
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column name(s) in the header: "
+                        f"{', '.join(map(repr, dupes))}")
+    columns = ", ".join(header)
+    t = None
+    if target is not None:
+        if target not in header:
+            raise DataError(f"{path}: no column {target!r}; columns: {columns}")
+        t = header.index(target)
+    elif not features_only:
+        raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
+    if len(header) < (2 if t is not None else 1):
+        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+    return header, t, (header if t is None else header[:t] + header[t + 1:])
+
+
+def _check_fields(row, header, path, line):
+    if len(row) != len(header):
+        raise DataError(f"{path}: line {line} has {len(row)} fields, the header has "
+                        f"{len(header)}")
+
+
+def _read_csv_columns(path, target, features_only, encoding, text_columns):
+    """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
+    encoded (learnt: ``text_columns``, the indices of the first text cells met; or stored:
+    ``encoding``)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header, t, names = _csv_header(reader, path, target, features_only)
+        if encoding is None:
+            order = list(range(len(names)))
+            known = [[] if j in text_columns else None for j in order]  # [] = to be learnt
+        else:
+            wanted = [e["name"] for e in encoding]
+            missing = [n for n in wanted if n not in names]
+            extra = [n for n in names if n not in wanted]
+            if missing or extra:
+                raise DataError(f"{path}: the feature columns are not the model's ("
+                                + "; ".join(part for part in (
+                                    "missing: " + ", ".join(map(repr, missing)) if missing else "",
+                                    "unexpected: " + ", ".join(map(repr, extra)) if extra else "")
+                                    if part) + ")")
+            order = [names.index(n) for n in wanted]
+            known = [e.get("categories") for e in encoding]
+        columns = [[] for _ in order]
+        lines, cells = [], []
+        for row in reader:
+            if not row:
+                continue
+            _check_fields(row, header, path, reader.line_num)
+            if t is not None:
+                cells.append(row.pop(t))
+            for k, j in enumerate(order):
+                text = row[j].strip()
+                if not text:
+                    raise DataError(f"{path}: line {reader.line_num}, column {names[j]!r}: "
+                                    "missing value")
+                columns[k].append(text if known[k] is not None else
+                                  _number(text, path, reader.line_num, names[j]))
+            lines.append(reader.line_num)
+    if not lines:
         raise DataError(f"{path}: a header but no data rows")
-    data = np.array(rows, dtype=np.float64)
-    if t is None:
-        return data, None, lines
-    return data, _parse_targets(cells, lines, path, header[t]), lines
+    blocks, description = [], []
+    for k, j in enumerate(order):
+        if known[k] is None:
+            blocks.append(np.array(columns[k], dtype=np.float64)[:, None])
+            description.append({"name": names[j]})
+            continue
+        text = np.array(columns[k])
+        if not known[k]:  # learnt: every cell must be text
+            for i, cell in enumerate(columns[k]):
+                if _is_number(cell):
+                    first = next(c for c in columns[k] if not _is_number(c))
+                    line = lines[columns[k].index(first)]
+                    raise DataError(f"{path}: line {line}, column {names[j]!r}: {first!r} is "
+                                    f"not a number (the column mixes numbers, such as {cell!r} "
+                                    f"at line {lines[i]}, and text)")
+            categories = np.unique(text)
+        else:
+            categories = np.asarray(known[k])
+        at = np.searchsorted(categories, text).clip(0, len(categories) - 1)
+        unknown = categories[at] != text
+        if unknown.any():
+            i = int(np.argmax(unknown))
+            raise DataError(f"{path}: line {lines[i]}, column {names[j]!r}: {str(text[i])!r} "
+                            f"is not one of the categories the model was trained on "
+                            f"({', '.join(map(str, categories))})")
+        blocks.append((at[:, None] == np.arange(len(categories))).astype(np.float64))
+        description.append({"name": names[j], "categories": [str(c) for c in categories]})
+    x = np.hstack(blocks)
+    y = None if t is None else _parse_targets(cells, lines, path, header[t])
+    return x, y, lines, description
+
+
+def _number(text, path, line, name) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DataError(f"{path}: line {line}, column {name!r}: {text!r} is not a number") \
+            from None
+    if not math.isfinite(v):
+        raise DataError(f"{path}: line {line}, column {name!r}: {text!r} (NaN or infinity)")
+    return v
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_targets(cells, lines, path, name):
@@ -735,25 +872,33 @@ def _parse_targets(cells, lines, path, name):
     return np.array([c.strip() for c in cells])
 
 
-def _parse_row(row, names, path, line):
-    """One CSV row's feature values (the target cell taken out), every one a finite number."""
+def _parse_row(row, names, path, line, text=False):
+    """One CSV row's feature values (the target cell taken out), every one a finite number; or,
+    with ``text``, the set of the columns holding text where there is any (a missing value,
+    NaN or infinity is a DataError either way)."""
     try:
         values = [float(v) for v in row]
     except ValueError:
         values = None
     if values is not None and all(math.isfinite(v) for v in values):
         return values
-    for j, text in enumerate(row):  # the slow path only runs to name the bad cell
+    words = set()
+    for j, cell in enumerate(row):  # the slow path: name the bad cell, or find the text
         column = f"column {names[j]!r}"
-        if not text.strip():
+        if not cell.strip():
             raise DataError(f"{path}: line {line}, {column}: missing value")
         try:
-            v = float(text)
+            v = float(cell)
         except ValueError:
-            raise DataError(f"{path}: line {line}, {column}: {text.strip()!r} is not a "
-                            f"number") from None
+            if not text:
+                raise DataError(f"{path}: line {line}, {column}: {cell.strip()!r} is not a "
+                                f"number") from None
+            words.add(j)
+            continue
         if not math.isfinite(v):
-            raise DataError(f"{path}: line {line}, {column}: {text.strip()!r} (NaN or infinity)")
+            raise DataError(f"{path}: line {line}, {column}: {cell.strip()!r} (NaN or infinity)")
+    if words:
+        return words
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -303,6 +303,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                               + _listed(resume.classes, "labels 0..k-1")
                               + ") are not the data's (" + _listed(names, "labels 0..k-1")
                               + "): resume on the data the run was trained on")
+        if resume.features != getattr(data, "features", None):
+            raise ConfigError("this checkpoint's feature columns are not the data's (columns "
+                              "or categories differ): resume on the data the run was trained "
+                              "on")
         resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])
@@ -347,6 +351,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         standardizer=data.standardizer, target_standardizer=target, arrays=arrays,
                         classes=getattr(data, "classes", None),
                         extra={"training": training, "data": data_spec, "dataset": data.name,
+                               "features": getattr(data, "features", None),
                                "task": data.task, "n_classes": int(data.n_classes)})
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.

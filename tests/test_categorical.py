@@ -1,0 +1,172 @@
+"""Text feature columns in CSV files (penguins' island and sex): one-hot encoded over their
+sorted categories, in the column's place; the encoding is stored in the checkpoint and applied
+by predict (columns by name, any order), evaluate and resume. References are built here by
+hand from the rows written."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+from gpunet.data import DataSpec, load_data, load_split, read_features
+
+ISLANDS = ["Biscoe", "Dream", "Torgersen"]
+
+
+def penguins(n=240, seed=0):
+    """Rows of (species, island, bill_length, bill_depth, sex) where species depends on the
+    island and the measurements (so that the island column carries signal)."""
+    rng = np.random.default_rng(seed)
+    species = rng.choice(["Adelie", "Chinstrap", "Gentoo"], n)
+    island = np.where(species == "Gentoo", "Biscoe",
+                      np.where(species == "Chinstrap", "Dream", rng.choice(ISLANDS, n)))
+    bill = np.select([species == "Adelie", species == "Chinstrap"], [38.8, 48.8], 47.5) \
+        + rng.normal(0, 2.5, n)
+    depth = np.where(species == "Gentoo", 15.0, 18.4) + rng.normal(0, 1, n)
+    sex = rng.choice(["male", "female"], n)
+    return species, island, bill.round(1), depth.round(1), sex
+
+
+def write(path, columns, names):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        w.writerows(zip(*columns))
+    return str(path)
+
+
+def one_hot(values, categories):
+    return (np.asarray(values)[:, None] == np.asarray(categories)[None, :]).astype(float)
+
+
+def test_text_columns_are_one_hot_encoded_in_their_place(tmp_path):
+    sp, isl, bill, depth, sex = penguins()
+    path = write(tmp_path / "p.csv", [isl, bill, sp, depth, sex],
+                 ["island", "bill", "species", "depth", "sex"])
+    data = load_data(DataSpec(path, target="species"))
+    assert data.features == [{"name": "island", "categories": ISLANDS}, {"name": "bill"},
+                             {"name": "depth"}, {"name": "sex", "categories": ["female", "male"]}]
+    x, y, task, n_classes = load_split(data.spec, "all", None)
+    expected = np.column_stack([one_hot(isl, ISLANDS), bill, depth,
+                                one_hot(sex, ["female", "male"])])
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(data.classes[y], sp)
+    assert data.n_features == 7 and (task, n_classes) == ("classification", 3)
+
+
+@pytest.mark.parametrize("cells, message", [
+    (["Dream", "1", "Biscoe"], r"line 2, column 'island': 'Dream' is not a number \(the column "
+                               r"mixes numbers, such as '1' at line 3, and text\)"),
+    (["2", "Dream", "1"], r"line 3, column 'island': 'Dream' is not a number"),
+    (["Dream", " ", "Biscoe"], r"line 3, column 'island': missing value"),
+])
+def test_a_feature_column_is_all_numbers_or_all_text(tmp_path, cells, message):
+    path = write(tmp_path / "p.csv", [cells, ["1.5", "2.5", "3.5"], ["0", "1", "0"]],
+                 ["island", "bill", "y"])
+    with pytest.raises(gn.DataError, match=message):
+        load_data(DataSpec(path, target="y"))
+
+
+def _train(tmp_path, epochs=30):
+    sp, isl, bill, depth, sex = penguins()
+    path = write(tmp_path / "train.csv", [sp, isl, bill, depth, sex],
+                 ["species", "island", "bill", "depth", "sex"])
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", path, "--target", "species", "--epochs", str(epochs),
+                 "--quiet", "--backend", "numpy", "--save", str(ck)]) == 0
+    return ck
+
+
+def _reference_probabilities(ck, isl, bill, depth, sex):
+    """The model's class probabilities for raw rows, with the encoding written out here."""
+    c = load_checkpoint(ck)
+    x = np.column_stack([one_hot(isl, ISLANDS), bill, depth, one_hot(sex, ["female", "male"])])
+    logits = np.asarray(c.build_model("numpy").predict(c.standardizer(x).astype(np.float32)),
+                        dtype=np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_predict_encodes_its_input_as_training_did(tmp_path):
+    ck = _train(tmp_path)
+    assert load_checkpoint(ck).features[0] == {"name": "island", "categories": ISLANDS}
+    _, isl, bill, depth, sex = penguins(n=12, seed=5)
+    isl[:4] = "Torgersen"  # whatever categories this file happens to hold
+    columns = {"sex": sex, "depth": depth, "island": isl, "bill": bill}
+    new = write(tmp_path / "new.csv", list(columns.values()), list(columns))  # other order
+    assert main(["predict", "--checkpoint", str(ck), "--input", new, "--output",
+                 str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv") as f:
+        table = list(csv.reader(f))
+    got = np.array([r[1:] for r in table[1:]], dtype=float)
+    np.testing.assert_allclose(got, _reference_probabilities(ck, isl, bill, depth, sex),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(read_features(new, load_checkpoint(ck).features)[:, :3],
+                                  one_hot(isl, ISLANDS))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("sex"), r"the feature columns are not the model's \(missing: 'sex'\)"),
+    (lambda c: c.update(id=np.arange(12)), r"\(unexpected: 'id'\)"),
+    (lambda c: c["island"].__setitem__(3, "Atlantis"),
+     r"line 5, column 'island': 'Atlantis' is not one of the categories the model was trained "
+     r"on \(Biscoe, Dream, Torgersen\)"),
+])
+def test_predict_refuses_input_it_cannot_encode(tmp_path, capsys, change, message):
+    ck = _train(tmp_path, epochs=1)
+    _, isl, bill, depth, sex = penguins(n=12, seed=6)
+    columns = {"island": isl.astype("U16"), "bill": bill, "depth": depth, "sex": sex}
+    change(columns)
+    new = write(tmp_path / "new.csv", list(columns.values()), list(columns))
+    assert main(["predict", "--checkpoint", str(ck), "--input", new, "--output",
+                 str(tmp_path / "p.csv")]) == 1
+    assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+
+
+def test_evaluate_on_another_file_uses_the_stored_categories(tmp_path):
+    """A file whose rows all come from one island: encoded by its own categories, that island
+    would be column 0 of a one-column block; by the model's it keeps its own column."""
+    ck = _train(tmp_path)
+    sp, isl, bill, depth, sex = penguins(n=400, seed=7)
+    keep = isl == "Dream"
+    other = write(tmp_path / "dream.csv", [sp[keep], isl[keep], bill[keep], depth[keep],
+                                           sex[keep]],
+                  ["species", "island", "bill", "depth", "sex"])
+    m = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(ck), "--dataset", other, "--target", "species",
+                 "--split", "all", "--metrics-json", str(m)]) == 0
+    probs = _reference_probabilities(ck, isl[keep], bill[keep], depth[keep], sex[keep])
+    names = load_checkpoint(ck).classes
+    expected = float(np.mean(names[probs.argmax(axis=1)] == sp[keep]))
+    assert json.loads(m.read_text())["all_accuracy"] == pytest.approx(expected)
+
+
+def test_resume_refuses_other_categories(tmp_path, capsys):
+    ck = _train(tmp_path, epochs=2)
+    sp, isl, bill, depth, sex = penguins()
+    isl = isl.astype("U32")
+    isl[isl == "Torgersen"] = "Torgersen Island"  # the file was edited between the runs
+    write(tmp_path / "train.csv", [sp, isl, bill, depth, sex],
+          ["species", "island", "bill", "depth", "sex"])
+    assert main(["train", "--resume", str(ck), "--epochs", "4", "--quiet"]) == 1
+    assert "feature columns are not the data's" in capsys.readouterr().err
+
+
+def test_a_numeric_model_still_wants_numbers(tmp_path, capsys):
+    """Without text columns nothing is stored and predict reads every column as a number."""
+    x = np.random.default_rng(8).standard_normal((60, 3))
+    path = write(tmp_path / "n.csv", [*x.T, (x[:, 0] > 0).astype(int)], ["a", "b", "c", "y"])
+    ck = tmp_path / "n.npz"
+    assert main(["train", "--dataset", path, "--target", "y", "--epochs", "1", "--quiet",
+                 "--backend", "numpy", "--save", str(ck)]) == 0
+    assert load_checkpoint(ck).features is None
+    bad = write(tmp_path / "bad.csv", [["1"], ["x"], ["2"]], ["a", "b", "c"])
+    assert main(["predict", "--checkpoint", str(ck), "--input", bad, "--output",
+                 str(tmp_path / "p.csv")]) == 1
+    assert "line 2, column 'b': 'x' is not a number" in capsys.readouterr().err
