@@ -786,9 +786,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns):
                 cells.append(row.pop(t))
             for k, j in enumerate(order):
                 text = row[j].strip()
-                if not text:
-                    raise DataError(f"{path}: line {reader.line_num}, column {names[j]!r}: "
-                                    "missing value")
+                if _is_missing(text):
+                    raise _missing(path, reader.line_num, f"column {names[j]!r}", text)
                 columns[k].append(text if known[k] is not None else
                                   _number(text, path, reader.line_num, names[j]))
             lines.append(reader.line_num)
@@ -826,6 +825,21 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns):
     return x, y, lines, description
 
 
+#: cells that stand for a missing value (compared in lower case): empty, and the markers of R,
+#: spreadsheets, SQL exports and the UCI sets
+MISSING_MARKERS = frozenset({"", "na", "n/a", "null", "?"})
+
+
+def _is_missing(text: str) -> bool:
+    return text.lower() in MISSING_MARKERS
+
+
+def _missing(path, line, column, text) -> DataError:
+    shown = f" ({text!r})" if text else ""
+    return DataError(f"{path}: line {line}, {column}: missing value{shown}; gpunet does not fill "
+                     "in missing values: drop or fill those rows first")
+
+
 def _number(text, path, line, name) -> float:
     try:
         v = float(text)
@@ -852,8 +866,8 @@ def _parse_targets(cells, lines, path, name):
     values, number, word = [], None, None
     for cell, line in zip(cells, lines):
         text = cell.strip()
-        if not text:
-            raise DataError(f"{path}: line {line}, {column}: missing value")
+        if _is_missing(text):
+            raise _missing(path, line, column, text)
         try:
             v = float(text)
         except ValueError:
@@ -885,8 +899,8 @@ def _parse_row(row, names, path, line, text=False):
     words = set()
     for j, cell in enumerate(row):  # the slow path: name the bad cell, or find the text
         column = f"column {names[j]!r}"
-        if not cell.strip():
-            raise DataError(f"{path}: line {line}, {column}: missing value")
+        if _is_missing(cell.strip()):
+            raise _missing(path, line, column, cell.strip())
         try:
             v = float(cell)
         except ValueError:

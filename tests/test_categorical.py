@@ -170,3 +170,19 @@ def test_a_numeric_model_still_wants_numbers(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(ck), "--input", bad, "--output",
                  str(tmp_path / "p.csv")]) == 1
     assert "line 2, column 'b': 'x' is not a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("marker", ["", "NA", "n/a", "null", "?"])
+@pytest.mark.parametrize("where", ["number", "text", "target"])
+def test_missing_value_markers_are_named_not_taken_for_text(tmp_path, marker, where):
+    """'NA' in a numeric column is a missing value, not text that makes the column a mix (nor,
+    in a text column, a category of its own)."""
+    numbers, words, target = ["1.5", "2.5", "3.5"], ["x", "y", "x"], ["a", "b", "a"]
+    column = {"number": numbers, "text": words, "target": target}[where]
+    column[1] = marker
+    path = write(tmp_path / "m.csv", [numbers, words, target], ["num", "word", "y"])
+    name = {"number": "column 'num'", "text": "column 'word'", "target": "target column 'y'"}
+    shown = f" \\({marker!r}\\)".replace("?", "\\?") if marker else ""
+    with pytest.raises(gn.DataError, match=f"line 3, {name[where]}: missing value{shown}; "
+                                           "gpunet does not fill in missing values"):
+        load_data(DataSpec(path, target="y"))
