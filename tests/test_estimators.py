@@ -349,3 +349,20 @@ def test_the_command_line_predicts_with_a_saved_classifier(tmp_path):
                  str(tmp_path / "x.npy"), "--output", str(tmp_path / "n.npy")]) == 0
     table = np.load(tmp_path / "n.npy")
     np.testing.assert_array_equal(table[:, 0], numeric.predict(x))
+
+
+def test_data_frames_keep_their_column_names(tmp_path):
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    x, y = make_classification(120, 4, random_state=16)
+    frame = pd.DataFrame(x, columns=["w", "x", "y", "z"])
+    clf = MLPClassifier(epochs=2, backend="numpy").fit(frame, pd.Series(y))
+    np.testing.assert_array_equal(clf.feature_names_in_, ["w", "x", "y", "z"])
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        np.testing.assert_array_equal(clf.predict_proba(frame), clf.predict_proba(x))
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(frame[["z", "y", "x", "w"]])  # the columns in another order
+    clf.save(tmp_path / "c.npz")
+    back = MLPClassifier.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(back.feature_names_in_, clf.feature_names_in_)
+    with pytest.raises(ValueError, match="feature names"):
+        back.predict(frame[["z", "y", "x", "w"]])
