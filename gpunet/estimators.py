@@ -57,7 +57,7 @@ PREDICT_BATCH = 4096
 
 
 class _GpunetMLP(BaseEstimator):
-    """What the classifier and the regressor share: parameters, training, pickling."""
+    """What the classifier and the regressor share: parameters, training, saving, pickling."""
 
     _task = None
 
