@@ -56,7 +56,9 @@ def _data_flags(p, defaults=True):
                    metavar="NAME|PATH",
                    help="a bundled or synthetic set, mnist/fashion_mnist (with --data-dir), or a "
                         ".csv/.npz/.npy file (default: digits)")
-    p.add_argument("--target", help="CSV: the target column; .npy: the targets file")
+    p.add_argument("--target", help="CSV: the target column (numbers, or class names; text "
+                                    "feature columns are one-hot encoded); .npy: the targets "
+                                    "file")
     p.add_argument("--x-key", default=None, help=".npz: the features array (default x)")
     p.add_argument("--y-key", default=None, help=".npz: the targets array (default y)")
     p.add_argument("--data-dir", help="folder holding the four MNIST-format IDX files")
