@@ -366,3 +366,28 @@ def test_data_frames_keep_their_column_names(tmp_path):
     np.testing.assert_array_equal(back.feature_names_in_, clf.feature_names_in_)
     with pytest.raises(ValueError, match="feature names"):
         back.predict(frame[["z", "y", "x", "w"]])
+
+
+def test_the_command_line_evaluates_a_saved_classifier_as_score_does(tmp_path):
+    """The CLI reads the CSV's text labels through the saved classes_ (not its own sorted
+    names, which here would coincide only by luck): its accuracy equals score()'s."""
+    import csv
+    import json
+
+    from gpunet.cli import main
+
+    x, y = make_classification(200, 5, n_informative=3, n_classes=3, random_state=17)
+    names = np.array(["red", "green", "blue"])[y]  # sorted: blue, green, red
+    clf = MLPClassifier(epochs=10, backend="numpy").fit(x, names)
+    clf.save(tmp_path / "clf.npz")
+    keep = names != "green"  # a file without one class: its own names would be blue, red
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "c", "d", "e", "colour"])
+        w.writerows([*row, c] for row, c in zip(x[keep], names[keep]))
+    m = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "clf.npz"), "--dataset",
+                 str(tmp_path / "t.csv"), "--target", "colour", "--split", "all",
+                 "--metrics-json", str(m)]) == 0
+    assert json.loads(m.read_text())["all_accuracy"] == pytest.approx(
+        clf.score(x[keep], names[keep]))
