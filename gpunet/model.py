@@ -206,6 +206,21 @@ class MLP:
             new[k] = v.copy()
         self.params.update(new)
 
+    def to_torch(self, *, dtype=None, device=None):
+        """This net as a ``torch.nn.Sequential`` with a copy of its weights (see
+        ``gpunet.interop.to_torch``)."""
+        from .interop import to_torch
+
+        return to_torch(self, dtype=dtype, device=device)
+
+    @classmethod
+    def from_torch(cls, net, *, backend=None, dtype=None) -> "MLP":
+        """An MLP with the architecture and weights of a ``torch.nn.Sequential`` of Linear and
+        activation modules (see ``gpunet.interop.from_torch``)."""
+        from .interop import from_torch
+
+        return from_torch(net, backend=backend, dtype=dtype)
+
     def to(self, backend=None, dtype=None) -> "MLP":
         """Move the parameters to another backend and/or dtype, in place; returns self."""
         self.backend = get_backend(backend) if backend is not None else self.backend

@@ -1,0 +1,138 @@
+"""PyTorch interop: a gpunet ``MLP`` as a ``torch.nn.Sequential`` with the same weights, and back.
+
+    net = model.to_torch()                 # nn.Sequential(Linear, ReLU, ..., Linear[, g])
+    model = gn.MLP.from_torch(net)         # any Sequential of Linear and activation modules
+
+For checking gpunet's math against PyTorch's (run both, compare outputs and gradients), for
+training in gpunet and serving in PyTorch, or for taking a PyTorch MLP's weights into gpunet.
+Weights are shaped (out, in) in both, so they copy as they are. torch is imported only here,
+when these are called; it is not a dependency of gpunet.
+
+A gpunet MLP has one activation f between all its layers and one g after the last, and a bias
+in every layer; ``from_torch`` refuses (with the reason) a net that does not have that shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import DEFAULT_SLOPE
+from .errors import ConfigError
+
+#: torch.nn module class name -> gpunet activation name
+_FROM_TORCH = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
+               "Identity": "identity", "Softmax": "softmax"}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError("PyTorch is not installed: pip install torch") from None
+    return torch
+
+
+def _module(torch, name, slope):
+    """The torch.nn module of activation ``name``, or None for the identity."""
+    nn = torch.nn
+    return {"identity": None, "relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(slope),
+            "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "softmax": nn.Softmax(dim=-1)}[name]
+
+
+def to_torch(model, *, dtype=None, device=None):
+    """``nn.Sequential(Linear, f, ..., Linear, g)`` holding a copy of ``model``'s weights (the
+    identity adds no module). ``dtype``: a torch dtype (default: the model's); ``device``: where
+    the tensors go (default: the CPU)."""
+    torch = _torch()
+    tdtype = dtype or {"float32": torch.float32, "float64": torch.float64}[model.dtype.name]
+    state = model.state_dict()
+    layers, last = [], len(model.sizes) - 1
+    for i in range(1, last + 1):
+        lin = torch.nn.Linear(model.sizes[i - 1], model.sizes[i], dtype=tdtype, device=device)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(state[f"W{i}"]))
+            lin.bias.copy_(torch.from_numpy(state[f"b{i}"]))
+        layers.append(lin)
+        act = _module(torch, model.activation if i < last else model.output, model.slope)
+        if act is not None:
+            layers.append(act)
+    return torch.nn.Sequential(*layers)
+
+
+def from_torch(net, *, backend=None, dtype=None):
+    """A gpunet ``MLP`` with the architecture and weights of ``net``: a ``torch.nn.Sequential``
+    (nested ones are flattened) of ``Linear`` layers, each followed by at most one of ReLU,
+    LeakyReLU, Sigmoid, Tanh, Identity (and, after the last layer, Softmax over the last dim).
+
+    ``dtype``: "float32" or "float64" (default: the weights', float32 for any other);
+    ``backend``: as ``MLP``'s. ConfigError, saying why, for a net gpunet cannot hold: other
+    modules, different activations between layers, a layer without a bias, widths that do not
+    chain.
+    """
+    from .model import MLP
+
+    torch = _torch()
+    modules = list(_flatten(torch, net))
+    if not modules or not isinstance(modules[0], torch.nn.Linear):
+        raise ConfigError("from_torch: the net must start with an nn.Linear layer")
+    linears, acts = [], []
+    for m in modules:
+        name = type(m).__name__
+        if isinstance(m, torch.nn.Linear):
+            if m.bias is None:
+                raise ConfigError(f"from_torch: layer {len(linears) + 1} has no bias; gpunet's "
+                                  "layers always have one (nn.Linear(..., bias=True))")
+            if linears and m.in_features != linears[-1].out_features:
+                raise ConfigError(f"from_torch: layer {len(linears) + 1} takes "
+                                  f"{m.in_features} inputs, layer {len(linears)} gives "
+                                  f"{linears[-1].out_features}")
+            linears.append(m)
+            acts.append(("identity", None))
+        elif name in _FROM_TORCH:
+            if acts[-1][1] is not None:
+                raise ConfigError(f"from_torch: two activations after layer {len(linears)}")
+            if name == "Softmax" and m.dim not in (-1, 1, None):
+                raise ConfigError(f"from_torch: Softmax over dim {m.dim}; gpunet's is over the "
+                                  "features of each row (dim -1)")
+            acts[-1] = (_FROM_TORCH[name], m)
+        else:
+            raise ConfigError(f"from_torch: gpunet's MLP holds no {name} module; it takes "
+                              "nn.Linear and " + ", ".join(_FROM_TORCH))
+    hidden = {a for a, _ in acts[:-1]}
+    if len(hidden) > 1:
+        order = ", ".join(f"{a} after layer {i}" for i, (a, _) in enumerate(acts[:-1], 1))
+        raise ConfigError(f"from_torch: gpunet's MLP has one activation between all its "
+                          f"layers; this net has {order}")
+    if "softmax" in hidden:
+        raise ConfigError("from_torch: Softmax only after the last layer")
+    activation = hidden.pop() if hidden else "relu"  # (one layer: no hidden activation)
+    output = acts[-1][0]
+    slopes = {float(m.negative_slope) for _, m in acts if isinstance(m, torch.nn.LeakyReLU)}
+    if len(slopes) > 1:
+        raise ConfigError(f"from_torch: LeakyReLU slopes differ ({sorted(slopes)}); gpunet's "
+                          "MLP has one")
+    first = linears[0].weight
+    if dtype is None:
+        dtype = {torch.float64: "float64"}.get(first.dtype, "float32")
+    model = MLP([linears[0].in_features] + [m.out_features for m in linears],
+                activation=activation, output=output, backend=backend, dtype=dtype,
+                slope=slopes.pop() if slopes else DEFAULT_SLOPE)
+    state = {}
+    for i, m in enumerate(linears, start=1):
+        state[f"W{i}"] = _host(torch, m.weight)
+        state[f"b{i}"] = _host(torch, m.bias)
+    model.load_state_dict(state)
+    return model
+
+
+def _flatten(torch, net):
+    if isinstance(net, torch.nn.Sequential):
+        for m in net:
+            yield from _flatten(torch, m)
+    else:
+        yield net
+
+
+def _host(torch, t) -> np.ndarray:
+    """A float64 host copy (exact for every float dtype torch has, bfloat16 included)."""
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy()

@@ -1,0 +1,107 @@
+"""PyTorch interop (gpunet.interop): a gpunet MLP as torch.nn and back. torch runs its own
+forward, autograd and optimiser on the converted nets; the conversions must leave nothing for
+them to disagree about."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+
+torch = pytest.importorskip("torch", reason="torch is the interop's other side")
+nn = torch.nn
+
+HIDDEN = ["relu", "leaky_relu", "sigmoid", "tanh", "identity"]
+OUTPUTS = ["identity", "sigmoid", "softmax", "tanh"]
+
+
+def _x(n=37, d=6, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, d))
+
+
+@pytest.mark.parametrize("activation", HIDDEN)
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_to_torch_computes_what_gpunet_computes(activation, output):
+    model = gn.MLP([6, 9, 7, 4], activation=activation, output=output, backend="numpy",
+                   dtype="float64", slope=0.3, seed=1)
+    net = model.to_torch()
+    assert all(p.dtype == torch.float64 for p in net.parameters())
+    x = _x()
+    np.testing.assert_allclose(net(torch.from_numpy(x)).detach().numpy(), model.forward(x),
+                               rtol=1e-12, atol=1e-14)
+    n_act = sum(not isinstance(m, nn.Linear) for m in net)
+    assert n_act == (2 if activation != "identity" else 0) + (output != "identity")
+
+
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_a_round_trip_keeps_everything(activation):
+    model = gn.MLP([5, 8, 3], activation=activation, output="sigmoid", backend="numpy",
+                   slope=0.05, seed=2)
+    back = gn.MLP.from_torch(model.to_torch(), backend="numpy")
+    assert (back.sizes, back.output, back.dtype) == (model.sizes, model.output, model.dtype)
+    assert back.activation == activation
+    if activation == "leaky_relu":
+        assert back.slope == pytest.approx(0.05)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[k], v)
+
+
+def test_a_torch_net_trains_the_same_in_gpunet():
+    """A net built in torch, imported: one SGD step on the same batch moves the weights of
+    both alike (gpunet's hand-derived backward against torch's autograd and optimiser)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 11), nn.LeakyReLU(0.2), nn.Linear(11, 11),
+                        nn.LeakyReLU(0.2), nn.Linear(11, 3)).double()
+    model = gn.MLP.from_torch(net, backend="numpy")
+    assert (model.sizes, model.activation, model.output, model.slope) == \
+        ([6, 11, 11, 3], "leaky_relu", "identity", 0.2)
+    x, labels = _x(), np.random.default_rng(3).integers(0, 3, 37)
+    torch_opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    opt = gn.SGD(model, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        torch_opt.zero_grad()
+        nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(labels)).backward()
+        torch_opt.step()
+        model.train_step(x, labels, gn.CrossEntropyLoss(), opt)
+    after = gn.MLP.from_torch(net, backend="numpy").state_dict()
+    for k, v in model.state_dict().items():
+        np.testing.assert_allclose(v, after[k], rtol=1e-10, atol=1e-12)
+
+
+def test_dtypes_and_nesting():
+    net = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.Tanh()), nn.Linear(4, 2),
+                        nn.Softmax(dim=1)).to(torch.bfloat16)
+    model = gn.MLP.from_torch(net, backend="numpy")
+    assert model.dtype == np.float32 and model.sizes == [3, 4, 2]
+    assert (model.activation, model.output) == ("tanh", "softmax")
+    np.testing.assert_array_equal(model.state_dict()["W1"],
+                                  net[0][0].weight.detach().float().numpy())
+    assert gn.MLP.from_torch(net, dtype="float64", backend="numpy").dtype == np.float64
+    assert model.to_torch(dtype=torch.float64)[0].weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("net, message", [
+    (lambda: nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "must start with an nn.Linear"),
+    (lambda: nn.Sequential(), "must start with an nn.Linear"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.Tanh(),
+                           nn.Linear(4, 2)),
+     "one activation between all its layers; this net has relu after layer 1, tanh after "
+     "layer 2"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.Linear(4, 2)),
+     "holds no Dropout module"),
+    (lambda: nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2)),
+     "layer 1 has no bias"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(5, 2)),
+     "layer 2 takes 5 inputs, layer 1 gives 4"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sigmoid(), nn.Linear(4, 2)),
+     "two activations after layer 1"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1), nn.Linear(4, 2)),
+     "Softmax only after the last layer"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.Linear(4, 2),
+                           nn.LeakyReLU(0.3)), r"LeakyReLU slopes differ \(\[0.1, 0.3\]\)"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=0)), "Softmax over dim 0"),
+])
+def test_nets_gpunet_cannot_hold_are_refused_with_the_reason(net, message):
+    with pytest.raises(gn.ConfigError, match=message):
+        gn.MLP.from_torch(net(), backend="numpy")
