@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
     g.add_argument("--verbose", action="store_true", help="print a row for every tensor")
 
-    sub.add_parser("info", help="backends, devices and versions")
+    i = sub.add_parser("info", help="backends, devices and versions; or what a checkpoint holds")
+    i.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="describe this checkpoint (model, data, classes, training) instead")
     # listed for --help; main() hands `gpunet bench ...` to gpunet.bench, which has its own flags
     sub.add_parser("bench", help="time training steps against PyTorch (gpunet bench --help)")
     return p
@@ -549,6 +551,8 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_info(args) -> int:
+    if getattr(args, "checkpoint", None):
+        return _describe_checkpoint(args.checkpoint)
     import numpy
 
     from .backends import cupy_status, default_backend_name
@@ -585,6 +589,64 @@ def cmd_info(args) -> int:
     print(f"fused kernels: {kernels}")
     print(f"default backend: {default_backend_name()} "
           f"(auto picks {'cupy' if usable else 'numpy'}; set GPUNET_BACKEND to change)")
+    return 0
+
+
+def _describe_checkpoint(path) -> int:
+    """``gpunet info --checkpoint PATH``: what the file holds, read without building anything
+    on a device."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    h, extra = ckpt.header, ckpt.extra
+    cfg = h["model"]
+    n_params = sum(int(v.size) for v in ckpt.params.values())
+    print(f"checkpoint: {path} (format version {h['version']})")
+    print(f"model: sizes {cfg['sizes']}, activation {cfg['activation']}, output "
+          f"{cfg['output']}, {cfg['dtype']}, {n_params} parameters")
+    estimator = extra.get("estimator")
+    if estimator:
+        print(f"saved estimator: {estimator['class']} (load it with "
+              f"gpunet.{estimator['class']}.load)")
+    task = extra.get("task")
+    if task:
+        line = f"task: {task}"
+        if ckpt.classes is not None:
+            line += f", {len(ckpt.classes)} classes: {', '.join(map(str, ckpt.classes))}"
+        elif task == "classification":
+            line += f", {cfg['sizes'][-1]} outputs (labels 0..{cfg['sizes'][-1] - 1})"
+        print(line)
+    if ckpt.features:
+        cols = [f"{c['name']} ({', '.join(c['categories'])})" if "categories" in c
+                else c["name"] for c in ckpt.features]
+        print(f"features: {cfg['sizes'][0]} inputs from {len(cols)} columns: {', '.join(cols)}")
+    print("standardised: features " + ("yes" if ckpt.standardizer is not None else "no")
+          + (", targets yes" if ckpt.target_standardizer is not None else ""))
+    data = extra.get("data")
+    if data:
+        where = data["dataset"] + (f" (target {data['target']})" if data.get("target") else "")
+        print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
+              f"test {data['test_fraction']:g}")
+    training = extra.get("training")
+    opt = h.get("optimizer")
+    if training:
+        state = training["state"]
+        line = (f"training: epoch {state['epoch']} of {training['epochs']}, batch "
+                f"{training['batch_size']}, seed {training['seed']}, loss "
+                f"{training['loss']['name']}")
+        if opt:
+            line += f", {opt['name']} lr={opt['hyperparameters']['lr']:g} ({opt['steps']} steps)"
+        if state.get("stopped_early"):
+            line += f"; stopped early, keeping epoch {state['best_epoch']}"
+        elif not state.get("finished"):
+            line += f"; unfinished (resume with: gpunet train --resume {path})"
+        print(line)
+        if state["history"]:
+            last = state["history"][-1]
+            print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()
+                                              if k not in ("epoch", "seconds", "lr")))
+    elif estimator and estimator.get("history"):
+        print(f"training: {len(estimator['history'])} epochs")
     return 0
 
 

@@ -1,0 +1,77 @@
+"""``gpunet info --checkpoint PATH``: what a checkpoint holds, as the run that wrote it knows
+it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpunet.cli import main
+
+from test_categorical import penguins, write
+
+
+def _info(capsys, path):
+    assert main(["info", "--checkpoint", str(path)]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_training_run_is_described(tmp_path, capsys):
+    sp, isl, bill, depth, sex = penguins()
+    path = write(tmp_path / "p.csv", [sp, isl, bill, depth, sex],
+                 ["species", "island", "bill", "depth", "sex"])
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", path, "--target", "species", "--epochs", "3",
+                 "--hidden", "16", "--batch-size", "20", "--quiet", "--backend", "numpy",
+                 "--save", str(ck)]) == 0
+    capsys.readouterr()
+    lines = _info(capsys, ck)
+    assert lines[1] == ("model: sizes [7, 16, 3], activation relu, output identity, float32, "
+                        f"{7 * 16 + 16 + 16 * 3 + 3} parameters")
+    assert lines[2] == "task: classification, 3 classes: Adelie, Chinstrap, Gentoo"
+    assert lines[3] == ("features: 7 inputs from 4 columns: island (Biscoe, Dream, Torgersen), "
+                        "bill, depth, sex (female, male)")
+    assert lines[4] == "standardised: features yes"
+    assert lines[5] == f"data: {path} (target species), seed 0, validation 0.1, test 0.2"
+    train_rows = 240 - 48 - 24  # test: ceil(0.2 n); validation: ceil(0.1 n)
+    steps = 3 * -(-train_rows // 20)
+    assert lines[6] == ("training: epoch 3 of 3, batch 20, seed 0, loss cross_entropy, "
+                        f"adam lr=0.001 ({steps} steps)")
+    assert lines[7].startswith("last epoch: train_loss ")
+
+
+def test_an_unfinished_run_says_how_to_resume(tmp_path, capsys):
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "sine", "--epochs", "2", "--quiet", "--backend",
+                 "numpy", "--save", str(ck)]) == 0
+    assert main(["train", "--resume", str(ck), "--epochs", "5", "--quiet"]) == 0
+    capsys.readouterr()
+    lines = _info(capsys, ck)
+    assert "task: regression" in lines
+    assert "standardised: features yes, targets yes" in lines
+    assert any(line.startswith("training: epoch 5 of 5") for line in lines)
+    from gpunet.checkpoint import load_checkpoint, save_checkpoint
+
+    c = load_checkpoint(ck)  # the same file, marked as stopped halfway
+    c.extra["training"]["state"]["finished"] = False
+    model = c.build_model("numpy")
+    save_checkpoint(ck, model, epoch=c.epoch, standardizer=c.standardizer,
+                    target_standardizer=c.target_standardizer, extra=c.extra)
+    assert any(line.endswith(f"unfinished (resume with: gpunet train --resume {ck})")
+               for line in _info(capsys, ck))
+
+
+def test_a_saved_estimator_is_described(tmp_path, capsys):
+    from gpunet import MLPRegressor
+
+    x = np.random.default_rng(0).standard_normal((50, 3))
+    MLPRegressor(hidden=(4,), epochs=2, backend="numpy").fit(x, x[:, 0]).save(tmp_path / "r.npz")
+    lines = _info(capsys, tmp_path / "r.npz")
+    assert "saved estimator: MLPRegressor (load it with gpunet.MLPRegressor.load)" in lines
+    assert "task: regression" in lines and "training: 2 epochs" in lines
+
+
+def test_what_is_not_a_checkpoint_is_said_in_one_line(tmp_path, capsys):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    assert main(["info", "--checkpoint", str(tmp_path / "x.csv")]) == 1
+    assert "is not a gpunet checkpoint" in capsys.readouterr().err
