@@ -4,7 +4,6 @@ it."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from gpunet.cli import main
 
