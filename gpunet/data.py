@@ -64,6 +64,9 @@ IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801
 MAX_INFERRED_CLASSES = 100
 #: a label above this is taken for a mistake (an id column as target), not a class count
 MAX_CLASSES = 100_000
+#: a text feature column with more distinct values than this is taken for an identifier or
+#: free text, not a category to one-hot encode
+MAX_CATEGORIES = 100
 
 
 @dataclass
@@ -809,6 +812,12 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns):
                                     f"not a number (the column mixes numbers, such as {cell!r} "
                                     f"at line {lines[i]}, and text)")
             categories = np.unique(text)
+            if len(categories) > MAX_CATEGORIES:
+                raise DataError(f"{path}: column {names[j]!r} holds {len(categories)} distinct "
+                                f"text values (such as {str(categories[0])!r}): more than "
+                                f"{MAX_CATEGORIES} categories, so not taken for one (an "
+                                "identifier or free text?); drop the column or encode it as "
+                                "numbers first")
         else:
             categories = np.asarray(known[k])
         at = np.searchsorted(categories, text).clip(0, len(categories) - 1)

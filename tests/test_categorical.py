@@ -186,3 +186,17 @@ def test_missing_value_markers_are_named_not_taken_for_text(tmp_path, marker, wh
     with pytest.raises(gn.DataError, match=f"line 3, {name[where]}: missing value{shown}; "
                                            "gpunet does not fill in missing values"):
         load_data(DataSpec(path, target="y"))
+
+
+def test_a_text_column_of_many_values_is_not_taken_for_categories(tmp_path):
+    n = 150
+    names = [f"passenger {i}" for i in range(n)]  # an identifier, as titanic's Name column
+    path = write(tmp_path / "t.csv", [names, np.arange(n) % 7, np.arange(n) % 2],
+                 ["name", "age", "survived"])
+    with pytest.raises(gn.DataError, match=r"column 'name' holds 150 distinct text values "
+                                           r"\(such as 'passenger 0'\): more than 100 "
+                                           r"categories"):
+        load_data(DataSpec(path, target="survived"))
+    few = write(tmp_path / "f.csv", [[f"c{i % 100}" for i in range(n)], np.arange(n) % 2],
+                ["cabin", "survived"])
+    assert load_data(DataSpec(few, target="survived")).n_features == 100  # 100 still encode
