@@ -62,6 +62,9 @@ def _data_flags(p, defaults=True):
     p.add_argument("--x-key", default=None, help=".npz: the features array (default x)")
     p.add_argument("--y-key", default=None, help=".npz: the targets array (default y)")
     p.add_argument("--data-dir", help="folder holding the four MNIST-format IDX files")
+    p.add_argument("--drop-missing", action="store_true", default=None,
+                   help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?) "
+                        "instead of stopping at the first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +221,7 @@ def _spec_from_args(args, base=None):
     from .data import DataSpec
 
     given = {k: getattr(args, k, None) for k in ("dataset", "target", "x_key", "y_key",
-                                                  "data_dir")}
+                                                  "data_dir", "drop_missing")}
     given = {k: v for k, v in given.items() if v is not None}
     if base is None:
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
@@ -367,6 +370,8 @@ def cmd_train(args, comm=None) -> int:
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
         f"{optimizer.name} lr={optimizer.lr:g}")
+    if data.rows_dropped:
+        say(f"gpunet: left out {data.rows_dropped} rows with a missing value (--drop-missing)")
     if args.tf32 and not backend.set_tf32(True):
         print(f"gpunet: --tf32 has no effect on the {backend.name} backend", file=sys.stderr)
     if comm is not None:
@@ -626,7 +631,8 @@ def _describe_checkpoint(path) -> int:
     if data:
         where = data["dataset"] + (f" (target {data['target']})" if data.get("target") else "")
         print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
-              f"test {data['test_fraction']:g}")
+              f"test {data['test_fraction']:g}"
+              + (", rows with a missing value left out" if data.get("drop_missing") else ""))
     training = extra.get("training")
     opt = h.get("optimizer")
     if training:

@@ -87,6 +87,8 @@ class DataSpec:
         standardize_targets: regression targets standardised with the training rows'
             statistics, as the features always are (a spec stored before this field existed
             reads as False: its run trained on the targets as given).
+        drop_missing: a CSV's rows with a missing value (``MISSING_MARKERS``) are left out
+            (counted in ``Dataset.rows_dropped``) instead of being an error.
     """
 
     dataset: str
@@ -101,6 +103,7 @@ class DataSpec:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     standardize_targets: bool = True
+    drop_missing: bool = False
 
     def __post_init__(self):
         # paths may come as pathlib.Path; JSON wants strings
@@ -215,6 +218,7 @@ class Dataset:
     target_standardizer: Standardizer | None = None
     classes: np.ndarray | None = None
     features: list | None = None
+    rows_dropped: int = 0
 
     @property
     def n_features(self) -> int:
@@ -244,6 +248,7 @@ class _Source:
     n_own_test: int | None = None      # the last rows are the source's own test split
     row: Callable[[int], str] = lambda i: f"row {i}"   # names target i in messages
     features: list | None = None       # a CSV's feature columns where some are text (_read_csv)
+    dropped: int = 0                   # rows left out for a missing value (spec.drop_missing)
 
 
 # ---- the public entry points ------------------------------------------------------------------
@@ -266,7 +271,7 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     """
     spec, src, y, n_classes, idx, names = _prepare(spec, loss)
     data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names)
-    data.features = src.features
+    data.features, data.rows_dropped = src.features, src.dropped
     return data
 
 
@@ -512,9 +517,11 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
         v = getattr(spec, name)
         if not _is_real(v) or not 0 <= v < 1:
             raise ConfigError(f"{name} must lie in [0, 1), got {v!r}")
-    if not isinstance(spec.standardize_targets, (bool, np.bool_)):
-        raise ConfigError(f"standardize_targets must be True or False, got "
-                          f"{spec.standardize_targets!r}")
+    for name in ("standardize_targets", "drop_missing"):
+        if not isinstance(getattr(spec, name), (bool, np.bool_)):
+            raise ConfigError(f"{name} must be True or False, got {getattr(spec, name)!r}")
+    if spec.drop_missing and kind not in ("csv", None):
+        raise ConfigError(f"drop_missing applies to .csv datasets, not to {spec.dataset!r}")
     if spec.val_fraction + spec.test_fraction >= 1:
         raise ConfigError(f"val_fraction + test_fraction must be below 1 to leave training rows, "
                           f"got {spec.val_fraction} + {spec.test_fraction}")
@@ -611,9 +618,11 @@ def _read_source(spec: DataSpec, kind: str, features=None) -> _Source:
     if kind == "idx":
         return _read_idx_set(spec)
     if kind == "csv":
-        x, y, lines, described = _read_csv(spec.dataset, spec.target, encoding=features)
+        x, y, lines, described, dropped = _read_csv(spec.dataset, spec.target,
+                                                    encoding=features,
+                                                    drop_missing=spec.drop_missing)
         return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}",
-                       features=described)
+                       features=described, dropped=dropped)
     if kind == "npz":
         return _read_npz(spec.dataset, spec.x_key, spec.y_key)
     return _read_npy_pair(spec.dataset, spec.target)
@@ -670,8 +679,11 @@ def _check_file(path: str, what: str) -> None:
         raise DataError(f"{path}: empty file (expected {what})")
 
 
-def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None):
-    """(features, targets or None, line number of each row, feature description) of a CSV file.
+def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None,
+              drop_missing: bool = False):
+    """(features, targets or None, line number of each row, feature description, rows dropped)
+    of a CSV file; with ``drop_missing`` a row with a missing value is left out and counted,
+    else it is a DataError.
 
     Feature columns hold numbers, or (when training: not ``features_only``) text: a column whose
     every cell is text is categorical, one-hot encoded over its sorted categories (one 0/1
@@ -688,11 +700,14 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only)
-        rows, lines, cells = [], [], []
+        rows, lines, cells, dropped = [], [], [], 0
         for row in ([] if categorical else reader):
             if not row:  # a blank line
                 continue
             _check_fields(row, header, path, reader.line_num)
+            if drop_missing and _has_missing(row):
+                dropped += 1
+                continue
             if t is not None:
                 cells.append(row.pop(t))
             values = _parse_row(row, names, path, reader.line_num, text=not features_only)
@@ -703,16 +718,18 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
             lines.append(reader.line_num)
     if categorical or text_columns:
         with _csv_errors(path):
-            return _read_csv_columns(path, target, features_only, encoding, text_columns)
+            return _read_csv_columns(path, target, features_only, encoding, text_columns,
+                                     drop_missing)
     if not rows:
-        raise DataError(f"{path}: a header but no data rows")
+        raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
+                                       if dropped else "a header but no data rows"))
     data = np.array(rows, dtype=np.float64)
     if encoding is not None and len(encoding) != data.shape[1]:
         raise DataError(f"{path}: {data.shape[1]} feature columns, the model has "
                         f"{len(encoding)}")
     if t is None:
-        return data, None, lines, None
-    return data, _parse_targets(cells, lines, path, header[t]), lines, None
+        return data, None, lines, None, dropped
+    return data, _parse_targets(cells, lines, path, header[t]), lines, None, dropped
 
 
 @contextlib.contextmanager
@@ -757,7 +774,7 @@ def _check_fields(row, header, path, line):
                         f"{len(header)}")
 
 
-def _read_csv_columns(path, target, features_only, encoding, text_columns):
+def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing):
     """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
     encoded (learnt: ``text_columns``, the indices of the first text cells met; or stored:
     ``encoding``)."""
@@ -780,11 +797,14 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns):
             order = [names.index(n) for n in wanted]
             known = [e.get("categories") for e in encoding]
         columns = [[] for _ in order]
-        lines, cells = [], []
+        lines, cells, dropped = [], [], 0
         for row in reader:
             if not row:
                 continue
             _check_fields(row, header, path, reader.line_num)
+            if drop_missing and _has_missing(row):
+                dropped += 1
+                continue
             if t is not None:
                 cells.append(row.pop(t))
             for k, j in enumerate(order):
@@ -795,7 +815,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns):
                                   _number(text, path, reader.line_num, names[j]))
             lines.append(reader.line_num)
     if not lines:
-        raise DataError(f"{path}: a header but no data rows")
+        raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
+                                       if dropped else "a header but no data rows"))
     blocks, description = [], []
     for k, j in enumerate(order):
         if known[k] is None:
@@ -831,7 +852,11 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns):
         description.append({"name": names[j], "categories": [str(c) for c in categories]})
     x = np.hstack(blocks)
     y = None if t is None else _parse_targets(cells, lines, path, header[t])
-    return x, y, lines, description
+    return x, y, lines, description, dropped
+
+
+def _has_missing(row) -> bool:
+    return any(_is_missing(cell.strip()) for cell in row)
 
 
 #: cells that stand for a missing value (compared in lower case): empty, and the markers of R,

@@ -200,3 +200,44 @@ def test_a_text_column_of_many_values_is_not_taken_for_categories(tmp_path):
     few = write(tmp_path / "f.csv", [[f"c{i % 100}" for i in range(n)], np.arange(n) % 2],
                 ["cabin", "survived"])
     assert load_data(DataSpec(few, target="survived")).n_features == 100  # 100 still encode
+
+
+def test_drop_missing_leaves_out_exactly_the_rows_with_a_missing_value(tmp_path, capsys):
+    sp, isl, bill, depth, sex = penguins(n=120, seed=9)
+    cols = [c.astype("U16") for c in (sp, isl, bill.astype(str), depth.astype(str), sex)]
+    holes = {5: (1, "NA"), 17: (2, ""), 40: (4, "?"), 77: (0, "n/a")}  # row: (column, marker)
+    for row, (col, marker) in holes.items():
+        cols[col][row] = marker
+    path = write(tmp_path / "p.csv", cols, ["species", "island", "bill", "depth", "sex"])
+    with pytest.raises(gn.DataError, match="line 7, column 'island': missing value"):
+        load_data(DataSpec(path, target="species"))
+    data = load_data(DataSpec(path, target="species", drop_missing=True))
+    assert data.rows_dropped == 4
+    keep = np.setdiff1d(np.arange(120), list(holes))
+    x, y, _, _ = load_split(data.spec, "all", None)
+    expected = np.column_stack([one_hot(isl[keep], ISLANDS), bill[keep], depth[keep],
+                                one_hot(sex[keep], ["female", "male"])])
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(data.classes[y], sp[keep])
+
+    ck, m = tmp_path / "run.npz", tmp_path / "m.json"
+    assert main(["train", "--dataset", path, "--target", "species", "--drop-missing",
+                 "--epochs", "2", "--backend", "numpy", "--save", str(ck)]) == 0
+    assert "left out 4 rows with a missing value (--drop-missing)" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(ck), "--split", "all",
+                 "--metrics-json", str(m)]) == 0  # the stored spec drops them again
+    assert __import__("json").loads(m.read_text())["rows"] == 116
+    # predict answers every row it is given: a hole there stays an error
+    new = write(tmp_path / "new.csv", [c[:6] for c in cols[1:]],
+                ["island", "bill", "depth", "sex"])
+    assert main(["predict", "--checkpoint", str(ck), "--input", new, "--output",
+                 str(tmp_path / "p.csv")]) == 1
+    assert "line 7, column 'island': missing value ('NA')" in capsys.readouterr().err
+
+
+def test_drop_missing_is_for_csv_files(tmp_path):
+    with pytest.raises(gn.ConfigError, match="drop_missing applies to .csv datasets"):
+        load_data(DataSpec("iris", drop_missing=True))
+    path = write(tmp_path / "e.csv", [["NA", "1"], ["2", ""]], ["a", "y"])
+    with pytest.raises(gn.DataError, match="every one of its 2 rows has a missing value"):
+        load_data(DataSpec(path, target="y", drop_missing=True))
