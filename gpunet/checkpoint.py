@@ -220,10 +220,27 @@ def load_checkpoint(path) -> Checkpoint:
             others[k] = a
     from .data import Standardizer
 
+    classes = arrays.get("data/classes")
+    if classes is not None and classes.ndim != 1:
+        raise CheckpointError(f"{path!r} has malformed class names (shape {classes.shape})")
+    _check_features(header.get("extra", {}).get("features"), path)
     standardizer = target = None
     if "data/mean" in arrays:
         standardizer = Standardizer(arrays["data/mean"], arrays["data/std"])
     if "data/y_mean" in arrays:
         target = Standardizer(arrays["data/y_mean"], arrays["data/y_std"])
-    return Checkpoint(header, params, opt_state, standardizer, others, target,
-                      arrays.get("data/classes"))
+    return Checkpoint(header, params, opt_state, standardizer, others, target, classes)
+
+
+def _check_features(features, path) -> None:
+    """CheckpointError unless ``features`` is None or a list of {"name": str} columns, each
+    with an optional "categories" list of str (what ``gpunet.data.read_features`` reads)."""
+    if features is None:
+        return
+    ok = isinstance(features, list) and all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and set(c) <= {"name", "categories"}
+        and (isinstance(c.get("categories", []), list)
+             and all(isinstance(v, str) for v in c.get("categories", [])))
+        for c in features)
+    if not ok:
+        raise CheckpointError(f"{path!r} has a malformed feature description (features)")

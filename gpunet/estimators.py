@@ -203,6 +203,16 @@ class _GpunetMLP(BaseEstimator):
             raise CheckpointError(f"{path!r} holds no saved {cls.__name__}"
                                   + (f" (it holds an {what})" if what else
                                      " (save one with its save method)"))
+        try:
+            return cls._restored(ckpt, info, backend)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, (ConfigError, CheckpointError)):
+                raise
+            raise CheckpointError(f"{path!r} has a malformed estimator section "
+                                  f"({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _restored(cls, ckpt, info, backend):
         known = cls().get_params(deep=False)
         params = {k: v for k, v in info["params"].items() if k in known}
         if isinstance(params.get("hidden"), list):

@@ -297,3 +297,47 @@ def test_pickled_checkpoint_is_refused_without_running_it(tmp_path, where, comma
         proc = run("train", "--resume", path, "--epochs", "3", "--quiet", "--backend", "numpy")
     assert not marker.exists(), "loading the checkpoint ran the pickle"
     assert_one_line_error(proc, "evil.npz", "pickled")
+
+
+def _rewritten(src, dst, header_change=None, arrays_change=None):
+    """A copy of checkpoint ``src`` with its JSON header and arrays edited (a hostile or broken
+    writer: the format allows any JSON and any plain array there)."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays.pop("header").tobytes())
+    if header_change:
+        header_change(header)
+    if arrays_change:
+        arrays_change(arrays)
+    np.savez(dst, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    return dst
+
+
+@pytest.mark.parametrize("header_change, arrays_change", [
+    (lambda h: h["extra"].update(features="island"), None),
+    (lambda h: h["extra"].update(features=[{"name": 3}]), None),
+    (lambda h: h["extra"].update(features=[{"name": "a", "categories": "xyz"}]), None),
+    (None, lambda a: a.update({"data/classes": np.array([["a", "b"], ["c", "d"]])})),
+], ids=["features-a-string", "name-a-number", "categories-a-string", "classes-2d"])
+def test_malformed_class_or_feature_sections_are_one_line(tmp_path, iris_checkpoint,
+                                                          header_change, arrays_change):
+    bad = _rewritten(iris_checkpoint, tmp_path / "bad.npz", header_change, arrays_change)
+    with pytest.raises(CheckpointError, match="malformed"):
+        load_checkpoint(bad)
+    np.savetxt(tmp_path / "x.csv", np.ones((2, 4)), delimiter=",", header="a,b,c,d",
+               comments="")
+    for args in (("predict", "--checkpoint", bad, "--input", tmp_path / "x.csv", "--output",
+                  tmp_path / "p.csv"), ("evaluate", "--checkpoint", bad),
+                 ("info", "--checkpoint", bad)):
+        assert_one_line_error(run(*args), "bad.npz", "malformed")
+
+
+def test_a_malformed_estimator_section_is_a_checkpoint_error(tmp_path):
+    from gpunet import MLPClassifier
+
+    x = np.random.default_rng(0).standard_normal((40, 3))
+    MLPClassifier(epochs=1, backend="numpy").fit(x, x[:, 0] > 0).save(tmp_path / "c.npz")
+    bad = _rewritten(tmp_path / "c.npz", tmp_path / "bad.npz",
+                     lambda h: h["extra"]["estimator"].update(params="oops"))
+    with pytest.raises(CheckpointError, match="malformed estimator section"):
+        MLPClassifier.load(bad)
