@@ -700,6 +700,19 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only)
+    if not categorical:  # every cell a finite number: NumPy's C parser, ~8x Python's csv
+        with _csv_errors(path):
+            data = _all_numbers(path, len(header))
+        if data is not None and (encoding is None or len(encoding) == len(names)):
+            lines = list(range(2, len(data) + 2))
+            if t is None:
+                return data, None, lines, None, 0
+            return np.delete(data, t, axis=1), data[:, t].copy(), lines, None, 0
+    # Anything else, read row by row: text cells, missing values and mistakes are found there
+    # and named by line and column.
+    with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header, t, names = _csv_header(reader, path, target, features_only)
         rows, lines, cells, dropped = [], [], [], 0
         for row in ([] if categorical else reader):
             if not row:  # a blank line
@@ -730,6 +743,30 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if t is None:
         return data, None, lines, None, dropped
     return data, _parse_targets(cells, lines, path, header[t]), lines, None, dropped
+
+
+def _all_numbers(path, width):
+    """The CSV's rows (after the header) as a float64 (rows, width) array when every cell is a
+    finite number and no line is blank (so that row i is line i + 2); else None."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (an empty file's "input contained no data")
+            data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2,
+                              quotechar='"', comments=None, encoding="utf-8-sig")
+    except ValueError:  # text, a missing value, a short row...: the row-by-row path says which
+        return None
+    if data.shape[0] == 0 or data.shape[1] != width or not np.isfinite(data).all():
+        return None
+    with open(path, "rb") as f:
+        content = f.read()
+    lines = content.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the final newline
+    if len(lines) - 1 != data.shape[0] or any(not ln.strip() for ln in lines):
+        return None  # a blank line: rows and lines no longer count alike
+    return data
 
 
 @contextlib.contextmanager

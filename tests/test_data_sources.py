@@ -558,3 +558,36 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path, suffix):
 
         pickle.loads((tmp_path / "x.npy").read_bytes())
     assert marker.exists()
+
+
+def test_the_fast_numeric_csv_path_reads_what_the_row_by_row_path_reads(tmp_path, monkeypatch):
+    """Numeric CSVs go through NumPy's C parser; its numbers, rows and line numbers must be the
+    row-by-row reader's, to the bit (the values written with repr, so every digit counts)."""
+    import gpunet.data as data_module
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((300, 5)) * 10.0 ** rng.integers(-12, 12, (300, 5))
+    y = rng.integers(0, 3, 300)
+    path = tmp_path / "n.csv"
+    with open(path, "w") as f:
+        f.write("a,b,c,d,e,y\n")
+        for row, label in zip(x, y):
+            f.write(",".join(repr(float(v)) for v in row) + f", {label}\n")  # (a space too)
+    fast = data_module._read_csv(str(path), "y")
+    calls = []
+    monkeypatch.setattr(data_module, "_all_numbers", lambda *a: calls.append(a))
+    slow = data_module._read_csv(str(path), "y")
+    assert calls  # the second read really took the row-by-row path
+    np.testing.assert_array_equal(fast[0], x)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])
+    assert fast[2] == slow[2] == list(range(2, 302))
+
+
+def test_a_blank_line_keeps_line_numbers_true(tmp_path):
+    """A blank line (which NumPy's parser skips) sends the file row by row, so that a bad label
+    below it is named by its own line."""
+    path = write_csv(tmp_path / "b.csv", ["a", "y"],
+                     [["1", "0"], ["2", "1"], [], ["3", "1"], ["4", "-1"]])
+    with pytest.raises(gn.DataError, match="line 6 holds -1"):
+        load_data(DataSpec(path, target="y", task="classification"))
