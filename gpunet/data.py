@@ -713,22 +713,17 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only)
-        rows, lines, cells, dropped = [], [], [], 0
-        for row in ([] if categorical else reader):
-            if not row:  # a blank line
-                continue
-            _check_fields(row, header, path, reader.line_num)
-            if drop_missing and _has_missing(row):
-                dropped += 1
-                continue
-            if t is not None:
-                cells.append(row.pop(t))
-            values = _parse_row(row, names, path, reader.line_num, text=not features_only)
+        rows, lines, cells = [], [], []
+        data_rows = _DataRows(reader, header, t, path, drop_missing)
+        for line, row, cell in ([] if categorical else data_rows):
+            cells.append(cell)
+            values = _parse_row(row, names, path, line, text=not features_only)
             if isinstance(values, set):  # text cells: read the file again by columns
                 text_columns = values
                 break
             rows.append(values)
-            lines.append(reader.line_num)
+            lines.append(line)
+        dropped = data_rows.dropped
     if categorical or text_columns:
         with _csv_errors(path):
             return _read_csv_columns(path, target, features_only, encoding, text_columns,
@@ -805,10 +800,28 @@ def _csv_header(reader, path, target, features_only):
     return header, t, (header if t is None else header[:t] + header[t + 1:])
 
 
-def _check_fields(row, header, path, line):
-    if len(row) != len(header):
-        raise DataError(f"{path}: line {line} has {len(row)} fields, the header has "
-                        f"{len(header)}")
+class _DataRows:
+    """The data rows of a CSV reader past its header, as (line, feature cells, target cell or
+    None): blank lines skipped, field counts checked, and with ``drop_missing`` the rows holding
+    a missing value left out and counted in ``dropped``."""
+
+    def __init__(self, reader, header, t, path, drop_missing):
+        self.reader, self.header, self.t = reader, header, t
+        self.path, self.drop_missing = path, drop_missing
+        self.dropped = 0
+
+    def __iter__(self):
+        for row in self.reader:
+            if not row:  # a blank line
+                continue
+            line = self.reader.line_num
+            if len(row) != len(self.header):
+                raise DataError(f"{self.path}: line {line} has {len(row)} fields, the header "
+                                f"has {len(self.header)}")
+            if self.drop_missing and _has_missing(row):
+                self.dropped += 1
+                continue
+            yield line, row, (None if self.t is None else row.pop(self.t))
 
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing):
@@ -834,23 +847,18 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
             order = [names.index(n) for n in wanted]
             known = [e.get("categories") for e in encoding]
         columns = [[] for _ in order]
-        lines, cells, dropped = [], [], 0
-        for row in reader:
-            if not row:
-                continue
-            _check_fields(row, header, path, reader.line_num)
-            if drop_missing and _has_missing(row):
-                dropped += 1
-                continue
-            if t is not None:
-                cells.append(row.pop(t))
+        lines, cells = [], []
+        data_rows = _DataRows(reader, header, t, path, drop_missing)
+        for line, row, cell in data_rows:
+            cells.append(cell)
             for k, j in enumerate(order):
                 text = row[j].strip()
                 if _is_missing(text):
-                    raise _missing(path, reader.line_num, f"column {names[j]!r}", text)
+                    raise _missing(path, line, f"column {names[j]!r}", text)
                 columns[k].append(text if known[k] is not None else
-                                  _number(text, path, reader.line_num, names[j]))
-            lines.append(reader.line_num)
+                                  _number(text, path, line, names[j]))
+            lines.append(line)
+        dropped = data_rows.dropped
     if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
