@@ -488,17 +488,22 @@ def _named_labels(spec: DataSpec, loss: str | None, src: _Source, classes):
                             f"but the model's classes are "
                             f"{'names' if not text else 'numbers'} "
                             f"({', '.join(map(str, names[:5]))})")
-        order = np.argsort(names, kind="stable")
-        at = np.searchsorted(names, y, sorter=order).clip(0, len(names) - 1)
-        labels = order[at]
-        unknown = names[labels] != y
-        if unknown.any():
-            i = int(np.argmax(unknown))
+        labels, i = _lookup(names, y)
+        if i is not None:
             raise DataError(f"{src.where}: {src.row(i)} holds the class {str(y[i])!r}, which "
                             f"is not one of the model's classes "
                             f"({', '.join(map(str, names))})")
     return dataclasses.replace(src, y=labels.reshape(-1).astype(np.int64),
                                task="classification"), names
+
+
+def _lookup(known: np.ndarray, values: np.ndarray):
+    """(each value's index in ``known``, the position of the first value not in ``known`` or
+    None when every one is)."""
+    order = np.argsort(known, kind="stable")
+    at = order[np.searchsorted(known, values, sorter=order).clip(0, len(known) - 1)]
+    unknown = known[at] != values
+    return at, (int(np.argmax(unknown)) if unknown.any() else None)
 
 
 def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
@@ -886,10 +891,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
                                 "numbers first")
         else:
             categories = np.asarray(known[k])
-        at = np.searchsorted(categories, text).clip(0, len(categories) - 1)
-        unknown = categories[at] != text
-        if unknown.any():
-            i = int(np.argmax(unknown))
+        at, i = _lookup(categories, text)
+        if i is not None:
             raise DataError(f"{path}: line {lines[i]}, column {names[j]!r}: {str(text[i])!r} "
                             f"is not one of the categories the model was trained on "
                             f"({', '.join(map(str, categories))})")
