@@ -496,18 +496,16 @@ def cmd_predict(args) -> int:
         classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
         header = ["label"] + ([f"p_{c}" for c in classes] if classes is not None
                               else [f"p{k}" for k in range(probs.shape[1])])
-        fmt = ["%d"] + ["%.8g"] * probs.shape[1]
         if classes is not None:
             labels = classes[labels]
-            if labels.dtype.kind == "f":
-                fmt[0] = "%.8g"
-            elif labels.dtype.kind not in "biu":  # text labels: only a CSV can hold them
-                if out.endswith(".npy"):
-                    raise ConfigError("this model's class labels are text: write the "
-                                      "predictions to a .csv file")
-                table = [[str(c), *(f"{p:.8g}" for p in row)] for c, row in zip(labels, probs)]
-        if classes is None or labels.dtype.kind in "biuf":
+        if labels.dtype.kind in "biuf":
             table = np.column_stack([labels, probs])
+            fmt = ["%d" if labels.dtype.kind in "biu" else "%.8g"] + ["%.8g"] * probs.shape[1]
+        else:  # text labels: only a CSV can hold them
+            if out.endswith(".npy"):
+                raise ConfigError("this model's class labels are text: write the predictions "
+                                  "to a .csv file")
+            table = [[str(c), *(f"{p:.8g}" for p in row)] for c, row in zip(labels, probs)]
     else:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
