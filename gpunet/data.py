@@ -708,7 +708,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if not categorical:  # every cell a finite number: NumPy's C parser, ~8x Python's csv
         with _csv_errors(path):
             data = _all_numbers(path, len(header))
-        if data is not None and (encoding is None or len(encoding) == len(names)):
+        if data is not None:
             lines = list(range(2, len(data) + 2))
             if t is None:
                 return data, None, lines, None, 0
@@ -737,9 +737,6 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
     data = np.array(rows, dtype=np.float64)
-    if encoding is not None and len(encoding) != data.shape[1]:
-        raise DataError(f"{path}: {data.shape[1]} feature columns, the model has "
-                        f"{len(encoding)}")
     if t is None:
         return data, None, lines, None, dropped
     return data, _parse_targets(cells, lines, path, header[t]), lines, None, dropped
