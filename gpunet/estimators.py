@@ -300,11 +300,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (samples, classes), columns in the order of ``classes_``."""
-        logits = self._outputs(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        return p
+        return np.exp(self.predict_log_proba(X))
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log of ``predict_proba``, computed from the logits without underflow."""

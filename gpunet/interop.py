@@ -35,8 +35,9 @@ def _torch():
 def _module(torch, name, slope):
     """The torch.nn module of activation ``name``, or None for the identity."""
     nn = torch.nn
-    return {"identity": None, "relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(slope),
-            "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "softmax": nn.Softmax(dim=-1)}[name]
+    make = {"identity": lambda: None, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(slope),
+            "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softmax": lambda: nn.Softmax(dim=-1)}
+    return make[name]()
 
 
 def to_torch(model, *, dtype=None, device=None):
