@@ -650,7 +650,10 @@ def _describe_checkpoint(path) -> int:
             print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()
                                               if k not in ("epoch", "seconds", "lr")))
     elif estimator and estimator.get("history"):
-        print(f"training: {len(estimator['history'])} epochs")
+        line = f"training: {len(estimator['history'])} epochs"
+        if opt:  # what partial_fit goes on with
+            line += f", {opt['name']} lr={opt['hyperparameters']['lr']:g} ({opt['steps']} steps)"
+        print(line)
     return 0
 
 

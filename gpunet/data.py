@@ -352,10 +352,12 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Datase
 
 
 def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
-                 val_fraction=0.0) -> Dataset:
+                 val_fraction=0.0, standardizers=None) -> Dataset:
     """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it.
     ``standardize=False`` leaves the features and targets as given (``standardizer`` and
-    ``target_standardizer`` are then None)."""
+    ``target_standardizer`` are then None). ``standardizers``: a pair (features, targets) of
+    fitted Standardizers (either may be None: as given) to apply instead of statistics of
+    these training rows, as a model already trained on other rows needs."""
     spec = DataSpec(str(name), task=task, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction)
     _check_spec(spec, loss=None, kind=None)
@@ -365,17 +367,24 @@ def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} feature rows but {len(y)} targets")
     spec, src, y, n_classes, idx, names = _settle(spec, None, _Source(x, y, where))
-    return _split(spec, x, y, n_classes, idx, standardize, name=str(name), classes=names)
+    return _split(spec, x, y, n_classes, idx, standardize, name=str(name), classes=names,
+                  standardizers=standardizers)
 
 
-def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None) -> Dataset:
+def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
+           standardizers=None) -> Dataset:
     """The Dataset of rows ``idx``; with ``standardize``, features and (regression) targets
-    standardised with statistics of the training rows."""
+    standardised with statistics of the training rows (or with ``standardizers``, given)."""
     def fitted(a):
         return Standardizer.fit(a, idx["train"]) if standardize else None
 
-    std = fitted(x)
-    target = fitted(y) if spec.task == "regression" and spec.standardize_targets else None
+    if standardizers is not None:
+        std, target = standardizers
+        if target is not None and spec.task != "regression":
+            raise ConfigError("a target standardisation applies to regression targets only")
+    else:
+        std = fitted(x)
+        target = fitted(y) if spec.task == "regression" and spec.standardize_targets else None
     parts = {k: (x[i] if std is None else std(x, i), y[i] if target is None else target(y, i))
              for k, i in idx.items()}
     return Dataset(name or spec.dataset, spec.task, *parts["train"], *parts["val"],

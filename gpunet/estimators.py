@@ -20,6 +20,12 @@ A classifier takes any labels ``numpy.unique`` can sort (strings, integers...), 
 ``classes_`` and trains a softmax cross-entropy head with one output per class (two for a
 binary task). A regressor takes one target column or several.
 
+Training on: ``warm_start=True`` makes ``fit`` go on from the fitted network (and its
+standardisation) for ``epochs`` more epochs, with a fresh optimiser, as scikit-learn's MLP does;
+``partial_fit(X, y)`` takes one epoch over the rows given, keeping the optimiser's state
+between calls (a classifier's first call names every class: ``partial_fit(X, y,
+classes=...)``).
+
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
 ``loss_curve_``, ``n_iter_`` (epochs run), ``best_epoch_`` (with ``patience``: the epoch whose
 weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame).
@@ -44,7 +50,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import make_dataset
+from .data import Dataset, Standardizer, make_dataset
 from .errors import CheckpointError, ConfigError
 from .losses import CrossEntropyLoss, MSELoss
 from .model import MLP
@@ -63,8 +69,8 @@ class _GpunetMLP(BaseEstimator):
 
     def __init__(self, hidden=(128,), *, activation="relu", optimizer="adam", lr=None,
                  momentum=0.0, weight_decay=None, schedule="constant", epochs=30, batch_size=32,
-                 patience=None, val_fraction=None, standardize=True, backend="auto",
-                 dtype="float32", random_state=0, graph=True, verbose=False):
+                 patience=None, val_fraction=None, standardize=True, warm_start=False,
+                 backend="auto", dtype="float32", random_state=0, graph=True, verbose=False):
         self.hidden = hidden
         self.activation = activation
         self.optimizer = optimizer
@@ -77,6 +83,7 @@ class _GpunetMLP(BaseEstimator):
         self.patience = patience
         self.val_fraction = val_fraction
         self.standardize = standardize
+        self.warm_start = warm_start
         self.backend = backend
         self.dtype = dtype
         self.random_state = random_state
@@ -129,25 +136,54 @@ class _GpunetMLP(BaseEstimator):
             return self.val_fraction
         return 0.1 if self.patience is not None or self.schedule == "plateau" else 0.0
 
+    def _warm(self) -> bool:
+        """Whether ``fit`` goes on from the fitted network (``warm_start`` and fitted)."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ConfigError(f"warm_start must be True or False, got {self.warm_start!r}")
+        return bool(self.warm_start) and hasattr(self, "model_")
+
     def _fit(self, X, y, n_out):
-        """Train on X (n, features) float64 and y (labels 0..k-1, or (n, outputs) targets)."""
+        """Train on X (n, features) float64 and y (labels 0..k-1, or (n, outputs) targets):
+        a new network, or with ``warm_start`` the fitted one for ``epochs`` more epochs."""
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        warm = self._warm()
         hidden, seed, opt_kw = self._hidden_sizes(), self._seed(), self._optimizer_kwargs()
+        fitted = (self.standardizer_, self.target_standardizer_) if warm else None
         data = make_dataset(type(self).__name__, X, y, self._task, seed=seed, test_fraction=0.0,
-                            standardize=bool(self.standardize),
+                            standardize=bool(self.standardize), standardizers=fitted,
                             val_fraction=self._val_fraction())
-        model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
-                    output="identity", backend=self.backend, seed=seed, dtype=self.dtype)
+        if warm:
+            model = self._fitted_model(hidden, n_out)
+        else:
+            model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
+                        output="identity", backend=self.backend, seed=seed, dtype=self.dtype)
         optimizer = get_optimizer(self.optimizer, model, **opt_kw)
-        loss_fn = CrossEntropyLoss() if self._task == "classification" else MSELoss()
         schedule = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs)
+        if warm:  # another run of epochs on the same weights: its own shuffling
+            seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
+        return self._train(model, data, optimizer, schedule, self.epochs, seed,
+                           patience=self.patience, extend=warm)
+
+    def _train(self, model, data, optimizer, schedule, epochs, seed, *, patience, extend):
+        """``gpunet.fit`` on ``data``; keeps what the fitted estimator holds. ``extend``: the
+        epochs add to the fitted ones (their history goes on, numbered on)."""
+        loss_fn = CrossEntropyLoss() if self._task == "classification" else MSELoss()
         log = (lambda line: print(line, file=sys.stderr)) if self.verbose else None
-        history = fit(model, data, loss_fn, optimizer, epochs=self.epochs,
-                      batch_size=self.batch_size, seed=seed, patience=self.patience,
+        history = fit(model, data, loss_fn, optimizer, epochs=epochs,
+                      batch_size=self.batch_size, seed=seed, patience=patience,
                       schedule=schedule, progress=bool(self.verbose), log=log,
                       handle_sigint=False, graph=self.graph)
+        if extend:
+            done = self.n_iter_
+            rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}
+                                             for row in history])
+            rows.test, rows.stopped_early = history.test, history.stopped_early
+            rows.best_epoch = None if history.best_epoch is None else \
+                done + history.best_epoch
+            history = rows
         self.model_ = model
+        self._optimizer = optimizer
         self.history_ = history
         self.loss_curve_ = [row["train_loss"] for row in history]
         self.n_iter_ = len(history)
@@ -155,6 +191,58 @@ class _GpunetMLP(BaseEstimator):
         self.standardizer_ = data.standardizer
         self.target_standardizer_ = data.target_standardizer
         return self
+
+    def _fitted_model(self, hidden, n_out):
+        """The fitted network, to train on; ValueError where the parameters now describe
+        another one."""
+        model = self.model_
+        want = [model.sizes[0], *hidden, n_out]
+        changed = [f"{name} {now!r} (fitted: {then!r})" for name, now, then in (
+            ("layer sizes", want, list(model.sizes)), ("activation", self.activation,
+                                                      model.activation),
+            ("dtype", np.dtype(self.dtype).name, np.dtype(model.dtype).name)) if now != then]
+        if changed:
+            raise ValueError("training on from the fitted network (warm_start, partial_fit) "
+                             "needs the network it fitted, but " + "; ".join(changed)
+                             + ": fit afresh (warm_start=False)")
+        return model
+
+    def _partial_fit(self, X, y, n_out):
+        """One epoch over X and y (prepared as for ``_fit``), from the fitted network and with
+        its optimiser when there is one (a new network, standardised on these rows, when not)."""
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        if self.schedule not in ("constant", "step"):
+            raise ConfigError(f"partial_fit takes the constant or step schedule, not "
+                              f"{self.schedule!r} (cosine needs the run's length, plateau "
+                              "validation rows)")
+        first = not hasattr(self, "model_")
+        hidden, seed, opt_kw = self._hidden_sizes(), self._seed(), self._optimizer_kwargs()
+        if first:
+            model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
+                        output="identity", backend=self.backend, seed=seed, dtype=self.dtype)
+            std = target = None
+            if self.standardize:
+                std = Standardizer.fit(X)
+                target = Standardizer.fit(y) if self._task == "regression" else None
+            optimizer = get_optimizer(self.optimizer, model, **opt_kw)
+            done = 0
+        else:
+            model = self._fitted_model(hidden, n_out)
+            std, target = self.standardizer_, self.target_standardizer_
+            optimizer = getattr(self, "_optimizer", None)
+            if optimizer is None or optimizer.name != self.optimizer:
+                optimizer = get_optimizer(self.optimizer, model, **opt_kw)
+            done = self.n_iter_
+        x = X if std is None else std(X)
+        y = y if target is None else target(y)
+        data = Dataset(type(self).__name__, self._task, x, y, x[:0], y[:0], x[:0], y[:0],
+                       n_out if self._task == "classification" else 0, std, None, target)
+        lr = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs).lr(done + 1)
+        schedule = Schedule("constant", base_lr=lr, epochs=1)
+        seed = int(np.random.SeedSequence([seed, done]).generate_state(1)[0])
+        return self._train(model, data, optimizer, schedule, 1, seed, patience=None,
+                           extend=not first)
 
     def _outputs(self, X) -> np.ndarray:
         """The model's outputs for X as float64 host values (standardised like the training
@@ -172,8 +260,9 @@ class _GpunetMLP(BaseEstimator):
 
     def save(self, path) -> None:
         """Write the fitted estimator to ``path`` (``.npz``) as a gpunet checkpoint: the
-        weights, the standardisation, the parameters, the history and (a classifier) the
-        classes, as plain arrays and JSON; atomically (temporary file, fsync, rename)."""
+        weights, the optimiser's state (for ``partial_fit`` after ``load``), the
+        standardisation, the parameters, the history and (a classifier) the classes, as plain
+        arrays and JSON; atomically (temporary file, fsync, rename)."""
         check_is_fitted(self)
         params = self.get_params(deep=False)
         if not (params["random_state"] is None or isinstance(params["random_state"], int)):
@@ -186,7 +275,8 @@ class _GpunetMLP(BaseEstimator):
         classes = self._saved_classes()
         if self._task == "regression":
             info["single_target"] = bool(self._single_target)
-        save_checkpoint(path, self.model_, epoch=self.n_iter_, standardizer=self.standardizer_,
+        save_checkpoint(path, self.model_, getattr(self, "_optimizer", None),
+                        epoch=self.n_iter_, standardizer=self.standardizer_,
                         target_standardizer=self.target_standardizer_, classes=classes,
                         extra={"estimator": info, "task": self._task,
                                "n_classes": len(getattr(self, "classes_", ()))})
@@ -221,6 +311,10 @@ class _GpunetMLP(BaseEstimator):
             params["backend"] = backend
         est = cls(**params)
         est.model_ = ckpt.build_model(est.backend)
+        saved = ckpt.header.get("optimizer")
+        if saved is not None:  # for partial_fit to go on with it
+            est._optimizer = _rebuilt_optimizer({**saved, "state": ckpt.optimizer_state},
+                                                est.model_)
         est.standardizer_ = ckpt.standardizer
         est.target_standardizer_ = ckpt.target_standardizer
         est.n_features_in_ = est.model_.sizes[0]
@@ -249,6 +343,9 @@ class _GpunetMLP(BaseEstimator):
         model = state.get("model_")
         if model is not None:
             state["model_"] = {"config": model.config(), "params": model.state_dict()}
+        optimizer = state.get("_optimizer")
+        if optimizer is not None:
+            state["_optimizer"] = optimizer.state_dict()
         return state
 
     def __setstate__(self, state):
@@ -259,7 +356,20 @@ class _GpunetMLP(BaseEstimator):
                         backend=state.get("backend"), dtype=c["dtype"], slope=c["slope"])
             model.load_state_dict(saved["params"])
             state = {**state, "model_": model}
+            if isinstance(state.get("_optimizer"), dict):
+                state["_optimizer"] = _rebuilt_optimizer(state["_optimizer"], model)
         super().__setstate__(state)
+
+
+def _rebuilt_optimizer(sd: dict, model):
+    """The optimiser whose ``state_dict`` is ``sd``, on ``model``."""
+    optimizer = get_optimizer(sd["name"], model)
+    optimizer.load_state_dict(sd)
+    return optimizer
+
+
+def _listed(values) -> str:
+    return ", ".join(map(repr, np.asarray(values).tolist()))
 
 
 class MLPClassifier(ClassifierMixin, _GpunetMLP):
@@ -278,6 +388,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             best weights; the validation rows are ``val_fraction`` of the data (default 0.1
             then, and none otherwise), stratified by class.
         standardize: standardise the features with the training rows' mean and std.
+        warm_start: ``fit`` goes on from the fitted network and its standardisation for
+            ``epochs`` more epochs (with a new optimiser and schedule; the history goes on),
+            as scikit-learn's ``warm_start``; the architecture and classes must stay.
         backend, dtype: "auto" (CuPy where it runs), "numpy" or "cupy"; float32 or float64.
         random_state: seeds the weights, the split and the shuffling (None: drawn afresh).
         graph: each full batch's step as one CUDA-graph replay on the GPU (fixed buffers on the
@@ -289,14 +402,56 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
     def fit(self, X, y):
         """Learn ``classes_`` and train on X (samples, features) and y (samples,); returns
-        self."""
-        X, y = validate_data(self, X, y, dtype=np.float64)
+        self. With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted network,
+        on labels of the same classes."""
+        warm = self._warm()
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
         check_classification_targets(y)
-        self.classes_, labels = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
+        classes, labels = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the "
-                             f"data, got 1 class ({self.classes_[0]!r})")
-        return self._fit(X, labels.reshape(-1).astype(np.int64), len(self.classes_))
+                             f"data, got 1 class ({classes[0]!r})")
+        if warm and not np.array_equal(classes, self.classes_):
+            raise ValueError(f"warm_start needs labels of the classes fitted before "
+                             f"({_listed(self.classes_)}); y has {_listed(classes)}")
+        self.classes_ = classes
+        return self._fit(X, labels.reshape(-1).astype(np.int64), len(classes))
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over X (samples, features) and y (samples,), in mini-batches of
+        ``batch_size``, from the fitted network; returns self.
+
+        The first call (on an unfitted estimator) needs ``classes``, every label the stream
+        will hold: a chunk need not show them all. It sets up the network, the optimiser and,
+        with ``standardize``, the standardisation from its own rows, which later calls keep:
+        give it rows representative of the stream (or standardise upstream, e.g. with
+        ``StandardScaler.partial_fit``, and set ``standardize=False``). Later calls go on with
+        the optimiser's state (Adam's moments, momentum) and the step schedule by call count;
+        no rows are held out, so ``patience`` does not apply.
+        """
+        first = not hasattr(self, "model_")
+        if first:
+            if classes is None:
+                raise ValueError("the first call to partial_fit needs classes=, every class "
+                                 "label the data will hold")
+            classes = np.unique(classes)
+            if len(classes) < 2:
+                raise ValueError(f"{type(self).__name__} needs at least 2 classes, got "
+                                 f"classes={_listed(classes)}")
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={_listed(np.unique(classes))} are not those of the "
+                             f"first call ({_listed(self.classes_)})")
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        check_classification_targets(y)
+        known = self.classes_ if not first else classes
+        labels = np.searchsorted(known, y)
+        unknown = (labels >= len(known)) | (known[np.minimum(labels, len(known) - 1)] != y)
+        if unknown.any():
+            raise ValueError(f"y holds labels not in classes ({_listed(np.unique(y[unknown]))}); "
+                             f"the classes are {_listed(known)}")
+        if first:
+            self.classes_ = classes
+        return self._partial_fit(X, labels.astype(np.int64), len(known))
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (samples, classes), columns in the order of ``classes_``."""
@@ -343,12 +498,31 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
     _task = "regression"
 
     def fit(self, X, y):
-        """Train on X (samples, features) and y (samples,) or (samples, targets); returns self."""
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
-        self._single_target = y.ndim == 1
-        y = y.reshape(len(y), -1)
+        """Train on X (samples, features) and y (samples,) or (samples, targets); returns self.
+        With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted network."""
+        X, y = self._targets(X, y, reset=not self._warm())
         return self._fit(X, y, y.shape[1])
+
+    def partial_fit(self, X, y):
+        """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network;
+        returns self. The first call (on an unfitted estimator) sets up the network, the
+        optimiser and, with ``standardize``, the standardisation of features and targets from
+        its own rows, which later calls keep (see ``MLPClassifier.partial_fit``)."""
+        X, y = self._targets(X, y, reset=not hasattr(self, "model_"))
+        return self._partial_fit(X, y, y.shape[1])
+
+    def _targets(self, X, y, reset):
+        """X and y as float64, y as (samples, targets); a fitted regressor's target count
+        must stay."""
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True,
+                             reset=reset)
+        y = np.asarray(y, dtype=np.float64)
+        outputs = 1 if y.ndim == 1 else y.shape[1]
+        if not reset and outputs != self.model_.sizes[-1]:
+            raise ValueError(f"y has {outputs} target column(s); the fitted network predicts "
+                             f"{self.model_.sizes[-1]}")
+        self._single_target = y.ndim == 1
+        return X, y.reshape(len(y), -1)
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets: (samples,) for a model fitted on one column given as (samples,),

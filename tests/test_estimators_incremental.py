@@ -1,0 +1,283 @@
+"""Training on: the estimators' ``warm_start`` and ``partial_fit``.
+
+The reference is a float64 NumPy trainer written here: the forward and backward pass of a
+one-hidden-layer relu net with a softmax cross-entropy (or squared-error) head, and Adam's
+update as torch.optim.Adam states it. Every epoch is one full batch, so the order in which
+gpunet shuffles the rows changes only the summation order (float64 rounding). Whether an
+optimiser's moments carry over (partial_fit) or start afresh (warm_start) separates the two
+references by far more than that.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", minversion="1.6",
+                    reason="the estimators need scikit-learn >= 1.6 (validate_data, tags)")
+
+from sklearn.datasets import make_classification
+
+import gpunet as gn
+from gpunet.estimators import MLPClassifier, MLPRegressor
+
+from conftest import BACKENDS
+
+HIDDEN, LR, SEED = 16, 0.01, 3
+RTOL = 1e-9
+
+
+def _initial(n_in, n_out):
+    """The weights the estimators start from (gpunet.MLP with the same seed), float64."""
+    model = gn.MLP([n_in, HIDDEN, n_out], activation="relu", output="identity",
+                   backend="numpy", seed=SEED, dtype="float64")
+    return {k: np.array(v, dtype=np.float64) for k, v in model.state_dict().items()}
+
+
+def _standardised(x, like):
+    mean, std = like.mean(axis=0), like.std(axis=0)
+    return (x - mean) / np.where(std > 0, std, 1.0)
+
+
+def _grads(p, x, target, loss):
+    """dJ/dW and dJ/db of the mean loss over the rows of x: softmax cross-entropy against
+    one-hot rows, or squared error."""
+    z1 = x @ p["W1"].T + p["b1"]
+    h = np.maximum(z1, 0.0)
+    z2 = h @ p["W2"].T + p["b2"]
+    if loss == "cross_entropy":
+        e = np.exp(z2 - z2.max(axis=1, keepdims=True))
+        dz2 = (e / e.sum(axis=1, keepdims=True) - target) / len(x)
+    else:
+        dz2 = 2.0 * (z2 - target) / target.size
+    dz1 = (dz2 @ p["W2"]) * (z1 > 0)
+    return {"W1": dz1.T @ x, "b1": dz1.sum(axis=0), "W2": dz2.T @ h, "b2": dz2.sum(axis=0)}
+
+
+class _Adam:
+    """torch.optim.Adam's update (betas 0.9, 0.999; eps 1e-8), float64."""
+
+    def __init__(self, lr):
+        self.lr, self.t, self.m, self.v = lr, 0, {}, {}
+
+    def step(self, p, g):
+        self.t += 1
+        for k in p:
+            self.m[k] = 0.9 * self.m.get(k, 0.0) + 0.1 * g[k]
+            self.v[k] = 0.999 * self.v.get(k, 0.0) + 0.001 * g[k] ** 2
+            m_hat = self.m[k] / (1 - 0.9 ** self.t)
+            v_hat = self.v[k] / (1 - 0.999 ** self.t)
+            p[k] = p[k] - self.lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+
+def _data(n=120, features=7, classes=3, seed=0):
+    x, y = make_classification(n, features, n_informative=5, n_redundant=0, n_classes=classes,
+                               random_state=seed)
+    return x, y
+
+
+def _estimator(cls=MLPClassifier, **kw):
+    kw = {"hidden": (HIDDEN,), "lr": LR, "backend": "numpy", "dtype": "float64",
+          "random_state": SEED, **kw}
+    return cls(**kw)
+
+
+def _assert_weights(est, reference):
+    got = est.model_.state_dict()
+    for k, v in reference.items():
+        np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=1e-12, err_msg=k)
+
+
+def _one_hot(y, k):
+    return np.eye(k)[y]
+
+
+def test_partial_fit_calls_continue_one_optimiser_run():
+    """Four calls on the whole data (one full batch each) are four steps of one Adam run:
+    the moments and the step count carry over."""
+    x, y = _data()
+    est = _estimator(batch_size=len(x))
+    for _ in range(4):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+    p, adam = _initial(7, 3), _Adam(LR)
+    xs, target = _standardised(x, x), _one_hot(y, 3)
+    for _ in range(4):
+        adam.step(p, _grads(p, xs, target, "cross_entropy"))
+    _assert_weights(est, p)
+    assert est.n_iter_ == 4 and len(est.loss_curve_) == 4
+    assert [row["epoch"] for row in est.history_] == [1, 2, 3, 4]
+
+
+def test_warm_start_goes_on_from_the_weights_with_a_new_optimiser():
+    """fit for 2 epochs, then (warm_start) 3 more: the weights of the first fit, then a new
+    Adam run (bias corrections start again), the history numbered on."""
+    x, y = _data()
+    est = _estimator(batch_size=len(x), epochs=2, warm_start=True).fit(x, y)
+    est.set_params(epochs=3).fit(x, y)
+    p = _initial(7, 3)
+    xs, target = _standardised(x, x), _one_hot(y, 3)
+    for steps in (2, 3):
+        adam = _Adam(LR)
+        for _ in range(steps):
+            adam.step(p, _grads(p, xs, target, "cross_entropy"))
+    _assert_weights(est, p)
+    assert est.n_iter_ == 5 and [row["epoch"] for row in est.history_] == [1, 2, 3, 4, 5]
+    assert est.loss_curve_ == [row["train_loss"] for row in est.history_]
+
+
+def test_without_warm_start_fit_starts_afresh():
+    x, y = _data()
+    a = _estimator(epochs=2).fit(x, y)
+    first = {k: v.copy() for k, v in a.model_.state_dict().items()}
+    a.fit(x, y)
+    b = _estimator(epochs=2, warm_start=True).fit(x, y)  # unfitted: a first fit either way
+    for k, v in first.items():
+        np.testing.assert_array_equal(a.model_.state_dict()[k], v)
+        np.testing.assert_array_equal(b.model_.state_dict()[k], v)
+    assert a.n_iter_ == 2
+
+
+def test_chunks_keep_the_first_chunks_standardisation_and_any_subset_of_classes():
+    """A stream of text labels in two chunks, the second of one class only: the features of
+    both are standardised with the first chunk's statistics; the classes are those named."""
+    x, y = _data(n=90, seed=4)
+    names = np.array(["ant", "bee", "cat"])[y]
+    a, b = np.arange(60), np.flatnonzero(y[60:] == 1)[:20] + 60
+    est = _estimator(batch_size=len(a))
+    est.partial_fit(x[a], names[a], classes=["cat", "ant", "bee"])
+    est.set_params(batch_size=len(b)).partial_fit(x[b], names[b])
+    p, adam = _initial(7, 3), _Adam(LR)
+    for rows in (a, b):
+        adam.step(p, _grads(p, _standardised(x[rows], x[a]), _one_hot(y[rows], 3),
+                            "cross_entropy"))
+    _assert_weights(est, p)
+    np.testing.assert_array_equal(est.classes_, ["ant", "bee", "cat"])
+    assert est.predict_proba(x).shape == (90, 3)
+    assert set(est.predict(x)) <= {"ant", "bee", "cat"}
+
+
+def test_regressor_partial_fit_keeps_the_first_chunks_target_scale():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 4)) * [1, 3, 0.5, 2] + [0, 1, -2, 5]
+    t = x @ [1.0, -0.5, 2.0, 0.3] + 10 + rng.normal(scale=0.1, size=80)
+    a, b = np.arange(50), np.arange(50, 80)
+    est = _estimator(MLPRegressor, batch_size=50)
+    est.partial_fit(x[a], t[a])
+    est.set_params(batch_size=30).partial_fit(x[b], t[b])
+    p, adam = _initial(4, 1), _Adam(LR)
+    scale = t[a].mean(), t[a].std()
+    for rows in (a, b):
+        target = ((t[rows] - scale[0]) / scale[1])[:, None]
+        adam.step(p, _grads(p, _standardised(x[rows], x[a]), target, "mse"))
+    _assert_weights(est, p)
+    # predictions come back in the targets' units, through the first chunk's scale
+    z = np.maximum(_standardised(x, x[a]) @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
+    np.testing.assert_allclose(est.predict(x), z[:, 0] * scale[1] + scale[0], rtol=1e-9)
+
+
+def test_partial_fit_after_fit_goes_on_with_fits_optimiser():
+    x, y = _data()
+    est = _estimator(batch_size=len(x), epochs=2).fit(x, y)
+    est.partial_fit(x, y)
+    p, adam = _initial(7, 3), _Adam(LR)
+    for _ in range(3):
+        adam.step(p, _grads(p, _standardised(x, x), _one_hot(y, 3), "cross_entropy"))
+    _assert_weights(est, p)
+    assert est.n_iter_ == 3
+
+
+@pytest.mark.parametrize("how", ["save", "pickle"])
+def test_saved_and_reloaded_estimators_go_on_as_if_never_stopped(tmp_path, how):
+    """The optimiser's state travels with the estimator: two calls, a round trip, two more
+    calls give the weights of four calls in one process (mini-batches, shuffled)."""
+    x, y = _data(n=150)
+    whole = _estimator(batch_size=32)
+    part = _estimator(batch_size=32)
+    for est in (whole, part):
+        for _ in range(2):
+            est.partial_fit(x, y, classes=[0, 1, 2])
+    if how == "save":
+        part.save(tmp_path / "p.npz")
+        part = MLPClassifier.load(tmp_path / "p.npz")
+    else:
+        part = pickle.loads(pickle.dumps(part))
+    for est in (whole, part):
+        for _ in range(2):
+            est.partial_fit(x, y)
+    for k, v in whole.model_.state_dict().items():
+        np.testing.assert_array_equal(part.model_.state_dict()[k], v, err_msg=k)
+    assert part.n_iter_ == 4
+
+
+def test_partial_fit_follows_the_step_schedule_by_call():
+    x, y = _data(n=40)
+    est = _estimator(schedule="step", batch_size=40)
+    for _ in range(12):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+    np.testing.assert_allclose([row["lr"] for row in est.history_],
+                               [LR] * 10 + [LR * 0.1] * 2, rtol=1e-12)
+
+
+def test_warm_start_with_patience_counts_the_best_epoch_on():
+    x, y = _data(n=200)
+    est = _estimator(epochs=3, warm_start=True, patience=2).fit(x, y)
+    done = est.n_iter_
+    est.fit(x, y)
+    second = est.history_[done:]
+    assert len(est.history_) == est.n_iter_ > done
+    best = min(range(len(second)), key=lambda i: second[i]["val_loss"])
+    assert est.best_epoch_ == done + best + 1
+    assert est.history_[est.best_epoch_ - 1]["val_loss"] == second[best]["val_loss"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda e, x, y: e.partial_fit(x, y), "first call to partial_fit needs classes="),
+    (lambda e, x, y: e.partial_fit(x, y, classes=[0]), "at least 2 classes"),
+    (lambda e, x, y: e.partial_fit(x, y, classes=[0, 1]), r"labels not in classes \(2\)"),
+])
+def test_partial_fit_needs_the_classes_first(call, message):
+    x, y = _data()
+    with pytest.raises(ValueError, match=message):
+        call(_estimator(), x, y)
+
+
+def test_what_training_on_refuses():
+    x, y = _data()
+    est = _estimator(epochs=1).fit(x, y)
+    with pytest.raises(ValueError, match=r"classes=1, 2, 3 are not those of the first call"):
+        est.partial_fit(x, y + 1, classes=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"labels not in classes \(7\)"):
+        est.partial_fit(x, np.where(y == 0, 7, y))
+    with pytest.raises(ValueError, match="X has 6 features"):
+        est.partial_fit(x[:, :6], y)
+    with pytest.raises(ValueError, match=r"layer sizes \[7, 8, 3\] \(fitted: \[7, 16, 3\]\)"):
+        est.set_params(hidden=(8,)).partial_fit(x, y)
+    est.set_params(hidden=(HIDDEN,), warm_start=True, activation="tanh")
+    with pytest.raises(ValueError, match="activation 'tanh' .fitted: 'relu'."):
+        est.fit(x, y)
+    est.set_params(activation="relu")
+    with pytest.raises(ValueError, match=r"warm_start needs labels of the classes fitted "
+                                         r"before \(0, 1, 2\); y has 0, 1"):
+        est.fit(x, y % 2)
+    with pytest.raises(gn.ConfigError, match="partial_fit takes the constant or step"):
+        est.set_params(schedule="cosine").partial_fit(x, y)
+    with pytest.raises(gn.ConfigError, match="warm_start must be True or False"):
+        est.set_params(schedule="constant", warm_start="yes").fit(x, y)
+    reg = _estimator(MLPRegressor, epochs=1).fit(x, np.c_[x[:, 0], x[:, 1]])
+    with pytest.raises(ValueError, match="y has 1 target column.s.; the fitted network "
+                                         "predicts 2"):
+        reg.partial_fit(x, x[:, 0])
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "cupy"])
+def test_cupy_partial_fit_matches_numpy(backend):
+    x, y = _data(n=300)
+    gpu, cpu = _estimator(backend=backend), _estimator()
+    for est in (gpu, cpu):
+        for rows in (slice(0, 150), slice(150, 300)):
+            est.partial_fit(x[rows], y[rows], classes=[0, 1, 2])
+    assert gpu.model_.backend.name == "cupy"
+    np.testing.assert_allclose(gpu.predict_proba(x), cpu.predict_proba(x), rtol=1e-8,
+                               atol=1e-10)
