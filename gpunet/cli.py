@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=("classification", "regression"),
                    help="default: inferred from the data and the loss")
     t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--class-weight", choices=("balanced",), default=None,
+                   help="classification: weight each row's loss by n / (k * n_class) from the "
+                        "training rows' class counts, so that every class counts the same")
     t.add_argument("--test-fraction", type=float, default=0.2,
                    help="ignored where the dataset has its own test split (mnist)")
     t.add_argument("--backend", default=None, choices=BACKEND_NAMES,
@@ -226,7 +229,7 @@ def _spec_from_args(args, base=None):
     if base is None:
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
                         seed=args.seed, val_fraction=args.val_fraction,
-                        test_fraction=args.test_fraction)
+                        test_fraction=args.test_fraction, class_weight=args.class_weight)
     return replace(base, **given)
 
 
@@ -288,6 +291,11 @@ def _check_writable(path, flag) -> None:
 
 def cmd_train(args, comm=None) -> int:
     """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
+    if getattr(args, "distributed", False) and getattr(args, "class_weight", None):
+        from .errors import ConfigError
+
+        raise ConfigError("--class-weight is not supported with --distributed yet (sample "
+                          "weights would need their share of each global batch on every rank)")
     if getattr(args, "distributed", False) and comm is None:
         return _train_distributed(args)
     from .backends import default_backend_name, get_backend
@@ -372,6 +380,10 @@ def cmd_train(args, comm=None) -> int:
         f"{optimizer.name} lr={optimizer.lr:g}")
     if data.rows_dropped:
         say(f"gpunet: left out {data.rows_dropped} rows with a missing value (--drop-missing)")
+    if data.class_weights is not None:
+        names = data.classes if data.classes is not None else range(len(data.class_weights))
+        say("gpunet: class weights (" + data.spec.class_weight + "): " + ", ".join(
+            f"{c} {w:.3g}" for c, w in zip(names, data.class_weights)))
     if args.tf32 and not backend.set_tf32(True):
         print(f"gpunet: --tf32 has no effect on the {backend.name} backend", file=sys.stderr)
     if comm is not None:
@@ -433,6 +445,27 @@ def _checkpoint_loss(ckpt, model, task):
     return get_loss("cross_entropy")
 
 
+def _class_weighted(ckpt, labels):
+    """The rows' weights for a run trained with class weights (their loss is weighted as in
+    training), else None."""
+    import numpy as np
+
+    from .errors import CheckpointError
+
+    per_class = ckpt.extra.get("class_weights")
+    if per_class is None:
+        return None
+    if not (isinstance(per_class, list) and per_class and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in per_class)):
+        raise CheckpointError("the checkpoint's class weights are malformed (expected a list "
+                              "of numbers >= 0)")
+    per_class = np.asarray(per_class, dtype=np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    known = labels < len(per_class)
+    return np.where(known, per_class[np.where(known, labels, 0)], 1.0)
+
+
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_checkpoint
     from .data import DataSpec, load_split
@@ -449,7 +482,8 @@ def cmd_evaluate(args) -> int:
                                        ckpt.target_standardizer, ckpt.classes, ckpt.features)
     loss_fn = _checkpoint_loss(ckpt, model, task)
     m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
-                target=ckpt.target_standardizer if task == "regression" else None)
+                target=ckpt.target_standardizer if task == "regression" else None,
+                weight=_class_weighted(ckpt, y) if task == "classification" else None)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
               "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch,
               **{f"{args.split}_{k}": v for k, v in m.items()}}
@@ -630,7 +664,9 @@ def _describe_checkpoint(path) -> int:
         where = data["dataset"] + (f" (target {data['target']})" if data.get("target") else "")
         print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
               f"test {data['test_fraction']:g}"
-              + (", rows with a missing value left out" if data.get("drop_missing") else ""))
+              + (", rows with a missing value left out" if data.get("drop_missing") else "")
+              + (f", classes weighted ({data['class_weight']})" if data.get("class_weight")
+                 else ""))
     training = extra.get("training")
     opt = h.get("optimizer")
     if training:

@@ -89,6 +89,10 @@ class DataSpec:
             reads as False: its run trained on the targets as given).
         drop_missing: a CSV's rows with a missing value (``MISSING_MARKERS``) are left out
             (counted in ``Dataset.rows_dropped``) instead of being an error.
+        class_weight: None, or "balanced": classification rows weighted n / (k * n_c) by
+            their class c, from the training rows' counts (n rows, k classes present), so that
+            every class weighs the same in the loss (``Dataset.class_weights``; the rows'
+            weights are ``w_train``, ``w_val`` and ``w_test``).
     """
 
     dataset: str
@@ -104,6 +108,7 @@ class DataSpec:
     test_fraction: float = 0.2
     standardize_targets: bool = True
     drop_missing: bool = False
+    class_weight: str | None = None
 
     def __post_init__(self):
         # paths may come as pathlib.Path; JSON wants strings
@@ -129,6 +134,9 @@ class DataSpec:
         return cls(**{"standardize_targets": False, **d})
 
 
+#: the values of DataSpec.class_weight
+CLASS_WEIGHTS = (None, "balanced")
+
 #: rows per block when the statistics are gathered (a few MiB: the block stays in cache)
 STATS_BLOCK_ROWS = 1024
 
@@ -141,9 +149,10 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, rows=None) -> "Standardizer":
+    def fit(cls, x: np.ndarray, rows=None, weights=None) -> "Standardizer":
         """The mean and (population) standard deviation of each column of ``x`` (samples,
-        columns), over the rows ``rows`` (indices; None: all of them).
+        columns), over the rows ``rows`` (indices; None: all of them); with ``weights`` (one
+        per row of x, >= 0) the weighted ones, as if row i were there w_i times.
 
         Two passes in float64, the mean first and then the squared deviations from it, over
         blocks of rows: no copy of the selected rows and no temporary of their size is made
@@ -152,20 +161,28 @@ class Standardizer:
         n = len(x) if rows is None else len(rows)
         if n == 0:
             raise DataError("no rows to fit the standardisation on")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            weights = weights if rows is None else weights[rows]
+            n = weights.sum()
+            if not n > 0:
+                raise DataError("the sample weights of the rows to standardise with are all zero")
 
         def blocks():
-            for s in range(0, n, STATS_BLOCK_ROWS):
+            for s in range(0, len(weights) if weights is not None else n, STATS_BLOCK_ROWS):
                 sl = slice(s, s + STATS_BLOCK_ROWS)
-                yield np.asarray(x[sl] if rows is None else x[rows[sl]], dtype=np.float64)
+                yield (np.asarray(x[sl] if rows is None else x[rows[sl]], dtype=np.float64),
+                       None if weights is None else weights[sl])
 
         total = np.zeros(x.shape[1:])
-        for b in blocks():
-            total += b.sum(axis=0)
+        for b, w in blocks():
+            total += b.sum(axis=0) if w is None else w @ b
         mean = total / n
         squares = np.zeros(x.shape[1:])
-        for b in blocks():
+        for b, w in blocks():
             b = b - mean
-            squares += np.einsum("ij,ij->j", b, b)
+            squares += np.einsum("ij,ij->j", b, b) if w is None else \
+                np.einsum("i,ij,ij->j", w, b, b)
         std = np.sqrt(squares / n)
         return cls(mean, np.where(std > 0, std, 1.0))
 
@@ -219,6 +236,10 @@ class Dataset:
     classes: np.ndarray | None = None
     features: list | None = None
     rows_dropped: int = 0
+    w_train: np.ndarray | None = None  # sample weights of the rows (None: all count once)
+    w_val: np.ndarray | None = None
+    w_test: np.ndarray | None = None
+    class_weights: np.ndarray | None = None  # the weight of each class (spec.class_weight)
 
     @property
     def n_features(self) -> int:
@@ -270,9 +291,30 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     only.
     """
     spec, src, y, n_classes, idx, names = _prepare(spec, loss)
-    data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names)
+    weights = per_class = None
+    if spec.class_weight is not None:
+        if spec.task != "classification":
+            raise ConfigError(f"class weights apply to classification; {spec.dataset!r} is a "
+                              f"{spec.task} task here")
+        per_class = balanced_class_weights(y[idx["train"]], n_classes)
+        weights = per_class[y]
+    data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names,
+                  weights=weights)
     data.features, data.rows_dropped = src.features, src.dropped
+    data.class_weights = per_class
     return data
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's weight n / (k * n_c) over ``labels`` (n labels of k distinct classes, n_c
+    of class c; scikit-learn's "balanced"), as float64 (n_classes,): 1 for a class absent
+    from ``labels``."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = np.ones(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
 
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
@@ -352,12 +394,14 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Datase
 
 
 def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
-                 val_fraction=0.0, standardizers=None) -> Dataset:
+                 val_fraction=0.0, standardizers=None, sample_weight=None) -> Dataset:
     """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it.
     ``standardize=False`` leaves the features and targets as given (``standardizer`` and
     ``target_standardizer`` are then None). ``standardizers``: a pair (features, targets) of
     fitted Standardizers (either may be None: as given) to apply instead of statistics of
-    these training rows, as a model already trained on other rows needs."""
+    these training rows, as a model already trained on other rows needs. ``sample_weight``:
+    a weight >= 0 per row, split with the rows (``w_train``, ``w_val``, ``w_test``), which
+    ``fit`` weights each row's loss by and the standardisation its statistics."""
     spec = DataSpec(str(name), task=task, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction)
     _check_spec(spec, loss=None, kind=None)
@@ -366,17 +410,43 @@ def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
     y = _numeric(np.asarray(y), where, "targets")
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} feature rows but {len(y)} targets")
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, len(x), where)
     spec, src, y, n_classes, idx, names = _settle(spec, None, _Source(x, y, where))
     return _split(spec, x, y, n_classes, idx, standardize, name=str(name), classes=names,
-                  standardizers=standardizers)
+                  standardizers=standardizers, weights=sample_weight)
+
+
+def check_sample_weight(w, n: int, where: str = "sample weights") -> np.ndarray:
+    """``w`` as float64 (n,): finite, >= 0, not all 0; DataError naming the first bad row."""
+    w = np.asarray(w)
+    if w.dtype.kind not in "biuf":
+        raise DataError(f"{where}: sample weights must be numbers, got dtype {w.dtype}")
+    if w.shape != (n,):
+        raise DataError(f"{where}: sample weights shaped {w.shape} for {n} rows; expected "
+                        f"({n},)")
+    w = w.astype(np.float64)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{where}: sample weights must be finite and >= 0, but row {i} holds "
+                        f"{w[i]:g}")
+    if n and not w.any():
+        raise DataError(f"{where}: every sample weight is zero")
+    return w
 
 
 def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
-           standardizers=None) -> Dataset:
+           standardizers=None, weights=None) -> Dataset:
     """The Dataset of rows ``idx``; with ``standardize``, features and (regression) targets
-    standardised with statistics of the training rows (or with ``standardizers``, given)."""
+    standardised with statistics of the training rows (or with ``standardizers``, given);
+    ``weights`` (one per row, or None) weight those statistics and are split along."""
     def fitted(a):
-        return Standardizer.fit(a, idx["train"]) if standardize else None
+        return Standardizer.fit(a, idx["train"], weights) if standardize else None
+
+    if weights is not None and not weights[idx["train"]].sum() > 0:
+        raise DataError(f"dataset {name or spec.dataset!r}: the sample weights of the training "
+                        "rows are all zero")
 
     if standardizers is not None:
         std, target = standardizers
@@ -387,8 +457,10 @@ def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
         target = fitted(y) if spec.task == "regression" and spec.standardize_targets else None
     parts = {k: (x[i] if std is None else std(x, i), y[i] if target is None else target(y, i))
              for k, i in idx.items()}
+    w = {k: None if weights is None else weights[i] for k, i in idx.items()}
     return Dataset(name or spec.dataset, spec.task, *parts["train"], *parts["val"],
-                   *parts["test"], n_classes, std, spec, target, classes)
+                   *parts["test"], n_classes, std, spec, target, classes,
+                   w_train=w["train"], w_val=w["val"], w_test=w["test"])
 
 
 def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
@@ -534,6 +606,9 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     for name in ("standardize_targets", "drop_missing"):
         if not isinstance(getattr(spec, name), (bool, np.bool_)):
             raise ConfigError(f"{name} must be True or False, got {getattr(spec, name)!r}")
+    if spec.class_weight not in CLASS_WEIGHTS:
+        raise ConfigError(f"unknown class weight {spec.class_weight!r}; valid: None, "
+                          + ", ".join(map(repr, CLASS_WEIGHTS[1:])))
     if spec.drop_missing and kind not in ("csv", None):
         raise ConfigError(f"drop_missing applies to .csv datasets, not to {spec.dataset!r}")
     if spec.val_fraction + spec.test_fraction >= 1:

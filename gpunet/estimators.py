@@ -50,7 +50,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, Standardizer, make_dataset
+from .data import Dataset, Standardizer, check_sample_weight, make_dataset
 from .errors import CheckpointError, ConfigError
 from .losses import CrossEntropyLoss, MSELoss
 from .model import MLP
@@ -142,7 +142,15 @@ class _GpunetMLP(BaseEstimator):
             raise ConfigError(f"warm_start must be True or False, got {self.warm_start!r}")
         return bool(self.warm_start) and hasattr(self, "model_")
 
-    def _fit(self, X, y, n_out):
+    def _sample_weight(self, sample_weight, X):
+        """Sample weights as float64 (n,), or None where there are none or all are equal (the
+        unweighted loss, exactly); ValueError for anything else than finite weights >= 0."""
+        if sample_weight is None:
+            return None
+        w = check_sample_weight(sample_weight, len(X), type(self).__name__)
+        return None if np.all(w == w[0]) else w
+
+    def _fit(self, X, y, n_out, sample_weight=None):
         """Train on X (n, features) float64 and y (labels 0..k-1, or (n, outputs) targets):
         a new network, or with ``warm_start`` the fitted one for ``epochs`` more epochs."""
         if not isinstance(self.standardize, (bool, np.bool_)):
@@ -152,7 +160,8 @@ class _GpunetMLP(BaseEstimator):
         fitted = (self.standardizer_, self.target_standardizer_) if warm else None
         data = make_dataset(type(self).__name__, X, y, self._task, seed=seed, test_fraction=0.0,
                             standardize=bool(self.standardize), standardizers=fitted,
-                            val_fraction=self._val_fraction())
+                            val_fraction=self._val_fraction(),
+                            sample_weight=self._sample_weight(sample_weight, X))
         if warm:
             model = self._fitted_model(hidden, n_out)
         else:
@@ -207,7 +216,7 @@ class _GpunetMLP(BaseEstimator):
                              + ": fit afresh (warm_start=False)")
         return model
 
-    def _partial_fit(self, X, y, n_out):
+    def _partial_fit(self, X, y, n_out, sample_weight=None):
         """One epoch over X and y (prepared as for ``_fit``), from the fitted network and with
         its optimiser when there is one (a new network, standardised on these rows, when not)."""
         if not isinstance(self.standardize, (bool, np.bool_)):
@@ -218,13 +227,14 @@ class _GpunetMLP(BaseEstimator):
                               "validation rows)")
         first = not hasattr(self, "model_")
         hidden, seed, opt_kw = self._hidden_sizes(), self._seed(), self._optimizer_kwargs()
+        w = self._sample_weight(sample_weight, X)
         if first:
             model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
                         output="identity", backend=self.backend, seed=seed, dtype=self.dtype)
             std = target = None
             if self.standardize:
-                std = Standardizer.fit(X)
-                target = Standardizer.fit(y) if self._task == "regression" else None
+                std = Standardizer.fit(X, weights=w)
+                target = Standardizer.fit(y, weights=w) if self._task == "regression" else None
             optimizer = get_optimizer(self.optimizer, model, **opt_kw)
             done = 0
         else:
@@ -237,7 +247,8 @@ class _GpunetMLP(BaseEstimator):
         x = X if std is None else std(X)
         y = y if target is None else target(y)
         data = Dataset(type(self).__name__, self._task, x, y, x[:0], y[:0], x[:0], y[:0],
-                       n_out if self._task == "classification" else 0, std, None, target)
+                       n_out if self._task == "classification" else 0, std, None, target,
+                       w_train=w)
         lr = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs).lr(done + 1)
         schedule = Schedule("constant", base_lr=lr, epochs=1)
         seed = int(np.random.SeedSequence([seed, done]).generate_state(1)[0])
@@ -396,14 +407,21 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         graph: each full batch's step as one CUDA-graph replay on the GPU (fixed buffers on the
             CPU); False steps eagerly, with the same numbers.
         verbose: a line per epoch (and progress bars) on stderr.
+
+    ``fit(X, y, sample_weight=w)`` weights each row's loss by w_i >= 0: every step minimises
+    its batch's weighted mean loss (scikit-learn's and PyTorch's weighted mean), the feature
+    standardisation uses weighted statistics, and early stopping watches the weighted
+    validation loss; a weight of k counts a row as k copies would (exactly so where one batch
+    holds all rows). Weighted steps run eagerly (no CUDA graph); equal weights are no weights.
     """
 
     _task = "classification"
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Learn ``classes_`` and train on X (samples, features) and y (samples,); returns
-        self. With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted network,
-        on labels of the same classes."""
+        self. ``sample_weight`` (samples,): how much each row's loss counts (see the class
+        docstring). With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted
+        network, on labels of the same classes."""
         warm = self._warm()
         X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
         check_classification_targets(y)
@@ -415,11 +433,12 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             raise ValueError(f"warm_start needs labels of the classes fitted before "
                              f"({_listed(self.classes_)}); y has {_listed(classes)}")
         self.classes_ = classes
-        return self._fit(X, labels.reshape(-1).astype(np.int64), len(classes))
+        return self._fit(X, labels.reshape(-1).astype(np.int64), len(classes), sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over X (samples, features) and y (samples,), in mini-batches of
-        ``batch_size``, from the fitted network; returns self.
+        ``batch_size``, from the fitted network (``sample_weight`` as in ``fit``); returns
+        self.
 
         The first call (on an unfitted estimator) needs ``classes``, every label the stream
         will hold: a chunk need not show them all. It sets up the network, the optimiser and,
@@ -451,7 +470,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
                              f"the classes are {_listed(known)}")
         if first:
             self.classes_ = classes
-        return self._partial_fit(X, labels.astype(np.int64), len(known))
+        return self._partial_fit(X, labels.astype(np.int64), len(known), sample_weight)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (samples, classes), columns in the order of ``classes_``."""
@@ -497,19 +516,20 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
 
     _task = "regression"
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train on X (samples, features) and y (samples,) or (samples, targets); returns self.
-        With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted network."""
+        ``sample_weight`` as in ``MLPClassifier.fit``. With ``warm_start`` and fitted:
+        ``epochs`` more epochs from the fitted network."""
         X, y = self._targets(X, y, reset=not self._warm())
-        return self._fit(X, y, y.shape[1])
+        return self._fit(X, y, y.shape[1], sample_weight)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network;
         returns self. The first call (on an unfitted estimator) sets up the network, the
         optimiser and, with ``standardize``, the standardisation of features and targets from
         its own rows, which later calls keep (see ``MLPClassifier.partial_fit``)."""
         X, y = self._targets(X, y, reset=not hasattr(self, "model_"))
-        return self._partial_fit(X, y, y.shape[1])
+        return self._partial_fit(X, y, y.shape[1], sample_weight)
 
     def _targets(self, X, y, reset):
         """X and y as float64, y as (samples, targets); a fitted regressor's target count

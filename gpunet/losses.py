@@ -7,6 +7,13 @@ and dtype of ``y_hat``.
 ``reduction="mean"`` (the default, as in PyTorch) averages over every element (MSE, BCE) or
 every sample (cross-entropy); ``"sum"`` adds them, which is the seed's per-sample form
 summed over the batch: its gradient grows with the batch size (seed 1.4f).
+
+``loss(y_hat, y, weight=w)`` weights the samples: ``w`` (batch,) holds a non-negative weight
+per row, and the per-row loss J_i (the row's sum of elementwise terms, or its cross-entropy)
+counts w_i times: ``"sum"`` gives sum_i w_i J_i; ``"mean"`` gives sum_i w_i J_i / sum_i w_i,
+divided by the elements per row for the elementwise losses (weights of ones give the mean
+above; a batch whose weights are all 0 gives 0 and a zero gradient). This is PyTorch's and
+scikit-learn's weighted mean.
 """
 
 from __future__ import annotations
@@ -52,7 +59,31 @@ class Loss:
             raise ShapeError(f"{type(self).__name__}: the mean over an empty batch is undefined")
         return 1.0 / n if self.reduction == "mean" else 1.0
 
-    def __call__(self, y_hat, y):
+    #: whether the loss is a mean over every element (MSE, BCE) rather than over rows
+    elementwise = True
+
+    def _row_scale(self, y_hat, weight):
+        """The factor of each row's terms, as a (batch, 1) column in y_hat's dtype: w_i for
+        ``"sum"``, w_i / (sum(w) * elements per row) for ``"mean"`` (0 where sum(w) is 0;
+        elements per row: 1 for a loss over rows)."""
+        backend = backend_of(y_hat)
+        xp = backend.xp
+        n = y_hat.shape[0]
+        w = backend.asarray(weight)
+        if w.shape != (n,):
+            raise ShapeError(f"{type(self).__name__}: sample weights shaped {tuple(w.shape)} do "
+                             f"not match {n} rows; expected ({n},)")
+        if w.dtype.kind not in "biuf":
+            raise ConfigError(f"{type(self).__name__}: sample weights must be real numbers, "
+                              f"got dtype {w.dtype}")
+        w = w.astype(y_hat.dtype, copy=False)
+        if self.reduction == "mean":
+            self._scale(n)  # (an empty batch has no mean)
+            total = w.sum() * (y_hat.size // n if self.elementwise else 1)
+            w = w / xp.where(total > 0, total, 1)  # no read-back: the device keeps going
+        return w.reshape(n, 1)
+
+    def __call__(self, y_hat, y, weight=None):
         raise NotImplementedError
 
 
@@ -61,10 +92,13 @@ class MSELoss(Loss):
 
     name = "mse"
 
-    def __call__(self, y_hat, y):
+    def __call__(self, y_hat, y, weight=None):
         backend, y = self._prepare(y_hat, y)
-        scale = self._scale(y_hat.size)
         diff = y_hat - y
+        if weight is not None:
+            r = self._row_scale(y_hat, weight)
+            return (diff * diff * r).sum(), diff * (2 * r)
+        scale = self._scale(y_hat.size)
         value = (diff * diff).sum() * scale
         return value, diff * (2 * scale)
 
@@ -79,14 +113,15 @@ class BCELoss(Loss):
 
     name = "bce"
 
-    def __call__(self, y_hat, y):
+    def __call__(self, y_hat, y, weight=None):
         backend, y = self._prepare(y_hat, y)
         xp = backend.xp
-        scale = self._scale(y_hat.size)
+        scale = self._scale(y_hat.size) if weight is None else self._row_scale(y_hat, weight)
         with np.errstate(divide="ignore"):
             log_p = xp.maximum(xp.log(y_hat), -100)
             log_1mp = xp.maximum(xp.log(1 - y_hat), -100)
-        value = -(y * log_p + (1 - y) * log_1mp).sum() * scale
+        terms = y * log_p + (1 - y) * log_1mp
+        value = -(terms * scale).sum() if weight is not None else -terms.sum() * scale
         grad = (y_hat - y) / xp.maximum(y_hat * (1 - y_hat), 1e-12) * scale
         return value, grad.astype(y_hat.dtype, copy=False)
 
@@ -99,13 +134,16 @@ class BCEWithLogitsLoss(Loss):
 
     name = "bce_logits"
 
-    def __call__(self, y_hat, y):
+    def __call__(self, y_hat, y, weight=None):
         backend, y = self._prepare(y_hat, y)
         xp = backend.xp
+        terms = xp.maximum(y_hat, 0) - y_hat * y + xp.log1p(xp.exp(-xp.abs(y_hat)))
+        if weight is not None:
+            r = self._row_scale(y_hat, weight)
+            return (terms * r).sum(), (backend.act_forward("sigmoid", y_hat) - y) * r
         scale = self._scale(y_hat.size)
-        value = (xp.maximum(y_hat, 0) - y_hat * y + xp.log1p(xp.exp(-xp.abs(y_hat)))).sum()
         grad = (backend.act_forward("sigmoid", y_hat) - y) * scale
-        return value * scale, grad
+        return terms.sum() * scale, grad
 
 
 class CrossEntropyLoss(Loss):
@@ -121,12 +159,13 @@ class CrossEntropyLoss(Loss):
     """
 
     name = "cross_entropy"
+    elementwise = False
 
     def __init__(self, reduction: str = "mean", check_labels: bool = True):
         super().__init__(reduction)
         self.check_labels = check_labels
 
-    def __call__(self, y_hat, y):
+    def __call__(self, y_hat, y, weight=None):
         backend = backend_of(y_hat)
         xp = backend.xp
         if y_hat.ndim != 2:
@@ -134,7 +173,7 @@ class CrossEntropyLoss(Loss):
                 f"CrossEntropyLoss expects logits shaped (batch, classes), got {tuple(y_hat.shape)}"
             )
         n, c = y_hat.shape
-        scale = self._scale(n)
+        scale = self._scale(n) if weight is None else self._row_scale(y_hat, weight)
         y = backend.asarray(y)
         if y.dtype.kind in "iu":
             if y.shape != (n,):
@@ -147,6 +186,10 @@ class CrossEntropyLoss(Loss):
                     f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] for {c} outputs; "
                     f"got labels from {int(y.min())} to {int(y.max())}"
                 )
+            if weight is not None:
+                loss, grad = backend.softmax_cross_entropy(y_hat, y, 1.0)
+                grad *= scale
+                return (loss * scale[:, 0]).sum(), grad
             loss, grad = backend.softmax_cross_entropy(y_hat, y, scale)
             return loss.sum() * scale, grad
         if y.dtype.kind != "f":
@@ -161,7 +204,7 @@ class CrossEntropyLoss(Loss):
                 f"shape {tuple(y_hat.shape)}"
             )
         log_p = backend.log_softmax(y_hat)
-        value = -(y * log_p).sum() * scale
+        value = -(y * log_p * scale).sum() if weight is not None else -(y * log_p).sum() * scale
         grad = (xp.exp(log_p) * y.sum(axis=1, keepdims=True) - y) * scale
         return value, grad
 

@@ -73,8 +73,12 @@ def predicted_classes(model, y_hat):
     return y_hat.argmax(axis=1)
 
 
-def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None) -> dict:
+def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
+            weight=None) -> dict:
     """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y).
+
+    ``weight``: sample weights of the rows, which weight the loss as in training (accuracy,
+    MSE and R^2 count every row once).
 
     ``target``: the Standardizer the regression targets ``y`` were standardised with (the
     model predicts standardised values): the loss stays the trained objective's, MSE and R^2
@@ -83,10 +87,12 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None)
     gets the figures of the whole set, equal to one process's to float rounding.
     """
     if comm is not None and comm.size > 1:
+        if weight is not None:
+            raise ConfigError("sample weights are not supported in distributed training")
         return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target)
     backend = model.backend
     y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
-    value, _ = loss_fn(y_hat, y)
+    value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
     out = {"loss": backend.scalar(value)}
     if task == "classification":
         pred = backend.to_host(predicted_classes(model, y_hat))
@@ -216,7 +222,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
     replay on the GPU, no allocation on the CPU; the same numbers as the eager step) where the
-    model, loss and optimizer allow it; False, or distributed training, steps eagerly.
+    model, loss and optimizer allow it; False, distributed training or sample weights step
+    eagerly.
+
+    Sample weights (``data.w_train``, ``w_val``, ``w_test``, from ``make_dataset(...,
+    sample_weight=)``) weight each row's loss: every step minimises its batch's weighted mean,
+    the epoch's ``train_loss`` is the weighted mean over the epoch and ``val_loss`` (which
+    early stopping watches) the weighted mean over the validation rows.
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
@@ -250,6 +262,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                           "(a validation fraction above 0)")
     backend, xp = model.backend, model.backend.xp
     classify = data.task == "classification"
+    w_train = getattr(data, "w_train", None)
+    if w_train is not None and comm is not None:
+        raise ConfigError("sample weights are not supported in distributed training")
     target = getattr(data, "target_standardizer", None)  # standardised regression targets
     if target is not None and model.output != "identity":
         raise ConfigError(f"the targets are standardised (mean 0, std 1), which a {model.output} "
@@ -268,6 +283,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     x_dev = backend.asarray(data.x_train, dtype=model.dtype)
     y_dev = backend.asarray(y_train, dtype=model.dtype if y_train.dtype.kind == "f" else None)
     y_labels = backend.asarray(np.asarray(data.y_train).reshape(-1)) if classify else None
+    w_dev = None if w_train is None else backend.asarray(w_train, dtype=model.dtype)
     n = x_dev.shape[0]
     n_steps = -(-n // batch_size)
     sizes = np.minimum(batch_size, n - np.arange(n_steps) * batch_size).astype(np.float64)
@@ -333,7 +349,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if comm is not None:
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
     static = None
-    if graph and comm is None and not StaticStep.unsupported(model, loss_fn, optimizer):
+    if graph and comm is None and w_dev is None \
+            and not StaticStep.unsupported(model, loss_fn, optimizer):
         static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify)
 
     def checkpoint(losses=None, correct=None):
@@ -352,6 +369,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         classes=getattr(data, "classes", None),
                         extra={"training": training, "data": data_spec, "dataset": data.name,
                                "features": getattr(data, "features", None),
+                               "class_weights": _listed_floats(getattr(data, "class_weights",
+                                                                       None)),
                                "task": data.task, "n_classes": int(data.n_classes)})
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.
@@ -364,7 +383,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             rng.bit_generator.state = state.rng
-            perm = backend.asarray(rng.permutation(n))
+            perm_host = rng.permutation(n)
+            perm = backend.asarray(perm_host)
+            if w_train is not None:  # each batch's share of the epoch's loss: its weight
+                sizes = np.add.reduceat(np.asarray(w_train, dtype=np.float64)[perm_host],
+                                        np.arange(0, n, batch_size))
             optimizer.lr = schedule.lr(epoch)
             first = state.step
             if first == 0:
@@ -385,7 +408,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     value, correct = static(x_dev, y_dev, idx)
                 elif len(idx):
                     y_hat = model.forward(x_dev[idx])
-                    value, dJdy_hat = loss_fn(y_hat, y_dev[idx])
+                    value, dJdy_hat = loss_fn(y_hat, y_dev[idx]) if w_dev is None else \
+                        loss_fn(y_hat, y_dev[idx], weight=w_dev[idx])
                     if classify:
                         correct = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
                     model.backward(dJdy_hat, need_dx=False)
@@ -418,13 +442,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     + (f"; the checkpoint of epoch {state.epoch} is untouched" if save else "")
                 )
             row = {"epoch": epoch, "lr": optimizer.lr,
-                   "train_loss": float((losses * sizes).sum() / n)}
+                   "train_loss": float((losses * sizes).sum() / sizes.sum())}
             if classify:
                 row["train_accuracy"] = float(backend.to_host(step_correct).sum() / n)
             if has_val:
                 row.update({f"val_{k}": v for k, v in
                             metrics(model, data.x_val, y_val, loss_fn, data.task,
-                                    comm=comm, target=target).items()})
+                                    comm=comm, target=target,
+                                    weight=getattr(data, "w_val", None)).items()})
             row["seconds"] = time.perf_counter() - t0
             state.history.append(row)
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
@@ -456,9 +481,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     history.stopped_early = state.stopped_early
     history.test = {f"test_{k}": v for k, v in
                     metrics(model, data.x_test, y_test, loss_fn, data.task,
-                            comm=comm, target=target).items()} \
+                            comm=comm, target=target,
+                            weight=getattr(data, "w_test", None)).items()} \
         if len(data.x_test) else {}
     return history
+
+
+def _listed_floats(values):
+    return None if values is None else [float(v) for v in values]
 
 
 def _listed(names, none: str) -> str:

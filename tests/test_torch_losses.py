@@ -283,3 +283,81 @@ def test_cross_entropy_needs_2d_logits(backend):
 def test_unknown_reduction_raises_config_error():
     with pytest.raises(gn.ConfigError, match="reduction"):
         gn.MSELoss("avg")
+
+
+# -- sample weights ---------------------------------------------------------------------------
+
+WEIGHTED = {
+    # name: (gpunet loss, torch's per-element (or per-row) loss, target kind)
+    "mse": (gn.MSELoss, "mse_loss", "real"),
+    "bce": (gn.BCELoss, "binary_cross_entropy", "soft"),
+    "bce_logits": (gn.BCEWithLogitsLoss, "binary_cross_entropy_with_logits", "soft"),
+    "cross_entropy_labels": (gn.CrossEntropyLoss, "cross_entropy", "labels"),
+    "cross_entropy_probs": (gn.CrossEntropyLoss, "cross_entropy", "probs"),
+}
+
+
+def _weighted_case(name, dtype, rng):
+    _, _, kind = WEIGHTED[name]
+    y_hat = rng.uniform(0.05, 0.95, (B, C)) if name == "bce" else rng.standard_normal((B, C))
+    if kind == "labels":
+        y = rng.integers(0, C, B)
+    elif kind == "probs":
+        y = rng.dirichlet(np.ones(C), B).astype(dtype)
+    elif kind == "soft":
+        y = rng.uniform(0.05, 0.95, (B, C)).astype(dtype)
+    else:
+        y = rng.standard_normal((B, C)).astype(dtype)
+    w = rng.uniform(0.1, 3.0, B)
+    w[[2, 7, 20]] = 0.0  # rows that do not count
+    return np.asarray(y_hat, dtype=dtype), y, w.astype(dtype)
+
+
+def _torch_weighted(torch, name, reduction, y_hat, y, w):
+    """sum_i w_i J_i (sum) or sum_i w_i J_i / (sum_i w_i * elements per row) (mean), with
+    J_i the row's loss from torch's unreduced loss, and its gradient by autograd; float64."""
+    _, fn, _ = WEIGHTED[name]
+    yh = torch.tensor(np.asarray(y_hat, dtype=np.float64), requires_grad=True)
+    yt = torch.as_tensor(y if y.dtype.kind in "iu" else np.asarray(y, np.float64))
+    wt = torch.as_tensor(np.asarray(w, dtype=np.float64))
+    per = getattr(torch.nn.functional, fn)(yh, yt, reduction="none")
+    rows, per_row = (per, 1) if per.ndim == 1 else (per.sum(dim=1), per.shape[1])
+    value = (wt * rows).sum()
+    if reduction == "mean":
+        value = value / (wt.sum() * per_row)
+    (grad,) = torch.autograd.grad(value, yh)
+    return value.item(), grad.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTED))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_sample_weights_match_torch(backend, dtype, torch, name, reduction):
+    y_hat, y, w = _weighted_case(name, dtype, np.random.default_rng(17))
+    loss = WEIGHTED[name][0](reduction)
+    ref_value, ref_grad = _torch_weighted(torch, name, reduction, y_hat, y, w)
+    value, grad = loss(backend.asarray(y_hat), backend.asarray(y), weight=backend.asarray(w))
+    assert backend.owns(grad) and grad.shape == y_hat.shape and grad.dtype == y_hat.dtype
+    assert_close(float(host(value)), ref_value, dtype, f"{loss!r} weighted value")
+    assert_close(host(grad), ref_grad, dtype, f"{loss!r} weighted dJ/dy_hat")
+    np.testing.assert_array_equal(host(grad)[[2, 7, 20]], 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTED))
+def test_weights_of_ones_give_the_unweighted_loss_and_zeros_give_nothing(backend, name):
+    y_hat, y, w = _weighted_case(name, np.float64, np.random.default_rng(18))
+    loss = WEIGHTED[name][0]()
+    plain = loss(backend.asarray(y_hat), backend.asarray(y))
+    ones = loss(backend.asarray(y_hat), backend.asarray(y), weight=backend.asarray(np.ones(B)))
+    for a, b in zip(plain, ones):
+        np.testing.assert_allclose(host(b), host(a), rtol=1e-13, atol=1e-15)
+    value, grad = loss(backend.asarray(y_hat), backend.asarray(y),
+                       weight=backend.asarray(np.zeros(B)))
+    assert float(host(value)) == 0.0 and not np.any(host(grad))
+
+
+def test_sample_weights_of_the_wrong_shape_are_refused():
+    y_hat, y = np.zeros((4, 3)), np.array([0, 1, 2, 0])
+    with pytest.raises(gn.ShapeError, match=r"sample weights shaped \(3,\) do not match 4 rows"):
+        gn.CrossEntropyLoss()(y_hat, y, weight=np.ones(3))
+    with pytest.raises(gn.ShapeError, match=r"sample weights shaped \(4, 1\)"):
+        gn.MSELoss()(y_hat, y_hat, weight=np.ones((4, 1)))

@@ -1,11 +1,12 @@
-"""Training on: the estimators' ``warm_start`` and ``partial_fit``.
+"""How the estimators train beyond one plain ``fit``: ``warm_start``, ``partial_fit`` and
+sample weights (with ``gpunet.fit``'s weighted epoch and validation losses beneath them).
 
 The reference is a float64 NumPy trainer written here: the forward and backward pass of a
-one-hidden-layer relu net with a softmax cross-entropy (or squared-error) head, and Adam's
-update as torch.optim.Adam states it. Every epoch is one full batch, so the order in which
-gpunet shuffles the rows changes only the summation order (float64 rounding). Whether an
-optimiser's moments carry over (partial_fit) or start afresh (warm_start) separates the two
-references by far more than that.
+one-hidden-layer relu net with a softmax cross-entropy (or squared-error) head, weighted means
+and weighted standardisation written out, and Adam's update as torch.optim.Adam states it.
+Every epoch is one full batch, so the order in which gpunet shuffles the rows changes only the
+summation order (float64 rounding). Whether an optimiser's moments carry over (partial_fit) or
+start afresh (warm_start) separates the two references by far more than that.
 """
 
 from __future__ import annotations
@@ -36,22 +37,35 @@ def _initial(n_in, n_out):
     return {k: np.array(v, dtype=np.float64) for k, v in model.state_dict().items()}
 
 
-def _standardised(x, like):
-    mean, std = like.mean(axis=0), like.std(axis=0)
+def _standardised(x, like, w=None):
+    """(x - mean) / std with the (weighted) statistics of the rows ``like``."""
+    w = np.ones(len(like)) if w is None else np.asarray(w, dtype=np.float64)
+    mean = w @ like / w.sum()
+    std = np.sqrt(w @ (like - mean) ** 2 / w.sum())
     return (x - mean) / np.where(std > 0, std, 1.0)
 
 
-def _grads(p, x, target, loss):
-    """dJ/dW and dJ/db of the mean loss over the rows of x: softmax cross-entropy against
-    one-hot rows, or squared error."""
+def _forward(p, x):
     z1 = x @ p["W1"].T + p["b1"]
-    h = np.maximum(z1, 0.0)
-    z2 = h @ p["W2"].T + p["b2"]
+    return z1, np.maximum(z1, 0.0), np.maximum(z1, 0.0) @ p["W2"].T + p["b2"]
+
+
+def _losses(z2, target, loss):
+    """Each row's loss, and its gradient in z2."""
     if loss == "cross_entropy":
         e = np.exp(z2 - z2.max(axis=1, keepdims=True))
-        dz2 = (e / e.sum(axis=1, keepdims=True) - target) / len(x)
-    else:
-        dz2 = 2.0 * (z2 - target) / target.size
+        p = e / e.sum(axis=1, keepdims=True)
+        return -np.log((p * target).sum(axis=1)), p - target
+    return ((z2 - target) ** 2).sum(axis=1), 2.0 * (z2 - target)
+
+
+def _grads(p, x, target, loss, w=None):
+    """dJ/dW and dJ/db of J = sum_i w_i J_i / (sum_i w_i * per-row elements), the (weighted)
+    mean loss: softmax cross-entropy against one-hot rows, or squared error."""
+    w = np.ones(len(x)) if w is None else np.asarray(w, dtype=np.float64)
+    z1, h, z2 = _forward(p, x)
+    per_row = 1 if loss == "cross_entropy" else target.shape[1]
+    dz2 = _losses(z2, target, loss)[1] * (w / (w.sum() * per_row))[:, None]
     dz1 = (dz2 @ p["W2"]) * (z1 > 0)
     return {"W1": dz1.T @ x, "b1": dz1.sum(axis=0), "W2": dz2.T @ h, "b2": dz2.sum(axis=0)}
 
@@ -281,3 +295,93 @@ def test_cupy_partial_fit_matches_numpy(backend):
     assert gpu.model_.backend.name == "cupy"
     np.testing.assert_allclose(gpu.predict_proba(x), cpu.predict_proba(x), rtol=1e-8,
                                atol=1e-10)
+
+
+# -- sample weights -----------------------------------------------------------------------------
+
+def _weights(n, seed=9):
+    w = np.random.default_rng(seed).uniform(0.2, 3.0, n)
+    w[::7] = 0.0  # rows that do not count
+    return w
+
+
+@pytest.mark.parametrize("how", ["fit", "partial_fit"])
+def test_weighted_classifier_takes_weighted_steps_on_weighted_statistics(how):
+    x, y = _data()
+    w = _weights(len(x))
+    est = _estimator(batch_size=len(x), epochs=3)
+    if how == "fit":
+        est.fit(x, y, sample_weight=w)
+    else:
+        for _ in range(3):
+            est.partial_fit(x, y, sample_weight=w, classes=[0, 1, 2])
+    p, adam = _initial(7, 3), _Adam(LR)
+    xs = _standardised(x, x, w)
+    for _ in range(3):
+        adam.step(p, _grads(p, xs, _one_hot(y, 3), "cross_entropy", w))
+    _assert_weights(est, p)
+
+
+def test_weighted_regressor_scales_its_targets_with_weighted_statistics():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(90, 4)) * [2, 1, 0.3, 5]
+    t = np.c_[x @ [1.0, -2.0, 0.5, 0.1] + 3, np.sin(x[:, 0]) * 4 - 1]
+    w = _weights(90, seed=13)
+    est = _estimator(MLPRegressor, batch_size=90, epochs=2).fit(x, t, sample_weight=w)
+    p, adam = _initial(4, 2), _Adam(LR)
+    mean = w @ t / w.sum()
+    std = np.sqrt(w @ (t - mean) ** 2 / w.sum())
+    for _ in range(2):
+        adam.step(p, _grads(p, _standardised(x, x, w), (t - mean) / std, "mse", w))
+    _assert_weights(est, p)
+    np.testing.assert_allclose(est.predict(x), _forward(p, _standardised(x, x, w))[2] * std
+                               + mean, rtol=1e-9)
+
+
+def test_equal_weights_are_no_weights():
+    x, y = _data()
+    plain = _estimator(epochs=2).fit(x, y)
+    equal = _estimator(epochs=2).fit(x, y, sample_weight=np.full(len(x), 2.5))
+    for k, v in plain.model_.state_dict().items():
+        np.testing.assert_array_equal(equal.model_.state_dict()[k], v)
+
+
+def test_epoch_and_validation_losses_are_weighted_means():
+    """gpunet.fit's figures: with a learning rate too small to move the weights, the epoch's
+    train_loss (mini-batches of unequal weight) is the weighted mean loss of the first
+    weights over every training row, and val_loss the same over the validation rows."""
+    from gpunet.data import make_dataset
+
+    x, y = _data(n=200)
+    data = make_dataset("w", x, y, "classification", seed=1, test_fraction=0.0,
+                        val_fraction=0.25, sample_weight=_weights(200))
+    assert len(data.w_train) == len(data.x_train) and len(data.w_val) == len(data.x_val)
+    model = gn.MLP([7, HIDDEN, 3], backend="numpy", seed=SEED, dtype="float64")
+    p = {k: np.array(v) for k, v in model.state_dict().items()}
+    history = gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=1e-300), epochs=1,
+                     batch_size=23, progress=False)
+
+    def weighted_mean(x_rows, y_rows, w):
+        return w @ _losses(_forward(p, x_rows)[2], _one_hot(y_rows, 3), "cross_entropy")[0] \
+            / w.sum()
+
+    assert history[0]["train_loss"] == pytest.approx(
+        weighted_mean(data.x_train, data.y_train, data.w_train), rel=1e-12)
+    assert history[0]["val_loss"] == pytest.approx(
+        weighted_mean(data.x_val, data.y_val, data.w_val), rel=1e-12)
+    unweighted = weighted_mean(data.x_val, data.y_val, np.ones(len(data.x_val)))
+    assert abs(history[0]["val_loss"] - unweighted) > 1e-4 * unweighted  # (they differ)
+
+
+@pytest.mark.parametrize("weights, message", [
+    (lambda n: np.r_[np.ones(n - 1), -1.0], r"finite and >= 0, but row \d+ holds -1"),
+    (lambda n: np.r_[np.nan, np.ones(n - 1)], "finite and >= 0, but row 0 holds nan"),
+    (lambda n: np.ones(n + 1), r"sample weights shaped \(\d+,\) for \d+ rows"),
+    (lambda n: np.zeros(n), "every sample weight is zero"),
+])
+def test_bad_sample_weights_are_refused(weights, message):
+    x, y = _data()
+    for call in (lambda e, w: e.fit(x, y, sample_weight=w),
+                 lambda e, w: e.partial_fit(x, y, sample_weight=w, classes=[0, 1, 2])):
+        with pytest.raises(ValueError, match=message):
+            call(_estimator(), weights(len(x)))
