@@ -168,10 +168,12 @@ class MLP:
             )
         return g
 
-    def train_step(self, x, y, loss_fn, optimizer):
-        """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar)."""
+    def train_step(self, x, y, loss_fn, optimizer, weight=None):
+        """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar).
+        ``weight``: the rows' sample weights, passed to the loss."""
         y_hat = self.forward(x)
-        value, dJdy_hat = loss_fn(y_hat, y)
+        value, dJdy_hat = loss_fn(y_hat, y) if weight is None else \
+            loss_fn(y_hat, y, weight=weight)
         self.backward(dJdy_hat, need_dx=False)
         optimizer.step()
         return value

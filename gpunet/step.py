@@ -22,8 +22,11 @@ so they agree to the bit on the CPU and within float rounding on the GPU
 (``tests/test_step.py``).
 
 Supported: elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
-with an identity output, ``MSELoss``; SGD, Adam, AdamW. ``StaticStep.unsupported`` names what
-does not fit, and callers (``gpunet.train.fit``) then train eagerly. Fixed when the body is
+with an identity output, ``MSELoss``, either with sample weights (``weighted=True``: each
+call passes the rows' weights, and the step scales each row's loss and gradient as
+``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW.
+``StaticStep.unsupported`` names what does not fit, and callers (``gpunet.train.fit``) then
+train eagerly. Fixed when the body is
 captured: the batch size, momentum, betas, eps and weight decay; read at every replay: the
 batch, the learning rate and the step count. If the model's parameters, the optimiser's state
 or the backend are replaced, the next call rebuilds and captures again.
@@ -46,13 +49,15 @@ class StaticStep:
 
     Call it as ``loss, correct = step(x, y, rows)``: ``x`` (n, inputs) and ``y`` (n,) labels or
     (n, outputs) targets on the model's backend; ``rows`` (batch_size,) picks the batch (None:
-    x and y are the batch). Returns 0-d arrays on the backend, overwritten by the next call:
-    the loss and, with ``count_correct``, how many argmax predictions equal the labels.
+    x and y are the batch). With ``weighted=True``: ``step(x, y, rows, w)``, ``w`` (n,) the
+    sample weights of the rows of x. Returns 0-d arrays on the backend, overwritten by the
+    next call: the loss and, with ``count_correct``, how many argmax predictions equal the
+    labels.
     ``graph=False`` runs the body eagerly on the GPU too.
     """
 
     def __init__(self, model, loss_fn, optimizer, batch_size, *, count_correct=False,
-                 graph=True):
+                 graph=True, weighted=False):
         why = self.unsupported(model, loss_fn, optimizer)
         if why:
             raise ConfigError(f"no static training step here: {why}")
@@ -64,6 +69,7 @@ class StaticStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.batch_size = int(batch_size)
         self.count_correct = bool(count_correct)
+        self.weighted = bool(weighted)
         self.graph = bool(graph)
         self.captured = False  # whether calls replay a CUDA graph (False on the CPU)
         self._binding = None
@@ -129,6 +135,12 @@ class StaticStep:
             self.squares = xp.empty((n, model.sizes[-1]), dtype=dtype)
         self.loss_rows = xp.empty(n, dtype=dtype)
         self.loss = xp.zeros((), dtype=dtype)
+        if self.weighted:  # the rows' weights, and each row's scale r_i (see Loss._row_scale)
+            self.w = xp.empty(n, dtype=dtype)
+            self.w_total = xp.zeros((), dtype=dtype)
+            self.w_empty = xp.zeros((), dtype=bool)
+            self.r = xp.empty((n, 1), dtype=dtype)
+            self.r2 = xp.empty((n, 1), dtype=dtype)
         self.correct = xp.zeros((), dtype=np.int64)
         if self.count_correct:
             self.pred = xp.empty(n, dtype=np.intp)
@@ -194,7 +206,9 @@ class StaticStep:
             xp.equal(self.pred, self.y, out=self.hit)
             self.hit.sum(out=self.correct)
         g = self.g[last]  # dJ/dy_hat
-        if isinstance(self.loss_fn, CrossEntropyLoss):
+        if self.weighted:
+            self._weighted_loss(h, g)
+        elif isinstance(self.loss_fn, CrossEntropyLoss):
             scale = self.loss_fn._scale(self.batch_size)
             backend.softmax_cross_entropy(h, self.y, scale, out=(self.loss_rows, g))
             self.loss_rows.sum(out=self.loss)
@@ -221,8 +235,38 @@ class StaticStep:
         backend.tick_hyper(self.optimizer._hyper)
         self.optimizer.apply(self.grads)
 
-    def __call__(self, x, y, rows=None):
+    def _weighted_loss(self, h, g):
+        """The loss and dJ/dy_hat (into ``g``) with the rows' weights: the operations of
+        ``Loss._row_scale`` and the loss's weighted branch, into the step's buffers."""
+        xp, loss_fn, r = self.backend.xp, self.loss_fn, self.r
+        ce = isinstance(loss_fn, CrossEntropyLoss)
+        if loss_fn.reduction == "mean":  # r = w / (K sum(w)), or 0 where sum(w) is 0
+            self.w.sum(out=self.w_total)
+            xp.multiply(self.w_total, 1 if ce else h.shape[1], out=self.w_total)
+            xp.equal(self.w_total, 0, out=self.w_empty)
+            xp.add(self.w_total, self.w_empty, out=self.w_total)
+            xp.divide(self.w, self.w_total, out=r[:, 0])
+        else:
+            xp.copyto(r[:, 0], self.w)
+        if ce:
+            self.backend.softmax_cross_entropy(h, self.y, 1.0, out=(self.loss_rows, g))
+            xp.multiply(g, r, out=g)
+            xp.multiply(self.loss_rows, r[:, 0], out=self.loss_rows)
+            self.loss_rows.sum(out=self.loss)
+        else:  # J = sum (y_hat - y)^2 r, dJ/dy_hat = (y_hat - y) 2 r
+            xp.subtract(h, self.y, out=g)
+            xp.multiply(g, g, out=self.squares)
+            xp.multiply(self.squares, r, out=self.squares)
+            self.squares.sum(out=self.loss)
+            xp.multiply(r, 2, out=self.r2)
+            xp.multiply(g, self.r2, out=g)
+
+    def __call__(self, x, y, rows=None, w=None):
         model, opt = self.model, self.optimizer
+        if (w is None) == self.weighted:
+            raise ConfigError("this static step was built with weighted=True: pass the rows' "
+                              "weights" if self.weighted else "this static step was built "
+                              "without weights (StaticStep(..., weighted=True) takes them)")
         if self._binding is None or not self._still_bound():
             self._build(x, y)
         xp = self.backend.xp
@@ -235,9 +279,13 @@ class StaticStep:
                 xp.copyto(self.x, x)
             if y is not self.y:
                 xp.copyto(self.y, y)
+            if self.weighted and w is not self.w:
+                xp.copyto(self.w, w)
         else:
             xp.take(x, rows, axis=0, out=self.x)
             xp.take(y, rows, axis=0, out=self.y)
+            if self.weighted:
+                xp.take(w, rows, axis=0, out=self.w)
         opt.steps += 1
         opt.prepare_hyper()
         if self._replay is not None:

@@ -222,8 +222,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
     replay on the GPU, no allocation on the CPU; the same numbers as the eager step) where the
-    model, loss and optimizer allow it; False, distributed training or sample weights step
-    eagerly.
+    model, loss and optimizer allow it; False, or distributed training, steps eagerly.
 
     Sample weights (``data.w_train``, ``w_val``, ``w_test``, from ``make_dataset(...,
     sample_weight=)``) weight each row's loss: every step minimises its batch's weighted mean,
@@ -349,9 +348,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if comm is not None:
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
     static = None
-    if graph and comm is None and w_dev is None \
-            and not StaticStep.unsupported(model, loss_fn, optimizer):
-        static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify)
+    if graph and comm is None and not StaticStep.unsupported(model, loss_fn, optimizer):
+        static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify,
+                            weighted=w_dev is not None)
 
     def checkpoint(losses=None, correct=None):
         if save is None or (comm is not None and not comm.is_root):
@@ -405,7 +404,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
                 stepped = static is not None and len(idx) == batch_size
                 if stepped:  # forward, loss, backward and the update, replayed
-                    value, correct = static(x_dev, y_dev, idx)
+                    value, correct = static(x_dev, y_dev, idx, w_dev)
                 elif len(idx):
                     y_hat = model.forward(x_dev[idx])
                     value, dJdy_hat = loss_fn(y_hat, y_dev[idx]) if w_dev is None else \

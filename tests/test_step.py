@@ -343,3 +343,96 @@ def test_static_steps_equal_eager_steps_on_the_fused_kernels(monkeypatch, dtype,
     update = "adam_update" if opt.startswith("adam") else "sgd_update"
     assert {"bias_act_forward", "act_backward", update} <= set(calls)
     _assert_same(eager, static, "numpy")  # the same kernels in the same order: the same bits
+
+
+# -- sample weights -------------------------------------------------------------------------------
+
+def _weights(dtype, seed=11):
+    w = np.random.default_rng(seed).uniform(0.0, 2.5, N).astype(dtype)
+    w[::9] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("opt, loss, act, out", [
+    ("adam", "ce", "relu", "identity"), ("momentum", "mse", "tanh", "identity"),
+    ("sgd", "mse", "leaky_relu", "sigmoid"), ("adamw", "ce", "identity", "identity"),
+])
+def test_weighted_static_steps_equal_eager_weighted_steps(backend, dtype, opt, loss, act, out,
+                                                          reduction):
+    """The step scales each row as loss(y_hat, y, weight=w) does, with the same operations: the
+    same bits on the CPU. One batch has weights that are all 0 (a zero gradient)."""
+    dtype = np.dtype(dtype).name
+    eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, dtype)
+    static, s_opt, s_loss, _, _ = _setup(backend.name, opt, loss, act, out, dtype)
+    e_loss.reduction = s_loss.reduction = reduction
+    w_host = _weights(dtype)
+    batches = _batches(5)
+    w_host[batches[2]] = 0.0
+    w = eager.backend.asarray(w_host)
+    step = StaticStep(static, s_loss, s_opt, BATCH, weighted=True)
+    for rows in batches:
+        idx = eager.backend.asarray(rows)
+        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt, weight=w[idx])
+        got, _ = step(x, y, idx, w)
+        if backend.name == "numpy":
+            assert float(got) == float(ref)
+        else:
+            np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
+    _assert_same(eager, static, backend.name)
+    assert step.captured == (backend.name == "cupy")
+
+
+def test_weighted_static_steps_on_the_fused_kernels(monkeypatch):
+    monkeypatch.setattr(NumpyBackend, "kernel_min_size", 0)
+    monkeypatch.setattr(NumpyBackend, "static_kernel_min_size", 0)
+    for loss in ("ce", "mse"):
+        eager, e_opt, e_loss, x, y = _setup("numpy", "adam", loss, "relu", "identity")
+        static, s_opt, s_loss, _, _ = _setup("numpy", "adam", loss, "relu", "identity")
+        w = _weights("float32")
+        step = StaticStep(static, s_loss, s_opt, BATCH, weighted=True)
+        for rows in _batches(4):
+            eager.train_step(x[rows], y[rows], e_loss, e_opt, weight=w[rows])
+            step(x, y, rows, w)
+        _assert_same(eager, static, "numpy")
+
+
+def test_weights_go_with_a_weighted_step_only():
+    model, opt, loss_fn, x, y = _setup("numpy", "sgd", "ce")
+    rows = _batches(1)[0]
+    with pytest.raises(ConfigError, match="built with weighted=True: pass the rows' weights"):
+        StaticStep(model, loss_fn, opt, BATCH, weighted=True)(x, y, rows)
+    with pytest.raises(ConfigError, match="built without weights"):
+        StaticStep(model, loss_fn, opt, BATCH)(x, y, rows, np.ones(N, dtype=np.float32))
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_weighted_fit_with_and_without_graphs_trains_the_same(backend, task, monkeypatch):
+    from gpunet.data import make_dataset
+
+    calls = []
+    inner = StaticStep.__call__
+    monkeypatch.setattr(StaticStep, "__call__",
+                        lambda self, *a, **k: calls.append(len(a)) or inner(self, *a, **k))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((150, 6))
+    y = (x[:, 0] > 0.3).astype(int) + (x[:, 1] > 0) if task == "classification" \
+        else x[:, :2] @ [1.0, -2.0] + 0.1 * rng.standard_normal(150)
+    data = make_dataset("w", x, y, task, seed=1, val_fraction=0.2,
+                        sample_weight=rng.uniform(0, 3, 150))
+    runs = []
+    for graph in (True, False):
+        model = gn.MLP([6, 12, 3 if task == "classification" else 1], backend=backend.name,
+                       seed=5)
+        loss = gn.CrossEntropyLoss() if task == "classification" else gn.MSELoss()
+        h = fit(model, data, loss, gn.Adam(model, lr=0.01), epochs=3, batch_size=16, seed=3,
+                progress=False, graph=graph)
+        runs.append((model, h))
+    (a, ha), (b, hb) = runs
+    n_train = len(data.x_train)
+    assert n_train % 16 != 0 and calls == [4] * (3 * (n_train // 16))  # with the weights
+    _assert_same(a, b, backend.name)
+    for ra, rb in zip(ha, hb):
+        for k in ra:
+            if k != "seconds":
+                assert ra[k] == pytest.approx(rb[k], rel=1e-6), k
