@@ -291,11 +291,6 @@ def _check_writable(path, flag) -> None:
 
 def cmd_train(args, comm=None) -> int:
     """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
-    if getattr(args, "distributed", False) and getattr(args, "class_weight", None):
-        from .errors import ConfigError
-
-        raise ConfigError("--class-weight is not supported with --distributed yet (sample "
-                          "weights would need their share of each global batch on every rank)")
     if getattr(args, "distributed", False) and comm is None:
         return _train_distributed(args)
     from .backends import default_backend_name, get_backend

@@ -80,6 +80,17 @@ def share_weight(reduction: str, rows: int, total: int) -> float:
     return rows / total if reduction == "mean" else 1.0
 
 
+def weighted_share(reduction: str, rows_weight: float, total_weight: float, rows: int) -> float:
+    """``share_weight`` for sample-weighted rows: a rank's weighted mean over its rows (weight
+    sum ``rows_weight``) counts rows_weight / total_weight of the batch's (weight sum
+    ``total_weight``); 0 where either is 0; 1 for a sum (0 for a rank with no rows)."""
+    if rows == 0:
+        return 0.0
+    if reduction != "mean":
+        return 1.0
+    return rows_weight / total_weight if total_weight > 0 else 0.0
+
+
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .checkpoint import save_checkpoint
-from .distributed import share_weight, shard
+from .distributed import share_weight, shard, weighted_share
 from .errors import ConfigError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
@@ -87,9 +87,7 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     gets the figures of the whole set, equal to one process's to float rounding.
     """
     if comm is not None and comm.size > 1:
-        if weight is not None:
-            raise ConfigError("sample weights are not supported in distributed training")
-        return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target)
+        return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
     backend = model.backend
     y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
     value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
@@ -114,7 +112,8 @@ def _in_units(y_hat, y, target):
     return target.inverse(y_hat), target.inverse(y)
 
 
-def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None) -> dict:
+def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
+                     weight=None) -> dict:
     """``metrics`` over ranks: sums of the loss (weighted as in training), of correct
     predictions or of squared errors on this rank's rows, all-reduced once."""
     backend, n = model.backend, len(x)
@@ -123,8 +122,14 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None) 
     sums = np.zeros(2)
     if hi > lo:
         y_hat = model.predict(backend.asarray(x[lo:hi], dtype=model.dtype), batch_size=batch_size)
-        value, _ = loss_fn(y_hat, y[lo:hi])
-        sums[0] = backend.scalar(value) * share_weight(loss_fn.reduction, hi - lo, n)
+        if weight is None:
+            value, _ = loss_fn(y_hat, y[lo:hi])
+            share = share_weight(loss_fn.reduction, hi - lo, n)
+        else:
+            w = np.asarray(weight, dtype=np.float64)
+            value, _ = loss_fn(y_hat, y[lo:hi], weight=w[lo:hi])
+            share = weighted_share(loss_fn.reduction, w[lo:hi].sum(), w.sum(), hi - lo)
+        sums[0] = backend.scalar(value) * share
         if task == "classification":
             pred = backend.to_host(predicted_classes(model, y_hat))
             sums[1] = (pred == y[lo:hi].reshape(-1)).sum()
@@ -225,9 +230,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     model, loss and optimizer allow it; False, or distributed training, steps eagerly.
 
     Sample weights (``data.w_train``, ``w_val``, ``w_test``, from ``make_dataset(...,
-    sample_weight=)``) weight each row's loss: every step minimises its batch's weighted mean,
-    the epoch's ``train_loss`` is the weighted mean over the epoch and ``val_loss`` (which
-    early stopping watches) the weighted mean over the validation rows.
+    sample_weight=)`` or ``DataSpec(class_weight="balanced")``) weight each row's loss: every
+    step minimises its batch's weighted mean, the epoch's ``train_loss`` is the weighted mean
+    over the epoch and ``val_loss`` (which early stopping watches) the weighted mean over the
+    validation rows. Under ``comm`` a rank's share of a batch is its share of the weight.
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
@@ -262,8 +268,6 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     backend, xp = model.backend, model.backend.xp
     classify = data.task == "classification"
     w_train = getattr(data, "w_train", None)
-    if w_train is not None and comm is not None:
-        raise ConfigError("sample weights are not supported in distributed training")
     target = getattr(data, "target_standardizer", None)  # standardised regression targets
     if target is not None and model.output != "identity":
         raise ConfigError(f"the targets are standardised (mean 0, std 1), which a {model.output} "
@@ -385,8 +389,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             perm_host = rng.permutation(n)
             perm = backend.asarray(perm_host)
             if w_train is not None:  # each batch's share of the epoch's loss: its weight
-                sizes = np.add.reduceat(np.asarray(w_train, dtype=np.float64)[perm_host],
-                                        np.arange(0, n, batch_size))
+                w_perm = np.asarray(w_train, dtype=np.float64)[perm_host]
+                sizes = np.add.reduceat(w_perm, np.arange(0, n, batch_size))
             optimizer.lr = schedule.lr(epoch)
             first = state.step
             if first == 0:
@@ -400,7 +404,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 if comm is not None:
                     m = len(idx)
                     lo, hi = shard(m, comm.rank, comm.size)
-                    idx, weight = idx[lo:hi], share_weight(loss_fn.reduction, hi - lo, m)
+                    if w_train is None:
+                        weight = share_weight(loss_fn.reduction, hi - lo, m)
+                    else:  # this rank's share of the batch's weight
+                        w_batch = w_perm[s * batch_size:s * batch_size + m]
+                        weight = weighted_share(loss_fn.reduction, w_batch[lo:hi].sum(),
+                                                sizes[s], hi - lo)
+                    idx = idx[lo:hi]
                 value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
                 stepped = static is not None and len(idx) == batch_size
                 if stepped:  # forward, loss, backward and the update, replayed

@@ -29,6 +29,11 @@ CASES = {
     "wine-float32-sgd-b15": (("wine", {}), "float32", "sgd", "mean", 15, 3),
     "sine-float64-sgd-sum-b16": (("sine", {"samples": 150, "noise": 0.1}), "float64", "sgd",
                                  "sum", 16, 3),
+    # sample weights: each rank's share of a batch is its share of the batch's weight
+    "wine-float64-adam-b11-balanced": (("wine", {"class_weight": "balanced"}), "float64",
+                                       "adam", "mean", 11, 3),
+    "wine-float64-sgd-sum-b15-balanced": (("wine", {"class_weight": "balanced"}), "float64",
+                                          "sgd", "sum", 15, 3),
 }
 
 

@@ -107,9 +107,6 @@ def test_what_class_weights_refuse(tmp_path, capsys):
         load_data(DataSpec("diabetes", class_weight="balanced"))
     with pytest.raises(gn.ConfigError, match="unknown class weight 'even'"):
         load_data(DataSpec("digits", class_weight="even"))
-    assert main(["train", "--dataset", "iris", "--class-weight", "balanced", "--distributed",
-                 "--epochs", "1"]) != 0
-    assert "--class-weight is not supported with --distributed" in capsys.readouterr().err
     # a checkpoint whose stored weights are malformed: one line, not a traceback
     ck = tmp_path / "run.npz"
     assert main(["train", "--dataset", "iris", "--class-weight", "balanced", "--epochs", "1",
