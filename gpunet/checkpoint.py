@@ -155,8 +155,7 @@ class Checkpoint:
 
         cfg = self.header["model"]
         try:
-            model = MLP(cfg["sizes"], activation=cfg["activation"], output=cfg["output"],
-                        backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", 0.01))
+            model = MLP.from_config(cfg, backend)
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint header has a malformed model section ({e})") \
                 from None

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_positive_int, action="append", metavar="N",
                    help="hidden layer width; repeat for more layers (default: one layer of 128)")
     t.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS)
+    t.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                   help="zero each hidden output with probability P while training (default 0)")
     t.add_argument("--loss", default=None, choices=sorted(LOSSES),
                    help="default: cross_entropy for classification, mse for regression")
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
@@ -356,7 +358,7 @@ def cmd_train(args, comm=None) -> int:
             n_out = 1
         model = MLP([data.n_features, *(args.hidden or [128]), n_out],
                     activation=args.activation, output=OUTPUT_FOR_LOSS[loss_name],
-                    backend=backend, seed=args.seed, dtype=args.dtype)
+                    backend=backend, seed=args.seed, dtype=args.dtype, dropout=args.dropout)
         opt_kw = {"lr": args.lr or DEFAULT_LR[args.optimizer]}
         if args.weight_decay is not None:
             opt_kw["weight_decay"] = args.weight_decay
@@ -566,14 +568,14 @@ def cmd_gradcheck(args) -> int:
 
     backend = get_backend(args.backend)
     print(f"finite-difference gradient check, float64, backend {backend.name}")
-    print(f"{'hidden f':<11}{'output g':<10}{'loss':<14}{'targets':<14}{'max |err|':>11}"
-          f"{'worst/tol':>11}  result")
+    print(f"{'hidden f':<11}{'output g':<10}{'loss':<14}{'targets':<14}{'dropout':<8}"
+          f"{'max |err|':>11}{'worst/tol':>11}  result")
     failed = total = 0
-    for (f, g, loss, kind), r in check_all(backend):
+    for (f, g, loss, kind), p, r in check_all(backend):
         total += 1
         failed += not r.ok
         worst = max(r.ratios.values())
-        print(f"{f:<11}{g:<10}{loss:<14}{kind:<14}{r.worst:>11.2e}{worst:>11.2e}  "
+        print(f"{f:<11}{g:<10}{loss:<14}{kind:<14}{p:<8g}{r.worst:>11.2e}{worst:>11.2e}  "
               f"{'ok' if r.ok else 'FAIL'}")
         if args.verbose:
             for name in r.errors:
@@ -635,7 +637,8 @@ def _describe_checkpoint(path) -> int:
     n_params = sum(int(v.size) for v in ckpt.params.values())
     print(f"checkpoint: {path} (format version {h['version']})")
     print(f"model: sizes {cfg['sizes']}, activation {cfg['activation']}, output "
-          f"{cfg['output']}, {cfg['dtype']}, {n_params} parameters")
+          f"{cfg['output']}, {cfg['dtype']}, {n_params} parameters"
+          + (f", dropout {cfg['dropout']:g}" if cfg.get("dropout") else ""))
     estimator = extra.get("estimator")
     if estimator:
         print(f"saved estimator: {estimator['class']} (load it with "

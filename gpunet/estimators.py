@@ -67,12 +67,14 @@ class _GpunetMLP(BaseEstimator):
 
     _task = None
 
-    def __init__(self, hidden=(128,), *, activation="relu", optimizer="adam", lr=None,
-                 momentum=0.0, weight_decay=None, schedule="constant", epochs=30, batch_size=32,
-                 patience=None, val_fraction=None, standardize=True, warm_start=False,
-                 backend="auto", dtype="float32", random_state=0, graph=True, verbose=False):
+    def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, optimizer="adam",
+                 lr=None, momentum=0.0, weight_decay=None, schedule="constant", epochs=30,
+                 batch_size=32, patience=None, val_fraction=None, standardize=True,
+                 warm_start=False, backend="auto", dtype="float32", random_state=0, graph=True,
+                 verbose=False):
         self.hidden = hidden
         self.activation = activation
+        self.dropout = dropout
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -166,7 +168,8 @@ class _GpunetMLP(BaseEstimator):
             model = self._fitted_model(hidden, n_out)
         else:
             model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
-                        output="identity", backend=self.backend, seed=seed, dtype=self.dtype)
+                        output="identity", backend=self.backend, seed=seed, dtype=self.dtype,
+                        dropout=self.dropout)
         optimizer = get_optimizer(self.optimizer, model, **opt_kw)
         schedule = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs)
         if warm:  # another run of epochs on the same weights: its own shuffling
@@ -209,6 +212,7 @@ class _GpunetMLP(BaseEstimator):
         changed = [f"{name} {now!r} (fitted: {then!r})" for name, now, then in (
             ("layer sizes", want, list(model.sizes)), ("activation", self.activation,
                                                       model.activation),
+            ("dropout", self.dropout, model.dropout),
             ("dtype", np.dtype(self.dtype).name, np.dtype(model.dtype).name)) if now != then]
         if changed:
             raise ValueError("training on from the fitted network (warm_start, partial_fit) "
@@ -230,7 +234,8 @@ class _GpunetMLP(BaseEstimator):
         w = self._sample_weight(sample_weight, X)
         if first:
             model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
-                        output="identity", backend=self.backend, seed=seed, dtype=self.dtype)
+                        output="identity", backend=self.backend, seed=seed, dtype=self.dtype,
+                        dropout=self.dropout)
             std = target = None
             if self.standardize:
                 std = Standardizer.fit(X, weights=w)
@@ -362,9 +367,7 @@ class _GpunetMLP(BaseEstimator):
     def __setstate__(self, state):
         saved = state.get("model_")
         if isinstance(saved, dict):
-            c = saved["config"]
-            model = MLP(c["sizes"], activation=c["activation"], output=c["output"],
-                        backend=state.get("backend"), dtype=c["dtype"], slope=c["slope"])
+            model = MLP.from_config(saved["config"], state.get("backend"))
             model.load_state_dict(saved["params"])
             state = {**state, "model_": model}
             if isinstance(state.get("_optimizer"), dict):
@@ -391,6 +394,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         hidden: widths of the hidden layers, e.g. (256, 128); () for none (multinomial
             logistic regression).
         activation: relu, leaky_relu, sigmoid, tanh or identity, between the layers.
+        dropout: the rate at which hidden outputs are zeroed while training (0: none).
         optimizer, lr, momentum, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1; momentum);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
         schedule: constant, step, cosine or plateau (over ``epochs``).

@@ -36,21 +36,29 @@ class GradcheckResult:
         return self.ok
 
 
-def _loss_value(model, loss_fn, x, y) -> float:
-    value, _ = loss_fn(model.forward(x, cache=False), y)
+def _loss_value(model, loss_fn, x, y, step) -> float:
+    """J at x; with dropout, under the masks of training step ``step`` (those of the analytic
+    pass: the function differentiated is J(h * m) for those masks m)."""
+    if getattr(model, "dropout", 0):
+        model.dropout_step = step
+        value, _ = loss_fn(model.forward(x), y)
+    else:
+        value, _ = loss_fn(model.forward(x, cache=False), y)
     return float(model.backend.to_host(value))
 
 
 def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> GradcheckResult:
     """Check every parameter gradient and dJ/dx of ``model`` under ``loss_fn`` on (x, y).
 
-    The model must be float64 (float32 rounding swamps a finite difference). Returns a
-    GradcheckResult; it is truthy when every element passes.
+    The model must be float64 (float32 rounding swamps a finite difference). With dropout,
+    every pass uses the masks of the model's current training step (which then counts as
+    one). Returns a GradcheckResult; it is truthy when every element passes.
     """
     if model.dtype != np.float64:
         raise ConfigError(f"gradcheck needs a float64 model, got {model.dtype.name}")
     backend = model.backend
     x = backend.asarray(x, dtype=np.float64).copy()
+    step = getattr(model, "dropout_step", 0)
     value, dJdy_hat = loss_fn(model.forward(x), y)
     dJdx = model.backward(dJdy_hat)
     analytic = {k: backend.to_host(g) for k, g in model.grads.items()}
@@ -65,14 +73,16 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
         for i in range(flat.size):
             orig = float(flat[i])
             flat[i] = orig + eps
-            plus = _loss_value(model, loss_fn, x, y)
+            plus = _loss_value(model, loss_fn, x, y, step)
             flat[i] = orig - eps
-            minus = _loss_value(model, loss_fn, x, y)
+            minus = _loss_value(model, loss_fn, x, y, step)
             flat[i] = orig
             numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
         err = np.abs(analytic[name] - numeric)
         result.errors[name] = float(err.max())
         result.ratios[name] = float((err / (atol + rtol * np.abs(numeric))).max())
+    if getattr(model, "dropout", 0):
+        model.dropout_step = step + 1
     return result
 
 
@@ -103,6 +113,11 @@ def combinations():
     return [(f, g, loss, kind) for f in HIDDEN_ACTIVATIONS for g, loss, kind in pairs]
 
 
+#: checked again with dropout (p = DROPOUT_RATE on two hidden layers): (f, g, loss, targets)
+DROPOUT_COMBINATIONS = [(f, "identity", "cross_entropy", "labels") for f in HIDDEN_ACTIVATIONS] \
+    + [("sigmoid", "identity", "mse", "real")]
+DROPOUT_RATE = 0.5
+
 _LOSS_MAKERS = {
     "mse": lambda: MSELoss(),
     "mse_sum": lambda: MSELoss(reduction="sum"),
@@ -112,14 +127,14 @@ _LOSS_MAKERS = {
 }
 
 
-def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0):
+def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0, dropout=0.0):
     """``gradcheck`` of one (f, g, loss, targets) combination on a small random problem."""
     from .model import MLP
 
     f, g, loss, kind = combo
     rng = np.random.default_rng(seed)
     model = MLP(list(sizes), activation=f, output=g, backend=backend, seed=seed,
-                dtype="float64", init="xavier_normal")
+                dtype="float64", init="xavier_normal", dropout=dropout)
     # Biases away from zero too, so that no bias gradient is trivially small.
     for k in model.params:
         if k.startswith("b"):
@@ -130,6 +145,11 @@ def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0):
 
 
 def check_all(backend="numpy", seed=0):
-    """Run ``gradcheck`` for every combination on ``backend``; yields (combination, result)."""
+    """Run ``gradcheck`` for every combination on ``backend``, then the dropout ones; yields
+    (combination, dropout rate, result)."""
     for i, combo in enumerate(combinations()):
-        yield combo, check_combination(combo, backend, seed=seed + i)
+        yield combo, 0.0, check_combination(combo, backend, seed=seed + i)
+    for i, combo in enumerate(DROPOUT_COMBINATIONS):
+        yield combo, DROPOUT_RATE, check_combination(combo, backend, sizes=(4, 7, 6, 3),
+                                                     batch=8, seed=seed + 100 + i,
+                                                     dropout=DROPOUT_RATE)

@@ -8,8 +8,11 @@ training in gpunet and serving in PyTorch, or for taking a PyTorch MLP's weights
 Weights are shaped (out, in) in both, so they copy as they are. torch is imported only here,
 when these are called; it is not a dependency of gpunet.
 
-A gpunet MLP has one activation f between all its layers and one g after the last, and a bias
-in every layer; ``from_torch`` refuses (with the reason) a net that does not have that shape.
+A gpunet MLP has one activation f between all its layers and one g after the last, a bias in
+every layer, and one dropout rate after every hidden layer's f (``nn.Dropout(p)`` there);
+``from_torch`` refuses (with the reason) a net that does not have that shape. Dropout masks are
+gpunet's own (``gpunet.dropout``), not torch's: the two agree in eval mode, and in training
+given the same mask.
 """
 
 from __future__ import annotations
@@ -57,13 +60,16 @@ def to_torch(model, *, dtype=None, device=None):
         act = _module(torch, model.activation if i < last else model.output, model.slope)
         if act is not None:
             layers.append(act)
+        if i < last and model.dropout:
+            layers.append(torch.nn.Dropout(model.dropout))
     return torch.nn.Sequential(*layers)
 
 
 def from_torch(net, *, backend=None, dtype=None):
     """A gpunet ``MLP`` with the architecture and weights of ``net``: a ``torch.nn.Sequential``
     (nested ones are flattened) of ``Linear`` layers, each followed by at most one of ReLU,
-    LeakyReLU, Sigmoid, Tanh, Identity (and, after the last layer, Softmax over the last dim).
+    LeakyReLU, Sigmoid, Tanh, Identity (and, after the last layer, Softmax over the last dim),
+    and a hidden layer's by ``Dropout(p)``, one p for every hidden layer.
 
     ``dtype``: "float32" or "float64" (default: the weights', float32 for any other);
     ``backend``: as ``MLP``'s. ConfigError, saying why, for a net gpunet cannot hold: other
@@ -76,9 +82,14 @@ def from_torch(net, *, backend=None, dtype=None):
     modules = list(_flatten(torch, net))
     if not modules or not isinstance(modules[0], torch.nn.Linear):
         raise ConfigError("from_torch: the net must start with an nn.Linear layer")
-    linears, acts = [], []
+    linears, acts, drops = [], [], []
     for m in modules:
         name = type(m).__name__
+        if name == "Dropout":
+            if drops[-1] is not None:
+                raise ConfigError(f"from_torch: two Dropout modules after layer {len(linears)}")
+            drops[-1] = float(m.p)
+            continue
         if isinstance(m, torch.nn.Linear):
             if m.bias is None:
                 raise ConfigError(f"from_torch: layer {len(linears) + 1} has no bias; gpunet's "
@@ -89,9 +100,14 @@ def from_torch(net, *, backend=None, dtype=None):
                                   f"{linears[-1].out_features}")
             linears.append(m)
             acts.append(("identity", None))
+            drops.append(None)
         elif name in _FROM_TORCH:
             if acts[-1][1] is not None:
                 raise ConfigError(f"from_torch: two activations after layer {len(linears)}")
+            if drops[-1] is not None:
+                raise ConfigError(f"from_torch: Dropout before the activation of layer "
+                                  f"{len(linears)}; gpunet drops the activation's outputs "
+                                  "(put nn.Dropout after it)")
             if name == "Softmax" and m.dim not in (-1, 1, None):
                 raise ConfigError(f"from_torch: Softmax over dim {m.dim}; gpunet's is over the "
                                   "features of each row (dim -1)")
@@ -106,6 +122,15 @@ def from_torch(net, *, backend=None, dtype=None):
                           f"layers; this net has {order}")
     if "softmax" in hidden:
         raise ConfigError("from_torch: Softmax only after the last layer")
+    if drops[-1]:
+        raise ConfigError("from_torch: Dropout after the last layer; gpunet drops hidden "
+                          "layers' outputs only")
+    rates = {p or 0.0 for p in drops[:-1]}
+    if len(rates) > 1:
+        order = ", ".join(f"{p or 0:g} after layer {i}" for i, p in enumerate(drops[:-1], 1))
+        raise ConfigError(f"from_torch: gpunet's MLP has one dropout rate for all its hidden "
+                          f"layers; this net has {order}")
+    rate = rates.pop() if rates else 0.0
     activation = hidden.pop() if hidden else "relu"  # (one layer: no hidden activation)
     output = acts[-1][0]
     slopes = {float(m.negative_slope) for _, m in acts if isinstance(m, torch.nn.LeakyReLU)}
@@ -117,7 +142,7 @@ def from_torch(net, *, backend=None, dtype=None):
         dtype = {torch.float64: "float64"}.get(first.dtype, "float32")
     model = MLP([linears[0].in_features] + [m.out_features for m in linears],
                 activation=activation, output=output, backend=backend, dtype=dtype,
-                slope=slopes.pop() if slopes else DEFAULT_SLOPE)
+                slope=slopes.pop() if slopes else DEFAULT_SLOPE, dropout=rate)
     state = {}
     for i, m in enumerate(linears, start=1):
         state[f"W{i}"] = _host(torch, m.weight)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import ACTIVATIONS, DEFAULT_SLOPE, HIDDEN_ACTIVATIONS
+from . import dropout as _dropout
 from .backends import get_backend
 from .errors import ConfigError, GpunetError, ShapeError
 from .init import init_linear
@@ -50,10 +51,16 @@ class MLP:
         init: "auto" (Kaiming before relu-like f, Xavier otherwise) or a name from
             ``gpunet.init.INITIALISERS``; ``init_std`` is the std of "normal".
         slope: leaky_relu's negative slope.
+        dropout: the rate p in [0, 1) at which each hidden layer's outputs are zeroed in
+            training passes (``forward``, ``train_step``; the rest scaled by 1 / (1 - p)), never
+            in ``predict``. Masks come from ``gpunet.dropout``: the same bits on every backend
+            for one ``dropout_seed`` (by default derived from ``seed``) and training step
+            (``dropout_step``, counted by each training forward).
     """
 
     def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
-                 dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE):
+                 dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE, dropout=0.0,
+                 dropout_seed=None):
         try:
             sizes = None if isinstance(sizes, (str, bytes)) else list(sizes)
         except TypeError:  # not iterable: 5, None, 3.0
@@ -79,6 +86,11 @@ class MLP:
         self.seed = seed
         self.init = init
         self.dtype = check_dtype(dtype)
+        self.dropout = _dropout.check_rate(dropout)
+        self.dropout_seed = _dropout.derived_seed(seed) if dropout_seed is None \
+            else int(dropout_seed)
+        self.dropout_step = 0
+        self._masks = {}
         self.backend = get_backend(backend)
 
         self.layers = []
@@ -100,7 +112,8 @@ class MLP:
     def __repr__(self):
         return (
             f"MLP({self.sizes}, activation={self.activation!r}, output={self.output!r}, "
-            f"backend={self.backend.name!r}, dtype={self.dtype.name!r})"
+            + (f"dropout={self.dropout:g}, " if self.dropout else "")
+            + f"backend={self.backend.name!r}, dtype={self.dtype.name!r})"
         )
 
     @property
@@ -115,7 +128,23 @@ class MLP:
             "output": self.output,
             "slope": self.slope,
             "dtype": self.dtype.name,
+            "dropout": self.dropout,
+            "dropout_seed": self.dropout_seed,
+            "dropout_step": self.dropout_step,
         }
+
+    @classmethod
+    def from_config(cls, cfg: dict, backend=None) -> "MLP":
+        """A model of the architecture ``config()`` described (fresh weights: load them with
+        ``load_state_dict``), its dropout masks going on from the saved step."""
+        model = cls(cfg["sizes"], activation=cfg["activation"], output=cfg["output"],
+                    backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", DEFAULT_SLOPE),
+                    dropout=cfg.get("dropout", 0.0), dropout_seed=cfg.get("dropout_seed"))
+        step = cfg.get("dropout_step", 0)
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ConfigError(f"dropout_step must be an integer >= 0, got {step!r}")
+        model.dropout_step = step
+        return model
 
     # -- forward and backward -------------------------------------------------------------
 
@@ -129,11 +158,27 @@ class MLP:
             )
         return x
 
-    def forward(self, x, cache=True):
-        """y_hat for a batch x (B, inputs); keeps what backward needs unless ``cache=False``."""
+    def forward(self, x, cache=True, row_offset=0):
+        """y_hat for a batch x (B, inputs); keeps what backward needs unless ``cache=False``.
+
+        With ``cache`` this is a training pass: a model with dropout drops hidden outputs with
+        the masks of step ``dropout_step`` (then counts it); ``row_offset``: the index of x's
+        first row in the whole batch, for a share of a batch (data-parallel training).
+        """
         h = self._input(x)
-        for layer in self.layers:
+        drop = cache and self.dropout > 0
+        self._masks = {}
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
             h = layer.forward(self.backend, self.params, h, cache)
+            if drop and i % 2 and i < last:  # a hidden layer's output
+                key = _dropout.stream_key(self.dropout_seed, self.dropout_step, i // 2)
+                m = _dropout.mask(self.backend.xp, h.shape, self.dropout, key, row_offset,
+                                  self.dtype)
+                self._masks[i] = m
+                h = h * m
+        if drop:
+            self.dropout_step += 1
         self._cached = cache
         return h
 
@@ -163,6 +208,8 @@ class MLP:
                 f"{tuple(out.y.shape) if out.y is not None else None}"
             )
         for i in range(len(self.layers) - 1, -1, -1):
+            if i in self._masks:  # dJ/dh = dJ/d(h m) m
+                g = g * self._masks[i]
             g = self.layers[i].backward(
                 self.backend, self.params, self.grads, g, need_dx=need_dx or i > 0
             )
@@ -184,6 +231,7 @@ class MLP:
     def clear_cache(self) -> None:
         for layer in self.layers:
             layer.clear()
+        self._masks = {}
         self._cached = False
 
     # -- moving and saving ----------------------------------------------------------------

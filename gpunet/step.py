@@ -21,7 +21,7 @@ one fuses the bias add into the activation's pass, which rounds z + b as the eag
 so they agree to the bit on the CPU and within float rounding on the GPU
 (``tests/test_step.py``).
 
-Supported: elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
+Supported (no dropout yet): elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
 with an identity output, ``MSELoss``, either with sample weights (``weighted=True``: each
 call passes the rows' weights, and the step scales each row's loss and gradient as
 ``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW.
@@ -78,6 +78,8 @@ class StaticStep:
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
         """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
+        if getattr(model, "dropout", 0):
+            return "dropout has no static step yet (its steps run eagerly)"
         for act in model.layers[1::2]:
             if not get_activation(act.name).elementwise:
                 return f"the {act.name} output is row-wise (train it with cross_entropy)"

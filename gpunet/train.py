@@ -411,12 +411,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         weight = weighted_share(loss_fn.reduction, w_batch[lo:hi].sum(),
                                                 sizes[s], hi - lo)
                     idx = idx[lo:hi]
+                    if not len(idx) and getattr(model, "dropout", 0):
+                        model.dropout_step += 1  # as the ranks with rows do: masks stay in step
                 value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
                 stepped = static is not None and len(idx) == batch_size
                 if stepped:  # forward, loss, backward and the update, replayed
                     value, correct = static(x_dev, y_dev, idx, w_dev)
                 elif len(idx):
-                    y_hat = model.forward(x_dev[idx])
+                    y_hat = model.forward(x_dev[idx], row_offset=lo if comm is not None else 0)
                     value, dJdy_hat = loss_fn(y_hat, y_dev[idx]) if w_dev is None else \
                         loss_fn(y_hat, y_dev[idx], weight=w_dev[idx])
                     if classify:

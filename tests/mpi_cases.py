@@ -34,7 +34,12 @@ CASES = {
                                        "adam", "mean", 11, 3),
     "wine-float64-sgd-sum-b15-balanced": (("wine", {"class_weight": "balanced"}), "float64",
                                           "sgd", "sum", 15, 3),
+    # dropout: each rank draws its rows' part of the whole batch's masks; b15's last batch of
+    # one row leaves rank 0 without rows, which must still count the step
+    "wine-float64-adam-b15-dropout": (("wine", {}), "float64", "adam", "mean", 15, 3),
 }
+#: the dropout rate of the cases named "-dropout"
+DROPOUT = 0.3
 
 
 def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step=None):
@@ -44,7 +49,8 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
     data = load_data(spec)
     classify = data.task == "classification"
     model = gn.MLP([data.n_features, 16, data.n_outputs if classify else 1],
-                   backend=backend, seed=5, dtype=dtype)
+                   backend=backend, seed=5, dtype=dtype,
+                   dropout=DROPOUT if name.endswith("-dropout") else 0.0)
     loss_fn = gn.CrossEntropyLoss(reduction) if classify else gn.MSELoss(reduction)
     opt = gn.Adam(model, lr=0.01) if opt_name == "adam" else \
         gn.SGD(model, lr=0.05 if reduction == "mean" else 0.002, momentum=0.9)

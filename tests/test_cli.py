@@ -106,7 +106,10 @@ def test_gradcheck_command_passes_and_prints_a_table():
     proc = run_cli("gradcheck", "--backend", "numpy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.endswith(" ok")]
-    assert len(rows) == len(gn.gradcheck_combinations())
+    from gpunet.gradcheck import DROPOUT_COMBINATIONS
+
+    assert len(rows) == len(gn.gradcheck_combinations()) + len(DROPOUT_COMBINATIONS)
+    assert sum(" 0.5 " in row for row in rows) == len(DROPOUT_COMBINATIONS)
     assert proc.stdout.strip().endswith(f"{len(rows)} passed, 0 failed")
 
 

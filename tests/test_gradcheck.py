@@ -7,7 +7,8 @@ import pytest
 
 import gpunet as gn
 from gpunet import activations
-from gpunet.gradcheck import check_combination, combinations
+from gpunet.gradcheck import (DROPOUT_COMBINATIONS, DROPOUT_RATE, check_combination,
+                             combinations)
 
 
 @pytest.mark.parametrize("combo", combinations(), ids=lambda c: "-".join(c))
@@ -15,6 +16,14 @@ def test_every_activation_and_loss_matches_finite_differences(combo, backend):
     result = check_combination(combo, backend, seed=7)
     assert result.ok, result.ratios
     assert set(result.errors) == {"W1", "b1", "W2", "b2", "x"}
+
+
+@pytest.mark.parametrize("combo", DROPOUT_COMBINATIONS, ids=lambda c: "-".join(c))
+def test_dropout_backward_passes_match_finite_differences(combo, backend):
+    """With p = 0.5 on two hidden layers (finite differences under the same masks)."""
+    result = check_combination(combo, backend, sizes=(4, 7, 6, 3), batch=8, seed=11,
+                               dropout=DROPOUT_RATE)
+    assert result.ok, result.ratios
 
 
 def test_gradcheck_catches_a_wrong_backward(monkeypatch):
