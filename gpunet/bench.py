@@ -50,7 +50,7 @@ def judge(row: dict, gpu: bool):
     """``(goal, met)`` for a result row: the goal as text ("" where none applies: eager or TF32
     rows) and whether the row meets it (None when it cannot tell, e.g. without PyTorch)."""
     goal = GOALS.get((row["config"], "gpu" if gpu else "cpu"))
-    if goal is None or row.get("tf32") or row.get("path") == "eager":
+    if goal is None or row.get("tf32") or row.get("dropout") or row.get("path") == "eager":
         return "", None
     what, bound = goal
     text = f"<= {bound:g} ms" if what == "ms" else f"<= {bound:g}x torch"
@@ -104,11 +104,13 @@ class GpunetStep(NamedTuple):
     gemms: Callable[[], object]
 
 
-def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0) -> GpunetStep:
+def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0,
+                 dropout=0.0) -> GpunetStep:
     import gpunet as gn
     from gpunet.step import StaticStep
 
-    model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed)
+    model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed, dropout=dropout)
+    graph = graph and not StaticStep.unsupported(model, gn.CrossEntropyLoss(), gn.SGD(model))
     opt = gn.SGD(model, lr=0.01) if optimizer == "sgd" else gn.Adam(model, lr=1e-3)
     loss = gn.CrossEntropyLoss(check_labels=False)
     rng = np.random.default_rng(seed)
@@ -166,7 +168,7 @@ def _one_step(calls):
     return calls[:again]
 
 
-def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False):
+def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, dropout=0.0):
     import torch
 
     torch.manual_seed(seed)
@@ -175,6 +177,8 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
+            if dropout:
+                layers.append(torch.nn.Dropout(dropout))
     net = torch.nn.Sequential(*layers).to(device)
     opt = (torch.optim.SGD(net.parameters(), lr=0.01) if optimizer == "sgd"
            else torch.optim.Adam(net.parameters(), lr=1e-3, capturable=capturable))
@@ -187,12 +191,13 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False):
         opt.step()
         return loss
 
+    body.net = net
     return opt, body
 
 
-def _torch_step(device, sizes, batch, optimizer, seed=0):
+def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0):
     """PyTorch's eager training step, as its users write it."""
-    opt, body = _torch_model(device, sizes, batch, optimizer, seed)
+    opt, body = _torch_model(device, sizes, batch, optimizer, seed, dropout=dropout)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -201,13 +206,14 @@ def _torch_step(device, sizes, batch, optimizer, seed=0):
     return step
 
 
-def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0):
+def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0, dropout=0.0):
     """PyTorch's whole step (forward, backward, optimiser) captured into one CUDA graph, the
     recipe of PyTorch's CUDA-graph docs: warm-up on a side stream, gradients left unset so the
     captured backward allocates them from the graph's pool. Returns the replay."""
     import torch
 
-    opt, body = _torch_model("cuda", sizes, batch, optimizer, seed, capturable=True)
+    opt, body = _torch_model("cuda", sizes, batch, optimizer, seed, capturable=True,
+                             dropout=dropout)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -241,13 +247,15 @@ def _time_round(step, steps, sync):
 
 def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
         rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, tf32=False,
-        torch_graph=True, log=print) -> dict:
+        torch_graph=True, dropout=0.0, log=print) -> dict:
     """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
 
     ``graph``: gpunet steps through ``gpunet.step.StaticStep`` (a CUDA graph replay on the
     GPU, fixed buffers on the CPU), as ``fit`` does; False times the eager ``train_step``.
     ``tf32``: both libraries may run float32 GEMMs on TF32 tensor cores (GPU only).
     ``torch_graph``: on the GPU, also time PyTorch's step replayed as a CUDA graph.
+    ``dropout``: both nets drop each hidden output with this probability (rows without a goal;
+    gpunet's step with dropout is eager).
     """
     import gpunet as gn
 
@@ -283,15 +291,16 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
         for optimizer in optimizers:
             n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
             row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
-                   "tf32": bool(tf32)}
+                   "tf32": bool(tf32), "dropout": float(dropout)}
             if gpu:  # each row's memory is its own
                 backend.xp.get_default_memory_pool().free_all_blocks()
                 if torch is not None:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-            made = _gpunet_step(backend, sizes, batch, optimizer, graph)
+            made = _gpunet_step(backend, sizes, batch, optimizer, graph, dropout=dropout)
             g_step, row["path"], graph_bytes = made.step, made.path, made.graph_bytes
-            t_step = _torch_step(device, sizes, batch, optimizer) if torch is not None else None
+            t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout) \
+                if torch is not None else None
             for _ in range(warmup):
                 g_step()
                 if t_step:
@@ -301,7 +310,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
             steps_by = {"gpunet": g_step, "gemms": made.gemms, "torch": t_step}
             if gpu and torch is not None and torch_graph:
                 try:
-                    steps_by["torch_graph"] = _torch_graph_step(sizes, batch, optimizer, warmup)
+                    steps_by["torch_graph"] = _torch_graph_step(sizes, batch, optimizer, warmup,
+                                                                dropout=dropout)
                 except Exception as e:  # recorded, not fatal: the other columns stand
                     row["torch_graph_error"] = f"{type(e).__name__}: {_first_line(e)}"
             times = {lib: [] for lib, step in steps_by.items() if step}
@@ -336,7 +346,7 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
 
 def _format_row(r) -> str:
     s = (f"{r['config']:<7} {r['optimizer']:<5} B={r['batch']:<5} "
-         f"{r['path'] + (' tf32' if r.get('tf32') else ''):<11} "
+         f"{_path(r):<11} "
          f"gpunet {r['gpunet_ms']:9.3f} ms"
          f"  {r['gpunet_samples_per_s']:12.0f} samples/s")
     if "torch_ms" in r:
@@ -348,6 +358,12 @@ def _format_row(r) -> str:
     if r.get("why"):
         s += f" ({r['why']})"
     return s
+
+
+def _path(r) -> str:
+    """The row's path, with its options: "graph tf32", "eager p=0.2"."""
+    return r["path"] + (" tf32" if r.get("tf32") else "") \
+        + (f" p={r['dropout']:g}" if r.get("dropout") else "")
 
 
 def _verdict(met) -> str:
@@ -373,7 +389,7 @@ def markdown(result: dict) -> str:
         ratio = r.get("ratio")
         table.append([
             f"{r['config']} B={r['batch']}", r["optimizer"],
-            r["path"] + (" tf32" if r.get("tf32") else ""), ms(r["gpunet_ms"]),
+            _path(r), ms(r["gpunet_ms"]),
             ms(r.get("torch_ms")), "" if ratio is None else f"{ratio:.2f}",
             ms(r.get("torch_graph_ms")) or r.get("torch_graph_error", ""), ms(r.get("gemm_ms")),
             mib(r.get("gpunet_pool_bytes")), mib(r.get("torch_peak_bytes")), r.get("goal", ""),
@@ -417,6 +433,8 @@ def main(argv=None) -> int:
                    help="float32 GEMMs on TF32 tensor cores, in both libraries (GPU only)")
     p.add_argument("--no-torch-graph", dest="torch_graph", action="store_false",
                    help="on the GPU, skip timing PyTorch's step as a CUDA graph")
+    p.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                   help="both nets drop hidden outputs with probability P (rows without goals)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)
@@ -426,7 +444,8 @@ def main(argv=None) -> int:
     configs = args.config or (["small", "medium", "large"] if gpu else ["small", "medium"])
     result = run(args.backend, configs, args.optimizer or ["sgd", "adam"], rounds=args.rounds,
                  steps=args.steps, torch_threads=args.threads, graph=args.graph, tf32=args.tf32,
-                 torch_graph=args.torch_graph, log=lambda s: print(s, flush=True))
+                 torch_graph=args.torch_graph, dropout=args.dropout,
+                 log=lambda s: print(s, flush=True))
     from .checkpoint import atomic_write
 
     if args.json:
