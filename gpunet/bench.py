@@ -110,7 +110,6 @@ def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0,
     from gpunet.step import StaticStep
 
     model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed, dropout=dropout)
-    graph = graph and not StaticStep.unsupported(model, gn.CrossEntropyLoss(), gn.SGD(model))
     opt = gn.SGD(model, lr=0.01) if optimizer == "sgd" else gn.Adam(model, lr=1e-3)
     loss = gn.CrossEntropyLoss(check_labels=False)
     rng = np.random.default_rng(seed)
@@ -254,8 +253,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
     GPU, fixed buffers on the CPU), as ``fit`` does; False times the eager ``train_step``.
     ``tf32``: both libraries may run float32 GEMMs on TF32 tensor cores (GPU only).
     ``torch_graph``: on the GPU, also time PyTorch's step replayed as a CUDA graph.
-    ``dropout``: both nets drop each hidden output with this probability (rows without a goal;
-    gpunet's step with dropout is eager).
+    ``dropout``: both nets drop each hidden output with this probability (rows without a
+    goal).
     """
     import gpunet as gn
 

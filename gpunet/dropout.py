@@ -35,9 +35,19 @@ def _mix(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def seed_key(seed: int) -> int:
+    """The part of every key that depends on the seed alone: splitmix64(seed)."""
+    return _mix(seed & _U64)
+
+
+def key_of(s0: int, step: int, layer: int) -> int:
+    """The 64-bit key of one layer's mask at one training step, from ``seed_key(seed)``."""
+    return _mix(_mix(s0 ^ (step & _U64)) ^ (layer & _U64))
+
+
 def stream_key(seed: int, step: int, layer: int) -> int:
     """The 64-bit key of one layer's mask at one training step."""
-    return _mix(_mix(_mix(seed & _U64) ^ (step & _U64)) ^ (layer & _U64))
+    return key_of(seed_key(seed), step, layer)
 
 
 def check_rate(p) -> float:

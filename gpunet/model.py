@@ -172,9 +172,9 @@ class MLP:
         for i, layer in enumerate(self.layers):
             h = layer.forward(self.backend, self.params, h, cache)
             if drop and i % 2 and i < last:  # a hidden layer's output
-                key = _dropout.stream_key(self.dropout_seed, self.dropout_step, i // 2)
-                m = _dropout.mask(self.backend.xp, h.shape, self.dropout, key, row_offset,
-                                  self.dtype)
+                m = self.backend.xp.empty(h.shape, dtype=self.dtype)
+                self.backend.dropout_mask(m, self.dropout, _dropout.seed_key(self.dropout_seed),
+                                          self.dropout_step, i // 2, row_offset)
                 self._masks[i] = m
                 h = h * m
         if drop:

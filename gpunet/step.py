@@ -21,10 +21,12 @@ one fuses the bias add into the activation's pass, which rounds z + b as the eag
 so they agree to the bit on the CPU and within float rounding on the GPU
 (``tests/test_step.py``).
 
-Supported (no dropout yet): elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
+Supported: elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
 with an identity output, ``MSELoss``, either with sample weights (``weighted=True``: each
 call passes the rows' weights, and the step scales each row's loss and gradient as
-``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW.
+``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW; dropout (the
+masks of ``gpunet.dropout``, drawn in the step from a training-step counter on the device that
+the step advances, so a replay draws new ones: the eager step's masks, to the bit).
 ``StaticStep.unsupported`` names what does not fit, and callers (``gpunet.train.fit``) then
 train eagerly. Fixed when the body is
 captured: the batch size, momentum, betas, eps and weight decay; read at every replay: the
@@ -78,8 +80,6 @@ class StaticStep:
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
         """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
-        if getattr(model, "dropout", 0):
-            return "dropout has no static step yet (its steps run eagerly)"
         for act in model.layers[1::2]:
             if not get_activation(act.name).elementwise:
                 return f"the {act.name} output is row-wise (train it with cross_entropy)"
@@ -133,6 +133,17 @@ class StaticStep:
             self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
             self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
         self.g = self._plan_grads(xp, dtype)
+        # dropout: each hidden layer's mask, and its output times the mask (the next layer's
+        # input; y stays for the activation's backward); the step counter on the device
+        self.drop = float(getattr(model, "dropout", 0.0))
+        self.m = [xp.empty_like(a) for a in self.a[:-1]] if self.drop else []
+        self.d = [xp.empty_like(a) for a in self.a[:-1]] if self.drop else []
+        if self.drop:
+            from .dropout import seed_key
+
+            self.s0 = seed_key(model.dropout_seed)
+            self.dstep = xp.zeros((), dtype=np.uint64)
+            self._dstep_host = None
         if isinstance(self.loss_fn, MSELoss):
             self.squares = xp.empty((n, model.sizes[-1]), dtype=dtype)
         self.loss_rows = xp.empty(n, dtype=dtype)
@@ -202,6 +213,10 @@ class StaticStep:
                 xp.add(z, params[lin.bias], out=z)
                 backend.act_forward(act.name, z, act.slope, out=self.a[i])
             h = self.a[i]
+            if self.drop and i < len(self.a) - 1:  # h~ = h m
+                backend.dropout_mask(self.m[i], self.drop, self.s0, self.dstep, i)
+                xp.multiply(h, self.m[i], out=self.d[i])
+                h = self.d[i]
         n_out = h.shape[1]
         if self.count_correct:  # before dJ/dlogits is written over the logits
             xp.argmax(h, axis=1, out=self.pred)
@@ -224,11 +239,13 @@ class StaticStep:
             xp.multiply(g, 2 * scale, out=g)
         for i in range(last, -1, -1):
             lin, act = layers[2 * i], layers[2 * i + 1]
+            if self.drop and i < last:  # dJ/dh = dJ/dh~ m
+                xp.multiply(g, self.m[i], out=g)
             dz = g
             if act.name != "identity":  # dJ/dz = dJ/dy f'(z), over y (or z) in place
                 dz = backend.act_backward(act.name, g, self.z[i], self.a[i], act.slope,
                                           out=self.z[i])
-            h_in = self.a[i - 1] if i else self.x
+            h_in = (self.d[i - 1] if self.drop else self.a[i - 1]) if i else self.x
             backend.matmul(dz, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
             dz.sum(axis=0, out=self.grads[lin.bias])
             if i:
@@ -236,6 +253,8 @@ class StaticStep:
                 backend.matmul(dz, params[lin.weight], g)  # dJ/dh = dz W
         backend.tick_hyper(self.optimizer._hyper)
         self.optimizer.apply(self.grads)
+        if self.drop:
+            xp.add(self.dstep, 1, out=self.dstep)
 
     def _weighted_loss(self, h, g):
         """The loss and dJ/dy_hat (into ``g``) with the rows' weights: the operations of
@@ -290,12 +309,17 @@ class StaticStep:
                 xp.take(w, rows, axis=0, out=self.w)
         opt.steps += 1
         opt.prepare_hyper()
+        if self.drop and self._dstep_host != model.dropout_step:  # eager steps moved it
+            self.dstep.fill(np.uint64(model.dropout_step))
         if self._replay is not None:
             self._replay()
         else:
             self._body()  # eager: compiles the kernels, makes the optimiser's state
             self._binding = self._bound_to()
             self._replay = self._capture()
+        if self.drop:
+            model.dropout_step += 1
+            self._dstep_host = model.dropout_step
         model.grads.update(self.grads)
         return self.loss, self.correct
 

@@ -41,14 +41,14 @@ def test_eager_tf32_and_goal_less_rows_have_no_verdict():
     assert bench.judge(_row(dropout=0.2, ratio=0.1), False) == ("", None)
 
 
-def test_a_dropout_run_drops_in_both_nets_and_steps_gpunet_eagerly(tmp_path):
+def test_a_dropout_run_drops_in_both_nets(tmp_path):
     pytest.importorskip("torch")
     out_json = tmp_path / "b.json"
     assert bench.main(["--config", "small", "--optimizer", "sgd", "--rounds", "1", "--steps",
                        "2", "--dropout", "0.2", "--json", str(out_json)]) == 0
     (row,) = json.loads(out_json.read_text())["rows"]
-    assert (row["path"], row["dropout"], row["goal"]) == ("eager", 0.2, "")
-    assert "| eager p=0.2 |" in bench.markdown(json.loads(out_json.read_text()))
+    assert (row["path"], row["dropout"], row["goal"]) == ("static", 0.2, "")
+    assert "| static p=0.2 |" in bench.markdown(json.loads(out_json.read_text()))
     net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", dropout=0.2)[1].net
     assert [type(m).__name__ for m in net] == [
         "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]

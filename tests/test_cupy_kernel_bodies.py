@@ -1,8 +1,9 @@
-"""The CuPy backend's fused optimiser kernels, tested on the CPU: each ``cupy.ElementwiseKernel``
-body (``gpunet.backends.cupy_backend.OPTIM_KERNELS``) is compiled as host C++ inside the loop
-CuPy would wrap around it (in-params as const references, out-params as references, ``raw``
-params as pointers, scalars by value), for float and double, and run against the update rules
-of torch.optim.SGD / Adam / AdamW written out here in float64 NumPy.
+"""The CuPy backend's fused kernels, tested on the CPU: each ``cupy.ElementwiseKernel`` body
+(``gpunet.backends.cupy_backend.OPTIM_KERNELS`` and ``DROPOUT_KERNEL``, with its preamble) is
+compiled as host C++ inside the loop CuPy would wrap around it (in-params as const references,
+out-params as references, ``raw`` params as pointers, scalars by value), for float and double,
+and run against the update rules of torch.optim.SGD / Adam / AdamW written out here in float64
+NumPy, and against the dropout masks of ``gpunet.dropout``.
 
 What this cannot see: NVRTC itself, and device float contraction (FMA), which may move a result
 by an ulp; ``tests/test_gpu_paths.py`` runs the kernels on a GPU. Skips without a C++ compiler.
@@ -17,14 +18,18 @@ import subprocess
 import numpy as np
 import pytest
 
-from gpunet.backends.cupy_backend import OPTIM_KERNELS
+from gpunet import dropout
+from gpunet.backends.cupy_backend import DROPOUT_KERNEL, KERNEL_PREAMBLE, OPTIM_KERNELS
+
+KERNELS = {**OPTIM_KERNELS, "dropout": DROPOUT_KERNEL}
 
 CXX = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler to build the kernel "
                                                     "bodies for the host")
-_C_TYPES = {"float64": "double", "float32": "float", "bool": "bool", "int64": "long long"}
+_C_TYPES = {"float64": "double", "float32": "float", "bool": "bool", "int64": "long long",
+            "uint64": "unsigned long long"}
 _CTYPES = {"double": ctypes.c_double, "float": ctypes.c_float, "bool": ctypes.c_bool,
-           "long long": ctypes.c_longlong}
+           "long long": ctypes.c_longlong, "unsigned long long": ctypes.c_ulonglong}
 
 
 def parse_params(text):
@@ -76,15 +81,16 @@ def kernels(tmp_path_factory):
     """name -> {"float32": fn, "float64": fn}, fn(n, *args) with arrays as numpy arrays."""
     folder = tmp_path_factory.mktemp("kernels")
     src = folder / "kernels.cpp"
-    src.write_text("#include <cmath>\nusing std::pow; using std::sqrt;\n" + "".join(
-        kernel_source(name, *spec) for name, spec in OPTIM_KERNELS.items()))
+    src.write_text("#include <cmath>\nusing std::pow; using std::sqrt;\n#define __device__\n"
+                   + KERNEL_PREAMBLE + "".join(kernel_source(name, *spec)
+                                               for name, spec in KERNELS.items()))
     lib_path = folder / "kernels.so"
     done = subprocess.run([CXX, "-O2", "-shared", "-fPIC", "-o", str(lib_path), str(src)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr  # a body that does not compile fails here
     lib = ctypes.CDLL(str(lib_path))
     out = {}
-    for name, (in_params, out_params, _) in OPTIM_KERNELS.items():
+    for name, (in_params, out_params, _) in KERNELS.items():
         params = parse_params(in_params) + parse_params(out_params)
         for dtype, t in (("float32", "float"), ("float64", "double")):
             fn = getattr(lib, f"{name}_{t}")
@@ -196,7 +202,22 @@ def test_the_generated_loop_is_what_cupy_would_bind():
     """The parser reads CuPy's parameter syntax as CuPy does: checked against cupy's own
     parser where cupy imports (it needs no GPU to parse)."""
     cupy = pytest.importorskip("cupy", reason="cupy is not installed here")
-    for name, (in_params, out_params, body) in OPTIM_KERNELS.items():
+    for name, (in_params, out_params, body) in KERNELS.items():
         k = cupy.ElementwiseKernel(in_params, out_params, body, f"gpunet_{name}")
         mine = parse_params(in_params) + parse_params(out_params)
         assert [(p.raw, p.name) for p in k.params[:len(mine)]] == [(r, n) for r, _, n in mine]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("seed, step, layer, p, row_offset", [
+    (0, 0, 0, 0.5, 0), (77, 12, 1, 0.2, 4), (2**64 - 1, 2**33 + 1, 3, 0.9, 100)])
+def test_dropout_body(kernels, dtype, seed, step, layer, p, row_offset):
+    """The kernel's mask is gpunet.dropout's, to the bit (the step read through a pointer, as
+    a captured graph reads it from the device)."""
+    rows, width = 7, 33
+    got = np.full(rows * width, np.nan, dtype=dtype)  # poisoned: every element is written
+    kernels["dropout"][dtype](np.array([step], dtype=np.uint64), dropout.seed_key(seed), layer,
+                              row_offset * width, dropout.threshold(p), 1.0 / (1.0 - p), got)
+    want = dropout.mask(np, (rows, width), p, dropout.stream_key(seed, step, layer),
+                        row_offset, dtype)
+    np.testing.assert_array_equal(got.reshape(rows, width), want)

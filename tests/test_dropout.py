@@ -170,13 +170,20 @@ def test_a_resumed_dropout_run_equals_the_unbroken_one(tmp_path, capsys):
     assert not np.allclose(_weights(tmp_path / "c.npz")["W1"], a["W1"])
 
 
-def test_dropout_steps_eagerly_and_the_estimators_take_it():
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.id == "cupy"])
+def test_the_fused_mask_kernel_draws_the_documented_masks(backend):
+    b = gn.get_backend(backend)
+    for dtype in (np.float32, np.float64):
+        out = b.xp.full((37, 129), np.nan, dtype=dtype)  # poisoned
+        b.dropout_mask(out, 0.35, dropout_mod.seed_key(5), b.xp.asarray(np.uint64(9)), 2, 11)
+        np.testing.assert_array_equal(
+            host(out), dropout_mod.mask(np, (37, 129), 0.35, dropout_mod.stream_key(5, 9, 2),
+                                        11, dtype))
+
+
+def test_the_estimators_take_dropout():
     from sklearn.datasets import load_digits
 
-    from gpunet.step import StaticStep
-
-    model = gn.MLP([3, 4, 2], dropout=0.1, backend="numpy")
-    assert "dropout" in StaticStep.unsupported(model, gn.CrossEntropyLoss(), gn.SGD(model))
     x, y = load_digits(return_X_y=True)
     clf = gn.MLPClassifier(dropout=0.2, epochs=8, backend="numpy").fit(x[:1200], y[:1200])
     assert clf.model_.dropout == 0.2 and clf.score(x[1200:], y[1200:]) > 0.9

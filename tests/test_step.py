@@ -436,3 +436,53 @@ def test_weighted_fit_with_and_without_graphs_trains_the_same(backend, task, mon
         for k in ra:
             if k != "seconds":
                 assert ra[k] == pytest.approx(rb[k], rel=1e-6), k
+
+
+# -- dropout --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opt, loss, act, out", [
+    ("adam", "ce", "relu", "identity"), ("momentum", "mse", "tanh", "identity"),
+    ("sgd", "mse", "leaky_relu", "sigmoid"), ("adamw", "ce", "identity", "identity"),
+])
+def test_static_steps_with_dropout_equal_eager_steps(backend, dtype, opt, loss, act, out):
+    """The step draws the eager step's masks (same counter, same hash): the same bits on the
+    CPU. An eager step in between (as fit's ragged last batch) moves the counter, which the
+    next static step picks up."""
+    dtype = np.dtype(dtype).name
+
+    def make():
+        model, o, lf, x, y = _setup(backend.name, opt, loss, act, out, dtype)
+        model.dropout = 0.3
+        return model, o, lf, x, y
+
+    eager, e_opt, e_loss, x, y = make()
+    static, s_opt, s_loss, _, _ = make()
+    step = StaticStep(static, s_loss, s_opt, BATCH)
+    for k, rows in enumerate(_batches(6)):
+        idx = eager.backend.asarray(rows)
+        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
+        if k == 3:  # an eager step of the static model
+            got = static.train_step(x[idx], y[idx], s_loss, s_opt)
+        else:
+            got, _ = step(x, y, idx)
+        np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
+    assert static.dropout_step == eager.dropout_step == 6
+    _assert_same(eager, static, backend.name)
+    assert step.captured == (backend.name == "cupy")
+
+
+def test_dropout_fit_with_and_without_graphs_trains_the_same(backend):
+    spec = DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2)
+    data = load_data(spec)
+    runs = []
+    for graph in (True, False):
+        model = gn.MLP([data.n_features, 16, 12, data.n_classes], backend=backend.name, seed=5,
+                       dropout=0.25)
+        h = fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model, lr=0.01), epochs=3,
+                batch_size=16, seed=3, progress=False, graph=graph)
+        runs.append((model, h))
+    (a, ha), (b, hb) = runs
+    _assert_same(a, b, backend.name)
+    assert a.dropout_step == b.dropout_step == 3 * -(-len(data.x_train) // 16)
+    for ra, rb in zip(ha, hb):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)

@@ -158,6 +158,19 @@ class Backend:
             return loss, p
         return _into(xp, loss, out[0]), _into(xp, p, out[1])
 
+    # -- dropout ---------------------------------------------------------------------------
+
+    def dropout_mask(self, out, p, s0, step, layer, row_offset=0):
+        """Write into ``out`` (rows, width) the dropout mask of rate ``p`` for layer ``layer``
+        at training step ``step`` (an int, or a 0-d uint64 array on this backend, as a captured
+        step reads it) of a model whose ``gpunet.dropout.seed_key`` is ``s0``: 1 / (1 - p)
+        where an element is kept, 0 where it is dropped (see ``gpunet.dropout``)."""
+        from .. import dropout
+
+        key = dropout.key_of(s0, int(step), layer)
+        self.xp.copyto(out, dropout.mask(self.xp, out.shape, p, key, row_offset, out.dtype))
+        return out
+
     # -- optimiser updates (in place on the parameter and its state) ---------------------
     # The learning rate and the step count arrive in ``hyper``, an array on this backend that
     # holds [lr, t]: a captured CUDA graph reads them at every replay, where a Python float

@@ -85,6 +85,26 @@ OPTIM_KERNELS = {
 }
 
 
+#: splitmix64 for the dropout kernel (gpunet.dropout documents the hash)
+KERNEL_PREAMBLE = """
+__device__ unsigned long long gpunet_mix(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+"""
+
+#: the dropout mask, one thread an element: the key from the seed's part, the step (read from
+#: the device, so that a captured graph draws new masks at each replay) and the layer; then the
+#: element's hash against the bound (``base``: the first element's index in the whole batch)
+DROPOUT_KERNEL = (
+    "raw uint64 step, uint64 s0, uint64 layer, uint64 base, uint64 bound, float64 scale",
+    "T m",
+    "unsigned long long k = gpunet_mix(gpunet_mix(s0 ^ step[0]) ^ layer);"
+    " m = (gpunet_mix(k + base + (unsigned long long)i) >> 40) < bound ? (T)scale : (T)0;")
+
+
 class CupyBackend(KernelOps, Backend):
     name = "cupy"
     kernel_module = "cuda_ops"
@@ -99,6 +119,7 @@ class CupyBackend(KernelOps, Backend):
         self.xp = cupy_module
         self._blas = {}  # device id -> Cublas, or the reason there is none
         self._optim = None
+        self._dropout = None
 
     @property
     def device_name(self) -> str:
@@ -170,6 +191,22 @@ class CupyBackend(KernelOps, Backend):
             if blas is not None:
                 return blas.gemm(a, b, out, trans_a, trans_b)
         return super().matmul(a, b, out, trans_a, trans_b)
+
+    # -- dropout ------------------------------------------------------------------------------
+
+    def dropout_mask(self, out, p, s0, step, layer, row_offset=0):
+        from .. import dropout
+
+        xp = self.xp
+        if self._dropout is None:
+            self._dropout = xp.ElementwiseKernel(*DROPOUT_KERNEL, "gpunet_dropout_mask",
+                                                 preamble=KERNEL_PREAMBLE)
+        if not isinstance(step, xp.ndarray):
+            step = xp.asarray(np.uint64(step))
+        self._dropout(step, np.uint64(s0), np.uint64(layer),
+                      np.uint64(row_offset * out.shape[1]), np.uint64(dropout.threshold(p)),
+                      1.0 / (1.0 - p), out)
+        return out
 
     # -- fused optimiser updates ------------------------------------------------------------
 
