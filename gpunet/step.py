@@ -254,7 +254,7 @@ class StaticStep:
         backend.tick_hyper(self.optimizer._hyper)
         self.optimizer.apply(self.grads)
         if self.drop:
-            xp.add(self.dstep, 1, out=self.dstep)
+            xp.add(self.dstep, np.uint64(1), out=self.dstep)
 
     def _weighted_loss(self, h, g):
         """The loss and dJ/dy_hat (into ``g``) with the rows' weights: the operations of
