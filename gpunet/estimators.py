@@ -28,7 +28,10 @@ classes=...)``).
 
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
 ``loss_curve_``, ``n_iter_`` (epochs run), ``best_epoch_`` (with ``patience``: the epoch whose
-weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame).
+weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame), and
+scikit-learn's MLP attributes read off them: ``coefs_`` and ``intercepts_`` (its (inputs,
+outputs) layout), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``best_loss_``,
+``validation_scores_`` and ``best_validation_score_``.
 
 Keeping a fitted estimator: ``est.save(path)`` writes a gpunet checkpoint (an ``.npz`` of plain
 arrays and a JSON header, written atomically; loading it never runs code) and
@@ -272,6 +275,61 @@ class _GpunetMLP(BaseEstimator):
                             batch_size=PREDICT_BATCH)
         return model.backend.to_host(out).astype(np.float64)
 
+    # -- scikit-learn's MLP attributes, read off the fitted network ---------------------------
+
+    @property
+    def coefs_(self) -> list:
+        """The weight matrices as scikit-learn's MLP lays them out, (inputs, outputs) per layer
+        (``model_`` holds them (outputs, inputs), as torch does), as host float64 arrays. With
+        ``standardize`` the first layer reads standardised features."""
+        check_is_fitted(self, "model_")
+        state = self.model_.state_dict()
+        return [np.asarray(state[f"W{i}"], dtype=np.float64).T.copy()
+                for i in range(1, len(self.model_.sizes))]
+
+    @property
+    def intercepts_(self) -> list:
+        """The bias vectors, one per layer, as host float64 arrays."""
+        check_is_fitted(self, "model_")
+        state = self.model_.state_dict()
+        return [np.asarray(state[f"b{i}"], dtype=np.float64)
+                for i in range(1, len(self.model_.sizes))]
+
+    @property
+    def n_layers_(self) -> int:
+        """Layers counted as scikit-learn does: the input, the hidden ones and the output."""
+        check_is_fitted(self, "model_")
+        return len(self.model_.sizes)
+
+    @property
+    def n_outputs_(self) -> int:
+        check_is_fitted(self, "model_")
+        return self.model_.sizes[-1]
+
+    @property
+    def best_loss_(self):
+        """The lowest training loss of an epoch (None with validation rows, as scikit-learn's
+        MLP with early stopping)."""
+        check_is_fitted(self, "model_")
+        if self.validation_scores_ is not None or not self.loss_curve_:
+            return None
+        return min(self.loss_curve_)
+
+    @property
+    def validation_scores_(self):
+        """Each epoch's score on the validation rows (accuracy for a classifier, R^2 for a
+        regressor), or None without validation rows."""
+        check_is_fitted(self, "model_")
+        key = "val_accuracy" if self._task == "classification" else "val_r2"
+        scores = [row[key] for row in self.history_ if key in row]
+        return scores or None
+
+    @property
+    def best_validation_score_(self):
+        """The best of ``validation_scores_`` (None without validation rows)."""
+        scores = self.validation_scores_
+        return None if scores is None else max(scores)
+
     # -- saving: a gpunet checkpoint, no pickle ---------------------------------------------
 
     def save(self, path) -> None:
@@ -491,6 +549,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         best = self._outputs(X).argmax(axis=1)  # (raises NotFittedError before classes_ does)
         return self.classes_[best]
 
+    #: what turns the last layer's outputs into predictions, in scikit-learn's words
+    out_activation_ = "softmax"
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = False
@@ -555,6 +616,8 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         if self.target_standardizer_ is not None:
             out = self.target_standardizer_.inverse(out)
         return out[:, 0] if self._single_target else out
+
+    out_activation_ = "identity"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

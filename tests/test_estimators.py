@@ -197,6 +197,47 @@ def test_patience_holds_out_validation_rows_and_keeps_the_best_epoch():
     assert "val_loss" not in plain.history_[0]  # no rows held out without patience
 
 
+def test_scikit_learns_attributes_describe_the_fitted_net(digits_fit):
+    """coefs_ and intercepts_ in scikit-learn's layout (its own MLPClassifier, fitted on the
+    same data, is the reference for the shapes); a forward pass written on that layout gives
+    predict_proba."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+    clf, x_train, x_test, y_train, _ = digits_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = SklearnMLP(hidden_layer_sizes=(128,), max_iter=2).fit(x_train, y_train)
+    assert [c.shape for c in clf.coefs_] == [c.shape for c in sk.coefs_]
+    assert [b.shape for b in clf.intercepts_] == [b.shape for b in sk.intercepts_]
+    assert (clf.n_layers_, clf.n_outputs_, clf.out_activation_) == (
+        sk.n_layers_, sk.n_outputs_, sk.out_activation_)
+    h = clf.standardizer_(np.asarray(x_test, dtype=np.float64))
+    h = np.maximum(h @ clf.coefs_[0] + clf.intercepts_[0], 0)
+    z = h @ clf.coefs_[1] + clf.intercepts_[1]
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(p / p.sum(axis=1, keepdims=True), clf.predict_proba(x_test),
+                               rtol=1e-4, atol=1e-6)
+    assert clf.best_loss_ == min(clf.loss_curve_) and clf.validation_scores_ is None
+    assert clf.best_validation_score_ is None
+
+
+def test_validation_scores_are_the_epochs_validation_accuracy_or_r2():
+    x, y = make_classification(300, 8, random_state=3)
+    clf = MLPClassifier(epochs=4, patience=10, backend="numpy").fit(x, y)
+    assert clf.validation_scores_ == [row["val_accuracy"] for row in clf.history_]
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None  # scikit-learn's MLP has none when it holds rows out
+    reg = MLPRegressor(epochs=3, val_fraction=0.2, backend="numpy").fit(x, x[:, 0] - x[:, 1])
+    assert reg.validation_scores_ == [row["val_r2"] for row in reg.history_]
+    assert reg.out_activation_ == "identity" and reg.n_outputs_ == 1
+    with pytest.raises(AttributeError):  # (NotFittedError): hasattr says False
+        MLPClassifier().coefs_
+    assert not hasattr(MLPRegressor(), "validation_scores_")
+
+
 def test_seeds():
     x, y = make_classification(120, 6, random_state=6)
     a, b = (MLPClassifier(epochs=2, backend="numpy", random_state=7).fit(x, y)
