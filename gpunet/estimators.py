@@ -474,7 +474,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
     its batch's weighted mean loss (scikit-learn's and PyTorch's weighted mean), the feature
     standardisation uses weighted statistics, and early stopping watches the weighted
     validation loss; a weight of k counts a row as k copies would (exactly so where one batch
-    holds all rows). Weighted steps run eagerly (no CUDA graph); equal weights are no weights.
+    holds all rows). Equal weights are no weights (the unweighted fit, exactly).
     """
 
     _task = "classification"

@@ -28,9 +28,9 @@ call passes the rows' weights, and the step scales each row's loss and gradient 
 masks of ``gpunet.dropout``, drawn in the step from a training-step counter on the device that
 the step advances, so a replay draws new ones: the eager step's masks, to the bit).
 ``StaticStep.unsupported`` names what does not fit, and callers (``gpunet.train.fit``) then
-train eagerly. Fixed when the body is
-captured: the batch size, momentum, betas, eps and weight decay; read at every replay: the
-batch, the learning rate and the step count. If the model's parameters, the optimiser's state
+train eagerly. Fixed when the body is captured: the batch size, momentum, betas, eps, weight
+decay and dropout rate; read at every replay: the batch, the learning rate, the step count and
+the dropout step. If the model's parameters, the optimiser's state
 or the backend are replaced, the next call rebuilds and captures again.
 """
 
