@@ -65,6 +65,9 @@ def _data_flags(p, defaults=True):
     p.add_argument("--drop-missing", action="store_true", default=None,
                    help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?) "
                         "instead of stopping at the first")
+    p.add_argument("--fill-missing", choices=("mean",), default=None,
+                   help="CSV: fill missing feature values in, a number with its column's mean "
+                        "over the training rows, a category with none")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +229,7 @@ def _spec_from_args(args, base=None):
     from .data import DataSpec
 
     given = {k: getattr(args, k, None) for k in ("dataset", "target", "x_key", "y_key",
-                                                  "data_dir", "drop_missing")}
+                                                  "data_dir", "drop_missing", "fill_missing")}
     given = {k: v for k, v in given.items() if v is not None}
     if base is None:
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
@@ -377,6 +380,9 @@ def cmd_train(args, comm=None) -> int:
         f"{optimizer.name} lr={optimizer.lr:g}")
     if data.rows_dropped:
         say(f"gpunet: left out {data.rows_dropped} rows with a missing value (--drop-missing)")
+    if data.values_filled:
+        say(f"gpunet: filled in {data.values_filled} missing values with the training rows' "
+            "means (--fill-missing)")
     if data.class_weights is not None:
         names = data.classes if data.classes is not None else range(len(data.class_weights))
         say("gpunet: class weights (" + data.spec.class_weight + "): " + ", ".join(
@@ -442,6 +448,22 @@ def _checkpoint_loss(ckpt, model, task):
     return get_loss("cross_entropy")
 
 
+def _fill_values(ckpt):
+    """The checkpoint's fill values for missing features (a run with --fill-missing), or
+    None."""
+    import math
+
+    from .errors import CheckpointError
+
+    fills = ckpt.extra.get("fill_values")
+    if fills is not None and not (isinstance(fills, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in fills)):
+        raise CheckpointError("the checkpoint's fill values are malformed (expected a list of "
+                              "finite numbers)")
+    return fills
+
+
 def _class_weighted(ckpt, labels):
     """The rows' weights for a run trained with class weights (their loss is weighted as in
     training), else None."""
@@ -476,7 +498,8 @@ def cmd_evaluate(args) -> int:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
     x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer,
-                                       ckpt.target_standardizer, ckpt.classes, ckpt.features)
+                                       ckpt.target_standardizer, ckpt.classes, ckpt.features,
+                                       _fill_values(ckpt))
     loss_fn = _checkpoint_loss(ckpt, model, task)
     m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
                 target=ckpt.target_standardizer if task == "regression" else None,
@@ -504,7 +527,7 @@ def cmd_predict(args) -> int:
     _check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
-    x = read_features(args.input, ckpt.features)
+    x = read_features(args.input, ckpt.features, _fill_values(ckpt))
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError
@@ -663,6 +686,8 @@ def _describe_checkpoint(path) -> int:
         print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
               f"test {data['test_fraction']:g}"
               + (", rows with a missing value left out" if data.get("drop_missing") else "")
+              + (f", missing values filled ({data['fill_missing']})"
+                 if data.get("fill_missing") else "")
               + (f", classes weighted ({data['class_weight']})" if data.get("class_weight")
                  else ""))
     training = extra.get("training")

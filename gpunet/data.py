@@ -89,6 +89,11 @@ class DataSpec:
             reads as False: its run trained on the targets as given).
         drop_missing: a CSV's rows with a missing value (``MISSING_MARKERS``) are left out
             (counted in ``Dataset.rows_dropped``) instead of being an error.
+        fill_missing: None, or "mean": a CSV's missing feature values (``MISSING_MARKERS``)
+            are filled in, a number with its column's mean over the training rows
+            (``Dataset.fill_values``, stored in checkpoints and used by evaluate and predict), a
+            text category with none (an all-zero one-hot row); a missing target is still an
+            error. Not with ``drop_missing``.
         class_weight: None, or "balanced": classification rows weighted n / (k * n_c) by
             their class c, from the training rows' counts (n rows, k classes present), so that
             every class weighs the same in the loss (``Dataset.class_weights``; the rows'
@@ -108,6 +113,7 @@ class DataSpec:
     test_fraction: float = 0.2
     standardize_targets: bool = True
     drop_missing: bool = False
+    fill_missing: str | None = None
     class_weight: str | None = None
 
     def __post_init__(self):
@@ -134,8 +140,9 @@ class DataSpec:
         return cls(**{"standardize_targets": False, **d})
 
 
-#: the values of DataSpec.class_weight
+#: the values of DataSpec.class_weight and DataSpec.fill_missing
 CLASS_WEIGHTS = (None, "balanced")
+FILL_MISSING = (None, "mean")
 
 #: rows per block when the statistics are gathered (a few MiB: the block stays in cache)
 STATS_BLOCK_ROWS = 1024
@@ -240,6 +247,8 @@ class Dataset:
     w_val: np.ndarray | None = None
     w_test: np.ndarray | None = None
     class_weights: np.ndarray | None = None  # the weight of each class (spec.class_weight)
+    fill_values: np.ndarray | None = None  # each feature's fill (spec.fill_missing)
+    values_filled: int = 0
 
     @property
     def n_features(self) -> int:
@@ -291,6 +300,10 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     only.
     """
     spec, src, y, n_classes, idx, names = _prepare(spec, loss)
+    fills, filled = None, 0
+    if spec.fill_missing:
+        fills = _column_means(src.x, idx["train"], src)
+        src.x, filled = fill_in(src.x, fills, src.where)
     weights = per_class = None
     if spec.class_weight is not None:
         if spec.task != "classification":
@@ -302,7 +315,46 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
                   weights=weights)
     data.features, data.rows_dropped = src.features, src.dropped
     data.class_weights = per_class
+    data.fill_values, data.values_filled = fills, filled
     return data
+
+
+def _column_means(x, rows, src) -> np.ndarray:
+    """Each column's mean over the rows ``rows`` of x, its missing values (NaN) left out;
+    DataError for a column with no value there."""
+    part = x[rows]
+    counts = (~np.isnan(part)).sum(axis=0)
+    if (counts == 0).any():
+        j = int(np.argmax(counts == 0))
+        raise DataError(f"{src.where}: {_feature_name(src, j)} has no value in the training "
+                        "rows to fill its missing ones with")
+    return np.nansum(part, axis=0) / counts
+
+
+def _feature_name(src, j) -> str:
+    """A name for encoded feature column j of a source: its CSV column where known."""
+    if src.features:
+        k = 0
+        for e in src.features:
+            width = len(e.get("categories", ())) or 1
+            if j < k + width:
+                return f"column {e['name']!r}"
+            k += width
+    return f"feature column {j + 1}"
+
+
+def fill_in(x, fill_values, where="the features"):
+    """(x with each missing value (NaN) replaced by its column's fill value, how many were);
+    DataError when the fill values do not match x's columns."""
+    fill_values = np.asarray(fill_values, dtype=np.float64)
+    if fill_values.shape != (x.shape[1],):
+        raise DataError(f"{where}: {x.shape[1]} feature columns, but the stored fill values are "
+                        f"for {fill_values.size}")
+    gaps = np.isnan(x)
+    n = int(gaps.sum())
+    if n:
+        x = np.where(gaps, fill_values, x)
+    return x, n
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -318,13 +370,16 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
-               target_standardizer: Standardizer | None = None, classes=None, features=None):
+               target_standardizer: Standardizer | None = None, classes=None, features=None,
+               fill_values=None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
     their index in ``classes`` (the stored names of the model's outputs; a name not among them
     is a DataError), or in the source's own sorted names when ``classes`` is None. A CSV's text
-    feature columns are encoded by ``features`` (the stored description), else as found.
+    feature columns are encoded by ``features`` (the stored description), else as found. With
+    ``spec.fill_missing``, missing values are filled with ``fill_values`` (the stored ones; None:
+    the training rows' means, as ``load_data`` computed them).
 
     ``split`` is "train", "val", "test" or "all" (every row of the source in file order; for
     mnist the training files' rows, then the t10k rows). Pass the spec of the ``Dataset``
@@ -338,6 +393,9 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes, features)
     rows = np.arange(len(y)) if split == "all" else idx[split]
     x = src.x[rows]
+    if spec.fill_missing:
+        x = fill_in(x, _column_means(src.x, idx["train"], src) if fill_values is None
+                    else fill_values, src.where)[0]
     if standardizer is not None:
         width = np.size(standardizer.mean)
         if width != x.shape[1]:
@@ -350,15 +408,19 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     return x, y, spec.task, n_classes
 
 
-def read_features(path, encoding=None) -> np.ndarray:
+def read_features(path, encoding=None, fill_values=None) -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
     ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
     training encoded them) or a .npy file holding a 2-D numeric array; float64 (samples,
-    features)."""
+    features). ``fill_values`` (a model trained with fill_missing): a CSV's missing values are
+    filled with them (a missing category: none) instead of being an error."""
     path = os.fspath(path)
     kind = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
     if kind == "csv":
-        return _read_csv(path, target=None, features_only=True, encoding=encoding)[0]
+        fill = fill_values is not None
+        x = _read_csv(path, target=None, features_only=True, encoding=encoding,
+                      fill_missing=fill)[0]
+        return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
         if x.ndim != 2:
@@ -606,6 +668,14 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     for name in ("standardize_targets", "drop_missing"):
         if not isinstance(getattr(spec, name), (bool, np.bool_)):
             raise ConfigError(f"{name} must be True or False, got {getattr(spec, name)!r}")
+    if spec.fill_missing not in FILL_MISSING:
+        raise ConfigError(f"unknown fill_missing {spec.fill_missing!r}; valid: None, "
+                          + ", ".join(map(repr, FILL_MISSING[1:])))
+    if spec.fill_missing and kind not in ("csv", None):
+        raise ConfigError(f"fill_missing applies to .csv datasets, not to {spec.dataset!r}")
+    if spec.fill_missing and spec.drop_missing:
+        raise ConfigError("choose one of drop_missing (leave rows with a missing value out) "
+                          "and fill_missing (fill the values in)")
     if spec.class_weight not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown class weight {spec.class_weight!r}; valid: None, "
                           + ", ".join(map(repr, CLASS_WEIGHTS[1:])))
@@ -709,7 +779,8 @@ def _read_source(spec: DataSpec, kind: str, features=None) -> _Source:
     if kind == "csv":
         x, y, lines, described, dropped = _read_csv(spec.dataset, spec.target,
                                                     encoding=features,
-                                                    drop_missing=spec.drop_missing)
+                                                    drop_missing=spec.drop_missing,
+                                                    fill_missing=bool(spec.fill_missing))
         return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}",
                        features=described, dropped=dropped)
     if kind == "npz":
@@ -769,10 +840,11 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None,
-              drop_missing: bool = False):
+              drop_missing: bool = False, fill_missing: bool = False):
     """(features, targets or None, line number of each row, feature description, rows dropped)
-    of a CSV file; with ``drop_missing`` a row with a missing value is left out and counted,
-    else it is a DataError.
+    of a CSV file; with ``drop_missing`` a row with a missing value is left out and counted;
+    with ``fill_missing`` a missing feature value is NaN (a missing category: an all-zero
+    one-hot row), to be filled in; else it is a DataError.
 
     Feature columns hold numbers, or (when training: not ``features_only``) text: a column whose
     every cell is text is categorical, one-hot encoded over its sorted categories (one 0/1
@@ -806,7 +878,8 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
         data_rows = _DataRows(reader, header, t, path, drop_missing)
         for line, row, cell in ([] if categorical else data_rows):
             cells.append(cell)
-            values = _parse_row(row, names, path, line, text=not features_only)
+            values = _parse_row(row, names, path, line, text=not features_only,
+                                fill=fill_missing)
             if isinstance(values, set):  # text cells: read the file again by columns
                 text_columns = values
                 break
@@ -816,7 +889,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if categorical or text_columns:
         with _csv_errors(path):
             return _read_csv_columns(path, target, features_only, encoding, text_columns,
-                                     drop_missing)
+                                     drop_missing, fill_missing)
     if not rows:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
@@ -910,7 +983,8 @@ class _DataRows:
             yield line, row, (None if self.t is None else row.pop(self.t))
 
 
-def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing):
+def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
+                      fill_missing=False):
     """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
     encoded (learnt: ``text_columns``, the indices of the first text cells met; or stored:
     ``encoding``)."""
@@ -940,7 +1014,10 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
             for k, j in enumerate(order):
                 text = row[j].strip()
                 if _is_missing(text):
-                    raise _missing(path, line, f"column {names[j]!r}", text)
+                    if not fill_missing:
+                        raise _missing(path, line, f"column {names[j]!r}", text)
+                    columns[k].append(None if known[k] is not None else math.nan)
+                    continue
                 columns[k].append(text if known[k] is not None else
                                   _number(text, path, line, names[j]))
             lines.append(line)
@@ -954,16 +1031,20 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
             blocks.append(np.array(columns[k], dtype=np.float64)[:, None])
             description.append({"name": names[j]})
             continue
-        text = np.array(columns[k])
+        present = np.array([c is not None for c in columns[k]], dtype=bool)
+        text = np.array([c for c in columns[k] if c is not None])
         if not known[k]:  # learnt: every cell must be text
             for i, cell in enumerate(columns[k]):
-                if _is_number(cell):
-                    first = next(c for c in columns[k] if not _is_number(c))
+                if cell is not None and _is_number(cell):
+                    first = next(c for c in columns[k] if c is not None and not _is_number(c))
                     line = lines[columns[k].index(first)]
                     raise DataError(f"{path}: line {line}, column {names[j]!r}: {first!r} is "
                                     f"not a number (the column mixes numbers, such as {cell!r} "
                                     f"at line {lines[i]}, and text)")
             categories = np.unique(text)
+            if not len(categories):
+                raise DataError(f"{path}: column {names[j]!r} has no value to learn its "
+                                "categories from")
             if len(categories) > MAX_CATEGORIES:
                 raise DataError(f"{path}: column {names[j]!r} holds {len(categories)} distinct "
                                 f"text values (such as {str(categories[0])!r}): more than "
@@ -972,12 +1053,15 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
                                 "numbers first")
         else:
             categories = np.asarray(known[k])
-        at, i = _lookup(categories, text)
+        at, i = _lookup(categories, text) if len(text) else (np.zeros(0, dtype=np.intp), None)
         if i is not None:
-            raise DataError(f"{path}: line {lines[i]}, column {names[j]!r}: {str(text[i])!r} "
-                            f"is not one of the categories the model was trained on "
-                            f"({', '.join(map(str, categories))})")
-        blocks.append((at[:, None] == np.arange(len(categories))).astype(np.float64))
+            i = int(np.flatnonzero(present)[i])  # the row among all, missing ones too
+            raise DataError(f"{path}: line {lines[i]}, column {names[j]!r}: "
+                            f"{str(columns[k][i])!r} is not one of the categories the model "
+                            f"was trained on ({', '.join(map(str, categories))})")
+        one_hot = np.zeros((len(present), len(categories)))
+        one_hot[present] = at[:, None] == np.arange(len(categories))
+        blocks.append(one_hot)  # a missing category: no category (a row of zeros)
         description.append({"name": names[j], "categories": [str(c) for c in categories]})
     x = np.hstack(blocks)
     y = None if t is None else _parse_targets(cells, lines, path, header[t])
@@ -999,8 +1083,9 @@ def _is_missing(text: str) -> bool:
 
 def _missing(path, line, column, text) -> DataError:
     shown = f" ({text!r})" if text else ""
-    return DataError(f"{path}: line {line}, {column}: missing value{shown}; gpunet does not fill "
-                     "in missing values: drop or fill those rows first")
+    return DataError(f"{path}: line {line}, {column}: missing value{shown}; gpunet fills in "
+                     "none unless asked: --drop-missing leaves such rows out, --fill-missing "
+                     "mean fills feature values in")
 
 
 def _number(text, path, line, name) -> float:
@@ -1049,20 +1134,23 @@ def _parse_targets(cells, lines, path, name):
     return np.array([c.strip() for c in cells])
 
 
-def _parse_row(row, names, path, line, text=False):
+def _parse_row(row, names, path, line, text=False, fill=False):
     """One CSV row's feature values (the target cell taken out), every one a finite number; or,
     with ``text``, the set of the columns holding text where there is any (a missing value,
-    NaN or infinity is a DataError either way)."""
+    NaN or infinity is a DataError either way; with ``fill`` a missing value is NaN)."""
     try:
         values = [float(v) for v in row]
     except ValueError:
         values = None
     if values is not None and all(math.isfinite(v) for v in values):
         return values
-    words = set()
+    words, values = set(), []
     for j, cell in enumerate(row):  # the slow path: name the bad cell, or find the text
         column = f"column {names[j]!r}"
         if _is_missing(cell.strip()):
+            if fill:
+                values.append(math.nan)
+                continue
             raise _missing(path, line, column, cell.strip())
         try:
             v = float(cell)
@@ -1074,8 +1162,11 @@ def _parse_row(row, names, path, line, text=False):
             continue
         if not math.isfinite(v):
             raise DataError(f"{path}: line {line}, {column}: {cell.strip()!r} (NaN or infinity)")
+        values.append(v)
     if words:
         return words
+    if fill:
+        return values
     raise AssertionError("unreachable")  # pragma: no cover
 
 

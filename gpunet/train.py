@@ -374,6 +374,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                "features": getattr(data, "features", None),
                                "class_weights": _listed_floats(getattr(data, "class_weights",
                                                                        None)),
+                               "fill_values": _listed_floats(getattr(data, "fill_values", None)),
                                "task": data.task, "n_classes": int(data.n_classes)})
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.

@@ -184,7 +184,7 @@ def test_missing_value_markers_are_named_not_taken_for_text(tmp_path, marker, wh
     name = {"number": "column 'num'", "text": "column 'word'", "target": "target column 'y'"}
     shown = f" \\({marker!r}\\)".replace("?", "\\?") if marker else ""
     with pytest.raises(gn.DataError, match=f"line 3, {name[where]}: missing value{shown}; "
-                                           "gpunet does not fill in missing values"):
+                                           "gpunet fills in none unless asked"):
         load_data(DataSpec(path, target="y"))
 
 
