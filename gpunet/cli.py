@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
     t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum")
     t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--clip-grad-norm", type=_positive_float, default=None, metavar="MAX",
+                   help="scale each step's gradients down to a 2-norm of at most MAX")
     t.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning-rate schedule per epoch")
     t.add_argument("--step-size", type=_positive_int, default=10, help="step schedule: epochs")
@@ -365,6 +367,8 @@ def cmd_train(args, comm=None) -> int:
         opt_kw = {"lr": args.lr or DEFAULT_LR[args.optimizer]}
         if args.weight_decay is not None:
             opt_kw["weight_decay"] = args.weight_decay
+        if args.clip_grad_norm is not None:
+            opt_kw["clip_norm"] = args.clip_grad_norm
         if args.optimizer == "sgd":
             opt_kw["momentum"] = args.momentum
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)

@@ -71,10 +71,10 @@ class _GpunetMLP(BaseEstimator):
     _task = None
 
     def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, optimizer="adam",
-                 lr=None, momentum=0.0, weight_decay=None, schedule="constant", epochs=30,
-                 batch_size=32, patience=None, val_fraction=None, standardize=True,
-                 warm_start=False, backend="auto", dtype="float32", random_state=0, graph=True,
-                 verbose=False):
+                 lr=None, momentum=0.0, weight_decay=None, clip_grad_norm=None,
+                 schedule="constant", epochs=30, batch_size=32, patience=None,
+                 val_fraction=None, standardize=True, warm_start=False, backend="auto",
+                 dtype="float32", random_state=0, graph=True, verbose=False):
         self.hidden = hidden
         self.activation = activation
         self.dropout = dropout
@@ -82,6 +82,7 @@ class _GpunetMLP(BaseEstimator):
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.clip_grad_norm = clip_grad_norm
         self.schedule = schedule
         self.epochs = epochs
         self.batch_size = batch_size
@@ -128,6 +129,8 @@ class _GpunetMLP(BaseEstimator):
         kw = {"lr": DEFAULT_LR[self.optimizer] if self.lr is None else self.lr}
         if self.weight_decay is not None:
             kw["weight_decay"] = self.weight_decay
+        if self.clip_grad_norm is not None:
+            kw["clip_norm"] = self.clip_grad_norm
         if self.optimizer == "sgd":
             kw["momentum"] = self.momentum
         elif self.momentum:
@@ -455,6 +458,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         dropout: the rate at which hidden outputs are zeroed while training (0: none).
         optimizer, lr, momentum, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1; momentum);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
+        clip_grad_norm: scale each step's gradients down to a 2-norm of at most this (None:
+            never), as ``torch.nn.utils.clip_grad_norm_``.
         schedule: constant, step, cosine or plateau (over ``epochs``).
         epochs, batch_size: epochs run (fewer with ``patience``), rows per step.
         patience: stop after that many epochs without a better validation loss and keep the

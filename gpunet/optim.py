@@ -41,12 +41,15 @@ class Optimizer:
     #: names of the per-parameter state arrays (saved in checkpoints)
     slots: tuple[str, ...] = ()
 
-    def __init__(self, model, lr: float, weight_decay: float = 0.0):
+    def __init__(self, model, lr: float, weight_decay: float = 0.0, clip_norm=None):
         try:
             _real("lr", lr, 0, above=True)
         except ConfigError:
             raise ConfigError(f"learning rate must be a positive number, got {lr!r}") from None
         _real("weight_decay", weight_decay, 0)
+        if clip_norm is not None:
+            _real("clip_norm", clip_norm, 0, above=True)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.model = model
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -91,9 +94,25 @@ class Optimizer:
 
     def apply(self, grads) -> None:
         """Update every parameter from ``grads`` with the [lr, t] of ``prepare_hyper``, after
-        its tick (the part of a step that a CUDA graph captures)."""
+        its tick (the part of a step that a CUDA graph captures); with ``clip_norm``, the
+        gradients are clipped first, in place."""
+        if self.clip_norm is not None:
+            self._clip(grads)
         for key, p in self.model.params.items():
             self._update(key, p, grads[key])
+
+    def _clip(self, grads) -> None:
+        """``torch.nn.utils.clip_grad_norm_``: with N the 2-norm of all the gradients as one
+        vector, each is multiplied by min(1, clip_norm / (N + 1e-6)), in place; no read-back
+        (the device keeps going, and a captured step clips at every replay)."""
+        backend = self.model.backend
+        total = None
+        for key in self.model.params:
+            s = backend.sum_of_squares(grads[key])
+            total = s if total is None else total + s
+        coef = backend.xp.minimum(self.clip_norm / (backend.xp.sqrt(total) + 1e-6), 1.0)
+        for key in self.model.params:
+            grads[key] *= coef
 
     def _update(self, key, p, g) -> None:
         raise NotImplementedError
@@ -101,7 +120,7 @@ class Optimizer:
     # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
 
     def hyperparameters(self) -> dict:
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
     def state_dict(self) -> dict:
         """``{"name", "steps", "hyperparameters", "state": {param: {slot: ndarray}}}``."""
@@ -138,8 +157,8 @@ class SGD(Optimizer):
     slots = ("momentum_buffer",)
 
     def __init__(self, model, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 dampening=0.0):
-        super().__init__(model, lr, weight_decay)
+                 dampening=0.0, clip_norm=None):
+        super().__init__(model, lr, weight_decay, clip_norm)
         _real("momentum", momentum, 0)
         _real("dampening", dampening, 0, high=1)
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -173,8 +192,9 @@ class Adam(Optimizer):
     slots = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(model, lr, weight_decay)
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(model, lr, weight_decay, clip_norm)
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -203,8 +223,9 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(model, lr, betas, eps, weight_decay)
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                 clip_norm=None):
+        super().__init__(model, lr, betas, eps, weight_decay, clip_norm)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}

@@ -158,6 +158,10 @@ class Backend:
             return loss, p
         return _into(xp, loss, out[0]), _into(xp, p, out[1])
 
+    def sum_of_squares(self, a):
+        """sum(a^2) over every element, as a 0-d array (or scalar) on this backend."""
+        return (a * a).sum()
+
     # -- dropout ---------------------------------------------------------------------------
 
     def dropout_mask(self, out, p, s0, step, layer, row_offset=0):
