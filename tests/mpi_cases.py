@@ -37,6 +37,8 @@ CASES = {
     # dropout: each rank draws its rows' part of the whole batch's masks; b15's last batch of
     # one row leaves rank 0 without rows, which must still count the step
     "wine-float64-adam-b15-dropout": (("wine", {}), "float64", "adam", "mean", 15, 3),
+    # gradient clipping: of the all-reduced gradients, as one process clips its own
+    "wine-float64-sgd-b11-clip": (("wine", {}), "float64", "sgd", "mean", 11, 3),
 }
 #: the dropout rate of the cases named "-dropout"
 DROPOUT = 0.3
@@ -52,8 +54,9 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
                    backend=backend, seed=5, dtype=dtype,
                    dropout=DROPOUT if name.endswith("-dropout") else 0.0)
     loss_fn = gn.CrossEntropyLoss(reduction) if classify else gn.MSELoss(reduction)
-    opt = gn.Adam(model, lr=0.01) if opt_name == "adam" else \
-        gn.SGD(model, lr=0.05 if reduction == "mean" else 0.002, momentum=0.9)
+    clip = {"clip_norm": 0.05} if name.endswith("-clip") else {}
+    opt = gn.Adam(model, lr=0.01, **clip) if opt_name == "adam" else \
+        gn.SGD(model, lr=0.05 if reduction == "mean" else 0.002, momentum=0.9, **clip)
     if fail_at_step is not None:
         inner, calls = opt.step, [0]
 
