@@ -90,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=("classification", "regression"),
                    help="default: inferred from the data and the loss")
     t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--test-fraction", type=float, default=0.2,
+                   help="ignored where the dataset has its own test split (mnist)")
     t.add_argument("--class-weight", choices=("balanced",), default=None,
                    help="classification: weight each row's loss by n / (k * n_class) from the "
                         "training rows' class counts, so that every class counts the same")
-    t.add_argument("--test-fraction", type=float, default=0.2,
-                   help="ignored where the dataset has its own test split (mnist)")
     t.add_argument("--backend", default=None, choices=BACKEND_NAMES,
                    help="default: $GPUNET_BACKEND, else auto")
     t.add_argument("--hidden", type=_positive_int, action="append", metavar="N",
