@@ -540,13 +540,17 @@ def test_load_state_dict_of_another_architecture_raises_shape_error(sizes, data)
                              ("mse", "tanh")]),
        optimizer=st.sampled_from(["sgd", "momentum", "adam", "adamw"]),
        dtype=st.sampled_from(["float32", "float64"]),
-       kernels_everywhere=st.booleans())
+       kernels_everywhere=st.booleans(),
+       dropout=st.sampled_from([0.0, 0.3]), weighted=st.booleans(),
+       clip=st.sampled_from([None, 0.1]))
 def test_static_steps_equal_eager_steps_for_any_architecture(widths, batch, activation, slope,
                                                              head, optimizer, dtype,
-                                                             kernels_everywhere):
-    """Whatever the depth, widths, activation and loss, the static step's buffer plan (layer
-    buffers reused in place, one or two scratch buffers, dJ/dlogits over the logits) gives the
-    eager step's numbers to the bit on the CPU, on NumPy's ops or on the fused kernels."""
+                                                             kernels_everywhere, dropout,
+                                                             weighted, clip):
+    """Whatever the depth, widths, activation and loss, with or without dropout, sample
+    weights and gradient clipping, the static step's buffer plan (layer buffers reused in
+    place, one or two scratch buffers, dJ/dlogits over the logits) gives the eager step's
+    numbers to the bit on the CPU, on NumPy's ops or on the fused kernels."""
     from gpunet.backends.numpy_backend import NumpyBackend
     from gpunet.step import StaticStep
 
@@ -560,24 +564,26 @@ def test_static_steps_equal_eager_steps_for_any_architecture(widths, batch, acti
         x = rng.standard_normal((n, widths[0])).astype(dtype)
         y = (rng.integers(0, widths[-1], n) if loss_name == "ce"
              else rng.standard_normal((n, widths[-1])).astype(dtype))
+        w = rng.uniform(0, 2, n).astype(dtype) if weighted else None
         runs = []
         for static in (False, True):
             model = gn.MLP(widths, activation=activation, output=output, backend="numpy",
-                           seed=4, dtype=dtype, slope=slope)
-            opt = {"sgd": lambda: gn.SGD(model, lr=0.1),
+                           seed=4, dtype=dtype, slope=slope, dropout=dropout)
+            opt = {"sgd": lambda: gn.SGD(model, lr=0.1, clip_norm=clip),
                    "momentum": lambda: gn.SGD(model, lr=0.05, momentum=0.9, nesterov=True,
-                                              weight_decay=0.01),
-                   "adam": lambda: gn.Adam(model, lr=1e-2),
-                   "adamw": lambda: gn.AdamW(model, lr=1e-2)}[optimizer]()
+                                              weight_decay=0.01, clip_norm=clip),
+                   "adam": lambda: gn.Adam(model, lr=1e-2, clip_norm=clip),
+                   "adamw": lambda: gn.AdamW(model, lr=1e-2, clip_norm=clip)}[optimizer]()
             loss_fn = gn.CrossEntropyLoss() if loss_name == "ce" else gn.MSELoss()
-            step = StaticStep(model, loss_fn, opt, batch) if static else None
+            step = StaticStep(model, loss_fn, opt, batch, weighted=weighted) if static else None
             losses = []
             for s in range(3):
                 rows = np.arange(s * batch, (s + 1) * batch)
                 if static:
-                    losses.append(float(step(x, y, rows)[0]))
+                    losses.append(float(step(x, y, rows, w)[0]))
                 else:
-                    losses.append(float(model.train_step(x[rows], y[rows], loss_fn, opt)))
+                    losses.append(float(model.train_step(
+                        x[rows], y[rows], loss_fn, opt, weight=None if w is None else w[rows])))
             runs.append((model, losses))
     (eager, eager_losses), (static_model, static_losses) = runs
     # NumPy's matmul buffers an output that overlaps its input, cuBLAS does not: so no GEMM of
