@@ -189,3 +189,28 @@ def test_the_estimators_take_dropout():
     assert clf.model_.dropout == 0.2 and clf.score(x[1200:], y[1200:]) > 0.9
     with pytest.raises(ValueError, match=r"dropout 0.5 \(fitted: 0.2\)"):
         clf.set_params(dropout=0.5).partial_fit(x[:100], y[:100])
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 257), (1024, 129)])  # all >= 2^16
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_cpu_mask_kernel_draws_the_documented_masks(shape, dtype, monkeypatch):
+    """Masks from 2^16 elements up go through kernels/cpu_dropout.py: the same bits as the
+    NumPy form (and so as the hash written out above), on poisoned output."""
+    from gpunet.kernels import cpu_dropout
+
+    calls = []
+    inner = cpu_dropout.dropout_mask
+    monkeypatch.setattr(cpu_dropout, "dropout_mask",
+                        lambda *a: calls.append(a[0].size) or inner(*a))
+    b = gn.get_backend("numpy")
+    out = np.full(shape, np.nan, dtype=dtype)
+    b.dropout_mask(out, 0.45, dropout_mod.seed_key(8), np.uint64(2**40 + 3), 1, 7)
+    assert calls == [out.size]
+    np.testing.assert_array_equal(
+        out, dropout_mod.mask(np, shape, 0.45, dropout_mod.stream_key(8, 2**40 + 3, 1), 7,
+                              dtype))
+    small = np.full((5, 7), np.nan, dtype=dtype)  # under the threshold: NumPy's ops
+    b.dropout_mask(small, 0.45, dropout_mod.seed_key(8), 3, 1)
+    assert calls == [out.size]
+    np.testing.assert_array_equal(
+        small, dropout_mod.mask(np, (5, 7), 0.45, dropout_mod.stream_key(8, 3, 1), 0, dtype))

@@ -3,6 +3,7 @@ kernels (gpunet.kernels.cpu_ops), everything else as the base class's NumPy ops.
 
 from __future__ import annotations
 
+import importlib
 import platform
 
 import numpy as np
@@ -40,6 +41,22 @@ class NumpyBackend(KernelOps, Backend):
 
     def to_host(self, a) -> np.ndarray:
         return self.asarray(a)
+
+    def dropout_mask(self, out, p, s0, step, layer, row_offset=0):
+        if self._fit(out):  # one pass (kernels/cpu_dropout.py), the same bits
+            from .. import dropout
+
+            try:
+                module = importlib.import_module("gpunet.kernels.cpu_dropout")
+            except Exception as e:
+                self._turn_off(e)
+                module = None
+            if module is not None and self._run(
+                    "dropout_mask", out.reshape(-1), s0, int(step), layer,
+                    row_offset * out.shape[1], dropout.threshold(p), 1.0 / (1.0 - p),
+                    module=module) is not None:
+                return out
+        return super().dropout_mask(out, p, s0, step, layer, row_offset)
 
     def sum_of_squares(self, a):
         flat = a.reshape(-1)  # a view of a contiguous array: BLAS's dot, no temporary
