@@ -291,6 +291,8 @@ class StaticStep:
         if self._binding is None or not self._still_bound():
             self._build(x, y)
         xp = self.backend.xp
+        if self.weighted and w.dtype != self.w.dtype:  # (fit passes them in the model's)
+            w = self.backend.asarray(w, dtype=self.w.dtype)
         n = self.batch_size if rows is None else len(rows)
         if n != self.batch_size or (rows is None and (len(x) != n or len(y) != n)):
             raise ShapeError(f"this static step takes batches of {self.batch_size} rows, got "

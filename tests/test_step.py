@@ -397,6 +397,17 @@ def test_weighted_static_steps_on_the_fused_kernels(monkeypatch):
         _assert_same(eager, static, "numpy")
 
 
+def test_weights_of_another_dtype_are_cast_to_the_step():
+    eager, e_opt, e_loss, x, y = _setup("numpy", "sgd", "ce")
+    static, s_opt, s_loss, _, _ = _setup("numpy", "sgd", "ce")
+    w = _weights("float64")  # a float32 model
+    step = StaticStep(static, s_loss, s_opt, BATCH, weighted=True)
+    for rows in _batches(2):
+        eager.train_step(x[rows], y[rows], e_loss, e_opt, weight=w[rows].astype(np.float32))
+        step(x, y, rows, w)
+    _assert_same(eager, static, "numpy")
+
+
 def test_weights_go_with_a_weighted_step_only():
     model, opt, loss_fn, x, y = _setup("numpy", "sgd", "ce")
     rows = _batches(1)[0]
