@@ -65,6 +65,9 @@ def _data_flags(p, defaults=True):
     p.add_argument("--drop-missing", action="store_true", default=None,
                    help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?) "
                         "instead of stopping at the first")
+    p.add_argument("--weight-column", metavar="COLUMN", default=None,
+                   help="CSV: a column of sample weights (numbers >= 0), not a feature: each "
+                        "row's loss counts that much")
     p.add_argument("--fill-missing", choices=("mean",), default=None,
                    help="CSV: fill missing feature values in, a number with its column's mean "
                         "over the training rows, a category with none")
@@ -231,7 +234,8 @@ def _spec_from_args(args, base=None):
     from .data import DataSpec
 
     given = {k: getattr(args, k, None) for k in ("dataset", "target", "x_key", "y_key",
-                                                  "data_dir", "drop_missing", "fill_missing")}
+                                                  "data_dir", "drop_missing", "fill_missing",
+                                                  "weight_column")}
     given = {k: v for k, v in given.items() if v is not None}
     if base is None:
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
@@ -501,13 +505,16 @@ def cmd_evaluate(args) -> int:
     if base is None and args.dataset is None:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
-    x, y, task, n_classes = load_split(spec, args.split, ckpt.standardizer,
-                                       ckpt.target_standardizer, ckpt.classes, ckpt.features,
-                                       _fill_values(ckpt))
+    x, y, task, n_classes, w_rows = load_split(
+        spec, args.split, ckpt.standardizer, ckpt.target_standardizer, ckpt.classes,
+        ckpt.features, _fill_values(ckpt), with_weights=True)
     loss_fn = _checkpoint_loss(ckpt, model, task)
+    weight = _class_weighted(ckpt, y) if task == "classification" else None
+    if w_rows is not None:  # the weight column, times the class weights
+        weight = w_rows if weight is None else weight * w_rows
     m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
                 target=ckpt.target_standardizer if task == "regression" else None,
-                weight=_class_weighted(ckpt, y) if task == "classification" else None)
+                weight=weight)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
               "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch,
               **{f"{args.split}_{k}": v for k, v in m.items()}}
@@ -692,6 +699,8 @@ def _describe_checkpoint(path) -> int:
               + (", rows with a missing value left out" if data.get("drop_missing") else "")
               + (f", missing values filled ({data['fill_missing']})"
                  if data.get("fill_missing") else "")
+              + (f", rows weighted by column {data['weight_column']!r}"
+                 if data.get("weight_column") else "")
               + (f", classes weighted ({data['class_weight']})" if data.get("class_weight")
                  else ""))
     training = extra.get("training")

@@ -94,6 +94,8 @@ class DataSpec:
             (``Dataset.fill_values``, stored in checkpoints and used by evaluate and predict), a
             text category with none (an all-zero one-hot row); a missing target is still an
             error. Not with ``drop_missing``.
+        weight_column: CSV: a column of sample weights (numbers >= 0), left out of the
+            features; each row's loss counts that much (times its class weight, if any).
         class_weight: None, or "balanced": classification rows weighted n / (k * n_c) by
             their class c, from the training rows' counts (n rows, k classes present), so that
             every class weighs the same in the loss (``Dataset.class_weights``; the rows'
@@ -114,6 +116,7 @@ class DataSpec:
     standardize_targets: bool = True
     drop_missing: bool = False
     fill_missing: str | None = None
+    weight_column: str | None = None
     class_weight: str | None = None
 
     def __post_init__(self):
@@ -279,6 +282,7 @@ class _Source:
     row: Callable[[int], str] = lambda i: f"row {i}"   # names target i in messages
     features: list | None = None       # a CSV's feature columns where some are text (_read_csv)
     dropped: int = 0                   # rows left out for a missing value (spec.drop_missing)
+    w: np.ndarray | None = None        # sample weights of the rows (spec.weight_column)
 
 
 # ---- the public entry points ------------------------------------------------------------------
@@ -304,13 +308,14 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     if spec.fill_missing:
         fills = _column_means(src.x, idx["train"], src)
         src.x, filled = fill_in(src.x, fills, src.where)
-    weights = per_class = None
+    weights = src.w
+    per_class = None
     if spec.class_weight is not None:
         if spec.task != "classification":
             raise ConfigError(f"class weights apply to classification; {spec.dataset!r} is a "
                               f"{spec.task} task here")
         per_class = balanced_class_weights(y[idx["train"]], n_classes)
-        weights = per_class[y]
+        weights = per_class[y] if weights is None else per_class[y] * weights
     data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names,
                   weights=weights)
     data.features, data.rows_dropped = src.features, src.dropped
@@ -371,7 +376,7 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                target_standardizer: Standardizer | None = None, classes=None, features=None,
-               fill_values=None):
+               fill_values=None, with_weights=False):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
@@ -386,7 +391,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     (``dataset.spec``), whose task is filled in: the task decides the stratification.
 
     Returns:
-        (x, y, task, n_classes); n_classes is 0 for regression.
+        (x, y, task, n_classes); n_classes is 0 for regression. ``with_weights``: a fifth
+        item, the rows' sample weights from ``spec.weight_column`` (None without one).
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid names: {', '.join(SPLITS)}")
@@ -405,6 +411,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     y = y[rows]
     if target_standardizer is not None and spec.task == "regression":
         y = target_standardizer(y)
+    if with_weights:
+        return x, y, spec.task, n_classes, None if src.w is None else src.w[rows]
     return x, y, spec.task, n_classes
 
 
@@ -676,6 +684,10 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     if spec.fill_missing and spec.drop_missing:
         raise ConfigError("choose one of drop_missing (leave rows with a missing value out) "
                           "and fill_missing (fill the values in)")
+    if spec.weight_column is not None and kind not in ("csv", None):
+        raise ConfigError(f"weight_column applies to .csv datasets, not to {spec.dataset!r}")
+    if spec.weight_column is not None and spec.weight_column == spec.target:
+        raise ConfigError(f"the weight column {spec.weight_column!r} is the target column")
     if spec.class_weight not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown class weight {spec.class_weight!r}; valid: None, "
                           + ", ".join(map(repr, CLASS_WEIGHTS[1:])))
@@ -777,12 +789,11 @@ def _read_source(spec: DataSpec, kind: str, features=None) -> _Source:
     if kind == "idx":
         return _read_idx_set(spec)
     if kind == "csv":
-        x, y, lines, described, dropped = _read_csv(spec.dataset, spec.target,
-                                                    encoding=features,
-                                                    drop_missing=spec.drop_missing,
-                                                    fill_missing=bool(spec.fill_missing))
+        x, y, lines, described, dropped, w = _read_csv(
+            spec.dataset, spec.target, encoding=features, drop_missing=spec.drop_missing,
+            fill_missing=bool(spec.fill_missing), weight=spec.weight_column)
         return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}",
-                       features=described, dropped=dropped)
+                       features=described, dropped=dropped, w=w)
     if kind == "npz":
         return _read_npz(spec.dataset, spec.x_key, spec.y_key)
     return _read_npy_pair(spec.dataset, spec.target)
@@ -840,9 +851,10 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None,
-              drop_missing: bool = False, fill_missing: bool = False):
-    """(features, targets or None, line number of each row, feature description, rows dropped)
-    of a CSV file; with ``drop_missing`` a row with a missing value is left out and counted;
+              drop_missing: bool = False, fill_missing: bool = False, weight=None):
+    """(features, targets or None, line number of each row, feature description, rows dropped,
+    sample weights or None: the column named ``weight``, left out of the features) of a CSV
+    file; with ``drop_missing`` a row with a missing value is left out and counted;
     with ``fill_missing`` a missing feature value is NaN (a missing category: an all-zero
     one-hot row), to be filled in; else it is a DataError.
 
@@ -860,22 +872,24 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     text_columns = None
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header, t, names = _csv_header(reader, path, target, features_only)
+        header, t, names = _csv_header(reader, path, target, features_only, weight)
+    wi = None if weight is None else header.index(weight)
     if not categorical:  # every cell a finite number: NumPy's C parser, ~8x Python's csv
         with _csv_errors(path):
             data = _all_numbers(path, len(header))
         if data is not None:
             lines = list(range(2, len(data) + 2))
-            if t is None:
-                return data, None, lines, None, 0
-            return np.delete(data, t, axis=1), data[:, t].copy(), lines, None, 0
+            taken = [j for j in (t, wi) if j is not None]
+            w = None if wi is None else _weights(data[:, wi], lines, path, weight)
+            return (np.delete(data, taken, axis=1) if taken else data,
+                    None if t is None else data[:, t].copy(), lines, None, 0, w)
     # Anything else, read row by row: text cells, missing values and mistakes are found there
     # and named by line and column.
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header, t, names = _csv_header(reader, path, target, features_only)
+        header, t, names = _csv_header(reader, path, target, features_only, weight)
         rows, lines, cells = [], [], []
-        data_rows = _DataRows(reader, header, t, path, drop_missing)
+        data_rows = _DataRows(reader, header, t, path, drop_missing, wi)
         for line, row, cell in ([] if categorical else data_rows):
             cells.append(cell)
             values = _parse_row(row, names, path, line, text=not features_only,
@@ -889,14 +903,15 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if categorical or text_columns:
         with _csv_errors(path):
             return _read_csv_columns(path, target, features_only, encoding, text_columns,
-                                     drop_missing, fill_missing)
+                                     drop_missing, fill_missing, weight)
     if not rows:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
     data = np.array(rows, dtype=np.float64)
+    w = None if wi is None else _weights(data_rows.weight_cells, lines, path, weight)
     if t is None:
-        return data, None, lines, None, dropped
-    return data, _parse_targets(cells, lines, path, header[t]), lines, None, dropped
+        return data, None, lines, None, dropped, w
+    return data, _parse_targets(cells, lines, path, header[t]), lines, None, dropped, w
 
 
 def _all_numbers(path, width):
@@ -936,8 +951,9 @@ def _csv_errors(path):
         raise DataError(f"{path}: cannot read: {e.strerror or _one_line(e)}") from None
 
 
-def _csv_header(reader, path, target, features_only):
-    """(header, the target's index or None, the feature columns' names) of a CSV reader."""
+def _csv_header(reader, path, target, features_only, weight=None):
+    """(header, the target's index or None, the feature columns' names) of a CSV reader; the
+    column named ``weight`` (sample weights), if given, is not a feature either."""
     header = next(reader, None)
     if header is None:
         raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
@@ -954,20 +970,26 @@ def _csv_header(reader, path, target, features_only):
         t = header.index(target)
     elif not features_only:
         raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
-    if len(header) < (2 if t is not None else 1):
-        raise DataError(f"{path}: no feature columns besides the target {target!r}")
-    return header, t, (header if t is None else header[:t] + header[t + 1:])
+    if weight is not None and weight not in header:
+        raise DataError(f"{path}: no weight column {weight!r}; columns: {columns}")
+    names = [h for j, h in enumerate(header) if j != t and h != weight]
+    if not names:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}"
+                        + (f" and the weights {weight!r}" if weight is not None else ""))
+    return header, t, names
 
 
 class _DataRows:
     """The data rows of a CSV reader past its header, as (line, feature cells, target cell or
     None): blank lines skipped, field counts checked, and with ``drop_missing`` the rows holding
-    a missing value left out and counted in ``dropped``."""
+    a missing value left out and counted in ``dropped``. The cell of column ``wi`` (sample
+    weights), if given, is taken out too and kept in ``weight_cells``."""
 
-    def __init__(self, reader, header, t, path, drop_missing):
-        self.reader, self.header, self.t = reader, header, t
+    def __init__(self, reader, header, t, path, drop_missing, wi=None):
+        self.reader, self.header, self.t, self.wi = reader, header, t, wi
         self.path, self.drop_missing = path, drop_missing
         self.dropped = 0
+        self.weight_cells = []
 
     def __iter__(self):
         for row in self.reader:
@@ -980,17 +1002,22 @@ class _DataRows:
             if self.drop_missing and _has_missing(row):
                 self.dropped += 1
                 continue
-            yield line, row, (None if self.t is None else row.pop(self.t))
+            taken = {j: row[j] for j in (self.t, self.wi) if j is not None}
+            for j in sorted(taken, reverse=True):
+                del row[j]
+            if self.wi is not None:
+                self.weight_cells.append(taken[self.wi])
+            yield line, row, taken.get(self.t)
 
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
-                      fill_missing=False):
+                      fill_missing=False, weight=None):
     """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
     encoded (learnt: ``text_columns``, the indices of the first text cells met; or stored:
     ``encoding``)."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header, t, names = _csv_header(reader, path, target, features_only)
+        header, t, names = _csv_header(reader, path, target, features_only, weight)
         if encoding is None:
             order = list(range(len(names)))
             known = [[] if j in text_columns else None for j in order]  # [] = to be learnt
@@ -1008,7 +1035,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
             known = [e.get("categories") for e in encoding]
         columns = [[] for _ in order]
         lines, cells = [], []
-        data_rows = _DataRows(reader, header, t, path, drop_missing)
+        data_rows = _DataRows(reader, header, t, path, drop_missing,
+                              None if weight is None else header.index(weight))
         for line, row, cell in data_rows:
             cells.append(cell)
             for k, j in enumerate(order):
@@ -1065,7 +1093,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
         description.append({"name": names[j], "categories": [str(c) for c in categories]})
     x = np.hstack(blocks)
     y = None if t is None else _parse_targets(cells, lines, path, header[t])
-    return x, y, lines, description, dropped
+    w = None if weight is None else _weights(data_rows.weight_cells, lines, path, weight)
+    return x, y, lines, description, dropped, w
 
 
 def _has_missing(row) -> bool:
@@ -1105,6 +1134,30 @@ def _is_number(text) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _weights(cells, lines, path, name) -> np.ndarray:
+    """A CSV's column of sample weights as float64: each a finite number >= 0, not all 0; a
+    DataError naming the line of the first that is not."""
+    column = f"weight column {name!r}"
+    values = []
+    for cell, line in zip(cells, lines):
+        text = cell.strip() if isinstance(cell, str) else cell
+        if isinstance(text, str) and _is_missing(text):
+            raise _missing(path, line, column, text)
+        try:
+            v = float(text)
+        except ValueError:
+            raise DataError(f"{path}: line {line}, {column}: {text!r} is not a number") \
+                from None
+        if not (math.isfinite(v) and v >= 0):
+            raise DataError(f"{path}: line {line}, {column}: {v:g}; sample weights are "
+                            "finite numbers >= 0")
+        values.append(v)
+    w = np.array(values, dtype=np.float64)
+    if w.size and not w.any():
+        raise DataError(f"{path}: {column}: every sample weight is zero")
+    return w
 
 
 def _parse_targets(cells, lines, path, name):

@@ -1,0 +1,111 @@
+"""``--weight-column`` (``DataSpec.weight_column``): a CSV column of sample weights, left out of
+the features, split with the rows, weighting the loss (times any class weights) and the
+standardisation; evaluate weights its loss the same way. References come from the cells
+written to the file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+from gpunet.data import DataSpec, load_data
+
+
+def write(path, n=150, seed=0, text=False, bad=None):
+    """Columns id, a, [colour,] w, label; returns {id: (a, colour, w, label)}."""
+    rng = np.random.default_rng(seed)
+    rows = {}
+    with open(path, "w") as f:
+        f.write("id,a," + ("colour," if text else "") + "w,label\n")
+        for i in range(n):
+            a = round(float(rng.normal(3, 2)), 4)
+            colour = str(rng.choice(["red", "blue"]))
+            w = round(float(rng.uniform(0, 4)), 3) if i % 9 else 0.0
+            label = int(a + (colour == "red") > 3.5)
+            rows[i] = (a, colour, w, label)
+            cell = bad if bad is not None and i == 7 else w
+            f.write(f"{i},{a}," + (f"{colour}," if text else "") + f"{cell},{label}\n")
+    return rows
+
+
+def _ids(data, x):
+    return np.rint(data.standardizer.inverse(x)[:, 0]).astype(int)
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["numbers", "with-a-text-column"])
+def test_the_weights_follow_their_rows_and_leave_the_features(tmp_path, text):
+    rows = write(tmp_path / "d.csv", text=text)
+    data = load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="w",
+                              seed=2))
+    assert data.n_features == (4 if text else 2)  # id, a (and colour one-hot): no w
+    for split in ("train", "val", "test"):
+        ids = _ids(data, getattr(data, f"x_{split}"))
+        np.testing.assert_array_equal(getattr(data, f"w_{split}"), [rows[i][2] for i in ids])
+    # standardised with the training rows' weighted statistics
+    ids = _ids(data, data.x_train)
+    w = np.array([rows[i][2] for i in ids])
+    a = np.array([rows[i][0] for i in ids])
+    assert data.standardizer.mean[1] == pytest.approx(w @ a / w.sum(), rel=1e-12)
+
+
+def test_the_weight_column_times_the_class_weights(tmp_path):
+    rows = write(tmp_path / "d.csv")
+    data = load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="w",
+                              class_weight="balanced", seed=2))
+    ids = _ids(data, data.x_train)
+    np.testing.assert_allclose(
+        data.w_train, [rows[i][2] * data.class_weights[rows[i][3]] for i in ids], rtol=1e-15)
+
+
+def test_train_and_evaluate_weight_the_loss_alike(tmp_path, capsys):
+    write(tmp_path / "d.csv")
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", str(tmp_path / "d.csv"), "--target", "label",
+                 "--weight-column", "w", "--epochs", "3", "--backend", "numpy", "--quiet",
+                 "--save", str(ck)]) == 0
+    ckpt = load_checkpoint(ck)
+    last = ckpt.extra["training"]["state"]["history"][-1]
+    data = load_data(DataSpec.from_json(ckpt.extra["data"]))
+    logits = np.asarray(ckpt.build_model("numpy").predict(data.x_val), dtype=np.float64)
+    logp = logits - logits.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    nll = -logp[np.arange(len(logp)), data.y_val]
+    assert last["val_loss"] == pytest.approx(data.w_val @ nll / data.w_val.sum(), rel=1e-5)
+    assert abs(last["val_loss"] - nll.mean()) > 1e-4  # (weighting changed it)
+    assert main(["evaluate", "--checkpoint", str(ck), "--split", "val", "--backend", "numpy",
+                 "--metrics-json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["val_loss"] == pytest.approx(
+        last["val_loss"], rel=1e-6)
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(ck)]) == 0
+    assert "rows weighted by column 'w'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("-1", r"line 9, weight column 'w': -1; sample weights are finite numbers >= 0"),
+    ("heavy", r"line 9, weight column 'w': 'heavy' is not a number"),
+    ("", r"line 9, weight column 'w': missing value"),
+    ("inf", r"line 9, weight column 'w': inf; sample weights are finite"),
+])
+def test_bad_weights_are_named_by_line(tmp_path, bad, message):
+    write(tmp_path / "d.csv", bad=bad)
+    with pytest.raises(gn.DataError, match=message):
+        load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="w"))
+
+
+def test_what_the_weight_column_refuses(tmp_path):
+    write(tmp_path / "d.csv")
+    with pytest.raises(gn.DataError, match="no weight column 'weights'; columns: id, a, w"):
+        load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="weights"))
+    with pytest.raises(gn.ConfigError, match="the weight column 'label' is the target"):
+        load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="label"))
+    with pytest.raises(gn.ConfigError, match="weight_column applies to .csv datasets"):
+        load_data(DataSpec("iris", weight_column="w"))
+    (tmp_path / "z.csv").write_text("a,w,label\n1,0,0\n2,0,1\n3,0,0\n4,0,1\n")
+    with pytest.raises(gn.DataError, match="every sample weight is zero"):
+        load_data(DataSpec(str(tmp_path / "z.csv"), target="label", weight_column="w"))
