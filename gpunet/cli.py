@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gamma", type=float, default=0.1, help="step/plateau schedule: factor")
     t.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32")
+    t.add_argument("--monitor", default="val_loss",
+                   choices=("val_loss", "val_accuracy", "val_r2", "val_mse"),
+                   help="the validation figure early stopping and the best epoch go by "
+                        "(default val_loss)")
     t.add_argument("--patience", type=_positive_int, default=None,
                    help="early stopping: epochs without a better validation loss")
     t.add_argument("--seed", type=int, default=0)
@@ -353,6 +357,7 @@ def cmd_train(args, comm=None) -> int:
         epochs = args.epochs or training["epochs"]
         batch_size = args.batch_size or training["batch_size"]
         seed, patience, schedule = training["seed"], training["patience"], None
+        monitor = training.get("monitor", "val_loss")
         save = args.save or args.resume
         say(f"gpunet: resuming {args.resume} at epoch {training['state']['epoch']}, step "
             f"{training['state']['step']}, up to epoch {epochs}")
@@ -378,7 +383,7 @@ def cmd_train(args, comm=None) -> int:
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
         loss_fn = get_loss(loss_name)
         batch_size, seed = args.batch_size or 32, args.seed
-        patience, save = args.patience, args.save
+        patience, save, monitor = args.patience, args.save, args.monitor
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
                             step_size=args.step_size, gamma=args.gamma, factor=args.gamma)
 
@@ -404,7 +409,7 @@ def cmd_train(args, comm=None) -> int:
     history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
                   seed=seed, patience=patience, schedule=schedule,
                   progress=False if args.quiet else None, save=save, log=say, resume=resume,
-                  data_spec=data.spec.to_json(), comm=comm, graph=args.graph)
+                  data_spec=data.spec.to_json(), comm=comm, graph=args.graph, monitor=monitor)
     seconds = time.perf_counter() - t0
     if comm is not None and not comm.is_root:
         return 0  # rank 0 prints the result, writes the metrics and the plot

@@ -73,8 +73,8 @@ class _GpunetMLP(BaseEstimator):
     def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, optimizer="adam",
                  lr=None, momentum=0.0, weight_decay=None, clip_grad_norm=None,
                  schedule="constant", epochs=30, batch_size=32, patience=None,
-                 val_fraction=None, standardize=True, warm_start=False, backend="auto",
-                 dtype="float32", random_state=0, graph=True, verbose=False):
+                 monitor="val_loss", val_fraction=None, standardize=True, warm_start=False,
+                 backend="auto", dtype="float32", random_state=0, graph=True, verbose=False):
         self.hidden = hidden
         self.activation = activation
         self.dropout = dropout
@@ -87,6 +87,7 @@ class _GpunetMLP(BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.patience = patience
+        self.monitor = monitor
         self.val_fraction = val_fraction
         self.standardize = standardize
         self.warm_start = warm_start
@@ -191,7 +192,7 @@ class _GpunetMLP(BaseEstimator):
         history = fit(model, data, loss_fn, optimizer, epochs=epochs,
                       batch_size=self.batch_size, seed=seed, patience=patience,
                       schedule=schedule, progress=bool(self.verbose), log=log,
-                      handle_sigint=False, graph=self.graph)
+                      handle_sigint=False, graph=self.graph, monitor=self.monitor)
         if extend:
             done = self.n_iter_
             rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}
@@ -465,6 +466,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         patience: stop after that many epochs without a better validation loss and keep the
             best weights; the validation rows are ``val_fraction`` of the data (default 0.1
             then, and none otherwise), stratified by class.
+        monitor: what "better" means there: val_loss (default), val_accuracy (a classifier),
+            val_r2 or val_mse (a regressor); scikit-learn's MLP goes by the score.
         standardize: standardise the features with the training rows' mean and std.
         warm_start: ``fit`` goes on from the fitted network and its standardisation for
             ``epochs`` more epochs (with a new optimiser and schedule; the history goes on),

@@ -167,7 +167,7 @@ class TrainState:
     step: int = 0             # steps done in epoch ``epoch + 1``
     rng: dict | None = None   # shuffling generator state at the start of epoch ``epoch + 1``
     history: list = field(default_factory=list)
-    best_loss: float = math.inf
+    best_loss: float = math.inf  # the best monitored value, as a loss: lower is better
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped_early: bool = False
@@ -213,13 +213,17 @@ def _check_positive_int(name, v):
 
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
-        resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True) -> History:
+        resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True,
+        monitor="val_loss") -> History:
     """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
     steps through it in mini-batches (the last may be smaller), then measures validation
     metrics. ``patience``: stop after that many epochs without a better validation loss and
-    keep the best weights. ``schedule``: a Schedule setting the learning rate per epoch.
+    keep the best weights. ``monitor``: the validation figure that "better" and the best epoch
+    go by: val_loss (the default; lower is better), val_accuracy (classification) or val_r2
+    (regression; higher is better), or val_mse (regression; lower). The plateau schedule
+    watches val_loss either way. ``schedule``: a Schedule setting the learning rate per epoch.
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
     ``resume``: a loaded Checkpoint to continue from. ``log``: called with one line per epoch.
@@ -250,6 +254,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     _check_positive_int("batch_size", batch_size)
     if patience is not None:
         _check_positive_int("patience", patience)
+    if monitor not in MONITORS:
+        raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
+    if MONITORS[monitor] not in (None, data.task):
+        raise ConfigError(f"{monitor} is a {MONITORS[monitor]} figure; this is a {data.task} "
+                          "task")
+    sign = -1.0 if monitor in ("val_accuracy", "val_r2") else 1.0  # as a loss: lower is better
     if data.n_features != model.sizes[0]:
         raise ShapeError(
             f"layer 1 ({model.sizes[0]} -> {model.sizes[1]}) expects {model.sizes[0]} features; "
@@ -305,6 +315,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if t.get("ranks", 1) != ranks:
             raise ConfigError(f"this run was trained on {t.get('ranks', 1)} rank(s); resume it "
                               f"on the same number (mpiexec -n {t.get('ranks', 1)}), not {ranks}")
+        if t.get("monitor", "val_loss") != monitor:
+            raise ConfigError(f"this run monitored {t.get('monitor', 'val_loss')}; resume it "
+                              f"with the same monitor, not {monitor}")
         if t.get("batch_size") != batch_size:
             raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
                               f"not {batch_size}")
@@ -365,6 +378,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             arrays["epoch/correct"] = backend.to_host(correct)
         training = {"state": asdict(state), "batch_size": batch_size, "epochs": epochs,
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
+                    "monitor": monitor,
                     "ranks": ranks,
                     "loss": {"name": loss_fn.name, "reduction": loss_fn.reduction}}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,
@@ -467,8 +481,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
             if has_val:
                 schedule.observe(row["val_loss"])
-                if row["val_loss"] < state.best_loss:
-                    state.best_loss, state.best_epoch, state.bad_epochs = row["val_loss"], epoch, 0
+                value = sign * row[monitor]
+                if value < state.best_loss:
+                    state.best_loss, state.best_epoch, state.bad_epochs = value, epoch, 0
                     if patience is not None:
                         best = {k: v.copy() for k, v in model.params.items()}
                 else:
@@ -482,7 +497,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             checkpoint()
             if state.stopped_early:
                 if log is not None:
-                    log(f"early stop: no better validation loss for {patience} epochs; "
+                    log(f"early stop: no better {monitor} for {patience} epochs; "
                         f"keeping the weights of epoch {state.best_epoch}")
                 break
 
@@ -497,6 +512,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                             weight=getattr(data, "w_test", None)).items()} \
         if len(data.x_test) else {}
     return history
+
+
+#: what ``fit`` can monitor, and the task each needs (None: any)
+MONITORS = {"val_loss": None, "val_accuracy": "classification", "val_r2": "regression",
+            "val_mse": "regression"}
 
 
 def _listed_floats(values):

@@ -1,0 +1,76 @@
+"""What early stopping and the best epoch go by (``fit(monitor=...)``, ``--monitor``): the best
+epoch is the first best of the monitored column of the history, and the weights kept are that
+epoch's (their metrics on the validation rows are that row's)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+from gpunet.data import DataSpec, load_data
+from gpunet.train import fit, metrics
+
+
+def _run(name, monitor, epochs=40, patience=6, lr=0.05):
+    data = load_data(DataSpec(name, seed=3, val_fraction=0.3, test_fraction=0.1))
+    n_out = data.n_classes if data.task == "classification" else 1
+    model = gn.MLP([data.n_features, 64, n_out], backend="numpy", seed=1, dtype="float64")
+    loss = gn.CrossEntropyLoss() if data.task == "classification" else gn.MSELoss()
+    history = fit(model, data, loss, gn.Adam(model, lr=lr), epochs=epochs, batch_size=16,
+                  patience=patience, monitor=monitor, progress=False)
+    return data, model, loss, history
+
+
+@pytest.mark.parametrize("name, monitor, best", [
+    ("wine", "val_loss", np.argmin), ("wine", "val_accuracy", np.argmax),
+    ("diabetes", "val_r2", np.argmax), ("diabetes", "val_mse", np.argmin),
+])
+def test_the_best_epoch_and_the_kept_weights_go_by_the_monitor(name, monitor, best):
+    data, model, loss, history = _run(name, monitor)
+    column = [row[monitor] for row in history]
+    assert history.best_epoch == 1 + int(best(column))
+    got = metrics(model, data.x_val, data.y_val, loss, data.task,
+                  target=data.target_standardizer)
+    kept = history[history.best_epoch - 1]
+    for k, v in got.items():
+        assert v == pytest.approx(kept[f"val_{k}"], rel=1e-9, abs=1e-12), k
+
+
+def test_accuracy_and_loss_pick_different_epochs_here():
+    """(So that the test above can tell the monitors apart.)"""
+    _, _, _, by_loss = _run("wine", "val_loss", patience=40)
+    _, _, _, by_accuracy = _run("wine", "val_accuracy", patience=40)
+    assert by_loss.best_epoch != by_accuracy.best_epoch
+
+
+def test_what_monitor_refuses(tmp_path):
+    with pytest.raises(gn.ConfigError, match="val_accuracy is a classification figure; this is "
+                                             "a regression task"):
+        _run("diabetes", "val_accuracy")
+    with pytest.raises(gn.ConfigError, match="unknown monitor 'accuracy'"):
+        _run("wine", "accuracy")
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "wine", "--monitor", "val_accuracy", "--patience", "3",
+                 "--epochs", "2", "--backend", "numpy", "--quiet", "--save", str(ck)]) == 0
+    assert load_checkpoint(ck).extra["training"]["monitor"] == "val_accuracy"
+    assert main(["train", "--resume", str(ck), "--epochs", "4", "--backend", "numpy",
+                 "--quiet"]) == 0  # the run's own monitor goes on
+    ckpt = load_checkpoint(ck)
+    data = load_data(DataSpec.from_json(ckpt.extra["data"]))
+    model = ckpt.build_model("numpy")
+    with pytest.raises(gn.ConfigError, match="this run monitored val_accuracy; resume it with "
+                                             "the same monitor, not val_loss"):
+        fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=6, batch_size=32,
+            patience=3, resume=ckpt, progress=False)
+
+
+def test_the_estimators_take_it():
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    clf = gn.MLPClassifier(monitor="val_accuracy", patience=5, epochs=60, val_fraction=0.3,
+                           backend="numpy").fit(x, y)
+    assert clf.best_epoch_ == 1 + int(np.argmax(clf.validation_scores_))
