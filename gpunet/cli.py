@@ -461,20 +461,25 @@ def _checkpoint_loss(ckpt, model, task):
     return get_loss("cross_entropy")
 
 
+def _stored_numbers(ckpt, key, what, ok, expected):
+    """The list of numbers a checkpoint holds under ``key`` (None where it holds none);
+    CheckpointError, naming ``what``, unless each one is a number that ``ok`` accepts."""
+    from .errors import CheckpointError
+
+    values = ckpt.extra.get(key)
+    if values is not None and not (isinstance(values, list) and values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v) for v in values)):
+        raise CheckpointError(f"the checkpoint's {what} are malformed (expected a list of "
+                              f"{expected})")
+    return values
+
+
 def _fill_values(ckpt):
     """The checkpoint's fill values for missing features (a run with --fill-missing), or
     None."""
     import math
 
-    from .errors import CheckpointError
-
-    fills = ckpt.extra.get("fill_values")
-    if fills is not None and not (isinstance(fills, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in fills)):
-        raise CheckpointError("the checkpoint's fill values are malformed (expected a list of "
-                              "finite numbers)")
-    return fills
+    return _stored_numbers(ckpt, "fill_values", "fill values", math.isfinite, "finite numbers")
 
 
 def _class_weighted(ckpt, labels):
@@ -482,16 +487,10 @@ def _class_weighted(ckpt, labels):
     training), else None."""
     import numpy as np
 
-    from .errors import CheckpointError
-
-    per_class = ckpt.extra.get("class_weights")
+    per_class = _stored_numbers(ckpt, "class_weights", "class weights", lambda v: v >= 0,
+                                "numbers >= 0")
     if per_class is None:
         return None
-    if not (isinstance(per_class, list) and per_class and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for v in per_class)):
-        raise CheckpointError("the checkpoint's class weights are malformed (expected a list "
-                              "of numbers >= 0)")
     per_class = np.asarray(per_class, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1)
     known = labels < len(per_class)
