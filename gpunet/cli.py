@@ -17,7 +17,7 @@ import time
 from . import __version__
 from .activations import HIDDEN_ACTIVATIONS
 from .errors import GpunetError
-from .optim import DEFAULT_LR
+from .optim import optimizer_kwargs
 
 
 def _positive_int(text):
@@ -373,13 +373,8 @@ def cmd_train(args, comm=None) -> int:
         model = MLP([data.n_features, *(args.hidden or [128]), n_out],
                     activation=args.activation, output=OUTPUT_FOR_LOSS[loss_name],
                     backend=backend, seed=args.seed, dtype=args.dtype, dropout=args.dropout)
-        opt_kw = {"lr": args.lr or DEFAULT_LR[args.optimizer]}
-        if args.weight_decay is not None:
-            opt_kw["weight_decay"] = args.weight_decay
-        if args.clip_grad_norm is not None:
-            opt_kw["clip_norm"] = args.clip_grad_norm
-        if args.optimizer == "sgd":
-            opt_kw["momentum"] = args.momentum
+        opt_kw = optimizer_kwargs(args.optimizer, args.lr, args.weight_decay, args.momentum,
+                                  args.clip_grad_norm)
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
         loss_fn = get_loss(loss_name)
         batch_size, seed = args.batch_size or 32, args.seed

@@ -679,20 +679,17 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     if spec.fill_missing not in FILL_MISSING:
         raise ConfigError(f"unknown fill_missing {spec.fill_missing!r}; valid: None, "
                           + ", ".join(map(repr, FILL_MISSING[1:])))
-    if spec.fill_missing and kind not in ("csv", None):
-        raise ConfigError(f"fill_missing applies to .csv datasets, not to {spec.dataset!r}")
+    for name in ("drop_missing", "fill_missing", "weight_column"):
+        if getattr(spec, name) not in (None, False) and kind not in ("csv", None):
+            raise ConfigError(f"{name} applies to .csv datasets, not to {spec.dataset!r}")
     if spec.fill_missing and spec.drop_missing:
         raise ConfigError("choose one of drop_missing (leave rows with a missing value out) "
                           "and fill_missing (fill the values in)")
-    if spec.weight_column is not None and kind not in ("csv", None):
-        raise ConfigError(f"weight_column applies to .csv datasets, not to {spec.dataset!r}")
     if spec.weight_column is not None and spec.weight_column == spec.target:
         raise ConfigError(f"the weight column {spec.weight_column!r} is the target column")
     if spec.class_weight not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown class weight {spec.class_weight!r}; valid: None, "
                           + ", ".join(map(repr, CLASS_WEIGHTS[1:])))
-    if spec.drop_missing and kind not in ("csv", None):
-        raise ConfigError(f"drop_missing applies to .csv datasets, not to {spec.dataset!r}")
     if spec.val_fraction + spec.test_fraction >= 1:
         raise ConfigError(f"val_fraction + test_fraction must be below 1 to leave training rows, "
                           f"got {spec.val_fraction} + {spec.test_fraction}")

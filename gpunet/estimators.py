@@ -57,7 +57,7 @@ from .data import Dataset, Standardizer, check_sample_weight, make_dataset
 from .errors import CheckpointError, ConfigError
 from .losses import CrossEntropyLoss, MSELoss
 from .model import MLP
-from .optim import DEFAULT_LR, get_optimizer
+from .optim import get_optimizer, optimizer_kwargs
 from .schedules import Schedule
 from .train import History, fit
 
@@ -124,19 +124,8 @@ class _GpunetMLP(BaseEstimator):
                           f"numpy RandomState, got {rs!r}")
 
     def _optimizer_kwargs(self) -> dict:
-        if self.optimizer not in DEFAULT_LR:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid names: "
-                              f"{', '.join(DEFAULT_LR)}")
-        kw = {"lr": DEFAULT_LR[self.optimizer] if self.lr is None else self.lr}
-        if self.weight_decay is not None:
-            kw["weight_decay"] = self.weight_decay
-        if self.clip_grad_norm is not None:
-            kw["clip_norm"] = self.clip_grad_norm
-        if self.optimizer == "sgd":
-            kw["momentum"] = self.momentum
-        elif self.momentum:
-            raise ConfigError(f"momentum applies to the sgd optimizer, not {self.optimizer}")
-        return kw
+        return optimizer_kwargs(self.optimizer, self.lr, self.weight_decay, self.momentum,
+                                self.clip_grad_norm)
 
     def _val_fraction(self) -> float:
         """Held-out rows: ``val_fraction`` if given, else 0.1 where early stopping or the

@@ -231,6 +231,26 @@ class AdamW(Adam):
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
 
 
+def optimizer_kwargs(name: str, lr=None, weight_decay=None, momentum=0.0,
+                     clip_norm=None) -> dict:
+    """``get_optimizer(name, model, **kw)``'s keywords from the settings ``gpunet train`` and
+    the estimators share: ``lr`` None takes ``DEFAULT_LR[name]``, ``weight_decay`` None keeps
+    the optimiser's own default, ``momentum`` is SGD's (ConfigError for another optimiser
+    unless 0), ``clip_norm`` None clips nothing."""
+    if name not in DEFAULT_LR:
+        raise ConfigError(f"unknown optimizer {name!r}; valid names: {', '.join(DEFAULT_LR)}")
+    kw = {"lr": DEFAULT_LR[name] if lr is None else lr}
+    if weight_decay is not None:
+        kw["weight_decay"] = weight_decay
+    if clip_norm is not None:
+        kw["clip_norm"] = clip_norm
+    if name == "sgd":
+        kw["momentum"] = momentum
+    elif momentum:
+        raise ConfigError(f"momentum applies to the sgd optimizer, not {name}")
+    return kw
+
+
 def get_optimizer(name: str, model, **kwargs) -> Optimizer:
     """An optimiser by its short name (sgd, adam, adamw)."""
     try:

@@ -205,3 +205,9 @@ def test_tf32_is_a_no_op_with_a_notice_on_the_cpu(tmp_path, capsys):
     assert json.loads(m1.read_text())["test_loss"] == json.loads(m2.read_text())["test_loss"]
     assert main(["bench", "--backend", "numpy", "--tf32"]) == 1
     assert "--tf32 needs a GPU backend, not numpy" in capsys.readouterr().err
+
+
+def test_momentum_with_another_optimizer_is_refused_not_ignored(capsys):
+    assert main(["train", "--dataset", "iris", "--optimizer", "adam", "--momentum", "0.9",
+                 "--epochs", "1", "--backend", "numpy"]) == 1
+    assert "momentum applies to the sgd optimizer, not adam" in capsys.readouterr().err
