@@ -537,7 +537,9 @@ def cmd_predict(args) -> int:
     _check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
-    x = read_features(args.input, ckpt.features, _fill_values(ckpt))
+    spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
+    x = read_features(args.input, ckpt.features, _fill_values(ckpt),
+                      ignore=[spec[k] for k in ("target", "weight_column") if spec.get(k)])
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError

@@ -416,18 +416,20 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     return x, y, spec.task, n_classes
 
 
-def read_features(path, encoding=None, fill_values=None) -> np.ndarray:
+def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
     ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
     training encoded them) or a .npy file holding a 2-D numeric array; float64 (samples,
     features). ``fill_values`` (a model trained with fill_missing): a CSV's missing values are
-    filled with them (a missing category: none) instead of being an error."""
+    filled with them (a missing category: none) instead of being an error. ``ignore``: names
+    of CSV columns that are not features (the training file's target and weights), left out
+    where the file has them."""
     path = os.fspath(path)
     kind = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
     if kind == "csv":
         fill = fill_values is not None
         x = _read_csv(path, target=None, features_only=True, encoding=encoding,
-                      fill_missing=fill)[0]
+                      fill_missing=fill, ignore=ignore)[0]
         return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
@@ -848,12 +850,13 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None,
-              drop_missing: bool = False, fill_missing: bool = False, weight=None):
+              drop_missing: bool = False, fill_missing: bool = False, weight=None, ignore=()):
     """(features, targets or None, line number of each row, feature description, rows dropped,
     sample weights or None: the column named ``weight``, left out of the features) of a CSV
-    file; with ``drop_missing`` a row with a missing value is left out and counted;
-    with ``fill_missing`` a missing feature value is NaN (a missing category: an all-zero
-    one-hot row), to be filled in; else it is a DataError.
+    file (columns named in ``ignore`` are left out where present); with ``drop_missing`` a
+    row with a missing value is left out and counted; with ``fill_missing`` a missing feature
+    value is NaN (a missing category: an all-zero one-hot row), to be filled in; else it is a
+    DataError.
 
     Feature columns hold numbers, or (when training: not ``features_only``) text: a column whose
     every cell is text is categorical, one-hot encoded over its sorted categories (one 0/1
@@ -869,14 +872,15 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     text_columns = None
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header, t, names = _csv_header(reader, path, target, features_only, weight)
+        header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
     wi = None if weight is None else header.index(weight)
+    skip = _skipped(header, ignore)
     if not categorical:  # every cell a finite number: NumPy's C parser, ~8x Python's csv
         with _csv_errors(path):
             data = _all_numbers(path, len(header))
         if data is not None:
             lines = list(range(2, len(data) + 2))
-            taken = [j for j in (t, wi) if j is not None]
+            taken = [j for j in (t, wi, *skip) if j is not None]
             w = None if wi is None else _weights(data[:, wi], lines, path, weight)
             return (np.delete(data, taken, axis=1) if taken else data,
                     None if t is None else data[:, t].copy(), lines, None, 0, w)
@@ -884,9 +888,9 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     # and named by line and column.
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header, t, names = _csv_header(reader, path, target, features_only, weight)
+        header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
         rows, lines, cells = [], [], []
-        data_rows = _DataRows(reader, header, t, path, drop_missing, wi)
+        data_rows = _DataRows(reader, header, t, path, drop_missing, wi, skip)
         for line, row, cell in ([] if categorical else data_rows):
             cells.append(cell)
             values = _parse_row(row, names, path, line, text=not features_only,
@@ -900,7 +904,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if categorical or text_columns:
         with _csv_errors(path):
             return _read_csv_columns(path, target, features_only, encoding, text_columns,
-                                     drop_missing, fill_missing, weight)
+                                     drop_missing, fill_missing, weight, ignore)
     if not rows:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
@@ -948,9 +952,10 @@ def _csv_errors(path):
         raise DataError(f"{path}: cannot read: {e.strerror or _one_line(e)}") from None
 
 
-def _csv_header(reader, path, target, features_only, weight=None):
+def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     """(header, the target's index or None, the feature columns' names) of a CSV reader; the
-    column named ``weight`` (sample weights), if given, is not a feature either."""
+    column named ``weight`` (sample weights), if given, is not a feature either, nor are the
+    columns named in ``ignore`` that the header has."""
     header = next(reader, None)
     if header is None:
         raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
@@ -969,7 +974,7 @@ def _csv_header(reader, path, target, features_only, weight=None):
         raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
     if weight is not None and weight not in header:
         raise DataError(f"{path}: no weight column {weight!r}; columns: {columns}")
-    names = [h for j, h in enumerate(header) if j != t and h != weight]
+    names = [h for j, h in enumerate(header) if j != t and h != weight and h not in ignore]
     if not names:
         raise DataError(f"{path}: no feature columns besides the target {target!r}"
                         + (f" and the weights {weight!r}" if weight is not None else ""))
@@ -982,8 +987,8 @@ class _DataRows:
     a missing value left out and counted in ``dropped``. The cell of column ``wi`` (sample
     weights), if given, is taken out too and kept in ``weight_cells``."""
 
-    def __init__(self, reader, header, t, path, drop_missing, wi=None):
-        self.reader, self.header, self.t, self.wi = reader, header, t, wi
+    def __init__(self, reader, header, t, path, drop_missing, wi=None, skip=()):
+        self.reader, self.header, self.t, self.wi, self.skip = reader, header, t, wi, skip
         self.path, self.drop_missing = path, drop_missing
         self.dropped = 0
         self.weight_cells = []
@@ -999,7 +1004,7 @@ class _DataRows:
             if self.drop_missing and _has_missing(row):
                 self.dropped += 1
                 continue
-            taken = {j: row[j] for j in (self.t, self.wi) if j is not None}
+            taken = {j: row[j] for j in (self.t, self.wi, *self.skip) if j is not None}
             for j in sorted(taken, reverse=True):
                 del row[j]
             if self.wi is not None:
@@ -1008,13 +1013,13 @@ class _DataRows:
 
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
-                      fill_missing=False, weight=None):
+                      fill_missing=False, weight=None, ignore=()):
     """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
     encoded (learnt: ``text_columns``, the indices of the first text cells met; or stored:
     ``encoding``)."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header, t, names = _csv_header(reader, path, target, features_only, weight)
+        header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
         if encoding is None:
             order = list(range(len(names)))
             known = [[] if j in text_columns else None for j in order]  # [] = to be learnt
@@ -1033,7 +1038,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
         columns = [[] for _ in order]
         lines, cells = [], []
         data_rows = _DataRows(reader, header, t, path, drop_missing,
-                              None if weight is None else header.index(weight))
+                              None if weight is None else header.index(weight),
+                              _skipped(header, ignore))
         for line, row, cell in data_rows:
             cells.append(cell)
             for k, j in enumerate(order):
@@ -1131,6 +1137,11 @@ def _is_number(text) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _skipped(header, ignore) -> list:
+    """The indices of the header's columns named in ``ignore``."""
+    return [j for j, h in enumerate(header) if h in ignore]
 
 
 def _weights(cells, lines, path, name) -> np.ndarray:

@@ -109,3 +109,31 @@ def test_what_the_weight_column_refuses(tmp_path):
     (tmp_path / "z.csv").write_text("a,w,label\n1,0,0\n2,0,1\n3,0,0\n4,0,1\n")
     with pytest.raises(gn.DataError, match="every sample weight is zero"):
         load_data(DataSpec(str(tmp_path / "z.csv"), target="label", weight_column="w"))
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["numbers", "with-a-text-column"])
+def test_predict_takes_the_training_file_itself(tmp_path, text):
+    """The file trained on still holds the target and weight columns: predict leaves them out
+    by the names stored with the run, and predicts what it does on the features alone."""
+    rows = write(tmp_path / "d.csv", text=text)
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", str(tmp_path / "d.csv"), "--target", "label",
+                 "--weight-column", "w", "--epochs", "2", "--backend", "numpy", "--quiet",
+                 "--save", str(ck)]) == 0
+    with open(tmp_path / "x.csv", "w") as f:  # the features alone, columns in another order
+        f.write(("colour," if text else "") + "a,id\n")
+        for i, (a, colour, _, _) in rows.items():
+            f.write((f"{colour}," if text else "") + f"{a},{i}\n")
+    outs = []
+    for name in ("d.csv", "x.csv") if text else ("d.csv",):
+        out = tmp_path / f"p-{name}.npy"
+        assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / name),
+                     "--output", str(out), "--backend", "numpy"]) == 0
+        outs.append(np.load(out))
+    ckpt = load_checkpoint(ck)
+    model = ckpt.build_model("numpy", weights="best")
+    x = np.array([[i, a] + ([float(c == "blue"), float(c == "red")] if text else [])
+                  for i, (a, c, _, _) in rows.items()])
+    want = np.argmax(model.predict(ckpt.standardizer(x)), axis=1)
+    for got in outs:
+        np.testing.assert_array_equal(got[:, 0], want)
