@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
     t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum")
+    t.add_argument("--nesterov", action="store_true",
+                   help="sgd: Nesterov momentum (needs --momentum > 0)")
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--clip-grad-norm", type=_positive_float, default=None, metavar="MAX",
                    help="scale each step's gradients down to a 2-norm of at most MAX")
@@ -374,7 +376,7 @@ def cmd_train(args, comm=None) -> int:
                     activation=args.activation, output=OUTPUT_FOR_LOSS[loss_name],
                     backend=backend, seed=args.seed, dtype=args.dtype, dropout=args.dropout)
         opt_kw = optimizer_kwargs(args.optimizer, args.lr, args.weight_decay, args.momentum,
-                                  args.clip_grad_norm)
+                                  args.clip_grad_norm, args.nesterov)
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
         loss_fn = get_loss(loss_name)
         batch_size, seed = args.batch_size or 32, args.seed

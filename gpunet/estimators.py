@@ -71,7 +71,7 @@ class _GpunetMLP(BaseEstimator):
     _task = None
 
     def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, optimizer="adam",
-                 lr=None, momentum=0.0, weight_decay=None, clip_grad_norm=None,
+                 lr=None, momentum=0.0, nesterov=False, weight_decay=None, clip_grad_norm=None,
                  schedule="constant", epochs=30, batch_size=32, patience=None,
                  monitor="val_loss", val_fraction=None, standardize=True, warm_start=False,
                  backend="auto", dtype="float32", random_state=0, graph=True, verbose=False):
@@ -81,6 +81,7 @@ class _GpunetMLP(BaseEstimator):
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
+        self.nesterov = nesterov
         self.weight_decay = weight_decay
         self.clip_grad_norm = clip_grad_norm
         self.schedule = schedule
@@ -125,7 +126,7 @@ class _GpunetMLP(BaseEstimator):
 
     def _optimizer_kwargs(self) -> dict:
         return optimizer_kwargs(self.optimizer, self.lr, self.weight_decay, self.momentum,
-                                self.clip_grad_norm)
+                                self.clip_grad_norm, self.nesterov)
 
     def _val_fraction(self) -> float:
         """Held-out rows: ``val_fraction`` if given, else 0.1 where early stopping or the
@@ -446,7 +447,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             logistic regression).
         activation: relu, leaky_relu, sigmoid, tanh or identity, between the layers.
         dropout: the rate at which hidden outputs are zeroed while training (0: none).
-        optimizer, lr, momentum, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1; momentum);
+        optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
+            momentum, with ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
         clip_grad_norm: scale each step's gradients down to a 2-norm of at most this (None:
             never), as ``torch.nn.utils.clip_grad_norm_``.

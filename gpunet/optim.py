@@ -232,11 +232,11 @@ OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
 
 
 def optimizer_kwargs(name: str, lr=None, weight_decay=None, momentum=0.0,
-                     clip_norm=None) -> dict:
+                     clip_norm=None, nesterov=False) -> dict:
     """``get_optimizer(name, model, **kw)``'s keywords from the settings ``gpunet train`` and
     the estimators share: ``lr`` None takes ``DEFAULT_LR[name]``, ``weight_decay`` None keeps
-    the optimiser's own default, ``momentum`` is SGD's (ConfigError for another optimiser
-    unless 0), ``clip_norm`` None clips nothing."""
+    the optimiser's own default, ``momentum`` and ``nesterov`` are SGD's (ConfigError for
+    another optimiser unless 0 and False), ``clip_norm`` None clips nothing."""
     if name not in DEFAULT_LR:
         raise ConfigError(f"unknown optimizer {name!r}; valid names: {', '.join(DEFAULT_LR)}")
     kw = {"lr": DEFAULT_LR[name] if lr is None else lr}
@@ -244,10 +244,15 @@ def optimizer_kwargs(name: str, lr=None, weight_decay=None, momentum=0.0,
         kw["weight_decay"] = weight_decay
     if clip_norm is not None:
         kw["clip_norm"] = clip_norm
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise ConfigError(f"nesterov must be True or False, got {nesterov!r}")
     if name == "sgd":
         kw["momentum"] = momentum
-    elif momentum:
-        raise ConfigError(f"momentum applies to the sgd optimizer, not {name}")
+        if nesterov:
+            kw["nesterov"] = True
+    elif momentum or nesterov:
+        raise ConfigError(f"{'momentum' if momentum else 'nesterov'} applies to the sgd "
+                          f"optimizer, not {name}")
     return kw
 
 

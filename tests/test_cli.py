@@ -211,3 +211,25 @@ def test_momentum_with_another_optimizer_is_refused_not_ignored(capsys):
     assert main(["train", "--dataset", "iris", "--optimizer", "adam", "--momentum", "0.9",
                  "--epochs", "1", "--backend", "numpy"]) == 1
     assert "momentum applies to the sgd optimizer, not adam" in capsys.readouterr().err
+
+
+def test_nesterov_flag_reaches_the_optimiser_and_its_checkpoint(tmp_path, capsys):
+    """--nesterov trains with SGD's Nesterov momentum (the saved optimiser says so, and the
+    weights differ from plain momentum's); it is refused without momentum or with adam."""
+    params = []
+    for flags in (["--nesterov"], []):
+        ckpt = tmp_path / f"c{len(params)}.npz"
+        assert main(["train", "--dataset", "iris", "--epochs", "2", "--backend", "numpy",
+                     "--quiet", "--optimizer", "sgd", "--momentum", "0.9", "--save", str(ckpt),
+                     *flags]) == 0
+        loaded = load_checkpoint(ckpt)
+        assert loaded.header["optimizer"]["hyperparameters"]["nesterov"] is bool(flags)
+        params.append(loaded.params)
+    assert not np.array_equal(params[0]["W1"], params[1]["W1"])
+    capsys.readouterr()
+    assert main(["train", "--dataset", "iris", "--optimizer", "sgd", "--nesterov",
+                 "--epochs", "1", "--backend", "numpy"]) == 1
+    assert "nesterov momentum needs momentum > 0" in capsys.readouterr().err
+    assert main(["train", "--dataset", "iris", "--optimizer", "adam", "--nesterov",
+                 "--epochs", "1", "--backend", "numpy"]) == 1
+    assert "nesterov applies to the sgd optimizer, not adam" in capsys.readouterr().err

@@ -385,3 +385,39 @@ def test_bad_sample_weights_are_refused(weights, message):
                  lambda e, w: e.partial_fit(x, y, sample_weight=w, classes=[0, 1, 2])):
         with pytest.raises(ValueError, match=message):
             call(_estimator(), weights(len(x)))
+
+
+def _nesterov_sgd(p, g, buf, lr, mu):
+    """torch.optim.SGD(momentum=mu, nesterov=True)'s update, float64: b = g on the first step,
+    else b = mu b + g; p = p - lr (g + mu b)."""
+    for k in p:
+        buf[k] = g[k].copy() if k not in buf else mu * buf[k] + g[k]
+        p[k] = p[k] - lr * (g[k] + mu * buf[k])
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_nesterov_momentum_is_torchs_rule(nesterov):
+    """optimizer="sgd", momentum=0.9, nesterov=True: four full-batch steps equal torch's
+    Nesterov rule written out; plain momentum does not."""
+    x, y = _data()
+    est = _estimator(batch_size=len(x), optimizer="sgd", lr=0.05, momentum=0.9,
+                     nesterov=nesterov, epochs=4).fit(x, y)
+    p, buf = _initial(7, 3), {}
+    xs, target = _standardised(x, x), _one_hot(y, 3)
+    for _ in range(4):
+        _nesterov_sgd(p, _grads(p, xs, target, "cross_entropy"), buf, 0.05, 0.9)
+    if nesterov:
+        _assert_weights(est, p)
+    else:
+        assert not np.allclose(est.model_.state_dict()["W1"], p["W1"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"optimizer": "adam", "nesterov": True}, "nesterov applies to the sgd optimizer"),
+    ({"optimizer": "sgd", "nesterov": True}, "nesterov momentum needs momentum > 0"),
+    ({"optimizer": "sgd", "momentum": 0.9, "nesterov": "yes"}, "nesterov must be True or"),
+])
+def test_nesterov_needs_sgd_with_momentum(params, message):
+    x, y = _data(n=40)
+    with pytest.raises(gn.ConfigError, match=message):
+        _estimator(epochs=1, **params).fit(x, y)
