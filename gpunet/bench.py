@@ -50,7 +50,8 @@ def judge(row: dict, gpu: bool):
     """``(goal, met)`` for a result row: the goal as text ("" where none applies: eager or TF32
     rows) and whether the row meets it (None when it cannot tell, e.g. without PyTorch)."""
     goal = GOALS.get((row["config"], "gpu" if gpu else "cpu"))
-    if goal is None or row.get("tf32") or row.get("dropout") or row.get("path") == "eager":
+    if goal is None or row.get("tf32") or row.get("dropout") or row.get("norm") \
+            or row.get("path") == "eager":
         return "", None
     what, bound = goal
     text = f"<= {bound:g} ms" if what == "ms" else f"<= {bound:g}x torch"
@@ -105,11 +106,12 @@ class GpunetStep(NamedTuple):
 
 
 def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0,
-                 dropout=0.0) -> GpunetStep:
+                 dropout=0.0, norm=None) -> GpunetStep:
     import gpunet as gn
     from gpunet.step import StaticStep
 
-    model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed, dropout=dropout)
+    model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed, dropout=dropout,
+                   norm=norm)
     opt = gn.SGD(model, lr=0.01) if optimizer == "sgd" else gn.Adam(model, lr=1e-3)
     loss = gn.CrossEntropyLoss(check_labels=False)
     rng = np.random.default_rng(seed)
@@ -167,7 +169,8 @@ def _one_step(calls):
     return calls[:again]
 
 
-def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, dropout=0.0):
+def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, dropout=0.0,
+                 norm=None):
     import torch
 
     torch.manual_seed(seed)
@@ -175,6 +178,8 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, drop
     for i in range(len(sizes) - 1):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
+            if norm:
+                layers.append(torch.nn.LayerNorm(sizes[i + 1]))
             layers.append(torch.nn.ReLU())
             if dropout:
                 layers.append(torch.nn.Dropout(dropout))
@@ -194,9 +199,9 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, drop
     return opt, body
 
 
-def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0):
+def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0, norm=None):
     """PyTorch's eager training step, as its users write it."""
-    opt, body = _torch_model(device, sizes, batch, optimizer, seed, dropout=dropout)
+    opt, body = _torch_model(device, sizes, batch, optimizer, seed, dropout=dropout, norm=norm)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -205,14 +210,14 @@ def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0):
     return step
 
 
-def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0, dropout=0.0):
+def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0, dropout=0.0, norm=None):
     """PyTorch's whole step (forward, backward, optimiser) captured into one CUDA graph, the
     recipe of PyTorch's CUDA-graph docs: warm-up on a side stream, gradients left unset so the
     captured backward allocates them from the graph's pool. Returns the replay."""
     import torch
 
     opt, body = _torch_model("cuda", sizes, batch, optimizer, seed, capturable=True,
-                             dropout=dropout)
+                             dropout=dropout, norm=norm)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -246,7 +251,7 @@ def _time_round(step, steps, sync):
 
 def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
         rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, tf32=False,
-        torch_graph=True, dropout=0.0, log=print) -> dict:
+        torch_graph=True, dropout=0.0, norm=None, log=print) -> dict:
     """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
 
     ``graph``: gpunet steps through ``gpunet.step.StaticStep`` (a CUDA graph replay on the
@@ -254,6 +259,7 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
     ``tf32``: both libraries may run float32 GEMMs on TF32 tensor cores (GPU only).
     ``torch_graph``: on the GPU, also time PyTorch's step replayed as a CUDA graph.
     ``dropout``: both nets drop each hidden output with this probability (rows without a
+    goal). ``norm``: "layer" puts a layer norm in each hidden layer of both (rows without a
     goal).
     """
     import gpunet as gn
@@ -290,15 +296,16 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
         for optimizer in optimizers:
             n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
             row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
-                   "tf32": bool(tf32), "dropout": float(dropout)}
+                   "tf32": bool(tf32), "dropout": float(dropout), "norm": norm}
             if gpu:  # each row's memory is its own
                 backend.xp.get_default_memory_pool().free_all_blocks()
                 if torch is not None:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-            made = _gpunet_step(backend, sizes, batch, optimizer, graph, dropout=dropout)
+            made = _gpunet_step(backend, sizes, batch, optimizer, graph, dropout=dropout,
+                                norm=norm)
             g_step, row["path"], graph_bytes = made.step, made.path, made.graph_bytes
-            t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout) \
+            t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout, norm=norm) \
                 if torch is not None else None
             for _ in range(warmup):
                 g_step()
@@ -310,7 +317,7 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
             if gpu and torch is not None and torch_graph:
                 try:
                     steps_by["torch_graph"] = _torch_graph_step(sizes, batch, optimizer, warmup,
-                                                                dropout=dropout)
+                                                                dropout=dropout, norm=norm)
                 except Exception as e:  # recorded, not fatal: the other columns stand
                     row["torch_graph_error"] = f"{type(e).__name__}: {_first_line(e)}"
             times = {lib: [] for lib, step in steps_by.items() if step}
@@ -362,7 +369,8 @@ def _format_row(r) -> str:
 def _path(r) -> str:
     """The row's path, with its options: "graph tf32", "eager p=0.2"."""
     return r["path"] + (" tf32" if r.get("tf32") else "") \
-        + (f" p={r['dropout']:g}" if r.get("dropout") else "")
+        + (f" p={r['dropout']:g}" if r.get("dropout") else "") \
+        + (f" {r['norm']} norm" if r.get("norm") else "")
 
 
 def _verdict(met) -> str:
@@ -434,6 +442,8 @@ def main(argv=None) -> int:
                    help="on the GPU, skip timing PyTorch's step as a CUDA graph")
     p.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="both nets drop hidden outputs with probability P (rows without goals)")
+    p.add_argument("--norm", choices=("layer",), default=None,
+                   help="a layer norm in each hidden layer of both nets (rows without goals)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)
@@ -443,7 +453,7 @@ def main(argv=None) -> int:
     configs = args.config or (["small", "medium", "large"] if gpu else ["small", "medium"])
     result = run(args.backend, configs, args.optimizer or ["sgd", "adam"], rounds=args.rounds,
                  steps=args.steps, torch_threads=args.threads, graph=args.graph, tf32=args.tf32,
-                 torch_graph=args.torch_graph, dropout=args.dropout,
+                 torch_graph=args.torch_graph, dropout=args.dropout, norm=args.norm,
                  log=lambda s: print(s, flush=True))
     from .checkpoint import atomic_write
 

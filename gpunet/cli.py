@@ -17,6 +17,7 @@ import time
 from . import __version__
 from .activations import HIDDEN_ACTIVATIONS
 from .errors import GpunetError
+from .model import NORMS
 from .optim import optimizer_kwargs
 
 
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS)
     t.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="zero each hidden output with probability P while training (default 0)")
+    t.add_argument("--norm", default=None, choices=NORMS,
+                   help="layer: normalise each hidden layer's pre-activation over its features "
+                        "(torch.nn.LayerNorm, learned scale and shift) before the activation")
     t.add_argument("--loss", default=None, choices=sorted(LOSSES),
                    help="default: cross_entropy for classification, mse for regression")
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
@@ -374,7 +378,8 @@ def cmd_train(args, comm=None) -> int:
             n_out = 1
         model = MLP([data.n_features, *(args.hidden or [128]), n_out],
                     activation=args.activation, output=OUTPUT_FOR_LOSS[loss_name],
-                    backend=backend, seed=args.seed, dtype=args.dtype, dropout=args.dropout)
+                    backend=backend, seed=args.seed, dtype=args.dtype, dropout=args.dropout,
+                    norm=args.norm)
         opt_kw = optimizer_kwargs(args.optimizer, args.lr, args.weight_decay, args.momentum,
                                   args.clip_grad_norm, args.nesterov)
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
@@ -606,13 +611,14 @@ def cmd_gradcheck(args) -> int:
     backend = get_backend(args.backend)
     print(f"finite-difference gradient check, float64, backend {backend.name}")
     print(f"{'hidden f':<11}{'output g':<10}{'loss':<14}{'targets':<14}{'dropout':<8}"
-          f"{'max |err|':>11}{'worst/tol':>11}  result")
+          f"{'norm':<6}{'max |err|':>11}{'worst/tol':>11}  result")
     failed = total = 0
-    for (f, g, loss, kind), p, r in check_all(backend):
+    for (f, g, loss, kind), p, norm, r in check_all(backend):
         total += 1
         failed += not r.ok
         worst = max(r.ratios.values())
-        print(f"{f:<11}{g:<10}{loss:<14}{kind:<14}{p:<8g}{r.worst:>11.2e}{worst:>11.2e}  "
+        print(f"{f:<11}{g:<10}{loss:<14}{kind:<14}{p:<8g}{norm or '-':<6}{r.worst:>11.2e}"
+              f"{worst:>11.2e}  "
               f"{'ok' if r.ok else 'FAIL'}")
         if args.verbose:
             for name in r.errors:
@@ -675,7 +681,9 @@ def _describe_checkpoint(path) -> int:
     print(f"checkpoint: {path} (format version {h['version']})")
     print(f"model: sizes {cfg['sizes']}, activation {cfg['activation']}, output "
           f"{cfg['output']}, {cfg['dtype']}, {n_params} parameters"
-          + (f", dropout {cfg['dropout']:g}" if cfg.get("dropout") else ""))
+          + (f", dropout {cfg['dropout']:g}" if cfg.get("dropout") else "")
+          + (f", {cfg['norm']} norm (eps {cfg.get('norm_eps', 1e-5):g})" if cfg.get("norm")
+             else ""))
     estimator = extra.get("estimator")
     if estimator:
         print(f"saved estimator: {estimator['class']} (load it with "

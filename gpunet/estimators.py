@@ -70,7 +70,8 @@ class _GpunetMLP(BaseEstimator):
 
     _task = None
 
-    def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, optimizer="adam",
+    def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, norm=None,
+                 optimizer="adam",
                  lr=None, momentum=0.0, nesterov=False, weight_decay=None, clip_grad_norm=None,
                  schedule="constant", epochs=30, batch_size=32, patience=None,
                  monitor="val_loss", val_fraction=None, standardize=True, warm_start=False,
@@ -78,6 +79,7 @@ class _GpunetMLP(BaseEstimator):
         self.hidden = hidden
         self.activation = activation
         self.dropout = dropout
+        self.norm = norm
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -166,7 +168,7 @@ class _GpunetMLP(BaseEstimator):
         else:
             model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
                         output="identity", backend=self.backend, seed=seed, dtype=self.dtype,
-                        dropout=self.dropout)
+                        dropout=self.dropout, norm=self.norm)
         optimizer = get_optimizer(self.optimizer, model, **opt_kw)
         schedule = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs)
         if warm:  # another run of epochs on the same weights: its own shuffling
@@ -209,7 +211,7 @@ class _GpunetMLP(BaseEstimator):
         changed = [f"{name} {now!r} (fitted: {then!r})" for name, now, then in (
             ("layer sizes", want, list(model.sizes)), ("activation", self.activation,
                                                       model.activation),
-            ("dropout", self.dropout, model.dropout),
+            ("dropout", self.dropout, model.dropout), ("norm", self.norm, model.norm),
             ("dtype", np.dtype(self.dtype).name, np.dtype(model.dtype).name)) if now != then]
         if changed:
             raise ValueError("training on from the fitted network (warm_start, partial_fit) "
@@ -232,7 +234,7 @@ class _GpunetMLP(BaseEstimator):
         if first:
             model = MLP([X.shape[1], *hidden, n_out], activation=self.activation,
                         output="identity", backend=self.backend, seed=seed, dtype=self.dtype,
-                        dropout=self.dropout)
+                        dropout=self.dropout, norm=self.norm)
             std = target = None
             if self.standardize:
                 std = Standardizer.fit(X, weights=w)
@@ -447,6 +449,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             logistic regression).
         activation: relu, leaky_relu, sigmoid, tanh or identity, between the layers.
         dropout: the rate at which hidden outputs are zeroed while training (0: none).
+        norm: None, or "layer": a layer norm in each hidden layer, before the activation.
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
             momentum, with ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).

@@ -117,6 +117,9 @@ def combinations():
 DROPOUT_COMBINATIONS = [(f, "identity", "cross_entropy", "labels") for f in HIDDEN_ACTIVATIONS] \
     + [("sigmoid", "identity", "mse", "real")]
 DROPOUT_RATE = 0.5
+#: checked again with a layer norm in each hidden layer (``MLP(norm="layer")``)
+NORM_COMBINATIONS = [(f, "identity", "cross_entropy", "labels") for f in HIDDEN_ACTIVATIONS] \
+    + [("tanh", "identity", "mse", "real")]
 
 _LOSS_MAKERS = {
     "mse": lambda: MSELoss(),
@@ -127,29 +130,37 @@ _LOSS_MAKERS = {
 }
 
 
-def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0, dropout=0.0):
-    """``gradcheck`` of one (f, g, loss, targets) combination on a small random problem."""
+def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0, dropout=0.0,
+                      norm=None):
+    """``gradcheck`` of one (f, g, loss, targets) combination on a small random problem;
+    ``dropout`` and ``norm`` as ``MLP``'s (gamma and beta are drawn away from 1 and 0)."""
     from .model import MLP
 
     f, g, loss, kind = combo
     rng = np.random.default_rng(seed)
     model = MLP(list(sizes), activation=f, output=g, backend=backend, seed=seed,
-                dtype="float64", init="xavier_normal", dropout=dropout)
-    # Biases away from zero too, so that no bias gradient is trivially small.
+                dtype="float64", init="xavier_normal", dropout=dropout, norm=norm)
+    # Biases (and a norm's beta) away from zero too, so that no bias gradient is trivially
+    # small; a norm's gamma away from one.
     for k in model.params:
         if k.startswith("b"):
             model.params[k] = model.backend.asarray(rng.normal(0, 0.5, model.params[k].shape))
+        elif k.startswith("gamma"):
+            model.params[k] = model.backend.asarray(rng.uniform(0.5, 1.5, model.params[k].shape))
     x = rng.normal(size=(batch, sizes[0]))
     y = _targets(kind, rng, batch, sizes[-1])
     return gradcheck(model, _LOSS_MAKERS[loss](), x, y)
 
 
 def check_all(backend="numpy", seed=0):
-    """Run ``gradcheck`` for every combination on ``backend``, then the dropout ones; yields
-    (combination, dropout rate, result)."""
+    """Run ``gradcheck`` for every combination on ``backend``, then the dropout ones and the
+    layer-norm ones; yields (combination, dropout rate, norm, result)."""
     for i, combo in enumerate(combinations()):
-        yield combo, 0.0, check_combination(combo, backend, seed=seed + i)
+        yield combo, 0.0, None, check_combination(combo, backend, seed=seed + i)
     for i, combo in enumerate(DROPOUT_COMBINATIONS):
-        yield combo, DROPOUT_RATE, check_combination(combo, backend, sizes=(4, 7, 6, 3),
-                                                     batch=8, seed=seed + 100 + i,
-                                                     dropout=DROPOUT_RATE)
+        yield combo, DROPOUT_RATE, None, check_combination(
+            combo, backend, sizes=(4, 7, 6, 3), batch=8, seed=seed + 100 + i,
+            dropout=DROPOUT_RATE)
+    for i, combo in enumerate(NORM_COMBINATIONS):
+        yield combo, 0.0, "layer", check_combination(combo, backend, sizes=(4, 7, 6, 3),
+                                                     batch=8, seed=seed + 200 + i, norm="layer")

@@ -9,7 +9,9 @@ Weights are shaped (out, in) in both, so they copy as they are. torch is importe
 when these are called; it is not a dependency of gpunet.
 
 A gpunet MLP has one activation f between all its layers and one g after the last, a bias in
-every layer, and one dropout rate after every hidden layer's f (``nn.Dropout(p)`` there);
+every layer, one dropout rate after every hidden layer's f (``nn.Dropout(p)`` there), and
+either no layer norm or one in every hidden layer between its Linear and f
+(``nn.LayerNorm(width, eps)`` with its scale and shift, as ``torchvision.ops.MLP`` puts it);
 ``from_torch`` refuses (with the reason) a net that does not have that shape. Dropout masks are
 gpunet's own (``gpunet.dropout``), not torch's: the two agree in eval mode, and in training
 given the same mask.
@@ -57,6 +59,13 @@ def to_torch(model, *, dtype=None, device=None):
             lin.weight.copy_(torch.from_numpy(state[f"W{i}"]))
             lin.bias.copy_(torch.from_numpy(state[f"b{i}"]))
         layers.append(lin)
+        if i < last and model.norm:
+            norm = torch.nn.LayerNorm(model.sizes[i], eps=model.norm_eps, dtype=tdtype,
+                                      device=device)
+            with torch.no_grad():
+                norm.weight.copy_(torch.from_numpy(state[f"gamma{i}"]))
+                norm.bias.copy_(torch.from_numpy(state[f"beta{i}"]))
+            layers.append(norm)
         act = _module(torch, model.activation if i < last else model.output, model.slope)
         if act is not None:
             layers.append(act)
@@ -69,7 +78,9 @@ def from_torch(net, *, backend=None, dtype=None):
     """A gpunet ``MLP`` with the architecture and weights of ``net``: a ``torch.nn.Sequential``
     (nested ones are flattened) of ``Linear`` layers, each followed by at most one of ReLU,
     LeakyReLU, Sigmoid, Tanh, Identity (and, after the last layer, Softmax over the last dim),
-    and a hidden layer's by ``Dropout(p)``, one p for every hidden layer.
+    and a hidden layer's by ``Dropout(p)``, one p for every hidden layer; every hidden layer
+    may have an ``nn.LayerNorm(width)`` (with scale and shift, one eps for all) between its
+    Linear and its activation.
 
     ``dtype``: "float32" or "float64" (default: the weights', float32 for any other);
     ``backend``: as ``MLP``'s. ConfigError, saying why, for a net gpunet cannot hold: other
@@ -82,9 +93,25 @@ def from_torch(net, *, backend=None, dtype=None):
     modules = list(_flatten(torch, net))
     if not modules or not isinstance(modules[0], torch.nn.Linear):
         raise ConfigError("from_torch: the net must start with an nn.Linear layer")
-    linears, acts, drops = [], [], []
+    linears, acts, drops, norms = [], [], [], []
     for m in modules:
         name = type(m).__name__
+        if name == "LayerNorm":
+            where = f"layer {len(linears)}"
+            if norms[-1] is not None:
+                raise ConfigError(f"from_torch: two LayerNorm modules after {where}")
+            if acts[-1][1] is not None or drops[-1] is not None:
+                raise ConfigError(f"from_torch: LayerNorm after the activation of {where}; "
+                                  "gpunet normalises z between the Linear and the activation")
+            if tuple(m.normalized_shape) != (linears[-1].out_features,):
+                raise ConfigError(f"from_torch: LayerNorm{tuple(m.normalized_shape)} after "
+                                  f"{where}, whose width is {linears[-1].out_features}")
+            if m.weight is None or m.bias is None:
+                raise ConfigError(f"from_torch: the LayerNorm after {where} has no learned "
+                                  "scale or shift; gpunet's has both (elementwise_affine=True, "
+                                  "bias=True)")
+            norms[-1] = m
+            continue
         if name == "Dropout":
             if drops[-1] is not None:
                 raise ConfigError(f"from_torch: two Dropout modules after layer {len(linears)}")
@@ -101,6 +128,7 @@ def from_torch(net, *, backend=None, dtype=None):
             linears.append(m)
             acts.append(("identity", None))
             drops.append(None)
+            norms.append(None)
         elif name in _FROM_TORCH:
             if acts[-1][1] is not None:
                 raise ConfigError(f"from_torch: two activations after layer {len(linears)}")
@@ -114,7 +142,7 @@ def from_torch(net, *, backend=None, dtype=None):
             acts[-1] = (_FROM_TORCH[name], m)
         else:
             raise ConfigError(f"from_torch: gpunet's MLP holds no {name} module; it takes "
-                              "nn.Linear and " + ", ".join(_FROM_TORCH))
+                              "nn.Linear, LayerNorm, Dropout and " + ", ".join(_FROM_TORCH))
     hidden = {a for a, _ in acts[:-1]}
     if len(hidden) > 1:
         order = ", ".join(f"{a} after layer {i}" for i, (a, _) in enumerate(acts[:-1], 1))
@@ -131,6 +159,18 @@ def from_torch(net, *, backend=None, dtype=None):
         raise ConfigError(f"from_torch: gpunet's MLP has one dropout rate for all its hidden "
                           f"layers; this net has {order}")
     rate = rates.pop() if rates else 0.0
+    if norms[-1] is not None:
+        raise ConfigError("from_torch: LayerNorm after the last layer; gpunet normalises "
+                          "hidden layers only")
+    has_norm = [m is not None for m in norms[:-1]]
+    if any(has_norm) and not all(has_norm):
+        order = ", ".join(f"layer {i}" for i, h in enumerate(has_norm, 1) if not h)
+        raise ConfigError(f"from_torch: gpunet's MLP has a LayerNorm in every hidden layer or "
+                          f"in none; this net has none after {order}")
+    eps = {float(m.eps) for m in norms[:-1] if m is not None}
+    if len(eps) > 1:
+        raise ConfigError(f"from_torch: LayerNorm eps differ ({sorted(eps)}); gpunet's MLP "
+                          "has one")
     activation = hidden.pop() if hidden else "relu"  # (one layer: no hidden activation)
     output = acts[-1][0]
     slopes = {float(m.negative_slope) for _, m in acts if isinstance(m, torch.nn.LeakyReLU)}
@@ -142,11 +182,15 @@ def from_torch(net, *, backend=None, dtype=None):
         dtype = {torch.float64: "float64"}.get(first.dtype, "float32")
     model = MLP([linears[0].in_features] + [m.out_features for m in linears],
                 activation=activation, output=output, backend=backend, dtype=dtype,
-                slope=slopes.pop() if slopes else DEFAULT_SLOPE, dropout=rate)
+                slope=slopes.pop() if slopes else DEFAULT_SLOPE, dropout=rate,
+                norm="layer" if eps else None, norm_eps=eps.pop() if eps else 1e-5)
     state = {}
     for i, m in enumerate(linears, start=1):
         state[f"W{i}"] = _host(torch, m.weight)
         state[f"b{i}"] = _host(torch, m.bias)
+        if norms[i - 1] is not None:
+            state[f"gamma{i}"] = _host(torch, norms[i - 1].weight)
+            state[f"beta{i}"] = _host(torch, norms[i - 1].bias)
     model.load_state_dict(state)
     return model
 

@@ -67,3 +67,40 @@ class Activation:
 
     def clear(self):
         self.z = self.y = None
+
+
+class LayerNorm:
+    """n = gamma xhat + beta with xhat = (z - mean(z)) / sqrt(var(z) + eps) over each row's
+    features, as ``torch.nn.LayerNorm(width, eps)``; gamma and beta are ``gamma{i}`` and
+    ``beta{i}`` of hidden layer i, between its Linear and its activation.
+
+    Backward (docs/math.md): dJ/dgamma = sum over rows of dJ/dn xhat, dJ/dbeta = sum over
+    rows of dJ/dn, dJ/dz = rstd (g - mean(g) - xhat mean(g xhat)) with g = dJ/dn gamma and
+    rstd = 1 / sqrt(var(z) + eps).
+    """
+
+    def __init__(self, index: int, width: int, eps: float):
+        self.index = index
+        self.width = width
+        self.eps = eps
+        self.weight = f"gamma{index}"
+        self.bias = f"beta{index}"
+        self.xhat = self.rstd = None
+
+    def __repr__(self):
+        return f"LayerNorm{self.index}({self.width}, eps={self.eps:g})"
+
+    def forward(self, backend, params, z, cache=True):
+        n, xhat, rstd = backend.layer_norm_forward(z, params[self.weight], params[self.bias],
+                                                   self.eps)
+        if cache:
+            self.xhat, self.rstd = xhat, rstd
+        return n
+
+    def backward(self, backend, params, grads, dn, need_dx=True):
+        dz, grads[self.weight], grads[self.bias] = backend.layer_norm_backward(
+            dn, self.xhat, self.rstd, params[self.weight])
+        return dz
+
+    def clear(self):
+        self.xhat = self.rstd = None

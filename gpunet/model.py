@@ -1,7 +1,9 @@
 """The multilayer perceptron: Linear -> f -> Linear -> f -> ... -> Linear -> g.
 
 For sizes ``[n0, n1, n2]`` this is the seed's two-layer net: z1 = x W1^T + b1, z2 = f(z1),
-z3 = z2 W2^T + b2, y_hat = g(z3). Parameters are named ``W1, b1, W2, b2, ...``.
+z3 = z2 W2^T + b2, y_hat = g(z3). Parameters are named ``W1, b1, W2, b2, ...``. With
+``norm="layer"`` each hidden layer normalises z before f (Linear -> LayerNorm -> f, as
+``torchvision.ops.MLP`` orders them), with parameters ``gamma1, beta1, ...``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from . import dropout as _dropout
 from .backends import get_backend
 from .errors import ConfigError, GpunetError, ShapeError
 from .init import init_linear
-from .layers import Activation, Linear
+from .layers import Activation, LayerNorm, Linear
 
 DTYPES = ("float32", "float64")
+#: the normalisations a hidden layer can have (``MLP(norm=...)``)
+NORMS = ("layer",)
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -56,11 +60,14 @@ class MLP:
             in ``predict``. Masks come from ``gpunet.dropout``: the same bits on every backend
             for one ``dropout_seed`` (by default derived from ``seed``) and training step
             (``dropout_step``, counted by each training forward).
+        norm: None, or "layer": each hidden layer's z is normalised over its features before
+            f, n = gamma (z - mean) / sqrt(var + ``norm_eps``) + beta, as ``torch.nn.LayerNorm``
+            (gamma starts at 1, beta at 0). The output layer is not normalised.
     """
 
     def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
                  dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE, dropout=0.0,
-                 dropout_seed=None):
+                 dropout_seed=None, norm=None, norm_eps=1e-5):
         try:
             sizes = None if isinstance(sizes, (str, bytes)) else list(sizes)
         except TypeError:  # not iterable: 5, None, 3.0
@@ -79,6 +86,12 @@ class MLP:
             raise ConfigError(
                 f"unknown output activation {output!r}; valid names: {', '.join(ACTIVATIONS)}"
             )
+        if norm is not None and (not isinstance(norm, str) or norm not in NORMS):
+            raise ConfigError(f"unknown norm {norm!r}; valid: None, {', '.join(NORMS)}")
+        if norm is not None and not (isinstance(norm_eps, (int, float, np.floating))
+                                     and not isinstance(norm_eps, bool)
+                                     and 0 < norm_eps < float("inf")):
+            raise ConfigError(f"norm_eps must be a finite number > 0, got {norm_eps!r}")
         self.sizes = [int(n) for n in sizes]
         self.activation = activation
         self.output = output
@@ -90,6 +103,8 @@ class MLP:
         self.dropout_seed = _dropout.derived_seed(seed) if dropout_seed is None \
             else int(dropout_seed)
         self.dropout_step = 0
+        self.norm = norm
+        self.norm_eps = float(norm_eps)
         self._masks = {}
         self.backend = get_backend(backend)
 
@@ -100,10 +115,14 @@ class MLP:
         for i in range(1, last + 1):
             f = activation if i < last else output
             self.layers.append(Linear(i, self.sizes[i - 1], self.sizes[i]))
-            self.layers.append(Activation(f, self.slope))
             host[f"W{i}"], host[f"b{i}"] = init_linear(
                 init, rng, self.sizes[i], self.sizes[i - 1], f, self.slope, init_std
             )
+            if norm is not None and i < last:
+                self.layers.append(LayerNorm(i, self.sizes[i], self.norm_eps))
+                host[f"gamma{i}"] = np.ones(self.sizes[i])
+                host[f"beta{i}"] = np.zeros(self.sizes[i])
+            self.layers.append(Activation(f, self.slope))
         self.params = {k: self.backend.asarray(v, dtype=self.dtype) for k, v in host.items()}
         self.grads = {k: None for k in self.params}
 
@@ -113,6 +132,7 @@ class MLP:
         return (
             f"MLP({self.sizes}, activation={self.activation!r}, output={self.output!r}, "
             + (f"dropout={self.dropout:g}, " if self.dropout else "")
+            + (f"norm={self.norm!r}, " if self.norm else "")
             + f"backend={self.backend.name!r}, dtype={self.dtype.name!r})"
         )
 
@@ -131,6 +151,8 @@ class MLP:
             "dropout": self.dropout,
             "dropout_seed": self.dropout_seed,
             "dropout_step": self.dropout_step,
+            "norm": self.norm,
+            "norm_eps": self.norm_eps,
         }
 
     @classmethod
@@ -139,12 +161,25 @@ class MLP:
         ``load_state_dict``), its dropout masks going on from the saved step."""
         model = cls(cfg["sizes"], activation=cfg["activation"], output=cfg["output"],
                     backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", DEFAULT_SLOPE),
-                    dropout=cfg.get("dropout", 0.0), dropout_seed=cfg.get("dropout_seed"))
+                    dropout=cfg.get("dropout", 0.0), dropout_seed=cfg.get("dropout_seed"),
+                    norm=cfg.get("norm"), norm_eps=cfg.get("norm_eps", 1e-5))
         step = cfg.get("dropout_step", 0)
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ConfigError(f"dropout_step must be an integer >= 0, got {step!r}")
         model.dropout_step = step
         return model
+
+    def blocks(self) -> list:
+        """The layers as ``(Linear, LayerNorm or None, Activation)``, one per Linear."""
+        blocks, lin, norm = [], None, None
+        for layer in self.layers:
+            if isinstance(layer, Linear):
+                lin, norm = layer, None
+            elif isinstance(layer, LayerNorm):
+                norm = layer
+            else:
+                blocks.append((lin, norm, layer))
+        return blocks
 
     # -- forward and backward -------------------------------------------------------------
 
@@ -168,14 +203,16 @@ class MLP:
         h = self._input(x)
         drop = cache and self.dropout > 0
         self._masks = {}
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            h = layer.forward(self.backend, self.params, h, cache)
-            if drop and i % 2 and i < last:  # a hidden layer's output
+        blocks = self.blocks()
+        for k, block in enumerate(blocks):
+            for layer in block:
+                if layer is not None:
+                    h = layer.forward(self.backend, self.params, h, cache)
+            if drop and k < len(blocks) - 1:  # a hidden layer's output
                 m = self.backend.xp.empty(h.shape, dtype=self.dtype)
                 self.backend.dropout_mask(m, self.dropout, _dropout.seed_key(self.dropout_seed),
-                                          self.dropout_step, i // 2, row_offset)
-                self._masks[i] = m
+                                          self.dropout_step, k, row_offset)
+                self._masks[k] = m
                 h = h * m
         if drop:
             self.dropout_step += 1
@@ -207,12 +244,13 @@ class MLP:
                 f"dJ/dy_hat shaped {tuple(g.shape)} does not match the output "
                 f"{tuple(out.y.shape) if out.y is not None else None}"
             )
-        for i in range(len(self.layers) - 1, -1, -1):
-            if i in self._masks:  # dJ/dh = dJ/d(h m) m
-                g = g * self._masks[i]
-            g = self.layers[i].backward(
-                self.backend, self.params, self.grads, g, need_dx=need_dx or i > 0
-            )
+        for k, block in reversed(list(enumerate(self.blocks()))):
+            if k in self._masks:  # dJ/dh = dJ/d(h m) m
+                g = g * self._masks[k]
+            for layer in reversed(block):
+                if layer is not None:
+                    g = layer.backward(self.backend, self.params, self.grads, g,
+                                       need_dx=need_dx or k > 0)
         return g
 
     def train_step(self, x, y, loss_fn, optimizer, weight=None):

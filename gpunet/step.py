@@ -21,7 +21,8 @@ one fuses the bias add into the activation's pass, which rounds z + b as the eag
 so they agree to the bit on the CPU and within float rounding on the GPU
 (``tests/test_step.py``).
 
-Supported: elementwise activations (the output too), ``CrossEntropyLoss`` on integer labels
+Supported: elementwise activations (the output too), layer norm (``MLP(norm="layer")``, in
+place over z, keeping xhat and rstd), ``CrossEntropyLoss`` on integer labels
 with an identity output, ``MSELoss``, either with sample weights (``weighted=True``: each
 call passes the rows' weights, and the step scales each row's loss and gradient as
 ``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW; dropout (the
@@ -80,7 +81,7 @@ class StaticStep:
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
         """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
-        for act in model.layers[1::2]:
+        for _, _, act in model.blocks():
             if not get_activation(act.name).elementwise:
                 return f"the {act.name} output is row-wise (train it with cross_entropy)"
         # Exact types: the step computes these losses itself and a graph replays no Python, so
@@ -125,13 +126,23 @@ class StaticStep:
         # One buffer per layer holds z, then y = f(z) in place, then dJ/dz in place: every
         # activation here but a leaky_relu with a negative slope can take its backward from y
         # (relu'(z) = [y > 0]), so z need not outlive the forward.
+        # A layer norm works in place over z too, keeping xhat and rstd for its backward.
         self.z, self.a, self.grads = [], [], {}
-        for lin, act in zip(model.layers[0::2], model.layers[1::2]):
+        self.xhat, self.rstd = [], []
+        for lin, norm, act in model.blocks():
             a = xp.empty((n, lin.out_features), dtype=dtype)
             self.a.append(a)
             self.z.append(a if _backward_from_output(act) else xp.empty_like(a))
             self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
             self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
+            self.xhat.append(None if norm is None else xp.empty_like(a))
+            self.rstd.append(None if norm is None else xp.empty((n, 1), dtype=dtype))
+            if norm is not None:
+                self.grads[norm.weight] = xp.empty(lin.out_features, dtype=dtype)
+                self.grads[norm.bias] = xp.empty(lin.out_features, dtype=dtype)
+        if any(r is not None for r in self.rstd):  # the layer norms' backward scratch
+            self.norm_scratch = (xp.empty(n * max(model.sizes[1:-1]), dtype=dtype),
+                                 xp.empty((n, 1), dtype=dtype), xp.empty((n, 1), dtype=dtype))
         self.g = self._plan_grads(xp, dtype)
         # dropout: each hidden layer's mask, and its output times the mask (the next layer's
         # input; y stays for the activation's backward); the step counter on the device
@@ -181,13 +192,14 @@ class StaticStep:
         layer i is computed from dJ/dz of layer i + 1, so it takes a second scratch only where
         that dJ/dz lies in the first: after an identity hidden layer, whose dJ/dz is its dJ/dy.
         """
-        layers, n, last = self.model.layers, self.batch_size, len(self.a) - 1
-        in_place = isinstance(self.loss_fn, CrossEntropyLoss) or layers[-1].name == "identity"
+        acts = [act for _, _, act in self.model.blocks()]
+        n, last = self.batch_size, len(self.a) - 1
+        in_place = isinstance(self.loss_fn, CrossEntropyLoss) or acts[-1].name == "identity"
         g = [None] * (last + 1)
         g[last] = self.a[last] if in_place else xp.empty_like(self.a[last])
         scratch = []
         for i in range(last - 1, -1, -1):
-            above = g[i + 1] if layers[2 * i + 3].name == "identity" else self.z[i + 1]
+            above = g[i + 1] if acts[i + 1].name == "identity" else self.z[i + 1]
             k = 1 if scratch and _shares_memory(above, scratch[0]) else 0
             if k == len(scratch):
                 widest = n * max(self.model.sizes[1:-1])
@@ -201,16 +213,19 @@ class StaticStep:
 
     def _body_ops(self):
         backend, xp, params = self.backend, self.backend.xp, self.params
-        layers = self.model.layers
+        blocks = self.model.blocks()
         last = len(self.a) - 1
         h = self.x
-        for i, (lin, act) in enumerate(zip(layers[0::2], layers[1::2])):
+        for i, (lin, norm, act) in enumerate(blocks):
             z = self.z[i]
             backend.matmul(h, params[lin.weight], z, trans_b=True)  # z = h W^T
-            if z is self.a[i]:  # y = f(z + b) over z, one pass
+            if z is self.a[i] and norm is None:  # y = f(z + b) over z, one pass
                 backend.bias_act_forward(act.name, z, params[lin.bias], act.slope)
             else:
                 xp.add(z, params[lin.bias], out=z)
+                if norm is not None:  # n = gamma xhat + beta, over z
+                    backend.layer_norm_forward(z, params[norm.weight], params[norm.bias],
+                                               norm.eps, out=(z, self.xhat[i], self.rstd[i]))
                 backend.act_forward(act.name, z, act.slope, out=self.a[i])
             h = self.a[i]
             if self.drop and i < len(self.a) - 1:  # h~ = h m
@@ -238,13 +253,19 @@ class StaticStep:
             xp.multiply(self.loss, scale, out=self.loss)
             xp.multiply(g, 2 * scale, out=g)
         for i in range(last, -1, -1):
-            lin, act = layers[2 * i], layers[2 * i + 1]
+            lin, norm, act = blocks[i]
             if self.drop and i < last:  # dJ/dh = dJ/dh~ m
                 xp.multiply(g, self.m[i], out=g)
             dz = g
             if act.name != "identity":  # dJ/dz = dJ/dy f'(z), over y (or z) in place
                 dz = backend.act_backward(act.name, g, self.z[i], self.a[i], act.slope,
                                           out=self.z[i])
+            if norm is not None:  # dJ/dz from dJ/dn, in place
+                t, mean_g, mean_gx = self.norm_scratch
+                backend.layer_norm_backward(
+                    dz, self.xhat[i], self.rstd[i], params[norm.weight],
+                    out=(dz, self.grads[norm.weight], self.grads[norm.bias]),
+                    scratch=(t[:dz.size].reshape(dz.shape), mean_g, mean_gx))
             h_in = (self.d[i - 1] if self.drop else self.a[i - 1]) if i else self.x
             backend.matmul(dz, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
             dz.sum(axis=0, out=self.grads[lin.bias])

@@ -39,6 +39,9 @@ CASES = {
     "wine-float64-adam-b15-dropout": (("wine", {}), "float64", "adam", "mean", 15, 3),
     # gradient clipping: of the all-reduced gradients, as one process clips its own
     "wine-float64-sgd-b11-clip": (("wine", {}), "float64", "sgd", "mean", 11, 3),
+    # layer norm: per row, so a rank's share of a batch normalises as in one process; gamma
+    # and beta are all-reduced with the weights
+    "wine-float64-adam-b15-norm": (("wine", {}), "float64", "adam", "mean", 15, 3),
 }
 #: the dropout rate of the cases named "-dropout"
 DROPOUT = 0.3
@@ -52,7 +55,8 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
     classify = data.task == "classification"
     model = gn.MLP([data.n_features, 16, data.n_outputs if classify else 1],
                    backend=backend, seed=5, dtype=dtype,
-                   dropout=DROPOUT if name.endswith("-dropout") else 0.0)
+                   dropout=DROPOUT if name.endswith("-dropout") else 0.0,
+                   norm="layer" if name.endswith("-norm") else None)
     loss_fn = gn.CrossEntropyLoss(reduction) if classify else gn.MSELoss(reduction)
     clip = {"clip_norm": 0.05} if name.endswith("-clip") else {}
     opt = gn.Adam(model, lr=0.01, **clip) if opt_name == "adam" else \

@@ -39,6 +39,7 @@ def test_eager_tf32_and_goal_less_rows_have_no_verdict():
     assert bench.judge(_row(tf32=True, ratio=0.1), True) == ("", None)
     assert bench.judge(_row("large", ratio=0.1), False) == ("", None)  # no CPU goal there
     assert bench.judge(_row(dropout=0.2, ratio=0.1), False) == ("", None)
+    assert bench.judge(_row(norm="layer", ratio=0.1), False) == ("", None)
 
 
 def test_a_dropout_run_drops_in_both_nets(tmp_path):
@@ -52,6 +53,19 @@ def test_a_dropout_run_drops_in_both_nets(tmp_path):
     net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", dropout=0.2)[1].net
     assert [type(m).__name__ for m in net] == [
         "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+
+
+def test_a_layer_norm_run_normalises_in_both_nets(tmp_path):
+    pytest.importorskip("torch")
+    out_json = tmp_path / "b.json"
+    assert bench.main(["--config", "small", "--optimizer", "adam", "--rounds", "1", "--steps",
+                       "2", "--norm", "layer", "--json", str(out_json)]) == 0
+    (row,) = json.loads(out_json.read_text())["rows"]
+    assert (row["path"], row["norm"], row["goal"]) == ("static", "layer", "")
+    assert "| static layer norm |" in bench.markdown(json.loads(out_json.read_text()))
+    net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", norm="layer")[1].net
+    assert [type(m).__name__ for m in net] == [
+        "Linear", "LayerNorm", "ReLU", "Linear", "LayerNorm", "ReLU", "Linear"]
 
 
 def test_without_pytorch_a_ratio_goal_cannot_be_told():

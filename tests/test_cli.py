@@ -106,10 +106,12 @@ def test_gradcheck_command_passes_and_prints_a_table():
     proc = run_cli("gradcheck", "--backend", "numpy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.endswith(" ok")]
-    from gpunet.gradcheck import DROPOUT_COMBINATIONS
+    from gpunet.gradcheck import DROPOUT_COMBINATIONS, NORM_COMBINATIONS
 
-    assert len(rows) == len(gn.gradcheck_combinations()) + len(DROPOUT_COMBINATIONS)
+    assert len(rows) == len(gn.gradcheck_combinations()) + len(DROPOUT_COMBINATIONS) \
+        + len(NORM_COMBINATIONS)
     assert sum(" 0.5 " in row for row in rows) == len(DROPOUT_COMBINATIONS)
+    assert sum(" layer " in row for row in rows) == len(NORM_COMBINATIONS)
     assert proc.stdout.strip().endswith(f"{len(rows)} passed, 0 failed")
 
 
@@ -233,3 +235,29 @@ def test_nesterov_flag_reaches_the_optimiser_and_its_checkpoint(tmp_path, capsys
     assert main(["train", "--dataset", "iris", "--optimizer", "adam", "--nesterov",
                  "--epochs", "1", "--backend", "numpy"]) == 1
     assert "nesterov applies to the sgd optimizer, not adam" in capsys.readouterr().err
+
+
+def test_norm_layer_trains_saves_evaluates_and_resumes(tmp_path, capsys):
+    """--norm layer: the checkpoint holds gamma and beta and says so in `info`; evaluate
+    reproduces the run's test figures; a run resumed at epoch 2 ends on the weights of the
+    unbroken one."""
+    common = ["--dataset", "wine", "--norm", "layer", "--hidden", "12", "--hidden", "9",
+              "--backend", "numpy", "--quiet", "--batch-size", "16"]
+    m1, m2 = tmp_path / "m1.json", tmp_path / "m2.json"
+    assert main(["train", *common, "--epochs", "4", "--save", str(tmp_path / "a.npz"),
+                 "--metrics-json", str(m1)]) == 0
+    assert main(["train", *common, "--epochs", "2", "--save", str(tmp_path / "b.npz")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b.npz"), "--epochs", "4", "--quiet",
+                 "--backend", "numpy"]) == 0
+    a, b = load_checkpoint(tmp_path / "a.npz"), load_checkpoint(tmp_path / "b.npz")
+    assert {"gamma1", "beta1", "gamma2", "beta2"} <= set(a.params)
+    assert not np.allclose(a.params["gamma1"], 1.0)  # gamma trained
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "a.npz"), "--backend", "numpy",
+                 "--metrics-json", str(m2)]) == 0
+    trained, evaluated = json.loads(m1.read_text()), json.loads(m2.read_text())
+    assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(tmp_path / "a.npz")]) == 0
+    assert "layer norm (eps 1e-05)" in capsys.readouterr().out

@@ -421,3 +421,32 @@ def test_nesterov_needs_sgd_with_momentum(params, message):
     x, y = _data(n=40)
     with pytest.raises(gn.ConfigError, match=message):
         _estimator(epochs=1, **params).fit(x, y)
+
+
+def test_layer_norm_estimator_trains_as_torch_does():
+    """norm="layer": three full-batch Adam epochs of the classifier equal torch.optim.Adam on
+    nn.Sequential(Linear, LayerNorm, ReLU, Linear) from the same weights (float64)."""
+    torch = pytest.importorskip("torch")
+    x, y = _data()
+    est = _estimator(batch_size=len(x), epochs=3, norm="layer", standardize=False).fit(x, y)
+    start = gn.MLP([7, HIDDEN, 3], activation="relu", backend="numpy", seed=SEED,
+                   dtype="float64", norm="layer").state_dict()
+    net = torch.nn.Sequential(torch.nn.Linear(7, HIDDEN), torch.nn.LayerNorm(HIDDEN),
+                              torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 3)).double()
+    names = {"0.weight": "W1", "0.bias": "b1", "1.weight": "gamma1", "1.bias": "beta1",
+             "3.weight": "W2", "3.bias": "b2"}
+    net.load_state_dict({k: torch.from_numpy(start[v]) for k, v in names.items()})
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    _assert_weights(est, {v: net.state_dict()[k].numpy() for k, v in names.items()})
+
+
+def test_warm_start_refuses_another_norm():
+    x, y = _data(n=60)
+    est = _estimator(epochs=1, warm_start=True).fit(x, y)
+    with pytest.raises(ValueError, match="norm 'layer' \\(fitted: None\\)"):
+        est.set_params(norm="layer").fit(x, y)

@@ -7,8 +7,8 @@ import pytest
 
 import gpunet as gn
 from gpunet import activations
-from gpunet.gradcheck import (DROPOUT_COMBINATIONS, DROPOUT_RATE, check_combination,
-                             combinations)
+from gpunet.gradcheck import (DROPOUT_COMBINATIONS, DROPOUT_RATE, NORM_COMBINATIONS,
+                              check_combination, combinations)
 
 
 @pytest.mark.parametrize("combo", combinations(), ids=lambda c: "-".join(c))
@@ -24,6 +24,35 @@ def test_dropout_backward_passes_match_finite_differences(combo, backend):
     result = check_combination(combo, backend, sizes=(4, 7, 6, 3), batch=8, seed=11,
                                dropout=DROPOUT_RATE)
     assert result.ok, result.ratios
+
+
+@pytest.mark.parametrize("combo", NORM_COMBINATIONS, ids=lambda c: "-".join(c))
+@pytest.mark.parametrize("dropout", [0.0, DROPOUT_RATE])
+def test_layer_norm_backward_passes_match_finite_differences(combo, backend, dropout):
+    """norm="layer" in both hidden layers (gamma and beta drawn away from 1 and 0), alone and
+    under dropout masks."""
+    result = check_combination(combo, backend, sizes=(4, 7, 6, 3), batch=8, seed=13,
+                               dropout=dropout, norm="layer")
+    assert {"gamma1", "beta1", "gamma2", "beta2"} <= set(result.ratios)
+    assert result.ok, result.ratios
+
+
+def test_gradcheck_catches_a_wrong_layer_norm_backward(monkeypatch):
+    """A planted error in the layer norm's dJ/dz (the mean(g xhat) term left out) is caught
+    in W1 and b1, which lie below the norm, but not in the layer above it."""
+    backend = gn.get_backend("numpy")
+    right = type(backend).layer_norm_backward
+
+    def wrong(self, dn, xhat, rstd, gamma, out=None, scratch=None):
+        dz, dgamma, dbeta = right(self, dn, xhat, rstd, gamma, out, scratch)
+        g = dn * gamma
+        return dz + rstd * xhat * (g * xhat).mean(axis=1, keepdims=True), dgamma, dbeta
+
+    monkeypatch.setattr(type(backend), "layer_norm_backward", wrong)
+    result = check_combination(NORM_COMBINATIONS[0], "numpy", sizes=(4, 7, 3), batch=8,
+                               seed=2, norm="layer")
+    assert not result.ok
+    assert result.ratios["W1"] > 1 and result.ratios["W2"] <= 1 and result.ratios["gamma1"] <= 1
 
 
 def test_gradcheck_catches_a_wrong_backward(monkeypatch):

@@ -20,8 +20,9 @@ BATCH = 24
 N = 100
 
 
-def _setup(backend, opt, loss, act="relu", out="identity", dtype="float32", seed=1):
-    model = gn.MLP(SIZES, activation=act, output=out, backend=backend, seed=seed, dtype=dtype)
+def _setup(backend, opt, loss, act="relu", out="identity", dtype="float32", seed=1, **model_kw):
+    model = gn.MLP(SIZES, activation=act, output=out, backend=backend, seed=seed, dtype=dtype,
+                   **model_kw)
     optimizer = {
         "sgd": lambda: gn.SGD(model, lr=0.1),
         "momentum": lambda: gn.SGD(model, lr=0.1, momentum=0.9, nesterov=True,
@@ -72,6 +73,49 @@ def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     for k, g in eager.grads.items():  # the last step's gradients are the model's
         np.testing.assert_allclose(host(static.grads[k]), host(g), rtol=1e-5, atol=1e-6)
     assert step.captured == (backend.name == "cupy")
+
+
+def _random_norm_params(model, seed=4):
+    """gamma and beta away from 1 and 0, the same for every model of one seed."""
+    rng = np.random.default_rng(seed)
+    for k in model.params:
+        if k.startswith(("gamma", "beta")):
+            model.params[k] = model.backend.asarray(
+                rng.uniform(0.5, 1.5, model.params[k].shape) if k.startswith("gamma")
+                else rng.normal(0, 0.3, model.params[k].shape), dtype=model.dtype)
+
+
+@pytest.mark.parametrize("opt", ["momentum", "adam"])
+@pytest.mark.parametrize("loss, act, out, slope", [
+    ("ce", "relu", "identity", 0.01), ("mse", "tanh", "sigmoid", 0.01),
+    ("ce", "identity", "identity", 0.01), ("mse", "leaky_relu", "identity", -0.3),
+])
+@pytest.mark.parametrize("drop, weighted", [(0.0, False), (0.25, True)])
+def test_static_steps_with_layer_norm_equal_eager_steps(backend, dtype, opt, loss, act, out,
+                                                        slope, drop, weighted):
+    """norm="layer": the static step normalises in place over z and keeps xhat and rstd;
+    its weights, gamma and beta follow the eager steps' (to the bit on the CPU), with
+    dropout and sample weights too."""
+    kw = {"norm": "layer", "slope": slope, "dropout": drop}
+    name = np.dtype(dtype).name
+    eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, name, **kw)
+    static, s_opt, s_loss, _, _ = _setup(backend.name, opt, loss, act, out, name, **kw)
+    _random_norm_params(eager)
+    _random_norm_params(static)
+    w = backend.asarray(np.random.default_rng(5).uniform(0.1, 2.0, N), dtype=name) \
+        if weighted else None
+    step = StaticStep(static, s_loss, s_opt, BATCH, weighted=weighted)
+    for rows in _batches(5):
+        idx = eager.backend.asarray(rows)
+        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt,
+                               weight=None if w is None else w[idx])
+        got, _ = step(x, y, idx, w)
+        np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
+    assert {"gamma1", "beta1", "gamma2", "beta2"} <= set(static.params)
+    _assert_same(eager, static, backend.name)
+    for k, g in eager.grads.items():
+        np.testing.assert_allclose(host(static.grads[k]), host(g), rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])

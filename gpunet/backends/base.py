@@ -109,6 +109,63 @@ class Backend:
         ``out`` if given (``out`` may be ``dy``)."""
         return _into(self.xp, get_activation(name).backward(self.xp, dy, z, y, slope), out)
 
+    # -- layer normalisation --------------------------------------------------------------
+    # The eager layer and the static step call these with the same buffers' shapes, so the
+    # two round alike; every op writes into the given arrays (nothing is allocated when all
+    # are given), which keeps them capturable in a CUDA graph.
+
+    def layer_norm_forward(self, z, gamma, beta, eps, out=None):
+        """n = gamma xhat + beta, xhat = (z - mean(z)) rstd, rstd = 1 / sqrt(var(z) + eps),
+        mean and (biased) variance over each row's features, as ``torch.nn.LayerNorm``.
+
+        Returns ``(n, xhat, rstd)``, rstd shaped (B, 1); ``out``: those three arrays to write
+        (``n`` may be ``z``: it is read before ``n`` is written). The variance is the mean of
+        the centred squares (two passes), exact for rows far from zero.
+        """
+        xp = self.xp
+        if out is None:
+            out = (xp.empty_like(z), xp.empty_like(z), xp.empty((z.shape[0], 1), dtype=z.dtype))
+        n, xhat, rstd = out
+        xp.mean(z, axis=1, keepdims=True, out=rstd)  # the row means, for now
+        xp.subtract(z, rstd, out=xhat)
+        xp.multiply(xhat, xhat, out=n)  # n as scratch: the centred squares
+        xp.mean(n, axis=1, keepdims=True, out=rstd)  # the variances
+        xp.add(rstd, eps, out=rstd)
+        xp.sqrt(rstd, out=rstd)
+        xp.divide(1, rstd, out=rstd)
+        xp.multiply(xhat, rstd, out=xhat)
+        xp.multiply(xhat, gamma, out=n)
+        xp.add(n, beta, out=n)
+        return n, xhat, rstd
+
+    def layer_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
+        """Gradients of ``layer_norm_forward`` given dJ/dn.
+
+        dJ/dbeta = sum over rows of dn, dJ/dgamma = sum over rows of dn xhat, and with
+        g = dn gamma: dJ/dz = rstd (g - mean(g) - xhat mean(g xhat)), the means over each row
+        (docs/math.md derives it). Returns ``(dz, dgamma, dbeta)``; ``out``: those arrays to
+        write (``dz`` may be ``dn``); ``scratch``: a (B, width) and two (B, 1) arrays.
+        """
+        xp = self.xp
+        if out is None:
+            out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
+        if scratch is None:
+            scratch = (xp.empty_like(dn), xp.empty_like(rstd), xp.empty_like(rstd))
+        dz, dgamma, dbeta = out
+        t, mean_g, mean_gx = scratch
+        xp.sum(dn, axis=0, out=dbeta)
+        xp.multiply(dn, xhat, out=t)
+        xp.sum(t, axis=0, out=dgamma)
+        xp.multiply(dn, gamma, out=dz)  # g
+        xp.mean(dz, axis=1, keepdims=True, out=mean_g)
+        xp.multiply(dz, xhat, out=t)
+        xp.mean(t, axis=1, keepdims=True, out=mean_gx)
+        xp.multiply(xhat, mean_gx, out=t)
+        xp.subtract(dz, mean_g, out=dz)
+        xp.subtract(dz, t, out=dz)
+        xp.multiply(dz, rstd, out=dz)
+        return dz, dgamma, dbeta
+
     # -- row-wise reductions --------------------------------------------------------------
 
     def _shift(self, x):
