@@ -1,5 +1,7 @@
 """The CPU backend: NumPy arrays; activations and the row-wise softmax ops run as numba.njit
-kernels (gpunet.kernels.cpu_ops), everything else as the base class's NumPy ops."""
+kernels (gpunet.kernels.cpu_ops), as do the optimiser updates (cpu_optim), dropout masks
+(cpu_dropout) and the layer norm (cpu_norm), from 2^16 elements up; everything else as the
+base class's NumPy ops."""
 
 from __future__ import annotations
 
@@ -46,17 +48,48 @@ class NumpyBackend(KernelOps, Backend):
         if self._fit(out):  # one pass (kernels/cpu_dropout.py), the same bits
             from .. import dropout
 
-            try:
-                module = importlib.import_module("gpunet.kernels.cpu_dropout")
-            except Exception as e:
-                self._turn_off(e)
-                module = None
+            module = self._module("cpu_dropout")
             if module is not None and self._run(
                     "dropout_mask", out.reshape(-1), s0, int(step), layer,
                     row_offset * out.shape[1], dropout.threshold(p), 1.0 / (1.0 - p),
                     module=module) is not None:
                 return out
         return super().dropout_mask(out, p, s0, step, layer, row_offset)
+
+    def _module(self, name):
+        """``gpunet.kernels.<name>``, or None (kernels off here, or it fails to import)."""
+        if self.kernels is None:
+            return None
+        try:
+            return importlib.import_module(f"gpunet.kernels.{name}")
+        except Exception as e:
+            self._turn_off(e)
+            return None
+
+    def layer_norm_forward(self, z, gamma, beta, eps, out=None):
+        if z.ndim == 2 and self._fit(z) and (module := self._module("cpu_norm")) is not None:
+            if out is None:
+                out = (np.empty_like(z), np.empty_like(z), np.empty((len(z), 1), z.dtype))
+            try:  # one loop over the rows (kernels/cpu_norm.py)
+                got = self._run("layer_norm_forward", z, gamma, beta, eps, *out, module=module)
+            except ValueError:  # a layout the kernel does not take
+                got = None
+            if got is not None:
+                return got
+        return super().layer_norm_forward(z, gamma, beta, eps, out)
+
+    def layer_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
+        if dn.ndim == 2 and self._fit(dn) and (module := self._module("cpu_norm")) is not None:
+            if out is None:
+                out = (np.empty_like(dn), np.empty_like(gamma), np.empty_like(gamma))
+            try:
+                got = self._run("layer_norm_backward", dn, xhat, rstd, gamma, *out,
+                                module=module)
+            except ValueError:
+                got = None
+            if got is not None:
+                return got
+        return super().layer_norm_backward(dn, xhat, rstd, gamma, out, scratch)
 
     def sum_of_squares(self, a):
         flat = a.reshape(-1)  # a view of a contiguous array: BLAS's dot, no temporary

@@ -1,0 +1,159 @@
+"""kernels/cpu_norm.py, the numpy backend's layer norm from 2^16 elements up: against the
+float64 formula written here and torch autograd, on poisoned outputs and in place; taken by
+the backend (eager and static alike) only over the threshold; the static step still equals
+the eager one to the bit there."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.step import StaticStep
+
+cpu_norm = pytest.importorskip("gpunet.kernels.cpu_norm")
+
+TOL = {np.float32: 2e-6, np.float64: 2e-13}
+
+
+def _reference(z, gamma, beta, dn, eps):
+    """The forward and backward pass in float64, written out."""
+    z, gamma, beta, dn = (np.asarray(a, dtype=np.float64) for a in (z, gamma, beta, dn))
+    d = z.shape[1]
+    mean = z.sum(axis=1, keepdims=True) / d
+    var = ((z - mean) ** 2).sum(axis=1, keepdims=True) / d
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (z - mean) * rstd
+    g = dn * gamma
+    dz = rstd * (g - g.sum(axis=1, keepdims=True) / d
+                 - xhat * (g * xhat).sum(axis=1, keepdims=True) / d)
+    return (xhat * gamma + beta, xhat, rstd), (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
+
+
+def _inputs(shape, dtype, offset=0.0, seed=0, constant_row=False):
+    rng = np.random.default_rng(seed)
+    z = (rng.normal(0, 2, shape) + offset).astype(dtype)
+    if constant_row:  # variance 0: n = beta (xhat = 0 needs the mean exact, a float64 sum)
+        z[3] = z[3, 0]
+    gamma = rng.uniform(0.5, 1.5, shape[1]).astype(dtype)
+    beta = rng.normal(0, 0.5, shape[1]).astype(dtype)
+    dn = rng.normal(size=shape).astype(dtype)
+    return z, gamma, beta, dn
+
+
+def _assert_close(got, want, dtype, what, cond=1.0):
+    """Within 8 TOL of the largest value, times ``cond``: how much centring rows at offset m
+    with spread s amplifies the reference's own float64 rounding (about 1 + m / s)."""
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=0,
+                               atol=TOL[dtype] * scale * 8 * cond, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, offset", [((7, 5), 0.0), ((300, 257), 0.0),
+                                           ((130, 1031), 1e4)])
+def test_kernels_match_the_formula_on_poisoned_outputs(dtype, shape, offset):
+    """Every output written (NaN first), each within a few ulps of the float64 formula; rows
+    at 10^4 keep their digits (float64 sums)."""
+    z, gamma, beta, dn = _inputs(shape, dtype, offset, constant_row=not offset)
+    cond = 1.0 + offset / 2.0 if dtype == np.float64 else 1.0
+    (n_ref, xhat_ref, rstd_ref), _ = _reference(z, gamma, beta, dn, 1e-5)
+    fwd = (np.full_like(z, np.nan), np.full_like(z, np.nan), np.full((shape[0], 1), np.nan, dtype))
+    cpu_norm.layer_norm_forward(z, gamma, beta, 1e-5, *fwd)
+    for got, want, what in zip(fwd, (n_ref, xhat_ref, rstd_ref), ("n", "xhat", "rstd")):
+        _assert_close(got, want, dtype, what, cond)
+    if not offset:
+        np.testing.assert_array_equal(fwd[0][3], beta)  # the constant row: n = beta
+    bwd = (np.full_like(z, np.nan), np.full_like(gamma, np.nan), np.full_like(gamma, np.nan))
+    cpu_norm.layer_norm_backward(dn, fwd[1], fwd[2], gamma, *bwd)
+    for got, want, what in zip(bwd, _reference(z, gamma, beta, dn, 1e-5)[1],
+                               ("dz", "dgamma", "dbeta")):
+        _assert_close(got, want, dtype, what, cond)
+    assert all(np.isfinite(a).all() for a in fwd + bwd)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_run_in_place(dtype):
+    """n over z and dz over dn give what separate outputs give, to the bit."""
+    z, gamma, beta, dn = _inputs((96, 700), dtype, seed=1)
+    apart = (np.empty_like(z), np.empty_like(z), np.empty((96, 1), dtype))
+    cpu_norm.layer_norm_forward(z, gamma, beta, 1e-5, *apart)
+    over = z.copy()
+    xhat, rstd = np.empty_like(z), np.empty((96, 1), dtype)
+    cpu_norm.layer_norm_forward(over, gamma, beta, 1e-5, over, xhat, rstd)
+    np.testing.assert_array_equal(over, apart[0])
+    sep = (np.empty_like(z), np.empty_like(gamma), np.empty_like(gamma))
+    cpu_norm.layer_norm_backward(dn, xhat, rstd, gamma, *sep)
+    d = dn.copy()
+    dg, db = np.empty_like(gamma), np.empty_like(gamma)
+    cpu_norm.layer_norm_backward(d, xhat, rstd, gamma, d, dg, db)
+    for got, want in zip((d, dg, db), sep):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_kernels_match_torch_autograd():
+    torch = pytest.importorskip("torch")
+    z, gamma, beta, dn = _inputs((200, 333), np.float64, seed=2)
+    fwd = (np.empty_like(z), np.empty_like(z), np.empty((200, 1)))
+    cpu_norm.layer_norm_forward(z, gamma, beta, 1e-3, *fwd)
+    bwd = (np.empty_like(z), np.empty_like(gamma), np.empty_like(gamma))
+    cpu_norm.layer_norm_backward(dn, fwd[1], fwd[2], gamma, *bwd)
+    zt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (z, gamma, beta))
+    n = torch.nn.functional.layer_norm(zt, (333,), gt, bt, 1e-3)
+    n.backward(torch.tensor(dn))
+    for got, want in zip((fwd[0], *bwd), (n, zt.grad, gt.grad, bt.grad)):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-11)
+
+
+def test_bad_layouts_are_refused():
+    z = np.ones((4, 6), np.float32)
+    vec = np.ones(6, np.float32)
+    col = np.ones((4, 1), np.float32)
+    with pytest.raises(ValueError, match="shaped"):
+        cpu_norm.layer_norm_forward(z, vec, np.ones(5, np.float32), 1e-5, z, z.copy(), col)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cpu_norm.layer_norm_forward(z, vec, vec, 1e-5, np.ones((6, 4), np.float32).T,
+                                    z.copy(), col)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        cpu_norm.layer_norm_forward(z.astype(np.int32), vec, vec, 1e-5, z, z, col)
+
+
+def test_the_backend_takes_the_kernels_from_the_threshold_up(monkeypatch):
+    """The numpy backend sends arrays of 2^16 elements and more to cpu_norm, smaller ones to
+    NumPy's ops; the two agree to rounding."""
+    calls = []
+    for name in ("layer_norm_forward", "layer_norm_backward"):
+        inner = getattr(cpu_norm, name)
+        monkeypatch.setattr(cpu_norm, name,
+                            lambda *a, _f=inner, _n=name: calls.append(_n) or _f(*a))
+    b = gn.get_backend("numpy")
+    for shape, taken in (((256, 256), True), ((255, 256), False)):
+        calls.clear()
+        z, gamma, beta, dn = _inputs(shape, np.float32, seed=3)
+        n, xhat, rstd = b.layer_norm_forward(z, gamma, beta, 1e-5)
+        dz, dg, dbeta = b.layer_norm_backward(dn, xhat, rstd, gamma)
+        assert calls == (["layer_norm_forward", "layer_norm_backward"] if taken else [])
+        (n_ref, _, _), grads_ref = _reference(z, gamma, beta, dn, 1e-5)
+        _assert_close(n, n_ref, np.float32, "n")
+        for got, want in zip((dz, dg, dbeta), grads_ref):
+            _assert_close(got, want, np.float32, "grads")
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "identity"])
+def test_static_steps_over_the_threshold_equal_eager_ones(act):
+    """Hidden layers of 1100 x 64 (over 2^16 elements) go through the kernels in both the eager
+    and the static step: still the same bits."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 20)).astype(np.float32)
+    y = rng.integers(0, 6, 300)
+    models = [gn.MLP([20, 1100, 700, 6], activation=act, slope=-0.2, norm="layer",
+                     backend="numpy", seed=2) for _ in range(2)]
+    opts = [gn.Adam(m, lr=1e-2) for m in models]
+    loss = gn.CrossEntropyLoss()
+    step = StaticStep(models[1], loss, opts[1], 64)
+    for s in range(3):
+        rows = rng.permutation(300)[:64]
+        models[0].train_step(x[rows], y[rows], loss, opts[0])
+        step(x, y, rows)
+    for k in models[0].params:
+        np.testing.assert_array_equal(models[0].params[k], models[1].params[k], err_msg=k)
