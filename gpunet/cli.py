@@ -342,6 +342,7 @@ def cmd_train(args, comm=None) -> int:
         training = resume.extra.get("training")
         if training is None or resume.extra.get("data") is None:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
+        _refuse_changes_on_resume(args, training)
         spec = DataSpec.from_json(resume.extra["data"])
         data = load_data(spec)
         backend = get_backend(args.backend)
@@ -418,8 +419,14 @@ def cmd_train(args, comm=None) -> int:
     result = {"backend": backend.name, "device": backend.device_name, "dataset": data.name,
               "task": data.task, "epochs": len(history), "seconds": seconds,
               "best_epoch": history.best_epoch, "stopped_early": history.stopped_early}
-    if history:
-        result.update({k: v for k, v in history[-1].items() if k.startswith(("train_", "val_"))})
+    if history:  # the figures of the epoch whose weights the run ends with (and tests)
+        kept = patience is not None and history.best_epoch
+        row = next((r for r in history if r["epoch"] == history.best_epoch), None) if kept \
+            else history[-1]
+        if kept and row is not None:
+            result["weights_epoch"] = history.best_epoch
+        result.update({k: v for k, v in (row or history[-1]).items()
+                       if k.startswith(("train_", "val_"))})
     result.update(history.test)
     if data.classes is not None:
         result["classes"] = data.classes.tolist()
@@ -447,6 +454,31 @@ def cmd_train(args, comm=None) -> int:
     if save:
         say(f"checkpoint written to {save}")
     return 0
+
+
+#: ``train`` options that --resume may be given: where and how to go on, not what the run is
+#: (--hidden and --batch-size are checked against the checkpoint)
+_RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot", "quiet",
+                   "tf32", "graph", "distributed", "collective_timeout", "backend", "hidden",
+                   "batch_size"}
+
+
+def _refuse_changes_on_resume(args, training) -> None:
+    """ConfigError for options given with --resume that the checkpoint fixes (the data, the
+    model, the optimiser, the schedule, early stopping, the seed), which would otherwise be
+    dropped without a word, and for --epochs short of the epochs already trained."""
+    from .errors import ConfigError
+
+    defaults = vars(build_parser().parse_args(["train"]))
+    given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
+                   if k in defaults and k not in _RESUME_OPTIONS and v != defaults[k])
+    if given:
+        raise ConfigError(f"--resume goes on with the saved run's own settings; "
+                          f"{', '.join(given)} cannot change them (start a new run for that)")
+    done = (training.get("state") or {}).get("epoch", 0)
+    if args.epochs is not None and isinstance(done, int) and args.epochs < done:
+        raise ConfigError(f"that run has trained {done} epochs already; --epochs "
+                          f"{args.epochs} would end before it (give more, or leave it out)")
 
 
 def _checkpoint_loss(ckpt, model, task):
@@ -522,8 +554,12 @@ def cmd_evaluate(args) -> int:
                 target=ckpt.target_standardizer if task == "regression" else None,
                 weight=weight)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
-              "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch,
-              **{f"{args.split}_{k}": v for k, v in m.items()}}
+              "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch}
+    if ckpt.group("best"):  # early stopping kept an earlier epoch's weights: those are these
+        state = (ckpt.extra.get("training") or {}).get("state") or {}
+        if isinstance(state.get("best_epoch"), int) and state["best_epoch"] > 0:
+            result["weights_epoch"] = state["best_epoch"]
+    result.update({f"{args.split}_{k}": v for k, v in m.items()})
     for k, v in result.items():
         print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
     if args.metrics_json:

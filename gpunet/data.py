@@ -280,7 +280,7 @@ class _Source:
     task: str | None = None            # the task a named source is known to have
     n_own_test: int | None = None      # the last rows are the source's own test split
     row: Callable[[int], str] = lambda i: f"row {i}"   # names target i in messages
-    features: list | None = None       # a CSV's feature columns where some are text (_read_csv)
+    features: list | None = None       # a CSV's feature columns, by name (_read_csv)
     dropped: int = 0                   # rows left out for a missing value (spec.drop_missing)
     w: np.ndarray | None = None        # sample weights of the rows (spec.weight_column)
 
@@ -861,10 +861,10 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     Feature columns hold numbers, or (when training: not ``features_only``) text: a column whose
     every cell is text is categorical, one-hot encoded over its sorted categories (one 0/1
     column each, in the column's place). The description lists the feature columns, each
-    ``{"name": ...}`` plus ``"categories"`` for a categorical one; it is None when every feature
-    is a number. ``encoding`` (a stored description) encodes a file the way the training file
-    was: its feature columns by name, in any order, the same categories (one the model never
-    saw is a DataError). The target column holds numbers, or class names (text labels,
+    ``{"name": ...}`` plus ``"categories"`` for a categorical one. ``encoding`` (a stored
+    description) encodes a file the way the training file was: its feature columns by name, in
+    any order (a missing or unexpected one is a DataError naming it), the same categories (one
+    the model never saw is a DataError). The target column holds numbers, or class names (text labels,
     returned as a str array); ``features_only`` makes every column a feature.
     """
     _check_file(path, "a CSV file with a header row")
@@ -875,6 +875,13 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
     wi = None if weight is None else header.index(weight)
     skip = _skipped(header, ignore)
+    # numbers only: the columns by name, in the stored order (when reading for a model)
+    order = None if encoding is None or categorical else _column_order(names, encoding, path)
+    described = [{"name": n} for n in names] if order is None else encoding
+
+    def by_name(x):
+        return x if order is None or order == list(range(len(names))) else x[:, order]
+
     if not categorical:  # every cell a finite number: NumPy's C parser, ~8x Python's csv
         with _csv_errors(path):
             data = _all_numbers(path, len(header))
@@ -882,8 +889,8 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
             lines = list(range(2, len(data) + 2))
             taken = [j for j in (t, wi, *skip) if j is not None]
             w = None if wi is None else _weights(data[:, wi], lines, path, weight)
-            return (np.delete(data, taken, axis=1) if taken else data,
-                    None if t is None else data[:, t].copy(), lines, None, 0, w)
+            return (by_name(np.delete(data, taken, axis=1) if taken else data),
+                    None if t is None else data[:, t].copy(), lines, described, 0, w)
     # Anything else, read row by row: text cells, missing values and mistakes are found there
     # and named by line and column.
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
@@ -908,11 +915,11 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if not rows:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
-    data = np.array(rows, dtype=np.float64)
+    data = by_name(np.array(rows, dtype=np.float64))
     w = None if wi is None else _weights(data_rows.weight_cells, lines, path, weight)
     if t is None:
-        return data, None, lines, None, dropped, w
-    return data, _parse_targets(cells, lines, path, header[t]), lines, None, dropped, w
+        return data, None, lines, described, dropped, w
+    return data, _parse_targets(cells, lines, path, header[t]), lines, described, dropped, w
 
 
 def _all_numbers(path, width):
@@ -1012,6 +1019,21 @@ class _DataRows:
             yield line, row, taken.get(self.t)
 
 
+def _column_order(names, encoding, path) -> list:
+    """Where the stored feature columns (``encoding``, in the model's order) lie among a file's
+    feature columns ``names``; DataError naming any the file lacks or the model never had."""
+    wanted = [e["name"] for e in encoding]
+    missing = [n for n in wanted if n not in names]
+    extra = [n for n in names if n not in wanted]
+    if missing or extra:
+        raise DataError(f"{path}: the feature columns are not the model's ("
+                        + "; ".join(part for part in (
+                            "missing: " + ", ".join(map(repr, missing)) if missing else "",
+                            "unexpected: " + ", ".join(map(repr, extra)) if extra else "")
+                            if part) + ")")
+    return [names.index(n) for n in wanted]
+
+
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
                       fill_missing=False, weight=None, ignore=()):
     """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
@@ -1024,16 +1046,7 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
             order = list(range(len(names)))
             known = [[] if j in text_columns else None for j in order]  # [] = to be learnt
         else:
-            wanted = [e["name"] for e in encoding]
-            missing = [n for n in wanted if n not in names]
-            extra = [n for n in names if n not in wanted]
-            if missing or extra:
-                raise DataError(f"{path}: the feature columns are not the model's ("
-                                + "; ".join(part for part in (
-                                    "missing: " + ", ".join(map(repr, missing)) if missing else "",
-                                    "unexpected: " + ", ".join(map(repr, extra)) if extra else "")
-                                    if part) + ")")
-            order = [names.index(n) for n in wanted]
+            order = _column_order(names, encoding, path)
             known = [e.get("categories") for e in encoding]
         columns = [[] for _ in order]
         lines, cells = [], []

@@ -159,17 +159,57 @@ def test_resume_refuses_other_categories(tmp_path, capsys):
 
 
 def test_a_numeric_model_still_wants_numbers(tmp_path, capsys):
-    """Without text columns nothing is stored and predict reads every column as a number."""
+    """Without text columns the stored columns are names alone, and predict reads every one
+    as a number."""
     x = np.random.default_rng(8).standard_normal((60, 3))
     path = write(tmp_path / "n.csv", [*x.T, (x[:, 0] > 0).astype(int)], ["a", "b", "c", "y"])
     ck = tmp_path / "n.npz"
     assert main(["train", "--dataset", path, "--target", "y", "--epochs", "1", "--quiet",
                  "--backend", "numpy", "--save", str(ck)]) == 0
-    assert load_checkpoint(ck).features is None
+    assert load_checkpoint(ck).features == [{"name": "a"}, {"name": "b"}, {"name": "c"}]
     bad = write(tmp_path / "bad.csv", [["1"], ["x"], ["2"]], ["a", "b", "c"])
     assert main(["predict", "--checkpoint", str(ck), "--input", bad, "--output",
                  str(tmp_path / "p.csv")]) == 1
     assert "line 2, column 'b': 'x' is not a number" in capsys.readouterr().err
+
+
+def test_a_numeric_model_finds_its_columns_by_name(tmp_path, capsys):
+    """predict and evaluate take a numeric model's feature columns by name: reordered columns
+    give the predictions of the training order (not those of the columns' positions), and a
+    renamed or missing column is an error naming it."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((80, 3)) * [1.0, 5.0, 0.2]
+    y = (x[:, 0] + x[:, 1] / 5 > 0).astype(int)
+    path = write(tmp_path / "n.csv", [*x.T, y], ["a", "b", "c", "y"])
+    ck = tmp_path / "n.npz"
+    assert main(["train", "--dataset", path, "--target", "y", "--epochs", "3", "--quiet",
+                 "--backend", "numpy", "--save", str(ck)]) == 0
+    probs = []
+    for name, order in (("same", [0, 1, 2]), ("moved", [2, 0, 1])):
+        cols = ["a", "b", "c"]
+        src = write(tmp_path / f"{name}.csv", [x[:, j] for j in order], [cols[j] for j in order])
+        out = tmp_path / f"{name}.npy"
+        assert main(["predict", "--checkpoint", str(ck), "--input", src, "--output",
+                     str(out)]) == 0
+        probs.append(np.load(out))
+    np.testing.assert_array_equal(probs[0], probs[1])
+    # the reference: the model on the columns in training order, by hand
+    model, ckpt = load_checkpoint(ck).build_model("numpy", weights="best"), load_checkpoint(ck)
+    logits = model.predict(ckpt.standardizer(x).astype(np.float32)).astype(np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs[0][:, 1:], p / p.sum(axis=1, keepdims=True), rtol=1e-5)
+    capsys.readouterr()
+    renamed = write(tmp_path / "r.csv", [*x.T], ["a", "b", "zz"])
+    assert main(["predict", "--checkpoint", str(ck), "--input", renamed, "--output",
+                 str(tmp_path / "r.npy")]) == 1
+    assert "missing: 'c'; unexpected: 'zz'" in capsys.readouterr().err
+    moved = write(tmp_path / "m.csv", [x[:, 2], y, x[:, 0], x[:, 1]], ["c", "y", "a", "b"])
+    losses = []
+    for src in (path, moved):  # the same rows, columns in another order: the same figures
+        assert main(["evaluate", "--checkpoint", str(ck), "--dataset", src, "--split", "all",
+                     "--metrics-json", str(tmp_path / "e.json")]) == 0
+        losses.append(json.loads((tmp_path / "e.json").read_text())["all_loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
 @pytest.mark.parametrize("marker", ["", "NA", "n/a", "null", "?"])

@@ -261,3 +261,56 @@ def test_norm_layer_trains_saves_evaluates_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(tmp_path / "a.npz")]) == 0
     assert "layer norm (eps 1e-05)" in capsys.readouterr().out
+
+
+def test_metrics_of_an_early_stopped_run_are_those_of_the_kept_weights(tmp_path):
+    """With --patience the run ends on the best epoch's weights: --metrics-json reports that
+    epoch's train/val figures (and says which, weights_epoch), as evaluate on the checkpoint
+    finds them, not the last epoch's."""
+    ck, m, e = tmp_path / "c.npz", tmp_path / "m.json", tmp_path / "e.json"
+    assert main(["train", "--dataset", "wine", "--epochs", "60", "--patience", "3", "--lr",
+                 "0.05", "--hidden", "16", "--backend", "numpy", "--quiet", "--save", str(ck),
+                 "--metrics-json", str(m)]) == 0
+    trained = json.loads(m.read_text())
+    best = trained["best_epoch"]
+    assert trained["stopped_early"] and best < trained["epochs"]  # (the case in point)
+    row = trained["history"][best - 1]
+    assert trained["weights_epoch"] == best == row["epoch"]
+    assert trained["val_loss"] == row["val_loss"] != trained["history"][-1]["val_loss"]
+    assert main(["evaluate", "--checkpoint", str(ck), "--split", "val", "--backend", "numpy",
+                 "--metrics-json", str(e)]) == 0
+    evaluated = json.loads(e.read_text())
+    assert evaluated["weights_epoch"] == best and evaluated["epoch"] == trained["epochs"]
+    assert evaluated["val_loss"] == pytest.approx(trained["val_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--lr", "0.5"], "--lr"),
+    (["--optimizer", "sgd", "--activation", "tanh"], "--activation, --optimizer"),
+    (["--dropout", "0.5", "--patience", "1"], "--dropout, --patience"),
+    (["--dataset", "iris"], "--dataset"),
+    (["--schedule", "cosine", "--seed", "4"], "--schedule, --seed"),
+])
+def test_resume_refuses_settings_it_would_drop(tmp_path, capsys, flags, named):
+    """--resume goes on with the checkpoint's settings; an option that would change them is
+    refused by name (before, it was dropped without a word), and nothing is written."""
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "wine", "--epochs", "2", "--backend", "numpy",
+                 "--quiet", "--save", str(ck)]) == 0
+    before = ck.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ck), "--epochs", "4", *flags]) == 1
+    err = capsys.readouterr().err
+    assert f"{named} cannot change them" in err and err.count("\n") == 1
+    assert ck.read_bytes() == before
+
+
+def test_resume_refuses_fewer_epochs_than_trained(tmp_path, capsys):
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "wine", "--epochs", "3", "--backend", "numpy",
+                 "--quiet", "--save", str(ck)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--quiet"]) == 1
+    assert "has trained 3 epochs already; --epochs 2 would end before it" in \
+        capsys.readouterr().err
+    assert main(["train", "--resume", str(ck), "--epochs", "3", "--quiet"]) == 0  # finished

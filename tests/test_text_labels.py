@@ -99,7 +99,8 @@ def test_train_predict_evaluate_speak_the_class_names(tmp_path, capsys):
 
     # predict: the names, and probabilities headed by them
     x, species = write_iris(tmp_path / "rows.csv", rows=np.arange(0, 150, 7))
-    np.savetxt(tmp_path / "x.csv", x, delimiter=",", header="a,b,c,d", comments="")
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",", comments="",
+               header="sepal_length,sepal_width,petal_length,petal_width")
     assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.csv"),
                  "--output", str(tmp_path / "p.csv")]) == 0
     with open(tmp_path / "p.csv") as f:
