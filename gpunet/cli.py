@@ -251,6 +251,18 @@ def _spec_from_args(args, base=None):
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
                         seed=args.seed, val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, class_weight=args.class_weight)
+    if given.get("dataset", base.dataset) != base.dataset:
+        # another source: the stored options that do not apply to its kind go (a CSV run's
+        # target column on an .npz file, say), unless given again
+        from .data import source_kind
+
+        kind = source_kind(given["dataset"])
+        applies = {"target": ("csv", "npy"), "x_key": ("npz",), "y_key": ("npz",),
+                   "data_dir": ("idx",), "drop_missing": ("csv",), "fill_missing": ("csv",),
+                   "weight_column": ("csv",)}
+        base = replace(base, **{k: False if k == "drop_missing" else None
+                                for k, kinds in applies.items()
+                                if kind not in kinds and k not in given})
     return replace(base, **given)
 
 
@@ -431,7 +443,9 @@ def cmd_train(args, comm=None) -> int:
     if data.classes is not None:
         result["classes"] = data.classes.tolist()
     result["history"] = list(history)
-    if data.task == "classification":
+    if not history.test:
+        print(f"no test rows (--test-fraction 0)  ({seconds:.1f}s on {backend.name})")
+    elif data.task == "classification":
         print(f"test accuracy: {history.test.get('test_accuracy', float('nan')):.4f}  "
               f"({seconds:.1f}s on {backend.name})")
     else:
@@ -545,7 +559,15 @@ def cmd_evaluate(args) -> int:
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
     x, y, task, n_classes, w_rows = load_split(
         spec, args.split, ckpt.standardizer, ckpt.target_standardizer, ckpt.classes,
-        ckpt.features, _fill_values(ckpt), with_weights=True)
+        ckpt.features, _fill_values(ckpt), with_weights=True,
+        numbered=ckpt.classes is None and ckpt.extra.get("task") == "classification")
+    if not len(x):
+        from .errors import ConfigError
+
+        raise ConfigError(f"the {args.split} split of {spec.dataset} has no rows (the run's "
+                          f"{args.split}_fraction was 0): choose another --split ("
+                          + ", ".join(s for s in ("test", "val", "train", "all")
+                                      if s != args.split) + ")")
     loss_fn = _checkpoint_loss(ckpt, model, task)
     weight = _class_weighted(ckpt, y) if task == "classification" else None
     if w_rows is not None:  # the weight column, times the class weights

@@ -376,12 +376,13 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                target_standardizer: Standardizer | None = None, classes=None, features=None,
-               fill_values=None, with_weights=False):
+               fill_values=None, with_weights=False, numbered=False):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
     their index in ``classes`` (the stored names of the model's outputs; a name not among them
-    is a DataError), or in the source's own sorted names when ``classes`` is None. A CSV's text
+    is a DataError), or in the source's own sorted names when ``classes`` is None (with
+    ``numbered``, a model's classes that are numbers, text labels are a DataError). A CSV's text
     feature columns are encoded by ``features`` (the stored description), else as found. With
     ``spec.fill_missing``, missing values are filled with ``fill_values`` (the stored ones; None:
     the training rows' means, as ``load_data`` computed them).
@@ -396,7 +397,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid names: {', '.join(SPLITS)}")
-    spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes, features)
+    spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes, features,
+                                               evaluate=split, numbered=numbered)
     rows = np.arange(len(y)) if split == "all" else idx[split]
     x = src.x[rows]
     if spec.fill_missing:
@@ -535,9 +537,11 @@ def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
                    w_train=w["train"], w_val=w["val"], w_test=w["test"])
 
 
-def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
+def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
+                 min_classes: int = 2):
     """Integer class labels >= 0 as int64 (not remapped), and n_classes = max + 1; DataError for
-    anything else, naming the first offending row."""
+    anything else, naming the first offending row, and for fewer than ``min_classes`` distinct
+    labels (training needs two; rows to evaluate a model on may hold one)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -563,7 +567,7 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}")
                         f"holds {y[i]:g}")
     y = y.astype(np.int64)
     classes = np.unique(y)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{where}: only one class (label {classes[0]}) in the targets; "
                         f"classification needs at least two")
     return y, int(classes[-1]) + 1
@@ -585,19 +589,30 @@ def infer_task(y: np.ndarray) -> str:
 
 # ---- checking, settling the task, splitting ---------------------------------------------------
 
-def _prepare(spec: DataSpec, loss: str | None, classes=None, features=None):
+def _prepare(spec: DataSpec, loss: str | None, classes=None, features=None, evaluate=None,
+             numbered=False):
     if not isinstance(spec, DataSpec):
         raise ConfigError(f"expected a DataSpec, got {type(spec).__name__}")
     kind = source_kind(spec.dataset)
     _check_spec(spec, loss, kind)
-    return _settle(spec, loss, _read_source(spec, kind, features), classes)
+    return _settle(spec, loss, _read_source(spec, kind, features), classes, evaluate,
+                   numbered)
 
 
-def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None):
+def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evaluate=None,
+            numbered=False):
     """Settle the task, check the targets and compute the split indices; text labels become
     indices into ``classes`` (given: the stored names; None: the source's own, sorted), which
-    comes back as the last item (None for numeric targets)."""
+    comes back as the last item (None for numeric targets). ``evaluate``: the split a model is
+    to be evaluated on (``load_split``): its rows may hold a single class, and "all" needs no
+    split (the indices are then None, unless fill values must come from the training rows).
+    ``numbered``: the model's classes are numbers, so text labels are a DataError."""
     names = None
+    if numbered and src.y.dtype.kind in "US" and spec.task != "regression":
+        y = np.asarray(src.y).reshape(-1)
+        first = y[0].decode("utf-8", "replace") if isinstance(y[0], bytes) else str(y[0])
+        raise DataError(f"{src.where}: the targets are names (such as {first.strip()!r}), but "
+                        "the model's classes are numbers (labels 0..k-1)")
     if src.y.dtype.kind in "US" or classes is not None:
         src, names = _named_labels(spec, loss, src, classes)
     if spec.task is None and loss and src.task and LOSS_TASK[loss] != src.task:
@@ -607,13 +622,15 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None):
                           f"{src.task} dataset; pass --task {LOSS_TASK[loss]} to force it")
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
     if task == "classification":
-        y, n_classes = check_labels(src.y, src.where, src.row)
+        y, n_classes = check_labels(src.y, src.where, src.row,
+                                    min_classes=1 if evaluate else 2)
         if names is not None:
             n_classes = len(names)
     else:
         y, n_classes = _regression_targets(src), 0
     spec = dataclasses.replace(spec, task=task)
-    return spec, src, y, n_classes, _split_indices(y, task, spec, src), names
+    split = evaluate != "all" or spec.fill_missing
+    return spec, src, y, n_classes, _split_indices(y, task, spec, src) if split else None, names
 
 
 def _named_labels(spec: DataSpec, loss: str | None, src: _Source, classes):

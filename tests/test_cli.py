@@ -314,3 +314,60 @@ def test_resume_refuses_fewer_epochs_than_trained(tmp_path, capsys):
     assert "has trained 3 epochs already; --epochs 2 would end before it" in \
         capsys.readouterr().err
     assert main(["train", "--resume", str(ck), "--epochs", "3", "--quiet"]) == 0  # finished
+
+
+def _labelled_csv(path, x, y):
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header="a,b,c,label",
+               comments="", fmt=["%.17g"] * 3 + ["%d"])
+    return str(path)
+
+
+def test_evaluate_takes_any_labelled_rows_of_the_models_kind(tmp_path, capsys):
+    """evaluate --split all on rows of one class, or on two rows, gives the accuracy of the
+    model's own argmax (by hand here); the same rows as .npz (the run's CSV target left
+    behind) give the same figures; text labels for a model of numbered classes are refused."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1)
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", _labelled_csv(tmp_path / "n.csv", x, y), "--target",
+                 "label", "--epochs", "5", "--quiet", "--backend", "numpy",
+                 "--save", str(ck)]) == 0
+    ckpt = load_checkpoint(ck)
+    model = ckpt.build_model("numpy", weights="best")
+    predicted = model.predict(ckpt.standardizer(x).astype(np.float32)).argmax(axis=1)
+    for name, rows in (("ones", np.flatnonzero(y == 1)), ("two", np.arange(2))):
+        src = _labelled_csv(tmp_path / f"{name}.csv", x[rows], y[rows])
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--checkpoint", str(ck), "--dataset", src, "--split", "all",
+                     "--backend", "numpy", "--metrics-json", str(out)]) == 0
+        got = json.loads(out.read_text())
+        assert got["rows"] == len(rows)
+        assert got["all_accuracy"] == pytest.approx(np.mean(predicted[rows] == y[rows]))
+    np.savez(tmp_path / "same.npz", x=x, y=y)
+    figures = []
+    for src in (str(tmp_path / "n.csv"), str(tmp_path / "same.npz")):
+        out = tmp_path / "all.json"
+        assert main(["evaluate", "--checkpoint", str(ck), "--dataset", src, "--split", "all",
+                     "--backend", "numpy", "--metrics-json", str(out)]) == 0
+        got = json.loads(out.read_text())
+        figures.append((got["all_loss"], got["all_accuracy"]))
+    assert figures[0] == pytest.approx(figures[1])
+    names = tmp_path / "names.csv"
+    names.write_text("a,b,c,label\n" + "".join(f"{r[0]},{r[1]},{r[2]},{'xyz'[c]}\n"
+                                               for r, c in zip(x, y)))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ck), "--dataset", str(names), "--split",
+                 "all", "--backend", "numpy"]) == 1
+    assert f"the targets are names (such as {'xyz'[y[0]]!r}), but the model's classes are " \
+        "numbers" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_split_the_run_left_empty_says_which_to_take(tmp_path, capsys):
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--test-fraction", "0", "--epochs", "2",
+                 "--backend", "numpy", "--quiet", "--save", str(ck)]) == 0
+    assert "no test rows (--test-fraction 0)" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 1
+    assert "the test split of iris has no rows (the run's test_fraction was 0): choose " \
+        "another --split (val, train, all)" in capsys.readouterr().err

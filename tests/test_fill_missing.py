@@ -155,7 +155,7 @@ def test_a_numeric_file_with_gaps_is_filled_too(tmp_path):
             f.write(f"{r[0]},{'' if r[1] is None else r[1]},{r[2]}\n")
     data = load_data(DataSpec(str(path), target="label", seed=1, val_fraction=0.0,
                               test_fraction=0.0, fill_missing="mean"))
-    assert data.features is None  # every column a number
+    assert data.features == [{"name": "id"}, {"name": "v"}]  # every column a number
     known = [r[1] for r in rows if r[1] is not None]
     assert data.fill_values[1] == pytest.approx(np.mean(known), rel=1e-12)
     x = _raw(data, data.x_train)
