@@ -185,15 +185,29 @@ class Standardizer:
                        None if weights is None else weights[sl])
 
         total = np.zeros(x.shape[1:])
-        for b, w in blocks():
-            total += b.sum(axis=0) if w is None else w @ b
-        mean = total / n
         squares = np.zeros(x.shape[1:])
-        for b, w in blocks():
-            b = b - mean
-            squares += np.einsum("ij,ij->j", b, b) if w is None else \
-                np.einsum("i,ij,ij->j", w, b, b)
-        std = np.sqrt(squares / n)
+        with np.errstate(over="ignore", invalid="ignore"):  # (overflows are redone below)
+            for b, w in blocks():
+                total += b.sum(axis=0) if w is None else w @ b
+            mean = total / n
+            for b, w in blocks():
+                b = b - mean
+                squares += np.einsum("ij,ij->j", b, b) if w is None else \
+                    np.einsum("i,ij,ij->j", w, b, b)
+            std = np.sqrt(squares / n)
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any() and x.ndim == 2:  # sums past float64's range: again in scaled units
+            mean, std = mean.copy(), std.copy()
+            cols = np.flatnonzero(bad)
+            part = np.asarray(x[:, cols] if rows is None else x[rows][:, cols], np.float64)
+            scale = 2.0 ** np.floor(np.log2(np.abs(part).max(axis=0)))  # exact: a power of 2
+            inner = cls.fit(part / scale, None, weights)
+            mean[cols], std[cols] = inner.mean * scale, inner.std * scale
+            bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():
+            j = int(np.flatnonzero(np.ravel(bad))[0])
+            raise DataError(f"column {j + 1}: its values are too far apart to standardise in "
+                            f"float64 (the standard deviation overflows)")
         return cls(mean, np.where(std > 0, std, 1.0))
 
     def __call__(self, x: np.ndarray, rows=None) -> np.ndarray:

@@ -591,3 +591,26 @@ def test_a_blank_line_keeps_line_numbers_true(tmp_path):
                      [["1", "0"], ["2", "1"], [], ["3", "1"], ["4", "-1"]])
     with pytest.raises(gn.DataError, match="line 6 holds -1"):
         load_data(DataSpec(path, target="y", task="classification"))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_standardising_columns_of_huge_values_does_not_overflow(weighted):
+    """A column of finite values near 1e300 (or 1.7e308) has a sum of squares past float64's
+    range: the statistics are taken again in power-of-two units, giving the float64
+    mean and std of the scaled column times the scale, so its standardised values are the
+    scaled column's (they were all 0, the column lost); other columns keep theirs."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(301, 3))
+    for big in (1e300, 1.7e308):
+        x[:, 0] = np.where(rng.normal(size=301) > 0.3, big, -big * 0.5)
+        w = rng.uniform(0.1, 2.0, 301) if weighted else np.ones(301)
+        s = Standardizer.fit(x, weights=w if weighted else None)
+        unit = x[:, 0] / big
+        mean = np.average(unit, weights=w)
+        std = np.sqrt(np.average((unit - mean) ** 2, weights=w))
+        np.testing.assert_allclose([s.mean[0] / big, s.std[0] / big], [mean, std], rtol=1e-13)
+        plain = Standardizer.fit(x[:, 1:], weights=w if weighted else None)
+        np.testing.assert_allclose(s.mean[1:], plain.mean, rtol=1e-13)
+        np.testing.assert_allclose(s.std[1:], plain.std, rtol=1e-13)
+        if big < 1e308:
+            np.testing.assert_allclose(s(x)[:, 0], (unit - mean) / std, rtol=1e-12)
