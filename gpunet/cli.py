@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import platform
 import sys
@@ -232,9 +233,22 @@ def _first_line(e: BaseException) -> str:
 
 
 def _write_json(path, obj) -> None:
+    """``obj`` as JSON, written atomically; a NaN or infinite number (an R^2 of a constant
+    target, a diverged figure) is written as null, which JSON has, rather than NaN, which it
+    has not."""
     from .checkpoint import atomic_write
 
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    def strict(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return v
+
+    text = json.dumps(strict(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _spec_from_args(args, base=None):
@@ -551,6 +565,8 @@ def cmd_evaluate(args) -> int:
     from .errors import CheckpointError
     from .train import metrics, prepare_targets
 
+    if args.metrics_json:
+        _check_writable(args.metrics_json, "--metrics-json")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     base = ckpt.extra.get("data")

@@ -1033,7 +1033,7 @@ class _DataRows:
 
     def __iter__(self):
         for row in self.reader:
-            if not row:  # a blank line
+            if not row or (len(row) == 1 and not row[0].strip()):  # a blank line (or spaces)
                 continue
             line = self.reader.line_num
             if len(row) != len(self.header):

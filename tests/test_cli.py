@@ -371,3 +371,31 @@ def test_evaluate_on_a_split_the_run_left_empty_says_which_to_take(tmp_path, cap
     assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 1
     assert "the test split of iris has no rows (the run's test_fraction was 0): choose " \
         "another --split (val, train, all)" in capsys.readouterr().err
+
+
+def test_metrics_json_is_strict_json_and_evaluate_checks_its_path_first(tmp_path, capsys):
+    """A NaN or infinite figure is written as null, which strict JSON parsers take (NaN they
+    refuse); evaluate refuses a folder as --metrics-json before it works."""
+    from gpunet.cli import _write_json
+
+    m = tmp_path / "m.json"
+    _write_json(m, {"test_r2": float("nan"), "history": [{"val_loss": float("inf")}],
+                    "epochs": 3, "name": "x"})
+    result = json.loads(m.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert result == {"test_r2": None, "history": [{"val_loss": None}], "epochs": 3,
+                      "name": "x"}
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", "--save", str(tmp_path / "c.npz")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c.npz"), "--backend", "numpy",
+                 "--metrics-json", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "--metrics-json" in out.err and "is a folder" in out.err and out.out == ""
+
+
+def test_a_last_line_of_spaces_is_a_blank_line(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)) + "   \n")
+    m = tmp_path / "m.json"
+    assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1",
+                 "--backend", "numpy", "--quiet", "--metrics-json", str(m)]) == 0
