@@ -42,6 +42,16 @@ def _positive_float(text):
     return v
 
 
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return v
+
+
 def _dataset(text):
     from .data import source_kind
 
@@ -151,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of `mpiexec -n N gpunet train ...` "
                         "(needs gpunet[distributed])")
-    t.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+    t.add_argument("--collective-timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="--distributed: abort the job when a collective waits this long for "
                         "another rank (default: $GPUNET_COLLECTIVE_TIMEOUT, else 600; 0: never)")
 

@@ -732,6 +732,9 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
         raise ConfigError(f"noise must be a finite number >= 0, got {spec.noise!r}")
     if spec.target is not None and kind not in ("csv", "npy"):
         raise ConfigError(f"target applies to .csv and .npy datasets, not to {spec.dataset!r}")
+    for name, default in (("x_key", "x"), ("y_key", "y")):
+        if getattr(spec, name) not in (default, None) and kind not in ("npz", None):
+            raise ConfigError(f"{name} applies to .npz datasets, not to {spec.dataset!r}")
     if spec.data_dir is not None and kind != "idx":
         raise ConfigError(f"data_dir applies to {' and '.join(IDX_SETS)}, not to "
                           f"{spec.dataset!r}")

@@ -399,3 +399,13 @@ def test_a_last_line_of_spaces_is_a_blank_line(tmp_path):
     m = tmp_path / "m.json"
     assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1",
                  "--backend", "numpy", "--quiet", "--metrics-json", str(m)]) == 0
+
+
+def test_options_for_another_kind_of_source_are_refused(capsys):
+    """--x-key on a bundled set did nothing, silently; like --target there, it is an error."""
+    assert main(["train", "--dataset", "iris", "--x-key", "feats", "--epochs", "1",
+                 "--backend", "numpy", "--quiet"]) == 1
+    assert "x_key applies to .npz datasets, not to 'iris'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--dataset", "iris", "--collective-timeout", "-5"])
+    assert e.value.code == 2 and "expected seconds >= 0, got -5" in capsys.readouterr().err
