@@ -378,7 +378,7 @@ def cmd_train(args, comm=None) -> int:
         training = resume.extra.get("training")
         if training is None or resume.extra.get("data") is None:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
-        _refuse_changes_on_resume(args, training)
+        _refuse_changes_on_resume(args, resume)
         spec = DataSpec.from_json(resume.extra["data"])
         data = load_data(spec)
         backend = get_backend(args.backend)
@@ -501,15 +501,23 @@ _RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot"
                    "batch_size"}
 
 
-def _refuse_changes_on_resume(args, training) -> None:
+def _refuse_changes_on_resume(args, resume) -> None:
     """ConfigError for options given with --resume that the checkpoint fixes (the data, the
-    model, the optimiser, the schedule, early stopping, the seed), which would otherwise be
-    dropped without a word, and for --epochs short of the epochs already trained."""
+    model, the optimiser, the schedule, early stopping, the seed) at another value than the
+    saved one, which would otherwise be dropped without a word, and for --epochs short of the
+    epochs already trained."""
     from .errors import ConfigError
 
+    training = resume.extra.get("training") or {}
+    model, opt = resume.header.get("model") or {}, resume.header.get("optimizer") or {}
+    saved = {**(resume.extra.get("data") or {}),
+             **{k: model.get(k) for k in ("activation", "dropout", "norm", "dtype")},
+             "optimizer": opt.get("name"), "seed": training.get("seed"),
+             "patience": training.get("patience"), "monitor": training.get("monitor")}
     defaults = vars(build_parser().parse_args(["train"]))
     given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
-                   if k in defaults and k not in _RESUME_OPTIONS and v != defaults[k])
+                   if k in defaults and k not in _RESUME_OPTIONS and v != defaults[k]
+                   and (k not in saved or v != saved[k]))
     if given:
         raise ConfigError(f"--resume goes on with the saved run's own settings; "
                           f"{', '.join(given)} cannot change them (start a new run for that)")
