@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .cli import _positive_int
+from .dropout import check_rate
 from .errors import ConfigError
 
 #: name -> (sizes, batch, gpu_only)
@@ -261,9 +263,17 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
     ``dropout``: both nets drop each hidden output with this probability (rows without a
     goal). ``norm``: "layer" puts a layer norm in each hidden layer of both (rows without a
     goal).
+
+    ConfigError for ``rounds`` or ``steps`` (where given) or ``torch_threads`` (where given)
+    below 1, or ``dropout`` outside [0, 1).
     """
     import gpunet as gn
 
+    _check_count("rounds", rounds)
+    for name, value in (("steps", steps), ("torch_threads", torch_threads)):
+        if value is not None:
+            _check_count(name, value)
+    dropout = check_rate(dropout)
     backend = gn.get_backend(backend_name)
     gpu = backend.name == "cupy"
     try:
@@ -271,7 +281,7 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
     except ImportError:
         torch = None
     if torch is not None:
-        if torch_threads:
+        if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         if gpu:
             torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
@@ -350,6 +360,12 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
             "numpy": np.__version__, "rows": rows}
 
 
+def _check_count(name, value) -> None:
+    """ConfigError unless ``value`` is an integer >= 1: no round or step, no median to take."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _format_row(r) -> str:
     s = (f"{r['config']:<7} {r['optimizer']:<5} B={r['batch']:<5} "
          f"{_path(r):<11} "
@@ -423,6 +439,16 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def _rate(text):
+    """An argparse type: a dropout rate in [0, 1)."""
+    import argparse
+
+    try:
+        return check_rate(float(text))
+    except ValueError:  # not a number, or ConfigError (a ValueError): outside [0, 1)
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -431,16 +457,16 @@ def main(argv=None) -> int:
     p.add_argument("--config", action="append", choices=sorted(CONFIGS),
                    help="repeatable; default: small and medium (and large on a GPU)")
     p.add_argument("--optimizer", action="append", choices=("sgd", "adam"))
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--steps", type=int, default=None, help="steps per round")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--rounds", type=_positive_int, default=7)
+    p.add_argument("--steps", type=_positive_int, default=None, help="steps per round")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-graph", dest="graph", action="store_false",
                    help="time the eager train_step instead of the static / CUDA-graph step")
     p.add_argument("--tf32", action="store_true",
                    help="float32 GEMMs on TF32 tensor cores, in both libraries (GPU only)")
     p.add_argument("--no-torch-graph", dest="torch_graph", action="store_false",
                    help="on the GPU, skip timing PyTorch's step as a CUDA graph")
-    p.add_argument("--dropout", type=float, default=0.0, metavar="P",
+    p.add_argument("--dropout", type=_rate, default=0.0, metavar="P",
                    help="both nets drop hidden outputs with probability P (rows without goals)")
     p.add_argument("--norm", choices=("layer",), default=None,
                    help="a layer norm in each hidden layer of both nets (rows without goals)")

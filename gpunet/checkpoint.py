@@ -141,8 +141,9 @@ class Checkpoint:
 
     @property
     def features(self):
-        """The training CSV's feature columns where some were text (one-hot encoded), as
-        ``gpunet.data.read_features`` takes them; None when every feature was a number."""
+        """The training CSV's feature columns (names, and the categories of text ones), as
+        ``gpunet.data.read_features`` takes them; None for a source without column names (and
+        for a numeric CSV's run saved before gpunet stored their names)."""
         return self.extra.get("features")
 
     def build_model(self, backend=None, weights="param"):
@@ -174,7 +175,9 @@ def load_checkpoint(path) -> Checkpoint:
     """Read a checkpoint written by ``save_checkpoint``; never unpickles anything.
 
     Raises CheckpointError for a missing file, a file that is not a gpunet checkpoint, a
-    truncated or corrupted one, or one of a newer format version.
+    truncated or corrupted one (among others: a header without its model section or a key of
+    it, a standardisation's mean without its std or the reverse), or one of a newer format
+    version.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -207,6 +210,7 @@ def load_checkpoint(path) -> Checkpoint:
             f"{path!r} has checkpoint format version {header.get('version')!r}; this gpunet "
             f"reads versions up to {VERSION}: upgrade gpunet"
         )
+    _check_header(header, path)
     params, opt_state, others = {}, {}, {}
     for k, a in arrays.items():
         kind, _, rest = k.partition("/")
@@ -217,18 +221,60 @@ def load_checkpoint(path) -> Checkpoint:
             opt_state.setdefault(key, {})[slot] = a
         elif kind != "data":
             others[k] = a
-    from .data import Standardizer
-
     classes = arrays.get("data/classes")
     if classes is not None and classes.ndim != 1:
         raise CheckpointError(f"{path!r} has malformed class names (shape {classes.shape})")
     _check_features(header.get("extra", {}).get("features"), path)
-    standardizer = target = None
-    if "data/mean" in arrays:
-        standardizer = Standardizer(arrays["data/mean"], arrays["data/std"])
-    if "data/y_mean" in arrays:
-        target = Standardizer(arrays["data/y_mean"], arrays["data/y_std"])
+    standardizer = _standardizer(arrays, "data/mean", "data/std", path)
+    target = _standardizer(arrays, "data/y_mean", "data/y_std", path)
     return Checkpoint(header, params, opt_state, standardizer, others, target, classes)
+
+
+#: what every header's model section holds (``MLP.config``); the rest has defaults
+MODEL_KEYS = ("sizes", "activation", "output", "dtype")
+
+
+def _check_header(header, path) -> None:
+    """CheckpointError unless the header has an epoch (an integer >= 0) and a model section
+    (a dict) with ``MODEL_KEYS``: sizes a list of at least two integers, the others text."""
+    epoch = header.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        what = "no epoch" if epoch is None else f"a malformed epoch ({epoch!r})"
+        raise CheckpointError(f"{path!r} has {what} in its header")
+    cfg = header.get("model")
+    if not isinstance(cfg, dict):
+        what = "no model section" if cfg is None else f"a malformed model section ({cfg!r})"
+        raise CheckpointError(f"{path!r} has {what} in its header")
+    missing = [k for k in MODEL_KEYS if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{path!r} has a model section without "
+                              + ", ".join(repr(k) for k in missing))
+    sizes = cfg["sizes"]
+    bad = [k for k in MODEL_KEYS[1:] if not isinstance(cfg[k], str)]
+    if not (isinstance(sizes, list) and len(sizes) >= 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)):
+        bad.insert(0, "sizes")
+    if bad:
+        raise CheckpointError(f"{path!r} has a malformed model section: "
+                              + ", ".join(f"{k} {cfg[k]!r}" for k in bad))
+
+
+def _standardizer(arrays, mean, std, path):
+    """The Standardizer stored as the arrays ``mean`` and ``std``; None where neither is
+    there, CheckpointError where one is there without the other (or their shapes differ)."""
+    from .data import Standardizer
+
+    if mean not in arrays and std not in arrays:
+        return None
+    missing = [k for k in (mean, std) if k not in arrays]
+    if missing:
+        have = std if missing[0] == mean else mean
+        raise CheckpointError(f"{path!r} has {have} but no {missing[0]}: the standardisation "
+                              "is incomplete")
+    if arrays[mean].shape != arrays[std].shape:
+        raise CheckpointError(f"{path!r} has {mean} of shape {arrays[mean].shape} but {std} of "
+                              f"shape {arrays[std].shape}")
+    return Standardizer(arrays[mean], arrays[std])
 
 
 def _check_features(features, path) -> None:

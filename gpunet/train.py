@@ -77,6 +77,9 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
             weight=None) -> dict:
     """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y).
 
+    R^2 is scikit-learn's ``r2_score`` (its default, uniform average over target columns):
+    see ``r2_from_sums``.
+
     ``weight``: sample weights of the rows, which weight the loss as in training (accuracy,
     MSE and R^2 count every row once).
 
@@ -97,11 +100,45 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
         out["accuracy"] = float((pred == np.asarray(y).reshape(-1)).mean())
     else:
         y_hat, y = _in_units(backend.to_host(y_hat), y, target)
-        err = ((y_hat - y) ** 2).mean()
-        var = ((y - y.mean(axis=0)) ** 2).mean()
-        out["mse"] = float(err)
-        out["r2"] = float(1 - err / var) if var > 0 else float("nan")
+        squared = (y_hat - y) ** 2
+        out["mse"] = float(squared.mean())
+        out["r2"] = r2_from_sums(squared.sum(axis=0), y)
     return out
+
+
+def r2_from_sums(sse, y, weight=None) -> float:
+    """R^2 as scikit-learn's ``r2_score(y, y_hat, sample_weight=weight)`` gives it, from the
+    columns' sums of squared errors ``sse`` (what ranks add up) and all the targets ``y``.
+
+    For each target column j, with w_i = 1 without ``weight``,
+
+        sse_j = sum_i w_i (y_hat_ij - y_ij)^2,  sst_j = sum_i w_i (y_ij - ybar_j)^2,
+        R^2_j = 1 - sse_j / sst_j,
+
+    ybar_j the column's own (weighted) mean; the result is the plain mean of the R^2_j
+    (multioutput="uniform_average": each column counts the same, whatever its scale). A
+    constant column (sst_j = 0) scores 1 where its predictions are exact (sse_j = 0), else 0
+    (``force_finite=True``). NaN for fewer than two rows, or weights that sum to 0.
+
+    Args:
+        sse: (columns,) the sums sse_j.
+        y: (rows, columns) host float64 targets.
+        weight: (rows,) host float64 sample weights, or None.
+    """
+    y = y.reshape(len(y), -1)
+    if len(y) < 2 or (weight is not None and not weight.sum() > 0):
+        return float("nan")
+    sst = _column_sums((y - np.average(y, axis=0, weights=weight)) ** 2, weight)
+    scores = np.ones(len(sst))
+    valid = (sst != 0) & (sse != 0)
+    scores[valid] = 1 - sse[valid] / sst[valid]
+    scores[(sst == 0) & (sse != 0)] = 0.0
+    return float(scores.mean())
+
+
+def _column_sums(a, weight):
+    """sum_i w_i a_ij per column j of ``a`` (rows, columns); w_i = 1 where ``weight`` is None."""
+    return a.sum(axis=0) if weight is None else (weight[:, None] * a).sum(axis=0)
 
 
 def _in_units(y_hat, y, target):
@@ -115,18 +152,20 @@ def _in_units(y_hat, y, target):
 def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
                      weight=None) -> dict:
     """``metrics`` over ranks: sums of the loss (weighted as in training), of correct
-    predictions or of squared errors on this rank's rows, all-reduced once."""
+    predictions or of squared errors (all of them, and per column for R^2) on this rank's
+    rows, all-reduced once as one vector."""
     backend, n = model.backend, len(x)
     lo, hi = shard(n, comm.rank, comm.size)
     y = np.asarray(y)
-    sums = np.zeros(2)
+    w = None if weight is None else np.asarray(weight, dtype=np.float64)
+    # [loss, correct or squared error] + (regression) each column's sse for R^2
+    sums = np.zeros(2 + (model.sizes[-1] if task == "regression" else 0))
     if hi > lo:
         y_hat = model.predict(backend.asarray(x[lo:hi], dtype=model.dtype), batch_size=batch_size)
-        if weight is None:
+        if w is None:
             value, _ = loss_fn(y_hat, y[lo:hi])
             share = share_weight(loss_fn.reduction, hi - lo, n)
         else:
-            w = np.asarray(weight, dtype=np.float64)
             value, _ = loss_fn(y_hat, y[lo:hi], weight=w[lo:hi])
             share = weighted_share(loss_fn.reduction, w[lo:hi].sum(), w.sum(), hi - lo)
         sums[0] = backend.scalar(value) * share
@@ -135,17 +174,17 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
             sums[1] = (pred == y[lo:hi].reshape(-1)).sum()
         else:
             got, want = _in_units(backend.to_host(y_hat), y[lo:hi], target)
-            sums[1] = ((got - want) ** 2).sum()
-    loss, total = comm.allreduce(sums)
-    out = {"loss": float(loss)}
+            squared = (got - want) ** 2
+            sums[1] = squared.sum()
+            sums[2:] = squared.sum(axis=0)
+    sums = comm.allreduce(sums)
+    out = {"loss": float(sums[0])}
     if task == "classification":
-        out["accuracy"] = float(total / n)
+        out["accuracy"] = float(sums[1] / n)
     else:
         y64 = _in_units(y, y, target)[1]  # the targets, host float64, in their own units
-        err = total / y64.size
-        var = ((y64 - y64.mean(axis=0)) ** 2).mean()
-        out["mse"] = float(err)
-        out["r2"] = float(1 - err / var) if var > 0 else float("nan")
+        out["mse"] = float(sums[1] / y64.size)
+        out["r2"] = r2_from_sums(sums[2:], y64)
     return out
 
 
@@ -335,7 +374,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                               + _listed(resume.classes, "labels 0..k-1")
                               + ") are not the data's (" + _listed(names, "labels 0..k-1")
                               + "): resume on the data the run was trained on")
-        if resume.features != getattr(data, "features", None):
+        features = getattr(data, "features", None)
+        if resume.features is None and features and not any("categories" in e
+                                                             for e in features):
+            features = None  # a numeric CSV's run saved before column names were stored
+        if resume.features != features:
             raise ConfigError("this checkpoint's feature columns are not the data's (columns "
                               "or categories differ): resume on the data the run was trained "
                               "on")

@@ -1,5 +1,6 @@
 """gpunet bench's bookkeeping: which goal a row answers to and whether it meets it, the JSON
-rows, the Markdown table. Nothing here times anything or asserts a speed."""
+rows, the Markdown table, and the counts and rates it refuses (usage errors on the command
+line, ConfigError from ``run``). Nothing here times anything or asserts a speed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 import pytest
 
+import gpunet as gn
 from gpunet import bench
 
 
@@ -152,8 +154,6 @@ def test_a_missed_goal_says_what_its_figures_show(config, gpu, row, expected):
 
 
 def test_the_gemms_of_one_step_are_recorded_once_and_replayed_alone():
-    import gpunet as gn
-
     backend = gn.get_backend("numpy")
     made = bench._gpunet_step(backend, [20, 16, 12, 3], 8, "sgd")
     assert made.path == "static" and "matmul" not in vars(backend)  # the recorder is gone
@@ -178,3 +178,44 @@ def test_a_captured_step_repeats_its_calls_and_only_the_first_step_is_kept():
     assert bench._one_step(body) == body
     assert bench._one_step([(a, b, c, False, True), (a, b, c, False, False)]) == [
         (a, b, c, False, True), (a, b, c, False, False)]  # other flags: another call
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--rounds", "0", "expected a positive integer, got 0"),
+    ("--rounds", "1.5", "expected a positive integer, got '1.5'"),
+    ("--steps", "-1", "expected a positive integer, got -1"),
+    ("--steps", "0", "expected a positive integer, got 0"),
+    ("--threads", "-1", "expected a positive integer, got -1"),
+    ("--threads", "0", "expected a positive integer, got 0"),
+    ("--dropout", "1", "expected a number in [0, 1), got '1'"),
+    ("--dropout", "-0.1", "expected a number in [0, 1), got '-0.1'"),
+    ("--dropout", "nan", "expected a number in [0, 1), got 'nan'"),
+])
+def test_bad_counts_and_rates_are_usage_errors(flag, value, says, capsys):
+    """Through ``gpunet bench`` as the command line runs it: exit status 2 and one error line
+    naming the flag, before anything is timed (no traceback, no row)."""
+    from gpunet.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", flag, value, "--config", "small"])
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == f"gpunet bench: error: argument {flag}: {says}"
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(rounds=0), "rounds must be an integer >= 1, got 0"),
+    (dict(steps=0), "steps must be an integer >= 1, got 0"),
+    (dict(steps=-1), "steps must be an integer >= 1, got -1"),
+    (dict(rounds=2.0), "rounds must be an integer >= 1, got 2.0"),
+    (dict(torch_threads=-1), "torch_threads must be an integer >= 1, got -1"),
+    (dict(dropout=1.0), r"dropout must be a number in \[0, 1\), got 1.0"),
+])
+def test_run_refuses_bad_counts_before_timing_anything(kwargs, says):
+    """``run`` from Python: ConfigError with the message, and no row logged."""
+    logged = []
+    with pytest.raises(gn.ConfigError, match=f"^{says}$"):
+        bench.run(configs=("small",), optimizers=("sgd",), log=logged.append, **kwargs)
+    assert logged == []

@@ -281,3 +281,24 @@ def test_drop_missing_is_for_csv_files(tmp_path):
     path = write(tmp_path / "e.csv", [["NA", "1"], ["2", ""]], ["a", "y"])
     with pytest.raises(gn.DataError, match="every one of its 2 rows has a missing value"):
         load_data(DataSpec(path, target="y", drop_missing=True))
+
+
+def test_a_numeric_csv_run_saved_without_column_names_still_resumes(tmp_path, capsys):
+    """Checkpoints of numeric CSV runs written before the column names were stored hold no
+    feature description; resuming them on their file goes on as before."""
+    x = np.random.default_rng(10).standard_normal((60, 3))
+    path = write(tmp_path / "n.csv", [*x.T, (x[:, 0] > 0).astype(int)], ["a", "b", "c", "y"])
+    ck = tmp_path / "n.npz"
+    assert main(["train", "--dataset", path, "--target", "y", "--epochs", "1", "--quiet",
+                 "--backend", "numpy", "--save", str(ck)]) == 0
+    with np.load(ck, allow_pickle=False) as z:  # the older file: without extra["features"]
+        arrays = dict(z)
+    header = json.loads(arrays["header"].tobytes().decode())
+    del header["extra"]["features"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    assert load_checkpoint(old).features is None
+    assert main(["train", "--resume", str(old), "--epochs", "2", "--quiet",
+                 "--backend", "numpy"]) == 0, capsys.readouterr().err
+    assert load_checkpoint(old).epoch == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 
 import numpy as np
@@ -111,3 +112,91 @@ def test_a_text_file_is_not_called_a_pickle(tmp_path):
     with pytest.raises(gn.CheckpointError, match=r"not an \.npz archive") as e:
         load_checkpoint(path)
     assert "pickle" not in str(e.value)
+
+
+def _rewritten(path, drop=(), header=None):
+    """Rewrite the real checkpoint at ``path`` as ``save_checkpoint``'s npz without the arrays
+    ``drop``, its JSON header replaced by ``header(old) -> new`` where given (no pickle)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k not in drop}
+    if header is not None:
+        old = json.loads(arrays["header"].tobytes().decode("utf-8"))
+        arrays["header"] = np.frombuffer(json.dumps(header(old)).encode("utf-8"), np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def _without(d, key):
+    return {k: v for k, v in d.items() if k != key}
+
+
+#: case -> (how to corrupt a checkpoint saved with both standardisations, what the error says)
+CORRUPTED = {
+    "no_model": (dict(header=lambda h: _without(h, "model")), "has no model section"),
+    "model_not_a_dict": (dict(header=lambda h: {**h, "model": [5, 7, 3]}),
+                         r"has a malformed model section \(\[5, 7, 3\]\)"),
+    "no_sizes": (dict(header=lambda h: {**h, "model": _without(h["model"], "sizes")}),
+                 "model section without 'sizes'"),
+    "no_activation_nor_dtype": (
+        dict(header=lambda h: {**h, "model": _without(_without(h["model"], "activation"),
+                                                      "dtype")}),
+        "model section without 'activation', 'dtype'"),
+    "no_output": (dict(header=lambda h: {**h, "model": _without(h["model"], "output")}),
+                  "model section without 'output'"),
+    "sizes_not_a_list": (dict(header=lambda h: {**h, "model": {**h["model"], "sizes": 5}}),
+                         "malformed model section: sizes 5"),
+    "no_epoch": (dict(header=lambda h: _without(h, "epoch")), "has no epoch in its header"),
+    "no_std": (dict(drop=("data/std",)), "has data/mean but no data/std"),
+    "no_mean": (dict(drop=("data/mean",)), "has data/std but no data/mean"),
+    "no_y_std": (dict(drop=("data/y_std",)), "has data/y_mean but no data/y_std"),
+    "no_y_mean": (dict(drop=("data/y_mean",)), "has data/y_std but no data/y_mean"),
+}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A real checkpoint with an optimizer and feature and target standardisations."""
+    model, opt = trained("numpy")
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, model, opt, epoch=2,
+                    standardizer=Standardizer(np.arange(5.0), np.full(5, 2.0)),
+                    target_standardizer=Standardizer(np.zeros(3), np.ones(3)))
+    assert load_checkpoint(path).build_model("numpy").sizes == [5, 7, 3]  # whole before
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTED))
+def test_a_corrupted_checkpoint_raises_checkpoint_error_naming_the_missing_part(saved, case):
+    """At load time, so that every command and ``build_model`` get it: one line naming the file
+    and what is missing or malformed."""
+    how, says = CORRUPTED[case]
+    with pytest.raises(gn.CheckpointError, match=says) as e:
+        load_checkpoint(_rewritten(saved, **how))
+    assert "c.npz" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["no_model", "no_sizes", "no_std", "no_y_mean"])
+@pytest.mark.parametrize("command", [
+    ["info", "--checkpoint", "{path}"],
+    ["evaluate", "--checkpoint", "{path}", "--backend", "numpy"],
+    ["predict", "--checkpoint", "{path}", "--input", "{folder}/x.npy",
+     "--output", "{folder}/p.npy", "--backend", "numpy"],
+    ["train", "--resume", "{path}", "--epochs", "3", "--quiet", "--backend", "numpy"],
+], ids=["info", "evaluate", "predict", "resume"])
+def test_every_command_says_a_corrupted_checkpoint_in_one_line(saved, case, command, capsys):
+    """The CLI in process: exit status 1, one ``gpunet: error:`` line naming the file and the
+    missing part on stderr, no traceback."""
+    from gpunet.cli import main
+
+    np.save(saved.parent / "x.npy", np.zeros((2, 5)))
+    how, says = CORRUPTED[case]
+    _rewritten(saved, **how)
+    capsys.readouterr()
+    argv = [a.format(path=saved, folder=saved.parent) for a in command]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpunet: error: "), err
+    assert "c.npz" in lines[0]
+    assert re.search(says, lines[0]), lines[0]
