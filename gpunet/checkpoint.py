@@ -78,7 +78,10 @@ def atomic_write(path, write) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    except OSError as e:
+        raise _about(e, path) from None
     try:
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
@@ -86,11 +89,13 @@ def atomic_write(path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename == tmp:
+            raise _about(e, path) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
@@ -100,6 +105,11 @@ def atomic_write(path, write) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _about(e: OSError, path) -> OSError:
+    """``e`` told of ``path``, the file being written, not of the temporary file beside it."""
+    return type(e)(e.errno, e.strerror, path)
 
 
 def _new_file_mode(path) -> int:

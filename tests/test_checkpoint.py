@@ -200,3 +200,16 @@ def test_every_command_says_a_corrupted_checkpoint_in_one_line(saved, case, comm
     assert len(lines) == 1 and lines[0].startswith("gpunet: error: "), err
     assert "c.npz" in lines[0]
     assert re.search(says, lines[0]), lines[0]
+
+
+def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path):
+    """Writing over a folder fails naming the path asked for (the temporary file beside it is
+    an implementation detail), and leaves no temporary file behind."""
+    from gpunet.checkpoint import atomic_write
+
+    target = tmp_path / "out.csv"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as e:
+        atomic_write(target, lambda f: f.write(b"x"))
+    assert e.value.filename == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
