@@ -21,6 +21,8 @@ import functools
 
 import numpy as np
 
+from . import _checks
+
 __all__ = ["layer_norm_forward", "layer_norm_backward"]
 
 
@@ -83,32 +85,24 @@ def _kernels():
     return forward, backward
 
 
-def _check(arrays, rows, d):
-    """ValueError unless every array is C-contiguous, of one float dtype, and shaped as its
-    role says: (rows, d), (d,) or (rows, 1)."""
-    first = arrays[0][1]
-    if first.dtype not in (np.float32, np.float64):
-        raise ValueError(f"layer norm kernels take float32 or float64, got {first.dtype}")
-    for name, a in arrays:
-        want = {"row": (rows, d), "vec": (d,), "col": (rows, 1)}[name]
-        if a.dtype != first.dtype or a.shape != want or not a.flags.c_contiguous:
-            raise ValueError(f"layer norm kernel: expected a C-contiguous {first.dtype} array "
-                             f"shaped {want}, got {a.dtype} {a.shape}")
-
-
 def layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd):
-    """Write n = gamma xhat + beta, xhat and rstd (rows, 1) for z (rows, d); returns them."""
-    rows, d = z.shape
-    _check([("row", z), ("vec", gamma), ("vec", beta), ("row", n), ("row", xhat),
-            ("col", rstd)], rows, d)
-    _kernels()[0](z, gamma, beta, float(eps), n, xhat, rstd)
+    """Write n = gamma xhat + beta, xhat and rstd (rows, 1) for z (rows, d); n may be z.
+
+    Returns:
+        (n, xhat, rstd).
+    """
+    _checks.layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd, np.ndarray)
+    if z.shape[0]:
+        _kernels()[0](z, gamma, beta, float(eps), n, xhat, rstd)
     return n, xhat, rstd
 
 
 def layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
-    """Write dJ/dz (may be ``dn``), dJ/dgamma and dJ/dbeta from dJ/dn; returns them."""
-    rows, d = dn.shape
-    _check([("row", dn), ("row", xhat), ("col", rstd), ("vec", gamma), ("row", dz),
-            ("vec", dgamma), ("vec", dbeta)], rows, d)
+    """Write dJ/dz (dz may be dn), dJ/dgamma and dJ/dbeta from dJ/dn.
+
+    Returns:
+        (dz, dgamma, dbeta).
+    """
+    _checks.layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, np.ndarray)
     _kernels()[1](dn, xhat, rstd, gamma, dz, dgamma, dbeta)
     return dz, dgamma, dbeta

@@ -41,6 +41,8 @@ __all__ = [
     "log_softmax",
     "softmax",
     "softmax_cross_entropy",
+    "layer_norm_forward",
+    "layer_norm_backward",
 ]
 
 cuda = None
@@ -267,12 +269,145 @@ def _softmax_cross_entropy_source(dtype, label_dtype, threads):
     return kernel, f"void({nbt}[:, ::1], {nbl}[::1], {nbt}[::1], {nbt}[:, ::1], {nbt})"
 
 
+@functools.cache
+def _block_sum_function(dtype, threads):
+    """Device function: the sum of every thread's ``v`` in the block, returned to every
+    thread (a shared-memory tree in a fixed order; the shared array may be reused after)."""
+
+    def block_sum(v, shared):
+        tid = cuda.threadIdx.x
+        shared[tid] = v
+        cuda.syncthreads()
+        step = threads // 2
+        while step > 0:
+            if tid < step:
+                shared[tid] += shared[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        total = shared[0]
+        cuda.syncthreads()  # every thread has read it before the array is written again
+        return total
+
+    return _numba_cuda().jit(device=True)(block_sum)
+
+
+def _layer_norm_forward_source(dtype, threads):
+    block_sum = _block_sum_function(dtype, threads)
+    nbt = _numba_type(dtype)
+    t = np.dtype(dtype).type
+    zero, one = t(0), t(1)
+
+    def kernel(z, gamma, beta, eps, n, xhat, rstd):
+        shared = cuda.shared.array(threads, nbt)
+        row = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        d = z.shape[1]
+        # Sums of z - z0 (the row's first value): exact for a constant row, small terms for
+        # a row far from zero; then the centred squares about the mean. Everything is read
+        # before any thread writes: n may be z.
+        width = t(d)  # (an int64 divisor would take the division to float64)
+        z0 = z[row, 0]
+        s = zero
+        for j in range(tid, d, threads):
+            s += z[row, j] - z0
+        mean = z0 + block_sum(s, shared) / width
+        q = zero
+        for j in range(tid, d, threads):
+            c = z[row, j] - mean
+            q += c * c
+        rs = one / math.sqrt(block_sum(q, shared) / width + eps)
+        if tid == 0:
+            rstd[row, 0] = rs
+        for j in range(tid, d, threads):
+            xh = (z[row, j] - mean) * rs
+            xhat[row, j] = xh
+            n[row, j] = xh * gamma[j] + beta[j]
+
+    return kernel, (f"void({nbt}[:, ::1], {nbt}[::1], {nbt}[::1], {nbt}, {nbt}[:, ::1], "
+                    f"{nbt}[:, ::1], {nbt}[:, ::1])")
+
+
+def _layer_norm_backward_source(dtype, threads):
+    block_sum = _block_sum_function(dtype, threads)
+    nbt = _numba_type(dtype)
+    t = np.dtype(dtype).type
+    zero = t(0)
+
+    def kernel(dn, xhat, rstd, gamma, dz):
+        shared = cuda.shared.array(threads, nbt)
+        row = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        d = dn.shape[1]
+        sg = zero
+        sgx = zero
+        for j in range(tid, d, threads):
+            g = dn[row, j] * gamma[j]
+            sg += g
+            sgx += g * xhat[row, j]
+        width = t(d)
+        mean_g = block_sum(sg, shared) / width
+        mean_gx = block_sum(sgx, shared) / width
+        rs = rstd[row, 0]
+        for j in range(tid, d, threads):  # (each element read, then written: dz may be dn)
+            dz[row, j] = (dn[row, j] * gamma[j] - mean_g - xhat[row, j] * mean_gx) * rs
+
+    return kernel, f"void({nbt}[:, ::1], {nbt}[:, ::1], {nbt}[:, ::1], {nbt}[::1], {nbt}[:, ::1])"
+
+
+LN_COLUMN_LANES = 16
+"""Row lanes (threadIdx.y) per column of the layer norm's dgamma / dbeta kernel."""
+
+
+def _layer_norm_columns_source(dtype, lanes):
+    nbt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+
+    def kernel(dn, xhat, dgamma, dbeta):
+        # A tile of 32 columns; each of ``lanes`` row lanes sums every lanes-th row with
+        # Kahan compensation, then lane 0 adds the lanes in order: no atomics, the same
+        # bits at every call.
+        part_b = cuda.shared.array((lanes, 32), nbt)
+        part_g = cuda.shared.array((lanes, 32), nbt)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        j = cuda.blockIdx.x * 32 + tx
+        rows, d = dn.shape
+        sb = zero
+        cb = zero
+        sg = zero
+        cg = zero
+        if j < d:
+            for r in range(ty, rows, lanes):
+                v = dn[r, j]
+                y = v - cb
+                t = sb + y
+                cb = (t - sb) - y
+                sb = t
+                y = v * xhat[r, j] - cg
+                t = sg + y
+                cg = (t - sg) - y
+                sg = t
+        part_b[ty, tx] = sb
+        part_g[ty, tx] = sg
+        cuda.syncthreads()
+        if ty == 0 and j < d:
+            for k in range(1, lanes):
+                sb += part_b[k, tx]
+                sg += part_g[k, tx]
+            dbeta[j] = sb
+            dgamma[j] = sg
+
+    return kernel, f"void({nbt}[:, ::1], {nbt}[:, ::1], {nbt}[::1], {nbt}[::1])"
+
+
 _SOURCES = {
     "act_forward": _act_forward_source,
     "bias_act_forward": _bias_act_forward_source,
     "act_backward": _act_backward_source,
     "rowwise": _rowwise_source,
     "softmax_cross_entropy": _softmax_cross_entropy_source,
+    "layer_norm_forward": _layer_norm_forward_source,
+    "layer_norm_backward": _layer_norm_backward_source,
+    "layer_norm_columns": _layer_norm_columns_source,
 }
 
 
@@ -293,6 +428,10 @@ def kernel_sources():
         for ldt in _checks.LABEL_DTYPES:
             key = ("softmax_cross_entropy", ldt.name, dtype.name)
             out.append((key, *_softmax_cross_entropy_source(dtype, ldt, 128)))
+        for op in ("layer_norm_forward", "layer_norm_backward"):
+            out.append(((op, dtype.name), *_SOURCES[op](dtype, 128)))
+        out.append((("layer_norm_columns", dtype.name),
+                     *_layer_norm_columns_source(dtype, LN_COLUMN_LANES)))
     return out
 
 
@@ -591,3 +730,39 @@ def softmax_cross_entropy(logits, labels, loss_out, dlogits_out, scale):
             logits, labels, loss_out, dlogits_out, dtype.type(scale),
         )
     return loss_out, dlogits_out
+
+
+def layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd):
+    """n = gamma xhat + beta, xhat = (z - mean) rstd, rstd = 1 / sqrt(var + eps) over each
+    row of z (rows, d), one block per row (three passes over the row); n may be z.
+
+    Returns:
+        (n, xhat, rstd).
+    """
+    dtype = _checks.layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd, None)
+    rows, d = z.shape
+    if rows:
+        threads = _row_threads(d)
+        _launch(("layer_norm_forward", dtype, threads), rows, threads, z,
+                z, gamma, beta, dtype.type(eps), n, xhat, rstd)
+    return n, xhat, rstd
+
+
+def layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
+    """dJ/dgamma and dJ/dbeta (column sums over the rows: one kernel, tiles of 32 columns,
+    Kahan sums in fixed lanes), then dJ/dz = rstd (g - mean(g) - xhat mean(g xhat)) with
+    g = dn gamma (one block per row); dz may be dn (the column sums read dn first).
+
+    Returns:
+        (dz, dgamma, dbeta).
+    """
+    dtype = _checks.layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, None)
+    rows, d = dn.shape
+    lanes = LN_COLUMN_LANES
+    _launch(("layer_norm_columns", dtype, lanes), -(-d // 32), (32, lanes), dn,
+            dn, xhat, dgamma, dbeta)
+    if rows:
+        threads = _row_threads(d)
+        _launch(("layer_norm_backward", dtype, threads), rows, threads, dn,
+                dn, xhat, rstd, gamma, dz)
+    return dz, dgamma, dbeta

@@ -41,6 +41,8 @@ INTERFACE = {
     "log_softmax": ["x", "out"],
     "softmax": ["x", "out"],
     "softmax_cross_entropy": ["logits", "labels", "loss_out", "dlogits_out", "scale"],
+    "layer_norm_forward": ["z", "gamma", "beta", "eps", "n", "xhat", "rstd"],
+    "layer_norm_backward": ["dn", "xhat", "rstd", "gamma", "dz", "dgamma", "dbeta"],
 }
 
 

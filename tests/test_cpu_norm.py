@@ -106,25 +106,31 @@ def test_kernels_match_torch_autograd():
 
 
 def test_bad_layouts_are_refused():
+    """The checks cpu_ops and cuda_ops share (kernels/_checks.py), naming the argument."""
     z = np.ones((4, 6), np.float32)
     vec = np.ones(6, np.float32)
     col = np.ones((4, 1), np.float32)
-    with pytest.raises(ValueError, match="shaped"):
+    with pytest.raises(ValueError, match="beta has shape"):
         cpu_norm.layer_norm_forward(z, vec, np.ones(5, np.float32), 1e-5, z, z.copy(), col)
-    with pytest.raises(ValueError, match="C-contiguous"):
+    with pytest.raises(ValueError, match="n must be C-contiguous"):
         cpu_norm.layer_norm_forward(z, vec, vec, 1e-5, np.ones((6, 4), np.float32).T,
                                     z.copy(), col)
-    with pytest.raises(ValueError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         cpu_norm.layer_norm_forward(z.astype(np.int32), vec, vec, 1e-5, z, z, col)
+    with pytest.raises(TypeError, match="dgamma has dtype float64"):
+        cpu_norm.layer_norm_backward(z, z, col, vec, z, vec.astype(np.float64), vec)
 
 
 def test_the_backend_takes_the_kernels_from_the_threshold_up(monkeypatch):
     """The numpy backend sends arrays of 2^16 elements and more to cpu_norm, smaller ones to
     NumPy's ops; the two agree to rounding."""
+    from gpunet.kernels import cpu_ops  # (which the backend calls: cpu_norm's, re-exported)
+
     calls = []
     for name in ("layer_norm_forward", "layer_norm_backward"):
-        inner = getattr(cpu_norm, name)
-        monkeypatch.setattr(cpu_norm, name,
+        inner = getattr(cpu_ops, name)
+        assert inner is getattr(cpu_norm, name)
+        monkeypatch.setattr(cpu_ops, name,
                             lambda *a, _f=inner, _n=name: calls.append(_n) or _f(*a))
     b = gn.get_backend("numpy")
     for shape, taken in (((256, 256), True), ((255, 256), False)):

@@ -181,6 +181,34 @@ class KernelOps:
                 return got
         return super().softmax_cross_entropy(logits, labels, scale, out)
 
+    # -- layer norm ---------------------------------------------------------------------
+
+    def layer_norm_forward(self, z, gamma, beta, eps, out=None):
+        if z.ndim == 2 and z.shape[0] and self._fit(z):
+            xp = self.xp
+            if out is None:
+                out = (xp.empty_like(z), xp.empty_like(z), xp.empty((len(z), 1), z.dtype))
+            try:
+                got = self._run("layer_norm_forward", z, gamma, beta, eps, *out)
+            except (TypeError, ValueError):  # a layout or dtype the kernel does not take
+                got = None
+            if got is not None:
+                return got
+        return super().layer_norm_forward(z, gamma, beta, eps, out)
+
+    def layer_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
+        if dn.ndim == 2 and dn.shape[0] and self._fit(dn):
+            xp = self.xp
+            if out is None:
+                out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
+            try:
+                got = self._run("layer_norm_backward", dn, xhat, rstd, gamma, *out)
+            except (TypeError, ValueError):
+                got = None
+            if got is not None:
+                return got
+        return super().layer_norm_backward(dn, xhat, rstd, gamma, out, scratch)
+
     # -- optimiser updates --------------------------------------------------------------
 
     def sgd_update(self, p, g, buf, hyper, momentum, dampening, nesterov, weight_decay, first):

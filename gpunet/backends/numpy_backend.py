@@ -1,7 +1,7 @@
 """The CPU backend: NumPy arrays; activations and the row-wise softmax ops run as numba.njit
-kernels (gpunet.kernels.cpu_ops), as do the optimiser updates (cpu_optim), dropout masks
-(cpu_dropout) and the layer norm (cpu_norm), from 2^16 elements up; everything else as the
-base class's NumPy ops."""
+kernels (gpunet.kernels.cpu_ops, with the layer norm's from cpu_norm), as do the optimiser
+updates (cpu_optim) and dropout masks (cpu_dropout), from 2^16 elements up; everything else as
+the base class's NumPy ops."""
 
 from __future__ import annotations
 
@@ -65,31 +65,6 @@ class NumpyBackend(KernelOps, Backend):
         except Exception as e:
             self._turn_off(e)
             return None
-
-    def layer_norm_forward(self, z, gamma, beta, eps, out=None):
-        if z.ndim == 2 and self._fit(z) and (module := self._module("cpu_norm")) is not None:
-            if out is None:
-                out = (np.empty_like(z), np.empty_like(z), np.empty((len(z), 1), z.dtype))
-            try:  # one loop over the rows (kernels/cpu_norm.py)
-                got = self._run("layer_norm_forward", z, gamma, beta, eps, *out, module=module)
-            except ValueError:  # a layout the kernel does not take
-                got = None
-            if got is not None:
-                return got
-        return super().layer_norm_forward(z, gamma, beta, eps, out)
-
-    def layer_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
-        if dn.ndim == 2 and self._fit(dn) and (module := self._module("cpu_norm")) is not None:
-            if out is None:
-                out = (np.empty_like(dn), np.empty_like(gamma), np.empty_like(gamma))
-            try:
-                got = self._run("layer_norm_backward", dn, xhat, rstd, gamma, *out,
-                                module=module)
-            except ValueError:
-                got = None
-            if got is not None:
-                return got
-        return super().layer_norm_backward(dn, xhat, rstd, gamma, out, scratch)
 
     def sum_of_squares(self, a):
         flat = a.reshape(-1)  # a view of a contiguous array: BLAS's dot, no temporary

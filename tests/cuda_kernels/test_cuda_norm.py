@@ -1,0 +1,136 @@
+"""cuda_ops' layer norm kernels against the float64 formula (simulator or GPU), and through
+the backend's wiring: a model with norm="layer", eager and in a static step, on the kernels
+equals the array-module math.
+
+Outputs are poisoned with NaN first; widths cross the row kernels' thread count (16 under the
+simulator) and the column kernel's 32-column tiles with ragged tails, and the rows cross its
+row lanes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.kernels import cuda_ops
+
+from conftest import MODE
+from kernel_refs import DTYPES, nans
+from test_backend_wiring import PLAIN, SIM  # noqa: F401  (the SIM fixture)
+
+SHAPES = [(5, 7), (9, 45), (3, 70)]
+TOL = {np.float32: 3e-6, np.float64: 1e-13}
+
+
+@pytest.fixture(autouse=True)
+def few_lanes(monkeypatch):
+    if MODE == "sim":  # (32 x lanes Python threads per column tile under the simulator)
+        monkeypatch.setattr(cuda_ops, "LN_COLUMN_LANES", 2)
+
+
+def _reference(z, gamma, beta, dn, eps):
+    z, gamma, beta, dn = (np.asarray(a, dtype=np.float64) for a in (z, gamma, beta, dn))
+    d = z.shape[1]
+    mean = z.mean(axis=1, keepdims=True)
+    rstd = 1 / np.sqrt(((z - mean) ** 2).mean(axis=1, keepdims=True) + eps)
+    xhat = (z - mean) * rstd
+    g = dn * gamma
+    dz = rstd * (g - g.sum(axis=1, keepdims=True) / d
+                 - xhat * (g * xhat).sum(axis=1, keepdims=True) / d)
+    return (xhat * gamma + beta, xhat, rstd), (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
+
+
+def _inputs(shape, dtype, seed, offset=0.0):
+    rng = np.random.default_rng(seed)
+    z = (rng.normal(0, 2, shape) + offset).astype(dtype)
+    return (z, rng.uniform(0.5, 1.5, shape[1]).astype(dtype),
+            rng.normal(0, 0.5, shape[1]).astype(dtype), rng.normal(size=shape).astype(dtype))
+
+
+def _close(got, want, dtype, what, scale_of=None):
+    scale = max(1.0, float(np.abs(want if scale_of is None else scale_of).max()))
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0,
+                               atol=TOL[dtype] * scale * 8, err_msg=what)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_forward_and_backward_match_the_formula(dev, dtype, shape):
+    z, gamma, beta, dn = _inputs(shape, dtype, seed=shape[1])
+    (n_ref, xhat_ref, rstd_ref), grads_ref = _reference(z, gamma, beta, dn, 1e-5)
+    fwd = [dev.asarray(nans(s, dtype)) for s in (shape, shape, (shape[0], 1))]
+    cuda_ops.layer_norm_forward(dev.asarray(z), dev.asarray(gamma), dev.asarray(beta), 1e-5,
+                                *fwd)
+    got = [dev.asnumpy(a) for a in fwd]
+    for g, want, what in zip(got, (n_ref, xhat_ref, rstd_ref), ("n", "xhat", "rstd")):
+        _close(g, want, dtype, what)
+    bwd = [dev.asarray(nans(s, dtype)) for s in (shape, shape[1:], shape[1:])]
+    cuda_ops.layer_norm_backward(dev.asarray(dn), dev.asarray(got[1]), dev.asarray(got[2]),
+                                 dev.asarray(gamma), *bwd)
+    for g, want, what in zip(bwd, grads_ref, ("dz", "dgamma", "dbeta")):
+        # the sums over a column add rows * |dn xhat|: the tolerance scales with them
+        _close(dev.asnumpy(g), want, dtype, what,
+               scale_of=np.abs(dn).sum(axis=0) if what != "dz" else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_in_place_and_far_from_zero(dev, dtype):
+    """n over z and dz over dn (the static step's layout); rows at 1e3 keep their digits
+    (sums of z - z[0]); a second call gives the same bits."""
+    z, gamma, beta, dn = _inputs((6, 40), dtype, seed=3, offset=1e3)
+    (n_ref, _, _), (dz_ref, dg_ref, db_ref) = _reference(z, gamma, beta, dn, 1e-5)
+    zd = dev.asarray(z)
+    xhat, rstd = dev.asarray(nans(z.shape, dtype)), dev.asarray(nans((6, 1), dtype))
+    cuda_ops.layer_norm_forward(zd, dev.asarray(gamma), dev.asarray(beta), 1e-5, zd, xhat,
+                                rstd)
+    tol = {np.float32: 2e-4, np.float64: 1e-10}[dtype]  # z - mean rounds at 1e3's ulp
+    np.testing.assert_allclose(dev.asnumpy(zd), n_ref, rtol=0, atol=tol)
+    outs = []
+    for _ in range(2):
+        d = dev.asarray(dn)
+        dg, db = dev.asarray(nans((40,), dtype)), dev.asarray(nans((40,), dtype))
+        cuda_ops.layer_norm_backward(d, xhat, rstd, dev.asarray(gamma), d, dg, db)
+        outs.append([dev.asnumpy(a) for a in (d, dg, db)])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(outs[0][0], dz_ref, rtol=0, atol=tol * 10)
+    np.testing.assert_allclose(outs[0][2], db_ref, rtol=0, atol=tol * 10)
+    np.testing.assert_allclose(outs[0][1], dg_ref, rtol=0, atol=tol * 10)
+
+
+def test_bad_arguments_are_refused_as_on_the_cpu(dev):
+    z = dev.asarray(np.ones((4, 6), np.float32))
+    vec = dev.asarray(np.ones(6, np.float32))
+    col = dev.asarray(np.ones((4, 1), np.float32))
+    with pytest.raises(ValueError, match="beta has shape"):
+        cuda_ops.layer_norm_forward(z, vec, dev.asarray(np.ones(5, np.float32)), 1e-5, z,
+                                    dev.asarray(np.ones((4, 6), np.float32)), col)
+    with pytest.raises(TypeError, match="eps must be a real number > 0"):
+        cuda_ops.layer_norm_forward(z, vec, vec, 0.0, z, dev.asarray(np.ones((4, 6),
+                                                                             np.float32)), col)
+
+
+def test_a_normalised_net_on_the_kernels_equals_the_array_module(SIM):  # noqa: F811
+    """The backend's layer_norm ops route to cuda_ops (all sizes here): a net's eager
+    gradients and two static steps equal the NumPy backend's."""
+    from gpunet.step import StaticStep
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(12, 5)), rng.integers(0, 3, 12)
+    runs = {}
+    for b in (SIM, PLAIN):
+        model = gn.MLP([5, 19, 3], backend=b, dtype="float64", seed=4, norm="layer")
+        y_hat = model.forward(b.asarray(x))
+        model.backward(gn.CrossEntropyLoss()(y_hat, b.asarray(y))[1])
+        grads = {k: b.to_host(v) for k, v in model.grads.items()}
+        opt = gn.Adam(model, lr=1e-2)
+        step = StaticStep(model, gn.CrossEntropyLoss(), opt, 6)
+        for s in range(2):
+            step(b.asarray(x), b.asarray(y), b.asarray(np.arange(s * 6, s * 6 + 6)))
+        runs[b.name] = grads, {k: b.to_host(v) for k, v in model.params.items()}
+    for part in (0, 1):
+        for k, ref in runs["plain"][part].items():
+            np.testing.assert_allclose(runs[SIM.name][part][k], ref, rtol=1e-11, atol=1e-13,
+                                       err_msg=k)
+    assert SIM._kernels_off == ""
