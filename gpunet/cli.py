@@ -769,13 +769,15 @@ def _describe_checkpoint(path) -> int:
     ckpt = load_checkpoint(path)
     h, extra = ckpt.header, ckpt.extra
     cfg = h["model"]
-    n_params = sum(int(v.size) for v in ckpt.params.values())
+    n_params = sum(int(v.size) for k, v in ckpt.params.items()
+                   if not k.startswith(("running_mean", "running_var")))  # (buffers)
     print(f"checkpoint: {path} (format version {h['version']})")
     print(f"model: sizes {cfg['sizes']}, activation {cfg['activation']}, output "
           f"{cfg['output']}, {cfg['dtype']}, {n_params} parameters"
           + (f", dropout {cfg['dropout']:g}" if cfg.get("dropout") else "")
-          + (f", {cfg['norm']} norm (eps {cfg.get('norm_eps', 1e-5):g})" if cfg.get("norm")
-             else ""))
+          + (f", {cfg['norm']} norm (eps {cfg.get('norm_eps', 1e-5):g}"
+             + (f", momentum {cfg.get('norm_momentum', 0.1):g}" if cfg["norm"] == "batch"
+                else "") + ")" if cfg.get("norm") else ""))
     estimator = extra.get("estimator")
     if estimator:
         print(f"saved estimator: {estimator['class']} (load it with "

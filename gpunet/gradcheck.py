@@ -38,8 +38,9 @@ class GradcheckResult:
 
 def _loss_value(model, loss_fn, x, y, step) -> float:
     """J at x; with dropout, under the masks of training step ``step`` (those of the analytic
-    pass: the function differentiated is J(h * m) for those masks m)."""
-    if getattr(model, "dropout", 0):
+    pass: the function differentiated is J(h * m) for those masks m); with a batch norm, a
+    training pass (the batch's statistics: the function backward differentiates)."""
+    if getattr(model, "dropout", 0) or getattr(model, "norm", None) == "batch":
         model.dropout_step = step
         value, _ = loss_fn(model.forward(x), y)
     else:
@@ -52,7 +53,9 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
 
     The model must be float64 (float32 rounding swamps a finite difference). With dropout,
     every pass uses the masks of the model's current training step (which then counts as
-    one). Returns a GradcheckResult; it is truthy when every element passes.
+    one). With a batch norm, every pass is a training pass; the running statistics are put
+    back as they were after the analytic pass. Returns a GradcheckResult; it is truthy when
+    every element passes.
     """
     if model.dtype != np.float64:
         raise ConfigError(f"gradcheck needs a float64 model, got {model.dtype.name}")
@@ -61,6 +64,7 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     step = getattr(model, "dropout_step", 0)
     value, dJdy_hat = loss_fn(model.forward(x), y)
     dJdx = model.backward(dJdy_hat)
+    buffers = {k: v.copy() for k, v in getattr(model, "buffers", {}).items()}
     analytic = {k: backend.to_host(g) for k, g in model.grads.items()}
     analytic["x"] = backend.to_host(dJdx)
 
@@ -83,6 +87,8 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
         result.ratios[name] = float((err / (atol + rtol * np.abs(numeric))).max())
     if getattr(model, "dropout", 0):
         model.dropout_step = step + 1
+    for k, v in buffers.items():  # (each finite-difference pass moved them)
+        model.buffers[k][...] = v
     return result
 
 
@@ -117,7 +123,7 @@ def combinations():
 DROPOUT_COMBINATIONS = [(f, "identity", "cross_entropy", "labels") for f in HIDDEN_ACTIVATIONS] \
     + [("sigmoid", "identity", "mse", "real")]
 DROPOUT_RATE = 0.5
-#: checked again with a layer norm in each hidden layer (``MLP(norm="layer")``)
+#: checked again with a layer norm, then a batch norm, in each hidden layer (``MLP(norm=...)``)
 NORM_COMBINATIONS = [(f, "identity", "cross_entropy", "labels") for f in HIDDEN_ACTIVATIONS] \
     + [("tanh", "identity", "mse", "real")]
 
@@ -154,13 +160,15 @@ def check_combination(combo, backend="numpy", sizes=(4, 5, 3), batch=6, seed=0, 
 
 def check_all(backend="numpy", seed=0):
     """Run ``gradcheck`` for every combination on ``backend``, then the dropout ones and the
-    layer-norm ones; yields (combination, dropout rate, norm, result)."""
+    norm ones (layer, then batch); yields (combination, dropout rate, norm, result)."""
     for i, combo in enumerate(combinations()):
         yield combo, 0.0, None, check_combination(combo, backend, seed=seed + i)
     for i, combo in enumerate(DROPOUT_COMBINATIONS):
         yield combo, DROPOUT_RATE, None, check_combination(
             combo, backend, sizes=(4, 7, 6, 3), batch=8, seed=seed + 100 + i,
             dropout=DROPOUT_RATE)
-    for i, combo in enumerate(NORM_COMBINATIONS):
-        yield combo, 0.0, "layer", check_combination(combo, backend, sizes=(4, 7, 6, 3),
-                                                     batch=8, seed=seed + 200 + i, norm="layer")
+    for k, norm in enumerate(("layer", "batch")):
+        for i, combo in enumerate(NORM_COMBINATIONS):
+            yield combo, 0.0, norm, check_combination(combo, backend, sizes=(4, 7, 6, 3),
+                                                      batch=8, seed=seed + 200 + 20 * k + i,
+                                                      norm=norm)

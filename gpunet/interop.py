@@ -10,8 +10,9 @@ when these are called; it is not a dependency of gpunet.
 
 A gpunet MLP has one activation f between all its layers and one g after the last, a bias in
 every layer, one dropout rate after every hidden layer's f (``nn.Dropout(p)`` there), and
-either no layer norm or one in every hidden layer between its Linear and f
-(``nn.LayerNorm(width, eps)`` with its scale and shift, as ``torchvision.ops.MLP`` puts it);
+either no normalisation or one in every hidden layer between its Linear and f
+(``nn.LayerNorm(width, eps)`` or ``nn.BatchNorm1d(width, eps, momentum)`` with its scale and
+shift, and a batch norm's running statistics, as ``torchvision.ops.MLP`` puts it);
 ``from_torch`` refuses (with the reason) a net that does not have that shape. Dropout masks are
 gpunet's own (``gpunet.dropout``), not torch's: the two agree in eval mode, and in training
 given the same mask.
@@ -60,11 +61,19 @@ def to_torch(model, *, dtype=None, device=None):
             lin.bias.copy_(torch.from_numpy(state[f"b{i}"]))
         layers.append(lin)
         if i < last and model.norm:
-            norm = torch.nn.LayerNorm(model.sizes[i], eps=model.norm_eps, dtype=tdtype,
-                                      device=device)
+            if model.norm == "layer":
+                norm = torch.nn.LayerNorm(model.sizes[i], eps=model.norm_eps, dtype=tdtype,
+                                          device=device)
+            else:
+                norm = torch.nn.BatchNorm1d(model.sizes[i], eps=model.norm_eps,
+                                            momentum=model.norm_momentum, dtype=tdtype,
+                                            device=device)
             with torch.no_grad():
                 norm.weight.copy_(torch.from_numpy(state[f"gamma{i}"]))
                 norm.bias.copy_(torch.from_numpy(state[f"beta{i}"]))
+                if model.norm == "batch":
+                    norm.running_mean.copy_(torch.from_numpy(state[f"running_mean{i}"]))
+                    norm.running_var.copy_(torch.from_numpy(state[f"running_var{i}"]))
             layers.append(norm)
         act = _module(torch, model.activation if i < last else model.output, model.slope)
         if act is not None:
@@ -79,8 +88,9 @@ def from_torch(net, *, backend=None, dtype=None):
     (nested ones are flattened) of ``Linear`` layers, each followed by at most one of ReLU,
     LeakyReLU, Sigmoid, Tanh, Identity (and, after the last layer, Softmax over the last dim),
     and a hidden layer's by ``Dropout(p)``, one p for every hidden layer; every hidden layer
-    may have an ``nn.LayerNorm(width)`` (with scale and shift, one eps for all) between its
-    Linear and its activation.
+    may have an ``nn.LayerNorm(width)`` or ``nn.BatchNorm1d(width)`` (one kind, with scale and
+    shift, one eps (and momentum) for all; a batch norm with its running statistics) between
+    its Linear and its activation.
 
     ``dtype``: "float32" or "float64" (default: the weights', float32 for any other);
     ``backend``: as ``MLP``'s. ConfigError, saying why, for a net gpunet cannot hold: other
@@ -96,20 +106,28 @@ def from_torch(net, *, backend=None, dtype=None):
     linears, acts, drops, norms = [], [], [], []
     for m in modules:
         name = type(m).__name__
-        if name == "LayerNorm":
+        if name in ("LayerNorm", "BatchNorm1d"):
             where = f"layer {len(linears)}"
             if norms[-1] is not None:
-                raise ConfigError(f"from_torch: two LayerNorm modules after {where}")
+                raise ConfigError(f"from_torch: two norm modules after {where}")
             if acts[-1][1] is not None or drops[-1] is not None:
-                raise ConfigError(f"from_torch: LayerNorm after the activation of {where}; "
+                raise ConfigError(f"from_torch: {name} after the activation of {where}; "
                                   "gpunet normalises z between the Linear and the activation")
-            if tuple(m.normalized_shape) != (linears[-1].out_features,):
-                raise ConfigError(f"from_torch: LayerNorm{tuple(m.normalized_shape)} after "
-                                  f"{where}, whose width is {linears[-1].out_features}")
+            width = tuple(m.normalized_shape) if name == "LayerNorm" else (m.num_features,)
+            if width != (linears[-1].out_features,):
+                raise ConfigError(f"from_torch: {name}{width} after {where}, whose width is "
+                                  f"{linears[-1].out_features}")
             if m.weight is None or m.bias is None:
-                raise ConfigError(f"from_torch: the LayerNorm after {where} has no learned "
+                raise ConfigError(f"from_torch: the {name} after {where} has no learned "
                                   "scale or shift; gpunet's has both (elementwise_affine=True, "
-                                  "bias=True)")
+                                  "bias=True)" if name == "LayerNorm" else
+                                  f"from_torch: the {name} after {where} has no learned scale "
+                                  "or shift; gpunet's has both (affine=True)")
+            if name == "BatchNorm1d" and (m.running_mean is None or m.momentum is None):
+                raise ConfigError(f"from_torch: the BatchNorm1d after {where} keeps no running "
+                                  "statistics or averages them cumulatively (momentum=None); "
+                                  "gpunet's keeps an exponential average "
+                                  "(track_running_stats=True, a momentum)")
             norms[-1] = m
             continue
         if name == "Dropout":
@@ -160,17 +178,27 @@ def from_torch(net, *, backend=None, dtype=None):
                           f"layers; this net has {order}")
     rate = rates.pop() if rates else 0.0
     if norms[-1] is not None:
-        raise ConfigError("from_torch: LayerNorm after the last layer; gpunet normalises "
-                          "hidden layers only")
+        raise ConfigError(f"from_torch: {type(norms[-1]).__name__} after the last layer; "
+                          "gpunet normalises hidden layers only")
     has_norm = [m is not None for m in norms[:-1]]
     if any(has_norm) and not all(has_norm):
         order = ", ".join(f"layer {i}" for i, h in enumerate(has_norm, 1) if not h)
-        raise ConfigError(f"from_torch: gpunet's MLP has a LayerNorm in every hidden layer or "
+        kind = next(type(m).__name__ for m in norms if m is not None)
+        raise ConfigError(f"from_torch: gpunet's MLP has a {kind} in every hidden layer or "
                           f"in none; this net has none after {order}")
+    kinds = {type(m).__name__ for m in norms[:-1] if m is not None}
+    if len(kinds) > 1:
+        raise ConfigError(f"from_torch: gpunet's MLP has one kind of norm; this net has "
+                          f"{' and '.join(sorted(kinds))}")
     eps = {float(m.eps) for m in norms[:-1] if m is not None}
     if len(eps) > 1:
-        raise ConfigError(f"from_torch: LayerNorm eps differ ({sorted(eps)}); gpunet's MLP "
+        raise ConfigError(f"from_torch: {kinds.pop()} eps differ ({sorted(eps)}); gpunet's MLP "
                           "has one")
+    momenta = {float(m.momentum) for m in norms[:-1] if m is not None and
+               type(m).__name__ == "BatchNorm1d"}
+    if len(momenta) > 1:
+        raise ConfigError(f"from_torch: BatchNorm1d momenta differ ({sorted(momenta)}); "
+                          "gpunet's MLP has one")
     activation = hidden.pop() if hidden else "relu"  # (one layer: no hidden activation)
     output = acts[-1][0]
     slopes = {float(m.negative_slope) for _, m in acts if isinstance(m, torch.nn.LeakyReLU)}
@@ -183,7 +211,9 @@ def from_torch(net, *, backend=None, dtype=None):
     model = MLP([linears[0].in_features] + [m.out_features for m in linears],
                 activation=activation, output=output, backend=backend, dtype=dtype,
                 slope=slopes.pop() if slopes else DEFAULT_SLOPE, dropout=rate,
-                norm="layer" if eps else None, norm_eps=eps.pop() if eps else 1e-5)
+                norm=None if not eps else "batch" if momenta or "BatchNorm1d" in kinds
+                else "layer", norm_eps=eps.pop() if eps else 1e-5,
+                norm_momentum=momenta.pop() if momenta else 0.1)
     state = {}
     for i, m in enumerate(linears, start=1):
         state[f"W{i}"] = _host(torch, m.weight)
@@ -191,6 +221,9 @@ def from_torch(net, *, backend=None, dtype=None):
         if norms[i - 1] is not None:
             state[f"gamma{i}"] = _host(torch, norms[i - 1].weight)
             state[f"beta{i}"] = _host(torch, norms[i - 1].bias)
+            if type(norms[i - 1]).__name__ == "BatchNorm1d":
+                state[f"running_mean{i}"] = _host(torch, norms[i - 1].running_mean)
+                state[f"running_var{i}"] = _host(torch, norms[i - 1].running_var)
     model.load_state_dict(state)
     return model
 

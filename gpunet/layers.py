@@ -104,3 +104,60 @@ class LayerNorm:
 
     def clear(self):
         self.xhat = self.rstd = None
+
+
+class BatchNorm:
+    """``torch.nn.BatchNorm1d(width, eps, momentum)`` between hidden layer i's Linear and its
+    activation: parameters ``gamma{i}``, ``beta{i}``; buffers ``running_mean{i}`` and
+    ``running_var{i}`` in the model's ``buffers`` dict.
+
+    A training pass (``cache=True``) normalises each feature with the batch's mean and biased
+    variance and moves the running statistics towards them (the variance unbiased, B / (B-1),
+    as torch does): r = (1 - momentum) r + momentum stat. Any other pass (``predict``)
+    normalises with the running statistics. Backward (training pass, docs/math.md): that of the
+    layer norm with the means taken over the batch instead of the features.
+    """
+
+    def __init__(self, index: int, width: int, eps: float, momentum: float, buffers: dict):
+        self.index = index
+        self.width = width
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = f"gamma{index}"
+        self.bias = f"beta{index}"
+        self.running_mean = f"running_mean{index}"
+        self.running_var = f"running_var{index}"
+        self.buffers = buffers  # the model's: arrays replaced there are seen here
+        self.xhat = self.rstd = None
+
+    def __repr__(self):
+        return f"BatchNorm{self.index}({self.width}, eps={self.eps:g}, momentum={self.momentum:g})"
+
+    def forward(self, backend, params, z, cache=True):
+        gamma, beta = params[self.weight], params[self.bias]
+        rm, rv = self.buffers[self.running_mean], self.buffers[self.running_var]
+        if not cache:
+            return (z - rm) / backend.xp.sqrt(rv + self.eps) * gamma + beta
+        rows = z.shape[0]
+        if rows < 2:
+            from .errors import ShapeError
+
+            raise ShapeError(f"batch norm (layer {self.index}) needs at least 2 rows in a "
+                             f"training pass, got {rows} (as torch.nn.BatchNorm1d)")
+        n, xhat, rstd, mean, var = backend.batch_norm_forward(z, gamma, beta, self.eps)
+        m = self.momentum
+        rm *= 1 - m
+        rm += m * mean[0]
+        rv *= 1 - m
+        rv += (m * rows / (rows - 1)) * var[0]
+        self.xhat, self.rstd = xhat, rstd
+        return n
+
+    def backward(self, backend, params, grads, dn, need_dx=True):
+        dz, grads[self.weight], grads[self.bias] = backend.batch_norm_backward(
+            dn, self.xhat, self.rstd, params[self.weight])
+        return dz
+
+    def clear(self):
+        self.xhat = self.rstd = None
+

@@ -3,7 +3,8 @@
 For sizes ``[n0, n1, n2]`` this is the seed's two-layer net: z1 = x W1^T + b1, z2 = f(z1),
 z3 = z2 W2^T + b2, y_hat = g(z3). Parameters are named ``W1, b1, W2, b2, ...``. With
 ``norm="layer"`` each hidden layer normalises z before f (Linear -> LayerNorm -> f, as
-``torchvision.ops.MLP`` orders them), with parameters ``gamma1, beta1, ...``.
+``torchvision.ops.MLP`` orders them), with parameters ``gamma1, beta1, ...``; ``norm="batch"`` puts a batch norm there, whose running
+statistics are buffers (``running_mean1, running_var1, ...``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from . import dropout as _dropout
 from .backends import get_backend
 from .errors import ConfigError, GpunetError, ShapeError
 from .init import init_linear
-from .layers import Activation, LayerNorm, Linear
+from .layers import Activation, BatchNorm, LayerNorm, Linear
 
 DTYPES = ("float32", "float64")
 #: the normalisations a hidden layer can have (``MLP(norm=...)``)
-NORMS = ("layer",)
+NORMS = ("layer", "batch")
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -60,14 +61,17 @@ class MLP:
             in ``predict``. Masks come from ``gpunet.dropout``: the same bits on every backend
             for one ``dropout_seed`` (by default derived from ``seed``) and training step
             (``dropout_step``, counted by each training forward).
-        norm: None, or "layer": each hidden layer's z is normalised over its features before
-            f, n = gamma (z - mean) / sqrt(var + ``norm_eps``) + beta, as ``torch.nn.LayerNorm``
-            (gamma starts at 1, beta at 0). The output layer is not normalised.
+        norm: None, "layer" or "batch": each hidden layer's z is normalised before f,
+            n = gamma (z - mean) / sqrt(var + ``norm_eps``) + beta (gamma starts at 1, beta
+            at 0). "layer": over each row's features, as ``torch.nn.LayerNorm``. "batch": over
+            the batch, per feature, as ``torch.nn.BatchNorm1d``: training passes use the
+            batch's statistics and move the running ones (``buffers``) by ``norm_momentum``;
+            ``predict`` uses the running ones. The output layer is not normalised.
     """
 
     def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
                  dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE, dropout=0.0,
-                 dropout_seed=None, norm=None, norm_eps=1e-5):
+                 dropout_seed=None, norm=None, norm_eps=1e-5, norm_momentum=0.1):
         try:
             sizes = None if isinstance(sizes, (str, bytes)) else list(sizes)
         except TypeError:  # not iterable: 5, None, 3.0
@@ -92,6 +96,9 @@ class MLP:
                                      and not isinstance(norm_eps, bool)
                                      and 0 < norm_eps < float("inf")):
             raise ConfigError(f"norm_eps must be a finite number > 0, got {norm_eps!r}")
+        if not (isinstance(norm_momentum, (int, float, np.floating))
+                and not isinstance(norm_momentum, bool) and 0 <= norm_momentum <= 1):
+            raise ConfigError(f"norm_momentum must be a number in [0, 1], got {norm_momentum!r}")
         self.sizes = [int(n) for n in sizes]
         self.activation = activation
         self.output = output
@@ -105,6 +112,9 @@ class MLP:
         self.dropout_step = 0
         self.norm = norm
         self.norm_eps = float(norm_eps)
+        self.norm_momentum = float(norm_momentum)
+        #: arrays a pass updates but no optimiser does (a batch norm's running statistics)
+        self.buffers = {}
         self._masks = {}
         self.backend = get_backend(backend)
 
@@ -119,11 +129,20 @@ class MLP:
                 init, rng, self.sizes[i], self.sizes[i - 1], f, self.slope, init_std
             )
             if norm is not None and i < last:
-                self.layers.append(LayerNorm(i, self.sizes[i], self.norm_eps))
-                host[f"gamma{i}"] = np.ones(self.sizes[i])
-                host[f"beta{i}"] = np.zeros(self.sizes[i])
+                width = self.sizes[i]
+                if norm == "layer":
+                    self.layers.append(LayerNorm(i, width, self.norm_eps))
+                else:
+                    self.layers.append(BatchNorm(i, width, self.norm_eps, self.norm_momentum,
+                                                 self.buffers))
+                    self.buffers[f"running_mean{i}"] = np.zeros(width)
+                    self.buffers[f"running_var{i}"] = np.ones(width)
+                host[f"gamma{i}"] = np.ones(width)
+                host[f"beta{i}"] = np.zeros(width)
             self.layers.append(Activation(f, self.slope))
         self.params = {k: self.backend.asarray(v, dtype=self.dtype) for k, v in host.items()}
+        self.buffers.update({k: self.backend.asarray(v, dtype=self.dtype)
+                             for k, v in self.buffers.items()})
         self.grads = {k: None for k in self.params}
 
     # -- description ----------------------------------------------------------------------
@@ -153,6 +172,7 @@ class MLP:
             "dropout_step": self.dropout_step,
             "norm": self.norm,
             "norm_eps": self.norm_eps,
+            "norm_momentum": self.norm_momentum,
         }
 
     @classmethod
@@ -162,7 +182,8 @@ class MLP:
         model = cls(cfg["sizes"], activation=cfg["activation"], output=cfg["output"],
                     backend=backend, dtype=cfg["dtype"], slope=cfg.get("slope", DEFAULT_SLOPE),
                     dropout=cfg.get("dropout", 0.0), dropout_seed=cfg.get("dropout_seed"),
-                    norm=cfg.get("norm"), norm_eps=cfg.get("norm_eps", 1e-5))
+                    norm=cfg.get("norm"), norm_eps=cfg.get("norm_eps", 1e-5),
+                    norm_momentum=cfg.get("norm_momentum", 0.1))
         step = cfg.get("dropout_step", 0)
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ConfigError(f"dropout_step must be an integer >= 0, got {step!r}")
@@ -175,7 +196,7 @@ class MLP:
         for layer in self.layers:
             if isinstance(layer, Linear):
                 lin, norm = layer, None
-            elif isinstance(layer, LayerNorm):
+            elif isinstance(layer, (LayerNorm, BatchNorm)):
                 norm = layer
             else:
                 blocks.append((lin, norm, layer))
@@ -275,24 +296,28 @@ class MLP:
     # -- moving and saving ----------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """The parameters as host NumPy arrays (copies)."""
-        return {k: np.array(self.backend.to_host(v)) for k, v in self.params.items()}
+        """The parameters, then the buffers (a batch norm's running statistics), as host NumPy
+        arrays (copies)."""
+        return {k: np.array(self.backend.to_host(v))
+                for k, v in {**self.params, **self.buffers}.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Copy parameters (host or device arrays) into the model, checking names and shapes."""
-        missing = set(self.params) - set(state)
-        extra = set(state) - set(self.params)
+        """Copy parameters and buffers (host or device arrays) into the model, checking names
+        and shapes."""
+        missing = (set(self.params) | set(self.buffers)) - set(state)
+        extra = set(state) - set(self.params) - set(self.buffers)
         if missing or extra:
             raise ShapeError(
                 f"state does not fit this model: missing {sorted(missing)}, unexpected {sorted(extra)}"
             )
         new = {}
-        for k, old in self.params.items():
+        for k, old in {**self.params, **self.buffers}.items():
             v = _real_array(self.backend, state[k], k, self.dtype)
             if v.shape != old.shape:
                 raise ShapeError(f"{k}: expected shape {tuple(old.shape)}, got {tuple(v.shape)}")
             new[k] = v.copy()
-        self.params.update(new)
+        self.params.update({k: v for k, v in new.items() if k in self.params})
+        self.buffers.update({k: v for k, v in new.items() if k in self.buffers})
 
     def to_torch(self, *, dtype=None, device=None):
         """This net as a ``torch.nn.Sequential`` with a copy of its weights (see
@@ -316,6 +341,8 @@ class MLP:
             self.dtype = check_dtype(dtype)
         # asarray copies across backends and casts, and leaves arrays already in place alone.
         self.params.update({k: self.backend.asarray(v, dtype=self.dtype) for k, v in self.params.items()})
+        self.buffers.update({k: self.backend.asarray(v, dtype=self.dtype)
+                             for k, v in self.buffers.items()})
         self.zero_grad()
         self.clear_cache()
         return self

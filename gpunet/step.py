@@ -81,6 +81,8 @@ class StaticStep:
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
         """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
+        if getattr(model, "norm", None) == "batch":
+            return "batch norm has no static step (training passes step eagerly)"
         for _, _, act in model.blocks():
             if not get_activation(act.name).elementwise:
                 return f"the {act.name} output is row-wise (train it with cross_entropy)"

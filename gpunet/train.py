@@ -339,6 +339,15 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     n = x_dev.shape[0]
     n_steps = -(-n // batch_size)
     sizes = np.minimum(batch_size, n - np.arange(n_steps) * batch_size).astype(np.float64)
+    if getattr(model, "norm", None) == "batch":
+        if comm is not None and comm.size > 1:
+            raise ConfigError("batch norm under data-parallel training would normalise each "
+                              "rank's share of a batch on its own statistics: use norm 'layer' "
+                              "(per row) to train on several ranks")
+        if sizes.min() < 2:
+            raise ConfigError(f"batch norm needs batches of at least 2 rows, but {n} training "
+                              f"rows in batches of {batch_size} leave a last batch of 1: "
+                              "choose another batch size")
 
     state = TrainState()
     best = None
@@ -393,7 +402,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     f"{epochs} would not change the weights; start a new run of {epochs} "
                     "epochs instead")
         best = {k: backend.asarray(v, dtype=model.dtype) for k, v in resume.group("best").items()} \
-            or None
+            or None  # (the parameters and the buffers)
         if state.step:
             step_losses = backend.asarray(resume.arrays["epoch/losses"])
             step_correct = backend.asarray(resume.arrays["epoch/correct"])
@@ -528,7 +537,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 if value < state.best_loss:
                     state.best_loss, state.best_epoch, state.bad_epochs = value, epoch, 0
                     if patience is not None:
-                        best = {k: v.copy() for k, v in model.params.items()}
+                        best = {k: v.copy() for k, v in
+                                {**model.params, **model.buffers}.items()}
                 else:
                     state.bad_epochs += 1
                     if patience is not None and state.bad_epochs >= patience:

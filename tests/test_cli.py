@@ -109,9 +109,10 @@ def test_gradcheck_command_passes_and_prints_a_table():
     from gpunet.gradcheck import DROPOUT_COMBINATIONS, NORM_COMBINATIONS
 
     assert len(rows) == len(gn.gradcheck_combinations()) + len(DROPOUT_COMBINATIONS) \
-        + len(NORM_COMBINATIONS)
+        + 2 * len(NORM_COMBINATIONS)
     assert sum(" 0.5 " in row for row in rows) == len(DROPOUT_COMBINATIONS)
     assert sum(" layer " in row for row in rows) == len(NORM_COMBINATIONS)
+    assert sum(" batch " in row for row in rows) == len(NORM_COMBINATIONS)
     assert proc.stdout.strip().endswith(f"{len(rows)} passed, 0 failed")
 
 

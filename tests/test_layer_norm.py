@@ -190,7 +190,7 @@ def test_a_net_without_hidden_layers_has_nothing_to_normalise():
     assert list(model.params) == ["W1", "b1"]
 
 
-@pytest.mark.parametrize("norm", ["batch", "foo", "Layer", "instance"])
+@pytest.mark.parametrize("norm", ["foo", "Layer", "instance", "Batch"])
 def test_unknown_norms_are_refused(norm):
     with pytest.raises(gn.ConfigError, match="unknown norm"):
         gn.MLP([3, 4, 2], norm=norm, backend="numpy")

@@ -166,6 +166,34 @@ class Backend:
         xp.multiply(dz, rstd, out=dz)
         return dz, dgamma, dbeta
 
+    # -- batch normalisation (training passes: statistics over the batch) --------------------
+
+    def batch_norm_forward(self, z, gamma, beta, eps):
+        """n = gamma xhat + beta, xhat = (z - mean) rstd over each column (feature) of the
+        batch z (B, d), with its mean and (biased) variance, as ``torch.nn.BatchNorm1d`` in
+        training. Returns ``(n, xhat, rstd, mean, var)``, the last three shaped (1, d)."""
+        xp = self.xp
+        mean = xp.mean(z, axis=0, keepdims=True)
+        xhat = z - mean
+        var = xp.mean(xhat * xhat, axis=0, keepdims=True)
+        rstd = 1 / xp.sqrt(var + eps)
+        xhat *= rstd
+        return xhat * gamma + beta, xhat, rstd, mean, var
+
+    def batch_norm_backward(self, dn, xhat, rstd, gamma):
+        """Gradients of ``batch_norm_forward`` given dJ/dn: dJ/dbeta = sum over the batch of
+        dn, dJ/dgamma = sum of dn xhat, and with g = dn gamma, dJ/dz = rstd (g - mean(g) -
+        xhat mean(g xhat)), the means over the batch (docs/math.md). Returns
+        ``(dz, dgamma, dbeta)``."""
+        xp = self.xp
+        dbeta = dn.sum(axis=0)
+        dgamma = (dn * xhat).sum(axis=0)
+        g = dn * gamma
+        dz = g - xp.mean(g, axis=0, keepdims=True)
+        dz -= xhat * xp.mean(g * xhat, axis=0, keepdims=True)
+        dz *= rstd
+        return dz, dgamma, dbeta
+
     # -- row-wise reductions --------------------------------------------------------------
 
     def _shift(self, x):
