@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="zero each hidden output with probability P while training (default 0)")
     t.add_argument("--norm", default=None, choices=NORMS,
-                   help="layer: normalise each hidden layer's pre-activation over its features "
-                        "(torch.nn.LayerNorm, learned scale and shift) before the activation")
+                   help="normalise each hidden layer's pre-activation before the activation, "
+                        "with a learned scale and shift: layer, over its features "
+                        "(torch.nn.LayerNorm); batch, over the batch (torch.nn.BatchNorm1d; "
+                        "running statistics for evaluate and predict)")
     t.add_argument("--loss", default=None, choices=sorted(LOSSES),
                    help="default: cross_entropy for classification, mse for regression")
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))

@@ -449,7 +449,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             logistic regression).
         activation: relu, leaky_relu, sigmoid, tanh or identity, between the layers.
         dropout: the rate at which hidden outputs are zeroed while training (0: none).
-        norm: None, or "layer": a layer norm in each hidden layer, before the activation.
+        norm: None, "layer" or "batch": a layer norm or a batch norm in each hidden layer,
+            before the activation (see ``gpunet.MLP``).
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
             momentum, with ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
