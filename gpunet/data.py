@@ -1160,8 +1160,13 @@ def _is_missing(text: str) -> bool:
     return text.lower() in MISSING_MARKERS
 
 
-def _missing(path, line, column, text) -> DataError:
+def _missing(path, line, column, text, feature=True) -> DataError:
+    """The error for a missing cell; ``feature``: of a feature column (which --fill-missing
+    can fill), else of the target or weight column (which nothing fills)."""
     shown = f" ({text!r})" if text else ""
+    if not feature:
+        return DataError(f"{path}: line {line}, {column}: missing value{shown}; a target or "
+                         "weight is never filled in: --drop-missing leaves such rows out")
     return DataError(f"{path}: line {line}, {column}: missing value{shown}; gpunet fills in "
                      "none unless asked: --drop-missing leaves such rows out, --fill-missing "
                      "mean fills feature values in")
@@ -1199,7 +1204,7 @@ def _weights(cells, lines, path, name) -> np.ndarray:
     for cell, line in zip(cells, lines):
         text = cell.strip() if isinstance(cell, str) else cell
         if isinstance(text, str) and _is_missing(text):
-            raise _missing(path, line, column, text)
+            raise _missing(path, line, column, text, feature=False)
         try:
             v = float(text)
         except ValueError:
@@ -1223,7 +1228,7 @@ def _parse_targets(cells, lines, path, name):
     for cell, line in zip(cells, lines):
         text = cell.strip()
         if _is_missing(text):
-            raise _missing(path, line, column, text)
+            raise _missing(path, line, column, text, feature=False)
         try:
             v = float(text)
         except ValueError:

@@ -223,8 +223,10 @@ def test_missing_value_markers_are_named_not_taken_for_text(tmp_path, marker, wh
     path = write(tmp_path / "m.csv", [numbers, words, target], ["num", "word", "y"])
     name = {"number": "column 'num'", "text": "column 'word'", "target": "target column 'y'"}
     shown = f" \\({marker!r}\\)".replace("?", "\\?") if marker else ""
+    advice = "a target or weight is never filled in: --drop-missing" if where == "target" \
+        else "gpunet fills in none unless asked"
     with pytest.raises(gn.DataError, match=f"line 3, {name[where]}: missing value{shown}; "
-                                           "gpunet fills in none unless asked"):
+                                           f"{advice}"):
         load_data(DataSpec(path, target="y"))
 
 
