@@ -898,8 +898,8 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     ``{"name": ...}`` plus ``"categories"`` for a categorical one. ``encoding`` (a stored
     description) encodes a file the way the training file was: its feature columns by name, in
     any order (a missing or unexpected one is a DataError naming it), the same categories (one
-    the model never saw is a DataError). The target column holds numbers, or class names (text labels,
-    returned as a str array); ``features_only`` makes every column a feature.
+    the model never saw is a DataError). The target column holds numbers, or class names (text
+    labels, returned as a str array); ``features_only`` makes every column a feature.
     """
     _check_file(path, "a CSV file with a header row")
     categorical = encoding is not None and any("categories" in e for e in encoding)

@@ -3,8 +3,9 @@
 For sizes ``[n0, n1, n2]`` this is the seed's two-layer net: z1 = x W1^T + b1, z2 = f(z1),
 z3 = z2 W2^T + b2, y_hat = g(z3). Parameters are named ``W1, b1, W2, b2, ...``. With
 ``norm="layer"`` each hidden layer normalises z before f (Linear -> LayerNorm -> f, as
-``torchvision.ops.MLP`` orders them), with parameters ``gamma1, beta1, ...``; ``norm="batch"`` puts a batch norm there, whose running
-statistics are buffers (``running_mean1, running_var1, ...``).
+``torchvision.ops.MLP`` orders them), with parameters ``gamma1, beta1, ...``; ``norm="batch"``
+puts a batch norm there, whose running statistics are buffers (``running_mean1``,
+``running_var1``, ...).
 """
 
 from __future__ import annotations
