@@ -46,3 +46,15 @@ def host(a) -> np.ndarray:
     if type(a).__module__.split(".")[0] == "cupy":
         return a.get()
     return np.asarray(a)
+
+
+#: the dropout masks' hash, written out with Python integers (tests of gpunet.dropout)
+U64 = (1 << 64) - 1
+
+
+def splitmix64(state: int) -> int:
+    """Steele, Lea and Flood's SplitMix64 output for one state, from its published constants."""
+    z = (state + 0x9E3779B97F4A7C15) & U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & U64
+    return z ^ (z >> 31)

@@ -13,18 +13,7 @@ from gpunet import dropout as dropout_mod
 from gpunet.checkpoint import load_checkpoint, save_checkpoint
 from gpunet.cli import main
 
-from conftest import BACKENDS, host
-
-U64 = (1 << 64) - 1
-
-
-def splitmix64(state: int) -> int:
-    """Steele, Lea and Flood's SplitMix64 output for one state, from its published constants."""
-    z = (state + 0x9E3779B97F4A7C15) & U64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & U64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & U64
-    return z ^ (z >> 31)
-
+from conftest import BACKENDS, U64, host, splitmix64
 
 def reference_mask(seed, step, layer, rows, width, p, row_offset=0):
     """The documented mask, element by element: keep iff the top 24 bits of

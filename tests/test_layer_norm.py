@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import RTOL, host
+from conftest import RTOL, U64, host, splitmix64
 
 import gpunet as gn
 from gpunet.checkpoint import load_checkpoint, save_checkpoint
@@ -138,17 +138,6 @@ def param_names(sizes, norm=True):
         if norm and i < last:
             names += [f"gamma{i}", f"beta{i}"]
     return names
-
-
-U64 = (1 << 64) - 1
-
-
-def splitmix64(state: int) -> int:
-    """Steele, Lea and Flood's SplitMix64 output for one state, from its published constants."""
-    z = (state + 0x9E3779B97F4A7C15) & U64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & U64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & U64
-    return z ^ (z >> 31)
 
 
 def reference_mask(seed, step, layer, rows, width, p):

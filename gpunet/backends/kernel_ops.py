@@ -71,10 +71,14 @@ class KernelOps:
     @property
     def optim_kernels(self):
         """The fused optimiser module, or None (none here, or kernels are off)."""
-        if not self.optim_module or self.kernels is None:
+        return self._module(self.optim_module) if self.optim_module else None
+
+    def _module(self, name):
+        """``gpunet.kernels.<name>``, or None (kernels off here, or it fails to import)."""
+        if self.kernels is None:
             return None
         try:
-            return importlib.import_module(f"gpunet.kernels.{self.optim_module}")
+            return importlib.import_module(f"gpunet.kernels.{name}")
         except Exception as e:
             self._turn_off(e)
             return None

@@ -5,7 +5,6 @@ the base class's NumPy ops."""
 
 from __future__ import annotations
 
-import importlib
 import platform
 
 import numpy as np
@@ -55,16 +54,6 @@ class NumpyBackend(KernelOps, Backend):
                     module=module) is not None:
                 return out
         return super().dropout_mask(out, p, s0, step, layer, row_offset)
-
-    def _module(self, name):
-        """``gpunet.kernels.<name>``, or None (kernels off here, or it fails to import)."""
-        if self.kernels is None:
-            return None
-        try:
-            return importlib.import_module(f"gpunet.kernels.{name}")
-        except Exception as e:
-            self._turn_off(e)
-            return None
 
     def sum_of_squares(self, a):
         flat = a.reshape(-1)  # a view of a contiguous array: BLAS's dot, no temporary
