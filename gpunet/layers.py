@@ -145,11 +145,7 @@ class BatchNorm:
             raise ShapeError(f"batch norm (layer {self.index}) needs at least 2 rows in a "
                              f"training pass, got {rows} (as torch.nn.BatchNorm1d)")
         n, xhat, rstd, mean, var = backend.batch_norm_forward(z, gamma, beta, self.eps)
-        m = self.momentum
-        rm *= 1 - m
-        rm += m * mean[0]
-        rv *= 1 - m
-        rv += (m * rows / (rows - 1)) * var[0]
+        backend.batch_norm_running(rm, rv, mean, var, self.momentum, rows)
         self.xhat, self.rstd = xhat, rstd
         return n
 

@@ -21,8 +21,9 @@ one fuses the bias add into the activation's pass, which rounds z + b as the eag
 so they agree to the bit on the CPU and within float rounding on the GPU
 (``tests/test_step.py``).
 
-Supported: elementwise activations (the output too), layer norm (``MLP(norm="layer")``, in
-place over z, keeping xhat and rstd), ``CrossEntropyLoss`` on integer labels
+Supported: elementwise activations (the output too), layer and batch norm (``MLP(norm=...)``,
+in place over z, keeping xhat and rstd; a batch norm's running statistics move in the step,
+in place), ``CrossEntropyLoss`` on integer labels
 with an identity output, ``MSELoss``, either with sample weights (``weighted=True``: each
 call passes the rows' weights, and the step scales each row's loss and gradient as
 ``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW; dropout (the
@@ -42,6 +43,7 @@ import sys
 import numpy as np
 
 from .activations import get_activation
+from .layers import BatchNorm
 from .errors import ConfigError, ShapeError
 from .losses import LOSSES, CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, AdamW
@@ -81,8 +83,6 @@ class StaticStep:
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
         """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
-        if getattr(model, "norm", None) == "batch":
-            return "batch norm has no static step (training passes step eagerly)"
         for _, _, act in model.blocks():
             if not get_activation(act.name).elementwise:
                 return f"the {act.name} output is row-wise (train it with cross_entropy)"
@@ -128,21 +128,29 @@ class StaticStep:
         # One buffer per layer holds z, then y = f(z) in place, then dJ/dz in place: every
         # activation here but a leaky_relu with a negative slope can take its backward from y
         # (relu'(z) = [y > 0]), so z need not outlive the forward.
-        # A layer norm works in place over z too, keeping xhat and rstd for its backward.
+        # A norm works in place over z too, keeping xhat and rstd for its backward (rstd
+        # (n, 1) for a layer norm; a batch norm's (1, d), with the batch's mean and variance
+        # and scratch for its backward and its running statistics).
         self.z, self.a, self.grads = [], [], {}
-        self.xhat, self.rstd = [], []
+        self.xhat, self.rstd, self.bn = [], [], []
         for lin, norm, act in model.blocks():
             a = xp.empty((n, lin.out_features), dtype=dtype)
             self.a.append(a)
             self.z.append(a if _backward_from_output(act) else xp.empty_like(a))
             self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
             self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
+            batch = isinstance(norm, BatchNorm)
+            stat = (1, lin.out_features) if batch else (n, 1)
             self.xhat.append(None if norm is None else xp.empty_like(a))
-            self.rstd.append(None if norm is None else xp.empty((n, 1), dtype=dtype))
+            self.rstd.append(None if norm is None else xp.empty(stat, dtype=dtype))
+            # a batch norm's: the batch's mean and variance, two means for its backward, and
+            # one (d,) array for its running statistics' update
+            self.bn.append(tuple(xp.empty(stat, dtype=dtype) for _ in range(4))
+                           + (xp.empty(lin.out_features, dtype=dtype),) if batch else None)
             if norm is not None:
                 self.grads[norm.weight] = xp.empty(lin.out_features, dtype=dtype)
                 self.grads[norm.bias] = xp.empty(lin.out_features, dtype=dtype)
-        if any(r is not None for r in self.rstd):  # the layer norms' backward scratch
+        if any(r is not None for r in self.rstd):  # the norms' backward scratch
             self.norm_scratch = (xp.empty(n * max(model.sizes[1:-1]), dtype=dtype),
                                  xp.empty((n, 1), dtype=dtype), xp.empty((n, 1), dtype=dtype))
         self.g = self._plan_grads(xp, dtype)
@@ -179,6 +187,7 @@ class StaticStep:
         """Everything the body (and a captured graph) holds by address."""
         opt = self.optimizer
         return ([self.model.backend, opt._hyper] + list(self.model.params.values())
+                + list(self.model.buffers.values())
                 + [a for slots in opt.state.values() for a in slots.values()])
 
     def _still_bound(self) -> bool:
@@ -225,7 +234,15 @@ class StaticStep:
                 backend.bias_act_forward(act.name, z, params[lin.bias], act.slope)
             else:
                 xp.add(z, params[lin.bias], out=z)
-                if norm is not None:  # n = gamma xhat + beta, over z
+                if isinstance(norm, BatchNorm):  # n = gamma xhat + beta, over z; then the
+                    mean, var, _, _, tmp = self.bn[i]  # running statistics
+                    backend.batch_norm_forward(z, params[norm.weight], params[norm.bias],
+                                               norm.eps, out=(z, self.xhat[i], self.rstd[i],
+                                                              mean, var))
+                    backend.batch_norm_running(self.model.buffers[norm.running_mean],
+                                               self.model.buffers[norm.running_var], mean, var,
+                                               norm.momentum, self.batch_size, scratch=tmp)
+                elif norm is not None:  # n = gamma xhat + beta, over z
                     backend.layer_norm_forward(z, params[norm.weight], params[norm.bias],
                                                norm.eps, out=(z, self.xhat[i], self.rstd[i]))
                 backend.act_forward(act.name, z, act.slope, out=self.a[i])
@@ -264,10 +281,13 @@ class StaticStep:
                                           out=self.z[i])
             if norm is not None:  # dJ/dz from dJ/dn, in place
                 t, mean_g, mean_gx = self.norm_scratch
-                backend.layer_norm_backward(
-                    dz, self.xhat[i], self.rstd[i], params[norm.weight],
-                    out=(dz, self.grads[norm.weight], self.grads[norm.bias]),
-                    scratch=(t[:dz.size].reshape(dz.shape), mean_g, mean_gx))
+                if isinstance(norm, BatchNorm):
+                    mean_g, mean_gx = self.bn[i][2:4]
+                backward = backend.batch_norm_backward if isinstance(norm, BatchNorm) \
+                    else backend.layer_norm_backward
+                backward(dz, self.xhat[i], self.rstd[i], params[norm.weight],
+                         out=(dz, self.grads[norm.weight], self.grads[norm.bias]),
+                         scratch=(t[:dz.size].reshape(dz.shape), mean_g, mean_gx))
             h_in = (self.d[i - 1] if self.drop else self.a[i - 1]) if i else self.x
             backend.matmul(dz, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
             dz.sum(axis=0, out=self.grads[lin.bias])

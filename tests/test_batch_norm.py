@@ -577,18 +577,11 @@ def _ragged_batch_size(n, start=16):
     return bs
 
 
-def test_static_steps_are_unsupported_with_batch_norm():
-    """StaticStep.unsupported names batch norm (so fit steps eagerly), and building one
-    is refused."""
+def test_static_steps_take_batch_norm():
+    """StaticStep takes a batch-norm model (fit's default path): tests/test_step.py holds it
+    to the eager step, weights and running statistics, to the bit."""
     model = _bn_model()
-    opt = gn.SGD(model, lr=0.1)
-    why = gn.StaticStep.unsupported(model, gn.CrossEntropyLoss(), opt)
-    assert "batch norm" in why.lower(), why
-    with pytest.raises(gn.ConfigError, match=r"(?i)batch norm"):
-        gn.StaticStep(model, gn.CrossEntropyLoss(), opt, 16)
-    plain = gn.MLP([7, 19, 11, 4], activation="tanh", norm="layer", backend="numpy",
-                   dtype="float64")
-    assert gn.StaticStep.unsupported(plain, gn.CrossEntropyLoss(), gn.SGD(plain, lr=0.1)) == ""
+    assert gn.StaticStep.unsupported(model, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1)) == ""
 
 
 def test_fit_follows_torch_over_fits_batches(torch):
@@ -632,8 +625,8 @@ def test_fit_follows_torch_over_fits_batches(torch):
 
 
 def test_fit_with_graph_steps_as_without_it():
-    """Batch norm has no static step, so fit(graph=True) (the default) must step eagerly:
-    the same weights, running statistics and history, bit for bit, as fit(graph=False)."""
+    """fit(graph=True) (the default: the static step for full batches) gives the same
+    weights, running statistics and history, bit for bit, as fit(graph=False) (eager)."""
     data = _classification_data(seed=1)
     bs = _ragged_batch_size(len(data.x_train), 10)
     runs = []

@@ -91,12 +91,14 @@ def _random_norm_params(model, seed=4):
     ("ce", "identity", "identity", 0.01), ("mse", "leaky_relu", "identity", -0.3),
 ])
 @pytest.mark.parametrize("drop, weighted", [(0.0, False), (0.25, True)])
-def test_static_steps_with_layer_norm_equal_eager_steps(backend, dtype, opt, loss, act, out,
-                                                        slope, drop, weighted):
-    """norm="layer": the static step normalises in place over z and keeps xhat and rstd;
-    its weights, gamma and beta follow the eager steps' (to the bit on the CPU), with
-    dropout and sample weights too."""
-    kw = {"norm": "layer", "slope": slope, "dropout": drop}
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_static_steps_with_a_norm_equal_eager_steps(backend, dtype, opt, loss, act, out,
+                                                    slope, drop, weighted, norm):
+    """norm="layer" or "batch": the static step normalises in place over z and keeps xhat
+    and rstd; its weights, gamma and beta (and a batch norm's running statistics, moved in
+    the step) follow the eager steps' (to the bit on the CPU), with dropout and sample
+    weights too."""
+    kw = {"norm": norm, "slope": slope, "dropout": drop}
     name = np.dtype(dtype).name
     eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, name, **kw)
     static, s_opt, s_loss, _, _ = _setup(backend.name, opt, loss, act, out, name, **kw)
@@ -113,6 +115,14 @@ def test_static_steps_with_layer_norm_equal_eager_steps(backend, dtype, opt, los
         np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
     assert {"gamma1", "beta1", "gamma2", "beta2"} <= set(static.params)
     _assert_same(eager, static, backend.name)
+    assert set(static.buffers) == ({"running_mean1", "running_var1", "running_mean2",
+                                    "running_var2"} if norm == "batch" else set())
+    for k in static.buffers:
+        if backend.name == "numpy":
+            np.testing.assert_array_equal(host(static.buffers[k]), host(eager.buffers[k]), k)
+        else:
+            np.testing.assert_allclose(host(static.buffers[k]), host(eager.buffers[k]),
+                                       rtol=1e-6, atol=1e-7, err_msg=k)
     for k, g in eager.grads.items():
         np.testing.assert_allclose(host(static.grads[k]), host(g), rtol=1e-5, atol=1e-6,
                                    err_msg=k)

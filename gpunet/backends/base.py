@@ -109,10 +109,51 @@ class Backend:
         ``out`` if given (``out`` may be ``dy``)."""
         return _into(self.xp, get_activation(name).backward(self.xp, dy, z, y, slope), out)
 
-    # -- layer normalisation --------------------------------------------------------------
-    # The eager layer and the static step call these with the same buffers' shapes, so the
-    # two round alike; every op writes into the given arrays (nothing is allocated when all
-    # are given), which keeps them capturable in a CUDA graph.
+    # -- normalisation ----------------------------------------------------------------------
+    # Layer norm takes each row's statistics over its features (axis 1), batch norm each
+    # feature's over the batch (axis 0); the same operations otherwise. The eager layers and
+    # the static step call these with the same buffers' shapes, so the two round alike; every
+    # op writes into the given arrays (nothing is allocated when all are given), which keeps
+    # them capturable in a CUDA graph.
+
+    def _norm_forward(self, axis, z, gamma, beta, eps, n, xhat, rstd, mean):
+        """The first half of a norm's forward pass: the means over ``axis`` into ``mean``
+        (which may be ``rstd``), the centred z into ``xhat`` and the (biased) variances, the
+        means of the centred squares, into ``rstd``; ``n`` is scratch (it may be ``z``, read
+        first). ``_norm_finish`` turns them into rstd, xhat and n."""
+        xp = self.xp
+        xp.mean(z, axis=axis, keepdims=True, out=mean)
+        xp.subtract(z, mean, out=xhat)
+        xp.multiply(xhat, xhat, out=n)  # n as scratch: the centred squares
+        xp.mean(n, axis=axis, keepdims=True, out=rstd)  # the variances, for now
+
+    def _norm_finish(self, gamma, beta, eps, n, xhat, rstd):
+        """rstd = 1 / sqrt(var + eps) over the variances in ``rstd``; xhat *= rstd;
+        n = gamma xhat + beta."""
+        xp = self.xp
+        xp.add(rstd, eps, out=rstd)
+        xp.sqrt(rstd, out=rstd)
+        xp.divide(1, rstd, out=rstd)
+        xp.multiply(xhat, rstd, out=xhat)
+        xp.multiply(xhat, gamma, out=n)
+        xp.add(n, beta, out=n)
+
+    def _norm_backward(self, axis, dn, xhat, rstd, gamma, dz, dgamma, dbeta, t, mean_g,
+                       mean_gx):
+        """dJ/dbeta and dJ/dgamma (sums over the batch), then dJ/dz = rstd (g - mean(g) -
+        xhat mean(g xhat)) with g = dn gamma, the means over ``axis``; dz may be dn."""
+        xp = self.xp
+        xp.sum(dn, axis=0, out=dbeta)
+        xp.multiply(dn, xhat, out=t)
+        xp.sum(t, axis=0, out=dgamma)
+        xp.multiply(dn, gamma, out=dz)  # g
+        xp.mean(dz, axis=axis, keepdims=True, out=mean_g)
+        xp.multiply(dz, xhat, out=t)
+        xp.mean(t, axis=axis, keepdims=True, out=mean_gx)
+        xp.multiply(xhat, mean_gx, out=t)
+        xp.subtract(dz, mean_g, out=dz)
+        xp.subtract(dz, t, out=dz)
+        xp.multiply(dz, rstd, out=dz)
 
     def layer_norm_forward(self, z, gamma, beta, eps, out=None):
         """n = gamma xhat + beta, xhat = (z - mean(z)) rstd, rstd = 1 / sqrt(var(z) + eps),
@@ -126,16 +167,8 @@ class Backend:
         if out is None:
             out = (xp.empty_like(z), xp.empty_like(z), xp.empty((z.shape[0], 1), dtype=z.dtype))
         n, xhat, rstd = out
-        xp.mean(z, axis=1, keepdims=True, out=rstd)  # the row means, for now
-        xp.subtract(z, rstd, out=xhat)
-        xp.multiply(xhat, xhat, out=n)  # n as scratch: the centred squares
-        xp.mean(n, axis=1, keepdims=True, out=rstd)  # the variances
-        xp.add(rstd, eps, out=rstd)
-        xp.sqrt(rstd, out=rstd)
-        xp.divide(1, rstd, out=rstd)
-        xp.multiply(xhat, rstd, out=xhat)
-        xp.multiply(xhat, gamma, out=n)
-        xp.add(n, beta, out=n)
+        self._norm_forward(1, z, gamma, beta, eps, n, xhat, rstd, mean=rstd)
+        self._norm_finish(gamma, beta, eps, n, xhat, rstd)
         return n, xhat, rstd
 
     def layer_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
@@ -151,48 +184,49 @@ class Backend:
             out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
         if scratch is None:
             scratch = (xp.empty_like(dn), xp.empty_like(rstd), xp.empty_like(rstd))
-        dz, dgamma, dbeta = out
-        t, mean_g, mean_gx = scratch
-        xp.sum(dn, axis=0, out=dbeta)
-        xp.multiply(dn, xhat, out=t)
-        xp.sum(t, axis=0, out=dgamma)
-        xp.multiply(dn, gamma, out=dz)  # g
-        xp.mean(dz, axis=1, keepdims=True, out=mean_g)
-        xp.multiply(dz, xhat, out=t)
-        xp.mean(t, axis=1, keepdims=True, out=mean_gx)
-        xp.multiply(xhat, mean_gx, out=t)
-        xp.subtract(dz, mean_g, out=dz)
-        xp.subtract(dz, t, out=dz)
-        xp.multiply(dz, rstd, out=dz)
-        return dz, dgamma, dbeta
+        self._norm_backward(1, dn, xhat, rstd, gamma, *out, *scratch)
+        return out
 
-    # -- batch normalisation (training passes: statistics over the batch) --------------------
-
-    def batch_norm_forward(self, z, gamma, beta, eps):
+    def batch_norm_forward(self, z, gamma, beta, eps, out=None):
         """n = gamma xhat + beta, xhat = (z - mean) rstd over each column (feature) of the
         batch z (B, d), with its mean and (biased) variance, as ``torch.nn.BatchNorm1d`` in
-        training. Returns ``(n, xhat, rstd, mean, var)``, the last three shaped (1, d)."""
+        training. Returns ``(n, xhat, rstd, mean, var)``, the last three shaped (1, d);
+        ``out``: those five arrays to write (``n`` may be ``z``)."""
         xp = self.xp
-        mean = xp.mean(z, axis=0, keepdims=True)
-        xhat = z - mean
-        var = xp.mean(xhat * xhat, axis=0, keepdims=True)
-        rstd = 1 / xp.sqrt(var + eps)
-        xhat *= rstd
-        return xhat * gamma + beta, xhat, rstd, mean, var
+        if out is None:
+            stat = (z.shape[1],)
+            out = (xp.empty_like(z), xp.empty_like(z),
+                   *(xp.empty((1,) + stat, dtype=z.dtype) for _ in range(3)))
+        n, xhat, rstd, mean, var = out
+        self._norm_forward(0, z, gamma, beta, eps, n, xhat, rstd, mean=mean)
+        xp.copyto(var, rstd)
+        self._norm_finish(gamma, beta, eps, n, xhat, rstd)
+        return out
 
-    def batch_norm_backward(self, dn, xhat, rstd, gamma):
-        """Gradients of ``batch_norm_forward`` given dJ/dn: dJ/dbeta = sum over the batch of
-        dn, dJ/dgamma = sum of dn xhat, and with g = dn gamma, dJ/dz = rstd (g - mean(g) -
-        xhat mean(g xhat)), the means over the batch (docs/math.md). Returns
-        ``(dz, dgamma, dbeta)``."""
+    def batch_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
+        """Gradients of ``batch_norm_forward`` given dJ/dn: those of the layer norm with the
+        means over the batch (docs/math.md). Returns ``(dz, dgamma, dbeta)``; ``out``: those
+        arrays (``dz`` may be ``dn``); ``scratch``: a (B, d) and two (1, d) arrays."""
         xp = self.xp
-        dbeta = dn.sum(axis=0)
-        dgamma = (dn * xhat).sum(axis=0)
-        g = dn * gamma
-        dz = g - xp.mean(g, axis=0, keepdims=True)
-        dz -= xhat * xp.mean(g * xhat, axis=0, keepdims=True)
-        dz *= rstd
-        return dz, dgamma, dbeta
+        if out is None:
+            out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
+        if scratch is None:
+            scratch = (xp.empty_like(dn), xp.empty_like(rstd), xp.empty_like(rstd))
+        self._norm_backward(0, dn, xhat, rstd, gamma, *out, *scratch)
+        return out
+
+    def batch_norm_running(self, running_mean, running_var, mean, var, momentum, rows,
+                           scratch=None):
+        """Move a batch norm's running statistics towards a batch's, in place, as torch:
+        r = (1 - momentum) r + momentum s, with s the batch's mean, and for the variance its
+        unbiased value var B / (B - 1). ``mean``, ``var``: (1, d); ``scratch``: a (d,) array."""
+        xp = self.xp
+        t = xp.empty_like(running_mean) if scratch is None else scratch
+        for running, stat, scale in ((running_mean, mean, momentum),
+                                     (running_var, var, momentum * rows / (rows - 1))):
+            xp.multiply(running, 1 - momentum, out=running)
+            xp.multiply(stat[0], scale, out=t)
+            xp.add(running, t, out=running)
 
     # -- row-wise reductions --------------------------------------------------------------
 
