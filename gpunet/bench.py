@@ -181,7 +181,8 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, drop
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             if norm:
-                layers.append(torch.nn.LayerNorm(sizes[i + 1]))
+                layers.append(torch.nn.LayerNorm(sizes[i + 1]) if norm == "layer"
+                              else torch.nn.BatchNorm1d(sizes[i + 1]))
             layers.append(torch.nn.ReLU())
             if dropout:
                 layers.append(torch.nn.Dropout(dropout))
@@ -261,8 +262,8 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
     ``tf32``: both libraries may run float32 GEMMs on TF32 tensor cores (GPU only).
     ``torch_graph``: on the GPU, also time PyTorch's step replayed as a CUDA graph.
     ``dropout``: both nets drop each hidden output with this probability (rows without a
-    goal). ``norm``: "layer" puts a layer norm in each hidden layer of both (rows without a
-    goal).
+    goal). ``norm``: "layer" or "batch" puts that norm in each hidden layer of both (rows
+    without a goal).
 
     ConfigError for ``rounds`` or ``steps`` (where given) or ``torch_threads`` (where given)
     below 1, or ``dropout`` outside [0, 1).
@@ -468,8 +469,9 @@ def main(argv=None) -> int:
                    help="on the GPU, skip timing PyTorch's step as a CUDA graph")
     p.add_argument("--dropout", type=_rate, default=0.0, metavar="P",
                    help="both nets drop hidden outputs with probability P (rows without goals)")
-    p.add_argument("--norm", choices=("layer",), default=None,
-                   help="a layer norm in each hidden layer of both nets (rows without goals)")
+    p.add_argument("--norm", choices=("layer", "batch"), default=None,
+                   help="a layer or batch norm in each hidden layer of both nets (rows without "
+                        "goals)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)

@@ -65,9 +65,10 @@ def test_a_layer_norm_run_normalises_in_both_nets(tmp_path):
     (row,) = json.loads(out_json.read_text())["rows"]
     assert (row["path"], row["norm"], row["goal"]) == ("static", "layer", "")
     assert "| static layer norm |" in bench.markdown(json.loads(out_json.read_text()))
-    net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", norm="layer")[1].net
-    assert [type(m).__name__ for m in net] == [
-        "Linear", "LayerNorm", "ReLU", "Linear", "LayerNorm", "ReLU", "Linear"]
+    for norm, module in (("layer", "LayerNorm"), ("batch", "BatchNorm1d")):
+        net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", norm=norm)[1].net
+        assert [type(m).__name__ for m in net] == [
+            "Linear", module, "ReLU", "Linear", module, "ReLU", "Linear"]
 
 
 def test_without_pytorch_a_ratio_goal_cannot_be_told():
