@@ -43,8 +43,8 @@ import sys
 import numpy as np
 
 from .activations import get_activation
-from .layers import BatchNorm
 from .errors import ConfigError, ShapeError
+from .layers import BatchNorm
 from .losses import LOSSES, CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, AdamW
 
