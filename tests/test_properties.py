@@ -542,18 +542,20 @@ def test_load_state_dict_of_another_architecture_raises_shape_error(sizes, data)
        dtype=st.sampled_from(["float32", "float64"]),
        kernels_everywhere=st.booleans(),
        dropout=st.sampled_from([0.0, 0.3]), weighted=st.booleans(),
-       clip=st.sampled_from([None, 0.1]))
+       clip=st.sampled_from([None, 0.1]), norm=st.sampled_from([None, "layer", "batch"]))
 def test_static_steps_equal_eager_steps_for_any_architecture(widths, batch, activation, slope,
                                                              head, optimizer, dtype,
                                                              kernels_everywhere, dropout,
-                                                             weighted, clip):
+                                                             weighted, clip, norm):
     """Whatever the depth, widths, activation and loss, with or without dropout, sample
-    weights and gradient clipping, the static step's buffer plan (layer buffers reused in
-    place, one or two scratch buffers, dJ/dlogits over the logits) gives the eager step's
-    numbers to the bit on the CPU, on NumPy's ops or on the fused kernels."""
+    weights, gradient clipping and a layer or batch norm, the static step's buffer plan (layer
+    buffers reused in place, one or two scratch buffers, dJ/dlogits over the logits) gives the
+    eager step's numbers (and running statistics) to the bit on the CPU, on NumPy's ops or on
+    the fused kernels."""
     from gpunet.backends.numpy_backend import NumpyBackend
     from gpunet.step import StaticStep
 
+    assume(norm != "batch" or batch >= 2)  # (a batch norm refuses a training pass of one row)
     loss_name, output = head
     threshold = 0 if kernels_everywhere else NumpyBackend.kernel_min_size
     with pytest.MonkeyPatch.context() as mp:
@@ -568,7 +570,7 @@ def test_static_steps_equal_eager_steps_for_any_architecture(widths, batch, acti
         runs = []
         for static in (False, True):
             model = gn.MLP(widths, activation=activation, output=output, backend="numpy",
-                           seed=4, dtype=dtype, slope=slope, dropout=dropout)
+                           seed=4, dtype=dtype, slope=slope, dropout=dropout, norm=norm)
             opt = {"sgd": lambda: gn.SGD(model, lr=0.1, clip_norm=clip),
                    "momentum": lambda: gn.SGD(model, lr=0.05, momentum=0.9, nesterov=True,
                                               weight_decay=0.01, clip_norm=clip),
@@ -588,9 +590,11 @@ def test_static_steps_equal_eager_steps_for_any_architecture(widths, batch, acti
     (eager, eager_losses), (static_model, static_losses) = runs
     # NumPy's matmul buffers an output that overlaps its input, cuBLAS does not: so no GEMM of
     # the plan may write dJ/dy of layer i over the dJ/dz of layer i + 1 it is computed from
+    acts = [act for _, _, act in model.blocks()]
     for i in range(len(step.g) - 1):
-        above = step.g[i + 1] if model.layers[2 * i + 3].name == "identity" else step.z[i + 1]
+        above = step.g[i + 1] if acts[i + 1].name == "identity" else step.z[i + 1]
         assert not np.shares_memory(step.g[i], above), i
     np.testing.assert_allclose(static_losses, eager_losses, rtol=1e-6)
-    for k in eager.params:
-        np.testing.assert_array_equal(static_model.params[k], eager.params[k], err_msg=k)
+    for k in eager.state_dict():  # (the parameters, then a batch norm's running statistics)
+        np.testing.assert_array_equal(static_model.state_dict()[k], eager.state_dict()[k],
+                                      err_msg=k)
