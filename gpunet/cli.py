@@ -42,6 +42,16 @@ def _positive_float(text):
     return v
 
 
+def _count(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
 def _seconds(text):
     try:
         v = float(text)
@@ -136,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning-rate schedule per epoch")
     t.add_argument("--step-size", type=_positive_int, default=10, help="step schedule: epochs")
+    t.add_argument("--warmup", type=_count, default=0, metavar="EPOCHS",
+                   help="ramp the learning rate up linearly over the first EPOCHS epochs "
+                        "(epoch e at e / (EPOCHS + 1) of the schedule's rate; default 0)")
     t.add_argument("--gamma", type=float, default=0.1, help="step/plateau schedule: factor")
     t.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32")
@@ -426,7 +439,8 @@ def cmd_train(args, comm=None) -> int:
         batch_size, seed = args.batch_size or 32, args.seed
         patience, save, monitor = args.patience, args.save, args.monitor
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
-                            step_size=args.step_size, gamma=args.gamma, factor=args.gamma)
+                            step_size=args.step_size, gamma=args.gamma, factor=args.gamma,
+                            warmup=args.warmup)
 
     objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
@@ -515,6 +529,7 @@ def _refuse_changes_on_resume(args, resume) -> None:
     saved = {**(resume.extra.get("data") or {}),
              **{k: model.get(k) for k in ("activation", "dropout", "norm", "dtype")},
              "optimizer": opt.get("name"), "seed": training.get("seed"),
+             "warmup": (training.get("schedule") or {}).get("warmup", 0),
              "patience": training.get("patience"), "monitor": training.get("monitor")}
     defaults = vars(build_parser().parse_args(["train"]))
     given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()

@@ -6,6 +6,10 @@
               ``fit`` refuses that resume when min_lr is 0, as those epochs could not train)
     plateau:  lr *= factor after ``patience`` epochs without the monitored loss improving
 
+and, with ``warmup`` W > 0, the first W epochs run at that rate times epoch / (W + 1): a linear
+ramp up to the full rate at epoch W + 1 (``torch.optim.lr_scheduler.LinearLR`` with
+start_factor 1 / (W + 1) and total_iters W, over the schedule's own rate).
+
 ``lr(epoch)`` gives the rate for a 1-based epoch before it runs; ``observe(loss)`` is told the
 epoch's validation loss after it ran (only plateau uses it). State round-trips through
 ``state_dict`` for exact resume.
@@ -22,9 +26,11 @@ SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 class Schedule:
     def __init__(self, name="constant", base_lr=1e-3, epochs=1, step_size=10, gamma=0.1,
-                 min_lr=0.0, factor=0.1, patience=5, threshold=1e-4):
+                 min_lr=0.0, factor=0.1, patience=5, threshold=1e-4, warmup=0):
         if name not in SCHEDULES:
             raise ConfigError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
+        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+            raise ConfigError(f"warmup must be a whole number of epochs >= 0, got {warmup!r}")
         for label, v in (("step size", step_size), ("plateau patience", patience)):
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{label} must be a positive integer, got {v!r}")
@@ -36,12 +42,17 @@ class Schedule:
         self.epochs = int(epochs)
         self.step_size, self.gamma, self.min_lr = step_size, float(gamma), float(min_lr)
         self.factor, self.patience, self.threshold = float(factor), patience, float(threshold)
+        self.warmup = warmup
         # plateau state
         self.current = float(base_lr)
         self.best = math.inf
         self.bad_epochs = 0
 
     def lr(self, epoch: int) -> float:
+        rate = self._rate(epoch)
+        return rate * epoch / (self.warmup + 1) if epoch <= self.warmup else rate
+
+    def _rate(self, epoch: int) -> float:
         if self.name == "step":
             return self.base_lr * self.gamma ** ((epoch - 1) // self.step_size)
         if self.name == "cosine":
@@ -64,11 +75,12 @@ class Schedule:
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
             "name", "base_lr", "epochs", "step_size", "gamma", "min_lr", "factor", "patience",
-            "threshold", "current", "best", "bad_epochs")}
+            "threshold", "current", "best", "bad_epochs", "warmup")}
 
     @classmethod
     def from_state(cls, state: dict) -> "Schedule":
         s = cls(**{k: state[k] for k in ("name", "base_lr", "epochs", "step_size", "gamma",
-                                         "min_lr", "factor", "patience", "threshold")})
+                                         "min_lr", "factor", "patience", "threshold")},
+                warmup=state.get("warmup", 0))
         s.current, s.best, s.bad_epochs = state["current"], state["best"], state["bad_epochs"]
         return s

@@ -132,6 +132,71 @@ def test_plateau_cuts_after_patience_and_round_trips():
     assert t.state_dict() == s.state_dict()
 
 
+def test_warmup_is_torchs_linear_ramp():
+    """warmup W: the rates of torch.optim.lr_scheduler.LinearLR(start_factor 1 / (W + 1),
+    total_iters W), epoch by epoch, then the schedule's own."""
+    torch = pytest.importorskip("torch")
+    for warmup in (1, 3):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+        ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1),
+                                                 end_factor=1.0, total_iters=warmup)
+        want = []
+        for _ in range(6):
+            want.append(opt.param_groups[0]["lr"])
+            opt.step()
+            ramp.step()
+        s = Schedule("constant", base_lr=0.2, warmup=warmup)
+        np.testing.assert_allclose([s.lr(e) for e in range(1, 7)], want, rtol=1e-12)
+
+
+def test_warmup_scales_the_schedule_it_starts_and_round_trips():
+    """Over a step or cosine schedule the ramp multiplies that schedule's own rate (written
+    out here); the state (warmup included) survives JSON; bad warmups are refused."""
+    s = Schedule("cosine", base_lr=1.0, epochs=6, warmup=2)
+    cosine = [(1 + np.cos(np.pi * (e - 1) / 6)) / 2 for e in range(1, 7)]
+    np.testing.assert_allclose([s.lr(e) for e in range(1, 7)],
+                               [cosine[0] / 3, cosine[1] * 2 / 3, *cosine[2:]], rtol=1e-12)
+    s = Schedule("step", base_lr=1.0, step_size=1, gamma=0.5, warmup=1)
+    np.testing.assert_allclose([s.lr(e) for e in range(1, 4)], [0.5, 0.5, 0.25], rtol=1e-12)
+    t = Schedule.from_state(json.loads(json.dumps(s.state_dict())))
+    assert t.state_dict() == s.state_dict() and t.warmup == 1
+    old = {k: v for k, v in s.state_dict().items() if k != "warmup"}  # an older checkpoint
+    assert Schedule.from_state(old).warmup == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(gn.ConfigError, match="warmup must be a whole number"):
+            Schedule("constant", warmup=bad)
+
+
+def test_warmup_from_the_cli_and_the_estimators_and_on_resume(tmp_path, capsys):
+    """--warmup 2 gives the epochs the ramped rates; a run resumed mid-ramp equals the unbroken
+    one (the ramp is in the checkpoint); MLPClassifier(warmup=2) ramps likewise."""
+    from sklearn.datasets import make_classification
+
+    from gpunet.estimators import MLPClassifier
+
+    common = ["--dataset", "wine", "--optimizer", "sgd", "--lr", "0.06", "--warmup", "2",
+              "--backend", "numpy", "--quiet"]
+    a, b, m = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "m.json"
+    assert main(["train", *common, "--epochs", "4", "--save", str(a),
+                 "--metrics-json", str(m)]) == 0
+    lrs = [r["lr"] for r in json.loads(m.read_text())["history"]]
+    np.testing.assert_allclose(lrs, [0.02, 0.04, 0.06, 0.06], rtol=1e-12)
+    assert main(["train", *common, "--epochs", "1", "--save", str(b)]) == 0
+    assert main(["train", "--resume", str(b), "--epochs", "4", "--quiet",
+                 "--backend", "numpy", "--warmup", "2"]) == 0  # (given again: the same)
+    pa, pb = load_checkpoint(a).params, load_checkpoint(b).params
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(b), "--epochs", "5", "--warmup", "3"]) == 1
+    assert "--warmup cannot change them" in capsys.readouterr().err
+    x, y = make_classification(90, 5, n_informative=3, random_state=2)
+    clf = MLPClassifier(hidden=(8,), optimizer="sgd", lr=0.09, warmup=2, epochs=3,
+                        backend="numpy").fit(x, y)
+    np.testing.assert_allclose([r["lr"] for r in clf.history_], [0.03, 0.06, 0.09],
+                               rtol=1e-12)
+
+
 def test_schedule_sets_the_optimizer_rate_each_epoch():
     _, history = _run("numpy", 4, schedule=Schedule("step", base_lr=0.05, step_size=1, gamma=0.5))
     assert [r["lr"] for r in history] == [0.05, 0.025, 0.0125, 0.00625]
