@@ -158,6 +158,7 @@ class _GpunetMLP(BaseEstimator):
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
         warm = self._warm()
+        self.__dict__.pop("_steps", None)  # (partial_fit's step: a fit trains with its own)
         hidden, seed, opt_kw = self._hidden_sizes(), self._seed(), self._optimizer_kwargs()
         fitted = (self.standardizer_, self.target_standardizer_) if warm else None
         data = make_dataset(type(self).__name__, X, y, self._task, seed=seed, test_fraction=0.0,
@@ -178,15 +179,18 @@ class _GpunetMLP(BaseEstimator):
         return self._train(model, data, optimizer, schedule, self.epochs, seed,
                            patience=self.patience, extend=warm)
 
-    def _train(self, model, data, optimizer, schedule, epochs, seed, *, patience, extend):
+    def _train(self, model, data, optimizer, schedule, epochs, seed, *, patience, extend,
+               step_cache=None):
         """``gpunet.fit`` on ``data``; keeps what the fitted estimator holds. ``extend``: the
-        epochs add to the fitted ones (their history goes on, numbered on)."""
+        epochs add to the fitted ones (their history goes on, numbered on); ``step_cache``:
+        fit's (partial_fit's calls share their static step through it)."""
         loss_fn = CrossEntropyLoss() if self._task == "classification" else MSELoss()
         log = (lambda line: print(line, file=sys.stderr)) if self.verbose else None
         history = fit(model, data, loss_fn, optimizer, epochs=epochs,
                       batch_size=self.batch_size, seed=seed, patience=patience,
                       schedule=schedule, progress=bool(self.verbose), log=log,
-                      handle_sigint=False, graph=self.graph, monitor=self.monitor)
+                      handle_sigint=False, graph=self.graph, monitor=self.monitor,
+                      step_cache=step_cache)
         if extend:
             done = self.n_iter_
             rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}
@@ -259,8 +263,10 @@ class _GpunetMLP(BaseEstimator):
                       warmup=self.warmup).lr(done + 1)
         schedule = Schedule("constant", base_lr=lr, epochs=1)
         seed = int(np.random.SeedSequence([seed, done]).generate_state(1)[0])
+        if first:
+            self._steps = {}  # the static step partial_fit's calls share (not saved)
         return self._train(model, data, optimizer, schedule, 1, seed, patience=None,
-                           extend=not first)
+                           extend=not first, step_cache=self.__dict__.setdefault("_steps", {}))
 
     def _outputs(self, X) -> np.ndarray:
         """The model's outputs for X as float64 host values (standardised like the training
@@ -413,6 +419,7 @@ class _GpunetMLP(BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # (object's is the instance's own dict)
+        state.pop("_steps", None)  # device buffers and a graph: rebuilt where it is loaded
         model = state.get("model_")
         if model is not None:
             state["model_"] = {"config": model.config(), "params": model.state_dict()}

@@ -253,7 +253,7 @@ def _check_positive_int(name, v):
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
         resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True,
-        monitor="val_loss") -> History:
+        monitor="val_loss", step_cache=None) -> History:
     """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
@@ -271,6 +271,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
     replay on the GPU, no allocation on the CPU; the same numbers as the eager step) where the
     model, loss and optimizer allow it; False, or distributed training, steps eagerly.
+    ``step_cache``: a dict in which fit keeps that static step, and from which it takes the one
+    an earlier call built for the same optimiser, kind of loss, batch size and weighting (the
+    estimators' ``partial_fit`` passes one, so that its calls share one step: on a GPU, one
+    graph capture instead of one a call).
 
     Sample weights (``data.w_train``, ``w_val``, ``w_test``, from ``make_dataset(...,
     sample_weight=)`` or ``DataSpec(class_weight="balanced")``) weight each row's loss: every
@@ -418,8 +422,17 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
     static = None
     if graph and comm is None and not StaticStep.unsupported(model, loss_fn, optimizer):
-        static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify,
-                            weighted=w_dev is not None)
+        key = (type(loss_fn), loss_fn.reduction, batch_size, classify, w_dev is not None)
+        cached = (step_cache or {}).get("static")
+        if cached is not None and cached[0] == key and cached[1].model is model \
+                and cached[1].optimizer is optimizer:
+            static = cached[1]
+            static.loss_fn = loss_fn  # (of the same kind and reduction: the same step)
+        else:
+            static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify,
+                                weighted=w_dev is not None)
+            if step_cache is not None:
+                step_cache["static"] = (key, static)
 
     def checkpoint(losses=None, correct=None):
         if save is None or (comm is not None and not comm.is_root):

@@ -450,3 +450,23 @@ def test_warm_start_refuses_another_norm():
     est = _estimator(epochs=1, warm_start=True).fit(x, y)
     with pytest.raises(ValueError, match="norm 'layer' \\(fitted: None\\)"):
         est.set_params(norm="layer").fit(x, y)
+
+
+def test_partial_fit_calls_share_one_static_step():
+    """partial_fit's calls step through one StaticStep (fit's step_cache: on a GPU one graph
+    capture, not one a call), to the same weights as eager steps; pickling leaves it out."""
+    x, y = _data()
+    shared = _estimator(batch_size=20)
+    eager = _estimator(batch_size=20, graph=False)
+    steps = []
+    for k in range(3):
+        rows = slice(40 * k, 40 * (k + 1))
+        shared.partial_fit(x[rows], y[rows], classes=[0, 1, 2])
+        eager.partial_fit(x[rows], y[rows], classes=[0, 1, 2])
+        steps.append(shared._steps["static"][1])
+    assert steps[0] is steps[1] is steps[2]
+    for k, v in eager.model_.state_dict().items():
+        np.testing.assert_array_equal(shared.model_.state_dict()[k], v, err_msg=k)
+    assert "_steps" not in pickle.loads(pickle.dumps(shared)).__dict__
+    shared.fit(x, y)  # a fit trains with its own step and lets partial_fit's go
+    assert "_steps" not in shared.__dict__
