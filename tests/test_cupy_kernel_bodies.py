@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from gpunet import dropout
-from gpunet.backends.cupy_backend import DROPOUT_KERNEL, KERNEL_PREAMBLE, OPTIM_KERNELS
+from gpunet.backends.cupy_backend import (DROPOUT_KERNEL, DROPOUT_KEY_KERNEL, KERNEL_PREAMBLE,
+                                          OPTIM_KERNELS)
 
-KERNELS = {**OPTIM_KERNELS, "dropout": DROPOUT_KERNEL}
+KERNELS = {**OPTIM_KERNELS, "dropout": DROPOUT_KERNEL, "dropout_key": DROPOUT_KEY_KERNEL}
 
 CXX = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler to build the kernel "
@@ -221,3 +222,9 @@ def test_dropout_body(kernels, dtype, seed, step, layer, p, row_offset):
     want = dropout.mask(np, (rows, width), p, dropout.stream_key(seed, step, layer),
                         row_offset, dtype)
     np.testing.assert_array_equal(got.reshape(rows, width), want)
+    # the eager kernel: the key folded on the host (gpunet.dropout.key_of), the same mask
+    keyed = np.full(rows * width, np.nan, dtype=dtype)
+    kernels["dropout_key"][dtype](dropout.key_of(dropout.seed_key(seed), step, layer),
+                                  row_offset * width, dropout.threshold(p), 1.0 / (1.0 - p),
+                                  keyed)
+    np.testing.assert_array_equal(keyed.reshape(rows, width), want)

@@ -103,6 +103,12 @@ DROPOUT_KERNEL = (
     "T m",
     "unsigned long long k = gpunet_mix(gpunet_mix(s0 ^ step[0]) ^ layer);"
     " m = (gpunet_mix(k + base + (unsigned long long)i) >> 40) < bound ? (T)scale : (T)0;")
+#: the same mask from a key the host folded (an eager step, whose step count is a host int:
+#: no copy of it to the device per layer)
+DROPOUT_KEY_KERNEL = (
+    "uint64 k, uint64 base, uint64 bound, float64 scale",
+    "T m",
+    "m = (gpunet_mix(k + base + (unsigned long long)i) >> 40) < bound ? (T)scale : (T)0;")
 
 
 class CupyBackend(KernelOps, Backend):
@@ -120,6 +126,7 @@ class CupyBackend(KernelOps, Backend):
         self._blas = {}  # device id -> Cublas, or the reason there is none
         self._optim = None
         self._dropout = None
+        self._dropout_key = None
 
     @property
     def device_name(self) -> str:
@@ -198,14 +205,18 @@ class CupyBackend(KernelOps, Backend):
         from .. import dropout
 
         xp = self.xp
-        if self._dropout is None:
+        base, bound = np.uint64(row_offset * out.shape[1]), np.uint64(dropout.threshold(p))
+        if not isinstance(step, xp.ndarray):  # eager: the key folded here
+            if self._dropout_key is None:
+                self._dropout_key = xp.ElementwiseKernel(
+                    *DROPOUT_KEY_KERNEL, "gpunet_dropout_mask_key", preamble=KERNEL_PREAMBLE)
+            self._dropout_key(np.uint64(dropout.key_of(s0, int(step), layer)), base, bound,
+                              1.0 / (1.0 - p), out)
+            return out
+        if self._dropout is None:  # a static step's counter on the device
             self._dropout = xp.ElementwiseKernel(*DROPOUT_KERNEL, "gpunet_dropout_mask",
                                                  preamble=KERNEL_PREAMBLE)
-        if not isinstance(step, xp.ndarray):
-            step = xp.asarray(np.uint64(step))
-        self._dropout(step, np.uint64(s0), np.uint64(layer),
-                      np.uint64(row_offset * out.shape[1]), np.uint64(dropout.threshold(p)),
-                      1.0 / (1.0 - p), out)
+        self._dropout(step, np.uint64(s0), np.uint64(layer), base, bound, 1.0 / (1.0 - p), out)
         return out
 
     # -- fused optimiser updates ------------------------------------------------------------
