@@ -138,29 +138,31 @@ def softmax_cross_entropy(logits, labels, loss_out, dlogits_out, scale, array_ty
     return dtype, np.dtype(labels.dtype)
 
 
-def layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd, array_type):
-    """z (rows, d) float; gamma, beta (d,), n and xhat like z, rstd (rows, 1), all of z's
-    type and dtype; eps a real number > 0. Returns z's dtype."""
+def layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd, array_type, batch=False):
+    """z (rows, d) float; gamma, beta (d,), n and xhat like z, rstd (rows, 1) (``batch``: a
+    batch norm's (1, d)), all of z's type and dtype; eps a real number > 0. Returns z's
+    dtype."""
     dtype = _matrix(z, "z", array_type)
     rows, d = z.shape
+    stat = (1, d) if batch else (rows, 1)
     for a, what in ((gamma, "gamma"), (beta, "beta")):
         _like(a, what, z, "z", array_type, shape=(d,))
     for a, what in ((n, "n"), (xhat, "xhat")):
         _like(a, what, z, "z", array_type)
-    _like(rstd, "rstd", z, "z", array_type, shape=(rows, 1))
+    _like(rstd, "rstd", z, "z", array_type, shape=stat)
     if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps > 0:
         raise TypeError(f"eps must be a real number > 0, got {eps!r}")
     return dtype
 
 
-def layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, array_type):
-    """dn (rows, d) float; xhat and dz like dn, rstd (rows, 1), gamma, dgamma, dbeta (d,),
-    all of dn's type and dtype. Returns dn's dtype."""
+def layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, array_type, batch=False):
+    """dn (rows, d) float; xhat and dz like dn, rstd (rows, 1) (``batch``: (1, d)), gamma,
+    dgamma, dbeta (d,), all of dn's type and dtype. Returns dn's dtype."""
     dtype = _matrix(dn, "dn", array_type)
     rows, d = dn.shape
     for a, what in ((xhat, "xhat"), (dz, "dz")):
         _like(a, what, dn, "dn", array_type)
-    _like(rstd, "rstd", dn, "dn", array_type, shape=(rows, 1))
+    _like(rstd, "rstd", dn, "dn", array_type, shape=(1, d) if batch else (rows, 1))
     for a, what in ((gamma, "gamma"), (dgamma, "dgamma"), (dbeta, "dbeta")):
         _like(a, what, dn, "dn", array_type, shape=(d,))
     return dtype

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import _checks
 
-__all__ = ["layer_norm_forward", "layer_norm_backward"]
+__all__ = ["layer_norm_forward", "layer_norm_backward", "batch_norm_forward",
+           "batch_norm_backward"]
 
 
 @functools.cache
@@ -105,4 +106,85 @@ def layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
     """
     _checks.layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, np.ndarray)
     _kernels()[1](dn, xhat, rstd, gamma, dz, dgamma, dbeta)
+    return dz, dgamma, dbeta
+
+
+# -- batch norm: the statistics over the batch, per feature ----------------------------------
+# The rows are walked in order and each feature's sums kept in a float64 array: the loop over
+# the features is elementwise, so it vectorises without reassociating anything.
+
+@functools.cache
+def _batch_kernels():
+    from numba import njit
+
+    @njit(cache=False, error_model="numpy")
+    def forward(z, gamma, beta, eps, n, xhat, rstd, mean_out, var_out):
+        rows, d = z.shape
+        s = np.zeros(d)
+        for r in range(rows):  # sums of z - z[0] (exact for a constant feature)
+            for j in range(d):
+                s[j] += np.float64(z[r, j]) - z[0, j]
+        mean = np.empty(d)
+        for j in range(d):
+            mean[j] = z[0, j] + s[j] / rows
+        q = np.zeros(d)
+        for r in range(rows):
+            for j in range(d):
+                c = z[r, j] - mean[j]
+                q[j] += c * c
+        rs = np.empty(d)
+        for j in range(d):
+            var = q[j] / rows
+            rs[j] = 1.0 / np.sqrt(var + eps)
+            mean_out[0, j] = mean[j]
+            var_out[0, j] = var
+            rstd[0, j] = rs[j]
+        for r in range(rows):  # (each element read, then written: n may be z)
+            for j in range(d):
+                xhat[r, j] = (z[r, j] - mean[j]) * rs[j]
+                n[r, j] = xhat[r, j] * gamma[j] + beta[j]
+
+    @njit(cache=False, error_model="numpy")
+    def backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
+        rows, d = dn.shape
+        sb = np.zeros(d)
+        sg = np.zeros(d)
+        for r in range(rows):
+            for j in range(d):
+                v = np.float64(dn[r, j])
+                sb[j] += v
+                sg[j] += v * xhat[r, j]
+        mean_g = np.empty(d, dn.dtype)  # mean over the batch of g = dn gamma: gamma sum(dn) / B
+        mean_gx = np.empty(d, dn.dtype)
+        for j in range(d):
+            dbeta[j] = sb[j]
+            dgamma[j] = sg[j]
+            mean_g[j] = gamma[j] * sb[j] / rows
+            mean_gx[j] = gamma[j] * sg[j] / rows
+        for r in range(rows):  # (each element read, then written: dz may be dn)
+            for j in range(d):
+                dz[r, j] = (dn[r, j] * gamma[j] - mean_g[j] - xhat[r, j] * mean_gx[j]) \
+                    * rstd[0, j]
+
+    return forward, backward
+
+
+def batch_norm_forward(z, gamma, beta, eps, n, xhat, rstd, mean, var):
+    """Write n = gamma xhat + beta, xhat, and rstd, mean and var (1, d) over the batch z
+    (rows >= 1, d); n may be z. Returns (n, xhat, rstd, mean, var)."""
+    _checks.layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd, np.ndarray, batch=True)
+    for a, what in ((mean, "mean"), (var, "var")):
+        _checks._like(a, what, z, "z", np.ndarray, shape=(1, z.shape[1]))
+    if z.shape[0]:
+        _batch_kernels()[0](z, gamma, beta, float(eps), n, xhat, rstd, mean, var)
+    return n, xhat, rstd, mean, var
+
+
+def batch_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
+    """Write dJ/dz (dz may be dn), dJ/dgamma and dJ/dbeta of a batch norm's training pass from
+    dJ/dn. Returns (dz, dgamma, dbeta)."""
+    _checks.layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, np.ndarray,
+                                batch=True)
+    if dn.shape[0]:
+        _batch_kernels()[1](dn, xhat, rstd, gamma, dz, dgamma, dbeta)
     return dz, dgamma, dbeta

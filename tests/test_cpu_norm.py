@@ -163,3 +163,101 @@ def test_static_steps_over_the_threshold_equal_eager_ones(act):
         step(x, y, rows)
     for k in models[0].params:
         np.testing.assert_array_equal(models[0].params[k], models[1].params[k], err_msg=k)
+
+
+# -- batch norm: the statistics over the batch ------------------------------------------------
+
+def _batch_reference(z, gamma, beta, dn, eps):
+    """Batch norm's training pass and its backward in float64, written out (per column)."""
+    z, gamma, beta, dn = (np.asarray(a, dtype=np.float64) for a in (z, gamma, beta, dn))
+    rows = z.shape[0]
+    mean = z.sum(axis=0, keepdims=True) / rows
+    var = ((z - mean) ** 2).sum(axis=0, keepdims=True) / rows
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (z - mean) * rstd
+    g = dn * gamma
+    dz = rstd * (g - g.sum(axis=0, keepdims=True) / rows
+                 - xhat * (g * xhat).sum(axis=0, keepdims=True) / rows)
+    return (xhat * gamma + beta, xhat, rstd, mean, var), \
+        (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, offset", [((7, 5), 0.0), ((257, 300), 0.0),
+                                           ((1031, 130), 1e4)])
+def test_batch_kernels_match_the_formula_on_poisoned_outputs(dtype, shape, offset):
+    """Every output written, within a few ulps of the float64 formula; features at 10^4
+    keep their digits; a constant feature gives beta."""
+    z, gamma, beta, dn = _inputs(shape, dtype, offset)
+    if not offset:
+        z[:, 3] = z[0, 3]  # a constant feature: variance 0, n = beta
+    cond = 1.0 + offset / 2.0 if dtype == np.float64 else 1.0
+    fwd_ref, bwd_ref = _batch_reference(z, gamma, beta, dn, 1e-5)
+    stat = (1, shape[1])
+    fwd = (np.full_like(z, np.nan), np.full_like(z, np.nan),
+           *(np.full(stat, np.nan, dtype) for _ in range(3)))
+    cpu_norm.batch_norm_forward(z, gamma, beta, 1e-5, *fwd)
+    for got, want, what in zip(fwd, fwd_ref, ("n", "xhat", "rstd", "mean", "var")):
+        _assert_close(got, want, dtype, what, cond)
+    if not offset:
+        np.testing.assert_array_equal(fwd[0][:, 3], np.full(shape[0], beta[3]))
+    bwd = (np.full_like(z, np.nan), np.full_like(gamma, np.nan), np.full_like(gamma, np.nan))
+    cpu_norm.batch_norm_backward(dn, fwd[1], fwd[2], gamma, *bwd)
+    for got, want, what in zip(bwd, bwd_ref, ("dz", "dgamma", "dbeta")):
+        _assert_close(got, want, dtype, what, cond)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_kernels_run_in_place(dtype):
+    z, gamma, beta, dn = _inputs((300, 230), dtype, seed=5)
+    stat = (1, 230)
+    apart = (np.empty_like(z), np.empty_like(z), *(np.empty(stat, dtype) for _ in range(3)))
+    cpu_norm.batch_norm_forward(z, gamma, beta, 1e-5, *apart)
+    over = z.copy()
+    rest = (np.empty_like(z), *(np.empty(stat, dtype) for _ in range(3)))
+    cpu_norm.batch_norm_forward(over, gamma, beta, 1e-5, over, *rest)
+    np.testing.assert_array_equal(over, apart[0])
+    sep = (np.empty_like(z), np.empty_like(gamma), np.empty_like(gamma))
+    cpu_norm.batch_norm_backward(dn, apart[1], apart[2], gamma, *sep)
+    d = dn.copy()
+    dg, db = np.empty_like(gamma), np.empty_like(gamma)
+    cpu_norm.batch_norm_backward(d, apart[1], apart[2], gamma, d, dg, db)
+    for got, want in zip((d, dg, db), sep):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_backend_takes_the_batch_kernels_from_the_threshold_up(monkeypatch):
+    calls = []
+    for name in ("batch_norm_forward", "batch_norm_backward"):
+        inner = getattr(cpu_norm, name)
+        monkeypatch.setattr(cpu_norm, name,
+                            lambda *a, _f=inner, _n=name: calls.append(_n) or _f(*a))
+    b = gn.get_backend("numpy")
+    for shape, taken in (((256, 256), True), ((255, 256), False)):
+        calls.clear()
+        z, gamma, beta, dn = _inputs(shape, np.float64, seed=6)
+        fwd = b.batch_norm_forward(z, gamma, beta, 1e-5)
+        bwd = b.batch_norm_backward(dn, fwd[1], fwd[2], gamma)
+        assert calls == (["batch_norm_forward", "batch_norm_backward"] if taken else [])
+        fwd_ref, bwd_ref = _batch_reference(z, gamma, beta, dn, 1e-5)
+        for got, want in zip((*fwd, *bwd), (*fwd_ref, *bwd_ref)):
+            _assert_close(got, want, np.float64, "batch norm")
+
+
+def test_batch_norm_static_steps_over_the_threshold_equal_eager_ones():
+    """Batch-norm layers of 96 x 1100 (over 2^16 elements) through the kernels, eager and
+    static: the same weights and running statistics, to the bit."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 20)).astype(np.float32)
+    y = rng.integers(0, 6, 300)
+    models = [gn.MLP([20, 1100, 700, 6], norm="batch", backend="numpy", seed=2)
+              for _ in range(2)]
+    opts = [gn.Adam(m, lr=1e-2) for m in models]
+    loss = gn.CrossEntropyLoss()
+    step = StaticStep(models[1], loss, opts[1], 96)
+    for _ in range(3):
+        rows = rng.permutation(300)[:96]
+        models[0].train_step(x[rows], y[rows], loss, opts[0])
+        step(x, y, rows)
+    for k, v in models[0].state_dict().items():
+        np.testing.assert_array_equal(models[1].state_dict()[k], v, err_msg=k)
