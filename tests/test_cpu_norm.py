@@ -16,18 +16,22 @@ cpu_norm = pytest.importorskip("gpunet.kernels.cpu_norm")
 TOL = {np.float32: 2e-6, np.float64: 2e-13}
 
 
-def _reference(z, gamma, beta, dn, eps):
-    """The forward and backward pass in float64, written out."""
+def _reference(z, gamma, beta, dn, eps, axis=1):
+    """The forward and backward pass in float64, written out: a layer norm (statistics over
+    each row, ``axis`` 1) or a batch norm's training pass (over the batch, ``axis`` 0).
+    Returns ((n, xhat, rstd[, mean, var]), (dz, dgamma, dbeta))."""
     z, gamma, beta, dn = (np.asarray(a, dtype=np.float64) for a in (z, gamma, beta, dn))
-    d = z.shape[1]
-    mean = z.sum(axis=1, keepdims=True) / d
-    var = ((z - mean) ** 2).sum(axis=1, keepdims=True) / d
+    d = z.shape[axis]
+    mean = z.sum(axis=axis, keepdims=True) / d
+    var = ((z - mean) ** 2).sum(axis=axis, keepdims=True) / d
     rstd = 1 / np.sqrt(var + eps)
     xhat = (z - mean) * rstd
     g = dn * gamma
-    dz = rstd * (g - g.sum(axis=1, keepdims=True) / d
-                 - xhat * (g * xhat).sum(axis=1, keepdims=True) / d)
-    return (xhat * gamma + beta, xhat, rstd), (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
+    dz = rstd * (g - g.sum(axis=axis, keepdims=True) / d
+                 - xhat * (g * xhat).sum(axis=axis, keepdims=True) / d)
+    stats = (mean, var) if axis == 0 else ()
+    return (xhat * gamma + beta, xhat, rstd, *stats), \
+        (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
 
 
 def _inputs(shape, dtype, offset=0.0, seed=0, constant_row=False):
@@ -167,21 +171,6 @@ def test_static_steps_over_the_threshold_equal_eager_ones(act):
 
 # -- batch norm: the statistics over the batch ------------------------------------------------
 
-def _batch_reference(z, gamma, beta, dn, eps):
-    """Batch norm's training pass and its backward in float64, written out (per column)."""
-    z, gamma, beta, dn = (np.asarray(a, dtype=np.float64) for a in (z, gamma, beta, dn))
-    rows = z.shape[0]
-    mean = z.sum(axis=0, keepdims=True) / rows
-    var = ((z - mean) ** 2).sum(axis=0, keepdims=True) / rows
-    rstd = 1 / np.sqrt(var + eps)
-    xhat = (z - mean) * rstd
-    g = dn * gamma
-    dz = rstd * (g - g.sum(axis=0, keepdims=True) / rows
-                 - xhat * (g * xhat).sum(axis=0, keepdims=True) / rows)
-    return (xhat * gamma + beta, xhat, rstd, mean, var), \
-        (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, offset", [((7, 5), 0.0), ((257, 300), 0.0),
                                            ((1031, 130), 1e4)])
@@ -192,7 +181,7 @@ def test_batch_kernels_match_the_formula_on_poisoned_outputs(dtype, shape, offse
     if not offset:
         z[:, 3] = z[0, 3]  # a constant feature: variance 0, n = beta
     cond = 1.0 + offset / 2.0 if dtype == np.float64 else 1.0
-    fwd_ref, bwd_ref = _batch_reference(z, gamma, beta, dn, 1e-5)
+    fwd_ref, bwd_ref = _reference(z, gamma, beta, dn, 1e-5, axis=0)
     stat = (1, shape[1])
     fwd = (np.full_like(z, np.nan), np.full_like(z, np.nan),
            *(np.full(stat, np.nan, dtype) for _ in range(3)))
@@ -239,7 +228,7 @@ def test_the_backend_takes_the_batch_kernels_from_the_threshold_up(monkeypatch):
         fwd = b.batch_norm_forward(z, gamma, beta, 1e-5)
         bwd = b.batch_norm_backward(dn, fwd[1], fwd[2], gamma)
         assert calls == (["batch_norm_forward", "batch_norm_backward"] if taken else [])
-        fwd_ref, bwd_ref = _batch_reference(z, gamma, beta, dn, 1e-5)
+        fwd_ref, bwd_ref = _reference(z, gamma, beta, dn, 1e-5, axis=0)
         for got, want in zip((*fwd, *bwd), (*fwd_ref, *bwd_ref)):
             _assert_close(got, want, np.float64, "batch norm")
 

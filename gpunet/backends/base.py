@@ -155,6 +155,16 @@ class Backend:
         xp.subtract(dz, t, out=dz)
         xp.multiply(dz, rstd, out=dz)
 
+    def _norm_backward_into(self, axis, dn, xhat, rstd, gamma, out, scratch):
+        """``_norm_backward`` into ``out`` and ``scratch``, made where not given."""
+        xp = self.xp
+        if out is None:
+            out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
+        if scratch is None:
+            scratch = (xp.empty_like(dn), xp.empty_like(rstd), xp.empty_like(rstd))
+        self._norm_backward(axis, dn, xhat, rstd, gamma, *out, *scratch)
+        return out
+
     def layer_norm_forward(self, z, gamma, beta, eps, out=None):
         """n = gamma xhat + beta, xhat = (z - mean(z)) rstd, rstd = 1 / sqrt(var(z) + eps),
         mean and (biased) variance over each row's features, as ``torch.nn.LayerNorm``.
@@ -179,13 +189,7 @@ class Backend:
         (docs/math.md derives it). Returns ``(dz, dgamma, dbeta)``; ``out``: those arrays to
         write (``dz`` may be ``dn``); ``scratch``: a (B, width) and two (B, 1) arrays.
         """
-        xp = self.xp
-        if out is None:
-            out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
-        if scratch is None:
-            scratch = (xp.empty_like(dn), xp.empty_like(rstd), xp.empty_like(rstd))
-        self._norm_backward(1, dn, xhat, rstd, gamma, *out, *scratch)
-        return out
+        return self._norm_backward_into(1, dn, xhat, rstd, gamma, out, scratch)
 
     def batch_norm_forward(self, z, gamma, beta, eps, out=None):
         """n = gamma xhat + beta, xhat = (z - mean) rstd over each column (feature) of the
@@ -207,13 +211,7 @@ class Backend:
         """Gradients of ``batch_norm_forward`` given dJ/dn: those of the layer norm with the
         means over the batch (docs/math.md). Returns ``(dz, dgamma, dbeta)``; ``out``: those
         arrays (``dz`` may be ``dn``); ``scratch``: a (B, d) and two (1, d) arrays."""
-        xp = self.xp
-        if out is None:
-            out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
-        if scratch is None:
-            scratch = (xp.empty_like(dn), xp.empty_like(rstd), xp.empty_like(rstd))
-        self._norm_backward(0, dn, xhat, rstd, gamma, *out, *scratch)
-        return out
+        return self._norm_backward_into(0, dn, xhat, rstd, gamma, out, scratch)
 
     def batch_norm_running(self, running_mean, running_var, mean, var, momentum, rows,
                            scratch=None):
