@@ -69,15 +69,11 @@ class Activation:
         self.z = self.y = None
 
 
-class LayerNorm:
-    """n = gamma xhat + beta with xhat = (z - mean(z)) / sqrt(var(z) + eps) over each row's
-    features, as ``torch.nn.LayerNorm(width, eps)``; gamma and beta are ``gamma{i}`` and
-    ``beta{i}`` of hidden layer i, between its Linear and its activation.
+class _Norm:
+    """What the norms share: ``gamma{i}`` and ``beta{i}`` of hidden layer i, the xhat and rstd
+    a training pass keeps for backward, and the backward op (``backward_op``)."""
 
-    Backward (docs/math.md): dJ/dgamma = sum over rows of dJ/dn xhat, dJ/dbeta = sum over
-    rows of dJ/dn, dJ/dz = rstd (g - mean(g) - xhat mean(g xhat)) with g = dJ/dn gamma and
-    rstd = 1 / sqrt(var(z) + eps).
-    """
+    backward_op = ""
 
     def __init__(self, index: int, width: int, eps: float):
         self.index = index
@@ -86,6 +82,27 @@ class LayerNorm:
         self.weight = f"gamma{index}"
         self.bias = f"beta{index}"
         self.xhat = self.rstd = None
+
+    def backward(self, backend, params, grads, dn, need_dx=True):
+        dz, grads[self.weight], grads[self.bias] = getattr(backend, self.backward_op)(
+            dn, self.xhat, self.rstd, params[self.weight])
+        return dz
+
+    def clear(self):
+        self.xhat = self.rstd = None
+
+
+class LayerNorm(_Norm):
+    """n = gamma xhat + beta with xhat = (z - mean(z)) / sqrt(var(z) + eps) over each row's
+    features, as ``torch.nn.LayerNorm(width, eps)``, between hidden layer i's Linear and its
+    activation.
+
+    Backward (docs/math.md): dJ/dgamma = sum over rows of dJ/dn xhat, dJ/dbeta = sum over
+    rows of dJ/dn, dJ/dz = rstd (g - mean(g) - xhat mean(g xhat)) with g = dJ/dn gamma and
+    rstd = 1 / sqrt(var(z) + eps).
+    """
+
+    backward_op = "layer_norm_backward"
 
     def __repr__(self):
         return f"LayerNorm{self.index}({self.width}, eps={self.eps:g})"
@@ -97,16 +114,8 @@ class LayerNorm:
             self.xhat, self.rstd = xhat, rstd
         return n
 
-    def backward(self, backend, params, grads, dn, need_dx=True):
-        dz, grads[self.weight], grads[self.bias] = backend.layer_norm_backward(
-            dn, self.xhat, self.rstd, params[self.weight])
-        return dz
 
-    def clear(self):
-        self.xhat = self.rstd = None
-
-
-class BatchNorm:
+class BatchNorm(_Norm):
     """``torch.nn.BatchNorm1d(width, eps, momentum)`` between hidden layer i's Linear and its
     activation: parameters ``gamma{i}``, ``beta{i}``; buffers ``running_mean{i}`` and
     ``running_var{i}`` in the model's ``buffers`` dict.
@@ -118,17 +127,14 @@ class BatchNorm:
     layer norm with the means taken over the batch instead of the features.
     """
 
+    backward_op = "batch_norm_backward"
+
     def __init__(self, index: int, width: int, eps: float, momentum: float, buffers: dict):
-        self.index = index
-        self.width = width
-        self.eps = eps
+        super().__init__(index, width, eps)
         self.momentum = momentum
-        self.weight = f"gamma{index}"
-        self.bias = f"beta{index}"
         self.running_mean = f"running_mean{index}"
         self.running_var = f"running_var{index}"
         self.buffers = buffers  # the model's: arrays replaced there are seen here
-        self.xhat = self.rstd = None
 
     def __repr__(self):
         return f"BatchNorm{self.index}({self.width}, eps={self.eps:g}, momentum={self.momentum:g})"
@@ -137,7 +143,7 @@ class BatchNorm:
         gamma, beta = params[self.weight], params[self.bias]
         rm, rv = self.buffers[self.running_mean], self.buffers[self.running_var]
         if not cache:
-            return (z - rm) / backend.xp.sqrt(rv + self.eps) * gamma + beta
+            return backend.batch_norm_eval(z, gamma, beta, rm, rv, self.eps)
         rows = z.shape[0]
         if rows < 2:
             from .errors import ShapeError
@@ -148,12 +154,3 @@ class BatchNorm:
         backend.batch_norm_running(rm, rv, mean, var, self.momentum, rows)
         self.xhat, self.rstd = xhat, rstd
         return n
-
-    def backward(self, backend, params, grads, dn, need_dx=True):
-        dz, grads[self.weight], grads[self.bias] = backend.batch_norm_backward(
-            dn, self.xhat, self.rstd, params[self.weight])
-        return dz
-
-    def clear(self):
-        self.xhat = self.rstd = None
-

@@ -283,11 +283,10 @@ class StaticStep:
                 t, mean_g, mean_gx = self.norm_scratch
                 if isinstance(norm, BatchNorm):
                     mean_g, mean_gx = self.bn[i][2:4]
-                backward = backend.batch_norm_backward if isinstance(norm, BatchNorm) \
-                    else backend.layer_norm_backward
-                backward(dz, self.xhat[i], self.rstd[i], params[norm.weight],
-                         out=(dz, self.grads[norm.weight], self.grads[norm.bias]),
-                         scratch=(t[:dz.size].reshape(dz.shape), mean_g, mean_gx))
+                getattr(backend, norm.backward_op)(
+                    dz, self.xhat[i], self.rstd[i], params[norm.weight],
+                    out=(dz, self.grads[norm.weight], self.grads[norm.bias]),
+                    scratch=(t[:dz.size].reshape(dz.shape), mean_g, mean_gx))
             h_in = (self.d[i - 1] if self.drop else self.a[i - 1]) if i else self.x
             backend.matmul(dz, h_in, self.grads[lin.weight], trans_a=True)  # dW = dz^T h
             dz.sum(axis=0, out=self.grads[lin.bias])

@@ -106,39 +106,29 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     return out
 
 
-def r2_from_sums(sse, y, weight=None) -> float:
-    """R^2 as scikit-learn's ``r2_score(y, y_hat, sample_weight=weight)`` gives it, from the
-    columns' sums of squared errors ``sse`` (what ranks add up) and all the targets ``y``.
+def r2_from_sums(sse, y) -> float:
+    """R^2 as scikit-learn's ``r2_score(y, y_hat)`` gives it, from the columns' sums of
+    squared errors ``sse`` (what ranks add up) and all the targets ``y``.
 
-    For each target column j, with w_i = 1 without ``weight``,
-
-        sse_j = sum_i w_i (y_hat_ij - y_ij)^2,  sst_j = sum_i w_i (y_ij - ybar_j)^2,
-        R^2_j = 1 - sse_j / sst_j,
-
-    ybar_j the column's own (weighted) mean; the result is the plain mean of the R^2_j
-    (multioutput="uniform_average": each column counts the same, whatever its scale). A
-    constant column (sst_j = 0) scores 1 where its predictions are exact (sse_j = 0), else 0
-    (``force_finite=True``). NaN for fewer than two rows, or weights that sum to 0.
+    For each target column j, sse_j = sum_i (y_hat_ij - y_ij)^2, sst_j = sum_i (y_ij - ybar_j)^2
+    about the column's own mean, and R^2_j = 1 - sse_j / sst_j; the result is the plain mean of
+    the R^2_j (multioutput="uniform_average": each column counts the same, whatever its
+    scale). A constant column (sst_j = 0) scores 1 where its predictions are exact (sse_j = 0),
+    else 0 (``force_finite=True``). NaN for fewer than two rows.
 
     Args:
         sse: (columns,) the sums sse_j.
         y: (rows, columns) host float64 targets.
-        weight: (rows,) host float64 sample weights, or None.
     """
     y = y.reshape(len(y), -1)
-    if len(y) < 2 or (weight is not None and not weight.sum() > 0):
+    if len(y) < 2:
         return float("nan")
-    sst = _column_sums((y - np.average(y, axis=0, weights=weight)) ** 2, weight)
+    sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
     scores = np.ones(len(sst))
     valid = (sst != 0) & (sse != 0)
     scores[valid] = 1 - sse[valid] / sst[valid]
     scores[(sst == 0) & (sse != 0)] = 0.0
     return float(scores.mean())
-
-
-def _column_sums(a, weight):
-    """sum_i w_i a_ij per column j of ``a`` (rows, columns); w_i = 1 where ``weight`` is None."""
-    return a.sum(axis=0) if weight is None else (weight[:, None] * a).sum(axis=0)
 
 
 def _in_units(y_hat, y, target):

@@ -213,6 +213,11 @@ class Backend:
         arrays (``dz`` may be ``dn``); ``scratch``: a (B, d) and two (1, d) arrays."""
         return self._norm_backward_into(0, dn, xhat, rstd, gamma, out, scratch)
 
+    def batch_norm_eval(self, z, gamma, beta, running_mean, running_var, eps):
+        """A batch norm outside training (torch's eval mode): gamma (z - running_mean) /
+        sqrt(running_var + eps) + beta, a fixed affine map of each feature."""
+        return (z - running_mean) / self.xp.sqrt(running_var + eps) * gamma + beta
+
     def batch_norm_running(self, running_mean, running_var, mean, var, momentum, rows,
                            scratch=None):
         """Move a batch norm's running statistics towards a batch's, in place, as torch:

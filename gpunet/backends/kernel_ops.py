@@ -185,33 +185,35 @@ class KernelOps:
                 return got
         return super().softmax_cross_entropy(logits, labels, scale, out)
 
-    # -- layer norm ---------------------------------------------------------------------
+    # -- normalisation ------------------------------------------------------------------
+
+    def _fused_norm(self, op, first, args, out, make_out, module=None):
+        """Kernel ``op`` (of the kernel module, or of ``gpunet.kernels.<module>``) on ``args``
+        then ``out`` (``make_out()`` where None), where ``first`` (rows, d) fits a kernel;
+        None where it does not, or the kernel refuses the layout (the caller then takes the
+        array-module ops)."""
+        if first.ndim != 2 or not len(first) or not self._fit(first):
+            return None
+        module = self.kernels if module is None else self._module(module)
+        if module is None:
+            return None
+        try:
+            return self._run(op, *args, *(make_out() if out is None else out), module=module)
+        except (TypeError, ValueError):
+            return None
 
     def layer_norm_forward(self, z, gamma, beta, eps, out=None):
-        if z.ndim == 2 and z.shape[0] and self._fit(z):
-            xp = self.xp
-            if out is None:
-                out = (xp.empty_like(z), xp.empty_like(z), xp.empty((len(z), 1), z.dtype))
-            try:
-                got = self._run("layer_norm_forward", z, gamma, beta, eps, *out)
-            except (TypeError, ValueError):  # a layout or dtype the kernel does not take
-                got = None
-            if got is not None:
-                return got
-        return super().layer_norm_forward(z, gamma, beta, eps, out)
+        xp = self.xp
+        got = self._fused_norm("layer_norm_forward", z, (z, gamma, beta, eps), out, lambda: (
+            xp.empty_like(z), xp.empty_like(z), xp.empty((len(z), 1), z.dtype)))
+        return super().layer_norm_forward(z, gamma, beta, eps, out) if got is None else got
 
     def layer_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
-        if dn.ndim == 2 and dn.shape[0] and self._fit(dn):
-            xp = self.xp
-            if out is None:
-                out = (xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma))
-            try:
-                got = self._run("layer_norm_backward", dn, xhat, rstd, gamma, *out)
-            except (TypeError, ValueError):
-                got = None
-            if got is not None:
-                return got
-        return super().layer_norm_backward(dn, xhat, rstd, gamma, out, scratch)
+        xp = self.xp
+        got = self._fused_norm("layer_norm_backward", dn, (dn, xhat, rstd, gamma), out, lambda: (
+            xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma)))
+        return super().layer_norm_backward(dn, xhat, rstd, gamma, out, scratch) if got is None \
+            else got
 
     # -- optimiser updates --------------------------------------------------------------
 

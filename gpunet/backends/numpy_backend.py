@@ -56,33 +56,17 @@ class NumpyBackend(KernelOps, Backend):
         return super().dropout_mask(out, p, s0, step, layer, row_offset)
 
     def batch_norm_forward(self, z, gamma, beta, eps, out=None):
-        if z.ndim == 2 and len(z) and self._fit(z) \
-                and (module := self._module("cpu_norm")) is not None:
-            if out is None:
-                stat = (1, z.shape[1])
-                out = (np.empty_like(z), np.empty_like(z), *(np.empty(stat, z.dtype)
-                                                            for _ in range(3)))
-            try:  # two passes for the statistics, one to write (kernels/cpu_norm.py)
-                got = self._run("batch_norm_forward", z, gamma, beta, eps, *out, module=module)
-            except (TypeError, ValueError):
-                got = None
-            if got is not None:
-                return got
-        return super().batch_norm_forward(z, gamma, beta, eps, out)
+        stat = (1, z.shape[-1])  # two passes for the statistics, one to write (cpu_norm)
+        got = self._fused_norm("batch_norm_forward", z, (z, gamma, beta, eps), out, lambda: (
+            np.empty_like(z), np.empty_like(z), *(np.empty(stat, z.dtype) for _ in range(3))),
+            module="cpu_norm")
+        return super().batch_norm_forward(z, gamma, beta, eps, out) if got is None else got
 
     def batch_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
-        if dn.ndim == 2 and len(dn) and self._fit(dn) \
-                and (module := self._module("cpu_norm")) is not None:
-            if out is None:
-                out = (np.empty_like(dn), np.empty_like(gamma), np.empty_like(gamma))
-            try:
-                got = self._run("batch_norm_backward", dn, xhat, rstd, gamma, *out,
-                                module=module)
-            except (TypeError, ValueError):
-                got = None
-            if got is not None:
-                return got
-        return super().batch_norm_backward(dn, xhat, rstd, gamma, out, scratch)
+        got = self._fused_norm("batch_norm_backward", dn, (dn, xhat, rstd, gamma), out, lambda: (
+            np.empty_like(dn), np.empty_like(gamma), np.empty_like(gamma)), module="cpu_norm")
+        return super().batch_norm_backward(dn, xhat, rstd, gamma, out, scratch) if got is None \
+            else got
 
     def sum_of_squares(self, a):
         flat = a.reshape(-1)  # a view of a contiguous array: BLAS's dot, no temporary
