@@ -12,7 +12,8 @@ m_r rows, the mean gradient of the whole batch is
 so each rank scales its gradient by m_r / m and one SUM all-reduce gives every rank the
 single-process gradient, to float rounding; every rank then applies the same optimizer step.
 The parameters travel as ONE flat buffer, with the step's loss, correct count and a Ctrl-C
-flag in its last three slots, so a step is exactly one collective.
+flag in its last three slots, so a step is exactly one collective (plus three small ones per
+batch norm, which is synced over the ranks: ``batch_norm_allreduce``, docs/math.md).
 
 Transports: MPI (mpi4py) carries everything on the numpy backend. On the cupy backend the
 gradient buffer goes through NCCL (``cupy.cuda.nccl``, its unique id broadcast over MPI) when
@@ -224,7 +225,7 @@ class Communicator:
             self._nccl.bcast(buf.data.ptr, buf.size, self._nccl_type(buf), 0, stream.ptr)
             self._wait_stream(stream, "the parameter broadcast")
         else:
-            host = model.backend.to_host(buf) if self._staged(model) else buf
+            host = model.backend.to_host(buf) if self._staged(model.backend) else buf
             self._wait(self.comm.Ibcast(host, root=0), "the parameter broadcast")
             if host is not buf:
                 buf[...] = model.backend.asarray(host)
@@ -255,12 +256,23 @@ class Communicator:
             off += p.size
         for i, value in enumerate(extras):
             buf[n + i] = value
-        self._allreduce_buffer(model, buf)
+        self._allreduce_buffer(model.backend, buf)
         off = 0
         for key, p in model.params.items():
             model.grads[key] = buf[off:off + p.size].reshape(p.shape)
             off += p.size
         return buf[n:].copy()
+
+    def batch_norm_allreduce(self, backend):
+        """The ``allreduce`` of ``MLP.synced_batch_norm`` for ``backend``: sums a float64 array
+        of the backend over the ranks, in place (through NCCL or MPI, as the gradients)."""
+        self.prepare(backend)
+
+        def allreduce(a):
+            self._allreduce_buffer(backend, a, "a batch norm all-reduce")
+            return a
+
+        return allreduce
 
     def allreduce(self, values, op: str = "sum") -> np.ndarray:
         """Reduce a small host array (metrics, counts) over the ranks: "sum", "min" or "max"."""
@@ -317,24 +329,24 @@ class Communicator:
             buf[off:off + p.size] = p.reshape(-1)
             off += p.size
 
-    def _staged(self, model) -> bool:
+    def _staged(self, backend) -> bool:
         """Whether MPI must go through host memory (cupy arrays, an MPI without CUDA)."""
-        return model.backend.name != "numpy"
+        return backend.name != "numpy"
 
-    def _allreduce_buffer(self, model, buf):
+    def _allreduce_buffer(self, backend, buf, what="the gradient all-reduce"):
+        """Sum ``buf`` (a float array of ``backend``) over the ranks, in place."""
         if self.transport == "nccl":
             from cupy.cuda import nccl
 
-            stream = model.backend.xp.cuda.get_current_stream()
+            stream = backend.xp.cuda.get_current_stream()
             self._nccl.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._nccl_type(buf),
                                  nccl.NCCL_SUM, stream.ptr)
-            self._wait_stream(stream, "the gradient all-reduce")
+            self._wait_stream(stream, what)
             return
-        host = model.backend.to_host(buf) if self._staged(model) else buf
-        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM),
-                   "the gradient all-reduce")
+        host = backend.to_host(buf) if self._staged(backend) else buf
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM), what)
         if host is not buf:
-            buf[...] = model.backend.asarray(host)
+            buf[...] = backend.asarray(host)
 
     @staticmethod
     def _nccl_type(buf):

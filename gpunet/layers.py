@@ -125,6 +125,10 @@ class BatchNorm(_Norm):
     as torch does): r = (1 - momentum) r + momentum stat. Any other pass (``predict``)
     normalises with the running statistics. Backward (training pass, docs/math.md): that of the
     layer norm with the means taken over the batch instead of the features.
+
+    With ``sync`` set (data-parallel training, ``MLP.synced_batch_norm``) it is
+    ``torch.nn.SyncBatchNorm``: the statistics and the backward pass's means are over the rows
+    of every rank, so the ranks together normalise the batch as one process would.
     """
 
     backward_op = "batch_norm_backward"
@@ -135,6 +139,9 @@ class BatchNorm(_Norm):
         self.running_mean = f"running_mean{index}"
         self.running_var = f"running_var{index}"
         self.buffers = buffers  # the model's: arrays replaced there are seen here
+        #: None, or the all-reduce of a synced batch norm (``MLP.synced_batch_norm``)
+        self.sync = None
+        self.rows = 0
 
     def __repr__(self):
         return f"BatchNorm{self.index}({self.width}, eps={self.eps:g}, momentum={self.momentum:g})"
@@ -144,13 +151,28 @@ class BatchNorm(_Norm):
         rm, rv = self.buffers[self.running_mean], self.buffers[self.running_var]
         if not cache:
             return backend.batch_norm_eval(z, gamma, beta, rm, rv, self.eps)
-        rows = z.shape[0]
+        if self.sync is None:
+            rows = z.shape[0]
+            self._check_rows(rows)
+            n, xhat, rstd, mean, var = backend.batch_norm_forward(z, gamma, beta, self.eps)
+        else:
+            n, xhat, rstd, mean, var, rows = backend.batch_norm_forward_synced(
+                z, gamma, beta, self.eps, self.sync)
+            self._check_rows(rows)
+        backend.batch_norm_running(rm, rv, mean, var, self.momentum, rows)
+        self.xhat, self.rstd, self.rows = xhat, rstd, rows
+        return n
+
+    def backward(self, backend, params, grads, dn, need_dx=True):
+        if self.sync is None:
+            return super().backward(backend, params, grads, dn, need_dx)
+        dz, grads[self.weight], grads[self.bias] = backend.batch_norm_backward_synced(
+            dn, self.xhat, self.rstd, params[self.weight], self.rows, self.sync)
+        return dz
+
+    def _check_rows(self, rows):
         if rows < 2:
             from .errors import ShapeError
 
             raise ShapeError(f"batch norm (layer {self.index}) needs at least 2 rows in a "
                              f"training pass, got {rows} (as torch.nn.BatchNorm1d)")
-        n, xhat, rstd, mean, var = backend.batch_norm_forward(z, gamma, beta, self.eps)
-        backend.batch_norm_running(rm, rv, mean, var, self.momentum, rows)
-        self.xhat, self.rstd = xhat, rstd
-        return n

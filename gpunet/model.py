@@ -10,6 +10,8 @@ puts a batch norm there, whose running statistics are buffers (``running_mean1``
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .activations import ACTIVATIONS, DEFAULT_SLOPE, HIDDEN_ACTIVATIONS
@@ -287,6 +289,24 @@ class MLP:
 
     def zero_grad(self) -> None:
         self.grads = {k: None for k in self.params}
+
+    @contextlib.contextmanager
+    def synced_batch_norm(self, allreduce):
+        """Within this block the batch norms' training passes are ``torch.nn.SyncBatchNorm``'s:
+        ``allreduce(a)`` sums a float64 array over the ranks in place, and each batch norm
+        takes its statistics, and its backward pass's means, over the rows of every rank
+        (gpunet.train.fit sets it for data-parallel training). Every rank must then run each
+        training forward and backward, a rank without rows on an empty batch, and give
+        ``backward`` dJ/dy_hat in the units of the whole batch's loss (its own scaled by its
+        share), so that the sums over ranks are that loss's."""
+        norms = [layer for layer in self.layers if isinstance(layer, BatchNorm)]
+        for layer in norms:
+            layer.sync = allreduce
+        try:
+            yield self
+        finally:
+            for layer in norms:
+                layer.sync = None
 
     def clear_cache(self) -> None:
         for layer in self.layers:

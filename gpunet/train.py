@@ -276,6 +276,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
     ``batch_size`` rows, one all-reduce per step sums the weighted gradients (with the step's
     loss and correct count), so every rank takes the single-process step to float rounding.
+    A batch norm is synced over the ranks (``torch.nn.SyncBatchNorm``: two small all-reduces
+    per norm in the forward pass, one in the backward), so it too normalises the whole batch.
     Metrics are reduced across ranks; only rank 0 logs, shows progress and writes ``save``;
     resume needs the same number of ranks. An exception on one rank aborts the job.
     """
@@ -333,11 +335,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     n = x_dev.shape[0]
     n_steps = -(-n // batch_size)
     sizes = np.minimum(batch_size, n - np.arange(n_steps) * batch_size).astype(np.float64)
+    # Under several ranks a batch norm is synced (torch.nn.SyncBatchNorm): each rank runs
+    # every step's forward and backward, a rank without rows on none, with its dJ/dy_hat in
+    # the batch's units (scaled by its share: the gradient all-reduce then adds them as they
+    # are), and the norms' statistics are all-reduced (MLP.synced_batch_norm).
+    synced = comm is not None and comm.size > 1 and getattr(model, "norm", None) == "batch"
     if getattr(model, "norm", None) == "batch":
-        if comm is not None and comm.size > 1:
-            raise ConfigError("batch norm under data-parallel training would normalise each "
-                              "rank's share of a batch on its own statistics: use norm 'layer' "
-                              "(per row) to train on several ranks")
         if sizes.min() < 2:
             raise ConfigError(f"batch norm needs batches of at least 2 rows, but {n} training "
                               f"rows in batches of {batch_size} leave a last batch of 1: "
@@ -451,7 +454,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     # every rank together (both ride the step's all-reduce) and ends it as in one process.
     guard = contextlib.nullcontext() if comm is None else \
         comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged))
-    with guard, _SigintFlag(handle_sigint) as sigint, \
+    syncing = model.synced_batch_norm(comm.batch_norm_allreduce(backend)) if synced else \
+        contextlib.nullcontext()
+    with guard, syncing, _SigintFlag(handle_sigint) as sigint, \
             np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -481,22 +486,26 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         weight = weighted_share(loss_fn.reduction, w_batch[lo:hi].sum(),
                                                 sizes[s], hi - lo)
                     idx = idx[lo:hi]
-                    if not len(idx) and getattr(model, "dropout", 0):
+                    if not len(idx) and getattr(model, "dropout", 0) and not synced:
                         model.dropout_step += 1  # as the ranks with rows do: masks stay in step
                 value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
                 stepped = static is not None and len(idx) == batch_size
                 if stepped:  # forward, loss, backward and the update, replayed
                     value, correct = static(x_dev, y_dev, idx, w_dev)
-                elif len(idx):
+                elif len(idx) or synced:
                     y_hat = model.forward(x_dev[idx], row_offset=lo if comm is not None else 0)
-                    value, dJdy_hat = loss_fn(y_hat, y_dev[idx]) if w_dev is None else \
-                        loss_fn(y_hat, y_dev[idx], weight=w_dev[idx])
-                    if classify:
+                    if len(idx):
+                        value, dJdy_hat = loss_fn(y_hat, y_dev[idx]) if w_dev is None else \
+                            loss_fn(y_hat, y_dev[idx], weight=w_dev[idx])
+                    else:
+                        dJdy_hat = xp.zeros_like(y_hat)
+                    if classify and len(idx):
                         correct = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
-                    model.backward(dJdy_hat, need_dx=False)
+                    model.backward(dJdy_hat * weight if synced else dJdy_hat, need_dx=False)
                 if comm is not None:
                     value, correct, stop_all = comm.allreduce_grads(
-                        model, weight, extras=(value * weight, correct, sigint.raised))
+                        model, 1.0 if synced else weight,
+                        extras=(value * weight, correct, sigint.raised))
                     stop_all = bool(stop_all)
                 if not stepped:
                     optimizer.step()

@@ -1,7 +1,8 @@
 """Training runs that tests/test_distributed.py starts under ``mpiexec -n 2`` and repeats in one
-process to compare. Run as ``python tests/mpi_cases.py MODE OUTDIR [BACKEND]``:
+process to compare. Run as ``python tests/mpi_cases.py MODE OUTDIR [BACKEND [CASES]]``:
 
-- ``equivalence``: every case in CASES; each rank writes its final weights and history to
+- ``equivalence``: every case in CASES (or those named, comma-separated, after BACKEND); each
+  rank writes its final weights and history to
   OUTDIR/<case>-rank<r>.npz/.json and passes OUTDIR/<case>-ckpt-rank<r>.npz as ``save`` (only
   rank 0 may write it) and ``print`` as ``log`` (only rank 0 may print);
 - ``raise``: rank 1 raises in its third optimizer step; the job must end, not hang;
@@ -42,6 +43,15 @@ CASES = {
     # layer norm: per row, so a rank's share of a batch normalises as in one process; gamma
     # and beta are all-reduced with the weights
     "wine-float64-adam-b15-norm": (("wine", {}), "float64", "adam", "mean", 15, 3),
+    # batch norm, synced over the ranks: batches of 13 leave a last batch of 2 rows, one a
+    # rank (a lone row that an unsynced batch norm would refuse), and on three ranks none for
+    # rank 0, which must still take part in the norms' all-reduces; with dropout. (SGD: the
+    # bias before a batch norm has a gradient of rounding noise, 1e-17, which Adam divides by
+    # its eps and turns into steps of 1e-11 that differ between any two summation orders.)
+    "wine-float64-sgd-b13-batchnorm-dropout": (("wine", {}), "float64", "sgd", "mean", 13, 3),
+    # ... with sample weights, whose shares are uneven
+    "wine-float64-sgd-b11-batchnorm-balanced": (("wine", {"class_weight": "balanced"}),
+                                                "float64", "sgd", "mean", 11, 3),
 }
 #: the dropout rate of the cases named "-dropout"
 DROPOUT = 0.3
@@ -53,12 +63,13 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
     spec = DataSpec(dataset, seed=2, val_fraction=0.2, test_fraction=0.2, **kw)
     data = load_data(spec)
     classify = data.task == "classification"
+    tags = set(name.split("-"))
     model = gn.MLP([data.n_features, 16, data.n_outputs if classify else 1],
                    backend=backend, seed=5, dtype=dtype,
-                   dropout=DROPOUT if name.endswith("-dropout") else 0.0,
-                   norm="layer" if name.endswith("-norm") else None)
+                   dropout=DROPOUT if "dropout" in tags else 0.0,
+                   norm="layer" if "norm" in tags else "batch" if "batchnorm" in tags else None)
     loss_fn = gn.CrossEntropyLoss(reduction) if classify else gn.MSELoss(reduction)
-    clip = {"clip_norm": 0.05} if name.endswith("-clip") else {}
+    clip = {"clip_norm": 0.05} if "clip" in tags else {}
     opt = gn.Adam(model, lr=0.01, **clip) if opt_name == "adam" else \
         gn.SGD(model, lr=0.05 if reduction == "mean" else 0.002, momentum=0.9, **clip)
     if fail_at_step is not None:
@@ -76,13 +87,13 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
     return model, history
 
 
-def _equivalence(out: Path, backend):
+def _equivalence(out: Path, backend, names=None):
     from gpunet.distributed import Communicator
 
     comm = Communicator(timeout=60)
     if backend == "cupy":
         comm.use_local_device()
-    for name in CASES:
+    for name in names or CASES:
         save = out / f"{name}-ckpt-rank{comm.rank}.npz"
         model, history = run_case(name, backend, comm, save=save, log=print)
         np.savez(out / f"{name}-rank{comm.rank}.npz", **model.state_dict())
@@ -111,7 +122,7 @@ if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
     backend = sys.argv[3] if len(sys.argv) > 3 else "numpy"
     if mode == "equivalence":
-        _equivalence(out, backend)
+        _equivalence(out, backend, sys.argv[4].split(",") if len(sys.argv) > 4 else None)
     elif mode == "raise":
         _raise(backend)
     elif mode == "stall":

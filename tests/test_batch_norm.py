@@ -668,28 +668,6 @@ def test_fit_refuses_a_last_batch_of_one_row():
            batch_size=bs + 1, progress=False, handle_sigint=False)
 
 
-class _TwoRanks:
-    """A communicator of two ranks (this one the root) whose collectives fail the test: fit
-    must refuse before it calls any."""
-
-    size, rank, is_root = 2, 0, True
-
-    def __getattr__(self, name):
-        pytest.fail(f"fit called comm.{name} before refusing batch norm on two ranks")
-
-
-def test_fit_refuses_data_parallel_training_with_batch_norm():
-    data = _classification_data(seed=3)
-    model = _bn_model(seed=10)
-    before = model.state_dict()
-    with pytest.raises(gn.ConfigError, match=r"(?i)batch norm") as e:
-        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=1,
-               batch_size=16, progress=False, handle_sigint=False, comm=_TwoRanks())
-    assert e.match(r"(?i)(rank|parallel)"), str(e.value)
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(v, before[k], err_msg=k)
-
-
 def test_early_stopping_keeps_the_best_epochs_running_statistics():
     """With patience, fit keeps the best epoch's weights and running statistics: the kept
     model's validation loss (eval mode: it reads the statistics) is that epoch's."""

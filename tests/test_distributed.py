@@ -116,10 +116,25 @@ def _close(a, b, tol, what):
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_ranks_give_the_weights_of_one_process(two_rank_runs, case):
     out, backend, _ = two_rank_runs
+    _assert_ranks_equal_one_process(out, backend, case, 2)
+
+
+@needs_mpi
+def test_three_ranks_with_a_synced_batch_norm_give_the_weights_of_one_process(tmp_path):
+    """On three ranks the batch-norm case's last batch of two rows leaves rank 0 none: it
+    still takes part in every norm's all-reduces, and the run is one process's."""
+    case = "wine-float64-sgd-b13-batchnorm-dropout"
+    proc, _ = mpirun(HERE / "mpi_cases.py", "equivalence", tmp_path, "numpy", case, n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_ranks_equal_one_process(tmp_path, "numpy", case, 3)
+
+
+def _assert_ranks_equal_one_process(out, backend, case, n):
     tol = TOL[CASES[case][1]] * (10 if backend == "cupy" else 1)  # cuBLAS picks by shape
-    ranks = [np.load(out / f"{case}-rank{r}.npz") for r in (0, 1)]
-    for k in ranks[0].files:  # the replicas never drift apart: bit for bit the same
-        np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=k)
+    ranks = [np.load(out / f"{case}-rank{r}.npz") for r in range(n)]
+    for other in ranks[1:]:  # the replicas never drift apart: bit for bit the same
+        for k in ranks[0].files:
+            np.testing.assert_array_equal(ranks[0][k], other[k], err_msg=k)
     model, history = run_case(case, backend)
     single = model.state_dict()
     assert sorted(single) == sorted(ranks[0].files)
@@ -184,6 +199,26 @@ def test_cli_resume_on_the_same_ranks_is_exact_and_refuses_others(tmp_path):
                             "--epochs", "5"], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 1
     assert "trained on 2 rank(s); resume it on the same number (mpiexec -n 2)" in plain.stderr
+
+
+@needs_mpi
+def test_cli_trains_a_batch_norm_model_on_two_ranks_as_one_process(tmp_path):
+    """`--norm batch --distributed` is the synced batch norm: the two-rank run's weights and
+    running statistics are those of the same command in one process. (SGD: Adam would divide
+    the rounding noise that is the exact-0 gradient of b1, before the norm, by its eps.)"""
+    flags = ["--norm", "batch", "--dtype", "float64", "--epochs", "2", "--optimizer", "sgd",
+             "--momentum", "0.9"]
+    proc, _ = _train(*flags, "--save", tmp_path / "two.npz")
+    assert proc.returncode == 0, proc.stderr
+    plain = subprocess.run([sys.executable, "-m", "gpunet.cli", "train", "--dataset", "wine",
+                            "--backend", "numpy", "--hidden", "16", "--batch-size", "15",
+                            *flags, "--save", str(tmp_path / "one.npz")],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    two, one = load_checkpoint(tmp_path / "two.npz"), load_checkpoint(tmp_path / "one.npz")
+    assert sorted(two.params) == sorted(one.params) and "running_var1" in one.params
+    for k, v in one.params.items():
+        _close(two.params[k], v, TOL["float64"], k)
 
 
 # -- failures end the job ---------------------------------------------------------------------

@@ -213,6 +213,50 @@ class Backend:
         arrays (``dz`` may be ``dn``); ``scratch``: a (B, d) and two (1, d) arrays."""
         return self._norm_backward_into(0, dn, xhat, rstd, gamma, out, scratch)
 
+    # A synced batch norm (torch.nn.SyncBatchNorm) normalises with the statistics of the whole
+    # batch while each rank holds a share of its rows. ``allreduce(a)`` sums a float64 array
+    # over the ranks in place (every rank calls it, in the same order; a rank without rows
+    # adds zeros). The sums are float64 and the variance is taken about the batch's mean
+    # (two collectives), so the statistics are those of one process to float rounding.
+
+    def batch_norm_forward_synced(self, z, gamma, beta, eps, allreduce):
+        """``batch_norm_forward`` over the rows of every rank's z together. Returns
+        ``(n, xhat, rstd, mean, var, rows)``: this rank's rows of n and xhat, the batch's
+        statistics (1, d) and its row count over all ranks."""
+        xp = self.xp
+        d = z.shape[1]
+        sums = xp.empty(d + 1, dtype=np.float64)
+        xp.sum(z, axis=0, dtype=np.float64, out=sums[:d])
+        sums[d] = z.shape[0]
+        allreduce(sums)
+        rows = int(sums[d])
+        mean = (sums[:d] / max(rows, 1)).astype(z.dtype).reshape(1, d)
+        xhat = z - mean
+        squares = (xhat * xhat).sum(axis=0, dtype=np.float64)
+        allreduce(squares)
+        var = (squares / max(rows, 1)).astype(z.dtype).reshape(1, d)
+        n, rstd = xp.empty_like(z), var.copy()
+        self._norm_finish(gamma, beta, eps, n, xhat, rstd)
+        return n, xhat, rstd, mean, var, rows
+
+    def batch_norm_backward_synced(self, dn, xhat, rstd, gamma, rows, allreduce):
+        """``batch_norm_backward`` of ``batch_norm_forward_synced``: dJ/dgamma and dJ/dbeta
+        over this rank's rows (the gradient all-reduce sums them), and this rank's rows of
+        dJ/dz, whose means of g and g xhat are over the ``rows`` rows of every rank. dn must be
+        in the units of the batch's loss (a rank's dJ/dn scaled by its share) for the sums
+        over ranks to be that loss's."""
+        xp = self.xp
+        d = dn.shape[1]
+        dbeta, dgamma = dn.sum(axis=0), (dn * xhat).sum(axis=0)
+        sums = xp.empty(2 * d, dtype=np.float64)
+        sums[:d], sums[d:] = dbeta, dgamma
+        allreduce(sums)
+        sums /= max(rows, 1)
+        mean_g = (sums[:d] * gamma).astype(dn.dtype)      # mean over the batch of g = dn gamma
+        mean_gx = (sums[d:] * gamma).astype(dn.dtype)     # ... of g xhat
+        dz = (dn * gamma - mean_g - xhat * mean_gx) * rstd
+        return dz, dgamma, dbeta
+
     def batch_norm_eval(self, z, gamma, beta, running_mean, running_var, eps):
         """A batch norm outside training (torch's eval mode): gamma (z - running_mean) /
         sqrt(running_var + eps) + beta, a fixed affine map of each feature."""
