@@ -552,10 +552,11 @@ def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
 
 
 def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
-                 min_classes: int = 2):
+                 min_classes: int = 2, names=None):
     """Integer class labels >= 0 as int64 (not remapped), and n_classes = max + 1; DataError for
     anything else, naming the first offending row, and for fewer than ``min_classes`` distinct
-    labels (training needs two; rows to evaluate a model on may hold one)."""
+    labels (training needs two; rows to evaluate a model on may hold one). ``names``: the
+    class names that text labels became these indices of, to name a lone class by."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -582,7 +583,8 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
     y = y.astype(np.int64)
     classes = np.unique(y)
     if len(classes) < min_classes:
-        raise DataError(f"{where}: only one class (label {classes[0]}) in the targets; "
+        label = repr(str(names[classes[0]])) if names is not None else f"label {classes[0]}"
+        raise DataError(f"{where}: only one class ({label}) in the targets; "
                         f"classification needs at least two")
     return y, int(classes[-1]) + 1
 
@@ -637,7 +639,7 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
     if task == "classification":
         y, n_classes = check_labels(src.y, src.where, src.row,
-                                    min_classes=1 if evaluate else 2)
+                                    min_classes=1 if evaluate else 2, names=names)
         if names is not None:
             n_classes = len(names)
     else:
@@ -1313,7 +1315,8 @@ def _pickle_message(path, e, key=None) -> str | None:
                 return None
     what = f"array {key!r}" if key else "it"
     return (f"{path}: {what} holds pickled Python objects, which gpunet refuses to load "
-            f"(allow_pickle=False); save plain numeric arrays")
+            f"(allow_pickle=False); save plain arrays: numbers, and class names as "
+            f"fixed-width text (np.array(names.tolist()), not object or StringDType)")
 
 
 def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:

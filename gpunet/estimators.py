@@ -352,6 +352,8 @@ class _GpunetMLP(BaseEstimator):
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
                 "stopped_early": bool(self.history_.stopped_early)}
         classes = self._saved_classes()
+        if classes is not None:  # load gives back classes_ of the dtype fit made (object)
+            info["classes_dtype"] = "object" if self.classes_.dtype.kind == "O" else "array"
         if self._task == "regression":
             info["single_target"] = bool(self._single_target)
         save_checkpoint(path, self.model_, getattr(self, "_optimizer", None),
@@ -585,6 +587,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         classes = ckpt.classes
         if classes is None or len(classes) != self.model_.sizes[-1]:
             raise CheckpointError("the saved classifier's classes do not match its outputs")
+        if info.get("classes_dtype") == "object":  # labels fit found in an object array
+            classes = np.array(classes.tolist(), dtype=object)
         self.classes_ = classes
 
 

@@ -433,6 +433,8 @@ ERRORS = {
     "idx label one class": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.ones(20)),
                                                          task="classification")),
                             gn.DataError, r"only one class \(label 1\)"),
+    "one text class": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.array(["yes"] * 20)))),
+                       gn.DataError, r"only one class \('yes'\) in the targets"),
     # sizes
     "too few samples": (lambda p: load_data(DataSpec(_npz(p, x=X20[:2], y=Y20[:2]))),
                         gn.DataError, r"2 samples, but val_fraction 0\.1 and test_fraction 0\.2 "
@@ -558,6 +560,21 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path, suffix):
 
         pickle.loads((tmp_path / "x.npy").read_bytes())
     assert marker.exists()
+
+
+@pytest.mark.skipif(not hasattr(np.dtypes, "StringDType"), reason="NumPy 2's StringDType")
+def test_stringdtype_labels_are_refused_with_the_fix_that_works(tmp_path):
+    """NumPy 2's StringDType arrays are saved as pickles: refused, with a message saying to
+    save fixed-width text, and the labels saved that way load as class names."""
+    names = np.array(["no", "yes"] * 10, dtype=np.dtypes.StringDType())
+    with pytest.warns(UserWarning):  # numpy's own: custom dtypes are pickled
+        np.savez(tmp_path / "d.npz", x=X20, y=names)
+    with pytest.raises(gn.DataError, match=r"array 'y' holds pickled .*fixed-width text "
+                                           r"\(np\.array\(names\.tolist\(\)\)"):
+        load_data(DataSpec(str(tmp_path / "d.npz")))
+    np.savez(tmp_path / "d.npz", x=X20, y=np.array(names.tolist()))
+    data = load_data(DataSpec(str(tmp_path / "d.npz")))
+    assert list(data.classes) == ["no", "yes"]
 
 
 def test_the_fast_numeric_csv_path_reads_what_the_row_by_row_path_reads(tmp_path, monkeypatch):

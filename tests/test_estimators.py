@@ -356,8 +356,15 @@ def test_save_and_load_give_back_the_fitted_classifier(tmp_path):
         assert all(z[k].dtype.kind != "O" for k in z.files)
     back = MLPClassifier.load(path)
     np.testing.assert_array_equal(back.classes_, ["ant", "bee", "cat"])
+    assert back.classes_.dtype == clf.classes_.dtype == object  # as fit left them
+    assert [type(c) for c in back.classes_] == [str] * 3
     np.testing.assert_array_equal(back.predict_proba(x), clf.predict_proba(x))
     np.testing.assert_array_equal(back.predict(x), clf.predict(x))
+    assert back.predict(x).dtype == clf.predict(x).dtype
+    for labels in (np.array(["ant", "bee", "cat"])[y], y + 5):  # str and int arrays: kept
+        kept = MLPClassifier(epochs=1, backend="numpy").fit(x, labels)
+        kept.save(path)
+        assert MLPClassifier.load(path).classes_.dtype == kept.classes_.dtype == labels.dtype
     assert back.get_params() == clf.get_params()
     assert back.history_ == clf.history_ and back.best_epoch_ == clf.best_epoch_
     assert back.loss_curve_ == clf.loss_curve_ and back.n_iter_ == clf.n_iter_
