@@ -66,6 +66,53 @@ def _tanh_grad(xp, dy, z, y, slope):
     return dy * (1 - y * y)
 
 
+def _phi(xp, z):
+    """The standard normal CDF Phi(z) = erfc(-z / sqrt 2) / 2: through erfc, not 1 + erf,
+    so that it keeps its digits where it is tiny (z << 0). SciPy's erfc for NumPy, CuPy's
+    own (cupyx) for CuPy."""
+    if xp.__name__ == "numpy":
+        from scipy.special import erfc
+    else:
+        from cupyx.scipy.special import erfc
+    return 0.5 * erfc(z * -SQRT1_2)
+
+
+#: 1/sqrt(2) and 1/sqrt(2 pi): Phi's argument scale and the normal density's constant
+SQRT1_2 = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+
+
+def _gelu(xp, z, slope):
+    # z Phi(z), with the exact (erf) Phi: torch.nn.GELU() (approximate="none").
+    return (z * _phi(xp, z)).astype(z.dtype, copy=False)
+
+
+def _gelu_grad(xp, dy, z, y, slope):
+    # f'(z) = Phi(z) + z phi(z), phi(z) = e^(-z^2/2) / sqrt(2 pi), as torch's gelu_backward;
+    # GELU dips below 0, so y does not determine z: this backward reads z.
+    pdf = xp.exp(-0.5 * z * z) * INV_SQRT_2PI
+    return (dy * (_phi(xp, z) + z * pdf)).astype(dy.dtype, copy=False)
+
+
+def _sigmoids(xp, z):
+    """(sigma(z), 1 - sigma(z) = sigma(-z)), each from e = exp(-|z|) without a subtraction."""
+    e = xp.exp(-xp.abs(z))
+    d = 1 + e
+    return xp.where(z >= 0, 1 / d, e / d), xp.where(z >= 0, e / d, 1 / d)
+
+
+def _silu(xp, z, slope):
+    # z sigma(z), also called swish: torch.nn.SiLU.
+    return (z * _sigmoids(xp, z)[0]).astype(z.dtype, copy=False)
+
+
+def _silu_grad(xp, dy, z, y, slope):
+    # f'(z) = sigma(z) (1 + z (1 - sigma(z))), torch's silu_backward; reads z (SiLU dips
+    # below 0 too). 1 - sigma(z) is sigma(-z), so it keeps its digits at large z.
+    s, t = _sigmoids(xp, z)
+    return (dy * (s * (1 + z * t))).astype(dy.dtype, copy=False)
+
+
 def _softmax(xp, z, slope):
     shifted = z - z.max(axis=-1, keepdims=True)
     e = xp.exp(shifted)
@@ -93,6 +140,8 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("leaky_relu", _leaky_relu, _leaky_relu_grad),
         Activation("sigmoid", _sigmoid, _sigmoid_grad),
         Activation("tanh", _tanh, _tanh_grad),
+        Activation("gelu", _gelu, _gelu_grad),
+        Activation("silu", _silu, _silu_grad),
         Activation("softmax", _softmax, _softmax_grad, elementwise=False),
     )
 }

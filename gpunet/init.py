@@ -14,9 +14,15 @@ from .activations import DEFAULT_SLOPE
 from .errors import ConfigError
 
 
+#: activations with relu's shape (zero, or about zero, below 0 and the identity above), for
+#: which "auto" draws Kaiming/He weights
+RELU_LIKE = ("relu", "leaky_relu", "gelu", "silu")
+
+
 def gain(activation: str, slope: float = DEFAULT_SLOPE) -> float:
-    """The recommended gain for an activation (as torch.nn.init.calculate_gain)."""
-    if activation == "relu":
+    """The recommended gain for an activation (as torch.nn.init.calculate_gain; gelu and silu,
+    which torch has no gain for, take relu's)."""
+    if activation in ("relu", "gelu", "silu"):
         return math.sqrt(2.0)
     if activation == "leaky_relu":
         return math.sqrt(2.0 / (1 + slope**2))
@@ -74,11 +80,11 @@ INIT_NAMES = ("auto",) + tuple(INITIALISERS)
 def init_linear(name, rng, fan_out, fan_in, activation="relu", slope=DEFAULT_SLOPE, std=0.01):
     """Draw (W, b) for a linear layer followed by ``activation``.
 
-    ``"auto"`` is Kaiming/He uniform before relu and leaky_relu, Xavier/Glorot uniform
-    otherwise; ``std`` is used by ``"normal"`` only.
+    ``"auto"`` is Kaiming/He uniform before relu, leaky_relu, gelu and silu, Xavier/Glorot
+    uniform otherwise; ``std`` is used by ``"normal"`` only.
     """
     if name == "auto":
-        name = "kaiming_uniform" if activation in ("relu", "leaky_relu") else "xavier_uniform"
+        name = "kaiming_uniform" if activation in RELU_LIKE else "xavier_uniform"
     try:
         fn = INITIALISERS[name]
     except (KeyError, TypeError):

@@ -169,6 +169,56 @@ def _tanh_typed(x):
     return None
 
 
+# erfc for float32 in two pieces. |x| < 1/2: 1 - erf(x) with Cephes' erff polynomial,
+# erf(x) = x T(x^2). |x| >= 1/2: Numerical Recipes' erfcc (Press et al., 2nd ed., 6.2),
+# erfc(x) = t exp(-x^2 + P(t)) with t = 1 / (1 + x/2), a Chebyshev fit of fractional error
+# below 1.2e-7 for x >= 0 (its alternating terms cancel near 0, hence the polynomial there).
+_ERF0, _ERF1, _ERF2, _ERF3 = (_F(7.853861353153693e-5), _F(-8.010193625184903e-4),
+                              _F(5.188327685732524e-3), _F(-2.685381193529856e-2))
+_ERF4, _ERF5, _ERF6 = (_F(1.128358514861418e-1), _F(-3.761262582423300e-1),
+                       _F(1.128379165726710))
+_E0, _E1, _E2, _E3, _E4 = (_F(-1.26551223), _F(1.00002368), _F(0.37409196), _F(0.09678418),
+                           _F(-0.18628806))
+_E5, _E6, _E7, _E8, _E9 = (_F(0.27886807), _F(-1.13520398), _F(1.48851587), _F(-0.82215223),
+                           _F(0.17087277))
+_TWO = _F(2.0)
+
+
+@_jit(fastmath={"contract"}, inline="always")
+def _erfc_f32(x):
+    """erfc(x) for float32, branch-free so that loops vectorise (libm's erfcf is scalar: a
+    gelu kernel measured 15x slower with it): 1 - erf(x) below |x| = 1/2, above it Numerical
+    Recipes' erfcc for |x| (its exponent is <= 0 up to rounding, clamped there for
+    _exp_nonpos_f32) and 2 - erfc(|x|) for x < 0. Inlined in numba's IR: as a call, LLVM
+    left the loops around it scalar. Within a few ulps times 1 + 2 x^2, the rounding of -x^2
+    in float32, which the rounding of a float32 x costs any erfcf as much. NaN gives NaN."""
+    z = x * x
+    small = _ONE - x * ((((((_ERF0 * z + _ERF1) * z + _ERF2) * z + _ERF3) * z + _ERF4) * z
+                         + _ERF5) * z + _ERF6)
+    a = abs(x)
+    t = _ONE / (_ONE + _HALF * a)
+    p = ((((((((_E9 * t + _E8) * t + _E7) * t + _E6) * t + _E5) * t + _E4) * t + _E3) * t
+          + _E2) * t + _E1) * t + _E0
+    e = p - z
+    y = t * _exp_nonpos_f32(e if e < _ZERO else _ZERO)  # a NaN x: t is NaN
+    big = y if x >= _ZERO else _TWO - y
+    return small if a < _HALF else big  # NaN: big
+
+
+def _erfc(x):
+    """erfc(x) in x's precision (typed dispatch below)."""
+    return math.erfc(x)
+
+
+@overload(_erfc, inline="always")
+def _erfc_typed(x):
+    if x == types.float32:
+        return lambda x: _erfc_f32(x)
+    if x == types.float64:
+        return lambda x: math.erfc(x)
+    return None
+
+
 def _cast(v, like):
     """v converted to the type of ``like`` (typed dispatch below)."""
     return v
@@ -193,8 +243,8 @@ def _cast_typed(v, like):
 def _scalar_functions(name, dtype):
     act = activations.get(name)
     t = np.dtype(dtype).type
-    forward, grad = act.builder(t(0), t(1), _exp_nonpos, _tanh)
-    return _jit(forward), _jit(grad)
+    forward, grad = act.builder(t(0), t(1), _exp_nonpos, _tanh, _erfc)
+    return _jit(forward, inline="always"), _jit(grad, inline="always")
 
 
 # Each kernel also comes in an in-place form (out is the first input) that writes through

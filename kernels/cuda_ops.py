@@ -89,7 +89,7 @@ def _numba_type(dtype):
 def _device_functions(name, dtype):
     act = activations.get(name)
     t = np.dtype(dtype).type
-    forward, grad = act.builder(t(0), t(1), math.exp, math.tanh)
+    forward, grad = act.builder(t(0), t(1), math.exp, math.tanh, math.erfc)
     jit = _numba_cuda().jit(device=True)
     return jit(forward), jit(grad)
 

@@ -128,6 +128,7 @@ def np_sigmoid(z, out):
 def cpu_benchmarks(reps, rounds):
     import numba
 
+    from gpunet.activations import get_activation
     from gpunet.kernels import cpu_ops
 
     try:
@@ -232,8 +233,22 @@ def cpu_benchmarks(reps, rounds):
                 "numpy dy * (1 - y * y)": lambda: dy * (1 - y * y),
             },
         }
+        # gelu and silu: against gpunet's NumPy path (scipy's erfc) and torch's functions
+        zt = torch.from_numpy(z) if torch else None
+        for name in ("gelu", "silu"):
+            act = get_activation(name)
+            groups[f"{name} forward"] = {
+                "cpu_ops": lambda name=name: cpu_ops.act_forward(name, z, o, 0.0),
+                "numpy (gpunet.activations)": lambda act=act: act.forward(np, z, 0.0),
+                "torch": (lambda name=name: getattr(torch.nn.functional, name)(zt))
+                if torch else None,
+            }
+            groups[f"{name} backward"] = {
+                "cpu_ops": lambda name=name: cpu_ops.act_backward(name, dy, z, None, o, 0.0),
+                "numpy (gpunet.activations)": lambda act=act: act.backward(np, dy, z, None, 0.0),
+            }
         for op, fns in groups.items():
-            measure(op, shape, fns, r)
+            measure(op, shape, {k: v for k, v in fns.items() if v is not None}, r)
     return {
         "threads": threads,
         "numba_threading_layer": numba.threading_layer(),

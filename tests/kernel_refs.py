@@ -8,6 +8,8 @@ this folder on sys.path so that ``import kernel_refs`` works there too.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gpunet.kernels import activations
@@ -21,6 +23,18 @@ ROW_OPS = ["logsumexp", "log_softmax", "softmax"]
 
 # --- float64 references ------------------------------------------------------------------
 
+def _normal_cdf(z):
+    """Phi(z) = erfc(-z / sqrt 2) / 2 from Python's math.erfc, element by element (NaN stays)."""
+    return 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(-z / math.sqrt(2.0))
+
+
+def _expit(z):
+    """sigma(z), written as 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) below."""
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def ref_forward(name, z):
     z = np.asarray(z, np.float64)
     with np.errstate(over="ignore"):
@@ -30,6 +44,8 @@ def ref_forward(name, z):
             "leaky_relu": lambda: np.where(z > 0, z, SLOPE * z),
             "sigmoid": lambda: 1.0 / (1.0 + np.exp(-z)),
             "tanh": lambda: np.tanh(z),
+            "gelu": lambda: z * _normal_cdf(z),
+            "silu": lambda: z * _expit(z),
         }[name]()
 
 
@@ -41,6 +57,9 @@ def ref_grad(name, dy, x, y):
         "leaky_relu": lambda: np.where(x > 0, dy, SLOPE * dy),
         "sigmoid": lambda: dy * (1.0 - y) * y,
         "tanh": lambda: dy * (1.0 - y * y),
+        # d/dz z Phi(z) = Phi(z) + z phi(z); d/dz z sigma(z) = sigma(z) + z sigma(z) sigma(-z)
+        "gelu": lambda: dy * (_normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)),
+        "silu": lambda: dy * (_expit(x) + x * _expit(x) * _expit(-x)),
     }[name]()
 
 
@@ -97,6 +116,21 @@ def ulps(dtype, ref, n=4):
 def grad_tolerance(dtype, ref, dy):
     """A few ulps of |dy|: 1 - y*y (tanh) cancels near |y| = 1 in any float32 kernel."""
     return ulps(dtype, np.abs(ref) + np.abs(np.asarray(dy, np.float64)))
+
+
+def act_ulps(name, dtype, ref, z):
+    """``ulps`` of an activation's forward of z. gelu's Phi(z) takes z / sqrt 2 rounded to the
+    dtype, and Phi's relative condition number is about z^2 where it is small (z << 0): a
+    float32 gelu (torch's too) is good to a few ulps times 1 + z^2 there; twice that here,
+    for the CPU kernel's float32 erfc, a fit good to 1.2e-7 (about an ulp) before rounding."""
+    tol = ulps(dtype, ref)
+    return tol * 2 * (1 + np.asarray(z, np.float64) ** 2) if name == "gelu" else tol
+
+
+def act_grad_tolerance(name, dtype, ref, dy, x):
+    """``grad_tolerance``, widened for gelu as ``act_ulps`` (its phi(z) = exp(-z^2/2) too)."""
+    tol = grad_tolerance(dtype, ref, dy)
+    return tol * 2 * (1 + np.asarray(x, np.float64) ** 2) if name == "gelu" else tol
 
 
 def row_tolerance(op, x, ref, dtype):

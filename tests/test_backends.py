@@ -101,7 +101,8 @@ def _all_sizes():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"])
+@pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
+                                  "silu", "softmax"])
 def test_numpy_kernels_equal_the_numpy_math(name, dtype):
     """The njit kernels behind the numpy backend compute what the base class's NumPy ops do."""
     fast, plain = _all_sizes(), _Plain()
@@ -120,6 +121,24 @@ def test_numpy_kernels_equal_the_numpy_math(name, dtype):
                     plain.softmax_cross_entropy(z, labels, 0.5)):
         np.testing.assert_allclose(a, b, **tol)
     assert fast._kernels_off == ""
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "relu", "sigmoid"])
+def test_gelu_and_silu_take_their_kernels_at_every_size(monkeypatch, name):
+    """Below the backend's kernel threshold relu and sigmoid stay on NumPy's ops; gelu and
+    silu, whose NumPy paths cost ten times their kernels at any size (erfc, exp and where over
+    temporaries: docs/benchmarks.md), go to the kernels there too."""
+    b = NumpyBackend()
+    calls = []
+    run = b._run
+    monkeypatch.setattr(b, "_run", lambda op, *a, **kw: calls.append(op) or run(op, *a, **kw))
+    z = np.random.default_rng(1).normal(size=(8, 16)).astype(np.float32)
+    assert z.size < b.kernel_min_size
+    y = b.act_forward(name, z)
+    b.act_backward(name, z, z, y)
+    b.bias_act_forward(name, z.copy(), z[0].copy())
+    kernel = name in ("gelu", "silu")
+    assert calls == (["act_forward", "act_backward", "bias_act_forward"] if kernel else [])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

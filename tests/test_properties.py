@@ -534,7 +534,8 @@ def test_load_state_dict_of_another_architecture_raises_shape_error(sizes, data)
 @examples(60)
 @given(widths=st.lists(st.integers(1, 40), min_size=2, max_size=5),
        batch=st.integers(1, 17),
-       activation=st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh", "identity"]),
+       activation=st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu",
+                                   "identity"]),
        slope=st.sampled_from([0.0, 0.2, -0.3]),
        head=st.sampled_from([("ce", "identity"), ("mse", "identity"), ("mse", "sigmoid"),
                              ("mse", "tanh")]),

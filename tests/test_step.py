@@ -57,7 +57,7 @@ def _assert_same(a, b, backend_name):
 @pytest.mark.parametrize("loss, act, out", [
     ("ce", "relu", "identity"), ("ce", "tanh", "identity"), ("mse", "sigmoid", "sigmoid"),
     ("mse", "leaky_relu", "tanh"), ("mse", "relu", "identity"), ("ce", "identity", "identity"),
-    ("mse", "identity", "sigmoid"),
+    ("mse", "identity", "sigmoid"), ("ce", "gelu", "identity"), ("mse", "silu", "gelu"),
 ])
 def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, np.dtype(dtype).name)
@@ -89,6 +89,7 @@ def _random_norm_params(model, seed=4):
 @pytest.mark.parametrize("loss, act, out, slope", [
     ("ce", "relu", "identity", 0.01), ("mse", "tanh", "sigmoid", 0.01),
     ("ce", "identity", "identity", 0.01), ("mse", "leaky_relu", "identity", -0.3),
+    ("ce", "gelu", "identity", 0.01), ("mse", "silu", "identity", 0.01),
 ])
 @pytest.mark.parametrize("drop, weighted", [(0.0, False), (0.25, True)])
 @pytest.mark.parametrize("norm", ["layer", "batch"])

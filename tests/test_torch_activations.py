@@ -28,6 +28,8 @@ def torch_fn(torch, name, slope):
         "leaky_relu": lambda t: F.leaky_relu(t, negative_slope=slope),
         "sigmoid": torch.sigmoid,
         "tanh": torch.tanh,
+        "gelu": F.gelu,  # approximate="none": the erf form
+        "silu": F.silu,
         "softmax": lambda t: F.softmax(t, dim=-1),
     }[name]
 
@@ -53,7 +55,8 @@ def assert_close(actual, expected, dtype, what=""):
 
 def test_activation_names_are_the_expected_set():
     # If an activation is added, these tests (and torch_fn) must learn about it.
-    assert set(gn.ACTIVATIONS) == {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "softmax"}
+    assert set(gn.ACTIVATIONS) == {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
+                                   "silu", "softmax"}
 
 
 def random_inputs(dtype, shape=(33, 7), seed=0):

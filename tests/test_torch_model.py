@@ -26,6 +26,8 @@ CONFIGS = {
     "identity_tanh_mse": ([3, 8, 2], "identity", "tanh", "mse"),
     "tanh_identity_bce_logits": ([5, 10, 10, 10, 4], "tanh", "identity", "bce_logits"),
     "relu_leaky_relu_mse": ([7, 12, 6], "relu", "leaky_relu", "mse"),
+    "gelu_identity_ce": ([6, 13, 9, 4], "gelu", "identity", "cross_entropy"),
+    "silu_silu_mse": ([5, 10, 3], "silu", "silu", "mse"),
 }
 
 
@@ -37,6 +39,8 @@ def torch_module(torch, name, slope):
         "leaky_relu": nn.LeakyReLU(negative_slope=slope),
         "sigmoid": nn.Sigmoid(),
         "tanh": nn.Tanh(),
+        "gelu": nn.GELU(),
+        "silu": nn.SiLU(),
         "softmax": nn.Softmax(dim=-1),
     }[name]
 

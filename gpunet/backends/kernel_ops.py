@@ -24,7 +24,10 @@ import numpy as np
 from ..activations import DEFAULT_SLOPE
 
 #: activations with an elementwise kernel (softmax goes through the row-wise kernel)
-KERNEL_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+KERNEL_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
+#: activations whose array-module path costs ten times their kernel or more at any size (erfc,
+#: exp and where over temporaries; docs/benchmarks.md): they take the kernel at every size
+KERNEL_AT_ANY_SIZE = ("gelu", "silu")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LABELS = (np.dtype(np.int32), np.dtype(np.int64))
 
@@ -101,11 +104,12 @@ class KernelOps:
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
 
-    def _fit(self, *arrays) -> bool:
-        """Whether the arrays go to a kernel: large enough, one float dtype and shape, C order,
-        and the kernels on here (asked last: the first asking imports numba)."""
+    def _fit(self, *arrays, any_size=False) -> bool:
+        """Whether the arrays go to a kernel: large enough (``any_size``: of any size), one
+        float dtype and shape, C order, and the kernels on here (asked last: the first asking
+        imports numba)."""
         first = arrays[0]
-        return (first.size >= self.kernel_min_size and first.ndim >= 1 and all(
+        return ((any_size or first.size >= self.kernel_min_size) and first.ndim >= 1 and all(
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
             and a.flags.c_contiguous and a.shape == first.shape for a in arrays)
             and self.kernels is not None)
@@ -126,7 +130,7 @@ class KernelOps:
     # -- elementwise --------------------------------------------------------------------
 
     def act_forward(self, name, z, slope=DEFAULT_SLOPE, out=None):
-        if self._fit(z, *(() if out is None else (out,))):
+        if self._fit(z, *(() if out is None else (out,)), any_size=name in KERNEL_AT_ANY_SIZE):
             if name in KERNEL_ACTIVATIONS:
                 got = self._run("act_forward", name, z,
                                 self.xp.empty_like(z) if out is None else out, slope)
@@ -137,7 +141,8 @@ class KernelOps:
         return super().act_forward(name, z, slope, out)
 
     def bias_act_forward(self, name, z, b, slope=DEFAULT_SLOPE):
-        if (name in KERNEL_ACTIVATIONS and name != "identity" and z.ndim == 2 and self._fit(z)
+        if (name in KERNEL_ACTIVATIONS and name != "identity" and z.ndim == 2
+                and self._fit(z, any_size=name in KERNEL_AT_ANY_SIZE)
                 and self._is(b, z.dtype, z.shape[1:])):
             got = self._run("bias_act_forward", name, z, b, z, slope)
             if got is not None:
@@ -145,7 +150,8 @@ class KernelOps:
         return super().bias_act_forward(name, z, b, slope)
 
     def act_backward(self, name, dy, z, y, slope=DEFAULT_SLOPE, out=None):
-        if name in KERNEL_ACTIVATIONS and self._fit(dy, z, y, *(() if out is None else (out,))):
+        if name in KERNEL_ACTIVATIONS and self._fit(dy, z, y, *(() if out is None else (out,)),
+                                                    any_size=name in KERNEL_AT_ANY_SIZE):
             got = self._run("act_backward", name, dy, z, y,
                             self.xp.empty_like(dy) if out is None else out, slope)
             if got is not None:

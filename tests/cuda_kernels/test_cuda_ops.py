@@ -14,7 +14,7 @@ from gpunet.kernels import activations, cuda_ops
 from kernel_refs import (  # tests/kernel_refs.py, put on sys.path by conftest.py
     DTYPES, NAMES, ROW_OPS, SLOPE, assert_close, assert_cross_entropy_close,
     assert_cross_entropy_edge_rows, assert_row_op_edge_rows, backward_inputs, edge_labels,
-    edge_rows, grad_tolerance, nans, random_values, ref_forward, ref_grad, ref_op,
+    act_grad_tolerance, act_ulps, edge_rows, nans, random_values, ref_forward, ref_grad, ref_op,
     row_tolerance, ulps,
 )
 
@@ -42,7 +42,8 @@ def test_act_forward(dev, name, dtype, shape):
     z = random_values(np.random.default_rng(1), shape, dtype)
     out = poisoned(dev, shape, dtype)
     assert cuda_ops.act_forward(name, dev.asarray(z), out, SLOPE) is out
-    assert_close(dev.asnumpy(out), ref_forward(name, z), ulps(dtype, ref_forward(name, z)))
+    ref = ref_forward(name, z)
+    assert_close(dev.asnumpy(out), ref, act_ulps(name, dtype, ref, z))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -52,7 +53,7 @@ def test_act_forward_in_place(dev, name, dtype):
     buf = dev.asarray(z)
     cuda_ops.act_forward(name, buf, buf, SLOPE)
     ref = ref_forward(name, z)
-    assert_close(dev.asnumpy(buf), ref, ulps(dtype, ref))
+    assert_close(dev.asnumpy(buf), ref, act_ulps(name, dtype, ref, z))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -79,7 +80,7 @@ def test_bias_act_forward(dev, name, dtype, shape):
     assert cuda_ops.bias_act_forward(name, dev.asarray(z), dev.asarray(b), out, SLOPE) is out
     # z + b rounds in the kernel's dtype first, as in the reference below.
     ref = ref_forward(name, (z + b).astype(dtype))
-    assert_close(dev.asnumpy(out), ref, ulps(dtype, ref))
+    assert_close(dev.asnumpy(out), ref, act_ulps(name, dtype, ref, z + b))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -90,7 +91,7 @@ def test_bias_act_forward_in_place(dev, name):
     buf = dev.asarray(z)
     cuda_ops.bias_act_forward(name, buf, dev.asarray(b), buf, SLOPE)
     ref = ref_forward(name, z + b)
-    assert_close(dev.asnumpy(buf), ref, ulps(np.float32, ref))
+    assert_close(dev.asnumpy(buf), ref, act_ulps(name, np.float32, ref, z + b))
 
 
 @pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES, ids=str)
@@ -104,7 +105,7 @@ def test_act_backward(dev, name, dtype, shape):
     )
     assert got is out
     ref = ref_grad(name, dy, x, y)
-    assert_close(dev.asnumpy(out), ref, grad_tolerance(dtype, ref, dy))
+    assert_close(dev.asnumpy(out), ref, act_grad_tolerance(name, dtype, ref, dy, x))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -119,7 +120,7 @@ def test_act_backward_into_dy_with_unused_input_none(dev, name):
         buf, SLOPE,
     )
     ref = ref_grad(name, dy, x, y)
-    assert_close(dev.asnumpy(buf), ref, grad_tolerance(np.float32, ref, dy))
+    assert_close(dev.asnumpy(buf), ref, act_grad_tolerance(name, np.float32, ref, dy, x))
 
 
 @pytest.mark.parametrize("name, want", [("relu", 0.0), ("leaky_relu", SLOPE)])
