@@ -476,6 +476,11 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)
     import gpunet as gn
+    from .checkpoint import check_writable
+
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path:  # before the minutes of timing, not after
+            check_writable(path, flag)
 
     gpu = gn.get_backend(args.backend).name == "cupy"
     configs = args.config or (["small", "medium", "large"] if gpu else ["small", "medium"])

@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 FORMAT = "gpunet-checkpoint"
 #: 2: regression targets may be standardised (data/y_mean, data/y_std); a gpunet that reads
@@ -70,6 +70,20 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
         arrays["data/classes"] = classes
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def check_writable(path, flag) -> None:
+    """ConfigError now, before any work, if ``path`` can't be written later (``flag``: the
+    option that named it, for the message)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot create folder {folder} ({e.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag} {path}: folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path}: is a folder, not a file")
 
 
 def atomic_write(path, write) -> None:
@@ -152,9 +166,15 @@ class Checkpoint:
     @property
     def features(self):
         """The training CSV's feature columns (names, and the categories of text ones), as
-        ``gpunet.data.read_features`` takes them; None for a source without column names (and
-        for a numeric CSV's run saved before gpunet stored their names)."""
-        return self.extra.get("features")
+        ``gpunet.data.read_features`` takes them; for a saved estimator fitted on a DataFrame,
+        its ``feature_names_in_``; None for a source without column names (and for a numeric
+        CSV's run saved before gpunet stored their names)."""
+        features = self.extra.get("features")
+        estimator = self.extra.get("estimator")
+        if features is None and isinstance(estimator, dict) \
+                and isinstance(estimator.get("feature_names"), list):
+            features = [{"name": str(n)} for n in estimator["feature_names"]]
+        return features
 
     def build_model(self, backend=None, weights="param"):
         """A new MLP with this checkpoint's architecture and weights, on ``backend``.

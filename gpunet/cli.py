@@ -327,27 +327,12 @@ def _launcher_ranks() -> int:
     return 1
 
 
-def _check_writable(path, flag) -> None:
-    """ConfigError now, before any training, if ``path`` can't be written later."""
-    from .errors import ConfigError
-
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot create folder {folder} ({e.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{flag} {path}: folder {folder} is not writable")
-    if os.path.isdir(path):
-        raise ConfigError(f"{flag} {path}: is a folder, not a file")
-
-
 def cmd_train(args, comm=None) -> int:
     """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
     if getattr(args, "distributed", False) and comm is None:
         return _train_distributed(args)
     from .backends import default_backend_name, get_backend
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_writable, load_checkpoint
     from .data import DataSpec, load_data
     from .losses import get_loss
     from .model import MLP
@@ -359,7 +344,7 @@ def cmd_train(args, comm=None) -> int:
     for flag, path in (("--save", args.save), ("--metrics-json", args.metrics_json),
                        ("--plot", args.plot)):
         if path and (comm is None or comm.is_root):
-            _check_writable(path, flag)
+            check_writable(path, flag)
     launched = _launcher_ranks()
     if comm is None and launched > 1:
         print(f"gpunet: warning: started as one of {launched} MPI processes without "
@@ -576,13 +561,13 @@ def _class_weighted(ckpt, labels):
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_writable, load_checkpoint
     from .data import DataSpec, load_split
     from .errors import CheckpointError
     from .train import metrics, prepare_targets
 
     if args.metrics_json:
-        _check_writable(args.metrics_json, "--metrics-json")
+        check_writable(args.metrics_json, "--metrics-json")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     base = ckpt.extra.get("data")
@@ -624,14 +609,14 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .checkpoint import atomic_write, load_checkpoint
+    from .checkpoint import atomic_write, check_writable, load_checkpoint
     from .data import read_features
     from .errors import ConfigError
 
     out = str(args.output)
     if not out.endswith((".csv", ".npy")):
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
-    _check_writable(out, "--output")
+    check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
@@ -700,14 +685,14 @@ def cmd_gradcheck(args) -> int:
 
     backend = get_backend(args.backend)
     print(f"finite-difference gradient check, float64, backend {backend.name}")
-    print(f"{'hidden f':<11}{'output g':<10}{'loss':<14}{'targets':<14}{'dropout':<8}"
+    print(f"{'hidden f':<11}{'output g':<12}{'loss':<14}{'targets':<14}{'dropout':<8}"
           f"{'norm':<6}{'max |err|':>11}{'worst/tol':>11}  result")
     failed = total = 0
     for (f, g, loss, kind), p, norm, r in check_all(backend):
         total += 1
         failed += not r.ok
         worst = max(r.ratios.values())
-        print(f"{f:<11}{g:<10}{loss:<14}{kind:<14}{p:<8g}{norm or '-':<6}{r.worst:>11.2e}"
+        print(f"{f:<11}{g:<12}{loss:<14}{kind:<14}{p:<8g}{norm or '-':<6}{r.worst:>11.2e}"
               f"{worst:>11.2e}  "
               f"{'ok' if r.ok else 'FAIL'}")
         if args.verbose:

@@ -196,8 +196,8 @@ class _GpunetMLP(BaseEstimator):
             rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}
                                              for row in history])
             rows.test, rows.stopped_early = history.test, history.stopped_early
-            rows.best_epoch = None if history.best_epoch is None else \
-                done + history.best_epoch
+            rows.best_epoch = done + history.best_epoch if history.best_epoch else \
+                history.best_epoch  # (0: no validation rows, no best epoch)
             history = rows
         self.model_ = model
         self._optimizer = optimizer
@@ -506,8 +506,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
         if len(classes) < 2:
+            only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the "
-                             f"data, got 1 class ({classes[0]!r})")
+                             f"data, got 1 class ({only!r})")
         if warm and not np.array_equal(classes, self.classes_):
             raise ValueError(f"warm_start needs labels of the classes fitted before "
                              f"({_listed(self.classes_)}); y has {_listed(classes)}")

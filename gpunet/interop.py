@@ -49,10 +49,17 @@ def _module(torch, name, slope):
 
 def to_torch(model, *, dtype=None, device=None):
     """``nn.Sequential(Linear, f, ..., Linear, g)`` holding a copy of ``model``'s weights (the
-    identity adds no module). ``dtype``: a torch dtype (default: the model's); ``device``: where
-    the tensors go (default: the CPU)."""
+    identity adds no module). ``dtype``: a torch dtype or its name ("float32"; default: the
+    model's); ``device``: where the tensors go (default: the CPU)."""
     torch = _torch()
-    tdtype = dtype or {"float32": torch.float32, "float64": torch.float64}[model.dtype.name]
+    names = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+             "bfloat16": torch.bfloat16}
+    if isinstance(dtype, str):  # torch's name for one ("float32"), as MLP(dtype=) takes them
+        if dtype not in names:
+            raise ConfigError(f"to_torch: unknown dtype {dtype!r}; valid: {', '.join(names)} "
+                              "or a torch.dtype")
+        dtype = names[dtype]
+    tdtype = dtype or names[model.dtype.name]
     state = model.state_dict()
     layers, last = [], len(model.sizes) - 1
     for i in range(1, last + 1):
@@ -165,7 +172,8 @@ def from_torch(net, *, backend=None, dtype=None):
             acts[-1] = (_FROM_TORCH[name], m)
         else:
             raise ConfigError(f"from_torch: gpunet's MLP holds no {name} module; it takes "
-                              "nn.Linear, LayerNorm, Dropout and " + ", ".join(_FROM_TORCH))
+                              "nn.Linear, LayerNorm, BatchNorm1d, Dropout and "
+                              + ", ".join(_FROM_TORCH))
     hidden = {a for a, _ in acts[:-1]}
     if len(hidden) > 1:
         order = ", ".join(f"{a} after layer {i}" for i, (a, _) in enumerate(acts[:-1], 1))

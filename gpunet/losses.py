@@ -39,9 +39,20 @@ class Loss:
     def __repr__(self):
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
+    def _backend(self, y_hat):
+        """y_hat's backend; ConfigError unless y_hat is a float array of one (a model's
+        output), such as a list or an integer array."""
+        if type(y_hat).__name__ != "ndarray" or getattr(y_hat, "dtype", None) is None \
+                or y_hat.dtype.kind != "f":
+            what = f"an array of dtype {y_hat.dtype}" if hasattr(y_hat, "dtype") else \
+                f"a {type(y_hat).__name__}"
+            raise ConfigError(f"{type(self).__name__}: y_hat must be a float array (a model's "
+                              f"output, numpy or cupy), got {what}")
+        return backend_of(y_hat)
+
     def _prepare(self, y_hat, y):
         """Put y on y_hat's backend with y_hat's dtype and check the shapes agree."""
-        backend = backend_of(y_hat)
+        backend = self._backend(y_hat)
         y = backend.asarray(y)
         if y.dtype.kind not in "biuf":
             raise ConfigError(f"{type(self).__name__}: targets must be real numbers, "
@@ -166,7 +177,7 @@ class CrossEntropyLoss(Loss):
         self.check_labels = check_labels
 
     def __call__(self, y_hat, y, weight=None):
-        backend = backend_of(y_hat)
+        backend = self._backend(y_hat)
         xp = backend.xp
         if y_hat.ndim != 2:
             raise ShapeError(
@@ -220,4 +231,9 @@ def get_loss(name: str, **kwargs) -> Loss:
         cls = LOSSES[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}") from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError:  # an argument the loss does not take
+        raise ConfigError(f"{name} takes reduction= ({', '.join(REDUCTIONS)})"
+                          + (" and check_labels=" if cls is CrossEntropyLoss else "")
+                          + f"; got {', '.join(sorted(kwargs))}") from None

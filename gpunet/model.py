@@ -17,7 +17,7 @@ import numpy as np
 from .activations import ACTIVATIONS, DEFAULT_SLOPE, HIDDEN_ACTIVATIONS
 from . import dropout as _dropout
 from .backends import get_backend
-from .errors import ConfigError, GpunetError, ShapeError
+from .errors import ConfigError, ShapeError
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
 
@@ -35,6 +35,17 @@ def check_dtype(dtype) -> np.dtype:
     if dt is None or dt.name not in DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
     return dt
+
+
+def _is_seed(v) -> bool:
+    """An int >= 0 (numpy's too), as a seed must be; not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+
+
+def _is_real(v) -> bool:
+    """A finite real number (numpy's too); not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and bool(np.isfinite(v))
 
 
 def _real_array(backend, a, what, dtype):
@@ -102,6 +113,13 @@ class MLP:
         if not (isinstance(norm_momentum, (int, float, np.floating))
                 and not isinstance(norm_momentum, bool) and 0 <= norm_momentum <= 1):
             raise ConfigError(f"norm_momentum must be a number in [0, 1], got {norm_momentum!r}")
+        for name, value in (("seed", seed), ("dropout_seed", dropout_seed)):
+            if value is not None and not _is_seed(value):
+                raise ConfigError(f"{name} must be an integer >= 0 (or None), got {value!r}")
+        if not _is_real(slope):
+            raise ConfigError(f"slope must be a finite number, got {slope!r}")
+        if init == "normal" and not (_is_real(init_std) and init_std >= 0):
+            raise ConfigError(f"init_std must be a finite number >= 0, got {init_std!r}")
         self.sizes = [int(n) for n in sizes]
         self.activation = activation
         self.output = output
@@ -222,11 +240,12 @@ class MLP:
 
         With ``cache`` this is a training pass: a model with dropout drops hidden outputs with
         the masks of step ``dropout_step`` (then counts it); ``row_offset``: the index of x's
-        first row in the whole batch, for a share of a batch (data-parallel training).
+        first row in the whole batch, for a share of a batch (data-parallel training). A pass
+        without the cache (``predict``) leaves the last training pass's for ``backward``.
         """
         h = self._input(x)
         drop = cache and self.dropout > 0
-        self._masks = {}
+        masks = {}
         blocks = self.blocks()
         for k, block in enumerate(blocks):
             for layer in block:
@@ -236,11 +255,12 @@ class MLP:
                 m = self.backend.xp.empty(h.shape, dtype=self.dtype)
                 self.backend.dropout_mask(m, self.dropout, _dropout.seed_key(self.dropout_seed),
                                           self.dropout_step, k, row_offset)
-                self._masks[k] = m
+                masks[k] = m
                 h = h * m
+        if cache:  # (a pass without a cache, predict's, leaves a training pass's for backward)
+            self._masks, self._cached = masks, True
         if drop:
             self.dropout_step += 1
-        self._cached = cache
         return h
 
     __call__ = forward
@@ -260,7 +280,7 @@ class MLP:
     def backward(self, dJdy_hat, need_dx=True):
         """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx."""
         if not getattr(self, "_cached", False):
-            raise GpunetError("backward() needs a forward() with cache=True first")
+            raise ConfigError("backward() needs a forward() with cache=True first")
         g = _real_array(self.backend, dJdy_hat, "dJ/dy_hat", self.dtype)
         out = self.layers[-1]
         if out.y is None or g.shape != out.y.shape:
@@ -325,6 +345,9 @@ class MLP:
     def load_state_dict(self, state: dict) -> None:
         """Copy parameters and buffers (host or device arrays) into the model, checking names
         and shapes."""
+        if not isinstance(state, dict):
+            raise ConfigError(f"load_state_dict takes a dict of arrays (state_dict()'s), got "
+                              f"{type(state).__name__}")
         missing = (set(self.params) | set(self.buffers)) - set(state)
         extra = set(state) - set(self.params) - set(self.buffers)
         if missing or extra:
@@ -356,7 +379,8 @@ class MLP:
         return from_torch(net, backend=backend, dtype=dtype)
 
     def to(self, backend=None, dtype=None) -> "MLP":
-        """Move the parameters to another backend and/or dtype, in place; returns self."""
+        """Move the parameters to another backend and/or dtype, in place; returns self. An
+        optimiser of this model moves its state along at its next step."""
         self.backend = get_backend(backend) if backend is not None else self.backend
         if dtype is not None:
             self.dtype = check_dtype(dtype)

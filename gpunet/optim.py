@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 
 #: the learning rate each optimiser takes when none is given (``gpunet train``, the estimators)
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
@@ -82,11 +82,17 @@ class Optimizer:
 
         The step's own ``tick_hyper`` then brings t to ``steps``: on a GPU that happens on the
         device, inside a captured graph too. The host writes the array only when the learning
-        rate changed (a schedule) or the count moved elsewhere (a resume, a new backend).
+        rate changed (a schedule) or the count moved elsewhere (a resume, a new backend). State
+        arrays of another backend or dtype than the model's (after ``model.to``) are moved to
+        it here.
         """
-        backend = self.model.backend
+        backend, dtype = self.model.backend, self.model.dtype
         if self._hyper is None or not backend.owns(self._hyper):
             self._hyper, self._hyper_host = backend.new_hyper(), None
+        for per in self.state.values():  # the model moved (model.to): its state follows
+            for slot, a in per.items():
+                if not backend.owns(a) or a.dtype != dtype:
+                    per[slot] = backend.asarray(a, dtype=dtype)
         if self._hyper_host != (self.lr, self.steps - 1):
             backend.write_hyper(self._hyper, self.lr, self.steps - 1)
         self._hyper_host = (self.lr, self.steps)
@@ -133,16 +139,47 @@ class Optimizer:
         }
 
     def load_state_dict(self, sd: dict) -> None:
-        if sd.get("name") != self.name:
-            raise ConfigError(f"optimizer state is for {sd.get('name')!r}, not {self.name!r}")
+        """Take the state ``state_dict`` gave, checked before anything changes: the same kind
+        of optimiser (ConfigError), hyperparameters its constructor accepts (ConfigError, as
+        the constructor's; a learning rate of 0 too, where a schedule left it), and state for
+        this model's parameters, of their shapes, in this optimiser's slots (ShapeError /
+        ConfigError naming the first that is not)."""
+        if not isinstance(sd, dict) or sd.get("name") != self.name:
+            got = sd.get("name") if isinstance(sd, dict) else type(sd).__name__
+            raise ConfigError(f"optimizer state is for {got!r}, not {self.name!r}")
+        steps = sd.get("steps")
+        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
+            raise ConfigError(f"optimizer state: steps must be an integer >= 0, got {steps!r}")
+        hyper = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in sd.get("hyperparameters", {}).items()}
+        lr = _real("lr", hyper.pop("lr", self.lr), 0)  # 0: a schedule may have reached it
+        try:  # the constructor's checks, on a throwaway optimiser
+            fresh = type(self)(self.model, **hyper)
+        except TypeError:
+            known = set(self.hyperparameters())
+            raise ConfigError(f"optimizer state: unknown hyperparameters "
+                              f"{sorted(set(hyper) - known)} for {self.name}") from None
+        params, state = self.model.params, sd.get("state", {})
+        for k, slots in state.items():
+            if k not in params:
+                raise ConfigError(f"optimizer state for {k!r}, which the model does not have "
+                                  f"(its parameters: {', '.join(params)})")
+            for s, a in slots.items():
+                if s not in self.slots:
+                    raise ConfigError(f"optimizer state {k}/{s}: {self.name} keeps "
+                                      f"{', '.join(self.slots)}")
+                if tuple(np.shape(a)) != tuple(params[k].shape):
+                    raise ShapeError(f"optimizer state {k}/{s} is shaped {tuple(np.shape(a))}; "
+                                     f"the parameter is {tuple(params[k].shape)}")
         backend, dtype = self.model.backend, self.model.dtype
-        self.steps = int(sd["steps"])
+        for k in hyper:
+            setattr(self, k, getattr(fresh, k))
+        self.lr = lr
+        self.steps = int(steps)
         self._hyper_host = None
-        for k, v in sd.get("hyperparameters", {}).items():
-            setattr(self, k, tuple(v) if isinstance(v, list) else v)
         self.state = {
             k: {s: backend.asarray(np.asarray(a), dtype=dtype) for s, a in v.items()}
-            for k, v in sd["state"].items()
+            for k, v in state.items()
         }
 
 
@@ -161,8 +198,10 @@ class SGD(Optimizer):
         super().__init__(model, lr, weight_decay, clip_norm)
         _real("momentum", momentum, 0)
         _real("dampening", dampening, 0, high=1)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ConfigError("nesterov momentum needs momentum > 0 and dampening == 0")
+        if nesterov and momentum <= 0:
+            raise ConfigError(f"nesterov momentum needs momentum > 0, got {momentum!r}")
+        if nesterov and dampening != 0:
+            raise ConfigError(f"nesterov momentum needs dampening == 0, got {dampening!r}")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.dampening = float(dampening)

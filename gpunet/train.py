@@ -12,7 +12,9 @@ in the same order with the same state as a run that never stopped.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import signal
 import threading
 import time
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .checkpoint import save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .distributed import share_weight, shard, weighted_share
 from .errors import ConfigError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
@@ -255,7 +257,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     watches val_loss either way. ``schedule``: a Schedule setting the learning rate per epoch.
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
-    ``resume``: a loaded Checkpoint to continue from. ``log``: called with one line per epoch.
+    ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
+    ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
     ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
@@ -289,6 +292,16 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     _check_positive_int("batch_size", batch_size)
     if patience is not None:
         _check_positive_int("patience", patience)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise ConfigError(f"schedule must be a gpunet.Schedule (such as Schedule('cosine', "
+                          f"base_lr=0.1, epochs=30)) or None, got {schedule!r}")
+    if isinstance(resume, (str, os.PathLike)):  # a path: the checkpoint there
+        resume = load_checkpoint(resume)
+    if resume is not None and not isinstance(resume, Checkpoint):
+        raise ConfigError(f"resume must be a checkpoint's path or load_checkpoint(path), got "
+                          f"{resume!r}")
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
     if MONITORS[monitor] not in (None, data.task):
@@ -322,6 +335,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     y_val = prepare_targets(data.y_val, data.task, loss_fn, n_out)
     y_test = prepare_targets(data.y_test, data.task, loss_fn, n_out)
     if isinstance(loss_fn, CrossEntropyLoss):
+        loss_fn = copy.copy(loss_fn)  # (the caller's keeps checking its labels)
         loss_fn.check_labels = False  # labels were validated when the dataset was made
     if data_spec is None and getattr(data, "spec", None) is not None:
         data_spec = data.spec.to_json()  # so that `gpunet train --resume` can rebuild the data

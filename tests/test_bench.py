@@ -206,6 +206,21 @@ def test_bad_counts_and_rates_are_usage_errors(flag, value, says, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("flag", ["--json", "--markdown"])
+def test_an_output_that_cannot_be_written_is_refused_before_timing(flag, tmp_path, capsys,
+                                                                   monkeypatch):
+    """A --json / --markdown path under a file: one error line, exit status 1, and nothing
+    timed first (bench.run is never called)."""
+    from gpunet.cli import main
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed before refusing"))
+    (tmp_path / "file").write_text("")
+    assert main(["bench", flag, str(tmp_path / "file" / "out"), "--config", "small"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gpunet: error: {flag} ") and \
+        "cannot create folder" in err[0], err
+
+
 @pytest.mark.parametrize("kwargs, says", [
     (dict(rounds=0), "rounds must be an integer >= 1, got 0"),
     (dict(steps=0), "steps must be an integer >= 1, got 0"),

@@ -47,6 +47,70 @@ def test_round_trip_restores_weights_and_optimizer_exactly(tmp_path, backend, op
         np.testing.assert_array_equal(backend.to_host(clone.params[k]), backend.to_host(model.params[k]))
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_state_that_does_not_fit_is_refused_before_anything_changes(optimizer):
+    """State for another model's shapes or parameters, in slots the optimiser does not keep,
+    or with hyperparameters its constructor refuses: the matching GpunetError, naming what,
+    and the optimiser left as it was (its next step is the step it would have taken)."""
+    _, source = trained("numpy", optimizer)
+    good = source.state_dict()
+    slot = "momentum_buffer" if optimizer == "sgd" else "exp_avg"
+    narrow = gn.MLP([5, 4, 3], backend="numpy", seed=4)
+    cases = [
+        (gn.MLP([5, 7, 3], backend="numpy"), {**good, "name": "rmsprop"}, gn.ConfigError,
+         "optimizer state is for 'rmsprop'"),
+        (narrow, good, gn.ShapeError, rf"state W1/{slot} is shaped \(7, 5\); the parameter "
+                                      r"is \(4, 5\)"),
+        (gn.MLP([5, 7, 3], backend="numpy"),
+         {**good, "state": {**good["state"], "W9": good["state"]["W1"]}}, gn.ConfigError,
+         "optimizer state for 'W9', which the model does not have"),
+        (gn.MLP([5, 7, 3], backend="numpy"),
+         {**good, "state": {"W1": {"velocity": good["state"]["W1"][slot]}}}, gn.ConfigError,
+         f"optimizer state W1/velocity: {optimizer} keeps"),
+        (gn.MLP([5, 7, 3], backend="numpy"),
+         {**good, "hyperparameters": {**good["hyperparameters"], "lr": -5}}, gn.ConfigError,
+         "lr must be a finite number >= 0"),
+        (gn.MLP([5, 7, 3], backend="numpy"),
+         {**good, "hyperparameters": {**good["hyperparameters"], "bogus": 1}}, gn.ConfigError,
+         r"unknown hyperparameters \['bogus'\]"),
+        (gn.MLP([5, 7, 3], backend="numpy"),
+         {**good, "hyperparameters": {**good["hyperparameters"], "weight_decay": -1}},
+         gn.ConfigError, "weight_decay must be a finite number >= 0"),
+        (gn.MLP([5, 7, 3], backend="numpy"), {**good, "steps": -1}, gn.ConfigError,
+         "steps must be an integer >= 0"),
+    ]
+    for model, state, error, message in cases:
+        opt = gn.get_optimizer(optimizer, model, lr=0.5)
+        before = (opt.lr, opt.steps, opt.weight_decay, dict(opt.state))
+        with pytest.raises(error, match=message):
+            opt.load_state_dict(state)
+        assert (opt.lr, opt.steps, opt.weight_decay, dict(opt.state)) == before
+    zero = gn.get_optimizer(optimizer, gn.MLP([5, 7, 3], backend="numpy"), lr=0.5)
+    zero.load_state_dict({**good, "hyperparameters": {**good["hyperparameters"], "lr": 0.0}})
+    assert zero.lr == 0.0 and zero.steps == good["steps"]  # a schedule's floor loads
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_state_follows_the_model_to_another_dtype(optimizer):
+    """After model.to(dtype="float64") the optimiser's state moves along at the next step:
+    its steps equal those of a float64 model given the float32 run's state (torch's
+    optimizers, and a float64 reference, both keep their state in the parameters' dtype)."""
+    moved, opt = trained("numpy", optimizer)
+    ref_model = gn.MLP([5, 7, 3], backend="numpy", seed=4, dtype="float64")
+    ref_model.load_state_dict(moved.state_dict())
+    ref_opt = gn.get_optimizer(optimizer, ref_model, lr=0.01)
+    ref_opt.load_state_dict(opt.state_dict())
+    moved.to(dtype="float64")
+    rng = np.random.default_rng(2)
+    for _ in range(2):
+        x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+        moved.train_step(x, y, gn.CrossEntropyLoss(), opt)
+        ref_model.train_step(x, y, gn.CrossEntropyLoss(), ref_opt)
+    assert all(a.dtype == np.float64 for per in opt.state.values() for a in per.values())
+    for k, v in ref_model.params.items():
+        np.testing.assert_array_equal(moved.params[k], v, err_msg=k)
+
+
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
     model, opt = trained("numpy")
     path = tmp_path / "c.npz"

@@ -66,14 +66,54 @@ def test_zeros_and_gain():
 @pytest.mark.parametrize("kwargs, match", [
     ({"sizes": [4]}, "at least two"), ({"sizes": [4, 0, 2]}, "positive"),
     ({"sizes": [4, 2], "activation": "swish"}, "valid names"),
-    ({"sizes": [4, 2], "output": "gelu"}, "valid names"),
+    ({"sizes": [4, 2], "output": "mish"}, "valid names"),
     ({"sizes": [4, 2], "dtype": "float16"}, "float32, float64"),
     ({"sizes": [4, 2], "dtype": "int32"}, "float32, float64"),
     ({"sizes": [4, 2], "init": "orthogonal"}, "valid names"),
+    ({"sizes": [4, 2], "seed": "x"}, r"seed must be an integer >= 0 \(or None\), got 'x'"),
+    ({"sizes": [4, 2], "seed": 1.5}, "seed must be an integer >= 0"),
+    ({"sizes": [4, 2], "seed": -1}, "seed must be an integer >= 0"),
+    ({"sizes": [4, 2], "dropout_seed": "a"}, "dropout_seed must be an integer >= 0"),
+    ({"sizes": [4, 2], "slope": "a"}, "slope must be a finite number, got 'a'"),
+    ({"sizes": [4, 2], "slope": float("nan")}, "slope must be a finite number, got nan"),
+    ({"sizes": [4, 2], "init": "normal", "init_std": -1}, "init_std must be a finite number"),
 ])
 def test_bad_model_options(kwargs, match):
     with pytest.raises(gn.ConfigError, match=match):
         gn.MLP(**kwargs)
+
+
+def test_bad_arguments_elsewhere_in_the_api_are_config_errors(tmp_path):
+    """Each is one ConfigError naming the argument, not a TypeError or AttributeError from
+    deep inside; and what the API takes in their place works."""
+    from gpunet.data import DataSpec, load_data
+
+    data = load_data(DataSpec("iris"))
+    model = gn.MLP([4, 5, 3], backend="numpy")
+    calls = {
+        "fit seed": (lambda: gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model),
+                                    epochs=1, seed="a", progress=False), "seed must be"),
+        "fit schedule": (lambda: gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model),
+                                        epochs=1, schedule="cosine", progress=False),
+                         "schedule must be a gpunet.Schedule"),
+        "fit resume": (lambda: gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model),
+                                      epochs=1, resume=3, progress=False),
+                       "resume must be a checkpoint's path"),
+        "loss of a list": (lambda: gn.CrossEntropyLoss()([[1.0, 2.0]], np.array([0])),
+                           "y_hat must be a float array"),
+        "loss option": (lambda: gn.get_loss("mse", foo=1), "mse takes reduction="),
+        "load_state_dict": (lambda: model.load_state_dict(None), "takes a dict of arrays"),
+    }
+    for what, (call, match) in calls.items():
+        with pytest.raises(gn.ConfigError, match=match):
+            call()
+    path = tmp_path / "run.npz"  # resume also takes a checkpoint's path
+    gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False,
+           save=str(path), handle_sigint=False)
+    again = gn.MLP([4, 5, 3], backend="numpy")
+    history = gn.fit(again, data, gn.CrossEntropyLoss(), gn.SGD(again), epochs=2,
+                     progress=False, resume=str(path), handle_sigint=False)
+    assert [row["epoch"] for row in history] == [1, 2]
 
 
 def test_first_layer_shape_mismatch_names_layer_and_shapes():
@@ -83,5 +123,5 @@ def test_first_layer_shape_mismatch_names_layer_and_shapes():
 
 
 def test_backward_before_forward():
-    with pytest.raises(gn.GpunetError, match="forward"):
+    with pytest.raises(gn.ConfigError, match="forward"):
         gn.MLP([2, 2]).backward(np.ones((1, 2)))

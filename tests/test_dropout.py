@@ -110,6 +110,28 @@ def test_nothing_is_dropped_at_inference(backend, torch):
     assert not np.allclose(trained, expected)
 
 
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_a_predict_between_forward_and_backward_leaves_the_training_pass(backend, norm):
+    """forward, then predict (as a validation pass would), then backward: the gradients are
+    those of forward then backward alone, dropout masks and all (a batch norm's too)."""
+    grads = []
+    for between in (False, True):
+        model, x, y = _problem(backend.name, p=0.4)
+        if norm:
+            model = gn.MLP(model.sizes, activation="tanh", backend=backend.name, seed=3,
+                           dropout=0.4, dropout_seed=99, norm=norm, dtype="float64")
+        value, dJdy = gn.CrossEntropyLoss()(model.forward(x), y)
+        if between:
+            model.predict(x[:5])
+        model.backward(dJdy)
+        grads.append({k: host(g) for k, g in model.grads.items()})
+    for k in grads[0]:
+        np.testing.assert_array_equal(grads[1][k], grads[0][k], err_msg=k)
+    fresh = _problem(backend.name, p=0.4)[0]
+    with pytest.raises(gn.ConfigError, match="needs a forward"):
+        fresh.backward(np.zeros((2, fresh.sizes[-1])))
+
+
 def test_the_gradient_check_holds_with_dropout(backend):
     model, x, y = _problem(backend.name, p=0.5)
     result = gn.gradcheck(model, gn.CrossEntropyLoss(), x, y)

@@ -275,8 +275,10 @@ def test_bad_parameters_are_named_at_fit(params, message):
 
 
 def test_one_class_is_refused():
-    with pytest.raises(ValueError, match="at least 2 classes"):
+    with pytest.raises(ValueError, match=r"at least 2 classes in the data, got 1 class \(0\.0\)"):
         MLPClassifier(backend="numpy").fit(np.ones((5, 2)), np.zeros(5))
+    with pytest.raises(ValueError, match=r"got 1 class \('yes'\)$"):  # the name, as written
+        MLPClassifier(backend="numpy").fit(np.ones((5, 2)), np.array(["yes"] * 5))
 
 
 def test_verbose_prints_a_line_per_epoch(capsys):
@@ -440,6 +442,30 @@ def test_data_frames_keep_their_column_names(tmp_path):
     np.testing.assert_array_equal(back.feature_names_in_, clf.feature_names_in_)
     with pytest.raises(ValueError, match="feature names"):
         back.predict(frame[["z", "y", "x", "w"]])
+
+
+def test_the_command_line_finds_a_saved_estimators_columns_by_name(tmp_path, capsys):
+    """`gpunet predict` on an estimator fitted on a DataFrame reads a CSV's columns by the
+    fitted names, in any order (as predict on a CLI run's checkpoint does); other names are
+    an error naming them."""
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    from gpunet.cli import main
+
+    x, y = make_classification(90, 3, n_informative=3, n_redundant=0, random_state=17)
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    clf = MLPClassifier(epochs=3, backend="numpy").fit(frame, np.array(["lo", "hi"])[y])
+    clf.save(tmp_path / "clf.npz")
+    frame[["c", "a", "b"]].to_csv(tmp_path / "shuffled.csv", index=False)
+    assert main(["predict", "--checkpoint", str(tmp_path / "clf.npz"), "--input",
+                 str(tmp_path / "shuffled.csv"), "--output", str(tmp_path / "p.csv")]) == 0
+    labels = [line.split(",")[0] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert labels == list(clf.predict(frame))
+    frame.set_axis(["p", "q", "r"], axis=1).to_csv(tmp_path / "other.csv", index=False)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(tmp_path / "clf.npz"), "--input",
+                 str(tmp_path / "other.csv"), "--output", str(tmp_path / "q.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "'a'" in err and "'p'" in err, err
 
 
 def test_the_command_line_evaluates_a_saved_classifier_as_score_does(tmp_path):

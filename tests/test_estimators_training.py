@@ -246,6 +246,21 @@ def test_warm_start_with_patience_counts_the_best_epoch_on():
     assert est.history_[est.best_epoch_ - 1]["val_loss"] == second[best]["val_loss"]
 
 
+def test_without_validation_rows_there_is_no_best_epoch_however_often_it_goes_on():
+    """No validation rows: best_epoch_ is 0 ("none", as fit's History has it) after a fit,
+    and stays 0 after warm-started fits and partial_fit calls (not 0 shifted by the epochs
+    done, which would name an epoch)."""
+    x, y = _data(n=120)
+    est = _estimator(epochs=2, warm_start=True, val_fraction=0.0).fit(x, y)
+    assert est.best_epoch_ == 0
+    est.fit(x, y)
+    assert est.n_iter_ == 4 and est.best_epoch_ == 0
+    chunks = _estimator(epochs=1, val_fraction=0.0)
+    chunks.partial_fit(x, y, classes=np.unique(y))
+    chunks.partial_fit(x, y)
+    assert chunks.n_iter_ == 2 and chunks.best_epoch_ == 0
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda e, x, y: e.partial_fit(x, y), "first call to partial_fit needs classes="),
     (lambda e, x, y: e.partial_fit(x, y, classes=[0]), "at least 2 classes"),

@@ -275,6 +275,20 @@ def test_labels_beyond_the_output_layer_are_refused_before_training():
         fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False)
 
 
+def test_fit_leaves_the_callers_loss_checking_its_labels():
+    """fit skips the per-step label check on labels it validated, but on a copy: the loss the
+    caller passed still refuses labels outside its classes afterwards."""
+    data = load_data(DataSpec("iris"))
+    model = gn.MLP([4, 8, 3], backend="numpy")
+    loss = gn.CrossEntropyLoss()
+    fit(model, data, loss, gn.SGD(model), epochs=1, progress=False, handle_sigint=False)
+    assert loss.check_labels
+    logits = model.forward(data.x_test[:3])
+    for bad in ([0, 1, -1], [0, 1, 7]):
+        with pytest.raises(gn.ConfigError, match=r"class labels must lie in \[0, 2\]"):
+            loss(logits, np.array(bad))
+
+
 def test_features_that_do_not_fit_the_first_layer_name_both_sizes():
     data = load_data(DataSpec("iris"))
     model = gn.MLP([5, 8, 3])
