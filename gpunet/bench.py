@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .activations import DEFAULT_SLOPE, HIDDEN_ACTIVATIONS
 from .cli import _positive_int
 from .dropout import check_rate
 from .errors import ConfigError
@@ -53,7 +54,7 @@ def judge(row: dict, gpu: bool):
     rows) and whether the row meets it (None when it cannot tell, e.g. without PyTorch)."""
     goal = GOALS.get((row["config"], "gpu" if gpu else "cpu"))
     if goal is None or row.get("tf32") or row.get("dropout") or row.get("norm") \
-            or row.get("path") == "eager":
+            or row.get("activation", "relu") != "relu" or row.get("path") == "eager":
         return "", None
     what, bound = goal
     text = f"<= {bound:g} ms" if what == "ms" else f"<= {bound:g}x torch"
@@ -108,11 +109,11 @@ class GpunetStep(NamedTuple):
 
 
 def _gpunet_step(backend, sizes, batch, optimizer, graph=True, seed=0,
-                 dropout=0.0, norm=None) -> GpunetStep:
+                 dropout=0.0, norm=None, activation="relu") -> GpunetStep:
     import gpunet as gn
     from gpunet.step import StaticStep
 
-    model = gn.MLP(sizes, activation="relu", backend=backend, seed=seed, dropout=dropout,
+    model = gn.MLP(sizes, activation=activation, backend=backend, seed=seed, dropout=dropout,
                    norm=norm)
     opt = gn.SGD(model, lr=0.01) if optimizer == "sgd" else gn.Adam(model, lr=1e-3)
     loss = gn.CrossEntropyLoss(check_labels=False)
@@ -172,8 +173,10 @@ def _one_step(calls):
 
 
 def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, dropout=0.0,
-                 norm=None):
+                 norm=None, activation="relu"):
     import torch
+
+    from .interop import _module
 
     torch.manual_seed(seed)
     layers = []
@@ -183,7 +186,7 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, drop
             if norm:
                 layers.append(torch.nn.LayerNorm(sizes[i + 1]) if norm == "layer"
                               else torch.nn.BatchNorm1d(sizes[i + 1]))
-            layers.append(torch.nn.ReLU())
+            layers.append(_module(torch, activation, DEFAULT_SLOPE) or torch.nn.Identity())
             if dropout:
                 layers.append(torch.nn.Dropout(dropout))
     net = torch.nn.Sequential(*layers).to(device)
@@ -202,9 +205,11 @@ def _torch_model(device, sizes, batch, optimizer, seed=0, capturable=False, drop
     return opt, body
 
 
-def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0, norm=None):
+def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0, norm=None,
+                activation="relu"):
     """PyTorch's eager training step, as its users write it."""
-    opt, body = _torch_model(device, sizes, batch, optimizer, seed, dropout=dropout, norm=norm)
+    opt, body = _torch_model(device, sizes, batch, optimizer, seed, dropout=dropout, norm=norm,
+                             activation=activation)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -213,14 +218,15 @@ def _torch_step(device, sizes, batch, optimizer, seed=0, dropout=0.0, norm=None)
     return step
 
 
-def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0, dropout=0.0, norm=None):
+def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0, dropout=0.0, norm=None,
+                      activation="relu"):
     """PyTorch's whole step (forward, backward, optimiser) captured into one CUDA graph, the
     recipe of PyTorch's CUDA-graph docs: warm-up on a side stream, gradients left unset so the
     captured backward allocates them from the graph's pool. Returns the replay."""
     import torch
 
     opt, body = _torch_model("cuda", sizes, batch, optimizer, seed, capturable=True,
-                             dropout=dropout, norm=norm)
+                             dropout=dropout, norm=norm, activation=activation)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -254,7 +260,7 @@ def _time_round(step, steps, sync):
 
 def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
         rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, tf32=False,
-        torch_graph=True, dropout=0.0, norm=None, log=print) -> dict:
+        torch_graph=True, dropout=0.0, norm=None, activation="relu", log=print) -> dict:
     """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
 
     ``graph``: gpunet steps through ``gpunet.step.StaticStep`` (a CUDA graph replay on the
@@ -263,6 +269,7 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
     ``torch_graph``: on the GPU, also time PyTorch's step replayed as a CUDA graph.
     ``dropout``: both nets drop each hidden output with this probability (rows without a
     goal). ``norm``: "layer" or "batch" puts that norm in each hidden layer of both (rows
+    without a goal). ``activation``: the hidden layers' f in both (other than relu: rows
     without a goal).
 
     ConfigError for ``rounds`` or ``steps`` (where given) or ``torch_threads`` (where given)
@@ -275,6 +282,9 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
         if value is not None:
             _check_count(name, value)
     dropout = check_rate(dropout)
+    if activation not in HIDDEN_ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; valid names: "
+                          f"{', '.join(HIDDEN_ACTIVATIONS)}")
     backend = gn.get_backend(backend_name)
     gpu = backend.name == "cupy"
     try:
@@ -307,17 +317,18 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
         for optimizer in optimizers:
             n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
             row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
-                   "tf32": bool(tf32), "dropout": float(dropout), "norm": norm}
+                   "tf32": bool(tf32), "dropout": float(dropout), "norm": norm,
+                   "activation": activation}
             if gpu:  # each row's memory is its own
                 backend.xp.get_default_memory_pool().free_all_blocks()
                 if torch is not None:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
             made = _gpunet_step(backend, sizes, batch, optimizer, graph, dropout=dropout,
-                                norm=norm)
+                                norm=norm, activation=activation)
             g_step, row["path"], graph_bytes = made.step, made.path, made.graph_bytes
-            t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout, norm=norm) \
-                if torch is not None else None
+            t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout, norm=norm,
+                                 activation=activation) if torch is not None else None
             for _ in range(warmup):
                 g_step()
                 if t_step:
@@ -327,8 +338,9 @@ def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "a
             steps_by = {"gpunet": g_step, "gemms": made.gemms, "torch": t_step}
             if gpu and torch is not None and torch_graph:
                 try:
-                    steps_by["torch_graph"] = _torch_graph_step(sizes, batch, optimizer, warmup,
-                                                                dropout=dropout, norm=norm)
+                    steps_by["torch_graph"] = _torch_graph_step(
+                        sizes, batch, optimizer, warmup, dropout=dropout, norm=norm,
+                        activation=activation)
                 except Exception as e:  # recorded, not fatal: the other columns stand
                     row["torch_graph_error"] = f"{type(e).__name__}: {_first_line(e)}"
             times = {lib: [] for lib, step in steps_by.items() if step}
@@ -387,7 +399,8 @@ def _path(r) -> str:
     """The row's path, with its options: "graph tf32", "eager p=0.2"."""
     return r["path"] + (" tf32" if r.get("tf32") else "") \
         + (f" p={r['dropout']:g}" if r.get("dropout") else "") \
-        + (f" {r['norm']} norm" if r.get("norm") else "")
+        + (f" {r['norm']} norm" if r.get("norm") else "") \
+        + (f" {r['activation']}" if r.get("activation", "relu") != "relu" else "")
 
 
 def _verdict(met) -> str:
@@ -472,6 +485,9 @@ def main(argv=None) -> int:
     p.add_argument("--norm", choices=("layer", "batch"), default=None,
                    help="a layer or batch norm in each hidden layer of both nets (rows without "
                         "goals)")
+    p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
+                   help="the hidden layers' f in both nets (default relu; others: rows without "
+                        "goals)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)
@@ -487,6 +503,7 @@ def main(argv=None) -> int:
     result = run(args.backend, configs, args.optimizer or ["sgd", "adam"], rounds=args.rounds,
                  steps=args.steps, torch_threads=args.threads, graph=args.graph, tf32=args.tf32,
                  torch_graph=args.torch_graph, dropout=args.dropout, norm=args.norm,
+                 activation=args.activation,
                  log=lambda s: print(s, flush=True))
     from .checkpoint import atomic_write
 

@@ -300,14 +300,23 @@ def _bias_act_forward_kernel(name, dtype, parallel, in_place):
 
 @functools.cache
 def _act_backward_kernel(name, dtype, parallel, in_place):
+    """``in_place``: False, or which input ``out`` is ("dy", or "src": the z or y it reads,
+    as the static step writes dJ/dz over z): each writes through that one array."""
     _, g = _scalar_functions(name, dtype)
 
-    if in_place:
+    if in_place == "dy":
 
         @_jit(parallel=parallel)
         def kernel(dy, src, out, slope):
             for i in prange(dy.size):
                 dy[i] = g(dy[i], src[i], slope)
+
+    elif in_place == "src":
+
+        @_jit(parallel=parallel)
+        def kernel(dy, src, out, slope):
+            for i in prange(dy.size):
+                src[i] = g(dy[i], src[i], slope)
 
     else:
 
@@ -497,15 +506,16 @@ def bias_act_forward(name, z, b, out, slope):
 def act_backward(name, dy, x, y, out, slope):
     """out = dy * f'(x), elementwise, reading x (pre-activation) or y = f(x) (saved output).
 
-    relu and leaky_relu read x; sigmoid and tanh read y; identity reads neither. The array
-    an activation does not read may be None. out may alias dy.
+    relu, leaky_relu, gelu and silu read x; sigmoid and tanh read y; identity reads neither.
+    The array an activation does not read may be None. out may be dy, or the array it reads.
 
     Returns:
         out.
     """
     _, dtype, src = _checks.act_backward(name, dy, x, y, out, slope, np.ndarray)
     if dy.size:
-        kernel = _act_backward_kernel(name, dtype, dy.size >= PARALLEL_MIN_SIZE, out is dy)
+        alias = "dy" if out is dy else "src" if out is src else False
+        kernel = _act_backward_kernel(name, dtype, dy.size >= PARALLEL_MIN_SIZE, alias)
         kernel(dy.reshape(-1), src.reshape(-1), out.reshape(-1), dtype.type(slope))
     return out
 

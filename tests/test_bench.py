@@ -42,6 +42,8 @@ def test_eager_tf32_and_goal_less_rows_have_no_verdict():
     assert bench.judge(_row("large", ratio=0.1), False) == ("", None)  # no CPU goal there
     assert bench.judge(_row(dropout=0.2, ratio=0.1), False) == ("", None)
     assert bench.judge(_row(norm="layer", ratio=0.1), False) == ("", None)
+    assert bench.judge(_row(activation="gelu", ratio=0.1), False) == ("", None)
+    assert bench.judge(_row(activation="relu", ratio=0.1), False)[0] != ""
 
 
 def test_a_dropout_run_drops_in_both_nets(tmp_path):
@@ -69,6 +71,21 @@ def test_a_layer_norm_run_normalises_in_both_nets(tmp_path):
         net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", norm=norm)[1].net
         assert [type(m).__name__ for m in net] == [
             "Linear", module, "ReLU", "Linear", module, "ReLU", "Linear"]
+
+
+def test_a_gelu_run_uses_it_in_both_nets(tmp_path):
+    pytest.importorskip("torch")
+    out_json = tmp_path / "b.json"
+    assert bench.main(["--config", "small", "--optimizer", "sgd", "--rounds", "1", "--steps",
+                       "2", "--activation", "gelu", "--json", str(out_json)]) == 0
+    (row,) = json.loads(out_json.read_text())["rows"]
+    assert (row["path"], row["activation"], row["goal"]) == ("static", "gelu", "")
+    assert "| static gelu |" in bench.markdown(json.loads(out_json.read_text()))
+    for name, module in (("gelu", "GELU"), ("silu", "SiLU"), ("identity", "Identity")):
+        net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", activation=name)[1].net
+        assert [type(m).__name__ for m in net] == ["Linear", module, "Linear", module, "Linear"]
+    with pytest.raises(gn.ConfigError, match="unknown activation 'mish'"):
+        bench.run(configs=("small",), optimizers=("sgd",), activation="mish", log=print)
 
 
 def test_without_pytorch_a_ratio_goal_cannot_be_told():

@@ -230,6 +230,19 @@ def test_act_backward_into_dy_with_unused_input_none(parallel, name):
     assert_close(dy, ref, tol)
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if activations.ACTIVATIONS[n].saved])
+def test_act_backward_over_the_array_it_reads(parallel, name):
+    """out is x (or y): dJ/dz written over the z it reads, as the static step does (its own
+    kernel, so that LLVM's overlap check does not send the loop down its scalar path)."""
+    dy, x, y = backward_inputs(name, np.float32, (7, 143), 7)
+    ref = ref_grad(name, dy, x, y)
+    tol = act_grad_tolerance(name, np.float32, ref, dy, x)
+    src = x.copy() if activations.ACTIVATIONS[name].saved == "x" else y.copy()
+    args = (src, None) if activations.ACTIVATIONS[name].saved == "x" else (None, src)
+    assert cpu_ops.act_backward(name, dy, *args, src, SLOPE) is src
+    assert_close(src, ref, tol)
+
+
 @pytest.mark.parametrize("name, want", [("relu", 0.0), ("leaky_relu", SLOPE)])
 def test_derivative_at_zero_follows_torch(name, want):
     out = nans(5, np.float32)
