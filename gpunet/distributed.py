@@ -254,14 +254,28 @@ class Communicator:
             else:
                 model.backend.xp.multiply(model.grads[key].reshape(-1), weight, out=part)
             off += p.size
-        for i, value in enumerate(extras):
-            buf[n + i] = value
-        self._allreduce_buffer(model.backend, buf)
+        reduced = self.allreduce_flat(model.backend, buf, n, 1.0, extras)
         off = 0
         for key, p in model.params.items():
             model.grads[key] = buf[off:off + p.size].reshape(p.shape)
             off += p.size
-        return buf[n:].copy()
+        return reduced
+
+    def allreduce_flat(self, backend, buf, n, weight, extras=()):
+        """``allreduce_grads`` in place on a buffer that already holds every gradient in its
+        first ``n`` slots (a static step's ``flat``, whose gradients are views into it): they
+        are scaled by ``weight`` (0: zeroed), the extras written after them, and the whole
+        buffer summed over the ranks in one collective. Returns the reduced extras (a copy)."""
+        self.prepare(backend)
+        grads = buf[:n]
+        if weight == 0:
+            grads[...] = 0
+        elif weight != 1:
+            backend.xp.multiply(grads, weight, out=grads)
+        for i, value in enumerate(extras):
+            buf[n + i] = value
+        self._allreduce_buffer(backend, buf)
+        return buf[n:n + len(extras)].copy()
 
     def batch_norm_allreduce(self, backend):
         """The ``allreduce`` of ``MLP.synced_batch_norm`` for ``backend``: sums a float64 array

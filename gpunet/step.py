@@ -59,10 +59,17 @@ class StaticStep:
     next call: the loss and, with ``count_correct``, how many argmax predictions equal the
     labels.
     ``graph=False`` runs the body eagerly on the GPU too.
+
+    A data-parallel rank's step (``gpunet.train.fit`` under a communicator) is ``split``: a
+    call runs forward, loss and backward only (one graph), the caller sums the gradients over
+    the ranks in ``flat`` (every gradient, as views into it, then ``extras`` free slots for
+    what travels with them), and ``update()`` runs the optimiser's update (a second graph).
+    ``row_offset``: the index of the batch's first row in the whole batch of all ranks, for
+    the dropout masks (the rank's share of the batch's masks).
     """
 
     def __init__(self, model, loss_fn, optimizer, batch_size, *, count_correct=False,
-                 graph=True, weighted=False):
+                 graph=True, weighted=False, split=False, row_offset=0, extras=0):
         why = self.unsupported(model, loss_fn, optimizer)
         if why:
             raise ConfigError(f"no static training step here: {why}")
@@ -76,9 +83,12 @@ class StaticStep:
         self.count_correct = bool(count_correct)
         self.weighted = bool(weighted)
         self.graph = bool(graph)
+        self.split = bool(split)
+        self.row_offset = int(row_offset)
+        self.extras = int(extras)
         self.captured = False  # whether calls replay a CUDA graph (False on the CPU)
         self._binding = None
-        self._replay = None
+        self._replay = self._replay_update = None
 
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
@@ -137,8 +147,6 @@ class StaticStep:
             a = xp.empty((n, lin.out_features), dtype=dtype)
             self.a.append(a)
             self.z.append(a if _backward_from_output(act) else xp.empty_like(a))
-            self.grads[lin.weight] = xp.empty((lin.out_features, lin.in_features), dtype=dtype)
-            self.grads[lin.bias] = xp.empty(lin.out_features, dtype=dtype)
             batch = isinstance(norm, BatchNorm)
             stat = (1, lin.out_features) if batch else (n, 1)
             self.xhat.append(None if norm is None else xp.empty_like(a))
@@ -147,9 +155,13 @@ class StaticStep:
             # one (d,) array for its running statistics' update
             self.bn.append(tuple(xp.empty(stat, dtype=dtype) for _ in range(4))
                            + (xp.empty(lin.out_features, dtype=dtype),) if batch else None)
-            if norm is not None:
-                self.grads[norm.weight] = xp.empty(lin.out_features, dtype=dtype)
-                self.grads[norm.bias] = xp.empty(lin.out_features, dtype=dtype)
+        # every gradient a view into one flat buffer, in the order of model.params (then the
+        # free slots): a data-parallel step sums them over the ranks in one collective there
+        self.flat = xp.empty(model.n_params + self.extras, dtype=dtype)
+        off = 0
+        for key, p in model.params.items():
+            self.grads[key] = self.flat[off:off + p.size].reshape(p.shape)
+            off += p.size
         if any(r is not None for r in self.rstd):  # the norms' backward scratch
             self.norm_scratch = (xp.empty(n * max(model.sizes[1:-1]), dtype=dtype),
                                  xp.empty((n, 1), dtype=dtype), xp.empty((n, 1), dtype=dtype))
@@ -180,7 +192,7 @@ class StaticStep:
             self.pred = xp.empty(n, dtype=np.intp)
             self.hit = xp.empty(n, dtype=bool)
         self.params = dict(model.params)
-        self._replay = None
+        self._replay = self._replay_update = None
         self.captured = False
 
     def _bound_to(self):
@@ -220,9 +232,18 @@ class StaticStep:
 
     def _body(self):
         with self.backend.static_kernels():  # fused kernels at every size (a graph's launch
-            self._body_ops()                 # costs no host time per kernel)
+            self._forward_backward_ops()     # costs no host time per kernel)
+            self._update_ops()
 
-    def _body_ops(self):
+    def _forward_backward(self):
+        with self.backend.static_kernels():
+            self._forward_backward_ops()
+
+    def _update(self):
+        with self.backend.static_kernels():
+            self._update_ops()
+
+    def _forward_backward_ops(self):
         backend, xp, params = self.backend, self.backend.xp, self.params
         blocks = self.model.blocks()
         last = len(self.a) - 1
@@ -248,7 +269,8 @@ class StaticStep:
                 backend.act_forward(act.name, z, act.slope, out=self.a[i])
             h = self.a[i]
             if self.drop and i < len(self.a) - 1:  # h~ = h m
-                backend.dropout_mask(self.m[i], self.drop, self.s0, self.dstep, i)
+                backend.dropout_mask(self.m[i], self.drop, self.s0, self.dstep, i,
+                                     self.row_offset)
                 xp.multiply(h, self.m[i], out=self.d[i])
                 h = self.d[i]
         n_out = h.shape[1]
@@ -293,10 +315,12 @@ class StaticStep:
             if i:
                 g = self.g[i - 1]
                 backend.matmul(dz, params[lin.weight], g)  # dJ/dh = dz W
-        backend.tick_hyper(self.optimizer._hyper)
-        self.optimizer.apply(self.grads)
         if self.drop:
             xp.add(self.dstep, np.uint64(1), out=self.dstep)
+
+    def _update_ops(self):
+        self.backend.tick_hyper(self.optimizer._hyper)
+        self.optimizer.apply(self.grads)
 
     def _weighted_loss(self, h, g):
         """The loss and dJ/dy_hat (into ``g``) with the rows' weights: the operations of
@@ -351,34 +375,57 @@ class StaticStep:
             xp.take(y, rows, axis=0, out=self.y)
             if self.weighted:
                 xp.take(w, rows, axis=0, out=self.w)
-        opt.steps += 1
-        opt.prepare_hyper()
+        if not self.split:
+            opt.steps += 1
+            opt.prepare_hyper()
         if self.drop and self._dstep_host != model.dropout_step:  # eager steps moved it
             self.dstep.fill(np.uint64(model.dropout_step))
         if self._replay is not None:
             self._replay()
+        elif self.split:  # forward and backward: the update is update()'s
+            self._forward_backward()
+            self._replay = self._capture(self._forward_backward)
         else:
             self._body()  # eager: compiles the kernels, makes the optimiser's state
             self._binding = self._bound_to()
-            self._replay = self._capture()
+            self._replay = self._capture(self._body)
         if self.drop:
             model.dropout_step += 1
             self._dstep_host = model.dropout_step
         model.grads.update(self.grads)
         return self.loss, self.correct
 
-    def _capture(self):
+    def update(self):
+        """A split step's optimiser update, from the gradients in ``flat`` (as the ranks'
+        sum left them), after the call that computed them."""
+        if not self.split:
+            raise ConfigError("update() is a split step's (StaticStep(..., split=True)): "
+                              "this step updates in its call")
+        if self._replay is None:
+            raise ConfigError("update() needs the step's call first, for the gradients")
+        opt = self.optimizer
+        opt.steps += 1
+        opt.prepare_hyper()
+        if self._replay_update is not None:
+            self._replay_update()
+        else:
+            self._update()  # eager: makes the optimiser's state
+            self._binding = self._bound_to()
+            self._replay_update = self._capture(self._update)
+        self.model.grads.update(self.grads)
+
+    def _capture(self, body):
         if not self.graph:
-            return self._body
+            return body
         try:
-            replay = self.backend.capture(self._body)
+            replay = self.backend.capture(body)
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0]
             print(f"gpunet: CUDA graph capture failed ({type(e).__name__}: {first}); "
                   "this step runs eagerly", file=sys.stderr)
             self.graph = False
-            return self._body
-        self.captured = replay != self._body  # (bound methods compare equal, never identical)
+            return body
+        self.captured = replay != body  # (bound methods compare equal, never identical)
         return replay
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .distributed import share_weight, shard, weighted_share
+from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
 from .errors import ConfigError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
@@ -263,7 +263,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
     replay on the GPU, no allocation on the CPU; the same numbers as the eager step) where the
-    model, loss and optimizer allow it; False, or distributed training, steps eagerly.
+    model, loss and optimizer allow it (under ``comm``: two replays, the gradients summed over
+    the ranks between them; a synced batch norm steps eagerly); False steps eagerly.
     ``step_cache``: a dict in which fit keeps that static step, and from which it takes the one
     an earlier call built for the same optimiser, kind of loss, batch size and weighting (the
     estimators' ``partial_fit`` passes one, so that its calls share one step: on a GPU, one
@@ -427,17 +428,27 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     show = sys.stderr.isatty() if progress is None else progress
     if comm is not None:
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
-    static = None
-    if graph and comm is None and not StaticStep.unsupported(model, loss_fn, optimizer):
-        key = (type(loss_fn), loss_fn.reduction, batch_size, classify, w_dev is not None)
+    # A full batch's step is static: on a rank of a data-parallel job, a split one for its
+    # share of the batch (rows share_lo..+share of it), whose gradients the ranks sum between
+    # its backward and its update. A synced batch norm's collectives stay eager.
+    static, share, share_lo = None, batch_size, 0
+    if comm is not None:
+        share_lo, hi = shard(batch_size, comm.rank, comm.size)
+        share = hi - share_lo
+    if graph and share and not synced \
+            and not StaticStep.unsupported(model, loss_fn, optimizer):
+        key = (type(loss_fn), loss_fn.reduction, batch_size, classify, w_dev is not None,
+               share, share_lo, comm is not None)
         cached = (step_cache or {}).get("static")
         if cached is not None and cached[0] == key and cached[1].model is model \
                 and cached[1].optimizer is optimizer:
             static = cached[1]
             static.loss_fn = loss_fn  # (of the same kind and reduction: the same step)
         else:
-            static = StaticStep(model, loss_fn, optimizer, batch_size, count_correct=classify,
-                                weighted=w_dev is not None)
+            static = StaticStep(model, loss_fn, optimizer, share, count_correct=classify,
+                                weighted=w_dev is not None, split=comm is not None,
+                                row_offset=share_lo,
+                                extras=STEP_EXTRAS if comm is not None else 0)
             if step_cache is not None:
                 step_cache["static"] = (key, static)
 
@@ -503,7 +514,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     if not len(idx) and getattr(model, "dropout", 0) and not synced:
                         model.dropout_step += 1  # as the ranks with rows do: masks stay in step
                 value = correct = 0  # a rank with no rows of a ragged last batch adds nothing
-                stepped = static is not None and len(idx) == batch_size
+                stepped = static is not None and len(idx) == share \
+                    and (comm is None or lo == share_lo)
                 if stepped:  # forward, loss, backward and the update, replayed
                     value, correct = static(x_dev, y_dev, idx, w_dev)
                 elif len(idx) or synced:
@@ -517,9 +529,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         correct = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
                     model.backward(dJdy_hat * weight if synced else dJdy_hat, need_dx=False)
                 if comm is not None:
-                    value, correct, stop_all = comm.allreduce_grads(
-                        model, 1.0 if synced else weight,
-                        extras=(value * weight, correct, sigint.raised))
+                    extras = (value * weight, correct, sigint.raised)
+                    if stepped:  # the gradients summed in the step's own buffer, then its
+                        value, correct, stop_all = comm.allreduce_flat(  # update
+                            backend, static.flat, model.n_params, weight, extras)
+                        static.update()
+                    else:
+                        value, correct, stop_all = comm.allreduce_grads(
+                            model, 1.0 if synced else weight, extras)
                     stop_all = bool(stop_all)
                 if not stepped:
                     optimizer.step()

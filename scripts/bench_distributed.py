@@ -15,9 +15,12 @@ step) on synthetic data, timed after warm-up steps. The configurations:
   ceiling for 2 ranks on this machine (what 2 cores give when nothing is shared but the chip);
 - 2 ranks, 1 BLAS thread each: data-parallel over the same cores.
 
-"comm share" is the time inside ``Communicator.allreduce_grads`` (packing the flat buffer, the
-all-reduce, and waiting for the slower rank) over the whole step, on rank 0; "all-reduce" is
-the same call timed alone after a barrier, the transfer without the wait. The figures are
+"comm share" is the time inside the all-reduce (``Communicator.allreduce_flat`` on a static
+step's gradient buffer, or ``allreduce_grads``, which packs one first, for the eager step; with
+the wait for the slower rank) over the whole step, on rank 0; "all-reduce" is
+``allreduce_grads`` timed alone after a barrier, the transfer without the wait. Each row is
+timed with fit's static step (split around the all-reduce on a rank) and with the eager step
+(``--step``). The figures are
 medians over the repeats.
 """
 
@@ -40,11 +43,12 @@ MODELS = {
 }
 
 
-def worker(sizes, batch, steps, warmup, distributed):
+def worker(sizes, batch, steps, warmup, distributed, static=True):
     import numpy as np
 
     import gpunet as gn
-    from gpunet.distributed import Communicator, shard, share_weight
+    from gpunet.distributed import STEP_EXTRAS, Communicator, shard, share_weight
+    from gpunet.step import StaticStep
 
     comm = Communicator(timeout=120) if distributed else None
     rank, size = (comm.rank, comm.size) if comm else (0, 1)
@@ -57,19 +61,31 @@ def worker(sizes, batch, steps, warmup, distributed):
         comm.broadcast_params(model)
     lo, hi = shard(batch, rank, size)
     weight = share_weight("mean", hi - lo, batch)
+    if static:  # fit's path: a static step, split around the all-reduce on a rank
+        step = StaticStep(model, loss_fn, opt, hi - lo, split=comm is not None, row_offset=lo,
+                          extras=STEP_EXTRAS if comm else 0)
     step_times, comm_times = [], []
     for s in range(warmup + steps):
         start = (s % 8) * batch
         xb, yb = x[start + lo:start + hi], y[start + lo:start + hi]
         t0 = time.perf_counter()
-        y_hat = model.forward(xb)
-        value, dJdy_hat = loss_fn(y_hat, yb)
-        model.backward(dJdy_hat, need_dx=False)
+        if static:
+            value, _ = step(xb, yb)
+        else:
+            y_hat = model.forward(xb)
+            value, dJdy_hat = loss_fn(y_hat, yb)
+            model.backward(dJdy_hat, need_dx=False)
         t1 = time.perf_counter()
-        if comm:
+        if comm and static:
+            comm.allreduce_flat(model.backend, step.flat, model.n_params, weight,
+                                extras=(value * weight, 0, 0))
+        elif comm:
             comm.allreduce_grads(model, weight, extras=(value * weight, 0, 0))
         t2 = time.perf_counter()
-        opt.step()
+        if static and comm:
+            step.update()
+        elif not static:
+            opt.step()
         t3 = time.perf_counter()
         if s >= warmup:
             step_times.append(t3 - t0)
@@ -93,13 +109,13 @@ def _mpiexec():
     return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
-def measure(model, ranks, threads, steps, warmup, independent=1):
+def measure(model, ranks, threads, steps, warmup, independent=1, step="static"):
     """One run: ``ranks`` MPI ranks, or ``independent`` plain processes at once (samples/s
-    summed); each with ``threads`` BLAS threads."""
+    summed); each with ``threads`` BLAS threads; ``step``: static (fit's) or eager."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, __file__, "--worker", model, "--steps", str(steps),
-           "--warmup", str(warmup)]
+           "--warmup", str(warmup), "--step", step]
     if ranks > 1:
         cmd = [_mpiexec(), "-n", str(ranks), *cmd, "--distributed"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -125,16 +141,23 @@ def main():
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--step", choices=("static", "eager", "both"), default="both",
+                   help="the step timed: fit's static one (split around the all-reduce on a "
+                        "rank), the eager train step, or both (a row each)")
     args = p.parse_args()
     if args.worker:
         sizes, batch = MODELS[args.worker]
-        worker(sizes, batch, args.steps, args.warmup, args.distributed)
+        worker(sizes, batch, args.steps, args.warmup, args.distributed,
+               static=args.step == "static")
         return
     if _mpiexec() is None:
         raise SystemExit("no mpiexec: pip install 'gpunet[distributed]'")
     cores = os.cpu_count()
     configs = [(1, 1, 1, "1 process, 1 thread"), (1, cores, 1, f"1 process, {cores} threads"),
                (1, 1, 2, "2 independent processes (ceiling)"), (2, 1, 1, "2 ranks x 1 thread")]
+    kinds = ("static", "eager") if args.step == "both" else (args.step,)
+    configs = [(r, t, i, f"{label}, {kind}", kind) for kind in kinds
+               for r, t, i, label in configs]
     print(f"{cores} cores; medians of {args.repeats} runs of {args.steps} steps "
           f"after {args.warmup} warm-up steps\n")
     print("| model (global batch) | run | samples/s | ms/step | comm share | all-reduce ms "
@@ -143,8 +166,8 @@ def main():
     for model in args.models:
         sizes, batch = MODELS[model]
         base = None
-        for ranks, threads, independent, label in configs:
-            runs = [measure(model, ranks, threads, args.steps, args.warmup, independent)
+        for ranks, threads, independent, label, kind in configs:
+            runs = [measure(model, ranks, threads, args.steps, args.warmup, independent, kind)
                     for _ in range(args.repeats)]
             sps = statistics.median(r["samples_per_s"] for r in runs)
             ms = statistics.median(r["step_ms"] for r in runs)

@@ -82,8 +82,11 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
             inner()
 
         opt.step = step
+    cache = {}  # fit keeps its static step here: whether the full batches took one
     history = fit(model, data, loss_fn, opt, epochs=epochs, batch_size=batch_size, seed=3,
-                  progress=False, save=save, log=log, comm=comm, data_spec=spec.to_json())
+                  progress=False, save=save, log=log, comm=comm, data_spec=spec.to_json(),
+                  step_cache=cache)
+    history.static = "static" in cache
     return model, history
 
 
@@ -99,7 +102,7 @@ def _equivalence(out: Path, backend, names=None):
         np.savez(out / f"{name}-rank{comm.rank}.npz", **model.state_dict())
         (out / f"{name}-rank{comm.rank}.json").write_text(
             json.dumps({"history": list(history), "test": history.test,
-                        "transport": comm.transport}))
+                        "transport": comm.transport, "static": history.static}))
 
 
 def _raise(backend):

@@ -75,6 +75,46 @@ def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     assert step.captured == (backend.name == "cupy")
 
 
+@pytest.mark.parametrize("opt, loss, act, kw", [
+    ("adam", "ce", "relu", {"dropout": 0.3}), ("momentum", "mse", "gelu", {"norm": "layer"}),
+])
+def test_a_split_step_with_its_update_is_the_whole_step(backend, opt, loss, act, kw):
+    """split=True: the call leaves the weights (its gradients in ``flat``, as views, then the
+    free slots), update() then takes the step the whole static step takes, to the bit on the
+    CPU; a row offset draws the masks of those rows of a bigger batch, as the eager forward
+    with that offset does."""
+    whole, w_opt, w_loss, x, y = _setup(backend.name, opt, loss, act, **kw)
+    split, s_opt, s_loss, _, _ = _setup(backend.name, opt, loss, act, **kw)
+    eager, e_opt, e_loss, _, _ = _setup(backend.name, opt, loss, act, **kw)
+    a = StaticStep(whole, w_loss, w_opt, BATCH, row_offset=7)
+    b = StaticStep(split, s_loss, s_opt, BATCH, split=True, row_offset=7, extras=3)
+    for rows in _batches(4):
+        before = {k: host(v).copy() for k, v in split.params.items()}
+        a(x, y, rows)
+        b(x, y, rows)
+        for k, v in split.params.items():  # the call alone moves nothing
+            np.testing.assert_array_equal(host(v), before[k], err_msg=k)
+        assert b.flat.shape == (split.n_params + 3,)
+        off = 0
+        for k, p in split.params.items():
+            np.testing.assert_array_equal(host(b.flat[off:off + p.size]).reshape(p.shape),
+                                          host(split.grads[k]), err_msg=k)
+            off += p.size
+        b.update()
+        y_hat = eager.forward(x[rows], row_offset=7)
+        value, dJdy = e_loss(y_hat, y[rows])
+        eager.backward(dJdy, need_dx=False)
+        e_opt.step()
+    assert s_opt.steps == w_opt.steps == 4 and split.dropout_step == whole.dropout_step
+    _assert_same(whole, split, backend.name)
+    _assert_same(eager, split, backend.name)
+    with pytest.raises(ConfigError, match="split step"):
+        a.update()
+    fresh = StaticStep(split, s_loss, s_opt, BATCH, split=True)
+    with pytest.raises(ConfigError, match="needs the step's call first"):
+        fresh.update()
+
+
 def _random_norm_params(model, seed=4):
     """gamma and beta away from 1 and 0, the same for every model of one seed."""
     rng = np.random.default_rng(seed)
