@@ -80,6 +80,13 @@ class Loss:
         backend = backend_of(y_hat)
         xp = backend.xp
         n = y_hat.shape[0]
+        if isinstance(weight, (np.ndarray, list, tuple)):  # on the host: checked for free
+            host = np.asarray(weight)
+            if host.dtype.kind in "biuf" and host.size:
+                bad = host[~np.isfinite(host) | (host < 0)]
+                if bad.size:
+                    raise ConfigError(f"{type(self).__name__}: sample weights must be finite "
+                                      f"numbers >= 0, got {float(bad[0]):g}")
         w = backend.asarray(weight)
         if w.shape != (n,):
             raise ShapeError(f"{type(self).__name__}: sample weights shaped {tuple(w.shape)} do "

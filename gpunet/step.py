@@ -58,7 +58,9 @@ class StaticStep:
     sample weights of the rows of x. Returns 0-d arrays on the backend, overwritten by the
     next call: the loss and, with ``count_correct``, how many argmax predictions equal the
     labels.
-    ``graph=False`` runs the body eagerly on the GPU too.
+    ``graph=False`` runs the body eagerly on the GPU too. Labels are checked as the loss checks
+    them (``CrossEntropyLoss(check_labels=...)``, on by default: a GPU reads two numbers back);
+    labels of another integer dtype, or targets of another float one, are converted.
 
     A data-parallel rank's step (``gpunet.train.fit`` under a communicator) is ``split``: a
     call runs forward, loss and backward only (one graph), the caller sums the gradients over
@@ -363,6 +365,8 @@ class StaticStep:
         if n != self.batch_size or (rows is None and (len(x) != n or len(y) != n)):
             raise ShapeError(f"this static step takes batches of {self.batch_size} rows, got "
                              f"{len(x) if rows is None else n}")
+        if y is not self.y and y.dtype != self.y.dtype:  # (int32 labels, float64 targets)
+            y = y.astype(self.y.dtype)
         if rows is None:  # (the step's own buffers, already loaded, need no copy)
             if x is not self.x:
                 xp.copyto(self.x, x)
@@ -371,10 +375,20 @@ class StaticStep:
             if self.weighted and w is not self.w:
                 xp.copyto(self.w, w)
         else:
-            xp.take(x, rows, axis=0, out=self.x)
-            xp.take(y, rows, axis=0, out=self.y)
-            if self.weighted:
-                xp.take(w, rows, axis=0, out=self.w)
+            try:
+                xp.take(x, rows, axis=0, out=self.x)
+                xp.take(y, rows, axis=0, out=self.y)
+                if self.weighted:
+                    xp.take(w, rows, axis=0, out=self.w)
+            except IndexError as e:  # (NumPy checks; CuPy's take wraps around)
+                raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
+        loss_fn = self.loss_fn
+        if isinstance(loss_fn, CrossEntropyLoss) and loss_fn.check_labels and n:
+            c = model.sizes[-1]  # (fit checked its labels once: its loss does not ask)
+            low, high = int(self.y.min()), int(self.y.max())
+            if low < 0 or high >= c:
+                raise ConfigError(f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] "
+                                  f"for {c} outputs; got labels from {low} to {high}")
         if not self.split:
             opt.steps += 1
             opt.prepare_hyper()

@@ -115,6 +115,28 @@ def test_a_split_step_with_its_update_is_the_whole_step(backend, opt, loss, act,
         fresh.update()
 
 
+def test_labels_rows_and_dtypes_the_step_is_given_are_checked_or_converted(backend):
+    """Labels of another integer dtype are converted (the same step as with int64); labels
+    outside the classes are the loss's ConfigError (unless it does not check them); rows past
+    x are a ShapeError on NumPy; none of these moves the weights."""
+    model, opt, loss, x, y = _setup(backend.name, "sgd", "ce")
+    twin, t_opt, t_loss, _, _ = _setup(backend.name, "sgd", "ce")
+    rows = _batches(1)[0]
+    a, b = StaticStep(model, loss, opt, BATCH), StaticStep(twin, t_loss, t_opt, BATCH)
+    a(x, y, rows)
+    b(x, y.astype(np.int32), rows)
+    _assert_same(model, twin, backend.name)
+    before = {k: host(v).copy() for k, v in model.params.items()}
+    with pytest.raises(ConfigError, match=r"class labels must lie in \[0, 4\] for 5 outputs"):
+        a(x, y + 5, rows)
+    if backend.name == "numpy":
+        with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x"):
+            a(x, y, np.r_[rows[:-1], N + 3])
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(host(v), before[k], err_msg=k)
+    assert opt.steps == 1
+
+
 def _random_norm_params(model, seed=4):
     """gamma and beta away from 1 and 0, the same for every model of one seed."""
     rng = np.random.default_rng(seed)

@@ -361,3 +361,21 @@ def test_sample_weights_of_the_wrong_shape_are_refused():
         gn.CrossEntropyLoss()(y_hat, y, weight=np.ones(3))
     with pytest.raises(gn.ShapeError, match=r"sample weights shaped \(4, 1\)"):
         gn.MSELoss()(y_hat, y_hat, weight=np.ones((4, 1)))
+
+
+@pytest.mark.parametrize("name", ["mse", "bce", "bce_logits", "cross_entropy"])
+def test_negative_or_non_finite_host_weights_are_refused(name):
+    """Weights given on the host (a NumPy array or a list) are checked as the README states
+    them, finite and >= 0, at no device cost; the first bad one is named."""
+    rng = np.random.default_rng(3)
+    y_hat = rng.uniform(0.1, 0.9, (4, 1 if name.startswith("bce") else 3))
+    y = np.array([0, 1, 2, 0]) if name == "cross_entropy" else \
+        rng.integers(0, 2, y_hat.shape).astype(float)
+    loss = gn.get_loss(name)
+    for weight, shown in (([1.0, -2.0, 1.0, 1.0], "-2"), (np.array([1, 1, np.inf, 1]), "inf"),
+                          (np.array([np.nan, 1, 1, 1]), "nan")):
+        with pytest.raises(gn.ConfigError, match=f"sample weights must be finite numbers "
+                                                 f">= 0, got {shown}"):
+            loss(y_hat, y, weight=weight)
+    value, _ = loss(y_hat, y, weight=[0, 1, 2, 0])  # zeros are weights too
+    assert np.isfinite(float(value))
