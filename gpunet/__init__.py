@@ -18,7 +18,8 @@ from .errors import (
 )
 from .gradcheck import GradcheckResult, gradcheck
 from .gradcheck import combinations as gradcheck_combinations
-from .losses import LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, get_loss
+from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, Loss,
+                     MSELoss, get_loss)
 from .data import DataSpec, Dataset, load_data
 from .model import MLP
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, get_optimizer
@@ -64,6 +65,7 @@ __all__ = [
     "MLPClassifier",
     "MLPRegressor",
     "MSELoss",
+    "HuberLoss",
     "Optimizer",
     "SGD",
     "Schedule",

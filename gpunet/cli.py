@@ -114,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(torch.nn.LayerNorm); batch, over the batch (torch.nn.BatchNorm1d; "
                         "running statistics for evaluate and predict)")
     t.add_argument("--loss", default=None, choices=sorted(LOSSES),
-                   help="default: cross_entropy for classification, mse for regression")
+                   help="default: cross_entropy for classification, mse for regression; "
+                        "huber: robust regression (torch.nn.HuberLoss)")
+    t.add_argument("--huber-delta", type=_positive_float, default=None, metavar="D",
+                   help="--loss huber: quadratic within D of the target, linear beyond "
+                        "(default 1, in the standardised targets' units)")
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
@@ -369,8 +373,8 @@ def cmd_train(args, comm=None) -> int:
 
             raise ConfigError(f"--hidden {args.hidden} does not match the checkpoint's hidden "
                               f"layers {model.sizes[1:-1]}")
-        loss_name = training["loss"]["name"]
-        loss_fn = get_loss(loss_name, reduction=training["loss"]["reduction"])
+        loss_fn = _checkpoint_loss(resume, None, None)
+        loss_name = loss_fn.name
         opt = resume.header["optimizer"]
         # The saved rate may be a schedule's floor of 0, which the constructor refuses: build
         # with the schedule's base rate, then put the saved one back (as fit's resume does).
@@ -401,7 +405,12 @@ def cmd_train(args, comm=None) -> int:
         opt_kw = optimizer_kwargs(args.optimizer, args.lr, args.weight_decay, args.momentum,
                                   args.clip_grad_norm, args.nesterov)
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
-        loss_fn = get_loss(loss_name)
+        if args.huber_delta is not None and loss_name != "huber":
+            from .errors import ConfigError
+
+            raise ConfigError(f"--huber-delta is for --loss huber, not {loss_name}")
+        loss_fn = get_loss(loss_name, **({"delta": args.huber_delta}
+                                         if args.huber_delta is not None else {}))
         batch_size, seed = args.batch_size or 32, args.seed
         patience, save, monitor = args.patience, args.save, args.monitor
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
@@ -496,6 +505,8 @@ def _refuse_changes_on_resume(args, resume) -> None:
              **{k: model.get(k) for k in ("activation", "dropout", "norm", "dtype")},
              "optimizer": opt.get("name"), "seed": training.get("seed"),
              "warmup": (training.get("schedule") or {}).get("warmup", 0),
+             "loss": (training.get("loss") or {}).get("name"),
+             "huber_delta": (training.get("loss") or {}).get("delta"),
              "patience": training.get("patience"), "monitor": training.get("monitor")}
     defaults = vars(build_parser().parse_args(["train"]))
     given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
@@ -515,8 +526,8 @@ def _checkpoint_loss(ckpt, model, task):
     from .losses import get_loss
 
     loss = (ckpt.extra.get("training") or {}).get("loss")
-    if loss:
-        return get_loss(loss["name"], reduction=loss["reduction"])
+    if loss:  # its name and its constructor's arguments (a huber loss's delta)
+        return get_loss(loss["name"], **{k: v for k, v in loss.items() if k != "name"})
     if task != "classification":
         return get_loss("mse")
     if model.sizes[-1] == 1:

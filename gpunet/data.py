@@ -55,7 +55,7 @@ TASKS = ("classification", "regression")
 SPLITS = ("train", "val", "test", "all")
 #: loss name -> the task it implies
 LOSS_TASK = {"cross_entropy": "classification", "bce": "classification",
-             "bce_logits": "classification", "mse": "regression"}
+             "bce_logits": "classification", "mse": "regression", "huber": "regression"}
 #: the IDX files of mnist / fashion_mnist, (images, labels) for the training and the test split
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

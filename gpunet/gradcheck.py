@@ -13,7 +13,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError
-from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 
 
 @dataclass
@@ -109,10 +109,11 @@ def combinations():
 
     MSE fits every output; BCE needs probabilities (sigmoid or softmax outputs); BCE with
     logits and cross-entropy take raw scores (identity output). Cross-entropy is checked with
-    integer labels and with probability targets; MSE also with reduction="sum".
+    integer labels and with probability targets; MSE also with reduction="sum"; Huber (delta
+    0.5, so that some outputs lie beyond it) on real targets.
     """
     pairs = [(g, "mse", "real") for g in ACTIVATIONS]
-    pairs += [("identity", "mse_sum", "real")]
+    pairs += [("identity", "mse_sum", "real"), ("identity", "huber", "real")]
     pairs += [(g, "bce", "unit") for g in ("sigmoid", "softmax")]
     pairs += [("identity", "bce_logits", "unit")]
     pairs += [("identity", "cross_entropy", "labels"), ("identity", "cross_entropy", "probabilities")]
@@ -130,6 +131,7 @@ NORM_COMBINATIONS = [(f, "identity", "cross_entropy", "labels") for f in HIDDEN_
 _LOSS_MAKERS = {
     "mse": lambda: MSELoss(),
     "mse_sum": lambda: MSELoss(reduction="sum"),
+    "huber": lambda: HuberLoss(delta=0.5),  # outputs both within and beyond delta
     "bce": lambda: BCELoss(),
     "bce_logits": lambda: BCEWithLogitsLoss(),
     "cross_entropy": lambda: CrossEntropyLoss(),

@@ -37,7 +37,11 @@ class Loss:
         self.reduction = reduction
 
     def __repr__(self):
-        return f"{type(self).__name__}(reduction={self.reduction!r})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+    def config(self) -> dict:
+        """The constructor's arguments (``get_loss(name, **config)`` makes this loss again)."""
+        return {"reduction": self.reduction}
 
     def _backend(self, y_hat):
         """y_hat's backend; ConfigError unless y_hat is a float array of one (a model's
@@ -121,6 +125,41 @@ class MSELoss(Loss):
         return value, diff * (2 * scale)
 
 
+class HuberLoss(Loss):
+    """``torch.nn.HuberLoss(delta)``: quadratic near the target, linear beyond ``delta``.
+
+    With d = y_hat - y per element: l = d^2 / 2 where |d| <= delta, else delta (|d| - delta/2);
+    J = scale * sum l, dJ/dy_hat = scale * clip(d, -delta, delta). Large errors pull with a
+    force of at most delta, so a few outlying targets cannot dominate the fit as under MSE.
+    """
+
+    name = "huber"
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.integer,
+                                                             np.floating)) \
+                or not np.isfinite(delta) or delta <= 0:
+            raise ConfigError(f"HuberLoss: delta must be a finite number > 0, got {delta!r}")
+        self.delta = float(delta)
+
+    def config(self) -> dict:
+        return {"reduction": self.reduction, "delta": self.delta}
+
+    def __call__(self, y_hat, y, weight=None):
+        backend, y = self._prepare(y_hat, y)
+        xp, delta = backend.xp, self.delta
+        d = y_hat - y
+        a = xp.abs(d)
+        terms = xp.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+        grad = xp.clip(d, -delta, delta)
+        if weight is not None:
+            r = self._row_scale(y_hat, weight)
+            return (terms * r).sum(), (grad * r).astype(y_hat.dtype, copy=False)
+        scale = self._scale(y_hat.size)
+        return terms.sum() * scale, (grad * scale).astype(y_hat.dtype, copy=False)
+
+
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities p = y_hat in [0, 1].
 
@@ -183,6 +222,9 @@ class CrossEntropyLoss(Loss):
         super().__init__(reduction)
         self.check_labels = check_labels
 
+    def config(self) -> dict:
+        return {"reduction": self.reduction, "check_labels": self.check_labels}
+
     def __call__(self, y_hat, y, weight=None):
         backend = self._backend(y_hat)
         xp = backend.xp
@@ -228,12 +270,12 @@ class CrossEntropyLoss(Loss):
 
 
 LOSSES = {
-    cls.name: cls for cls in (MSELoss, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss)
+    cls.name: cls for cls in (MSELoss, HuberLoss, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss)
 }
 
 
 def get_loss(name: str, **kwargs) -> Loss:
-    """A loss by its short name (mse, bce, bce_logits, cross_entropy)."""
+    """A loss by its short name (mse, huber, bce, bce_logits, cross_entropy)."""
     try:
         cls = LOSSES[name]
     except (KeyError, TypeError):
@@ -241,6 +283,7 @@ def get_loss(name: str, **kwargs) -> Loss:
     try:
         return cls(**kwargs)
     except TypeError:  # an argument the loss does not take
+        others = [k for k in cls().config() if k != "reduction"]
         raise ConfigError(f"{name} takes reduction= ({', '.join(REDUCTIONS)})"
-                          + (" and check_labels=" if cls is CrossEntropyLoss else "")
+                          + "".join(f" and {k}=" for k in others)
                           + f"; got {', '.join(sorted(kwargs))}") from None

@@ -30,8 +30,8 @@ from .schedules import Schedule
 from .step import StaticStep
 
 #: loss name -> output activation it is meant to follow
-OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "bce": "sigmoid",
-                   "bce_logits": "identity"}
+OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "huber": "identity",
+                   "bce": "sigmoid", "bce_logits": "identity"}
 
 
 class TrainingDiverged(GpunetError):
@@ -463,7 +463,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
                     "monitor": monitor,
                     "ranks": ranks,
-                    "loss": {"name": loss_fn.name, "reduction": loss_fn.reduction}}
+                    "loss": {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
+                                                      if k != "check_labels"}}}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,
                         standardizer=data.standardizer, target_standardizer=target, arrays=arrays,
                         classes=getattr(data, "classes", None),

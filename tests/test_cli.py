@@ -95,6 +95,33 @@ def test_regression_reports_mse_and_r2(tmp_path):
     assert out["task"] == "regression" and 0.2 < out["test_r2"] < 1 and out["test_mse"] > 0
 
 
+def test_huber_regression_keeps_its_delta_through_save_resume_and_evaluate(tmp_path, capsys):
+    """--loss huber --huber-delta: the checkpoint keeps the delta; a resumed run ends with the
+    weights of an unbroken one (a resume that lost the delta would not); evaluate reports the
+    run's own test loss (with its delta, not mse's); --huber-delta with another loss, or
+    another delta on resume, is refused."""
+    base = ["train", "--dataset", "diabetes", "--backend", "numpy", "--quiet", "--hidden", "16",
+            "--loss", "huber", "--huber-delta", "0.3", "--lr", "0.01"]
+    a, b, m = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "m.json"
+    assert main([*base, "--epochs", "2", "--save", str(a)]) == 0
+    assert load_checkpoint(a).extra["training"]["loss"] == {"name": "huber", "reduction": "mean",
+                                                           "delta": 0.3}
+    assert main(["train", "--resume", str(a), "--epochs", "4", "--quiet"]) == 0
+    assert main([*base, "--epochs", "4", "--save", str(b), "--metrics-json", str(m)]) == 0
+    for k, v in load_checkpoint(b).params.items():
+        np.testing.assert_array_equal(load_checkpoint(a).params[k], v, err_msg=k)
+    e = tmp_path / "e.json"
+    assert main(["evaluate", "--checkpoint", str(b), "--metrics-json", str(e)]) == 0
+    trained, evaluated = json.loads(m.read_text()), json.loads(e.read_text())
+    assert evaluated["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
+    capsys.readouterr()
+    assert main(["train", "--dataset", "diabetes", "--huber-delta", "0.3", "--epochs", "1",
+                 "--quiet", "--backend", "numpy"]) == 1
+    assert "--huber-delta is for --loss huber, not mse" in capsys.readouterr().err
+    assert main(["train", "--resume", str(a), "--huber-delta", "2", "--epochs", "5"]) == 1
+    assert "--huber-delta" in capsys.readouterr().err
+
+
 def test_binary_cross_entropy_on_one_output(tmp_path):
     m = tmp_path / "m.json"
     assert main(["train", "--dataset", "breast_cancer", "--loss", "bce", "--epochs", "10",

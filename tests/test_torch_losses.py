@@ -67,6 +67,33 @@ def test_mse_matches_torch(backend, dtype, torch, reduction):
           y_hat, y.astype(dtype))
 
 
+@pytest.mark.parametrize("delta", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_huber_matches_torch(backend, dtype, torch, reduction, delta):
+    """torch.nn.functional.huber_loss: errors of 0 to 6, so that both the quadratic and the
+    linear part count, and some exactly at +-delta (where both give delta^2 / 2 and the
+    gradient is +-delta)."""
+    rng = np.random.default_rng(11)
+    y = rng.standard_normal((B, C))
+    y_hat = y + rng.uniform(-6, 6, (B, C))
+    y_hat[0, :2] = y[0, :2] + np.array([delta, -delta])
+    y = y.astype(dtype)
+    y_hat = y + (y_hat - y).astype(dtype)  # the errors exact in the dtype
+    check(backend, dtype, torch, gn.HuberLoss(reduction, delta=delta),
+          torch.nn.functional.huber_loss, y_hat, y, delta=delta)
+    value, grad = run_loss(backend, gn.HuberLoss("sum", delta=delta), y_hat, y)
+    np.testing.assert_allclose(grad[0, :2], [delta, -delta], rtol=RTOL[dtype])
+
+
+def test_huber_refuses_a_delta_that_is_not_positive():
+    for delta in (0, -1.0, float("nan"), float("inf"), "1", True):
+        with pytest.raises(gn.ConfigError, match="delta must be a finite number > 0"):
+            gn.HuberLoss(delta=delta)
+    assert gn.get_loss("huber", delta=0.5).config() == {"reduction": "mean", "delta": 0.5}
+    with pytest.raises(gn.ConfigError, match="huber takes reduction= .* and delta=; got beta"):
+        gn.get_loss("huber", beta=1)
+
+
 # -- BCE on probabilities ---------------------------------------------------------------------
 
 
@@ -254,8 +281,8 @@ def test_cross_entropy_label_out_of_range_raises_config_error(backend, bad):
         gn.CrossEntropyLoss()(z, backend.asarray(labels))
 
 
-@pytest.mark.parametrize("loss_cls", [gn.MSELoss, gn.BCELoss, gn.BCEWithLogitsLoss,
-                                      gn.CrossEntropyLoss])
+@pytest.mark.parametrize("loss_cls", [gn.MSELoss, gn.HuberLoss, gn.BCELoss,
+                                      gn.BCEWithLogitsLoss, gn.CrossEntropyLoss])
 @pytest.mark.parametrize("target_shape", [(7, C + 1), (6, C), (7 * C,)],
                          ids=["columns", "rows", "flat"])
 def test_target_shape_mismatch_raises_shape_error(backend, loss_cls, target_shape):
@@ -290,6 +317,7 @@ def test_unknown_reduction_raises_config_error():
 WEIGHTED = {
     # name: (gpunet loss, torch's per-element (or per-row) loss, target kind)
     "mse": (gn.MSELoss, "mse_loss", "real"),
+    "huber": (gn.HuberLoss, "huber_loss", "real"),  # torch's default delta, 1, is gpunet's
     "bce": (gn.BCELoss, "binary_cross_entropy", "soft"),
     "bce_logits": (gn.BCEWithLogitsLoss, "binary_cross_entropy_with_logits", "soft"),
     "cross_entropy_labels": (gn.CrossEntropyLoss, "cross_entropy", "labels"),
@@ -363,7 +391,7 @@ def test_sample_weights_of_the_wrong_shape_are_refused():
         gn.MSELoss()(y_hat, y_hat, weight=np.ones((4, 1)))
 
 
-@pytest.mark.parametrize("name", ["mse", "bce", "bce_logits", "cross_entropy"])
+@pytest.mark.parametrize("name", ["mse", "huber", "bce", "bce_logits", "cross_entropy"])
 def test_negative_or_non_finite_host_weights_are_refused(name):
     """Weights given on the host (a NumPy array or a list) are checked as the README states
     them, finite and >= 0, at no device cost; the first bad one is named."""
