@@ -120,18 +120,26 @@ def _exp_nonpos_f32(x):
     return _ZERO
 
 
-def _exp_nonpos(x):
-    """exp(x) for x <= 0 in x's precision (typed dispatch below)."""
-    return math.exp(x)
+def _by_precision(f32, f64, doc, **overload_options):
+    """A function of one float that compiles to ``f32`` for a float32 argument and to ``f64``
+    for a float64 one (numba's typed dispatch); called from Python, it is ``f64``."""
+    def function(x):
+        return f64(x)
+
+    function.__doc__ = doc
+
+    @overload(function, **overload_options)
+    def typed(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return function
 
 
-@overload(_exp_nonpos)
-def _exp_nonpos_typed(x):
-    if x == types.float32:
-        return lambda x: _exp_nonpos_f32(x)
-    if x == types.float64:
-        return lambda x: math.exp(x)
-    return None
+_exp_nonpos = _by_precision(_exp_nonpos_f32, math.exp, "exp(x) for x <= 0 in x's precision.")
 
 
 _T0, _T1, _T2 = _F(-5.70498872745e-3), _F(2.06390887954e-2), _F(-5.37397155531e-2)
@@ -155,18 +163,7 @@ def _tanh_f32(x):
     return t if x >= _ZERO else -t  # NaN: a, e, big are NaN and so is -t
 
 
-def _tanh(x):
-    """tanh(x) in x's precision (typed dispatch below)."""
-    return math.tanh(x)
-
-
-@overload(_tanh)
-def _tanh_typed(x):
-    if x == types.float32:
-        return lambda x: _tanh_f32(x)
-    if x == types.float64:
-        return lambda x: math.tanh(x)
-    return None
+_tanh = _by_precision(_tanh_f32, math.tanh, "tanh(x) in x's precision.")
 
 
 # erfc for float32 in two pieces. |x| < 1/2: 1 - erf(x) with Cephes' erff polynomial,
@@ -205,18 +202,7 @@ def _erfc_f32(x):
     return small if a < _HALF else big  # NaN: big
 
 
-def _erfc(x):
-    """erfc(x) in x's precision (typed dispatch below)."""
-    return math.erfc(x)
-
-
-@overload(_erfc, inline="always")
-def _erfc_typed(x):
-    if x == types.float32:
-        return lambda x: _erfc_f32(x)
-    if x == types.float64:
-        return lambda x: math.erfc(x)
-    return None
+_erfc = _by_precision(_erfc_f32, math.erfc, "erfc(x) in x's precision.", inline="always")
 
 
 def _cast(v, like):
