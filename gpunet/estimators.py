@@ -55,7 +55,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Standardizer, check_sample_weight, make_dataset
 from .errors import CheckpointError, ConfigError
-from .losses import CrossEntropyLoss, MSELoss
+from .losses import CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP
 from .optim import get_optimizer, optimizer_kwargs
 from .schedules import Schedule
@@ -70,8 +70,8 @@ class _GpunetMLP(BaseEstimator):
 
     _task = None
 
-    def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, norm=None,
-                 optimizer="adam",
+    def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, norm=None, loss=None,
+                 huber_delta=1.0, optimizer="adam",
                  lr=None, momentum=0.0, nesterov=False, weight_decay=None, clip_grad_norm=None,
                  schedule="constant", warmup=0, epochs=30, batch_size=32, patience=None,
                  monitor="val_loss", val_fraction=None, standardize=True, warm_start=False,
@@ -80,6 +80,8 @@ class _GpunetMLP(BaseEstimator):
         self.activation = activation
         self.dropout = dropout
         self.norm = norm
+        self.loss = loss
+        self.huber_delta = huber_delta
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -117,6 +119,21 @@ class _GpunetMLP(BaseEstimator):
             raise ConfigError(f"hidden must be a tuple of positive layer widths (or one width), "
                               f"got {self.hidden!r}")
         return [int(n) for n in sizes]
+
+    #: the losses each kind of estimator trains with (scikit-learn's names), the default first
+    _LOSSES = {"classification": ("log_loss",), "regression": ("squared_error", "huber")}
+
+    def _loss(self):
+        allowed = self._LOSSES[self._task]
+        name = allowed[0] if self.loss is None else self.loss
+        if name not in allowed:
+            raise ConfigError(f"loss must be {' or '.join(allowed)} (or None) for an "
+                              f"{type(self).__name__}, got {self.loss!r}")
+        if name == "log_loss":
+            return CrossEntropyLoss()
+        if name == "squared_error":
+            return MSELoss()
+        return HuberLoss(delta=self.huber_delta)  # (which checks the delta)
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -184,7 +201,7 @@ class _GpunetMLP(BaseEstimator):
         """``gpunet.fit`` on ``data``; keeps what the fitted estimator holds. ``extend``: the
         epochs add to the fitted ones (their history goes on, numbered on); ``step_cache``:
         fit's (partial_fit's calls share their static step through it)."""
-        loss_fn = CrossEntropyLoss() if self._task == "classification" else MSELoss()
+        loss_fn = self._loss()
         log = (lambda line: print(line, file=sys.stderr)) if self.verbose else None
         history = fit(model, data, loss_fn, optimizer, epochs=epochs,
                       batch_size=self.batch_size, seed=seed, patience=patience,
@@ -464,6 +481,10 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         dropout: the rate at which hidden outputs are zeroed while training (0: none).
         norm: None, "layer" or "batch": a layer norm or a batch norm in each hidden layer,
             before the activation (see ``gpunet.MLP``).
+        loss: a classifier's is "log_loss" (softmax cross-entropy; None is the same); a
+            regressor's "squared_error" (None is the same) or "huber" (``gpunet.HuberLoss``:
+            quadratic within ``huber_delta`` of the target, linear beyond; in standardised
+            target units with ``standardize``).
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
             momentum, with ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).

@@ -246,6 +246,33 @@ def test_warm_start_with_patience_counts_the_best_epoch_on():
     assert est.history_[est.best_epoch_ - 1]["val_loss"] == second[best]["val_loss"]
 
 
+def test_a_huber_regressor_resists_outlying_targets(tmp_path):
+    """loss="huber": with 5% of the targets thrown off by +2000, the huber fit predicts the
+    other rows far better than the squared-error fit of the same network and seed (what a
+    loss that caps each row's pull is for); it saves and loads with its loss; a loss of the
+    other kind of estimator is refused."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(300, 5, noise=5, random_state=0)
+    thrown = y.copy()
+    thrown[:15] += 2000
+    kw = dict(epochs=40, hidden=(32,), backend="numpy", random_state=1)
+    squared = MLPRegressor(**kw).fit(x, thrown)
+    huber = MLPRegressor(loss="huber", huber_delta=0.1, **kw).fit(x, thrown)
+    clean = slice(15, None)
+    err = {name: np.mean((est.predict(x)[clean] - y[clean]) ** 2)
+           for name, est in (("squared", squared), ("huber", huber))}
+    assert err["huber"] < 0.25 * err["squared"], err
+    huber.save(tmp_path / "h.npz")
+    back = MLPRegressor.load(tmp_path / "h.npz", backend="numpy")
+    assert (back.loss, back.huber_delta) == ("huber", 0.1)
+    np.testing.assert_array_equal(back.predict(x), huber.predict(x))
+    with pytest.raises(gn.ConfigError, match="loss must be squared_error or huber"):
+        MLPRegressor(loss="absolute_error", backend="numpy").fit(x, y)
+    with pytest.raises(gn.ConfigError, match="loss must be log_loss"):
+        MLPClassifier(loss="huber", backend="numpy").fit(x, (y > 0).astype(int))
+
+
 def test_without_validation_rows_there_is_no_best_epoch_however_often_it_goes_on():
     """No validation rows: best_epoch_ is 0 ("none", as fit's History has it) after a fit,
     and stays 0 after warm-started fits and partial_fit calls (not 0 shifted by the epochs
