@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", default=None, choices=sorted(LOSSES),
                    help="default: cross_entropy for classification, mse for regression; "
                         "huber: robust regression (torch.nn.HuberLoss)")
+    t.add_argument("--label-smoothing", type=_number_type(float, lambda v: 0 <= v <= 1,
+                                                          "a number in [0, 1]"),
+                   default=None, metavar="E",
+                   help="cross_entropy: targets (1 - E) one-hot + E / classes "
+                        "(torch.nn.CrossEntropyLoss(label_smoothing=E))")
     t.add_argument("--huber-delta", type=_positive_float, default=None, metavar="D",
                    help="--loss huber: quadratic within D of the target, linear beyond "
                         "(default 1, in the standardised targets' units)")
@@ -405,12 +410,17 @@ def cmd_train(args, comm=None) -> int:
         opt_kw = optimizer_kwargs(args.optimizer, args.lr, args.weight_decay, args.momentum,
                                   args.clip_grad_norm, args.nesterov)
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
-        if args.huber_delta is not None and loss_name != "huber":
-            from .errors import ConfigError
+        options = {}
+        for flag, value, loss, key in (("--huber-delta", args.huber_delta, "huber", "delta"),
+                                       ("--label-smoothing", args.label_smoothing,
+                                        "cross_entropy", "label_smoothing")):
+            if value is not None and loss_name != loss:
+                from .errors import ConfigError
 
-            raise ConfigError(f"--huber-delta is for --loss huber, not {loss_name}")
-        loss_fn = get_loss(loss_name, **({"delta": args.huber_delta}
-                                         if args.huber_delta is not None else {}))
+                raise ConfigError(f"{flag} is for --loss {loss}, not {loss_name}")
+            if value is not None:
+                options[key] = value
+        loss_fn = get_loss(loss_name, **options)
         batch_size, seed = args.batch_size or 32, args.seed
         patience, save, monitor = args.patience, args.save, args.monitor
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
@@ -507,6 +517,7 @@ def _refuse_changes_on_resume(args, resume) -> None:
              "warmup": (training.get("schedule") or {}).get("warmup", 0),
              "loss": (training.get("loss") or {}).get("name"),
              "huber_delta": (training.get("loss") or {}).get("delta"),
+             "label_smoothing": (training.get("loss") or {}).get("label_smoothing"),
              "patience": training.get("patience"), "monitor": training.get("monitor")}
     defaults = vars(build_parser().parse_args(["train"]))
     given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()

@@ -71,7 +71,7 @@ class _GpunetMLP(BaseEstimator):
     _task = None
 
     def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, norm=None, loss=None,
-                 huber_delta=1.0, optimizer="adam",
+                 huber_delta=1.0, label_smoothing=0.0, optimizer="adam",
                  lr=None, momentum=0.0, nesterov=False, weight_decay=None, clip_grad_norm=None,
                  schedule="constant", warmup=0, epochs=30, batch_size=32, patience=None,
                  monitor="val_loss", val_fraction=None, standardize=True, warm_start=False,
@@ -82,6 +82,7 @@ class _GpunetMLP(BaseEstimator):
         self.norm = norm
         self.loss = loss
         self.huber_delta = huber_delta
+        self.label_smoothing = label_smoothing
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -129,8 +130,11 @@ class _GpunetMLP(BaseEstimator):
         if name not in allowed:
             raise ConfigError(f"loss must be {' or '.join(allowed)} (or None) for an "
                               f"{type(self).__name__}, got {self.loss!r}")
+        if self.label_smoothing and name != "log_loss":
+            raise ConfigError(f"label_smoothing is a classifier's (log_loss), not "
+                              f"{type(self).__name__}'s")
         if name == "log_loss":
-            return CrossEntropyLoss()
+            return CrossEntropyLoss(label_smoothing=self.label_smoothing)  # (which checks it)
         if name == "squared_error":
             return MSELoss()
         return HuberLoss(delta=self.huber_delta)  # (which checks the delta)
@@ -484,7 +488,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         loss: a classifier's is "log_loss" (softmax cross-entropy; None is the same); a
             regressor's "squared_error" (None is the same) or "huber" (``gpunet.HuberLoss``:
             quadratic within ``huber_delta`` of the target, linear beyond; in standardised
-            target units with ``standardize``).
+            target units with ``standardize``). ``label_smoothing`` (a classifier): targets
+            (1 - e) one-hot + e / classes, as torch's.
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
             momentum, with ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).

@@ -213,17 +213,29 @@ class CrossEntropyLoss(Loss):
 
     ``check_labels`` verifies that integer labels lie in [0, C) (on a GPU this reads two
     numbers back from the device; the training loop validates its data once and turns it off).
+
+    ``label_smoothing`` = e in [0, 1], as torch's: the targets become t (1 - e) + e / C (a
+    label c: the one-hot row of c so mixed), and the loss and its gradient are those of the
+    probabilities branch on them.
     """
 
     name = "cross_entropy"
     elementwise = False
 
-    def __init__(self, reduction: str = "mean", check_labels: bool = True):
+    def __init__(self, reduction: str = "mean", check_labels: bool = True,
+                 label_smoothing: float = 0.0):
         super().__init__(reduction)
+        if isinstance(label_smoothing, bool) or not isinstance(
+                label_smoothing, (int, float, np.integer, np.floating)) \
+                or not 0 <= label_smoothing <= 1:
+            raise ConfigError(f"CrossEntropyLoss: label_smoothing must be a number in [0, 1], "
+                              f"got {label_smoothing!r}")
         self.check_labels = check_labels
+        self.label_smoothing = float(label_smoothing)
 
     def config(self) -> dict:
-        return {"reduction": self.reduction, "check_labels": self.check_labels}
+        return {"reduction": self.reduction, "check_labels": self.check_labels,
+                "label_smoothing": self.label_smoothing}
 
     def __call__(self, y_hat, y, weight=None):
         backend = self._backend(y_hat)
@@ -246,12 +258,17 @@ class CrossEntropyLoss(Loss):
                     f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] for {c} outputs; "
                     f"got labels from {int(y.min())} to {int(y.max())}"
                 )
-            if weight is not None:
+            if self.label_smoothing:  # the one-hot rows, smoothed below
+                onehot = xp.zeros(y_hat.shape, dtype=y_hat.dtype)
+                onehot[xp.arange(n), y] = 1
+                y = onehot
+            elif weight is not None:
                 loss, grad = backend.softmax_cross_entropy(y_hat, y, 1.0)
                 grad *= scale
                 return (loss * scale[:, 0]).sum(), grad
-            loss, grad = backend.softmax_cross_entropy(y_hat, y, scale)
-            return loss.sum() * scale, grad
+            else:
+                loss, grad = backend.softmax_cross_entropy(y_hat, y, scale)
+                return loss.sum() * scale, grad
         if y.dtype.kind != "f":
             raise ConfigError(
                 f"CrossEntropyLoss: targets must be integer labels or float probabilities, "
@@ -263,6 +280,8 @@ class CrossEntropyLoss(Loss):
                 f"CrossEntropyLoss: target shape {tuple(y.shape)} does not match the logits "
                 f"shape {tuple(y_hat.shape)}"
             )
+        if self.label_smoothing:
+            y = y * (1 - self.label_smoothing) + self.label_smoothing / c
         log_p = backend.log_softmax(y_hat)
         value = -(y * log_p * scale).sum() if weight is not None else -(y * log_p).sum() * scale
         grad = (xp.exp(log_p) * y.sum(axis=1, keepdims=True) - y) * scale

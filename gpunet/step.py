@@ -103,6 +103,8 @@ class StaticStep:
         if type(loss_fn) is CrossEntropyLoss:
             if model.output != "identity":
                 return "cross_entropy needs the identity output (logits)"
+            if loss_fn.label_smoothing:
+                return "label smoothing has no static step"
         elif type(loss_fn) is not MSELoss:
             if type(loss_fn) in LOSSES.values():
                 return f"the {loss_fn.name} loss has no static step"

@@ -122,6 +122,31 @@ def test_huber_regression_keeps_its_delta_through_save_resume_and_evaluate(tmp_p
     assert "--huber-delta" in capsys.readouterr().err
 
 
+def test_label_smoothing_is_kept_through_save_and_resume(tmp_path, capsys):
+    """--label-smoothing: stored with the loss, so a resumed run ends with the weights of an
+    unbroken one; refused for another loss; the run steps eagerly (no static step for it),
+    which StaticStep.unsupported says."""
+    from gpunet.step import StaticStep
+
+    base = ["train", "--dataset", "iris", "--backend", "numpy", "--quiet", "--hidden", "8",
+            "--label-smoothing", "0.2"]
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert main([*base, "--epochs", "2", "--save", str(a)]) == 0
+    loss = load_checkpoint(a).extra["training"]["loss"]
+    assert loss == {"name": "cross_entropy", "reduction": "mean", "label_smoothing": 0.2}
+    assert main(["train", "--resume", str(a), "--epochs", "4", "--quiet"]) == 0
+    assert main([*base, "--epochs", "4", "--save", str(b)]) == 0
+    for k, v in load_checkpoint(b).params.items():
+        np.testing.assert_array_equal(load_checkpoint(a).params[k], v, err_msg=k)
+    model = gn.MLP([4, 8, 3], backend="numpy")
+    assert StaticStep.unsupported(model, gn.CrossEntropyLoss(label_smoothing=0.2),
+                                  gn.SGD(model)) == "label smoothing has no static step"
+    capsys.readouterr()
+    assert main(["train", "--dataset", "diabetes", "--label-smoothing", "0.1", "--epochs", "1",
+                 "--quiet", "--backend", "numpy"]) == 1
+    assert "--label-smoothing is for --loss cross_entropy, not mse" in capsys.readouterr().err
+
+
 def test_binary_cross_entropy_on_one_output(tmp_path):
     m = tmp_path / "m.json"
     assert main(["train", "--dataset", "breast_cancer", "--loss", "bce", "--epochs", "10",

@@ -273,6 +273,24 @@ def test_a_huber_regressor_resists_outlying_targets(tmp_path):
         MLPClassifier(loss="huber", backend="numpy").fit(x, (y > 0).astype(int))
 
 
+def test_label_smoothing_keeps_a_classifier_from_certainty():
+    """label_smoothing=0.3 on separable classes: the fitted probabilities of the predicted
+    class stay near the smoothed target's 1 - 0.3 + 0.3 / 2 = 0.85, where the plain fit goes
+    on towards 1; a regressor refuses it."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(200, 4, centers=2, cluster_std=0.5, random_state=3)
+    kw = dict(epochs=60, hidden=(16,), backend="numpy", random_state=2, lr=0.01)
+    plain = MLPClassifier(**kw).fit(x, y)
+    smooth = MLPClassifier(label_smoothing=0.3, **kw).fit(x, y)
+    top = {name: est.predict_proba(x).max(axis=1) for name, est in
+           (("plain", plain), ("smooth", smooth))}
+    assert np.median(top["plain"]) > 0.97 and abs(np.median(top["smooth"]) - 0.85) < 0.05, \
+        {k: float(np.median(v)) for k, v in top.items()}
+    with pytest.raises(gn.ConfigError, match="label_smoothing is a classifier's"):
+        MLPRegressor(label_smoothing=0.1, backend="numpy").fit(x, y.astype(float))
+
+
 def test_without_validation_rows_there_is_no_best_epoch_however_often_it_goes_on():
     """No validation rows: best_epoch_ is 0 ("none", as fit's History has it) after a fit,
     and stays 0 after warm-started fits and partial_fit calls (not 0 shifted by the epochs

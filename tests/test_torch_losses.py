@@ -193,6 +193,44 @@ def test_cross_entropy_is_accurate_for_large_logits(backend, dtype, torch, offse
           torch.nn.functional.cross_entropy, z, y)
 
 
+@pytest.mark.parametrize("smoothing", [0.1, 0.35, 1.0])
+@pytest.mark.parametrize("targets", ["labels", "soft"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_label_smoothing_matches_torch(backend, dtype, torch, reduction, targets,
+                                                     smoothing):
+    """CrossEntropyLoss(label_smoothing=e) against torch's, on labels and on probability
+    targets, unweighted and with sample weights (torch: the unreduced loss weighted by
+    hand, as in the weighted tests below)."""
+    rng = np.random.default_rng(12)
+    z = (rng.standard_normal((B, C)) * 3).astype(dtype)
+    y = rng.integers(0, C, B) if targets == "labels" else \
+        rng.dirichlet(np.ones(C), B).astype(dtype)
+    check(backend, dtype, torch, gn.CrossEntropyLoss(reduction, label_smoothing=smoothing),
+          torch.nn.functional.cross_entropy, z, y, label_smoothing=smoothing)
+    w = rng.uniform(0.1, 2.0, B)
+    zt = torch.tensor(np.asarray(z, np.float64), requires_grad=True)
+    yt = torch.as_tensor(y if targets == "labels" else np.asarray(y, np.float64))
+    per = torch.nn.functional.cross_entropy(zt, yt, reduction="none",
+                                            label_smoothing=smoothing)
+    wt = torch.as_tensor(w)
+    ref = (per * wt).sum() / (wt.sum() if reduction == "mean" else 1)
+    (ref_grad,) = torch.autograd.grad(ref, zt)
+    value, grad = gn.CrossEntropyLoss(reduction, label_smoothing=smoothing)(
+        backend.asarray(z), backend.asarray(y), weight=backend.asarray(w.astype(dtype)))
+    assert_close(float(host(value)), ref.item(), dtype, "weighted value")
+    assert_close(host(grad), host(ref_grad), dtype, "weighted dJ/dz")
+
+
+def test_label_smoothing_outside_zero_one_is_refused_and_zero_is_plain_cross_entropy():
+    for bad in (-0.1, 1.5, float("nan"), "0.1", True):
+        with pytest.raises(gn.ConfigError, match=r"label_smoothing must be a number in \[0, 1\]"):
+            gn.CrossEntropyLoss(label_smoothing=bad)
+    z = np.random.default_rng(1).standard_normal((5, 4))
+    y = np.array([0, 3, 1, 2, 0])
+    for a, b in zip(gn.CrossEntropyLoss(label_smoothing=0.0)(z, y), gn.CrossEntropyLoss()(z, y)):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
 @pytest.mark.parametrize("targets", ["one_hot", "soft", "unnormalised"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_probability_targets_match_torch(backend, dtype, torch, reduction, targets):
