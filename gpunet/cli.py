@@ -817,9 +817,12 @@ def _describe_checkpoint(path) -> int:
     opt = h.get("optimizer")
     if training:
         state = training["state"]
+        loss = training["loss"]
+        options = [f"{k.replace('_', ' ')} {v:g}" for k, v in loss.items()
+                   if k in ("delta", "label_smoothing") and v]
         line = (f"training: epoch {state['epoch']} of {training['epochs']}, batch "
-                f"{training['batch_size']}, seed {training['seed']}, loss "
-                f"{training['loss']['name']}")
+                f"{training['batch_size']}, seed {training['seed']}, loss {loss['name']}"
+                + (f" ({', '.join(options)})" if options else ""))
         if opt:
             line += f", {opt['name']} lr={opt['hyperparameters']['lr']:g} ({opt['steps']} steps)"
         if state.get("stopped_early"):

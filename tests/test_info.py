@@ -4,6 +4,7 @@ it."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gpunet.cli import main
 
@@ -37,6 +38,20 @@ def test_a_training_run_is_described(tmp_path, capsys):
     assert lines[6] == ("training: epoch 3 of 3, batch 20, seed 0, loss cross_entropy, "
                         f"adam lr=0.001 ({steps} steps)")
     assert lines[7].startswith("last epoch: train_loss ")
+
+
+@pytest.mark.parametrize("flags, shown", [
+    (["--dataset", "sine", "--loss", "huber", "--huber-delta", "0.25"], "loss huber (delta 0.25)"),
+    (["--dataset", "iris", "--label-smoothing", "0.1"],
+     "loss cross_entropy (label smoothing 0.1)"),
+])
+def test_the_losss_options_are_shown(tmp_path, capsys, flags, shown):
+    ck = tmp_path / "run.npz"
+    assert main(["train", *flags, "--epochs", "1", "--quiet", "--backend", "numpy",
+                 "--save", str(ck)]) == 0
+    capsys.readouterr()
+    (line,) = [x for x in _info(capsys, ck) if x.startswith("training: ")]
+    assert f", {shown}, adam" in line, line
 
 
 def test_an_unfinished_run_says_how_to_resume(tmp_path, capsys):
