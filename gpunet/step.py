@@ -23,9 +23,9 @@ so they agree to the bit on the CPU and within float rounding on the GPU
 
 Supported: elementwise activations (the output too), layer and batch norm (``MLP(norm=...)``,
 in place over z, keeping xhat and rstd; a batch norm's running statistics move in the step,
-in place), ``CrossEntropyLoss`` on integer labels
-with an identity output, ``MSELoss``, either with sample weights (``weighted=True``: each
-call passes the rows' weights, and the step scales each row's loss and gradient as
+in place), ``CrossEntropyLoss`` on integer labels with an identity output (no label
+smoothing), ``MSELoss`` and ``HuberLoss``, any of them with sample weights (``weighted=True``:
+each call passes the rows' weights, and the step scales each row's loss and gradient as
 ``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW; dropout (the
 masks of ``gpunet.dropout``, drawn in the step from a training-step counter on the device that
 the step advances, so a replay draws new ones: the eager step's masks, to the bit).
@@ -45,7 +45,7 @@ import numpy as np
 from .activations import get_activation
 from .errors import ConfigError, ShapeError
 from .layers import BatchNorm
-from .losses import LOSSES, CrossEntropyLoss, MSELoss
+from .losses import LOSSES, CrossEntropyLoss, HuberLoss, MSELoss
 from .optim import SGD, Adam, AdamW
 
 
@@ -105,7 +105,7 @@ class StaticStep:
                 return "cross_entropy needs the identity output (logits)"
             if loss_fn.label_smoothing:
                 return "label smoothing has no static step"
-        elif type(loss_fn) is not MSELoss:
+        elif type(loss_fn) not in (MSELoss, HuberLoss):
             if type(loss_fn) in LOSSES.values():
                 return f"the {loss_fn.name} loss has no static step"
             return f"{type(loss_fn).__name__} is not one of gpunet's own losses"
@@ -134,7 +134,8 @@ class StaticStep:
             self.y = xp.empty(n, dtype=y.dtype)
         else:
             if tuple(y.shape[1:]) != (model.sizes[-1],):
-                raise ShapeError(f"MSELoss: targets shaped {tuple(y.shape)} do not match "
+                raise ShapeError(f"{type(self.loss_fn).__name__}: targets shaped "
+                                 f"{tuple(y.shape)} do not match "
                                  f"{model.sizes[-1]} outputs; expected (n, {model.sizes[-1]})")
             self.y = xp.empty((n, model.sizes[-1]), dtype=dtype)
         self.backend = backend
@@ -181,8 +182,11 @@ class StaticStep:
             self.s0 = seed_key(model.dropout_seed)
             self.dstep = xp.zeros((), dtype=np.uint64)
             self._dstep_host = None
-        if isinstance(self.loss_fn, MSELoss):
+        if isinstance(self.loss_fn, (MSELoss, HuberLoss)):  # the elements' terms
             self.squares = xp.empty((n, model.sizes[-1]), dtype=dtype)
+        if isinstance(self.loss_fn, HuberLoss):  # |d|, the linear part's terms, where it is
+            self.huber = (xp.empty_like(self.squares), xp.empty_like(self.squares),
+                          xp.empty(self.squares.shape, dtype=bool))
         self.loss_rows = xp.empty(n, dtype=dtype)
         self.loss = xp.zeros((), dtype=dtype)
         if self.weighted:  # the rows' weights, and each row's scale r_i (see Loss._row_scale)
@@ -290,6 +294,12 @@ class StaticStep:
             backend.softmax_cross_entropy(h, self.y, scale, out=(self.loss_rows, g))
             self.loss_rows.sum(out=self.loss)
             xp.multiply(self.loss, scale, out=self.loss)
+        elif isinstance(self.loss_fn, HuberLoss):  # J = scale sum h(d), dJ/dy_hat = scale clip(d)
+            scale = self.loss_fn._scale(self.batch_size * n_out)
+            self._huber(h, g)
+            self.squares.sum(out=self.loss)
+            xp.multiply(self.loss, scale, out=self.loss)
+            xp.multiply(g, scale, out=g)
         else:  # MSE: J = scale sum (y_hat - y)^2, dJ/dy_hat = 2 scale (y_hat - y)
             scale = self.loss_fn._scale(self.batch_size * n_out)
             xp.subtract(h, self.y, out=g)
@@ -344,6 +354,11 @@ class StaticStep:
             xp.multiply(g, r, out=g)
             xp.multiply(self.loss_rows, r[:, 0], out=self.loss_rows)
             self.loss_rows.sum(out=self.loss)
+        elif isinstance(loss_fn, HuberLoss):  # J = sum h(d) r, dJ/dy_hat = clip(d) r
+            self._huber(h, g)
+            xp.multiply(self.squares, r, out=self.squares)
+            self.squares.sum(out=self.loss)
+            xp.multiply(g, r, out=g)
         else:  # J = sum (y_hat - y)^2 r, dJ/dy_hat = (y_hat - y) 2 r
             xp.subtract(h, self.y, out=g)
             xp.multiply(g, g, out=self.squares)
@@ -351,6 +366,22 @@ class StaticStep:
             self.squares.sum(out=self.loss)
             xp.multiply(r, 2, out=self.r2)
             xp.multiply(g, self.r2, out=g)
+
+    def _huber(self, h, g):
+        """HuberLoss's operations into the step's buffers: its terms h(d) into ``squares``
+        (d^2 / 2 within delta, delta (|d| - delta/2) beyond) and clip(d, -delta, delta) into
+        ``g``, d = y_hat - y; unscaled."""
+        xp, delta = self.backend.xp, self.loss_fn.delta
+        a, linear, beyond = self.huber
+        xp.subtract(h, self.y, out=g)  # d
+        xp.abs(g, out=a)
+        xp.multiply(g, 0.5, out=self.squares)  # (0.5 d) d, as the loss rounds it
+        xp.multiply(self.squares, g, out=self.squares)
+        xp.subtract(a, 0.5 * delta, out=linear)
+        xp.multiply(linear, delta, out=linear)
+        xp.greater(a, delta, out=beyond)
+        xp.copyto(self.squares, linear, where=beyond)
+        xp.clip(g, -delta, delta, out=g)
 
     def __call__(self, x, y, rows=None, w=None):
         model, opt = self.model, self.optimizer

@@ -437,13 +437,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         share = hi - share_lo
     if graph and share and not synced \
             and not StaticStep.unsupported(model, loss_fn, optimizer):
-        key = (type(loss_fn), loss_fn.reduction, batch_size, classify, w_dev is not None,
-               share, share_lo, comm is not None)
+        key = (type(loss_fn), sorted(loss_fn.config().items()), batch_size, classify,
+               w_dev is not None, share, share_lo, comm is not None)
         cached = (step_cache or {}).get("static")
         if cached is not None and cached[0] == key and cached[1].model is model \
                 and cached[1].optimizer is optimizer:
             static = cached[1]
-            static.loss_fn = loss_fn  # (of the same kind and reduction: the same step)
+            static.loss_fn = loss_fn  # (of the same kind and options: the same step)
         else:
             static = StaticStep(model, loss_fn, optimizer, share, count_correct=classify,
                                 weighted=w_dev is not None, split=comm is not None,

@@ -30,7 +30,8 @@ def _setup(backend, opt, loss, act="relu", out="identity", dtype="float32", seed
         "adam": lambda: gn.Adam(model, lr=1e-2, weight_decay=0.01),
         "adamw": lambda: gn.AdamW(model, lr=1e-2),
     }[opt]()
-    loss_fn = gn.CrossEntropyLoss() if loss == "ce" else gn.MSELoss()
+    loss_fn = gn.CrossEntropyLoss() if loss == "ce" else \
+        gn.HuberLoss(delta=0.5) if loss == "huber" else gn.MSELoss()
     rng = np.random.default_rng(0)
     b = model.backend
     x = b.asarray(rng.standard_normal((N, SIZES[0])).astype(dtype))
@@ -58,6 +59,7 @@ def _assert_same(a, b, backend_name):
     ("ce", "relu", "identity"), ("ce", "tanh", "identity"), ("mse", "sigmoid", "sigmoid"),
     ("mse", "leaky_relu", "tanh"), ("mse", "relu", "identity"), ("ce", "identity", "identity"),
     ("mse", "identity", "sigmoid"), ("ce", "gelu", "identity"), ("mse", "silu", "gelu"),
+    ("huber", "relu", "identity"), ("huber", "tanh", "sigmoid"),
 ])
 def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, np.dtype(dtype).name)
@@ -474,6 +476,7 @@ def _weights(dtype, seed=11):
 @pytest.mark.parametrize("opt, loss, act, out", [
     ("adam", "ce", "relu", "identity"), ("momentum", "mse", "tanh", "identity"),
     ("sgd", "mse", "leaky_relu", "sigmoid"), ("adamw", "ce", "identity", "identity"),
+    ("adam", "huber", "gelu", "identity"),
 ])
 def test_weighted_static_steps_equal_eager_weighted_steps(backend, dtype, opt, loss, act, out,
                                                           reduction):
