@@ -642,8 +642,12 @@ def cmd_predict(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
+    estimator = ckpt.extra.get("estimator") if isinstance(ckpt.extra.get("estimator"),
+                                                          dict) else {}
+    targets = estimator.get("target_names") or []  # a saved estimator's pandas target
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
-                      ignore=[spec[k] for k in ("target", "weight_column") if spec.get(k)])
+                      ignore=[spec[k] for k in ("target", "weight_column") if spec.get(k)]
+                      + [str(t) for t in targets])
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError

@@ -65,6 +65,16 @@ from .train import History, fit
 PREDICT_BATCH = 4096
 
 
+def _target_names(y):
+    """A pandas target's names (a Series' name, a DataFrame's columns), else None: kept in
+    saved estimators, so that ``gpunet predict`` leaves such columns of its input out."""
+    columns = getattr(y, "columns", None)
+    if columns is not None:
+        return [str(c) for c in columns]
+    name = getattr(y, "name", None)
+    return None if name is None else [str(name)]
+
+
 class _GpunetMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, training, saving, pickling."""
 
@@ -370,6 +380,7 @@ class _GpunetMLP(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         info = {"class": type(self).__name__, "params": params,
                 "feature_names": None if names is None else [str(n) for n in names],
+                "target_names": getattr(self, "_target_names", None),
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
                 "stopped_early": bool(self.history_.stopped_early)}
         classes = self._saved_classes()
@@ -422,6 +433,7 @@ class _GpunetMLP(BaseEstimator):
         est.n_features_in_ = est.model_.sizes[0]
         if info.get("feature_names") is not None:
             est.feature_names_in_ = np.asarray(info["feature_names"], dtype=object)
+        est._target_names = info.get("target_names")
         history = History(info.get("history", []))
         history.best_epoch, history.stopped_early = info.get("best_epoch"), \
             info.get("stopped_early", False)
@@ -528,6 +540,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         docstring). With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted
         network, on labels of the same classes."""
         warm = self._warm()
+        self._target_names = _target_names(y)
         X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
         check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
@@ -556,6 +569,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         """
         first = not hasattr(self, "model_")
         if first:
+            self._target_names = _target_names(y)
             if classes is None:
                 raise ValueError("the first call to partial_fit needs classes=, every class "
                                  "label the data will hold")
@@ -631,6 +645,7 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         """Train on X (samples, features) and y (samples,) or (samples, targets); returns self.
         ``sample_weight`` as in ``MLPClassifier.fit``. With ``warm_start`` and fitted:
         ``epochs`` more epochs from the fitted network."""
+        self._target_names = _target_names(y)
         X, y = self._targets(X, y, reset=not self._warm())
         return self._fit(X, y, y.shape[1], sample_weight)
 
@@ -639,6 +654,8 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         returns self. The first call (on an unfitted estimator) sets up the network, the
         optimiser and, with ``standardize``, the standardisation of features and targets from
         its own rows, which later calls keep (see ``MLPClassifier.partial_fit``)."""
+        if not hasattr(self, "model_"):
+            self._target_names = _target_names(y)
         X, y = self._targets(X, y, reset=not hasattr(self, "model_"))
         return self._partial_fit(X, y, y.shape[1], sample_weight)
 

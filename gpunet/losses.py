@@ -91,6 +91,11 @@ class Loss:
                 if bad.size:
                     raise ConfigError(f"{type(self).__name__}: sample weights must be finite "
                                       f"numbers >= 0, got {float(bad[0]):g}")
+                top = float(np.finfo(y_hat.dtype).max)
+                if float(host.sum(dtype=np.float64)) > top:  # (each one too, then)
+                    raise ConfigError(f"{type(self).__name__}: sample weights summing to "
+                                      f"{float(host.sum(dtype=np.float64)):g} overflow "
+                                      f"{y_hat.dtype} (at most {top:g}): scale them down")
         w = backend.asarray(weight)
         if w.shape != (n,):
             raise ShapeError(f"{type(self).__name__}: sample weights shaped {tuple(w.shape)} do "

@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from .backends import get_backend
 from .errors import ConfigError, ShapeError
 
 #: the learning rate each optimiser takes when none is given (``gpunet train``, the estimators)
@@ -142,16 +143,20 @@ class Optimizer:
         """Take the state ``state_dict`` gave, checked before anything changes: the same kind
         of optimiser (ConfigError), hyperparameters its constructor accepts (ConfigError, as
         the constructor's; a learning rate of 0 too, where a schedule left it), and state for
-        this model's parameters, of their shapes, in this optimiser's slots (ShapeError /
-        ConfigError naming the first that is not)."""
+        this model's parameters, of their shapes and of finite numbers, in this optimiser's
+        slots (ShapeError / ConfigError naming the first that is not)."""
         if not isinstance(sd, dict) or sd.get("name") != self.name:
             got = sd.get("name") if isinstance(sd, dict) else type(sd).__name__
             raise ConfigError(f"optimizer state is for {got!r}, not {self.name!r}")
         steps = sd.get("steps")
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
             raise ConfigError(f"optimizer state: steps must be an integer >= 0, got {steps!r}")
-        hyper = {k: tuple(v) if isinstance(v, list) else v
-                 for k, v in sd.get("hyperparameters", {}).items()}
+        hyper, state = sd.get("hyperparameters", {}), sd.get("state", {})
+        if not isinstance(hyper, dict) or not isinstance(state, dict) or not all(
+                isinstance(slots, dict) for slots in state.values()):
+            raise ConfigError("optimizer state: hyperparameters and state must be dicts (and "
+                              "each parameter's state a dict of arrays), as state_dict() gives")
+        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
         lr = _real("lr", hyper.pop("lr", self.lr), 0)  # 0: a schedule may have reached it
         try:  # the constructor's checks, on a throwaway optimiser
             fresh = type(self)(self.model, **hyper)
@@ -159,7 +164,8 @@ class Optimizer:
             known = set(self.hyperparameters())
             raise ConfigError(f"optimizer state: unknown hyperparameters "
                               f"{sorted(set(hyper) - known)} for {self.name}") from None
-        params, state = self.model.params, sd.get("state", {})
+        params = self.model.params
+        host = {}  # every array, checked on the host before anything changes
         for k, slots in state.items():
             if k not in params:
                 raise ConfigError(f"optimizer state for {k!r}, which the model does not have "
@@ -171,16 +177,18 @@ class Optimizer:
                 if tuple(np.shape(a)) != tuple(params[k].shape):
                     raise ShapeError(f"optimizer state {k}/{s} is shaped {tuple(np.shape(a))}; "
                                      f"the parameter is {tuple(params[k].shape)}")
+                value = get_backend("numpy").asarray(a)  # (a device array comes to the host)
+                if value.dtype.kind not in "biuf" or not np.all(np.isfinite(value)):
+                    raise ConfigError(f"optimizer state {k}/{s} must hold finite numbers")
+                host.setdefault(k, {})[s] = value
         backend, dtype = self.model.backend, self.model.dtype
         for k in hyper:
             setattr(self, k, getattr(fresh, k))
         self.lr = lr
         self.steps = int(steps)
         self._hyper_host = None
-        self.state = {
-            k: {s: backend.asarray(np.asarray(a), dtype=dtype) for s, a in v.items()}
-            for k, v in state.items()
-        }
+        self.state = {k: {s: backend.asarray(a, dtype=dtype) for s, a in v.items()}
+                      for k, v in host.items()}
 
 
 class SGD(Optimizer):

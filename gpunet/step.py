@@ -398,6 +398,21 @@ class StaticStep:
         if n != self.batch_size or (rows is None and (len(x) != n or len(y) != n)):
             raise ShapeError(f"this static step takes batches of {self.batch_size} rows, got "
                              f"{len(x) if rows is None else n}")
+        loss_fn = self.loss_fn
+        if isinstance(loss_fn, CrossEntropyLoss) and y is not self.y:
+            if y.dtype.kind not in "iu":
+                raise ConfigError("the static step takes cross_entropy targets as integer "
+                                  f"labels, got {y.dtype}")
+            if loss_fn.check_labels and n:  # the labels as given, before any conversion
+                try:  # (fit checked its labels once: its loss does not ask)
+                    picked = y if rows is None else xp.take(y, rows, axis=0)
+                except IndexError as e:
+                    raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
+                c, low, high = model.sizes[-1], int(picked.min()), int(picked.max())
+                if low < 0 or high >= c:
+                    raise ConfigError(f"CrossEntropyLoss: class labels must lie in "
+                                      f"[0, {c - 1}] for {c} outputs; got labels from {low} "
+                                      f"to {high}")
         if y is not self.y and y.dtype != self.y.dtype:  # (int32 labels, float64 targets)
             y = y.astype(self.y.dtype)
         if rows is None:  # (the step's own buffers, already loaded, need no copy)
@@ -415,13 +430,6 @@ class StaticStep:
                     xp.take(w, rows, axis=0, out=self.w)
             except IndexError as e:  # (NumPy checks; CuPy's take wraps around)
                 raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
-        loss_fn = self.loss_fn
-        if isinstance(loss_fn, CrossEntropyLoss) and loss_fn.check_labels and n:
-            c = model.sizes[-1]  # (fit checked its labels once: its loss does not ask)
-            low, high = int(self.y.min()), int(self.y.max())
-            if low < 0 or high >= c:
-                raise ConfigError(f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] "
-                                  f"for {c} outputs; got labels from {low} to {high}")
         if not self.split:
             opt.steps += 1
             opt.prepare_hyper()

@@ -546,7 +546,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     step_correct[s] = correct
                 if show and (s + 1) % max(1, n_steps // 10) == 0:
                     bar.set_postfix(loss=f"{float(step_losses[:s + 1].mean()):.4f}")
-                if sigint.raised or stop_all:
+                # Under comm only the reduced flag decides: a Ctrl-C that comes in after this
+                # rank packed its flag rides the next step's all-reduce, so that every rank
+                # stops after the same step (one stopping alone would leave the others waiting)
+                if stop_all if comm is not None else sigint.raised:
                     state.step = s + 1
                     checkpoint(step_losses, step_correct)
                     where = f"epoch {epoch}, step {s + 1} of {n_steps}"

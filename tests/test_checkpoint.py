@@ -78,6 +78,14 @@ def test_optimizer_state_that_does_not_fit_is_refused_before_anything_changes(op
          gn.ConfigError, "weight_decay must be a finite number >= 0"),
         (gn.MLP([5, 7, 3], backend="numpy"), {**good, "steps": -1}, gn.ConfigError,
          "steps must be an integer >= 0"),
+        (gn.MLP([5, 7, 3], backend="numpy"),  # a bad array after good changes: none are made
+         {**good, "steps": 77, "hyperparameters": {**good["hyperparameters"], "lr": 0.25},
+          "state": {**good["state"], "W2": {slot: np.full((3, 7), "x")}}}, gn.ConfigError,
+         f"optimizer state W2/{slot} must hold finite numbers"),
+        (gn.MLP([5, 7, 3], backend="numpy"), {**good, "state": None}, gn.ConfigError,
+         "hyperparameters and state must be dicts"),
+        (gn.MLP([5, 7, 3], backend="numpy"), {**good, "state": {"W1": None}}, gn.ConfigError,
+         "hyperparameters and state must be dicts"),
     ]
     for model, state, error, message in cases:
         opt = gn.get_optimizer(optimizer, model, lr=0.5)

@@ -453,9 +453,12 @@ def test_the_command_line_finds_a_saved_estimators_columns_by_name(tmp_path, cap
 
     x, y = make_classification(90, 3, n_informative=3, n_redundant=0, random_state=17)
     frame = pd.DataFrame(x, columns=["a", "b", "c"])
-    clf = MLPClassifier(epochs=3, backend="numpy").fit(frame, np.array(["lo", "hi"])[y])
+    target = pd.Series(np.array(["lo", "hi"])[y], name="label")
+    clf = MLPClassifier(epochs=3, backend="numpy").fit(frame, target)
     clf.save(tmp_path / "clf.npz")
-    frame[["c", "a", "b"]].to_csv(tmp_path / "shuffled.csv", index=False)
+    # the training table itself, target column and all (as predict on a CSV run's file)
+    frame.assign(label=target)[["c", "label", "a", "b"]].to_csv(tmp_path / "shuffled.csv",
+                                                                 index=False)
     assert main(["predict", "--checkpoint", str(tmp_path / "clf.npz"), "--input",
                  str(tmp_path / "shuffled.csv"), "--output", str(tmp_path / "p.csv")]) == 0
     labels = [line.split(",")[0] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]

@@ -131,6 +131,13 @@ def test_labels_rows_and_dtypes_the_step_is_given_are_checked_or_converted(backe
     before = {k: host(v).copy() for k, v in model.params.items()}
     with pytest.raises(ConfigError, match=r"class labels must lie in \[0, 4\] for 5 outputs"):
         a(x, y + 5, rows)
+    narrow = StaticStep(twin, t_loss, t_opt, BATCH)  # built on uint8 labels: the labels as
+    narrow(x, y.astype(np.uint8), rows)              # given are checked, before a cast wraps
+    for wraps in (y + 256, y - 256):
+        with pytest.raises(ConfigError, match="got labels from"):
+            narrow(x, wraps, rows)
+    with pytest.raises(ConfigError, match="integer labels, got float64"):
+        narrow(x, y.astype(np.float64) + 0.5, rows)
     if backend.name == "numpy":
         with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x"):
             a(x, y, np.r_[rows[:-1], N + 3])

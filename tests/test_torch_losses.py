@@ -445,3 +445,9 @@ def test_negative_or_non_finite_host_weights_are_refused(name):
             loss(y_hat, y, weight=weight)
     value, _ = loss(y_hat, y, weight=[0, 1, 2, 0])  # zeros are weights too
     assert np.isfinite(float(value))
+    for weight in ([1, 1e39, 1, 1], [3e38, 3e38, 1, 1]):  # finite, but not in float32
+        with pytest.raises(gn.ConfigError, match="overflow float32 .* scale them down"):
+            loss(y_hat.astype(np.float32), y.astype(np.float32) if y.dtype.kind == "f" else y,
+                 weight=weight)
+    value, _ = loss(y_hat, y, weight=[1, 1e39, 1, 1])  # fine in float64
+    assert np.isfinite(float(value))

@@ -289,6 +289,55 @@ def test_fit_leaves_the_callers_loss_checking_its_labels():
             loss(logits, np.array(bad))
 
 
+class _RankWithALateCtrlC:
+    """A communicator of one rank (the interface fit uses) whose K-th gradient all-reduce
+    delivers a SIGINT to this process after the step's flag was packed, as a Ctrl-C that
+    reaches one rank of a job while it waits in the collective."""
+
+    size, rank, is_root, transport = 1, 0, True, "mpi"
+
+    def __init__(self, k):
+        self.k, self.calls = k, 0
+
+    def broadcast_params(self, model):
+        pass
+
+    def abort_on_error(self, passthrough=()):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _reduce(self, extras):
+        self.calls += 1
+        if self.calls == self.k:
+            os.kill(os.getpid(), signal.SIGINT)
+        return np.array([float(v) for v in extras])
+
+    def allreduce_flat(self, backend, buf, n, weight, extras=()):
+        buf[:n] *= weight
+        return self._reduce(extras)
+
+    def allreduce_grads(self, model, weight, extras=()):
+        for g in model.grads.values():
+            g *= weight
+        return self._reduce(extras)
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["static", "eager"])
+def test_under_a_communicator_only_the_reduced_ctrl_c_flag_stops_a_run(graph):
+    """A Ctrl-C that arrives during step K's all-reduce, after this rank packed its flag,
+    stops the run after step K + 1, when the flag has ridden an all-reduce to every rank: had
+    this rank stopped at K on its own flag, the others (which saw no flag) would wait for it
+    in their next collective."""
+    data = load_data(DataSpec("iris"))
+    model = gn.MLP([4, 8, 3], backend="numpy")
+    comm = _RankWithALateCtrlC(k=3)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=2, batch_size=16,
+            progress=False, comm=comm, graph=graph)
+    assert (e.value.epoch, e.value.step) == (1, 4) and comm.calls == 4
+
+
 def test_features_that_do_not_fit_the_first_layer_name_both_sizes():
     data = load_data(DataSpec("iris"))
     model = gn.MLP([5, 8, 3])
