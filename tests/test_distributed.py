@@ -223,6 +223,38 @@ def test_cli_trains_a_batch_norm_model_on_two_ranks_as_one_process(tmp_path):
         _close(two.params[k], v, TOL["float64"], k)
 
 
+@needs_mpi
+def test_a_ctrl_c_that_reaches_one_rank_late_stops_every_rank_after_the_same_step(tmp_path):
+    """Rank 1 alone gets SIGINT during its 20th gradient all-reduce (every step's goes through
+    allreduce_flat), after it packed its Ctrl-C flag: the flag rides the 21st, so both ranks
+    stop after step 21 and rank 0 writes the checkpoint (were rank 1 to stop at once on its
+    own flag, rank 0 would wait for it in the next all-reduce until the 5 s timeout aborted
+    the job, with no checkpoint). wine: 124 training rows, 13 steps of 10 an epoch."""
+    ck = tmp_path / "ck.npz"
+    code = (
+        "import os, signal, sys\n"
+        "from mpi4py import MPI\n"
+        "import gpunet.distributed as D\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n"
+        "    inner, n = D.Communicator.allreduce_flat, [0]\n"
+        "    def late(self, *a, **k):\n"
+        "        out = inner(self, *a, **k)\n"
+        "        n[0] += 1\n"
+        "        if n[0] == 20: os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return out\n"
+        "    D.Communicator.allreduce_flat = late\n"
+        "from gpunet.cli import main\n"
+        "sys.exit(main(['train', '--dataset', 'wine', '--backend', 'numpy', '--hidden', '16',"
+        " '--batch-size', '10', '--epochs', '50', '--distributed', '--collective-timeout',"
+        f" '5', '--save', {str(ck)!r}]))\n")
+    proc, seconds = mpirun("-c", code, timeout=120)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "waited" not in proc.stderr and seconds < 60, proc.stderr
+    assert "interrupted at epoch 2, step 8 of 13" in proc.stderr, proc.stderr
+    state = load_checkpoint(ck).extra["training"]["state"]
+    assert (state["epoch"], state["step"]) == (1, 8)  # 21 steps: an epoch of 13, then 8
+
+
 # -- failures end the job ---------------------------------------------------------------------
 
 @needs_mpi
