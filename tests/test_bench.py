@@ -46,27 +46,30 @@ def test_eager_tf32_and_goal_less_rows_have_no_verdict():
     assert bench.judge(_row(activation="relu", ratio=0.1), False)[0] != ""
 
 
-def test_a_dropout_run_drops_in_both_nets(tmp_path):
+def _one_row(tmp_path, optimizer, *flags):
+    """The row and the Markdown table of a two-step small run with ``flags``."""
     pytest.importorskip("torch")
     out_json = tmp_path / "b.json"
-    assert bench.main(["--config", "small", "--optimizer", "sgd", "--rounds", "1", "--steps",
-                       "2", "--dropout", "0.2", "--json", str(out_json)]) == 0
-    (row,) = json.loads(out_json.read_text())["rows"]
+    assert bench.main(["--config", "small", "--optimizer", optimizer, "--rounds", "1",
+                       "--steps", "2", *flags, "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    (row,) = result["rows"]
+    return row, bench.markdown(result)
+
+
+def test_a_dropout_run_drops_in_both_nets(tmp_path):
+    row, table = _one_row(tmp_path, "sgd", "--dropout", "0.2")
     assert (row["path"], row["dropout"], row["goal"]) == ("static", 0.2, "")
-    assert "| static p=0.2 |" in bench.markdown(json.loads(out_json.read_text()))
+    assert "| static p=0.2 |" in table
     net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", dropout=0.2)[1].net
     assert [type(m).__name__ for m in net] == [
         "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
 
 
 def test_a_layer_norm_run_normalises_in_both_nets(tmp_path):
-    pytest.importorskip("torch")
-    out_json = tmp_path / "b.json"
-    assert bench.main(["--config", "small", "--optimizer", "adam", "--rounds", "1", "--steps",
-                       "2", "--norm", "layer", "--json", str(out_json)]) == 0
-    (row,) = json.loads(out_json.read_text())["rows"]
+    row, table = _one_row(tmp_path, "adam", "--norm", "layer")
     assert (row["path"], row["norm"], row["goal"]) == ("static", "layer", "")
-    assert "| static layer norm |" in bench.markdown(json.loads(out_json.read_text()))
+    assert "| static layer norm |" in table
     for norm, module in (("layer", "LayerNorm"), ("batch", "BatchNorm1d")):
         net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", norm=norm)[1].net
         assert [type(m).__name__ for m in net] == [
@@ -74,13 +77,9 @@ def test_a_layer_norm_run_normalises_in_both_nets(tmp_path):
 
 
 def test_a_gelu_run_uses_it_in_both_nets(tmp_path):
-    pytest.importorskip("torch")
-    out_json = tmp_path / "b.json"
-    assert bench.main(["--config", "small", "--optimizer", "sgd", "--rounds", "1", "--steps",
-                       "2", "--activation", "gelu", "--json", str(out_json)]) == 0
-    (row,) = json.loads(out_json.read_text())["rows"]
+    row, table = _one_row(tmp_path, "sgd", "--activation", "gelu")
     assert (row["path"], row["activation"], row["goal"]) == ("static", "gelu", "")
-    assert "| static gelu |" in bench.markdown(json.loads(out_json.read_text()))
+    assert "| static gelu |" in table
     for name, module in (("gelu", "GELU"), ("silu", "SiLU"), ("identity", "Identity")):
         net = bench._torch_model("cpu", [6, 5, 4, 3], 2, "sgd", activation=name)[1].net
         assert [type(m).__name__ for m in net] == ["Linear", module, "Linear", module, "Linear"]
