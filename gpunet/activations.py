@@ -94,6 +94,24 @@ def _gelu_grad(xp, dy, z, y, slope):
     return (dy * (_phi(xp, z) + z * pdf)).astype(dy.dtype, copy=False)
 
 
+#: GELU's tanh approximation: sqrt(2/pi) and the cubic's coefficient (torch's kBeta, kKappa)
+TANH_BETA = 0.7978845608028654
+TANH_KAPPA = 0.044715
+
+
+def _gelu_tanh(xp, z, slope):
+    # 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))): torch.nn.GELU(approximate="tanh").
+    t = xp.tanh(TANH_BETA * (z + TANH_KAPPA * (z * z * z)))
+    return (0.5 * z * (1 + t)).astype(z.dtype, copy=False)
+
+
+def _gelu_tanh_grad(xp, dy, z, y, slope):
+    # torch's gelu_backward (tanh): 0.5 (1 + t) + 0.5 z (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 z^2).
+    t = xp.tanh(TANH_BETA * (z + TANH_KAPPA * (z * z * z)))
+    right = 0.5 * z * (1 - t * t) * (TANH_BETA * (1 + 3 * TANH_KAPPA * (z * z)))
+    return (dy * (0.5 * (1 + t) + right)).astype(dy.dtype, copy=False)
+
+
 def _sigmoids(xp, z):
     """(sigma(z), 1 - sigma(z) = sigma(-z)), each from e = exp(-|z|) without a subtraction."""
     e = xp.exp(-xp.abs(z))
@@ -141,6 +159,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("sigmoid", _sigmoid, _sigmoid_grad),
         Activation("tanh", _tanh, _tanh_grad),
         Activation("gelu", _gelu, _gelu_grad),
+        Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_grad),
         Activation("silu", _silu, _silu_grad),
         Activation("softmax", _softmax, _softmax_grad, elementwise=False),
     )

@@ -492,8 +492,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
     Parameters:
         hidden: widths of the hidden layers, e.g. (256, 128); () for none (multinomial
             logistic regression).
-        activation: relu, leaky_relu, sigmoid, tanh, gelu, silu or identity, between the
-            layers.
+        activation: relu, leaky_relu, sigmoid, tanh, gelu, gelu_tanh, silu or identity,
+            between the layers.
         dropout: the rate at which hidden outputs are zeroed while training (0: none).
         norm: None, "layer" or "batch": a layer norm or a batch norm in each hidden layer,
             before the activation (see ``gpunet.MLP``).

@@ -16,13 +16,13 @@ from .errors import ConfigError
 
 #: activations with relu's shape (zero, or about zero, below 0 and the identity above), for
 #: which "auto" draws Kaiming/He weights
-RELU_LIKE = ("relu", "leaky_relu", "gelu", "silu")
+RELU_LIKE = ("relu", "leaky_relu", "gelu", "gelu_tanh", "silu")
 
 
 def gain(activation: str, slope: float = DEFAULT_SLOPE) -> float:
-    """The recommended gain for an activation (as torch.nn.init.calculate_gain; gelu and silu,
-    which torch has no gain for, take relu's)."""
-    if activation in ("relu", "gelu", "silu"):
+    """The recommended gain for an activation (as torch.nn.init.calculate_gain; the gelus and
+    silu, which torch has no gain for, take relu's)."""
+    if activation in ("relu", "gelu", "gelu_tanh", "silu"):
         return math.sqrt(2.0)
     if activation == "leaky_relu":
         return math.sqrt(2.0 / (1 + slope**2))
@@ -80,7 +80,7 @@ INIT_NAMES = ("auto",) + tuple(INITIALISERS)
 def init_linear(name, rng, fan_out, fan_in, activation="relu", slope=DEFAULT_SLOPE, std=0.01):
     """Draw (W, b) for a linear layer followed by ``activation``.
 
-    ``"auto"`` is Kaiming/He uniform before relu, leaky_relu, gelu and silu, Xavier/Glorot
+    ``"auto"`` is Kaiming/He uniform before relu, leaky_relu, the gelus and silu, Xavier/Glorot
     uniform otherwise; ``std`` is used by ``"normal"`` only.
     """
     if name == "auto":

@@ -42,7 +42,8 @@ def _module(torch, name, slope):
     """The torch.nn module of activation ``name``, or None for the identity."""
     nn = torch.nn
     make = {"identity": lambda: None, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(slope),
-            "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
+            "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
+            "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "silu": nn.SiLU,
             "softmax": lambda: nn.Softmax(dim=-1)}
     return make[name]()
 
@@ -94,8 +95,9 @@ def to_torch(model, *, dtype=None, device=None):
 def from_torch(net, *, backend=None, dtype=None):
     """A gpunet ``MLP`` with the architecture and weights of ``net``: a ``torch.nn.Sequential``
     (nested ones are flattened) of ``Linear`` layers, each followed by at most one of ReLU,
-    LeakyReLU, Sigmoid, Tanh, GELU (exact), SiLU, Identity (and, after the last layer, Softmax
-    over the last dim), and a hidden layer's by ``Dropout(p)``, one p for every hidden layer;
+    LeakyReLU, Sigmoid, Tanh, GELU (exact or tanh), SiLU, Identity (and, after the last layer,
+    Softmax over the last dim), and a hidden layer's by ``Dropout(p)``, one p for every hidden
+    layer;
     every hidden layer may have an ``nn.LayerNorm(width)`` or ``nn.BatchNorm1d(width)`` (one
     kind, with scale and shift, one eps (and momentum) for all; a batch norm with its running
     statistics) between its Linear and its activation.
@@ -162,14 +164,15 @@ def from_torch(net, *, backend=None, dtype=None):
                 raise ConfigError(f"from_torch: Dropout before the activation of layer "
                                   f"{len(linears)}; gpunet drops the activation's outputs "
                                   "(put nn.Dropout after it)")
-            if name == "GELU" and m.approximate != "none":
+            if name == "GELU" and m.approximate not in ("none", "tanh"):
                 raise ConfigError(f"from_torch: GELU(approximate={m.approximate!r}) after layer "
-                                  f"{len(linears)}; gpunet's gelu is the exact one "
-                                  "(approximate='none', the erf form)")
+                                  f"{len(linears)}; gpunet has the exact one (approximate="
+                                  "'none') and the tanh one")
             if name == "Softmax" and m.dim not in (-1, 1, None):
                 raise ConfigError(f"from_torch: Softmax over dim {m.dim}; gpunet's is over the "
                                   "features of each row (dim -1)")
-            acts[-1] = (_FROM_TORCH[name], m)
+            acts[-1] = ("gelu_tanh" if name == "GELU" and m.approximate == "tanh"
+                        else _FROM_TORCH[name], m)
         else:
             raise ConfigError(f"from_torch: gpunet's MLP holds no {name} module; it takes "
                               "nn.Linear, LayerNorm, BatchNorm1d, Dropout and "

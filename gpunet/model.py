@@ -61,7 +61,8 @@ class MLP:
 
     Args:
         sizes: layer widths ``[inputs, hidden..., outputs]``, at least two.
-        activation: f between layers: relu, leaky_relu, sigmoid, tanh, gelu, silu or identity.
+        activation: f between layers: relu, leaky_relu, sigmoid, tanh, gelu, gelu_tanh, silu
+            or identity.
         output: g after the last layer: any of those, or softmax.
         backend: "numpy", "cupy", "auto" or None (the default: $GPUNET_BACKEND, else auto).
         seed: seeds the host generator that draws the initial weights (identical on every

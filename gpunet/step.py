@@ -141,7 +141,7 @@ class StaticStep:
         self.backend = backend
         self.x = xp.empty((n, model.sizes[0]), dtype=dtype)
         # One buffer per layer holds z, then y = f(z) in place, then dJ/dz in place: every
-        # activation here but gelu, silu and a leaky_relu with a negative slope can take its
+        # activation here but the gelus, silu and a leaky_relu with a negative slope can take its
         # backward from y (relu'(z) = [y > 0]), so z need not outlive the forward.
         # A norm works in place over z too, keeping xhat and rstd for its backward (rstd
         # (n, 1) for a layer norm; a batch norm's (1, d), with the batch's mean and variance
@@ -497,8 +497,8 @@ def _owner(a):
 
 
 def _backward_from_output(act) -> bool:
-    """Whether f'(z) can be read off y = f(z), so that y may overwrite z: not for gelu and
-    silu, which dip below 0 (two z give one y), nor a leaky_relu of negative slope."""
-    if act.name in ("gelu", "silu"):
+    """Whether f'(z) can be read off y = f(z), so that y may overwrite z: not for the gelus
+    and silu, which dip below 0 (two z give one y), nor a leaky_relu of negative slope."""
+    if act.name in ("gelu", "gelu_tanh", "silu"):
         return False
     return act.name != "leaky_relu" or act.slope >= 0

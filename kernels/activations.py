@@ -103,6 +103,23 @@ def _gelu(zero, one, exp, tanh, erfc):
     return forward, grad
 
 
+def _gelu_tanh(zero, one, exp, tanh, erfc):
+    t = type(zero)
+    half, beta, kappa, three = t(0.5), t(0.7978845608028654), t(0.044715), t(3.0)
+
+    def forward(z, slope):
+        # torch.nn.GELU(approximate="tanh"): 0.5 z (1 + tanh(beta (z + kappa z^3))).
+        return half * z * (one + tanh(beta * (z + kappa * (z * z * z))))
+
+    def grad(dy, s, slope):
+        # torch's gelu_backward (tanh), term by term.
+        th = tanh(beta * (s + kappa * (s * s * s)))
+        right = half * s * (one - th * th) * (beta * (one + three * kappa * (s * s)))
+        return dy * (half * (one + th) + right)
+
+    return forward, grad
+
+
 def _silu(zero, one, exp, tanh, erfc):
     def forward(z, slope):
         e = exp(-abs(z))  # sigma(z) as the sigmoid's: no exp overflows
@@ -129,6 +146,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("sigmoid", _sigmoid, "y"),
         Activation("tanh", _tanh, "y"),
         Activation("gelu", _gelu, "x"),
+        Activation("gelu_tanh", _gelu_tanh, "x"),
         Activation("silu", _silu, "x"),
     )
 }

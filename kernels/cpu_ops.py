@@ -492,7 +492,7 @@ def bias_act_forward(name, z, b, out, slope):
 def act_backward(name, dy, x, y, out, slope):
     """out = dy * f'(x), elementwise, reading x (pre-activation) or y = f(x) (saved output).
 
-    relu, leaky_relu, gelu and silu read x; sigmoid and tanh read y; identity reads neither.
+    relu, leaky_relu, the gelus and silu read x; sigmoid and tanh read y; identity neither.
     The array an activation does not read may be None. out may be dy, or the array it reads.
 
     Returns:

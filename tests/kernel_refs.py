@@ -28,6 +28,9 @@ def _normal_cdf(z):
     return 0.5 * np.vectorize(math.erfc, otypes=[np.float64])(-z / math.sqrt(2.0))
 
 
+_BETA = math.sqrt(2 / math.pi)
+
+
 def _expit(z):
     """sigma(z), written as 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) below."""
     with np.errstate(over="ignore"):
@@ -45,6 +48,7 @@ def ref_forward(name, z):
             "sigmoid": lambda: 1.0 / (1.0 + np.exp(-z)),
             "tanh": lambda: np.tanh(z),
             "gelu": lambda: z * _normal_cdf(z),
+            "gelu_tanh": lambda: 0.5 * z * (1 + np.tanh(_BETA * (z + 0.044715 * z ** 3))),
             "silu": lambda: z * _expit(z),
         }[name]()
 
@@ -59,6 +63,11 @@ def ref_grad(name, dy, x, y):
         "tanh": lambda: dy * (1.0 - y * y),
         # d/dz z Phi(z) = Phi(z) + z phi(z); d/dz z sigma(z) = sigma(z) + z sigma(z) sigma(-z)
         "gelu": lambda: dy * (_normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)),
+        # d/dz 0.5 z (1 + tanh u), u = b (z + k z^3): 0.5 (1 + tanh u) + 0.5 z sech^2(u) u'
+        "gelu_tanh": lambda: dy * (
+            0.5 * (1 + np.tanh(_BETA * (x + 0.044715 * x ** 3)))
+            + 0.5 * x / np.cosh(_BETA * (x + 0.044715 * x ** 3)) ** 2
+            * _BETA * (1 + 3 * 0.044715 * x * x)),
         "silu": lambda: dy * (_expit(x) + x * _expit(x) * _expit(-x)),
     }[name]()
 
@@ -124,13 +133,21 @@ def act_ulps(name, dtype, ref, z):
     float32 gelu (torch's too) is good to a few ulps times 1 + z^2 there; twice that here,
     for the CPU kernel's float32 erfc, a fit good to 1.2e-7 (about an ulp) before rounding."""
     tol = ulps(dtype, ref)
-    return tol * 2 * (1 + np.asarray(z, np.float64) ** 2) if name == "gelu" else tol
+    z = np.asarray(z, np.float64)
+    if name == "gelu_tanh":  # 1 + tanh(u) cancels for z << 0: its t's ulps, times 0.5 |z|
+        return tol + 4 * eps(dtype) * np.abs(z)
+    return tol * 2 * (1 + z ** 2) if name == "gelu" else tol
 
 
 def act_grad_tolerance(name, dtype, ref, dy, x):
-    """``grad_tolerance``, widened for gelu as ``act_ulps`` (its phi(z) = exp(-z^2/2) too)."""
+    """``grad_tolerance``, widened for gelu as ``act_ulps`` (its phi(z) = exp(-z^2/2) too),
+    and for gelu_tanh by what the rounding of tanh near +-1 costs its two terms."""
     tol = grad_tolerance(dtype, ref, dy)
-    return tol * 2 * (1 + np.asarray(x, np.float64) ** 2) if name == "gelu" else tol
+    x = np.asarray(x, np.float64)
+    if name == "gelu_tanh":  # t = tanh(u) near +-1: its ulps times the weight of t in f'
+        dy = np.abs(np.asarray(dy, np.float64))
+        return tol + 8 * eps(dtype) * dy * (0.5 + 0.8 * np.abs(x) * (1 + 0.134 * x * x))
+    return tol * 2 * (1 + x ** 2) if name == "gelu" else tol
 
 
 def row_tolerance(op, x, ref, dtype):

@@ -274,6 +274,7 @@ def test_activations_match_torch(name):
         "sigmoid": torch.sigmoid,
         "tanh": torch.tanh,
         "gelu": torch.nn.functional.gelu,
+        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
         "silu": torch.nn.functional.silu,
     }
     rng = np.random.default_rng(8)
@@ -283,7 +284,7 @@ def test_activations_match_torch(name):
     # gelu and silu against torch in float64: torch's gelu takes 1 + erf(z/sqrt 2), which
     # keeps no digits of Phi(z) in float32 for z << 0 (the kernel's erfc keeps them), and
     # in float64 is off by z times a rounding of 1 (allowed for below)
-    wide = name in ("gelu", "silu")
+    wide = name in ("gelu", "gelu_tanh", "silu")
     xt = torch.from_numpy(x.astype(np.float64) if wide else x).requires_grad_()
     yt = fns[name](xt)
     yt.backward(torch.from_numpy(dy.astype(np.float64) if wide else dy))

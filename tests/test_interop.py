@@ -12,7 +12,7 @@ import gpunet as gn
 torch = pytest.importorskip("torch", reason="torch is the interop's other side")
 nn = torch.nn
 
-HIDDEN = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "identity"]
+HIDDEN = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu", "identity"]
 OUTPUTS = ["identity", "sigmoid", "softmax", "tanh", "gelu"]
 
 
@@ -121,8 +121,10 @@ def test_dtypes_and_nesting():
     (lambda: nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.Linear(4, 2),
                            nn.LeakyReLU(0.3)), r"LeakyReLU slopes differ \(\[0.1, 0.3\]\)"),
     (lambda: nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=0)), "Softmax over dim 0"),
-    (lambda: nn.Sequential(nn.Linear(3, 4), nn.GELU(approximate="tanh"), nn.Linear(4, 2)),
-     r"GELU\(approximate='tanh'\) after layer 1; gpunet's gelu is the exact one"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 4),
+                           nn.GELU(approximate="tanh"), nn.Linear(4, 2)),
+     "one activation between all its layers; this net has gelu after layer 1, gelu_tanh after "
+     "layer 2"),
 ])
 def test_nets_gpunet_cannot_hold_are_refused_with_the_reason(net, message):
     with pytest.raises(gn.ConfigError, match=message):

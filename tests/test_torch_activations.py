@@ -29,6 +29,7 @@ def torch_fn(torch, name, slope):
         "sigmoid": torch.sigmoid,
         "tanh": torch.tanh,
         "gelu": F.gelu,  # approximate="none": the erf form
+        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
         "silu": F.silu,
         "softmax": lambda t: F.softmax(t, dim=-1),
     }[name]
@@ -56,7 +57,7 @@ def assert_close(actual, expected, dtype, what=""):
 def test_activation_names_are_the_expected_set():
     # If an activation is added, these tests (and torch_fn) must learn about it.
     assert set(gn.ACTIVATIONS) == {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
-                                   "silu", "softmax"}
+                                   "gelu_tanh", "silu", "softmax"}
 
 
 def random_inputs(dtype, shape=(33, 7), seed=0):

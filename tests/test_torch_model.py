@@ -28,6 +28,7 @@ CONFIGS = {
     "relu_leaky_relu_mse": ([7, 12, 6], "relu", "leaky_relu", "mse"),
     "gelu_identity_ce": ([6, 13, 9, 4], "gelu", "identity", "cross_entropy"),
     "silu_silu_mse": ([5, 10, 3], "silu", "silu", "mse"),
+    "gelu_tanh_identity_ce": ([6, 11, 4], "gelu_tanh", "identity", "cross_entropy"),
 }
 
 
@@ -40,6 +41,7 @@ def torch_module(torch, name, slope):
         "sigmoid": nn.Sigmoid(),
         "tanh": nn.Tanh(),
         "gelu": nn.GELU(),
+        "gelu_tanh": nn.GELU(approximate="tanh"),
         "silu": nn.SiLU(),
         "softmax": nn.Softmax(dim=-1),
     }[name]

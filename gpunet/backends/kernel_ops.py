@@ -24,10 +24,11 @@ import numpy as np
 from ..activations import DEFAULT_SLOPE
 
 #: activations with an elementwise kernel (softmax goes through the row-wise kernel)
-KERNEL_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
+KERNEL_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+                      "silu")
 #: activations whose array-module path costs ten times their kernel or more at any size (erfc,
 #: exp and where over temporaries; docs/benchmarks.md): they take the kernel at every size
-KERNEL_AT_ANY_SIZE = ("gelu", "silu")
+KERNEL_AT_ANY_SIZE = ("gelu", "gelu_tanh", "silu")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LABELS = (np.dtype(np.int32), np.dtype(np.int64))
 

@@ -68,12 +68,15 @@ def test_activation_ops_route_to_kernels_and_match(SIM, name, dtype):
     z = rng.normal(size=(9, 37)).astype(dtype)
     dy = rng.normal(size=z.shape).astype(dtype)
     zd, dyd = SIM.asarray(z), SIM.asarray(dy)
+    # (gelu_tanh's 1 + tanh(u) cancels for z << 0 in NumPy's float32; the simulated kernel
+    # computes in Python floats)
+    atol = 1e-6 if name == "gelu_tanh" and dtype == np.float32 else 1e-7
     y = SIM.act_forward(name, zd, 0.05)
     np.testing.assert_allclose(SIM.to_host(y), PLAIN.act_forward(name, z, 0.05),
-                               rtol=RTOL[dtype], atol=1e-7)
+                               rtol=RTOL[dtype], atol=atol)
     got = SIM.act_backward(name, dyd, zd, y, 0.05)
     ref = PLAIN.act_backward(name, dy, z, SIM.to_host(y), 0.05)
-    np.testing.assert_allclose(SIM.to_host(got), ref, rtol=RTOL[dtype], atol=1e-7)
+    np.testing.assert_allclose(SIM.to_host(got), ref, rtol=RTOL[dtype], atol=atol)
     assert SIM._kernels_off == ""  # the kernels ran, no fallback
 
 
