@@ -58,6 +58,7 @@ class Optimizer:
         self.state: dict[str, dict[str, object]] = {}
         self._hyper = None  # [lr, t] on the model's backend, read by the update ops
         self._hyper_host = None  # (lr, t) as the host last left them in _hyper
+        self._home = None  # (backend, dtype) the state was last checked to live in
 
     def __repr__(self):
         return f"{type(self).__name__}(lr={self.lr})"
@@ -90,10 +91,12 @@ class Optimizer:
         backend, dtype = self.model.backend, self.model.dtype
         if self._hyper is None or not backend.owns(self._hyper):
             self._hyper, self._hyper_host = backend.new_hyper(), None
-        for per in self.state.values():  # the model moved (model.to): its state follows
-            for slot, a in per.items():
-                if not backend.owns(a) or a.dtype != dtype:
-                    per[slot] = backend.asarray(a, dtype=dtype)
+        if self._home != (backend, dtype):  # the model moved (model.to): its state follows
+            for per in self.state.values():
+                for slot, a in per.items():
+                    if not backend.owns(a) or a.dtype != dtype:
+                        per[slot] = backend.asarray(a, dtype=dtype)
+            self._home = (backend, dtype)
         if self._hyper_host != (self.lr, self.steps - 1):
             backend.write_hyper(self._hyper, self.lr, self.steps - 1)
         self._hyper_host = (self.lr, self.steps)
@@ -189,6 +192,7 @@ class Optimizer:
         self._hyper_host = None
         self.state = {k: {s: backend.asarray(a, dtype=dtype) for s, a in v.items()}
                       for k, v in host.items()}
+        self._home = (backend, dtype)
 
 
 class SGD(Optimizer):
