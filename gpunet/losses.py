@@ -263,17 +263,16 @@ class CrossEntropyLoss(Loss):
                     f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] for {c} outputs; "
                     f"got labels from {int(y.min())} to {int(y.max())}"
                 )
-            if self.label_smoothing:  # the one-hot rows, smoothed below
-                onehot = xp.zeros(y_hat.shape, dtype=y_hat.dtype)
-                onehot[xp.arange(n), y] = 1
-                y = onehot
-            elif weight is not None:
-                loss, grad = backend.softmax_cross_entropy(y_hat, y, 1.0)
+            loss, grad = backend.softmax_cross_entropy(y_hat, y, 1.0 if weight is not None
+                                                       else scale)
+            if self.label_smoothing:
+                w, extra = smoothing_terms(xp, y_hat, y, self.label_smoothing, xp.arange(c))
+                loss += extra
+                grad += w if weight is not None else w * scale
+            if weight is not None:
                 grad *= scale
                 return (loss * scale[:, 0]).sum(), grad
-            else:
-                loss, grad = backend.softmax_cross_entropy(y_hat, y, scale)
-                return loss.sum() * scale, grad
+            return loss.sum() * scale, grad
         if y.dtype.kind != "f":
             raise ConfigError(
                 f"CrossEntropyLoss: targets must be integer labels or float probabilities, "
@@ -291,6 +290,30 @@ class CrossEntropyLoss(Loss):
         value = -(y * log_p * scale).sum() if weight is not None else -(y * log_p).sum() * scale
         grad = (xp.exp(log_p) * y.sum(axis=1, keepdims=True) - y) * scale
         return value, grad
+
+
+def smoothing_terms(xp, z, labels, e, cols, out=None):
+    """What label smoothing adds to the cross-entropy of labels, in the form the static step
+    can compute into fixed buffers.
+
+    With t = (1 - e) onehot(c) + e / C, J_i = -sum_j t_j log softmax(z_i)_j
+    = CE_i + e (z_ic - mean_j z_ij) (CE_i = logsumexp(z_i) - z_ic, the unsmoothed loss), and
+    dJ_i/dz_i = softmax(z_i) - t = (softmax(z_i) - onehot(c)) + e (onehot(c) - 1 / C).
+    Returns (W, extra): W = e (onehot(c) - 1 / C) (B, C), the gradient's added term, and
+    extra_i = sum_j z_ij W_ij (B,), the loss's; into ``out = (mask, W, zW, extra)`` if given
+    (mask a (B, C) bool scratch, zW a (B, C) one). ``cols``: arange(C) on z's backend.
+    """
+    n, c = z.shape
+    if out is None:
+        out = (xp.empty((n, c), dtype=bool), xp.empty_like(z), xp.empty_like(z),
+               xp.empty(n, dtype=z.dtype))
+    mask, w, zw, extra = out
+    xp.equal(labels[:, None], cols[None, :], out=mask)  # onehot(c)
+    xp.subtract(mask, 1.0 / c, out=w)
+    xp.multiply(w, e, out=w)
+    xp.multiply(z, w, out=zw)
+    zw.sum(axis=1, out=extra)
+    return w, extra
 
 
 LOSSES = {

@@ -23,8 +23,9 @@ so they agree to the bit on the CPU and within float rounding on the GPU
 
 Supported: elementwise activations (the output too), layer and batch norm (``MLP(norm=...)``,
 in place over z, keeping xhat and rstd; a batch norm's running statistics move in the step,
-in place), ``CrossEntropyLoss`` on integer labels with an identity output (no label
-smoothing), ``MSELoss`` and ``HuberLoss``, any of them with sample weights (``weighted=True``:
+in place), ``CrossEntropyLoss`` on integer labels with an identity output (label smoothing
+too), ``MSELoss``, ``HuberLoss``, ``BCEWithLogitsLoss`` and ``BCELoss`` (on one output or
+several: multilabel), any of them with sample weights (``weighted=True``:
 each call passes the rows' weights, and the step scales each row's loss and gradient as
 ``loss(y_hat, y, weight=w)`` does, with the same operations); SGD, Adam, AdamW; dropout (the
 masks of ``gpunet.dropout``, drawn in the step from a training-step counter on the device that
@@ -45,7 +46,8 @@ import numpy as np
 from .activations import get_activation
 from .errors import ConfigError, ShapeError
 from .layers import BatchNorm
-from .losses import LOSSES, CrossEntropyLoss, HuberLoss, MSELoss
+from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss,
+                     smoothing_terms)
 from .optim import SGD, Adam, AdamW
 
 
@@ -75,9 +77,10 @@ class StaticStep:
         why = self.unsupported(model, loss_fn, optimizer)
         if why:
             raise ConfigError(f"no static training step here: {why}")
-        if count_correct and type(loss_fn) is not CrossEntropyLoss:
-            raise ConfigError("count_correct counts argmax predictions against class labels: "
-                              "it needs cross_entropy")
+        if count_correct and type(loss_fn) not in (CrossEntropyLoss, BCELoss,
+                                                   BCEWithLogitsLoss):
+            raise ConfigError("count_correct counts predicted classes against the labels: it "
+                              "needs cross_entropy, bce or bce_logits")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -103,11 +106,7 @@ class StaticStep:
         if type(loss_fn) is CrossEntropyLoss:
             if model.output != "identity":
                 return "cross_entropy needs the identity output (logits)"
-            if loss_fn.label_smoothing:
-                return "label smoothing has no static step"
-        elif type(loss_fn) not in (MSELoss, HuberLoss):
-            if type(loss_fn) in LOSSES.values():
-                return f"the {loss_fn.name} loss has no static step"
+        elif type(loss_fn) not in LOSSES.values():
             return f"{type(loss_fn).__name__} is not one of gpunet's own losses"
         if type(optimizer) not in (SGD, Adam, AdamW):
             return f"{type(optimizer).__name__} is not gpunet's SGD, Adam or AdamW"
@@ -187,6 +186,15 @@ class StaticStep:
         if isinstance(self.loss_fn, HuberLoss):  # |d|, the linear part's terms, where it is
             self.huber = (xp.empty_like(self.squares), xp.empty_like(self.squares),
                           xp.empty(self.squares.shape, dtype=bool))
+        if isinstance(self.loss_fn, (BCELoss, BCEWithLogitsLoss)):  # the terms, two scratches
+            shape = (n, model.sizes[-1])
+            self.terms = xp.empty(shape, dtype=dtype)
+            self.bce = (xp.empty(shape, dtype=dtype), xp.empty(shape, dtype=dtype))
+        if isinstance(self.loss_fn, CrossEntropyLoss) and self.loss_fn.label_smoothing:
+            c = model.sizes[-1]  # arange(C), then smoothing_terms' (mask, W, zW, extra)
+            self.cols = xp.arange(c, dtype=y.dtype)
+            self.smooth = (xp.empty((n, c), dtype=bool), xp.empty((n, c), dtype=dtype),
+                           xp.empty((n, c), dtype=dtype), xp.empty(n, dtype=dtype))
         self.loss_rows = xp.empty(n, dtype=dtype)
         self.loss = xp.zeros((), dtype=dtype)
         if self.weighted:  # the rows' weights, and each row's scale r_i (see Loss._row_scale)
@@ -196,8 +204,12 @@ class StaticStep:
             self.r = xp.empty((n, 1), dtype=dtype)
             self.r2 = xp.empty((n, 1), dtype=dtype)
         self.correct = xp.zeros((), dtype=np.int64)
-        if self.count_correct:
+        if self.count_correct and isinstance(self.loss_fn, CrossEntropyLoss):
             self.pred = xp.empty(n, dtype=np.intp)
+            self.hit = xp.empty(n, dtype=bool)
+        elif self.count_correct:  # each output thresholded, each row right in every column
+            self.pred = xp.empty((n, model.sizes[-1]), dtype=bool)
+            self.hits = xp.empty((n, model.sizes[-1]), dtype=bool)
             self.hit = xp.empty(n, dtype=bool)
         self.params = dict(model.params)
         self._replay = self._replay_update = None
@@ -283,17 +295,24 @@ class StaticStep:
                 h = self.d[i]
         n_out = h.shape[1]
         if self.count_correct:  # before dJ/dlogits is written over the logits
-            xp.argmax(h, axis=1, out=self.pred)
-            xp.equal(self.pred, self.y, out=self.hit)
-            self.hit.sum(out=self.correct)
+            self._count_correct(h)
         g = self.g[last]  # dJ/dy_hat
         if self.weighted:
             self._weighted_loss(h, g)
         elif isinstance(self.loss_fn, CrossEntropyLoss):
             scale = self.loss_fn._scale(self.batch_size)
+            smooth = self._smoothing(h)  # (read from the logits before g replaces them)
             backend.softmax_cross_entropy(h, self.y, scale, out=(self.loss_rows, g))
+            if smooth is not None:
+                w, extra = smooth
+                xp.add(self.loss_rows, extra, out=self.loss_rows)
+                xp.multiply(w, scale, out=w)
+                xp.add(g, w, out=g)
             self.loss_rows.sum(out=self.loss)
             xp.multiply(self.loss, scale, out=self.loss)
+        elif isinstance(self.loss_fn, (BCELoss, BCEWithLogitsLoss)):
+            scale = self.loss_fn._scale(self.batch_size * n_out)
+            self._bce(h, g, scale)
         elif isinstance(self.loss_fn, HuberLoss):  # J = scale sum h(d), dJ/dy_hat = scale clip(d)
             scale = self.loss_fn._scale(self.batch_size * n_out)
             self._huber(h, g)
@@ -350,7 +369,11 @@ class StaticStep:
         else:
             xp.copyto(r[:, 0], self.w)
         if ce:
+            smooth = self._smoothing(h)
             self.backend.softmax_cross_entropy(h, self.y, 1.0, out=(self.loss_rows, g))
+            if smooth is not None:
+                xp.add(self.loss_rows, smooth[1], out=self.loss_rows)
+                xp.add(g, smooth[0], out=g)
             xp.multiply(g, r, out=g)
             xp.multiply(self.loss_rows, r[:, 0], out=self.loss_rows)
             self.loss_rows.sum(out=self.loss)
@@ -359,6 +382,8 @@ class StaticStep:
             xp.multiply(self.squares, r, out=self.squares)
             self.squares.sum(out=self.loss)
             xp.multiply(g, r, out=g)
+        elif isinstance(loss_fn, (BCELoss, BCEWithLogitsLoss)):
+            self._bce(h, g, r)
         else:  # J = sum (y_hat - y)^2 r, dJ/dy_hat = (y_hat - y) 2 r
             xp.subtract(h, self.y, out=g)
             xp.multiply(g, g, out=self.squares)
@@ -366,6 +391,79 @@ class StaticStep:
             self.squares.sum(out=self.loss)
             xp.multiply(r, 2, out=self.r2)
             xp.multiply(g, self.r2, out=g)
+
+    def _count_correct(self, h):
+        """The batch's correct predictions into ``correct``: the argmax against the labels
+        (cross-entropy), or each output over its threshold (0 for logits, 0.5 for a sigmoid
+        output) against its 0/1 target, a row correct where every output is."""
+        xp = self.backend.xp
+        if isinstance(self.loss_fn, CrossEntropyLoss):
+            xp.argmax(h, axis=1, out=self.pred)
+            xp.equal(self.pred, self.y, out=self.hit)
+        else:
+            xp.greater(h, 0.5 if self.model.output == "sigmoid" else 0.0, out=self.pred)
+            xp.equal(self.pred, self.y, out=self.hits)
+            self.hits.all(axis=1, out=self.hit)
+        self.hit.sum(out=self.correct)
+
+    def _smoothing(self, h):
+        """Label smoothing's (W, extra) for the logits ``h`` (``losses.smoothing_terms``), or
+        None without smoothing."""
+        e = getattr(self.loss_fn, "label_smoothing", 0.0)
+        if not e:
+            return None
+        return smoothing_terms(self.backend.xp, h, self.y, e, self.cols, out=self.smooth)
+
+    def _bce(self, h, g, scale):
+        """The loss (into ``loss``) and dJ/dy_hat (into ``g``, which may be ``h``) of
+        BCEWithLogitsLoss or BCELoss, with the operations of their ``__call__`` in the same
+        order; ``scale`` a number, or the rows' scales r (n, 1) with weights."""
+        xp, y, t = self.backend.xp, self.y, self.terms
+        a, b = self.bce
+        weighted = not isinstance(scale, float)
+        if isinstance(self.loss_fn, BCEWithLogitsLoss):
+            # terms = max(z, 0) - z y + log(1 + e^-|z|); dJ/dz = scale (sigmoid(z) - y)
+            xp.maximum(h, 0, out=t)
+            xp.multiply(h, y, out=a)
+            xp.subtract(t, a, out=t)
+            xp.abs(h, out=a)
+            xp.negative(a, out=a)
+            xp.exp(a, out=a)
+            xp.log1p(a, out=a)
+            xp.add(t, a, out=t)
+            if weighted:
+                xp.multiply(t, scale, out=t)
+            t.sum(out=self.loss)
+            if not weighted:
+                xp.multiply(self.loss, scale, out=self.loss)
+            self.backend.act_forward("sigmoid", h, out=g)
+            xp.subtract(g, y, out=g)
+            xp.multiply(g, scale, out=g)
+            return
+        # terms = y log p + (1 - y) log(1 - p), each log at least -100; J = -scale sum terms;
+        # dJ/dp = scale (p - y) / max(p (1 - p), 1e-12)
+        with np.errstate(divide="ignore"):
+            xp.log(h, out=a)
+            xp.maximum(a, -100, out=a)
+            xp.subtract(1, h, out=b)
+            xp.log(b, out=b)
+            xp.maximum(b, -100, out=b)
+        xp.multiply(y, a, out=t)
+        xp.subtract(1, y, out=a)
+        xp.multiply(a, b, out=a)
+        xp.add(t, a, out=t)
+        if weighted:
+            xp.multiply(t, scale, out=t)
+        t.sum(out=self.loss)
+        xp.negative(self.loss, out=self.loss)
+        if not weighted:
+            xp.multiply(self.loss, scale, out=self.loss)
+        xp.subtract(1, h, out=a)
+        xp.multiply(h, a, out=a)
+        xp.maximum(a, 1e-12, out=a)
+        xp.subtract(h, y, out=b)
+        xp.divide(b, a, out=b)
+        xp.multiply(b, scale, out=g)
 
     def _huber(self, h, g):
         """HuberLoss's operations into the step's buffers: its terms h(d) into ``squares``

@@ -52,6 +52,11 @@ CASES = {
     # ... with sample weights, whose shares are uneven
     "wine-float64-sgd-b11-batchnorm-balanced": (("wine", {"class_weight": "balanced"}),
                                                 "float64", "sgd", "mean", 11, 3),
+    # label smoothing, and binary cross-entropy on logits (one output): the split static step
+    # computes them, and counts correct rows, as one process's step
+    "wine-float64-adam-b11-smooth": (("wine", {}), "float64", "adam", "mean", 11, 3),
+    "breast_cancer-float64-adam-b32-bce": (("breast_cancer", {}), "float64", "adam", "mean",
+                                           32, 2),
 }
 #: the dropout rate of the cases named "-dropout"
 DROPOUT = 0.3
@@ -64,11 +69,14 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
     data = load_data(spec)
     classify = data.task == "classification"
     tags = set(name.split("-"))
-    model = gn.MLP([data.n_features, 16, data.n_outputs if classify else 1],
+    model = gn.MLP([data.n_features, 16, data.n_outputs if classify and "bce" not in tags
+                    else 1],
                    backend=backend, seed=5, dtype=dtype,
                    dropout=DROPOUT if "dropout" in tags else 0.0,
                    norm="layer" if "norm" in tags else "batch" if "batchnorm" in tags else None)
-    loss_fn = gn.CrossEntropyLoss(reduction) if classify else gn.MSELoss(reduction)
+    loss_fn = gn.BCEWithLogitsLoss(reduction) if "bce" in tags else \
+        gn.CrossEntropyLoss(reduction, label_smoothing=0.1 if "smooth" in tags else 0.0) \
+        if classify else gn.MSELoss(reduction)
     clip = {"clip_norm": 0.05} if "clip" in tags else {}
     opt = gn.Adam(model, lr=0.01, **clip) if opt_name == "adam" else \
         gn.SGD(model, lr=0.05 if reduction == "mean" else 0.002, momentum=0.9, **clip)

@@ -30,13 +30,18 @@ def _setup(backend, opt, loss, act="relu", out="identity", dtype="float32", seed
         "adam": lambda: gn.Adam(model, lr=1e-2, weight_decay=0.01),
         "adamw": lambda: gn.AdamW(model, lr=1e-2),
     }[opt]()
-    loss_fn = gn.CrossEntropyLoss() if loss == "ce" else \
-        gn.HuberLoss(delta=0.5) if loss == "huber" else gn.MSELoss()
+    loss_fn = {"ce": gn.CrossEntropyLoss, "huber": lambda: gn.HuberLoss(delta=0.5),
+               "mse": gn.MSELoss, "smooth": lambda: gn.CrossEntropyLoss(label_smoothing=0.2),
+               "bce": gn.BCELoss, "bce_logits": gn.BCEWithLogitsLoss}[loss]()
     rng = np.random.default_rng(0)
     b = model.backend
     x = b.asarray(rng.standard_normal((N, SIZES[0])).astype(dtype))
-    y = b.asarray(rng.integers(0, SIZES[-1], N)) if loss == "ce" else \
-        b.asarray(rng.standard_normal((N, SIZES[-1])).astype(dtype))
+    if loss in ("ce", "smooth"):  # labels
+        y = b.asarray(rng.integers(0, SIZES[-1], N))
+    elif loss.startswith("bce"):  # a 0/1 target per output (multilabel)
+        y = b.asarray((rng.random((N, SIZES[-1])) < 0.4).astype(dtype))
+    else:
+        y = b.asarray(rng.standard_normal((N, SIZES[-1])).astype(dtype))
     return model, optimizer, loss_fn, x, y
 
 
@@ -60,16 +65,30 @@ def _assert_same(a, b, backend_name):
     ("mse", "leaky_relu", "tanh"), ("mse", "relu", "identity"), ("ce", "identity", "identity"),
     ("mse", "identity", "sigmoid"), ("ce", "gelu", "identity"), ("mse", "silu", "gelu"),
     ("huber", "relu", "identity"), ("huber", "tanh", "sigmoid"),
+    ("smooth", "relu", "identity"), ("bce_logits", "relu", "identity"),
+    ("bce", "tanh", "sigmoid"),
 ])
 def test_static_steps_equal_eager_steps(backend, dtype, opt, loss, act, out):
     eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, act, out, np.dtype(dtype).name)
     static, s_opt, s_loss, _, _ = _setup(backend.name, opt, loss, act, out, np.dtype(dtype).name)
-    step = StaticStep(static, s_loss, s_opt, BATCH, count_correct=loss == "ce")
+    classify = loss in ("ce", "smooth") or loss.startswith("bce")
+    step = StaticStep(static, s_loss, s_opt, BATCH, count_correct=classify)
     for rows in _batches(6):
         idx = eager.backend.asarray(rows)
+        if classify:  # the batch's correct predictions, before the step moves the weights
+            y_hat = host(eager.predict(x[idx]))
+            if loss.startswith("bce"):  # every output on the right side of its threshold
+                right = (y_hat > (0.5 if out == "sigmoid" else 0.0)) == host(y[idx])
+                expect = int(right.all(axis=1).sum())
+            else:
+                expect = int((y_hat.argmax(axis=1) == host(y[idx])).sum())
         ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
-        got, _ = step(x, y, idx)
+        got, correct = step(x, y, idx)
+        if backend.name == "numpy":
+            assert float(got) == float(ref)
         np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
+        if classify:
+            assert int(correct) == expect
     _assert_same(eager, static, backend.name)
     assert s_opt.steps == e_opt.steps == 6
     for k, g in eager.grads.items():  # the last step's gradients are the model's
@@ -289,7 +308,6 @@ def test_capture_failure_falls_back_to_eager_with_one_notice(monkeypatch, capsys
 @pytest.mark.parametrize("kwargs, loss, why", [
     (dict(output="softmax"), gn.MSELoss(), "softmax output is row-wise"),
     (dict(output="sigmoid"), gn.CrossEntropyLoss(), "cross_entropy needs the identity output"),
-    ({}, gn.BCEWithLogitsLoss(), "bce_logits loss has no static step"),
 ])
 def test_what_does_not_fit_is_named(kwargs, loss, why):
     model = gn.MLP([4, 3, 2], **kwargs)
@@ -341,7 +359,7 @@ def test_a_batch_of_another_size_is_refused():
 
 @pytest.mark.parametrize("name, loss, ragged", [
     ("wine", gn.CrossEntropyLoss, True), ("sine", gn.MSELoss, True),
-    ("wine", gn.CrossEntropyLoss, False),
+    ("wine", gn.CrossEntropyLoss, False), ("breast_cancer", gn.BCEWithLogitsLoss, True),
 ])
 def test_fit_with_and_without_graphs_trains_the_same(backend, name, loss, ragged, monkeypatch):
     calls = []
@@ -451,6 +469,8 @@ def test_counting_correct_predictions_needs_cross_entropy():
 @pytest.mark.parametrize("opt, loss, act, out", [
     ("adam", "ce", "relu", "identity"), ("momentum", "mse", "leaky_relu", "tanh"),
     ("adamw", "mse", "sigmoid", "sigmoid"), ("sgd", "ce", "tanh", "identity"),
+    ("adam", "smooth", "tanh", "identity"), ("sgd", "bce_logits", "relu", "identity"),
+    ("momentum", "bce", "leaky_relu", "sigmoid"),
 ])
 def test_static_steps_equal_eager_steps_on_the_fused_kernels(monkeypatch, dtype, opt, loss, act,
                                                               out):
@@ -483,7 +503,8 @@ def _weights(dtype, seed=11):
 @pytest.mark.parametrize("opt, loss, act, out", [
     ("adam", "ce", "relu", "identity"), ("momentum", "mse", "tanh", "identity"),
     ("sgd", "mse", "leaky_relu", "sigmoid"), ("adamw", "ce", "identity", "identity"),
-    ("adam", "huber", "gelu", "identity"),
+    ("adam", "huber", "gelu", "identity"), ("adam", "smooth", "relu", "identity"),
+    ("sgd", "bce_logits", "tanh", "identity"), ("momentum", "bce", "relu", "sigmoid"),
 ])
 def test_weighted_static_steps_equal_eager_weighted_steps(backend, dtype, opt, loss, act, out,
                                                           reduction):
