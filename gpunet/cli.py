@@ -483,7 +483,7 @@ def cmd_train(args, comm=None) -> int:
         from .plot import plot_history
 
         confusion = None
-        if data.task == "classification" and len(data.x_test):
+        if data.task == "classification" and len(data.x_test) and not data.multilabel:
             confusion = confusion_matrix(model, data.x_test, data.y_test, data.n_outputs
                                          if model.sizes[-1] > 1 else 2)
         plot_history(history, args.plot, confusion=confusion, class_names=data.classes,
@@ -659,7 +659,14 @@ def cmd_predict(args) -> int:
     y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=4096)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
-    if task == "classification":
+    if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
+        probs = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
+        probs = backend.to_host(probs).astype(np.float64)
+        names = ckpt.classes if ckpt.classes is not None else range(probs.shape[1])
+        header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
+        table = np.column_stack([(probs > 0.5).astype(np.int64), probs])
+        fmt = ["%d"] * probs.shape[1] + ["%.8g"] * probs.shape[1]
+    elif task == "classification":
         if model.sizes[-1] == 1:
             p1 = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
             probs = backend.xp.concatenate([1 - p1, p1], axis=1)
@@ -794,7 +801,9 @@ def _describe_checkpoint(path) -> int:
     task = extra.get("task")
     if task:
         line = f"task: {task}"
-        if ckpt.classes is not None:
+        if extra.get("multilabel"):
+            line += f", multilabel: {cfg['sizes'][-1]} labels, each 0 or 1"
+        elif ckpt.classes is not None:
             line += f", {len(ckpt.classes)} classes: {', '.join(map(str, ckpt.classes))}"
         elif task == "classification":
             line += f", {cfg['sizes'][-1]} outputs (labels 0..{cfg['sizes'][-1] - 1})"

@@ -276,6 +276,12 @@ class Dataset:
         return self.n_classes if self.task == "classification" else self.y_train.shape[1]
 
     @property
+    def multilabel(self) -> bool:
+        """Classification with several labels a row: ``y`` (n, labels) of 0/1, one column per
+        label, each a binary decision (``n_classes`` is the number of labels)."""
+        return self.task == "classification" and np.ndim(self.y_train) == 2
+
+    @property
     def split(self) -> dict:
         """How the split was made (seed and fractions); kept for checkpoints of earlier runs."""
         if self.spec is None:
@@ -328,6 +334,9 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
         if spec.task != "classification":
             raise ConfigError(f"class weights apply to classification; {spec.dataset!r} is a "
                               f"{spec.task} task here")
+        if y.ndim == 2:
+            raise ConfigError(f"class weights weigh each row by its one class; {spec.dataset!r} "
+                              f"has multilabel targets ({y.shape[1]} labels a row)")
         per_class = balanced_class_weights(y[idx["train"]], n_classes)
         weights = per_class[y] if weights is None else per_class[y] * weights
     data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names,
@@ -589,6 +598,22 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
     return y, int(classes[-1]) + 1
 
 
+def check_multilabels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
+    """Multilabel targets (n, labels) of 0/1 (bool, integers or floats) as int64, and the
+    number of labels; DataError naming the first row holding anything else."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: multilabel targets must be 0/1 numbers, got dtype {y.dtype}")
+    if y.size == 0:
+        raise DataError(f"{where}: no class labels")
+    bad = ~((y == 0) | (y == 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{where}: multilabel targets (one 0/1 column per label) must be 0 or "
+                        f"1, but {row(int(i))} holds {y[i, j]:g} in column {int(j)}")
+    return y.astype(np.int64), int(y.shape[1])
+
+
 def infer_task(y: np.ndarray) -> str:
     """The task targets ``y`` suggest, by the rule ``load_data`` documents."""
     y = np.asarray(y)
@@ -637,7 +662,10 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
         raise ConfigError(f"loss {loss} needs a {LOSS_TASK[loss]} task, but {spec.dataset} is a "
                           f"{src.task} dataset; pass --task {LOSS_TASK[loss]} to force it")
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
-    if task == "classification":
+    if task == "classification" and names is None and np.ndim(src.y) == 2 \
+            and src.y.shape[1] > 1:
+        y, n_classes = check_multilabels(src.y, src.where, src.row)
+    elif task == "classification":
         y, n_classes = check_labels(src.y, src.where, src.row,
                                     min_classes=1 if evaluate else 2, names=names)
         if names is not None:

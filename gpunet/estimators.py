@@ -18,7 +18,11 @@ meanings differ in places (its ``alpha`` is an L2 penalty on the loss, not a wei
 
 A classifier takes any labels ``numpy.unique`` can sort (strings, integers...), learns them as
 ``classes_`` and trains a softmax cross-entropy head with one output per class (two for a
-binary task). A regressor takes one target column or several.
+binary task). Given multilabel targets instead, an indicator matrix (samples, labels) of 0/1
+as scikit-learn's MLP takes them, it trains one logistic output per label (binary
+cross-entropy on logits, ``gpunet.BCEWithLogitsLoss``): ``classes_`` is then 0..labels-1,
+``predict`` gives the 0/1 matrix (each output over 0.5 probability) and ``predict_proba`` each
+label's probability. A regressor takes one target column or several.
 
 Training on: ``warm_start=True`` makes ``fit`` go on from the fitted network (and its
 standardisation) for ``epochs`` more epochs, with a fresh optimiser, as scikit-learn's MLP does;
@@ -45,17 +49,18 @@ from __future__ import annotations
 
 import numbers
 import sys
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Standardizer, check_sample_weight, make_dataset
 from .errors import CheckpointError, ConfigError
-from .losses import CrossEntropyLoss, HuberLoss, MSELoss
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP
 from .optim import get_optimizer, optimizer_kwargs
 from .schedules import Schedule
@@ -143,6 +148,12 @@ class _GpunetMLP(BaseEstimator):
         if self.label_smoothing and name != "log_loss":
             raise ConfigError(f"label_smoothing is a classifier's (log_loss), not "
                               f"{type(self).__name__}'s")
+        if name == "log_loss" and self._multilabel:
+            if self.label_smoothing:
+                raise ConfigError("label_smoothing smooths one class a row (softmax "
+                                  "cross-entropy); multilabel targets train a binary log loss "
+                                  "per label, which it does not apply to")
+            return BCEWithLogitsLoss()
         if name == "log_loss":
             return CrossEntropyLoss(label_smoothing=self.label_smoothing)  # (which checks it)
         if name == "squared_error":
@@ -379,6 +390,7 @@ class _GpunetMLP(BaseEstimator):
             params["random_state"] = None  # a RandomState has no JSON form; it has been used
         names = getattr(self, "feature_names_in_", None)
         info = {"class": type(self).__name__, "params": params,
+                "multilabel": bool(getattr(self, "_multilabel", False)),
                 "feature_names": None if names is None else [str(n) for n in names],
                 "target_names": getattr(self, "_target_names", None),
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
@@ -392,6 +404,7 @@ class _GpunetMLP(BaseEstimator):
                         epoch=self.n_iter_, standardizer=self.standardizer_,
                         target_standardizer=self.target_standardizer_, classes=classes,
                         extra={"estimator": info, "task": self._task,
+                               "multilabel": info["multilabel"],
                                "n_classes": len(getattr(self, "classes_", ()))})
 
     @classmethod
@@ -474,6 +487,17 @@ class _GpunetMLP(BaseEstimator):
         super().__setstate__(state)
 
 
+def _is_multilabel(y) -> bool:
+    """Whether ``y`` is an indicator matrix of labels (scikit-learn's "multilabel-indicator":
+    (samples, labels) of 0/1, two or more columns)."""
+    try:  # (y with NaN warns in a cast: validation says what is wrong with it)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return type_of_target(y) == "multilabel-indicator"
+    except (TypeError, ValueError):  # not targets at all: validation says so
+        return False
+
+
 def _rebuilt_optimizer(sd: dict, model):
     """The optimiser whose ``state_dict`` is ``sd``, on ``model``."""
     optimizer = get_optimizer(sd["name"], model)
@@ -533,6 +557,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
     """
 
     _task = "classification"
+    _multilabel = False  # (fit sets it: whether y was an indicator matrix of labels)
 
     def fit(self, X, y, sample_weight=None):
         """Learn ``classes_`` and train on X (samples, features) and y (samples,); returns
@@ -541,6 +566,14 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         network, on labels of the same classes."""
         warm = self._warm()
         self._target_names = _target_names(y)
+        if _is_multilabel(y):
+            X, y = self._multilabels(X, y, reset=not warm)
+            if warm and not (self._multilabel and y.shape[1] == len(self.classes_)):
+                raise ValueError(f"warm_start needs targets of the {len(self.classes_)} "
+                                 f"{'labels' if self._multilabel else 'classes'} fitted "
+                                 f"before; y has {y.shape[1]} label columns")
+            self.classes_, self._multilabel = np.arange(y.shape[1]), True
+            return self._fit(X, y, y.shape[1], sample_weight)
         X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
         check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
@@ -548,10 +581,11 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the "
                              f"data, got 1 class ({only!r})")
-        if warm and not np.array_equal(classes, self.classes_):
+        if warm and (self._multilabel or not np.array_equal(classes, self.classes_)):
             raise ValueError(f"warm_start needs labels of the classes fitted before "
-                             f"({_listed(self.classes_)}); y has {_listed(classes)}")
-        self.classes_ = classes
+                             f"({_listed(self.classes_)}{', multilabel' * self._multilabel}); "
+                             f"y has {_listed(classes)}")
+        self.classes_, self._multilabel = classes, False
         return self._fit(X, labels.reshape(-1).astype(np.int64), len(classes), sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -568,6 +602,23 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         no rows are held out, so ``patience`` does not apply.
         """
         first = not hasattr(self, "model_")
+        if _is_multilabel(y):  # (classes, if given, must be the labels 0..k-1)
+            X, y = self._multilabels(X, y, reset=first)
+            k = y.shape[1]
+            if not first and not (self._multilabel and k == len(self.classes_)):
+                raise ValueError(f"y has {k} label columns; the first call fitted "
+                                 f"{_listed(self.classes_)}"
+                                 f"{' as labels' if self._multilabel else ' as classes'}")
+            if classes is not None and not np.array_equal(np.unique(classes), np.arange(k)):
+                raise ValueError(f"multilabel targets of {k} columns have the classes 0..{k - 1}"
+                                 f"; got classes={_listed(np.unique(classes))}")
+            if first:
+                self._target_names = _target_names(y)
+                self.classes_, self._multilabel = np.arange(k), True
+            return self._partial_fit(X, y, k, sample_weight)
+        if not first and self._multilabel:
+            raise ValueError(f"the first call fitted multilabel targets of "
+                             f"{len(self.classes_)} columns; y holds one label a row")
         if first:
             self._target_names = _target_names(y)
             if classes is None:
@@ -589,30 +640,48 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             raise ValueError(f"y holds labels not in classes ({_listed(np.unique(y[unknown]))}); "
                              f"the classes are {_listed(known)}")
         if first:
-            self.classes_ = classes
+            self.classes_, self._multilabel = classes, False
         return self._partial_fit(X, labels.astype(np.int64), len(known), sample_weight)
 
+    def _multilabels(self, X, y, reset):
+        """X as float64 and multilabel targets as int64 (samples, labels) of 0/1."""
+        if hasattr(y, "toarray"):  # a sparse indicator matrix
+            y = y.toarray()
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, reset=reset)
+        return X, np.asarray(y).astype(np.int64)
+
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (samples, classes), columns in the order of ``classes_``."""
+        """Class probabilities (samples, classes), columns in the order of ``classes_``; for
+        multilabel targets each label's probability (samples, labels), each in [0, 1] on its
+        own (a row's need not sum to 1)."""
         return np.exp(self.predict_log_proba(X))
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log of ``predict_proba``, computed from the logits without underflow."""
         logits = self._outputs(X)
+        if self._multilabel:  # log sigmoid(z) = -log(1 + e^-z)
+            return -np.logaddexp(0.0, -logits)
         logits -= logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
     def predict(self, X) -> np.ndarray:
-        """The most probable class of each row, from ``classes_``."""
-        best = self._outputs(X).argmax(axis=1)  # (raises NotFittedError before classes_ does)
-        return self.classes_[best]
+        """The most probable class of each row, from ``classes_``; for multilabel targets the
+        0/1 matrix (samples, labels): 1 where the label's logit is above 0 (its probability
+        above 0.5)."""
+        outputs = self._outputs(X)  # (raises NotFittedError before classes_ does)
+        if self._multilabel:
+            return (outputs > 0).astype(np.int64)
+        return self.classes_[outputs.argmax(axis=1)]
 
-    #: what turns the last layer's outputs into predictions, in scikit-learn's words
-    out_activation_ = "softmax"
+    @property
+    def out_activation_(self) -> str:
+        """What turns the last layer's outputs into predictions, in scikit-learn's words:
+        softmax, or logistic for multilabel targets."""
+        return "logistic" if self._multilabel else "softmax"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
     def _saved_classes(self):
@@ -632,6 +701,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         if info.get("classes_dtype") == "object":  # labels fit found in an object array
             classes = np.array(classes.tolist(), dtype=object)
         self.classes_ = classes
+        self._multilabel = bool(info.get("multilabel", False))
 
 
 class MLPRegressor(RegressorMixin, _GpunetMLP):

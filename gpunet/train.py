@@ -48,7 +48,18 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def prepare_targets(y, task, loss_fn, n_outputs):
     """Targets in the form ``loss_fn`` takes: int labels for cross-entropy, a float column of
-    0/1 for binary cross-entropy on one output, float values for regression."""
+    0/1 for binary cross-entropy on one output (and multilabel targets (n, labels) as floats,
+    one output per label), float values for regression."""
+    if task == "classification" and np.ndim(y) == 2 and np.shape(y)[1] > 1:  # multilabel
+        labels = np.shape(y)[1]
+        if not isinstance(loss_fn, (BCELoss, BCEWithLogitsLoss)):
+            raise ConfigError(f"multilabel targets ({labels} columns of 0/1, one per label) "
+                              f"are trained with bce_logits (or bce), one output per label; "
+                              f"{loss_fn.name} does not fit them")
+        if n_outputs != labels:
+            raise ShapeError(f"multilabel targets of {labels} labels need as many outputs; "
+                             f"this model has {n_outputs}")
+        return np.asarray(y).astype(np.float64)
     if task == "classification":
         if isinstance(loss_fn, CrossEntropyLoss):
             return y
@@ -67,12 +78,25 @@ def prepare_targets(y, task, loss_fn, n_outputs):
     return y
 
 
-def predicted_classes(model, y_hat):
-    """Class predictions from outputs: argmax, or a threshold for a single output."""
+def predicted_classes(model, y_hat, multilabel=False):
+    """Class predictions from outputs: argmax, or a threshold for a single output (0 for
+    logits, 0.5 for a sigmoid output); ``multilabel``: each output thresholded, (n, labels)
+    of 0/1."""
     xp = model.backend.xp
+    threshold = 0.5 if model.output == "sigmoid" else 0.0
+    if multilabel:
+        return (y_hat > threshold).astype(xp.int64)
     if y_hat.shape[1] == 1:
-        return (y_hat[:, 0] > (0.5 if model.output == "sigmoid" else 0.0)).astype(xp.int64)
+        return (y_hat[:, 0] > threshold).astype(xp.int64)
     return y_hat.argmax(axis=1)
+
+
+def correct_rows(model, y_hat, y):
+    """How many rows of outputs ``y_hat`` predict their class labels ``y`` (n,) (or, for
+    multilabel targets (n, labels), every label of the row: scikit-learn's subset accuracy)."""
+    multi = y.ndim == 2
+    hit = predicted_classes(model, y_hat, multi) == y
+    return (hit.all(axis=1) if multi else hit).sum()
 
 
 def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
@@ -83,7 +107,8 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     see ``r2_from_sums``.
 
     ``weight``: sample weights of the rows, which weight the loss as in training (accuracy,
-    MSE and R^2 count every row once).
+    MSE and R^2 count every row once). With multilabel targets (n, labels) a row is correct
+    where every label is (scikit-learn's subset accuracy).
 
     ``target``: the Standardizer the regression targets ``y`` were standardised with (the
     model predicts standardised values): the loss stays the trained objective's, MSE and R^2
@@ -98,8 +123,8 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
     out = {"loss": backend.scalar(value)}
     if task == "classification":
-        pred = backend.to_host(predicted_classes(model, y_hat))
-        out["accuracy"] = float((pred == np.asarray(y).reshape(-1)).mean())
+        hits = correct_rows(model, y_hat, backend.asarray(_labels(y)))
+        out["accuracy"] = float(backend.to_host(hits)) / len(y) if len(y) else float("nan")
     else:
         y_hat, y = _in_units(backend.to_host(y_hat), y, target)
         squared = (y_hat - y) ** 2
@@ -162,8 +187,8 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
             share = weighted_share(loss_fn.reduction, w[lo:hi].sum(), w.sum(), hi - lo)
         sums[0] = backend.scalar(value) * share
         if task == "classification":
-            pred = backend.to_host(predicted_classes(model, y_hat))
-            sums[1] = (pred == y[lo:hi].reshape(-1)).sum()
+            hits = correct_rows(model, y_hat, backend.asarray(_labels(y[lo:hi])))
+            sums[1] = float(backend.to_host(hits))
         else:
             got, want = _in_units(backend.to_host(y_hat), y[lo:hi], target)
             squared = (got - want) ** 2
@@ -178,6 +203,13 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
         out["mse"] = float(sums[1] / y64.size)
         out["r2"] = r2_from_sums(sums[2:], y64)
     return out
+
+
+def _labels(y):
+    """Host class labels (n,) from the targets a loss takes ((n,) labels, or one float 0/1
+    column for one output), or multilabel targets (n, labels) as they are."""
+    y = np.asarray(y)
+    return y if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
 
 
 def confusion_matrix(model, x, y, n_classes, batch_size=4096) -> np.ndarray:
@@ -345,7 +377,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         log, progress = None, False
     x_dev = backend.asarray(data.x_train, dtype=model.dtype)
     y_dev = backend.asarray(y_train, dtype=model.dtype if y_train.dtype.kind == "f" else None)
-    y_labels = backend.asarray(np.asarray(data.y_train).reshape(-1)) if classify else None
+    y_labels = backend.asarray(_labels(data.y_train)) if classify else None
     w_dev = None if w_train is None else backend.asarray(w_train, dtype=model.dtype)
     n = x_dev.shape[0]
     n_steps = -(-n // batch_size)
@@ -473,7 +505,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                "class_weights": _listed_floats(getattr(data, "class_weights",
                                                                        None)),
                                "fill_values": _listed_floats(getattr(data, "fill_values", None)),
-                               "task": data.task, "n_classes": int(data.n_classes)})
+                               "task": data.task, "n_classes": int(data.n_classes),
+                               "multilabel": bool(getattr(data, "multilabel", False))})
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.
     # Under comm an exception on one rank aborts the job; a diverged loss or Ctrl-C is seen by
@@ -527,7 +560,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     else:
                         dJdy_hat = xp.zeros_like(y_hat)
                     if classify and len(idx):
-                        correct = (predicted_classes(model, y_hat) == y_labels[idx]).sum()
+                        correct = correct_rows(model, y_hat, y_labels[idx])
                     model.backward(dJdy_hat * weight if synced else dJdy_hat, need_dx=False)
                 if comm is not None:
                     extras = (value * weight, correct, sigint.raised)

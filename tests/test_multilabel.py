@@ -1,0 +1,233 @@
+"""Multilabel classification: targets (samples, labels) of 0/1, one logistic output per label,
+trained on binary cross-entropy. References built here: torch's BCE-with-logits on the model's
+outputs, a float64 NumPy forward pass from the fitted weights, scikit-learn's accuracy_score
+(subset accuracy) and its estimator conventions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", minversion="1.6")
+
+from scipy.special import log_expit
+from sklearn.datasets import make_multilabel_classification
+from sklearn.metrics import accuracy_score
+
+import gpunet as gn
+from gpunet.cli import main
+from gpunet.data import make_dataset
+from gpunet.errors import ConfigError, DataError, ShapeError
+from gpunet.train import fit, metrics
+
+from conftest import BACKENDS, host
+
+
+def _data(n=400, labels=4, seed=0):
+    x, y = make_multilabel_classification(n_samples=n, n_features=9, n_classes=labels,
+                                          random_state=seed)
+    return x, y
+
+
+def _learnable(n=600, seed=0):
+    """Three labels, each a simple function of the features (so a net can learn all three)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6))
+    y = np.stack([x[:, 0] > 0, x[:, 1] + x[:, 2] > 0.3, x[:, 3] - x[:, 4] < 0], axis=1)
+    return x, y.astype(np.int64)
+
+
+def _forward64(clf, x):
+    """The fitted network's logits in float64 NumPy, from its coefs_ and intercepts_."""
+    h = clf.standardizer_(x) if clf.standardizer_ is not None else x
+    for i, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+        h = h @ w + b
+        if i < len(clf.coefs_) - 1:
+            h = np.maximum(h, 0)
+    return h
+
+
+# -- the estimator --------------------------------------------------------------------------------
+
+def test_a_classifier_fits_an_indicator_matrix_with_a_logistic_output_per_label():
+    x, y = _learnable()
+    clf = gn.MLPClassifier(hidden=(32,), epochs=40, lr=0.01, backend="numpy",
+                           dtype="float64").fit(x[:500], y[:500])
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 3
+    z = _forward64(clf, x[500:])
+    proba = clf.predict_proba(x[500:])
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-z)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(x[500:]), log_expit(z), rtol=1e-9)
+    pred = clf.predict(x[500:])
+    assert pred.shape == (100, 3) and pred.dtype.kind == "i"
+    np.testing.assert_array_equal(pred, (z > 0).astype(int))
+    # score is subset accuracy (every label of a row right), as scikit-learn's
+    assert clf.score(x[500:], y[500:]) == accuracy_score(y[500:], pred)
+    assert clf.score(x[500:], y[500:]) > 0.85  # chance (all three right) is about 1/8
+    # each label alone is learnt far better than its base rate
+    per_label = (pred == y[500:]).mean(axis=0)
+    assert (per_label > 0.9).all(), per_label
+
+
+def test_the_training_loss_is_torch_binary_cross_entropy_on_the_logits(torch):
+    x, y = _data()
+    clf = gn.MLPClassifier(hidden=(16,), epochs=3, backend="numpy", dtype="float64",
+                           standardize=False).fit(x, y)
+    model = clf.model_
+    got = metrics(model, x, y.astype(np.float64), gn.BCEWithLogitsLoss(), "classification")
+    z = torch.tensor(_forward64(clf, x))
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(z, torch.tensor(y, dtype=z.dtype))
+    assert got["loss"] == pytest.approx(float(ref), rel=1e-10)
+    assert got["accuracy"] == accuracy_score(y, (z.numpy() > 0).astype(int))
+
+
+def test_predictions_and_training_survive_save_load_and_pickle(tmp_path):
+    x, y = _data()
+    clf = gn.MLPClassifier(hidden=(16,), epochs=4, backend="numpy").fit(x, y)
+    clf.save(tmp_path / "m.npz")
+    for other in (gn.MLPClassifier.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(clf))):
+        assert other.out_activation_ == "logistic"
+        np.testing.assert_array_equal(other.predict(x), clf.predict(x))
+        np.testing.assert_array_equal(other.predict_proba(x), clf.predict_proba(x))
+        other.partial_fit(x, y)  # goes on as multilabel
+        assert other.predict(x).shape == y.shape
+
+
+def test_the_cli_predicts_each_label_of_a_saved_multilabel_estimator(tmp_path, capsys):
+    x, y = _data(labels=3)
+    clf = gn.MLPClassifier(hidden=(16,), epochs=4, backend="numpy").fit(x, y)
+    clf.save(tmp_path / "m.npz")
+    np.savetxt(tmp_path / "in.csv", x[:25], delimiter=",", comments="",
+               header=",".join(f"f{i}" for i in range(x.shape[1])))
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input",
+                 str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
+                 "--backend", "numpy"]) == 0
+    header = (tmp_path / "out.csv").read_text().splitlines()[0].split(",")
+    assert header == ["label_0", "label_1", "label_2", "p_0", "p_1", "p_2"]
+    table = np.loadtxt(tmp_path / "out.csv", delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(table[:, :3], clf.predict(x[:25]))
+    np.testing.assert_allclose(table[:, 3:], clf.predict_proba(x[:25]), rtol=1e-7)
+    assert main(["info", "--checkpoint", str(tmp_path / "m.npz")]) == 0
+    assert "multilabel: 3 labels" in capsys.readouterr().out
+
+
+def test_partial_fit_streams_multilabel_chunks_and_checks_them():
+    x, y = _learnable()
+    clf = gn.MLPClassifier(hidden=(32,), lr=0.01, backend="numpy")
+    for epoch in range(15):
+        for lo in range(0, 500, 100):
+            clf.partial_fit(x[lo:lo + 100], y[lo:lo + 100])
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.score(x[500:], y[500:]) > 0.7
+    with pytest.raises(ValueError, match="y has 2 label columns"):
+        clf.partial_fit(x[:50], y[:50, :2])
+    with pytest.raises(ValueError, match="one label a row"):
+        clf.partial_fit(x[:50], y[:50, 0])
+    with pytest.raises(ValueError, match=r"classes 0..2"):
+        gn.MLPClassifier(backend="numpy").partial_fit(x[:50], y[:50], classes=[1, 2, 3])
+    labels = gn.MLPClassifier(hidden=(4,), backend="numpy").partial_fit(
+        x[:50], y[:50, 0], classes=[0, 1])
+    with pytest.raises(ValueError, match="as classes"):
+        labels.partial_fit(x[:50], y[:50])
+
+
+def test_warm_start_keeps_the_kind_of_targets():
+    x, y = _data()
+    clf = gn.MLPClassifier(hidden=(8,), epochs=2, warm_start=True, backend="numpy").fit(x, y)
+    clf.fit(x, y)  # two more epochs, fine
+    assert clf.n_iter_ == 4
+    with pytest.raises(ValueError, match="warm_start needs targets of the 4 labels"):
+        clf.fit(x, y[:, :3])
+    with pytest.raises(ValueError, match="warm_start needs labels of the classes"):
+        clf.fit(x, y[:, 0])
+
+
+def test_label_smoothing_is_refused_for_multilabel_targets():
+    x, y = _data()
+    with pytest.raises(ConfigError, match="multilabel targets train a binary log loss"):
+        gn.MLPClassifier(label_smoothing=0.1, epochs=1, backend="numpy").fit(x, y)
+
+
+def test_sample_weights_weight_each_row_over_its_labels():
+    """A weight of 2 counts a row as two copies would: one batch holding every row."""
+    x, y = _data(n=60)
+    w = np.random.default_rng(0).integers(1, 3, len(x))
+    kw = dict(hidden=(8,), epochs=5, batch_size=200, backend="numpy", dtype="float64",
+              optimizer="sgd", lr=0.1, standardize=False)
+    weighted = gn.MLPClassifier(**kw).fit(x, y, sample_weight=w)
+    repeated = gn.MLPClassifier(**kw).fit(np.repeat(x, w, axis=0), np.repeat(y, w, axis=0))
+    np.testing.assert_allclose(weighted.predict_proba(x), repeated.predict_proba(x),
+                               rtol=1e-10)
+
+
+# -- gpunet.fit and the data ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss, output", [("bce_logits", "identity"), ("bce", "sigmoid")])
+def test_fit_takes_static_steps_with_the_numbers_of_eager_ones(backend, loss, output):
+    x, y = _data()
+    data = make_dataset("ml", x, y, "classification", seed=1, val_fraction=0.2)
+    assert data.multilabel and data.n_outputs == 4 and data.y_train.shape[1] == 4
+    runs = []
+    for graph in (True, False):
+        model = gn.MLP([9, 16, 4], output=output, backend=backend, seed=3)
+        cache = {}
+        h = fit(model, data, gn.get_loss(loss), gn.Adam(model, lr=0.01), epochs=3,
+                batch_size=16, seed=2, progress=False, graph=graph, step_cache=cache)
+        assert ("static" in cache) == graph
+        runs.append((model, h))
+    (a, ha), (b, hb) = runs
+    for k in a.params:
+        np.testing.assert_allclose(host(a.params[k]), host(b.params[k]), rtol=1e-6, atol=1e-7)
+    for ra, rb in zip(ha, hb):  # train accuracy: the static step's count, the eager one's
+        for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-6), k
+    # the reported accuracy is subset accuracy on the split
+    model = a
+    z = host(model.predict(model.backend.asarray(data.x_test, dtype=model.dtype)))
+    threshold = 0.5 if output == "sigmoid" else 0.0
+    assert ha.test["test_accuracy"] == pytest.approx(
+        accuracy_score(data.y_test, (z > threshold).astype(int)))
+
+
+def test_targets_and_losses_that_do_not_fit_are_named():
+    x, y = _data()
+    bad = y.astype(float)
+    bad[7, 2] = 0.5
+    with pytest.raises(DataError, match="row 7 holds 0.5 in column 2"):
+        make_dataset("ml", x, bad, "classification")
+    data = make_dataset("ml", x, y, "classification")
+    model = gn.MLP([9, 8, 4])
+    with pytest.raises(ConfigError, match="bce_logits.*cross_entropy does not fit them"):
+        fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False)
+    small = gn.MLP([9, 8, 3])
+    with pytest.raises(ShapeError, match="4 labels need as many outputs; this model has 3"):
+        fit(small, data, gn.BCEWithLogitsLoss(), gn.SGD(small), epochs=1, progress=False)
+
+
+def test_the_cli_trains_evaluates_and_plots_multilabel_files(tmp_path, capsys):
+    x, y = _data()
+    np.savez(tmp_path / "ml.npz", x=x, y=y)
+    run = tmp_path / "run.npz"
+    base = ["train", "--dataset", str(tmp_path / "ml.npz"), "--task", "classification",
+            "--backend", "numpy", "--quiet", "--hidden", "16"]
+    assert main([*base, "--loss", "bce_logits", "--epochs", "3", "--save", str(run),
+                 "--plot", str(tmp_path / "run.png"), "--metrics-json",
+                 str(tmp_path / "m.json")]) == 0
+    assert (tmp_path / "run.png").stat().st_size > 0
+    final = json.loads((tmp_path / "m.json").read_text())
+    assert main(["evaluate", "--checkpoint", str(run), "--metrics-json",
+                 str(tmp_path / "e.json"), "--backend", "numpy"]) == 0
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    acc = [v for k, v in evaluated.items() if k.endswith("accuracy")]
+    assert acc and acc[0] == pytest.approx(final["test_accuracy"])
+    capsys.readouterr()
+    assert main([*base, "--epochs", "1"]) == 1  # cross-entropy, the default, does not fit
+    assert "trained with bce_logits" in capsys.readouterr().err
+    assert main([*base, "--loss", "bce_logits", "--epochs", "1", "--class-weight",
+                 "balanced"]) == 1
+    assert "multilabel targets (4 labels a row)" in capsys.readouterr().err
