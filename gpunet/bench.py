@@ -1,7 +1,8 @@
 """Side-by-side training-step benchmark: gpunet against PyTorch on the same machine, in one run.
 
-For each config both libraries train the same MLP (relu, softmax cross-entropy, fp32) on one
-fixed random batch. After warm-up they alternate: a round of ``steps`` gpunet steps, then a round
+For each config both libraries train the same MLP (relu by default, ``--activation``;
+optionally with ``--norm`` or ``--dropout``; softmax cross-entropy, fp32) on one fixed random
+batch. After warm-up they alternate: a round of ``steps`` gpunet steps, then a round
 of PyTorch steps, the device synchronised around each round; the figure is the median over
 rounds of the mean step time. Reported: ms per step, gpunet / PyTorch, samples per second,
 gpunet's GEMMs alone (the step's own GEMM calls replayed in the same rounds: the floor that

@@ -4,13 +4,17 @@ Layout inside the archive:
 
     header             uint8 array holding UTF-8 JSON: format, version, model config, optimizer
                        name/hyperparameters/steps, epoch, dataset split, metrics history
-    param/<name>       model parameters (W1, b1, ...)
+    param/<name>       model parameters (W1, b1, ...) and a batch norm's running statistics
+                       (running_mean<i>, running_var<i>)
     opt/<name>/<slot>  optimizer state (momentum buffers, Adam moments)
     data/mean, data/std  the feature standardisation fitted on the training split
     data/y_mean, data/y_std  the regression targets' standardisation (from format version 2)
     data/classes       the class names (text or numbers) of a classifier's outputs, where the
                        data named its classes (output k is classes[k]); absent: output k is
                        label k
+    best/<name>        early stopping's best epoch's weights, while a run is going (``fit``)
+    epoch/losses, epoch/correct  the interrupted epoch's per-step figures (``fit``), for an
+                       exact resume in the middle of an epoch
 
 Files are loaded with ``allow_pickle=False``, so loading one can never run code. Writes are
 atomic: a temporary file in the same folder is written, fsynced and renamed over the target,

@@ -1,4 +1,4 @@
-"""The ``gpunet`` command: train, evaluate, gradcheck, info.
+"""The ``gpunet`` command: train, evaluate, predict, gradcheck, info and bench.
 
 Errors that gpunet raises on purpose (GpunetError) print as one line and exit with status 1;
 bad flags exit with status 2 (argparse).
@@ -91,11 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an MLP on a dataset")
     _data_flags(t)
-    t.add_argument("--samples", type=_positive_int, default=1000, help="synthetic sets: rows")
-    t.add_argument("--noise", type=float, default=0.1, help="synthetic sets: noise level")
+    t.add_argument("--samples", type=_positive_int, default=1000,
+                   help="synthetic sets: rows (default 1000)")
+    t.add_argument("--noise", type=float, default=0.1,
+                   help="synthetic sets: noise level (default 0.1)")
     t.add_argument("--task", choices=("classification", "regression"),
                    help="default: inferred from the data and the loss")
-    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="seeded, stratified validation rows (default 0.1)")
     t.add_argument("--test-fraction", type=float, default=0.2,
                    help="ignored where the dataset has its own test split (mnist)")
     t.add_argument("--class-weight", choices=("balanced",), default=None,
@@ -127,19 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
-    t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum")
+    t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
     t.add_argument("--nesterov", action="store_true",
                    help="sgd: Nesterov momentum (needs --momentum > 0)")
-    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="default: 0, or 0.01 for adamw (decoupled there, L2 for sgd/adam)")
     t.add_argument("--clip-grad-norm", type=_positive_float, default=None, metavar="MAX",
                    help="scale each step's gradients down to a 2-norm of at most MAX")
     t.add_argument("--schedule", default="constant", choices=SCHEDULES,
-                   help="learning-rate schedule per epoch")
-    t.add_argument("--step-size", type=_positive_int, default=10, help="step schedule: epochs")
+                   help="learning-rate schedule per epoch (plateau: lowered by --gamma "
+                        "after 5 epochs without a better val_loss)")
+    t.add_argument("--step-size", type=_positive_int, default=10,
+                   help="step schedule: epochs (default 10)")
     t.add_argument("--warmup", type=_count, default=0, metavar="EPOCHS",
                    help="ramp the learning rate up linearly over the first EPOCHS epochs "
                         "(epoch e at e / (EPOCHS + 1) of the schedule's rate; default 0)")
-    t.add_argument("--gamma", type=float, default=0.1, help="step/plateau schedule: factor")
+    t.add_argument("--gamma", type=float, default=0.1,
+                   help="step/plateau schedule: factor (default 0.1)")
     t.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32")
     t.add_argument("--monitor", default="val_loss",
@@ -147,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the validation figure early stopping and the best epoch go by "
                         "(default val_loss)")
     t.add_argument("--patience", type=_positive_int, default=None,
-                   help="early stopping: epochs without a better validation loss")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--dtype", default="float32", choices=DTYPES)
+                   help="early stopping: epochs without a better --monitor figure, keeping "
+                        "the best epoch's weights")
+    t.add_argument("--seed", type=int, default=0,
+                   help="one seed for weights, splits and shuffling (default 0)")
+    t.add_argument("--dtype", default="float32", choices=DTYPES, help="default float32")
     t.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
     t.add_argument("--resume", metavar="PATH",
                    help="continue the run saved in this checkpoint up to --epochs")
@@ -174,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, metavar="PATH")
     _data_flags(e, defaults=False)
     e.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
-                   help="which rows: the run's own test split (default) or the whole source")
+                   help="which rows: the run's own test (default), val or train split, or "
+                        "all of the source")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     e.add_argument("--metrics-json", metavar="PATH")
 
@@ -826,6 +836,10 @@ def _describe_checkpoint(path) -> int:
                  if data.get("weight_column") else "")
               + (f", classes weighted ({data['class_weight']})" if data.get("class_weight")
                  else ""))
+    weights = extra.get("class_weights")
+    if weights:
+        names = ckpt.classes if ckpt.classes is not None else range(len(weights))
+        print("class weights: " + ", ".join(f"{c} {w:.3g}" for c, w in zip(names, weights)))
     training = extra.get("training")
     opt = h.get("optimizer")
     if training:

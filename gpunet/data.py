@@ -311,7 +311,7 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     """Read ``spec``'s source, settle the task, split it and standardise the features.
 
     The task is ``spec.task`` if given; else the one ``loss`` implies (cross_entropy, bce,
-    bce_logits: classification; mse: regression); else a named source's own (bundled and
+    bce_logits: classification; mse, huber: regression); else a named source's own (bundled and
     synthetic sets, mnist); else it is read off the targets: an integer dtype, or float values
     that are all integers >= 0 with at most 100 distinct values, mean classification, anything
     else (or more than one target column) regression.

@@ -536,14 +536,15 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         epochs, batch_size: epochs run (fewer with ``patience``), rows per step.
         patience: stop after that many epochs without a better validation loss and keep the
             best weights; the validation rows are ``val_fraction`` of the data (default 0.1
-            then, and none otherwise), stratified by class.
+            then or with the plateau schedule, and none otherwise), stratified by class.
         monitor: what "better" means there: val_loss (default), val_accuracy (a classifier),
             val_r2 or val_mse (a regressor); scikit-learn's MLP goes by the score.
         standardize: standardise the features with the training rows' mean and std.
         warm_start: ``fit`` goes on from the fitted network and its standardisation for
             ``epochs`` more epochs (with a new optimiser and schedule; the history goes on),
             as scikit-learn's ``warm_start``; the architecture and classes must stay.
-        backend, dtype: "auto" (CuPy where it runs), "numpy" or "cupy"; float32 or float64.
+        backend, dtype: "auto" (CuPy where it runs; ``$GPUNET_BACKEND`` is the command
+            line's default, not read here), "numpy" or "cupy"; float32 or float64.
         random_state: seeds the weights, the split and the shuffling (None: drawn afresh).
         graph: each full batch's step as one CUDA-graph replay on the GPU (fixed buffers on the
             CPU); False steps eagerly, with the same numbers.

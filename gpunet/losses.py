@@ -4,7 +4,7 @@
 the device, so the training loop does that only when it reports), and ``dJdy_hat`` has the shape
 and dtype of ``y_hat``.
 
-``reduction="mean"`` (the default, as in PyTorch) averages over every element (MSE, BCE) or
+``reduction="mean"`` (the default, as in PyTorch) averages over every element (MSE, Huber, BCE) or
 every sample (cross-entropy); ``"sum"`` adds them, which is the seed's per-sample form
 summed over the batch: its gradient grows with the batch size (seed 1.4f).
 
@@ -27,6 +27,9 @@ REDUCTIONS = ("mean", "sum")
 
 
 class Loss:
+    """A loss: ``value, dJ/dy_hat = loss(y_hat, y, weight=None)`` (see the module docstring
+    for the reductions and the weights); ``config()`` gives its constructor's arguments."""
+
     name = "loss"
 
     def __init__(self, reduction: str = "mean"):
@@ -74,7 +77,7 @@ class Loss:
             raise ShapeError(f"{type(self).__name__}: the mean over an empty batch is undefined")
         return 1.0 / n if self.reduction == "mean" else 1.0
 
-    #: whether the loss is a mean over every element (MSE, BCE) rather than over rows
+    #: whether the loss is a mean over every element (MSE, Huber, BCE) rather than over rows
     elementwise = True
 
     def _row_scale(self, y_hat, weight):

@@ -36,7 +36,12 @@ def _real(name, v, low, *, above=False, high=None):
 
 
 class Optimizer:
-    """Base class: holds the model, the learning rate and per-parameter state arrays."""
+    """Base class: holds the model, the learning rate and per-parameter state arrays.
+
+    ``weight_decay``: see each optimiser; ``clip_norm``: before each update, scale every
+    gradient by min(1, clip_norm / ||g||), ||g|| the 2-norm over all of them
+    (``torch.nn.utils.clip_grad_norm_``); None: never.
+    """
 
     name = "optimizer"
     #: names of the per-parameter state arrays (saved in checkpoints)
@@ -200,6 +205,9 @@ class SGD(Optimizer):
 
     g = dJ/dp + wd p;  with momentum: v = mu v + (1 - dampening) g (v = g on the first step),
     g = g + mu v if nesterov else v;  then p = p - lr g.
+
+    ``lr`` defaults to 0.01 here; ``gpunet train`` and the estimators default SGD to 0.1
+    (``DEFAULT_LR``). ``dampening`` as torch's; ``clip_norm`` as ``Optimizer``'s.
     """
 
     name = "sgd"

@@ -25,6 +25,15 @@ SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 
 class Schedule:
+    """The learning rate of each epoch (see the module docstring for the rules).
+
+    ``name``: constant, step, cosine or plateau; ``base_lr``: the rate it starts from;
+    ``epochs``: the run's length (cosine); ``step_size`` and ``gamma``: step's period and
+    factor; ``min_lr``: cosine's floor; ``factor``, ``patience``, ``threshold``: plateau's
+    factor, the epochs without a better loss it waits and the relative improvement that counts
+    as better; ``warmup``: epochs of a linear ramp up to the schedule's rate.
+    """
+
     def __init__(self, name="constant", base_lr=1e-3, epochs=1, step_size=10, gamma=0.1,
                  min_lr=0.0, factor=0.1, patience=5, threshold=1e-4, warmup=0):
         if name not in SCHEDULES:

@@ -597,7 +597,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 raise TrainingDiverged(
                     f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
                     f"try a lower learning rate (now {optimizer.lr:g})"
-                    + (f"; the checkpoint of epoch {state.epoch} is untouched" if save else "")
+                    + (f"; the checkpoint of epoch {state.epoch} is untouched"
+                       if save and os.path.exists(save) else "")
                 )
             row = {"epoch": epoch, "lr": optimizer.lr,
                    "train_loss": float((losses * sizes).sum() / sizes.sum())}

@@ -26,6 +26,10 @@ FUNCTIONS = ("relu", "sigmoid", "identity", "tanh", "leaky_relu")
 
 
 class MLP:
+    """The seed's two-layer net, z1 = x W1^T + b1, z2 = f(z1), z3 = z2 W2^T + b2,
+    y_hat = g(z3), with the autograder's constructor and ``forward(x)`` / ``backward(dJdy_hat)``
+    (see the module docstring); f and g are named in ``FUNCTIONS``."""
+
     def __init__(self, linear_1_in_features, linear_1_out_features, f_function,
                  linear_2_in_features, linear_2_out_features, g_function, *, seed=0,
                  dtype="float32"):

@@ -99,7 +99,11 @@ def test_train_stores_the_weights_and_evaluate_weights_the_loss_alike(tmp_path, 
     assert evaluated["val_accuracy"] == pytest.approx(last["val_accuracy"], abs=1e-12)
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(ck)]) == 0
-    assert "classes weighted (balanced)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "classes weighted (balanced)" in out
+    names = ckpt.classes if ckpt.classes is not None else range(len(data.class_weights))
+    assert "class weights: " + ", ".join(
+        f"{c} {w:.3g}" for c, w in zip(names, data.class_weights)) in out
 
 
 def test_what_class_weights_refuse(tmp_path, capsys):

@@ -56,7 +56,7 @@ def test_scikit_learn_conformance(estimator, check):
 
 
 def test_the_float32_subset_check_fails_only_by_float32_rounding():
-    """The one check float32 is excused from: its gap is rounding, and float64 closes it."""
+    """The subset check float32 is excused from: its gap is rounding, and float64 closes it."""
     x, y = make_classification(300, 12, n_informative=6, n_classes=3, random_state=0)
     rows = np.random.default_rng(0).choice(300, 37, replace=False)
     for dtype, tol in (("float32", 2e-6), ("float64", 1e-13)):
