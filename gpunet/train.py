@@ -435,6 +435,17 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             raise ConfigError("this checkpoint's feature columns are not the data's (columns "
                               "or categories differ): resume on the data the run was trained "
                               "on")
+        # the run's weights (and dropout step) on this model, which must be the run's
+        saved = resume.header.get("model") or {}
+        now = model.config()
+        differ = [f"{k} {now[k]!r} (the run's: {saved[k]!r})" for k in now
+                  if k != "dropout_step" and k in saved and saved[k] != now[k]]
+        if differ:
+            raise ConfigError("resume on a model of the run's architecture "
+                              "(checkpoint.build_model() makes one), but this one has "
+                              + "; ".join(differ))
+        model.load_state_dict(resume.params)
+        model.dropout_step = int(saved.get("dropout_step", 0))
         resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])

@@ -63,6 +63,29 @@ def test_resume_at_an_epoch_boundary_matches_an_unbroken_run(tmp_path, backend):
     assert h1.test == h2.test
 
 
+def test_resume_loads_the_runs_weights_into_a_model_built_as_before(tmp_path):
+    """fit(resume=path) on a model built afresh, as for the original run: it takes the run's
+    weights (not only its optimiser state), so the run ends as an unbroken one; a model of
+    another architecture is refused, naming what differs."""
+    spec = DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2)
+    data = load_data(spec)
+
+    def run(epochs, dropout=0.2, **kw):
+        model = gn.MLP([13, 16, 3], seed=5, dropout=dropout)
+        h = fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model, lr=0.01), epochs=epochs,
+                batch_size=16, seed=3, progress=False, **kw)
+        return model, h
+
+    unbroken, h1 = run(4)
+    run(2, save=tmp_path / "b.npz")
+    resumed, h2 = run(4, resume=str(tmp_path / "b.npz"))
+    assert [r["train_loss"] for r in h1] == [r["train_loss"] for r in h2]
+    for k in unbroken.params:
+        np.testing.assert_array_equal(resumed.params[k], unbroken.params[k], err_msg=k)
+    with pytest.raises(gn.ConfigError, match=r"dropout 0.5 \(the run's: 0.2\)"):
+        run(4, dropout=0.5, resume=str(tmp_path / "b.npz"))
+
+
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend):
     """SIGINT during a step: the step finishes, a checkpoint is written, and resuming from it
     gives the same weights as a run that never stopped."""
