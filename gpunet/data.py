@@ -153,7 +153,8 @@ STATS_BLOCK_ROWS = 1024
 
 @dataclass
 class Standardizer:
-    """x -> (x - mean) / std, with statistics from the training split (std 0 becomes 1)."""
+    """x -> (x - mean) / std, with statistics from the training split (the std of a constant
+    column becomes 1)."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -208,7 +209,13 @@ class Standardizer:
             j = int(np.flatnonzero(np.ravel(bad))[0])
             raise DataError(f"column {j + 1}: its values are too far apart to standardise in "
                             f"float64 (the standard deviation overflows)")
-        return cls(mean, np.where(std > 0, std, 1.0))
+        # A constant column's std is its rounding error (1e-17 for a column of 0.1s), which
+        # would blow any other value of it up by 1e16: it is 1 instead, where the variance is
+        # within float64 rounding of zero (scikit-learn's StandardScaler's test, var <=
+        # n eps var + (n mean eps)^2, solved for std so that huge columns do not overflow).
+        eps = np.finfo(np.float64).eps
+        constant = std * math.sqrt(max(1.0 - n * eps, 0.0)) <= np.abs(mean) * eps * n
+        return cls(mean, np.where((std > 0) & ~constant, std, 1.0))
 
     def __call__(self, x: np.ndarray, rows=None) -> np.ndarray:
         """(x - mean) / std, of the rows ``rows`` (indices) of x if given: one new array, the

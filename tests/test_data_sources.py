@@ -631,3 +631,25 @@ def test_standardising_columns_of_huge_values_does_not_overflow(weighted):
         np.testing.assert_allclose(s.std[1:], plain.std, rtol=1e-13)
         if big < 1e308:
             np.testing.assert_allclose(s(x)[:, 0], (unit - mean) / std, rtol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_constant_column_keeps_a_std_of_one_whatever_its_rounding(weighted):
+    """A column that is constant over the training rows has, in float64, a std of its rounding
+    error (1.4e-17 for 0.1s, not 0), which would multiply any other value of it by 1e16: it
+    gets std 1, as scikit-learn's StandardScaler gives (its scale_ is the reference); a column
+    that does vary, however little next to its mean, keeps its own std."""
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    n = 48
+    x = np.column_stack([np.full(n, 0.1), np.full(n, 123.456), np.full(n, -7e-5),
+                         1e6 + rng.normal(scale=1e-4, size=n), rng.normal(size=n)])
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    s = Standardizer.fit(x, weights=w)
+    ref = StandardScaler().fit(x, sample_weight=w)
+    np.testing.assert_array_equal(s.std[:3], 1.0)
+    np.testing.assert_allclose(s.std, ref.scale_, rtol=1e-6)
+    assert s.std[3] < 1e-3  # varying: its own small std
+    np.testing.assert_allclose(s(np.array([[0.2, 123.456, 0.0, 1e6, 0.0]]))[0, :3],
+                               [0.1, 0.0, 7e-5], rtol=1e-9, atol=1e-12)
