@@ -386,8 +386,10 @@ class _GpunetMLP(BaseEstimator):
         arrays and JSON; atomically (temporary file, fsync, rename)."""
         check_is_fitted(self)
         params = self.get_params(deep=False)
-        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        rs = params["random_state"]
+        if not (rs is None or isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
             params["random_state"] = None  # a RandomState has no JSON form; it has been used
+        params = {k: _plain(k, v) for k, v in params.items()}
         names = getattr(self, "feature_names_in_", None)
         info = {"class": type(self).__name__, "params": params,
                 "multilabel": bool(getattr(self, "_multilabel", False)),
@@ -485,6 +487,20 @@ class _GpunetMLP(BaseEstimator):
             if isinstance(state.get("_optimizer"), dict):
                 state["_optimizer"] = _rebuilt_optimizer(state["_optimizer"], model)
         super().__setstate__(state)
+
+
+def _plain(name, v):
+    """A parameter's value as JSON takes it: NumPy scalars (a grid search's np.arange hands
+    them out) as Python numbers, tuples and arrays as lists; ConfigError for anything else
+    JSON has no form for."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (tuple, list, np.ndarray)):
+        return [_plain(name, e) for e in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise ConfigError(f"parameter {name}={v!r} has no JSON form to save: set it to a number, "
+                      "text or a tuple of them")
 
 
 def _is_multilabel(y) -> bool:

@@ -383,6 +383,28 @@ def test_save_and_load_give_back_the_fitted_regressor(tmp_path):
         np.testing.assert_array_equal(back.predict(x), reg.predict(x))
 
 
+def test_numpy_scalar_parameters_from_a_grid_search_are_saved_as_numbers(tmp_path):
+    """GridSearchCV over np.arange / np.logspace grids sets NumPy scalars: save writes them as
+    the numbers they are (random_state too), load gives an estimator with those parameters;
+    a value JSON cannot hold is a ConfigError naming the parameter."""
+    x, y = make_classification(60, 4, random_state=0)
+    grid = GridSearchCV(MLPClassifier(backend="numpy", hidden=(4,)),
+                        {"epochs": np.arange(2, 4), "lr": np.logspace(-3, -2, 2)}, cv=2)
+    best = grid.fit(x, y).best_estimator_
+    best.set_params(random_state=np.int64(3), hidden=(np.int64(5),))
+    best.fit(x, y)
+    best.save(tmp_path / "best.npz")
+    back = MLPClassifier.load(tmp_path / "best.npz")
+    for k, v in best.get_params().items():
+        got = back.get_params()[k]
+        assert got == v and not isinstance(got, np.generic), k
+    assert back.random_state == 3 and back.hidden == (5,)
+    np.testing.assert_array_equal(back.predict_proba(x), best.predict_proba(x))
+    best.set_params(verbose=object())
+    with pytest.raises(gn.ConfigError, match="parameter verbose=.* has no JSON form"):
+        best.save(tmp_path / "bad.npz")
+
+
 def test_load_refuses_what_is_not_a_saved_estimator_of_its_class(tmp_path):
     x, y = make_regression(60, 3, random_state=14)
     MLPRegressor(epochs=1, backend="numpy").fit(x, y).save(tmp_path / "reg.npz")
