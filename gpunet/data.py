@@ -1108,14 +1108,17 @@ def _column_order(names, encoding, path) -> list:
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
                       fill_missing=False, weight=None, ignore=()):
     """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
-    encoded (learnt: ``text_columns``, the indices of the first text cells met; or stored:
-    ``encoding``)."""
+    encoded (learnt: a column is text where any of its cells is, which ``text_columns``, the
+    columns of the first text cells met, starts; or stored: ``encoding``)."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
         if encoding is None:
             order = list(range(len(names)))
-            known = [[] if j in text_columns else None for j in order]  # [] = to be learnt
+            # every column's cells kept as text ([] = to be learnt); those without a text
+            # cell are numbers, converted below (a column may be missing where another first
+            # shows text, so the first text row cannot tell every text column)
+            known = [[] for _ in order]
         else:
             order = _column_order(names, encoding, path)
             known = [e.get("categories") for e in encoding]
@@ -1140,6 +1143,13 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
     if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
+    if encoding is None:
+        for k, j in enumerate(order):
+            col = columns[k]
+            if not any(c is not None and not _is_number(c) for c in col):  # numbers
+                known[k] = None
+                columns[k] = [math.nan if c is None else _number(c, path, lines[i], names[j])
+                              for i, c in enumerate(col)]
     blocks, description = [], []
     for k, j in enumerate(order):
         if known[k] is None:

@@ -170,6 +170,23 @@ def test_a_numeric_file_with_gaps_is_filled_too(tmp_path):
         read_features(tmp_path / "f.csv")
 
 
+def test_a_text_column_missing_where_another_first_shows_text_is_still_text(tmp_path):
+    """Which columns are text is learnt from the whole file: the first row holding text (size
+    S) has no colour, and colour is still the categorical column it is further down."""
+    path = tmp_path / "t.csv"
+    rows = [("-1", "", "S", "0")] + [(f"{i / 30:g}", ("red", "blue")[i % 2],
+                                       ("S", "M", "L")[i % 3], str(i % 2)) for i in range(30)]
+    path.write_text("x,colour,size,y\n" + "".join(",".join(r) + "\n" for r in rows))
+    data = load_data(DataSpec(str(path), target="y", seed=1, val_fraction=0.0,
+                              test_fraction=0.0, fill_missing="mean"))
+    assert data.features == [{"name": "x"}, {"name": "colour", "categories": ["blue", "red"]},
+                             {"name": "size", "categories": ["L", "M", "S"]}]
+    x = _raw(data, data.x_train)
+    by_x = {round(r[0], 6): r for r in x}
+    np.testing.assert_allclose(by_x[-1.0][1:], [0, 0, 0, 0, 1], atol=1e-12)  # no colour, S
+    np.testing.assert_allclose(by_x[round(1 / 30, 6)][1:], [1, 0, 0, 1, 0], atol=1e-12)
+
+
 def test_what_filling_refuses(tmp_path, capsys):
     rows = table(60)
     path = write(tmp_path / "t.csv", rows)
