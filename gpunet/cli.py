@@ -654,10 +654,13 @@ def cmd_predict(args) -> int:
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
     estimator = ckpt.extra.get("estimator") if isinstance(ckpt.extra.get("estimator"),
                                                           dict) else {}
-    targets = estimator.get("target_names") or []  # a saved estimator's pandas target
+    # a saved estimator's pandas target's name: left out, unless it names a feature too (a
+    # forecast of x from x)
+    features = {e["name"] for e in ckpt.features or ()}
+    targets = [str(t) for t in estimator.get("target_names") or () if str(t) not in features]
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=[spec[k] for k in ("target", "weight_column") if spec.get(k)]
-                      + [str(t) for t in targets])
+                      + targets)
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError
@@ -689,7 +692,16 @@ def cmd_predict(args) -> int:
                               else [f"p{k}" for k in range(probs.shape[1])])
         if classes is not None:
             labels = classes[labels]
-        if labels.dtype.kind in "biuf":
+        # bool labels (True/False) and integers past float64's 2^53 do not survive a column
+        # of floats: in a CSV they are written as text, as class names are
+        inexact = labels.dtype.kind in "iu" and len(labels) and (
+            np.abs(labels.astype(object)).max() > 2**53)
+        if labels.dtype.kind in "biuf" and not (out.endswith(".csv") and (
+                labels.dtype.kind == "b" or inexact)):
+            if inexact:
+                raise ConfigError("this model's class labels are integers past 2^53, which a "
+                                  ".npy of floats cannot hold exactly: write the predictions "
+                                  "to a .csv file")
             table = np.column_stack([labels, probs])
             fmt = ["%d" if labels.dtype.kind in "biu" else "%.8g"] + ["%.8g"] * probs.shape[1]
         else:  # text labels: only a CSV can hold them

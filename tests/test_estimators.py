@@ -493,6 +493,45 @@ def test_the_command_line_finds_a_saved_estimators_columns_by_name(tmp_path, cap
     assert "'a'" in err and "'p'" in err, err
 
 
+@pytest.mark.parametrize("classes", [np.array([False, True]),
+                                     np.array([2**53 + 1, 2**53 + 3], dtype=np.int64)])
+def test_the_command_line_writes_bool_and_huge_integer_labels_as_they_are(tmp_path, classes):
+    """Labels a column of floats would change (True as 1, 2^53 + 1 as 2^53) are written as
+    the classifier's own labels in a CSV; a .npy of such integers is refused."""
+    from gpunet.cli import main
+
+    x, y = make_classification(80, 4, random_state=3)
+    clf = MLPClassifier(hidden=(4,), epochs=3, backend="numpy").fit(x, classes[y])
+    clf.save(tmp_path / "c.npz")
+    np.save(tmp_path / "x.npy", x)
+    args = ["predict", "--checkpoint", str(tmp_path / "c.npz"), "--input",
+            str(tmp_path / "x.npy"), "--backend", "numpy", "--output"]
+    assert main([*args, str(tmp_path / "p.csv")]) == 0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "label," + ",".join(f"p_{c}" for c in classes)
+    assert [line.split(",")[0] for line in lines[1:]] == [str(c) for c in clf.predict(x)]
+    if classes.dtype.kind == "i":
+        assert main([*args, str(tmp_path / "p.npy")]) == 1
+
+
+def test_a_target_named_like_a_feature_leaves_that_feature_in(tmp_path):
+    """A forecast of x from x: the target Series keeps the name "x", which is also a feature
+    column; `gpunet predict` reads it as the feature, not as a target to leave out."""
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": np.cumsum(rng.normal(size=60)), "lag": rng.normal(size=60)})
+    x, y = df[["x", "lag"]].iloc[:-1], df["x"].shift(-1).iloc[:-1]
+    reg = MLPRegressor(hidden=(4,), epochs=3, backend="numpy").fit(x, y)
+    reg.save(tmp_path / "r.npz")
+    x[["lag", "x"]].to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", "--checkpoint", str(tmp_path / "r.npz"), "--input",
+                 str(tmp_path / "new.csv"), "--output", str(tmp_path / "p.npy"),
+                 "--backend", "numpy"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy")[:, 0], reg.predict(x), rtol=1e-6)
+
+
 def test_the_command_line_evaluates_a_saved_classifier_as_score_does(tmp_path):
     """The CLI reads the CSV's text labels through the saved classes_ (not its own sorted
     names, which here would coincide only by luck): its accuracy equals score()'s."""
