@@ -428,7 +428,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid names: {', '.join(SPLITS)}")
     spec, src, y, n_classes, idx, _ = _prepare(spec, None, classes, features,
-                                               evaluate=split, numbered=numbered)
+                                               evaluate=split, numbered=numbered,
+                                               fills_given=fill_values is not None)
     rows = np.arange(len(y)) if split == "all" else idx[split]
     x = src.x[rows]
     if spec.fill_missing:
@@ -638,23 +639,24 @@ def infer_task(y: np.ndarray) -> str:
 # ---- checking, settling the task, splitting ---------------------------------------------------
 
 def _prepare(spec: DataSpec, loss: str | None, classes=None, features=None, evaluate=None,
-             numbered=False):
+             numbered=False, fills_given=False):
     if not isinstance(spec, DataSpec):
         raise ConfigError(f"expected a DataSpec, got {type(spec).__name__}")
     kind = source_kind(spec.dataset)
     _check_spec(spec, loss, kind)
     return _settle(spec, loss, _read_source(spec, kind, features), classes, evaluate,
-                   numbered)
+                   numbered, fills_given)
 
 
 def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evaluate=None,
-            numbered=False):
+            numbered=False, fills_given=False):
     """Settle the task, check the targets and compute the split indices; text labels become
     indices into ``classes`` (given: the stored names; None: the source's own, sorted), which
     comes back as the last item (None for numeric targets). ``evaluate``: the split a model is
     to be evaluated on (``load_split``): its rows may hold a single class, and "all" needs no
     split (the indices are then None, unless fill values must come from the training rows).
-    ``numbered``: the model's classes are numbers, so text labels are a DataError."""
+    ``numbered``: the model's classes are numbers, so text labels are a DataError.
+    ``fills_given``: fill values are given (stored), so "all" needs no training rows."""
     names = None
     if numbered and src.y.dtype.kind in "US" and spec.task != "regression":
         y = np.asarray(src.y).reshape(-1)
@@ -680,7 +682,7 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
     else:
         y, n_classes = _regression_targets(src), 0
     spec = dataclasses.replace(spec, task=task)
-    split = evaluate != "all" or spec.fill_missing
+    split = evaluate != "all" or (spec.fill_missing and not fills_given)
     return spec, src, y, n_classes, _split_indices(y, task, spec, src) if split else None, names
 
 

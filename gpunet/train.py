@@ -24,7 +24,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
-from .errors import ConfigError, GpunetError, ShapeError
+from .errors import ConfigError, DataError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
 from .step import StaticStep
@@ -356,6 +356,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             and not has_val:
         raise ConfigError("early stopping and the plateau schedule need a validation split "
                           "(a validation fraction above 0)")
+    w_val = getattr(data, "w_val", None)
+    if has_val and w_val is not None and not np.sum(w_val) > 0:
+        raise DataError(f"the sample weights of the {len(data.x_val)} validation rows are all "
+                        "zero: their weighted loss (val_loss, which early stopping and the "
+                        "plateau schedule go by) is undefined; weight some of them, or hold "
+                        "out other rows (another seed)")
     backend, xp = model.backend, model.backend.xp
     classify = data.task == "classification"
     w_train = getattr(data, "w_train", None)

@@ -433,6 +433,20 @@ def test_epoch_and_validation_losses_are_weighted_means():
     assert abs(history[0]["val_loss"] - unweighted) > 1e-4 * unweighted  # (they differ)
 
 
+def test_validation_rows_whose_weights_are_all_zero_are_refused():
+    """Their weighted loss is 0 / 0: reporting it as 0 made early stopping keep epoch 1."""
+    from gpunet.data import make_dataset
+
+    x, y = _data(n=120)
+    data = make_dataset("w", x, y, "classification", seed=1, test_fraction=0.0,
+                        val_fraction=0.2, sample_weight=np.ones(120))
+    data.w_val = np.zeros(len(data.x_val))
+    model = gn.MLP([7, HIDDEN, 3], backend="numpy")
+    with pytest.raises(gn.DataError, match="weights of the 24 validation rows are all zero"):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=3, patience=1,
+               progress=False)
+
+
 @pytest.mark.parametrize("weights, message", [
     (lambda n: np.r_[np.ones(n - 1), -1.0], r"finite and >= 0, but row \d+ holds -1"),
     (lambda n: np.r_[np.nan, np.ones(n - 1)], "finite and >= 0, but row 0 holds nan"),

@@ -141,6 +141,14 @@ def test_train_evaluate_and_predict_fill_with_the_stored_values(tmp_path, capsys
     result = json.loads((tmp_path / "o.json").read_text())
     assert result["all_accuracy"] == pytest.approx((logits.argmax(axis=1) == labels).mean())
     assert result["all_loss"] == pytest.approx(-logp[np.arange(90), labels].mean(), rel=1e-5)
+    # ... a file of two rows too: --split all needs no training rows of it (the fill values
+    # are stored), so its size is no matter
+    write(tmp_path / "two.csv", other[:2])
+    assert main(["evaluate", "--checkpoint", str(ck), "--dataset", str(tmp_path / "two.csv"),
+                 "--split", "all", "--backend", "numpy", "--metrics-json",
+                 str(tmp_path / "two.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["all_accuracy"] == pytest.approx((logits[:2].argmax(axis=1) == labels[:2]).mean())
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(ck)]) == 0
     assert "missing values filled (mean)" in capsys.readouterr().out
