@@ -321,6 +321,22 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
 
     from tqdm.auto import tqdm
 
+    from .data import Dataset
+    from .optim import Optimizer
+
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"data must be a gpunet Dataset (gpunet.data.make_dataset(name, x, y, "
+                          f"task) or gpunet.load_data(gpunet.DataSpec(...))), got "
+                          f"{type(data).__name__}")
+    if not isinstance(loss_fn, Loss):
+        raise ConfigError(f"loss_fn must be a loss object, such as gn.CrossEntropyLoss() or "
+                          f"gn.get_loss('mse'), got {loss_fn!r}")
+    if not isinstance(optimizer, Optimizer):
+        raise ConfigError(f"optimizer must be a gpunet optimiser, such as gn.Adam(model), got "
+                          f"{optimizer!r}")
+    if optimizer.model is not model:
+        raise ConfigError("the optimizer was built on another model: build it on the one "
+                          "fit trains (gn.Adam(model))")
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     if patience is not None:

@@ -103,6 +103,18 @@ def test_bad_arguments_elsewhere_in_the_api_are_config_errors(tmp_path):
                            "y_hat must be a float array"),
         "loss option": (lambda: gn.get_loss("mse", foo=1), "mse takes reduction="),
         "load_state_dict": (lambda: model.load_state_dict(None), "takes a dict of arrays"),
+        "fit data": (lambda: gn.fit(model, (np.ones((4, 4)), np.zeros(4)),
+                                    gn.CrossEntropyLoss(), gn.SGD(model), progress=False),
+                     "data must be a gpunet Dataset.*got tuple"),
+        "fit loss name": (lambda: gn.fit(model, data, "cross_entropy", gn.SGD(model),
+                                         progress=False), "loss_fn must be a loss object"),
+        "fit loss class": (lambda: gn.fit(model, data, gn.CrossEntropyLoss, gn.SGD(model),
+                                          progress=False), "loss_fn must be a loss object"),
+        "fit optimizer": (lambda: gn.fit(model, data, gn.CrossEntropyLoss(), "adam",
+                                         progress=False), "optimizer must be a gpunet"),
+        "fit other model's optimizer": (
+            lambda: gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(gn.MLP([4, 5, 3])),
+                           progress=False), "optimizer was built on another model"),
     }
     for what, (call, match) in calls.items():
         with pytest.raises(gn.ConfigError, match=match):
