@@ -521,7 +521,13 @@ def _refuse_changes_on_resume(args, resume) -> None:
 
     training = resume.extra.get("training") or {}
     model, opt = resume.header.get("model") or {}, resume.header.get("optimizer") or {}
+    hyper, schedule = opt.get("hyperparameters") or {}, training.get("schedule") or {}
     saved = {**(resume.extra.get("data") or {}),
+             # the optimiser's and the schedule's: a flag repeating one of them is no change
+             "lr": schedule.get("base_lr", hyper.get("lr")),
+             **{k: hyper.get(k) for k in ("momentum", "weight_decay", "nesterov")},
+             "clip_grad_norm": hyper.get("clip_norm"), "schedule": schedule.get("name"),
+             "step_size": schedule.get("step_size"), "gamma": schedule.get("gamma"),
              **{k: model.get(k) for k in ("activation", "dropout", "norm", "dtype")},
              "optimizer": opt.get("name"), "seed": training.get("seed"),
              "warmup": (training.get("schedule") or {}).get("warmup", 0),

@@ -362,6 +362,26 @@ def test_resume_refuses_settings_it_would_drop(tmp_path, capsys, flags, named):
     assert ck.read_bytes() == before
 
 
+def test_resume_takes_flags_that_repeat_the_saved_settings(tmp_path, capsys):
+    """Flags at the run's own values change nothing, so they are taken (they were refused
+    for the optimiser's and the schedule's), and the run goes on as a plain resume does."""
+    run = ["--dataset", "wine", "--backend", "numpy", "--quiet", "--optimizer", "sgd",
+           "--lr", "0.05", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.001",
+           "--clip-grad-norm", "2", "--schedule", "step", "--step-size", "3",
+           "--gamma", "0.5"]
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert main(["train", *run, "--epochs", "2", "--save", str(a)]) == 0
+    shutil.copy(a, b)
+    assert main(["train", "--resume", str(a), "--epochs", "4", *run]) == 0
+    assert main(["train", "--resume", str(b), "--epochs", "4", "--quiet"]) == 0
+    for k, v in load_checkpoint(b).params.items():
+        np.testing.assert_array_equal(load_checkpoint(a).params[k], v, err_msg=k)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(a), "--epochs", "5", "--lr", "0.06",
+                 "--step-size", "4"]) == 1
+    assert "--lr, --step-size cannot change them" in capsys.readouterr().err
+
+
 def test_resume_refuses_fewer_epochs_than_trained(tmp_path, capsys):
     ck = tmp_path / "c.npz"
     assert main(["train", "--dataset", "wine", "--epochs", "3", "--backend", "numpy",
