@@ -291,6 +291,93 @@ def _check_header(header, path) -> None:
     if bad:
         raise CheckpointError(f"{path!r} has a malformed model section: "
                               + ", ".join(f"{k} {cfg[k]!r}" for k in bad))
+    # the other sections the commands read: each value of the kind they take, where present
+    problems = _malformed(header)
+    if problems:
+        raise CheckpointError(f"{path!r} has a malformed header: "
+                              + ", ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
+
+
+#: the kind of each value of a header's sections that the commands read: "int", "count" (an
+#: int >= 0), "num", "str", "bool", "list", "dict"; "?" also takes null, "!" must be there
+#: when its section is
+HEADER_KINDS = {
+    (): {"extra": "dict", "optimizer": "dict?"},
+    ("model",): {"slope": "num", "dropout": "num", "dropout_seed": "count",
+                 "dropout_step": "count", "norm": "str?", "norm_eps": "num",
+                 "norm_momentum": "num"},
+    ("optimizer",): {"name": "str!", "steps": "count", "hyperparameters": "dict!"},
+    ("optimizer", "hyperparameters"): {"lr": "num!", "weight_decay": "num", "momentum": "num",
+                                       "nesterov": "bool", "dampening": "num", "eps": "num",
+                                       "clip_norm": "num?", "betas": "list"},
+    ("extra",): {"training": "dict?", "data": "dict?", "estimator": "dict?",
+                 "dataset": "str?", "task": "str?", "n_classes": "int?", "multilabel": "bool?",
+                 "class_weights": "list?", "fill_values": "list?", "features": "list?"},
+    ("extra", "training"): {"state": "dict!", "batch_size": "count", "epochs": "count",
+                            "seed": "count", "patience": "count?", "schedule": "dict?",
+                            "monitor": "str", "ranks": "count", "loss": "dict"},
+    ("extra", "training", "state"): {"epoch": "count!", "step": "count", "rng": "dict?",
+                                     "history": "list", "best_loss": "num",
+                                     "best_epoch": "count", "bad_epochs": "count",
+                                     "stopped_early": "bool", "finished": "bool"},
+    ("extra", "training", "schedule"): {"name": "str!", "base_lr": "num!", "epochs": "count!",
+                                        "step_size": "count!", "gamma": "num!",
+                                        "min_lr": "num!", "factor": "num!",
+                                        "patience": "count!", "threshold": "num!",
+                                        "current": "num!", "best": "num!",
+                                        "bad_epochs": "count!", "warmup": "count"},
+    ("extra", "training", "loss"): {"name": "str!", "reduction": "str", "delta": "num",
+                                    "label_smoothing": "num"},
+    ("extra", "data"): {"dataset": "str!", "target": "str?", "x_key": "str?", "y_key": "str?",
+                        "data_dir": "str?", "samples": "count", "noise": "num",
+                        "task": "str?", "seed": "count", "val_fraction": "num", "test_fraction": "num",
+                        "standardize_targets": "bool", "drop_missing": "bool",
+                        "fill_missing": "str?", "weight_column": "str?",
+                        "class_weight": "str?"},
+}
+
+
+def _kind_ok(v, kind) -> bool:
+    if v is None:
+        return kind.endswith("?")
+    kind = kind.rstrip("?!")
+    if kind in ("int", "count", "num") and isinstance(v, bool):
+        return False
+    if kind == "count":  # an integer >= 0
+        return isinstance(v, int) and v >= 0
+    return isinstance(v, {"int": int, "num": (int, float), "str": str, "bool": bool,
+                          "list": list, "dict": dict}[kind])
+
+
+def _malformed(header) -> list:
+    """What in ``header`` is not of the kind ``HEADER_KINDS`` says (as "section.key" names);
+    a training run's shuffling state must also be one NumPy's generator takes."""
+    problems = []
+    for where, kinds in HEADER_KINDS.items():
+        section = header
+        for k in where:
+            section = section.get(k) if isinstance(section, dict) else None
+        if section is None:
+            continue
+        name = ".".join(where) or "the header"
+        if not isinstance(section, dict):
+            problems.append(f"{name} (not a mapping)")
+            continue
+        for k, kind in kinds.items():
+            if k not in section:
+                if kind.endswith("!"):
+                    problems.append(f"{'.'.join(where + (k,))} (missing)")
+            elif not _kind_ok(section[k], kind):
+                problems.append(f"{'.'.join(where + (k,))} ({section[k]!r})")
+    if problems:
+        return problems
+    rng = ((header.get("extra") or {}).get("training") or {}).get("state", {}).get("rng")
+    if isinstance(rng, dict):
+        try:
+            np.random.default_rng().bit_generator.state = rng
+        except (TypeError, ValueError, KeyError, OverflowError):
+            problems.append("extra.training.state.rng (not a generator state)")
+    return problems
 
 
 def _standardizer(arrays, mean, std, path):
@@ -308,6 +395,9 @@ def _standardizer(arrays, mean, std, path):
     if arrays[mean].shape != arrays[std].shape:
         raise CheckpointError(f"{path!r} has {mean} of shape {arrays[mean].shape} but {std} of "
                               f"shape {arrays[std].shape}")
+    for k in (mean, std):
+        if arrays[k].dtype.kind not in "fiu":
+            raise CheckpointError(f"{path!r} has {k} of dtype {arrays[k].dtype}, not numbers")
     return Standardizer(arrays[mean], arrays[std])
 
 

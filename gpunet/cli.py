@@ -390,7 +390,11 @@ def cmd_train(args, comm=None) -> int:
                               f"layers {model.sizes[1:-1]}")
         loss_fn = _checkpoint_loss(resume, None, None)
         loss_name = loss_fn.name
-        opt = resume.header["optimizer"]
+        opt = resume.header.get("optimizer")
+        if opt is None:
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"{args.resume!r} holds no optimizer state to resume with")
         # The saved rate may be a schedule's floor of 0, which the constructor refuses: build
         # with the schedule's base rate, then put the saved one back (as fit's resume does).
         lr = opt["hyperparameters"]["lr"]

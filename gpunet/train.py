@@ -24,7 +24,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
-from .errors import ConfigError, DataError, GpunetError, ShapeError
+from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
 from .step import StaticStep
@@ -481,6 +481,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         best = {k: backend.asarray(v, dtype=model.dtype) for k, v in resume.group("best").items()} \
             or None  # (the parameters and the buffers)
         if state.step:
+            if "epoch/losses" not in resume.arrays or "epoch/correct" not in resume.arrays:
+                raise CheckpointError(f"this checkpoint stopped at step {state.step} of epoch "
+                                      f"{state.epoch + 1} but holds no figures of its steps "
+                                      "(epoch/losses, epoch/correct)")
             step_losses = backend.asarray(resume.arrays["epoch/losses"])
             step_correct = backend.asarray(resume.arrays["epoch/correct"])
     rng = np.random.default_rng(seed)

@@ -261,6 +261,60 @@ def test_corrupted_checkpoint_is_one_line_for_resume(tmp_path, iris_checkpoint):
     assert bad.read_bytes() == before
 
 
+def _walk(d, at=()):
+    """Every (path of keys) in nested dicts."""
+    for k, v in d.items():
+        yield at + (k,)
+        if isinstance(v, dict):
+            yield from _walk(v, at + (k,))
+
+
+def test_every_malformed_header_value_is_one_line_for_every_command(tmp_path, iris_checkpoint,
+                                                                    capsys):
+    """Each value of a real checkpoint's header in turn set to something of another kind
+    (text, a negative number, null, a list, a mapping): info, evaluate, predict and resume
+    each end with one line saying what is wrong (or take a value that does no harm), never a
+    traceback. In process, so that any other exception fails the test."""
+    from gpunet.cli import main
+
+    with np.load(iris_checkpoint) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays["header"].tobytes())
+    np.save(tmp_path / "x.npy", np.zeros((3, 4)))
+    bad = tmp_path / "bad.npz"
+    commands = (["info", "--checkpoint", str(bad)],
+                ["evaluate", "--checkpoint", str(bad), "--backend", "numpy"],
+                ["predict", "--checkpoint", str(bad), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "o.csv"), "--backend", "numpy"],
+                ["train", "--resume", str(bad), "--epochs", "3", "--quiet", "--backend",
+                 "numpy"])
+    refused = 0
+    for at in _walk(header):
+        if at[0] in ("format", "version"):
+            continue
+        for value in ("x", -1, None, [], {}):
+            h = json.loads(json.dumps(header))
+            d = h
+            for k in at[:-1]:
+                d = d[k]
+            d[at[-1]] = value
+            np.savez(bad, **{**arrays, "header": np.frombuffer(json.dumps(h).encode(),
+                                                               np.uint8)})
+            for cmd in commands:
+                capsys.readouterr()
+                if main(cmd) != 0:
+                    err = capsys.readouterr().err
+                    assert err.count("\n") == 1 and err.startswith("gpunet: error: "), \
+                        (at, value, cmd[0], err)
+                    refused += 1
+    assert refused > 400  # (most such values are refused)
+    # the standardisation stored as text
+    np.savez(bad, **{**arrays, "data/std": np.array(["x"] * 4)})
+    capsys.readouterr()
+    assert main(commands[1]) == 1
+    assert "data/std of dtype <U1, not numbers" in capsys.readouterr().err
+
+
 class _TouchMarker:
     """Unpickling this opens (creates) ``path``: proof that a pickle ran."""
 
