@@ -214,6 +214,8 @@ def load_checkpoint(path) -> Checkpoint:
     version.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     with open(path, "rb") as f:

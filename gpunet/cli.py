@@ -656,7 +656,8 @@ def cmd_predict(args) -> int:
     from .errors import ConfigError
 
     out = str(args.output)
-    if not out.endswith((".csv", ".npy")):
+    kind = os.path.splitext(out)[1].lower()  # (.CSV as .csv)
+    if kind not in (".csv", ".npy"):
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
     check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
@@ -706,7 +707,7 @@ def cmd_predict(args) -> int:
         # of floats: in a CSV they are written as text, as class names are
         inexact = labels.dtype.kind in "iu" and len(labels) and (
             np.abs(labels.astype(object)).max() > 2**53)
-        if labels.dtype.kind in "biuf" and not (out.endswith(".csv") and (
+        if labels.dtype.kind in "biuf" and not (kind == ".csv" and (
                 labels.dtype.kind == "b" or inexact)):
             if inexact:
                 raise ConfigError("this model's class labels are integers past 2^53, which a "
@@ -715,7 +716,7 @@ def cmd_predict(args) -> int:
             table = np.column_stack([labels, probs])
             fmt = ["%d" if labels.dtype.kind in "biu" else "%.8g"] + ["%.8g"] * probs.shape[1]
         else:  # text labels: only a CSV can hold them
-            if out.endswith(".npy"):
+            if kind == ".npy":
                 raise ConfigError("this model's class labels are text: write the predictions "
                                   "to a .csv file")
             table = [[str(c), *(f"{p:.8g}" for p in row)] for c, row in zip(labels, probs)]
@@ -725,7 +726,7 @@ def cmd_predict(args) -> int:
             table = ckpt.target_standardizer.inverse(table)
         header = [f"y{k}" for k in range(table.shape[1])]
         fmt = ["%.8g"] * table.shape[1]
-    if out.endswith(".npy"):
+    if kind == ".npy":
         atomic_write(out, lambda f: np.save(f, table))
     else:
         def write_csv(f):

@@ -486,3 +486,18 @@ def test_options_for_another_kind_of_source_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "iris", "--collective-timeout", "-5"])
     assert e.value.code == 2 and "expected seconds >= 0, got -5" in capsys.readouterr().err
+
+
+def test_output_suffixes_in_capitals_and_a_folder_for_a_checkpoint(tmp_path, capsys):
+    """predict --output P.CSV writes a CSV (as an input named .CSV is read as one); a folder
+    given as a checkpoint is named as a folder, not as missing."""
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--hidden", "4", "--backend",
+                 "numpy", "--quiet", "--save", str(ck)]) == 0
+    np.save(tmp_path / "x.npy", np.ones((3, 4)))
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "P.CSV"), "--backend", "numpy"]) == 0
+    assert (tmp_path / "P.CSV").read_text().startswith("label,p0,p1,p2\n")
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(tmp_path)]) == 1
+    assert "is a folder, not a checkpoint file" in capsys.readouterr().err
