@@ -301,8 +301,8 @@ def _check_header(header, path) -> None:
 
 
 #: the kind of each value of a header's sections that the commands read: "int", "count" (an
-#: int >= 0), "num", "str", "bool", "list", "dict"; "?" also takes null, "!" must be there
-#: when its section is
+#: int >= 0), "num", "str", "bool", "list", "dict", "target" (a name or a list of names); "?"
+#: also takes null, "!" must be there when its section is
 HEADER_KINDS = {
     (): {"extra": "dict", "optimizer": "dict?"},
     ("model",): {"slope": "num", "dropout": "num", "dropout_seed": "count",
@@ -330,7 +330,7 @@ HEADER_KINDS = {
                                         "bad_epochs": "count!", "warmup": "count"},
     ("extra", "training", "loss"): {"name": "str!", "reduction": "str", "delta": "num",
                                     "label_smoothing": "num"},
-    ("extra", "data"): {"dataset": "str!", "target": "str?", "x_key": "str?", "y_key": "str?",
+    ("extra", "data"): {"dataset": "str!", "target": "target?", "x_key": "str?", "y_key": "str?",
                         "data_dir": "str?", "samples": "count", "noise": "num",
                         "task": "str?", "seed": "count", "val_fraction": "num",
                         "test_fraction": "num",
@@ -348,6 +348,8 @@ def _kind_ok(v, kind) -> bool:
         return False
     if kind == "count":  # an integer >= 0
         return isinstance(v, int) and v >= 0
+    if kind == "target":  # a column's name, or a list of names
+        return isinstance(v, str) or isinstance(v, list) and all(isinstance(n, str) for n in v)
     return isinstance(v, {"int": int, "num": (int, float), "str": str, "bool": bool,
                           "list": list, "dict": dict}[kind])
 

@@ -59,9 +59,11 @@ def _data_flags(p, defaults=True):
                    metavar="NAME|PATH",
                    help="a bundled or synthetic set, mnist/fashion_mnist (with --data-dir), or a "
                         ".csv/.npz/.npy file (default: digits)")
-    p.add_argument("--target", help="CSV: the target column (numbers, or class names; text "
-                                    "feature columns are one-hot encoded); .npy: the targets "
-                                    "file")
+    p.add_argument("--target", action="append",
+                   help="CSV: the target column (numbers, or class names; text feature "
+                        "columns are one-hot encoded), repeated for several (numbers: "
+                        "regression targets, or 0/1 labels for multilabel); .npy: the targets "
+                        "file")
     p.add_argument("--x-key", default=None, help=".npz: the features array (default x)")
     p.add_argument("--y-key", default=None, help=".npz: the targets array (default y)")
     p.add_argument("--data-dir", help="folder holding the four MNIST-format IDX files")
@@ -216,6 +218,8 @@ def main(argv=None) -> int:
         command, args = (lambda _: bench_main(argv[1:])), None
     else:
         args = build_parser().parse_args(argv)
+        if getattr(args, "target", None) is not None:  # one column: its name; several: a list
+            args.target = args.target[0] if len(args.target) == 1 else args.target
         command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                    "gradcheck": cmd_gradcheck, "info": cmd_info}[args.command]
     try:
@@ -412,10 +416,12 @@ def cmd_train(args, comm=None) -> int:
         spec = _spec_from_args(args)
         data = load_data(spec, loss=args.loss)
         backend = get_backend(args.backend)
-        loss_name = args.loss or ("cross_entropy" if data.task == "classification" else "mse")
+        # multilabel targets (several 0/1 columns): one logistic output per label
+        loss_name = args.loss or ("bce_logits" if data.multilabel else "cross_entropy"
+                                  if data.task == "classification" else "mse")
         n_out = data.n_outputs
         if data.task == "classification" and loss_name in ("bce", "bce_logits") \
-                and data.n_classes == 2:
+                and data.n_classes == 2 and not data.multilabel:
             n_out = 1
         model = MLP([data.n_features, *(args.hidden or [128]), n_out],
                     activation=args.activation, output=OUTPUT_FOR_LOSS[loss_name],
@@ -652,7 +658,7 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from .checkpoint import atomic_write, check_writable, load_checkpoint
-    from .data import read_features
+    from .data import read_features, target_columns
     from .errors import ConfigError
 
     out = str(args.output)
@@ -669,8 +675,10 @@ def cmd_predict(args) -> int:
     # forecast of x from x)
     features = {e["name"] for e in ckpt.features or ()}
     targets = [str(t) for t in estimator.get("target_names") or () if str(t) not in features]
+    named = target_columns(spec.get("target"))  # (a CSV run's several: name the columns)
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
-                      ignore=[spec[k] for k in ("target", "weight_column") if spec.get(k)]
+                      ignore=named
+                      + ([spec["weight_column"]] if spec.get("weight_column") else [])
                       + targets)
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
@@ -686,7 +694,8 @@ def cmd_predict(args) -> int:
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
         probs = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
         probs = backend.to_host(probs).astype(np.float64)
-        names = ckpt.classes if ckpt.classes is not None else range(probs.shape[1])
+        names = ckpt.classes if ckpt.classes is not None else \
+            named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
         header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
         table = np.column_stack([(probs > 0.5).astype(np.int64), probs])
         fmt = ["%d"] * probs.shape[1] + ["%.8g"] * probs.shape[1]
@@ -724,7 +733,8 @@ def cmd_predict(args) -> int:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
             table = ckpt.target_standardizer.inverse(table)
-        header = [f"y{k}" for k in range(table.shape[1])]
+        header = named if len(named) == table.shape[1] > 1 else \
+            [f"y{k}" for k in range(table.shape[1])]
         fmt = ["%.8g"] * table.shape[1]
     if kind == ".npy":
         atomic_write(out, lambda f: np.save(f, table))
@@ -849,7 +859,10 @@ def _describe_checkpoint(path) -> int:
           + (", targets yes" if ckpt.target_standardizer is not None else ""))
     data = extra.get("data")
     if data:
-        where = data["dataset"] + (f" (target {data['target']})" if data.get("target") else "")
+        target = data.get("target")
+        where = data["dataset"] + (
+            f" (target {target})" if isinstance(target, str) else
+            f" (targets {', '.join(map(str, target))})" if target else "")
         print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
               f"test {data['test_fraction']:g}"
               + (", rows with a missing value left out" if data.get("drop_missing") else "")

@@ -10,8 +10,9 @@ Sources (``spec.dataset``):
     moons, spirals, sine                          synthetic, from ``seed``, ``samples``, ``noise``
     mnist, fashion_mnist                          the four IDX files (plain or .gz) in ``data_dir``
     PATH.csv                                      header row; ``target`` names a column (numbers,
-                                                  or class names); text feature columns are
-                                                  one-hot encoded (``_read_csv``)
+                                                  or class names), or lists several (numbers:
+                                                  regression targets, or multilabel 0/1); text
+                                                  feature columns are one-hot encoded
     PATH.npz                                      arrays ``x_key`` and ``y_key`` (default x, y)
     PATH.npy                                      the features; ``target`` is the targets' .npy
 
@@ -75,7 +76,9 @@ class DataSpec:
 
     Args:
         dataset: a name in ``DATASET_NAMES`` or a path to a .csv, .npz or .npy file.
-        target: CSV: the target column's name; .npy: the path of the targets' .npy file.
+        target: CSV: the target column's name, or a list of two or more (numbers: several
+            regression targets, or 0/1 labels of a multilabel task); .npy: the path of the
+            targets' .npy file.
         x_key, y_key: the array names in a .npz archive.
         data_dir: the folder of the four IDX files (mnist, fashion_mnist).
         samples, noise: size and noise standard deviation of a synthetic set.
@@ -103,7 +106,7 @@ class DataSpec:
     """
 
     dataset: str
-    target: str | None = None
+    target: str | list | None = None
     x_key: str = "x"
     y_key: str = "y"
     data_dir: str | None = None
@@ -757,8 +760,19 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     if spec.fill_missing and spec.drop_missing:
         raise ConfigError("choose one of drop_missing (leave rows with a missing value out) "
                           "and fill_missing (fill the values in)")
-    if spec.weight_column is not None and spec.weight_column == spec.target:
-        raise ConfigError(f"the weight column {spec.weight_column!r} is the target column")
+    target = spec.target
+    if target is not None and not isinstance(target, str) and not (
+            isinstance(target, (list, tuple)) and len(target) >= 2
+            and all(isinstance(n, str) for n in target) and len(set(target)) == len(target)):
+        raise ConfigError(f"target must be a column's name, or a list of two or more "
+                          f"different names, got {target!r}")
+    if not isinstance(target, (str, type(None))):
+        spec.target = list(target)  # (JSON keeps it a list)
+        if kind not in ("csv", None):
+            raise ConfigError(f"several target columns apply to .csv datasets, not to "
+                              f"{spec.dataset!r}")
+    if spec.weight_column is not None and spec.weight_column in target_columns(spec.target):
+        raise ConfigError(f"the weight column {spec.weight_column!r} is a target column")
     if spec.class_weight not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown class weight {spec.class_weight!r}; valid: None, "
                           + ", ".join(map(repr, CLASS_WEIGHTS[1:])))
@@ -960,7 +974,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
             data = _all_numbers(path, len(header))
         if data is not None:
             lines = list(range(2, len(data) + 2))
-            taken = [j for j in (t, wi, *skip) if j is not None]
+            taken = [j for j in (*_indices(t), wi, *skip) if j is not None]
             w = None if wi is None else _weights(data[:, wi], lines, path, weight)
             return (by_name(np.delete(data, taken, axis=1) if taken else data),
                     None if t is None else data[:, t].copy(), lines, described, 0, w)
@@ -992,7 +1006,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     w = None if wi is None else _weights(data_rows.weight_cells, lines, path, weight)
     if t is None:
         return data, None, lines, described, dropped, w
-    return data, _parse_targets(cells, lines, path, header[t]), lines, described, dropped, w
+    return data, _parse_targets(cells, lines, path, header, t), lines, described, dropped, w
 
 
 def _all_numbers(path, width):
@@ -1047,23 +1061,36 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     columns = ", ".join(header)
     t = None
     if target is not None:
-        if target not in header:
-            raise DataError(f"{path}: no column {target!r}; columns: {columns}")
-        t = header.index(target)
+        for name in target_columns(target):
+            if name not in header:
+                raise DataError(f"{path}: no column {name!r}; columns: {columns}")
+        t = header.index(target) if isinstance(target, str) else \
+            [header.index(name) for name in target]
     elif not features_only:
         raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
     if weight is not None and weight not in header:
         raise DataError(f"{path}: no weight column {weight!r}; columns: {columns}")
-    names = [h for j, h in enumerate(header) if j != t and h != weight and h not in ignore]
+    names = [h for j, h in enumerate(header)
+             if j not in _indices(t) and h != weight and h not in ignore]
     if not names:
         raise DataError(f"{path}: no feature columns besides the target {target!r}"
                         + (f" and the weights {weight!r}" if weight is not None else ""))
     return header, t, names
 
 
+def target_columns(target) -> list:
+    """The target column names of a spec's ``target``: none, one name, or a list of them."""
+    return [] if target is None else [target] if isinstance(target, str) else list(target)
+
+
+def _indices(t) -> list:
+    """The target's column indices: ``t`` None, one index or a list of them."""
+    return [] if t is None else t if isinstance(t, list) else [t]
+
+
 class _DataRows:
     """The data rows of a CSV reader past its header, as (line, feature cells, target cell or
-    None): blank lines skipped, field counts checked, and with ``drop_missing`` the rows holding
+    None, or a tuple of target cells for several target columns): blank lines skipped, field counts checked, and with ``drop_missing`` the rows holding
     a missing value left out and counted in ``dropped``. The cell of column ``wi`` (sample
     weights), if given, is taken out too and kept in ``weight_cells``."""
 
@@ -1084,12 +1111,14 @@ class _DataRows:
             if self.drop_missing and _has_missing(row):
                 self.dropped += 1
                 continue
-            taken = {j: row[j] for j in (self.t, self.wi, *self.skip) if j is not None}
+            taken = {j: row[j] for j in (*_indices(self.t), self.wi, *self.skip)
+                     if j is not None}
             for j in sorted(taken, reverse=True):
                 del row[j]
             if self.wi is not None:
                 self.weight_cells.append(taken[self.wi])
-            yield line, row, taken.get(self.t)
+            yield line, row, tuple(taken[j] for j in self.t) if isinstance(self.t, list) \
+                else taken.get(self.t)
 
 
 def _column_order(names, encoding, path) -> list:
@@ -1191,7 +1220,7 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
         blocks.append(one_hot)  # a missing category: no category (a row of zeros)
         description.append({"name": names[j], "categories": [str(c) for c in categories]})
     x = np.hstack(blocks)
-    y = None if t is None else _parse_targets(cells, lines, path, header[t])
+    y = None if t is None else _parse_targets(cells, lines, path, header, t)
     w = None if weight is None else _weights(data_rows.weight_cells, lines, path, weight)
     return x, y, lines, description, dropped, w
 
@@ -1269,9 +1298,22 @@ def _weights(cells, lines, path, name) -> np.ndarray:
     return w
 
 
-def _parse_targets(cells, lines, path, name):
-    """A CSV target column: float64 numbers, or (every cell text) the class names as a str
-    array; a missing value, NaN, infinity or a mix of numbers and names is a DataError."""
+def _parse_targets(cells, lines, path, header, t):
+    """A CSV target column (``header[t]``): float64 numbers, or (every cell text) the class
+    names as a str array; a missing value, NaN, infinity or a mix of numbers and names is a
+    DataError. Several target columns (``t`` a list; each cell a tuple): float64 (rows,
+    columns), numbers only (regression targets, or 0/1 labels of a multilabel task)."""
+    if isinstance(t, list):
+        columns = []
+        for k, j in enumerate(t):
+            got = _parse_targets([c[k] for c in cells], lines, path, header, j)
+            if got.dtype.kind != "f":
+                raise DataError(f"{path}: target column {header[j]!r} holds text (such as "
+                                f"{str(got[0])!r}); several target columns must hold numbers "
+                                "(values to regress on, or 0/1 for each of several labels)")
+            columns.append(got)
+        return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
+    name = header[t]
     column = f"target column {name!r}"
     values, number, word = [], None, None
     for cell, line in zip(cells, lines):

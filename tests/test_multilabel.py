@@ -18,6 +18,7 @@ from sklearn.datasets import make_multilabel_classification
 from sklearn.metrics import accuracy_score
 
 import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 from gpunet.data import make_dataset
 from gpunet.errors import ConfigError, DataError, ShapeError
@@ -225,9 +226,97 @@ def test_the_cli_trains_evaluates_and_plots_multilabel_files(tmp_path, capsys):
     evaluated = json.loads((tmp_path / "e.json").read_text())
     acc = [v for k, v in evaluated.items() if k.endswith("accuracy")]
     assert acc and acc[0] == pytest.approx(final["test_accuracy"])
+    # without --loss, multilabel targets take bce_logits (cross-entropy does not fit them)
+    assert main([*base, "--epochs", "1", "--save", str(tmp_path / "d.npz")]) == 0
+    assert load_checkpoint(tmp_path / "d.npz").extra["training"]["loss"]["name"] == "bce_logits"
     capsys.readouterr()
-    assert main([*base, "--epochs", "1"]) == 1  # cross-entropy, the default, does not fit
+    assert main([*base, "--epochs", "1", "--loss", "cross_entropy"]) == 1
     assert "trained with bce_logits" in capsys.readouterr().err
     assert main([*base, "--loss", "bce_logits", "--epochs", "1", "--class-weight",
                  "balanced"]) == 1
     assert "multilabel targets (4 labels a row)" in capsys.readouterr().err
+
+
+# -- several target columns of a CSV ---------------------------------------------------------------
+
+def _csv_and_npz(tmp_path, n=240):
+    """The same rows as a CSV (features a..d, two 0/1 labels, two real targets) and as two
+    .npz files holding the labels or the real targets as y."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, 4)).round(5)
+    labels = np.stack([x[:, 0] > 0, x[:, 1] + x[:, 2] > 0], axis=1).astype(np.int64)
+    values = np.stack([2 * x[:, 0] + x[:, 3], x[:, 1] - x[:, 2]], axis=1).round(5)
+    rows = ["a,b,c,d,l1,l2,r1,r2"] + [
+        ",".join(f"{v:.5f}" for v in x[i]) + f",{labels[i, 0]},{labels[i, 1]},"
+        + ",".join(f"{v:.5f}" for v in values[i]) for i in range(n)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    np.savez(tmp_path / "labels.npz", x=np.column_stack([x, values]), y=labels)
+    np.savez(tmp_path / "values.npz", x=np.column_stack([x, labels]), y=values)
+    return x, labels, values
+
+
+@pytest.mark.parametrize("kind", ["multilabel", "regression"])
+def test_several_csv_target_columns_train_as_the_npz_of_them(tmp_path, capsys, kind):
+    """--target repeated: the CSV's columns are the targets, in order, so the run equals one
+    on an .npz holding the same arrays (the other two target columns being features there, as
+    they are in the CSV), to the bit; evaluate and predict read the file the same way, and
+    predict heads its columns with the targets' names."""
+    x, labels, values = _csv_and_npz(tmp_path)
+    names = ["l1", "l2"] if kind == "multilabel" else ["r1", "r2"]
+    flags = ["--loss", "bce_logits"] if kind == "multilabel" else []
+    base = ["train", "--backend", "numpy", "--quiet", "--hidden", "8", "--epochs", "3", *flags]
+    csv_run, npz_run = tmp_path / "c.npz", tmp_path / "n.npz"
+    assert main([*base, "--dataset", str(tmp_path / "d.csv"), "--target", names[0],
+                 "--target", names[1], "--save", str(csv_run)]) == 0
+    npz = tmp_path / ("labels.npz" if kind == "multilabel" else "values.npz")
+    assert main([*base, "--dataset", str(npz), "--save", str(npz_run)]) == 0
+    a, b = load_checkpoint(csv_run), load_checkpoint(npz_run)
+    for k in b.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+    assert a.extra["data"]["target"] == names
+    assert a.extra.get("multilabel", False) == (kind == "multilabel")
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(csv_run)]) == 0
+    assert f"(targets {names[0]}, {names[1]})" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(csv_run), "--input", str(tmp_path / "d.csv"),
+                 "--output", str(tmp_path / "p.csv"), "--backend", "numpy"]) == 0
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    table = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    model = a.build_model("numpy", weights="best")
+    other = values if kind == "multilabel" else labels
+    z = np.asarray(model.predict(a.standardizer(np.column_stack([x, other]))), np.float64)
+    if kind == "multilabel":
+        assert header == ["label_l1", "label_l2", "p_l1", "p_l2"]
+        np.testing.assert_array_equal(table[:, :2], (z > 0).astype(int))
+        np.testing.assert_allclose(table[:, 2:], 1 / (1 + np.exp(-z)), rtol=1e-6)
+    else:
+        assert header == ["r1", "r2"]
+        np.testing.assert_allclose(table, a.target_standardizer.inverse(z), rtol=1e-6)
+
+
+def test_what_several_target_columns_refuse(tmp_path, capsys):
+    _csv_and_npz(tmp_path)
+    text = tmp_path / "d.csv"
+    rows = text.read_text().splitlines()
+    rows[5] = rows[5].rsplit(",", 1)[0] + ",high"  # text in r2
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    rows = text.read_text().splitlines()
+    rows[7] = ",".join(rows[7].split(",")[:4] + [""] + rows[7].split(",")[5:])  # no l1
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    base = ["train", "--backend", "numpy", "--quiet", "--epochs", "1"]
+    for flags, message in (
+            (["--dataset", str(tmp_path / "t.csv"), "--target", "r1", "--target", "r2"],
+             "target column 'r2' mixes numbers"),
+            (["--dataset", str(tmp_path / "m.csv"), "--target", "l1", "--target", "l2"],
+             "line 8, target column 'l1': missing value"),
+            (["--dataset", str(text), "--target", "l1", "--target", "l1"],
+             "a list of two or more different names"),
+            (["--dataset", str(text), "--target", "l1", "--target", "zz"], "no column 'zz'"),
+            (["--dataset", str(text), "--target", "l1", "--target", "r1", "--weight-column",
+              "r1"], "the weight column 'r1' is a target column"),
+            (["--dataset", str(tmp_path / "labels.npz"), "--target", "a", "--target", "b"],
+             "several target columns apply to .csv datasets")):
+        capsys.readouterr()
+        assert main([*base, *flags]) == 1, flags
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") <= 2, (flags, err)

@@ -102,7 +102,7 @@ def test_what_the_weight_column_refuses(tmp_path):
     write(tmp_path / "d.csv")
     with pytest.raises(gn.DataError, match="no weight column 'weights'; columns: id, a, w"):
         load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="weights"))
-    with pytest.raises(gn.ConfigError, match="the weight column 'label' is the target"):
+    with pytest.raises(gn.ConfigError, match="the weight column 'label' is a target column"):
         load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="label"))
     with pytest.raises(gn.ConfigError, match="weight_column applies to .csv datasets"):
         load_data(DataSpec("iris", weight_column="w"))
