@@ -1090,9 +1090,10 @@ def _indices(t) -> list:
 
 class _DataRows:
     """The data rows of a CSV reader past its header, as (line, feature cells, target cell or
-    None, or a tuple of target cells for several target columns): blank lines skipped, field counts checked, and with ``drop_missing`` the rows holding
-    a missing value left out and counted in ``dropped``. The cell of column ``wi`` (sample
-    weights), if given, is taken out too and kept in ``weight_cells``."""
+    None, or a tuple of target cells for several target columns): blank lines skipped, field
+    counts checked, and with ``drop_missing`` the rows holding a missing value left out and
+    counted in ``dropped``. The cell of column ``wi`` (sample weights), if given, is taken out
+    too and kept in ``weight_cells``."""
 
     def __init__(self, reader, header, t, path, drop_missing, wi=None, skip=()):
         self.reader, self.header, self.t, self.wi, self.skip = reader, header, t, wi, skip
