@@ -154,6 +154,13 @@ class Checkpoint:
         self.classes = classes
         self.arrays = arrays or {}  # every other array, by its full name (e.g. "best/W1")
 
+    def check_sections(self, path=None) -> None:
+        """CheckpointError unless the ``extra`` sections that gpunet's runs and estimators
+        write (training state, data spec, ...) are of the kinds the commands read
+        (``HEADER_KINDS``); ``load_checkpoint`` leaves them to this, as a checkpoint saved
+        with ``save_checkpoint(..., extra=...)`` may hold anything there."""
+        _raise_malformed(path or "the checkpoint", _malformed(self.header, core=False))
+
     def group(self, prefix: str) -> dict:
         """The other arrays under ``prefix/``, by their short names."""
         return {k[len(prefix) + 1:]: v for k, v in self.arrays.items()
@@ -293,18 +300,15 @@ def _check_header(header, path) -> None:
     if bad:
         raise CheckpointError(f"{path!r} has a malformed model section: "
                               + ", ".join(f"{k} {cfg[k]!r}" for k in bad))
-    # the other sections the commands read: each value of the kind they take, where present
-    problems = _malformed(header)
-    if problems:
-        raise CheckpointError(f"{path!r} has a malformed header: "
-                              + ", ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
+    # the optimiser's section, which gpunet alone writes: each value of the kind it takes
+    _raise_malformed(path, _malformed(header, core=True))
 
 
 #: the kind of each value of a header's sections that the commands read: "int", "count" (an
 #: int >= 0), "num", "str", "bool", "list", "dict", "target" (a name or a list of names); "?"
 #: also takes null, "!" must be there when its section is
 HEADER_KINDS = {
-    (): {"extra": "dict", "optimizer": "dict?"},
+    (): {"extra": "dict", "optimizer": "dict?"},  # (the model's: _check_header)
     ("model",): {"slope": "num", "dropout": "num", "dropout_seed": "count",
                  "dropout_step": "count", "norm": "str?", "norm_eps": "num",
                  "norm_momentum": "num"},
@@ -354,19 +358,25 @@ def _kind_ok(v, kind) -> bool:
                           "list": list, "dict": dict}[kind])
 
 
-def _malformed(header) -> list:
-    """What in ``header`` is not of the kind ``HEADER_KINDS`` says (as "section.key" names);
-    a training run's shuffling state must also be one NumPy's generator takes."""
+def _raise_malformed(path, problems) -> None:
+    if problems:
+        raise CheckpointError(f"{path!r} has a malformed header: "
+                              + ", ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
+
+
+def _malformed(header, core) -> list:
+    """What in ``header`` is not of the kind ``HEADER_KINDS`` says (as "section.key" names):
+    ``core``, of the header itself and its optimiser section; else, of the ``extra``
+    sections that gpunet's runs and estimators write (a user's own ``extra`` need not be
+    those). A training run's shuffling state must also be one NumPy's generator takes."""
     problems = []
     for where, kinds in HEADER_KINDS.items():
+        if (where[:1] == ("extra",)) == core:
+            continue
         section = header
         for k in where:
             section = section.get(k) if isinstance(section, dict) else None
-        if section is None:
-            continue
-        name = ".".join(where) or "the header"
-        if not isinstance(section, dict):
-            problems.append(f"{name} (not a mapping)")
+        if not isinstance(section, dict):  # (absent, or reported by its parent's kinds)
             continue
         for k, kind in kinds.items():
             if k not in section:
@@ -374,7 +384,7 @@ def _malformed(header) -> list:
                     problems.append(f"{'.'.join(where + (k,))} (missing)")
             elif not _kind_ok(section[k], kind):
                 problems.append(f"{'.'.join(where + (k,))} ({section[k]!r})")
-    if problems:
+    if problems or core:
         return problems
     rng = ((header.get("extra") or {}).get("training") or {}).get("state", {}).get("rng")
     if isinstance(rng, dict):

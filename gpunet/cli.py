@@ -379,6 +379,7 @@ def cmd_train(args, comm=None) -> int:
     resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
+        resume.check_sections(args.resume)
         training = resume.extra.get("training")
         if training is None or resume.extra.get("data") is None:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
@@ -567,7 +568,7 @@ def _checkpoint_loss(ckpt, model, task):
         return get_loss(loss["name"], **{k: v for k, v in loss.items() if k != "name"})
     if task != "classification":
         return get_loss("mse")
-    if model.sizes[-1] == 1:
+    if model.sizes[-1] == 1 or ckpt.extra.get("multilabel"):  # (a multilabel estimator's)
         return get_loss("bce" if model.output == "sigmoid" else "bce_logits")
     return get_loss("cross_entropy")
 
@@ -617,13 +618,18 @@ def cmd_evaluate(args) -> int:
     if args.metrics_json:
         check_writable(args.metrics_json, "--metrics-json")
     ckpt = load_checkpoint(args.checkpoint)
+    ckpt.check_sections(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     base = ckpt.extra.get("data")
     if base is None and args.dataset is None:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
-    spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(args.dataset))
+    task = ckpt.extra.get("task")  # (a saved estimator's: no data spec, but its task)
+    spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(
+        args.dataset, task=task if task in ("classification", "regression") else None))
+    # (a multilabel estimator's classes are its labels' columns 0..k-1, not names to map)
+    classes = None if ckpt.extra.get("multilabel") else ckpt.classes
     x, y, task, n_classes, w_rows = load_split(
-        spec, args.split, ckpt.standardizer, ckpt.target_standardizer, ckpt.classes,
+        spec, args.split, ckpt.standardizer, ckpt.target_standardizer, classes,
         ckpt.features, _fill_values(ckpt), with_weights=True,
         numbered=ckpt.classes is None and ckpt.extra.get("task") == "classification")
     if not len(x):
@@ -667,6 +673,7 @@ def cmd_predict(args) -> int:
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
     check_writable(out, "--output")
     ckpt = load_checkpoint(args.checkpoint)
+    ckpt.check_sections(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
     estimator = ckpt.extra.get("estimator") if isinstance(ckpt.extra.get("estimator"),
@@ -826,6 +833,7 @@ def _describe_checkpoint(path) -> int:
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
+    ckpt.check_sections(path)
     h, extra = ckpt.header, ckpt.extra
     cfg = h["model"]
     n_params = sum(int(v.size) for k, v in ckpt.params.items()

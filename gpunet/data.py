@@ -171,7 +171,27 @@ class Standardizer:
         Two passes in float64, the mean first and then the squared deviations from it, over
         blocks of rows: no copy of the selected rows and no temporary of their size is made
         (on a 2-core machine the page faults of those copies cost more than the arithmetic).
+
+        A constant column's std is its rounding error (1e-17 for a column of 0.1s), which would
+        blow any other value of it up by 1e16: it is 1 instead, where the variance is within
+        float64 rounding of zero (scikit-learn's StandardScaler's test, var <= n eps var +
+        (n mean eps)^2, solved for std so that huge columns do not overflow), and its mean is
+        its own first value, so that it standardises to exactly 0.
         """
+        mean, std, n = cls._moments(x, rows, weights)
+        eps = np.finfo(np.float64).eps
+        constant = std * math.sqrt(max(1.0 - n * eps, 0.0)) <= np.abs(mean) * eps * n
+        if np.any(constant):
+            first = 0 if weights is None else int(np.argmax(
+                np.asarray(weights)[rows if rows is not None else slice(None)] > 0))
+            first = np.asarray(x[first if rows is None else rows[first]], dtype=np.float64)
+            mean = np.where(constant, first, mean)
+        return cls(mean, np.where((std > 0) & ~constant, std, 1.0))
+
+    @classmethod
+    def _moments(cls, x, rows, weights):
+        """(mean, std, n: the row count or the weights' sum) of ``fit``, before its test for
+        constant columns."""
         n = len(x) if rows is None else len(rows)
         if n == 0:
             raise DataError("no rows to fit the standardisation on")
@@ -205,20 +225,14 @@ class Standardizer:
             cols = np.flatnonzero(bad)
             part = np.asarray(x[:, cols] if rows is None else x[rows][:, cols], np.float64)
             scale = 2.0 ** np.floor(np.log2(np.abs(part).max(axis=0)))  # exact: a power of 2
-            inner = cls.fit(part / scale, None, weights)
-            mean[cols], std[cols] = inner.mean * scale, inner.std * scale
+            inner_mean, inner_std, _ = cls._moments(part / scale, None, weights)
+            mean[cols], std[cols] = inner_mean * scale, inner_std * scale
             bad = ~(np.isfinite(mean) & np.isfinite(std))
         if bad.any():
             j = int(np.flatnonzero(np.ravel(bad))[0])
             raise DataError(f"column {j + 1}: its values are too far apart to standardise in "
                             f"float64 (the standard deviation overflows)")
-        # A constant column's std is its rounding error (1e-17 for a column of 0.1s), which
-        # would blow any other value of it up by 1e16: it is 1 instead, where the variance is
-        # within float64 rounding of zero (scikit-learn's StandardScaler's test, var <=
-        # n eps var + (n mean eps)^2, solved for std so that huge columns do not overflow).
-        eps = np.finfo(np.float64).eps
-        constant = std * math.sqrt(max(1.0 - n * eps, 0.0)) <= np.abs(mean) * eps * n
-        return cls(mean, np.where((std > 0) & ~constant, std, 1.0))
+        return mean, std, n
 
     def __call__(self, x: np.ndarray, rows=None) -> np.ndarray:
         """(x - mean) / std, of the rows ``rows`` (indices) of x if given: one new array, the
@@ -446,6 +460,10 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
         x = standardizer(x)
     y = y[rows]
     if target_standardizer is not None and spec.task == "regression":
+        width = np.size(target_standardizer.mean)
+        if y.reshape(len(y), -1).shape[1] != width:
+            raise DataError(f"{src.where}: {y.reshape(len(y), -1).shape[1]} target column(s), "
+                            f"but the model predicts {width}")
         y = target_standardizer(y)
     if with_weights:
         return x, y, spec.task, n_classes, None if src.w is None else src.w[rows]

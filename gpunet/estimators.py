@@ -415,6 +415,7 @@ class _GpunetMLP(BaseEstimator):
         the saved ``backend`` parameter, "auto" unless it was set). Never unpickles anything;
         CheckpointError for a file that holds no saved estimator of this class."""
         ckpt = load_checkpoint(path)
+        ckpt.check_sections(path)
         info = ckpt.extra.get("estimator")
         if not isinstance(info, dict) or info.get("class") != cls.__name__:
             what = info.get("class") if isinstance(info, dict) else None

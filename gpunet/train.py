@@ -67,7 +67,8 @@ def prepare_targets(y, task, loss_fn, n_outputs):
             if n_outputs != 1:
                 raise ConfigError(
                     f"{loss_fn.name} on a classification task needs one output (two classes); "
-                    f"this model has {n_outputs} outputs: use cross_entropy"
+                    f"this model has {n_outputs} outputs: use cross_entropy (or, for a "
+                    f"multilabel model, targets of {n_outputs} columns of 0/1)"
                 )
             return np.asarray(y).astype(np.float64).reshape(-1, 1)
         raise ConfigError(
@@ -351,6 +352,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if resume is not None and not isinstance(resume, Checkpoint):
         raise ConfigError(f"resume must be a checkpoint's path or load_checkpoint(path), got "
                           f"{resume!r}")
+    if resume is not None:
+        resume.check_sections()
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
     if MONITORS[monitor] not in (None, data.task):
@@ -457,17 +460,21 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             raise ConfigError("this checkpoint's feature columns are not the data's (columns "
                               "or categories differ): resume on the data the run was trained "
                               "on")
-        # the run's weights (and dropout step) on this model, which must be the run's
+        # the run's weights (and dropout masks' seed and step) on this model, which must be
+        # of the run's architecture
         saved = resume.header.get("model") or {}
         now = model.config()
         differ = [f"{k} {now[k]!r} (the run's: {saved[k]!r})" for k in now
-                  if k != "dropout_step" and k in saved and saved[k] != now[k]]
+                  if k not in ("dropout_step", "dropout_seed") and k in saved
+                  and saved[k] != now[k]]
         if differ:
             raise ConfigError("resume on a model of the run's architecture "
                               "(checkpoint.build_model() makes one), but this one has "
                               + "; ".join(differ))
         model.load_state_dict(resume.params)
         model.dropout_step = int(saved.get("dropout_step", 0))
+        if "dropout_seed" in saved:
+            model.dropout_seed = int(saved["dropout_seed"])
         resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])

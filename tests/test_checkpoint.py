@@ -285,3 +285,47 @@ def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path):
         atomic_write(target, lambda f: f.write(b"x"))
     assert e.value.filename == str(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_a_users_own_extra_section_loads_and_the_commands_say_what_they_cannot_read(
+        tmp_path, capsys):
+    """save_checkpoint(extra=...) takes any JSON-able dict: keys that gpunet's runs also use
+    (data, training) may hold anything there, and load_checkpoint reads the file; only the
+    commands that read those sections as a run's refuse it, in one line naming the key."""
+    from gpunet.cli import main
+
+    model = gn.MLP([3, 4, 2], backend="numpy")
+    path = tmp_path / "mine.npz"
+    extra = {"data": "train.csv", "training": "notes", "n_classes": 3.0, "mine": [1, 2]}
+    save_checkpoint(path, model, gn.SGD(model, lr=0.1), epoch=2, extra=extra)
+    ckpt = load_checkpoint(path)
+    assert ckpt.extra == extra
+    np.testing.assert_array_equal(ckpt.build_model("numpy").params["W1"], model.params["W1"])
+    with pytest.raises(gn.CheckpointError, match=r"malformed header: extra.training \('notes'"):
+        ckpt.check_sections(str(path))
+    assert main(["info", "--checkpoint", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "extra.training ('notes')" in err
+    from gpunet.data import make_dataset
+
+    data = make_dataset("d", np.ones((8, 3)), np.ones((8, 2)), "regression")
+    with pytest.raises(gn.CheckpointError, match="extra.training"):
+        gn.fit(model, data, gn.MSELoss(), gn.SGD(model), resume=str(path), progress=False)
+
+
+def test_evaluating_a_regression_on_another_number_of_targets_is_refused(tmp_path, capsys):
+    """A run on two target columns evaluated on a file of one: a line saying so (the stored
+    standardisation of two columns broadcast the one column to two, and gave figures)."""
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    np.savez(tmp_path / "two.npz", x=x, y=np.column_stack([x[:, 0], x[:, 1] - x[:, 2]]))
+    np.savez(tmp_path / "one.npz", x=x, y=x[:, :1])
+    run = tmp_path / "r.npz"
+    assert main(["train", "--dataset", str(tmp_path / "two.npz"), "--epochs", "1", "--quiet",
+                 "--backend", "numpy", "--save", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--dataset", str(tmp_path / "one.npz"),
+                 "--split", "all", "--backend", "numpy"]) == 1
+    assert "1 target column(s), but the model predicts 2" in capsys.readouterr().err

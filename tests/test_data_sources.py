@@ -644,12 +644,15 @@ def test_a_constant_column_keeps_a_std_of_one_whatever_its_rounding(weighted):
     rng = np.random.default_rng(5)
     n = 48
     x = np.column_stack([np.full(n, 0.1), np.full(n, 123.456), np.full(n, -7e-5),
-                         1e6 + rng.normal(scale=1e-4, size=n), rng.normal(size=n)])
+                         1e6 + rng.normal(scale=1e-4, size=n), rng.normal(size=n),
+                         np.full(n, 1.1e160), np.full(n, 1.3e300)])
     w = rng.uniform(0.5, 2.0, n) if weighted else None
     s = Standardizer.fit(x, weights=w)
-    ref = StandardScaler().fit(x, sample_weight=w)
-    np.testing.assert_array_equal(s.std[:3], 1.0)
-    np.testing.assert_allclose(s.std, ref.scale_, rtol=1e-6)
+    ref = StandardScaler().fit(x[:, :5], sample_weight=w)  # (the huge ones overflow there)
+    np.testing.assert_array_equal(s.std[[0, 1, 2, 5, 6]], 1.0)
+    np.testing.assert_allclose(s.std[:5], ref.scale_[:5], rtol=1e-6)
     assert s.std[3] < 1e-3  # varying: its own small std
-    np.testing.assert_allclose(s(np.array([[0.2, 123.456, 0.0, 1e6, 0.0]]))[0, :3],
+    # constant columns, huge ones too (whose squares overflow), standardise to exactly 0
+    np.testing.assert_array_equal(s(x)[:, [0, 1, 2, 5, 6]], 0.0)
+    np.testing.assert_allclose(s(np.array([[0.2, 123.456, 0.0, 1e6, 0.0, 0, 0]]))[0, :3],
                                [0.1, 0.0, 7e-5], rtol=1e-9, atol=1e-12)

@@ -114,6 +114,14 @@ def test_the_cli_predicts_each_label_of_a_saved_multilabel_estimator(tmp_path, c
     np.testing.assert_allclose(table[:, 3:], clf.predict_proba(x[:25]), rtol=1e-7)
     assert main(["info", "--checkpoint", str(tmp_path / "m.npz")]) == 0
     assert "multilabel: 3 labels" in capsys.readouterr().out
+    # evaluate on a file of the same rows: the estimator's score (its classes are the label
+    # columns 0..2, not names to map the targets through)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m.npz"), "--dataset",
+                 str(tmp_path / "d.npz"), "--split", "all", "--backend", "numpy",
+                 "--metrics-json", str(tmp_path / "e.json")]) == 0
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["all_accuracy"] == pytest.approx(clf.score(x, y))
 
 
 def test_partial_fit_streams_multilabel_chunks_and_checks_them():

@@ -84,6 +84,12 @@ def test_resume_loads_the_runs_weights_into_a_model_built_as_before(tmp_path):
         np.testing.assert_array_equal(resumed.params[k], unbroken.params[k], err_msg=k)
     with pytest.raises(gn.ConfigError, match=r"dropout 0.5 \(the run's: 0.2\)"):
         run(4, dropout=0.5, resume=str(tmp_path / "b.npz"))
+    # a model built with another seed: its weights and its masks' seed are the run's
+    other = gn.MLP([13, 16, 3], seed=99, dropout=0.2)
+    h3 = fit(other, data, gn.CrossEntropyLoss(), gn.Adam(other, lr=0.01), epochs=4,
+             batch_size=16, seed=3, progress=False, resume=str(tmp_path / "b.npz"))
+    assert [r["train_loss"] for r in h3] == [r["train_loss"] for r in h1]
+    assert other.dropout_seed == unbroken.dropout_seed
 
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend):
