@@ -547,9 +547,14 @@ def _refuse_changes_on_resume(args, resume) -> None:
              "label_smoothing": (training.get("loss") or {}).get("label_smoothing"),
              "patience": training.get("patience"), "monitor": training.get("monitor")}
     defaults = vars(build_parser().parse_args(["train"]))
+    def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv)
+        if k in ("dataset", "data_dir") and isinstance(v, str) and isinstance(saved[k], str):
+            return os.path.normpath(v) == os.path.normpath(saved[k])
+        return v == saved[k]
+
     given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
                    if k in defaults and k not in _RESUME_OPTIONS and v != defaults[k]
-                   and (k not in saved or v != saved[k]))
+                   and (k not in saved or not same(k, v)))
     if given:
         raise ConfigError(f"--resume goes on with the saved run's own settings; "
                           f"{', '.join(given)} cannot change them (start a new run for that)")

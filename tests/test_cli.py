@@ -501,3 +501,16 @@ def test_output_suffixes_in_capitals_and_a_folder_for_a_checkpoint(tmp_path, cap
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(tmp_path)]) == 1
     assert "is a folder, not a checkpoint file" in capsys.readouterr().err
+
+
+def test_resume_takes_the_runs_file_spelt_another_way(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    rows = ["a,b,y"] + [f"{u:.4f},{v:.4f},{int(u > v)}" for u, v in rng.normal(size=(60, 2))]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "./d.csv", "--target", "y", "--epochs", "1",
+                 "--backend", "numpy", "--quiet", "--save", "r.npz"]) == 0
+    assert main(["train", "--resume", "r.npz", "--dataset", "d.csv", "--epochs", "2",
+                 "--quiet"]) == 0
+    assert main(["train", "--resume", "r.npz", "--dataset", "other.csv", "--epochs", "3",
+                 "--quiet"]) == 1
