@@ -159,7 +159,9 @@ class Checkpoint:
         write (training state, data spec, ...) are of the kinds the commands read
         (``HEADER_KINDS``); ``load_checkpoint`` leaves them to this, as a checkpoint saved
         with ``save_checkpoint(..., extra=...)`` may hold anything there."""
-        _raise_malformed(path or "the checkpoint", _malformed(self.header, core=False))
+        where = path or "the checkpoint"
+        _raise_malformed(where, _malformed(self.header, core=False))
+        _check_features(self.extra.get("features"), where)
 
     def group(self, prefix: str) -> dict:
         """The other arrays under ``prefix/``, by their short names."""
@@ -267,7 +269,6 @@ def load_checkpoint(path) -> Checkpoint:
     classes = arrays.get("data/classes")
     if classes is not None and classes.ndim != 1:
         raise CheckpointError(f"{path!r} has malformed class names (shape {classes.shape})")
-    _check_features(header.get("extra", {}).get("features"), path)
     standardizer = _standardizer(arrays, "data/mean", "data/std", path)
     target = _standardizer(arrays, "data/y_mean", "data/y_std", path)
     return Checkpoint(header, params, opt_state, standardizer, others, target, classes)
@@ -305,25 +306,26 @@ def _check_header(header, path) -> None:
 
 
 #: the kind of each value of a header's sections that the commands read: "int", "count" (an
-#: int >= 0), "num", "str", "bool", "list", "dict", "target" (a name or a list of names); "?"
+#: int >= 0), "num", "str", "bool", "list", "dict", "strs" (a list of text), "nums" (of
+#: numbers or nulls), "rows" (a list of {name: number}), "target" (a name or "strs"); "?"
 #: also takes null, "!" must be there when its section is
 HEADER_KINDS = {
     (): {"extra": "dict", "optimizer": "dict?"},  # (the model's: _check_header)
     ("model",): {"slope": "num", "dropout": "num", "dropout_seed": "count",
                  "dropout_step": "count", "norm": "str?", "norm_eps": "num",
                  "norm_momentum": "num"},
-    ("optimizer",): {"name": "str!", "steps": "count", "hyperparameters": "dict!"},
+    ("optimizer",): {"name": "str!", "steps": "count!", "hyperparameters": "dict!"},
     ("optimizer", "hyperparameters"): {"lr": "num!", "weight_decay": "num", "momentum": "num",
                                        "nesterov": "bool", "dampening": "num", "eps": "num",
                                        "clip_norm": "num?", "betas": "list"},
     ("extra",): {"training": "dict?", "data": "dict?", "estimator": "dict?",
                  "dataset": "str?", "task": "str?", "n_classes": "int?", "multilabel": "bool?",
-                 "class_weights": "list?", "fill_values": "list?", "features": "list?"},
-    ("extra", "training"): {"state": "dict!", "batch_size": "count", "epochs": "count",
-                            "seed": "count", "patience": "count?", "schedule": "dict?",
+                 "class_weights": "nums?", "fill_values": "nums?", "features": "list?"},
+    ("extra", "training"): {"state": "dict!", "batch_size": "count!", "epochs": "count!",
+                            "seed": "count!", "patience": "count?", "schedule": "dict?",
                             "monitor": "str", "ranks": "count", "loss": "dict"},
-    ("extra", "training", "state"): {"epoch": "count!", "step": "count", "rng": "dict?",
-                                     "history": "list", "best_loss": "num",
+    ("extra", "training", "state"): {"epoch": "count!", "step": "count!", "rng": "dict?",
+                                     "history": "rows!", "best_loss": "num",
                                      "best_epoch": "count", "bad_epochs": "count",
                                      "stopped_early": "bool", "finished": "bool"},
     ("extra", "training", "schedule"): {"name": "str!", "base_lr": "num!", "epochs": "count!",
@@ -336,11 +338,16 @@ HEADER_KINDS = {
                                     "label_smoothing": "num"},
     ("extra", "data"): {"dataset": "str!", "target": "target?", "x_key": "str?", "y_key": "str?",
                         "data_dir": "str?", "samples": "count", "noise": "num",
-                        "task": "str?", "seed": "count", "val_fraction": "num",
-                        "test_fraction": "num",
+                        "task": "str?", "seed": "count!", "val_fraction": "num!",
+                        "test_fraction": "num!",
                         "standardize_targets": "bool", "drop_missing": "bool",
                         "fill_missing": "str?", "weight_column": "str?",
                         "class_weight": "str?"},
+    ("extra", "estimator"): {"class": "str!", "params": "dict!", "history": "rows",
+                             "feature_names": "strs?", "target_names": "strs?",
+                             "best_epoch": "int?", "stopped_early": "bool",
+                             "multilabel": "bool", "classes_dtype": "str",
+                             "single_target": "bool"},
 }
 
 
@@ -353,7 +360,15 @@ def _kind_ok(v, kind) -> bool:
     if kind == "count":  # an integer >= 0
         return isinstance(v, int) and v >= 0
     if kind == "target":  # a column's name, or a list of names
-        return isinstance(v, str) or isinstance(v, list) and all(isinstance(n, str) for n in v)
+        return isinstance(v, str) or _kind_ok(v, "strs")
+    if kind == "strs":  # a list of text
+        return isinstance(v, list) and all(isinstance(n, str) for n in v)
+    if kind == "nums":  # a list of numbers (null: none, as NaN is written)
+        return isinstance(v, list) and all(e is None or _kind_ok(e, "num") for e in v)
+    if kind == "rows":  # a history: a list of {name: number}
+        return isinstance(v, list) and all(isinstance(r, dict) and all(
+            isinstance(k, str) and (e is None or _kind_ok(e, "num")) for k, e in r.items())
+            for r in v)
     return isinstance(v, {"int": int, "num": (int, float), "str": str, "bool": bool,
                           "list": list, "dict": dict}[kind])
 
@@ -383,7 +398,9 @@ def _malformed(header, core) -> list:
                 if kind.endswith("!"):
                     problems.append(f"{'.'.join(where + (k,))} (missing)")
             elif not _kind_ok(section[k], kind):
-                problems.append(f"{'.'.join(where + (k,))} ({section[k]!r})")
+                shown = repr(section[k])
+                shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                problems.append(f"{'.'.join(where + (k,))} ({shown})")
     if problems or core:
         return problems
     rng = ((header.get("extra") or {}).get("training") or {}).get("state", {}).get("rng")

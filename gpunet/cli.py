@@ -294,6 +294,9 @@ def _spec_from_args(args, base=None):
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
                         seed=args.seed, val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, class_weight=args.class_weight)
+    if isinstance(base.target, list) and isinstance(given.get("target"), list) \
+            and sorted(given["target"]) == sorted(base.target):
+        given["target"] = base.target  # the run's columns, in the order of its outputs
     if given.get("dataset", base.dataset) != base.dataset:
         # another source: the stored options that do not apply to its kind go (a CSV run's
         # target column on an .npz file, say), unless given again
@@ -408,7 +411,7 @@ def cmd_train(args, comm=None) -> int:
         optimizer.lr = lr
         epochs = args.epochs or training["epochs"]
         batch_size = args.batch_size or training["batch_size"]
-        seed, patience, schedule = training["seed"], training["patience"], None
+        seed, patience, schedule = training["seed"], training.get("patience"), None
         monitor = training.get("monitor", "val_loss")
         save = args.save or args.resume
         say(f"gpunet: resuming {args.resume} at epoch {training['state']['epoch']}, step "
@@ -609,6 +612,11 @@ def _class_weighted(ckpt, labels):
     if per_class is None:
         return None
     per_class = np.asarray(per_class, dtype=np.float64)
+    if np.ndim(labels) == 2:
+        from .errors import CheckpointError
+
+        raise CheckpointError("the checkpoint holds class weights, but the targets are "
+                              "multilabel (a row has no one class to weigh it by)")
     labels = np.asarray(labels).reshape(-1)
     known = labels < len(per_class)
     return np.where(known, per_class[np.where(known, labels, 0)], 1.0)
@@ -893,7 +901,7 @@ def _describe_checkpoint(path) -> int:
     opt = h.get("optimizer")
     if training:
         state = training["state"]
-        loss = training["loss"]
+        loss = training.get("loss") or {"name": "(not recorded)"}
         options = [f"{k.replace('_', ' ')} {v:g}" for k, v in loss.items()
                    if k in ("delta", "label_smoothing") and v]
         line = (f"training: epoch {state['epoch']} of {training['epochs']}, batch "
@@ -902,7 +910,7 @@ def _describe_checkpoint(path) -> int:
         if opt:
             line += f", {opt['name']} lr={opt['hyperparameters']['lr']:g} ({opt['steps']} steps)"
         if state.get("stopped_early"):
-            line += f"; stopped early, keeping epoch {state['best_epoch']}"
+            line += f"; stopped early, keeping epoch {state.get('best_epoch', '?')}"
         elif not state.get("finished"):
             line += f"; unfinished (resume with: gpunet train --resume {path})"
         print(line)

@@ -178,8 +178,9 @@ class Standardizer:
         (n mean eps)^2, solved for std so that huge columns do not overflow), and its mean is
         its own first value, so that it standardises to exactly 0.
         """
-        mean, std, n = cls._moments(x, rows, weights)
-        eps = np.finfo(np.float64).eps
+        mean, std, _ = cls._moments(x, rows, weights)
+        n = len(x) if rows is None else len(rows)  # (rounding grows with the rows summed,
+        eps = np.finfo(np.float64).eps               # whatever their weights)
         constant = std * math.sqrt(max(1.0 - n * eps, 0.0)) <= np.abs(mean) * eps * n
         if np.any(constant):
             first = 0 if weights is None else int(np.argmax(

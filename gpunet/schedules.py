@@ -18,6 +18,7 @@ epoch's validation loss after it ran (only plateau uses it). State round-trips t
 from __future__ import annotations
 
 import math
+import numbers
 
 from .errors import ConfigError
 
@@ -38,10 +39,10 @@ class Schedule:
                  min_lr=0.0, factor=0.1, patience=5, threshold=1e-4, warmup=0):
         if name not in SCHEDULES:
             raise ConfigError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
-        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        if not isinstance(warmup, numbers.Integral) or isinstance(warmup, bool) or warmup < 0:
             raise ConfigError(f"warmup must be a whole number of epochs >= 0, got {warmup!r}")
         for label, v in (("step size", step_size), ("plateau patience", patience)):
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{label} must be a positive integer, got {v!r}")
         for label, v in (("gamma", gamma), ("factor", factor)):
             if not 0 < v <= 1:
@@ -49,9 +50,10 @@ class Schedule:
         self.name = name
         self.base_lr = float(base_lr)
         self.epochs = int(epochs)
-        self.step_size, self.gamma, self.min_lr = step_size, float(gamma), float(min_lr)
-        self.factor, self.patience, self.threshold = float(factor), patience, float(threshold)
-        self.warmup = warmup
+        self.step_size, self.gamma, self.min_lr = int(step_size), float(gamma), float(min_lr)
+        self.factor, self.patience, self.threshold = float(factor), int(patience), \
+            float(threshold)
+        self.warmup = int(warmup)
         # plateau state
         self.current = float(base_lr)
         self.best = math.inf

@@ -344,16 +344,21 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         _check_positive_int("patience", patience)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    # as Python ints (NumPy's would not go into a checkpoint's JSON)
+    epochs, batch_size, seed = int(epochs), int(batch_size), int(seed)
+    patience = None if patience is None else int(patience)
     if schedule is not None and not isinstance(schedule, Schedule):
         raise ConfigError(f"schedule must be a gpunet.Schedule (such as Schedule('cosine', "
                           f"base_lr=0.1, epochs=30)) or None, got {schedule!r}")
+    where = None
     if isinstance(resume, (str, os.PathLike)):  # a path: the checkpoint there
+        where = os.fspath(resume)
         resume = load_checkpoint(resume)
     if resume is not None and not isinstance(resume, Checkpoint):
         raise ConfigError(f"resume must be a checkpoint's path or load_checkpoint(path), got "
                           f"{resume!r}")
     if resume is not None:
-        resume.check_sections()
+        resume.check_sections(where)
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
     if MONITORS[monitor] not in (None, data.task):
@@ -471,11 +476,6 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             raise ConfigError("resume on a model of the run's architecture "
                               "(checkpoint.build_model() makes one), but this one has "
                               + "; ".join(differ))
-        model.load_state_dict(resume.params)
-        model.dropout_step = int(saved.get("dropout_step", 0))
-        if "dropout_seed" in saved:
-            model.dropout_seed = int(saved["dropout_seed"])
-        resume.load_optimizer(optimizer)
         if t.get("schedule"):
             schedule = Schedule.from_state(t["schedule"])
             if schedule.name == "cosine" and epochs > max(schedule.epochs, state.epoch) \
@@ -494,6 +494,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                       "(epoch/losses, epoch/correct)")
             step_losses = backend.asarray(resume.arrays["epoch/losses"])
             step_correct = backend.asarray(resume.arrays["epoch/correct"])
+        # everything checked: the run's optimiser state (checked whole before it changes
+        # anything), then its weights and masks' seed and step, on the caller's objects
+        resume.load_optimizer(optimizer)
+        model.load_state_dict(resume.params)
+        model.dropout_step = int(saved.get("dropout_step", 0))
+        if "dropout_seed" in saved:
+            model.dropout_seed = int(saved["dropout_seed"])
     rng = np.random.default_rng(seed)
     if state.rng is not None:
         rng.bit_generator.state = state.rng

@@ -296,7 +296,8 @@ def test_a_users_own_extra_section_loads_and_the_commands_say_what_they_cannot_r
 
     model = gn.MLP([3, 4, 2], backend="numpy")
     path = tmp_path / "mine.npz"
-    extra = {"data": "train.csv", "training": "notes", "n_classes": 3.0, "mine": [1, 2]}
+    extra = {"data": "train.csv", "training": "notes", "n_classes": 3.0, "mine": [1, 2],
+             "features": [{"name": "a", "unit": "cm"}]}
     save_checkpoint(path, model, gn.SGD(model, lr=0.1), epoch=2, extra=extra)
     ckpt = load_checkpoint(path)
     assert ckpt.extra == extra

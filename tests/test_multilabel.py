@@ -293,6 +293,14 @@ def test_several_csv_target_columns_train_as_the_npz_of_them(tmp_path, capsys, k
     model = a.build_model("numpy", weights="best")
     other = values if kind == "multilabel" else labels
     z = np.asarray(model.predict(a.standardizer(np.column_stack([x, other]))), np.float64)
+    # evaluate with the target columns named in another order: the run's order, the same
+    # figures
+    for order, name in ((names, "e1.json"), (names[::-1], "e2.json")):
+        assert main(["evaluate", "--checkpoint", str(csv_run), "--split", "all", "--backend",
+                     "numpy", "--target", order[0], "--target", order[1], "--metrics-json",
+                     str(tmp_path / name)]) == 0
+    assert (tmp_path / "e1.json").read_text().replace("e1", "") == \
+        (tmp_path / "e2.json").read_text().replace("e2", "")
     if kind == "multilabel":
         assert header == ["label_l1", "label_l2", "p_l1", "p_l2"]
         np.testing.assert_array_equal(table[:, :2], (z > 0).astype(int))

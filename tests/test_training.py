@@ -90,6 +90,35 @@ def test_resume_loads_the_runs_weights_into_a_model_built_as_before(tmp_path):
              batch_size=16, seed=3, progress=False, resume=str(tmp_path / "b.npz"))
     assert [r["train_loss"] for r in h3] == [r["train_loss"] for r in h1]
     assert other.dropout_seed == unbroken.dropout_seed
+    # a resume refused late (an optimiser of another kind) leaves the caller's model as it was
+    mine = gn.MLP([13, 16, 3], seed=7, dropout=0.2)
+    before = {k: v.copy() for k, v in mine.params.items()}
+    with pytest.raises(gn.ConfigError):
+        fit(mine, data, gn.CrossEntropyLoss(), gn.SGD(mine, lr=0.1), epochs=4, batch_size=16,
+            seed=3, progress=False, resume=str(tmp_path / "b.npz"))
+    for k, v in mine.params.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_numpy_integers_for_fit_go_into_checkpoints_and_bools_are_no_counts(tmp_path):
+    """epochs, batch_size, seed and patience as NumPy integers (np.arange's) are written to the
+    checkpoint's JSON as numbers (a bare TypeError before), and the run resumes; a bool is not
+    a schedule's count (it was taken, and its checkpoint refused on resume)."""
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2))
+    model = gn.MLP([13, 8, 3], seed=1)
+    fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=np.int64(2),
+        batch_size=np.int64(16), seed=np.int64(3), patience=np.int64(3), progress=False,
+        save=tmp_path / "r.npz")
+    training = load_checkpoint(tmp_path / "r.npz").extra["training"]
+    assert (training["epochs"], training["batch_size"], training["seed"],
+            training["patience"]) == (2, 16, 3, 3)
+    again = gn.MLP([13, 8, 3])
+    history = fit(again, data, gn.CrossEntropyLoss(), gn.Adam(again), epochs=3, batch_size=16,
+                  seed=3, patience=3, progress=False, resume=str(tmp_path / "r.npz"))
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    for bad in ({"patience": True}, {"step_size": True}, {"warmup": False}):
+        with pytest.raises(gn.ConfigError, match="must be a"):
+            gn.Schedule("plateau", **bad)
 
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend):
