@@ -121,4 +121,4 @@ def test_what_class_weights_refuse(tmp_path, capsys):
                     extra=c.extra)
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) != 0
-    assert "class weights are malformed" in capsys.readouterr().err
+    assert "malformed header: extra.class_weights (['heavy'" in capsys.readouterr().err
