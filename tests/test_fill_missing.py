@@ -225,4 +225,4 @@ def test_what_filling_refuses(tmp_path, capsys):
                     classes=c.classes, extra=c.extra)
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) != 0
-    assert "fill values are malformed" in capsys.readouterr().err
+    assert "malformed header: extra.fill_values (['x'])" in capsys.readouterr().err
