@@ -1332,7 +1332,7 @@ def _parse_targets(cells, lines, path, header, t):
                                 f"{str(got[0])!r}); several target columns must hold numbers "
                                 "(values to regress on, or 0/1 for each of several labels)")
             columns.append(got)
-        return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
+        return np.stack(columns, axis=1)
     name = header[t]
     column = f"target column {name!r}"
     values, number, word = [], None, None
