@@ -550,9 +550,11 @@ def _refuse_changes_on_resume(args, resume) -> None:
              "label_smoothing": (training.get("loss") or {}).get("label_smoothing"),
              "patience": training.get("patience"), "monitor": training.get("monitor")}
     defaults = vars(build_parser().parse_args(["train"]))
-    def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv)
+    def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv; the target
         if k in ("dataset", "data_dir") and isinstance(v, str) and isinstance(saved[k], str):
-            return os.path.normpath(v) == os.path.normpath(saved[k])
+            return os.path.normpath(v) == os.path.normpath(saved[k])  # columns in any order)
+        if k == "target" and isinstance(v, list) and isinstance(saved[k], list):
+            return sorted(v) == sorted(saved[k])
         return v == saved[k]
 
     given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()

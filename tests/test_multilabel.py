@@ -301,6 +301,10 @@ def test_several_csv_target_columns_train_as_the_npz_of_them(tmp_path, capsys, k
                      str(tmp_path / name)]) == 0
     assert (tmp_path / "e1.json").read_text().replace("e1", "") == \
         (tmp_path / "e2.json").read_text().replace("e2", "")
+    # resume names them in either order too (and goes on with the run's)
+    assert main(["train", "--resume", str(csv_run), "--epochs", "4", "--quiet", "--target",
+                 names[1], "--target", names[0]]) == 0
+    assert load_checkpoint(csv_run).extra["data"]["target"] == names
     if kind == "multilabel":
         assert header == ["label_l1", "label_l2", "p_l1", "p_l2"]
         np.testing.assert_array_equal(table[:, :2], (z > 0).astype(int))
