@@ -41,6 +41,7 @@ _positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positive number")
 _count = _number_type(int, lambda v: v >= 0, "a whole number >= 0")
 _seconds = _number_type(float, lambda v: v >= 0, "seconds >= 0")
+_nonnegative = _number_type(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 
 
 def _dataset(text):
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=_positive_int, default=None,
                    help="early stopping: epochs without a better --monitor figure, keeping "
                         "the best epoch's weights")
+    t.add_argument("--min-delta", type=_nonnegative, default=None,
+                   help="how much --monitor must improve on the best so far for an epoch to "
+                        "count as better (default 0: any improvement)")
     t.add_argument("--seed", type=int, default=0,
                    help="one seed for weights, splits and shuffling (default 0)")
     t.add_argument("--dtype", default="float32", choices=DTYPES, help="default float32")
@@ -413,6 +417,7 @@ def cmd_train(args, comm=None) -> int:
         batch_size = args.batch_size or training["batch_size"]
         seed, patience, schedule = training["seed"], training.get("patience"), None
         monitor = training.get("monitor", "val_loss")
+        min_delta = training.get("min_delta", 0.0)
         save = args.save or args.resume
         say(f"gpunet: resuming {args.resume} at epoch {training['state']['epoch']}, step "
             f"{training['state']['step']}, up to epoch {epochs}")
@@ -447,6 +452,7 @@ def cmd_train(args, comm=None) -> int:
         loss_fn = get_loss(loss_name, **options)
         batch_size, seed = args.batch_size or 32, args.seed
         patience, save, monitor = args.patience, args.save, args.monitor
+        min_delta = args.min_delta or 0.0
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
                             step_size=args.step_size, gamma=args.gamma, factor=args.gamma,
                             warmup=args.warmup)
@@ -473,7 +479,8 @@ def cmd_train(args, comm=None) -> int:
     history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
                   seed=seed, patience=patience, schedule=schedule,
                   progress=False if args.quiet else None, save=save, log=say, resume=resume,
-                  data_spec=data.spec.to_json(), comm=comm, graph=args.graph, monitor=monitor)
+                  data_spec=data.spec.to_json(), comm=comm, graph=args.graph, monitor=monitor,
+                  min_delta=min_delta)
     seconds = time.perf_counter() - t0
     if comm is not None and not comm.is_root:
         return 0  # rank 0 prints the result, writes the metrics and the plot
@@ -548,7 +555,8 @@ def _refuse_changes_on_resume(args, resume) -> None:
              "loss": (training.get("loss") or {}).get("name"),
              "huber_delta": (training.get("loss") or {}).get("delta"),
              "label_smoothing": (training.get("loss") or {}).get("label_smoothing"),
-             "patience": training.get("patience"), "monitor": training.get("monitor")}
+             "patience": training.get("patience"), "monitor": training.get("monitor"),
+             "min_delta": training.get("min_delta", 0.0)}
     defaults = vars(build_parser().parse_args(["train"]))
     def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv; the target
         if k in ("dataset", "data_dir") and isinstance(v, str) and isinstance(saved[k], str):

@@ -89,8 +89,9 @@ class _GpunetMLP(BaseEstimator):
                  huber_delta=1.0, label_smoothing=0.0, optimizer="adam",
                  lr=None, momentum=0.0, nesterov=False, weight_decay=None, clip_grad_norm=None,
                  schedule="constant", warmup=0, epochs=30, batch_size=32, patience=None,
-                 monitor="val_loss", val_fraction=None, standardize=True, warm_start=False,
-                 backend="auto", dtype="float32", random_state=0, graph=True, verbose=False):
+                 monitor="val_loss", min_delta=0.0, val_fraction=None, standardize=True,
+                 warm_start=False, backend="auto", dtype="float32", random_state=0, graph=True,
+                 verbose=False):
         self.hidden = hidden
         self.activation = activation
         self.dropout = dropout
@@ -110,6 +111,7 @@ class _GpunetMLP(BaseEstimator):
         self.batch_size = batch_size
         self.patience = patience
         self.monitor = monitor
+        self.min_delta = min_delta
         self.val_fraction = val_fraction
         self.standardize = standardize
         self.warm_start = warm_start
@@ -232,7 +234,7 @@ class _GpunetMLP(BaseEstimator):
                       batch_size=self.batch_size, seed=seed, patience=patience,
                       schedule=schedule, progress=bool(self.verbose), log=log,
                       handle_sigint=False, graph=self.graph, monitor=self.monitor,
-                      step_cache=step_cache)
+                      min_delta=self.min_delta, step_cache=step_cache)
         if extend:
             done = self.n_iter_
             rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}
@@ -556,6 +558,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             then or with the plateau schedule, and none otherwise), stratified by class.
         monitor: what "better" means there: val_loss (default), val_accuracy (a classifier),
             val_r2 or val_mse (a regressor); scikit-learn's MLP goes by the score.
+        min_delta: how much that figure must improve on the best so far for an epoch to
+            count as better (0: any improvement; scikit-learn's ``tol``).
         standardize: standardise the features with the training rows' mean and std.
         warm_start: ``fit`` goes on from the fitted network and its standardisation for
             ``epochs`` more epochs (with a new optimiser and schedule; the history goes on),

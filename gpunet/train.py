@@ -278,7 +278,7 @@ def _check_positive_int(name, v):
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
         resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True,
-        monitor="val_loss", step_cache=None) -> History:
+        monitor="val_loss", min_delta=0.0, step_cache=None) -> History:
     """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
@@ -286,8 +286,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     metrics. ``patience``: stop after that many epochs without a better validation loss and
     keep the best weights. ``monitor``: the validation figure that "better" and the best epoch
     go by: val_loss (the default; lower is better), val_accuracy (classification) or val_r2
-    (regression; higher is better), or val_mse (regression; lower). The plateau schedule
-    watches val_loss either way. ``schedule``: a Schedule setting the learning rate per epoch.
+    (regression; higher is better), or val_mse (regression; lower). ``min_delta``: how much
+    the monitored figure must improve on the best so far for an epoch to count as better (as
+    Keras's EarlyStopping; 0: any improvement). The plateau schedule watches val_loss either
+    way. ``schedule``: a Schedule setting the learning rate per epoch.
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
     ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
@@ -342,6 +344,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     _check_positive_int("batch_size", batch_size)
     if patience is not None:
         _check_positive_int("patience", patience)
+    if not isinstance(min_delta, (int, float, np.integer, np.floating)) \
+            or isinstance(min_delta, (bool, np.bool_)) \
+            or not (math.isfinite(min_delta) and min_delta >= 0):
+        raise ConfigError(f"min_delta must be a number >= 0, got {min_delta!r}")
+    min_delta = float(min_delta)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     # as Python ints (NumPy's would not go into a checkpoint's JSON)
@@ -440,6 +447,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if t.get("monitor", "val_loss") != monitor:
             raise ConfigError(f"this run monitored {t.get('monitor', 'val_loss')}; resume it "
                               f"with the same monitor, not {monitor}")
+        if t.get("min_delta", 0.0) != min_delta:
+            raise ConfigError(f"this run's min_delta was {t.get('min_delta', 0.0):g}; resume "
+                              f"it with the same, not {min_delta:g}")
         if t.get("batch_size") != batch_size:
             raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
                               f"not {batch_size}")
@@ -544,7 +554,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             arrays["epoch/correct"] = backend.to_host(correct)
         training = {"state": asdict(state), "batch_size": batch_size, "epochs": epochs,
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
-                    "monitor": monitor,
+                    "monitor": monitor, "min_delta": min_delta,
                     "ranks": ranks,
                     "loss": {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
                                                       if k != "check_labels"}}}
@@ -666,7 +676,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if has_val:
                 schedule.observe(row["val_loss"])
                 value = sign * row[monitor]
-                if value < state.best_loss:
+                if value < state.best_loss - min_delta:
                     state.best_loss, state.best_epoch, state.bad_epochs = value, epoch, 0
                     if patience is not None:
                         best = {k: v.copy() for k, v in
@@ -682,7 +692,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             checkpoint()
             if state.stopped_early:
                 if log is not None:
-                    log(f"early stop: no better {monitor} for {patience} epochs; "
+                    log(f"early stop: no better {monitor}"
+                        + (f" (by more than {min_delta:g})" if min_delta else "")
+                        + f" for {patience} epochs; "
                         f"keeping the weights of epoch {state.best_epoch}")
                 break
 

@@ -74,3 +74,95 @@ def test_the_estimators_take_it():
     clf = gn.MLPClassifier(monitor="val_accuracy", patience=5, epochs=60, val_fraction=0.3,
                            backend="numpy").fit(x, y)
     assert clf.best_epoch_ == 1 + int(np.argmax(clf.validation_scores_))
+
+
+def _stop_by_the_rule(column, sign, patience, min_delta):
+    """Keras's EarlyStopping rule walked over a history column: (the best epoch, the epoch the
+    run stops at, or None)."""
+    best, best_epoch, bad = np.inf, 0, 0
+    for epoch, v in enumerate(column, 1):
+        if sign * v < best - min_delta:
+            best, best_epoch, bad = sign * v, epoch, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                return best_epoch, epoch
+    return best_epoch, None
+
+
+@pytest.mark.parametrize("name, monitor, sign, patience, min_delta", [
+    ("wine", "val_loss", 1, 6, 0.01), ("diabetes", "val_r2", -1, 4, 0.05),
+    ("diabetes", "val_mse", 1, 4, 250.0),
+])
+def test_min_delta_asks_for_an_improvement_by_more_than_it(name, monitor, sign, patience,
+                                                           min_delta):
+    data, model, loss, history = _run(name, monitor, patience=40, epochs=40)  # no stop
+    column = [row[monitor] for row in history]
+    # the rule finds a different best epoch and stop with min_delta than without it here
+    rule = _stop_by_the_rule(column, sign, patience, min_delta)
+    assert rule != _stop_by_the_rule(column, sign, patience, 0)
+    data = load_data(DataSpec(name, seed=3, val_fraction=0.3, test_fraction=0.1))
+    n_out = data.n_classes if data.task == "classification" else 1
+    model = gn.MLP([data.n_features, 64, n_out], backend="numpy", seed=1, dtype="float64")
+    history = fit(model, data, loss, gn.Adam(model, lr=0.05), epochs=40, batch_size=16,
+                  patience=patience, monitor=monitor, min_delta=min_delta, progress=False)
+    best_epoch, stop = rule
+    assert [row[monitor] for row in history] == column[:len(history)]  # the same run so far
+    assert (history.best_epoch, len(history) if history.stopped_early else None) \
+        == (best_epoch, stop)
+    got = metrics(model, data.x_val, data.y_val, loss, data.task,
+                  target=data.target_standardizer)
+    for k, v in got.items():  # the weights kept are the best epoch's
+        assert v == pytest.approx(history[best_epoch - 1][f"val_{k}"], rel=1e-9, abs=1e-12), k
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.1", None])
+def test_what_min_delta_refuses(bad):
+    with pytest.raises(gn.ConfigError, match="min_delta must be a number >= 0"):
+        data = load_data(DataSpec("wine", seed=3, val_fraction=0.3))
+        model = gn.MLP([data.n_features, 8, 3], backend="numpy")
+        fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=1, patience=2,
+            min_delta=bad, progress=False)
+
+
+def test_min_delta_on_the_command_line_is_saved_and_kept_on_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "wine", "--min-delta", "-1"])
+    assert "--min-delta: expected a number >= 0, got -1" in capsys.readouterr().err
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "wine", "--patience", "3", "--min-delta", "0.5",
+                 "--epochs", "30", "--backend", "numpy", "--quiet", "--save", str(ck)]) == 0
+    ckpt = load_checkpoint(ck)
+    assert ckpt.extra["training"]["min_delta"] == 0.5
+    state = ckpt.extra["training"]["state"]
+    column = [row["val_loss"] for row in state["history"]]
+    assert _stop_by_the_rule(column, 1, 3, 0.5) == (state["best_epoch"], state["epoch"])
+    assert state["stopped_early"] and state["epoch"] < 30
+    assert main(["train", "--dataset", "wine", "--patience", "3", "--min-delta", "0.01",
+                 "--epochs", "2", "--backend", "numpy", "--quiet", "--save", str(ck)]) == 0
+    assert main(["train", "--resume", str(ck), "--epochs", "3", "--backend", "numpy",
+                 "--quiet"]) == 0
+    assert load_checkpoint(ck).extra["training"]["min_delta"] == 0.01
+    assert main(["train", "--resume", str(ck), "--epochs", "4", "--min-delta", "0.01",
+                 "--backend", "numpy", "--quiet"]) == 0  # the same value: no change
+    assert main(["train", "--resume", str(ck), "--epochs", "5", "--min-delta", "0.2",
+                 "--backend", "numpy", "--quiet"]) == 1
+    assert "--min-delta cannot change them" in capsys.readouterr().err
+    ckpt = load_checkpoint(ck)
+    data = load_data(DataSpec.from_json(ckpt.extra["data"]))
+    model = ckpt.build_model("numpy")
+    with pytest.raises(gn.ConfigError, match="this run's min_delta was 0.01; resume it with "
+                                             "the same, not 0"):
+        fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=6, batch_size=32,
+            patience=3, resume=ckpt, progress=False)
+
+
+def test_the_estimators_take_min_delta():
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    clf = gn.MLPClassifier(patience=3, min_delta=10.0, epochs=60, val_fraction=0.3,
+                           backend="numpy").fit(x, y)
+    assert (clf.n_iter_, clf.best_epoch_) == (4, 1)  # nothing betters epoch 1 by 10
+    clf = gn.MLPClassifier(patience=3, epochs=60, val_fraction=0.3, backend="numpy").fit(x, y)
+    assert clf.n_iter_ > 4
