@@ -347,7 +347,7 @@ HEADER_KINDS = {
     ("extra", "estimator"): {"class": "str!", "params": "dict!", "history": "rows",
                              "feature_names": "strs?", "target_names": "strs?",
                              "best_epoch": "int?", "stopped_early": "bool",
-                             "multilabel": "bool", "classes_dtype": "str",
+                             "multilabel": "bool", "sparse_labels": "bool", "classes_dtype": "str",
                              "single_target": "bool"},
 }
 

@@ -21,8 +21,8 @@ A classifier takes any labels ``numpy.unique`` can sort (strings, integers...), 
 binary task). Given multilabel targets instead, an indicator matrix (samples, labels) of 0/1
 as scikit-learn's MLP takes them, it trains one logistic output per label (binary
 cross-entropy on logits, ``gpunet.BCEWithLogitsLoss``): ``classes_`` is then 0..labels-1,
-``predict`` gives the 0/1 matrix (each output over 0.5 probability) and ``predict_proba`` each
-label's probability. A regressor takes one target column or several.
+``predict`` gives the 0/1 matrix (each output over 0.5 probability; sparse where y was) and
+``predict_proba`` each label's probability. A regressor takes one target column or several.
 
 Training on: ``warm_start=True`` makes ``fit`` go on from the fitted network (and its
 standardisation) for ``epochs`` more epochs, with a fresh optimiser, as scikit-learn's MLP does;
@@ -395,6 +395,7 @@ class _GpunetMLP(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         info = {"class": type(self).__name__, "params": params,
                 "multilabel": bool(getattr(self, "_multilabel", False)),
+                "sparse_labels": bool(getattr(self, "_sparse_labels", False)),
                 "feature_names": None if names is None else [str(n) for n in names],
                 "target_names": getattr(self, "_target_names", None),
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
@@ -580,6 +581,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
     _task = "classification"
     _multilabel = False  # (fit sets it: whether y was an indicator matrix of labels)
+    _sparse_labels = False  # (and whether that matrix was a SciPy sparse one)
 
     def fit(self, X, y, sample_weight=None):
         """Learn ``classes_`` and train on X (samples, features) and y (samples,); returns
@@ -589,12 +591,14 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         warm = self._warm()
         self._target_names = _target_names(y)
         if _is_multilabel(y):
+            sparse = hasattr(y, "toarray")
             X, y = self._multilabels(X, y, reset=not warm)
             if warm and not (self._multilabel and y.shape[1] == len(self.classes_)):
                 raise ValueError(f"warm_start needs targets of the {len(self.classes_)} "
                                  f"{'labels' if self._multilabel else 'classes'} fitted "
                                  f"before; y has {y.shape[1]} label columns")
             self.classes_, self._multilabel = np.arange(y.shape[1]), True
+            self._sparse_labels = sparse
             return self._fit(X, y, y.shape[1], sample_weight)
         X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
         check_classification_targets(y)
@@ -625,6 +629,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         """
         first = not hasattr(self, "model_")
         if _is_multilabel(y):  # (classes, if given, must be the labels 0..k-1)
+            sparse = hasattr(y, "toarray")
             X, y = self._multilabels(X, y, reset=first)
             k = y.shape[1]
             if not first and not (self._multilabel and k == len(self.classes_)):
@@ -637,6 +642,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             if first:
                 self._target_names = _target_names(y)
                 self.classes_, self._multilabel = np.arange(k), True
+                self._sparse_labels = sparse
             return self._partial_fit(X, y, k, sample_weight)
         if not first and self._multilabel:
             raise ValueError(f"the first call fitted multilabel targets of "
@@ -689,10 +695,16 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row, from ``classes_``; for multilabel targets the
         0/1 matrix (samples, labels): 1 where the label's logit is above 0 (its probability
-        above 0.5)."""
+        above 0.5), a SciPy CSR matrix where ``fit`` was given a sparse one (as scikit-learn's
+        MLP)."""
         outputs = self._outputs(X)  # (raises NotFittedError before classes_ does)
         if self._multilabel:
-            return (outputs > 0).astype(np.int64)
+            labels = (outputs > 0).astype(np.int64)
+            if self._sparse_labels:
+                from scipy.sparse import csr_matrix
+
+                return csr_matrix(labels)
+            return labels
         return self.classes_[outputs.argmax(axis=1)]
 
     @property
@@ -724,6 +736,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             classes = np.array(classes.tolist(), dtype=object)
         self.classes_ = classes
         self._multilabel = bool(info.get("multilabel", False))
+        self._sparse_labels = bool(info.get("sparse_labels", False))
 
 
 class MLPRegressor(RegressorMixin, _GpunetMLP):

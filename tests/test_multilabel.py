@@ -98,6 +98,29 @@ def test_predictions_and_training_survive_save_load_and_pickle(tmp_path):
         assert other.predict(x).shape == y.shape
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_sparse_indicator_matrix_gives_sparse_predictions_as_scikit_learns(tmp_path):
+    from scipy.sparse import csr_matrix, issparse
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    x, y = _data()
+    sk = SkMLP(hidden_layer_sizes=(4,), max_iter=2).fit(x, csr_matrix(y))
+    clf = gn.MLPClassifier(hidden=(16,), epochs=4, backend="numpy", dtype="float64")
+    dense = gn.MLPClassifier(hidden=(16,), epochs=4, backend="numpy", dtype="float64")
+    clf.fit(x, csr_matrix(y))
+    dense.fit(x, y)
+    assert issparse(sk.predict(x)) and issparse(clf.predict(x))  # as scikit-learn's
+    assert not issparse(dense.predict(x))
+    np.testing.assert_array_equal(clf.predict(x).toarray(), dense.predict(x))  # same training
+    assert clf.score(x, csr_matrix(y)) == accuracy_score(y, dense.predict(x))
+    clf.save(tmp_path / "m.npz")
+    for other in (gn.MLPClassifier.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(clf))):
+        assert issparse(other.predict(x))
+        np.testing.assert_array_equal(other.predict(x).toarray(), dense.predict(x))
+    streamed = gn.MLPClassifier(hidden=(4,), backend="numpy").partial_fit(x, csr_matrix(y))
+    assert issparse(streamed.predict(x))
+
+
 def test_the_cli_predicts_each_label_of_a_saved_multilabel_estimator(tmp_path, capsys):
     x, y = _data(labels=3)
     clf = gn.MLPClassifier(hidden=(16,), epochs=4, backend="numpy").fit(x, y)
