@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "all of the source")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     e.add_argument("--metrics-json", metavar="PATH")
+    e.add_argument("--report", action="store_true",
+                   help="also each class's precision, recall, F1 and support and the confusion "
+                        "matrix (scikit-learn's classification report), or each regression "
+                        "target's MAE, RMSE and R2")
 
     r = sub.add_parser("predict", help="write a checkpoint's predictions for a file of features")
     r.add_argument("--checkpoint", required=True, metavar="PATH")
@@ -678,9 +682,32 @@ def cmd_evaluate(args) -> int:
     result.update({f"{args.split}_{k}": v for k, v in m.items()})
     for k, v in result.items():
         print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
+    if args.report:
+        from .report import evaluation_report
+
+        report = evaluation_report(model, x, y, task, names=_report_names(ckpt, spec, task,
+                                                                     model.sizes[-1]),
+                                   target=ckpt.target_standardizer
+                                   if task == "regression" else None)
+        print("\n" + report.pop("text"), end="")
+        result["report"] = report
     if args.metrics_json:
         _write_json(args.metrics_json, result)
     return 0
+
+
+def _report_names(ckpt, spec, task, outputs):
+    """What ``evaluate --report`` calls the classes, labels or targets: a single-label
+    classifier's class names, else a CSV run's target columns or a saved estimator's target
+    names, where there is one a model output (None: numbered)."""
+    from .data import target_columns
+
+    if task == "classification" and not ckpt.extra.get("multilabel"):
+        return None if ckpt.classes is None else list(ckpt.classes)
+    estimator = ckpt.extra.get("estimator")
+    named = target_columns(spec.target) if str(spec.dataset).lower().endswith(".csv") else \
+        (estimator.get("target_names") if isinstance(estimator, dict) else None) or []
+    return list(named) if len(named) == outputs else None
 
 
 def cmd_predict(args) -> int:
