@@ -43,6 +43,8 @@ __all__ = [
     "softmax_cross_entropy",
     "layer_norm_forward",
     "layer_norm_backward",
+    "batch_norm_forward",
+    "batch_norm_backward",
 ]
 
 cuda = None
@@ -399,6 +401,134 @@ def _layer_norm_columns_source(dtype, lanes):
     return kernel, f"void({nbt}[:, ::1], {nbt}[:, ::1], {nbt}[::1], {nbt}[::1])"
 
 
+BN_COLUMN_LANES = 32
+"""Row lanes (threadIdx.y) per 32-column tile of the batch norm kernels (a block of 1024)."""
+
+
+def _kahan_add(s, c, v):
+    """(s, c) after adding v to the compensated sum s with carry c (no fastmath here: the
+    compiler keeps the order)."""
+    y = v - c
+    t = s + y
+    return t, (t - s) - y
+
+
+@functools.cache
+def _lane_total_function(dtype, lanes):
+    """Device function: the sum over the block's row lanes (threadIdx.y) of each column's
+    ``v``, added in lane order by lane 0 and returned to every lane (the shared array may be
+    reused after)."""
+
+    def lane_total(v, part):
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        part[ty, tx] = v
+        cuda.syncthreads()
+        if ty == 0:
+            for k in range(1, lanes):
+                v += part[k, tx]
+            part[0, tx] = v
+        cuda.syncthreads()
+        total = part[0, tx]
+        cuda.syncthreads()  # every lane has read it before the array is written again
+        return total
+
+    return _numba_cuda().jit(device=True)(lane_total)
+
+
+def _batch_norm_forward_source(dtype, lanes):
+    lane_total = _lane_total_function(dtype, lanes)
+    kahan = _numba_cuda().jit(device=True)(_kahan_add)
+    nbt = _numba_type(dtype)
+    t = np.dtype(dtype).type
+    zero, one = t(0), t(1)
+
+    def kernel(z, gamma, beta, eps, n, xhat, rstd, mean_out, var_out):
+        # One block per tile of 32 columns (features), its lanes striding over the rows; three
+        # passes over the tile: sums of z - z[0] (exact for a constant feature, small terms far
+        # from zero), the centred squares about the mean, then xhat and n. Kahan sums in each
+        # lane, the lanes added in order: the same bits at every call. Every read of a column
+        # happens before its writes (n may be z).
+        part = cuda.shared.array((lanes, 32), nbt)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        j = cuda.blockIdx.x * 32 + tx
+        rows, d = z.shape
+        inside = j < d
+        height = t(rows)  # (an int64 divisor would take the division to float64)
+        z0 = zero
+        s = zero
+        c = zero
+        if inside:
+            z0 = z[0, j]
+            for r in range(ty, rows, lanes):
+                s, c = kahan(s, c, z[r, j] - z0)
+        mean = z0 + lane_total(s, part) / height
+        q = zero
+        c = zero
+        if inside:
+            for r in range(ty, rows, lanes):
+                v = z[r, j] - mean
+                q, c = kahan(q, c, v * v)
+        var = lane_total(q, part) / height
+        rs = one / math.sqrt(var + eps)
+        if inside:
+            if ty == 0:
+                mean_out[0, j] = mean
+                var_out[0, j] = var
+                rstd[0, j] = rs
+            g, b = gamma[j], beta[j]
+            for r in range(ty, rows, lanes):
+                xh = (z[r, j] - mean) * rs
+                xhat[r, j] = xh
+                n[r, j] = xh * g + b
+
+    return kernel, (f"void({nbt}[:, ::1], {nbt}[::1], {nbt}[::1], {nbt}, {nbt}[:, ::1], "
+                    f"{nbt}[:, ::1], {nbt}[:, ::1], {nbt}[:, ::1], {nbt}[:, ::1])")
+
+
+def _batch_norm_backward_source(dtype, lanes):
+    lane_total = _lane_total_function(dtype, lanes)
+    kahan = _numba_cuda().jit(device=True)(_kahan_add)
+    nbt = _numba_type(dtype)
+    t = np.dtype(dtype).type
+    zero = t(0)
+
+    def kernel(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
+        # The column sums dJ/dbeta = sum dn and dJ/dgamma = sum dn xhat (Kahan in each lane,
+        # lanes in order), then dJ/dz = rstd (g - mean(g) - xhat mean(g xhat)) with g = dn
+        # gamma, whose means over the batch are gamma dbeta / B and gamma dgamma / B. dz may
+        # be dn: the sums have read the tile before any lane writes it.
+        part = cuda.shared.array((lanes, 32), nbt)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        j = cuda.blockIdx.x * 32 + tx
+        rows, d = dn.shape
+        inside = j < d
+        sb = zero
+        cb = zero
+        sg = zero
+        cg = zero
+        if inside:
+            for r in range(ty, rows, lanes):
+                v = dn[r, j]
+                sb, cb = kahan(sb, cb, v)
+                sg, cg = kahan(sg, cg, v * xhat[r, j])
+        sb = lane_total(sb, part)
+        sg = lane_total(sg, part)
+        if inside:
+            if ty == 0:
+                dbeta[j] = sb
+                dgamma[j] = sg
+            height = t(rows)
+            g = gamma[j]
+            mean_g = g * sb / height
+            mean_gx = g * sg / height
+            rs = rstd[0, j]
+            for r in range(ty, rows, lanes):
+                dz[r, j] = (dn[r, j] * g - mean_g - xhat[r, j] * mean_gx) * rs
+
+    return kernel, (f"void({nbt}[:, ::1], {nbt}[:, ::1], {nbt}[:, ::1], {nbt}[::1], "
+                    f"{nbt}[:, ::1], {nbt}[::1], {nbt}[::1])")
+
+
 _SOURCES = {
     "act_forward": _act_forward_source,
     "bias_act_forward": _bias_act_forward_source,
@@ -408,6 +538,8 @@ _SOURCES = {
     "layer_norm_forward": _layer_norm_forward_source,
     "layer_norm_backward": _layer_norm_backward_source,
     "layer_norm_columns": _layer_norm_columns_source,
+    "batch_norm_forward": _batch_norm_forward_source,
+    "batch_norm_backward": _batch_norm_backward_source,
 }
 
 
@@ -432,6 +564,8 @@ def kernel_sources():
             out.append(((op, dtype.name), *_SOURCES[op](dtype, 128)))
         out.append((("layer_norm_columns", dtype.name),
                      *_layer_norm_columns_source(dtype, LN_COLUMN_LANES)))
+        for op in ("batch_norm_forward", "batch_norm_backward"):
+            out.append(((op, dtype.name), *_SOURCES[op](dtype, BN_COLUMN_LANES)))
     return out
 
 
@@ -765,4 +899,41 @@ def layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
         threads = _row_threads(d)
         _launch(("layer_norm_backward", dtype, threads), rows, threads, dn,
                 dn, xhat, rstd, gamma, dz)
+    return dz, dgamma, dbeta
+
+
+def batch_norm_forward(z, gamma, beta, eps, n, xhat, rstd, mean, var):
+    """n = gamma xhat + beta, xhat = (z - mean) rstd, rstd = 1 / sqrt(var + eps) with each
+    column's (feature's) mean and biased variance over the batch z (rows >= 1, d), as
+    ``torch.nn.BatchNorm1d`` in training: one kernel, a block per 32 columns (three passes over
+    them); n may be z.
+
+    Returns:
+        (n, xhat, rstd, mean, var), the last three (1, d).
+    """
+    dtype = _checks.layer_norm_forward(z, gamma, beta, eps, n, xhat, rstd, None, batch=True)
+    for a, what in ((mean, "mean"), (var, "var")):
+        _checks._like(a, what, z, "z", None, shape=(1, z.shape[1]))
+    rows, d = z.shape
+    if rows and d:
+        lanes = BN_COLUMN_LANES
+        _launch(("batch_norm_forward", dtype, lanes), -(-d // 32), (32, lanes), z,
+                z, gamma, beta, dtype.type(eps), n, xhat, rstd, mean, var)
+    return n, xhat, rstd, mean, var
+
+
+def batch_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta):
+    """dJ/dz (dz may be dn), dJ/dgamma and dJ/dbeta of ``batch_norm_forward`` from dJ/dn: one
+    kernel, a block per 32 columns (two passes over them).
+
+    Returns:
+        (dz, dgamma, dbeta).
+    """
+    dtype = _checks.layer_norm_backward(dn, xhat, rstd, gamma, dz, dgamma, dbeta, None,
+                                        batch=True)
+    rows, d = dn.shape
+    if rows and d:
+        lanes = BN_COLUMN_LANES
+        _launch(("batch_norm_backward", dtype, lanes), -(-d // 32), (32, lanes), dn,
+                dn, xhat, rstd, gamma, dz, dgamma, dbeta)
     return dz, dgamma, dbeta

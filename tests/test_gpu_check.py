@@ -21,7 +21,7 @@ SCRIPT = ROOT / "scripts" / "gpu-check"
 #: every stage but bench-kern, whose CPU half alone takes 20 s here
 STAGES = ["info", "core", "bench", "profile", "gpu-tests", "kernels", "bench-eager",
           "bench-cupyops", "bench-tf32", "distributed", "gradcheck", "digits", "bench-sklearn",
-          "bench-dropout", "bench-norm"]
+          "bench-dropout", "bench-norm", "bench-bnorm"]
 
 pytestmark = [
     pytest.mark.skipif(gn.cupy_status()[0], reason="a GPU works here: run the script"),

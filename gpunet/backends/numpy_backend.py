@@ -18,6 +18,7 @@ class NumpyBackend(KernelOps, Backend):
     xp = np
     kernel_module = "cpu_ops"  # numba.njit twins; each beat NumPy in docs/benchmarks.md
     optim_module = "cpu_optim"  # fused SGD / Adam updates
+    batch_norm_module = "cpu_norm"  # batch norm loops (layer norm is cpu_ops')
     # Smaller arrays stay on NumPy's ops, eager and static alike. A kernel saves a few us per
     # call there but compiles once per process (0.1-0.5 s each; numba's on-disk cache stores
     # pickles, so it stays off): `gpunet train --dataset digits` took 2.2 s with every size on
@@ -54,19 +55,6 @@ class NumpyBackend(KernelOps, Backend):
                     module=module) is not None:
                 return out
         return super().dropout_mask(out, p, s0, step, layer, row_offset)
-
-    def batch_norm_forward(self, z, gamma, beta, eps, out=None):
-        stat = (1, z.shape[-1])  # two passes for the statistics, one to write (cpu_norm)
-        got = self._fused_norm("batch_norm_forward", z, (z, gamma, beta, eps), out, lambda: (
-            np.empty_like(z), np.empty_like(z), *(np.empty(stat, z.dtype) for _ in range(3))),
-            module="cpu_norm")
-        return super().batch_norm_forward(z, gamma, beta, eps, out) if got is None else got
-
-    def batch_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
-        got = self._fused_norm("batch_norm_backward", dn, (dn, xhat, rstd, gamma), out, lambda: (
-            np.empty_like(dn), np.empty_like(gamma), np.empty_like(gamma)), module="cpu_norm")
-        return super().batch_norm_backward(dn, xhat, rstd, gamma, out, scratch) if got is None \
-            else got
 
     def sum_of_squares(self, a):
         flat = a.reshape(-1)  # a view of a contiguous array: BLAS's dot, no temporary

@@ -1,6 +1,6 @@
-"""cuda_ops' layer norm kernels against the float64 formula (simulator or GPU), and through
-the backend's wiring: a model with norm="layer", eager and in a static step, on the kernels
-equals the array-module math.
+"""cuda_ops' layer and batch norm kernels against the float64 formula (simulator or GPU), and
+through the backend's wiring: a model with norm="layer" or "batch", eager and in a static step,
+on the kernels equals the array-module math.
 
 Outputs are poisoned with NaN first; widths cross the row kernels' thread count (16 under the
 simulator) and the column kernel's 32-column tiles with ragged tails, and the rows cross its
@@ -27,6 +27,7 @@ TOL = {np.float32: 3e-6, np.float64: 1e-13}
 def few_lanes(monkeypatch):
     if MODE == "sim":  # (32 x lanes Python threads per column tile under the simulator)
         monkeypatch.setattr(cuda_ops, "LN_COLUMN_LANES", 2)
+        monkeypatch.setattr(cuda_ops, "BN_COLUMN_LANES", 2)
 
 
 def _reference(z, gamma, beta, dn, eps):
@@ -134,3 +135,128 @@ def test_a_normalised_net_on_the_kernels_equals_the_array_module(SIM):  # noqa: 
             np.testing.assert_allclose(runs[SIM.name][part][k], ref, rtol=1e-11, atol=1e-13,
                                        err_msg=k)
     assert SIM._kernels_off == ""
+
+
+# -- batch norm: each column's statistics over the batch ------------------------------------
+
+BN_SHAPES = [(5, 7), (9, 45), (2, 70), (33, 3)]  # ragged 32-column tiles; rows across lanes
+
+
+def _batch_reference(z, gamma, beta, dn, eps):
+    z, gamma, beta, dn = (np.asarray(a, dtype=np.float64) for a in (z, gamma, beta, dn))
+    rows = z.shape[0]
+    mean = z.mean(axis=0, keepdims=True)
+    var = ((z - mean) ** 2).mean(axis=0, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = (z - mean) * rstd
+    g = dn * gamma
+    dz = rstd * (g - g.sum(axis=0, keepdims=True) / rows
+                 - xhat * (g * xhat).sum(axis=0, keepdims=True) / rows)
+    return (xhat * gamma + beta, xhat, rstd, mean, var), \
+        (dz, (dn * xhat).sum(axis=0), dn.sum(axis=0))
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_batch_norm_matches_the_formula(dev, dtype, shape):
+    z, gamma, beta, dn = _inputs(shape, dtype, seed=shape[1] + 100)
+    refs, grads_ref = _batch_reference(z, gamma, beta, dn, 1e-5)
+    stat = (1, shape[1])
+    fwd = [dev.asarray(nans(s, dtype)) for s in (shape, shape, stat, stat, stat)]
+    cuda_ops.batch_norm_forward(dev.asarray(z), dev.asarray(gamma), dev.asarray(beta), 1e-5,
+                                *fwd)
+    got = [dev.asnumpy(a) for a in fwd]
+    for g, want, what in zip(got, refs, ("n", "xhat", "rstd", "mean", "var")):
+        # (a column of two rows has |xhat| = 1: rstd is 1 / |half the gap|, large where small)
+        _close(g, want, dtype, what, scale_of=want * (10 if what == "rstd" else 1))
+    bwd = [dev.asarray(nans(s, dtype)) for s in (shape, shape[1:], shape[1:])]
+    cuda_ops.batch_norm_backward(dev.asarray(dn), dev.asarray(got[1]), dev.asarray(got[2]),
+                                 dev.asarray(gamma), *bwd)
+    for g, want, what in zip(bwd, grads_ref, ("dz", "dgamma", "dbeta")):
+        _close(dev.asnumpy(g), want, dtype, what,
+               scale_of=np.abs(dn).sum(axis=0) * float(np.abs(refs[2]).max()) ** (what == "dz"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_batch_norm_in_place_far_from_zero_and_on_a_constant_feature(dev, dtype):
+    """n over z and dz over dn (the static step's layout); features at 1e3 keep their digits
+    (sums of z - z[0]); a constant feature has mean exactly its value, variance exactly 0 and
+    xhat exactly 0; a second call gives the same bits."""
+    z, gamma, beta, dn = _inputs((40, 6), dtype, seed=5, offset=1e3)
+    z[:, 2] = dtype(1234.5)
+    (n_ref, _, _, mean_ref, var_ref), (dz_ref, dg_ref, db_ref) = \
+        _batch_reference(z, gamma, beta, dn, 1e-5)
+    zd = dev.asarray(z)
+    xhat = dev.asarray(nans(z.shape, dtype))
+    rstd, mean, var = (dev.asarray(nans((1, 6), dtype)) for _ in range(3))
+    cuda_ops.batch_norm_forward(zd, dev.asarray(gamma), dev.asarray(beta), 1e-5, zd, xhat,
+                                rstd, mean, var)
+    tol = {np.float32: 2e-4, np.float64: 1e-10}[dtype]  # z - mean rounds at 1e3's ulp
+    np.testing.assert_allclose(dev.asnumpy(zd), n_ref, rtol=0, atol=tol)
+    assert dev.asnumpy(mean)[0, 2] == dtype(1234.5) and dev.asnumpy(var)[0, 2] == 0
+    assert (dev.asnumpy(xhat)[:, 2] == 0).all()
+    np.testing.assert_allclose(dev.asnumpy(var), var_ref, rtol=1e-3 if dtype == np.float32
+                               else 1e-9)
+    outs = []
+    for _ in range(2):
+        d = dev.asarray(dn)
+        dg, db = dev.asarray(nans((6,), dtype)), dev.asarray(nans((6,), dtype))
+        cuda_ops.batch_norm_backward(d, xhat, rstd, dev.asarray(gamma), d, dg, db)
+        outs.append([dev.asnumpy(a) for a in (d, dg, db)])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    keep = [0, 1, 3, 4, 5]  # (the constant feature's dz is rstd-scaled noise: 1 / sqrt(eps))
+    np.testing.assert_allclose(outs[0][0][:, keep], dz_ref[:, keep], rtol=0, atol=tol * 10)
+    np.testing.assert_allclose(outs[0][2], db_ref, rtol=0, atol=tol * 40)
+    np.testing.assert_allclose(outs[0][1], dg_ref, rtol=0, atol=tol * 40)
+
+
+def test_batch_norm_arguments_are_checked(dev):
+    z = dev.asarray(np.ones((4, 6), np.float32))
+    vec = dev.asarray(np.ones(6, np.float32))
+    row = dev.asarray(np.ones((1, 6), np.float32))
+    with pytest.raises(ValueError, match="rstd has shape"):
+        cuda_ops.batch_norm_forward(z, vec, vec, 1e-5, z, dev.asarray(np.ones((4, 6),
+                                    np.float32)), dev.asarray(np.ones((4, 1), np.float32)),
+                                    row, row)
+    with pytest.raises(ValueError, match="var has shape"):
+        cuda_ops.batch_norm_forward(z, vec, vec, 1e-5, z, dev.asarray(np.ones((4, 6),
+                                    np.float32)), row, row, dev.asarray(np.ones((1, 5),
+                                                                                np.float32)))
+
+
+def test_a_batch_normalised_net_on_the_kernels_equals_the_array_module(SIM,  # noqa: F811
+                                                                      monkeypatch):
+    """The backend's batch_norm ops route to cuda_ops (all sizes here): a net's eager
+    gradients, its running statistics and two static steps equal the NumPy backend's."""
+    from gpunet.step import StaticStep
+
+    calls = []
+    for op in ("batch_norm_forward", "batch_norm_backward"):
+        kernel = getattr(cuda_ops, op)
+        monkeypatch.setattr(cuda_ops, op, lambda *a, _k=kernel, _op=op: (calls.append(_op),
+                                                                          _k(*a))[1])
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(12, 5)), rng.integers(0, 3, 12)
+    runs = {}
+    for b in (SIM, PLAIN):
+        model = gn.MLP([5, 37, 3], backend=b, dtype="float64", seed=4, norm="batch")
+        y_hat = model.forward(b.asarray(x))
+        model.backward(gn.CrossEntropyLoss()(y_hat, b.asarray(y))[1])
+        grads = {k: b.to_host(v) for k, v in model.grads.items()}
+        opt = gn.Adam(model, lr=1e-2)
+        step = StaticStep(model, gn.CrossEntropyLoss(), opt, 6)
+        for s in range(2):
+            step(b.asarray(x), b.asarray(y), b.asarray(np.arange(s * 6, s * 6 + 6)))
+        runs[b.name] = grads, {k: b.to_host(v) for k, v in
+                               {**model.params, **model.buffers}.items()}
+    for part in (0, 1):
+        for k, ref in runs["plain"][part].items():
+            # (b1, before the norm, has a gradient of exactly 0 in exact arithmetic: both
+            # give rounding noise of 1e-11 there, hence the absolute tolerance)
+            np.testing.assert_allclose(runs[SIM.name][part][k], ref, rtol=1e-11, atol=1e-10,
+                                       err_msg=k)
+    assert SIM._kernels_off == ""
+    # one forward and one backward kernel a step: the eager pass and the two static steps
+    assert calls.count("batch_norm_forward") == calls.count("batch_norm_backward") == 3

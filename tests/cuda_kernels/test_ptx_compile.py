@@ -111,8 +111,9 @@ def test_every_kernel_compiles_to_ptx_without_float64_in_float32_kernels():
     value: meminfo, parent, nitems, itemsize, data pointer, shape, strides per array)."""
     proc, last = run_script("guard")
     assert proc.returncode == 0 and last.startswith("OK"), proc.stdout + proc.stderr
-    # (8 activations x 3 ops + 3 row ops + 2 label dtypes + 3 layer norm kernels) x 2 dtypes
-    assert int(last.split()[1]) == 64
+    # (8 activations x 3 ops + 3 row ops + 2 label dtypes + 3 layer norm kernels + 2 batch norm
+    # kernels) x 2 dtypes
+    assert int(last.split()[1]) == 68
 
 
 def test_without_the_numpy_guard_numba_cuda_cannot_compile():
