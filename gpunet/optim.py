@@ -259,8 +259,9 @@ class Adam(Optimizer):
         except (TypeError, ValueError):
             raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
         _real("eps", eps, 0, above=True)
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ConfigError(f"betas must lie in [0, 1), got {betas!r}")
+        if not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1
+                   for b in (b1, b2)):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {betas!r}")
         if eps <= 0:
             raise ConfigError(f"eps must be > 0, got {eps!r}")
         self.betas = (float(b1), float(b2))

@@ -2,8 +2,8 @@
 
     step:     lr = base * gamma ** floor((epoch - 1) / step_size)
     cosine:   lr = min_lr + (base - min_lr) * (1 + cos(pi * (epoch - 1) / epochs)) / 2,
-              and min_lr after ``epochs`` (a run resumed to more epochs than it was set up for;
-              ``fit`` refuses that resume when min_lr is 0, as those epochs could not train)
+              and min_lr after ``epochs`` (``fit`` refuses a run, or a resume, past them when
+              min_lr is 0, as those epochs could not train)
     plateau:  lr *= factor after ``patience`` epochs without the monitored loss improving
 
 and, with ``warmup`` W > 0, the first W epochs run at that rate times epoch / (W + 1): a linear
@@ -17,6 +17,7 @@ epoch's validation loss after it ran (only plateau uses it). State round-trips t
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -28,38 +29,61 @@ SCHEDULES = ("constant", "step", "cosine", "plateau")
 class Schedule:
     """The learning rate of each epoch (see the module docstring for the rules).
 
-    ``name``: constant, step, cosine or plateau; ``base_lr``: the rate it starts from;
-    ``epochs``: the run's length (cosine); ``step_size`` and ``gamma``: step's period and
-    factor; ``min_lr``: cosine's floor; ``factor``, ``patience``, ``threshold``: plateau's
-    factor, the epochs without a better loss it waits and the relative improvement that counts
-    as better; ``warmup``: epochs of a linear ramp up to the schedule's rate.
+    ``name``: constant, step, cosine or plateau; ``base_lr``: the rate it starts from (None:
+    the optimiser's, when ``gpunet.fit`` runs it); ``epochs``: the run's length, which cosine
+    spans (None: fit's ``epochs``); ``step_size`` and ``gamma``: step's period and factor;
+    ``min_lr``: cosine's floor (and plateau's); ``factor``, ``patience``, ``threshold``:
+    plateau's factor, the epochs without a better loss it waits and the relative improvement
+    that counts as better; ``warmup``: epochs of a linear ramp up to the schedule's rate.
     """
 
-    def __init__(self, name="constant", base_lr=1e-3, epochs=1, step_size=10, gamma=0.1,
+    def __init__(self, name="constant", base_lr=None, epochs=None, step_size=10, gamma=0.1,
                  min_lr=0.0, factor=0.1, patience=5, threshold=1e-4, warmup=0):
         if name not in SCHEDULES:
             raise ConfigError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
-        if not isinstance(warmup, numbers.Integral) or isinstance(warmup, bool) or warmup < 0:
+        if not _count(warmup, 0):
             raise ConfigError(f"warmup must be a whole number of epochs >= 0, got {warmup!r}")
         for label, v in (("step size", step_size), ("plateau patience", patience)):
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+            if not _count(v, 1):
                 raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+        if epochs is not None and not _count(epochs, 1):
+            raise ConfigError(f"epochs must be a positive integer (or None: fit's), got "
+                              f"{epochs!r}")
         for label, v in (("gamma", gamma), ("factor", factor)):
-            if not 0 < v <= 1:
+            if not (_real(v) and 0 < v <= 1):
                 raise ConfigError(f"{label} must lie in (0, 1], got {v!r}")
+        if base_lr is not None and not (_real(base_lr) and base_lr > 0):
+            raise ConfigError(f"base_lr must be a finite number > 0 (or None: the "
+                              f"optimiser's), got {base_lr!r}")
+        for label, v in (("min_lr", min_lr), ("threshold", threshold)):
+            if not (_real(v) and v >= 0):
+                raise ConfigError(f"{label} must be a finite number >= 0, got {v!r}")
         self.name = name
-        self.base_lr = float(base_lr)
-        self.epochs = int(epochs)
+        self.base_lr = None if base_lr is None else float(base_lr)
+        self.epochs = None if epochs is None else int(epochs)
         self.step_size, self.gamma, self.min_lr = int(step_size), float(gamma), float(min_lr)
         self.factor, self.patience, self.threshold = float(factor), int(patience), \
             float(threshold)
         self.warmup = int(warmup)
         # plateau state
-        self.current = float(base_lr)
+        self.current = self.base_lr
         self.best = math.inf
         self.bad_epochs = 0
 
+    def bound(self, lr: float, epochs: int) -> "Schedule":
+        """A copy whose unset ``base_lr`` and ``epochs`` are ``lr`` and ``epochs`` (what
+        ``gpunet.fit`` steps: the optimiser's rate and the run's length)."""
+        s = copy.copy(self)
+        if s.base_lr is None:
+            s.base_lr = s.current = float(lr)
+        if s.epochs is None:
+            s.epochs = int(epochs)
+        return s
+
     def lr(self, epoch: int) -> float:
+        if self.base_lr is None or (self.epochs is None and self.name == "cosine"):
+            raise ConfigError("this schedule takes its base_lr and epochs from gpunet.fit "
+                              "(or give them: Schedule(name, base_lr=..., epochs=...))")
         rate = self._rate(epoch)
         return rate * epoch / (self.warmup + 1) if epoch <= self.warmup else rate
 
@@ -95,3 +119,14 @@ class Schedule:
                 warmup=state.get("warmup", 0))
         s.current, s.best, s.bad_epochs = state["current"], state["best"], state["bad_epochs"]
         return s
+
+
+def _count(v, low) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+
+
+def _real(v) -> bool:
+    try:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # an int too big for a float
+        return False

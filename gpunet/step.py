@@ -94,6 +94,25 @@ class StaticStep:
         self.captured = False  # whether calls replay a CUDA graph (False on the CPU)
         self._binding = None
         self._replay = self._replay_update = None
+        self._w_checked = None  # the weights array last checked (once per array)
+
+    def _check_weights(self, w, x) -> None:
+        """The checks the eager loss makes of sample weights, once per weights array (fit's
+        were checked with its data): one weight a row of x, real numbers, and on the host
+        (where reading them is free) finite and >= 0."""
+        name = type(self.loss_fn).__name__
+        if getattr(w, "shape", None) != (len(x),):
+            raise ShapeError(f"{name}: sample weights shaped {tuple(getattr(w, 'shape', ()))} "
+                             f"do not match the {len(x)} rows of x; expected ({len(x)},)")
+        if w.dtype.kind not in "biuf":
+            raise ConfigError(f"{name}: sample weights must be real numbers, got dtype "
+                              f"{w.dtype}")
+        if isinstance(w, np.ndarray) and w.size:
+            bad = w[~np.isfinite(w) | (w < 0)]
+            if bad.size:
+                raise ConfigError(f"{name}: sample weights must be finite numbers >= 0, got "
+                                  f"{float(bad[0]):g}")
+        self._w_checked = w
 
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
@@ -487,9 +506,19 @@ class StaticStep:
             raise ConfigError("this static step was built with weighted=True: pass the rows' "
                               "weights" if self.weighted else "this static step was built "
                               "without weights (StaticStep(..., weighted=True) takes them)")
+        width = model.sizes[0]
+        if getattr(x, "ndim", None) != 2 or x.shape[1] != width:
+            raise ShapeError(f"layer 1 ({width} -> {model.sizes[1]}) expects inputs shaped "
+                             f"(batch, {width}), got {tuple(getattr(x, 'shape', ()))}")
+        if rows is not None and getattr(rows, "dtype", np.dtype(np.int64)).kind not in "iu":
+            raise ConfigError(f"rows must be integer indices, got dtype {rows.dtype}")
         if self._binding is None or not self._still_bound():
             self._build(x, y)
         xp = self.backend.xp
+        if x is not self.x and x.dtype != self.x.dtype:  # as the eager step converts them
+            x = self.backend.asarray(x, dtype=self.x.dtype)
+        if self.weighted and w is not self._w_checked:
+            self._check_weights(w, x)
         if self.weighted and w.dtype != self.w.dtype:  # (fit passes them in the model's)
             w = self.backend.asarray(w, dtype=self.w.dtype)
         n = self.batch_size if rows is None else len(rows)

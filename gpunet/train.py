@@ -283,13 +283,16 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
     steps through it in mini-batches (the last may be smaller), then measures validation
-    metrics. ``patience``: stop after that many epochs without a better validation loss and
-    keep the best weights. ``monitor``: the validation figure that "better" and the best epoch
+    metrics (``train_loss``: the mean of the epoch's step losses weighted by their rows, or
+    their sum with a loss of reduction "sum", as ``val_loss`` over its rows). ``patience``:
+    stop after that many epochs without a better validation loss and keep the best weights.
+    ``monitor``: the validation figure that "better" and the best epoch
     go by: val_loss (the default; lower is better), val_accuracy (classification) or val_r2
     (regression; higher is better), or val_mse (regression; lower). ``min_delta``: how much
     the monitored figure must improve on the best so far for an epoch to count as better (as
     Keras's EarlyStopping; 0: any improvement). The plateau schedule watches val_loss either
-    way. ``schedule``: a Schedule setting the learning rate per epoch.
+    way. ``schedule``: a Schedule setting the learning rate per epoch (fit steps a copy; its
+    base_lr and epochs, where unset, are the optimiser's rate and ``epochs``).
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
     ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
@@ -516,8 +519,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         rng.bit_generator.state = state.rng
     else:
         state.rng = rng.bit_generator.state
-    if schedule is None:
-        schedule = Schedule("constant", base_lr=optimizer.lr, epochs=epochs)
+    # the schedule fit steps: a copy, its unset base_lr and epochs the optimiser's and the run's
+    schedule = (schedule or Schedule("constant")).bound(optimizer.lr, epochs)
+    if resume is None and schedule.name == "cosine" and epochs > schedule.epochs \
+            and schedule.min_lr <= 0:
+        raise ConfigError(f"the cosine schedule spans {schedule.epochs} epochs and its learning "
+                          f"rate is 0 after them: epochs {schedule.epochs + 1} to {epochs} of "
+                          f"this run would not train; give it epochs={epochs} (or leave its "
+                          "epochs unset: fit's) or a min_lr above 0")
     show = sys.stderr.isatty() if progress is None else progress
     if comm is not None:
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
@@ -661,8 +670,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     + (f"; the checkpoint of epoch {state.epoch} is untouched"
                        if save and os.path.exists(save) else "")
                 )
-            row = {"epoch": epoch, "lr": optimizer.lr,
-                   "train_loss": float((losses * sizes).sum() / sizes.sum())}
+            # the mean over the epoch's rows (weighted: over their weights); a loss with
+            # reduction "sum" sums its rows, and so does the epoch's
+            total = losses.sum() if getattr(loss_fn, "reduction", "mean") == "sum" \
+                else (losses * sizes).sum() / sizes.sum()
+            row = {"epoch": epoch, "lr": optimizer.lr, "train_loss": float(total)}
             if classify:
                 row["train_accuracy"] = float(backend.to_host(step_correct).sum() / n)
             if has_val:

@@ -30,7 +30,8 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic, overload
 
 from . import _checks, activations
-from .cpu_norm import layer_norm_backward, layer_norm_forward  # (their own module: one loop each)
+from .cpu_norm import (batch_norm_backward, batch_norm_forward,  # (their own module: one
+                       layer_norm_backward, layer_norm_forward)  # loop each)
 
 __all__ = [
     "act_forward",
@@ -42,6 +43,8 @@ __all__ = [
     "softmax_cross_entropy",
     "layer_norm_forward",
     "layer_norm_backward",
+    "batch_norm_forward",
+    "batch_norm_backward",
 ]
 
 # error_model="numpy": x / 0 gives inf or NaN as on a GPU, instead of a ZeroDivisionError

@@ -44,6 +44,8 @@ INTERFACE = {
     "softmax_cross_entropy": ["logits", "labels", "loss_out", "dlogits_out", "scale"],
     "layer_norm_forward": ["z", "gamma", "beta", "eps", "n", "xhat", "rstd"],
     "layer_norm_backward": ["dn", "xhat", "rstd", "gamma", "dz", "dgamma", "dbeta"],
+    "batch_norm_forward": ["z", "gamma", "beta", "eps", "n", "xhat", "rstd", "mean", "var"],
+    "batch_norm_backward": ["dn", "xhat", "rstd", "gamma", "dz", "dgamma", "dbeta"],
 }
 
 

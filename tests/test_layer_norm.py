@@ -443,8 +443,9 @@ def test_layer_norm_round_trip_through_the_ops_matches_torch(backend, dtype, tor
 
 def test_large_offsets_use_the_centred_variance_in_float32(backend, torch):
     """Rows of 1e4 + N(0, 1) in float32: var = E[z^2] - E[z]^2 would lose every digit (the
-    squares are ~1e8, float32's spacing there is 8); the centred variance keeps xhat to about
-    float32's resolution of the row mean (~1e-3 here)."""
+    squares are ~1e8, float32's spacing there is 8); the centred variance keeps them, and
+    the sums of z - z0 (each row's first value) keep xhat to float32's own resolution (1e-6),
+    not that of the row mean (1e-3, the mean of z itself: torch's float32 figures)."""
     rng = np.random.default_rng(4)
     B, F = 7, 45
     z = (1e4 + rng.normal(0, 1.0, (B, F)) + rng.normal(0, 50, (B, 1))).astype(np.float32)
@@ -454,9 +455,13 @@ def test_large_offsets_use_the_centred_variance_in_float32(backend, torch):
     n, xhat, rstd = backend.layer_norm_forward(backend.asarray(z), backend.asarray(gamma),
                                                backend.asarray(beta), 1e-5)
     assert np.isfinite(host(n)).all() and np.isfinite(host(rstd)).all()
-    np.testing.assert_allclose(host(rstd), rstd_ref, rtol=1e-2)
-    np.testing.assert_allclose(host(xhat), xhat_ref, atol=1e-2)
-    np.testing.assert_allclose(host(n), n_ref, atol=2e-2)
+    np.testing.assert_allclose(host(rstd), rstd_ref, rtol=2e-5)
+    np.testing.assert_allclose(host(xhat), xhat_ref, atol=2e-5)
+    np.testing.assert_allclose(host(n), n_ref, atol=4e-5)
+    got = backend.batch_norm_forward(backend.asarray(np.ascontiguousarray(z.T)),
+                                     *(backend.asarray(np.ones(B, np.float32)) for _ in "gb"),
+                                     1e-5)[1]  # (β 1: n = xhat + 1)
+    np.testing.assert_allclose(host(got), xhat_ref.T, atol=2e-5)  # a batch norm's columns
     # the model's own forward too: a first layer whose outputs share a large offset
     model = gn.MLP([F, B + 4, 3], activation="tanh", norm="layer", backend=backend,
                    dtype="float32")

@@ -565,6 +565,35 @@ def test_weights_go_with_a_weighted_step_only():
         StaticStep(model, loss_fn, opt, BATCH)(x, y, rows, np.ones(N, dtype=np.float32))
 
 
+def test_weights_inputs_and_rows_are_checked_as_the_eager_step_checks_them():
+    """Negative, NaN or too few weights, inputs of the wrong width and float rows: the eager
+    step's errors, before the weights move; inputs of another float dtype are converted (the
+    same step as with the model's)."""
+    model, opt, loss_fn, x, y = _setup("numpy", "sgd", "ce")  # float32
+    twin, t_opt, t_loss, _, _ = _setup("numpy", "sgd", "ce")
+    rows = _batches(1)[0]
+    step = StaticStep(model, loss_fn, opt, BATCH, weighted=True)
+    before = {k: host(v).copy() for k, v in model.params.items()}
+    w = _weights("float32")
+    for bad, error, match in ((np.where(np.arange(N) == 3, -3.0, w), ConfigError,
+                               "sample weights must be finite numbers >= 0, got -3"),
+                              (np.where(np.arange(N) == 5, np.nan, w), ConfigError,
+                               "must be finite numbers >= 0, got nan"),
+                              (w[:-1], ShapeError, f"do not match the {N} rows of x"),
+                              (w.astype(np.complex64), ConfigError, "must be real numbers")):
+        with pytest.raises(error, match=match):
+            step(x, y, rows, bad)
+    with pytest.raises(ShapeError, match=r"expects inputs shaped \(batch, \d+\), got"):
+        step(x[:, :-1], y, rows, w)
+    with pytest.raises(ConfigError, match="rows must be integer indices, got dtype float64"):
+        step(x, y, rows.astype(np.float64), w)
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(host(v), before[k], err_msg=k)
+    step(x.astype(np.float64), y, rows, w)  # converted to the model's float32
+    StaticStep(twin, t_loss, t_opt, BATCH, weighted=True)(x, y, rows, w)
+    _assert_same(model, twin, "numpy")
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_weighted_fit_with_and_without_graphs_trains_the_same(backend, task, monkeypatch):
     from gpunet.data import make_dataset

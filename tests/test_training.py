@@ -427,13 +427,90 @@ def test_a_cosine_run_with_a_positive_floor_resumes_and_trains_at_it(tmp_path):
                for k in ck.params)
 
 
-def test_cli_resumes_a_checkpoint_saved_at_a_learning_rate_of_zero(tmp_path):
-    """A run whose schedule reached 0 (a cosine set up for fewer epochs than the run, through
-    the Python API) saves lr 0, which an optimizer cannot be built with: resume still works."""
+def test_cli_resumes_a_checkpoint_saved_at_a_learning_rate_of_zero(tmp_path, monkeypatch):
+    """A run whose schedule reached 0 (a cosine set up for fewer epochs than the run, which
+    the Python API took before session 9; here a rate of 0 in its last epoch) saves lr 0,
+    which an optimizer cannot be built with: resume still works."""
     path = tmp_path / "z.npz"
-    _, history = _run("numpy", 2, save=path, schedule=Schedule("cosine", base_lr=0.05, epochs=1))
+    with monkeypatch.context() as m:
+        m.setattr(Schedule, "lr", lambda self, epoch: 0.05 if epoch == 1 else 0.0)
+        _, history = _run("numpy", 2, save=path,
+                          schedule=Schedule("cosine", base_lr=0.05, epochs=2))
     assert history[-1]["lr"] == 0.0
     assert load_checkpoint(path).header["optimizer"]["hyperparameters"]["lr"] == 0.0
     before = params_of(path)
     assert main(["train", "--resume", str(path), "--epochs", "2", "--quiet"]) == 0  # done: no-op
     assert_same_params(params_of(path), before)
+
+
+def test_a_schedule_takes_the_optimisers_rate_and_the_runs_length_where_unset():
+    """Schedule(name) without base_lr starts from the optimiser's rate, and a cosine without
+    epochs spans fit's; the caller's schedule is not changed (fit steps a copy)."""
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2))
+    cases = [(Schedule("step", step_size=1, gamma=0.5), [0.1, 0.05, 0.025, 0.0125]),
+             (Schedule("cosine"), [0.1 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]),
+             (Schedule("cosine", base_lr=0.2, epochs=8),
+              [0.2 * (1 + np.cos(np.pi * e / 8)) / 2 for e in range(4)])]
+    for schedule, want in cases:
+        model = gn.MLP([13, 8, 3], seed=1)
+        history = fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=4,
+                      schedule=schedule, progress=False)
+        np.testing.assert_allclose([row["lr"] for row in history], want, rtol=1e-12)
+    assert cases[1][0].base_lr is None and cases[1][0].epochs is None
+    with pytest.raises(gn.ConfigError, match="takes its base_lr and epochs from gpunet.fit"):
+        Schedule("cosine").lr(1)
+
+
+def test_a_cosine_run_past_its_floor_of_zero_is_refused_as_its_resume_is():
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2))
+    model = gn.MLP([13, 8, 3], seed=1)
+    with pytest.raises(gn.ConfigError, match=r"spans 3 epochs .* epochs 4 to 5 of this run "
+                                             r"would not train"):
+        fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=5,
+            schedule=Schedule("cosine", epochs=3), progress=False)
+    history = fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=5,
+                  schedule=Schedule("cosine", epochs=3, min_lr=0.01), progress=False)
+    assert [row["lr"] for row in history][3:] == pytest.approx([0.01, 0.01])
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"base_lr": -0.05}, "base_lr must be a finite number > 0"),
+    ({"base_lr": 0}, "base_lr must be a finite number > 0"),
+    ({"base_lr": "x"}, "base_lr must be a finite number > 0"),
+    ({"base_lr": float("nan")}, "base_lr must be a finite number > 0"),
+    ({"min_lr": -0.05}, "min_lr must be a finite number >= 0"),
+    ({"threshold": "x"}, "threshold must be a finite number >= 0"),
+    ({"gamma": "0.5"}, r"gamma must lie in \(0, 1\]"),
+    ({"factor": None}, r"factor must lie in \(0, 1\]"),
+    ({"epochs": "x"}, "epochs must be a positive integer"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+])
+def test_what_a_schedule_refuses(bad, match):
+    with pytest.raises(gn.ConfigError, match=match):
+        Schedule("cosine", **bad)
+
+
+def test_train_loss_with_reduction_sum_is_the_sum_over_the_epochs_rows():
+    """Not a mean of batch sums, which would grow with the batch size: the sum over the
+    rows, as val_loss is over its rows (a learning rate too small to move the weights)."""
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2))
+    losses = []
+    for batch_size in (10, 50, 200):
+        model = gn.MLP([13, 8, 3], seed=1, dtype="float64")
+        opt = gn.SGD(model, lr=1e-12)
+        history = fit(model, data, gn.CrossEntropyLoss(reduction="sum"), opt, epochs=1,
+                      batch_size=batch_size, progress=False)
+        losses.append(history[0]["train_loss"])
+    model = gn.MLP([13, 8, 3], seed=1, dtype="float64")
+    y_hat = model.forward(data.x_train)
+    z = y_hat - y_hat.max(axis=1, keepdims=True)
+    want = -(z[np.arange(len(z)), data.y_train] - np.log(np.exp(z).sum(axis=1))).sum()
+    np.testing.assert_allclose(losses, [want] * 3, rtol=1e-9)
+
+
+@pytest.mark.parametrize("betas", [("a", "b"), (None, None), (0.9, True), (0.9, 1.0),
+                                   (-0.1, 0.9), (0.9,), 0.9])
+def test_adams_betas_are_checked_for_what_they_are(betas):
+    model = gn.MLP([3, 4, 2])
+    with pytest.raises(gn.ConfigError, match="betas must be"):
+        gn.Adam(model, betas=betas)

@@ -120,10 +120,17 @@ class Backend:
         """The first half of a norm's forward pass: the means over ``axis`` into ``mean``
         (which may be ``rstd``), the centred z into ``xhat`` and the (biased) variances, the
         means of the centred squares, into ``rstd``; ``n`` is scratch (it may be ``z``, read
-        first). ``_norm_finish`` turns them into rstd, xhat and n."""
+        first). ``_norm_finish`` turns them into rstd, xhat and n.
+
+        As the fused kernels, it sums z - z0, z0 each row's (or column's) first value: exact
+        for a constant row, and small terms for a row far from zero, whose float32 mean would
+        otherwise carry its magnitude's rounding into every centred value."""
         xp = self.xp
-        xp.mean(z, axis=axis, keepdims=True, out=mean)
-        xp.subtract(z, mean, out=xhat)
+        z0 = z[:, :1] if axis == 1 else z[:1]  # (a view of z: read before n may overwrite it)
+        xp.subtract(z, z0, out=xhat)
+        xp.mean(xhat, axis=axis, keepdims=True, out=mean)  # the mean of z - z0
+        xp.subtract(xhat, mean, out=xhat)  # centred
+        xp.add(mean, z0, out=mean)
         xp.multiply(xhat, xhat, out=n)  # n as scratch: the centred squares
         xp.mean(n, axis=axis, keepdims=True, out=rstd)  # the variances, for now
 

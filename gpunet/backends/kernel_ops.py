@@ -37,8 +37,6 @@ class KernelOps:
     kernel_module: str = ""
     #: module of fused optimiser updates (sgd_update, adam_update), if this backend has one
     optim_module: str = ""
-    #: module of the batch norm's kernels ("": the kernel module's own)
-    batch_norm_module: str = ""
     #: arrays with fewer elements than this use the array-module ops (launch cost > work)
     kernel_min_size: int = 0
     #: the same inside a static step (``static_kernels``), whose launches a CUDA graph replays:
@@ -227,15 +225,13 @@ class KernelOps:
     def batch_norm_forward(self, z, gamma, beta, eps, out=None):
         xp, stat = self.xp, (1, z.shape[-1])
         got = self._fused_norm("batch_norm_forward", z, (z, gamma, beta, eps), out, lambda: (
-            xp.empty_like(z), xp.empty_like(z), *(xp.empty(stat, z.dtype) for _ in range(3))),
-            module=self.batch_norm_module or None)
+            xp.empty_like(z), xp.empty_like(z), *(xp.empty(stat, z.dtype) for _ in range(3))))
         return super().batch_norm_forward(z, gamma, beta, eps, out) if got is None else got
 
     def batch_norm_backward(self, dn, xhat, rstd, gamma, out=None, scratch=None):
         xp = self.xp
         got = self._fused_norm("batch_norm_backward", dn, (dn, xhat, rstd, gamma), out, lambda: (
-            xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma)),
-            module=self.batch_norm_module or None)
+            xp.empty_like(dn), xp.empty_like(gamma), xp.empty_like(gamma)))
         return super().batch_norm_backward(dn, xhat, rstd, gamma, out, scratch) if got is None \
             else got
 

@@ -18,7 +18,6 @@ class NumpyBackend(KernelOps, Backend):
     xp = np
     kernel_module = "cpu_ops"  # numba.njit twins; each beat NumPy in docs/benchmarks.md
     optim_module = "cpu_optim"  # fused SGD / Adam updates
-    batch_norm_module = "cpu_norm"  # batch norm loops (layer norm is cpu_ops')
     # Smaller arrays stay on NumPy's ops, eager and static alike. A kernel saves a few us per
     # call there but compiles once per process (0.1-0.5 s each; numba's on-disk cache stores
     # pickles, so it stays off): `gpunet train --dataset digits` took 2.2 s with every size on
