@@ -43,9 +43,11 @@ class Schedule:
             raise ConfigError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
         if not _count(warmup, 0):
             raise ConfigError(f"warmup must be a whole number of epochs >= 0, got {warmup!r}")
-        for label, v in (("step size", step_size), ("plateau patience", patience)):
-            if not _count(v, 1):
-                raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+        if not _count(step_size, 1):
+            raise ConfigError(f"step size must be a positive integer, got {step_size!r}")
+        if not _count(patience, 0):  # (0: cut at the first epoch without a better loss)
+            raise ConfigError(f"plateau patience must be a whole number >= 0, got "
+                              f"{patience!r}")
         if epochs is not None and not _count(epochs, 1):
             raise ConfigError(f"epochs must be a positive integer (or None: fit's), got "
                               f"{epochs!r}")

@@ -514,3 +514,19 @@ def test_adams_betas_are_checked_for_what_they_are(betas):
     model = gn.MLP([3, 4, 2])
     with pytest.raises(gn.ConfigError, match="betas must be"):
         gn.Adam(model, betas=betas)
+
+
+def test_plateau_patience_0_cuts_as_torchs_at_the_first_epoch_without_a_better_loss(torch):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0,
+                                                     threshold=1e-4)
+    s = Schedule("plateau", base_lr=1.0, factor=0.5, patience=0)
+    got, want = [], []
+    for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.8, 0.8, 0.7], 1):
+        got.append(s.lr(epoch))
+        want.append(opt.param_groups[0]["lr"])
+        s.observe(loss)
+        ref.step(loss)
+    assert got == want and min(got) < 1.0
+    with pytest.raises(gn.ConfigError, match="plateau patience must be a whole number >= 0"):
+        Schedule("plateau", patience=-1)
