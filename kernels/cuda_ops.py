@@ -307,21 +307,23 @@ def _layer_norm_forward_source(dtype, threads):
         # Sums of z - z0 (the row's first value): exact for a constant row, small terms for
         # a row far from zero; then the centred squares about the mean. Everything is read
         # before any thread writes: n may be z.
+        # The centred values are (z - z0) - shift, shift the mean of z - z0: z - z0 is exact
+        # for values near z0, and the rounding of the mean at z's magnitude never enters them.
         width = t(d)  # (an int64 divisor would take the division to float64)
         z0 = z[row, 0]
         s = zero
         for j in range(tid, d, threads):
             s += z[row, j] - z0
-        mean = z0 + block_sum(s, shared) / width
+        shift = block_sum(s, shared) / width
         q = zero
         for j in range(tid, d, threads):
-            c = z[row, j] - mean
+            c = (z[row, j] - z0) - shift
             q += c * c
         rs = one / math.sqrt(block_sum(q, shared) / width + eps)
         if tid == 0:
             rstd[row, 0] = rs
         for j in range(tid, d, threads):
-            xh = (z[row, j] - mean) * rs
+            xh = ((z[row, j] - z0) - shift) * rs
             xhat[row, j] = xh
             n[row, j] = xh * gamma[j] + beta[j]
 
@@ -356,11 +358,29 @@ def _layer_norm_backward_source(dtype, threads):
     return kernel, f"void({nbt}[:, ::1], {nbt}[:, ::1], {nbt}[:, ::1], {nbt}[::1], {nbt}[:, ::1])"
 
 
+@functools.cache
+def _kahan_function(dtype):
+    """Device function: (s, c) after adding v to the compensated sum s with carry c (no
+    fastmath here: the compiler keeps the order); a sum that overflows stays inf with a carry
+    of 0 (not inf - inf, which would turn it into NaN)."""
+    zero = np.dtype(dtype).type(0)
+
+    def kahan_add(s, c, v):
+        y = v - c
+        t = s + y
+        if math.isinf(t):
+            return t, zero
+        return t, (t - s) - y
+
+    return _numba_cuda().jit(device=True)(kahan_add)
+
+
 LN_COLUMN_LANES = 16
 """Row lanes (threadIdx.y) per column of the layer norm's dgamma / dbeta kernel."""
 
 
 def _layer_norm_columns_source(dtype, lanes):
+    kahan = _kahan_function(dtype)
     nbt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
 
@@ -380,14 +400,8 @@ def _layer_norm_columns_source(dtype, lanes):
         if j < d:
             for r in range(ty, rows, lanes):
                 v = dn[r, j]
-                y = v - cb
-                t = sb + y
-                cb = (t - sb) - y
-                sb = t
-                y = v * xhat[r, j] - cg
-                t = sg + y
-                cg = (t - sg) - y
-                sg = t
+                sb, cb = kahan(sb, cb, v)
+                sg, cg = kahan(sg, cg, v * xhat[r, j])
         part_b[ty, tx] = sb
         part_g[ty, tx] = sg
         cuda.syncthreads()
@@ -405,12 +419,6 @@ BN_COLUMN_LANES = 32
 """Row lanes (threadIdx.y) per 32-column tile of the batch norm kernels (a block of 1024)."""
 
 
-def _kahan_add(s, c, v):
-    """(s, c) after adding v to the compensated sum s with carry c (no fastmath here: the
-    compiler keeps the order)."""
-    y = v - c
-    t = s + y
-    return t, (t - s) - y
 
 
 @functools.cache
@@ -437,7 +445,7 @@ def _lane_total_function(dtype, lanes):
 
 def _batch_norm_forward_source(dtype, lanes):
     lane_total = _lane_total_function(dtype, lanes)
-    kahan = _numba_cuda().jit(device=True)(_kahan_add)
+    kahan = _kahan_function(dtype)
     nbt = _numba_type(dtype)
     t = np.dtype(dtype).type
     zero, one = t(0), t(1)
@@ -453,6 +461,8 @@ def _batch_norm_forward_source(dtype, lanes):
         j = cuda.blockIdx.x * 32 + tx
         rows, d = z.shape
         inside = j < d
+        # The centred values are (z - z0) - shift, shift the mean of z - z0: z - z0 is exact
+        # for values near z0, and the rounding of the mean at z's magnitude never enters them.
         height = t(rows)  # (an int64 divisor would take the division to float64)
         z0 = zero
         s = zero
@@ -461,23 +471,23 @@ def _batch_norm_forward_source(dtype, lanes):
             z0 = z[0, j]
             for r in range(ty, rows, lanes):
                 s, c = kahan(s, c, z[r, j] - z0)
-        mean = z0 + lane_total(s, part) / height
+        shift = lane_total(s, part) / height
         q = zero
         c = zero
         if inside:
             for r in range(ty, rows, lanes):
-                v = z[r, j] - mean
+                v = (z[r, j] - z0) - shift
                 q, c = kahan(q, c, v * v)
         var = lane_total(q, part) / height
         rs = one / math.sqrt(var + eps)
         if inside:
             if ty == 0:
-                mean_out[0, j] = mean
+                mean_out[0, j] = z0 + shift
                 var_out[0, j] = var
                 rstd[0, j] = rs
             g, b = gamma[j], beta[j]
             for r in range(ty, rows, lanes):
-                xh = (z[r, j] - mean) * rs
+                xh = ((z[r, j] - z0) - shift) * rs
                 xhat[r, j] = xh
                 n[r, j] = xh * g + b
 
@@ -487,7 +497,7 @@ def _batch_norm_forward_source(dtype, lanes):
 
 def _batch_norm_backward_source(dtype, lanes):
     lane_total = _lane_total_function(dtype, lanes)
-    kahan = _numba_cuda().jit(device=True)(_kahan_add)
+    kahan = _kahan_function(dtype)
     nbt = _numba_type(dtype)
     t = np.dtype(dtype).type
     zero = t(0)
