@@ -58,6 +58,9 @@ class Optimizer:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.model = model
         self.lr = float(lr)
+        #: the rate it was built with (torch's ``initial_lr``): a Schedule without a base_lr
+        #: starts from it, however an earlier run left ``lr``
+        self.initial_lr = self.lr
         self.weight_decay = float(weight_decay)
         self.steps = 0
         self.state: dict[str, dict[str, object]] = {}

@@ -292,7 +292,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     the monitored figure must improve on the best so far for an epoch to count as better (as
     Keras's EarlyStopping; 0: any improvement). The plateau schedule watches val_loss either
     way. ``schedule``: a Schedule setting the learning rate per epoch (fit steps a copy; its
-    base_lr and epochs, where unset, are the optimiser's rate and ``epochs``).
+    base_lr and epochs, where unset, are the rate the optimiser was built with and
+    ``epochs``; None: the optimiser's rate now, constant).
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
     ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
@@ -519,8 +520,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         rng.bit_generator.state = state.rng
     else:
         state.rng = rng.bit_generator.state
-    # the schedule fit steps: a copy, its unset base_lr and epochs the optimiser's and the run's
-    schedule = (schedule or Schedule("constant")).bound(optimizer.lr, epochs)
+    # the schedule fit steps: a copy, its unset base_lr and epochs the rate the optimiser was
+    # built with (not the rate an earlier run's schedule left it at) and the run's length;
+    # without one, the optimiser's rate now
+    schedule = Schedule("constant", base_lr=optimizer.lr, epochs=epochs) if schedule is None \
+        else schedule.bound(getattr(optimizer, "initial_lr", optimizer.lr), epochs)
     if resume is None and schedule.name == "cosine" and epochs > schedule.epochs \
             and schedule.min_lr <= 0:
         raise ConfigError(f"the cosine schedule spans {schedule.epochs} epochs and its learning "

@@ -530,3 +530,19 @@ def test_plateau_patience_0_cuts_as_torchs_at_the_first_epoch_without_a_better_l
     assert got == want and min(got) < 1.0
     with pytest.raises(gn.ConfigError, match="plateau patience must be a whole number >= 0"):
         Schedule("plateau", patience=-1)
+
+
+def test_a_second_fit_with_an_unset_base_lr_starts_from_the_optimisers_own_rate():
+    """Not from the rate the first run's schedule left the optimiser at (torch's
+    initial_lr); without a schedule, a rate set by hand is kept."""
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2))
+    model = gn.MLP([13, 8, 3], seed=1)
+    opt = gn.SGD(model, lr=1e-3)
+    want = [1e-3 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
+    for _ in range(2):
+        history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=4,
+                      schedule=Schedule("cosine"), progress=False)
+        np.testing.assert_allclose([row["lr"] for row in history], want, rtol=1e-12)
+    opt.lr = 0.02
+    history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=2, progress=False)
+    assert [row["lr"] for row in history] == [0.02, 0.02]
