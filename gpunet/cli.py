@@ -687,6 +687,7 @@ def cmd_evaluate(args) -> int:
 
         report = evaluation_report(model, x, y, task, names=_report_names(ckpt, spec, task,
                                                                      model.sizes[-1]),
+                                   n_classes=n_classes if task == "classification" else None,
                                    target=ckpt.target_standardizer
                                    if task == "regression" else None)
         print("\n" + report.pop("text"), end="")

@@ -560,7 +560,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         monitor: what "better" means there: val_loss (default), val_accuracy (a classifier),
             val_r2 or val_mse (a regressor); scikit-learn's MLP goes by the score.
         min_delta: how much that figure must improve on the best so far for an epoch to
-            count as better (0: any improvement; scikit-learn's ``tol``).
+            count as better, and its weights to be kept (0: any improvement), as Keras's
+            ``EarlyStopping(min_delta=)``; scikit-learn's ``tol`` only counts towards its
+            patience.
         standardize: standardise the features with the training rows' mean and std.
         warm_start: ``fit`` goes on from the fitted network and its standardisation for
             ``epochs`` more epochs (with a new optimiser and schedule; the history goes on),
@@ -598,7 +600,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
                                  f"{'labels' if self._multilabel else 'classes'} fitted "
                                  f"before; y has {y.shape[1]} label columns")
             self.classes_, self._multilabel = np.arange(y.shape[1]), True
-            self._sparse_labels = sparse
+            if not warm:  # (as scikit-learn's, whose label binariser warm_start keeps)
+                self._sparse_labels = sparse
             return self._fit(X, y, y.shape[1], sample_weight)
         X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
         check_classification_targets(y)

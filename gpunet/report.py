@@ -11,13 +11,15 @@ import numpy as np
 from .train import _in_units, _labels, predicted_classes
 
 
-def evaluation_report(model, x, y, task, *, names=None, target=None,
+def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=None,
                       batch_size=4096) -> dict:
     """The report of ``model`` on (x, y), as JSON takes it, with its ``text`` for a terminal.
 
     ``y``: class labels 0..k-1 (n,), multilabel targets (n, labels) of 0/1, or regression
     targets (standardised with ``target``, a Standardizer, where the model was trained so).
     ``names``: the classes', labels' or targets' names (default 0..k-1, or "target j").
+    ``n_classes``: how many classes the data has (default: one an output); a model with more
+    outputs reports those it predicts as "output j" classes of no support.
     Classification: ``{"classes": scikit-learn's classification_report as a dict,
     "confusion": counts[true][predicted]`` (not for multilabel), ``"text"}``; regression:
     ``{"targets": {name: {"mae", "rmse", "r2"}}, "text"}``.
@@ -30,13 +32,19 @@ def evaluation_report(model, x, y, task, *, names=None, target=None,
         y = _labels(y)
         multilabel = y.ndim == 2
         predicted = backend.to_host(predicted_classes(model, y_hat, multilabel))
-        k = y.shape[1] if multilabel else max(model.sizes[-1], 2)
-        names = [str(c) for c in (names if names is not None else range(k))]
-        kw = {"labels": list(range(k)), "target_names": names, "zero_division": 0}
+        if multilabel:
+            labels = list(range(y.shape[1]))
+        else:
+            k = n_classes or (len(names) if names is not None else max(model.sizes[-1], 2))
+            labels = list(range(k)) + sorted(set(np.unique(predicted).tolist()) - set(range(k)))
+        names = [str(names[j]) if names is not None and j < len(names) else
+                 str(j) if names is None and j < (n_classes or len(labels)) else f"output {j}"
+                 for j in labels]
+        kw = {"labels": labels, "target_names": names, "zero_division": 0}
         out = {"classes": metrics.classification_report(y, predicted, output_dict=True, **kw)}
         text = metrics.classification_report(y, predicted, digits=4, **kw)
         if not multilabel:
-            counts = metrics.confusion_matrix(y, predicted, labels=list(range(k)))
+            counts = metrics.confusion_matrix(y, predicted, labels=labels)
             out["confusion"] = counts.tolist()
             text += "\nconfusion matrix (rows: true class, columns: predicted)\n" \
                 + _table([""] + names, [[n, *row] for n, row in zip(names, counts)])

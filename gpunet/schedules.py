@@ -57,9 +57,10 @@ class Schedule:
         if base_lr is not None and not (_real(base_lr) and base_lr > 0):
             raise ConfigError(f"base_lr must be a finite number > 0 (or None: the "
                               f"optimiser's), got {base_lr!r}")
-        for label, v in (("min_lr", min_lr), ("threshold", threshold)):
-            if not (_real(v) and v >= 0):
-                raise ConfigError(f"{label} must be a finite number >= 0, got {v!r}")
+        if not (_real(min_lr) and min_lr >= 0):
+            raise ConfigError(f"min_lr must be a finite number >= 0, got {min_lr!r}")
+        if not (_real(threshold) and 0 <= threshold < 1):  # (relative: 1 asks for a loss < 0)
+            raise ConfigError(f"threshold must lie in [0, 1), got {threshold!r}")
         self.name = name
         self.base_lr = None if base_lr is None else float(base_lr)
         self.epochs = None if epochs is None else int(epochs)
@@ -105,8 +106,8 @@ class Schedule:
             self.best, self.bad_epochs = loss, 0
         else:
             self.bad_epochs += 1
-            if self.bad_epochs > self.patience:
-                self.current = max(self.current * self.factor, self.min_lr)
+            if self.bad_epochs > self.patience:  # (never up to a floor above the rate)
+                self.current = min(self.current, max(self.current * self.factor, self.min_lr))
                 self.bad_epochs = 0
 
     def state_dict(self) -> dict:

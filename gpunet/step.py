@@ -96,11 +96,15 @@ class StaticStep:
         self._replay = self._replay_update = None
         self._w_checked = None  # the weights array last checked (once per array)
 
-    def _check_weights(self, w, x) -> None:
+    def _check_weights(self, w, x):
         """The checks the eager loss makes of sample weights, once per weights array (fit's
         were checked with its data): one weight a row of x, real numbers, and on the host
-        (where reading them is free) finite and >= 0."""
+        (where reading them is free) finite, >= 0 and summing to what the model's dtype
+        holds. Returns them as an array (a list: on the backend)."""
         name = type(self.loss_fn).__name__
+        given = w
+        if not hasattr(w, "dtype"):  # (a list or tuple)
+            w = np.asarray(w)
         if getattr(w, "shape", None) != (len(x),):
             raise ShapeError(f"{name}: sample weights shaped {tuple(getattr(w, 'shape', ()))} "
                              f"do not match the {len(x)} rows of x; expected ({len(x)},)")
@@ -112,7 +116,15 @@ class StaticStep:
             if bad.size:
                 raise ConfigError(f"{name}: sample weights must be finite numbers >= 0, got "
                                   f"{float(bad[0]):g}")
+            top, total = float(np.finfo(self.model.dtype).max), float(w.sum(dtype=np.float64))
+            if total > top:
+                raise ConfigError(f"{name}: sample weights summing to {total:g} overflow "
+                                  f"{np.dtype(self.model.dtype)} (at most {top:g}): scale "
+                                  "them down")
+        if w is not given:
+            w = self.model.backend.asarray(w)
         self._w_checked = w
+        return w
 
     @staticmethod
     def unsupported(model, loss_fn, optimizer) -> str:
@@ -510,15 +522,18 @@ class StaticStep:
         if getattr(x, "ndim", None) != 2 or x.shape[1] != width:
             raise ShapeError(f"layer 1 ({width} -> {model.sizes[1]}) expects inputs shaped "
                              f"(batch, {width}), got {tuple(getattr(x, 'shape', ()))}")
-        if rows is not None and getattr(rows, "dtype", np.dtype(np.int64)).kind not in "iu":
-            raise ConfigError(f"rows must be integer indices, got dtype {rows.dtype}")
+        if x.dtype.kind not in "biuf":
+            raise ConfigError(f"inputs must be real numbers, got dtype {x.dtype}")
+        if rows is not None:
+            if not hasattr(rows, "dtype"):  # (a list)
+                rows = model.backend.asarray(np.asarray(rows))
+            if rows.dtype.kind not in "iu":
+                raise ConfigError(f"rows must be integer indices, got dtype {rows.dtype}")
         if self._binding is None or not self._still_bound():
             self._build(x, y)
         xp = self.backend.xp
-        if x is not self.x and x.dtype != self.x.dtype:  # as the eager step converts them
-            x = self.backend.asarray(x, dtype=self.x.dtype)
         if self.weighted and w is not self._w_checked:
-            self._check_weights(w, x)
+            w = self._check_weights(w, x)
         if self.weighted and w.dtype != self.w.dtype:  # (fit passes them in the model's)
             w = self.backend.asarray(w, dtype=self.w.dtype)
         n = self.batch_size if rows is None else len(rows)
@@ -544,14 +559,18 @@ class StaticStep:
             y = y.astype(self.y.dtype)
         if rows is None:  # (the step's own buffers, already loaded, need no copy)
             if x is not self.x:
-                xp.copyto(self.x, x)
+                xp.copyto(self.x, x, casting="unsafe")  # (inputs of another dtype: as the
+                # eager step converts them)
             if y is not self.y:
                 xp.copyto(self.y, y)
             if self.weighted and w is not self.w:
                 xp.copyto(self.w, w)
         else:
             try:
-                xp.take(x, rows, axis=0, out=self.x)
+                if x.dtype == self.x.dtype:
+                    xp.take(x, rows, axis=0, out=self.x)
+                else:  # only the batch's rows converted (as the eager step converts them)
+                    xp.copyto(self.x, xp.take(x, rows, axis=0), casting="unsafe")
                 xp.take(y, rows, axis=0, out=self.y)
                 if self.weighted:
                     xp.take(w, rows, axis=0, out=self.w)

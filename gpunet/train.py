@@ -348,9 +348,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     _check_positive_int("batch_size", batch_size)
     if patience is not None:
         _check_positive_int("patience", patience)
-    if not isinstance(min_delta, (int, float, np.integer, np.floating)) \
-            or isinstance(min_delta, (bool, np.bool_)) \
-            or not (math.isfinite(min_delta) and min_delta >= 0):
+    try:
+        ok = isinstance(min_delta, (int, float, np.integer, np.floating)) \
+            and not isinstance(min_delta, (bool, np.bool_)) \
+            and math.isfinite(min_delta) and min_delta >= 0
+    except OverflowError:  # an int too big for a float
+        ok = False
+    if not ok:
         raise ConfigError(f"min_delta must be a number >= 0, got {min_delta!r}")
     min_delta = float(min_delta)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:

@@ -116,7 +116,7 @@ def test_min_delta_asks_for_an_improvement_by_more_than_it(name, monitor, sign, 
         assert v == pytest.approx(history[best_epoch - 1][f"val_{k}"], rel=1e-9, abs=1e-12), k
 
 
-@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.1", None])
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.1", None, 10**400])
 def test_what_min_delta_refuses(bad):
     with pytest.raises(gn.ConfigError, match="min_delta must be a number >= 0"):
         data = load_data(DataSpec("wine", seed=3, val_fraction=0.3))

@@ -119,6 +119,9 @@ def test_a_sparse_indicator_matrix_gives_sparse_predictions_as_scikit_learns(tmp
         np.testing.assert_array_equal(other.predict(x).toarray(), dense.predict(x))
     streamed = gn.MLPClassifier(hidden=(4,), backend="numpy").partial_fit(x, csr_matrix(y))
     assert issparse(streamed.predict(x))
+    clf.set_params(warm_start=True).fit(x, y)  # dense y on: the kind fit first saw stays
+    sk.set_params(warm_start=True).fit(x, y)
+    assert issparse(clf.predict(x)) and issparse(sk.predict(x))
 
 
 def test_the_cli_predicts_each_label_of_a_saved_multilabel_estimator(tmp_path, capsys):

@@ -165,3 +165,27 @@ def test_a_saved_estimator_reports_under_its_class_names(tmp_path, capsys):
     for c in ("setosa", "versicolor", "virginica"):
         for k, v in _by_hand(names == c, predicted == c).items():
             assert report[c][k] == pytest.approx(v, rel=1e-12), (c, k)
+
+
+def test_a_model_with_more_outputs_than_classes_reports_the_ones_it_predicts():
+    """Outputs past the data's classes count as classes only where predicted ("output j",
+    no support): averages over the data's classes otherwise, as many rows as columns."""
+    from gpunet.report import evaluation_report
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(60, 3)), rng.integers(0, 3, 60)
+    model = gn.MLP([3, 5, 5], backend="numpy", dtype="float64", seed=0)
+    b = model.params["b2"]
+    b[:] = [0.0, 0.0, 0.0, -1e3, 0.0]  # output 3 never wins; output 4 wins for some rows
+    report = evaluation_report(model, x, y, "classification", names=["a", "b", "c"],
+                               n_classes=3)
+    predicted = model.predict(x).argmax(axis=1)
+    assert 4 in predicted and 3 not in predicted
+    assert [k for k in report["classes"] if k not in ("accuracy", "macro avg", "weighted avg")] \
+        == ["a", "b", "c", "output 4"]
+    assert report["classes"]["output 4"]["support"] == 0
+    assert report["classes"]["output 4"]["precision"] == 0
+    counts = [[int(np.sum((y == t) & (predicted == p))) for p in (0, 1, 2, 4)]
+              for t in (0, 1, 2, 4)]
+    assert report["confusion"] == counts
+    assert report["classes"]["accuracy"] == pytest.approx(np.mean(predicted == y), rel=1e-12)

@@ -583,14 +583,25 @@ def test_weights_inputs_and_rows_are_checked_as_the_eager_step_checks_them():
                               (w.astype(np.complex64), ConfigError, "must be real numbers")):
         with pytest.raises(error, match=match):
             step(x, y, rows, bad)
+    big = np.full(N, np.finfo(np.float32).max / 2, dtype=np.float64)
+    with pytest.raises(ConfigError, match="sample weights summing to .* overflow float32"):
+        step(x, y, rows, big)
     with pytest.raises(ShapeError, match=r"expects inputs shaped \(batch, \d+\), got"):
         step(x[:, :-1], y, rows, w)
+    for bad in (x.astype(np.complex64), x.astype(str)):
+        with pytest.raises(ConfigError, match="inputs must be real numbers"):
+            step(bad, y, rows, w)
     with pytest.raises(ConfigError, match="rows must be integer indices, got dtype float64"):
         step(x, y, rows.astype(np.float64), w)
+    with pytest.raises(ConfigError, match="rows must be integer indices, got dtype float64"):
+        step(x, y, [float(r) for r in rows], w)
     for k, v in model.params.items():
         np.testing.assert_array_equal(host(v), before[k], err_msg=k)
     step(x.astype(np.float64), y, rows, w)  # converted to the model's float32
-    StaticStep(twin, t_loss, t_opt, BATCH, weighted=True)(x, y, rows, w)
+    step(x, y, [int(r) for r in _batches(2)[1]], list(w))  # lists, as the eager loss takes
+    other = StaticStep(twin, t_loss, t_opt, BATCH, weighted=True)
+    other(x, y, rows, w)
+    other(x, y, _batches(2)[1], w)
     _assert_same(model, twin, "numpy")
 
 

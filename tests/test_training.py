@@ -479,7 +479,8 @@ def test_a_cosine_run_past_its_floor_of_zero_is_refused_as_its_resume_is():
     ({"base_lr": "x"}, "base_lr must be a finite number > 0"),
     ({"base_lr": float("nan")}, "base_lr must be a finite number > 0"),
     ({"min_lr": -0.05}, "min_lr must be a finite number >= 0"),
-    ({"threshold": "x"}, "threshold must be a finite number >= 0"),
+    ({"threshold": "x"}, r"threshold must lie in \[0, 1\)"),
+    ({"threshold": 1.0}, r"threshold must lie in \[0, 1\)"),
     ({"gamma": "0.5"}, r"gamma must lie in \(0, 1\]"),
     ({"factor": None}, r"factor must lie in \(0, 1\]"),
     ({"epochs": "x"}, "epochs must be a positive integer"),
@@ -546,3 +547,17 @@ def test_a_second_fit_with_an_unset_base_lr_starts_from_the_optimisers_own_rate(
     opt.lr = 0.02
     history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=2, progress=False)
     assert [row["lr"] for row in history] == [0.02, 0.02]
+
+
+def test_plateau_never_raises_the_rate_to_a_floor_above_it(torch):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0,
+                                                     min_lr=1e-2)
+    s = Schedule("plateau", base_lr=1e-3, factor=0.5, patience=0, min_lr=1e-2)
+    got, want = [], []
+    for epoch, loss in enumerate([1.0, 1.0, 1.0, 1.0], 1):
+        got.append(s.lr(epoch))
+        want.append(opt.param_groups[0]["lr"])
+        s.observe(loss)
+        ref.step(loss)
+    assert got == want == [1e-3] * 4
