@@ -30,8 +30,9 @@ class Schedule:
     """The learning rate of each epoch (see the module docstring for the rules).
 
     ``name``: constant, step, cosine or plateau; ``base_lr``: the rate it starts from (None:
-    the rate the optimiser was built with, when ``gpunet.fit`` runs it); ``epochs``: the run's length, which cosine
-    spans (None: fit's ``epochs``); ``step_size`` and ``gamma``: step's period and factor;
+    the rate the optimiser was built with, when ``gpunet.fit`` runs it); ``epochs``: the run's
+    length, which cosine spans (None: fit's ``epochs``); ``step_size`` and ``gamma``: step's
+    period and factor;
     ``min_lr``: cosine's floor (and plateau's); ``factor``, ``patience``, ``threshold``:
     plateau's factor, the epochs without a better loss it waits and the relative improvement
     that counts as better; ``warmup``: epochs of a linear ramp up to the schedule's rate.
