@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="PATH",
                    help="continue the run saved in this checkpoint up to --epochs")
     t.add_argument("--metrics-json", metavar="PATH", help="write the final metrics as JSON")
+    t.add_argument("--report", action="store_true",
+                   help="also evaluate --report's figures on the test split: each class's "
+                        "precision, recall, F1 and the confusion matrix, or each target's "
+                        "MAE, RMSE and R2")
     t.add_argument("--plot", metavar="PATH.png", help="draw loss/metric curves (and a confusion "
                                                       "matrix for classification)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -502,6 +506,18 @@ def cmd_train(args, comm=None) -> int:
     result.update(history.test)
     if data.classes is not None:
         result["classes"] = data.classes.tolist()
+    report = None
+    if args.report and len(data.x_test):  # the test split's per-class or per-target figures
+        from .report import evaluation_report
+
+        classify = data.task == "classification"
+        report = evaluation_report(
+            model, data.x_test, data.y_test, data.task,
+            names=_report_names(data.classes, data.multilabel, data.spec, data.task,
+                                model.sizes[-1]),
+            n_classes=data.n_classes if classify else None,
+            target=None if classify else data.target_standardizer)
+        result["report"] = {k: v for k, v in report.items() if k != "text"}
     result["history"] = list(history)
     if not history.test:
         print(f"no test rows (--test-fraction 0)  ({seconds:.1f}s on {backend.name})")
@@ -512,6 +528,8 @@ def cmd_train(args, comm=None) -> int:
         print(f"test mse: {history.test.get('test_mse', float('nan')):.4f}  "
               f"test r2: {history.test.get('test_r2', float('nan')):.4f}  "
               f"({seconds:.1f}s on {backend.name})")
+    if report is not None:
+        print("\n" + report["text"], end="")
     if args.metrics_json:
         _write_json(args.metrics_json, result)
     if args.plot and history:
@@ -532,7 +550,7 @@ def cmd_train(args, comm=None) -> int:
 
 #: ``train`` options that --resume may be given: where and how to go on, not what the run is
 #: (--hidden and --batch-size are checked against the checkpoint)
-_RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot", "quiet",
+_RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot", "report", "quiet",
                    "tf32", "graph", "distributed", "collective_timeout", "backend", "hidden",
                    "batch_size"}
 
@@ -685,8 +703,11 @@ def cmd_evaluate(args) -> int:
     if args.report:
         from .report import evaluation_report
 
-        report = evaluation_report(model, x, y, task, names=_report_names(ckpt, spec, task,
-                                                                     model.sizes[-1]),
+        estimator = ckpt.extra.get("estimator")
+        names = _report_names(ckpt.classes, bool(ckpt.extra.get("multilabel")), spec, task,
+                              model.sizes[-1], (estimator.get("target_names")
+                                                if isinstance(estimator, dict) else None))
+        report = evaluation_report(model, x, y, task, names=names,
                                    n_classes=n_classes if task == "classification" else None,
                                    target=ckpt.target_standardizer
                                    if task == "regression" else None)
@@ -697,17 +718,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _report_names(ckpt, spec, task, outputs):
-    """What ``evaluate --report`` calls the classes, labels or targets: a single-label
-    classifier's class names, else a CSV run's target columns or a saved estimator's target
-    names, where there is one a model output (None: numbered)."""
+def _report_names(classes, multilabel, spec, task, outputs, estimator_targets=None):
+    """What ``--report`` calls the classes, labels or targets: a single-label classifier's
+    class names, else a CSV run's target columns or a saved estimator's target names, where
+    there is one a model output (None: numbered)."""
     from .data import target_columns
 
-    if task == "classification" and not ckpt.extra.get("multilabel"):
-        return None if ckpt.classes is None else list(ckpt.classes)
-    estimator = ckpt.extra.get("estimator")
+    if task == "classification" and not multilabel:
+        return None if classes is None else list(classes)
     named = target_columns(spec.target) if str(spec.dataset).lower().endswith(".csv") else \
-        (estimator.get("target_names") if isinstance(estimator, dict) else None) or []
+        estimator_targets or []
     return list(named) if len(named) == outputs else None
 
 

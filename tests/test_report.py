@@ -189,3 +189,26 @@ def test_a_model_with_more_outputs_than_classes_reports_the_ones_it_predicts():
               for t in (0, 1, 2, 4)]
     assert report["confusion"] == counts
     assert report["classes"]["accuracy"] == pytest.approx(np.mean(predicted == y), rel=1e-12)
+
+
+@pytest.mark.parametrize("dataset, extra", [("wine", []), ("diabetes", []),
+                                            ("moons", ["--samples", "300"])])
+def test_train_reports_the_test_split_as_evaluate_does(tmp_path, capsys, dataset, extra):
+    """train --report prints and saves the report of the run's test split: the one evaluate
+    --report gives of the checkpoint (itself checked against counts made above)."""
+    run = tmp_path / "run.npz"
+    assert main(["train", "--dataset", dataset, *extra, "--epochs", "3", "--report", "--save",
+                 str(run), "--metrics-json", str(tmp_path / "t.json"), "--backend", "numpy",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(run), "--report", "--metrics-json",
+                 str(tmp_path / "e.json"), "--backend", "numpy"]) == 0
+    trained = json.loads((tmp_path / "t.json").read_text())["report"]
+    evaluated = json.loads((tmp_path / "e.json").read_text())["report"]
+    assert trained == evaluated
+    first = "precision" if "classes" in trained else "MAE"
+    assert first in printed
+    # resuming with --report is no change of the run
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--report", "--quiet",
+                 "--backend", "numpy"]) == 0
+    assert first in capsys.readouterr().out
