@@ -534,8 +534,6 @@ class StaticStep:
         xp = self.backend.xp
         if self.weighted and w is not self._w_checked:
             w = self._check_weights(w, x)
-        if self.weighted and w.dtype != self.w.dtype:  # (fit passes them in the model's)
-            w = self.backend.asarray(w, dtype=self.w.dtype)
         n = self.batch_size if rows is None else len(rows)
         if n != self.batch_size or (rows is None and (len(x) != n or len(y) != n)):
             raise ShapeError(f"this static step takes batches of {self.batch_size} rows, got "
@@ -555,25 +553,28 @@ class StaticStep:
                     raise ConfigError(f"CrossEntropyLoss: class labels must lie in "
                                       f"[0, {c - 1}] for {c} outputs; got labels from {low} "
                                       f"to {high}")
-        if y is not self.y and y.dtype != self.y.dtype:  # (int32 labels, float64 targets)
-            y = y.astype(self.y.dtype)
         if rows is None:  # (the step's own buffers, already loaded, need no copy)
             if x is not self.x:
                 xp.copyto(self.x, x, casting="unsafe")  # (inputs of another dtype: as the
                 # eager step converts them)
-            if y is not self.y:
-                xp.copyto(self.y, y)
+            if y is not self.y:  # (int32 labels, float64 targets: cast as they are copied)
+                xp.copyto(self.y, y, casting="unsafe")
             if self.weighted and w is not self.w:
-                xp.copyto(self.w, w)
+                xp.copyto(self.w, w, casting="unsafe")  # (in the model's dtype)
         else:
             try:
                 if x.dtype == self.x.dtype:
                     xp.take(x, rows, axis=0, out=self.x)
                 else:  # only the batch's rows converted (as the eager step converts them)
                     xp.copyto(self.x, xp.take(x, rows, axis=0), casting="unsafe")
-                xp.take(y, rows, axis=0, out=self.y)
-                if self.weighted:
+                if y.dtype == self.y.dtype:
+                    xp.take(y, rows, axis=0, out=self.y)
+                else:  # (int32 labels, float64 targets: the batch's rows cast)
+                    xp.copyto(self.y, xp.take(y, rows, axis=0), casting="unsafe")
+                if self.weighted and w.dtype == self.w.dtype:  # (fit passes the model's)
                     xp.take(w, rows, axis=0, out=self.w)
+                elif self.weighted:  # the batch's weights in the model's dtype
+                    xp.copyto(self.w, xp.take(w, rows, axis=0), casting="unsafe")
             except IndexError as e:  # (NumPy checks; CuPy's take wraps around)
                 raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
         if not self.split:
