@@ -668,9 +668,14 @@ def cmd_evaluate(args) -> int:
     base = ckpt.extra.get("data")
     if base is None and args.dataset is None:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
-    task = ckpt.extra.get("task")  # (a saved estimator's: no data spec, but its task)
+    task = ckpt.extra.get("task")  # (a saved estimator's: no data spec, but its task, and
+    estimator = ckpt.extra.get("estimator")  # the names of a pandas target it was fitted on)
+    names = estimator.get("target_names") if isinstance(estimator, dict) else None
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(
-        args.dataset, task=task if task in ("classification", "regression") else None))
+        args.dataset, task=task if task in ("classification", "regression") else None,
+        # in a CSV, its target columns by those names, in the order of its outputs
+        target=(names[0] if len(names) == 1 else list(names))
+        if names and str(args.dataset).lower().endswith(".csv") else None))
     # (a multilabel estimator's classes are its labels' columns 0..k-1, not names to map)
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes
     x, y, task, n_classes, w_rows = load_split(
@@ -703,10 +708,8 @@ def cmd_evaluate(args) -> int:
     if args.report:
         from .report import evaluation_report
 
-        estimator = ckpt.extra.get("estimator")
         names = _report_names(ckpt.classes, bool(ckpt.extra.get("multilabel")), spec, task,
-                              model.sizes[-1], (estimator.get("target_names")
-                                                if isinstance(estimator, dict) else None))
+                              model.sizes[-1], names)
         report = evaluation_report(model, x, y, task, names=names,
                                    n_classes=n_classes if task == "classification" else None,
                                    target=ckpt.target_standardizer

@@ -555,3 +555,30 @@ def test_the_command_line_evaluates_a_saved_classifier_as_score_does(tmp_path):
                  "--metrics-json", str(m)]) == 0
     assert json.loads(m.read_text())["all_accuracy"] == pytest.approx(
         clf.score(x[keep], names[keep]))
+
+
+def test_evaluate_reads_a_saved_regressors_pandas_targets_by_name_in_its_order(tmp_path):
+    """Fitted on the DataFrame columns (t1, t2): evaluate on a CSV takes those columns without
+    --target, and given them in another order pairs each with its own output (R^2 as
+    score's either way)."""
+    import json
+
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    df["t1"] = 3 * df["a"] - df["b"] + 100
+    df["t2"] = 0.01 * df["c"]
+    reg = MLPRegressor(hidden=(8,), epochs=20, backend="numpy", dtype="float64").fit(
+        df[["a", "b", "c"]], df[["t1", "t2"]])
+    reg.save(tmp_path / "r.npz")
+    df.to_csv(tmp_path / "d.csv", index=False)
+    want = reg.score(df[["a", "b", "c"]], df[["t1", "t2"]])
+    for targets in ([], ["--target", "t1", "--target", "t2"],
+                    ["--target", "t2", "--target", "t1"]):
+        m = tmp_path / "m.json"
+        assert main(["evaluate", "--checkpoint", str(tmp_path / "r.npz"), "--dataset",
+                     str(tmp_path / "d.csv"), *targets, "--split", "all", "--metrics-json",
+                     str(m), "--backend", "numpy"]) == 0
+        assert json.loads(m.read_text())["all_r2"] == pytest.approx(want, rel=1e-9), targets
