@@ -775,7 +775,9 @@ def cmd_predict(args) -> int:
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
         probs = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
         probs = backend.to_host(probs).astype(np.float64)
-        names = ckpt.classes if ckpt.classes is not None else \
+        labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
+        names = labelled if len(labelled) == probs.shape[1] > 1 else ckpt.classes \
+            if ckpt.classes is not None else \
             named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
         header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
         table = np.column_stack([(probs > 0.5).astype(np.int64), probs])

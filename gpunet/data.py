@@ -545,10 +545,13 @@ def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
 
 
 def check_sample_weight(w, n: int, where: str = "sample weights") -> np.ndarray:
-    """``w`` as float64 (n,): finite, >= 0, not all 0; DataError naming the first bad row."""
+    """``w`` as float64 (n,): finite, >= 0, not all 0; DataError naming the first bad row.
+    One number weights every row alike (as scikit-learn's ``sample_weight=2.0``)."""
     w = np.asarray(w)
     if w.dtype.kind not in "biuf":
         raise DataError(f"{where}: sample weights must be numbers, got dtype {w.dtype}")
+    if w.ndim == 0:
+        w = np.full(n, w)
     if w.shape != (n,):
         raise DataError(f"{where}: sample weights shaped {w.shape} for {n} rows; expected "
                         f"({n},)")

@@ -632,7 +632,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         """
         first = not hasattr(self, "model_")
         if _is_multilabel(y):  # (classes, if given, must be the labels 0..k-1)
-            sparse = hasattr(y, "toarray")
+            sparse, names = hasattr(y, "toarray"), _target_names(y)
             X, y = self._multilabels(X, y, reset=first)
             k = y.shape[1]
             if not first and not (self._multilabel and k == len(self.classes_)):
@@ -643,7 +643,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
                 raise ValueError(f"multilabel targets of {k} columns have the classes 0..{k - 1}"
                                  f"; got classes={_listed(np.unique(classes))}")
             if first:
-                self._target_names = _target_names(y)
+                self._target_names = names
                 self.classes_, self._multilabel = np.arange(k), True
                 self._sparse_labels = sparse
             return self._partial_fit(X, y, k, sample_weight)

@@ -582,3 +582,14 @@ def test_evaluate_reads_a_saved_regressors_pandas_targets_by_name_in_its_order(t
                      str(tmp_path / "d.csv"), *targets, "--split", "all", "--metrics-json",
                      str(m), "--backend", "numpy"]) == 0
         assert json.loads(m.read_text())["all_r2"] == pytest.approx(want, rel=1e-9), targets
+
+
+def test_one_number_as_sample_weight_weights_every_row_alike():
+    """As scikit-learn's MLP takes sample_weight=2.0: the unweighted fit (equal weights)."""
+    x, y = make_classification(120, 5, random_state=3)
+    plain = MLPClassifier(epochs=3, backend="numpy", dtype="float64").fit(x, y)
+    scalar = MLPClassifier(epochs=3, backend="numpy", dtype="float64").fit(x, y,
+                                                                           sample_weight=2.0)
+    np.testing.assert_array_equal(scalar.predict_proba(x), plain.predict_proba(x))
+    with pytest.raises(gn.DataError, match="every sample weight is zero"):
+        MLPClassifier(backend="numpy").fit(x, y, sample_weight=0)

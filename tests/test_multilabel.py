@@ -366,3 +366,20 @@ def test_what_several_target_columns_refuse(tmp_path, capsys):
         assert main([*base, *flags]) == 1, flags
         err = capsys.readouterr().err
         assert message in err and err.count("\n") <= 2, (flags, err)
+
+
+def test_partial_fit_keeps_a_dataframes_label_names_as_fit_does(tmp_path):
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    x, y = _data(labels=2)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    labels = pd.DataFrame(y, columns=["l1", "l2"])
+    for how in ("fit", "partial_fit"):
+        clf = getattr(gn.MLPClassifier(hidden=(4,), epochs=2, backend="numpy"), how)(frame,
+                                                                                   labels)
+        clf.save(tmp_path / f"{how}.npz")
+        pd.concat([frame, labels], axis=1).to_csv(tmp_path / "in.csv", index=False)
+        assert main(["predict", "--checkpoint", str(tmp_path / f"{how}.npz"), "--input",
+                     str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
+                     "--backend", "numpy"]) == 0, how  # (the label columns left out)
+        header = (tmp_path / "out.csv").read_text().splitlines()[0]
+        assert header == "label_l1,label_l2,p_l1,p_l2", how  # (named after its columns)
