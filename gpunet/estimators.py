@@ -88,7 +88,8 @@ class _GpunetMLP(BaseEstimator):
     def __init__(self, hidden=(128,), *, activation="relu", dropout=0.0, norm=None, loss=None,
                  huber_delta=1.0, label_smoothing=0.0, optimizer="adam",
                  lr=None, momentum=0.0, nesterov=False, weight_decay=None, clip_grad_norm=None,
-                 schedule="constant", warmup=0, epochs=30, batch_size=32, patience=None,
+                 schedule="constant", step_size=10, gamma=0.1, warmup=0, epochs=30,
+                 batch_size=32, patience=None,
                  monitor="val_loss", min_delta=0.0, val_fraction=None, standardize=True,
                  warm_start=False, backend="auto", dtype="float32", random_state=0, graph=True,
                  verbose=False):
@@ -106,6 +107,8 @@ class _GpunetMLP(BaseEstimator):
         self.weight_decay = weight_decay
         self.clip_grad_norm = clip_grad_norm
         self.schedule = schedule
+        self.step_size = step_size
+        self.gamma = gamma
         self.warmup = warmup
         self.epochs = epochs
         self.batch_size = batch_size
@@ -175,6 +178,12 @@ class _GpunetMLP(BaseEstimator):
         return optimizer_kwargs(self.optimizer, self.lr, self.weight_decay, self.momentum,
                                 self.clip_grad_norm, self.nesterov)
 
+    def _schedule(self, lr) -> Schedule:
+        """The schedule of the parameters from ``lr``, as ``gpunet train`` builds it
+        (``gamma``: step's factor, and plateau's)."""
+        return Schedule(self.schedule, base_lr=lr, epochs=self.epochs, step_size=self.step_size,
+                        gamma=self.gamma, factor=self.gamma, warmup=self.warmup)
+
     def _val_fraction(self) -> float:
         """Held-out rows: ``val_fraction`` if given, else 0.1 where early stopping or the
         plateau schedule needs them, else none."""
@@ -216,8 +225,7 @@ class _GpunetMLP(BaseEstimator):
                         output="identity", backend=self.backend, seed=seed, dtype=self.dtype,
                         dropout=self.dropout, norm=self.norm)
         optimizer = get_optimizer(self.optimizer, model, **opt_kw)
-        schedule = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs,
-                            warmup=self.warmup)
+        schedule = self._schedule(opt_kw["lr"])
         if warm:  # another run of epochs on the same weights: its own shuffling
             seed = int(np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0])
         return self._train(model, data, optimizer, schedule, self.epochs, seed,
@@ -303,8 +311,7 @@ class _GpunetMLP(BaseEstimator):
         data = Dataset(type(self).__name__, self._task, x, y, x[:0], y[:0], x[:0], y[:0],
                        n_out if self._task == "classification" else 0, std, None, target,
                        w_train=w)
-        lr = Schedule(self.schedule, base_lr=opt_kw["lr"], epochs=self.epochs,
-                      warmup=self.warmup).lr(done + 1)
+        lr = self._schedule(opt_kw["lr"]).lr(done + 1)
         schedule = Schedule("constant", base_lr=lr, epochs=1)
         seed = int(np.random.SeedSequence([seed, done]).generate_state(1)[0])
         if first:
@@ -551,8 +558,11 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
         clip_grad_norm: scale each step's gradients down to a 2-norm of at most this (None:
             never), as ``torch.nn.utils.clip_grad_norm_``.
-        schedule: constant, step, cosine or plateau (over ``epochs``); ``warmup``: epochs of a
-            linear ramp up to it (epoch e at e / (warmup + 1) of its rate).
+        schedule: constant, step, cosine or plateau (over ``epochs``); ``step_size`` and
+            ``gamma``: step's period (10 epochs) and factor (0.1), ``gamma`` also plateau's
+            (after 5 epochs without a better validation loss), as ``--step-size`` and
+            ``--gamma``; ``warmup``: epochs of a linear ramp up to it (epoch e at
+            e / (warmup + 1) of its rate).
         epochs, batch_size: epochs run (fewer with ``patience``), rows per step.
         patience: stop after that many epochs without a better validation loss and keep the
             best weights; the validation rows are ``val_fraction`` of the data (default 0.1

@@ -593,3 +593,22 @@ def test_one_number_as_sample_weight_weights_every_row_alike():
     np.testing.assert_array_equal(scalar.predict_proba(x), plain.predict_proba(x))
     with pytest.raises(gn.DataError, match="every sample weight is zero"):
         MLPClassifier(backend="numpy").fit(x, y, sample_weight=0)
+
+
+@pytest.mark.parametrize("schedule, kw, want", [
+    ("step", {"step_size": 2, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05, 0.025]),
+    ("step", {}, [0.1] * 5),  # (10 epochs a step by default)
+])
+def test_the_step_schedules_period_and_factor_are_parameters(schedule, kw, want):
+    x, y = make_classification(80, 4, random_state=1)
+    clf = MLPClassifier(optimizer="sgd", schedule=schedule, epochs=5, backend="numpy",
+                        **kw).fit(x, y)
+    np.testing.assert_allclose([row["lr"] for row in clf.history_], want, rtol=1e-12)
+
+
+def test_plateau_cuts_by_gamma():
+    x, y = make_classification(200, 4, random_state=1)
+    clf = MLPClassifier(optimizer="sgd", lr=5.0, schedule="plateau", gamma=0.25, epochs=30,
+                        val_fraction=0.3, backend="numpy").fit(x, y)
+    rates = sorted({row["lr"] for row in clf.history_}, reverse=True)
+    assert len(rates) > 1 and rates[1] == pytest.approx(5.0 * 0.25)
