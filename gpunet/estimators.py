@@ -303,8 +303,13 @@ class _GpunetMLP(BaseEstimator):
             model = self._fitted_model(hidden, n_out)
             std, target = self.standardizer_, self.target_standardizer_
             optimizer = getattr(self, "_optimizer", None)
+            fresh = get_optimizer(self.optimizer, model, **opt_kw)
             if optimizer is None or optimizer.name != self.optimizer:
-                optimizer = get_optimizer(self.optimizer, model, **opt_kw)
+                optimizer = fresh
+            elif _settings(optimizer) != _settings(fresh):  # set_params since the last call:
+                for k in _settings(fresh):  # taken on, its state kept (a torch param group's)
+                    setattr(optimizer, k, getattr(fresh, k))
+                self.__dict__.pop("_steps", None)  # (a GPU step captured the old ones)
             done = self.n_iter_
         x = X if std is None else std(X)
         y = y if target is None else target(y)
@@ -525,6 +530,14 @@ def _is_multilabel(y) -> bool:
         return False
 
 
+def _settings(optimizer) -> dict:
+    """An optimiser's settings that partial_fit's calls may change (not its rate, which the
+    schedule sets each call)."""
+    return {k: getattr(optimizer, k) for k in ("weight_decay", "clip_norm", "momentum",
+                                                "nesterov", "dampening", "betas", "eps")
+            if hasattr(optimizer, k)}
+
+
 def _rebuilt_optimizer(sd: dict, model):
     """The optimiser whose ``state_dict`` is ``sd``, on ``model``."""
     optimizer = get_optimizer(sd["name"], model)
@@ -638,7 +651,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         give it rows representative of the stream (or standardise upstream, e.g. with
         ``StandardScaler.partial_fit``, and set ``standardize=False``). Later calls go on with
         the optimiser's state (Adam's moments, momentum) and the step schedule by call count;
-        no rows are held out, so ``patience`` does not apply.
+        no rows are held out, so ``patience`` does not apply. Optimiser settings changed with
+        ``set_params`` between calls (``momentum``, ``weight_decay``, ``clip_grad_norm``...)
+        apply from the next call, its state kept; another ``optimizer`` starts afresh.
         """
         first = not hasattr(self, "model_")
         if _is_multilabel(y):  # (classes, if given, must be the labels 0..k-1)

@@ -612,3 +612,29 @@ def test_plateau_cuts_by_gamma():
                         val_fraction=0.3, backend="numpy").fit(x, y)
     rates = sorted({row["lr"] for row in clf.history_}, reverse=True)
     assert len(rates) > 1 and rates[1] == pytest.approx(5.0 * 0.25)
+
+
+def test_partial_fit_takes_optimiser_settings_changed_between_calls():
+    """set_params(momentum=, weight_decay=, clip_grad_norm=) after a call: the next call steps
+    with them and the kept state, as a torch optimiser whose param group was edited."""
+    torch = pytest.importorskip("torch")
+    x, y = make_classification(64, 4, random_state=5)
+    clf = MLPClassifier(hidden=(6,), optimizer="sgd", lr=0.05, batch_size=64,
+                        backend="numpy", dtype="float64", standardize=False)
+    clf.partial_fit(x, y, classes=[0, 1])
+    before = {k: torch.tensor(v.copy(), requires_grad=True)
+              for k, v in clf.model_.state_dict().items()}
+    clf.set_params(momentum=0.9, weight_decay=0.1, clip_grad_norm=0.5).partial_fit(x, y)
+    opt = clf._optimizer
+    assert (opt.momentum, opt.weight_decay, opt.clip_norm) == (0.9, 0.1, 0.5)
+    # the same step in torch: one batch of all rows, from the weights before it
+    h = torch.relu(torch.tensor(x) @ before["W1"].T + before["b1"])
+    logits = h @ before["W2"].T + before["b2"]
+    torch.nn.functional.cross_entropy(logits, torch.tensor(y)).backward()
+    params = list(before.values())
+    torch.nn.utils.clip_grad_norm_(params, 0.5)
+    ref = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=0.1)
+    ref.step()
+    for k, v in clf.model_.state_dict().items():
+        np.testing.assert_allclose(v, before[k].detach().numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=k)
