@@ -192,6 +192,12 @@ class Optimizer:
                 if value.dtype.kind not in "biuf" or not np.all(np.isfinite(value)):
                     raise ConfigError(f"optimizer state {k}/{s} must hold finite numbers")
                 host.setdefault(k, {})[s] = value
+        kept = sorted({s for slots in state.values() for s in slots})  # (none before a step)
+        missing = [f"{k}/{s}" for k in params for s in kept if s not in state.get(k, {})]
+        if missing:
+            raise ConfigError(f"optimizer state is missing {', '.join(missing[:3])}"
+                              f"{' ...' if len(missing) > 3 else ''}, which the other "
+                              "parameters have: a part of the state would not resume exactly")
         backend, dtype = self.model.backend, self.model.dtype
         for k in hyper:
             setattr(self, k, getattr(fresh, k))

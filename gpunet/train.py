@@ -503,8 +503,17 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     f"its learning rate is {schedule.min_lr:g} after them: resuming to epoch "
                     f"{epochs} would not change the weights; start a new run of {epochs} "
                     "epochs instead")
-        best = {k: backend.asarray(v, dtype=model.dtype) for k, v in resume.group("best").items()} \
-            or None  # (the parameters and the buffers)
+        kept = resume.group("best")  # the best epoch's parameters and buffers, if any
+        if kept:
+            want = {k: tuple(v.shape) for k, v in {**model.params, **model.buffers}.items()}
+            got = {k: tuple(np.shape(v)) for k, v in kept.items()}
+            if got != want:
+                bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+                raise CheckpointError(f"this checkpoint's best-epoch weights do not fit the "
+                                      f"model: {', '.join(bad[:3])} "
+                                      + ("missing or " if set(got) != set(want) else "")
+                                      + "of another shape")
+        best = {k: backend.asarray(v, dtype=model.dtype) for k, v in kept.items()} or None
         if state.step:
             if "epoch/losses" not in resume.arrays or "epoch/correct" not in resume.arrays:
                 raise CheckpointError(f"this checkpoint stopped at step {state.step} of epoch "

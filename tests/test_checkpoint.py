@@ -86,6 +86,14 @@ def test_optimizer_state_that_does_not_fit_is_refused_before_anything_changes(op
          "hyperparameters and state must be dicts"),
         (gn.MLP([5, 7, 3], backend="numpy"), {**good, "state": {"W1": None}}, gn.ConfigError,
          "hyperparameters and state must be dicts"),
+        (gn.MLP([5, 7, 3], backend="numpy"),  # a parameter's state left out
+         {**good, "state": {k: v for k, v in good["state"].items() if k != "b2"}},
+         gn.ConfigError, f"optimizer state is missing b2/{slot}(, b2/exp_avg_sq)?, which the "
+                         "other parameters have"),
+        (gn.MLP([5, 7, 3], backend="numpy"),  # one slot of one parameter left out
+         {**good, "state": {**good["state"], "W1": {s: a for s, a in good["state"]["W1"].items()
+                                                    if s != slot}}},
+         gn.ConfigError, f"optimizer state is missing W1/{slot}"),
     ]
     for model, state, error, message in cases:
         opt = gn.get_optimizer(optimizer, model, lr=0.5)
@@ -330,3 +338,28 @@ def test_evaluating_a_regression_on_another_number_of_targets_is_refused(tmp_pat
     assert main(["evaluate", "--checkpoint", str(run), "--dataset", str(tmp_path / "one.npz"),
                  "--split", "all", "--backend", "numpy"]) == 1
     assert "1 target column(s), but the model predicts 2" in capsys.readouterr().err
+
+
+def test_a_resume_refuses_best_epoch_weights_that_do_not_fit_the_model(tmp_path):
+    from gpunet.checkpoint import save_checkpoint
+    from gpunet.data import DataSpec, load_data
+    from gpunet.train import fit
+
+    data = load_data(DataSpec("wine", val_fraction=0.2))
+    model = gn.MLP([13, 8, 3], seed=1)
+    fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=2, patience=5,
+        save=tmp_path / "r.npz", progress=False)
+    ckpt = load_checkpoint(tmp_path / "r.npz")
+    assert set(ckpt.group("best")) == set(model.params)  # (patience keeps them)
+    arrays = {**ckpt.arrays, "best/W2": np.zeros((3, 9))}
+    fresh = ckpt.build_model("numpy")
+    opt = gn.Adam(fresh)
+    opt.load_state_dict({**ckpt.header["optimizer"], "state": ckpt.optimizer_state})
+    save_checkpoint(tmp_path / "bad.npz", fresh, opt, epoch=ckpt.epoch,
+                    standardizer=ckpt.standardizer, arrays={k: v for k, v in arrays.items()
+                                                            if k.startswith("best/")},
+                    classes=ckpt.classes, extra=ckpt.extra)
+    again = gn.MLP([13, 8, 3])
+    with pytest.raises(gn.CheckpointError, match="best-epoch weights do not fit the model: W2"):
+        fit(again, data, gn.CrossEntropyLoss(), gn.Adam(again), epochs=4, patience=5,
+            resume=tmp_path / "bad.npz", progress=False)
