@@ -265,17 +265,21 @@ class _GpunetMLP(BaseEstimator):
         """The fitted network, to train on; ValueError where the parameters now describe
         another one."""
         model = self.model_
-        want = [model.sizes[0], *hidden, n_out]
-        changed = [f"{name} {now!r} (fitted: {then!r})" for name, now, then in (
-            ("layer sizes", want, list(model.sizes)), ("activation", self.activation,
-                                                      model.activation),
-            ("dropout", self.dropout, model.dropout), ("norm", self.norm, model.norm),
-            ("dtype", np.dtype(self.dtype).name, np.dtype(model.dtype).name)) if now != then]
+        changed = self._unlike(model, hidden, n_out)
         if changed:
             raise ValueError("training on from the fitted network (warm_start, partial_fit) "
                              "needs the network it fitted, but " + "; ".join(changed)
                              + ": fit afresh (warm_start=False)")
         return model
+
+    def _unlike(self, model, hidden, n_out) -> list:
+        """What of ``model`` the parameters describe otherwise, as "name now (fitted: then)"."""
+        want = [model.sizes[0], *hidden, n_out]
+        return [f"{name} {now!r} (fitted: {then!r})" for name, now, then in (
+            ("layer sizes", want, list(model.sizes)), ("activation", self.activation,
+                                                      model.activation),
+            ("dropout", self.dropout, model.dropout), ("norm", self.norm, model.norm),
+            ("dtype", np.dtype(self.dtype).name, np.dtype(model.dtype).name)) if now != then]
 
     def _partial_fit(self, X, y, n_out, sample_weight=None):
         """One epoch over X and y (prepared as for ``_fit``), from the fitted network and with
@@ -399,6 +403,11 @@ class _GpunetMLP(BaseEstimator):
         standardisation, the parameters, the history and (a classifier) the classes, as plain
         arrays and JSON; atomically (temporary file, fsync, rename)."""
         check_is_fitted(self)
+        unlike = self._unlike(self.model_, self._hidden_sizes(), self.model_.sizes[-1])
+        if unlike:  # (set_params since the fit: load would build another estimator)
+            raise ConfigError("the parameters describe another network than the fitted one ("
+                              + "; ".join(unlike) + "): fit again, or set them back, before "
+                              "saving")
         params = self.get_params(deep=False)
         rs = params["random_state"]
         if not (rs is None or isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
@@ -461,6 +470,15 @@ class _GpunetMLP(BaseEstimator):
                                                 est.model_)
         est.standardizer_ = ckpt.standardizer
         est.target_standardizer_ = ckpt.target_standardizer
+        sizes = est.model_.sizes
+        unlike = est._unlike(est.model_, est._hidden_sizes(), sizes[-1]) + [
+            f"{what} of {len(s.mean)} columns for {n} {unit}" for what, s, n, unit in (
+                ("a standardisation", est.standardizer_, sizes[0], "inputs"),
+                ("a target standardisation", est.target_standardizer_, sizes[-1], "outputs"))
+            if s is not None and len(s.mean) != n]
+        if unlike:
+            raise CheckpointError("the saved estimator's parts do not fit together: "
+                                  + "; ".join(unlike))
         est.n_features_in_ = est.model_.sizes[0]
         if info.get("feature_names") is not None:
             est.feature_names_in_ = np.asarray(info["feature_names"], dtype=object)

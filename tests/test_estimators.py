@@ -638,3 +638,29 @@ def test_partial_fit_takes_optimiser_settings_changed_between_calls():
     for k, v in clf.model_.state_dict().items():
         np.testing.assert_allclose(v, before[k].detach().numpy(), rtol=1e-10, atol=1e-12,
                                    err_msg=k)
+
+
+def test_save_and_load_refuse_parameters_that_do_not_describe_the_network(tmp_path):
+    """A parameter changed since the fit is refused at save; a file whose parts disagree
+    (edited) at load, naming them, before predict could fail on them."""
+    from gpunet.checkpoint import load_checkpoint, save_checkpoint
+
+    x, y = make_classification(60, 4, random_state=2)
+    clf = MLPClassifier(hidden=(6,), epochs=2, backend="numpy").fit(x, y)
+    with pytest.raises(gn.ConfigError, match=r"layer sizes \[4, 5, 2\] \(fitted: \[4, 6, 2\]\)"):
+        clf.set_params(hidden=(5,)).save(tmp_path / "m.npz")
+    clf.set_params(hidden=(6,)).save(tmp_path / "m.npz")
+    ck = load_checkpoint(tmp_path / "m.npz")
+    info = ck.extra["estimator"]
+    for edit, match in (({"params": {**info["params"], "hidden": [5]}}, r"layer sizes"),
+                        ({"params": {**info["params"], "activation": "tanh"}}, "activation")):
+        model = ck.build_model("numpy")
+        save_checkpoint(tmp_path / "e.npz", model, None, standardizer=ck.standardizer,
+                        classes=ck.classes, extra={**ck.extra, "estimator": {**info, **edit}})
+        with pytest.raises(gn.CheckpointError, match=f"parts do not fit together: {match}"):
+            MLPClassifier.load(tmp_path / "e.npz")
+    narrow = type(ck.standardizer)(ck.standardizer.mean[:2], ck.standardizer.std[:2])
+    save_checkpoint(tmp_path / "e.npz", ck.build_model("numpy"), None, standardizer=narrow,
+                    classes=ck.classes, extra=ck.extra)
+    with pytest.raises(gn.CheckpointError, match="a standardisation of 2 columns for 4 inputs"):
+        MLPClassifier.load(tmp_path / "e.npz")
