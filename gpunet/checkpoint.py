@@ -323,6 +323,7 @@ HEADER_KINDS = {
                  "class_weights": "nums?", "fill_values": "nums?", "features": "list?"},
     ("extra", "training"): {"state": "dict!", "batch_size": "count!", "epochs": "count!",
                             "seed": "count!", "patience": "count?", "schedule": "dict?",
+                            "rows": "list",
                             "monitor": "str", "min_delta": "num", "ranks": "count",
                             "loss": "dict"},
     ("extra", "training", "state"): {"epoch": "count!", "step": "count!", "rng": "dict?",

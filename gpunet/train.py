@@ -483,6 +483,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             raise ConfigError("this checkpoint's feature columns are not the data's (columns "
                               "or categories differ): resume on the data the run was trained "
                               "on")
+        _check_same_rows(t, resume, data, target)
         # the run's weights (and dropout masks' seed and step) on this model, which must be
         # of the run's architecture
         saved = resume.header.get("model") or {}
@@ -579,6 +580,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             arrays["epoch/losses"] = backend.to_host(losses)
             arrays["epoch/correct"] = backend.to_host(correct)
         training = {"state": asdict(state), "batch_size": batch_size, "epochs": epochs,
+                    "rows": [len(data.x_train), len(data.x_val), len(data.x_test)],
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
                     "monitor": monitor, "min_delta": min_delta,
                     "ranks": ranks,
@@ -738,6 +740,35 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                             weight=getattr(data, "w_test", None)).items()} \
         if len(data.x_test) else {}
     return history
+
+
+def _check_same_rows(t, resume, data, target) -> None:
+    """ConfigError where the data to resume on are not those the run was trained on, as far
+    as the checkpoint can tell: the sizes of its splits, and the statistics its features and
+    targets were standardised with (to 1e-9 of each column's spread: the same rows give the
+    same figures), which a changed file or a split of other rows would move."""
+    rows = t.get("rows")
+    now = [len(data.x_train), len(data.x_val), len(data.x_test)]
+    if isinstance(rows, list) and len(rows) == 3 and rows != now:
+        raise ConfigError(f"the run trained on {rows[0]} rows, validated on {rows[1]} and "
+                          f"tested on {rows[2]}; these data split into {now[0]}, {now[1]} and "
+                          f"{now[2]}: resume on the data the run was trained on")
+    for what, saved, fresh in (("feature", resume.standardizer, data.standardizer),
+                               ("target", resume.target_standardizer, target)):
+        if saved is None or fresh is None:
+            continue  # (whether they are standardised at all is checked before)
+        mean, std = np.asarray(saved.mean), np.asarray(saved.std)
+        if mean.shape != np.shape(fresh.mean):
+            continue  # (the columns are checked before)
+        off = (np.abs(np.asarray(fresh.mean) - mean) > 1e-9 * std) \
+            | (np.abs(np.asarray(fresh.std) - std) > 1e-9 * std)
+        if off.any():
+            j = int(np.argmax(off))
+            raise ConfigError(f"the data are not those the run was trained on: its training "
+                              f"rows' {what} column {j} had mean {mean[j]:.6g} and std "
+                              f"{std[j]:.6g}, these have {float(fresh.mean[j]):.6g} and "
+                              f"{float(fresh.std[j]):.6g}: resume on the run's data (or start "
+                              "a new run)")
 
 
 #: what ``fit`` can monitor, and the task each needs (None: any)

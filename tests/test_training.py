@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -561,3 +562,31 @@ def test_plateau_never_raises_the_rate_to_a_floor_above_it(torch):
         s.observe(loss)
         ref.step(loss)
     assert got == want == [1e-3] * 4
+
+
+def test_resume_refuses_data_that_changed_since_the_run_was_saved(tmp_path, capsys):
+    """A column rescaled (its training rows' statistics move) or rows added (the splits
+    change): refused, saying what differs, with the checkpoint untouched; the same file
+    resumes."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(150, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    lines = ["a,b,c,y"] + [f"{r[0]:.6f},{r[1]:.6f},{r[2]:.6f},{t}" for r, t in zip(x, y)]
+    data = tmp_path / "d.csv"
+    data.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run.npz"
+    assert main(["train", "--dataset", str(data), "--target", "y", "--epochs", "2", "--save",
+                 str(run), "--quiet"]) == 0
+    saved = run.read_bytes()
+    scaled = ["a,b,c,y"] + [f"{10 * r[0]:.6f},{r[1]:.6f},{r[2]:.6f},{t}"
+                            for r, t in zip(x, y)]
+    for changed, match in ((scaled, r"its training rows' feature column 0 had mean"),
+                           (lines + lines[1:31], "the run trained on 105 rows, validated on 15 "
+                                                 "and tested on 30; these data split into 126")):
+        data.write_text("\n".join(changed) + "\n")
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 1
+        assert re.search(match, capsys.readouterr().err)
+        assert run.read_bytes() == saved
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 0
