@@ -977,6 +977,15 @@ def _describe_checkpoint(path) -> int:
         elif not state.get("finished"):
             line += f"; unfinished (resume with: gpunet train --resume {path})"
         print(line)
+        rows = training.get("rows")
+        if isinstance(rows, list) and len(rows) == 3:
+            print(f"rows: {rows[0]} train / {rows[1]} validation / {rows[2]} test")
+        if training.get("patience") is not None:
+            delta = training.get("min_delta") or 0
+            print(f"early stopping: patience {training['patience']} on "
+                  f"{training.get('monitor', 'val_loss')}"
+                  + (f", min_delta {delta:g}" if delta else "")
+                  + (f"; best epoch {state['best_epoch']}" if state.get("best_epoch") else ""))
         if state["history"]:
             last = state["history"][-1]
             print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()

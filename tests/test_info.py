@@ -91,3 +91,21 @@ def test_what_is_not_a_checkpoint_is_said_in_one_line(tmp_path, capsys):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     assert main(["info", "--checkpoint", str(tmp_path / "x.csv")]) == 1
     assert "is not a gpunet checkpoint" in capsys.readouterr().err
+
+
+def test_the_splits_and_early_stopping_are_shown(tmp_path, capsys):
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "wine", "--epochs", "4", "--patience", "2",
+                 "--monitor", "val_accuracy", "--min-delta", "0.01", "--quiet", "--backend",
+                 "numpy", "--save", str(ck)]) == 0
+    capsys.readouterr()
+    lines = _info(capsys, ck)
+    from gpunet.checkpoint import load_checkpoint
+    from gpunet.data import DataSpec, load_data
+
+    data = load_data(DataSpec("wine"))
+    state = load_checkpoint(ck).extra["training"]["state"]
+    assert f"rows: {len(data.x_train)} train / {len(data.x_val)} validation / " \
+           f"{len(data.x_test)} test" in lines
+    assert "early stopping: patience 2 on val_accuracy, min_delta 0.01; best epoch " \
+           f"{state['best_epoch']}" in lines
