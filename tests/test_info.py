@@ -37,7 +37,8 @@ def test_a_training_run_is_described(tmp_path, capsys):
     steps = 3 * -(-train_rows // 20)
     assert lines[6] == ("training: epoch 3 of 3, batch 20, seed 0, loss cross_entropy, "
                         f"adam lr=0.001 ({steps} steps)")
-    assert lines[7].startswith("last epoch: train_loss ")
+    assert lines[7] == "rows: 168 train / 24 validation / 48 test"
+    assert lines[8].startswith("last epoch: train_loss ")
 
 
 @pytest.mark.parametrize("flags, shown", [
