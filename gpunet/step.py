@@ -96,6 +96,15 @@ class StaticStep:
         self._replay = self._replay_update = None
         self._w_checked = None  # the weights array last checked (once per array)
 
+    def _rows_of(self, a, rows, host_rows):
+        """``a``'s rows ``rows`` on the backend: picked on the host where ``a`` is a host array
+        on a device backend (only they go over), else by the backend's take."""
+        if self.backend.owns(a):
+            return self.backend.xp.take(a, rows, axis=0)
+        picked = np.asarray(a)[host_rows if host_rows is not None
+                               else self.backend.to_host(rows)]
+        return self.backend.asarray(picked)
+
     def _check_weights(self, w, x):
         """The checks the eager loss makes of sample weights, once per weights array (fit's
         were checked with its data): one weight a row of x, real numbers, and on the host
@@ -121,9 +130,9 @@ class StaticStep:
                 raise ConfigError(f"{name}: sample weights summing to {total:g} overflow "
                                   f"{np.dtype(self.model.dtype)} (at most {top:g}): scale "
                                   "them down")
-        if w is not given:
+        if w is not given:  # (a list: as an array, checked once per call)
             w = self.model.backend.asarray(w)
-        self._w_checked = w
+        self._w_checked = w  # (a host array stays there: only its batch's rows go over)
         return w
 
     @staticmethod
@@ -524,11 +533,19 @@ class StaticStep:
                              f"(batch, {width}), got {tuple(getattr(x, 'shape', ()))}")
         if x.dtype.kind not in "biuf":
             raise ConfigError(f"inputs must be real numbers, got dtype {x.dtype}")
+        host_rows = None  # rows given on the host: checked there for free
         if rows is not None:
-            if not hasattr(rows, "dtype"):  # (a list)
-                rows = model.backend.asarray(np.asarray(rows))
-            if rows.dtype.kind not in "iu":
-                raise ConfigError(f"rows must be integer indices, got dtype {rows.dtype}")
+            if not hasattr(rows, "dtype") or isinstance(rows, np.ndarray):  # (a list)
+                host_rows = np.asarray(rows)
+            got = (host_rows if host_rows is not None else rows).dtype
+            if got.kind not in "iu":
+                raise ConfigError(f"rows must be integer indices, got dtype {got}")
+            if host_rows is not None and host_rows.size and (
+                    host_rows.min() < 0 or host_rows.max() >= len(x)):
+                bad = host_rows[(host_rows < 0) | (host_rows >= len(x))][0]
+                raise ShapeError(f"rows pick past the {len(x)} rows of x: row {bad}")
+            if host_rows is not None:
+                rows = model.backend.asarray(host_rows)
         if self._binding is None or not self._still_bound():
             self._build(x, y)
         xp = self.backend.xp
@@ -545,7 +562,7 @@ class StaticStep:
                                   f"labels, got {y.dtype}")
             if loss_fn.check_labels and n:  # the labels as given, before any conversion
                 try:  # (fit checked its labels once: its loss does not ask)
-                    picked = y if rows is None else xp.take(y, rows, axis=0)
+                    picked = y if rows is None else self._rows_of(y, rows, host_rows)
                 except IndexError as e:
                     raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
                 c, low, high = model.sizes[-1], int(picked.min()), int(picked.max())
@@ -553,30 +570,21 @@ class StaticStep:
                     raise ConfigError(f"CrossEntropyLoss: class labels must lie in "
                                       f"[0, {c - 1}] for {c} outputs; got labels from {low} "
                                       f"to {high}")
-        if rows is None:  # (the step's own buffers, already loaded, need no copy)
-            if x is not self.x:
-                xp.copyto(self.x, x, casting="unsafe")  # (inputs of another dtype: as the
-                # eager step converts them)
-            if y is not self.y:  # (int32 labels, float64 targets: cast as they are copied)
-                xp.copyto(self.y, y, casting="unsafe")
-            if self.weighted and w is not self.w:
-                xp.copyto(self.w, w, casting="unsafe")  # (in the model's dtype)
-        else:
-            try:
-                if x.dtype == self.x.dtype:
-                    xp.take(x, rows, axis=0, out=self.x)
-                else:  # only the batch's rows converted (as the eager step converts them)
-                    xp.copyto(self.x, xp.take(x, rows, axis=0), casting="unsafe")
-                if y.dtype == self.y.dtype:
-                    xp.take(y, rows, axis=0, out=self.y)
-                else:  # (int32 labels, float64 targets: the batch's rows cast)
-                    xp.copyto(self.y, xp.take(y, rows, axis=0), casting="unsafe")
-                if self.weighted and w.dtype == self.w.dtype:  # (fit passes the model's)
-                    xp.take(w, rows, axis=0, out=self.w)
-                elif self.weighted:  # the batch's weights in the model's dtype
-                    xp.copyto(self.w, xp.take(w, rows, axis=0), casting="unsafe")
-            except IndexError as e:  # (NumPy checks; CuPy's take wraps around)
-                raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
+        # The batch into the step's buffers: the rows picked, cast where the dtype differs
+        # (inputs of another float dtype, int32 labels, float64 targets or weights: as the
+        # eager step converts them), host data moved to the device (only the batch's rows).
+        try:
+            for buffer, given in ((self.x, x), (self.y, y)) + (
+                    ((self.w, w),) if self.weighted else ()):
+                if rows is None:
+                    if given is not buffer:  # (the step's own buffers need no copy)
+                        xp.copyto(buffer, self.backend.asarray(given), casting="unsafe")
+                elif self.backend.owns(given) and given.dtype == buffer.dtype:
+                    xp.take(given, rows, axis=0, out=buffer)  # (fit's case: no temporary)
+                else:
+                    xp.copyto(buffer, self._rows_of(given, rows, host_rows), casting="unsafe")
+        except IndexError as e:  # (NumPy checks device rows; CuPy's take wraps around)
+            raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
         if not self.split:
             opt.steps += 1
             opt.prepare_hyper()

@@ -605,6 +605,37 @@ def test_weights_inputs_and_rows_are_checked_as_the_eager_step_checks_them():
     _assert_same(model, twin, "numpy")
 
 
+def test_host_data_on_a_device_backend_goes_over_a_batch_at_a_time(monkeypatch):
+    """Where x, y and w are host arrays on a device backend (CuPy), only the batch's rows go
+    to the device (picked on the host), and the step is the one on device arrays; rows past x
+    given on the host are refused there (CuPy's take would wrap them around). Emulated on
+    NumPy: the backend told that the given arrays are not its own."""
+    model, opt, loss_fn, x, y = _setup("numpy", "sgd", "ce")
+    twin, t_opt, t_loss, _, _ = _setup("numpy", "sgd", "ce")
+    w = _weights("float32")
+    step = StaticStep(model, loss_fn, opt, BATCH, weighted=True)
+    host = {id(x), id(y), id(w)}
+    backend = model.backend
+    moved = []
+    inner = backend.asarray
+    monkeypatch.setattr(backend, "owns", lambda a: id(a) not in host)
+    monkeypatch.setattr(backend, "asarray",
+                        lambda a, dtype=None: moved.append(np.shape(a)) or inner(a, dtype))
+    batches = _batches(2)
+    for rows in batches:
+        step(x, y, rows, w)
+    assert {s[0] for s in moved if len(s)} == {BATCH}  # (rows, and each array's batch)
+    with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x: row {N + 3}"):
+        step(x, y, np.r_[batches[0][:-1], N + 3], w)
+    with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x: row -1"):
+        step(x, y, np.r_[batches[0][:-1], -1], w)
+    monkeypatch.undo()
+    other = StaticStep(twin, t_loss, t_opt, BATCH, weighted=True)
+    for rows in batches:
+        other(x, y, rows, w)
+    _assert_same(model, twin, "numpy")
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_weighted_fit_with_and_without_graphs_trains_the_same(backend, task, monkeypatch):
     from gpunet.data import make_dataset
