@@ -19,7 +19,7 @@ import gpunet as gn
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu-check"
 #: every stage but bench-kern, whose CPU half alone takes 20 s here
-STAGES = ["info", "core", "bench", "profile", "gpu-tests", "kernels", "bench-eager",
+STAGES = ["info", "core", "health", "bench", "profile", "gpu-tests", "kernels", "bench-eager",
           "bench-cupyops", "bench-tf32", "distributed", "gradcheck", "digits", "bench-sklearn",
           "bench-dropout", "bench-norm", "bench-bnorm"]
 
