@@ -839,12 +839,21 @@ def _regression_targets(src: _Source) -> np.ndarray:
     return y
 
 
-def _rows_needed(vf: float, tf: float) -> int:
-    """The fewest rows that leave one for training and one for each held-out share above 0."""
-    n = 1
-    while n - math.ceil(tf * n) - math.ceil(vf * n) < 1:
-        n += 1
-    return n
+def _rows_needed(vf: float, tf: float):
+    """The fewest rows that leave one for training and one for each held-out share above 0;
+    None where that is beyond a search of 10,000 counts (fractions summing to within about
+    1e-4 of 1: billions of rows, say).
+
+    n rows leave n - ceil(tf n) - ceil(vf n) <= n (1 - vf - tf) for training, so none below
+    1 / (1 - vf - tf): the search starts there, not at 1."""
+    left = 1.0 - vf - tf
+    if left <= 0:
+        return None
+    lo = max(1, math.floor(1 / left * (1 - 1e-9)) - 1)
+    for n in range(lo, lo + 10_000):
+        if n - math.ceil(tf * n) - math.ceil(vf * n) >= 1:
+            return n
+    return None
 
 
 def _split_indices(y, task, spec: DataSpec, src: _Source) -> dict:
@@ -853,18 +862,18 @@ def _split_indices(y, task, spec: DataSpec, src: _Source) -> dict:
     if src.n_own_test is not None:
         pool, test = np.arange(n - src.n_own_test), np.arange(n - src.n_own_test, n)
         need = _rows_needed(vf, 0.0)
-        if len(pool) < need:
+        if need is None or len(pool) < need:
             raise DataError(f"{src.where}: {len(pool)} training samples, but val_fraction {vf} "
-                            f"needs at least {need}")
+                            + (f"needs at least {need}" if need else "needs far more"))
         if len(test) == 0:
             raise DataError(f"{src.where}: the test files hold no samples")
         n_val = math.ceil(vf * len(pool))
     else:
         need = _rows_needed(vf, tf)
-        if n < need:
+        if need is None or n < need:
             raise DataError(f"{src.where}: {n} samples, but val_fraction {vf} and test_fraction "
-                            f"{tf} need at least {need} (one training row and one per held-out "
-                            f"split)")
+                            f"{tf} need " + (f"at least {need}" if need else "far more")
+                            + " (one training row and one per held-out split)")
         pool, test = np.arange(n), np.arange(0)
         if tf > 0:
             pool, test = _hold_out(pool, math.ceil(tf * n), y, task, spec.seed)

@@ -659,3 +659,26 @@ def test_a_constant_column_keeps_a_std_of_one_whatever_its_rounding(weighted):
     np.testing.assert_array_equal(s(x)[:, [0, 1, 2, 5, 6]], 0.0)
     np.testing.assert_allclose(s(np.array([[0.2, 123.456, 0.0, 1e6, 0.0, 0, 0]]))[0, :3],
                                [0.1, 0.0, 7e-5], rtol=1e-9, atol=1e-12)
+
+
+def test_the_rows_a_split_needs_are_those_counted_one_by_one():
+    """The search from 1 / (1 - vf - tf) finds what counting up from 1 finds; fractions
+    summing to just under 1 are answered at once, not after billions of counts."""
+    import math
+
+    from gpunet.data import _rows_needed
+
+    def counted(vf, tf):
+        n = 1
+        while n - math.ceil(tf * n) - math.ceil(vf * n) < 1:
+            n += 1
+        return n
+
+    rng = np.random.default_rng(0)
+    fractions = [0, 0.01, 0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 0.9, *rng.uniform(0, 1, 20)]
+    for vf in fractions:
+        for tf in fractions:
+            if vf + tf < 0.999:
+                assert _rows_needed(vf, tf) == counted(vf, tf), (vf, tf)
+    assert _rows_needed(0.5, 0.4999999999) > 1e9
+    assert _rows_needed(0.5, 0.5) is None and _rows_needed(0.7, 0.6) is None
