@@ -292,6 +292,28 @@ def _write_json(path, obj) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def _data_files(spec) -> list:
+    """The files a data spec reads: its dataset, and a .npy target file."""
+    files = [spec.dataset]
+    if isinstance(spec.target, str) and spec.target.lower().endswith(".npy"):
+        files.append(spec.target)
+    return [f for f in files if isinstance(f, str) and os.path.isfile(f)]
+
+
+def _refuse_overwriting(inputs, *outputs) -> None:
+    """ConfigError where an output path (flag, path) is one of the input files: writing it
+    would replace the data (a checkpoint saved over the dataset, say)."""
+    from .errors import ConfigError
+
+    for flag, path in outputs:
+        if not path or not os.path.exists(path):
+            continue
+        for source in inputs:
+            if os.path.exists(source) and os.path.samefile(path, source):
+                raise ConfigError(f"{flag} {path} is the data file {source}: writing it would "
+                                  "replace the data; choose another path")
+
+
 def _spec_from_args(args, base=None):
     """A DataSpec from the data flags; ``base`` (a checkpoint's spec) fills what is not given."""
     from dataclasses import replace
@@ -465,6 +487,8 @@ def cmd_train(args, comm=None) -> int:
                             step_size=args.step_size, gamma=args.gamma, factor=args.gamma,
                             warmup=args.warmup)
 
+    _refuse_overwriting(_data_files(data.spec), ("--save", save),
+                        ("--metrics-json", args.metrics_json), ("--plot", args.plot))
     objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
@@ -678,6 +702,7 @@ def cmd_evaluate(args) -> int:
         if names and str(args.dataset).lower().endswith(".csv") else None))
     # (a multilabel estimator's classes are its labels' columns 0..k-1, not names to map)
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes
+    _refuse_overwriting(_data_files(spec), ("--metrics-json", args.metrics_json))
     x, y, task, n_classes, w_rows = load_split(
         spec, args.split, ckpt.standardizer, ckpt.target_standardizer, classes,
         ckpt.features, _fill_values(ckpt), with_weights=True,
@@ -746,6 +771,7 @@ def cmd_predict(args) -> int:
     if kind not in (".csv", ".npy"):
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
     check_writable(out, "--output")
+    _refuse_overwriting([args.input], ("--output", out))
     ckpt = load_checkpoint(args.checkpoint)
     ckpt.check_sections(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")

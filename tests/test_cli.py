@@ -514,3 +514,32 @@ def test_resume_takes_the_runs_file_spelt_another_way(tmp_path, monkeypatch):
                  "--quiet"]) == 0
     assert main(["train", "--resume", "r.npz", "--dataset", "other.csv", "--epochs", "3",
                  "--quiet"]) == 1
+
+
+def test_an_output_path_that_is_the_data_file_is_refused(tmp_path, capsys):
+    """--save, --metrics-json or --plot naming the dataset or the .npy target, evaluate's
+    --metrics-json naming its data, predict's --output naming its --input: refused in one
+    line, the data untouched."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 3)), y=rng.integers(0, 2, 60))
+    np.save(tmp_path / "x.npy", rng.normal(size=(60, 3)))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 60))
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    base = ["--epochs", "1", "--quiet", "--backend", "numpy"]
+    for argv in (["train", "--dataset", str(tmp_path / "d.npz"), "--save",
+                  str(tmp_path / "d.npz"), *base],
+                 ["train", "--dataset", str(tmp_path / "x.npy"), "--target",
+                  str(tmp_path / "y.npy"), "--metrics-json", str(tmp_path / "y.npy"), *base],
+                 ["train", "--dataset", str(tmp_path / "d.npz"), "--plot",
+                  str(tmp_path / ".." / tmp_path.name / "d.npz"), *base]):
+        assert main(argv) == 1
+        assert "is the data file" in capsys.readouterr().err
+    assert main(["train", "--dataset", str(tmp_path / "d.npz"), "--save",
+                 str(tmp_path / "run.npz"), *base]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run.npz"), "--metrics-json",
+                 str(tmp_path / "d.npz"), "--backend", "numpy"]) == 1
+    assert main(["predict", "--checkpoint", str(tmp_path / "run.npz"), "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "x.npy")]) == 1
+    assert capsys.readouterr().err.count("is the data file") == 2
+    for p, content in files.items():
+        assert p.read_bytes() == content, p
