@@ -225,10 +225,11 @@ class Standardizer:
             mean, std = mean.copy(), std.copy()
             cols = np.flatnonzero(bad)
             part = np.asarray(x[:, cols] if rows is None else x[rows][:, cols], np.float64)
-            scale = 2.0 ** np.floor(np.log2(np.abs(part).max(axis=0)))  # exact: a power of 2
-            inner_mean, inner_std, _ = cls._moments(part / scale, None, weights)
-            mean[cols], std[cols] = inner_mean * scale, inner_std * scale
-            bad = ~(np.isfinite(mean) & np.isfinite(std))
+            if np.isfinite(part).all():  # (infinite values stay bad: said below)
+                scale = 2.0 ** np.floor(np.log2(np.abs(part).max(axis=0)))  # exact: powers of 2
+                inner_mean, inner_std, _ = cls._moments(part / scale, None, weights)
+                mean[cols], std[cols] = inner_mean * scale, inner_std * scale
+                bad = ~(np.isfinite(mean) & np.isfinite(std))
         if bad.any():
             j = int(np.flatnonzero(np.ravel(bad))[0])
             raise DataError(f"column {j + 1}: its values are too far apart to standardise in "
@@ -474,7 +475,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
 def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
     ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
-    training encoded them) or a .npy file holding a 2-D numeric array; float64 (samples,
+    training encoded them) or a .npy file of numbers, shaped as training takes them (samples,
+    features), or (samples,) for one feature, or (samples, ...) flattened; float64 (samples,
     features). ``fill_values`` (a model trained with fill_missing): a CSV's missing values are
     filled with them (a missing category: none) instead of being an error. ``ignore``: names
     of CSV columns that are not features (the training file's target and weights), left out
@@ -488,9 +490,8 @@ def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarra
         return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
-        if x.ndim != 2:
-            raise DataError(f"{path}: features must be a 2-D array (samples, features), "
-                            f"got shape {x.shape}")
+        if x.ndim != 2:  # (as training reads them: one feature, or trailing dims flattened)
+            x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(len(x), -1)
         return _finite(x.astype(np.float64), path, "feature")
     raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
 
@@ -901,8 +902,17 @@ def _read_source(spec: DataSpec, kind: str, features=None) -> _Source:
         x, y, task = _read_bundled(spec.dataset)
         return _Source(x, y, f"dataset {spec.dataset!r}", task)
     if kind == "synthetic":
-        x, y = _SYNTHESISERS[spec.dataset](spec.samples, spec.noise, spec.seed)
-        return _Source(x, y, f"dataset {spec.dataset!r}", SYNTHETIC[spec.dataset])
+        where = f"dataset {spec.dataset!r}"
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # (said below)
+                x, y = _SYNTHESISERS[spec.dataset](spec.samples, spec.noise + 0.0, spec.seed)
+        except (ValueError, MemoryError) as e:  # (numpy's "maximum allowed size exceeded")
+            raise DataError(f"{where}: {spec.samples} samples do not fit in this machine's "
+                            f"memory ({_one_line(e)}); ask for fewer") from None
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise DataError(f"{where}: noise {spec.noise:g} takes the values past float64's "
+                            "range; choose a smaller noise")
+        return _Source(x, y, where, SYNTHETIC[spec.dataset])
     if kind == "idx":
         return _read_idx_set(spec)
     if kind == "csv":
@@ -1423,6 +1433,9 @@ def _load_npy(path: str) -> np.ndarray:
 
 def _targets(a: np.ndarray, where: str) -> np.ndarray:
     """Targets as read from an array file: numbers, or class names (a str or bytes array)."""
+    if a.dtype.kind in "US" and a.ndim == 0:
+        raise DataError(f"{where}: the targets must be an array with one row per sample, got "
+                        "a scalar")
     return a if a.dtype.kind in "US" else _numeric(a, where, "the targets")
 
 
@@ -1450,6 +1463,8 @@ def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:
 
 def _as_features(x: np.ndarray, where: str) -> np.ndarray:
     """(samples, features) float64: a 1-D array is one feature, trailing dims are flattened."""
+    if x.ndim >= 1 and len(x) == 0:
+        raise DataError(f"{where}: the features have no rows (shape {x.shape})")
     x = x.reshape(len(x), -1) if x.ndim != 1 else x.reshape(-1, 1)
     if x.shape[1] == 0:
         raise DataError(f"{where}: the features have no columns (shape {x.shape})")
@@ -1489,6 +1504,9 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
                                 f"{path}: array {key!r} unreadable ({_one_line(e)})") from None
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                 raise DataError(f"{path}: array {key!r} unreadable ({_one_line(e)})") from None
+            if not isinstance(arrays[key], np.ndarray):  # (numpy gives a member that is not
+                raise DataError(f"{path}: {key!r} is not a .npy array in the archive (its "
+                                "bytes are left unread)")  # a .npy back as raw bytes)
     x = _numeric(arrays[x_key], f"{path}: array {x_key!r}", "the features")
     y = _targets(arrays[y_key], f"{path}: array {y_key!r}")
     if len(x) != len(y):
@@ -1575,6 +1593,9 @@ def _read_idx_set(spec: DataSpec) -> _Source:
         if len(images) != len(labels):
             raise DataError(f"{paths[images_name]} holds {len(images)} images but "
                             f"{paths[labels_name]} holds {len(labels)} labels")
+        if not len(images):
+            raise DataError(f"{paths[images_name]}: holds no images (the {split} files of "
+                            f"{spec.data_dir} are empty)")
         parts[split] = (images, labels, paths[labels_name])
     (xa, ya, la), (xb, yb, lb) = parts["train"], parts["test"]
     if xa.shape[1:] != xb.shape[1:]:

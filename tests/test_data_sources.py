@@ -517,9 +517,45 @@ ERRORS = {
                            r"in\.parquet: unsupported input file; expected a \.csv or \.npy"),
     "predict csv cell": (lambda p: read_features(_csv_with(p, [["1", "x", "2"]])), gn.DataError,
                          r"line 2, column 'b': 'x' is not a number"),
-    "predict npy 1-D": (lambda p: read_features(_npy_pair(p, np.ones(3), Y20).dataset),
-                        gn.DataError, r"features must be a 2-D array"),
+    "predict npy scalar": (lambda p: read_features(_npy_pair(p, np.float64(3), Y20).dataset),
+                           gn.DataError, r"the features must be an array with one row"),
+    "npz of no rows": (lambda p: load_data(DataSpec(_npz(p, x=np.zeros((0, 4)),
+                                                      y=np.zeros(0, np.int64)))),
+                  gn.DataError, r"d\.npz: the features have no rows \(shape \(0, 4\)\)"),
+    "empty mnist test": (lambda p: load_data(DataSpec("mnist", data_dir=make_mnist(
+        p / "m", n_test=0)[0])), gn.DataError, r"holds no images \(the test files of .* are "
+                                                r"empty\)"),
+    "scalar text target": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.array("a")))),
+                           gn.DataError, r"array 'y': the targets must be an array with one row"),
+    "npz member not npy": (lambda p: load_data(DataSpec(_npz_with_text_member(p))),
+                           gn.DataError, r"'x' is not a \.npy array in the archive"),
+    "noise past float64": (lambda p: load_data(DataSpec("moons", noise=1e308)), gn.DataError,
+                           r"noise 1e\+308 takes the values past float64's range"),
+    "samples past memory": (lambda p: load_data(DataSpec("sine", samples=10**23)),
+                            gn.DataError, r"do not fit in this machine's memory"),
 }
+
+
+def _npz_with_text_member(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "t.npz", "w") as z:
+        z.writestr("x.npy", b"not an array")  # (numpy gives such a member back as bytes)
+        z.writestr("y.npy", b"nor this")
+    return str(tmp_path / "t.npz")
+
+
+def test_predict_reads_npy_features_shaped_as_training_takes_them(tmp_path):
+    for x, want in ((np.arange(5.0), np.arange(5.0).reshape(5, 1)),
+                    (np.arange(24.0).reshape(3, 2, 4), np.arange(24.0).reshape(3, 8))):
+        np.save(tmp_path / "x.npy", x)
+        np.testing.assert_array_equal(read_features(tmp_path / "x.npy"), want)
+
+
+def test_moons_take_a_noise_of_minus_zero():
+    a = load_data(DataSpec("moons", noise=-0.0, samples=50))
+    b = load_data(DataSpec("moons", noise=0.0, samples=50))
+    np.testing.assert_array_equal(a.x_train, b.x_train)
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
