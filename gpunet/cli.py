@@ -44,6 +44,27 @@ _seconds = _number_type(float, lambda v: v >= 0, "seconds >= 0")
 _nonnegative = _number_type(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 
 
+def _path(text):
+    """An argparse type: a path, not an empty string (which would name no file)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
+#: what --plot writes, by the path's ending
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def _plot_path(text):
+    text = _path(text)
+    kind = os.path.splitext(text)[1].lower().lstrip(".")
+    if kind not in PLOT_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected a path ending in "
+                                         f"{', '.join('.' + f for f in PLOT_FORMATS)}, "
+                                         f"got {text!r}")
+    return text
+
+
 def _dataset(text):
     from .data import source_kind
 
@@ -165,16 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0,
                    help="one seed for weights, splits and shuffling (default 0)")
     t.add_argument("--dtype", default="float32", choices=DTYPES, help="default float32")
-    t.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
-    t.add_argument("--resume", metavar="PATH",
+    t.add_argument("--save", metavar="PATH", type=_path,
+                   help="write a checkpoint here after every epoch")
+    t.add_argument("--resume", metavar="PATH", type=_path,
                    help="continue the run saved in this checkpoint up to --epochs")
-    t.add_argument("--metrics-json", metavar="PATH", help="write the final metrics as JSON")
+    t.add_argument("--metrics-json", metavar="PATH", type=_path,
+                   help="write the final metrics as JSON")
     t.add_argument("--report", action="store_true",
                    help="also evaluate --report's figures on the test split: each class's "
                         "precision, recall, F1 and the confusion matrix, or each target's "
                         "MAE, RMSE and R2")
-    t.add_argument("--plot", metavar="PATH.png", help="draw loss/metric curves (and a confusion "
-                                                      "matrix for classification)")
+    t.add_argument("--plot", metavar="PATH.png", type=_plot_path,
+                   help="draw loss/metric curves (and a confusion matrix for classification): "
+                        "a .png, .pdf or .svg file")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     t.add_argument("--tf32", action="store_true",
                    help="float32 GEMMs on TF32 tensor cores (cupy backend, Ampere or newer: "
@@ -190,22 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "another rank (default: $GPUNET_COLLECTIVE_TIMEOUT, else 600; 0: never)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (by default on its test split)")
-    e.add_argument("--checkpoint", required=True, metavar="PATH")
+    e.add_argument("--checkpoint", required=True, metavar="PATH", type=_path)
     _data_flags(e, defaults=False)
     e.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
                    help="which rows: the run's own test (default), val or train split, or "
                         "all of the source")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
-    e.add_argument("--metrics-json", metavar="PATH")
+    e.add_argument("--metrics-json", metavar="PATH", type=_path)
     e.add_argument("--report", action="store_true",
                    help="also each class's precision, recall, F1 and support and the confusion "
                         "matrix (scikit-learn's classification report), or each regression "
                         "target's MAE, RMSE and R2")
 
     r = sub.add_parser("predict", help="write a checkpoint's predictions for a file of features")
-    r.add_argument("--checkpoint", required=True, metavar="PATH")
-    r.add_argument("--input", required=True, metavar="FILE", help=".csv (header row) or .npy")
-    r.add_argument("--output", required=True, metavar="FILE", help=".csv or .npy")
+    r.add_argument("--checkpoint", required=True, metavar="PATH", type=_path)
+    r.add_argument("--input", required=True, metavar="FILE", type=_path,
+                   help=".csv (header row) or .npy")
+    r.add_argument("--output", required=True, metavar="FILE", type=_path, help=".csv or .npy")
     r.add_argument("--backend", default=None, choices=BACKEND_NAMES)
 
     g = sub.add_parser("gradcheck", help="finite-difference check of every activation x loss")
@@ -213,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verbose", action="store_true", help="print a row for every tensor")
 
     i = sub.add_parser("info", help="backends, devices and versions; or what a checkpoint holds")
-    i.add_argument("--checkpoint", metavar="PATH", default=None,
+    i.add_argument("--checkpoint", metavar="PATH", default=None, type=_path,
                    help="describe this checkpoint (model, data, classes, training) instead")
     # listed for --help; main() hands `gpunet bench ...` to gpunet.bench, which has its own flags
     sub.add_parser("bench", help="time training steps against PyTorch (gpunet bench --help)")
@@ -248,6 +273,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpunet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (gpunet info | head -1): stop quietly, as
+        try:  # a Unix tool does (Python's own advice: stdout on devnull, so the exit's flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # says nothing)
+        except (OSError, ValueError):  # (a stdout without a file descriptor)
+            pass
+        return 141  # (128 + SIGPIPE, what a shell reports for such a tool)
     except OSError as e:  # a file that cannot be read or written: say which, no traceback
         if e.filename is None:
             raise
@@ -973,8 +1004,9 @@ def _describe_checkpoint(path) -> int:
         where = data["dataset"] + (
             f" (target {target})" if isinstance(target, str) else
             f" (targets {', '.join(map(str, target))})" if target else "")
+        own_test = data.get("data_dir") is not None  # (mnist: its own test files)
         print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
-              f"test {data['test_fraction']:g}"
+              + ("test its own files" if own_test else f"test {data['test_fraction']:g}")
               + (", rows with a missing value left out" if data.get("drop_missing") else "")
               + (f", missing values filled ({data['fill_missing']})"
                  if data.get("fill_missing") else "")

@@ -799,7 +799,8 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     if spec.class_weight not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown class weight {spec.class_weight!r}; valid: None, "
                           + ", ".join(map(repr, CLASS_WEIGHTS[1:])))
-    if spec.val_fraction + spec.test_fraction >= 1:
+    if spec.val_fraction + (0 if kind == "idx" else spec.test_fraction) >= 1:  # (mnist: its
+        # own test files, test_fraction unused)
         raise ConfigError(f"val_fraction + test_fraction must be below 1 to leave training rows, "
                           f"got {spec.val_fraction} + {spec.test_fraction}")
     if not _is_int(spec.samples) or spec.samples < 1:
@@ -1421,8 +1422,10 @@ def _load_npy(path: str) -> np.ndarray:
     try:
         a = np.load(path, allow_pickle=False)
     except ValueError as e:
-        raise DataError(_pickle_message(path, e) or
-                        f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise DataError(_pickle_message(path, e) or (
+            f"{path}: not a .npy file (it does not start with a .npy header)"
+            if "allow_pickle" in str(e) else  # (numpy's words would say "pickled" data)
+            f"{path}: not a readable .npy file ({_one_line(e)})")) from None
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
     if not isinstance(a, np.ndarray):

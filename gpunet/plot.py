@@ -5,12 +5,14 @@ no display is needed."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 
 
 def plot_history(history, path, confusion=None, title=None, class_names=None) -> None:
-    """Write a PNG of ``history`` (fit's per-epoch rows) to ``path`` atomically.
+    """Write a picture of ``history`` (fit's per-epoch rows) to ``path`` atomically: a PDF or
+    an SVG where the path ends so, else a PNG.
 
     ``confusion``: counts[true, predicted] for a third panel (classification), its axes
     labelled with ``class_names`` when given (else 0..k-1).
@@ -64,6 +66,7 @@ def plot_history(history, path, confusion=None, title=None, class_names=None) ->
     if title:
         fig.suptitle(title)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    kind = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    fig.savefig(buf, format=kind if kind in ("pdf", "svg") else "png", dpi=100)
     plt.close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -667,7 +667,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 if classify:
                     step_correct[s] = correct
                 if show and (s + 1) % max(1, n_steps // 10) == 0:
-                    bar.set_postfix(loss=f"{float(step_losses[:s + 1].mean()):.4f}")
+                    bar.set_postfix(loss=f"{float(step_losses[:s + 1].mean()):.4f}",
+                                    refresh=False)  # (shown by the bar's own refresh, at
+                    # its count: a refresh here would draw the count tqdm has not yet stored)
                 # Under comm only the reduced flag decides: a Ctrl-C that comes in after this
                 # rank packed its flag rides the next step's all-reduce, so that every rank
                 # stops after the same step (one stopping alone would leave the others waiting)

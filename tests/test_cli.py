@@ -223,7 +223,7 @@ def test_an_unwritable_output_is_refused_before_training(flag, tmp_path, capsys)
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a file where a folder would have to be
     assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
-                 flag, str(blocker / "out")]) == 1
+                 flag, str(blocker / "out.png")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"gpunet: error: {flag}")
     assert "epoch" not in capsys.readouterr().out
@@ -530,8 +530,8 @@ def test_an_output_path_that_is_the_data_file_is_refused(tmp_path, capsys):
                   str(tmp_path / "d.npz"), *base],
                  ["train", "--dataset", str(tmp_path / "x.npy"), "--target",
                   str(tmp_path / "y.npy"), "--metrics-json", str(tmp_path / "y.npy"), *base],
-                 ["train", "--dataset", str(tmp_path / "d.npz"), "--plot",
-                  str(tmp_path / ".." / tmp_path.name / "d.npz"), *base]):
+                 ["train", "--dataset", str(tmp_path / ".." / tmp_path.name / "d.npz"),
+                  "--metrics-json", str(tmp_path / "d.npz"), *base]):
         assert main(argv) == 1
         assert "is the data file" in capsys.readouterr().err
     assert main(["train", "--dataset", str(tmp_path / "d.npz"), "--save",
@@ -543,3 +543,47 @@ def test_an_output_path_that_is_the_data_file_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err.count("is the data file") == 2
     for p, content in files.items():
         assert p.read_bytes() == content, p
+
+
+def test_plots_take_pdf_and_svg_and_paths_must_name_a_file(tmp_path, capsys):
+    base = ["train", "--dataset", "iris", "--epochs", "2", "--quiet", "--backend", "numpy"]
+    assert main([*base, "--plot", str(tmp_path / "r.pdf")]) == 0
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+    assert main([*base, "--plot", str(tmp_path / "r.svg")]) == 0
+    assert b"<svg" in (tmp_path / "r.svg").read_bytes()[:1000]
+    assert main([*base, "--plot", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+    capsys.readouterr()
+    for argv in ([*base, "--plot", str(tmp_path / "r.jpg")], [*base, "--plot", ""],
+                 [*base, "--save", ""], [*base, "--metrics-json", " "],
+                 ["info", "--checkpoint", ""]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2, argv
+    err = capsys.readouterr().err
+    assert "expected a path ending in .png, .pdf, .svg, got" in err
+    assert err.count("expected a path, got an empty string") == 4
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path):
+    """gpunet gradcheck | head -1: the pipe closes early; gpunet stops quietly."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -c 'import sys; from gpunet.cli import main; "
+                          f"sys.exit(main())' gradcheck | head -1", shell=True,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.startswith("finite-difference gradient check")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_mnist_ignores_the_test_fraction(tmp_path, capsys):
+    from test_data_sources import make_mnist
+
+    folder, _ = make_mnist(tmp_path / "m", n_train=40, n_test=12)
+    ck = tmp_path / "m.npz"
+    assert main(["train", "--dataset", "mnist", "--data-dir", folder, "--val-fraction", "0.85",
+                 "--epochs", "1", "--quiet", "--backend", "numpy", "--save", str(ck)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(ck)]) == 0
+    assert ", test its own files" in capsys.readouterr().out

@@ -464,7 +464,7 @@ ERRORS = {
     "npz not a zip": (lambda p: load_data(DataSpec(_garbage(p, "n.npz"))), gn.DataError,
                       r"n\.npz: not a readable \.npz archive"),
     "npy garbage": (lambda p: read_features(_garbage(p, "n.npy")), gn.DataError,
-                    r"n\.npy: not a readable \.npy file"),
+                    r"n\.npy: not a \.npy file \(it does not start with a \.npy header\)"),
     # IDX
     "idx wrong magic": (lambda p: load_data(_mnist_with(
         p, "train-images-idx3-ubyte", np.zeros((40, 4, 3)), magic=0x801)),
@@ -517,6 +517,8 @@ ERRORS = {
                            r"in\.parquet: unsupported input file; expected a \.csv or \.npy"),
     "predict csv cell": (lambda p: read_features(_csv_with(p, [["1", "x", "2"]])), gn.DataError,
                          r"line 2, column 'b': 'x' is not a number"),
+    "text named npy": (lambda p: read_features(_text_as(p, "t.npy")), gn.DataError,
+                       r"t\.npy: not a \.npy file \(it does not start with a \.npy header\)"),
     "predict npy scalar": (lambda p: read_features(_npy_pair(p, np.float64(3), Y20).dataset),
                            gn.DataError, r"the features must be an array with one row"),
     "npz of no rows": (lambda p: load_data(DataSpec(_npz(p, x=np.zeros((0, 4)),
@@ -534,6 +536,11 @@ ERRORS = {
     "samples past memory": (lambda p: load_data(DataSpec("sine", samples=10**23)),
                             gn.DataError, r"do not fit in this machine's memory"),
 }
+
+
+def _text_as(tmp_path, name):
+    (tmp_path / name).write_text("hello\n")
+    return tmp_path / name
 
 
 def _npz_with_text_member(tmp_path):
