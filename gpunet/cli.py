@@ -80,7 +80,9 @@ def _data_flags(p, defaults=True):
     p.add_argument("--dataset", type=_dataset, default="digits" if defaults else None,
                    metavar="NAME|PATH",
                    help="a bundled or synthetic set, mnist/fashion_mnist (with --data-dir), or a "
-                        ".csv/.npz/.npy file (default: digits)")
+                        ".csv/.npz/.npy file (default: "
+                        + ("digits)" if defaults else "the checkpoint's own data; a saved "
+                           "estimator's has none: give it)"))
     p.add_argument("--target", action="append",
                    help="CSV: the target column (numbers, or class names; text feature "
                         "columns are one-hot encoded), repeated for several (numbers: "
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="seeded, stratified validation rows (default 0.1)")
     t.add_argument("--test-fraction", type=float, default=0.2,
-                   help="ignored where the dataset has its own test split (mnist)")
+                   help="seeded, stratified test rows (default 0.2); ignored where the "
+                        "dataset has its own test split (mnist)")
     t.add_argument("--class-weight", choices=("balanced",), default=None,
                    help="classification: weight each row's loss by n / (k * n_class) from the "
                         "training rows' class counts, so that every class counts the same")
@@ -162,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip-grad-norm", type=_positive_float, default=None, metavar="MAX",
                    help="scale each step's gradients down to a 2-norm of at most MAX")
     t.add_argument("--schedule", default="constant", choices=SCHEDULES,
-                   help="learning-rate schedule per epoch (plateau: lowered by --gamma "
-                        "after 5 epochs without a better val_loss)")
+                   help="learning-rate schedule per epoch (plateau: times --gamma once more "
+                        "than 5 epochs in a row bring no val_loss lower by over 0.01%%, as "
+                        "torch's ReduceLROnPlateau(patience=5))")
     t.add_argument("--step-size", type=_positive_int, default=10,
                    help="step schedule: epochs (default 10)")
     t.add_argument("--warmup", type=_count, default=0, metavar="EPOCHS",
@@ -196,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also evaluate --report's figures on the test split: each class's "
                         "precision, recall, F1 and the confusion matrix, or each target's "
                         "MAE, RMSE and R2")
-    t.add_argument("--plot", metavar="PATH.png", type=_plot_path,
+    t.add_argument("--plot", metavar="PATH", type=_plot_path,
                    help="draw loss/metric curves (and a confusion matrix for classification): "
                         "a .png, .pdf or .svg file")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")

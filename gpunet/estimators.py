@@ -401,7 +401,9 @@ class _GpunetMLP(BaseEstimator):
         """Write the fitted estimator to ``path`` (``.npz``) as a gpunet checkpoint: the
         weights, the optimiser's state (for ``partial_fit`` after ``load``), the
         standardisation, the parameters, the history and (a classifier) the classes, as plain
-        arrays and JSON; atomically (temporary file, fsync, rename)."""
+        arrays and JSON; atomically (temporary file, fsync, rename). ConfigError where
+        parameters changed since the fit describe another network (``hidden``,
+        ``activation``, ``dropout``, ``norm``, ``dtype``): fit again, or set them back."""
         check_is_fitted(self)
         unlike = self._unlike(self.model_, self._hidden_sizes(), self.model_.sizes[-1])
         if unlike:  # (set_params since the fit: load would build another estimator)
@@ -437,7 +439,8 @@ class _GpunetMLP(BaseEstimator):
     def load(cls, path, *, backend=None):
         """The estimator ``save`` wrote to ``path``, fitted, its model on ``backend`` (default:
         the saved ``backend`` parameter, "auto" unless it was set). Never unpickles anything;
-        CheckpointError for a file that holds no saved estimator of this class."""
+        CheckpointError for a file that holds no saved estimator of this class, or one whose
+        parameters, network, classes and standardisations disagree (naming what)."""
         ckpt = load_checkpoint(path)
         ckpt.check_sections(path)
         info = ckpt.extra.get("estimator")
@@ -591,8 +594,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             never), as ``torch.nn.utils.clip_grad_norm_``.
         schedule: constant, step, cosine or plateau (over ``epochs``); ``step_size`` and
             ``gamma``: step's period (10 epochs) and factor (0.1), ``gamma`` also plateau's
-            (after 5 epochs without a better validation loss), as ``--step-size`` and
-            ``--gamma``; ``warmup``: epochs of a linear ramp up to it (epoch e at
+            (once more than 5 epochs in a row bring no better validation loss), as
+            ``--step-size`` and ``--gamma``; ``warmup``: epochs of a linear ramp up to it (epoch e at
             e / (warmup + 1) of its rate).
         epochs, batch_size: epochs run (fewer with ``patience``), rows per step.
         patience: stop after that many epochs without a better validation loss and keep the
@@ -786,7 +789,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
 
 class MLPRegressor(RegressorMixin, _GpunetMLP):
-    """A multilayer perceptron regressor trained by gpunet on mean squared error, with an
+    """A multilayer perceptron regressor trained by gpunet on mean squared error (or the Huber
+    loss, ``loss="huber"``), with an
     identity output per target column (see ``MLPClassifier`` for the parameters; here
     ``standardize`` also standardises the targets, and predictions are in their units)."""
 

@@ -4,7 +4,10 @@
     cosine:   lr = min_lr + (base - min_lr) * (1 + cos(pi * (epoch - 1) / epochs)) / 2,
               and min_lr after ``epochs`` (``fit`` refuses a run, or a resume, past them when
               min_lr is 0, as those epochs could not train)
-    plateau:  lr *= factor after ``patience`` epochs without the monitored loss improving
+    plateau:  lr *= factor (not below min_lr) once more than ``patience`` epochs in a row
+              bring no validation loss lower than the best by more than ``threshold``
+              (relative), as torch's ReduceLROnPlateau; ``fit`` shows it val_loss, whatever
+              early stopping monitors
 
 and, with ``warmup`` W > 0, the first W epochs run at that rate times epoch / (W + 1): a linear
 ramp up to the full rate at epoch W + 1 (``torch.optim.lr_scheduler.LinearLR`` with

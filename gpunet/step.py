@@ -55,9 +55,11 @@ class StaticStep:
     """One training step of ``batch_size`` rows on fixed buffers (see the module docstring).
 
     Call it as ``loss, correct = step(x, y, rows)``: ``x`` (n, inputs) and ``y`` (n,) labels or
-    (n, outputs) targets on the model's backend; ``rows`` (batch_size,) picks the batch (None:
-    x and y are the batch). With ``weighted=True``: ``step(x, y, rows, w)``, ``w`` (n,) the
-    sample weights of the rows of x. Returns 0-d arrays on the backend, overwritten by the
+    (n, outputs) targets, on the model's backend or on the host (on a device backend only the
+    batch's rows go over); ``rows`` (batch_size,) integer indices, an array or a list, pick the
+    batch (None: x and y are the batch; rows given on the host are checked against x there).
+    With ``weighted=True``: ``step(x, y, rows, w)``, ``w`` (n,) the sample weights of the rows
+    of x. Inputs, targets and weights of another dtype are cast as the batch is copied in. Returns 0-d arrays on the backend, overwritten by the
     next call: the loss and, with ``count_correct``, how many argmax predictions equal the
     labels.
     ``graph=False`` runs the body eagerly on the GPU too. Labels are checked as the loss checks
