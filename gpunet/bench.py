@@ -468,11 +468,13 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="gpunet bench", description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"),
+                   help="default numpy (not train's auto: --backend cupy on a GPU)")
     p.add_argument("--config", action="append", choices=sorted(CONFIGS),
                    help="repeatable; default: small and medium (and large on a GPU)")
-    p.add_argument("--optimizer", action="append", choices=("sgd", "adam"))
-    p.add_argument("--rounds", type=_positive_int, default=7)
+    p.add_argument("--optimizer", action="append", choices=("sgd", "adam"),
+                   help="repeatable; default: both")
+    p.add_argument("--rounds", type=_positive_int, default=7, help="default 7")
     p.add_argument("--steps", type=_positive_int, default=None, help="steps per round")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-graph", dest="graph", action="store_false",
