@@ -328,25 +328,32 @@ def _write_json(path, obj) -> None:
 
 
 def _data_files(spec) -> list:
-    """The files a data spec reads: its dataset, and a .npy target file."""
+    """The files a data spec reads, as ("data file", path): its dataset, a .npy target."""
     files = [spec.dataset]
     if isinstance(spec.target, str) and spec.target.lower().endswith(".npy"):
         files.append(spec.target)
-    return [f for f in files if isinstance(f, str) and os.path.isfile(f)]
+    return [("data file", f) for f in files if isinstance(f, str) and os.path.isfile(f)]
 
 
 def _refuse_overwriting(inputs, *outputs) -> None:
-    """ConfigError where an output path (flag, path) is one of the input files: writing it
-    would replace the data (a checkpoint saved over the dataset, say)."""
+    """ConfigError where an output (flag, path) is one of the ``inputs`` (what, path) (a
+    checkpoint saved over the dataset, metrics written over the checkpoint evaluated), or two
+    outputs name one file (each would replace the other)."""
     from .errors import ConfigError
 
-    for flag, path in outputs:
-        if not path or not os.path.exists(path):
-            continue
-        for source in inputs:
-            if os.path.exists(source) and os.path.samefile(path, source):
-                raise ConfigError(f"{flag} {path} is the data file {source}: writing it would "
-                                  "replace the data; choose another path")
+    named = [(flag, path) for flag, path in outputs if path]
+    for flag, path in named:
+        for what, source in inputs:
+            if source and os.path.exists(path) and os.path.exists(source) \
+                    and os.path.samefile(path, source):
+                raise ConfigError(f"{flag} {path} is the {what} {source}: writing it would "
+                                  f"replace the {what}; choose another path")
+    seen = {}
+    for flag, path in named:
+        other = seen.setdefault(os.path.realpath(path), flag)
+        if other != flag:
+            raise ConfigError(f"{other} and {flag} name one file, {path}: each would replace "
+                              "the other; choose two paths")
 
 
 def _spec_from_args(args, base=None):
@@ -524,6 +531,8 @@ def cmd_train(args, comm=None) -> int:
 
     _refuse_overwriting(_data_files(data.spec), ("--save", save),
                         ("--metrics-json", args.metrics_json), ("--plot", args.plot))
+    _refuse_overwriting([("checkpoint", args.resume)], ("--metrics-json", args.metrics_json),
+                        ("--plot", args.plot))  # (--save may be it: the run goes on there)
     objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
@@ -737,7 +746,8 @@ def cmd_evaluate(args) -> int:
         if names and str(args.dataset).lower().endswith(".csv") else None))
     # (a multilabel estimator's classes are its labels' columns 0..k-1, not names to map)
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes
-    _refuse_overwriting(_data_files(spec), ("--metrics-json", args.metrics_json))
+    _refuse_overwriting(_data_files(spec) + [("checkpoint", args.checkpoint)],
+                        ("--metrics-json", args.metrics_json))
     x, y, task, n_classes, w_rows = load_split(
         spec, args.split, ckpt.standardizer, ckpt.target_standardizer, classes,
         ckpt.features, _fill_values(ckpt), with_weights=True,
@@ -806,7 +816,8 @@ def cmd_predict(args) -> int:
     if kind not in (".csv", ".npy"):
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
     check_writable(out, "--output")
-    _refuse_overwriting([args.input], ("--output", out))
+    _refuse_overwriting([("input file", args.input), ("checkpoint", args.checkpoint)],
+                        ("--output", out))
     ckpt = load_checkpoint(args.checkpoint)
     ckpt.check_sections(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")

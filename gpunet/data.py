@@ -491,7 +491,8 @@ def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarra
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
         if x.ndim != 2:  # (as training reads them: one feature, or trailing dims flattened)
-            x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(len(x), -1)
+            x = x.reshape(-1, 1) if x.ndim == 1 else \
+                x.reshape(len(x), int(np.prod(x.shape[1:])))  # (no -1: 0 rows)
         return _finite(x.astype(np.float64), path, "feature")
     raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
 

@@ -440,7 +440,9 @@ class _GpunetMLP(BaseEstimator):
         """The estimator ``save`` wrote to ``path``, fitted, its model on ``backend`` (default:
         the saved ``backend`` parameter, "auto" unless it was set). Never unpickles anything;
         CheckpointError for a file that holds no saved estimator of this class, or one whose
-        parameters, network, classes and standardisations disagree (naming what)."""
+        network, classes and standardisations disagree (naming what); parameters that
+        describe another network than the saved one (changed before a save of an earlier
+        version) are set to the network's, with a warning."""
         ckpt = load_checkpoint(path)
         ckpt.check_sections(path)
         info = ckpt.extra.get("estimator")
@@ -473,15 +475,22 @@ class _GpunetMLP(BaseEstimator):
                                                 est.model_)
         est.standardizer_ = ckpt.standardizer
         est.target_standardizer_ = ckpt.target_standardizer
-        sizes = est.model_.sizes
-        unlike = est._unlike(est.model_, est._hidden_sizes(), sizes[-1]) + [
-            f"{what} of {len(s.mean)} columns for {n} {unit}" for what, s, n, unit in (
-                ("a standardisation", est.standardizer_, sizes[0], "inputs"),
-                ("a target standardisation", est.target_standardizer_, sizes[-1], "outputs"))
+        model, sizes = est.model_, est.model_.sizes
+        unlike = [f"{what} of {len(s.mean)} columns for {n} {unit}" for what, s, n, unit in (
+            ("a standardisation", est.standardizer_, sizes[0], "inputs"),
+            ("a target standardisation", est.target_standardizer_, sizes[-1], "outputs"))
             if s is not None and len(s.mean) != n]
         if unlike:
             raise CheckpointError("the saved estimator's parts do not fit together: "
                                   + "; ".join(unlike))
+        unlike = est._unlike(model, est._hidden_sizes(), sizes[-1])
+        if unlike:  # parameters changed after the fit (save took them before session 9):
+            warnings.warn("the saved parameters describe another network than the saved one ("
+                          + "; ".join(unlike) + "): they are set to the network's",
+                          stacklevel=3)
+            est.set_params(hidden=tuple(sizes[1:-1]), activation=model.activation,
+                           dropout=model.dropout, norm=model.norm,
+                           dtype=np.dtype(model.dtype).name)
         est.n_features_in_ = est.model_.sizes[0]
         if info.get("feature_names") is not None:
             est.feature_names_in_ = np.asarray(info["feature_names"], dtype=object)

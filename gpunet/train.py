@@ -537,8 +537,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     # the schedule fit steps: a copy, its unset base_lr and epochs the rate the optimiser was
     # built with (not the rate an earlier run's schedule left it at) and the run's length;
     # without one, the optimiser's rate now
-    schedule = Schedule("constant", base_lr=optimizer.lr, epochs=epochs) if schedule is None \
-        else schedule.bound(getattr(optimizer, "initial_lr", optimizer.lr), epochs)
+    schedule = Schedule("constant").bound(optimizer.lr, epochs) if schedule is None \
+        else schedule.bound(getattr(optimizer, "initial_lr", optimizer.lr), epochs)  # (bound:
+    # a rate an earlier schedule took to 0 goes on at 0, as before)
     if resume is None and schedule.name == "cosine" and epochs > schedule.epochs \
             and schedule.min_lr <= 0:
         raise ConfigError(f"the cosine schedule spans {schedule.epochs} epochs and its learning "
@@ -755,10 +756,16 @@ def _check_same_rows(t, resume, data, target) -> None:
         raise ConfigError(f"the run trained on {rows[0]} rows, validated on {rows[1]} and "
                           f"tested on {rows[2]}; these data split into {now[0]}, {now[1]} and "
                           f"{now[2]}: resume on the data the run was trained on")
+    if (resume.standardizer is None) != (data.standardizer is None):
+        raise ConfigError("this run " + ("standardised its features; these data are not"
+                                         if resume.standardizer is not None else
+                                         "took its features as given; these data are "
+                                         "standardised")
+                          + ": resume with the data spec stored in the checkpoint")
     for what, saved, fresh in (("feature", resume.standardizer, data.standardizer),
                                ("target", resume.target_standardizer, target)):
         if saved is None or fresh is None:
-            continue  # (whether they are standardised at all is checked before)
+            continue  # (whether they are standardised at all is checked above and before)
         mean, std = np.asarray(saved.mean), np.asarray(saved.std)
         if mean.shape != np.shape(fresh.mean):
             continue  # (the columns are checked before)

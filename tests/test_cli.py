@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -540,7 +541,22 @@ def test_an_output_path_that_is_the_data_file_is_refused(tmp_path, capsys):
                  str(tmp_path / "d.npz"), "--backend", "numpy"]) == 1
     assert main(["predict", "--checkpoint", str(tmp_path / "run.npz"), "--input",
                  str(tmp_path / "x.npy"), "--output", str(tmp_path / "x.npy")]) == 1
-    assert capsys.readouterr().err.count("is the data file") == 2
+    err = capsys.readouterr().err
+    assert "is the data file" in err and "is the input file" in err
+    # the checkpoint evaluated or resumed is an input too (--save may be it)
+    files[tmp_path / "run.npz"] = (tmp_path / "run.npz").read_bytes()
+    for argv in (["evaluate", "--checkpoint", str(tmp_path / "run.npz"), "--metrics-json",
+                  str(tmp_path / "run.npz")],
+                 ["train", "--resume", str(tmp_path / "run.npz"), "--epochs", "2",
+                  "--metrics-json", str(tmp_path / "run.npz")]):
+        assert main(argv) == 1  # (resumed, --save is the checkpoint: one file for two)
+        assert re.search("is the checkpoint|--save and --metrics-json name one file",
+                         capsys.readouterr().err)
+    # two outputs naming one file
+    assert main(["train", "--dataset", "iris", "--save", str(tmp_path / "o.npz"),
+                 "--metrics-json", str(tmp_path / "o.npz"), *base]) == 1
+    assert "--save and --metrics-json name one file" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
     for p, content in files.items():
         assert p.read_bytes() == content, p
 

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -590,3 +591,29 @@ def test_resume_refuses_data_that_changed_since_the_run_was_saved(tmp_path, caps
         assert run.read_bytes() == saved
     data.write_text("\n".join(lines) + "\n")
     assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 0
+
+
+def test_resume_refuses_features_standardised_otherwise_and_goes_on_at_a_rate_of_0():
+    """A run on standardised features resumed on the same rows taken as given: refused. And
+    fit without a schedule goes on at the optimiser's rate, 0 too (an earlier schedule's
+    floor), as it did before schedules bound to the optimiser's rate."""
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(80, 3)) * 5 + 2, rng.integers(0, 2, 80)
+    model = gn.MLP([3, 8, 2], seed=1)
+    data = make_dataset("d", x, y, "classification", seed=0, val_fraction=0.2)
+    path = os.path.join(tempfile.mkdtemp(), "r.npz")
+    fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=1, save=path,
+        progress=False)
+    plain = make_dataset("d", x, y, "classification", seed=0, val_fraction=0.2,
+                         standardize=False)
+    again = gn.MLP([3, 8, 2])
+    with pytest.raises(gn.ConfigError, match="this run standardised its features; these "
+                                             "data are not"):
+        fit(again, plain, gn.CrossEntropyLoss(), gn.SGD(again, lr=0.1), epochs=2,
+            resume=path, progress=False)
+    opt = gn.SGD(model, lr=0.1)
+    opt.lr = 0.0
+    history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=1, progress=False)
+    assert history[0]["lr"] == 0.0
