@@ -604,8 +604,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         schedule: constant, step, cosine or plateau (over ``epochs``); ``step_size`` and
             ``gamma``: step's period (10 epochs) and factor (0.1), ``gamma`` also plateau's
             (once more than 5 epochs in a row bring no better validation loss), as
-            ``--step-size`` and ``--gamma``; ``warmup``: epochs of a linear ramp up to it (epoch e at
-            e / (warmup + 1) of its rate).
+            ``--step-size`` and ``--gamma``; ``warmup``: epochs of a linear ramp up to it
+            (epoch e at e / (warmup + 1) of its rate).
         epochs, batch_size: epochs run (fewer with ``patience``), rows per step.
         patience: stop after that many epochs without a better validation loss and keep the
             best weights; the validation rows are ``val_fraction`` of the data (default 0.1

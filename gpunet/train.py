@@ -313,7 +313,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     sample_weight=)`` or ``DataSpec(class_weight="balanced")``) weight each row's loss: every
     step minimises its batch's weighted mean, the epoch's ``train_loss`` is the weighted mean
     over the epoch (the weighted sum, for a loss of reduction "sum") and ``val_loss`` (which
-    early stopping watches by default) the weighted mean over the validation rows. Under ``comm`` a rank's share of a batch is its share of the weight.
+    early stopping watches by default) the weighted mean over the validation rows. Under
+    ``comm`` a rank's share of a batch is its share of the weight.
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
