@@ -59,9 +59,9 @@ class StaticStep:
     batch's rows go over); ``rows`` (batch_size,) integer indices, an array or a list, pick the
     batch (None: x and y are the batch; rows given on the host are checked against x there).
     With ``weighted=True``: ``step(x, y, rows, w)``, ``w`` (n,) the sample weights of the rows
-    of x. Inputs, targets and weights of another dtype are cast as the batch is copied in. Returns 0-d arrays on the backend, overwritten by the
-    next call: the loss and, with ``count_correct``, how many argmax predictions equal the
-    labels.
+    of x. Inputs, targets and weights of another dtype are cast as the batch is copied in.
+    Returns 0-d arrays on the backend, overwritten by the next call: the loss and, with
+    ``count_correct``, how many argmax predictions equal the labels.
     ``graph=False`` runs the body eagerly on the GPU too. Labels are checked as the loss checks
     them (``CrossEntropyLoss(check_labels=...)``, on by default: a GPU reads two numbers back);
     labels of another integer dtype, or targets of another float one, are converted.
@@ -97,6 +97,9 @@ class StaticStep:
         self._binding = None
         self._replay = self._replay_update = None
         self._w_checked = None  # the weights array last checked (once per array)
+        #: check rows given on the host against x at every call (fit, whose rows are slices
+        #: of its own permutation, turns it off: a min and a max a step saved)
+        self.check_rows = True
 
     def _rows_of(self, a, rows, host_rows):
         """``a``'s rows ``rows`` on the backend: picked on the host where ``a`` is a host array
@@ -542,7 +545,7 @@ class StaticStep:
             got = (host_rows if host_rows is not None else rows).dtype
             if got.kind not in "iu":
                 raise ConfigError(f"rows must be integer indices, got dtype {got}")
-            if host_rows is not None and host_rows.size and (
+            if host_rows is not None and self.check_rows and host_rows.size and (
                     host_rows.min() < 0 or host_rows.max() >= len(x)):
                 bad = host_rows[(host_rows < 0) | (host_rows >= len(x))][0]
                 raise ShapeError(f"rows pick past the {len(x)} rows of x: row {bad}")

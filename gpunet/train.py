@@ -571,6 +571,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                 weighted=w_dev is not None, split=comm is not None,
                                 row_offset=share_lo,
                                 extras=STEP_EXTRAS if comm is not None else 0)
+            static.check_rows = False  # (its rows: slices of the epoch's permutation)
             if step_cache is not None:
                 step_cache["static"] = (key, static)
 
