@@ -1,7 +1,7 @@
 """Per-class and per-target figures of a model on a set of rows, for ``gpunet evaluate
---report`` and ``gpunet train --report``: scikit-learn's classification report (precision, recall, F1 and support of each
-class or label, their averages) and confusion matrix, or each regression target's MAE, RMSE
-and R^2 in the targets' own units. Every row counts once (as evaluate's accuracy, MSE and R^2;
+--report`` and ``gpunet train --report``: scikit-learn's classification report (precision,
+recall, F1 and support of each class or label, their averages) and confusion matrix, or each
+regression target's MAE, RMSE and R^2 in the targets' own units. Every row counts once (as evaluate's accuracy, MSE and R^2;
 sample weights weight only the loss)."""
 
 from __future__ import annotations
