@@ -330,7 +330,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     from tqdm.auto import tqdm
 
     from .data import Dataset
-    from .optim import Optimizer
+    from .optim import Optimizer, _real
 
     if not isinstance(data, Dataset):
         raise ConfigError(f"data must be a gpunet Dataset (gpunet.data.make_dataset(name, x, y, "
@@ -349,15 +349,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     _check_positive_int("batch_size", batch_size)
     if patience is not None:
         _check_positive_int("patience", patience)
-    try:
-        ok = isinstance(min_delta, (int, float, np.integer, np.floating)) \
-            and not isinstance(min_delta, (bool, np.bool_)) \
-            and math.isfinite(min_delta) and min_delta >= 0
-    except OverflowError:  # an int too big for a float
-        ok = False
-    if not ok:
-        raise ConfigError(f"min_delta must be a number >= 0, got {min_delta!r}")
-    min_delta = float(min_delta)
+    min_delta = _real("min_delta", min_delta, 0)  # (ConfigError but for a finite number >= 0)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     # as Python ints (NumPy's would not go into a checkpoint's JSON)
