@@ -46,7 +46,7 @@ _nonnegative = _number_type(float, lambda v: 0 <= v < float("inf"), "a number >=
 
 def _path(text):
     """An argparse type: a path, not an empty string (which would name no file)."""
-    if not text.strip():
+    if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     return text
 
@@ -57,8 +57,7 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 
 def _plot_path(text):
     text = _path(text)
-    kind = os.path.splitext(text)[1].lower().lstrip(".")
-    if kind not in PLOT_FORMATS:
+    if not text.lower().endswith(tuple("." + f for f in PLOT_FORMATS)):
         raise argparse.ArgumentTypeError(f"expected a path ending in "
                                          f"{', '.join('.' + f for f in PLOT_FORMATS)}, "
                                          f"got {text!r}")
@@ -90,7 +89,8 @@ def _data_flags(p, defaults=True):
                         "file")
     p.add_argument("--x-key", default=None, help=".npz: the features array (default x)")
     p.add_argument("--y-key", default=None, help=".npz: the targets array (default y)")
-    p.add_argument("--data-dir", help="folder holding the four MNIST-format IDX files")
+    p.add_argument("--data-dir", type=_path,
+                   help="folder holding the four MNIST-format IDX files")
     p.add_argument("--drop-missing", action="store_true", default=None,
                    help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?) "
                         "instead of stopping at the first")
@@ -328,10 +328,22 @@ def _write_json(path, obj) -> None:
 
 
 def _data_files(spec) -> list:
-    """The files a data spec reads, as ("data file", path): its dataset, a .npy target."""
-    files = [spec.dataset]
-    if isinstance(spec.target, str) and spec.target.lower().endswith(".npy"):
-        files.append(spec.target)
+    """The files a data spec reads, as ("data file", path): its dataset file and a .npy target,
+    or (mnist) the files of its data folder; none for a bundled or synthetic set (a file of
+    that name is not its data)."""
+    from .data import source_kind
+
+    try:
+        kind = source_kind(spec.dataset)
+    except GpunetError:
+        return []
+    files = []
+    if kind in ("csv", "npz", "npy"):
+        files.append(spec.dataset)
+        if isinstance(spec.target, str) and spec.target.lower().endswith(".npy"):
+            files.append(spec.target)
+    elif kind == "idx" and isinstance(spec.data_dir, str) and os.path.isdir(spec.data_dir):
+        files += [os.path.join(spec.data_dir, f) for f in os.listdir(spec.data_dir)]
     return [("data file", f) for f in files if isinstance(f, str) and os.path.isfile(f)]
 
 
@@ -529,10 +541,10 @@ def cmd_train(args, comm=None) -> int:
                             step_size=args.step_size, gamma=args.gamma, factor=args.gamma,
                             warmup=args.warmup)
 
-    _refuse_overwriting(_data_files(data.spec), ("--save", save),
-                        ("--metrics-json", args.metrics_json), ("--plot", args.plot))
     _refuse_overwriting([("checkpoint", args.resume)], ("--metrics-json", args.metrics_json),
                         ("--plot", args.plot))  # (--save may be it: the run goes on there)
+    _refuse_overwriting(_data_files(data.spec), ("--save", save),
+                        ("--metrics-json", args.metrics_json), ("--plot", args.plot))
     objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
@@ -650,7 +662,9 @@ def _refuse_changes_on_resume(args, resume) -> None:
     defaults = vars(build_parser().parse_args(["train"]))
     def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv; the target
         if k in ("dataset", "data_dir") and isinstance(v, str) and isinstance(saved[k], str):
-            return os.path.normpath(v) == os.path.normpath(saved[k])  # columns in any order)
+            return os.path.abspath(v) == os.path.abspath(saved[k]) or (  # columns in any
+                os.path.exists(v) and os.path.exists(saved[k])  # order)
+                and os.path.samefile(v, saved[k]))
         if k == "target" and isinstance(v, list) and isinstance(saved[k], list):
             return sorted(v) == sorted(saved[k])
         return v == saved[k]
@@ -822,6 +836,10 @@ def cmd_predict(args) -> int:
     ckpt.check_sections(args.checkpoint)
     model = ckpt.build_model(args.backend, weights="best")
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
+    if spec:  # nor the data the run was trained on (a spec check_sections has read)
+        from .data import DataSpec
+
+        _refuse_overwriting(_data_files(DataSpec.from_json(spec)), ("--output", out))
     estimator = ckpt.extra.get("estimator") if isinstance(ckpt.extra.get("estimator"),
                                                           dict) else {}
     # a saved estimator's pandas target's name: left out, unless it names a feature too (a

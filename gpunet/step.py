@@ -546,8 +546,8 @@ class StaticStep:
             if got.kind not in "iu":
                 raise ConfigError(f"rows must be integer indices, got dtype {got}")
             if host_rows is not None and self.check_rows and host_rows.size and (
-                    host_rows.min() < 0 or host_rows.max() >= len(x)):
-                bad = host_rows[(host_rows < 0) | (host_rows >= len(x))][0]
+                    host_rows.min() < -len(x) or host_rows.max() >= len(x)):  # (NumPy's
+                bad = host_rows[(host_rows < -len(x)) | (host_rows >= len(x))][0]  # range)
                 raise ShapeError(f"rows pick past the {len(x)} rows of x: row {bad}")
             if host_rows is not None:
                 rows = model.backend.asarray(host_rows)

@@ -273,7 +273,7 @@ def test_drop_missing_leaves_out_exactly_the_rows_with_a_missing_value(tmp_path,
     new = write(tmp_path / "new.csv", [c[:6] for c in cols[1:]],
                 ["island", "bill", "depth", "sex"])
     assert main(["predict", "--checkpoint", str(ck), "--input", new, "--output",
-                 str(tmp_path / "p.csv")]) == 1
+                 str(tmp_path / "out.csv")]) == 1
     assert "line 7, column 'island': missing value ('NA')" in capsys.readouterr().err
 
 

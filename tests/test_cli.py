@@ -571,7 +571,7 @@ def test_plots_take_pdf_and_svg_and_paths_must_name_a_file(tmp_path, capsys):
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
     capsys.readouterr()
     for argv in ([*base, "--plot", str(tmp_path / "r.jpg")], [*base, "--plot", ""],
-                 [*base, "--save", ""], [*base, "--metrics-json", " "],
+                 [*base, "--save", ""], [*base, "--metrics-json", ""],
                  ["info", "--checkpoint", ""]):
         with pytest.raises(SystemExit) as e:
             main(argv)
@@ -603,3 +603,29 @@ def test_mnist_ignores_the_test_fraction(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(ck)]) == 0
     assert ", test its own files" in capsys.readouterr().out
+
+
+def test_a_file_named_like_a_bundled_set_is_not_its_data(tmp_path, capsys, monkeypatch):
+    """A checkpoint called "digits" (a bundled set's name) saves and resumes; the files of an
+    mnist data folder are data, not to be written over; a CSV named by its absolute path
+    resumes a run that named it relatively."""
+    from test_data_sources import make_mnist
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--epochs", "1", "--quiet", "--backend", "numpy"]
+    assert main(["train", "--dataset", "digits", "--save", "digits", *base]) == 0
+    assert main(["train", "--resume", "digits", "--epochs", "2", "--quiet"]) == 0
+    folder, _ = make_mnist(tmp_path / "m")
+    images = os.path.join(folder, "train-images-idx3-ubyte")
+    before = open(images, "rb").read()
+    capsys.readouterr()
+    assert main(["train", "--dataset", "mnist", "--data-dir", folder, "--metrics-json", images,
+                 *base]) == 1
+    assert "is the data file" in capsys.readouterr().err
+    assert open(images, "rb").read() == before
+    rng = np.random.default_rng(0)
+    rows = ["a,b,y"] + [f"{u:.4f},{v:.4f},{int(u > v)}" for u, v in rng.normal(size=(60, 2))]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--dataset", "d.csv", "--target", "y", "--save", "c.npz", *base]) == 0
+    assert main(["train", "--resume", "c.npz", "--dataset", str(tmp_path / "d.csv"),
+                 "--epochs", "2", "--quiet"]) == 0

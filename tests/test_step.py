@@ -627,8 +627,8 @@ def test_host_data_on_a_device_backend_goes_over_a_batch_at_a_time(monkeypatch):
     assert {s[0] for s in moved if len(s)} == {BATCH}  # (rows, and each array's batch)
     with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x: row {N + 3}"):
         step(x, y, np.r_[batches[0][:-1], N + 3], w)
-    with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x: row -1"):
-        step(x, y, np.r_[batches[0][:-1], -1], w)
+    with pytest.raises(ShapeError, match=f"rows pick past the {N} rows of x: row {-N - 1}"):
+        step(x, y, np.r_[batches[0][:-1], -N - 1], w)  # (-N..-1: NumPy's, and CuPy's, rows)
     monkeypatch.undo()
     other = StaticStep(twin, t_loss, t_opt, BATCH, weighted=True)
     for rows in batches:
