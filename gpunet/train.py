@@ -742,8 +742,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
 def _check_same_rows(t, resume, data, target) -> None:
     """ConfigError where the data to resume on are not those the run was trained on, as far
     as the checkpoint can tell: the sizes of its splits, and the statistics its features and
-    targets were standardised with (to 1e-9 of each column's spread: the same rows give the
-    same figures), which a changed file or a split of other rows would move."""
+    targets were standardised with (to 1e-9 of each column's std plus |mean|: the same rows
+    give the same figures, to the rounding of their sums), which a changed file or a split of
+    other rows would move."""
     rows = t.get("rows")
     now = [len(data.x_train), len(data.x_val), len(data.x_test)]
     if isinstance(rows, list) and len(rows) == 3 and rows != now:
@@ -763,8 +764,9 @@ def _check_same_rows(t, resume, data, target) -> None:
         mean, std = np.asarray(saved.mean), np.asarray(saved.std)
         if mean.shape != np.shape(fresh.mean):
             continue  # (the columns are checked before)
-        off = (np.abs(np.asarray(fresh.mean) - mean) > 1e-9 * std) \
-            | (np.abs(np.asarray(fresh.std) - std) > 1e-9 * std)
+        scale = 1e-9 * (std + np.abs(mean))  # (summation rounding grows with |mean|: another
+        off = (np.abs(np.asarray(fresh.mean) - mean) > scale) \
+            | (np.abs(np.asarray(fresh.std) - std) > scale)  # machine's sums may differ there)
         if off.any():
             j = int(np.argmax(off))
             raise ConfigError(f"the data are not those the run was trained on: its training "
