@@ -524,7 +524,8 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Datase
 
 def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
                  val_fraction=0.0, standardizers=None, sample_weight=None) -> Dataset:
-    """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it.
+    """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it
+    (``y`` of text: class names, as ``data.classes``, the labels their indices).
     ``standardize=False`` leaves the features and targets as given (``standardizer`` and
     ``target_standardizer`` are then None). ``standardizers``: a pair (features, targets) of
     fitted Standardizers (either may be None: as given) to apply instead of statistics of
@@ -536,7 +537,10 @@ def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
     _check_spec(spec, loss=None, kind=None)
     where = f"dataset {name!r}"
     x = _finite(_as_features(_numeric(np.asarray(x), where, "features"), where), where, "feature")
-    y = _numeric(np.asarray(y), where, "targets")
+    y = np.asarray(y)
+    if y.dtype.kind == "O" and y.size and all(isinstance(v, str) for v in y.ravel()):
+        y = y.astype(str)  # (text labels from a list or a pandas column: class names)
+    y = _targets(y, where)
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} feature rows but {len(y)} targets")
     if sample_weight is not None:

@@ -295,7 +295,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     base_lr and epochs, where unset, are the rate the optimiser was built with and
     ``epochs``; None: the optimiser's rate now, constant).
     ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
-    checkpoint path, written atomically after every epoch, at the end and on Ctrl-C.
+    checkpoint path, written atomically after every epoch, at the end and on Ctrl-C; it holds
+    the last epoch's weights (to resume from) and, with ``patience``, the best epoch's, which
+    fit returns the model with (``load_checkpoint(p).build_model(weights="best")``).
+    ``resume`` goes on with the run's settings: its patience, loss and schedule (None takes
+    the run's) must be the same.
     ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
     ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
@@ -398,10 +402,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     classify = data.task == "classification"
     w_train = getattr(data, "w_train", None)
     target = getattr(data, "target_standardizer", None)  # standardised regression targets
-    if target is not None and model.output != "identity":
-        raise ConfigError(f"the targets are standardised (mean 0, std 1), which a {model.output} "
-                          "output cannot reach: load them as given (DataSpec("
-                          "standardize_targets=False), make_dataset(standardize=False))")
+    bce = isinstance(loss_fn, (BCELoss, BCEWithLogitsLoss))
+    if target is not None and (model.output != "identity" or bce):
+        raise ConfigError("the targets are standardised (mean 0, std 1), which "
+                          + ("a binary cross-entropy, whose targets lie in [0, 1], does not take"
+                             if bce else f"a {model.output} output cannot reach")
+                          + ": load them as given (DataSpec(standardize_targets=False), "
+                          "make_dataset(standardize=False))")
     y_train = prepare_targets(data.y_train, data.task, loss_fn, n_out)
     y_val = prepare_targets(data.y_val, data.task, loss_fn, n_out)
     y_test = prepare_targets(data.y_test, data.task, loss_fn, n_out)
@@ -445,6 +452,15 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if t.get("ranks", 1) != ranks:
             raise ConfigError(f"this run was trained on {t.get('ranks', 1)} rank(s); resume it "
                               f"on the same number (mpiexec -n {t.get('ranks', 1)}), not {ranks}")
+        if t.get("patience") != patience:  # (the best weights kept, or not, go with it)
+            raise ConfigError(f"this run's patience was {t.get('patience')}; resume it with "
+                              f"the same, not {patience}")
+        saved_loss = t.get("loss")
+        now_loss = {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
+                                             if k != "check_labels"}}
+        if isinstance(saved_loss, dict) and saved_loss != now_loss:
+            raise ConfigError(f"this run trained on the loss {_options(saved_loss)}; resume it "
+                              f"with the same, not {_options(now_loss)}")
         if t.get("monitor", "val_loss") != monitor:
             raise ConfigError(f"this run monitored {t.get('monitor', 'val_loss')}; resume it "
                               f"with the same monitor, not {monitor}")
@@ -489,7 +505,18 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                               "(checkpoint.build_model() makes one), but this one has "
                               + "; ".join(differ))
         if t.get("schedule"):
-            schedule = Schedule.from_state(t["schedule"])
+            ran = Schedule.from_state(t["schedule"])
+            if schedule is not None:  # (None: the run's own goes on)
+                differ = [k for k in ("name", "step_size", "gamma", "min_lr", "factor",
+                                      "patience", "threshold", "warmup", "base_lr", "epochs")
+                          if getattr(schedule, k) is not None
+                          and getattr(schedule, k) != getattr(ran, k)]
+                if differ:
+                    raise ConfigError(f"this run's schedule was {ran.name} ("
+                                      + ", ".join(f"{k} {getattr(ran, k)!r}" for k in differ)
+                                      + "); resume it with the same, or with none (the run's "
+                                      "goes on)")
+            schedule = ran
             if schedule.name == "cosine" and epochs > max(schedule.epochs, state.epoch) \
                     and schedule.min_lr <= 0:
                 raise ConfigError(
@@ -779,6 +806,12 @@ def _check_same_rows(t, resume, data, target) -> None:
 #: what ``fit`` can monitor, and the task each needs (None: any)
 MONITORS = {"val_loss": None, "val_accuracy": "classification", "val_r2": "regression",
             "val_mse": "regression"}
+
+
+def _options(config: dict) -> str:
+    """A loss's config as "name (key value, ...)"."""
+    rest = ", ".join(f"{k} {v}" for k, v in config.items() if k != "name")
+    return f"{config.get('name')}" + (f" ({rest})" if rest else "")
 
 
 def _listed_floats(values):

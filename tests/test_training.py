@@ -617,3 +617,65 @@ def test_resume_refuses_features_standardised_otherwise_and_goes_on_at_a_rate_of
     opt.lr = 0.0
     history = fit(model, data, gn.CrossEntropyLoss(), opt, epochs=1, progress=False)
     assert history[0]["lr"] == 0.0
+
+
+def test_fit_resumes_only_with_the_runs_patience_loss_and_schedule(tmp_path):
+    """Another patience (whose best weights the run kept, or not), another loss or another
+    schedule would not go on with the run: refused, naming the run's; None for the schedule
+    takes the run's."""
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2))
+    model = gn.MLP([13, 8, 3], seed=1)
+    path = tmp_path / "r.npz"
+    fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.05), epochs=2, patience=3,
+        schedule=Schedule("step", step_size=1, gamma=0.5), save=path, progress=False)
+    cases = [({"patience": None}, "this run's patience was 3; resume it with the same, not "
+                                  "None"),
+             ({"loss": gn.CrossEntropyLoss(label_smoothing=0.1)},
+              r"trained on the loss cross_entropy \(reduction mean, label_smoothing 0.0\)"),
+             ({"schedule": Schedule("step", step_size=2, gamma=0.5)},
+              "this run's schedule was step \\(step_size 1\\)")]
+    for change, match in cases:
+        again = gn.MLP([13, 8, 3])
+        kw = {"loss": gn.CrossEntropyLoss(), "patience": 3, **change}
+        with pytest.raises(gn.ConfigError, match=match):
+            fit(again, data, kw.pop("loss"), gn.SGD(again, lr=0.05), epochs=4, resume=path,
+                progress=False, **kw)
+    again = gn.MLP([13, 8, 3])
+    history = fit(again, data, gn.CrossEntropyLoss(), gn.SGD(again, lr=0.05), epochs=4,
+                  patience=3, schedule=Schedule("step", step_size=1, gamma=0.5),
+                  resume=path, progress=False)  # (the same; base_lr, epochs unset: the run's)
+    assert [row["lr"] for row in history] == pytest.approx([0.05, 0.025, 0.0125, 0.00625])
+
+
+def test_a_bce_loss_refuses_standardised_targets():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 3)), rng.uniform(0, 1, (50, 1))
+    data = make_dataset("soft", x, y, "regression")
+    model = gn.MLP([3, 4, 1], seed=0)
+    with pytest.raises(gn.ConfigError, match="a binary cross-entropy, whose targets lie in "
+                                             r"\[0, 1\], does not take"):
+        fit(model, data, gn.BCEWithLogitsLoss(), gn.Adam(model), epochs=1, progress=False)
+    data = make_dataset("soft", x, y, "regression", standardize=False)
+    fit(model, data, gn.BCEWithLogitsLoss(), gn.Adam(model), epochs=1, progress=False)
+
+
+def test_make_dataset_takes_text_labels_as_class_names():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 3))
+    names = np.array(["emu", "cat", "dog"])[rng.integers(0, 3, 90)]
+    for y in (names, list(names), names.astype(object)):
+        data = make_dataset("animals", x, y, None, val_fraction=0.2)
+        assert data.task == "classification" and list(data.classes) == ["cat", "dog", "emu"]
+        assert data.n_classes == 3
+    rows = np.concatenate([data.x_train, data.x_val, data.x_test])  # (standardised)
+    labels = np.concatenate([data.y_train, data.y_val, data.y_test])
+    assert len(rows) == 90 and sorted(np.bincount(labels)) == sorted(
+        np.unique(names, return_counts=True)[1])
+    model = gn.MLP([3, 8, 3], seed=0)
+    history = fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=2,
+                  progress=False)
+    assert "test_accuracy" in history.test
