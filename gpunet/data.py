@@ -490,10 +490,7 @@ def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarra
         return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
-        if x.ndim != 2:  # (as training reads them: one feature, or trailing dims flattened)
-            x = x.reshape(-1, 1) if x.ndim == 1 else \
-                x.reshape(len(x), int(np.prod(x.shape[1:])))  # (no -1: 0 rows)
-        return _finite(x.astype(np.float64), path, "feature")
+        return _finite(_as_features(x, path, empty_ok=True), path, "feature")
     raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
 
 
@@ -1469,11 +1466,12 @@ def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:
     return a
 
 
-def _as_features(x: np.ndarray, where: str) -> np.ndarray:
-    """(samples, features) float64: a 1-D array is one feature, trailing dims are flattened."""
-    if x.ndim >= 1 and len(x) == 0:
+def _as_features(x: np.ndarray, where: str, empty_ok: bool = False) -> np.ndarray:
+    """(samples, features) float64: a 1-D array is one feature, trailing dims are flattened;
+    no rows are an error unless ``empty_ok`` (predict answers an empty file with nothing)."""
+    if x.ndim >= 1 and len(x) == 0 and not empty_ok:
         raise DataError(f"{where}: the features have no rows (shape {x.shape})")
-    x = x.reshape(len(x), -1) if x.ndim != 1 else x.reshape(-1, 1)
+    x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(len(x), int(np.prod(x.shape[1:])))
     if x.shape[1] == 0:
         raise DataError(f"{where}: the features have no columns (shape {x.shape})")
     return x.astype(np.float64)
