@@ -259,7 +259,7 @@ def _time_round(step, steps, sync):
     return (time.perf_counter() - t0) / steps
 
 
-def run(backend_name="numpy", configs=("small", "medium"), optimizers=("sgd", "adam"),
+def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "adam"),
         rounds=7, steps=None, warmup=3, torch_threads=None, graph=True, tf32=False,
         torch_graph=True, dropout=0.0, norm=None, activation="relu", log=print) -> dict:
     """Benchmark each config x optimizer; returns a JSON-able dict with rows and the machine.
@@ -468,8 +468,8 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="gpunet bench", description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"),
-                   help="default numpy (not train's auto: --backend cupy on a GPU)")
+    p.add_argument("--backend", default="auto", choices=("numpy", "cupy", "auto"),
+                   help="default auto, as train's: cupy where a GPU works, else numpy")
     p.add_argument("--config", action="append", choices=sorted(CONFIGS),
                    help="repeatable; default: small and medium (and large on a GPU)")
     p.add_argument("--optimizer", action="append", choices=("sgd", "adam"),

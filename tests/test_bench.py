@@ -251,3 +251,24 @@ def test_run_refuses_bad_counts_before_timing_anything(kwargs, says):
     with pytest.raises(gn.ConfigError, match=f"^{says}$"):
         bench.run(configs=("small",), optimizers=("sgd",), log=logged.append, **kwargs)
     assert logged == []
+
+
+def test_bench_picks_its_backend_as_train_does(monkeypatch):
+    """No --backend: "auto", as gpunet train (cupy where a GPU works, so a GPU machine gets
+    the GPU rows and the large config); --backend numpy still times the CPU there."""
+    import gpunet.backends as backends
+
+    asked, ran = [], []
+    real = backends.get_backend
+
+    def fake_get_backend(name="auto", **kw):
+        asked.append(name)
+        return real("numpy")
+
+    monkeypatch.setattr(gn, "get_backend", fake_get_backend)
+    monkeypatch.setattr(bench, "run", lambda name, configs, *a, **k: ran.append(
+        (name, list(configs))) or {"rows": []})
+    assert bench.main([]) == 0
+    assert bench.main(["--backend", "numpy"]) == 0
+    assert asked == ["auto", "numpy"]
+    assert ran == [("auto", ["small", "medium"]), ("numpy", ["small", "medium"])]
