@@ -292,6 +292,8 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
         import torch
     except ImportError:
         torch = None
+        log("torch is not importable: timing gpunet alone, with no ratios or verdicts "
+            "(pip install torch for the side-by-side run)")
     if torch is not None:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)

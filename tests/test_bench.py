@@ -272,3 +272,15 @@ def test_bench_picks_its_backend_as_train_does(monkeypatch):
     assert bench.main(["--backend", "numpy"]) == 0
     assert asked == ["auto", "numpy"]
     assert ran == [("auto", ["small", "medium"]), ("numpy", ["small", "medium"])]
+
+
+def test_without_torch_the_bench_says_so_and_times_gpunet_alone(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    logged = []
+    result = bench.run("numpy", configs=("small",), optimizers=("sgd",), rounds=1, steps=1,
+                       log=logged.append)
+    assert any("torch is not importable" in line for line in logged)
+    (row,) = result["rows"]
+    assert row["gpunet_ms"] > 0 and row.get("torch_ms") is None and row.get("ratio") is None
