@@ -1060,7 +1060,7 @@ def _all_numbers(path, width):
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (an empty file's "input contained no data")
+            warnings.filterwarnings("ignore", ".*input contained no data", UserWarning)
             data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2,
                               quotechar='"', comments=None, encoding="utf-8-sig")
     except ValueError:  # text, a missing value, a short row...: the row-by-row path says which

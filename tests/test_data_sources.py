@@ -726,3 +726,16 @@ def test_the_rows_a_split_needs_are_those_counted_one_by_one():
                 assert _rows_needed(vf, tf) == counted(vf, tf), (vf, tf)
     assert _rows_needed(0.5, 0.4999999999) > 1e9
     assert _rows_needed(0.5, 0.5) is None and _rows_needed(0.7, 0.6) is None
+
+
+def test_a_header_only_csv_is_one_error_and_no_warning(tmp_path):
+    """NumPy's fast reader warns on a file with no rows; that one warning is ours to drop
+    (any other one it gives is left to show)."""
+    import warnings
+
+    path = tmp_path / "h.csv"
+    path.write_text("a,y\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(gn.DataError, match=r"h\.csv: a header but no data rows"):
+            load_data(DataSpec(str(path), target="y"))
