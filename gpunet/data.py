@@ -463,8 +463,9 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     y = y[rows]
     if target_standardizer is not None and spec.task == "regression":
         width = np.size(target_standardizer.mean)
-        if y.reshape(len(y), -1).shape[1] != width:
-            raise DataError(f"{src.where}: {y.reshape(len(y), -1).shape[1]} target column(s), "
+        cols = 1 if y.ndim == 1 else y.shape[1]  # (reshape(len(y), -1) fails on no rows)
+        if cols != width:
+            raise DataError(f"{src.where}: {cols} target column(s), "
                             f"but the model predicts {width}")
         y = target_standardizer(y)
     if with_weights:

@@ -441,14 +441,22 @@ def test_evaluate_takes_any_labelled_rows_of_the_models_kind(tmp_path, capsys):
         "numbers" in capsys.readouterr().err
 
 
-def test_evaluate_on_a_split_the_run_left_empty_says_which_to_take(tmp_path, capsys):
+@pytest.mark.parametrize("dataset, fraction, split, others", [
+    ("iris", "--test-fraction", "test", "val, train, all"),
+    ("diabetes", "--test-fraction", "test", "val, train, all"),  # regression: targets scaled
+    ("diabetes", "--val-fraction", "val", "test, train, all"),
+])
+def test_evaluate_on_a_split_the_run_left_empty_says_which_to_take(tmp_path, capsys, dataset,
+                                                                     fraction, split, others):
     ck = tmp_path / "c.npz"
-    assert main(["train", "--dataset", "iris", "--test-fraction", "0", "--epochs", "2",
+    assert main(["train", "--dataset", dataset, fraction, "0", "--epochs", "2",
                  "--backend", "numpy", "--quiet", "--save", str(ck)]) == 0
-    assert "no test rows (--test-fraction 0)" in capsys.readouterr().out
-    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 1
-    assert "the test split of iris has no rows (the run's test_fraction was 0): choose " \
-        "another --split (val, train, all)" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert split != "test" or "no test rows (--test-fraction 0)" in out
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy",
+                 "--split", split]) == 1
+    assert f"the {split} split of {dataset} has no rows (the run's {split}_fraction was 0): " \
+        f"choose another --split ({others})" in capsys.readouterr().err
 
 
 def test_metrics_json_is_strict_json_and_evaluate_checks_its_path_first(tmp_path, capsys):
