@@ -1562,33 +1562,59 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
     what = "images" if magic == IDX_IMAGES_MAGIC else "labels"
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: empty file (expected IDX {what})")
+    # The header first, then only the bytes it announces (and one more, to tell a file that
+    # is too long): a small .gz that inflates to gigabytes is never read whole.
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: truncated: {len(head)} bytes, too short for an IDX "
+                                "header")
+            (found,) = struct.unpack(">I", head)
+            if found != magic:
+                raise DataError(f"{path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
+                                f"(IDX {what})")
+            ndim = magic & 0xFF
+            start = 4 + 4 * ndim
+            head += f.read(start - 4)
+            if len(head) < start:
+                raise DataError(f"{path}: truncated: {len(head)} bytes, the IDX header needs "
+                                f"{start}")
+            dims = struct.unpack(f">{ndim}I", head[4:start])
+            size = math.prod(dims)
+            if magic == IDX_IMAGES_MAGIC and 0 in dims[1:]:
+                raise DataError(f"{path}: the header says images of "
+                                f"{' x '.join(map(str, dims[1:]))} pixels: none")
+            if not path.endswith(".gz"):  # the body's length is known without reading it
+                body = os.path.getsize(path) - start
+                if body != size:
+                    raise DataError(_idx_length(path, dims, size, f"{body}"))
+            raw = _read_up_to(f, size + 1)
+            if len(raw) != size:
+                raise DataError(_idx_length(path, dims, size, f"{len(raw)}" if len(raw) < size
+                                            else f"more than {size}"))
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: not a readable gzip file ({_one_line(e)})") from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated: {len(raw)} bytes, too short for an IDX header")
-    (found,) = struct.unpack(">I", raw[:4])
-    if found != magic:
-        raise DataError(f"{path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
-                        f"(IDX {what})")
-    ndim = magic & 0xFF
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise DataError(f"{path}: truncated: {len(raw)} bytes, the IDX header needs {start}")
-    dims = struct.unpack(f">{ndim}I", raw[4:start])
-    size = math.prod(dims)
-    body = len(raw) - start
-    if body != size:
-        state = "truncated" if body < size else "too long"
-        raise DataError(f"{path}: {state}: the header says {' x '.join(map(str, dims))} "
-                        f"({size} bytes of data), the file holds {body}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+        kind = "gzip file" if path.endswith(".gz") else "file"
+        raise DataError(f"{path}: not a readable {kind} ({_one_line(e)})") from None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
+
+
+def _read_up_to(f, n: int) -> bytearray:
+    """At most ``n`` bytes of ``f``, read a MiB at a time: memory grows with what the file
+    holds, not with what its header claims (``f.read(n)`` allocates n bytes first)."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = f.read(min(n - len(out), 1 << 20))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _idx_length(path, dims, size, body) -> str:
+    state = "too long" if body.startswith("more") or int(body) > size else "truncated"
+    return (f"{path}: {state}: the header says {' x '.join(map(str, dims))} ({size} bytes of "
+            f"data), the file holds {body}")
 
 
 def _read_idx_set(spec: DataSpec) -> _Source:

@@ -739,3 +739,48 @@ def test_a_header_only_csv_is_one_error_and_no_warning(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(gn.DataError, match=r"h\.csv: a header but no data rows"):
             load_data(DataSpec(str(path), target="y"))
+
+
+def _idx_gz(path, dims, body_bytes):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", 0x800 + len(dims)) + struct.pack(f">{len(dims)}I", *dims))
+        for _ in range(body_bytes >> 20):  # (a MiB at a time: compressed to about 1 KiB each)
+            f.write(bytes(1 << 20))
+        f.write(bytes(body_bytes & ((1 << 20) - 1)))
+
+
+@pytest.mark.parametrize("dims, body, message", [
+    # a small .gz that inflates to 64 MiB under a header of one 4 x 3 image
+    ((1, 4, 3), 64 << 20, r"too long: the header says 1 x 4 x 3 \(12 bytes of data\), the file "
+                          r"holds more than 12"),
+    # a header that claims 2^32 - 1 images of 2^32 - 1 x 2^32 - 1 pixels over 5 bytes
+    ((2**32 - 1,) * 3, 5, r"truncated: the header says 4294967295 x 4294967295 x 4294967295 "
+                          r"\(\d+ bytes of data\), the file holds 5$"),
+    ((3, 0, 3), 0, r"the header says images of 0 x 3 pixels: none"),
+])
+def test_idx_headers_are_checked_before_the_body_is_read(tmp_path, dims, body, message):
+    """Memory follows what the file holds, never what its header claims, and a .gz is not
+    inflated past the bytes its header announces."""
+    import tracemalloc
+
+    folder, _ = make_mnist(tmp_path / "m")
+    name = pathlib.Path(folder) / "train-images-idx3-ubyte"
+    name.unlink()
+    _idx_gz(str(name) + ".gz", dims, body)
+    tracemalloc.start()
+    try:
+        with pytest.raises(gn.DataError, match=message):
+            load_data(DataSpec("mnist", data_dir=folder))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_a_plain_idx_file_too_long_is_refused_by_its_size(tmp_path):
+    folder, _ = make_mnist(tmp_path / "m")
+    path = pathlib.Path(folder) / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\0\0\0")
+    with pytest.raises(gn.DataError, match=r"train-labels-idx1-ubyte: too long: the header says "
+                                           r"40 \(40 bytes of data\), the file holds 43"):
+        load_data(DataSpec("mnist", data_dir=folder))
