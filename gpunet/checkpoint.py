@@ -145,7 +145,8 @@ class Checkpoint:
     (a classifier's class names, or None: output k is label k)."""
 
     def __init__(self, header, params, optimizer_state, standardizer, arrays=None,
-                 target_standardizer=None, classes=None):
+                 target_standardizer=None, classes=None, path=None):
+        self.path = path  # (where it was read from: named in errors)
         self.header = header
         self.params = params
         self.optimizer_state = optimizer_state
@@ -159,9 +160,22 @@ class Checkpoint:
         write (training state, data spec, ...) are of the kinds the commands read
         (``HEADER_KINDS``); ``load_checkpoint`` leaves them to this, as a checkpoint saved
         with ``save_checkpoint(..., extra=...)`` may hold anything there."""
-        where = path or "the checkpoint"
+        where = path or self.path or "the checkpoint"
         _raise_malformed(where, _malformed(self.header, core=False))
         _check_features(self.extra.get("features"), where)
+        data = self.extra.get("data")
+        if data is not None:  # the run's data spec, as load_data would check it
+            from .data import DataSpec, _check_spec, source_kind
+
+            try:
+                spec = DataSpec.from_json(data)
+                try:
+                    kind = source_kind(spec.dataset)
+                except ConfigError:  # (a make_dataset's name: the Python API's own data)
+                    kind = None
+                _check_spec(spec, None, kind)
+            except ConfigError as e:
+                raise CheckpointError(f"{where!r} has a malformed data section ({e})") from None
 
     def group(self, prefix: str) -> dict:
         """The other arrays under ``prefix/``, by their short names."""
@@ -197,21 +211,36 @@ class Checkpoint:
         """
         from .model import MLP
 
+        from .backends import get_backend
+
         cfg = self.header["model"]
+        where = repr(self.path) if self.path else "the checkpoint"
+        backend = get_backend(backend)  # (an unknown name: the caller's, said as it is)
         try:
             model = MLP.from_config(cfg, backend)
-        except (KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint header has a malformed model section ({e})") \
-                from None
+        except (KeyError, TypeError, ConfigError) as e:
+            raise CheckpointError(f"{where} has a malformed model section ({e})") from None
         best = self.group("best") if weights == "best" else {}
-        model.load_state_dict(best or self.params)
+        try:
+            model.load_state_dict(best or self.params)
+        except ConfigError as e:  # (ShapeError among them)
+            raise CheckpointError(f"{where} holds weights that do not fit its model section "
+                                  f"({e})") from None
         return model
 
     def load_optimizer(self, optimizer) -> None:
         """Restore the optimizer's steps, hyperparameters and state arrays."""
         if self.header.get("optimizer") is None:
             raise CheckpointError("this checkpoint holds no optimizer state")
-        optimizer.load_state_dict({**self.header["optimizer"], "state": self.optimizer_state})
+        try:
+            optimizer.load_state_dict({**self.header["optimizer"],
+                                       "state": self.optimizer_state})
+        except ConfigError as e:  # a value it refuses: the file's (another optimiser: the
+            if self.header["optimizer"].get("name") != getattr(optimizer, "name", None):
+                raise  # caller's choice, said as it is)
+            where = repr(self.path) if self.path else "the checkpoint"
+            raise CheckpointError(f"{where} has an optimizer section this optimizer refuses "
+                                  f"({e})") from None
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -234,14 +263,17 @@ def load_checkpoint(path) -> Checkpoint:
                 else "is not a gpunet checkpoint (not an .npz archive)")
         raise CheckpointError(f"{path!r} {what}")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+    except CheckpointError:
+        raise
     except Exception as e:  # truncated zip, bad CRC, garbage bytes, refused object arrays...
         if "allow_pickle" in str(e):
             raise CheckpointError(f"{path!r} holds pickled objects; refused to load it") from None
-        raise CheckpointError(
-            f"{path!r} is not a readable gpunet checkpoint ({type(e).__name__}: {e})"
-        ) from None
+        why = f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{path!r} is not a readable gpunet checkpoint "
+                              f"({why if len(why) <= 200 else why[:197] + '...'})") from None
     try:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except KeyError:
@@ -250,10 +282,14 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path!r} has a corrupted header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a gpunet checkpoint")
-    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path!r} has a malformed format version ({version!r}; "
+                              f"versions are whole numbers from 1)")
+    if version > VERSION:
         raise CheckpointError(
-            f"{path!r} has checkpoint format version {header.get('version')!r}; this gpunet "
-            f"reads versions up to {VERSION}: upgrade gpunet"
+            f"{path!r} has checkpoint format version {version}; this gpunet reads versions "
+            f"up to {VERSION}: upgrade gpunet"
         )
     _check_header(header, path)
     params, opt_state, others = {}, {}, {}
@@ -266,12 +302,87 @@ def load_checkpoint(path) -> Checkpoint:
             opt_state.setdefault(key, {})[slot] = a
         elif kind != "data":
             others[k] = a
+    _check_arrays(arrays, header["model"]["sizes"], path)
     classes = arrays.get("data/classes")
-    if classes is not None and classes.ndim != 1:
+    if classes is not None:
+        _check_classes(classes, header["model"]["sizes"][-1], path)
+    sizes = header["model"]["sizes"]
+    standardizer = _standardizer(arrays, "data/mean", "data/std", path, sizes[0], "features")
+    target = _standardizer(arrays, "data/y_mean", "data/y_std", path, sizes[-1], "outputs")
+    return Checkpoint(header, params, opt_state, standardizer, others, target, classes,
+                      path=path)
+
+
+#: the gpunet checkpoint arrays' prefixes: numbers only (data/classes may be text)
+NUMERIC_PREFIXES = ("param", "opt", "best", "epoch", "data")
+
+
+def _check_members(path) -> None:
+    """CheckpointError for an archive whose members would inflate far past the file (gpunet
+    writes its arrays uncompressed) or whose .npy headers announce more data than the member
+    holds: both checked from the archive's directory and each member's header, before any
+    array is read, so that a small file cannot make the reader allocate gigabytes."""
+    import zipfile
+
+    from .data import npy_data_bytes
+
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+        total = sum(i.file_size for i in infos)
+        if total > max(64 << 20, 100 * size):
+            raise CheckpointError(f"{path!r} would inflate from {size} to {total} bytes; "
+                                  "gpunet writes its checkpoints uncompressed: refused")
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                need = npy_data_bytes(f)  # (None: np.load says what is wrong with it)
+                held = info.file_size - f.tell()  # (after its header)
+            if need is not None and need > held:
+                raise CheckpointError(f"{path!r} has an array {info.filename[:-4]!r} whose "
+                                      f"header announces {need} bytes of data, more than the "
+                                      f"{held} it holds")
+
+
+def _check_arrays(arrays, sizes, path) -> None:
+    """CheckpointError unless the layer sizes are positive, each Linear's weight and bias
+    are there in the shapes ``sizes`` give (before a model of those sizes is built), and
+    gpunet's arrays hold finite real numbers (class names aside)."""
+    if any(v < 1 for v in sizes):
+        raise CheckpointError(f"{path!r} has a malformed model section: sizes {sizes} (each "
+                              "layer needs at least 1 unit)")
+    for i in range(1, len(sizes)):
+        for name, shape in ((f"param/W{i}", (sizes[i], sizes[i - 1])),
+                            (f"param/b{i}", (sizes[i],))):
+            if name not in arrays:
+                raise CheckpointError(f"{path!r} has no {name}, which its model section "
+                                      f"(sizes {sizes}) needs")
+            if arrays[name].shape != shape:
+                raise CheckpointError(f"{path!r} has {name} of shape {arrays[name].shape}, but "
+                                      f"its model section's sizes {sizes} make it {shape}")
+    for k, a in arrays.items():
+        if k.partition("/")[0] not in NUMERIC_PREFIXES or k == "data/classes":
+            continue
+        if a.dtype.kind not in "biuf":
+            raise CheckpointError(f"{path!r} has {k} of dtype {a.dtype}, not numbers")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise CheckpointError(f"{path!r} has {k} holding NaN or infinite values")
+
+
+def _check_classes(classes, outputs, path) -> None:
+    """CheckpointError unless the class names are one per output (or two over a single
+    sigmoid output: binary cross-entropy) and distinct."""
+    if classes.ndim != 1:
         raise CheckpointError(f"{path!r} has malformed class names (shape {classes.shape})")
-    standardizer = _standardizer(arrays, "data/mean", "data/std", path)
-    target = _standardizer(arrays, "data/y_mean", "data/y_std", path)
-    return Checkpoint(header, params, opt_state, standardizer, others, target, classes)
+    if classes.dtype.kind not in "biufU":
+        raise CheckpointError(f"{path!r} has class names of dtype {classes.dtype}, not numbers "
+                              "or text")
+    if len(classes) != outputs and not (outputs == 1 and len(classes) == 2):
+        raise CheckpointError(f"{path!r} has {len(classes)} class names for a model of "
+                              f"{outputs} output(s)")
+    if len(np.unique(classes)) != len(classes):
+        raise CheckpointError(f"{path!r} has class names that repeat")
 
 
 #: what every header's model section holds (``MLP.config``); the rest has defaults
@@ -414,9 +525,10 @@ def _malformed(header, core) -> list:
     return problems
 
 
-def _standardizer(arrays, mean, std, path):
+def _standardizer(arrays, mean, std, path, width, what):
     """The Standardizer stored as the arrays ``mean`` and ``std``; None where neither is
-    there, CheckpointError where one is there without the other (or their shapes differ)."""
+    there, CheckpointError where one is there without the other, their shapes differ, they
+    are not one per column of ``width`` (the model's ``what``), or a std is not above 0."""
     from .data import Standardizer
 
     if mean not in arrays and std not in arrays:
@@ -432,6 +544,12 @@ def _standardizer(arrays, mean, std, path):
     for k in (mean, std):
         if arrays[k].dtype.kind not in "fiu":
             raise CheckpointError(f"{path!r} has {k} of dtype {arrays[k].dtype}, not numbers")
+    shape = arrays[mean].shape
+    if shape != (width,):
+        raise CheckpointError(f"{path!r} has {mean} of shape {shape}, but the model has "
+                              f"{width} {what}: ({width},) expected")
+    if not (arrays[std] > 0).all():
+        raise CheckpointError(f"{path!r} has {std} with values not above 0")
     return Standardizer(arrays[mean], arrays[std])
 
 

@@ -1050,7 +1050,8 @@ def _describe_checkpoint(path) -> int:
     weights = extra.get("class_weights")
     if weights:
         names = ckpt.classes if ckpt.classes is not None else range(len(weights))
-        print("class weights: " + ", ".join(f"{c} {w:.3g}" for c, w in zip(names, weights)))
+        print("class weights: " + ", ".join(f"{c} {_figure(w, '.3g')}"
+                                            for c, w in zip(names, weights)))
     training = extra.get("training")
     opt = h.get("optimizer")
     if training:
@@ -1079,7 +1080,8 @@ def _describe_checkpoint(path) -> int:
                   + (f"; best epoch {state['best_epoch']}" if state.get("best_epoch") else ""))
         if state["history"]:
             last = state["history"][-1]
-            print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()
+            print("last epoch: " + "  ".join(f"{k} {_figure(v, '.4f')}"
+                                              for k, v in last.items()
                                               if k not in ("epoch", "seconds", "lr")))
     elif estimator and estimator.get("history"):
         line = f"training: {len(estimator['history'])} epochs"
@@ -1087,6 +1089,12 @@ def _describe_checkpoint(path) -> int:
             line += f", {opt['name']} lr={opt['hyperparameters']['lr']:g} ({opt['steps']} steps)"
         print(line)
     return 0
+
+
+def _figure(v, spec) -> str:
+    """A stored figure as ``format(v, spec)``; null (how a checkpoint's JSON writes NaN) as
+    nan."""
+    return "nan" if v is None else format(v, spec)
 
 
 if __name__ == "__main__":  # pragma: no cover

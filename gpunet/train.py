@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -445,6 +445,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         t = resume.extra.get("training")
         if t is None:
             raise ConfigError("this checkpoint holds no training state to resume from")
+        unknown = sorted(set(t["state"]) - {f.name for f in fields(TrainState)})
+        if unknown:
+            raise CheckpointError(f"this checkpoint's training state holds unknown entries "
+                                  f"({', '.join(map(repr, unknown[:3]))}): not one gpunet wrote")
         state = TrainState(**t["state"])
         if state.stopped_early:
             raise ConfigError(f"that run already stopped early at epoch {state.epoch}: "
@@ -536,10 +540,19 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                       + "of another shape")
         best = {k: backend.asarray(v, dtype=model.dtype) for k, v in kept.items()} or None
         if state.step:
+            if state.step >= n_steps:
+                raise CheckpointError(f"this checkpoint stopped at step {state.step} of epoch "
+                                      f"{state.epoch + 1}, whose batches of {batch_size} rows "
+                                      f"are {n_steps} steps: not a state this run reaches")
             if "epoch/losses" not in resume.arrays or "epoch/correct" not in resume.arrays:
                 raise CheckpointError(f"this checkpoint stopped at step {state.step} of epoch "
                                       f"{state.epoch + 1} but holds no figures of its steps "
                                       "(epoch/losses, epoch/correct)")
+            for k in ("epoch/losses", "epoch/correct"):
+                if resume.arrays[k].shape != (n_steps,):
+                    raise CheckpointError(f"this checkpoint's {k} has shape "
+                                          f"{resume.arrays[k].shape}, not one figure for each "
+                                          f"of the epoch's {n_steps} steps")
             step_losses = backend.asarray(resume.arrays["epoch/losses"])
             step_correct = backend.asarray(resume.arrays["epoch/correct"])
         # everything checked: the run's optimiser state (checked whole before it changes

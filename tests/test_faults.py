@@ -399,3 +399,185 @@ def test_a_malformed_estimator_section_is_a_checkpoint_error(tmp_path):
                      lambda h: h["extra"]["estimator"].update(params="oops"))
     with pytest.raises(CheckpointError, match=r"malformed header: extra.estimator.params"):
         MLPClassifier.load(bad)
+
+
+# -- a checkpoint whose arrays or values disagree with it (hunted by a fuzzer) -------------
+
+
+def _main_one_line(capsys, *args) -> str:
+    """``gpunet.cli.main(args)`` in process: exit 1 and one ``gpunet: error:`` line (any other
+    exception fails the test)."""
+    from gpunet.cli import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gpunet: error: "), err
+    return err
+
+
+def _zeros_member(path, name, n_bytes):
+    """Append a deflated .npy member of ``n_bytes`` of zeros (a few hundred KiB on disk)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open(name + ".npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f8", "fortran_order": False, "shape": (n_bytes // 8,)})
+            for _ in range(n_bytes >> 20):
+                f.write(bytes(1 << 20))
+
+
+def _npy_member_claiming(path, name, shape):
+    """Replace member ``name`` by a .npy whose header claims ``shape`` over 8 bytes."""
+    import io
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != name}
+    np.savez(path, **arrays)
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": shape})
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(name + ".npy", buf.getvalue() + bytes(8))
+
+
+def _set(d, keys, value):
+    for k in keys[:-1]:
+        d = d[k]
+    d[keys[-1]] = value
+
+
+HARDENED = {  # id: (header change, arrays change, commands, what the line says)
+    "classes for more outputs": (None, lambda a: a.update(
+        {"data/classes": np.array(["a", "b", "c", "d"])}), "info predict",
+        "has 4 class names for a model of 3 output(s)"),
+    "no class names": (None, lambda a: a.update({"data/classes": np.array([], "<U1")}),
+                       "predict", "has 0 class names for a model of 3 output(s)"),
+    "classes that repeat": (None, lambda a: a.update({"data/classes": np.array(["a", "b", "a"])}),
+                            "info", "has class names that repeat"),
+    "mean of shape (4, 1)": (None, lambda a: a.update({"data/mean": a["data/mean"][:, None],
+                                                       "data/std": a["data/std"][:, None]}),
+                             "predict evaluate", "data/mean of shape (4, 1), but the model has "
+                                                 "4 features: (4,) expected"),
+    "a std of 0": (None, lambda a: a["data/std"].__setitem__(1, 0.0), "predict",
+                   "data/std with values not above 0"),
+    "NaN weights": (None, lambda a: a["param/W1"].__setitem__((0, 0), np.nan), "predict info",
+                    "param/W1 holding NaN or infinite values"),
+    "inf in the optimiser state": (None, lambda a: a[next(k for k in a if k.startswith("opt/"))]
+                                   .__setitem__(0, np.inf), "evaluate",
+                                   "holding NaN or infinite values"),
+    "sizes the weights do not have": (lambda h: _set(h, ("model", "sizes"), [30000, 30000, 3]),
+                                      None, "predict info",
+                                      "has param/W1 of shape (8, 4), but its model section's "
+                                      "sizes [30000, 30000, 3] make it (30000, 30000)"),
+    "sizes past any int": (lambda h: _set(h, ("model", "sizes"), [2**64, 3]), None, "predict",
+                           "has param/W1 of shape (8, 4)"),
+    "a layer of 0 units": (lambda h: _set(h, ("model", "sizes"), [4, 0, 3]), None, "info",
+                           "sizes [4, 0, 3] (each layer needs at least 1 unit)"),
+    "no bias": (None, lambda a: a.pop("param/b2"), "evaluate", "has no param/b2, which its "
+                                                               "model section"),
+    "a negative version": (lambda h: _set(h, ("version",), -7), None, "info",
+                           "a malformed format version (-7;"),
+    "a version of true": (lambda h: _set(h, ("version",), True), None, "info",
+                          "a malformed format version (True;"),
+    "a version as text": (lambda h: _set(h, ("version",), "2"), None, "info",
+                          "a malformed format version ('2';"),
+    "a dropout rate of 2": (lambda h: _set(h, ("model", "dropout"), 2.0), None, "predict",
+                            "has a malformed model section (dropout must be"),
+    "a val fraction of 5": (lambda h: _set(h, ("extra", "data", "val_fraction"), 5), None,
+                            "evaluate", "has a malformed data section (val_fraction must lie "
+                                        "in [0, 1), got 5)"),
+    "betas of 2": (lambda h: _set(h, ("optimizer", "hyperparameters", "betas"), [2, 2]), None,
+                   "resume", "has an optimizer section this optimizer refuses (betas must"),
+    "an unknown state entry": (lambda h: _set(h, ("extra", "training", "state", "extra_key"), 1),
+                               None, "resume", "training state holds unknown entries "
+                                               "('extra_key')"),
+    "a step past the epoch": (lambda h: _set(h, ("extra", "training", "state", "step"), 10**6),
+                              None, "resume", "stopped at step 1000000 of epoch 3, whose "
+                                              "batches of 32 rows are 4 steps"),
+    "step figures too short": (
+        lambda h: _set(h, ("extra", "training", "state", "step"), 1),
+        lambda a: a.update({"epoch/losses": np.ones(1), "epoch/correct": np.ones(1, int)}),
+        "resume", "epoch/losses has shape (1,), not one figure for each of the epoch's 4 steps"),
+    "step figures as text": (
+        lambda h: _set(h, ("extra", "training", "state", "step"), 1),
+        lambda a: a.update({"epoch/losses": np.array(["x"] * 4), "epoch/correct": np.ones(4, int)}),
+        "resume", "has epoch/losses of dtype <U1, not numbers"),
+    "best weights of a structured dtype": (
+        None, lambda a: a.update({"best/b2": np.zeros(3, dtype=[("a", "<f8"), ("b", "<i4")])}),
+        "resume", "has best/b2 of dtype [('a', '<f8'), ('b', '<i4')], not numbers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HARDENED))
+def test_a_checkpoint_that_disagrees_with_itself_is_one_line(tmp_path, iris_checkpoint, capsys,
+                                                              case):
+    """Each command that reads the file names it and what is wrong, before it builds a model
+    of the sizes the header claims (30000 x 30000 would take gigabytes) or uses its values."""
+    header_change, arrays_change, commands, says = HARDENED[case]
+    bad = _rewritten(iris_checkpoint, tmp_path / "bad.npz", header_change, arrays_change)
+    np.savetxt(tmp_path / "x.csv", np.ones((2, 4)), delimiter=",", header="a,b,c,d",
+               comments="")
+    args = {"info": ("info", "--checkpoint", bad),
+            "evaluate": ("evaluate", "--checkpoint", bad, "--backend", "numpy"),
+            "predict": ("predict", "--checkpoint", bad, "--input", tmp_path / "x.csv",
+                        "--output", tmp_path / "p.csv", "--backend", "numpy"),
+            "resume": ("train", "--resume", bad, "--epochs", "3", "--quiet", "--backend",
+                       "numpy")}
+    for command in commands.split():
+        err = _main_one_line(capsys, *args[command])
+        assert says in err, (command, err)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_checkpoint_that_would_inflate_or_claims_more_than_it_holds_is_refused_unread(
+        tmp_path, iris_checkpoint, capsys):
+    import shutil
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.npz"
+    shutil.copy(iris_checkpoint, bomb)
+    _zeros_member(bomb, "unused", 96 << 20)  # 96 MiB of zeros in a few hundred KiB
+    assert os.path.getsize(bomb) < 1 << 20
+    claims = tmp_path / "claims.npz"
+    shutil.copy(iris_checkpoint, claims)
+    _npy_member_claiming(claims, "param/W2", (10**12,))
+    for path, says in ((bomb, "would inflate from"), (claims, "an array 'param/W2' whose header "
+                                                              "announces 8000000000000 bytes")):
+        tracemalloc.start()
+        try:
+            with pytest.raises(CheckpointError, match=says):
+                load_checkpoint(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 << 20
+        assert says.split(" (")[0] in _main_one_line(capsys, "info", "--checkpoint", path)
+
+
+def test_a_corrupt_archive_is_one_short_line(tmp_path, iris_checkpoint, capsys):
+    """Whatever the zip reader quotes of the damaged bytes, the line stays short."""
+    raw = bytearray(iris_checkpoint.read_bytes())
+    i = raw.index(b"param/W1.npy")  # the local header's name: now disagrees with the directory
+    raw[i:i + 12] = b"param/X1.npy"
+    (tmp_path / "bad.npz").write_bytes(bytes(raw))
+    err = _main_one_line(capsys, "info", "--checkpoint", tmp_path / "bad.npz")
+    assert "is not a readable gpunet checkpoint" in err and len(err) < 400
+
+
+def test_info_shows_a_stored_null_as_nan(tmp_path, iris_checkpoint, capsys):
+    """A checkpoint's JSON writes NaN as null, which its header check takes; info prints it."""
+    from gpunet.cli import main
+
+    def change(h):
+        h["extra"]["training"]["state"]["history"][-1]["val_loss"] = None
+        h["extra"]["class_weights"] = [1.0, None, 2.0]
+
+    bad = _rewritten(iris_checkpoint, tmp_path / "n.npz", change)
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "val_loss nan" in out and "class weights: 0 1, 1 nan, 2 2" in out
