@@ -30,6 +30,7 @@ import gzip
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -726,7 +727,12 @@ def _named_labels(spec: DataSpec, loss: str | None, src: _Source, classes):
     if y.ndim != 1:
         raise DataError(f"{src.where}: class labels must be one column, got shape {y.shape}")
     if y.dtype.kind == "S":
-        y = np.char.decode(y, "utf-8")
+        try:
+            y = np.char.decode(y, "utf-8")
+        except UnicodeDecodeError:
+            bad = next(i for i, v in enumerate(y.tolist()) if not _utf8(v))
+            raise DataError(f"{src.where}: the class names are bytes, and the one in "
+                            f"{src.row(bad)} ({y[bad].tolist()!r}) is not UTF-8 text") from None
     task = spec.task or (LOSS_TASK[loss] if loss else None)
     if text and task == "regression":
         raise ConfigError(f"{src.where}: the targets are text (class names such as "
@@ -1095,8 +1101,8 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     """(header, the target's index or None, the feature columns' names) of a CSV reader; the
     column named ``weight`` (sample weights), if given, is not a feature either, nor are the
     columns named in ``ignore`` that the header has."""
-    header = next(reader, None)
-    if header is None:
+    header = next((row for row in reader if any(c.strip() for c in row)), None)  # (blank
+    if header is None:                                              # lines before it skipped)
         raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
     header = [h.strip() for h in header]
     dupes = sorted({h for h in header if header.count(h) > 1})
@@ -1148,8 +1154,9 @@ class _DataRows:
 
     def __iter__(self):
         for row in self.reader:
-            if not row or (len(row) == 1 and not row[0].strip()):  # a blank line (or spaces)
-                continue
+            if not row or (len(row) == 1 and not row[0].strip() and len(self.header) > 1):
+                continue  # a blank line (or spaces; in a one-column file, "" or spaces are
+                # its one cell, missing)
             line = self.reader.line_num
             if len(row) != len(self.header):
                 raise DataError(f"{self.path}: line {line} has {len(row)} fields, the header "
@@ -1296,9 +1303,18 @@ def _missing(path, line, column, text, feature=True) -> DataError:
                      "mean fills feature values in")
 
 
+def _csv_float(text) -> float:
+    """``float(text)`` for the spellings CSV readers take as numbers (NumPy's loadtxt among
+    them): Python's float() also reads "1_000" and other scripts' digits ("١٢"), which
+    would otherwise be numbers here and text everywhere else; ValueError for those."""
+    if isinstance(text, str) and ("_" in text or not text.isascii()):
+        raise ValueError(f"not a plain number: {text!r}")
+    return float(text)
+
+
 def _number(text, path, line, name) -> float:
     try:
-        v = float(text)
+        v = _csv_float(text)
     except ValueError:
         raise DataError(f"{path}: line {line}, column {name!r}: {text!r} is not a number") \
             from None
@@ -1309,7 +1325,7 @@ def _number(text, path, line, name) -> float:
 
 def _is_number(text) -> bool:
     try:
-        float(text)
+        _csv_float(text)
     except ValueError:
         return False
     return True
@@ -1330,7 +1346,7 @@ def _weights(cells, lines, path, name) -> np.ndarray:
         if isinstance(text, str) and _is_missing(text):
             raise _missing(path, line, column, text, feature=False)
         try:
-            v = float(text)
+            v = _csv_float(text)
         except ValueError:
             raise DataError(f"{path}: line {line}, {column}: {text!r} is not a number") \
                 from None
@@ -1367,7 +1383,7 @@ def _parse_targets(cells, lines, path, header, t):
         if _is_missing(text):
             raise _missing(path, line, column, text, feature=False)
         try:
-            v = float(text)
+            v = _csv_float(text)
         except ValueError:
             word = word or (line, text)
             continue
@@ -1390,6 +1406,9 @@ def _parse_row(row, names, path, line, text=False, fill=False):
     NaN or infinity is a DataError either way; with ``fill`` a missing value is NaN)."""
     try:
         values = [float(v) for v in row]
+        joined = "".join(row)  # (spellings only Python reads: the slow path refuses them)
+        if "_" in joined or not joined.isascii():
+            values = None
     except ValueError:
         values = None
     if values is not None and all(math.isfinite(v) for v in values):
@@ -1403,7 +1422,7 @@ def _parse_row(row, names, path, line, text=False, fill=False):
                 continue
             raise _missing(path, line, column, cell.strip())
         try:
-            v = float(cell)
+            v = _csv_float(cell)
         except ValueError:
             if not text:
                 raise DataError(f"{path}: line {line}, {column}: {cell.strip()!r} is not a "
@@ -1420,8 +1439,57 @@ def _parse_row(row, names, path, line, text=False, fill=False):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _npy_header(f):
+    """(shape, dtype) of the .npy header at ``f``'s position; whatever NumPy raises on a
+    malformed one (ValueError, SyntaxError, tokenize's TokenError, ...)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+        else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return shape, dtype
+
+
+def npy_data_bytes(f) -> int | None:
+    """The bytes of data that the .npy header at ``f``'s position announces; None where it
+    is not a header NumPy reads (``np.load`` then says what is wrong) or announces pickled
+    objects (which ``allow_pickle=False`` refuses)."""
+    try:
+        shape, dtype = _npy_header(f)
+    except Exception:
+        return None
+    return None if dtype.hasobject else int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
+def _check_npy_size(path: str) -> None:
+    """DataError where a .npy file's header cannot be read, or announces more data than the
+    file holds (checked before ``np.load`` allocates it)."""
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            return  # (not a .npy file: np.load says what it is)
+        f.seek(0)
+        try:
+            shape, dtype = _npy_header(f)
+        except Exception as e:
+            raise DataError(f"{path}: not a readable .npy file (its header: "
+                            f"{type(e).__name__}: {_one_line(e)})") from None
+        held = os.path.getsize(path) - f.tell()
+    need = 0 if dtype.hasobject else int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > held:
+        raise DataError(f"{path}: truncated: its header announces {shape} of {dtype} "
+                        f"({need} bytes), the file holds {held}")
+
+
 def _load_npy(path: str) -> np.ndarray:
     _check_file(path, "a .npy array file")
+    _check_npy_size(path)
     try:
         a = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -1504,8 +1572,20 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
             if key not in archive.files:
                 raise DataError(f"{path}: no array {key!r}; arrays present: "
                                 f"{', '.join(archive.files) or 'none'}")
+            member = archive.zip.getinfo(key + ".npy") if key + ".npy" in \
+                archive.zip.namelist() else None
+            if member is not None:
+                with archive.zip.open(member) as f:
+                    need = npy_data_bytes(f)
+                    held = member.file_size - f.tell()  # (after its header)
+                if need is not None and need > held:
+                    raise DataError(f"{path}: array {key!r} is truncated: its header announces "
+                                    f"{need} bytes of data, the member holds {held}")
             try:
                 arrays[key] = archive[key]
+            except (SyntaxError, tokenize.TokenError) as e:  # (a malformed .npy header)
+                raise DataError(f"{path}: array {key!r} unreadable (its header: "
+                                f"{type(e).__name__}: {_one_line(e)})") from None
             except ValueError as e:
                 raise DataError(_pickle_message(path, e, key) or
                                 f"{path}: array {key!r} unreadable ({_one_line(e)})") from None

@@ -475,14 +475,8 @@ class _GpunetMLP(BaseEstimator):
                                                 est.model_)
         est.standardizer_ = ckpt.standardizer
         est.target_standardizer_ = ckpt.target_standardizer
-        model, sizes = est.model_, est.model_.sizes
-        unlike = [f"{what} of {len(s.mean)} columns for {n} {unit}" for what, s, n, unit in (
-            ("a standardisation", est.standardizer_, sizes[0], "inputs"),
-            ("a target standardisation", est.target_standardizer_, sizes[-1], "outputs"))
-            if s is not None and len(s.mean) != n]
-        if unlike:
-            raise CheckpointError("the saved estimator's parts do not fit together: "
-                                  + "; ".join(unlike))
+        model, sizes = est.model_, est.model_.sizes  # (the standardisations' widths:
+        # load_checkpoint checked them against the network's)
         unlike = est._unlike(model, est._hidden_sizes(), sizes[-1])
         if unlike:  # parameters changed after the fit (save took them before session 9):
             warnings.warn("the saved parameters describe another network than the saved one ("
@@ -784,6 +778,10 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
                 kinds = sorted({type(c).__name__ for c in self.classes_})
                 raise ConfigError("only numeric or text class labels can be saved without "
                                   f"pickle; these are {', '.join(kinds)}")
+            if classes.tolist() != self.classes_.tolist():
+                raise ConfigError("these class labels cannot be saved as they are: as a text "
+                                  "array they would load back changed (a NUL character, "
+                                  "'\\x00', at the end of a label is dropped)")
         return classes
 
     def _restore(self, info, ckpt) -> None:

@@ -784,3 +784,90 @@ def test_a_plain_idx_file_too_long_is_refused_by_its_size(tmp_path):
     with pytest.raises(gn.DataError, match=r"train-labels-idx1-ubyte: too long: the header says "
                                            r"40 \(40 bytes of data\), the file holds 43"):
         load_data(DataSpec("mnist", data_dir=folder))
+
+
+# ---- spellings and headers that only Python's float() or a lenient reader would take --------
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\u0661\u0662", "\uff11\uff12"])
+def test_a_csv_number_is_spelled_as_csv_readers_spell_it(tmp_path, cell):
+    """Python's float() reads "1_000" and other scripts' digits; NumPy's loadtxt, pandas and
+    spreadsheets read them as text, and so does gpunet: a feature cell is "not a number", a
+    target column of such cells holds class names."""
+    path = tmp_path / "f.csv"
+    path.write_text(f"a,b\n{cell},2\n3,4\n", encoding="utf-8")
+    with pytest.raises(gn.DataError, match=rf"f\.csv: line 2, column 'a': '{cell}' is not a "
+                                           "number"):
+        read_features(str(path))
+    path.write_text("a,y\n" + "".join(f"{i},{cell if i % 2 else 'x'}\n" for i in range(20)),
+                    encoding="utf-8")
+    d = load_data(DataSpec(str(path), target="y"))
+    assert sorted(d.classes.tolist()) == sorted([cell, "x"])
+
+
+def test_a_one_column_csv_counts_an_empty_cell_as_missing_not_as_a_blank_line(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text('a\n1\n""\n2\n\n')  # (the last line blank: skipped, as in any file)
+    with pytest.raises(gn.DataError, match=r"one\.csv: line 3, column 'a': missing value"):
+        read_features(str(path))
+    np.testing.assert_array_equal(read_features(str(path), fill_values=np.array([7.0])),
+                                  [[1.0], [7.0], [2.0]])
+
+
+def test_blank_lines_before_a_csv_header_are_skipped(tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text("\n  \na,b\n1,2\n3,4\n")
+    np.testing.assert_array_equal(read_features(str(path)), [[1.0, 2.0], [3.0, 4.0]])
+
+
+def _npy_claiming(path, shape, body=b"\0" * 8, header=None):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": shape})
+    raw = buf.getvalue() if header is None else header
+    path.write_bytes(raw + body)
+    return str(path)
+
+
+def test_npy_headers_that_claim_more_than_the_file_or_do_not_parse_are_one_line(tmp_path):
+    """Refused from the header, before NumPy allocates what it announces (2.9 TiB here)."""
+    import io
+    import zipfile
+
+    huge = _npy_claiming(tmp_path / "huge.npy", (10**11, 4))
+    with pytest.raises(gn.DataError, match=r"huge\.npy: truncated: its header announces "
+                                           r"\(100000000000, 4\) of float64 \(3200000000000 "
+                                           r"bytes\), the file holds 8"):
+        read_features(huge)
+    broken = b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + b"{'descr': '<f8', 'fortran_or" \
+        + b" " * 89 + b"\n"
+    bad = _npy_claiming(tmp_path / "bad.npy", (1,), header=broken)
+    with pytest.raises(gn.DataError, match=r"bad\.npy: not a readable \.npy file \(its header"):
+        read_features(bad)
+    np.save(tmp_path / "y.npy", np.arange(4) % 2)
+    with pytest.raises(gn.DataError, match=r"bad\.npy: not a readable \.npy file"):
+        load_data(DataSpec(bad, target=str(tmp_path / "y.npy")))
+    # the same inside an .npz archive
+    for name, member in (("claims", _npy_claiming(tmp_path / "m.npy", (10**11, 4))),
+                         ("broken", bad)):
+        buf = io.BytesIO()
+        np.save(buf, np.arange(4) % 2)
+        with zipfile.ZipFile(tmp_path / f"{name}.npz", "w") as z:
+            z.writestr("x.npy", pathlib.Path(member).read_bytes())
+            z.writestr("y.npy", buf.getvalue())
+    with pytest.raises(gn.DataError, match=r"claims\.npz: array 'x' is truncated: its header "
+                                           r"announces 3200000000000 bytes of data, the member "
+                                           r"holds 8"):
+        load_data(DataSpec(str(tmp_path / "claims.npz")))
+    with pytest.raises(gn.DataError, match=r"broken\.npz: array 'x' unreadable \(its header"):
+        load_data(DataSpec(str(tmp_path / "broken.npz")))
+
+
+def test_byte_class_names_that_are_not_utf8_name_their_row(tmp_path):
+    y = np.array([b"a", b"b"] * 10)
+    y[5] = b"\xff"
+    with pytest.raises(gn.DataError, match=r"d\.npz: the class names are bytes, and "
+                                           r"the one in row 5 \(b'\\xff'\) is not UTF-8 text"):
+        load_data(DataSpec(_npz(tmp_path, x=X20, y=y)))

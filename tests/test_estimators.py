@@ -666,5 +666,17 @@ def test_save_and_load_refuse_parameters_that_do_not_describe_the_network(tmp_pa
     narrow = type(ck.standardizer)(ck.standardizer.mean[:2], ck.standardizer.std[:2])
     save_checkpoint(tmp_path / "e.npz", ck.build_model("numpy"), None, standardizer=narrow,
                     classes=ck.classes, extra=ck.extra)
-    with pytest.raises(gn.CheckpointError, match="a standardisation of 2 columns for 4 inputs"):
+    with pytest.raises(gn.CheckpointError, match=r"data/mean of shape \(2,\), but the model "
+                                                r"has 4 features: \(4,\) expected"):
         MLPClassifier.load(tmp_path / "e.npz")
+
+
+def test_class_labels_a_text_array_would_change_are_refused_by_save(tmp_path):
+    """NumPy's fixed-width text drops a trailing NUL: 'a' and 'a\\x00' would load back as one
+    label twice (and the loaded model would predict 'a' where this one predicts 'a\\x00')."""
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.array(["a", "a\x00"] * 20, dtype=object)
+    clf = MLPClassifier(hidden=(4,), epochs=1, backend="numpy").fit(x, y)
+    with pytest.raises(gn.ConfigError, match=r"these class labels cannot be saved as they are"):
+        clf.save(tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
