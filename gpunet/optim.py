@@ -141,13 +141,15 @@ class Optimizer:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
     def state_dict(self) -> dict:
-        """``{"name", "steps", "hyperparameters", "state": {param: {slot: ndarray}}}``."""
+        """``{"name", "steps", "hyperparameters", "state": {param: {slot: ndarray}}}``: host
+        copies, which later steps leave as they are (as ``MLP.state_dict``'s)."""
         to_host = self.model.backend.to_host
         return {
             "name": self.name,
             "steps": self.steps,
             "hyperparameters": self.hyperparameters(),
-            "state": {k: {s: to_host(a) for s, a in v.items()} for k, v in self.state.items()},
+            "state": {k: {s: np.array(to_host(a)) for s, a in v.items()}
+                      for k, v in self.state.items()},
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -204,8 +206,8 @@ class Optimizer:
         self.lr = lr
         self.steps = int(steps)
         self._hyper_host = None
-        self.state = {k: {s: backend.asarray(a, dtype=dtype) for s, a in v.items()}
-                      for k, v in host.items()}
+        self.state = {k: {s: backend.asarray(a, dtype=dtype).copy() for s, a in v.items()}
+                      for k, v in host.items()}  # (copies: the given arrays stay as they are)
         self._home = (backend, dtype)
 
 

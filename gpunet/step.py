@@ -97,6 +97,7 @@ class StaticStep:
         self._binding = None
         self._replay = self._replay_update = None
         self._w_checked = None  # the weights array last checked (once per array)
+        self._w_each = False  # its weights could overflow a batch's sum: check each batch
         #: check rows given on the host against x at every call (fit, whose rows are slices
         #: of its own permutation, turns it off: a min and a max a step saved)
         self.check_rows = True
@@ -130,11 +131,11 @@ class StaticStep:
             if bad.size:
                 raise ConfigError(f"{name}: sample weights must be finite numbers >= 0, got "
                                   f"{float(bad[0]):g}")
-            top, total = float(np.finfo(self.model.dtype).max), float(w.sum(dtype=np.float64))
-            if total > top:
-                raise ConfigError(f"{name}: sample weights summing to {total:g} overflow "
-                                  f"{np.dtype(self.model.dtype)} (at most {top:g}): scale "
-                                  "them down")
+            # a batch's sum must fit (as the eager loss checks it): where even the largest
+            # weights of a batch fit, every batch's do; else each batch's sum is checked
+            k = min(self.batch_size, w.size)
+            largest = float(np.partition(w, w.size - k)[w.size - k:].sum(dtype=np.float64))
+            self._w_each = largest > float(np.finfo(self.model.dtype).max)
         if w is not given:  # (a list: as an array, checked once per call)
             w = self.model.backend.asarray(w)
         self._w_checked = w  # (a host array stays there: only its batch's rows go over)
@@ -590,6 +591,12 @@ class StaticStep:
                     xp.copyto(buffer, self._rows_of(given, rows, host_rows), casting="unsafe")
         except IndexError as e:  # (NumPy checks device rows; CuPy's take wraps around)
             raise ShapeError(f"rows pick past the {len(x)} rows of x: {e}") from None
+        if self.weighted and self._w_each:  # (weights too large for some batch: this one?)
+            total, top = float(self.w.sum(dtype=np.float64)), float(np.finfo(self.w.dtype).max)
+            if total > top:
+                raise ConfigError(f"{type(loss_fn).__name__}: sample weights summing to "
+                                  f"{total:g} overflow {self.w.dtype} (at most {top:g}): "
+                                  "scale them down")
         if not self.split:
             opt.steps += 1
             opt.prepare_hyper()

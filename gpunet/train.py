@@ -25,6 +25,7 @@ import numpy as np
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
+from .layers import BatchNorm
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .schedules import Schedule
 from .step import StaticStep
@@ -403,6 +404,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     w_train = getattr(data, "w_train", None)
     target = getattr(data, "target_standardizer", None)  # standardised regression targets
     bce = isinstance(loss_fn, (BCELoss, BCEWithLogitsLoss))
+    if isinstance(loss_fn, BCELoss) and model.output not in ("sigmoid", "softmax"):
+        raise ConfigError(f"BCELoss takes probabilities, but the model's output is "
+                          f"{model.output}: give the model output='sigmoid', or train its "
+                          "logits with BCEWithLogitsLoss")
     if target is not None and (model.output != "identity" or bce):
         raise ConfigError("the targets are standardised (mean 0, std 1), which "
                           + ("a binary cross-entropy, whose targets lie in [0, 1], does not take"
@@ -431,8 +436,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     # every step's forward and backward, a rank without rows on none, with its dJ/dy_hat in
     # the batch's units (scaled by its share: the gradient all-reduce then adds them as they
     # are), and the norms' statistics are all-reduced (MLP.synced_batch_norm).
-    synced = comm is not None and comm.size > 1 and getattr(model, "norm", None) == "batch"
-    if getattr(model, "norm", None) == "batch":
+    batch_norm = any(isinstance(layer, BatchNorm) for layer in getattr(model, "layers", ()))
+    synced = comm is not None and comm.size > 1 and batch_norm  # (none without a hidden layer)
+    if batch_norm:
         if sizes.min() < 2:
             raise ConfigError(f"batch norm needs batches of at least 2 rows, but {n} training "
                               f"rows in batches of {batch_size} leave a last batch of 1: "
@@ -449,10 +455,18 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if unknown:
             raise CheckpointError(f"this checkpoint's training state holds unknown entries "
                                   f"({', '.join(map(repr, unknown[:3]))}): not one gpunet wrote")
-        state = TrainState(**t["state"])
+        state = TrainState(**copy.deepcopy(t["state"]))  # (the run goes on from a copy:
+        # the Checkpoint object stays as read, for another resume from it)
         if state.stopped_early:
             raise ConfigError(f"that run already stopped early at epoch {state.epoch}: "
                               "nothing to resume")
+        if state.step and epochs <= state.epoch:  # (its weights hold part of the next one)
+            raise ConfigError(f"that run stopped in epoch {state.epoch + 1}, after step "
+                              f"{state.step}: resume it with epochs >= {state.epoch + 1}, "
+                              f"not {epochs}")
+        if epochs < state.epoch:
+            raise ConfigError(f"that run has trained {state.epoch} epochs: resume it with "
+                              f"epochs >= {state.epoch} (more, to train on), not {epochs}")
         if t.get("ranks", 1) != ranks:
             raise ConfigError(f"this run was trained on {t.get('ranks', 1)} rank(s); resume it "
                               f"on the same number (mpiexec -n {t.get('ranks', 1)}), not {ranks}")
@@ -538,7 +552,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                       f"model: {', '.join(bad[:3])} "
                                       + ("missing or " if set(got) != set(want) else "")
                                       + "of another shape")
-        best = {k: backend.asarray(v, dtype=model.dtype) for k, v in kept.items()} or None
+        best = {k: backend.asarray(v, dtype=model.dtype).copy() for k, v in kept.items()} \
+            or None
         if state.step:
             if state.step >= n_steps:
                 raise CheckpointError(f"this checkpoint stopped at step {state.step} of epoch "
@@ -553,8 +568,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     raise CheckpointError(f"this checkpoint's {k} has shape "
                                           f"{resume.arrays[k].shape}, not one figure for each "
                                           f"of the epoch's {n_steps} steps")
-            step_losses = backend.asarray(resume.arrays["epoch/losses"])
-            step_correct = backend.asarray(resume.arrays["epoch/correct"])
+            step_losses = backend.asarray(resume.arrays["epoch/losses"]).copy()
+            step_correct = backend.asarray(resume.arrays["epoch/correct"]).copy()
         # everything checked: the run's optimiser state (checked whole before it changes
         # anything), then its weights and masks' seed and step, on the caller's objects
         resume.load_optimizer(optimizer)

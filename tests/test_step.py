@@ -436,6 +436,19 @@ def test_the_static_kernel_threshold_can_be_set_from_the_environment(monkeypatch
     assert calls == [] and backend.kernel_min_size == 7
 
 
+def test_the_environment_threshold_leaves_the_cpu_static_step_equal_to_the_eager_one(
+        monkeypatch):
+    """On numpy the static step takes the kernels from the eager step's size (its numbers to
+    the bit); GPUNET_STATIC_KERNEL_MIN_SIZE, a GPU comparison, is not read there."""
+    from gpunet.backends import get_backend
+
+    backend = get_backend("numpy")
+    monkeypatch.setenv("GPUNET_STATIC_KERNEL_MIN_SIZE", "1")
+    with backend.static_kernels():
+        assert backend.kernel_min_size == NumpyBackend.kernel_min_size == 1 << 16
+    assert "kernel_min_size" not in vars(backend)
+
+
 def _roots(arrays):
     return {id(a if a.base is None else a.base) for a in arrays}
 
@@ -716,3 +729,21 @@ def test_dropout_fit_with_and_without_graphs_trains_the_same(backend):
     assert a.dropout_step == b.dropout_step == 3 * -(-len(data.x_train) // 16)
     for ra, rb in zip(ha, hb):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+
+
+def test_weights_whose_total_overflows_but_no_batchs_do_train_as_the_eager_step_does():
+    """The eager loss checks each batch's sum of weights; so does the static step, not the sum
+    over all the rows (1e37 each: 1e39 over x, 2.4e38 a batch of 24, under float32's max)."""
+    w = np.full(N, 1e37)
+    w[::7] *= 1.2
+    model, opt, loss_fn, x, y = _setup("numpy", "sgd", "ce")
+    twin, t_opt, t_loss, _, _ = _setup("numpy", "sgd", "ce")
+    step = StaticStep(model, loss_fn, opt, BATCH, weighted=True)
+    for rows in _batches(3):
+        value, _ = step(x, y, rows, w)
+        t_value, dJdy = t_loss(twin.forward(x[rows]), y[rows], weight=w[rows])
+        twin.backward(dJdy, need_dx=False)
+        t_opt.step()
+        assert float(value) == float(t_value)
+    for k in model.params:
+        np.testing.assert_array_equal(host(model.params[k]), host(twin.params[k]), err_msg=k)

@@ -679,3 +679,112 @@ def test_make_dataset_takes_text_labels_as_class_names():
     history = fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=2,
                   progress=False)
     assert "test_accuracy" in history.test
+
+
+# -- resuming leaves what it resumed from as it was; refusals that say what is wrong ---------
+
+
+def _small_run_data():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((100, 3)), rng.integers(0, 2, 100)
+    return make_dataset("d", x, y, "classification", val_fraction=0.1, test_fraction=0.0)
+
+
+def _small_model(opt="adam"):
+    model = gn.MLP([3, 8, 2], seed=0, backend="numpy")
+    return model, (gn.Adam(model, lr=0.01) if opt == "adam" else gn.SGD(model, lr=0.1))
+
+
+def test_two_resumes_from_one_checkpoint_object_give_the_uninterrupted_run(tmp_path):
+    """fit(resume=ck) goes on from copies: the Checkpoint's optimiser state, history and
+    arrays stay as read, so a second resume from it (graph=True, then False) is the run
+    again."""
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    model, opt = _small_model()
+    whole = fit(model, data, loss, opt, epochs=4, batch_size=16, progress=False)
+    half, opt = _small_model()
+    fit(half, data, loss, opt, epochs=2, batch_size=16, progress=False, save=tmp_path / "r.npz")
+    ck = load_checkpoint(tmp_path / "r.npz")
+    saved = {k: v.copy() for k, v in ck.optimizer_state["W1"].items()}
+    for graph in (True, False):
+        again, opt = _small_model()
+        history = fit(again, data, loss, opt, epochs=4, batch_size=16, progress=False,
+                      resume=ck, graph=graph)
+        assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+        assert [r["train_loss"] for r in history] == [r["train_loss"] for r in whole]
+        for k in model.params:
+            np.testing.assert_array_equal(again.params[k], model.params[k], err_msg=k)
+    for slot, a in saved.items():
+        np.testing.assert_array_equal(ck.optimizer_state["W1"][slot], a)
+    assert len(ck.extra["training"]["state"]["history"]) == 2
+
+
+def test_an_optimizer_state_dict_is_a_snapshot_and_loading_one_copies_it():
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    model, opt = _small_model()
+    fit(model, data, loss, opt, epochs=1, batch_size=16, progress=False)
+    snap = opt.state_dict()
+    kept = snap["state"]["W1"]["exp_avg"].copy()
+    other_model, other = _small_model()
+    other.load_state_dict(snap)
+    fit(model, data, loss, opt, epochs=1, batch_size=16, progress=False)
+    np.testing.assert_array_equal(snap["state"]["W1"]["exp_avg"], kept)
+    np.testing.assert_array_equal(other.state["W1"]["exp_avg"], kept)
+    assert not np.shares_memory(other.state["W1"]["exp_avg"], opt.state["W1"]["exp_avg"])
+
+
+def test_a_resume_to_fewer_epochs_than_the_run_reached_is_refused(tmp_path):
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    model, opt = _small_model("sgd")
+    fit(model, data, loss, opt, epochs=4, batch_size=16, progress=False, save=tmp_path / "r.npz")
+    model, opt = _small_model("sgd")
+    with pytest.raises(gn.ConfigError, match=r"that run has trained 4 epochs: resume it with "
+                                             r"epochs >= 4 \(more, to train on\), not 2"):
+        fit(model, data, loss, opt, epochs=2, batch_size=16, progress=False,
+            resume=tmp_path / "r.npz")
+    # stopped inside epoch 3 (as Ctrl-C leaves it): its weights hold part of epoch 3
+    from gpunet.checkpoint import save_checkpoint
+
+    ck = load_checkpoint(tmp_path / "r.npz")
+    training = {**ck.extra["training"], "state": {**ck.extra["training"]["state"], "epoch": 2,
+                                                  "step": 3, "finished": False}}
+    save_checkpoint(tmp_path / "mid.npz", ck.build_model("numpy"), opt, epoch=2,
+                    standardizer=ck.standardizer, extra={**ck.extra, "training": training},
+                    arrays={"epoch/losses": np.ones(6), "epoch/correct": np.ones(6, int)})
+    for epochs in (1, 2):
+        model, opt = _small_model("sgd")
+        with pytest.raises(gn.ConfigError, match=rf"that run stopped in epoch 3, after step 3: "
+                                                 rf"resume it with epochs >= 3, not {epochs}"):
+            fit(model, data, loss, opt, epochs=epochs, batch_size=16, progress=False,
+                resume=tmp_path / "mid.npz")
+
+
+def test_a_net_without_hidden_layers_has_no_batch_norm_to_refuse_a_last_batch_of_1():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    d = make_dataset("c", rng.standard_normal((61, 3)), rng.integers(0, 2, 61),
+                     "classification", val_fraction=0.0, test_fraction=0.0)
+    model = gn.MLP([3, 2], norm="batch", backend="numpy")  # (norms go after hidden layers)
+    history = fit(model, d, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.05), epochs=1,
+                  batch_size=30, progress=False)
+    assert len(history) == 1
+    hidden = gn.MLP([3, 4, 2], norm="batch", backend="numpy")
+    with pytest.raises(gn.ConfigError, match="batch norm needs batches of at least 2 rows"):
+        fit(hidden, d, gn.CrossEntropyLoss(), gn.SGD(hidden, lr=0.05), epochs=1,
+            batch_size=30, progress=False)
+
+
+def test_bce_on_an_output_that_is_not_a_probability_is_a_config_error():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    d = make_dataset("c", rng.standard_normal((60, 3)), rng.integers(0, 2, 60),
+                     "classification", val_fraction=0.0, test_fraction=0.0)
+    model = gn.MLP([3, 4, 1], output="identity", backend="numpy")
+    with pytest.raises(gn.ConfigError, match="BCELoss takes probabilities, but the model's "
+                                             "output is identity"):
+        fit(model, d, gn.BCELoss(), gn.SGD(model, lr=1e-6), epochs=1, batch_size=8,
+            progress=False)

@@ -42,7 +42,9 @@ class KernelOps:
     #: the same inside a static step (``static_kernels``), whose launches a CUDA graph replays:
     #: the host cost of a launch is paid once there, and a fused kernel is fewer graph nodes
     #: and fewer passes over memory than the array-module ops at any size.
-    #: ``GPUNET_STATIC_KERNEL_MIN_SIZE`` overrides it (to compare the two on a GPU).
+    #: ``GPUNET_STATIC_KERNEL_MIN_SIZE`` overrides it (to compare the two on a GPU) where it
+    #: differs from ``kernel_min_size``; where they agree (numpy: the static step the eager
+    #: step's numbers to the bit) the variable is not read.
     static_kernel_min_size: int = 0
 
     _kernels = None
@@ -92,8 +94,10 @@ class KernelOps:
         """Within: arrays from ``static_kernel_min_size`` elements up take the fused kernels."""
         had = "kernel_min_size" in self.__dict__
         saved = self.kernel_min_size
-        self.kernel_min_size = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE",
-                                                  self.static_kernel_min_size))
+        self.kernel_min_size = self.static_kernel_min_size
+        if self.static_kernel_min_size != type(self).kernel_min_size:
+            self.kernel_min_size = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE",
+                                                      self.static_kernel_min_size))
         try:
             yield
         finally:
