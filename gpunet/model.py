@@ -267,16 +267,20 @@ class MLP:
     __call__ = forward
 
     def predict(self, x, batch_size: int | None = None):
-        """y_hat for x without keeping a cache, in batches of ``batch_size`` rows if given."""
-        if batch_size is None:
-            return self.forward(x, cache=False)
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-                or batch_size < 1:
+        """y_hat for x without keeping a cache, in batches of ``batch_size`` rows if given;
+        through the backend's array-module ops (``Backend.evaluating``: no kernel is compiled
+        for it)."""
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                       or isinstance(batch_size, bool) or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        x = self._input(x)
-        parts = [self.forward(x[i:i + batch_size], cache=False)
-                 for i in range(0, x.shape[0], batch_size)]
-        return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)
+        with self.backend.evaluating():
+            if batch_size is None:
+                return self.forward(x, cache=False)
+            x = self._input(x)
+            parts = [self.forward(x[i:i + batch_size], cache=False)
+                     for i in range(0, x.shape[0], batch_size)]
+            return self.backend.xp.concatenate(parts) if parts else \
+                self.forward(x, cache=False)
 
     def backward(self, dJdy_hat, need_dx=True):
         """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx."""

@@ -122,7 +122,8 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
         return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
     backend = model.backend
     y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
-    value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
+    with backend.evaluating():  # (the loss too: array-module ops, no kernel compiled for it)
+        value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
     out = {"loss": backend.scalar(value)}
     if task == "classification":
         hits = correct_rows(model, y_hat, backend.asarray(_labels(y)))
@@ -181,12 +182,13 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
     sums = np.zeros(2 + (model.sizes[-1] if task == "regression" else 0))
     if hi > lo:
         y_hat = model.predict(backend.asarray(x[lo:hi], dtype=model.dtype), batch_size=batch_size)
-        if w is None:
-            value, _ = loss_fn(y_hat, y[lo:hi])
-            share = share_weight(loss_fn.reduction, hi - lo, n)
-        else:
-            value, _ = loss_fn(y_hat, y[lo:hi], weight=w[lo:hi])
-            share = weighted_share(loss_fn.reduction, w[lo:hi].sum(), w.sum(), hi - lo)
+        with backend.evaluating():  # (as metrics': array-module ops)
+            if w is None:
+                value, _ = loss_fn(y_hat, y[lo:hi])
+                share = share_weight(loss_fn.reduction, hi - lo, n)
+            else:
+                value, _ = loss_fn(y_hat, y[lo:hi], weight=w[lo:hi])
+                share = weighted_share(loss_fn.reduction, w[lo:hi].sum(), w.sum(), hi - lo)
         sums[0] = backend.scalar(value) * share
         if task == "classification":
             hits = correct_rows(model, y_hat, backend.asarray(_labels(y[lo:hi])))
@@ -306,7 +308,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
     ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
-    replay on the GPU, no allocation on the CPU; the same numbers as the eager step) where the
+    replay on the GPU, its own buffers on the CPU; the same numbers as the eager step) where the
     model, loss and optimizer allow it (under ``comm``: two replays, the gradients summed over
     the ranks between them; a synced batch norm steps eagerly); False steps eagerly.
     ``step_cache``: a dict in which fit keeps that static step, and from which it takes the one

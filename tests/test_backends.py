@@ -292,3 +292,41 @@ def test_a_small_training_run_compiles_no_kernel():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout
+
+
+def test_evaluation_takes_the_array_module_ops_and_compiles_no_kernel():
+    """Validation every epoch and predict run once per epoch or command: numba's import and
+    compile (about 0.3 s a process) would not pay back there. A net whose training arrays stay
+    under the kernels' 2^16 elements (batches of 32 x 64) never loads numba, though its
+    validation rows (1500 x 64) and a predict of 3000 rows are over it; the predictions are the
+    array-module ops' (the eager forward's, with the kernels off)."""
+    import os
+    import tempfile
+
+    code = """
+import sys, numpy as np, gpunet as gn
+from gpunet.data import make_dataset
+rng = np.random.default_rng(0)
+x = rng.standard_normal((3000, 20)); y = rng.integers(0, 3, 3000)
+d = make_dataset("d", x, y, "classification", val_fraction=0.5, test_fraction=0.0)
+m = gn.MLP([20, 64, 3], backend="numpy", seed=0)
+gn.fit(m, d, gn.CrossEntropyLoss(), gn.SGD(m, lr=0.1), epochs=1, batch_size=32, progress=False)
+got = m.predict(x.astype(np.float32), batch_size=4096)
+print("numba" in sys.modules)
+np.save(sys.argv[1], got)
+"""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/p.npy"
+        proc = subprocess.run([sys.executable, "-c", code, out], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "False"
+        got = np.load(out)
+    # the same net, the kernels off: the same numbers
+    env = {**os.environ, "GPUNET_KERNELS": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/p.npy"
+        proc = subprocess.run([sys.executable, "-c", code, out], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        np.testing.assert_array_equal(np.load(out), got)

@@ -428,6 +428,14 @@ class Backend:
         to make."""
         return contextlib.nullcontext()
 
+    def evaluating(self):
+        """A context for inference and metrics (``MLP.predict``, ``gpunet.train.metrics``): a
+        backend with fused kernels uses its array-module ops there, whatever the size, so
+        that work done once per epoch or per command does not import and compile kernels
+        (numba: about 0.3 s a process) that training never takes. The same ops whatever ran
+        before in the process: the figures do not depend on it."""
+        return contextlib.nullcontext()
+
     # -- reductions the training loop needs ----------------------------------------------
 
     def scalar(self, a) -> float:

@@ -106,6 +106,16 @@ class KernelOps:
             else:
                 del self.kernel_min_size
 
+    _evaluating = 0  # depth of evaluating() contexts: array-module ops within
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        self._evaluating += 1
+        try:
+            yield
+        finally:
+            self._evaluating -= 1
+
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
 
@@ -114,7 +124,8 @@ class KernelOps:
         float dtype and shape, C order, and the kernels on here (asked last: the first asking
         imports numba)."""
         first = arrays[0]
-        return ((any_size or first.size >= self.kernel_min_size) and first.ndim >= 1 and all(
+        return not self._evaluating and (
+            (any_size or first.size >= self.kernel_min_size) and first.ndim >= 1 and all(
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
             and a.flags.c_contiguous and a.shape == first.shape for a in arrays)
             and self.kernels is not None)
