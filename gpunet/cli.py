@@ -273,7 +273,7 @@ def main(argv=None) -> int:
         if e.checkpoint:
             print(f"gpunet: resume with: gpunet train --resume {e.checkpoint} "
                   f"[--epochs N]", file=sys.stderr)
-        return 130
+        return 128 + int(e.signum)  # (130 for Ctrl-C, 143 for SIGTERM: as a shell reports)
     except KeyboardInterrupt:
         print("gpunet: interrupted", file=sys.stderr)
         return 130
@@ -423,7 +423,7 @@ def _train_distributed(args) -> int:
             if e.checkpoint:
                 print(f"gpunet: resume with: mpiexec -n {comm.size} gpunet train --resume "
                       f"{e.checkpoint} --distributed [--epochs N]", file=sys.stderr)
-        return 130
+        return 128 + int(e.signum)
     except TrainingDiverged:
         if comm.is_root:
             raise

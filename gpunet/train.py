@@ -40,11 +40,13 @@ class TrainingDiverged(GpunetError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run after finishing its current step (a checkpoint may be written)."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run after finishing its current step (a
+    checkpoint may be written); ``signum``: which (the command exits 128 + it)."""
 
-    def __init__(self, message, epoch, step, checkpoint=None):
+    def __init__(self, message, epoch, step, checkpoint=None, signum=signal.SIGINT):
         super().__init__(message)
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        self.signum = signum
 
 
 def prepare_targets(y, task, loss_fn, n_outputs):
@@ -251,26 +253,31 @@ class History(list):
 
 
 class _SigintFlag:
-    """While active, the first Ctrl-C sets a flag (the loop stops after its step); a second one
-    interrupts at once. Only in the main thread; elsewhere a no-op."""
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM (a scheduler's or a container's
+    polite stop, before its SIGKILL) sets a flag, and the loop stops after its step; a second
+    one interrupts at once. Only in the main thread; elsewhere a no-op."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.raised = False
+        self.signum = signal.SIGINT
 
     def __enter__(self):
         if self.enabled:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.raised:
             raise KeyboardInterrupt
-        self.raised = True
+        self.raised, self.signum = True, signum
 
     def __exit__(self, *exc):
         if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
 
 
 def _check_positive_int(name, v):
@@ -306,7 +313,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
     ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
-    ``handle_sigint``: the first Ctrl-C stops after the current step (see TrainingInterrupted).
+    ``handle_sigint``: the first Ctrl-C (or SIGTERM) stops after the current step (see
+    TrainingInterrupted).
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
     replay on the GPU, its own buffers on the CPU; the same numbers as the eager step) where the
     model, loss and optimizer allow it (under ``comm``: two replays, the gradients summed over
@@ -729,10 +737,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     state.step = s + 1
                     checkpoint(step_losses, step_correct)
                     where = f"epoch {epoch}, step {s + 1} of {n_steps}"
-                    msg = (f"interrupted at {where}; checkpoint written to {save}" if save
-                           else f"interrupted at {where} (no --save given: nothing written)")
+                    by = " by SIGTERM" if sigint.signum == signal.SIGTERM else ""
+                    msg = (f"interrupted{by} at {where}; checkpoint written to {save}" if save
+                           else f"interrupted{by} at {where} (no --save given: nothing "
+                                "written)")
                     bar.close()
-                    raise TrainingInterrupted(msg, epoch, s + 1, save)
+                    raise TrainingInterrupted(msg, epoch, s + 1, save, sigint.signum)
             bar.close()
             losses = backend.to_host(step_losses)
             bad = np.flatnonzero(~np.isfinite(losses))

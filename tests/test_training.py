@@ -302,8 +302,11 @@ def test_cli_resume_continues_to_the_requested_epochs(tmp_path):
     assert main(["train", "--resume", str(b), "--hidden", "9", "--quiet"]) == 1
 
 
-def test_cli_sigint_exits_130_and_prints_how_to_resume(tmp_path):
-    """A real Ctrl-C to a real run: the checkpoint is written and resume is explained."""
+@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_cli_sigint_or_sigterm_exits_128_plus_it_and_prints_how_to_resume(tmp_path, name,
+                                                                         status):
+    """A real Ctrl-C, or a scheduler's SIGTERM, to a real run: the step finishes, the
+    checkpoint is written and resume is explained."""
     path = tmp_path / "c.npz"
     code = (
         "import os, signal, sys\n"
@@ -311,7 +314,7 @@ def test_cli_sigint_exits_130_and_prints_how_to_resume(tmp_path):
         "orig, n = O.Optimizer.prepare_hyper, [0]\n"  # once per step, eager or static
         "def hooked(self):\n"
         "    n[0] += 1\n"
-        "    if n[0] == 20: os.kill(os.getpid(), signal.SIGINT)\n"
+        f"    if n[0] == 20: os.kill(os.getpid(), signal.{name})\n"
         "    return orig(self)\n"
         "O.Optimizer.prepare_hyper = hooked\n"
         "from gpunet.cli import main\n"
@@ -320,7 +323,8 @@ def test_cli_sigint_exits_130_and_prints_how_to_resume(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 130, proc.stderr
+    assert proc.returncode == status, proc.stderr
+    assert ("by SIGTERM" in proc.stderr) == (name == "SIGTERM")
     assert f"gpunet train --resume {path}" in proc.stderr
     assert "Traceback" not in proc.stderr
     state = load_checkpoint(path).extra["training"]["state"]
@@ -788,3 +792,18 @@ def test_bce_on_an_output_that_is_not_a_probability_is_a_config_error():
                                              "output is identity"):
         fit(model, d, gn.BCELoss(), gn.SGD(model, lr=1e-6), epochs=1, batch_size=8,
             progress=False)
+
+
+def test_fit_puts_the_callers_signal_handlers_back():
+    seen = []
+    mine = {s: signal.signal(s, lambda signum, frame: seen.append(signum))
+            for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        data, loss = _small_run_data(), gn.CrossEntropyLoss()
+        model, opt = _small_model("sgd")
+        fit(model, data, loss, opt, epochs=1, batch_size=16, progress=False)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == [signal.SIGTERM]
+    finally:
+        for s, handler in mine.items():
+            signal.signal(s, handler)
