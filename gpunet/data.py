@@ -1101,8 +1101,9 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     """(header, the target's index or None, the feature columns' names) of a CSV reader; the
     column named ``weight`` (sample weights), if given, is not a feature either, nor are the
     columns named in ``ignore`` that the header has."""
-    header = next((row for row in reader if any(c.strip() for c in row)), None)  # (blank
-    if header is None:                                              # lines before it skipped)
+    # the first line that is not blank (blank lines before it are skipped)
+    header = next((row for row in reader if any(c.strip() for c in row)), None)
+    if header is None:
         raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
     header = [h.strip() for h in header]
     dupes = sorted({h for h in header if header.count(h) > 1})
