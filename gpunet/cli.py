@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one seed for weights, splits and shuffling (default 0)")
     t.add_argument("--dtype", default="float32", choices=DTYPES, help="default float32")
     t.add_argument("--save", metavar="PATH", type=_path,
-                   help="write a checkpoint here after every epoch")
+                   help="write a checkpoint here after every epoch (and on Ctrl-C or SIGTERM)")
     t.add_argument("--resume", metavar="PATH", type=_path,
                    help="continue the run saved in this checkpoint up to --epochs")
     t.add_argument("--metrics-json", metavar="PATH", type=_path,
