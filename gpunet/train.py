@@ -1,5 +1,6 @@
 """The training loop: seeded shuffled mini-batches, validation, early stopping, learning-rate
-schedules, progress, checkpoints after every epoch, exact resume and a clean stop on Ctrl-C or SIGTERM.
+schedules, progress, checkpoints after every epoch, exact resume and a clean stop on Ctrl-C or
+SIGTERM.
 
 ``fit`` is what ``gpunet train`` runs; the command line only parses flags around it.
 
