@@ -330,3 +330,111 @@ np.save(sys.argv[1], got)
                               text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr
         np.testing.assert_array_equal(np.load(out), got)
+
+
+class _StaticEverywhere(backends.NumpyBackend):
+    """As the CuPy backend: small arrays off the kernels in eager ops, on them in a static
+    step."""
+    kernel_min_size = 1 << 30
+    static_kernel_min_size = 0
+
+
+def test_a_threads_evaluating_or_static_step_leaves_other_threads_ops_alone():
+    """Threads share a backend: one thread inside predict (evaluating) or a static step must
+    not move another thread's ops (and so its rounding) off or onto the kernels; and the
+    threshold is put back whatever order threads leave in."""
+    import threading
+
+    b = _StaticEverywhere()
+    big = np.ones((512, 256), dtype=np.float32)
+    inside, leave = threading.Event(), threading.Event()
+    seen = {}
+
+    def other(context):
+        with context():
+            seen["there"] = (b._fit(big), b.min_size())
+            inside.set()
+            leave.wait(10)
+
+    for context, there, here in ((b.evaluating, (False, 1 << 30), (False, 1 << 30)),
+                                 (b.static_kernels, (True, 0), (False, 1 << 30))):
+        inside.clear(), leave.clear()
+        t = threading.Thread(target=other, args=(context,))
+        t.start()
+        assert inside.wait(10)
+        assert (b._fit(big), b.min_size()) == here  # this thread: the eager choice
+        leave.set()
+        t.join()
+        assert seen["there"] == there
+    # a static step entered in one thread and left after another thread's: nothing stays
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with b.static_kernels():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with b.static_kernels():
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert b.min_size() == 1 << 30 and "kernel_min_size" not in vars(b)
+
+
+def test_training_in_one_thread_gives_its_numbers_while_another_predicts():
+    import threading
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 32), dtype=np.float32)
+    y = rng.integers(0, 4, 64)
+
+    def train():
+        m = gn.MLP([32, 64, 4], activation="gelu", backend="numpy", seed=3)  # (gelu: kernels
+        opt = gn.Adam(m, lr=1e-2)                                          # at every size)
+        for _ in range(30):
+            m.train_step(x, y, gn.CrossEntropyLoss(), opt)
+        return m.state_dict()
+
+    alone = train()
+    other = gn.MLP([32, 64, 4], activation="gelu", backend="numpy", seed=4)
+    stop = threading.Event()
+
+    def predict():
+        while not stop.is_set():
+            other.predict(x)
+
+    t = threading.Thread(target=predict)
+    t.start()
+    try:
+        together = train()
+    finally:
+        stop.set()
+        t.join()
+    for k in alone:
+        np.testing.assert_array_equal(together[k], alone[k], err_msg=k)
+
+
+def test_models_and_optimisers_copy_and_pickle_with_the_processes_backend():
+    """A backend pickles as its name, also after its kernels were loaded (a module object,
+    which pickle refuses, then hangs off it)."""
+    import copy
+    import pickle
+
+    m = gn.MLP([8, 16, 3], activation="gelu", backend="numpy", seed=0)
+    opt = gn.Adam(m, lr=1e-2)
+    x = np.random.default_rng(1).standard_normal((5, 8))
+    m.train_step(x, np.array([0, 1, 2, 1, 0]), gn.CrossEntropyLoss(), opt)  # (gelu: kernels)
+    assert m.backend.kernels is not None
+    for twin in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert twin.backend is gn.get_backend("numpy")
+        np.testing.assert_array_equal(twin.predict(x), m.predict(x))
+    opt_twin = copy.deepcopy(opt)
+    assert opt_twin.model.backend is gn.get_backend("numpy")

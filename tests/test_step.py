@@ -445,7 +445,7 @@ def test_the_environment_threshold_leaves_the_cpu_static_step_equal_to_the_eager
     backend = get_backend("numpy")
     monkeypatch.setenv("GPUNET_STATIC_KERNEL_MIN_SIZE", "1")
     with backend.static_kernels():
-        assert backend.kernel_min_size == NumpyBackend.kernel_min_size == 1 << 16
+        assert backend.min_size() == NumpyBackend.kernel_min_size == 1 << 16
     assert "kernel_min_size" not in vars(backend)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from ..errors import BackendUnavailableError, ConfigError
 from .base import Backend
@@ -18,6 +19,7 @@ from .numpy_backend import NumpyBackend
 BACKEND_NAMES = ("auto", "numpy", "cupy")
 
 _instances: dict[str, Backend] = {}
+_instances_lock = threading.Lock()  # (threads asking at once get one instance)
 _cupy_probe: tuple | None = None
 _notice_shown = False
 
@@ -59,13 +61,14 @@ def get_backend(name: str | Backend | None = None) -> Backend:
             _notice_shown = True
         return get_backend("numpy")
     if name not in _instances:
-        if name == "numpy":
-            _instances[name] = NumpyBackend()
-        else:
+        if name != "numpy":
             usable, why = cupy_status()
             if not usable:
                 raise BackendUnavailableError(f"the cupy backend is unavailable: {why}")
-            _instances[name] = CupyBackend(_cupy_probe[0])
+        with _instances_lock:
+            if name not in _instances:
+                _instances[name] = NumpyBackend() if name == "numpy" \
+                    else CupyBackend(_cupy_probe[0])
     return _instances[name]
 
 

@@ -48,6 +48,13 @@ class Backend:
     def __repr__(self) -> str:
         return f"<gpunet backend {self.name!r} on {self.device_name}>"
 
+    def __reduce__(self):
+        """A backend pickles (and deep-copies) as its name: a model or optimiser copied or
+        unpickled gets the process's own backend of that name, not a private one."""
+        from . import get_backend
+
+        return get_backend, (self.name,)
+
     # -- linear layer ---------------------------------------------------------------------
 
     def matmul(self, a, b, out, trans_a=False, trans_b=False):

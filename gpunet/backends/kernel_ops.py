@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -89,32 +90,47 @@ class KernelOps:
             self._turn_off(e)
             return None
 
+    # The contexts below choose ops for the thread that enters them: threads share a backend
+    # (one instance per name), and one thread's static step or predict must not change the
+    # ops, and so the rounding, of another's training. Their state is thread-local.
+
+    def _here(self) -> threading.local:
+        """This thread's op choices: ``min_size`` (a static step's threshold, None outside
+        one) and ``evaluating`` (the depth of ``evaluating`` contexts)."""
+        here = self.__dict__.get("_local")
+        if here is None:  # (setdefault: atomic, so threads racing here keep one)
+            here = self.__dict__.setdefault("_local", threading.local())
+        return here
+
+    def min_size(self) -> int:
+        """The threshold this thread's ops go by: a static step's inside one, else
+        ``kernel_min_size``."""
+        limit = getattr(self._here(), "min_size", None)
+        return self.kernel_min_size if limit is None else limit
+
     @contextlib.contextmanager
     def static_kernels(self):
-        """Within: arrays from ``static_kernel_min_size`` elements up take the fused kernels."""
-        had = "kernel_min_size" in self.__dict__
-        saved = self.kernel_min_size
-        self.kernel_min_size = self.static_kernel_min_size
-        if self.static_kernel_min_size != type(self).kernel_min_size:
-            self.kernel_min_size = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE",
-                                                      self.static_kernel_min_size))
+        """Within (in this thread): arrays from ``static_kernel_min_size`` elements up take the
+        fused kernels."""
+        here = self._here()
+        saved = getattr(here, "min_size", None)
+        limit = self.static_kernel_min_size
+        if limit != type(self).kernel_min_size:
+            limit = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE", limit))
+        here.min_size = limit
         try:
             yield
         finally:
-            if had:
-                self.kernel_min_size = saved
-            else:
-                del self.kernel_min_size
-
-    _evaluating = 0  # depth of evaluating() contexts: array-module ops within
+            here.min_size = saved
 
     @contextlib.contextmanager
     def evaluating(self):
-        self._evaluating += 1
+        here = self._here()
+        here.evaluating = getattr(here, "evaluating", 0) + 1
         try:
             yield
         finally:
-            self._evaluating -= 1
+            here.evaluating -= 1
 
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
@@ -123,9 +139,10 @@ class KernelOps:
         """Whether the arrays go to a kernel: large enough (``any_size``: of any size), one
         float dtype and shape, C order, and the kernels on here (asked last: the first asking
         imports numba)."""
+        if getattr(self._here(), "evaluating", 0):
+            return False
         first = arrays[0]
-        return not self._evaluating and (
-            (any_size or first.size >= self.kernel_min_size) and first.ndim >= 1 and all(
+        return ((any_size or first.size >= self.min_size()) and first.ndim >= 1 and all(
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
             and a.flags.c_contiguous and a.shape == first.shape for a in arrays)
             and self.kernels is not None)
