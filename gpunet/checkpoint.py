@@ -72,6 +72,15 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
             raise CheckpointError(f"class names must be numbers or text to be saved without "
                                   f"pickle, got dtype {classes.dtype}")
         arrays["data/classes"] = classes
+    sizes, where = header["model"]["sizes"], os.fspath(path)
+    try:  # what load_checkpoint checks: a file it would refuse is not written
+        _check_arrays(arrays, sizes, where)
+        if classes is not None:
+            _check_classes(classes, sizes[-1], where)
+        _standardizer(arrays, "data/mean", "data/std", where, sizes[0], "features")
+        _standardizer(arrays, "data/y_mean", "data/y_std", where, sizes[-1], "outputs")
+    except CheckpointError as e:
+        raise CheckpointError(f"not written, as it could not be loaded: {e}") from None
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -300,8 +309,8 @@ def load_checkpoint(path) -> Checkpoint:
         elif kind == "opt":
             key, _, slot = rest.rpartition("/")
             opt_state.setdefault(key, {})[slot] = a
-        elif kind != "data":
-            others[k] = a
+        elif k not in STANDARDISATIONS + ("data/classes",):  # (those have attributes of
+            others[k] = a                                     # their own)
     _check_arrays(arrays, header["model"]["sizes"], path)
     classes = arrays.get("data/classes")
     if classes is not None:
@@ -313,8 +322,11 @@ def load_checkpoint(path) -> Checkpoint:
                       path=path)
 
 
-#: the gpunet checkpoint arrays' prefixes: numbers only (data/classes may be text)
-NUMERIC_PREFIXES = ("param", "opt", "best", "epoch", "data")
+#: gpunet's own arrays: numbers only, and (but for the figures of an interrupted epoch,
+#: whose losses may have gone non-finite before the epoch's end would have said so) finite
+NUMERIC_PREFIXES = ("param/", "opt/", "best/")
+STANDARDISATIONS = ("data/mean", "data/std", "data/y_mean", "data/y_std")
+NUMERIC_ARRAYS = STANDARDISATIONS + ("epoch/losses", "epoch/correct")
 
 
 def _check_members(path) -> None:
@@ -362,11 +374,11 @@ def _check_arrays(arrays, sizes, path) -> None:
                 raise CheckpointError(f"{path!r} has {name} of shape {arrays[name].shape}, but "
                                       f"its model section's sizes {sizes} make it {shape}")
     for k, a in arrays.items():
-        if k.partition("/")[0] not in NUMERIC_PREFIXES or k == "data/classes":
-            continue
+        if not (k.startswith(NUMERIC_PREFIXES) or k in NUMERIC_ARRAYS):
+            continue  # (a user's own arrays: anything)
         if a.dtype.kind not in "biuf":
             raise CheckpointError(f"{path!r} has {k} of dtype {a.dtype}, not numbers")
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
+        if a.dtype.kind == "f" and not k.startswith("epoch/") and not np.isfinite(a).all():
             raise CheckpointError(f"{path!r} has {k} holding NaN or infinite values")
 
 
@@ -528,7 +540,8 @@ def _malformed(header, core) -> list:
 def _standardizer(arrays, mean, std, path, width, what):
     """The Standardizer stored as the arrays ``mean`` and ``std``; None where neither is
     there, CheckpointError where one is there without the other, their shapes differ, they
-    are not one per column of ``width`` (the model's ``what``), or a std is not above 0."""
+    are neither one number nor one per column of ``width`` (the model's ``what``), or a std
+    is not above 0."""
     from .data import Standardizer
 
     if mean not in arrays and std not in arrays:
@@ -545,7 +558,7 @@ def _standardizer(arrays, mean, std, path, width, what):
         if arrays[k].dtype.kind not in "fiu":
             raise CheckpointError(f"{path!r} has {k} of dtype {arrays[k].dtype}, not numbers")
     shape = arrays[mean].shape
-    if shape != (width,):
+    if shape not in ((), (width,)):  # (one number: the same for every column)
         raise CheckpointError(f"{path!r} has {mean} of shape {shape}, but the model has "
                               f"{width} {what}: ({width},) expected")
     if not (arrays[std] > 0).all():

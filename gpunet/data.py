@@ -1155,9 +1155,10 @@ class _DataRows:
 
     def __iter__(self):
         for row in self.reader:
-            if not row or (len(row) == 1 and not row[0].strip() and len(self.header) > 1):
-                continue  # a blank line (or spaces; in a one-column file, "" or spaces are
-                # its one cell, missing)
+            if not row or (len(row) == 1 and not row[0].strip()
+                           and (len(self.header) > 1 or row[0])):
+                continue  # a blank line, or spaces (in a one-column file, "" is its one
+                # cell, empty: a missing value)
             line = self.reader.line_num
             if len(row) != len(self.header):
                 raise DataError(f"{self.path}: line {line} has {len(row)} fields, the header "
@@ -1308,8 +1309,10 @@ def _csv_float(text) -> float:
     """``float(text)`` for the spellings CSV readers take as numbers (NumPy's loadtxt among
     them): Python's float() also reads "1_000" and other scripts' digits ("١٢"), which
     would otherwise be numbers here and text everywhere else; ValueError for those."""
-    if isinstance(text, str) and ("_" in text or not text.isascii()):
-        raise ValueError(f"not a plain number: {text!r}")
+    if isinstance(text, str):
+        text = text.strip()  # (spaces around it, a no-break space among them, as float's)
+        if "_" in text or not text.isascii():
+            raise ValueError(f"not a plain number: {text!r}")
     return float(text)
 
 

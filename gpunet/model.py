@@ -242,8 +242,16 @@ class MLP:
         With ``cache`` this is a training pass: a model with dropout drops hidden outputs with
         the masks of step ``dropout_step`` (then counts it); ``row_offset``: the index of x's
         first row in the whole batch, for a share of a batch (data-parallel training). A pass
-        without the cache (``predict``) leaves the last training pass's for ``backward``.
+        without the cache (``predict``'s) is inference: it leaves the last training pass's
+        cache for ``backward`` and runs on the backend's evaluation ops
+        (``Backend.evaluating``: on the CPU, NumPy's ops where training would take a kernel).
         """
+        if not cache:  # inference: the backend's evaluation ops (Backend.evaluating)
+            with self.backend.evaluating():
+                return self._forward(x, cache, row_offset)
+        return self._forward(x, cache, row_offset)
+
+    def _forward(self, x, cache, row_offset):
         h = self._input(x)
         drop = cache and self.dropout > 0
         masks = {}
@@ -267,20 +275,17 @@ class MLP:
     __call__ = forward
 
     def predict(self, x, batch_size: int | None = None):
-        """y_hat for x without keeping a cache, in batches of ``batch_size`` rows if given;
-        through the backend's array-module ops (``Backend.evaluating``: no kernel is compiled
-        for it)."""
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
-                                       or isinstance(batch_size, bool) or batch_size < 1):
+        """y_hat for x without keeping a cache (``forward(x, cache=False)``: the backend's
+        evaluation ops), in batches of ``batch_size`` rows if given."""
+        if batch_size is None:
+            return self.forward(x, cache=False)
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+                or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        with self.backend.evaluating():
-            if batch_size is None:
-                return self.forward(x, cache=False)
-            x = self._input(x)
-            parts = [self.forward(x[i:i + batch_size], cache=False)
-                     for i in range(0, x.shape[0], batch_size)]
-            return self.backend.xp.concatenate(parts) if parts else \
-                self.forward(x, cache=False)
+        x = self._input(x)
+        parts = [self.forward(x[i:i + batch_size], cache=False)
+                 for i in range(0, x.shape[0], batch_size)]
+        return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)
 
     def backward(self, dJdy_hat, need_dx=True):
         """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx."""

@@ -271,8 +271,8 @@ class _SigintFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.raised:
-            raise KeyboardInterrupt
+        if self.raised:  # the second: at once (SIGTERM's status, as its default action's)
+            raise SystemExit(128 + signum) if signum == signal.SIGTERM else KeyboardInterrupt
         self.raised, self.signum = True, signum
 
     def __exit__(self, *exc):
@@ -566,7 +566,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         best = {k: backend.asarray(v, dtype=model.dtype).copy() for k, v in kept.items()} \
             or None
         if state.step:
-            if state.step >= n_steps:
+            if state.step > n_steps:  # (n_steps: stopped after the epoch's last step)
                 raise CheckpointError(f"this checkpoint stopped at step {state.step} of epoch "
                                       f"{state.epoch + 1}, whose batches of {batch_size} rows "
                                       f"are {n_steps} steps: not a state this run reaches")
@@ -658,6 +658,18 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                "task": data.task, "n_classes": int(data.n_classes),
                                "multilabel": bool(getattr(data, "multilabel", False))})
 
+    def diverged(losses, epoch):
+        """TrainingDiverged where a step's loss (of ``losses``, the epoch's so far) is not
+        finite; the checkpoint, of the last epoch that ended well, is left as it is."""
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise TrainingDiverged(
+                f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
+                f"try a lower learning rate (now {optimizer.lr:g})"
+                + (f"; the checkpoint of epoch {state.epoch} is untouched"
+                   if save and os.path.exists(save) else "")
+            )
+
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.
     # Under comm an exception on one rank aborts the job; a diverged loss or Ctrl-C is seen by
     # every rank together (both ride the step's all-reduce) and ends it as in one process.
@@ -735,7 +747,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 # rank packed its flag rides the next step's all-reduce, so that every rank
                 # stops after the same step (one stopping alone would leave the others waiting)
                 if stop_all if comm is not None else sigint.raised:
-                    state.step = s + 1
+                    diverged(backend.to_host(step_losses)[:s + 1], epoch)  # (weights that
+                    state.step = s + 1  # went non-finite are not written over the last good)
                     checkpoint(step_losses, step_correct)
                     where = f"epoch {epoch}, step {s + 1} of {n_steps}"
                     by = " by SIGTERM" if sigint.signum == signal.SIGTERM else ""
@@ -746,14 +759,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     raise TrainingInterrupted(msg, epoch, s + 1, save, sigint.signum)
             bar.close()
             losses = backend.to_host(step_losses)
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                raise TrainingDiverged(
-                    f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
-                    f"try a lower learning rate (now {optimizer.lr:g})"
-                    + (f"; the checkpoint of epoch {state.epoch} is untouched"
-                       if save and os.path.exists(save) else "")
-                )
+            diverged(losses, epoch)
             # the mean over the epoch's rows (weighted: over their weights); a loss with
             # reduction "sum" sums its rows, and so does the epoch's
             total = losses.sum() if getattr(loss_fn, "reduction", "mean") == "sum" \

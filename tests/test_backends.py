@@ -438,3 +438,23 @@ def test_models_and_optimisers_copy_and_pickle_with_the_processes_backend():
         np.testing.assert_array_equal(twin.predict(x), m.predict(x))
     opt_twin = copy.deepcopy(opt)
     assert opt_twin.model.backend is gn.get_backend("numpy")
+
+
+@pytest.mark.parametrize("activation, kernel", [("tanh", False), ("gelu", True)])
+def test_predict_is_the_inference_forward_and_gelu_keeps_its_kernel(monkeypatch, activation,
+                                                                    kernel):
+    """predict is forward(cache=False) to the bit; on the CPU both take NumPy's ops where
+    training would take a kernel, but for gelu (and gelu_tanh, silu), whose NumPy forms cost
+    10-100 times more and which training compiles at every size anyway."""
+    b = gn.get_backend("numpy")
+    calls = []
+    run = b._run
+    monkeypatch.setattr(b, "_run", lambda op, *a, **k: calls.append(op) or run(op, *a, **k))
+    m = gn.MLP([64, 1100, 3], activation=activation, backend="numpy", seed=0)  # (70,400 > 2^16)
+    x = np.random.default_rng(0).standard_normal((64, 64))
+    got = m.predict(x)
+    assert ("act_forward" in calls) == kernel
+    np.testing.assert_array_equal(got, m.forward(x, cache=False))
+    calls.clear()
+    m.forward(x)  # a training pass: the kernels from 2^16 elements
+    assert "act_forward" in calls or "bias_act_forward" in calls

@@ -806,12 +806,25 @@ def test_a_csv_number_is_spelled_as_csv_readers_spell_it(tmp_path, cell):
 
 
 def test_a_one_column_csv_counts_an_empty_cell_as_missing_not_as_a_blank_line(tmp_path):
+    """A quoted "" is the one cell, empty; a line of spaces (or nothing) is blank: skipped,
+    as in any file."""
     path = tmp_path / "one.csv"
-    path.write_text('a\n1\n""\n2\n\n')  # (the last line blank: skipped, as in any file)
+    path.write_text('a\n1\n""\n2\n  \n\t\n\n')
     with pytest.raises(gn.DataError, match=r"one\.csv: line 3, column 'a': missing value"):
         read_features(str(path))
     np.testing.assert_array_equal(read_features(str(path), fill_values=np.array([7.0])),
                                   [[1.0], [7.0], [2.0]])
+
+
+def test_numbers_padded_with_no_break_spaces_read_alike_on_both_csv_paths(tmp_path):
+    """Spreadsheet exports pad with U+00A0; NumPy's reader (every cell a number) and the
+    row-by-row one (a missing value elsewhere in the file) both read the number."""
+    path = tmp_path / "n.csv"
+    path.write_text("a,b\n1.5\u00a0,2\n3,4\n", encoding="utf-8")
+    np.testing.assert_array_equal(read_features(str(path)), [[1.5, 2.0], [3.0, 4.0]])
+    path.write_text("a,b\n1.5\u00a0,2\n3,\n", encoding="utf-8")
+    np.testing.assert_array_equal(read_features(str(path), fill_values=np.array([0.0, 9.0])),
+                                  [[1.5, 2.0], [3.0, 9.0]])
 
 
 def test_blank_lines_before_a_csv_header_are_skipped(tmp_path):

@@ -664,11 +664,19 @@ def test_save_and_load_refuse_parameters_that_do_not_describe_the_network(tmp_pa
         assert back.get_params()["hidden"] == (6,) and back.activation == "relu"
         np.testing.assert_array_equal(back.predict_proba(x), clf.predict_proba(x))
     narrow = type(ck.standardizer)(ck.standardizer.mean[:2], ck.standardizer.std[:2])
-    save_checkpoint(tmp_path / "e.npz", ck.build_model("numpy"), None, standardizer=narrow,
-                    classes=ck.classes, extra=ck.extra)
+    with pytest.raises(gn.CheckpointError, match=r"not written, as it could not be loaded: "
+                                                r".*data/mean of shape \(2,\), but the model "
+                                                r"has 4 features: \(4,\) expected"):
+        save_checkpoint(tmp_path / "n.npz", ck.build_model("numpy"), None,
+                        standardizer=narrow, classes=ck.classes, extra=ck.extra)
+    assert not (tmp_path / "n.npz").exists()
+    with np.load(tmp_path / "e.npz") as z:  # (a file so written by hand: refused on load)
+        arrays = {k: z[k] for k in z.files}
+    arrays.update({"data/mean": arrays["data/mean"][:2], "data/std": arrays["data/std"][:2]})
+    np.savez(tmp_path / "n.npz", **arrays)
     with pytest.raises(gn.CheckpointError, match=r"data/mean of shape \(2,\), but the model "
                                                 r"has 4 features: \(4,\) expected"):
-        MLPClassifier.load(tmp_path / "e.npz")
+        MLPClassifier.load(tmp_path / "n.npz")
 
 
 def test_class_labels_a_text_array_would_change_are_refused_by_save(tmp_path):

@@ -581,3 +581,59 @@ def test_info_shows_a_stored_null_as_nan(tmp_path, iris_checkpoint, capsys):
     assert main(["info", "--checkpoint", str(bad)]) == 0
     out = capsys.readouterr().out
     assert "val_loss nan" in out and "class weights: 0 1, 1 nan, 2 2" in out
+
+
+def test_save_writes_only_what_load_reads_and_leaves_a_users_own_arrays_alone(tmp_path):
+    """save_checkpoint refuses, unwritten, what load_checkpoint would refuse (non-finite
+    weights, a standardisation of another width, class names that do not fit); a user's own
+    arrays (under other names, or data/ names gpunet does not use) may hold anything, an
+    interrupted epoch's step losses NaN, and a standardisation may be one number."""
+    from gpunet.checkpoint import save_checkpoint
+    from gpunet.data import Standardizer
+
+    import gpunet as gn
+
+    model = gn.MLP([4, 5, 3], backend="numpy", seed=0)
+    out = tmp_path / "c.npz"
+    model.params["W2"][0, 0] = np.nan
+    with pytest.raises(CheckpointError, match=r"not written, as it could not be loaded: .*"
+                                              r"param/W2 holding NaN"):
+        save_checkpoint(out, model)
+    model.params["W2"][0, 0] = 0.5
+    for kwargs, says in (
+            (dict(standardizer=Standardizer(np.zeros(3), np.ones(3))), "data/mean of shape"),
+            (dict(classes=["a", "b"]), "2 class names for a model of 3 output"),
+            (dict(arrays={"best/W1": np.full((5, 4), np.inf)}), "best/W1 holding NaN")):
+        with pytest.raises(CheckpointError, match=says):
+            save_checkpoint(out, model, **kwargs)
+        assert not out.exists()
+    save_checkpoint(out, model, standardizer=Standardizer(np.float64(1.0), np.float64(2.0)),
+                    arrays={"data/notes": np.array(["free text"]), "mine/x": np.array([np.nan]),
+                            "epoch/losses": np.array([0.5, np.nan]),
+                            "epoch/correct": np.array([3, 1])})
+    ck = load_checkpoint(out)
+    assert ck.arrays["data/notes"].tolist() == ["free text"]
+    assert np.isnan(ck.arrays["epoch/losses"][1]) and np.isnan(ck.arrays["mine/x"][0])
+    x = np.ones((2, 4))
+    np.testing.assert_array_equal(ck.standardizer(x), (x - 1.0) / 2.0)
+
+
+def test_a_second_sigterm_ends_the_run_at_once_with_sigterms_status(tmp_path):
+    code = (
+        "import os, signal, sys\n"
+        "import gpunet.optim as O\n"
+        "orig, n = O.Optimizer.prepare_hyper, [0]\n"
+        "def hooked(self):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 5:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return orig(self)\n"
+        "O.Optimizer.prepare_hyper = hooked\n"
+        "from gpunet.cli import main\n"
+        f"sys.exit(main(['train', '--dataset', 'iris', '--epochs', '50', '--backend', 'numpy',"
+        f" '--quiet', '--save', {str(tmp_path / 'c.npz')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=ENV)
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr

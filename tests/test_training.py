@@ -123,23 +123,26 @@ def test_numpy_integers_for_fit_go_into_checkpoints_and_bools_are_no_counts(tmp_
             gn.Schedule("plateau", **bad)
 
 
-def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend):
-    """SIGINT during a step: the step finishes, a checkpoint is written, and resuming from it
-    gives the same weights as a run that never stopped."""
+@pytest.mark.parametrize("at, sig", [(3, signal.SIGINT), ("last", signal.SIGTERM)])
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend, at, sig):
+    """SIGINT (or SIGTERM) during a step: the step finishes, a checkpoint is written, and
+    resuming from it gives the same weights as a run that never stopped; also when the step
+    was the epoch's last (its metrics not yet taken: the resumed run takes them)."""
     _run(backend, 4, save=tmp_path / "a.npz")
 
     n_steps = -(-len(load_data(DataSpec("wine", seed=2, val_fraction=0.2)).x_train) // 16)
-    stop_at = n_steps + 3  # step 3 of the second epoch
+    step = n_steps if at == "last" else at
+    stop_at = n_steps + step  # in the second epoch
 
     def interrupt(call):
         if call == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
 
     with pytest.raises(TrainingInterrupted) as e:
         _run(backend, 4, save=tmp_path / "b.npz", step_hook=interrupt)
-    assert (e.value.epoch, e.value.step) == (2, 3)
+    assert (e.value.epoch, e.value.step, e.value.signum) == (2, step, sig)
     ck = load_checkpoint(tmp_path / "b.npz")
-    assert (ck.epoch, ck.extra["training"]["state"]["step"]) == (1, 3)
+    assert (ck.epoch, ck.extra["training"]["state"]["step"]) == (1, step)
     _run(backend, 4, save=tmp_path / "b.npz", resume=ck)
     assert_same_params(params_of(tmp_path / "a.npz"), params_of(tmp_path / "b.npz"))
 
@@ -807,3 +810,33 @@ def test_fit_puts_the_callers_signal_handlers_back():
     finally:
         for s, handler in mine.items():
             signal.signal(s, handler)
+
+
+def test_an_interrupt_after_the_loss_went_non_finite_leaves_the_last_good_checkpoint(tmp_path):
+    """The epoch's end would have said so (TrainingDiverged, the checkpoint untouched); a
+    Ctrl-C that comes first says the same rather than write non-finite weights over it."""
+    _run("numpy", 1, save=tmp_path / "b.npz")
+    before = (tmp_path / "b.npz").read_bytes()
+    n_steps = -(-len(load_data(DataSpec("wine", seed=2, val_fraction=0.2)).x_train) // 16)
+    ck = load_checkpoint(tmp_path / "b.npz")
+    model = ck.build_model("numpy")
+    opt = gn.SGD(model, lr=0.05, momentum=0.9)
+    calls = [0]
+    inner = opt.prepare_hyper
+
+    def prepare():  # (before each step's forward pass)
+        calls[0] += 1
+        if calls[0] == 2:
+            model.params["W1"][0, 0] = np.inf  # step 2's loss: NaN
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return inner()
+
+    opt.prepare_hyper = prepare
+    data = load_data(DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2))
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 2: .*"
+                                                r"the checkpoint of epoch 1 is untouched"):
+        with np.errstate(all="ignore"):
+            fit(model, data, gn.CrossEntropyLoss(), opt, epochs=3, batch_size=16, seed=3,
+                save=tmp_path / "b.npz", progress=False, resume=ck)
+    assert n_steps > 3 and (tmp_path / "b.npz").read_bytes() == before

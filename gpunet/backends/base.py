@@ -436,11 +436,13 @@ class Backend:
         return contextlib.nullcontext()
 
     def evaluating(self):
-        """A context for inference and metrics (``MLP.predict``, ``gpunet.train.metrics``): a
-        backend with fused kernels uses its array-module ops there, whatever the size, so
-        that work done once per epoch or per command does not import and compile kernels
-        (numba: about 0.3 s a process) that training never takes. The same ops whatever ran
-        before in the process: the figures do not depend on it."""
+        """A context for inference and metrics (``MLP.forward(cache=False)``, so ``predict``;
+        ``gpunet.train.metrics``): on the numpy backend (``evaluate_on_array_ops``) the
+        array-module ops there, whatever the size (but for gelu, gelu_tanh and silu, whose
+        array forms cost 10-100 times their kernels), so that work done once per epoch or per
+        command does not import and compile kernels (numba: about 0.3 s a process) that
+        training never takes. The same ops whatever ran before in the process or another
+        thread: the figures do not depend on it."""
         return contextlib.nullcontext()
 
     # -- reductions the training loop needs ----------------------------------------------

@@ -123,6 +123,10 @@ class KernelOps:
         finally:
             here.min_size = saved
 
+    #: whether ``evaluating()`` keeps ops off the kernels (numpy: numba's import and compile
+    #: would not pay back there; the GPU's kernels are compiled for training anyway)
+    evaluate_on_array_ops: bool = False
+
     @contextlib.contextmanager
     def evaluating(self):
         here = self._here()
@@ -139,8 +143,9 @@ class KernelOps:
         """Whether the arrays go to a kernel: large enough (``any_size``: of any size), one
         float dtype and shape, C order, and the kernels on here (asked last: the first asking
         imports numba)."""
-        if getattr(self._here(), "evaluating", 0):
-            return False
+        if not any_size and self.evaluate_on_array_ops and getattr(self._here(), "evaluating",
+                                                                     0):
+            return False  # (ops whose array forms cost 10-100x the kernel: on it anyway)
         first = arrays[0]
         return ((any_size or first.size >= self.min_size()) and first.ndim >= 1 and all(
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS

@@ -24,6 +24,7 @@ class NumpyBackend(KernelOps, Backend):
     # the kernels and 0.9 s with this, for the same accuracy; the B=128 784-256-10 benchmark
     # step, whose activations fall under it, pays 0.03-0.05 ms (docs/benchmarks.md).
     kernel_min_size = static_kernel_min_size = 1 << 16
+    evaluate_on_array_ops = True
 
     @property
     def device_name(self) -> str:
