@@ -266,8 +266,9 @@ class _SigintFlag:
         self.signum = signal.SIGINT
 
     def __enter__(self):
-        if self.enabled:
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        if self.enabled:  # (a signal the process ignores, as nohup's, stays ignored)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS
+                             if signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
     def _handle(self, signum, frame):

@@ -797,6 +797,26 @@ def test_bce_on_an_output_that_is_not_a_probability_is_a_config_error():
             progress=False)
 
 
+def test_fit_leaves_an_ignored_signal_ignored():
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        data, loss = _small_run_data(), gn.CrossEntropyLoss()
+        model, opt = _small_model("sgd")
+        inner, calls = opt.prepare_hyper, [0]
+
+        def prepare():
+            calls[0] += 1
+            if calls[0] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # ignored: the run goes on
+            return inner()
+
+        opt.prepare_hyper = prepare
+        assert len(fit(model, data, loss, opt, epochs=2, batch_size=16, progress=False)) == 2
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_fit_puts_the_callers_signal_handlers_back():
     seen = []
     mine = {s: signal.signal(s, lambda signum, frame: seen.append(signum))
