@@ -34,6 +34,14 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LABELS = (np.dtype(np.int32), np.dtype(np.int64))
 
 
+class _Choices(threading.local):
+    """One thread's op choices on a backend: a static step's threshold (None outside one) and
+    the depth of ``evaluating`` contexts."""
+
+    min_size = None
+    evaluating = 0
+
+
 class KernelOps:
     kernel_module: str = ""
     #: module of fused optimiser updates (sgd_update, adam_update), if this backend has one
@@ -94,18 +102,17 @@ class KernelOps:
     # (one instance per name), and one thread's static step or predict must not change the
     # ops, and so the rounding, of another's training. Their state is thread-local.
 
-    def _here(self) -> threading.local:
-        """This thread's op choices: ``min_size`` (a static step's threshold, None outside
-        one) and ``evaluating`` (the depth of ``evaluating`` contexts)."""
+    def _here(self) -> _Choices:
+        """This thread's op choices (``_Choices``)."""
         here = self.__dict__.get("_local")
         if here is None:  # (setdefault: atomic, so threads racing here keep one)
-            here = self.__dict__.setdefault("_local", threading.local())
+            here = self.__dict__.setdefault("_local", _Choices())
         return here
 
     def min_size(self) -> int:
         """The threshold this thread's ops go by: a static step's inside one, else
         ``kernel_min_size``."""
-        limit = getattr(self._here(), "min_size", None)
+        limit = self._here().min_size
         return self.kernel_min_size if limit is None else limit
 
     @contextlib.contextmanager
@@ -113,7 +120,7 @@ class KernelOps:
         """Within (in this thread): arrays from ``static_kernel_min_size`` elements up take the
         fused kernels."""
         here = self._here()
-        saved = getattr(here, "min_size", None)
+        saved = here.min_size
         limit = self.static_kernel_min_size
         if limit != type(self).kernel_min_size:
             limit = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE", limit))
@@ -130,7 +137,7 @@ class KernelOps:
     @contextlib.contextmanager
     def evaluating(self):
         here = self._here()
-        here.evaluating = getattr(here, "evaluating", 0) + 1
+        here.evaluating += 1
         try:
             yield
         finally:
@@ -143,11 +150,15 @@ class KernelOps:
         """Whether the arrays go to a kernel: large enough (``any_size``: of any size), one
         float dtype and shape, C order, and the kernels on here (asked last: the first asking
         imports numba)."""
-        if not any_size and self.evaluate_on_array_ops and getattr(self._here(), "evaluating",
-                                                                     0):
-            return False  # (ops whose array forms cost 10-100x the kernel: on it anyway)
         first = arrays[0]
-        return ((any_size or first.size >= self.min_size()) and first.ndim >= 1 and all(
+        if not any_size:  # (ops whose array forms cost 10-100x the kernel: on it anyway)
+            here = self.__dict__.get("_local") or self._here()
+            if here.evaluating and self.evaluate_on_array_ops:
+                return False
+            limit = self.kernel_min_size if here.min_size is None else here.min_size
+            if first.size < limit:
+                return False
+        return (first.ndim >= 1 and all(
             self.owns(a) and a.dtype == first.dtype and a.dtype in _FLOATS
             and a.flags.c_contiguous and a.shape == first.shape for a in arrays)
             and self.kernels is not None)
