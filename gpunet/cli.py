@@ -18,7 +18,7 @@ import time
 from . import __version__
 from .activations import HIDDEN_ACTIVATIONS
 from .errors import GpunetError
-from .model import NORMS
+from .model import NORMS, as_inputs
 from .optim import optimizer_kwargs
 
 
@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 1, in the standardised targets' units)")
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     t.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default: 0.1 for sgd, 0.001 for adam/adamw)")
+                   help="learning rate (default: 0.1 for sgd, 0.01 for sgd on a regression, "
+                        "0.001 for adam/adamw)")
     t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
     t.add_argument("--nesterov", action="store_true",
                    help="sgd: Nesterov momentum (needs --momentum > 0)")
@@ -521,7 +522,7 @@ def cmd_train(args, comm=None) -> int:
                     backend=backend, seed=args.seed, dtype=args.dtype, dropout=args.dropout,
                     norm=args.norm)
         opt_kw = optimizer_kwargs(args.optimizer, args.lr, args.weight_decay, args.momentum,
-                                  args.clip_grad_norm, args.nesterov)
+                                  args.clip_grad_norm, args.nesterov, task=data.task)
         optimizer = get_optimizer(args.optimizer, model, **opt_kw)
         options = {}
         for flag, value, loss, key in (("--huber-delta", args.huber_delta, "huber", "delta"),
@@ -859,7 +860,7 @@ def cmd_predict(args) -> int:
                              f"expects {len(ckpt.standardizer.mean)}")
         x = ckpt.standardizer(x)
     backend = model.backend
-    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=4096)
+    y_hat = model.predict(as_inputs(model, x), batch_size=4096)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own

@@ -61,7 +61,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Standardizer, check_sample_weight, make_dataset
 from .errors import CheckpointError, ConfigError
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
-from .model import MLP
+from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
 from .schedules import Schedule
 from .train import History, fit
@@ -176,7 +176,7 @@ class _GpunetMLP(BaseEstimator):
 
     def _optimizer_kwargs(self) -> dict:
         return optimizer_kwargs(self.optimizer, self.lr, self.weight_decay, self.momentum,
-                                self.clip_grad_norm, self.nesterov)
+                                self.clip_grad_norm, self.nesterov, task=self._task)
 
     def _schedule(self, lr) -> Schedule:
         """The schedule of the parameters from ``lr``, as ``gpunet train`` builds it
@@ -335,9 +335,8 @@ class _GpunetMLP(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         if self.standardizer_ is not None:
             X = self.standardizer_(X)
-        model = self.model_
-        out = model.predict(model.backend.asarray(X, dtype=model.dtype),
-                            batch_size=PREDICT_BATCH)
+        model = self.model_  # (as_inputs refuses values beyond the model's dtype)
+        out = model.predict(as_inputs(model, X, "X"), batch_size=PREDICT_BATCH)
         return model.backend.to_host(out).astype(np.float64)
 
     # -- scikit-learn's MLP attributes, read off the fitted network ---------------------------
@@ -591,7 +590,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             target units with ``standardize``). ``label_smoothing`` (a classifier): targets
             (1 - e) one-hot + e / classes, as torch's.
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
-            momentum, with ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
+            0.01 for the regressor, on whose squared error 0.1 often diverges; momentum, with
+            ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
             ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
         clip_grad_norm: scale each step's gradients down to a 2-norm of at most this (None:
             never), as ``torch.nn.utils.clip_grad_norm_``.

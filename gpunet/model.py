@@ -49,11 +49,43 @@ def _is_real(v) -> bool:
 
 
 def _real_array(backend, a, what, dtype):
-    """``a`` on ``backend`` as ``dtype``; ConfigError unless it holds real numbers."""
+    """``a`` on ``backend`` as ``dtype``; ConfigError unless it holds real numbers that
+    ``dtype`` holds (see ``check_narrowed``)."""
     a = backend.asarray(a)
     if a.dtype.kind not in "biuf":
         raise ConfigError(f"{what} must be real numbers, got dtype {a.dtype}")
-    return a.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # (an overflowing cast: said below, once)
+        cast = a.astype(dtype, copy=False)
+    return check_narrowed(backend.xp, a, cast, what)
+
+
+def as_inputs(model, x, what="the features"):
+    """``x`` as ``model``'s dtype on its backend (a host array cast on the host, before it
+    goes over); ConfigError unless it holds real numbers that the dtype holds."""
+    backend = model.backend
+    if backend.owns(x):
+        return _real_array(backend, x, what, model.dtype)
+    host = np.asarray(x)
+    if host.dtype.kind not in "biuf":
+        raise ConfigError(f"{what} must be real numbers, got dtype {host.dtype}")
+    with np.errstate(over="ignore"):
+        cast = host.astype(model.dtype, copy=False)
+    return backend.asarray(check_narrowed(np, host, cast, what))
+
+
+def check_narrowed(xp, a, cast, what):
+    """``cast`` (``a`` cast to a narrower float dtype; ``xp`` their array module); ConfigError
+    where a finite value of ``a`` became infinite in it (1e39 in float32), which would
+    otherwise come out as NaN predictions or a loss said to diverge."""
+    if cast is a or a.dtype.kind != "f" or a.dtype.itemsize <= cast.dtype.itemsize:
+        return cast
+    if not bool(xp.isfinite(cast).all()):
+        lost = xp.isfinite(a) & ~xp.isfinite(cast)
+        if bool(lost.any()):
+            v = float(a[lost][0])
+            raise ConfigError(f"a value of {what} is beyond {cast.dtype}'s range ({v:g}): "
+                              "scale them down, or use a float64 model")
+    return cast
 
 
 class MLP:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .model import as_inputs
 from .train import _in_units, _labels, predicted_classes
 
 
@@ -27,7 +28,7 @@ def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=N
     from sklearn import metrics
 
     backend = model.backend
-    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
+    y_hat = model.predict(as_inputs(model, x), batch_size=batch_size)
     if task == "classification":
         y = _labels(y)
         multilabel = y.ndim == 2

@@ -28,6 +28,7 @@ from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .layers import BatchNorm
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
+from .model import as_inputs
 from .schedules import Schedule
 from .step import StaticStep
 
@@ -124,7 +125,7 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     if comm is not None and comm.size > 1:
         return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
     backend = model.backend
-    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
+    y_hat = model.predict(as_inputs(model, x), batch_size=batch_size)
     with backend.evaluating():  # (the loss too: array-module ops, no kernel compiled for it)
         value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
     out = {"loss": backend.scalar(value)}
@@ -184,7 +185,7 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
     # [loss, correct or squared error] + (regression) each column's sse for R^2
     sums = np.zeros(2 + (model.sizes[-1] if task == "regression" else 0))
     if hi > lo:
-        y_hat = model.predict(backend.asarray(x[lo:hi], dtype=model.dtype), batch_size=batch_size)
+        y_hat = model.predict(as_inputs(model, x[lo:hi]), batch_size=batch_size)
         with backend.evaluating():  # (as metrics': array-module ops)
             if w is None:
                 value, _ = loss_fn(y_hat, y[lo:hi])
@@ -222,7 +223,7 @@ def _labels(y):
 def confusion_matrix(model, x, y, n_classes, batch_size=4096) -> np.ndarray:
     """counts[true, predicted] over (x, y)."""
     backend = model.backend
-    y_hat = model.predict(backend.asarray(x, dtype=model.dtype), batch_size=batch_size)
+    y_hat = model.predict(as_inputs(model, x), batch_size=batch_size)
     pred = backend.to_host(predicted_classes(model, y_hat))
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(y).reshape(-1), pred), 1)
@@ -437,7 +438,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ranks = 1 if comm is None else comm.size
     if comm is not None and not comm.is_root:
         log, progress = None, False
-    x_dev = backend.asarray(data.x_train, dtype=model.dtype)
+    x_dev = as_inputs(model, data.x_train)
     y_dev = backend.asarray(y_train, dtype=model.dtype if y_train.dtype.kind == "f" else None)
     y_labels = backend.asarray(_labels(data.y_train)) if classify else None
     w_dev = None if w_train is None else backend.asarray(w_train, dtype=model.dtype)

@@ -544,3 +544,62 @@ def test_partial_fit_calls_share_one_static_step():
     assert "_steps" not in pickle.loads(pickle.dumps(shared)).__dict__
     shared.fit(x, y)  # a fit trains with its own step and lets partial_fit's go
     assert "_steps" not in shared.__dict__
+
+
+def test_plain_sgd_defaults_to_a_rate_a_regression_trains_at():
+    """Squared error's curvature grows with the last hidden layer's width: 0.1, sgd's default
+    for classifiers (as torch's examples), diverges on diabetes in the first epoch; the
+    regressor's default is 0.01 (an explicit lr is kept), and gpunet train's likewise."""
+    from sklearn.datasets import load_diabetes
+
+    from gpunet.checkpoint import load_checkpoint
+    from gpunet.cli import main
+
+    x, y = load_diabetes(return_X_y=True)
+    reg = MLPRegressor(optimizer="sgd", backend="numpy").fit(x, y)
+    assert reg._optimizer.lr == 0.01 and reg.score(x, y) > 0.4
+    assert MLPRegressor(optimizer="sgd", lr=0.005, epochs=1, backend="numpy").fit(
+        x, y)._optimizer.lr == 0.005
+    clf = MLPClassifier(optimizer="sgd", epochs=1, backend="numpy").fit(x, y > 140)
+    assert clf._optimizer.lr == 0.1
+    with pytest.raises(gn.train.TrainingDiverged):
+        MLPRegressor(optimizer="sgd", lr=0.1, backend="numpy").fit(x, y)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset, lr in (("diabetes", 0.01), ("iris", 0.1)):
+            assert main(["train", "--dataset", dataset, "--optimizer", "sgd", "--epochs", "1",
+                         "--backend", "numpy", "--quiet", "--save", f"{tmp}/c.npz"]) == 0
+            assert load_checkpoint(f"{tmp}/c.npz").header["optimizer"]["hyperparameters"][
+                "lr"] == lr
+
+
+def test_values_beyond_float32_are_refused_not_predicted_as_nan(tmp_path):
+    """1e39 is finite in float64 and infinite in float32: a clear error (sklearn's MLP, in
+    float64, predicts from it), in predict, fit and the command line, where NaN outputs or a
+    loss "diverging" came out before; a float64 model takes them."""
+    from gpunet.cli import main
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3))
+    y = (x[:, 0] > 0).astype(int)
+    far = np.array([[1e39, 0.0, 0.0]])
+    for est in (MLPClassifier(hidden=(8,), epochs=2, backend="numpy").fit(x, y),
+                MLPRegressor(hidden=(8,), epochs=2, backend="numpy").fit(x, x[:, 0])):
+        with pytest.raises(ValueError, match=r"a value of X is beyond float32's range"):
+            est.predict(far)
+    assert np.isfinite(MLPRegressor(hidden=(8,), epochs=2, dtype="float64", backend="numpy")
+                       .fit(x, x[:, 0]).predict(far)).all()
+    data = make_dataset("d", np.vstack([x, far]), np.append(y, 1), "classification",
+                        standardize=False, test_fraction=0.0)
+    model = gn.MLP([3, 4, 2], backend="numpy")
+    with pytest.raises(gn.ConfigError, match=r"a value of the features is beyond float32's"):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model), epochs=1, progress=False)
+    np.save(tmp_path / "far.npy", far)
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", "--save", str(tmp_path / "c.npz")]) == 0
+    np.save(tmp_path / "far4.npy", np.array([[1e300, 0.0, 0.0, 0.0]]))
+    assert main(["predict", "--checkpoint", str(tmp_path / "c.npz"), "--input",
+                 str(tmp_path / "far4.npy"), "--output", str(tmp_path / "p.csv"),
+                 "--backend", "numpy"]) == 1
