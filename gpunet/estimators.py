@@ -31,7 +31,8 @@ between calls (a classifier's first call names every class: ``partial_fit(X, y,
 classes=...)``).
 
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
-``loss_curve_``, ``n_iter_`` (epochs run), ``best_epoch_`` (with ``patience``: the epoch whose
+``loss_curve_`` and ``loss_`` (its last), ``n_iter_`` (epochs run), ``best_epoch_`` (with
+``patience``: the epoch whose
 weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame), and
 scikit-learn's MLP attributes read off them: ``coefs_`` and ``intercepts_`` (its (inputs,
 outputs) layout), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``best_loss_``,
@@ -371,6 +372,13 @@ class _GpunetMLP(BaseEstimator):
         return self.model_.sizes[-1]
 
     @property
+    def loss_(self):
+        """The last epoch's training loss (scikit-learn's MLP: the loss at its last
+        iteration)."""
+        check_is_fitted(self, "model_")
+        return self.loss_curve_[-1] if self.loss_curve_ else None
+
+    @property
     def best_loss_(self):
         """The lowest training loss of an epoch (None with validation rows, as scikit-learn's
         MLP with early stopping)."""
@@ -534,6 +542,8 @@ def _plain(name, v):
     JSON has no form for."""
     if isinstance(v, np.generic):
         return v.item()
+    if name == "dtype" and isinstance(v, (type, np.dtype)):  # (np.float64 for "float64")
+        return np.dtype(v).name
     if isinstance(v, (tuple, list, np.ndarray)):
         return [_plain(name, e) for e in v]
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -705,6 +715,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
                 raise ValueError("the first call to partial_fit needs classes=, every class "
                                  "label the data will hold")
             classes = np.unique(classes)
+            if classes.dtype.kind == "f" and not np.isfinite(classes).all():
+                raise ValueError(f"classes must be finite labels, got {_listed(classes)}")
             if len(classes) < 2:
                 raise ValueError(f"{type(self).__name__} needs at least 2 classes, got "
                                  f"classes={_listed(classes)}")

@@ -688,3 +688,19 @@ def test_class_labels_a_text_array_would_change_are_refused_by_save(tmp_path):
     with pytest.raises(gn.ConfigError, match=r"these class labels cannot be saved as they are"):
         clf.save(tmp_path / "c.npz")
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_loss_dtype_types_and_nan_classes_as_scikit_learn_users_expect(tmp_path):
+    """loss_ (the last epoch's loss, as scikit-learn's MLP keeps it); dtype given as a NumPy
+    type saves as its name; partial_fit refuses NaN among the classes (as scikit-learn)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), np.arange(40) % 2
+    clf = MLPClassifier(hidden=(4,), epochs=3, dtype=np.float64, backend="numpy").fit(x, y)
+    assert clf.loss_ == clf.loss_curve_[-1] == clf.history_[-1]["train_loss"]
+    clf.save(tmp_path / "c.npz")
+    back = MLPClassifier.load(tmp_path / "c.npz")
+    assert back.get_params()["dtype"] == "float64"
+    np.testing.assert_array_equal(back.predict_proba(x), clf.predict_proba(x))
+    with pytest.raises(ValueError, match=r"classes must be finite labels"):
+        MLPClassifier(backend="numpy").partial_fit(x, y.astype(float),
+                                                   classes=[0.0, 1.0, np.nan])
