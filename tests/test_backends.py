@@ -458,3 +458,29 @@ def test_predict_is_the_inference_forward_and_gelu_keeps_its_kernel(monkeypatch,
     calls.clear()
     m.forward(x)  # a training pass: the kernels from 2^16 elements
     assert "act_forward" in calls or "bias_act_forward" in calls
+
+
+def test_numpy_forms_of_leaky_relu_and_a_shared_dimension_of_one_are_exact():
+    """leaky_relu as max(z, slope z) (min for a slope above 1) and its gradient by putmask
+    give where()'s values, zeros' signs too; a GEMM over a shared dimension of 1 (dW of a
+    batch of one row) goes to np.dot, the products as np.matmul's."""
+    rng = np.random.default_rng(0)
+    b = backends.NumpyBackend()
+    for dtype in (np.float32, np.float64):
+        z = (rng.standard_normal((33, 70)) * 3).astype(dtype)
+        z[0, :3] = [0.0, -0.0, np.nan]
+        dy = rng.standard_normal(z.shape).astype(dtype)
+        for slope in (0.01, 0.0, -0.3, 1.0, 2.5):
+            want = np.where(z > 0, z, z * slope)
+            got = b.act_forward("leaky_relu", z, slope)
+            np.testing.assert_array_equal(got, want)
+            assert np.array_equal(np.signbit(got), np.signbit(want))
+            np.testing.assert_array_equal(b.act_backward("leaky_relu", dy, z, got, slope),
+                                          np.where(z > 0, dy, dy * slope))
+        for a, w, ta, tb in ((z[:, :1], z[:1, :], False, False),
+                             (z[:1, :], z[:1, :5], True, False),
+                             (z[:5, :1], z[:7, :1], False, True)):
+            av, wv = (a.T if ta else a), (w.T if tb else w)
+            out = np.empty((av.shape[0], wv.shape[1]), dtype=dtype)
+            b.matmul(a, w, out, trans_a=ta, trans_b=tb)
+            np.testing.assert_array_equal(out, np.matmul(av, wv))
