@@ -540,8 +540,7 @@ def _malformed(header, core) -> list:
 def _standardizer(arrays, mean, std, path, width, what):
     """The Standardizer stored as the arrays ``mean`` and ``std``; None where neither is
     there, CheckpointError where one is there without the other, their shapes differ, they
-    are neither one number nor one per column of ``width`` (the model's ``what``), or a std
-    is not above 0."""
+    are not one per column of ``width`` (the model's ``what``), or a std is not above 0."""
     from .data import Standardizer
 
     if mean not in arrays and std not in arrays:
@@ -558,7 +557,7 @@ def _standardizer(arrays, mean, std, path, width, what):
         if arrays[k].dtype.kind not in "fiu":
             raise CheckpointError(f"{path!r} has {k} of dtype {arrays[k].dtype}, not numbers")
     shape = arrays[mean].shape
-    if shape not in ((), (width,)):  # (one number: the same for every column)
+    if shape != (width,):
         raise CheckpointError(f"{path!r} has {mean} of shape {shape}, but the model has "
                               f"{width} {what}: ({width},) expected")
     if not (arrays[std] > 0).all():

@@ -65,7 +65,7 @@ def as_inputs(model, x, what="the features"):
     backend = model.backend
     if backend.owns(x):
         return _real_array(backend, x, what, model.dtype)
-    host = np.asarray(x)
+    host = backend.to_host(x)  # (a host array as it is; another backend's comes over)
     if host.dtype.kind not in "biuf":
         raise ConfigError(f"{what} must be real numbers, got dtype {host.dtype}")
     with np.errstate(over="ignore"):

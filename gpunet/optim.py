@@ -222,7 +222,8 @@ class SGD(Optimizer):
     g = g + mu v if nesterov else v;  then p = p - lr g.
 
     ``lr`` defaults to 0.01 here; ``gpunet train`` and the estimators default SGD to 0.1
-    (``DEFAULT_LR``). ``dampening`` as torch's; ``clip_norm`` as ``Optimizer``'s.
+    (``DEFAULT_LR``), 0.01 on a regression (``REGRESSION_SGD_LR``). ``dampening`` as torch's;
+    ``clip_norm`` as ``Optimizer``'s.
     """
 
     name = "sgd"

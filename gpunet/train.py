@@ -439,7 +439,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if comm is not None and not comm.is_root:
         log, progress = None, False
     x_dev = as_inputs(model, data.x_train)
-    y_dev = backend.asarray(y_train, dtype=model.dtype if y_train.dtype.kind == "f" else None)
+    y_dev = as_inputs(model, y_train, "the targets") if y_train.dtype.kind == "f" \
+        else backend.asarray(y_train)
     y_labels = backend.asarray(_labels(data.y_train)) if classify else None
     w_dev = None if w_train is None else backend.asarray(w_train, dtype=model.dtype)
     n = x_dev.shape[0]
@@ -636,7 +637,17 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 step_cache["static"] = (key, static)
 
     def checkpoint(losses=None, correct=None):
-        if save is None or (comm is not None and not comm.is_root):
+        if save is None:
+            return
+        # (every rank asks, of the same weights: they stop together) a last step's update can
+        # overflow after its loss was taken; such weights are not written over good ones
+        bad = [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
+        if bad:
+            raise TrainingDiverged(
+                f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
+                f"{state.epoch + (0 if losses is None else 1)}: try a lower learning rate "
+                f"(now {optimizer.lr:g}); the last checkpoint written is untouched")
+        if comm is not None and not comm.is_root:
             return
         arrays = {f"best/{k}": backend.to_host(v) for k, v in (best or {}).items()}
         if losses is not None:

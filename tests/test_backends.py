@@ -438,6 +438,16 @@ def test_models_and_optimisers_copy_and_pickle_with_the_processes_backend():
         np.testing.assert_array_equal(twin.predict(x), m.predict(x))
     opt_twin = copy.deepcopy(opt)
     assert opt_twin.model.backend is gn.get_backend("numpy")
+    # another backend (a subclass, as the tests' own): its class and settings, not swapped for
+    # the shared one (whose kernels' threshold differs)
+    tuned = _StaticEverywhere()
+    tuned.kernel_min_size = 0
+    m = gn.MLP([8, 16, 3], activation="gelu", backend=tuned, seed=0)
+    m.train_step(x, np.array([0, 1, 2, 1, 0]), gn.CrossEntropyLoss(), gn.SGD(m))
+    for twin in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert type(twin.backend) is _StaticEverywhere and twin.backend.kernel_min_size == 0
+        assert twin.backend is not gn.get_backend("numpy")
+        np.testing.assert_array_equal(twin.predict(x), m.predict(x))
 
 
 @pytest.mark.parametrize("activation, kernel", [("tanh", False), ("gelu", True)])

@@ -587,7 +587,7 @@ def test_save_writes_only_what_load_reads_and_leaves_a_users_own_arrays_alone(tm
     """save_checkpoint refuses, unwritten, what load_checkpoint would refuse (non-finite
     weights, a standardisation of another width, class names that do not fit); a user's own
     arrays (under other names, or data/ names gpunet does not use) may hold anything, an
-    interrupted epoch's step losses NaN, and a standardisation may be one number."""
+    interrupted epoch's step losses NaN."""
     from gpunet.checkpoint import save_checkpoint
     from gpunet.data import Standardizer
 
@@ -607,7 +607,10 @@ def test_save_writes_only_what_load_reads_and_leaves_a_users_own_arrays_alone(tm
         with pytest.raises(CheckpointError, match=says):
             save_checkpoint(out, model, **kwargs)
         assert not out.exists()
-    save_checkpoint(out, model, standardizer=Standardizer(np.float64(1.0), np.float64(2.0)),
+    with pytest.raises(CheckpointError, match=r"data/mean of shape \(\), but the model has 4 "
+                                              r"features"):  # (predict reads one a column)
+        save_checkpoint(out, model, standardizer=Standardizer(np.float64(1.0), np.float64(2)))
+    save_checkpoint(out, model, standardizer=Standardizer(np.ones(4), np.full(4, 2.0)),
                     arrays={"data/notes": np.array(["free text"]), "mine/x": np.array([np.nan]),
                             "epoch/losses": np.array([0.5, np.nan]),
                             "epoch/correct": np.array([3, 1])})

@@ -860,3 +860,43 @@ def test_an_interrupt_after_the_loss_went_non_finite_leaves_the_last_good_checkp
             fit(model, data, gn.CrossEntropyLoss(), opt, epochs=3, batch_size=16, seed=3,
                 save=tmp_path / "b.npz", progress=False, resume=ck)
     assert n_steps > 3 and (tmp_path / "b.npz").read_bytes() == before
+
+
+def test_weights_that_overflow_in_an_epochs_last_step_are_not_saved(tmp_path):
+    """A step's loss is taken before its update: an update that overflows in the epoch's
+    last step shows in no loss of that epoch. The checkpoint's writer sees the weights:
+    TrainingDiverged, the last good checkpoint kept."""
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    model, opt = _small_model("sgd")
+    fit(model, data, loss, opt, epochs=1, batch_size=16, progress=False,
+        save=tmp_path / "r.npz")
+    before = (tmp_path / "r.npz").read_bytes()
+    n_steps = -(-len(data.x_train) // 16)
+    inner, calls = opt.prepare_hyper, [0]
+
+    def prepare():
+        calls[0] += 1
+        if calls[0] == n_steps:  # (resumed:) epoch 2's last step, an update past float32
+            opt.lr = 1e300  # (inf as float32)
+        return inner()
+
+    opt.prepare_hyper = prepare
+    with pytest.raises(TrainingDiverged, match=r"the weights \(.*\) became infinite or NaN in "
+                                                r"epoch 2: try a lower learning rate"):
+        with np.errstate(all="ignore"):
+            fit(model, data, loss, opt, epochs=3, batch_size=16, progress=False,
+                save=tmp_path / "r.npz", resume=tmp_path / "r.npz")
+    assert (tmp_path / "r.npz").read_bytes() == before
+
+
+def test_regression_targets_beyond_float32_are_refused_not_diverged():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 3))
+    y = rng.standard_normal(50)
+    y[7] = 1e39
+    data = make_dataset("r", x, y, "regression", standardize=False, test_fraction=0.0)
+    model = gn.MLP([3, 4, 1], backend="numpy")
+    with pytest.raises(gn.ConfigError, match=r"a value of the targets is beyond float32's"):
+        fit(model, data, gn.MSELoss(), gn.SGD(model, lr=0.01), epochs=1, progress=False)

@@ -48,12 +48,22 @@ class Backend:
     def __repr__(self) -> str:
         return f"<gpunet backend {self.name!r} on {self.device_name}>"
 
-    def __reduce__(self):
-        """A backend pickles (and deep-copies) as its name: a model or optimiser copied or
-        unpickled gets the process's own backend of that name, not a private one."""
-        from . import get_backend
+    def __reduce_ex__(self, protocol):
+        """The process's backend of a name (``get_backend``'s) pickles and deep-copies as that
+        name: a model or optimiser copied or unpickled gets the same shared backend, not a
+        private one. Any other backend (a subclass of one) as its class and settings, its
+        loaded kernel modules and per-thread choices left out (made again on use)."""
+        from . import _instances
 
-        return get_backend, (self.name,)
+        if _instances.get(self.name) is self:
+            from . import get_backend
+
+            return get_backend, (self.name,)
+        return super().__reduce_ex__(protocol)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_local", "_kernels", "_kernels_off")}
 
     # -- linear layer ---------------------------------------------------------------------
 
