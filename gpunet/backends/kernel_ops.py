@@ -136,6 +136,7 @@ class KernelOps:
 
     @contextlib.contextmanager
     def evaluating(self):
+        """Within (in this thread): ``Backend.evaluating``'s ops."""
         here = self._here()
         here.evaluating += 1
         try:
