@@ -58,3 +58,8 @@ def splitmix64(state: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & U64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & U64
     return z ^ (z >> 31)
+
+
+# The numba.cuda kernel tests run in a pytest process of their own (the simulator must be set up
+# before numba is imported; scripts/test runs them so): `pytest tests` collects the rest.
+collect_ignore = ["cuda_kernels"]
