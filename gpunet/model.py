@@ -66,11 +66,7 @@ def as_inputs(model, x, what="the features"):
     if backend.owns(x):
         return _real_array(backend, x, what, model.dtype)
     host = backend.to_host(x)  # (a host array as it is; another backend's comes over)
-    if host.dtype.kind not in "biuf":
-        raise ConfigError(f"{what} must be real numbers, got dtype {host.dtype}")
-    with np.errstate(over="ignore"):
-        cast = host.astype(model.dtype, copy=False)
-    return backend.asarray(check_narrowed(np, host, cast, what))
+    return backend.asarray(_real_array(get_backend("numpy"), host, what, model.dtype))
 
 
 def check_narrowed(xp, a, cast, what):
