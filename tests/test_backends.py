@@ -389,6 +389,39 @@ def test_a_threads_evaluating_or_static_step_leaves_other_threads_ops_alone():
     assert b.min_size() == 1 << 30 and "kernel_min_size" not in vars(b)
 
 
+def test_a_context_closed_in_another_thread_restores_the_thread_that_entered_it():
+    """A generator suspended inside ``evaluating`` or ``static_kernels`` and closed in another
+    thread (as a collected generator is): the entering thread's ops are put back, the closing
+    thread's are left alone."""
+    import threading
+
+    b = _StaticEverywhere()
+    big = np.ones((512, 256), dtype=np.float32)
+    for context, inside in ((b.evaluating, (False, 1 << 30)), (b.static_kernels, (True, 0))):
+        def batches():
+            with context():
+                yield (b._fit(big), b.min_size())
+                yield (b._fit(big), b.min_size())
+
+        gen = batches()
+        assert next(gen) == inside
+        seen = []
+
+        def close():
+            with b.static_kernels():  # the closing thread is in a static step of its own
+                gen.close()
+                seen.append((b._fit(big), b.min_size()))
+            seen.append((b._fit(big), b.min_size()))
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join()
+        assert seen == [(True, 0), (False, 1 << 30)]
+        assert (b._fit(big), b.min_size()) == (False, 1 << 30)
+        with b.static_kernels():
+            assert b._fit(big)  # not left inside evaluating
+
+
 def test_training_in_one_thread_gives_its_numbers_while_another_predicts():
     import threading
 

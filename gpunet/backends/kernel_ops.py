@@ -109,6 +109,13 @@ class KernelOps:
             here = self.__dict__.setdefault("_local", _Choices())
         return here
 
+    def _mine(self) -> dict:
+        """This thread's ``_Choices`` as its own dict, for a context to restore on exit: a
+        generator-based context closed in another thread (a suspended generator collected
+        there) must restore the thread that entered it, which the ``_Choices`` object, whose
+        attributes are those of the thread reading them, would not."""
+        return vars(self._here())
+
     def min_size(self) -> int:
         """The threshold this thread's ops go by: a static step's inside one, else
         ``kernel_min_size``."""
@@ -119,16 +126,16 @@ class KernelOps:
     def static_kernels(self):
         """Within (in this thread): arrays from ``static_kernel_min_size`` elements up take the
         fused kernels."""
-        here = self._here()
-        saved = here.min_size
+        here = self._mine()
+        saved = here.get("min_size")
         limit = self.static_kernel_min_size
         if limit != type(self).kernel_min_size:
             limit = int(os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE", limit))
-        here.min_size = limit
+        here["min_size"] = limit
         try:
             yield
         finally:
-            here.min_size = saved
+            here["min_size"] = saved
 
     #: whether ``evaluating()`` keeps ops off the kernels (numpy: numba's import and compile
     #: would not pay back there; the GPU's kernels are compiled for training anyway)
@@ -137,12 +144,12 @@ class KernelOps:
     @contextlib.contextmanager
     def evaluating(self):
         """Within (in this thread): ``Backend.evaluating``'s ops."""
-        here = self._here()
-        here.evaluating += 1
+        here = self._mine()
+        here["evaluating"] = here.get("evaluating", 0) + 1
         try:
             yield
         finally:
-            here.evaluating -= 1
+            here["evaluating"] -= 1
 
     def _configure_kernels(self, module) -> None:
         """Adjust the kernel module once, on first use (a hook for the subclasses)."""
