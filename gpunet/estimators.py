@@ -523,9 +523,18 @@ class _GpunetMLP(BaseEstimator):
         optimizer = state.get("_optimizer")
         if optimizer is not None:
             state["_optimizer"] = optimizer.state_dict()
+        state["_gpunet_version"] = _version()
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        pickled_by = state.pop("_gpunet_version", "before 0.1.0")
+        if pickled_by != _version():
+            warnings.warn(
+                f"{type(self).__name__} unpickled by gpunet {_version()} was pickled by gpunet "
+                f"{pickled_by}: the defaults it left to gpunet (such as lr=None's rate) may "
+                "differ, and so may its further training",
+                InconsistentVersionWarning, stacklevel=2)
         saved = state.get("model_")
         if isinstance(saved, dict):
             model = MLP.from_config(saved["config"], state.get("backend"))
@@ -534,6 +543,17 @@ class _GpunetMLP(BaseEstimator):
             if isinstance(state.get("_optimizer"), dict):
                 state["_optimizer"] = _rebuilt_optimizer(state["_optimizer"], model)
         super().__setstate__(state)
+
+
+class InconsistentVersionWarning(UserWarning):
+    """An estimator unpickled by another gpunet version than pickled it (as scikit-learn's
+    warning of the same name)."""
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _plain(name, v):

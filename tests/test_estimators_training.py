@@ -12,6 +12,7 @@ start afresh (warm_start) separates the two references by far more than that.
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -223,6 +224,33 @@ def test_saved_and_reloaded_estimators_go_on_as_if_never_stopped(tmp_path, how):
     for k, v in whole.model_.state_dict().items():
         np.testing.assert_array_equal(part.model_.state_dict()[k], v, err_msg=k)
     assert part.n_iter_ == 4
+
+
+def test_unpickling_by_another_gpunet_version_warns(monkeypatch):
+    """As scikit-learn's InconsistentVersionWarning: a pickle records the gpunet that wrote
+    it; the same version loads silently, another one (or none: older pickles) warns."""
+    import warnings
+
+    import gpunet
+    from gpunet.estimators import InconsistentVersionWarning
+
+    x, y = _data(n=40)
+    est = _estimator(batch_size=40).fit(x, y)
+    blob = pickle.dumps(est)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = pickle.loads(blob)
+    assert "_gpunet_version" not in vars(same)
+    np.testing.assert_array_equal(same.predict_proba(x), est.predict_proba(x))
+    written = gpunet.__version__
+    monkeypatch.setattr(gpunet, "__version__", "9.9.9")
+    with pytest.warns(InconsistentVersionWarning,
+                      match=r"gpunet 9\.9\.9 was pickled by gpunet " + re.escape(written)):
+        pickle.loads(blob)
+    state = est.__getstate__()
+    del state["_gpunet_version"]
+    with pytest.warns(InconsistentVersionWarning, match="pickled by gpunet before 0.1.0"):
+        MLPClassifier.__new__(MLPClassifier).__setstate__(state)
 
 
 def test_partial_fit_follows_the_step_schedule_by_call():
