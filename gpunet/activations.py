@@ -51,15 +51,18 @@ def _leaky_relu(xp, z, slope):
 def _leaky_relu_grad(xp, dy, z, y, slope):
     if xp.__name__ != "numpy":  # (CuPy: one elementwise kernel, as a CUDA graph records it)
         return xp.where(z > 0, dy, dy * slope)
-    g = dy * slope  # where(z > 0, dy, slope dy), in fewer passes
-    np.putmask(g, z > 0, dy)
+    # where(z > 0, dy, slope dy) as dy times a factor 1 (0 slope + 1) or slope (1 slope + 0),
+    # each exact: NumPy's where and putmask take 5-10 times as long as this arithmetic
+    above = z > 0
+    g = np.multiply(~above, dy.dtype.type(slope))
+    g += above
+    g *= dy
     return g
 
 
 def _sigmoid(xp, z, slope):
     # 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) for z < 0: no exp ever overflows.
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+    return _sigmoids(xp, z, both=False)
 
 
 def _sigmoid_grad(xp, dy, z, y, slope):
@@ -120,16 +123,23 @@ def _gelu_tanh_grad(xp, dy, z, y, slope):
     return (dy * (0.5 * (1 + t) + right)).astype(dy.dtype, copy=False)
 
 
-def _sigmoids(xp, z):
-    """(sigma(z), 1 - sigma(z) = sigma(-z)), each from e = exp(-|z|) without a subtraction."""
+def _sigmoids(xp, z, both=True):
+    """(sigma(z), 1 - sigma(z) = sigma(-z)), each from e = exp(-|z|) <= 1 without a
+    subtraction: 1 / (1 + e) on one side of 0, e / (1 + e) on the other. The numerator is
+    chosen as max(e, 1 or 0), not by where, which takes NumPy 5-10 times as long (the same
+    values; a NaN z stays NaN); ``both=False``: sigma(z) alone."""
     e = xp.exp(-xp.abs(z))
     d = 1 + e
-    return xp.where(z >= 0, 1 / d, e / d), xp.where(z >= 0, e / d, 1 / d)
+    up = z >= 0
+    s = (xp.maximum(e, up) / d).astype(z.dtype, copy=False)
+    if not both:
+        return s
+    return s, (xp.maximum(e, ~up) / d).astype(z.dtype, copy=False)
 
 
 def _silu(xp, z, slope):
     # z sigma(z), also called swish: torch.nn.SiLU.
-    return (z * _sigmoids(xp, z)[0]).astype(z.dtype, copy=False)
+    return (z * _sigmoids(xp, z, both=False)).astype(z.dtype, copy=False)
 
 
 def _silu_grad(xp, dy, z, y, slope):

@@ -503,23 +503,51 @@ def test_predict_is_the_inference_forward_and_gelu_keeps_its_kernel(monkeypatch,
     assert "act_forward" in calls or "bias_act_forward" in calls
 
 
+def test_numpy_forms_of_sigmoid_and_silu_choose_as_where_would():
+    """sigma(z) = 1 / (1 + e) for z >= 0, e / (1 + e) below (e = exp(-|z|)): the numerator
+    picked by max(e, 1 or 0) gives where()'s values, at 0, -0, NaN, +-inf and far out too;
+    silu's sigma(-z) likewise."""
+    from gpunet.activations import _sigmoids
+
+    rng = np.random.default_rng(1)
+    for dtype in (np.float32, np.float64):
+        z = (rng.standard_normal((37, 71)) * 8).astype(dtype)
+        z[0, :8] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e4, -1e4, -90.0]
+        e = np.exp(-np.abs(z))
+        want = np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(dtype)
+        want_minus = np.where(z >= 0, e / (1 + e), 1 / (1 + e)).astype(dtype)
+        got = backends.NumpyBackend().act_forward("sigmoid", z[:3])  # under the threshold
+        np.testing.assert_array_equal(got, want[:3])
+        s, t = _sigmoids(np, z)
+        assert s.dtype == t.dtype == dtype
+        np.testing.assert_array_equal(s, want)
+        np.testing.assert_array_equal(t, want_minus)
+        np.testing.assert_array_equal(_sigmoids(np, z, both=False), want)
+
+
 def test_numpy_forms_of_leaky_relu_and_a_shared_dimension_of_one_are_exact():
-    """leaky_relu as max(z, slope z) (min for a slope above 1) and its gradient by putmask
-    give where()'s values, zeros' signs too; a GEMM over a shared dimension of 1 (dW of a
-    batch of one row) goes to np.dot, the products as np.matmul's."""
+    """leaky_relu as max(z, slope z) (min for a slope above 1) and its gradient as dy times 1
+    or slope give where()'s values, zeros' signs too; a GEMM over a shared dimension of 1 (dW
+    of a batch of one row) goes to np.dot, the products as np.matmul's."""
     rng = np.random.default_rng(0)
     b = backends.NumpyBackend()
     for dtype in (np.float32, np.float64):
         z = (rng.standard_normal((33, 70)) * 3).astype(dtype)
         z[0, :3] = [0.0, -0.0, np.nan]
         dy = rng.standard_normal(z.shape).astype(dtype)
+        dy[1, :4] = [np.inf, -np.inf, np.nan, -0.0]
+        z[1, :4] = [1.0, -1.0, 2.0, -2.0]
         for slope in (0.01, 0.0, -0.3, 1.0, 2.5):
             want = np.where(z > 0, z, z * slope)
             got = b.act_forward("leaky_relu", z, slope)
             np.testing.assert_array_equal(got, want)
             assert np.array_equal(np.signbit(got), np.signbit(want))
-            np.testing.assert_array_equal(b.act_backward("leaky_relu", dy, z, got, slope),
-                                          np.where(z > 0, dy, dy * slope))
+            with np.errstate(invalid="ignore"):  # inf times a slope of 0
+                grad = b.act_backward("leaky_relu", dy, z, got, slope)
+                want = np.where(z > 0, dy, dy * slope)
+            assert grad.dtype == dtype
+            np.testing.assert_array_equal(grad, want)
+            assert np.array_equal(np.signbit(grad), np.signbit(want))
         for a, w, ta, tb in ((z[:, :1], z[:1, :], False, False),
                              (z[:1, :], z[:1, :5], True, False),
                              (z[:5, :1], z[:7, :1], False, True)):
