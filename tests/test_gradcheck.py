@@ -71,6 +71,79 @@ def test_gradcheck_catches_a_wrong_backward(monkeypatch):
     assert result.ratios["W1"] > 1 and result.ratios["W2"] <= 1  # W2 sits after tanh
 
 
+def _scaled_by(monkeypatch, factor):
+    """linear_backward's dJ/dW and dJ/db multiplied by ``factor`` (a planted error)."""
+    backend = gn.get_backend("numpy")
+    right = type(backend).linear_backward
+
+    def wrong(self, dz, x, W, need_dx=True, *args, **kwargs):
+        dx, dW, db = right(self, dz, x, W, need_dx, *args, **kwargs)
+        return dx, dW * factor, db * factor
+
+    monkeypatch.setattr(type(backend), "linear_backward", wrong)
+
+
+def test_a_large_loss_passes_when_right_and_fails_when_wrong(monkeypatch):
+    """Raw regression targets near 100: J is near 10^4 and the central differences carry
+    round-off of some 10^-6, which the tolerance allows for (torch autograd agrees with the
+    analytic gradients to 10^-14 here); a dJ/dW off by 0.1 % is still caught."""
+    rng = np.random.default_rng(0)
+    model = gn.MLP([8, 16, 1], activation="tanh", dtype="float64", seed=0)
+    x, y = rng.normal(size=(64, 8)), 100 * (1 + rng.normal(size=(64, 1)))
+    value, _ = gn.MSELoss()(model.forward(x, cache=False), y)
+    assert value > 5e3
+    assert gn.gradcheck(model, gn.MSELoss(), x, y)
+    assert gn.gradcheck(model, gn.MSELoss(reduction="sum"), x, y)
+    _scaled_by(monkeypatch, 1.001)
+    result = gn.gradcheck(model, gn.MSELoss(), x, y)
+    assert not result and result.ratios["W1"] > 1 and result.ratios["W2"] > 1
+
+
+def test_a_check_that_could_not_fail_warns(monkeypatch):
+    """A nearly fitted net (targets within 2e-7 of its outputs) has gradients under atol:
+    the doubled dJ/dW passes, and gradcheck says that it could not have told."""
+    rng = np.random.default_rng(0)
+    model = gn.MLP([4, 8, 2], activation="tanh", dtype="float64", seed=0)
+    x = rng.normal(size=(16, 4))
+    y = model.predict(x) + 2e-7 * rng.normal(size=(16, 2))
+    _scaled_by(monkeypatch, 2.0)
+    with pytest.warns(UserWarning, match="could not have failed"):
+        assert gn.gradcheck(model, gn.MSELoss(), x, y)
+    assert not gn.gradcheck(model, gn.MSELoss(), x, y, atol=1e-14)
+
+
+def test_parameters_in_any_layout_are_perturbed_and_other_dtypes_refused():
+    """A weight assigned as a transposed view (an (in, out) array's .T, as scikit-learn's
+    coefs_ give) is perturbed where the model reads it; a float32 one is refused by name."""
+    rng = np.random.default_rng(4)
+    model = gn.MLP([3, 5, 2], activation="tanh", dtype="float64", seed=1)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    model.params["W1"] = np.ascontiguousarray(model.params["W1"].T).T
+    assert not model.params["W1"].flags.c_contiguous
+    result = gn.gradcheck(model, gn.MSELoss(), x, y)
+    assert result, result.ratios
+    assert result.ratios["W1"] < 0.1
+    model.params["W2"] = model.params["W2"].astype(np.float32)
+    with pytest.raises(gn.ConfigError, match="W2 is float32"):
+        gn.gradcheck(model, gn.MSELoss(), x, y)
+
+
+def test_the_autograder_shaped_net_and_its_losses_are_taken(monkeypatch):
+    """gpunet.twolayer's net, with its (y, y_hat)-ordered losses or gpunet's: the same
+    verdicts as on the general model, a planted error included."""
+    from gpunet import twolayer
+
+    rng = np.random.default_rng(5)
+    net = twolayer.MLP(3, 6, "sigmoid", 6, 2, "sigmoid", dtype="float64", seed=2)
+    x, y = rng.normal(size=(5, 3)), rng.uniform(0.1, 0.9, size=(5, 2))
+    for loss in (twolayer.mse_loss, twolayer.bce_loss, gn.MSELoss()):
+        assert gn.gradcheck(net, loss, x, y), loss
+    _scaled_by(monkeypatch, 1.01)
+    assert not gn.gradcheck(net, twolayer.mse_loss, x, y)
+    with pytest.raises(gn.ConfigError, match="takes a gpunet MLP"):
+        gn.gradcheck(object(), gn.MSELoss(), x, y)
+
+
 def test_gradcheck_refuses_float32():
     model = gn.MLP([2, 2], dtype="float32")
     with pytest.raises(gn.ConfigError, match="float64"):
