@@ -8,6 +8,7 @@ new array between steps (the course autograder does).
 from __future__ import annotations
 
 from .activations import DEFAULT_SLOPE, get_activation
+from .errors import ShapeError
 
 
 class Linear:
@@ -31,7 +32,11 @@ class Linear:
     def forward(self, backend, params, x, cache=True):
         if cache:
             self.x = x
-        return backend.linear_forward(x, params[self.weight], params[self.bias])
+        W, b = params[self.weight], params[self.bias]
+        if W.shape != (self.out_features, self.in_features) or b.shape != (self.out_features,):
+            _misshapen(self.weight, W, (self.out_features, self.in_features), "out x in")
+            _misshapen(self.bias, b, (self.out_features,), "one per output")
+        return backend.linear_forward(x, W, b)
 
     def backward(self, backend, params, grads, dz, need_dx=True):
         dx, grads[self.weight], grads[self.bias] = backend.linear_backward(
@@ -41,6 +46,16 @@ class Linear:
 
     def clear(self):
         self.x = None
+
+
+def _misshapen(name, a, shape, what) -> None:
+    """ShapeError when parameter ``name`` (assigned by a caller) is not of ``shape``."""
+    if a.shape == shape:
+        return
+    column = name.startswith("b") and a.shape == (shape[0], 1)  # (a Linear's bias)
+    raise ShapeError(f"parameter {name} must be shaped {shape} ({what}), got {tuple(a.shape)}"
+                     + (": a bias is a vector here, the seed's column b is b.ravel()"
+                        if column else ""))
 
 
 class Activation:
@@ -83,6 +98,14 @@ class _Norm:
         self.bias = f"beta{index}"
         self.xhat = self.rstd = None
 
+    def _params(self, params):
+        """(gamma, beta), each checked to be one per feature."""
+        gamma, beta = params[self.weight], params[self.bias]
+        if gamma.shape != (self.width,) or beta.shape != (self.width,):
+            _misshapen(self.weight, gamma, (self.width,), "one per feature")
+            _misshapen(self.bias, beta, (self.width,), "one per feature")
+        return gamma, beta
+
     def backward(self, backend, params, grads, dn, need_dx=True):
         dz, grads[self.weight], grads[self.bias] = getattr(backend, self.backward_op)(
             dn, self.xhat, self.rstd, params[self.weight])
@@ -108,8 +131,7 @@ class LayerNorm(_Norm):
         return f"LayerNorm{self.index}({self.width}, eps={self.eps:g})"
 
     def forward(self, backend, params, z, cache=True):
-        n, xhat, rstd = backend.layer_norm_forward(z, params[self.weight], params[self.bias],
-                                                   self.eps)
+        n, xhat, rstd = backend.layer_norm_forward(z, *self._params(params), self.eps)
         if cache:
             self.xhat, self.rstd = xhat, rstd
         return n
@@ -147,7 +169,7 @@ class BatchNorm(_Norm):
         return f"BatchNorm{self.index}({self.width}, eps={self.eps:g}, momentum={self.momentum:g})"
 
     def forward(self, backend, params, z, cache=True):
-        gamma, beta = params[self.weight], params[self.bias]
+        gamma, beta = self._params(params)
         rm, rv = self.buffers[self.running_mean], self.buffers[self.running_var]
         if not cache:
             return backend.batch_norm_eval(z, gamma, beta, rm, rv, self.eps)

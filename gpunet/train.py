@@ -421,6 +421,15 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         raise ConfigError(f"BCELoss takes probabilities, but the model's output is "
                           f"{model.output}: give the model output='sigmoid', or train its "
                           "logits with BCEWithLogitsLoss")
+    if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)) \
+            and model.output in ("sigmoid", "softmax"):
+        applies = "softmax" if isinstance(loss_fn, CrossEntropyLoss) else "the sigmoid"
+        raise ConfigError(f"{type(loss_fn).__name__} takes logits and applies {applies} "
+                          f"itself, but the model's output is {model.output} already (applied "
+                          "twice, it trains on the wrong loss): give the model "
+                          "output='identity'"
+                          + (", or train its probabilities with BCELoss"
+                             if isinstance(loss_fn, BCEWithLogitsLoss) else ""))
     if target is not None and (model.output != "identity" or bce):
         raise ConfigError("the targets are standardised (mean 0, std 1), which "
                           + ("a binary cross-entropy, whose targets lie in [0, 1], does not take"

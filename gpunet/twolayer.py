@@ -11,8 +11,11 @@
     net.grads["dJdW1"]                      # compare with torch autograd
 
 This is a thin shape over ``gpunet.MLP``: ``parameters`` IS the general model's ``params`` dict
-(W1, b1, W2, b2, weights shaped out x in), so assigning new arrays to its keys works. The backend
-and the dtype follow the input handed to ``forward``.
+(W1, b1, W2, b2, weights shaped out x in, biases vectors), so assigning new arrays of those
+shapes to its keys works. The backend and the dtype follow the input handed to ``forward``.
+Everything it returns and holds is a NumPy (or CuPy) array, a torch tensor given to it is read
+as NumPy: where an autograder copies parameters into torch (``linear1.weight.data =
+net.parameters["W1"]``), wrap them, ``torch.from_numpy(net.parameters["W1"])``.
 """
 
 from __future__ import annotations
@@ -93,5 +96,11 @@ def mse_loss(y, y_hat):
 
 
 def bce_loss(y, y_hat):
-    """(J, dJ/dy_hat) of binary cross-entropy on probabilities, as ``F.binary_cross_entropy``."""
-    return BCELoss()(_array(y_hat), _array(y))
+    """(J, dJ/dy_hat) of binary cross-entropy on probabilities, as ``F.binary_cross_entropy``,
+    which also refuses a y_hat outside [0, 1] (an identity g, say)."""
+    y_hat = _array(y_hat)
+    xp = backend_of(y_hat).xp
+    if not bool(xp.all((y_hat >= 0) & (y_hat <= 1))):
+        raise ConfigError("bce_loss takes probabilities: every y_hat must lie in [0, 1] (as "
+                          "F.binary_cross_entropy), give the net g_function='sigmoid'")
+    return BCELoss()(y_hat, _array(y))

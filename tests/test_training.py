@@ -797,6 +797,25 @@ def test_bce_on_an_output_that_is_not_a_probability_is_a_config_error():
             progress=False)
 
 
+@pytest.mark.parametrize("loss, output", [("cross_entropy", "softmax"),
+                                          ("bce_logits", "sigmoid"), ("bce_logits", "softmax")])
+def test_a_logits_loss_on_a_probability_output_is_a_config_error(loss, output):
+    """CrossEntropyLoss applies softmax itself (BCEWithLogitsLoss the sigmoid): on a softmax
+    (sigmoid) output it would apply it twice and train on another loss."""
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    outputs = 3 if loss == "cross_entropy" else 1
+    d = make_dataset("c", rng.standard_normal((60, 3)), rng.integers(0, 2, 60),
+                     "classification", val_fraction=0.0, test_fraction=0.0)
+    model = gn.MLP([3, 4, outputs], output=output, backend="numpy")
+    name = {"cross_entropy": "CrossEntropyLoss", "bce_logits": "BCEWithLogitsLoss"}[loss]
+    with pytest.raises(gn.ConfigError, match=f"{name} takes logits and applies .* but the "
+                                             f"model's output is {output} already"):
+        fit(model, d, gn.get_loss(loss), gn.SGD(model, lr=1e-6), epochs=1, batch_size=8,
+            progress=False)
+
+
 def test_fit_leaves_an_ignored_signal_ignored():
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:

@@ -203,3 +203,37 @@ def test_float32_then_float64_inputs_switch_the_dtype(backend, torch):
         with torch.no_grad():
             ref = twin(torch.tensor(host(x).astype(np.float64)))
         assert_close(y_hat, ref, dtype)
+
+
+def test_parameters_assigned_in_another_shape_are_refused_by_name(backend):
+    """The seed writes b as a column and a weight may come as (in, out): the next forward
+    says which parameter and which shape, rather than broadcasting a column bias over rows
+    (which a batch as long as the layer is wide would take without an error)."""
+    import gpunet as gn
+
+    net = MLP(N_IN, 4, "relu", 4, N_OUT, "identity", dtype="float64")
+    x = backend.asarray(np.random.default_rng(3).normal(size=(4, N_IN)))
+    net.parameters["b1"] = backend.asarray(np.ones((4, 1)))
+    with pytest.raises(gn.ShapeError, match=r"b1 must be shaped \(4,\).*got \(4, 1\).*ravel"):
+        net.forward(x)
+    net.parameters["b1"] = backend.asarray(np.ones(4))
+    net.parameters["W2"] = backend.asarray(np.ones((4, N_OUT)))
+    with pytest.raises(gn.ShapeError, match=rf"W2 must be shaped \({N_OUT}, 4\) \(out x in\)"):
+        net.forward(x)
+    model = gn.MLP([3, 4, 2], norm="layer", backend=backend.name)
+    model.params["gamma1"] = backend.asarray(np.ones(5, np.float32))
+    with pytest.raises(gn.ShapeError, match=r"gamma1 must be shaped \(4,\)"):
+        model.forward(backend.asarray(np.ones((2, 3), np.float32)))
+
+
+def test_bce_loss_refuses_what_is_not_a_probability(backend):
+    """As F.binary_cross_entropy: a y_hat outside [0, 1] (NaN too) is an error, not a NaN J
+    with huge gradients."""
+    import gpunet as gn
+
+    y = backend.asarray(np.array([[1.0, 0.0]]))
+    for bad in (1.5, -0.1, np.nan):
+        with pytest.raises(gn.ConfigError, match=r"lie in \[0, 1\]"):
+            bce_loss(y, backend.asarray(np.array([[0.5, bad]])))
+    J, _ = bce_loss(y, backend.asarray(np.array([[1.0, 0.0]])))  # the ends are probabilities
+    assert float(J) == 0.0
