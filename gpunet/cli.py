@@ -250,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _given_options(argv) -> set:
+    """The options ``argv`` gives itself (dests), whatever their values: argv parsed again
+    with every default suppressed, so an option given at its default value counts too."""
+    parser = build_parser()
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif action.dest != "help":
+                action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def main(argv=None) -> int:
     from .train import TrainingInterrupted
 
@@ -260,6 +274,7 @@ def main(argv=None) -> int:
         command, args = (lambda _: bench_main(argv[1:])), None
     else:
         args = build_parser().parse_args(argv)
+        args._given = _given_options(argv)
         if getattr(args, "target", None) is not None:  # one column: its name; several: a list
             args.target = args.target[0] if len(args.target) == 1 else args.target
         command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
@@ -661,6 +676,8 @@ def _refuse_changes_on_resume(args, resume) -> None:
              "patience": training.get("patience"), "monitor": training.get("monitor"),
              "min_delta": training.get("min_delta", 0.0)}
     defaults = vars(build_parser().parse_args(["train"]))
+    given = getattr(args, "_given", None)  # (None: args made in Python, not by main)
+
     def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv; the target
         if k in ("dataset", "data_dir") and isinstance(v, str) and isinstance(saved[k], str):
             return os.path.abspath(v) == os.path.abspath(saved[k]) or (  # columns in any
@@ -670,12 +687,13 @@ def _refuse_changes_on_resume(args, resume) -> None:
             return sorted(v) == sorted(saved[k])
         return v == saved[k]
 
-    given = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
-                   if k in defaults and k not in _RESUME_OPTIONS and v != defaults[k]
-                   and (k not in saved or not same(k, v)))
-    if given:
+    changed = sorted("--" + k.replace("_", "-") for k, v in vars(args).items()
+                     if k in defaults and k not in _RESUME_OPTIONS
+                     and (k in given if given is not None else v != defaults[k])
+                     and (k not in saved or not same(k, v)))
+    if changed:
         raise ConfigError(f"--resume goes on with the saved run's own settings; "
-                          f"{', '.join(given)} cannot change them (start a new run for that)")
+                          f"{', '.join(changed)} cannot change them (start a new run for that)")
     done = (training.get("state") or {}).get("epoch", 0)
     if args.epochs is not None and isinstance(done, int) and args.epochs < done:
         raise ConfigError(f"that run has trained {done} epochs already; --epochs "

@@ -363,6 +363,25 @@ def test_resume_refuses_settings_it_would_drop(tmp_path, capsys, flags, named):
     assert ck.read_bytes() == before
 
 
+def test_resume_refuses_a_change_back_to_a_default(tmp_path, capsys):
+    """A flag given at its default value changes a run saved with another one: it is refused
+    as any change is (it was dropped, being equal to the parser's default)."""
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "wine", "--epochs", "2", "--backend", "numpy",
+                 "--quiet", "--save", str(ck), "--activation", "tanh", "--seed", "5",
+                 "--optimizer", "sgd", "--schedule", "step", "--val-fraction", "0.2",
+                 "--dtype", "float64"]) == 0
+    before = ck.read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ck), "--epochs", "4", "--activation", "relu",
+                 "--seed", "0", "--optimizer", "adam", "--schedule", "constant",
+                 "--val-fraction", "0.1", "--dtype", "float32"]) == 1
+    err = capsys.readouterr().err
+    assert ("--activation, --dtype, --optimizer, --schedule, --seed, --val-fraction cannot "
+            "change them") in err and err.count("\n") == 1
+    assert ck.read_bytes() == before
+
+
 def test_resume_takes_flags_that_repeat_the_saved_settings(tmp_path, capsys):
     """Flags at the run's own values change nothing, so they are taken (they were refused
     for the optimiser's and the schedule's), and the run goes on as a plain resume does."""
