@@ -221,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (by default on its test split)")
     e.add_argument("--checkpoint", required=True, metavar="PATH", type=_path)
     _data_flags(e, defaults=False)
-    e.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
-                   help="which rows: the run's own test (default), val or train split, or "
-                        "all of the source")
+    e.add_argument("--split", default=None, choices=("test", "val", "train", "all"),
+                   help="which rows: the run's own test, val or train split, or all of the "
+                        "source (default: the test split of the run's own data; all rows of "
+                        "another --dataset, and of any for a saved estimator, which has no "
+                        "split of its own)")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     e.add_argument("--metrics-json", metavar="PATH", type=_path)
     e.add_argument("--report", action="store_true",
@@ -651,6 +653,17 @@ _RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot"
                    "batch_size"}
 
 
+def _same_path(a, b) -> bool:
+    """Whether two dataset names are one: equal, or paths to one file (./data.csv is
+    data.csv)."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    return os.path.abspath(a) == os.path.abspath(b) or (
+        os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+
+
 def _refuse_changes_on_resume(args, resume) -> None:
     """ConfigError for options given with --resume that the checkpoint fixes (the data, the
     model, the optimiser, the schedule, early stopping, the seed) at another value than the
@@ -678,11 +691,9 @@ def _refuse_changes_on_resume(args, resume) -> None:
     defaults = vars(build_parser().parse_args(["train"]))
     given = getattr(args, "_given", None)  # (None: args made in Python, not by main)
 
-    def same(k, v):  # (a path may be spelt another way: ./data.csv is data.csv; the target
-        if k in ("dataset", "data_dir") and isinstance(v, str) and isinstance(saved[k], str):
-            return os.path.abspath(v) == os.path.abspath(saved[k]) or (  # columns in any
-                os.path.exists(v) and os.path.exists(saved[k])  # order)
-                and os.path.samefile(v, saved[k]))
+    def same(k, v):  # (a path may be spelt another way; the target columns in any order)
+        if k in ("dataset", "data_dir"):
+            return _same_path(v, saved[k])
         if k == "target" and isinstance(v, list) and isinstance(saved[k], list):
             return sorted(v) == sorted(saved[k])
         return v == saved[k]
@@ -777,6 +788,10 @@ def cmd_evaluate(args) -> int:
         # in a CSV, its target columns by those names, in the order of its outputs
         target=(names[0] if len(names) == 1 else list(names))
         if names and str(args.dataset).lower().endswith(".csv") else None))
+    if args.split is None:  # the run's own held-out rows, or all of a file it never split
+        own = base is not None and (args.dataset is None
+                                    or _same_path(args.dataset, base.get("dataset")))
+        args.split = "test" if own else "all"
     # (a multilabel estimator's classes are its labels' columns 0..k-1, not names to map)
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes
     _refuse_overwriting(_data_files(spec) + [("checkpoint", args.checkpoint)],

@@ -363,6 +363,31 @@ def test_resume_refuses_settings_it_would_drop(tmp_path, capsys, flags, named):
     assert ck.read_bytes() == before
 
 
+def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, monkeypatch):
+    """Without --split: the run's own data (named as it was, or as ./name) gives its test
+    split; another file gives all its rows, as --split all does."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(100, 3))
+    y = (x[:, 0] > 0).astype(int)
+    monkeypatch.chdir(tmp_path)
+    for name, rows in (("a.csv", slice(0, 100)), ("b.csv", slice(0, 37))):
+        with open(name, "w") as f:
+            f.write("f1,f2,f3,y\n")
+            f.writelines(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(x[rows], y[rows]))
+    assert main(["train", "--dataset", "a.csv", "--target", "y", "--epochs", "1",
+                 "--backend", "numpy", "--quiet", "--save", "c.npz"]) == 0
+    for dataset, split, rows in ((None, "test", 20), ("./a.csv", "test", 20),
+                                 ("b.csv", "all", 37)):
+        extra = [] if dataset is None else ["--dataset", dataset]
+        assert main(["evaluate", "--checkpoint", "c.npz", *extra, "--metrics-json",
+                     "m.json"]) == 0
+        got = json.loads((tmp_path / "m.json").read_text())
+        assert (got["split"], got["rows"]) == (split, rows), dataset
+    assert main(["evaluate", "--checkpoint", "c.npz", "--dataset", "b.csv", "--split", "test",
+                 "--metrics-json", "m.json"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["split"] == "test"
+
+
 def test_resume_refuses_a_change_back_to_a_default(tmp_path, capsys):
     """A flag given at its default value changes a run saved with another one: it is refused
     as any change is (it was dropped, being equal to the parser's default)."""

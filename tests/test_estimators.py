@@ -555,6 +555,12 @@ def test_the_command_line_evaluates_a_saved_classifier_as_score_does(tmp_path):
                  "--metrics-json", str(m)]) == 0
     assert json.loads(m.read_text())["all_accuracy"] == pytest.approx(
         clf.score(x[keep], names[keep]))
+    # without --split: all of it too (an estimator has no split of its own to hold out)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "clf.npz"), "--dataset",
+                 str(tmp_path / "t.csv"), "--target", "colour", "--metrics-json", str(m)]) == 0
+    got = json.loads(m.read_text())
+    assert got["split"] == "all" and got["rows"] == keep.sum()
+    assert got["all_accuracy"] == pytest.approx(clf.score(x[keep], names[keep]))
 
 
 def test_evaluate_reads_a_saved_regressors_pandas_targets_by_name_in_its_order(tmp_path):
