@@ -125,6 +125,11 @@ class MLP:
             raise ConfigError(
                 f"sizes must list at least two positive integers [inputs, ..., outputs], got {sizes!r}"
             )
+        for i in range(1, len(sizes)):  # (NumPy's own error there is "maximum dimension")
+            if int(sizes[i]) * int(sizes[i - 1]) > np.iinfo(np.intp).max:
+                raise ConfigError(f"layer {i} ({sizes[i - 1]} -> {sizes[i]}) would hold "
+                                  f"{int(sizes[i]) * int(sizes[i - 1]):.3g} weights, more "
+                                  "than an array can index")
         if not isinstance(activation, str) or activation not in HIDDEN_ACTIVATIONS:
             raise ConfigError(
                 f"unknown activation {activation!r}; valid names: {', '.join(HIDDEN_ACTIVATIONS)}"

@@ -453,8 +453,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     y_labels = backend.asarray(_labels(data.y_train)) if classify else None
     w_dev = None if w_train is None else backend.asarray(w_train, dtype=model.dtype)
     n = x_dev.shape[0]
-    n_steps = -(-n // batch_size)
-    sizes = np.minimum(batch_size, n - np.arange(n_steps) * batch_size).astype(np.float64)
+    rows = min(batch_size, max(n, 1))  # (a batch size past the rows: one batch of them all)
+    n_steps = -(-n // rows)
+    sizes = np.minimum(rows, n - np.arange(n_steps) * rows).astype(np.float64)
     # Under several ranks a batch norm is synced (torch.nn.SyncBatchNorm): each rank runs
     # every step's forward and backward, a rank without rows on none, with its dJ/dy_hat in
     # the batch's units (scaled by its share: the gradient all-reduce then adds them as they
@@ -623,13 +624,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     # A full batch's step is static: on a rank of a data-parallel job, a split one for its
     # share of the batch (rows share_lo..+share of it), whose gradients the ranks sum between
     # its backward and its update. A synced batch norm's collectives stay eager.
-    static, share, share_lo = None, batch_size, 0
+    static, share, share_lo = None, rows, 0
     if comm is not None:
-        share_lo, hi = shard(batch_size, comm.rank, comm.size)
+        share_lo, hi = shard(rows, comm.rank, comm.size)
         share = hi - share_lo
     if graph and share and not synced \
             and not StaticStep.unsupported(model, loss_fn, optimizer):
-        key = (type(loss_fn), sorted(loss_fn.config().items()), batch_size, classify,
+        key = (type(loss_fn), sorted(loss_fn.config().items()), rows, classify,
                w_dev is not None, share, share_lo, comm is not None)
         cached = (step_cache or {}).get("static")
         if cached is not None and cached[0] == key and cached[1].model is model \
@@ -708,7 +709,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             perm = backend.asarray(perm_host)
             if w_train is not None:  # each batch's share of the epoch's loss: its weight
                 w_perm = np.asarray(w_train, dtype=np.float64)[perm_host]
-                sizes = np.add.reduceat(w_perm, np.arange(0, n, batch_size))
+                sizes = np.add.reduceat(w_perm, np.arange(0, n, rows))
             optimizer.lr = schedule.lr(epoch)
             first = state.step
             if first == 0:
@@ -717,7 +718,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             bar = tqdm(range(first, n_steps), desc=f"epoch {epoch}/{epochs}", leave=False,
                        disable=not show, unit="batch", initial=first, total=n_steps)
             for s in bar:
-                idx = perm[s * batch_size:(s + 1) * batch_size]
+                idx = perm[s * rows:(s + 1) * rows]
                 stop_all = False
                 if comm is not None:
                     m = len(idx)
@@ -725,7 +726,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     if w_train is None:
                         weight = share_weight(loss_fn.reduction, hi - lo, m)
                     else:  # this rank's share of the batch's weight
-                        w_batch = w_perm[s * batch_size:s * batch_size + m]
+                        w_batch = w_perm[s * rows:s * rows + m]
                         weight = weighted_share(loss_fn.reduction, w_batch[lo:hi].sum(),
                                                 sizes[s], hi - lo)
                     idx = idx[lo:hi]

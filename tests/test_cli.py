@@ -388,6 +388,20 @@ def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, mo
     assert json.loads((tmp_path / "m.json").read_text())["split"] == "test"
 
 
+def test_integers_past_int64_are_one_line_or_work(tmp_path, capsys):
+    """--batch-size past int64 is one batch of all the rows; a layer past what an array can
+    index is one line, not NumPy's traceback."""
+    big = str(10**23)
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", "--batch-size", big]) == 0
+    capsys.readouterr()
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", "--hidden", big]) == 1
+    err = capsys.readouterr().err
+    assert "layer 1 (4 -> " + big + ") would hold 4e+23 weights" in err
+    assert err.count("\n") == 1
+
+
 def test_resume_refuses_a_change_back_to_a_default(tmp_path, capsys):
     """A flag given at its default value changes a run saved with another one: it is refused
     as any change is (it was dropped, being equal to the parser's default)."""

@@ -704,6 +704,34 @@ def _small_model(opt="adam"):
     return model, (gn.Adam(model, lr=0.01) if opt == "adam" else gn.SGD(model, lr=0.1))
 
 
+def test_a_batch_size_past_the_rows_is_one_batch_of_them_all(monkeypatch):
+    """A batch size above the training rows (up to past int64) trains as one of exactly the
+    rows does, on a static step of that many rows (it was built for the batch size given,
+    allocating its buffers, and then never used; past int64 the step sizes overflowed)."""
+    from gpunet import step as step_module
+
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    n = len(data.x_train)
+    built = []
+    real = step_module.StaticStep.__init__
+
+    def counting(self, model, loss_fn, optimizer, batch_size, *args, **kwargs):
+        built.append(batch_size)
+        real(self, model, loss_fn, optimizer, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(step_module.StaticStep, "__init__", counting)
+    runs = []
+    for batch_size in (n, n + 1, 10**9, 10**30):
+        model, opt = _small_model()
+        history = fit(model, data, loss, opt, epochs=3, batch_size=batch_size, progress=False)
+        runs.append((model.state_dict(), [row["train_loss"] for row in history]))
+    assert built == [n] * 4
+    for params, losses in runs[1:]:
+        assert losses == runs[0][1]
+        for k, v in params.items():
+            np.testing.assert_array_equal(v, runs[0][0][k], err_msg=k)
+
+
 def test_two_resumes_from_one_checkpoint_object_give_the_uninterrupted_run(tmp_path):
     """fit(resume=ck) goes on from copies: the Checkpoint's optimiser state, history and
     arrays stay as read, so a second resume from it (graph=True, then False) is the run
