@@ -521,7 +521,7 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Datase
     return load_data(DataSpec(name, seed=seed, val_fraction=0.0, test_fraction=test_fraction))
 
 
-def make_dataset(name, x, y, task, seed=0, test_fraction=0.2, standardize=True,
+def make_dataset(name, x, y, task=None, seed=0, test_fraction=0.2, standardize=True,
                  val_fraction=0.0, standardizers=None, sample_weight=None) -> Dataset:
     """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it
     (``y`` of text: class names, as ``data.classes``, the labels their indices).

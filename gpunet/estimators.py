@@ -9,9 +9,10 @@ scikit-learn takes an estimator (``Pipeline``, ``cross_val_score``, ``GridSearch
     clf.score(X_test, y_test), clf.predict_proba(X_test)
 
 Training is ``gpunet.fit`` (the loop behind ``gpunet train``) with its defaults: one hidden
-layer of 128 relu units, Adam at 1e-3 (SGD at 0.1), 30 epochs of mini-batches of 32, the
-features standardised with the training rows' statistics (and a regressor's targets: its
-predictions come back in the targets' units), on the GPU when CuPy can run there. The
+layer of 128 relu units, Adam at 1e-3 (SGD at 0.1, 0.01 for MLPRegressor), 30 epochs of
+mini-batches of 32, the features standardised with the training rows' statistics (and a
+regressor's targets: its predictions come back in the targets' units), on the GPU when CuPy
+can run there. The
 parameters carry ``gpunet train``'s names (``hidden``, ``lr``, ``epochs``, ``patience``...),
 not scikit-learn's MLP's (``hidden_layer_sizes``, ``learning_rate_init``, ``max_iter``...), whose
 meanings differ in places (its ``alpha`` is an L2 penalty on the loss, not a weight decay).

@@ -137,3 +137,11 @@ def test_first_layer_shape_mismatch_names_layer_and_shapes():
 def test_backward_before_forward():
     with pytest.raises(gn.ConfigError, match="forward"):
         gn.MLP([2, 2]).backward(np.ones((1, 2)))
+
+
+def test_make_dataset_infers_the_task_when_none_is_given():
+    """task is optional, as the README calls it: None infers it, as load_data does."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    assert make_dataset("m", x, np.arange(50) % 3).task == "classification"
+    assert make_dataset("m", x, rng.normal(size=50)).task == "regression"
