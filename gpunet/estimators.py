@@ -65,7 +65,7 @@ from .errors import CheckpointError, ConfigError
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
-from .schedules import Schedule
+from .schedules import SCHEDULES, Schedule
 from .train import History, fit
 
 #: rows per forward pass when predicting
@@ -177,12 +177,25 @@ class _GpunetMLP(BaseEstimator):
                           f"numpy RandomState, got {rs!r}")
 
     def _optimizer_kwargs(self) -> dict:
+        if self.clip_grad_norm is not None and not (
+                isinstance(self.clip_grad_norm, numbers.Real)
+                and not isinstance(self.clip_grad_norm, bool)
+                and 0 < self.clip_grad_norm < float("inf")):
+            raise ConfigError(f"clip_grad_norm must be a finite number > 0 (or None: no "
+                              f"clipping), got {self.clip_grad_norm!r}")
         return optimizer_kwargs(self.optimizer, self.lr, self.weight_decay, self.momentum,
                                 self.clip_grad_norm, self.nesterov, task=self._task)
 
     def _schedule(self, lr) -> Schedule:
         """The schedule of the parameters from ``lr``, as ``gpunet train`` builds it
         (``gamma``: step's factor, and plateau's)."""
+        if not isinstance(self.schedule, str):
+            raise ConfigError(f"schedule is a name here ({', '.join(SCHEDULES)}; its options "
+                              f"are the estimator's: step_size, gamma, warmup), got "
+                              f"{self.schedule!r}")
+        if not (isinstance(self.epochs, numbers.Integral) and not isinstance(self.epochs, bool)
+                and self.epochs >= 1):
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
         return Schedule(self.schedule, base_lr=lr, epochs=self.epochs, step_size=self.step_size,
                         gamma=self.gamma, factor=self.gamma, warmup=self.warmup)
 

@@ -81,6 +81,8 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     if loss_fn in (twolayer.mse_loss, twolayer.bce_loss):
         seed_loss = loss_fn
         loss_fn = lambda y_hat, y: seed_loss(y, y_hat)  # noqa: E731 (their (y, y_hat) order)
+    if isinstance(loss_fn, type) or not callable(loss_fn):
+        raise ConfigError(f"loss_fn must be a loss object, such as gn.MSELoss(), got {loss_fn!r}")
     if not hasattr(model, "params") or not hasattr(model, "dtype"):
         raise ConfigError(f"gradcheck takes a gpunet MLP (or a gpunet.twolayer.MLP), got "
                           f"{type(model).__name__}")

@@ -110,6 +110,12 @@ def from_torch(net, *, backend=None, dtype=None):
     from .model import MLP
 
     torch = _torch()
+    if not isinstance(net, (torch.nn.Sequential, torch.nn.Linear)):
+        what = "a state_dict" if isinstance(net, dict) else type(net).__name__
+        raise ConfigError(f"from_torch takes an nn.Sequential, whose layers say the net, got "
+                          f"{what}" + (" (a Module of its own, whose forward gpunet cannot "
+                                       "read: rebuild it as an nn.Sequential)"
+                                       if isinstance(net, torch.nn.Module) else ""))
     modules = list(_flatten(torch, net))
     if not modules or not isinstance(modules[0], torch.nn.Linear):
         raise ConfigError("from_torch: the net must start with an nn.Linear layer")

@@ -33,7 +33,8 @@ class Linear:
         if cache:
             self.x = x
         W, b = params[self.weight], params[self.bias]
-        if W.shape != (self.out_features, self.in_features) or b.shape != (self.out_features,):
+        if getattr(W, "shape", None) != (self.out_features, self.in_features) \
+                or getattr(b, "shape", None) != (self.out_features,):
             _misshapen(self.weight, W, (self.out_features, self.in_features), "out x in")
             _misshapen(self.bias, b, (self.out_features,), "one per output")
         return backend.linear_forward(x, W, b)
@@ -50,6 +51,9 @@ class Linear:
 
 def _misshapen(name, a, shape, what) -> None:
     """ShapeError when parameter ``name`` (assigned by a caller) is not of ``shape``."""
+    if not hasattr(a, "shape"):
+        raise ShapeError(f"parameter {name} must be an array shaped {shape} ({what}), got a "
+                         f"{type(a).__name__}")
     if a.shape == shape:
         return
     column = name.startswith("b") and a.shape == (shape[0], 1)  # (a Linear's bias)
@@ -101,7 +105,8 @@ class _Norm:
     def _params(self, params):
         """(gamma, beta), each checked to be one per feature."""
         gamma, beta = params[self.weight], params[self.bias]
-        if gamma.shape != (self.width,) or beta.shape != (self.width,):
+        if getattr(gamma, "shape", None) != (self.width,) \
+                or getattr(beta, "shape", None) != (self.width,):
             _misshapen(self.weight, gamma, (self.width,), "one per feature")
             _misshapen(self.bias, beta, (self.width,), "one per feature")
         return gamma, beta

@@ -33,7 +33,10 @@ class Loss:
     name = "loss"
 
     def __init__(self, reduction: str = "mean"):
-        if reduction not in REDUCTIONS:
+        if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+            if hasattr(reduction, "shape"):  # gn.CrossEntropyLoss(y_hat, y)
+                raise ConfigError(f"{type(self).__name__}(...) takes its options; build the "
+                                  f"loss, then call it: {type(self).__name__}()(y_hat, y)")
             raise ConfigError(
                 f"unknown reduction {reduction!r}; valid names: {', '.join(REDUCTIONS)}"
             )
@@ -87,8 +90,8 @@ class Loss:
         backend = backend_of(y_hat)
         xp = backend.xp
         n = y_hat.shape[0]
-        if isinstance(weight, (np.ndarray, list, tuple)):  # on the host: checked for free
-            host = np.asarray(weight)
+        if type(weight).__module__.partition(".")[0] != "cupy":  # on the host: checked for
+            host = np.asarray(weight)  # free (an array, a list, a torch tensor, a Series...)
             if host.dtype.kind in "biuf" and host.size:
                 bad = host[~np.isfinite(host) | (host < 0)]
                 if bad.size:
@@ -174,13 +177,23 @@ class BCELoss(Loss):
     J = -scale * sum [y log p + (1 - y) log(1 - p)], each log clamped at -100 as PyTorch does;
     dJ/dp = scale * (p - y) / max(p (1 - p), 1e-12), PyTorch's guarded form of the same
     derivative.
+
+    A p outside [0, 1] (NaN too) is a ConfigError, as torch's RuntimeError: logits given
+    where probabilities belong. ``check_range = False`` skips that check (on a GPU it reads a
+    flag back from the device each call); ``fit`` does, having checked the model's output.
     """
 
     name = "bce"
+    check_range = True
 
     def __call__(self, y_hat, y, weight=None):
         backend, y = self._prepare(y_hat, y)
         xp = backend.xp
+        if self.check_range and y_hat.size and not bool(xp.all((y_hat >= 0) & (y_hat <= 1))):
+            raise ConfigError(
+                f"BCELoss takes probabilities in [0, 1], got values from {float(y_hat.min()):g} "
+                f"to {float(y_hat.max()):g}: give the model output='sigmoid', or train logits "
+                "with BCEWithLogitsLoss")
         scale = self._scale(y_hat.size) if weight is None else self._row_scale(y_hat, weight)
         with np.errstate(divide="ignore"):
             log_p = xp.maximum(xp.log(y_hat), -100)
@@ -260,7 +273,8 @@ class CrossEntropyLoss(Loss):
                 raise ShapeError(
                     f"CrossEntropyLoss: labels shaped {tuple(y.shape)} do not match "
                     f"{n} rows of logits; expected ({n},)"
-                )
+                    + (": one-hot rows are y.argmax(1) as labels, or y as float "
+                       "probabilities" if y.shape == (n, c) else ""))
             if self.check_labels and n and (int(y.min()) < 0 or int(y.max()) >= c):
                 raise ConfigError(
                     f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] for {c} outputs; "
@@ -286,7 +300,7 @@ class CrossEntropyLoss(Loss):
             raise ShapeError(
                 f"CrossEntropyLoss: target shape {tuple(y.shape)} does not match the logits "
                 f"shape {tuple(y_hat.shape)}"
-            )
+                + (": class labels are integers (y.astype(int))" if y.shape == (n,) else ""))
         if self.label_smoothing:
             y = y * (1 - self.label_smoothing) + self.label_smoothing / c
         log_p = backend.log_softmax(y_hat)

@@ -20,6 +20,7 @@ from .backends import get_backend
 from .errors import ConfigError, ShapeError
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
+from .optim import check_training_parts
 
 DTYPES = ("float32", "float64")
 #: the normalisations a hidden layer can have (``MLP(norm=...)``)
@@ -27,14 +28,27 @@ NORMS = ("layer", "batch")
 
 
 def check_dtype(dtype) -> np.dtype:
-    """The numpy dtype for ``dtype`` if gpunet computes in it (float32, float64), else ConfigError."""
+    """The numpy dtype for ``dtype`` if gpunet computes in it (float32, float64; torch's
+    float32 and float64 dtypes too), else ConfigError."""
+    given = dtype
+    if type(dtype).__module__ == "torch":  # torch.float64: its name, torch.float64 -> float64
+        dtype = str(dtype).rpartition(".")[2]
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
     if dt is None or dt.name not in DTYPES:
-        raise ConfigError(f"unsupported dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+        raise ConfigError(f"unsupported dtype {given!r}; valid dtypes: {', '.join(DTYPES)}")
     return dt
+
+
+def _names_dtype(v) -> bool:
+    """Whether ``v`` names a float dtype gpunet computes in (as ``to(torch.float64)`` does)."""
+    try:
+        check_dtype(v)
+    except ConfigError:
+        return False
+    return True
 
 
 def _is_seed(v) -> bool:
@@ -115,6 +129,7 @@ class MLP:
     def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
                  dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE, dropout=0.0,
                  dropout_seed=None, norm=None, norm_eps=1e-5, norm_momentum=0.1):
+        given = sizes
         try:
             sizes = None if isinstance(sizes, (str, bytes)) else list(sizes)
         except TypeError:  # not iterable: 5, None, 3.0
@@ -122,9 +137,12 @@ class MLP:
         if not sizes or len(sizes) < 2 or not all(
             isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in sizes
         ):
+            spread = [v for v in (given, activation, output) if isinstance(v, int)]
+            hint = (f" (one list: MLP({spread}))" if len(spread) > 1
+                    and isinstance(given, int) and isinstance(activation, int) else "")
             raise ConfigError(
-                f"sizes must list at least two positive integers [inputs, ..., outputs], got {sizes!r}"
-            )
+                f"sizes must list at least two positive integers [inputs, ..., outputs], got "
+                f"{given!r}{hint}")
         for i in range(1, len(sizes)):  # (NumPy's own error there is "maximum dimension")
             if int(sizes[i]) * int(sizes[i - 1]) > np.iinfo(np.intp).max:
                 raise ConfigError(f"layer {i} ({sizes[i - 1]} -> {sizes[i]}) would hold "
@@ -305,7 +323,27 @@ class MLP:
             self.dropout_step += 1
         return h
 
-    __call__ = forward
+    #: whether ``model(x)`` is a training pass (``train()``, the default) or inference
+    #: (``eval()``), as a torch module's mode; ``forward`` and the methods say their own
+    training = True
+
+    def __call__(self, x):
+        """``forward(x)`` in the model's mode: a training pass (kept for backward; dropout and
+        a batch norm's batch statistics) after ``train()``, inference after ``eval()``."""
+        return self.forward(x, cache=self.training)
+
+    def train(self, mode: bool = True) -> "MLP":
+        """``model(x)`` makes training passes (``mode=False``: as ``eval()``); returns self."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ConfigError(f"train(mode) takes True or False, got {mode!r}")
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "MLP":
+        """``model(x)`` makes inference passes (``predict``'s: no dropout, a batch norm's
+        running statistics, nothing kept for backward), as torch's ``module.eval()``; returns
+        self."""
+        return self.train(False)
 
     def predict(self, x, batch_size: int | None = None):
         """y_hat for x without keeping a cache (``forward(x, cache=False)``: the backend's
@@ -321,9 +359,17 @@ class MLP:
         return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)
 
     def backward(self, dJdy_hat, need_dx=True):
-        """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx."""
+        """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx.
+
+        It differentiates the last training pass (``forward`` with the cache: each replaces
+        the one before), and its gradients replace those in ``self.grads``: unlike torch's,
+        they do not add up over calls (for a batch in parts, add each call's copies).
+        """
         if not getattr(self, "_cached", False):
             raise ConfigError("backward() needs a forward() with cache=True first")
+        if isinstance(dJdy_hat, tuple):
+            raise ConfigError("backward takes dJ/dy_hat, the loss's second return value "
+                              "(value, dJdy_hat = loss_fn(y_hat, y)), not the pair")
         g = _real_array(self.backend, dJdy_hat, "dJ/dy_hat", self.dtype)
         out = self.layers[-1]
         if out.y is None or g.shape != out.y.shape:
@@ -343,6 +389,7 @@ class MLP:
     def train_step(self, x, y, loss_fn, optimizer, weight=None):
         """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar).
         ``weight``: the rows' sample weights, passed to the loss."""
+        check_training_parts(self, loss_fn, optimizer)
         y_hat = self.forward(x)
         value, dJdy_hat = loss_fn(y_hat, y) if weight is None else \
             loss_fn(y_hat, y, weight=weight)
@@ -423,7 +470,10 @@ class MLP:
 
     def to(self, backend=None, dtype=None) -> "MLP":
         """Move the parameters to another backend and/or dtype, in place; returns self. An
-        optimiser of this model moves its state along at its next step."""
+        optimiser of this model moves its state along at its next step. A dtype alone may
+        come first, as torch's ``module.to(torch.float64)``: ``to("float64")``."""
+        if dtype is None and backend is not None and _names_dtype(backend):  # model.to("float64")
+            backend, dtype = None, backend
         self.backend = get_backend(backend) if backend is not None else self.backend
         if dtype is not None:
             self.dtype = check_dtype(dtype)

@@ -52,6 +52,13 @@ class Optimizer:
     slots: tuple[str, ...] = ()
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0, clip_norm=None):
+        if not (isinstance(getattr(model, "params", None), dict)
+                and isinstance(getattr(model, "grads", None), dict)):
+            hint = " (an estimator's network is its model_)" if hasattr(model, "model_") or \
+                hasattr(model, "get_params") else ""
+            raise ConfigError(f"{type(self).__name__} takes the gn.MLP itself "
+                              f"({type(self).__name__}(model)), not its parameters; got "
+                              f"{type(model).__name__}{hint}")
         try:
             _real("lr", lr, 0, above=True)
         except ConfigError:
@@ -234,6 +241,8 @@ class SGD(Optimizer):
         super().__init__(model, lr, weight_decay, clip_norm)
         _real("momentum", momentum, 0)
         _real("dampening", dampening, 0, high=1)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ConfigError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and momentum <= 0:
             raise ConfigError(f"nesterov momentum needs momentum > 0, got {momentum!r}")
         if nesterov and dampening != 0:
@@ -343,3 +352,23 @@ def get_optimizer(name: str, model, **kwargs) -> Optimizer:
             f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}"
         ) from None
     return cls(model, **kwargs)
+
+
+def check_training_parts(model, loss_fn, optimizer) -> None:
+    """ConfigError unless ``loss_fn`` is a gpunet loss object and ``optimizer`` a gpunet
+    optimiser built on ``model`` (what a training step is given; fit and train_step ask)."""
+    from .losses import Loss
+
+    if not isinstance(loss_fn, Loss):
+        hint = f": pass one, {loss_fn.__name__}()" if isinstance(loss_fn, type) \
+            and issubclass(loss_fn, Loss) else ""
+        raise ConfigError(f"loss_fn must be a loss object, such as gn.CrossEntropyLoss() or "
+                          f"gn.get_loss('mse'), got {loss_fn!r}{hint}")
+    if not isinstance(optimizer, Optimizer):
+        hint = f": build one, {optimizer.__name__}(model)" if isinstance(optimizer, type) \
+            and issubclass(optimizer, Optimizer) else ""
+        raise ConfigError(f"optimizer must be a gpunet optimiser, such as gn.Adam(model), got "
+                          f"{optimizer!r}{hint}")
+    if optimizer.model is not model:
+        raise ConfigError("the optimizer was built on another model: build it on the one "
+                          "that trains (gn.Adam(model))")

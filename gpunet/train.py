@@ -283,6 +283,15 @@ class _SigintFlag:
                 signal.signal(s, handler)
 
 
+def _remedy(optimizer) -> str:
+    """What a diverged run's message advises: a lower rate, or a momentum under 1."""
+    momentum = getattr(optimizer, "momentum", 0.0)
+    if momentum >= 1:
+        return (f"a momentum of {momentum:g} lets SGD's steps grow without bound: keep it "
+                "below 1 (0.9 is usual)")
+    return f"try a lower learning rate (now {optimizer.lr:g})"
+
+
 def _check_positive_int(name, v):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
         raise ConfigError(f"{name} must be a positive integer, got {v!r}")
@@ -348,21 +357,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     from tqdm.auto import tqdm
 
     from .data import Dataset
-    from .optim import Optimizer, _real
+    from .optim import _real, check_training_parts
 
     if not isinstance(data, Dataset):
         raise ConfigError(f"data must be a gpunet Dataset (gpunet.data.make_dataset(name, x, y, "
                           f"task) or gpunet.load_data(gpunet.DataSpec(...))), got "
                           f"{type(data).__name__}")
-    if not isinstance(loss_fn, Loss):
-        raise ConfigError(f"loss_fn must be a loss object, such as gn.CrossEntropyLoss() or "
-                          f"gn.get_loss('mse'), got {loss_fn!r}")
-    if not isinstance(optimizer, Optimizer):
-        raise ConfigError(f"optimizer must be a gpunet optimiser, such as gn.Adam(model), got "
-                          f"{optimizer!r}")
-    if optimizer.model is not model:
-        raise ConfigError("the optimizer was built on another model: build it on the one "
-                          "fit trains (gn.Adam(model))")
+    check_training_parts(model, loss_fn, optimizer)
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     if patience is not None:
@@ -442,6 +443,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if isinstance(loss_fn, CrossEntropyLoss):
         loss_fn = copy.copy(loss_fn)  # (the caller's keeps checking its labels)
         loss_fn.check_labels = False  # labels were validated when the dataset was made
+    if isinstance(loss_fn, BCELoss):
+        loss_fn = copy.copy(loss_fn)  # (its output is a sigmoid's or softmax's: checked above)
+        loss_fn.check_range = False
     if data_spec is None and getattr(data, "spec", None) is not None:
         data_spec = data.spec.to_json()  # so that `gpunet train --resume` can rebuild the data
     ranks = 1 if comm is None else comm.size
@@ -655,8 +659,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if bad:
             raise TrainingDiverged(
                 f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
-                f"{state.epoch + (0 if losses is None else 1)}: try a lower learning rate "
-                f"(now {optimizer.lr:g}); the last checkpoint written is untouched")
+                f"{state.epoch + (0 if losses is None else 1)}: {_remedy(optimizer)}; the "
+                "last checkpoint written is untouched")
         if comm is not None and not comm.is_root:
             return
         arrays = {f"best/{k}": backend.to_host(v) for k, v in (best or {}).items()}
@@ -688,7 +692,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if bad.size:
             raise TrainingDiverged(
                 f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
-                f"try a lower learning rate (now {optimizer.lr:g})"
+                f"{_remedy(optimizer)}"
                 + (f"; the checkpoint of epoch {state.epoch} is untouched"
                    if save and os.path.exists(save) else "")
             )

@@ -1,0 +1,205 @@
+"""What the Python API says to the mistakes PyTorch and scikit-learn users make: one error
+naming the problem (a gpunet error class), never a wrong result without a word."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.estimators import MLPClassifier
+
+
+def _net(**kw):
+    return gn.MLP([3, 4, 3], backend="numpy", seed=0, **kw)
+
+
+def _batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_train_step_refuses_another_models_optimiser_or_a_foreign_one():
+    """b.train_step(..., opt_a) used to step a (again) and leave b as it was; a torch
+    optimiser stepped nothing."""
+    torch = pytest.importorskip("torch")
+    a, b = _net(), _net()
+    opt_a = gn.SGD(a, lr=0.5)
+    x, y = _batch()
+    before = b.state_dict()
+    with pytest.raises(gn.ConfigError, match="the optimizer was built on another model"):
+        b.train_step(x, y, gn.CrossEntropyLoss(), opt_a)
+    for k, v in before.items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+    with pytest.raises(gn.ConfigError, match="optimizer must be a gpunet optimiser"):
+        a.train_step(x, y, gn.CrossEntropyLoss(), torch.optim.SGD(a.to_torch().parameters(),
+                                                                  lr=0.5))
+    with pytest.raises(gn.ConfigError, match=r"pass one, CrossEntropyLoss\(\)"):
+        a.train_step(x, y, gn.CrossEntropyLoss, opt_a)
+    with pytest.raises(gn.ConfigError, match=r"build one, SGD\(model\)"):
+        a.train_step(x, y, gn.CrossEntropyLoss(), gn.SGD)
+    for loss in ("cross_entropy", None):
+        with pytest.raises(gn.ConfigError, match="loss_fn must be a loss object"):
+            a.train_step(x, y, loss, opt_a)
+
+
+def test_an_optimiser_takes_the_model_itself():
+    model = _net()
+    for wrong, hint in ((model.params, "dict"), (list(model.params.values()), "list"),
+                        (None, "NoneType"), (MLPClassifier(), "an estimator's network")):
+        with pytest.raises(gn.ConfigError, match=r"SGD takes the gn.MLP itself \(SGD\(model\)\)"
+                                                 rf".*{hint}"):
+            gn.SGD(wrong, lr=0.1)
+    with pytest.raises(gn.ConfigError, match="nesterov must be True or False, got 'no'"):
+        gn.SGD(model, lr=0.1, momentum=0.9, nesterov="no")
+
+
+def test_a_loss_class_or_its_call_with_arrays_is_named():
+    model = _net()
+    x, y = _batch()
+    out = model.forward(x)
+    with pytest.raises(gn.ConfigError, match=r"build the loss, then call it: "
+                                             r"CrossEntropyLoss\(\)\(y_hat, y\)"):
+        gn.CrossEntropyLoss(out, y)
+    with pytest.raises(gn.ConfigError, match="loss_fn must be a loss object"):
+        gn.gradcheck(gn.MLP([3, 2], dtype="float64"), gn.MSELoss, x, np.ones((8, 2)))
+
+
+def test_bce_on_values_outside_zero_to_one_is_refused_as_torch_does():
+    """BCELoss on logits gave a NaN loss and gradients of 1e10 (torch raises)."""
+    model = gn.MLP([3, 4, 1], backend="numpy", seed=0)
+    x, _ = _batch()
+    y = np.ones((8, 1), np.float32)
+    z = model.forward(x)
+    z[0, 0] = 3.0
+    with pytest.raises(gn.ConfigError, match=r"BCELoss takes probabilities in \[0, 1\], got "
+                                             r"values from .* to 3"):
+        gn.BCELoss()(z, y)
+    p = np.full((8, 1), 0.25, np.float32)
+    value, grad = gn.BCELoss()(p, y)  # the loss itself, checked against the formula
+    assert float(value) == pytest.approx(-np.log(0.25), rel=1e-6)
+    unchecked = gn.BCELoss()
+    unchecked.check_range = False  # (what fit does, having checked the model's output)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(float(unchecked(z, y)[0]))
+
+
+def test_sample_weights_of_any_host_kind_are_checked():
+    """A torch tensor or a pandas Series of negative weights gave a negative loss."""
+    torch = pytest.importorskip("torch")
+    pd = pytest.importorskip("pandas")
+    model = _net()
+    x, y = _batch()
+    out = model.forward(x)
+    for w in (torch.tensor(-np.ones(8)), pd.Series(-np.ones(8)), [-1.0] * 8):
+        with pytest.raises(gn.ConfigError, match="sample weights must be finite numbers >= 0"):
+            gn.CrossEntropyLoss()(out, y, weight=w)
+
+
+def test_backward_is_told_the_loss_pair_and_replaces_gradients():
+    model = _net(dtype="float64")
+    x, y = _batch()
+    loss = gn.CrossEntropyLoss()
+    out = model.forward(x)
+    with pytest.raises(gn.ConfigError, match="backward takes dJ/dy_hat, the loss's second"):
+        model.backward(loss(out, y))
+    # as documented: gradients are replaced, not added up (torch adds)
+    model.backward(loss(out, y)[1])
+    first = {k: v.copy() for k, v in model.grads.items()}
+    model.forward(x)
+    model.backward(loss(out, y)[1])
+    for k, v in first.items():
+        np.testing.assert_array_equal(model.grads[k], v)
+
+
+def test_eval_and_train_set_what_model_x_is():
+    """model(x) follows the mode, as a torch module's: after eval() it is predict's pass (no
+    dropout, the running statistics, which it leaves alone), after train() a training one."""
+    model = gn.MLP([3, 16, 3], backend="numpy", seed=0, dropout=0.5, norm="batch")
+    x, _ = _batch(16)
+    stats = {k: v.copy() for k, v in model.buffers.items()}
+    assert model.eval() is model and not model.training
+    np.testing.assert_array_equal(model(x), model.predict(x))
+    for k, v in stats.items():
+        np.testing.assert_array_equal(model.buffers[k], v)
+    assert model.train() is model and model.training
+    dropped = model(x)
+    assert not np.array_equal(dropped, model.predict(x))
+    assert any(not np.array_equal(model.buffers[k], v) for k, v in stats.items())
+    with pytest.raises(gn.ConfigError, match="train.mode. takes True or False"):
+        model.train("no")
+
+
+def test_cross_entropy_targets_in_the_other_form_get_the_fix():
+    model = _net()
+    x, y = _batch()
+    out = model.forward(x)
+    with pytest.raises(gn.ShapeError, match=r"class labels are integers \(y.astype\(int\)\)"):
+        gn.CrossEntropyLoss()(out, y.astype(np.float32))
+    with pytest.raises(gn.ShapeError, match=r"one-hot rows are y.argmax\(1\) as labels"):
+        gn.CrossEntropyLoss()(out, np.eye(3, dtype=int)[y])
+
+
+def test_torch_dtypes_and_a_dtype_first_in_to_are_taken():
+    torch = pytest.importorskip("torch")
+    model = gn.MLP([3, 4, 2], backend="numpy", dtype=torch.float64)
+    assert model.dtype == np.float64
+    assert model.to("float32").params["W1"].dtype == np.float32
+    assert model.to(torch.float64).params["W1"].dtype == np.float64
+    assert model.backend.name == "numpy"
+    with pytest.raises(gn.ConfigError, match="unsupported dtype torch.int32"):
+        gn.MLP([3, 2], dtype=torch.int32)
+
+
+def test_from_torch_says_what_it_takes():
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc1(x)
+
+    with pytest.raises(gn.ConfigError, match="from_torch takes an nn.Sequential.*got Net "
+                                             r"\(a Module of its own"):
+        gn.MLP.from_torch(Net())
+    with pytest.raises(gn.ConfigError, match="got a state_dict"):
+        gn.MLP.from_torch(Net().state_dict())
+    one = torch.nn.Linear(3, 2)  # a single Linear is a net of one layer
+    np.testing.assert_array_equal(gn.MLP.from_torch(one, backend="numpy").params["W1"],
+                                  one.weight.detach().numpy())
+
+
+def test_sizes_spread_over_arguments_get_the_list():
+    with pytest.raises(gn.ConfigError, match=r"got 4 \(one list: MLP\(\[4, 5, 3\]\)\)"):
+        gn.MLP(4, 5, 3)
+
+
+def test_a_parameter_that_is_not_an_array_is_named():
+    model = _net()
+    model.params["W1"] = model.params["W1"].tolist()
+    with pytest.raises(gn.ShapeError, match=r"parameter W1 must be an array shaped \(4, 3\)"):
+        model.forward(_batch()[0])
+
+
+def test_estimator_options_are_named_as_the_estimator_names_them():
+    x, y = _batch(40)
+    for kw, message in ((dict(epochs=-1), "epochs must be a positive integer, got -1"),
+                        (dict(epochs=None), "epochs must be a positive integer, got None"),
+                        (dict(clip_grad_norm=0), "clip_grad_norm must be a finite number > 0"),
+                        (dict(schedule=gn.Schedule("cosine")), "schedule is a name here")):
+        with pytest.raises(gn.ConfigError, match=message):
+            MLPClassifier(backend="numpy", **kw).fit(x, y)
+
+
+def test_a_momentum_of_one_or_more_is_blamed_when_training_diverges():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(1)
+    data = make_dataset("d", rng.normal(size=(200, 3)), rng.integers(0, 2, 200))
+    model = gn.MLP([3, 16, 2], backend="numpy", seed=0)
+    with pytest.raises(gn.TrainingDiverged, match="a momentum of 1.5 lets SGD's steps grow"):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.5, momentum=1.5),
+               epochs=200, progress=False)
