@@ -22,9 +22,10 @@ class Activation(NamedTuple):
         forward(z, slope) -> f(z)
         grad(dy, s, slope) -> dy * f'(z), where s is z when ``saved == "x"``, y = f(z)
         when ``saved == "y"``, and unused when ``saved is None``.
-    ``exp`` and ``tanh`` are the target's (math.exp and math.tanh on CUDA, vectorisable
-    float32 versions on the CPU); exp is only ever called with arguments <= 0 or NaN. ``erfc``
-    likewise (math.erfc on CUDA and for float64 on the CPU, a vectorisable float32 one there).
+    ``exp`` and ``tanh`` are the target's (math.exp and math.tanh on CUDA; on the CPU,
+    vectorisable ones for float32, a vectorisable exp and math.tanh for float64); exp is only
+    ever called with arguments <= 0 or NaN. ``erfc`` likewise (math.erfc on CUDA; vectorisable
+    float32 and float64 ones on the CPU, math.erfc for float64 on an x86 CPU without FMA).
     """
 
     name: str

@@ -10,9 +10,11 @@ element was written.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -538,3 +540,149 @@ def test_float32_erfc_is_within_a_few_ulps_of_the_rounding_of_x_squared():
     out = np.empty_like(edges)
     apply(edges, out)
     assert out[0] == np.float32(1.0) and out[1] == 0.0 and out[2] == 2.0 and np.isnan(out[3])
+
+
+# --- the float64 exp and erfc behind the CPU kernels -------------------------------------------
+# Their references come from mpmath (a dependency of sympy, so of torch): scipy.special.erfc
+# (Cephes) is itself 3 ulps off near 0, 10 near 1 and hundreds in the tail, and libm's erfc
+# (glibc 2.36) 4 ulps, both more than the function under test.
+
+def mp_ulp_errors(mpfn, x, got):
+    """|got - f(x)| in ulps of f(x), f(x) from mpmath at 30 digits; where f(x) is below the
+    smallest normal float64, in steps of the smallest subnormal. Returns (errors, normal)."""
+    mp = pytest.importorskip("mpmath")
+    hi, lo, shift = np.empty_like(x), np.empty_like(x), np.zeros(x.shape, np.int64)
+    with mp.workdps(30):
+        for i, v in enumerate(x.tolist()):
+            r = mpfn(mp.mpf(v))
+            if 0 < r < mp.mpf(2) ** -900:  # scaled up: float() misrounds near 2**-1022
+                shift[i], r = 1100, r * mp.mpf(2) ** 1100
+            hi[i] = float(r)
+            lo[i] = float(r - hi[i])
+    half = np.ldexp(1.0, shift // 2)
+    normal = np.abs(hi) >= np.ldexp(1.0, shift - 1022)
+    unit = np.where(normal, np.spacing(np.abs(hi)), np.ldexp(1.0, shift - 1074))
+    return np.abs(((got * half) * half - hi) - lo) / unit, normal
+
+
+def _apply(f):
+    from numba import njit
+
+    @njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = f(x[i])
+
+    return apply
+
+
+def test_float64_exp_is_within_0_65_ulp_down_to_subnormals():
+    mpmath = pytest.importorskip("mpmath")
+
+    rng = np.random.default_rng(21)
+    x = np.concatenate([
+        -np.linspace(0, 746, 20_001),
+        -np.abs(rng.standard_normal(5_000)) * 20,
+        -rng.uniform(708, 746, 2_000),  # subnormal results
+        -np.ldexp(rng.uniform(0.5, 1, 500), rng.integers(-1074, 0, 500)),
+    ])
+    got = np.empty_like(x)
+    _apply(cpu_ops._exp_nonpos_f64)(x, got)
+    err, normal = mp_ulp_errors(mpmath.exp, x, got)
+    assert err[normal].max() < 0.65, x[normal][np.argmax(err[normal])]
+    assert err[~normal].max() < 1.0  # one subnormal step
+    edges = np.array([0.0, -0.0, -5e-324, -745.1, -745.2, -1e4, -np.inf, np.nan])
+    out = np.empty_like(edges)
+    _apply(cpu_ops._exp_nonpos_f64)(edges, out)
+    np.testing.assert_array_equal(out, [1.0, 1.0, 1.0, 5e-324, 0.0, 0.0, 0.0, np.nan])
+
+
+def test_float64_erfc_is_within_1_3_ulp_to_the_last_subnormal():
+    """gelu's float64 erfc against mpmath: within 1.3 ulp wherever erfc(x) is normal (libm's:
+    4), within one step where it is subnormal (26.54 < x < 27.226), 0 where it rounds to 0."""
+    mpmath = pytest.importorskip("mpmath")
+
+    rng = np.random.default_rng(22)
+    x = np.concatenate([
+        np.linspace(-6, 27.3, 20_001),
+        rng.uniform(-6, 27.3, 5_000),
+        rng.standard_normal(5_000) * 3,
+        rng.uniform(0.7, 1.3, 5_000),  # where the largest errors are
+        rng.uniform(26.5, 27.3, 2_000),
+        np.ldexp(rng.uniform(-1, 1, 1_000), rng.integers(-1074, -1, 1_000)),  # tiny |x|
+    ])
+    got = np.empty_like(x)
+    _apply(cpu_ops._erfc_f64)(x, got)
+    err, normal = mp_ulp_errors(mpmath.erfc, x, got)
+    assert err[normal].max() < 1.3, x[normal][np.argmax(err[normal])]
+    assert err[~normal].max() < 1.0
+    assert np.all(got[x > 27.2261] == 0.0) and np.all(got[x < 27.226] > 0.0)
+
+
+def test_float64_erfc_special_values():
+    x = np.array([0.0, -0.0, 5e-324, -5e-324, 1e-300, 1e-17, -1e-17, np.inf, -np.inf, np.nan,
+                  27.23, 1e300, -6.0, -26.0, -1e300])
+    out = np.empty_like(x)
+    _apply(cpu_ops._erfc_f64)(x, out)
+    np.testing.assert_array_equal(
+        out, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 2.0, np.nan, 0.0, 0.0, 2.0, 2.0, 2.0])
+
+
+@functools.cache
+def gelu_tail_references():
+    """z from -38.5 (where Phi(z) underflows) to 9, and float64 gelu(z) and gelu'(z) from
+    mpmath fed the kernels' rounded intermediates (z / sqrt 2, -z^2 / 2), with the sum of the
+    magnitudes of gelu''s two terms (they cancel near z = -0.75)."""
+    mp = pytest.importorskip("mpmath")
+    z = np.concatenate([np.linspace(-38.5, 9, 4_001),
+                        np.random.default_rng(23).standard_normal(1_000) * 4])
+    w = z * -0.7071067811865476  # the kernels' argument of erfc
+    arg = (-0.5 * z) * z  # and of exp
+    fwd, grad, grad_scale = (np.empty_like(z) for _ in range(3))
+    with mp.workdps(30):
+        for i, (v, wi, ai) in enumerate(zip(z.tolist(), w.tolist(), arg.tolist())):
+            cdf = mp.erfc(wi) / 2
+            zpdf = v * mp.exp(ai) * mp.mpf(0.3989422804014327)
+            fwd[i], grad[i], grad_scale[i] = v * cdf, cdf + zpdf, abs(cdf) + abs(zpdf)
+    return z, fwd, grad, grad_scale
+
+
+def test_float64_gelu_keeps_erfc_accuracy_into_the_tails(parallel):
+    """Through the kernels (where erfc is inlined), float64 gelu and its gradient against
+    mpmath down to where Phi(z) underflows: what is left is the kernels' own few roundings
+    (and libm's erfc, 4 ulps, where the CPU has no FMA)."""
+    z, ref_f, ref_g, scale_g = gelu_tail_references()
+    n = 2.0 if cpu_ops._FMA_NATIVE else 5.0
+    e = eps(np.float64)
+    y = cpu_ops.act_forward("gelu", z, nans(z.shape, np.float64), SLOPE)
+    assert_close(y, ref_f, n * e * np.abs(ref_f) + np.abs(z) * 5e-324)
+    assert (y[(z < -10) & (z > -37.5)] < 0).all()  # Phi(z) keeps its digits (1 + erf: 0)
+    g = cpu_ops.act_backward("gelu", np.ones_like(z), z, None, nans(z.shape, np.float64), SLOPE)
+    # exp(-z^2/2) is subnormal below z = -37.6: its steps, times |z|
+    assert_close(g, ref_g, (n + 2) * e * scale_g + 2 * (1 + np.abs(z)) * 5e-324)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 only")
+def test_float64_erfc_falls_back_to_libm_without_fma():
+    """Compiled for x86-64 without FMA, the float64 erfc is libm's (its exact products would be
+    libm calls), and the float64 exp still within 0.65 ulp (fma or not, nothing it needs is
+    exact)."""
+    code = (
+        "import math, numpy as np\n"
+        "from gpunet.kernels import cpu_ops\n"
+        "assert not cpu_ops._FMA_NATIVE\n"
+        "z = np.linspace(-30, 10, 2001)\n"
+        "y = cpu_ops.act_forward('gelu', z, np.empty_like(z), 0.0)\n"
+        "want = [v * (0.5 * math.erfc(v * -0.7071067811865476)) for v in z.tolist()]\n"
+        "assert np.array_equal(y, want), np.abs(y - want).max()\n"
+        "x = -np.linspace(0, 700, 20001)\n"
+        "e = cpu_ops.act_forward('sigmoid', x, np.empty_like(x), 0.0)\n"  # exp(x) / (1 + exp(x))
+        "want = np.exp(x) / (1 + np.exp(x))\n"
+        "assert np.all(np.abs(e - want) <= 3 * np.spacing(want))\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env.update(PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+               NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
