@@ -1,6 +1,6 @@
 """A picture of a training run: loss and metric curves (train and validation), and for
-classification a confusion matrix of the test split. Drawn with matplotlib's Agg backend, so
-no display is needed."""
+classification a confusion matrix of the test split. Drawn on matplotlib's Agg canvas, without
+pyplot: no display is needed, and a session's own backend and figures are left alone."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def plot_history(history, path, confusion=None, title=None, class_names=None) ->
     ``confusion``: counts[true, predicted] for a third panel (classification), its axes
     labelled with ``class_names`` when given (else 0..k-1).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    # A Figure of its own on an Agg canvas: no pyplot, so neither the session's backend (a
+    # notebook's inline one, say) nor its list of open figures is touched
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from .checkpoint import atomic_write
 
@@ -28,7 +28,9 @@ def plot_history(history, path, confusion=None, title=None, class_names=None) ->
     metric = next((m for m in ("accuracy", "r2", "mse")
                    if f"train_{m}" in history[0] or f"val_{m}" in history[0]), None)
     panels = 2 + (confusion is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
+    fig = Figure(figsize=(5 * panels, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels)
     curves = [("loss", axes[0])] + ([(metric, axes[1])] if metric else [])
     for name, ax in curves:
         for split, style in (("train", "-"), ("val", "--")):
@@ -68,5 +70,4 @@ def plot_history(history, path, confusion=None, title=None, class_names=None) ->
     buf = io.BytesIO()
     kind = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     fig.savefig(buf, format=kind if kind in ("pdf", "svg") else "png", dpi=100)
-    plt.close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))

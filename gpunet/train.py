@@ -42,13 +42,17 @@ class TrainingDiverged(GpunetError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM stopped the run after finishing its current step (a
-    checkpoint may be written); ``signum``: which (the command exits 128 + it)."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run after finishing its current step, or at the
+    end of an epoch when it came between steps (a checkpoint may be written); ``signum``:
+    which (the command exits 128 + it); ``history``: the epochs completed (a History, as fit
+    returns; the model holds the weights of the step it stopped after)."""
 
-    def __init__(self, message, epoch, step, checkpoint=None, signum=signal.SIGINT):
+    def __init__(self, message, epoch, step, checkpoint=None, signum=signal.SIGINT,
+                 history=None):
         super().__init__(message)
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
         self.signum = signum
+        self.history = history
 
 
 def prepare_targets(y, task, loss_fn, n_outputs):
@@ -650,6 +654,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if step_cache is not None:
                 step_cache["static"] = (key, static)
 
+    def interrupted(where, epoch, step):
+        by = " by SIGTERM" if sigint.signum == signal.SIGTERM else ""
+        msg = (f"interrupted{by} at {where}; checkpoint written to {save}" if save
+               else f"interrupted{by} at {where} (nothing written: no checkpoint path given)")
+        history = History(state.history)
+        history.best_epoch, history.stopped_early = state.best_epoch, state.stopped_early
+        raise TrainingInterrupted(msg, epoch, step, save, sigint.signum, history)
+
     def checkpoint(losses=None, correct=None):
         if save is None:
             return
@@ -777,13 +789,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     diverged(backend.to_host(step_losses)[:s + 1], epoch)  # (weights that
                     state.step = s + 1  # went non-finite are not written over the last good)
                     checkpoint(step_losses, step_correct)
-                    where = f"epoch {epoch}, step {s + 1} of {n_steps}"
-                    by = " by SIGTERM" if sigint.signum == signal.SIGTERM else ""
-                    msg = (f"interrupted{by} at {where}; checkpoint written to {save}" if save
-                           else f"interrupted{by} at {where} (no --save given: nothing "
-                                "written)")
                     bar.close()
-                    raise TrainingInterrupted(msg, epoch, s + 1, save, sigint.signum)
+                    interrupted(f"epoch {epoch}, step {s + 1} of {n_steps}", epoch, s + 1)
             bar.close()
             losses = backend.to_host(step_losses)
             diverged(losses, epoch)
@@ -819,6 +826,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if state.stopped_early or epoch == epochs:
                 state.finished = True
             checkpoint()
+            # a signal that came in after the last step (in validation, or the checkpoint):
+            # the run stops here, on every rank together, rather than after one more step or,
+            # in the last epoch, not at all
+            if bool(comm.allreduce([sigint.raised], "max")[0]) if comm is not None \
+                    else sigint.raised:
+                interrupted(f"the end of epoch {epoch}" + (
+                    " (the run was complete)" if state.finished else ""), epoch, n_steps)
             if state.stopped_early:
                 if log is not None:
                     log(f"early stop: no better {monitor}"

@@ -147,6 +147,40 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend, at, sig):
     assert_same_params(params_of(tmp_path / "a.npz"), params_of(tmp_path / "b.npz"))
 
 
+@pytest.mark.parametrize("in_epoch, sig", [(2, signal.SIGINT), (4, signal.SIGTERM)])
+def test_a_signal_between_steps_stops_at_the_end_of_that_epoch(tmp_path, monkeypatch,
+                                                               in_epoch, sig):
+    """A Ctrl-C or SIGTERM that comes in while an epoch is validated (no step left to stop
+    after) ends the run once that epoch's checkpoint is written: in the last epoch it was
+    lost (fit returned as if never asked to stop), in another one the run took a step more.
+    The exception carries the epochs done; a resume gives the unbroken run."""
+    from gpunet import train as train_module
+
+    _run("numpy", 4, save=tmp_path / "a.npz")
+    real, validated = train_module.metrics, [0]
+
+    def metrics(model, x, *args, **kwargs):
+        if len(x) and x.shape[0] < 100:  # validation, each epoch (then the test split, once)
+            validated[0] += 1
+            if validated[0] == in_epoch:
+                os.kill(os.getpid(), sig)
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "metrics", metrics)
+    with pytest.raises(TrainingInterrupted) as e:
+        _run("numpy", 4, save=tmp_path / "b.npz")
+    monkeypatch.setattr(train_module, "metrics", real)
+    n_steps = -(-len(load_data(DataSpec("wine", seed=2, val_fraction=0.2)).x_train) // 16)
+    assert (e.value.epoch, e.value.step, e.value.signum) == (in_epoch, n_steps, sig)
+    assert f"at the end of epoch {in_epoch}" in str(e.value)
+    assert ("(the run was complete)" in str(e.value)) == (in_epoch == 4)
+    assert [row["epoch"] for row in e.value.history] == list(range(1, in_epoch + 1))
+    ck = load_checkpoint(tmp_path / "b.npz")
+    assert (ck.epoch, ck.extra["training"]["state"]["step"]) == (in_epoch, 0)
+    _run("numpy", 4, save=tmp_path / "b.npz", resume=ck)
+    assert_same_params(params_of(tmp_path / "a.npz"), params_of(tmp_path / "b.npz"))
+
+
 def test_early_stopping_keeps_the_best_weights(tmp_path):
     spec = DataSpec("digits", seed=0, val_fraction=0.2)
     data = load_data(spec)
@@ -292,6 +326,27 @@ def test_cli_plot_writes_a_png(tmp_path):
     assert main(["train", "--dataset", "iris", "--epochs", "4", "--quiet", "--backend", "numpy",
                  "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_plotting_leaves_the_sessions_matplotlib_alone(tmp_path):
+    """A notebook's backend and its open figures stay as they were (the plot used to switch
+    the session to Agg, after which a notebook showed no more figures)."""
+    code = (
+        "import matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import matplotlib.pyplot as plt\n"
+        "plt.figure()\n"
+        "from gpunet.plot import plot_history\n"
+        "rows = [{'epoch': e, 'train_loss': 1.0 / e, 'val_loss': 1.2 / e,\n"
+        "         'train_accuracy': 0.5, 'val_accuracy': 0.4} for e in (1, 2, 3)]\n"
+        f"plot_history(rows, {str(tmp_path / 'p.png')!r}, confusion=[[3, 1], [0, 4]])\n"
+        "print(matplotlib.get_backend(), plt.get_fignums())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg", "[1]"]
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_resume_continues_to_the_requested_epochs(tmp_path):
