@@ -252,10 +252,13 @@ class _GpunetMLP(BaseEstimator):
         epochs add to the fitted ones (their history goes on, numbered on); ``step_cache``:
         fit's (partial_fit's calls share their static step through it)."""
         loss_fn = self._loss()
-        log = (lambda line: print(line, file=sys.stderr)) if self.verbose else None
+        # verbose: a line an epoch on stderr (where there is one), and the bar where that is a
+        # terminal (not in a log file)
+        log = (lambda line: sys.stderr and print(line, file=sys.stderr)) if self.verbose \
+            else None
         history = fit(model, data, loss_fn, optimizer, epochs=epochs,
                       batch_size=self.batch_size, seed=seed, patience=patience,
-                      schedule=schedule, progress=bool(self.verbose), log=log,
+                      schedule=schedule, progress=None if self.verbose else False, log=log,
                       handle_sigint=False, graph=self.graph, monitor=self.monitor,
                       min_delta=self.min_delta, step_cache=step_cache)
         if extend:
@@ -663,7 +666,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         random_state: seeds the weights, the split and the shuffling (None: drawn afresh).
         graph: each full batch's step as one CUDA-graph replay on the GPU (fixed buffers on the
             CPU); False steps eagerly, with the same numbers.
-        verbose: a line per epoch (and progress bars) on stderr.
+        verbose: a line per epoch on stderr (and progress bars where stderr is a terminal).
 
     ``fit(X, y, sample_weight=w)`` weights each row's loss by w_i >= 0: every step minimises
     its batch's weighted mean loss (scikit-learn's and PyTorch's weighted mean), the feature

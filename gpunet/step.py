@@ -40,13 +40,13 @@ or the backend are replaced, the next call rebuilds and captures again.
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
 from .activations import get_activation
 from .errors import ConfigError, ShapeError
 from .layers import BatchNorm
+from .log import notice
 from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss,
                      smoothing_terms)
 from .optim import SGD, Adam, AdamW
@@ -644,8 +644,8 @@ class StaticStep:
             replay = self.backend.capture(body)
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0]
-            print(f"gpunet: CUDA graph capture failed ({type(e).__name__}: {first}); "
-                  "this step runs eagerly", file=sys.stderr)
+            notice(f"CUDA graph capture failed ({type(e).__name__}: {first}); this step "
+                   "runs eagerly")
             self.graph = False
             return body
         self.captured = replay != body  # (bound methods compare equal, never identical)

@@ -27,6 +27,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .layers import BatchNorm
+from .log import is_terminal
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 from .model import as_inputs
 from .schedules import Schedule
@@ -358,8 +359,6 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     """
     import sys
 
-    from tqdm.auto import tqdm
-
     from .data import Dataset
     from .optim import _real, check_training_parts
 
@@ -626,7 +625,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                           f"rate is 0 after them: epochs {schedule.epochs + 1} to {epochs} of "
                           f"this run would not train; give it epochs={epochs} (or leave its "
                           "epochs unset: fit's) or a min_lr above 0")
-    show = sys.stderr.isatty() if progress is None else progress
+    # the bar: on a terminal's stderr unless told (never where there is no stderr to draw on);
+    # tqdm.auto (a notebook's widget) only then, which warns where ipywidgets is missing
+    show = is_terminal(sys.stderr) if progress is None else bool(progress) and \
+        sys.stderr is not None
+    if show:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     if comm is not None:
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
     # A full batch's step is static: on a rank of a data-parallel job, a split one for its

@@ -63,3 +63,8 @@ def splitmix64(state: int) -> int:
 # The numba.cuda kernel tests run in a pytest process of their own (the simulator must be set up
 # before numba is imported; scripts/test runs them so): `pytest tests` collects the rest.
 collect_ignore = ["cuda_kernels"]
+
+
+def said(caplog) -> str:
+    """The notices gpunet gave (its logger's records), one line each, as stderr showed them."""
+    return "".join(r.getMessage() + "\n" for r in caplog.records if r.name == "gpunet")

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import said
 
 import gpunet as gn
 from gpunet import backends
@@ -41,10 +42,10 @@ def test_explicit_cupy_without_gpu_raises_with_cause(no_cupy):
         gn.get_backend("cupy")
 
 
-def test_auto_falls_back_to_numpy_with_one_notice(no_cupy, capsys):
+def test_auto_falls_back_to_numpy_with_one_notice(no_cupy, caplog):
     assert gn.get_backend("auto").name == "numpy"
     assert gn.get_backend("auto").name == "numpy"
-    err = capsys.readouterr().err
+    err = said(caplog)
     assert err.count("\n") == 1 and "numpy backend" in err and "not installed (test)" in err
 
 
@@ -162,7 +163,7 @@ def test_bias_act_forward_in_place(backend, name, dtype, shape):
     np.testing.assert_allclose(backend.to_host(zd), ref, **tol)
 
 
-def test_a_kernel_that_cannot_run_falls_back_once_with_a_notice(monkeypatch, capsys):
+def test_a_kernel_that_cannot_run_falls_back_once_with_a_notice(monkeypatch, caplog):
     b = _all_sizes()
     from gpunet.kernels import cpu_ops
 
@@ -173,7 +174,7 @@ def test_a_kernel_that_cannot_run_falls_back_once_with_a_notice(monkeypatch, cap
     z = np.random.default_rng(1).normal(size=(4, 5))
     np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))
     np.testing.assert_array_equal(b.act_forward("relu", z), np.maximum(z, 0))
-    err = capsys.readouterr().err
+    err = said(caplog)
     assert err.count("\n") == 1 and "kernels unavailable" in err and "pretend" in err
     assert b.kernels is None
 
@@ -228,7 +229,7 @@ def test_fused_adam_update_equals_the_numpy_math(dtype, wd, decoupled, step):
     assert fast._kernels_off == ""
 
 
-def test_a_kernel_module_that_cannot_import_falls_back(monkeypatch, capsys):
+def test_a_kernel_module_that_cannot_import_falls_back(monkeypatch, caplog):
     import sys
 
     monkeypatch.setitem(sys.modules, "gpunet.kernels.cpu_ops", None)  # import raises
@@ -236,7 +237,7 @@ def test_a_kernel_module_that_cannot_import_falls_back(monkeypatch, capsys):
     z = np.random.default_rng(5).normal(size=(3, 4))
     np.testing.assert_array_equal(b.act_forward("tanh", z), np.tanh(z))
     assert b.kernels is None and b.optim_kernels is None
-    assert "kernels unavailable (ModuleNotFoundError" in capsys.readouterr().err
+    assert "kernels unavailable (ModuleNotFoundError" in said(caplog)
 
 
 @pytest.mark.parametrize("wd, decoupled, step", [(0.0, False, 1), (0.01, False, 5),

@@ -13,7 +13,7 @@ from gpunet.errors import ConfigError, ShapeError
 from gpunet.step import StaticStep
 from gpunet.train import fit
 
-from conftest import host
+from conftest import host, said
 
 SIZES = [13, 40, 33, 5]  # three layers; 40 and 33 cross no power of two on purpose
 BATCH = 24
@@ -285,7 +285,7 @@ def test_replaced_parameters_are_picked_up(backend):
     _assert_same(eager, static, backend.name)
 
 
-def test_capture_failure_falls_back_to_eager_with_one_notice(monkeypatch, capsys):
+def test_capture_failure_falls_back_to_eager_with_one_notice(monkeypatch, caplog):
     eager, e_opt, e_loss, x, y = _setup("numpy", "momentum", "ce")
     static, s_opt, s_loss, _, _ = _setup("numpy", "momentum", "ce")
 
@@ -297,7 +297,7 @@ def test_capture_failure_falls_back_to_eager_with_one_notice(monkeypatch, capsys
     for rows in _batches(4):
         eager.train_step(x[rows], y[rows], e_loss, e_opt)
         step(x, y, rows)
-    err = capsys.readouterr().err
+    err = said(caplog)
     assert err.count("CUDA graph capture failed") == 1
     assert "RuntimeError: operation not permitted when stream is capturing" in err
     assert "more detail" not in err

@@ -349,6 +349,70 @@ def test_plotting_leaves_the_sessions_matplotlib_alone(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_training_without_a_stderr_or_with_one_that_only_writes(tmp_path):
+    """pythonw and some IDEs run with sys.stderr None, and a common recipe sends stderr to
+    logging through an object with write and flush alone: fit (bar on, off, by default), an
+    estimator's verbose lines and the backend notice neither fail there nor spill onto
+    stdout; and with the bar off tqdm.auto (which warns in a notebook without ipywidgets) is
+    not imported."""
+    code = (
+        "import sys, numpy as np\n"
+        "import gpunet as gn\n"
+        "from gpunet.data import make_dataset\n"
+        "from gpunet.estimators import MLPClassifier\n"
+        "class Writes:\n"
+        "    def __init__(self): self.text = []\n"
+        "    def write(self, t): self.text.append(t)\n"
+        "    def flush(self): pass\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, y = rng.normal(size=(60, 3)), rng.integers(0, 2, 60)\n"
+        "d = make_dataset('d', x, y)\n"
+        "sys.stderr = None\n"
+        "gn.get_backend('auto')\n"  # the notice: nowhere to go
+        "for progress in (None, False, True):\n"
+        "    m = gn.MLP([3, 4, 2], backend='numpy')\n"
+        "    gn.fit(m, d, gn.CrossEntropyLoss(), gn.SGD(m, lr=0.1), epochs=2,\n"
+        "           progress=progress)\n"
+        "    assert 'tqdm.auto' not in sys.modules, progress\n"
+        "MLPClassifier(epochs=2, verbose=True, backend='numpy').fit(x, y)\n"
+        "sys.stderr = w = Writes()\n"
+        "m = gn.MLP([3, 4, 2], backend='numpy')\n"
+        "gn.fit(m, d, gn.CrossEntropyLoss(), gn.SGD(m, lr=0.1), epochs=2)\n"
+        "MLPClassifier(epochs=2, verbose=True, backend='numpy').fit(x, y)\n"
+        "assert sum('epoch 2/2' in t for t in w.text) == 1, w.text\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "GPUNET_BACKEND": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
+
+
+def test_notices_go_to_the_gpunet_logger(monkeypatch, caplog):
+    """The backend notice is a WARNING of the "gpunet" logger (a program's logging takes it;
+    setLevel(ERROR) there silences it), said once a process."""
+    import logging
+
+    from gpunet import backends
+
+    monkeypatch.setattr(backends, "_notice_shown", False)
+    monkeypatch.setattr(backends, "cupy_status", lambda: (False, "no device here"))
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        backends.get_backend("auto")
+        backends.get_backend("auto")
+    said = [r for r in caplog.records if r.name == "gpunet"]
+    assert [r.getMessage() for r in said] == ["gpunet: using the numpy backend: no device here"]
+    assert said[0].levelno == logging.WARNING
+    monkeypatch.setattr(backends, "_notice_shown", False)
+    caplog.clear()
+    logging.getLogger("gpunet").setLevel(logging.ERROR)
+    try:
+        backends.get_backend("auto")
+    finally:
+        logging.getLogger("gpunet").setLevel(logging.NOTSET)
+    assert not [r for r in caplog.records if r.name == "gpunet"]
+
+
 def test_cli_resume_continues_to_the_requested_epochs(tmp_path):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
     common = ["--dataset", "moons", "--samples", "300", "--quiet", "--backend", "numpy",

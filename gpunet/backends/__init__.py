@@ -8,10 +8,10 @@ with a one-line notice on stderr saying why.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 from ..errors import BackendUnavailableError, ConfigError
+from ..log import notice
 from .base import Backend
 from .cupy_backend import CupyBackend, probe_cupy
 from .numpy_backend import NumpyBackend
@@ -57,7 +57,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         if usable:
             return get_backend("cupy")
         if not _notice_shown:
-            print(f"gpunet: using the numpy backend: {why}", file=sys.stderr)
+            notice(f"using the numpy backend: {why}")
             _notice_shown = True
         return get_backend("numpy")
     if name not in _instances:

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from ..log import notice
 from .base import Backend
 from .kernel_ops import KernelOps
 
@@ -163,8 +164,8 @@ class CupyBackend(KernelOps, Backend):
                 blas.set_tf32(self.tf32)
             except Exception as e:
                 blas = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
-                print(f"gpunet: own cuBLAS handle unavailable ({blas}); using CuPy's matmul "
-                      "and no CUDA graphs", file=sys.stderr)
+                notice(f"own cuBLAS handle unavailable ({blas}); using CuPy's matmul and no "
+                       "CUDA graphs")
             self._blas[dev] = blas
         return None if isinstance(blas, str) else blas
 

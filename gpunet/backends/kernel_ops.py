@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import sys
 import threading
 
 import numpy as np
 
 from ..activations import DEFAULT_SLOPE
+from ..log import notice
 
 #: activations with an elementwise kernel (softmax goes through the row-wise kernel)
 KERNEL_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
@@ -80,8 +80,8 @@ class KernelOps:
         """Use the array-module ops from now on, saying why once on stderr."""
         first = (str(e).strip().splitlines() or [""])[0]
         self._kernels_off = f"{type(e).__name__}: {first}"
-        print(f"gpunet: fused {self.name} kernels unavailable ({self._kernels_off}); "
-              "using array-module ops", file=sys.stderr)
+        notice(f"fused {self.name} kernels unavailable ({self._kernels_off}); using "
+               "array-module ops")
 
     @property
     def optim_kernels(self):
