@@ -39,7 +39,9 @@ OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "huber": "ide
 
 
 class TrainingDiverged(GpunetError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite. The model holds the weights the run reached (likely
+    not finite, which fit then refuses to train on); the checkpoint written last is the last
+    good epoch's."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -417,6 +419,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         "plateau schedule go by) is undefined; weight some of them, or hold "
                         "out other rows (another seed)")
     backend, xp = model.backend, model.backend.xp
+    bad = [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
+    if bad:  # (a model a diverged fit left: every later fit would diverge at its first step)
+        raise ConfigError(f"the model's weights ({', '.join(bad[:3])}) are not finite, as a "
+                          "diverged run leaves them: build the model anew, or load good "
+                          "weights (load_state_dict, a checkpoint) before training on")
     classify = data.task == "classification"
     w_train = getattr(data, "w_train", None)
     target = getattr(data, "target_standardizer", None)  # standardised regression targets

@@ -203,3 +203,19 @@ def test_a_momentum_of_one_or_more_is_blamed_when_training_diverges():
     with pytest.raises(gn.TrainingDiverged, match="a momentum of 1.5 lets SGD's steps grow"):
         gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.5, momentum=1.5),
                epochs=200, progress=False)
+
+
+def test_fit_refuses_a_model_a_diverged_run_left():
+    """After TrainingDiverged the weights are NaN: a second fit (a lower rate, say) would
+    diverge at its first step and advise a lower rate again; it says why instead."""
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(2)
+    data = make_dataset("d", rng.normal(size=(100, 3)), rng.integers(0, 2, 100))
+    model = gn.MLP([3, 8, 2], backend="numpy", seed=0)
+    with pytest.raises(gn.TrainingDiverged):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=1e30), epochs=2,
+               progress=False)
+    with pytest.raises(gn.ConfigError, match=r"the model's weights \(W1.*\) are not finite"):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=1e-3), epochs=1,
+               progress=False)
