@@ -79,8 +79,9 @@ class Optimizer:
         self._hyper_host = None  # (lr, t) as the host last left them in _hyper
         self._home = None  # (backend, dtype) the state was last checked to live in
 
-    def __repr__(self):
-        return f"{type(self).__name__}(lr={self.lr})"
+    def __repr__(self):  # (every setting, as torch's optimisers show theirs)
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({settings})"
 
     def _slot(self, key: str, slot: str, like):
         per = self.state.setdefault(key, {})

@@ -77,6 +77,15 @@ class Schedule:
         self.best = math.inf
         self.bad_epochs = 0
 
+
+    def __repr__(self):
+        kw = {"base_lr": self.base_lr, "epochs": self.epochs, "warmup": self.warmup}
+        kw.update({"step": {"step_size": self.step_size, "gamma": self.gamma},
+                   "cosine": {"min_lr": self.min_lr},
+                   "plateau": {"factor": self.factor, "patience": self.patience,
+                               "threshold": self.threshold, "min_lr": self.min_lr},
+                   }.get(self.name, {}))
+        return f"Schedule({self.name!r}, {', '.join(f'{k}={v!r}' for k, v in kw.items())})"
     def bound(self, lr: float, epochs: int) -> "Schedule":
         """A copy whose unset ``base_lr`` and ``epochs`` are ``lr`` and ``epochs`` (what
         ``gpunet.fit`` steps: the optimiser's rate and the run's length)."""

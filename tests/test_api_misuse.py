@@ -219,3 +219,18 @@ def test_fit_refuses_a_model_a_diverged_run_left():
     with pytest.raises(gn.ConfigError, match=r"the model's weights \(W1.*\) are not finite"):
         gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=1e-3), epochs=1,
                progress=False)
+
+
+def test_optimisers_and_schedules_show_their_settings():
+    """As torch's optimisers show theirs: a repr that names every setting, from which the
+    object could be made again."""
+    model = _net()
+    sgd = gn.SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, clip_norm=2.0)
+    assert repr(sgd) == ("SGD(lr=0.1, weight_decay=0.0001, clip_norm=2.0, momentum=0.9, "
+                         "nesterov=True, dampening=0.0)")
+    assert "betas=[0.9, 0.99]" in repr(gn.Adam(model, betas=(0.9, 0.99)))
+    step = gn.Schedule("step", base_lr=1.0, step_size=3, gamma=0.5, warmup=2)
+    assert repr(step) == ("Schedule('step', base_lr=1.0, epochs=None, warmup=2, step_size=3, "
+                          "gamma=0.5)")
+    again = eval(repr(step), {"Schedule": gn.Schedule})
+    assert [again.lr(e) for e in range(1, 12)] == [step.lr(e) for e in range(1, 12)]
