@@ -87,7 +87,9 @@ def prepare_targets(y, task, loss_fn, n_outputs):
             f"loss {loss_fn.name} does not fit classification; use cross_entropy, bce or bce_logits"
         )
     if isinstance(loss_fn, CrossEntropyLoss):
-        raise ConfigError("cross_entropy needs class labels; this is a regression task: use mse")
+        raise ConfigError("cross_entropy needs class labels; this is a regression task: use mse, "
+                          "or make it a classification (make_dataset(..., task="
+                          "'classification'); one-hot rows as labels: y.argmax(1))")
     return y
 
 
