@@ -234,3 +234,15 @@ def test_optimisers_and_schedules_show_their_settings():
                           "gamma=0.5)")
     again = eval(repr(step), {"Schedule": gn.Schedule})
     assert [again.lr(e) for e in range(1, 12)] == [step.lr(e) for e in range(1, 12)]
+
+
+def test_one_hot_targets_read_as_a_regression_get_the_way_to_labels():
+    from gpunet.data import make_dataset
+
+    x, y = _batch(60)
+    data = make_dataset("d", x, np.eye(3, dtype=int)[y])  # 2-D numbers: a regression
+    model = _net()
+    with pytest.raises(gn.ConfigError, match=r"this is a regression task.*task='classification'"
+                                             r".*y.argmax\(1\)"):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=1,
+               progress=False)
