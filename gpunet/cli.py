@@ -18,7 +18,7 @@ import time
 from . import __version__
 from .activations import HIDDEN_ACTIVATIONS
 from .errors import GpunetError
-from .model import NORMS, as_inputs
+from .model import NORMS
 from .optim import optimizer_kwargs
 
 
@@ -525,7 +525,7 @@ def cmd_train(args, comm=None) -> int:
             f"{training['state']['step']}, up to epoch {epochs}")
     else:
         spec = _spec_from_args(args)
-        data = load_data(spec, loss=args.loss)
+        data = load_data(spec, loss=args.loss, dtype=args.dtype)
         backend = get_backend(args.backend)
         # multilabel targets (several 0/1 columns): one logistic output per label
         loss_name = args.loss or ("bce_logits" if data.multilabel else "cross_entropy"
@@ -884,16 +884,16 @@ def cmd_predict(args) -> int:
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=named
                       + ([spec["weight_column"]] if spec.get("weight_column") else [])
-                      + targets)
+                      + targets, keep_float32=True)
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError
 
             raise ShapeError(f"{args.input!r} has {x.shape[1]} feature columns; the model "
                              f"expects {len(ckpt.standardizer.mean)}")
-        x = ckpt.standardizer(x)
+        x = ckpt.standardizer(x, dtype=model.dtype)
     backend = model.backend
-    y_hat = model.predict(as_inputs(model, x), batch_size=4096)
+    y_hat = model.predict(x, batch_size=4096)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own

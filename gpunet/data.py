@@ -237,18 +237,25 @@ class Standardizer:
                             f"float64 (the standard deviation overflows)")
         return mean, std, n
 
-    def __call__(self, x: np.ndarray, rows=None) -> np.ndarray:
-        """(x - mean) / std, of the rows ``rows`` (indices) of x if given: one new array, the
-        arithmetic done in place in it."""
-        if rows is None:
-            out = x - self.mean
-        else:
-            out = np.take(x, rows, axis=0)  # a copy, always
-            dtype = np.result_type(x, self.mean)
-            if out.dtype != dtype:
-                out = out.astype(dtype)
-            out -= self.mean
-        out /= self.std
+    def __call__(self, x: np.ndarray, rows=None, dtype=None) -> np.ndarray:
+        """(x - mean) / std, of the rows ``rows`` (indices) of x if given: one new array, of
+        ``dtype`` if given (else the arithmetic's, result_type(x, mean)). The arithmetic is
+        done block by block in that dtype and each block cast into the result, so that no
+        temporary of x's size is made: the same numbers as casting the whole result."""
+        work = np.result_type(x, self.mean)
+        n = len(x) if rows is None else len(rows)
+        out = np.empty((n,) + tuple(np.shape(x)[1:]), dtype=dtype or work)
+        for s in range(0, n, STATS_BLOCK_ROWS * 4):
+            sl = slice(s, s + STATS_BLOCK_ROWS * 4)
+            b = x[sl].astype(work) if rows is None else \
+                np.asarray(x[rows[sl]], dtype=work)  # (a copy: a gather is one already)
+            b -= self.mean
+            b /= self.std
+            with np.errstate(over="ignore"):  # (an overflowing cast: said below)
+                out[sl] = b
+            if out.dtype.itemsize < b.dtype.itemsize:  # (a value past the narrower dtype's
+                from .model import check_narrowed      # range: the error as_inputs gives)
+                check_narrowed(np, b, out[sl], "the features")
         return out
 
     def inverse(self, z):
@@ -334,7 +341,7 @@ class _Source:
 
 # ---- the public entry points ------------------------------------------------------------------
 
-def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
+def load_data(spec: DataSpec, loss: str | None = None, dtype=None) -> Dataset:
     """Read ``spec``'s source, settle the task, split it and standardise the features.
 
     The task is ``spec.task`` if given; else the one ``loss`` implies (cross_entropy, bce,
@@ -348,7 +355,7 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
     rows (ceil(test_fraction * n)), then the validation rows (ceil(val_fraction * n)) from the
     rest, each stratified by class where scikit-learn can (unstratified when a class is too
     small). The standardizers (features; regression targets) are fitted on the training rows
-    only.
+    only. ``dtype``: the features', as ``make_dataset``'s.
     """
     spec, src, y, n_classes, idx, names = _prepare(spec, loss)
     fills, filled = None, 0
@@ -367,7 +374,7 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
         per_class = balanced_class_weights(y[idx["train"]], n_classes)
         weights = per_class[y] if weights is None else per_class[y] * weights
     data = _split(spec, src.x, y, n_classes, idx, standardize=True, classes=names,
-                  weights=weights)
+                  weights=weights, dtype=dtype)
     data.features, data.rows_dropped = src.features, src.dropped
     data.class_weights = per_class
     data.fill_values, data.values_filled = fills, filled
@@ -377,7 +384,7 @@ def load_data(spec: DataSpec, loss: str | None = None) -> Dataset:
 def _column_means(x, rows, src) -> np.ndarray:
     """Each column's mean over the rows ``rows`` of x, its missing values (NaN) left out;
     DataError for a column with no value there."""
-    part = x[rows]
+    part = np.asarray(x[rows], dtype=np.float64)
     counts = (~np.isnan(part)).sum(axis=0)
     if (counts == 0).any():
         j = int(np.argmax(counts == 0))
@@ -451,16 +458,21 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                                                evaluate=split, numbered=numbered,
                                                fills_given=fill_values is not None)
     rows = np.arange(len(y)) if split == "all" else idx[split]
-    x = src.x[rows]
+    # the rows' standardised copy straight from the source (one copy, not the rows and then
+    # their standardised copy); with fill values, the rows first (fill_in makes a new array)
+    base, sel = src.x, (None if split == "all" else rows)
     if spec.fill_missing:
-        x = fill_in(x, _column_means(src.x, idx["train"], src) if fill_values is None
-                    else fill_values, src.where)[0]
+        base = fill_in(src.x[rows], _column_means(src.x, idx["train"], src)
+                       if fill_values is None else fill_values, src.where)[0]
+        sel = None
     if standardizer is not None:
         width = np.size(standardizer.mean)
-        if width != x.shape[1]:
-            raise DataError(f"{src.where}: {x.shape[1]} features, but the stored standardizer "
-                            f"was fitted on {width}")
-        x = standardizer(x)
+        if width != base.shape[1]:
+            raise DataError(f"{src.where}: {base.shape[1]} features, but the stored "
+                            f"standardizer was fitted on {width}")
+        x = standardizer(base, sel)
+    else:
+        x = np.asarray(base if sel is None else base[sel], dtype=np.float64)
     y = y[rows]
     if target_standardizer is not None and spec.task == "regression":
         width = np.size(target_standardizer.mean)
@@ -474,7 +486,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     return x, y, spec.task, n_classes
 
 
-def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarray:
+def read_features(path, encoding=None, fill_values=None, ignore=(),
+                  keep_float32=False) -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
     ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
     training encoded them) or a .npy file of numbers, shaped as training takes them (samples,
@@ -492,7 +505,9 @@ def read_features(path, encoding=None, fill_values=None, ignore=()) -> np.ndarra
         return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
-        return _finite(_as_features(x, path, empty_ok=True), path, "feature")
+        x = _finite(_as_features(x, path, empty_ok=True), path, "feature")
+        return x if keep_float32 else np.asarray(x, dtype=np.float64)  # (``keep_float32``:
+        # float32 values as they are, which standardise to the same numbers)
     raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
 
 
@@ -522,7 +537,8 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2) -> Datase
 
 
 def make_dataset(name, x, y, task=None, seed=0, test_fraction=0.2, standardize=True,
-                 val_fraction=0.0, standardizers=None, sample_weight=None) -> Dataset:
+                 val_fraction=0.0, standardizers=None, sample_weight=None,
+                 dtype=None) -> Dataset:
     """Split in-memory arrays (x, y) as ``load_data`` splits a file; ``task`` None infers it
     (``y`` of text: class names, as ``data.classes``, the labels their indices).
     ``standardize=False`` leaves the features and targets as given (``standardizer`` and
@@ -530,7 +546,10 @@ def make_dataset(name, x, y, task=None, seed=0, test_fraction=0.2, standardize=T
     fitted Standardizers (either may be None: as given) to apply instead of statistics of
     these training rows, as a model already trained on other rows needs. ``sample_weight``:
     a weight >= 0 per row, split with the rows (``w_train``, ``w_val``, ``w_test``), which
-    ``fit`` weights each row's loss by and the standardisation its statistics."""
+    ``fit`` weights each row's loss by and the standardisation its statistics. ``dtype``: the
+    splits' features in it (None: float64); the model's float32 saves fit a cast copy of the
+    training rows, with the same numbers (the standardisation is computed in float64 either
+    way and rounded once)."""
     spec = DataSpec(str(name), task=task, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction)
     _check_spec(spec, loss=None, kind=None)
@@ -546,7 +565,7 @@ def make_dataset(name, x, y, task=None, seed=0, test_fraction=0.2, standardize=T
         sample_weight = check_sample_weight(sample_weight, len(x), where)
     spec, src, y, n_classes, idx, names = _settle(spec, None, _Source(x, y, where))
     return _split(spec, x, y, n_classes, idx, standardize, name=str(name), classes=names,
-                  standardizers=standardizers, weights=sample_weight)
+                  standardizers=standardizers, weights=sample_weight, dtype=dtype)
 
 
 def check_sample_weight(w, n: int, where: str = "sample weights") -> np.ndarray:
@@ -572,10 +591,15 @@ def check_sample_weight(w, n: int, where: str = "sample weights") -> np.ndarray:
 
 
 def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
-           standardizers=None, weights=None) -> Dataset:
+           standardizers=None, weights=None, dtype=None) -> Dataset:
     """The Dataset of rows ``idx``; with ``standardize``, features and (regression) targets
     standardised with statistics of the training rows (or with ``standardizers``, given);
-    ``weights`` (one per row, or None) weight those statistics and are split along."""
+    ``weights`` (one per row, or None) weight those statistics and are split along;
+    ``dtype``: the features' (None: float64)."""
+    if dtype is not None:
+        from .model import check_dtype
+
+        dtype = check_dtype(dtype)
     def fitted(a):
         return Standardizer.fit(a, idx["train"], weights) if standardize else None
 
@@ -590,7 +614,8 @@ def _split(spec, x, y, n_classes, idx, standardize, name=None, classes=None,
     else:
         std = fitted(x)
         target = fitted(y) if spec.task == "regression" and spec.standardize_targets else None
-    parts = {k: (x[i] if std is None else std(x, i), y[i] if target is None else target(y, i))
+    parts = {k: (np.asarray(x[i], dtype=dtype or np.float64) if std is None
+                 else std(x, i, dtype=dtype), y[i] if target is None else target(y, i))
              for k, i in idx.items()}
     w = {k: None if weights is None else weights[i] for k, i in idx.items()}
     return Dataset(name or spec.dataset, spec.task, *parts["train"], *parts["val"],
@@ -1074,12 +1099,22 @@ def _all_numbers(path, width):
         return None
     if data.shape[0] == 0 or data.shape[1] != width or not np.isfinite(data).all():
         return None
+    # the pieces of content.split(b"\n"), streamed: count them, and whether one before the
+    # last is blank (the last, blank, is the final newline's and is left out)
+    count, blank, prev, ends_in_newline = 0, False, None, True
     with open(path, "rb") as f:
-        content = f.read()
-    lines = content.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()  # the final newline
-    if len(lines) - 1 != data.shape[0] or any(not ln.strip() for ln in lines):
+        for piece in iter(f.readline, b""):
+            if prev is not None and not prev.strip():
+                blank = True
+            prev, count = piece, count + 1
+            ends_in_newline = piece.endswith(b"\n")
+    if ends_in_newline:  # (split leaves an empty piece after a final newline)
+        if prev is not None and not prev.strip():
+            blank = True
+        prev, count = b"", count + 1
+    if not prev.strip():
+        count -= 1  # the final piece, popped
+    if count - 1 != data.shape[0] or blank:
         return None  # a blank line: rows and lines no longer count alike
     return data
 
@@ -1540,17 +1575,24 @@ def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:
 
 
 def _as_features(x: np.ndarray, where: str, empty_ok: bool = False) -> np.ndarray:
-    """(samples, features) float64: a 1-D array is one feature, trailing dims are flattened;
-    no rows are an error unless ``empty_ok`` (predict answers an empty file with nothing)."""
+    """(samples, features): float32 and float64 as they are (C order, or rows of contiguous
+    blocks: no copy), anything else as float64; a 1-D array is one feature, trailing dims are
+    flattened; no rows are an error unless ``empty_ok`` (predict answers an empty file with
+    nothing)."""
     if x.ndim >= 1 and len(x) == 0 and not empty_ok:
         raise DataError(f"{where}: the features have no rows (shape {x.shape})")
     x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(len(x), int(np.prod(x.shape[1:])))
     if x.shape[1] == 0:
         raise DataError(f"{where}: the features have no columns (shape {x.shape})")
-    return x.astype(np.float64)
+    if x.dtype not in (np.float32, np.float64):
+        return x.astype(np.float64)
+    return x if x.flags.c_contiguous or x.strides[0] >= x.strides[-1] else \
+        np.ascontiguousarray(x)
 
 
 def _finite(x: np.ndarray, where: str, what: str) -> np.ndarray:
+    if x.size == 0 or (np.isfinite(x.min()) and np.isfinite(x.max())):
+        return x  # (min and max are finite only where every value is: NaN propagates)
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]

@@ -232,7 +232,8 @@ class _GpunetMLP(BaseEstimator):
         data = make_dataset(type(self).__name__, X, y, self._task, seed=seed, test_fraction=0.0,
                             standardize=bool(self.standardize), standardizers=fitted,
                             val_fraction=self._val_fraction(),
-                            sample_weight=self._sample_weight(sample_weight, X))
+                            sample_weight=self._sample_weight(sample_weight, X),
+                            dtype=self.dtype)
         if warm:
             model = self._fitted_model(hidden, n_out)
         else:
@@ -350,12 +351,16 @@ class _GpunetMLP(BaseEstimator):
         """The model's outputs for X as float64 host values (standardised like the training
         features first)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        if self.standardizer_ is not None:
-            X = self.standardizer_(X)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         model = self.model_  # (as_inputs refuses values beyond the model's dtype)
-        out = model.predict(as_inputs(model, X, "X"), batch_size=PREDICT_BATCH)
-        return model.backend.to_host(out).astype(np.float64)
+        parts = []
+        for i in range(0, max(len(X), 1), PREDICT_BATCH):  # standardise and cast by batches
+            part = X[i:i + PREDICT_BATCH]
+            if self.standardizer_ is not None:
+                part = self.standardizer_(part)
+            parts.append(model.backend.to_host(model.predict(as_inputs(model, part, "X")))
+                         .astype(np.float64))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     # -- scikit-learn's MLP attributes, read off the fitted network ---------------------------
 
@@ -697,7 +702,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             if not warm:  # (as scikit-learn's, whose label binariser warm_start keeps)
                 self._sparse_labels = sparse
             return self._fit(X, y, y.shape[1], sample_weight)
-        X, y = validate_data(self, X, y, dtype=np.float64, reset=not warm)
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=not warm)
         check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
         if len(classes) < 2:

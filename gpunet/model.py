@@ -89,6 +89,8 @@ def check_narrowed(xp, a, cast, what):
     otherwise come out as NaN predictions or a loss said to diverge."""
     if cast is a or a.dtype.kind != "f" or a.dtype.itemsize <= cast.dtype.itemsize:
         return cast
+    if cast.size and bool(xp.isfinite(cast.min())) and bool(xp.isfinite(cast.max())):
+        return cast  # (every value finite: min and max are; NaN propagates to them)
     if not bool(xp.isfinite(cast).all()):
         lost = xp.isfinite(a) & ~xp.isfinite(cast)
         if bool(lost.any()):
@@ -287,6 +289,20 @@ class MLP:
             )
         return x
 
+    def _checked(self, x):
+        """``x`` as it is, on this backend (host arrays as they are on the numpy backend),
+        with _input's checks of its kind and shape but not its cast."""
+        x = x if self.backend.owns(x) or isinstance(x, np.ndarray) else self.backend.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ConfigError(f"inputs must be real numbers, got dtype {x.dtype}")
+        first = self.layers[0]
+        if x.ndim != 2 or x.shape[1] != first.in_features:
+            raise ShapeError(
+                f"layer 1 ({first.in_features} -> {first.out_features}) expects inputs shaped "
+                f"(batch, {first.in_features}), got {tuple(x.shape)}"
+            )
+        return x
+
     def forward(self, x, cache=True, row_offset=0):
         """y_hat for a batch x (B, inputs); keeps what backward needs unless ``cache=False``.
 
@@ -353,7 +369,7 @@ class MLP:
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
                 or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        x = self._input(x)
+        x = self._checked(x)  # (each batch is cast as it goes: no cast copy of all of x)
         parts = [self.forward(x[i:i + batch_size], cache=False)
                  for i in range(0, x.shape[0], batch_size)]
         return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)

@@ -134,7 +134,7 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     if comm is not None and comm.size > 1:
         return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
     backend = model.backend
-    y_hat = model.predict(as_inputs(model, x), batch_size=batch_size)
+    y_hat = model.predict(x, batch_size=batch_size)  # (cast batch by batch)
     with backend.evaluating():  # (the loss too: array-module ops, no kernel compiled for it)
         value, _ = loss_fn(y_hat, y) if weight is None else loss_fn(y_hat, y, weight=weight)
     out = {"loss": backend.scalar(value)}

@@ -145,3 +145,48 @@ def test_make_dataset_infers_the_task_when_none_is_given():
     x = rng.normal(size=(50, 3))
     assert make_dataset("m", x, np.arange(50) % 3).task == "classification"
     assert make_dataset("m", x, rng.normal(size=50)).task == "regression"
+
+
+def test_splits_in_the_models_dtype_hold_the_float64_splits_rounded_once():
+    """make_dataset(dtype="float32") standardises in float64 and rounds once: the float64
+    splits cast, bit for bit, from float32, float64 or Fortran-order features, and no copy of
+    the features is made along the way beyond the splits themselves."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    x64 = rng.normal(3.0, 2.0, size=(40000, 40))
+    y = rng.integers(0, 3, 40000)
+    for x in (x64, x64.astype(np.float32), np.asfortranarray(x64)):
+        before = x.copy()
+        wide = make_dataset("w", x, y, val_fraction=0.1)
+        tracemalloc.start()
+        narrow = make_dataset("n", x, y, val_fraction=0.1, dtype="float32")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        np.testing.assert_array_equal(x, before)  # (taken as it is, never written)
+        for part in ("x_train", "x_val", "x_test"):
+            got, want = getattr(narrow, part), getattr(wide, part)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want.astype(np.float32))
+        if x.flags.c_contiguous:  # the float32 splits (half x64's bytes) and blocks of
+            assert peak < x64.nbytes, peak  # rows (before: two float64 copies of x and more)
+    with pytest.raises(gn.ConfigError, match="unsupported dtype"):
+        make_dataset("n", x64, y, dtype="int32")
+
+
+def test_predict_casts_batch_by_batch():
+    """predict on a float64 array for a float32 model casts each batch as it goes (it cast
+    the whole input first: a copy of its size in float32), with the same outputs."""
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40000, 50))
+    model = gn.MLP([50, 8, 3], backend="numpy", seed=0)
+    want = np.concatenate([model.predict(x[i:i + 4096].astype(np.float32))
+                           for i in range(0, len(x), 4096)])
+    tracemalloc.start()
+    got = model.predict(x, batch_size=4096)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, want)
+    assert peak < x.size * 4 / 2, peak  # well under one float32 copy of x (8 MB)

@@ -884,3 +884,42 @@ def test_byte_class_names_that_are_not_utf8_name_their_row(tmp_path):
     with pytest.raises(gn.DataError, match=r"d\.npz: the class names are bytes, and "
                                            r"the one in row 5 \(b'\\xff'\) is not UTF-8 text"):
         load_data(DataSpec(_npz(tmp_path, x=X20, y=y)))
+
+
+def _whole_file_verdict(content: bytes, rows: int) -> bool:
+    """The fast CSV path's line check as first written, reading the whole file: the lines
+    after the header are the rows, none blank (a last one after the final newline aside)."""
+    lines = content.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    return len(lines) - 1 == rows and all(ln.strip() for ln in lines)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_the_fast_csv_paths_streamed_line_check_agrees_with_reading_it_whole(tmp_path,
+                                                                          newline):
+    """The fast path counts its lines as it streams them (it held the file twice over):
+    every arrangement of final newlines and blank or space-only lines gets the verdict the
+    whole-file check gave, and so the same array or the same slow path."""
+    from gpunet.data import _all_numbers
+
+    body = [b"1,2", b"3,4", b"5,6"]
+    tails = [b"", newline, newline * 2, newline + b"  ", newline + b"  " + newline,
+             b" " + newline]
+    cases = []
+    for tail in tails:
+        cases.append(newline.join([b"a,b", *body]) + tail)
+        cases.append(newline.join([b"a,b", body[0], b"", *body[1:]]) + tail)  # a blank row
+        cases.append(newline.join([b"a,b", body[0], b"   ", *body[1:]]) + tail)
+    for i, content in enumerate(cases):
+        path = tmp_path / f"c{i}.csv"
+        path.write_bytes(content)
+        got = _all_numbers(str(path), 2)
+        try:  # (what the line check is asked about: files loadtxt reads as the 3 rows)
+            whole = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError:
+            whole = None
+        want = whole is not None and whole.shape == (3, 2) and _whole_file_verdict(content, 3)
+        assert (got is not None) == want, content
+        if got is not None:
+            np.testing.assert_array_equal(got, [[1, 2], [3, 4], [5, 6]])
