@@ -280,21 +280,18 @@ class MLP:
     # -- forward and backward -------------------------------------------------------------
 
     def _input(self, x):
-        x = _real_array(self.backend, x, "inputs", self.dtype)
-        first = self.layers[0]
-        if x.ndim != 2 or x.shape[1] != first.in_features:
-            raise ShapeError(
-                f"layer 1 ({first.in_features} -> {first.out_features}) expects inputs shaped "
-                f"(batch, {first.in_features}), got {tuple(x.shape)}"
-            )
-        return x
+        """x for a pass: on this backend in the model's dtype, (batch, inputs)."""
+        return self._shaped(_real_array(self.backend, x, "inputs", self.dtype))
 
     def _checked(self, x):
-        """``x`` as it is, on this backend (host arrays as they are on the numpy backend),
-        with _input's checks of its kind and shape but not its cast."""
+        """x as it is (a host array stays on the host: predict casts and moves it batch by
+        batch), with _input's checks of its kind and shape but not its cast."""
         x = x if self.backend.owns(x) or isinstance(x, np.ndarray) else self.backend.asarray(x)
         if x.dtype.kind not in "biuf":
             raise ConfigError(f"inputs must be real numbers, got dtype {x.dtype}")
+        return self._shaped(x)
+
+    def _shaped(self, x):
         first = self.layers[0]
         if x.ndim != 2 or x.shape[1] != first.in_features:
             raise ShapeError(
