@@ -223,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(e, defaults=False)
     e.add_argument("--split", default=None, choices=("test", "val", "train", "all"),
                    help="which rows: the run's own test, val or train split, or all of the "
-                        "source (default: the test split of the run's own data; all rows of "
-                        "another --dataset, and of any for a saved estimator, which has no "
-                        "split of its own)")
+                        "source (default: the test split of the run's own data, or of a file "
+                        "of its name; all rows of another --dataset, and of any for a saved "
+                        "estimator, which has no split of its own)")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     e.add_argument("--metrics-json", metavar="PATH", type=_path)
     e.add_argument("--report", action="store_true",
@@ -678,6 +678,8 @@ def _refuse_changes_on_resume(args, resume) -> None:
              # the optimiser's and the schedule's: a flag repeating one of them is no change
              "lr": schedule.get("base_lr", hyper.get("lr")),
              **{k: hyper.get(k) for k in ("momentum", "weight_decay", "nesterov")},
+             # (an optimiser without momentum has momentum 0, as the flags' defaults say)
+             **({} if "momentum" in hyper else {"momentum": 0.0, "nesterov": False}),
              "clip_grad_norm": hyper.get("clip_norm"), "schedule": schedule.get("name"),
              "step_size": schedule.get("step_size"), "gamma": schedule.get("gamma"),
              **{k: model.get(k) for k in ("activation", "dropout", "norm", "dtype")},
@@ -789,8 +791,10 @@ def cmd_evaluate(args) -> int:
         target=(names[0] if len(names) == 1 else list(names))
         if names and str(args.dataset).lower().endswith(".csv") else None))
     if args.split is None:  # the run's own held-out rows, or all of a file it never split
-        own = base is not None and (args.dataset is None
-                                    or _same_path(args.dataset, base.get("dataset")))
+        saved = base.get("dataset") if base is not None else None
+        own = base is not None and (  # (a file of its name from another directory: its)
+            args.dataset is None or _same_path(args.dataset, saved)
+            or os.path.basename(str(args.dataset)) == os.path.basename(str(saved)))
         args.split = "test" if own else "all"
     # (a multilabel estimator's classes are its labels' columns 0..k-1, not names to map)
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes

@@ -155,6 +155,18 @@ FILL_MISSING = (None, "mean")
 STATS_BLOCK_ROWS = 1024
 
 
+def _rows_of(x, rows):
+    """(x as an array, rows as indices or None): a list of rows as an array, a boolean mask
+    as the indices it selects."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+    return x, rows
+
+
 @dataclass
 class Standardizer:
     """x -> (x - mean) / std, with statistics from the training split (the std of a constant
@@ -179,6 +191,7 @@ class Standardizer:
         (n mean eps)^2, solved for std so that huge columns do not overflow), and its mean is
         its own first value, so that it standardises to exactly 0.
         """
+        x, rows = _rows_of(x, rows)
         mean, std, _ = cls._moments(x, rows, weights)
         n = len(x) if rows is None else len(rows)  # (rounding grows with the rows summed,
         eps = np.finfo(np.float64).eps               # whatever their weights)
@@ -242,6 +255,7 @@ class Standardizer:
         ``dtype`` if given (else the arithmetic's, result_type(x, mean)). The arithmetic is
         done block by block in that dtype and each block cast into the result, so that no
         temporary of x's size is made: the same numbers as casting the whole result."""
+        x, rows = _rows_of(x, rows)
         work = np.result_type(x, self.mean)
         n = len(x) if rows is None else len(rows)
         out = np.empty((n,) + tuple(np.shape(x)[1:]), dtype=dtype or work)

@@ -550,7 +550,7 @@ class _GpunetMLP(BaseEstimator):
 
     def __setstate__(self, state):
         state = dict(state)
-        pickled_by = state.pop("_gpunet_version", "before 0.1.0")
+        pickled_by = state.pop("_gpunet_version", "0.1.0 or earlier (unrecorded)")
         if pickled_by != _version():
             warnings.warn(
                 f"{type(self).__name__} unpickled by gpunet {_version()} was pickled by gpunet "

@@ -33,7 +33,8 @@ _U = 2.0 ** -53
 @dataclass
 class GradcheckResult:
     """Worst error of each checked tensor: ``errors[name] = max |analytic - numeric|`` and
-    ``ratios[name]`` = the largest error / (atol + rtol |numeric|); a tensor passes at <= 1."""
+    ``ratios[name]`` = the largest error over its element's bound (atol + rtol |numeric| plus
+    the round-off term: the module's docstring); a tensor passes at <= 1."""
 
     errors: dict = field(default_factory=dict)
     ratios: dict = field(default_factory=dict)
@@ -76,8 +77,8 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     """
     from . import twolayer
 
-    if isinstance(model, twolayer.MLP):
-        model = model.net
+    if isinstance(model, twolayer.MLP):  # (its dtype follows its input's, float64 here)
+        model = model.net.to(dtype=np.float64)
     if loss_fn in (twolayer.mse_loss, twolayer.bce_loss):
         seed_loss = loss_fn
         loss_fn = lambda y_hat, y: seed_loss(y, y_hat)  # noqa: E731 (their (y, y_hat) order)
@@ -105,7 +106,7 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     targets = dict(model.params)
     targets["x"] = x
     result = GradcheckResult()
-    largest = 0.0
+    largest, nan = 0.0, False
     for name, arr in targets.items():
         numeric = np.empty(arr.shape)
         noise = np.empty(arr.shape)
@@ -123,7 +124,8 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
         result.ratios[name] = float((err / (atol + rtol * np.abs(numeric) + noise))
                                     .max(initial=0.0))
         largest = max(largest, float(np.abs(numeric).max(initial=0.0)))
-    if not largest > atol:
+        nan = nan or bool(np.isnan(numeric).any())  # (a NaN fails the check anyway)
+    if not largest > atol and not nan:
         warnings.warn(f"gradcheck: every numeric gradient lies within atol = {atol:g} of 0 (the "
                       f"largest is {largest:.2g}), so any analytic gradient that small passes: "
                       "this check could not have failed (a nearly fitted net? pass a smaller "

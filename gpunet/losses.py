@@ -90,8 +90,9 @@ class Loss:
         backend = backend_of(y_hat)
         xp = backend.xp
         n = y_hat.shape[0]
-        if type(weight).__module__.partition(".")[0] != "cupy":  # on the host: checked for
-            host = np.asarray(weight)  # free (an array, a list, a torch tensor, a Series...)
+        if type(weight).__module__.partition(".")[0] != "cupy" \
+                and not hasattr(weight, "__cuda_array_interface__"):  # on the host: checked
+            host = np.asarray(weight)  # for free (an array, a list, a torch tensor, a Series)
             if host.dtype.kind in "biuf" and host.size:
                 bad = host[~np.isfinite(host) | (host < 0)]
                 if bad.size:
@@ -190,6 +191,9 @@ class BCELoss(Loss):
         backend, y = self._prepare(y_hat, y)
         xp = backend.xp
         if self.check_range and y_hat.size and not bool(xp.all((y_hat >= 0) & (y_hat <= 1))):
+            if bool(xp.isnan(y_hat).any()):
+                raise ConfigError("BCELoss: the probabilities are NaN (a model that diverged? "
+                                  "a lower learning rate)")
             raise ConfigError(
                 f"BCELoss takes probabilities in [0, 1], got values from {float(y_hat.min()):g} "
                 f"to {float(y_hat.max()):g}: give the model output='sigmoid', or train logits "

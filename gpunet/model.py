@@ -340,10 +340,11 @@ class MLP:
     #: (``eval()``), as a torch module's mode; ``forward`` and the methods say their own
     training = True
 
-    def __call__(self, x):
+    def __call__(self, x, **kwargs):
         """``forward(x)`` in the model's mode: a training pass (kept for backward; dropout and
-        a batch norm's batch statistics) after ``train()``, inference after ``eval()``."""
-        return self.forward(x, cache=self.training)
+        a batch norm's batch statistics) after ``train()``, inference after ``eval()``
+        (``forward``'s keywords, given, rule)."""
+        return self.forward(x, **{"cache": self.training, **kwargs})
 
     def train(self, mode: bool = True) -> "MLP":
         """``model(x)`` makes training passes (``mode=False``: as ``eval()``); returns self."""
@@ -402,7 +403,7 @@ class MLP:
     def train_step(self, x, y, loss_fn, optimizer, weight=None):
         """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar).
         ``weight``: the rows' sample weights, passed to the loss."""
-        check_training_parts(self, loss_fn, optimizer)
+        check_training_parts(self, loss_fn, optimizer, strict=False)
         y_hat = self.forward(x)
         value, dJdy_hat = loss_fn(y_hat, y) if weight is None else \
             loss_fn(y_hat, y, weight=weight)

@@ -355,11 +355,21 @@ def get_optimizer(name: str, model, **kwargs) -> Optimizer:
     return cls(model, **kwargs)
 
 
-def check_training_parts(model, loss_fn, optimizer) -> None:
+def check_training_parts(model, loss_fn, optimizer, strict=True) -> None:
     """ConfigError unless ``loss_fn`` is a gpunet loss object and ``optimizer`` a gpunet
-    optimiser built on ``model`` (what a training step is given; fit and train_step ask)."""
+    optimiser built on ``model`` (what fit is given). ``strict=False`` (train_step): a loss
+    may be any callable (y_hat, y) -> (J, dJ/dy_hat) and an optimiser any object with a
+    ``step()`` that reads ``model.grads``, but not a class, nor torch's optimiser, nor a
+    gpunet one built on another model."""
     from .losses import Loss
 
+    if not strict and not isinstance(loss_fn, type) and callable(loss_fn) \
+            and not isinstance(optimizer, type) and callable(getattr(optimizer, "step", None)) \
+            and not hasattr(optimizer, "param_groups"):  # (torch's: it steps its tensors)
+        if isinstance(optimizer, Optimizer) and optimizer.model is not model:
+            raise ConfigError("the optimizer was built on another model: build it on the one "
+                              "that trains (gn.Adam(model))")
+        return
     if not isinstance(loss_fn, Loss):
         hint = f": pass one, {loss_fn.__name__}()" if isinstance(loss_fn, type) \
             and issubclass(loss_fn, Loss) else ""

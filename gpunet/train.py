@@ -421,8 +421,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         "plateau schedule go by) is undefined; weight some of them, or hold "
                         "out other rows (another seed)")
     backend, xp = model.backend, model.backend.xp
-    bad = [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
-    if bad:  # (a model a diverged fit left: every later fit would diverge at its first step)
+    bad = [] if resume is not None else \
+        [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
+    if bad:  # (a model a diverged fit left: every later fit would diverge at its first step;
+        # a resume loads the checkpoint's weights over it)
         raise ConfigError(f"the model's weights ({', '.join(bad[:3])}) are not finite, as a "
                           "diverged run leaves them: build the model anew, or load good "
                           "weights (load_state_dict, a checkpoint) before training on")

@@ -34,6 +34,14 @@ def test_train_step_refuses_another_models_optimiser_or_a_foreign_one():
     with pytest.raises(gn.ConfigError, match="optimizer must be a gpunet optimiser"):
         a.train_step(x, y, gn.CrossEntropyLoss(), torch.optim.SGD(a.to_torch().parameters(),
                                                                   lr=0.5))
+    # a loss of one's own ((y_hat, y) -> (J, dJ/dy_hat), as gradcheck takes) is a loss too
+    ce = gn.CrossEntropyLoss()
+    twin = _net()
+    value = twin.train_step(x, y, lambda y_hat, t: ce(y_hat, t), gn.SGD(twin, lr=0.5))
+    b.train_step(x, y, ce, gn.SGD(b, lr=0.5))
+    assert float(value) == float(ce(_net().forward(x), y)[0])
+    for k, v in b.state_dict().items():
+        np.testing.assert_array_equal(twin.state_dict()[k], v)
     with pytest.raises(gn.ConfigError, match=r"pass one, CrossEntropyLoss\(\)"):
         a.train_step(x, y, gn.CrossEntropyLoss, opt_a)
     with pytest.raises(gn.ConfigError, match=r"build one, SGD\(model\)"):
@@ -78,6 +86,9 @@ def test_bce_on_values_outside_zero_to_one_is_refused_as_torch_does():
     p = np.full((8, 1), 0.25, np.float32)
     value, grad = gn.BCELoss()(p, y)  # the loss itself, checked against the formula
     assert float(value) == pytest.approx(-np.log(0.25), rel=1e-6)
+    z[0, 0] = np.nan
+    with pytest.raises(gn.ConfigError, match="the probabilities are NaN"):
+        gn.BCELoss()(z, y)
     unchecked = gn.BCELoss()
     unchecked.check_range = False  # (what fit does, having checked the model's output)
     with np.errstate(invalid="ignore"):
@@ -128,6 +139,7 @@ def test_eval_and_train_set_what_model_x_is():
     assert any(not np.array_equal(model.buffers[k], v) for k, v in stats.items())
     with pytest.raises(gn.ConfigError, match="train.mode. takes True or False"):
         model.train("no")
+    np.testing.assert_array_equal(model(x, cache=False), model.predict(x))  # forward's keywords
 
 
 def test_cross_entropy_targets_in_the_other_form_get_the_fix():
@@ -246,3 +258,30 @@ def test_one_hot_targets_read_as_a_regression_get_the_way_to_labels():
                                              r".*y.argmax\(1\)"):
         gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=1,
                progress=False)
+
+
+def test_a_resume_takes_a_model_a_diverged_run_left(tmp_path):
+    """The checkpoint's weights replace the model's: resuming is the way back from a
+    diverged run, and is not refused for the weights it replaces."""
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(3)
+    data = make_dataset("d", rng.normal(size=(100, 3)), rng.integers(0, 2, 100))
+    path = tmp_path / "c.npz"
+    model = gn.MLP([3, 8, 2], backend="numpy", seed=0)
+    gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=2, save=path,
+           progress=False)
+    model.params["W1"][0, 0] = np.nan
+    gn.fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), epochs=3, save=path,
+           resume=path, progress=False)
+    assert all(np.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_gradcheck_takes_the_autograders_float32_net():
+    """twolayer.MLP is float32 as the autograder builds it; its dtype follows its input's, so
+    gradcheck's float64 finite differences make it float64, as its forward of them would."""
+    from gpunet import twolayer
+
+    rng = np.random.default_rng(4)
+    net = twolayer.MLP(4, 5, "tanh", 5, 2, "identity")
+    assert gn.gradcheck(net, twolayer.mse_loss, rng.normal(size=(3, 4)), rng.normal(size=(3, 2)))

@@ -386,6 +386,21 @@ def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, mo
     assert main(["evaluate", "--checkpoint", "c.npz", "--dataset", "b.csv", "--split", "test",
                  "--metrics-json", "m.json"]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["split"] == "test"
+    (tmp_path / "elsewhere").mkdir()  # the run's file from another directory: by its name
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["evaluate", "--checkpoint", "../c.npz", "--dataset", "../a.csv",
+                 "--metrics-json", "m.json"]) == 0
+    got = json.loads((tmp_path / "elsewhere" / "m.json").read_text())
+    assert (got["split"], got["rows"]) == ("test", 20)
+
+
+def test_resume_takes_the_momentum_flags_defaults_on_an_adam_run(tmp_path):
+    """Adam has no momentum: --momentum 0 (its flag's default) changes nothing there."""
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", "--save", str(ck)]) == 0
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--momentum", "0",
+                 "--quiet"]) == 0
 
 
 def test_integers_past_int64_are_one_line_or_work(tmp_path, capsys):

@@ -190,3 +190,17 @@ def test_predict_casts_batch_by_batch():
     tracemalloc.stop()
     np.testing.assert_array_equal(got, want)
     assert peak < x.size * 4 / 2, peak  # well under one float32 copy of x (8 MB)
+
+
+def test_a_standardizer_takes_lists_and_row_masks():
+    from gpunet.data import Standardizer
+
+    x = np.random.default_rng(7).normal(2.0, 3.0, size=(10, 3))
+    fitted = Standardizer.fit(x)
+    mask = np.zeros(10, bool)
+    mask[[1, 4, 7]] = True
+    np.testing.assert_array_equal(fitted(x.tolist()), fitted(x))
+    np.testing.assert_array_equal(fitted(x, mask), fitted(x)[[1, 4, 7]])
+    by_mask, by_rows = Standardizer.fit(x, mask), Standardizer.fit(x[[1, 4, 7]])
+    np.testing.assert_array_equal(by_mask.mean, by_rows.mean)
+    np.testing.assert_array_equal(by_mask.std, by_rows.std)

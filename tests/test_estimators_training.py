@@ -249,7 +249,7 @@ def test_unpickling_by_another_gpunet_version_warns(monkeypatch):
         pickle.loads(blob)
     state = est.__getstate__()
     del state["_gpunet_version"]
-    with pytest.warns(InconsistentVersionWarning, match="pickled by gpunet before 0.1.0"):
+    with pytest.warns(InconsistentVersionWarning, match=r"pickled by gpunet 0.1.0 or earlier"):
         MLPClassifier.__new__(MLPClassifier).__setstate__(state)
 
 

@@ -232,8 +232,9 @@ def test_bce_loss_refuses_what_is_not_a_probability(backend):
     import gpunet as gn
 
     y = backend.asarray(np.array([[1.0, 0.0]]))
-    for bad in (1.5, -0.1, np.nan):
-        with pytest.raises(gn.ConfigError, match=r"probabilities in \[0, 1\]"):
+    for bad, said in ((1.5, r"probabilities in \[0, 1\]"), (-0.1, r"probabilities in \[0, 1\]"),
+                      (np.nan, "the probabilities are NaN")):
+        with pytest.raises(gn.ConfigError, match=said):
             bce_loss(y, backend.asarray(np.array([[0.5, bad]])))
     J, _ = bce_loss(y, backend.asarray(np.array([[1.0, 0.0]])))  # the ends are probabilities
     assert float(J) == 0.0
