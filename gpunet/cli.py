@@ -494,7 +494,7 @@ def cmd_train(args, comm=None) -> int:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
         _refuse_changes_on_resume(args, resume)
         spec = DataSpec.from_json(resume.extra["data"])
-        data = load_data(spec)
+        data = load_data(spec, dtype=(resume.header.get("model") or {}).get("dtype"))
         backend = get_backend(args.backend)
         model = resume.build_model(backend)
         if args.hidden and list(args.hidden) != model.sizes[1:-1]:

@@ -765,7 +765,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={_listed(np.unique(classes))} are not those of the "
                              f"first call ({_listed(self.classes_)})")
-        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first)
         check_classification_targets(y)
         known = self.classes_ if not first else classes
         labels = np.searchsorted(known, y)
@@ -778,10 +778,12 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         return self._partial_fit(X, labels.astype(np.int64), len(known), sample_weight)
 
     def _multilabels(self, X, y, reset):
-        """X as float64 and multilabel targets as int64 (samples, labels) of 0/1."""
+        """X as float32 or float64 (others as float64) and multilabel targets as int64
+        (samples, labels) of 0/1."""
         if hasattr(y, "toarray"):  # a sparse indicator matrix
             y = y.toarray()
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, reset=reset)
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
+                             reset=reset)
         return X, np.asarray(y).astype(np.int64)
 
     def predict_proba(self, X) -> np.ndarray:
@@ -876,10 +878,10 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         return self._partial_fit(X, y, y.shape[1], sample_weight)
 
     def _targets(self, X, y, reset):
-        """X and y as float64, y as (samples, targets); a fitted regressor's target count
-        must stay."""
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True,
-                             reset=reset)
+        """X as float32 or float64 (others as float64), y as float64 (samples, targets); a
+        fitted regressor's target count must stay."""
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
+                             y_numeric=True, reset=reset)
         y = np.asarray(y, dtype=np.float64)
         outputs = 1 if y.ndim == 1 else y.shape[1]
         if not reset and outputs != self.model_.sizes[-1]:
