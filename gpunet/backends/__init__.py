@@ -2,7 +2,7 @@
 
 ``auto`` (the default; the ``GPUNET_BACKEND`` environment variable overrides the default)
 takes CuPy only when it imports and a CUDA device really runs a kernel, and otherwise NumPy,
-with a one-line notice on stderr saying why.
+with a one-line notice (gpunet.log) saying why.
 """
 
 from __future__ import annotations

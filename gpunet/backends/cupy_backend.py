@@ -152,7 +152,7 @@ class CupyBackend(KernelOps, Backend):
 
     def cublas(self):
         """This device's Cublas, made and checked against CuPy's matmul on first use; None
-        (after one notice on stderr) if that fails: CuPy's matmul then, and no graphs."""
+        (after one notice, gpunet.log) if that fails: CuPy's matmul then, and no graphs."""
         dev = self.xp.cuda.Device().id
         blas = self._blas.get(dev)
         if blas is None:

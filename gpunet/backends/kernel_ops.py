@@ -8,7 +8,7 @@ kernels only fuse it into one pass.
 
 The kernel module is imported on first use, so ``import gpunet`` never loads numba. If a
 kernel cannot be compiled or launched here (a numba/numpy mismatch, a driver problem) the
-backend says so once on stderr and falls back to the array-module ops for the rest of the
+backend says so once (a notice, gpunet.log) and falls back to the array-module ops for the rest of the
 process. ``GPUNET_KERNELS=0`` turns the kernels off from the start.
 """
 
@@ -77,7 +77,7 @@ class KernelOps:
         return None if self._kernels_off else self._kernels
 
     def _turn_off(self, e: BaseException) -> None:
-        """Use the array-module ops from now on, saying why once on stderr."""
+        """Use the array-module ops from now on, saying why once (a notice: gpunet.log)."""
         first = (str(e).strip().splitlines() or [""])[0]
         self._kernels_off = f"{type(e).__name__}: {first}"
         notice(f"fused {self.name} kernels unavailable ({self._kernels_off}); using "
