@@ -8,8 +8,8 @@ kernels only fuse it into one pass.
 
 The kernel module is imported on first use, so ``import gpunet`` never loads numba. If a
 kernel cannot be compiled or launched here (a numba/numpy mismatch, a driver problem) the
-backend says so once (a notice, gpunet.log) and falls back to the array-module ops for the rest of the
-process. ``GPUNET_KERNELS=0`` turns the kernels off from the start.
+backend says so once (a notice, gpunet.log) and falls back to the array-module ops for the
+rest of the process. ``GPUNET_KERNELS=0`` turns the kernels off from the start.
 """
 
 from __future__ import annotations
