@@ -325,7 +325,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     way. ``schedule``: a Schedule setting the learning rate per epoch (fit steps a copy; its
     base_lr and epochs, where unset, are the rate the optimiser was built with and
     ``epochs``; None: the optimiser's rate now, constant).
-    ``progress``: a tqdm bar per epoch (None: only when stderr is a terminal). ``save``: a
+    ``progress``: a tqdm bar, over each epoch's steps (None: only when stderr is a terminal). ``save``: a
     checkpoint path, written atomically after every epoch, at the end and on Ctrl-C; it holds
     the last epoch's weights (to resume from) and, with ``patience``, the best epoch's, which
     fit returns the model with (``load_checkpoint(p).build_model(weights="best")``).
@@ -733,7 +733,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged))
     syncing = model.synced_batch_norm(comm.batch_norm_allreduce(backend)) if synced else \
         contextlib.nullcontext()
+    # one bar for the run, reset each epoch (a notebook shows one widget, not one an epoch)
     with guard, syncing, _SigintFlag(handle_sigint) as sigint, \
+            tqdm(total=n_steps, leave=False, disable=not show, unit="batch") as bar, \
             np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -748,9 +750,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if first == 0:
                 step_losses = xp.zeros(n_steps, dtype=np.float64)
                 step_correct = xp.zeros(n_steps, dtype=np.int64)
-            bar = tqdm(range(first, n_steps), desc=f"epoch {epoch}/{epochs}", leave=False,
-                       disable=not show, unit="batch", initial=first, total=n_steps)
-            for s in bar:
+            bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
+            bar.reset(total=n_steps)  # (drawn anew: at 0, or at a resumed epoch's step)
+            bar.update(first)
+            for s in range(first, n_steps):
                 idx = perm[s * rows:(s + 1) * rows]
                 stop_all = False
                 if comm is not None:
@@ -797,8 +800,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     step_correct[s] = correct
                 if show and (s + 1) % max(1, n_steps // 10) == 0:
                     bar.set_postfix(loss=f"{float(step_losses[:s + 1].mean()):.4f}",
-                                    refresh=False)  # (shown by the bar's own refresh, at
-                    # its count: a refresh here would draw the count tqdm has not yet stored)
+                                    refresh=False)  # (drawn by the update's refresh)
+                bar.update()
                 # Under comm only the reduced flag decides: a Ctrl-C that comes in after this
                 # rank packed its flag rides the next step's all-reduce, so that every rank
                 # stops after the same step (one stopping alone would leave the others waiting)
@@ -808,7 +811,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     checkpoint(step_losses, step_correct)
                     bar.close()
                     interrupted(f"epoch {epoch}, step {s + 1} of {n_steps}", epoch, s + 1)
-            bar.close()
+            bar.clear()  # (the epoch's line, logged below, takes its place)
             losses = backend.to_host(step_losses)
             diverged(losses, epoch)
             # the mean over the epoch's rows (weighted: over their weights); a loss with

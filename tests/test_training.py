@@ -388,6 +388,39 @@ def test_training_without_a_stderr_or_with_one_that_only_writes(tmp_path):
     assert proc.stdout == "ok\n"
 
 
+def test_one_progress_bar_for_the_run_and_the_epoch_lines_on_their_own(monkeypatch, capsys):
+    """progress=True: one bar, reset each epoch (a notebook showed a widget an epoch), cleared
+    before each epoch's line so that the line starts on its own, and gone at the end."""
+    import tqdm.auto
+
+    made = []
+
+    class Counted(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("total"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Counted)
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    model, opt = _small_model()
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        print(line, file=sys.stderr)
+
+    history = fit(model, data, loss, opt, epochs=3, batch_size=16, progress=True, log=log)
+    err = capsys.readouterr().err
+    n_steps = -(-len(data.x_train) // 16)
+    assert made == [n_steps] and len(history) == 3
+    summaries = [ln for ln in lines if "train_loss" in ln]
+    assert len(summaries) == 3
+    for line in summaries:  # each at the start of a line: the bar cleared first
+        at = err.index(line)
+        assert at == 0 or err[at - 1] in "\r\n", repr(err[max(0, at - 40):at + 20])
+    assert all(f"epoch {e}/3: " in err for e in (1, 2, 3)), err  # the bar's own text
+
+
 def test_notices_go_to_the_gpunet_logger(monkeypatch, caplog):
     """The backend notice is a WARNING of the "gpunet" logger (a program's logging takes it;
     setLevel(ERROR) there silences it), said once a process."""
