@@ -363,23 +363,23 @@ def check_training_parts(model, loss_fn, optimizer, strict=True) -> None:
     gpunet one built on another model."""
     from .losses import Loss
 
-    if not strict and not isinstance(loss_fn, type) and callable(loss_fn) \
-            and not isinstance(optimizer, type) and callable(getattr(optimizer, "step", None)) \
-            and not hasattr(optimizer, "param_groups"):  # (torch's: it steps its tensors)
-        if isinstance(optimizer, Optimizer) and optimizer.model is not model:
-            raise ConfigError("the optimizer was built on another model: build it on the one "
-                              "that trains (gn.Adam(model))")
-        return
-    if not isinstance(loss_fn, Loss):
+    loose = not strict  # (train_step: one's own loss and a duck optimiser are taken too)
+    loss_ok = isinstance(loss_fn, Loss) or (
+        loose and callable(loss_fn) and not isinstance(loss_fn, type))
+    optimizer_ok = isinstance(optimizer, Optimizer) or (
+        loose and not isinstance(optimizer, type)
+        and callable(getattr(optimizer, "step", None))
+        and not hasattr(optimizer, "param_groups"))  # (torch's: it steps its own tensors)
+    if not loss_ok:
         hint = f": pass one, {loss_fn.__name__}()" if isinstance(loss_fn, type) \
             and issubclass(loss_fn, Loss) else ""
         raise ConfigError(f"loss_fn must be a loss object, such as gn.CrossEntropyLoss() or "
                           f"gn.get_loss('mse'), got {loss_fn!r}{hint}")
-    if not isinstance(optimizer, Optimizer):
+    if not optimizer_ok:
         hint = f": build one, {optimizer.__name__}(model)" if isinstance(optimizer, type) \
             and issubclass(optimizer, Optimizer) else ""
         raise ConfigError(f"optimizer must be a gpunet optimiser, such as gn.Adam(model), got "
                           f"{optimizer!r}{hint}")
-    if optimizer.model is not model:
+    if isinstance(optimizer, Optimizer) and optimizer.model is not model:
         raise ConfigError("the optimizer was built on another model: build it on the one "
                           "that trains (gn.Adam(model))")
