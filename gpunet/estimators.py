@@ -29,7 +29,9 @@ Training on: ``warm_start=True`` makes ``fit`` go on from the fitted network (an
 standardisation) for ``epochs`` more epochs, with a fresh optimiser, as scikit-learn's MLP does;
 ``partial_fit(X, y)`` takes one epoch over the rows given, keeping the optimiser's state
 between calls (a classifier's first call names every class: ``partial_fit(X, y,
-classes=...)``).
+classes=...)``). A Ctrl-C (or SIGTERM) stops either after the current step with
+``gpunet.TrainingInterrupted`` (a ``KeyboardInterrupt``), the estimator holding the weights
+reached and the epochs completed (``n_iter_``, ``history_``).
 
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
 ``loss_curve_`` and ``loss_`` (its last), ``n_iter_`` (epochs run), ``best_epoch_`` (with
@@ -66,7 +68,7 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
 from .schedules import SCHEDULES, Schedule
-from .train import History, fit
+from .train import History, TrainingInterrupted, fit
 
 #: rows per forward pass when predicting
 PREDICT_BATCH = 4096
@@ -257,11 +259,19 @@ class _GpunetMLP(BaseEstimator):
         # terminal (not in a log file)
         log = (lambda line: sys.stderr and print(line, file=sys.stderr)) if self.verbose \
             else None
-        history = fit(model, data, loss_fn, optimizer, epochs=epochs,
-                      batch_size=self.batch_size, seed=seed, patience=patience,
-                      schedule=schedule, progress=None if self.verbose else False, log=log,
-                      handle_sigint=False, graph=self.graph, monitor=self.monitor,
-                      min_delta=self.min_delta, step_cache=step_cache)
+        try:
+            history = fit(model, data, loss_fn, optimizer, epochs=epochs,
+                          batch_size=self.batch_size, seed=seed, patience=patience,
+                          schedule=schedule, progress=None if self.verbose else False,
+                          log=log, graph=self.graph, monitor=self.monitor,
+                          min_delta=self.min_delta, step_cache=step_cache)
+        except TrainingInterrupted as stop:  # Ctrl-C: keep what was trained, then stop
+            self._keep(model, data, optimizer, stop.history, extend)
+            raise
+        return self._keep(model, data, optimizer, history, extend)
+
+    def _keep(self, model, data, optimizer, history, extend):
+        """Hold the trained network and its run (``history``: fit's, of the epochs done)."""
         if extend:
             done = self.n_iter_
             rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}

@@ -677,6 +677,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                else f"interrupted{by} at {where} (nothing written: no checkpoint path given)")
         history = History(state.history)
         history.best_epoch, history.stopped_early = state.best_epoch, state.stopped_early
+        history.test = {}  # (the test split is scored once the run is done)
         raise TrainingInterrupted(msg, epoch, step, save, sigint.signum, history)
 
     def checkpoint(losses=None, correct=None):

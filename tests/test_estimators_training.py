@@ -631,3 +631,46 @@ def test_values_beyond_float32_are_refused_not_predicted_as_nan(tmp_path):
     assert main(["predict", "--checkpoint", str(tmp_path / "c.npz"), "--input",
                  str(tmp_path / "far4.npy"), "--output", str(tmp_path / "p.csv"),
                  "--backend", "numpy"]) == 1
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_ctrl_c_keeps_the_epochs_done(monkeypatch, warm):
+    """A Ctrl-C during fit stops it after the current step (TrainingInterrupted, a
+    KeyboardInterrupt) and leaves the estimator holding what was trained: the network as that
+    step left it and the completed epochs counted in ``n_iter_`` and ``history_`` (with
+    warm_start: added to the earlier ones), as an unbroken run's first epochs. Before, a
+    warm-started estimator kept moved weights with the counts of the fit before."""
+    import os
+    import signal
+
+    X, y = make_classification(n_samples=200, n_features=6, n_informative=4, n_classes=3,
+                               random_state=0)
+    kw = dict(hidden=(HIDDEN,), batch_size=32, random_state=SEED, warm_start=warm)
+    unbroken = MLPClassifier(epochs=3, **kw).fit(X, y)
+    if warm:
+        unbroken.fit(X, y)
+    est = MLPClassifier(epochs=3, **kw)
+    if warm:
+        est.fit(X, y)
+    before = est.n_iter_ if warm else 0
+    real, steps = gn.Adam.prepare_hyper, [0]
+
+    def prepare(opt):
+        steps[0] += 1
+        if steps[0] == 2 * 7 + 3:  # in the third epoch of this fit (7 batches an epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(opt)
+
+    monkeypatch.setattr(gn.Adam, "prepare_hyper", prepare)
+    with pytest.raises(gn.TrainingInterrupted) as e:
+        est.fit(X, y)
+    monkeypatch.setattr(gn.Adam, "prepare_hyper", real)
+    assert (e.value.epoch, e.value.step) == (3, 3)
+    assert est.n_iter_ == before + 2
+    assert [row["epoch"] for row in est.history_] == list(range(1, before + 3))
+    np.testing.assert_array_equal(est.loss_curve_, unbroken.loss_curve_[:before + 2])
+    moved = est.model_.state_dict()["W1"]  # the weights of the step it stopped after
+    assert not np.array_equal(moved, unbroken.model_.state_dict()["W1"])
+    assert est.predict(X).shape == (200,)
+    est.set_params(warm_start=True, epochs=1).fit(X, y)  # and it goes on from there
+    assert est.n_iter_ == before + 3
