@@ -23,6 +23,7 @@ line naming the file, and the row and column where that applies.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import csv
 import dataclasses
@@ -1073,7 +1074,9 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
-        rows, lines, cells = [], [], []
+        # the values row after row into one float64 buffer (8 bytes each: a list of Python
+        # floats takes 32)
+        values_read, lines, cells = array.array("d"), [], []
         data_rows = _DataRows(reader, header, t, path, drop_missing, wi, skip)
         for line, row, cell in ([] if categorical else data_rows):
             cells.append(cell)
@@ -1082,17 +1085,18 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
             if isinstance(values, set):  # text cells: read the file again by columns
                 text_columns = values
                 break
-            rows.append(values)
+            values_read.extend(values)
             lines.append(line)
         dropped = data_rows.dropped
     if categorical or text_columns:
         with _csv_errors(path):
             return _read_csv_columns(path, target, features_only, encoding, text_columns,
                                      drop_missing, fill_missing, weight, ignore)
-    if not rows:
+    if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
-    data = by_name(np.array(rows, dtype=np.float64))
+    data = by_name(np.frombuffer(values_read, dtype=np.float64)
+                   .reshape(len(lines), len(names)))
     w = None if wi is None else _weights(data_rows.weight_cells, lines, path, weight)
     if t is None:
         return data, None, lines, described, dropped, w
@@ -1242,88 +1246,153 @@ def _column_order(names, encoding, path) -> list:
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
                       fill_missing=False, weight=None, ignore=()):
-    """``_read_csv`` for a file with text feature columns: read by columns, text ones one-hot
-    encoded (learnt: a column is text where any of its cells is, which ``text_columns``, the
-    columns of the first text cells met, starts; or stored: ``encoding``)."""
+    """``_read_csv`` for a file with text feature columns, text ones one-hot encoded (learnt: a
+    column is text where any of its cells is, which ``text_columns``, the columns of the first
+    text cells met, starts; or stored: ``encoding``). The numbers go row by row into one
+    float64 buffer (8 bytes a cell), the text columns' cells into lists of their own."""
+    learnt = encoding is None
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
-        if encoding is None:
-            order = list(range(len(names)))
-            # every column's cells kept as text ([] = to be learnt); those without a text
-            # cell are numbers, converted below (a column may be missing where another first
-            # shows text, so the first text row cannot tell every text column)
-            known = [[] for _ in order]
+        width = len(names)
+        if learnt:
+            order = list(range(width))
+            categories = {}
+            text = set(text_columns or ())
         else:
             order = _column_order(names, encoding, path)
-            known = [e.get("categories") for e in encoding]
-        columns = [[] for _ in order]
-        lines, cells = [], []
+            categories = {j: e["categories"] for j, e in zip(order, encoding)
+                          if "categories" in e}
+            text = set(categories)
+        # each text column's cells: their rows and stripped texts (missing ones left out), from
+        # the row ``since`` which it was found to be text at (the rows before: numbers or missing)
+        at_rows = {j: array.array("q") for j in text}
+        texts = {j: [] for j in text}
+        since = dict.fromkeys(text, 0)
+        first = {}  # learnt: each column's first cell that is not missing (line, text, row)
+        bad = {}  # learnt: each column's first NaN or infinity (line, text)
+        pending = set(order) if learnt else set()  # columns with no such cell yet
+        values, lines, cells = array.array("d"), [], []
+
+        def by_cells(row, line, r):
+            """The row's numbers (NaN where missing or text) cell by cell, in the columns'
+            order: a missing value, a bad number or (learnt) a new text column found there."""
+            got = [math.nan] * width
+            for j in order:
+                cell = row[j].strip()
+                if _is_missing(cell):
+                    if not fill_missing:
+                        raise _missing(path, line, f"column {names[j]!r}", cell)
+                elif j in text:
+                    at_rows[j].append(r)
+                    texts[j].append(cell)
+                elif not learnt:
+                    got[j] = _number(cell, path, line, names[j])
+                elif not _is_number(cell):  # a text column, from here
+                    text.add(j)
+                    at_rows[j], texts[j], since[j] = array.array("q", [r]), [cell], r
+                else:
+                    v = _csv_float(cell)
+                    if math.isfinite(v):
+                        got[j] = v
+                    else:
+                        bad.setdefault(j, (line, cell))
+            return got
+
         data_rows = _DataRows(reader, header, t, path, drop_missing,
                               None if weight is None else header.index(weight),
                               _skipped(header, ignore))
+        in_text = [j for j in order if j in text]
         for line, row, cell in data_rows:
-            cells.append(cell)
-            for k, j in enumerate(order):
-                text = row[j].strip()
-                if _is_missing(text):
-                    if not fill_missing:
-                        raise _missing(path, line, f"column {names[j]!r}", text)
-                    columns[k].append(None if known[k] is not None else math.nan)
-                    continue
-                columns[k].append(text if known[k] is not None else
-                                  _number(text, path, line, names[j]))
+            r = len(lines)
+            if pending:
+                for j in list(pending):
+                    if not _is_missing(row[j].strip()):
+                        first[j] = (line, row[j].strip(), r)
+                        pending.discard(j)
+            held = [row[j] for j in in_text]
+            for j in in_text:
+                row[j] = "0"
+            try:  # every number a plain finite one: the quick way
+                got = list(map(float, row))
+                joined = "".join(row)  # (spellings only Python reads: by_cells refuses them)
+                if "_" in joined or not joined.isascii() or not all(map(math.isfinite, got)):
+                    got = None
+            except ValueError:
+                got = None
+            for j, kept in zip(in_text, held):
+                row[j] = kept
+            if got is None:
+                got = by_cells(row, line, r)
+                in_text = [j for j in order if j in text]
+            else:  # the numbers were whole: the text cells' turn
+                for j, kept in zip(in_text, held):
+                    kept = kept.strip()
+                    if not _is_missing(kept):
+                        at_rows[j].append(r)
+                        texts[j].append(kept)
+                    elif not fill_missing:
+                        raise _missing(path, line, f"column {names[j]!r}", kept)
+            values.extend(got)
             lines.append(line)
+            cells.append(cell)
         dropped = data_rows.dropped
     if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
-    if encoding is None:
-        for k, j in enumerate(order):
-            col = columns[k]
-            if not any(c is not None and not _is_number(c) for c in col):  # numbers
-                known[k] = None
-                columns[k] = [math.nan if c is None else _number(c, path, lines[i], names[j])
-                              for i, c in enumerate(col)]
+    for j in order:  # a number column's NaN or infinity, before any text column's trouble
+        if j not in text and j in bad:
+            raise DataError(f"{path}: line {bad[j][0]}, column {names[j]!r}: {bad[j][1]!r} "
+                            "(NaN or infinity)")
+    n = len(lines)
+    numbers = np.frombuffer(values, dtype=np.float64).reshape(n, width)
     blocks, description = [], []
-    for k, j in enumerate(order):
-        if known[k] is None:
-            blocks.append(np.array(columns[k], dtype=np.float64)[:, None])
+    for j in order:
+        if j not in text:
+            blocks.append((j, None))
             description.append({"name": names[j]})
             continue
-        present = np.array([c is not None for c in columns[k]], dtype=bool)
-        text = np.array([c for c in columns[k] if c is not None])
-        if not known[k]:  # learnt: every cell must be text
-            for i, cell in enumerate(columns[k]):
-                if cell is not None and _is_number(cell):
-                    first = next(c for c in columns[k] if c is not None and not _is_number(c))
-                    line = lines[columns[k].index(first)]
-                    raise DataError(f"{path}: line {line}, column {names[j]!r}: {first!r} is "
-                                    f"not a number (the column mixes numbers, such as {cell!r} "
-                                    f"at line {lines[i]}, and text)")
-            categories = np.unique(text)
-            if not len(categories):
+        cells_j = np.array(texts[j])
+        if learnt:  # every cell must be text
+            numeric = [i for i, c in enumerate(texts[j]) if _is_number(c)]
+            earlier = first.get(j) if first.get(j, (0, "", n))[2] < since[j] else None
+            if numeric or earlier:
+                word = next(i for i, c in enumerate(texts[j]) if not _is_number(c))
+                line, number = earlier[:2] if earlier else \
+                    (lines[at_rows[j][numeric[0]]], texts[j][numeric[0]])
+                raise DataError(f"{path}: line {lines[at_rows[j][word]]}, column {names[j]!r}: "
+                                f"{texts[j][word]!r} is not a number (the column mixes "
+                                f"numbers, such as {number!r} at line {line}, and text)")
+            known = np.unique(cells_j)
+            if not len(known):
                 raise DataError(f"{path}: column {names[j]!r} has no value to learn its "
                                 "categories from")
-            if len(categories) > MAX_CATEGORIES:
-                raise DataError(f"{path}: column {names[j]!r} holds {len(categories)} distinct "
-                                f"text values (such as {str(categories[0])!r}): more than "
+            if len(known) > MAX_CATEGORIES:
+                raise DataError(f"{path}: column {names[j]!r} holds {len(known)} distinct "
+                                f"text values (such as {str(known[0])!r}): more than "
                                 f"{MAX_CATEGORIES} categories, so not taken for one (an "
                                 "identifier or free text?); drop the column or encode it as "
                                 "numbers first")
         else:
-            categories = np.asarray(known[k])
-        at, i = _lookup(categories, text) if len(text) else (np.zeros(0, dtype=np.intp), None)
+            known = np.asarray(categories[j])
+        at, i = _lookup(known, cells_j) if len(cells_j) else (np.zeros(0, dtype=np.intp), None)
         if i is not None:
-            i = int(np.flatnonzero(present)[i])  # the row among all, missing ones too
-            raise DataError(f"{path}: line {lines[i]}, column {names[j]!r}: "
-                            f"{str(columns[k][i])!r} is not one of the categories the model "
-                            f"was trained on ({', '.join(map(str, categories))})")
-        one_hot = np.zeros((len(present), len(categories)))
-        one_hot[present] = at[:, None] == np.arange(len(categories))
-        blocks.append(one_hot)  # a missing category: no category (a row of zeros)
-        description.append({"name": names[j], "categories": [str(c) for c in categories]})
-    x = np.hstack(blocks)
+            raise DataError(f"{path}: line {lines[at_rows[j][i]]}, column {names[j]!r}: "
+                            f"{texts[j][i]!r} is not one of the categories the model "
+                            f"was trained on ({', '.join(map(str, known))})")
+        blocks.append((j, at))
+        description.append({"name": names[j], "categories": [str(c) for c in known]})
+    x = np.zeros((n, sum(1 if at is None else len(d["categories"])
+                         for (_, at), d in zip(blocks, description))))
+    col = 0
+    for (j, at), d in zip(blocks, description):
+        if at is None:
+            x[:, col] = numbers[:, j]
+            col += 1
+        else:  # a missing category: no category (a row of zeros)
+            x[np.frombuffer(at_rows[j], dtype=np.int64), col + at] = 1.0
+            col += len(d["categories"])
+    del numbers, values
     y = None if t is None else _parse_targets(cells, lines, path, header, t)
     w = None if weight is None else _weights(data_rows.weight_cells, lines, path, weight)
     return x, y, lines, description, dropped, w
