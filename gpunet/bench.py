@@ -470,8 +470,9 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="gpunet bench", description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="auto", choices=("numpy", "cupy", "auto"),
-                   help="default auto, as train's: cupy where a GPU works, else numpy")
+    p.add_argument("--backend", default=None, choices=("numpy", "cupy", "auto"),
+                   help="default: $GPUNET_BACKEND, else auto (cupy where a GPU works, else "
+                        "numpy), as train's")
     p.add_argument("--config", action="append", choices=sorted(CONFIGS),
                    help="repeatable; default: small and medium (and large on a GPU)")
     p.add_argument("--optimizer", action="append", choices=("sgd", "adam"),
@@ -493,7 +494,7 @@ def main(argv=None) -> int:
     p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
                    help="the hidden layers' f in both nets (default relu; others: rows without "
                         "goals)")
-    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     args = p.parse_args(argv)
     import gpunet as gn

@@ -124,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=("classification", "regression"),
                    help="default: inferred from the data and the loss")
     t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="seeded, stratified validation rows (default 0.1)")
+                   help="seeded validation rows, stratified by class where every class has "
+                        "rows enough (default 0.1)")
     t.add_argument("--test-fraction", type=float, default=0.2,
-                   help="seeded, stratified test rows (default 0.2); ignored where the "
-                        "dataset has its own test split (mnist)")
+                   help="seeded test rows, stratified as --val-fraction's (default 0.2); "
+                        "ignored where the dataset has its own test split (mnist)")
     t.add_argument("--class-weight", choices=("balanced",), default=None,
                    help="classification: weight each row's loss by n / (k * n_class) from the "
                         "training rows' class counts, so that every class counts the same")
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: $GPUNET_BACKEND, else auto")
     t.add_argument("--hidden", type=_positive_int, action="append", metavar="N",
                    help="hidden layer width; repeat for more layers (default: one layer of 128)")
-    t.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS)
+    t.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS,
+                   help="the hidden layers' activation (default relu)")
     t.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="zero each hidden output with probability P while training (default 0)")
     t.add_argument("--norm", default=None, choices=NORMS,
@@ -154,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--huber-delta", type=_positive_float, default=None, metavar="D",
                    help="--loss huber: quadratic within D of the target, linear beyond "
                         "(default 1, in the standardised targets' units)")
-    t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS),
+                   help="default adam")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.1 for sgd, 0.01 for sgd on a regression, "
                         "0.001 for adam/adamw)")
@@ -176,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(epoch e at e / (EPOCHS + 1) of the schedule's rate; default 0)")
     t.add_argument("--gamma", type=float, default=0.1,
                    help="step/plateau schedule: factor (default 0.1)")
-    t.add_argument("--epochs", type=_positive_int, default=None, help="default: 30")
-    t.add_argument("--batch-size", type=_positive_int, default=None, help="default: 32")
+    t.add_argument("--epochs", type=_positive_int, default=None,
+                   help="default: 30 (with --resume: the run's)")
+    t.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="default: 32 (with --resume: the run's)")
     t.add_argument("--monitor", default="val_loss",
                    choices=("val_loss", "val_accuracy", "val_r2", "val_mse"),
                    help="the validation figure early stopping and the best epoch go by "
@@ -194,13 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save", metavar="PATH", type=_path,
                    help="write a checkpoint here after every epoch (and on Ctrl-C or SIGTERM)")
     t.add_argument("--resume", metavar="PATH", type=_path,
-                   help="continue the run saved in this checkpoint up to --epochs")
+                   help="continue the run saved in this checkpoint up to --epochs, writing "
+                        "its checkpoints to this file unless --save names another")
     t.add_argument("--metrics-json", metavar="PATH", type=_path,
                    help="write the final metrics as JSON")
     t.add_argument("--report", action="store_true",
-                   help="also evaluate --report's figures on the test split: each class's "
-                        "precision, recall, F1 and the confusion matrix, or each target's "
-                        "MAE, RMSE and R2")
+                   help="also report on the test split: each class's precision, recall, F1 "
+                        "and the confusion matrix, or each target's MAE, RMSE and R2")
     t.add_argument("--plot", metavar="PATH", type=_plot_path,
                    help="draw loss/metric curves (and a confusion matrix for classification): "
                         "a .png, .pdf or .svg file")
@@ -219,29 +224,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "another rank (default: $GPUNET_COLLECTIVE_TIMEOUT, else 600; 0: never)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (by default on its test split)")
-    e.add_argument("--checkpoint", required=True, metavar="PATH", type=_path)
+    e.add_argument("--checkpoint", required=True, metavar="PATH", type=_path,
+                   help="a checkpoint of gpunet train or a saved estimator")
     _data_flags(e, defaults=False)
     e.add_argument("--split", default=None, choices=("test", "val", "train", "all"),
                    help="which rows: the run's own test, val or train split, or all of the "
                         "source (default: the test split of the run's own data, or of a file "
                         "of its name; all rows of another --dataset, and of any for a saved "
                         "estimator, which has no split of its own)")
-    e.add_argument("--backend", default=None, choices=BACKEND_NAMES)
-    e.add_argument("--metrics-json", metavar="PATH", type=_path)
+    e.add_argument("--backend", default=None, choices=BACKEND_NAMES,
+                   help="default: $GPUNET_BACKEND, else auto")
+    e.add_argument("--metrics-json", metavar="PATH", type=_path,
+                   help="write the metrics as JSON")
     e.add_argument("--report", action="store_true",
                    help="also each class's precision, recall, F1 and support and the confusion "
                         "matrix (scikit-learn's classification report), or each regression "
                         "target's MAE, RMSE and R2")
 
     r = sub.add_parser("predict", help="write a checkpoint's predictions for a file of features")
-    r.add_argument("--checkpoint", required=True, metavar="PATH", type=_path)
+    r.add_argument("--checkpoint", required=True, metavar="PATH", type=_path,
+                   help="a checkpoint of gpunet train or a saved estimator")
     r.add_argument("--input", required=True, metavar="FILE", type=_path,
                    help=".csv (header row) or .npy")
     r.add_argument("--output", required=True, metavar="FILE", type=_path, help=".csv or .npy")
-    r.add_argument("--backend", default=None, choices=BACKEND_NAMES)
+    r.add_argument("--backend", default=None, choices=BACKEND_NAMES,
+                   help="default: $GPUNET_BACKEND, else auto")
 
-    g = sub.add_parser("gradcheck", help="finite-difference check of every activation x loss")
-    g.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
+    g = sub.add_parser("gradcheck", help="finite-difference check of every activation x loss, "
+                                         "with dropout and each norm")
+    g.add_argument("--backend", default="numpy", choices=BACKEND_NAMES,
+                   help="default numpy (the check runs in float64)")
     g.add_argument("--verbose", action="store_true", help="print a row for every tensor")
 
     i = sub.add_parser("info", help="backends, devices and versions; or what a checkpoint holds")
@@ -618,7 +630,9 @@ def cmd_train(args, comm=None) -> int:
         result["report"] = {k: v for k, v in report.items() if k != "text"}
     result["history"] = list(history)
     if not history.test:
-        print(f"no test rows (--test-fraction 0)  ({seconds:.1f}s on {backend.name})")
+        print("no test rows (--test-fraction 0" + ("; --report needs them" if args.report
+                                                     else "")
+              + f")  ({seconds:.1f}s on {backend.name})")
     elif data.task == "classification":
         print(f"test accuracy: {history.test.get('test_accuracy', float('nan')):.4f}  "
               f"({seconds:.1f}s on {backend.name})")

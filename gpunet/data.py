@@ -132,10 +132,12 @@ class DataSpec:
                 setattr(self, name, os.fspath(value))
 
     def to_json(self) -> dict:
+        """The spec as a JSON-ready dict (what checkpoints store)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d) -> "DataSpec":
+        """The spec ``to_json`` wrote; ConfigError for anything else."""
         if not isinstance(d, dict):
             raise ConfigError(f"a data spec must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -318,10 +320,12 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """Input columns (after one-hot encoding text columns)."""
         return self.x_train.shape[1]
 
     @property
     def n_outputs(self) -> int:
+        """The outputs a model of this data has: one per class (or label), or per target."""
         return self.n_classes if self.task == "classification" else self.y_train.shape[1]
 
     @property

@@ -695,8 +695,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
     _sparse_labels = False  # (and whether that matrix was a SciPy sparse one)
 
     def fit(self, X, y, sample_weight=None):
-        """Learn ``classes_`` and train on X (samples, features) and y (samples,); returns
-        self. ``sample_weight`` (samples,): how much each row's loss counts (see the class
+        """Learn ``classes_`` and train on X (samples, features) and y (samples,) labels, or a
+        multilabel indicator matrix (samples, labels) of 0/1; returns self. ``sample_weight`` (samples,): how much each row's loss counts (see the class
         docstring). With ``warm_start`` and fitted: ``epochs`` more epochs from the fitted
         network, on labels of the same classes."""
         warm = self._warm()
@@ -878,8 +878,8 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         return self._fit(X, y, y.shape[1], sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network;
-        returns self. The first call (on an unfitted estimator) sets up the network, the
+        """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network
+        (``sample_weight`` as in ``fit``); returns self. The first call (on an unfitted estimator) sets up the network, the
         optimiser and, with ``standardize``, the standardisation of features and targets from
         its own rows, which later calls keep (see ``MLPClassifier.partial_fit``)."""
         if not hasattr(self, "model_"):

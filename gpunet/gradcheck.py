@@ -34,7 +34,8 @@ _U = 2.0 ** -53
 class GradcheckResult:
     """Worst error of each checked tensor: ``errors[name] = max |analytic - numeric|`` and
     ``ratios[name]`` = the largest error over its element's bound (atol + rtol |numeric| plus
-    the round-off term: the module's docstring); a tensor passes at <= 1."""
+    the central difference's round-off, as ``gradcheck`` states it); a tensor passes at <= 1.
+    ``ok``: every tensor passes (also the result's truth); ``worst``: the largest error."""
 
     errors: dict = field(default_factory=dict)
     ratios: dict = field(default_factory=dict)
@@ -72,8 +73,14 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     (y, y_hat)) are taken too. With dropout, every pass uses the masks of the model's current
     training step (which then counts as one). With a batch norm, every pass is a training
     pass; the running statistics are put back as they were after the analytic pass. Returns a
-    GradcheckResult; it is truthy when every element passes (the tolerance: the module's
-    docstring).
+    GradcheckResult; it is truthy when every element passes:
+
+        |analytic - numeric| <= atol + rtol |numeric|
+                                + 16 u max(|J(p + eps)|, |J(p - eps)|) / eps
+
+    (u = 2^-53; the last term is the central difference's round-off, which grows with the
+    loss). A tensor whose every numeric gradient lies within atol of 0 passes whatever its
+    analytic gradient is; gradcheck warns when that holds of every tensor.
     """
     from . import twolayer
 

@@ -1,6 +1,6 @@
 """Loss functions. Each is called as ``value, dJdy_hat = loss(y_hat, y)``.
 
-``value`` is a 0-d array on the model's backend (converting it to a Python float synchronises
+``value`` is a 0-d array on the model's backend (a NumPy scalar on the CPU; converting it to a Python float synchronises
 the device, so the training loop does that only when it reports), and ``dJdy_hat`` has the shape
 and dtype of ``y_hat``.
 

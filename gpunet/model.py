@@ -232,6 +232,7 @@ class MLP:
 
     @property
     def n_params(self) -> int:
+        """How many numbers the parameters hold (weights, biases, norm scales and shifts)."""
         return sum(int(p.size) for p in self.params.values())
 
     def config(self) -> dict:
@@ -266,7 +267,8 @@ class MLP:
         return model
 
     def blocks(self) -> list:
-        """The layers as ``(Linear, LayerNorm or None, Activation)``, one per Linear."""
+        """The layers as ``(Linear, LayerNorm, BatchNorm or None, Activation)``, one per
+        Linear."""
         blocks, lin, norm = [], None, None
         for layer in self.layers:
             if isinstance(layer, Linear):
@@ -373,7 +375,8 @@ class MLP:
         return self.backend.xp.concatenate(parts) if parts else self.forward(x, cache=False)
 
     def backward(self, dJdy_hat, need_dx=True):
-        """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx.
+        """Back-propagate dJ/dy_hat through every layer; fills ``self.grads``; returns dJ/dx
+        (None with ``need_dx=False``, which skips that last product).
 
         It differentiates the last training pass (``forward`` with the cache: each replaces
         the one before), and its gradients replace those in ``self.grads``: unlike torch's,
@@ -402,7 +405,9 @@ class MLP:
 
     def train_step(self, x, y, loss_fn, optimizer, weight=None):
         """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar).
-        ``weight``: the rows' sample weights, passed to the loss."""
+        ``weight``: the rows' sample weights, passed to the loss. ``loss_fn`` may be any
+        callable ``(y_hat, y) -> (J, dJ/dy_hat)`` and ``optimizer`` any object with a
+        ``step()`` (``fit`` takes gpunet's own only)."""
         check_training_parts(self, loss_fn, optimizer, strict=False)
         y_hat = self.forward(x)
         value, dJdy_hat = loss_fn(y_hat, y) if weight is None else \
@@ -412,6 +417,8 @@ class MLP:
         return value
 
     def zero_grad(self) -> None:
+        """Forget the gradients: each becomes None (not zeros; a backward replaces them, it
+        does not add to them)."""
         self.grads = {k: None for k in self.params}
 
     @contextlib.contextmanager
@@ -433,6 +440,8 @@ class MLP:
                 layer.sync = None
 
     def clear_cache(self) -> None:
+        """Drop what the last training forward kept for ``backward`` (and its dropout
+        masks)."""
         for layer in self.layers:
             layer.clear()
         self._masks = {}
@@ -483,8 +492,10 @@ class MLP:
         return from_torch(net, backend=backend, dtype=dtype)
 
     def to(self, backend=None, dtype=None) -> "MLP":
-        """Move the parameters to another backend and/or dtype, in place; returns self. An
-        optimiser of this model moves its state along at its next step. A dtype alone may
+        """Move the parameters to another backend and/or dtype, in place; returns self. The
+        gradients of a ``backward`` move along, as torch's do (so ``optimizer.step()`` may
+        follow); the forward pass's cache does not (a ``backward`` needs a new ``forward``).
+        An optimiser of this model moves its state along at its next step. A dtype alone may
         come first, as torch's ``module.to(torch.float64)``: ``to("float64")``."""
         if dtype is None and backend is not None and _names_dtype(backend):  # model.to("float64")
             backend, dtype = None, backend
@@ -495,6 +506,7 @@ class MLP:
         self.params.update({k: self.backend.asarray(v, dtype=self.dtype) for k, v in self.params.items()})
         self.buffers.update({k: self.backend.asarray(v, dtype=self.dtype)
                              for k, v in self.buffers.items()})
-        self.zero_grad()
+        self.grads = {k: None if g is None else self.backend.asarray(g, dtype=self.dtype)
+                      for k, g in self.grads.items()}
         self.clear_cache()
         return self

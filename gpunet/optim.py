@@ -43,8 +43,8 @@ class Optimizer:
     """Base class: holds the model, the learning rate and per-parameter state arrays.
 
     ``weight_decay``: see each optimiser; ``clip_norm``: before each update, scale every
-    gradient by min(1, clip_norm / ||g||), ||g|| the 2-norm over all of them
-    (``torch.nn.utils.clip_grad_norm_``); None: never.
+    gradient by clip_norm / (||g|| + 1e-6) where that is under 1, ||g|| the 2-norm over all
+    of them (``torch.nn.utils.clip_grad_norm_``'s rule); None: never.
     """
 
     name = "optimizer"
@@ -150,6 +150,7 @@ class Optimizer:
     # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
 
     def hyperparameters(self) -> dict:
+        """The settings (not the state), as checkpoints store them and ``repr`` shows them."""
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
     def state_dict(self) -> dict:

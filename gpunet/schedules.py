@@ -97,6 +97,7 @@ class Schedule:
         return s
 
     def lr(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (counted from 1)."""
         if self.base_lr is None or (self.epochs is None and self.name == "cosine"):
             raise ConfigError("this schedule takes its base_lr and epochs from gpunet.fit "
                               "(or give them: Schedule(name, base_lr=..., epochs=...))")
@@ -113,6 +114,7 @@ class Schedule:
         return self.current  # constant, plateau
 
     def observe(self, loss: float) -> None:
+        """Take an epoch's validation loss (plateau's only use; the others ignore it)."""
         if self.name != "plateau":
             return
         if loss < self.best * (1 - self.threshold):
@@ -124,6 +126,8 @@ class Schedule:
                 self.bad_epochs = 0
 
     def state_dict(self) -> dict:
+        """The settings and the position (plateau's rate, best loss, bad epochs), as plain
+        values for a checkpoint; ``Schedule.from_state`` rebuilds it."""
         return {k: getattr(self, k) for k in (
             "name", "base_lr", "epochs", "step_size", "gamma", "min_lr", "factor", "patience",
             "threshold", "current", "best", "bad_epochs", "warmup")}

@@ -61,8 +61,9 @@ class StaticStep:
     batch (None: x and y are the batch; rows given on the host are checked against x there).
     With ``weighted=True``: ``step(x, y, rows, w)``, ``w`` (n,) the sample weights of the rows
     of x. Inputs, targets and weights of another dtype are cast as the batch is copied in.
-    Returns 0-d arrays on the backend, overwritten by the next call: the loss and, with
-    ``count_correct``, how many argmax predictions equal the labels.
+    Returns two 0-d arrays on the backend, overwritten by the next call: the loss and, with
+    ``count_correct``, how many rows are predicted right (as ``fit`` counts them: the argmax,
+    or a one-output or multilabel head's probabilities over 0.5), else 0.
     ``graph=False`` runs the body eagerly on the GPU too. Labels are checked as the loss checks
     them (``CrossEntropyLoss(check_labels=...)``, on by default: a GPU reads two numbers back);
     labels of another integer dtype, or targets of another float one, are converted.

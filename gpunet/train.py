@@ -48,7 +48,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM stopped the run after finishing its current step, or at the
     end of an epoch when it came between steps (a checkpoint may be written); ``signum``:
     which (the command exits 128 + it); ``history``: the epochs completed (a History, as fit
-    returns; the model holds the weights of the step it stopped after)."""
+    returns, without test metrics; the model holds the weights of the step it stopped
+    after)."""
 
     def __init__(self, message, epoch, step, checkpoint=None, signum=signal.SIGINT,
                  history=None):
@@ -255,8 +256,10 @@ class TrainState:
 
 
 class History(list):
-    """Per-epoch rows (dicts), plus ``test`` (final test metrics), ``best_epoch`` and
-    ``stopped_early``."""
+    """Per-epoch rows (dicts of ``epoch``, ``lr``, ``train_loss``, ``train_accuracy`` for a
+    classification, ``val_*`` with validation rows (loss and accuracy, or mse and r2) and
+    ``seconds``), plus ``test`` (the test split's metrics, ``test_*``, once the run is done),
+    ``best_epoch`` (0 without validation rows) and ``stopped_early``."""
 
     test: dict
     best_epoch: int
@@ -316,7 +319,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     steps through it in mini-batches (the last may be smaller), then measures validation
     metrics (``train_loss``: the mean of the epoch's step losses weighted by their rows, or
     their sum with a loss of reduction "sum", as ``val_loss`` over its rows). ``patience``:
-    stop after that many epochs without a better validation loss and keep the best weights.
+    stop after that many epochs without a better ``monitor`` figure and keep the best weights.
     ``monitor``: the validation figure that "better" and the best epoch
     go by: val_loss (the default; lower is better), val_accuracy (classification) or val_r2
     (regression; higher is better), or val_mse (regression; lower). ``min_delta``: how much
@@ -325,13 +328,15 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     way. ``schedule``: a Schedule setting the learning rate per epoch (fit steps a copy; its
     base_lr and epochs, where unset, are the rate the optimiser was built with and
     ``epochs``; None: the optimiser's rate now, constant).
-    ``progress``: a tqdm bar, over each epoch's steps (None: only when stderr is a terminal). ``save``: a
-    checkpoint path, written atomically after every epoch, at the end and on Ctrl-C; it holds
-    the last epoch's weights (to resume from) and, with ``patience``, the best epoch's, which
-    fit returns the model with (``load_checkpoint(p).build_model(weights="best")``).
-    ``resume`` goes on with the run's settings: its patience, loss and schedule (None takes
-    the run's) must be the same.
-    ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from.
+    ``progress``: True or False, whether to draw a tqdm bar over each epoch's steps (None: only
+    when stderr is a terminal). ``save``: a checkpoint path, written atomically after every
+    epoch, at the end and on Ctrl-C; it holds the last epoch's weights (to resume from) and,
+    with ``patience``, the best epoch's, which fit returns the model with
+    (``load_checkpoint(p).build_model(weights="best")``).
+    ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from, with the
+    run's settings: the model, data, loss, batch size, patience, monitor, min_delta, number
+    of ranks and schedule (None takes the run's) must be the same (a ConfigError names what
+    differs).
     ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
     ``handle_sigint``: the first Ctrl-C (or SIGTERM) stops after the current step (see

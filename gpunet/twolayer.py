@@ -31,7 +31,9 @@ FUNCTIONS = ("relu", "sigmoid", "identity", "tanh", "leaky_relu")
 class MLP:
     """The seed's two-layer net, z1 = x W1^T + b1, z2 = f(z1), z3 = z2 W2^T + b2,
     y_hat = g(z3), with the autograder's constructor and ``forward(x)`` / ``backward(dJdy_hat)``
-    (see the module docstring); f and g are named in ``FUNCTIONS``."""
+    (see the module docstring); f and g are named in ``FUNCTIONS``. ``seed``: the weights'
+    (torch's default initialisation); ``dtype``: the parameters' until a ``forward`` input of
+    another float dtype (or backend) moves the net to its own."""
 
     def __init__(self, linear_1_in_features, linear_1_out_features, f_function,
                  linear_2_in_features, linear_2_out_features, g_function, *, seed=0,
@@ -76,6 +78,7 @@ class MLP:
         return dJdx
 
     def clear_grad_and_cache(self):
+        """Set every ``grads`` entry to zeros and forget the last forward pass."""
         xp = self.net.backend.xp
         for k, p in self.parameters.items():
             self.grads["dJd" + k] = xp.zeros_like(self.net.backend.asarray(p))

@@ -163,6 +163,27 @@ def test_torch_dtypes_and_a_dtype_first_in_to_are_taken():
         gn.MLP([3, 2], dtype=torch.int32)
 
 
+def test_gradients_move_along_with_to_as_torchs_do():
+    """torch's module.to(float64) between backward and step keeps the gradients (cast); so
+    does gpunet's (it dropped them, and step() then failed for want of a gradient). The step
+    after the move is the float64 step on those gradients."""
+    model = _net()
+    x, y = _batch()
+    opt = gn.SGD(model, lr=0.1)
+    J, g = gn.CrossEntropyLoss()(model.forward(x), y)
+    model.backward(g)
+    before = {k: np.asarray(v, dtype=np.float64) for k, v in model.params.items()}
+    grads = {k: np.asarray(v, dtype=np.float64) for k, v in model.grads.items()}
+    model.to("float64")
+    assert all(v.dtype == np.float64 for v in model.grads.values())
+    opt.step()
+    for k, p in model.params.items():
+        assert p.dtype == np.float64
+        np.testing.assert_array_equal(p, before[k] - 0.1 * grads[k])
+    with pytest.raises(gn.GpunetError):  # the forward cache is gone: backward needs a forward
+        model.backward(g.astype(np.float64))
+
+
 def test_from_torch_says_what_it_takes():
     torch = pytest.importorskip("torch")
 

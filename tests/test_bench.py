@@ -254,24 +254,28 @@ def test_run_refuses_bad_counts_before_timing_anything(kwargs, says):
 
 
 def test_bench_picks_its_backend_as_train_does(monkeypatch):
-    """No --backend: "auto", as gpunet train (cupy where a GPU works, so a GPU machine gets
-    the GPU rows and the large config); --backend numpy still times the CPU there."""
+    """No --backend: train's default, $GPUNET_BACKEND or else "auto" (cupy where a GPU works,
+    so a GPU machine gets the GPU rows and the large config; it was "auto" whatever the
+    variable said); --backend numpy still times the CPU there."""
     import gpunet.backends as backends
 
     asked, ran = [], []
     real = backends.get_backend
 
-    def fake_get_backend(name="auto", **kw):
-        asked.append(name)
+    def fake_get_backend(name=None, **kw):
+        asked.append(backends.default_backend_name() if name is None else name)
         return real("numpy")
 
     monkeypatch.setattr(gn, "get_backend", fake_get_backend)
     monkeypatch.setattr(bench, "run", lambda name, configs, *a, **k: ran.append(
         (name, list(configs))) or {"rows": []})
+    monkeypatch.delenv("GPUNET_BACKEND", raising=False)
     assert bench.main([]) == 0
     assert bench.main(["--backend", "numpy"]) == 0
-    assert asked == ["auto", "numpy"]
-    assert ran == [("auto", ["small", "medium"]), ("numpy", ["small", "medium"])]
+    monkeypatch.setenv("GPUNET_BACKEND", "numpy")
+    assert bench.main([]) == 0
+    assert asked == ["auto", "numpy", "numpy"]
+    assert [configs for _, configs in ran] == [["small", "medium"]] * 3
 
 
 def test_without_torch_the_bench_says_so_and_times_gpunet_alone(monkeypatch):

@@ -28,6 +28,8 @@ class Backend:
 
     @property
     def device_name(self) -> str:
+        """The device the arrays live on, in words (the CPU's architecture, or the GPU's
+        name)."""
         raise NotImplementedError
 
     def asarray(self, a, dtype=None):
