@@ -97,6 +97,9 @@ def _data_flags(p, defaults=True):
     p.add_argument("--weight-column", metavar="COLUMN", default=None,
                    help="CSV: a column of sample weights (numbers >= 0), not a feature: each "
                         "row's loss counts that much")
+    p.add_argument("--ignore", action="append", metavar="COLUMN", default=None,
+                   help="CSV: a column that is not a feature (an identifier, free text, an "
+                        "empty column), left out; repeat for more")
     p.add_argument("--fill-missing", choices=("mean",), default=None,
                    help="CSV: fill missing feature values in, a number with its column's mean "
                         "over the training rows, a category with none")
@@ -247,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, metavar="FILE", type=_path,
                    help=".csv (header row) or .npy")
     r.add_argument("--output", required=True, metavar="FILE", type=_path, help=".csv or .npy")
+    r.add_argument("--keep", action="append", metavar="COLUMN", default=None,
+                   help="copy this column of the input CSV (an identifier, say) into the "
+                        "output CSV, first, not as a feature; repeat for more")
     r.add_argument("--backend", default=None, choices=BACKEND_NAMES,
                    help="default: $GPUNET_BACKEND, else auto")
 
@@ -406,7 +412,7 @@ def _spec_from_args(args, base=None):
 
     given = {k: getattr(args, k, None) for k in ("dataset", "target", "x_key", "y_key",
                                                   "data_dir", "drop_missing", "fill_missing",
-                                                  "weight_column")}
+                                                  "weight_column", "ignore")}
     given = {k: v for k, v in given.items() if v is not None}
     if base is None:
         return DataSpec(**given, samples=args.samples, noise=args.noise, task=args.task,
@@ -423,7 +429,7 @@ def _spec_from_args(args, base=None):
         kind = source_kind(given["dataset"])
         applies = {"target": ("csv", "npy"), "x_key": ("npz",), "y_key": ("npz",),
                    "data_dir": ("idx",), "drop_missing": ("csv",), "fill_missing": ("csv",),
-                   "weight_column": ("csv",)}
+                   "weight_column": ("csv",), "ignore": ("csv",)}
         base = replace(base, **{k: False if k == "drop_missing" else None
                                 for k, kinds in applies.items()
                                 if kind not in kinds and k not in given})
@@ -710,7 +716,7 @@ def _refuse_changes_on_resume(args, resume) -> None:
     def same(k, v):  # (a path may be spelt another way; the target columns in any order)
         if k in ("dataset", "data_dir"):
             return _same_path(v, saved[k])
-        if k == "target" and isinstance(v, list) and isinstance(saved[k], list):
+        if k in ("target", "ignore") and isinstance(v, list) and isinstance(saved[k], list):
             return sorted(v) == sorted(saved[k])
         return v == saved[k]
 
@@ -874,13 +880,16 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from .checkpoint import atomic_write, check_writable, load_checkpoint
-    from .data import read_features, target_columns
+    from .data import read_columns, read_features, target_columns
     from .errors import ConfigError
 
     out = str(args.output)
     kind = os.path.splitext(out)[1].lower()  # (.CSV as .csv)
     if kind not in (".csv", ".npy"):
         raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
+    keep = list(dict.fromkeys(args.keep or ()))
+    if keep and not (kind == ".csv" and str(args.input).lower().endswith(".csv")):
+        raise ConfigError("--keep copies columns of a .csv input into a .csv output")
     check_writable(out, "--output")
     _refuse_overwriting([("input file", args.input), ("checkpoint", args.checkpoint)],
                         ("--output", out))
@@ -898,11 +907,13 @@ def cmd_predict(args) -> int:
     # forecast of x from x)
     features = {e["name"] for e in ckpt.features or ()}
     targets = [str(t) for t in estimator.get("target_names") or () if str(t) not in features]
-    named = target_columns(spec.get("target"))  # (a CSV run's several: name the columns)
+    named = target_columns(spec.get("target")) if str(spec.get("dataset")).lower().endswith(
+        ".csv") else []  # (a CSV run's target columns: they name the outputs)
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=named
                       + ([spec["weight_column"]] if spec.get("weight_column") else [])
-                      + targets, keep_float32=True)
+                      + targets + list(spec.get("ignore") or ()) + keep, keep_float32=True)
+    kept = read_columns(args.input, keep) if keep else None
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):
             from .errors import ShapeError
@@ -958,21 +969,22 @@ def cmd_predict(args) -> int:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
             table = ckpt.target_standardizer.inverse(table)
-        header = named if len(named) == table.shape[1] > 1 else \
+        header = named if len(named) == table.shape[1] else \
             [f"y{k}" for k in range(table.shape[1])]
         fmt = ["%.8g"] * table.shape[1]
     if kind == ".npy":
         atomic_write(out, lambda f: np.save(f, table))
     else:
         def write_csv(f):
-            buf = io.StringIO()
-            if isinstance(table, list):  # rows of text
-                import csv
+            import csv
 
-                csv.writer(buf, lineterminator="\n").writerows([header, *table])
-            else:
-                np.savetxt(buf, table, delimiter=",", header=",".join(header), comments="",
-                           fmt=fmt)
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")  # (quotes a name with a comma)
+            writer.writerow(keep + header)
+            line = ",".join(fmt) if not isinstance(table, list) else None
+            rows = table if line is None else ((line % tuple(r)).split(",") for r in table)
+            writer.writerows(rows if kept is None else
+                             ([*k, *r] for k, r in zip(kept, rows)))
             f.write(buf.getvalue().encode())
 
         atomic_write(out, write_csv)
@@ -1097,6 +1109,8 @@ def _describe_checkpoint(path) -> int:
                  if data.get("fill_missing") else "")
               + (f", rows weighted by column {data['weight_column']!r}"
                  if data.get("weight_column") else "")
+              + (", columns left out: " + ", ".join(map(repr, data["ignore"]))
+                 if data.get("ignore") else "")
               + (f", classes weighted ({data['class_weight']})" if data.get("class_weight")
                  else ""))
     weights = extra.get("class_weights")

@@ -101,6 +101,9 @@ class DataSpec:
             error. Not with ``drop_missing``.
         weight_column: CSV: a column of sample weights (numbers >= 0), left out of the
             features; each row's loss counts that much (times its class weight, if any).
+        ignore: CSV: names of columns that are not features (an identifier, free text, an
+            empty column), left out; training needs the file to have them, evaluate and
+            predict leave them out where theirs does.
         class_weight: None, or "balanced": classification rows weighted n / (k * n_c) by
             their class c, from the training rows' counts (n rows, k classes present), so that
             every class weighs the same in the loss (``Dataset.class_weights``; the rows'
@@ -123,6 +126,7 @@ class DataSpec:
     fill_missing: str | None = None
     weight_column: str | None = None
     class_weight: str | None = None
+    ignore: list | None = None
 
     def __post_init__(self):
         # paths may come as pathlib.Path; JSON wants strings
@@ -132,8 +136,12 @@ class DataSpec:
                 setattr(self, name, os.fspath(value))
 
     def to_json(self) -> dict:
-        """The spec as a JSON-ready dict (what checkpoints store)."""
-        return dataclasses.asdict(self)
+        """The spec as a JSON-ready dict (what checkpoints store; ``ignore`` only where it
+        names columns, so that a checkpoint without it reads in gpunet before it)."""
+        d = dataclasses.asdict(self)
+        if d["ignore"] is None:
+            del d["ignore"]
+        return d
 
     @classmethod
     def from_json(cls, d) -> "DataSpec":
@@ -408,7 +416,8 @@ def _column_means(x, rows, src) -> np.ndarray:
     if (counts == 0).any():
         j = int(np.argmax(counts == 0))
         raise DataError(f"{src.where}: {_feature_name(src, j)} has no value in the training "
-                        "rows to fill its missing ones with")
+                        "rows to fill its missing ones with"
+                        + (" (--ignore it, if it is empty)" if src.features else ""))
     return np.nansum(part, axis=0) / counts
 
 
@@ -528,6 +537,22 @@ def read_features(path, encoding=None, fill_values=None, ignore=(),
         return x if keep_float32 else np.asarray(x, dtype=np.float64)  # (``keep_float32``:
         # float32 values as they are, which standardise to the same numbers)
     raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
+
+
+def read_columns(path, names) -> list:
+    """The cells of the columns ``names`` of a CSV file as given, a tuple per data row: the
+    rows ``read_features`` reads (blank lines skipped alike), for ``gpunet predict --keep``;
+    DataError naming a column the file lacks."""
+    path = os.fspath(path)
+    _check_file(path, "a CSV file with a header row")
+    with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = _csv_header(reader, path, None, True)[0]
+        absent = [n for n in names if n not in header]
+        if absent:
+            raise DataError(f"{path}: no column {absent[0]!r}; columns: {', '.join(header)}")
+        rows = _DataRows(reader, header, [header.index(n) for n in names], path, False)
+        return [cells for _, _, cells in rows]
 
 
 def source_kind(dataset: str) -> str:
@@ -830,7 +855,20 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     if spec.fill_missing not in FILL_MISSING:
         raise ConfigError(f"unknown fill_missing {spec.fill_missing!r}; valid: None, "
                           + ", ".join(map(repr, FILL_MISSING[1:])))
-    for name in ("drop_missing", "fill_missing", "weight_column"):
+    ignore = spec.ignore
+    if ignore is not None:
+        if not (isinstance(ignore, (list, tuple)) and all(isinstance(n, str) for n in ignore)
+                and len(set(ignore)) == len(ignore)):
+            raise ConfigError(f"ignore must be a list of different column names, got "
+                              f"{ignore!r}")
+        spec.ignore = list(ignore) or None  # (JSON keeps it a list; none: None)
+        both = [n for n in spec.ignore or ()
+                if n in target_columns(spec.target) or n == spec.weight_column]
+        if both:
+            raise ConfigError(f"column {both[0]!r} cannot be ignored: it is the "
+                              + ("weight column" if both[0] == spec.weight_column
+                                 else "target"))
+    for name in ("drop_missing", "fill_missing", "weight_column", "ignore"):
         if getattr(spec, name) not in (None, False) and kind not in ("csv", None):
             raise ConfigError(f"{name} applies to .csv datasets, not to {spec.dataset!r}")
     if spec.fill_missing and spec.drop_missing:
@@ -972,7 +1010,8 @@ def _read_source(spec: DataSpec, kind: str, features=None) -> _Source:
     if kind == "csv":
         x, y, lines, described, dropped, w = _read_csv(
             spec.dataset, spec.target, encoding=features, drop_missing=spec.drop_missing,
-            fill_missing=bool(spec.fill_missing), weight=spec.weight_column)
+            fill_missing=bool(spec.fill_missing), weight=spec.weight_column,
+            ignore=spec.ignore or ())
         return _Source(x, y, spec.dataset, row=lambda i: f"line {lines[i]}",
                        features=described, dropped=dropped, w=w)
     if kind == "npz":
@@ -1035,7 +1074,8 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
               drop_missing: bool = False, fill_missing: bool = False, weight=None, ignore=()):
     """(features, targets or None, line number of each row, feature description, rows dropped,
     sample weights or None: the column named ``weight``, left out of the features) of a CSV
-    file (columns named in ``ignore`` are left out where present); with ``drop_missing`` a
+    file (columns named in ``ignore`` are left out: when training, the file must have them;
+    else where present); with ``drop_missing`` a
     row with a missing value is left out and counted; with ``fill_missing`` a missing feature
     value is NaN (a missing category: an all-zero one-hot row), to be filled in; else it is a
     DataError.
@@ -1055,6 +1095,10 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
+    absent = [n for n in ignore if n not in header]
+    if absent and encoding is None and not features_only:  # (training: a misspelt name)
+        raise DataError(f"{path}: no column {absent[0]!r} to ignore; columns: "
+                        + ", ".join(header))
     wi = None if weight is None else header.index(weight)
     skip = _skipped(header, ignore)
     # numbers only: the columns by name, in the stored order (when reading for a model)
@@ -1220,8 +1264,10 @@ class _DataRows:
             if len(row) != len(self.header):
                 raise DataError(f"{self.path}: line {line} has {len(row)} fields, the header "
                                 f"has {len(self.header)}")
-            if self.drop_missing and _has_missing(row):
-                self.dropped += 1
+            if self.drop_missing and _has_missing(
+                    row if not self.skip else [c for j, c in enumerate(row)
+                                               if j not in self.skip]):
+                self.dropped += 1  # (a gap in an ignored column leaves the row in)
                 continue
             taken = {j: row[j] for j in (*_indices(self.t), self.wi, *self.skip)
                      if j is not None}
@@ -1375,8 +1421,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
                 raise DataError(f"{path}: column {names[j]!r} holds {len(known)} distinct "
                                 f"text values (such as {str(known[0])!r}): more than "
                                 f"{MAX_CATEGORIES} categories, so not taken for one (an "
-                                "identifier or free text?); drop the column or encode it as "
-                                "numbers first")
+                                "identifier or free text?); leave the column out (--ignore "
+                                "COLUMN) or encode it as numbers first")
         else:
             known = np.asarray(categories[j])
         at, i = _lookup(known, cells_j) if len(cells_j) else (np.zeros(0, dtype=np.intp), None)

@@ -1,0 +1,156 @@
+"""CSV columns that are not features: ``--ignore COLUMN`` (an identifier, free text, an empty
+column) leaves them out of training, and evaluate and predict leave them out too;
+``predict --keep COLUMN`` copies input columns into its output so that the predictions join
+back onto the rows. References are the same data written without those columns."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.checkpoint import load_checkpoint
+from gpunet.cli import main
+from gpunet.data import DataSpec, load_data
+
+from test_categorical import penguins, write
+
+
+def _table(tmp_path, n=240):
+    species, island, bill, depth, sex = penguins(n)
+    ids = [f"P{i:05d}" for i in range(n)]  # text, all different: not a category
+    notes = ["" if i % 3 else f"seen at {i}" for i in range(n)]  # free text with gaps
+    return ids, notes, species, island, bill, depth, sex
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_ignored_columns_train_as_the_file_without_them(tmp_path):
+    """A run with --ignore id --ignore notes has the weights, metrics and stored features of
+    the same run on the file without those columns (whose ids, unique text, would otherwise
+    refuse to train as a category, and whose notes have missing values)."""
+    ids, notes, species, island, bill, depth, sex = _table(tmp_path)
+    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
+                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
+    bare = write(tmp_path / "bare.csv", [island, bill, depth, sex, species],
+                 ["island", "bill", "depth", "sex", "species"])
+    with pytest.raises(gn.DataError, match="column 'id' holds 240 distinct text values .* "
+                                           r"\(--ignore COLUMN\)"):
+        load_data(DataSpec(full, target="species", ignore=["notes"]))
+    flags = ["--target", "species", "--epochs", "3", "--quiet", "--backend", "numpy"]
+    for name, path, extra in (("a", full, ["--ignore", "id", "--ignore", "notes"]),
+                              ("b", bare, [])):
+        assert main(["train", "--dataset", path, *flags, *extra, "--save",
+                     str(tmp_path / f"{name}.npz"), "--metrics-json",
+                     str(tmp_path / f"{name}.json")]) == 0
+    a, b = load_checkpoint(tmp_path / "a.npz"), load_checkpoint(tmp_path / "b.npz")
+    assert a.features == b.features and [f["name"] for f in a.features] == \
+        ["island", "bill", "depth", "sex"]
+    for k, v in b.build_model("numpy").params.items():
+        np.testing.assert_array_equal(a.build_model("numpy").params[k], v)
+    ma, mb = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert ma["test_accuracy"] == mb["test_accuracy"] and ma["val_loss"] == mb["val_loss"]
+    assert a.extra["data"]["ignore"] == ["id", "notes"] and "ignore" not in b.extra["data"]
+    # evaluate reads the run's file the same way; info says what was left out
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "a.npz"), "--metrics-json",
+                 str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["test_accuracy"] == ma["test_accuracy"]
+
+
+def test_predict_leaves_them_out_and_keeps_what_it_is_asked_to(tmp_path, capsys):
+    """predict on the training file (id and notes present) gives the bare file's predictions;
+    --keep id puts each row's id first, so the output joins back onto the input."""
+    ids, notes, species, island, bill, depth, sex = _table(tmp_path)
+    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
+                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
+    bare = write(tmp_path / "bare.csv", [island, bill, depth, sex],
+                 ["island", "bill", "depth", "sex"])
+    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
+                 "--ignore", "notes", "--epochs", "2", "--quiet", "--save",
+                 str(tmp_path / "m.npz")]) == 0
+    for out, inp, extra in (("k.csv", full, ["--keep", "id"]), ("p.csv", bare, [])):
+        assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", inp,
+                     "--output", str(tmp_path / out), *extra]) == 0
+    kept, plain = _read(tmp_path / "k.csv"), _read(tmp_path / "p.csv")
+    assert kept[0] == ["id"] + plain[0] and plain[0][:2] == ["label", "p_Adelie"]
+    assert [row[0] for row in kept[1:]] == ids
+    assert [row[1:] for row in kept[1:]] == plain[1:]
+    with pytest.raises(SystemExit):  # (argparse: an option of train's)
+        main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
+              "--output", str(tmp_path / "x.csv"), "--ignore", "id"])
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", bare,
+                 "--output", str(tmp_path / "x.csv"), "--keep", "idx"]) == 1
+    assert "no column 'idx'; columns: island, bill, depth, sex" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", bare,
+                 "--output", str(tmp_path / "x.npy"), "--keep", "island"]) == 1
+    assert "--keep copies columns of a .csv input into a .csv output" in capsys.readouterr().err
+
+
+def test_a_regression_csv_names_its_output_columns_quoted(tmp_path):
+    """The predictions' header names a CSV run's target columns, one or several, and quotes a
+    name with a comma (it was joined bare: the file then read as one column more, shifted)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 3))
+    y = x @ np.array([[1.0, -2.0], [0.5, 0.0], [0.0, 1.5]])
+    path = write(tmp_path / "r.csv", [*x.T, *y.T], ["a", "b", "c", "price, usd", "rent"])
+    for name, targets in (("one", ["price, usd"]), ("two", ["price, usd", "rent"])):
+        flags = [f for t in targets for f in ("--target", t)]
+        assert main(["train", "--dataset", path, *flags, "--ignore", "c", "--epochs", "1",
+                     "--quiet", "--save", str(tmp_path / f"{name}.npz")]) == 0
+        out = tmp_path / f"{name}.csv"
+        assert main(["predict", "--checkpoint", str(tmp_path / f"{name}.npz"), "--input",
+                     path, "--output", str(out)]) == 0
+        table = _read(out)
+        assert table[0] == targets and all(len(row) == len(targets) for row in table)
+        assert len(table) == 121
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    (dict(ignore=["idd"]), gn.DataError, r"no column 'idd' to ignore; columns: id, a, b, y"),
+    (dict(ignore=["y"]), gn.ConfigError, r"column 'y' cannot be ignored: it is the target"),
+    (dict(ignore=["b"], weight_column="b"), gn.ConfigError, r"it is the weight column"),
+    (dict(ignore=["a", "a"]), gn.ConfigError, r"a list of different column names"),
+    (dict(ignore="id"), gn.ConfigError, r"a list of different column names"),
+])
+def test_what_ignore_refuses(tmp_path, spec, error, message):
+    path = write(tmp_path / "d.csv", [["u", "v", "w"], [1, 2, 3], [1, 1, 2], [0, 1, 0]],
+                 ["id", "a", "b", "y"])
+    with pytest.raises(error, match=message):
+        load_data(DataSpec(path, target="y", **spec))
+    np.save(tmp_path / "d.npy", np.ones((3, 2)))
+    with pytest.raises(gn.ConfigError, match="ignore applies to .csv datasets"):
+        load_data(DataSpec(str(tmp_path / "d.npy"), target=str(tmp_path / "d.npy"),
+                           ignore=["id"]))
+
+
+def test_a_gap_in_an_ignored_column_drops_no_row(tmp_path):
+    """--drop-missing leaves out rows with a missing feature, target or weight, not rows
+    whose only gap is in a column that is no feature."""
+    path = write(tmp_path / "d.csv", [["u", "", "w", "NA"], [1, 2, 3, 4], [0, 1, 1, 0]],
+                 ["note", "a", "y"])
+    data = load_data(DataSpec(path, target="y", ignore=["note"], drop_missing=True,
+                              val_fraction=0, test_fraction=0))
+    assert len(data.x_train) == 4 and data.rows_dropped == 0
+    data = load_data(DataSpec(path, target="y", drop_missing=True, val_fraction=0,
+                              test_fraction=0))
+    assert data.rows_dropped == 2
+
+
+def test_resume_refuses_another_ignore(tmp_path, capsys):
+    ids, notes, species, island, bill, depth, sex = _table(tmp_path, n=60)
+    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
+                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
+    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
+                 "--ignore", "notes", "--epochs", "1", "--quiet", "--save",
+                 str(tmp_path / "m.npz")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "m.npz"), "--epochs", "2", "--quiet",
+                 "--ignore", "notes", "--ignore", "id"]) == 0  # the same, in another order
+    assert main(["train", "--resume", str(tmp_path / "m.npz"), "--epochs", "3", "--quiet",
+                 "--ignore", "id"]) == 1
+    assert "--ignore cannot change them" in capsys.readouterr().err
