@@ -1332,7 +1332,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
                 cell = row[j].strip()
                 if _is_missing(cell):
                     if not fill_missing:
-                        raise _missing(path, line, f"column {names[j]!r}", cell)
+                        raise _missing(path, line, f"column {names[j]!r}", cell,
+                                       predicting=features_only)
                 elif j in text:
                     at_rows[j].append(r)
                     texts[j].append(cell)
@@ -1382,7 +1383,8 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
                         at_rows[j].append(r)
                         texts[j].append(kept)
                     elif not fill_missing:
-                        raise _missing(path, line, f"column {names[j]!r}", kept)
+                        raise _missing(path, line, f"column {names[j]!r}", kept,
+                                       predicting=features_only)
             values.extend(got)
             lines.append(line)
             cells.append(cell)
@@ -1461,10 +1463,15 @@ def _is_missing(text: str) -> bool:
     return text.lower() in MISSING_MARKERS
 
 
-def _missing(path, line, column, text, feature=True) -> DataError:
+def _missing(path, line, column, text, feature=True, predicting=False) -> DataError:
     """The error for a missing cell; ``feature``: of a feature column (which --fill-missing
-    can fill), else of the target or weight column (which nothing fills)."""
+    can fill), else of the target or weight column (which nothing fills); ``predicting``: in
+    the features of a model that fills nothing in (predict, or evaluate on another file)."""
     shown = f" ({text!r})" if text else ""
+    if predicting:
+        return DataError(f"{path}: line {line}, {column}: missing value{shown}; this model "
+                         "was trained without --fill-missing, so it needs every value: fill "
+                         "the gaps in, or train with --fill-missing mean")
     if not feature:
         return DataError(f"{path}: line {line}, {column}: missing value{shown}; a target or "
                          "weight is never filled in: --drop-missing leaves such rows out")
@@ -1592,7 +1599,7 @@ def _parse_row(row, names, path, line, text=False, fill=False):
             if fill:
                 values.append(math.nan)
                 continue
-            raise _missing(path, line, column, cell.strip())
+            raise _missing(path, line, column, cell.strip(), predicting=not text)
         try:
             v = _csv_float(cell)
         except ValueError:

@@ -174,8 +174,15 @@ def test_a_numeric_file_with_gaps_is_filled_too(tmp_path):
     (tmp_path / "f.csv").write_text("id,v\n1,\n2,7.5\n")
     np.testing.assert_array_equal(read_features(tmp_path / "f.csv", fill_values=[0.0, -3.25]),
                                   [[1.0, -3.25], [2.0, 7.5]])
-    with pytest.raises(gn.DataError, match="line 2, column 'v': missing value"):
-        read_features(tmp_path / "f.csv")
+    # without fill values (a model that fills nothing in): the advice is not train's flags,
+    # which predict does not have
+    (tmp_path / "c.csv").write_text("id,v,c\n1,,a\n2,7.5,\n")
+    for path, line, column in (("f.csv", 2, "v"), ("c.csv", 2, "v")):
+        with pytest.raises(gn.DataError, match=f"line {line}, column '{column}': missing value; "
+                           "this model was trained without --fill-missing, so it needs every "
+                           "value: fill the gaps in, or train with --fill-missing mean"):
+            read_features(tmp_path / path, [{"name": "id"}, {"name": "v"}] + (
+                [{"name": "c", "categories": ["a"]}] if path == "c.csv" else []))
 
 
 def test_a_text_column_missing_where_another_first_shows_text_is_still_text(tmp_path):
