@@ -1455,8 +1455,9 @@ def _has_missing(row) -> bool:
 
 
 #: cells that stand for a missing value (compared in lower case): empty, and the markers of R,
-#: spreadsheets, SQL exports and the UCI sets
-MISSING_MARKERS = frozenset({"", "na", "n/a", "null", "?"})
+#: spreadsheets, SQL exports and the UCI sets, and NaN as NumPy, MATLAB and pandas write it
+#: (pandas reads every one of these as missing)
+MISSING_MARKERS = frozenset({"", "na", "n/a", "null", "?", "nan", "-nan", "#n/a", "<na>"})
 
 
 def _is_missing(text: str) -> bool:

@@ -212,7 +212,7 @@ def test_a_numeric_model_finds_its_columns_by_name(tmp_path, capsys):
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
-@pytest.mark.parametrize("marker", ["", "NA", "n/a", "null", "?"])
+@pytest.mark.parametrize("marker", ["", "NA", "n/a", "null", "?", "nan", "#N/A", "<NA>"])
 @pytest.mark.parametrize("where", ["number", "text", "target"])
 def test_missing_value_markers_are_named_not_taken_for_text(tmp_path, marker, where):
     """'NA' in a numeric column is a missing value, not text that makes the column a mix (nor,

@@ -403,7 +403,7 @@ ERRORS = {
                                                        target="y")),
                           gn.DataError, r"line 2, column 'a': missing value"),
     "csv nan": (lambda p: load_data(DataSpec(_csv_with(p, [*GOOD, ["1", "nan", "0"]]), target="y")),
-                gn.DataError, r"line 6, column 'b': 'nan' \(NaN or infinity\)"),
+                gn.DataError, r"line 6, column 'b': missing value \('nan'\); gpunet fills"),
     "csv infinity": (lambda p: load_data(DataSpec(_csv_with(p, [["-inf", "1", "0"], *GOOD]),
                                                   target="y")),
                      gn.DataError, r"line 2, column 'a': '-inf' \(NaN or infinity\)"),

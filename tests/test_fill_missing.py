@@ -16,7 +16,7 @@ from gpunet.checkpoint import load_checkpoint, save_checkpoint
 from gpunet.cli import main
 from gpunet.data import DataSpec, load_data, read_features
 
-MISSING = ["", "NA", "?", "null", "n/a"]
+MISSING = ["", "NA", "?", "null", "n/a", "NaN", "#N/A"]
 
 
 def table(n=160, seed=0):
