@@ -1255,15 +1255,20 @@ class _DataRows:
         self.weight_cells = []
 
     def __iter__(self):
+        end = self.reader.line_num  # (the header's last line)
         for row in self.reader:
+            # a row's line is its first: a quoted cell may hold line breaks
+            line, end = end + 1, self.reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()
                            and (len(self.header) > 1 or row[0])):
                 continue  # a blank line, or spaces (in a one-column file, "" is its one
                 # cell, empty: a missing value)
-            line = self.reader.line_num
             if len(row) != len(self.header):
+                runs_on = end > line and any("\n" in c or "\r" in c for c in row)
                 raise DataError(f"{self.path}: line {line} has {len(row)} fields, the header "
-                                f"has {len(self.header)}")
+                                f"has {len(self.header)}" + (
+                                    f" (a quoted cell runs on to line {end}: a quote left "
+                                    "open?)" if runs_on else ""))
             if self.drop_missing and _has_missing(
                     row if not self.skip else [c for j, c in enumerate(row)
                                                if j not in self.skip]):

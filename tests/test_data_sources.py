@@ -690,6 +690,24 @@ def test_the_row_by_row_csv_paths_hold_the_numbers_in_little_memory(tmp_path, ki
     assert peak < 3 * got.nbytes, peak / got.nbytes
 
 
+def test_a_row_is_named_by_its_first_line_where_a_quoted_cell_breaks_lines(tmp_path):
+    """csv's line_num is a record's last line: a note quoted over three lines moved every
+    message below it (line 7 for the row that starts on line 5); an unclosed quote swallows
+    the next line, and the message says so."""
+    path = tmp_path / "m.csv"
+    path.write_text('a,note,y\n1,"two\nlines",0\n2,ok,1\nthree,"x\ny\nz",1\n')
+    with pytest.raises(gn.DataError, match=r"line 5, column 'a': 'three' is not a number "
+                                           r"\(the column mixes numbers, such as '1' at line 2"):
+        load_data(DataSpec(str(path), target="y"))
+    path.write_text('a,note,y\n1,"two\nlines",0\n2,ok,\n')
+    with pytest.raises(gn.DataError, match=r"line 4, target column 'y': missing value"):
+        load_data(DataSpec(str(path), target="y"))
+    path.write_text('a,b,y\n1,2,0\n3,"4,1\n5,6,0\n')
+    with pytest.raises(gn.DataError, match=r"line 3 has 2 fields, the header has 3 \(a quoted "
+                                           r"cell runs on to line 4: a quote left open\?\)"):
+        load_data(DataSpec(str(path), target="y"))
+
+
 def test_a_blank_line_keeps_line_numbers_true(tmp_path):
     """A blank line (which NumPy's parser skips) sends the file row by row, so that a bad label
     below it is named by its own line."""
