@@ -121,8 +121,8 @@ def atomic_write(path, write) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(e, OSError) and e.filename == tmp:
-            raise _about(e, path) from None
+        if isinstance(e, OSError) and e.filename in (tmp, None):  # (a full disk's error on
+            raise _about(e, path) from None  # write or fsync names no file: it is this one)
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)

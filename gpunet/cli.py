@@ -491,8 +491,9 @@ def cmd_train(args, comm=None) -> int:
     from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
-    for flag, path in (("--save", args.save), ("--metrics-json", args.metrics_json),
-                       ("--plot", args.plot)):
+    # (--resume without --save writes its checkpoints over the file it resumes)
+    for flag, path in (("--save" if args.save else "--resume", args.save or args.resume),
+                       ("--metrics-json", args.metrics_json), ("--plot", args.plot)):
         if path and (comm is None or comm.is_root):
             check_writable(path, flag)
     launched = _launcher_ranks()

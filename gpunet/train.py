@@ -336,7 +336,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``resume``: a Checkpoint (``load_checkpoint``), or its path, to continue from, with the
     run's settings: the model, data, loss, batch size, patience, monitor, min_delta, number
     of ranks and schedule (None takes the run's) must be the same (a ConfigError names what
-    differs).
+    differs); the seed and the optimiser's settings and state are the run's (``seed`` and
+    those the optimiser was built with are not used).
     ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
     ``handle_sigint``: the first Ctrl-C (or SIGTERM) stops after the current step (see
@@ -514,6 +515,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if epochs < state.epoch:
             raise ConfigError(f"that run has trained {state.epoch} epochs: resume it with "
                               f"epochs >= {state.epoch} (more, to train on), not {epochs}")
+        state.finished = epochs == state.epoch and not state.step  # (a finished run given
+        # more epochs is unfinished again, until they are done)
         if t.get("ranks", 1) != ranks:
             raise ConfigError(f"this run was trained on {t.get('ranks', 1)} rank(s); resume it "
                               f"on the same number (mpiexec -n {t.get('ranks', 1)}), not {ranks}")
@@ -535,6 +538,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if t.get("batch_size") != batch_size:
             raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
                               f"not {batch_size}")
+        if isinstance(t.get("seed"), int):  # the run's, as recorded (its shuffling goes on
+            seed = t["seed"]  # from the generator's saved state, whatever seed is given)
         if (resume.target_standardizer is None) != (target is None):
             raise ConfigError("this checkpoint's run trained on "
                               + ("targets as given" if target is not None else

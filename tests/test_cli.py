@@ -230,6 +230,49 @@ def test_an_unwritable_output_is_refused_before_training(flag, tmp_path, capsys)
     assert "epoch" not in capsys.readouterr().out
 
 
+def test_resume_checks_the_file_it_will_write_before_training(tmp_path, capsys, monkeypatch):
+    """--resume without --save writes its checkpoints over the file it resumes: a folder that
+    cannot take them is refused before an epoch is spent (it failed after the first)."""
+    import gpunet.checkpoint as checkpoint
+
+    ckpt = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
+                 "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    real = os.access
+    monkeypatch.setattr(checkpoint.os, "access", lambda p, mode: False if os.path.samefile(
+        p, tmp_path) and mode == os.W_OK else real(p, mode))
+    assert main(["train", "--resume", str(ckpt), "--epochs", "2", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"gpunet: error: --resume {ckpt}: folder {tmp_path} "
+                                        "is not writable"]
+    assert "epoch" not in out
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """A write that fails without naming a file (ENOSPC on write or fsync) is said of the
+    checkpoint being written, in one line (it was a traceback); the last one is untouched."""
+    import errno
+
+    import gpunet.checkpoint as checkpoint
+
+    ckpt = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
+                 "--save", str(ckpt)]) == 0
+    before = ckpt.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt), "--epochs", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gpunet: error: {ckpt}: No space left on device"]
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+
+
 def test_an_unwritable_predict_output_is_one_line(tmp_path, capsys):
     ckpt = tmp_path / "c.npz"
     assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",

@@ -92,6 +92,15 @@ def test_resume_loads_the_runs_weights_into_a_model_built_as_before(tmp_path):
              batch_size=16, seed=3, progress=False, resume=str(tmp_path / "b.npz"))
     assert [r["train_loss"] for r in h3] == [r["train_loss"] for r in h1]
     assert other.dropout_seed == unbroken.dropout_seed
+    # another seed given to a resume: the run goes on as it was, and records its own seed
+    # (it recorded the one given, which the command line's --resume --seed 3 then refused)
+    run(3, save=tmp_path / "s.npz")
+    model = gn.MLP([13, 16, 3], seed=5, dropout=0.2)
+    h4 = fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model, lr=0.01), epochs=4,
+             batch_size=16, seed=7, progress=False, resume=str(tmp_path / "s.npz"),
+             save=tmp_path / "s.npz")
+    assert [r["train_loss"] for r in h4] == [r["train_loss"] for r in h1]
+    assert load_checkpoint(tmp_path / "s.npz").extra["training"]["seed"] == 3
     # a resume refused late (an optimiser of another kind) leaves the caller's model as it was
     mine = gn.MLP([13, 16, 3], seed=7, dropout=0.2)
     before = {k: v.copy() for k, v in mine.params.items()}
@@ -145,6 +154,30 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, backend, at, sig):
     assert (ck.epoch, ck.extra["training"]["state"]["step"]) == (1, step)
     _run(backend, 4, save=tmp_path / "b.npz", resume=ck)
     assert_same_params(params_of(tmp_path / "a.npz"), params_of(tmp_path / "b.npz"))
+
+
+def test_a_finished_run_given_more_epochs_is_unfinished_until_they_are_done(tmp_path, capsys):
+    """A run of 2 epochs, resumed to 5 and interrupted in the 4th: its checkpoint says
+    unfinished (gpunet info offers the resume) where it kept the first run's "finished"."""
+    from gpunet.cli import main
+
+    _run("numpy", 2, save=tmp_path / "a.npz")
+    assert load_checkpoint(tmp_path / "a.npz").extra["training"]["state"]["finished"]
+    n_steps = -(-len(load_data(DataSpec("wine", seed=2, val_fraction=0.2)).x_train) // 16)
+
+    def interrupt(call):
+        if call == n_steps + 2:  # epoch 4, step 2
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as e:
+        _run("numpy", 5, save=tmp_path / "a.npz", resume=load_checkpoint(tmp_path / "a.npz"),
+             step_hook=interrupt)
+    assert (e.value.epoch, e.value.step) == (4, 2)
+    state = load_checkpoint(tmp_path / "a.npz").extra["training"]["state"]
+    assert (state["epoch"], state["step"], state["finished"]) == (3, 2, False)
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(tmp_path / "a.npz")]) == 0
+    assert "unfinished (resume with: gpunet train --resume" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("in_epoch, sig", [(2, signal.SIGINT), (4, signal.SIGTERM)])
