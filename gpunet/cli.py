@@ -821,10 +821,13 @@ def cmd_evaluate(args) -> int:
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes
     _refuse_overwriting(_data_files(spec) + [("checkpoint", args.checkpoint)],
                         ("--metrics-json", args.metrics_json))
+    run_rows = (ckpt.extra.get("training") or {}).get("rows")  # (the run's split sizes: its
+    # own splits only come from its own rows, which a relative path may no longer name)
     x, y, task, n_classes, w_rows = load_split(
         spec, args.split, ckpt.standardizer, ckpt.target_standardizer, classes,
         ckpt.features, _fill_values(ckpt), with_weights=True,
-        numbered=ckpt.classes is None and ckpt.extra.get("task") == "classification")
+        numbered=ckpt.classes is None and ckpt.extra.get("task") == "classification",
+        run_rows=run_rows if isinstance(run_rows, list) and len(run_rows) == 3 else None)
     if not len(x):
         from .errors import ConfigError
 

@@ -214,6 +214,18 @@ class Standardizer:
             mean = np.where(constant, first, mean)
         return cls(mean, np.where((std > 0) & ~constant, std, 1.0))
 
+    def moved(self, other: "Standardizer"):
+        """The first column whose mean or std in ``other`` differs from this one's by more than
+        1e-9 of its std plus |mean| (the same rows give the same figures to the rounding of
+        their sums, which another machine's BLAS may order otherwise), or None."""
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        if mean.shape != np.shape(other.mean):
+            return None  # (the columns are compared elsewhere)
+        scale = 1e-9 * (std + np.abs(mean))
+        off = (np.abs(np.asarray(other.mean) - mean) > scale) \
+            | (np.abs(np.asarray(other.std) - std) > scale)
+        return int(np.argmax(off)) if off.any() else None
+
     @classmethod
     def _moments(cls, x, rows, weights):
         """(mean, std, n: the row count or the weights' sum) of ``fit``, before its test for
@@ -461,7 +473,7 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                target_standardizer: Standardizer | None = None, classes=None, features=None,
-               fill_values=None, with_weights=False, numbered=False):
+               fill_values=None, with_weights=False, numbered=False, run_rows=None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
@@ -476,6 +488,11 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     mnist the training files' rows, then the t10k rows). Pass the spec of the ``Dataset``
     (``dataset.spec``), whose task is filled in: the task decides the stratification.
 
+    ``run_rows``: the sizes of the run's train, val and test splits (a checkpoint's); a split
+    of a source that is not the run's (other sizes, or, where its rows were standardised
+    without weights or filled values, training rows whose statistics are not the
+    ``standardizer``'s) is a DataError, not another source's rows taken for the run's.
+
     Returns:
         (x, y, task, n_classes); n_classes is 0 for regression. ``with_weights``: a fifth
         item, the rows' sample weights from ``spec.weight_column`` (None without one).
@@ -486,6 +503,8 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                                                evaluate=split, numbered=numbered,
                                                fills_given=fill_values is not None)
     rows = np.arange(len(y)) if split == "all" else idx[split]
+    if run_rows is not None and split != "all":
+        _check_run_rows(spec, src, idx, run_rows, standardizer)
     # the rows' standardised copy straight from the source (one copy, not the rows and then
     # their standardised copy); with fill values, the rows first (fill_in makes a new array)
     base, sel = src.x, (None if split == "all" else rows)
@@ -512,6 +531,24 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     if with_weights:
         return x, y, spec.task, n_classes, None if src.w is None else src.w[rows]
     return x, y, spec.task, n_classes
+
+
+def _check_run_rows(spec, src, idx, run_rows, standardizer) -> None:
+    """DataError where the source's splits are not the run's (see ``load_split``)."""
+    now = [len(idx["train"]), len(idx["val"]), len(idx["test"])]
+    advice = (f"{spec.dataset!r} (a relative path is read from the folder the command runs "
+              "in) is not the file the run split: --split all scores every row of it")
+    if list(run_rows) != now:
+        raise DataError(f"the run trained on {run_rows[0]} rows, validated on {run_rows[1]} "
+                        f"and tested on {run_rows[2]}; these data split into {now[0]}, "
+                        f"{now[1]} and {now[2]}: {advice}")
+    if standardizer is None or spec.fill_missing or src.w is not None or spec.class_weight:
+        return  # (the statistics were taken otherwise; the sizes must do)
+    j = standardizer.moved(Standardizer.fit(src.x, idx["train"]))
+    if j is not None:
+        raise DataError(f"the run's training rows are not these: its feature column {j} had "
+                        f"mean {float(standardizer.mean[j]):.6g}, these rows' "
+                        f"{float(np.mean(src.x[idx['train'], j])):.6g}: {advice}")
 
 
 def read_features(path, encoding=None, fill_values=None, ignore=(),

@@ -907,14 +907,9 @@ def _check_same_rows(t, resume, data, target) -> None:
                                ("target", resume.target_standardizer, target)):
         if saved is None or fresh is None:
             continue  # (whether they are standardised at all is checked above and before)
-        mean, std = np.asarray(saved.mean), np.asarray(saved.std)
-        if mean.shape != np.shape(fresh.mean):
-            continue  # (the columns are checked before)
-        scale = 1e-9 * (std + np.abs(mean))  # (summation rounding grows with |mean|: another
-        off = (np.abs(np.asarray(fresh.mean) - mean) > scale) \
-            | (np.abs(np.asarray(fresh.std) - std) > scale)  # machine's sums may differ there)
-        if off.any():
-            j = int(np.argmax(off))
+        j = saved.moved(fresh)
+        if j is not None:
+            mean, std = np.asarray(saved.mean), np.asarray(saved.std)
             raise ConfigError(f"the data are not those the run was trained on: its training "
                               f"rows' {what} column {j} had mean {mean[j]:.6g} and std "
                               f"{std[j]:.6g}, these have {float(fresh.mean[j]):.6g} and "

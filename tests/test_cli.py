@@ -406,9 +406,12 @@ def test_resume_refuses_settings_it_would_drop(tmp_path, capsys, flags, named):
     assert ck.read_bytes() == before
 
 
-def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, monkeypatch):
+def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, monkeypatch,
+                                                                    capsys):
     """Without --split: the run's own data (named as it was, or as ./name) gives its test
-    split; another file gives all its rows, as --split all does."""
+    split; another file gives all its rows, as --split all does. The run's splits of another
+    file's rows (asked for, or a file of the run's name elsewhere, or the stored relative
+    path read from another folder) are refused, not scored as the run's."""
     rng = np.random.default_rng(8)
     x = rng.normal(size=(100, 3))
     y = (x[:, 0] > 0).astype(int)
@@ -426,15 +429,27 @@ def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, mo
                      "m.json"]) == 0
         got = json.loads((tmp_path / "m.json").read_text())
         assert (got["split"], got["rows"]) == (split, rows), dataset
+    capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "c.npz", "--dataset", "b.csv", "--split", "test",
-                 "--metrics-json", "m.json"]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["split"] == "test"
+                 "--metrics-json", "m.json"]) == 1
+    assert re.search(r"the run trained on 70 rows, validated on 10 and tested on 20; these "
+                     r"data split into \d+, \d+ and \d+: 'b.csv' \(a relative path is read "
+                     r"from the folder the command runs in\) is not the file the run split: "
+                     r"--split all scores every row of it", capsys.readouterr().err)
     (tmp_path / "elsewhere").mkdir()  # the run's file from another directory: by its name
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["evaluate", "--checkpoint", "../c.npz", "--dataset", "../a.csv",
                  "--metrics-json", "m.json"]) == 0
     got = json.loads((tmp_path / "elsewhere" / "m.json").read_text())
     assert (got["split"], got["rows"]) == ("test", 20)
+    # an a.csv of other rows here, of as many: "a.csv" as stored now names it
+    with open("a.csv", "w") as f:
+        f.write("f1,f2,f3,y\n")
+        f.writelines(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(x[::-1] * 2, y[::-1]))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "../c.npz", "--metrics-json", "m.json"]) == 1
+    assert "the run's training rows are not these: its feature column 0 had mean" \
+        in capsys.readouterr().err
 
 
 def test_resume_takes_the_momentum_flags_defaults_on_an_adam_run(tmp_path):
