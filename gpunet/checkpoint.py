@@ -429,8 +429,9 @@ def _check_header(header, path) -> None:
 
 
 #: the kind of each value of a header's sections that the commands read: "int", "count" (an
-#: int >= 0), "num", "str", "bool", "list", "dict", "strs" (a list of text), "nums" (of
-#: numbers or nulls), "rows" (a list of {name: number}), "target" (a name or "strs"); "?"
+#: int >= 0 below 2^64), "num", "str", "bool", "list", "dict", "strs" (a list of text), "nums"
+#: (of numbers or nulls), "rows" (a list of {name: number}, each with an "epoch" count),
+#: "target" (a name or "strs"); "?"
 #: also takes null, "!" must be there when its section is
 HEADER_KINDS = {
     (): {"extra": "dict", "optimizer": "dict?"},  # (the model's: _check_header)
@@ -467,7 +468,7 @@ HEADER_KINDS = {
                         "test_fraction": "num!",
                         "standardize_targets": "bool", "drop_missing": "bool",
                         "fill_missing": "str?", "weight_column": "str?",
-                        "class_weight": "str?"},
+                        "class_weight": "str?", "ignore": "strs?"},
     ("extra", "estimator"): {"class": "str!", "params": "dict!", "history": "rows",
                              "feature_names": "strs?", "target_names": "strs?",
                              "best_epoch": "int?", "stopped_early": "bool",
@@ -482,18 +483,18 @@ def _kind_ok(v, kind) -> bool:
     kind = kind.rstrip("?!")
     if kind in ("int", "count", "num") and isinstance(v, bool):
         return False
-    if kind == "count":  # an integer >= 0
-        return isinstance(v, int) and v >= 0
+    if kind == "count":  # an integer >= 0 that uint64 holds (counts meet NumPy's arrays)
+        return isinstance(v, int) and 0 <= v < 2**64
     if kind == "target":  # a column's name, or a list of names
         return isinstance(v, str) or _kind_ok(v, "strs")
     if kind == "strs":  # a list of text
         return isinstance(v, list) and all(isinstance(n, str) for n in v)
     if kind == "nums":  # a list of numbers (null: none, as NaN is written)
         return isinstance(v, list) and all(e is None or _kind_ok(e, "num") for e in v)
-    if kind == "rows":  # a history: a list of {name: number}
+    if kind == "rows":  # a history: a list of {name: number}, each with its epoch
         return isinstance(v, list) and all(isinstance(r, dict) and all(
             isinstance(k, str) and (e is None or _kind_ok(e, "num")) for k, e in r.items())
-            for r in v)
+            and _kind_ok(r.get("epoch"), "count") for r in v)
     return isinstance(v, {"int": int, "num": (int, float), "str": str, "bool": bool,
                           "list": list, "dict": dict}[kind])
 

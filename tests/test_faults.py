@@ -272,7 +272,8 @@ def _walk(d, at=()):
 def test_every_malformed_header_value_is_one_line_for_every_command(tmp_path, iris_checkpoint,
                                                                     capsys):
     """Each value of a real checkpoint's header in turn set to something of another kind
-    (text, a negative number, null, lists, a mapping) or deleted: info, evaluate, predict and
+    (text, a negative number, a number past int64, null, lists, a mapping) or deleted: info,
+    evaluate, predict and
     resume
     each end with one line saying what is wrong (or take a value that does no harm), never a
     traceback. In process, so that any other exception fails the test."""
@@ -293,7 +294,7 @@ def test_every_malformed_header_value_is_one_line_for_every_command(tmp_path, ir
     for at in _walk(header):
         if at[0] in ("format", "version"):
             continue
-        for value in ("x", -1, None, [], {}, [3], "(deleted)"):
+        for value in ("x", -1, None, [], {}, [3], [{}], 10**30, "(deleted)"):
             h = json.loads(json.dumps(header))
             d = h
             for k in at[:-1]:
@@ -317,6 +318,33 @@ def test_every_malformed_header_value_is_one_line_for_every_command(tmp_path, ir
     capsys.readouterr()
     assert main(commands[1]) == 1
     assert "data/std of dtype <U1, not numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("at, value", [(("model", "dropout_step"), 10**30),
+                                       (("extra", "training", "state", "history"), [{}])])
+def test_a_count_past_uint64_or_a_history_row_without_its_epoch_is_one_line(tmp_path, capsys,
+                                                                            at, value):
+    """Hand-edited values the header's kinds let through before: a dropout step no uint64
+    holds (an OverflowError when the step was copied to the device's counter) and a history
+    row without its epoch (a KeyError in train's summary)."""
+    from gpunet.cli import main
+
+    good = tmp_path / "d.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "2", "--dropout", "0.2", "--quiet",
+                 "--backend", "numpy", "--save", str(good)]) == 0
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    h = json.loads(arrays["header"].tobytes())
+    d = h
+    for k in at[:-1]:
+        d = d[k]
+    d[at[-1]] = value
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{**arrays, "header": np.frombuffer(json.dumps(h).encode(), np.uint8)})
+    capsys.readouterr()
+    assert main(["train", "--resume", str(bad), "--epochs", "3", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"malformed header: {'.'.join(at)}" in err
 
 
 class _TouchMarker:
