@@ -101,14 +101,16 @@ def check_writable(path, flag) -> None:
 
 def atomic_write(path, write) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it over
-    ``path``. Readers see the old file or the new one, never a part."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    ``path``. Readers see the old file or the new one, never a part. A symbolic link is
+    followed: the file it points to is replaced, and the link stays (errors name ``path``)."""
+    given = os.fspath(path)
+    path = os.path.realpath(given)
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     except OSError as e:
-        raise _about(e, path) from None
+        raise _about(e, given) from None
     try:
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
@@ -121,8 +123,8 @@ def atomic_write(path, write) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(e, OSError) and e.filename in (tmp, None):  # (a full disk's error on
-            raise _about(e, path) from None  # write or fsync names no file: it is this one)
+        if isinstance(e, OSError) and e.filename in (tmp, path, None):  # (a full disk's error
+            raise _about(e, given) from None  # on write or fsync names no file: it is this)
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)

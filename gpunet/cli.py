@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -306,8 +307,9 @@ def main(argv=None) -> int:
         return 1
     except TrainingInterrupted as e:
         print(f"gpunet: {e}", file=sys.stderr)
-        if e.checkpoint:
-            print(f"gpunet: resume with: gpunet train --resume {e.checkpoint} "
+        if e.checkpoint and not getattr(e.history, "stopped_early", False):  # (a run that
+            # stopped early has nothing to resume)
+            print(f"gpunet: resume with: gpunet train --resume {shlex.quote(str(e.checkpoint))} "
                   f"[--epochs N]", file=sys.stderr)
         return 128 + int(e.signum)  # (130 for Ctrl-C, 143 for SIGTERM: as a shell reports)
     except KeyboardInterrupt:
@@ -513,6 +515,12 @@ def cmd_train(args, comm=None) -> int:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
         _refuse_changes_on_resume(args, resume)
         spec = DataSpec.from_json(resume.extra["data"])
+        if not _readable_source(resume.extra["data"]):
+            from .errors import ConfigError
+
+            raise ConfigError(f"this run trained on data given in Python ({spec.dataset!r}, "
+                              "from make_dataset): resume it there, with fit(..., "
+                              f"resume={args.resume!r}) on the same data")
         data = load_data(spec, dtype=(resume.header.get("model") or {}).get("dtype"))
         backend = get_backend(args.backend)
         model = resume.build_model(backend)
@@ -582,6 +590,8 @@ def cmd_train(args, comm=None) -> int:
                         ("--plot", args.plot))  # (--save may be it: the run goes on there)
     _refuse_overwriting(_data_files(data.spec), ("--save", save),
                         ("--metrics-json", args.metrics_json), ("--plot", args.plot))
+    if not args.resume and save and (comm is None or comm.is_root):
+        _warn_replacing_unfinished(save)
     objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
@@ -672,6 +682,38 @@ def cmd_train(args, comm=None) -> int:
 _RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot", "report", "quiet",
                    "tf32", "graph", "distributed", "collective_timeout", "backend", "hidden",
                    "batch_size"}
+
+
+def _warn_replacing_unfinished(path) -> None:
+    """A warning where ``--save`` names a checkpoint of a run that is not finished: a new
+    run replaces it after its first epoch (a job restarted with its first command line, where
+    --resume was meant, would lose it)."""
+    if not os.path.isfile(path):
+        return
+    from .checkpoint import load_checkpoint
+
+    try:
+        training = load_checkpoint(path).extra.get("training") or {}
+        state = training["state"]
+    except (GpunetError, OSError, KeyError, TypeError, ValueError):
+        return  # (not a run's checkpoint: replaced as any file is)
+    if not state.get("finished") and not state.get("stopped_early"):
+        print(f"gpunet: warning: {path} holds an unfinished run (epoch {state.get('epoch')} of "
+              f"{training.get('epochs')}), which this new run replaces after its first epoch; "
+              f"to go on with it instead: gpunet train --resume {shlex.quote(str(path))}",
+              file=sys.stderr)
+
+
+def _readable_source(spec) -> bool:
+    """Whether a stored data spec names data a command can read (a bundled or synthetic set,
+    or a file), not arrays that were given in Python (``make_dataset``'s name)."""
+    from .data import source_kind
+
+    try:
+        source_kind(str((spec or {}).get("dataset")))
+    except GpunetError:
+        return False
+    return True
 
 
 def _same_path(a, b) -> bool:
@@ -1137,7 +1179,10 @@ def _describe_checkpoint(path) -> int:
         if state.get("stopped_early"):
             line += f"; stopped early, keeping epoch {state.get('best_epoch', '?')}"
         elif not state.get("finished"):
-            line += f"; unfinished (resume with: gpunet train --resume {path})"
+            line += "; unfinished (" + (
+                f"resume with: gpunet train --resume {shlex.quote(str(path))})"
+                if _readable_source(extra.get("data")) else
+                f"its data were given in Python: resume it there, fit(..., resume={path!r}))")
         print(line)
         rows = training.get("rows")
         if isinstance(rows, list) and len(rows) == 3:

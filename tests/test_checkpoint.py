@@ -282,6 +282,21 @@ def test_every_command_says_a_corrupted_checkpoint_in_one_line(saved, case, comm
     assert re.search(says, lines[0]), lines[0]
 
 
+def test_an_atomic_write_through_a_symbolic_link_replaces_the_file_it_points_to(tmp_path):
+    """--save on a link (to shared storage, say) writes the file the link points to and keeps
+    the link; the rename replaced the link with a file, leaving the target stale."""
+    from gpunet.checkpoint import atomic_write
+
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "run.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "run.npz"
+    link.symlink_to(target)
+    atomic_write(link, lambda f: f.write(b"new"))
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["run.npz"]
+
+
 def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path):
     """Writing over a folder fails naming the path asked for (the temporary file beside it is
     an implementation detail), and leaves no temporary file behind."""

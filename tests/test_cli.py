@@ -273,6 +273,74 @@ def test_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path, capsys, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
 
 
+@pytest.mark.parametrize("stopped_early", [False, True])
+def test_the_resume_hint_is_quoted_for_a_shell_and_left_out_after_an_early_stop(
+        tmp_path, capsys, monkeypatch, stopped_early):
+    import gpunet.cli as cli
+    from gpunet.train import History, TrainingInterrupted
+
+    path = tmp_path / "my runs" / "it's.npz"
+    history = History()
+    history.stopped_early = stopped_early
+
+    def interrupted(args):
+        raise TrainingInterrupted("interrupted at the end of epoch 3", 3, 5, str(path),
+                                  history=history)
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    assert main(["train", "--quiet"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    hint = [line for line in err if "resume with" in line]
+    if stopped_early:  # (nothing to resume: the run stopped early)
+        assert hint == []
+    else:
+        assert hint == [f"gpunet: resume with: gpunet train --resume "
+                        f"'{tmp_path}/my runs/it'\"'\"'s.npz' [--epochs N]"]
+
+
+def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys):
+    """A make_dataset run's checkpoint names arrays no command can read: info and train
+    --resume say to resume it in Python (they offered the command line, which then failed
+    with "unknown dataset")."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), rng.integers(0, 2, 60)
+    from gpunet.data import make_dataset
+
+    data = make_dataset("mine", x, y, seed=0)
+    model = gn.MLP([3, 8, 2], seed=0)
+    path = tmp_path / "m.npz"
+    with pytest.raises(gn.TrainingInterrupted):
+        gn.fit(model, data, gn.CrossEntropyLoss(), gn.Adam(model), epochs=3, batch_size=8,
+               progress=False, save=path,
+               log=lambda line: os.kill(os.getpid(), __import__("signal").SIGINT))
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(path)]) == 0
+    assert f"unfinished (its data were given in Python: resume it there, fit(..., " \
+        f"resume={str(path)!r}))" in capsys.readouterr().out
+    assert main(["train", "--resume", str(path), "--quiet"]) == 1
+    assert "this run trained on data given in Python ('mine', from make_dataset): resume it " \
+        "there" in capsys.readouterr().err
+
+
+def test_saving_over_an_unfinished_run_warns_how_to_go_on_with_it(tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    flags = ["--dataset", "iris", "--quiet", "--backend", "numpy", "--save", str(path)]
+    assert main(["train", "--epochs", "1", *flags]) == 0  # a finished run: replaced quietly
+    assert "warning" not in capsys.readouterr().err
+    assert main(["train", "--epochs", "1", *flags]) == 0
+    assert "warning" not in capsys.readouterr().err
+    from gpunet.checkpoint import save_checkpoint
+
+    ck = load_checkpoint(path)  # the same run, marked unfinished (as a preempted one is)
+    ck.extra["training"]["state"]["finished"] = False
+    save_checkpoint(path, ck.build_model("numpy"), None, epoch=ck.epoch,
+                       standardizer=ck.standardizer, extra=ck.extra)
+    assert main(["train", "--epochs", "1", *flags]) == 0
+    assert f"gpunet: warning: {path} holds an unfinished run (epoch 1 of 1), which this new " \
+        f"run replaces after its first epoch; to go on with it instead: gpunet train " \
+        f"--resume {path}" in capsys.readouterr().err
+
+
 def test_an_unwritable_predict_output_is_one_line(tmp_path, capsys):
     ckpt = tmp_path / "c.npz"
     assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
