@@ -93,12 +93,14 @@ class DataSpec:
             statistics, as the features always are (a spec stored before this field existed
             reads as False: its run trained on the targets as given).
         drop_missing: a CSV's rows with a missing value (``MISSING_MARKERS``) are left out
-            (counted in ``Dataset.rows_dropped``) instead of being an error.
+            (counted in ``Dataset.rows_dropped``) instead of being an error; with
+            ``fill_missing``, the rows whose target or weight is missing (nothing fills
+            those).
         fill_missing: None, or "mean": a CSV's missing feature values (``MISSING_MARKERS``)
             are filled in, a number with its column's mean over the training rows
             (``Dataset.fill_values``, stored in checkpoints and used by evaluate and predict), a
             text category with none (an all-zero one-hot row); a missing target is still an
-            error. Not with ``drop_missing``.
+            error, unless ``drop_missing`` leaves its row out.
         weight_column: CSV: a column of sample weights (numbers >= 0), left out of the
             features; each row's loss counts that much (times its class weight, if any).
         ignore: CSV: names of columns that are not features (an identifier, free text, an
@@ -908,9 +910,6 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     for name in ("drop_missing", "fill_missing", "weight_column", "ignore"):
         if getattr(spec, name) not in (None, False) and kind not in ("csv", None):
             raise ConfigError(f"{name} applies to .csv datasets, not to {spec.dataset!r}")
-    if spec.fill_missing and spec.drop_missing:
-        raise ConfigError("choose one of drop_missing (leave rows with a missing value out) "
-                          "and fill_missing (fill the values in)")
     target = spec.target
     if target is not None and not isinstance(target, str) and not (
             isinstance(target, (list, tuple)) and len(target) >= 2
@@ -1162,7 +1161,8 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
         # the values row after row into one float64 buffer (8 bytes each: a list of Python
         # floats takes 32)
         values_read, lines, cells = array.array("d"), [], []
-        data_rows = _DataRows(reader, header, t, path, drop_missing, wi, skip)
+        data_rows = _DataRows(reader, header, t, path, drop_missing, wi, skip,
+                              fill_missing)
         for line, row, cell in ([] if categorical else data_rows):
             cells.append(cell)
             values = _parse_row(row, names, path, line, text=not features_only,
@@ -1285,9 +1285,11 @@ class _DataRows:
     counted in ``dropped``. The cell of column ``wi`` (sample weights), if given, is taken out
     too and kept in ``weight_cells``."""
 
-    def __init__(self, reader, header, t, path, drop_missing, wi=None, skip=()):
+    def __init__(self, reader, header, t, path, drop_missing, wi=None, skip=(), filled=False):
         self.reader, self.header, self.t, self.wi, self.skip = reader, header, t, wi, skip
         self.path, self.drop_missing = path, drop_missing
+        # with the features' gaps filled in, a row is left out for its target's or weight's
+        self.checked = [j for j in (*_indices(t), wi) if j is not None] if filled else None
         self.dropped = 0
         self.weight_cells = []
 
@@ -1307,6 +1309,7 @@ class _DataRows:
                                     f" (a quoted cell runs on to line {end}: a quote left "
                                     "open?)" if runs_on else ""))
             if self.drop_missing and _has_missing(
+                    [row[j] for j in self.checked] if self.checked is not None else
                     row if not self.skip else [c for j, c in enumerate(row)
                                                if j not in self.skip]):
                 self.dropped += 1  # (a gap in an ignored column leaves the row in)
@@ -1394,7 +1397,7 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
 
         data_rows = _DataRows(reader, header, t, path, drop_missing,
                               None if weight is None else header.index(weight),
-                              _skipped(header, ignore))
+                              _skipped(header, ignore), fill_missing)
         in_text = [j for j in order if j in text]
         for line, row, cell in data_rows:
             r = len(lines)

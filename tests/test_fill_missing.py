@@ -202,11 +202,30 @@ def test_a_text_column_missing_where_another_first_shows_text_is_still_text(tmp_
     np.testing.assert_allclose(by_x[round(1 / 30, 6)][1:], [1, 0, 0, 1, 0], atol=1e-12)
 
 
+def test_with_both_the_features_are_filled_and_rows_without_a_target_left_out(tmp_path):
+    """--fill-missing mean --drop-missing: the rows whose target (or weight) is missing go,
+    as nothing fills those, and the features' gaps of the rest are filled: the same data as
+    the file without those rows, filled (each message pointed at the other flag, which the
+    two refused together)."""
+    rows = table(80)
+    for i in (3, 30, 61):
+        rows[i][4] = None  # no label
+    kept = [r for r in rows if r[4] is not None]
+    both = load_data(DataSpec(write(tmp_path / "t.csv", rows), target="label", seed=1,
+                              fill_missing="mean", drop_missing=True))
+    fewer = load_data(DataSpec(write(tmp_path / "k.csv", kept), target="label", seed=1,
+                               fill_missing="mean"))
+    assert both.rows_dropped == 3 and fewer.rows_dropped == 0
+    assert any(None in r[1:4] for r in kept)  # (gaps left to fill among the rows kept)
+    np.testing.assert_array_equal(both.fill_values, fewer.fill_values)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(both, f"x_{split}"), getattr(fewer, f"x_{split}"))
+        np.testing.assert_array_equal(getattr(both, f"y_{split}"), getattr(fewer, f"y_{split}"))
+
+
 def test_what_filling_refuses(tmp_path, capsys):
     rows = table(60)
     path = write(tmp_path / "t.csv", rows)
-    with pytest.raises(gn.ConfigError, match="choose one of drop_missing .* and fill_missing"):
-        load_data(DataSpec(str(path), target="label", fill_missing="mean", drop_missing=True))
     with pytest.raises(gn.ConfigError, match="fill_missing applies to .csv datasets"):
         load_data(DataSpec("digits", fill_missing="mean"))
     with pytest.raises(gn.ConfigError, match="unknown fill_missing 'median'"):
