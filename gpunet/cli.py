@@ -93,8 +93,9 @@ def _data_flags(p, defaults=True):
     p.add_argument("--data-dir", type=_path,
                    help="folder holding the four MNIST-format IDX files")
     p.add_argument("--drop-missing", action="store_true", default=None,
-                   help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?) "
-                        "instead of stopping at the first")
+                   help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?, "
+                        "NaN, #N/A) instead of stopping at the first (with --fill-missing: "
+                        "the rows whose target or weight is missing)")
     p.add_argument("--weight-column", metavar="COLUMN", default=None,
                    help="CSV: a column of sample weights (numbers >= 0), not a feature: each "
                         "row's loss counts that much")

@@ -1253,7 +1253,10 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     if target is not None:
         for name in target_columns(target):
             if name not in header:
-                raise DataError(f"{path}: no column {name!r}; columns: {columns}")
+                other = next((d for d in ";\t|" if len(header) == 1 and d in header[0]), None)
+                raise DataError(f"{path}: no column {name!r}; columns: {columns}" + (
+                    f" (a file of fields separated by {other!r}? gpunet reads commas: save "
+                    "it as comma-separated CSV)" if other else ""))
         t = header.index(target) if isinstance(target, str) else \
             [header.index(name) for name in target]
     elif not features_only:

@@ -350,6 +350,11 @@ def _mnist_with(tmp_path, name, array=None, **kw):
     return DataSpec("mnist", data_dir=folder)
 
 
+def _text(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
 def _empty(tmp_path, name):
     (tmp_path / name).write_bytes(b"")
     return str(tmp_path / name)
@@ -417,7 +422,11 @@ ERRORS = {
                        gn.DataError, r"target column 'y' mixes numbers \('0' at line 2\) and "
                                      r"text \('setosa' at line 6\)"),
     "csv no such target": (lambda p: load_data(DataSpec(_csv_with(p, GOOD), target="label")),
-                           gn.DataError, r"no column 'label'; columns: a, b, y"),
+                           gn.DataError, r"no column 'label'; columns: a, b, y$"),
+    "csv semicolons": (lambda p: load_data(DataSpec(_text(p, "s.csv", "a;b;y\n1,5;2;0\n"),
+                                                    target="y")),
+                       gn.DataError, r"no column 'y'; columns: a;b;y \(a file of fields "
+                                     r"separated by ';'\? gpunet reads commas"),
     "csv target not named": (lambda p: load_data(DataSpec(_csv_with(p, GOOD))), gn.ConfigError,
                              r"name the target column \(--target\); columns: a, b, y"),
     # labels
