@@ -598,7 +598,13 @@ def cmd_train(args, comm=None) -> int:
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
         f"{optimizer.name} lr={optimizer.lr:g}")
     if data.rows_dropped:
-        say(f"gpunet: left out {data.rows_dropped} rows with a missing value (--drop-missing)")
+        say(f"gpunet: left out {data.rows_dropped} rows with a missing "
+            + ("target or weight" if data.spec.fill_missing else "value") + " (--drop-missing)")
+    # which columns became categories: numbers written as text (dates, "1,234", "12%") show
+    text = [f"{e['name']} ({len(e['categories'])})" for e in data.features or ()
+            if "categories" in e]
+    if text and not args.resume:
+        say("gpunet: text columns one-hot encoded (categories): " + ", ".join(text))
     if data.values_filled:
         say(f"gpunet: filled in {data.values_filled} missing values with the training rows' "
             "means (--fill-missing)")

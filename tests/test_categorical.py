@@ -83,6 +83,20 @@ def _train(tmp_path, epochs=30):
     return ck
 
 
+def test_train_says_which_columns_it_took_for_categories(tmp_path, capsys):
+    """Numbers written as text (a date, "1,234") become categories without an error: train
+    names every column it one-hot encodes, with its count of categories."""
+    sp, isl, bill, depth, sex = penguins(60)
+    when = [f"2024-01-{1 + i % 28:02d}" for i in range(60)]
+    path = write(tmp_path / "p.csv", [sp, isl, bill, when, sex],
+                 ["species", "island", "bill", "date", "sex"])
+    capsys.readouterr()
+    assert main(["train", "--dataset", path, "--target", "species", "--epochs", "1",
+                 "--backend", "numpy"]) == 0
+    assert "gpunet: text columns one-hot encoded (categories): island (3), date (28), sex (2)" \
+        in capsys.readouterr().err
+
+
 def _reference_probabilities(ck, isl, bill, depth, sex):
     """The model's class probabilities for raw rows, with the encoding written out here."""
     c = load_checkpoint(ck)
