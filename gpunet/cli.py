@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, metavar="FILE", type=_path,
                    help=".csv (header row) or .npy")
     r.add_argument("--output", required=True, metavar="FILE", type=_path, help=".csv or .npy")
+    r.add_argument("--unseen-category", choices=("error", "none"), default="error",
+                   help="a CSV cell of a category the model never saw: an error (default), or "
+                        "none, encoded as no category (as a missing one), with a notice")
     r.add_argument("--keep", action="append", metavar="COLUMN", default=None,
                    help="copy this column of the input CSV (an identifier, say) into the "
                         "output CSV, first, not as a feature; repeat for more")
@@ -965,7 +968,8 @@ def cmd_predict(args) -> int:
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=named
                       + ([spec["weight_column"]] if spec.get("weight_column") else [])
-                      + targets + list(spec.get("ignore") or ()) + keep, keep_float32=True)
+                      + targets + list(spec.get("ignore") or ()) + keep, keep_float32=True,
+                      unseen_none=args.unseen_category == "none")
     kept = read_columns(args.input, keep) if keep else None
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):

@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .log import notice
 
 # name -> (sklearn loader name, task)
 BUNDLED = {
@@ -554,7 +555,7 @@ def _check_run_rows(spec, src, idx, run_rows, standardizer) -> None:
 
 
 def read_features(path, encoding=None, fill_values=None, ignore=(),
-                  keep_float32=False) -> np.ndarray:
+                  keep_float32=False, unseen_none=False) -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
     ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
     training encoded them) or a .npy file of numbers, shaped as training takes them (samples,
@@ -562,13 +563,15 @@ def read_features(path, encoding=None, fill_values=None, ignore=(),
     features). ``fill_values`` (a model trained with fill_missing): a CSV's missing values are
     filled with them (a missing category: none) instead of being an error. ``ignore``: names
     of CSV columns that are not features (the training file's target and weights), left out
-    where the file has them."""
+    where the file has them. ``unseen_none``: a CSV cell of a category the model never saw is
+    no category (a row of zeros in its one-hot block, as a missing one), with a notice,
+    instead of a DataError."""
     path = os.fspath(path)
     kind = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
     if kind == "csv":
         fill = fill_values is not None
         x = _read_csv(path, target=None, features_only=True, encoding=encoding,
-                      fill_missing=fill, ignore=ignore)[0]
+                      fill_missing=fill, ignore=ignore, unseen_none=unseen_none)[0]
         return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
@@ -1107,7 +1110,8 @@ def _check_file(path: str, what: str) -> None:
 
 
 def _read_csv(path: str, target: str | None, features_only: bool = False, encoding=None,
-              drop_missing: bool = False, fill_missing: bool = False, weight=None, ignore=()):
+              drop_missing: bool = False, fill_missing: bool = False, weight=None, ignore=(),
+              unseen_none: bool = False):
     """(features, targets or None, line number of each row, feature description, rows dropped,
     sample weights or None: the column named ``weight``, left out of the features) of a CSV
     file (columns named in ``ignore`` are left out: when training, the file must have them;
@@ -1176,7 +1180,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     if categorical or text_columns:
         with _csv_errors(path):
             return _read_csv_columns(path, target, features_only, encoding, text_columns,
-                                     drop_missing, fill_missing, weight, ignore)
+                                     drop_missing, fill_missing, weight, ignore, unseen_none)
     if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        if dropped else "a header but no data rows"))
@@ -1343,11 +1347,13 @@ def _column_order(names, encoding, path) -> list:
 
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,
-                      fill_missing=False, weight=None, ignore=()):
+                      fill_missing=False, weight=None, ignore=(), unseen_none=False):
     """``_read_csv`` for a file with text feature columns, text ones one-hot encoded (learnt: a
     column is text where any of its cells is, which ``text_columns``, the columns of the first
-    text cells met, starts; or stored: ``encoding``). The numbers go row by row into one
-    float64 buffer (8 bytes a cell), the text columns' cells into lists of their own."""
+    text cells met, starts; or stored: ``encoding``, where a category it does not hold is a
+    DataError, or with ``unseen_none`` no category, as a missing one, with a notice). The
+    numbers go row by row into one float64 buffer (8 bytes a cell), the text columns' cells
+    into lists of their own."""
     learnt = encoding is None
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -1449,7 +1455,7 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
     blocks, description = [], []
     for j in order:
         if j not in text:
-            blocks.append((j, None))
+            blocks.append((j, None, None))
             description.append({"name": names[j]})
             continue
         cells_j = np.array(texts[j])
@@ -1476,21 +1482,31 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
         else:
             known = np.asarray(categories[j])
         at, i = _lookup(known, cells_j) if len(cells_j) else (np.zeros(0, dtype=np.intp), None)
-        if i is not None:
+        rows_j = np.frombuffer(at_rows[j], dtype=np.int64)
+        if i is not None and not unseen_none:
+            shown = ", ".join(map(str, known[:10])) + (
+                f", ... ({len(known)} in all)" if len(known) > 10 else "")
             raise DataError(f"{path}: line {lines[at_rows[j][i]]}, column {names[j]!r}: "
                             f"{texts[j][i]!r} is not one of the categories the model "
-                            f"was trained on ({', '.join(map(str, known))})")
-        blocks.append((j, at))
+                            f"was trained on ({shown})" + (
+                                "; gpunet predict --unseen-category none encodes such a cell "
+                                "as no category" if features_only else ""))
+        if i is not None:  # as a missing category: a row of zeros in the block
+            seen = known[at] == cells_j
+            notice(f"{path}: column {names[j]!r}: {int((~seen).sum())} cell(s) hold a "
+                   f"category the model never saw (such as {texts[j][i]!r}), encoded as none")
+            at, rows_j = at[seen], rows_j[seen]
+        blocks.append((j, at, rows_j))
         description.append({"name": names[j], "categories": [str(c) for c in known]})
     x = np.zeros((n, sum(1 if at is None else len(d["categories"])
-                         for (_, at), d in zip(blocks, description))))
+                         for (_, at, _), d in zip(blocks, description))))
     col = 0
-    for (j, at), d in zip(blocks, description):
+    for (j, at, rows_j), d in zip(blocks, description):
         if at is None:
             x[:, col] = numbers[:, j]
             col += 1
         else:  # a missing category: no category (a row of zeros)
-            x[np.frombuffer(at_rows[j], dtype=np.int64), col + at] = 1.0
+            x[rows_j, col + at] = 1.0
             col += len(d["categories"])
     del numbers, values
     y = None if t is None else _parse_targets(cells, lines, path, header, t)

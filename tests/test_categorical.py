@@ -143,6 +143,47 @@ def test_predict_refuses_input_it_cannot_encode(tmp_path, capsys, change, messag
     assert pytest.importorskip("re").search(message, capsys.readouterr().err)
 
 
+def test_predict_can_encode_an_unseen_category_as_none(tmp_path, capsys, caplog):
+    """--unseen-category none: a cell of a category the model never saw is no category (a
+    row of zeros in its block, as a missing one), said once per column; the other rows are
+    predicted as they are without it, and each such row as the one whose cell is missing
+    in a model trained with --fill-missing would be: by the zero block, written out here."""
+    ck = _train(tmp_path, epochs=1)
+    _, isl, bill, depth, sex = penguins(n=12, seed=6)
+    isl = isl.astype("U16")
+    isl[[3, 7]] = "Atlantis"
+    new = write(tmp_path / "new.csv", [isl, bill, depth, sex], ["island", "bill", "depth", "sex"])
+    assert main(["predict", "--checkpoint", str(ck), "--input", new, "--output",
+                 str(tmp_path / "p.csv")]) == 1
+    assert "; gpunet predict --unseen-category none encodes such a cell as no category" \
+        in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(ck), "--input", new, "--output",
+                 str(tmp_path / "p.csv"), "--unseen-category", "none"]) == 0
+    assert "column 'island': 2 cell(s) hold a category the model never saw (such as " \
+        "'Atlantis'), encoded as none" in caplog.text
+    with open(tmp_path / "p.csv") as f:
+        got = np.array([r[1:] for r in list(csv.reader(f))[1:]], dtype=float)
+    c = load_checkpoint(ck)
+    x = np.column_stack([one_hot(isl, ISLANDS), bill, depth, one_hot(sex, ["female", "male"])])
+    assert not x[[3, 7], :3].any()  # (the reference's block: zeros for Atlantis)
+    logits = np.asarray(c.build_model("numpy").predict(c.standardizer(x).astype(np.float32)),
+                        dtype=np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got, p / p.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+def test_a_long_list_of_categories_is_cut_short_in_the_message(tmp_path):
+    cats = [f"c{i:02d}" for i in range(40)]
+    path = write(tmp_path / "t.csv", [[cats[i % 40] for i in range(80)], np.arange(80) % 2],
+                 ["cabin", "y"])
+    data = load_data(DataSpec(path, target="y"))
+    (tmp_path / "n.csv").write_text("cabin\nc05\nz99\n")
+    with pytest.raises(gn.DataError, match=r"'z99' is not one of the categories the model was "
+                                           r"trained on \(c00, c01, c02, c03, c04, c05, c06, "
+                                           r"c07, c08, c09, ... \(40 in all\)\)"):
+        read_features(tmp_path / "n.csv", data.features)
+
+
 def test_evaluate_on_another_file_uses_the_stored_categories(tmp_path):
     """A file whose rows all come from one island: encoded by its own categories, that island
     would be column 0 of a one-column block; by the model's it keeps its own column."""
