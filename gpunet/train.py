@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import signal
@@ -309,6 +310,24 @@ def _check_positive_int(name, v):
         raise ConfigError(f"{name} must be a positive integer, got {v!r}")
 
 
+def _whole_job(fit):
+    """``fit`` that, given a ``comm``, runs whole inside ``comm.abort_on_error``: an exception
+    on one rank anywhere (a bad argument, a missing ``resume`` file on one host, the loop)
+    aborts the job rather than leaving the others waiting in a collective until its timeout.
+    A diverged loss or Ctrl-C is seen by every rank together (both ride the step's all-reduce)
+    and ends the run as in one process."""
+
+    @functools.wraps(fit)
+    def run(*args, comm=None, **kwargs):
+        if comm is None:
+            return fit(*args, **kwargs)
+        with comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged)):
+            return fit(*args, comm=comm, **kwargs)
+
+    return run
+
+
+@_whole_job
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
         resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True,
@@ -738,14 +757,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             )
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.
-    # Under comm an exception on one rank aborts the job; a diverged loss or Ctrl-C is seen by
-    # every rank together (both ride the step's all-reduce) and ends it as in one process.
-    guard = contextlib.nullcontext() if comm is None else \
-        comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged))
     syncing = model.synced_batch_norm(comm.batch_norm_allreduce(backend)) if synced else \
         contextlib.nullcontext()
     # one bar for the run, reset each epoch (a notebook shows one widget, not one an epoch)
-    with guard, syncing, _SigintFlag(handle_sigint) as sigint, \
+    with syncing, _SigintFlag(handle_sigint) as sigint, \
             tqdm(total=n_steps, leave=False, disable=not show, unit="batch") as bar, \
             np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(state.epoch + 1, epochs + 1):

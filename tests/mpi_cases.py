@@ -6,7 +6,9 @@ process to compare. Run as ``python tests/mpi_cases.py MODE OUTDIR [BACKEND [CAS
   OUTDIR/<case>-rank<r>.npz/.json and passes OUTDIR/<case>-ckpt-rank<r>.npz as ``save`` (only
   rank 0 may write it) and ``print`` as ``log`` (only rank 0 may print);
 - ``raise``: rank 1 raises in its third optimizer step; the job must end, not hang;
-- ``stall``: rank 1 sleeps before training while rank 0 waits with a 2 s collective timeout.
+- ``stall``: rank 1 sleeps before training while rank 0 waits with a 2 s collective timeout;
+- ``setup``: rank 1 alone fails before training (a missing ``resume`` file), with a 20 s
+  collective timeout; the job must end at once, not after it.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ CASES = {
 DROPOUT = 0.3
 
 
-def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step=None):
+def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step=None,
+             resume=None):
     """Train case ``name``; returns (model, history). ``fail_at_step``: raise in that step."""
     (dataset, kw), dtype, opt_name, reduction, batch_size, epochs = CASES[name]
     spec = DataSpec(dataset, seed=2, val_fraction=0.2, test_fraction=0.2, **kw)
@@ -93,7 +96,7 @@ def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step
     cache = {}  # fit keeps its static step here: whether the full batches took one
     history = fit(model, data, loss_fn, opt, epochs=epochs, batch_size=batch_size, seed=3,
                   progress=False, save=save, log=log, comm=comm, data_spec=spec.to_json(),
-                  step_cache=cache)
+                  step_cache=cache, resume=resume)
     history.static = "static" in cache
     return model, history
 
@@ -129,6 +132,14 @@ def _stall(backend):
     run_case("wine-float64-adam-b11", backend, comm)
 
 
+def _setup(out: Path, backend):
+    from gpunet.distributed import Communicator
+
+    comm = Communicator(timeout=20)
+    run_case("wine-float64-adam-b11", backend, comm,
+             resume=out / "missing.npz" if comm.rank == 1 else None)
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
     backend = sys.argv[3] if len(sys.argv) > 3 else "numpy"
@@ -138,5 +149,7 @@ if __name__ == "__main__":
         _raise(backend)
     elif mode == "stall":
         _stall(backend)
+    elif mode == "setup":
+        _setup(out, backend)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -266,6 +266,16 @@ def test_an_exception_on_one_rank_ends_the_whole_job():
 
 
 @needs_mpi
+def test_a_failure_on_one_rank_before_training_ends_the_job_at_once():
+    """Rank 1 alone resumes from a file that is missing: fit aborts the job from its first
+    check on, so rank 0 ends at once rather than after its 20 s collective timeout."""
+    proc, seconds = mpirun(HERE / "mpi_cases.py", "setup", HERE, timeout=60)
+    assert proc.returncode != 0
+    assert seconds < 15 and "waited" not in proc.stderr, proc.stderr
+    assert "rank 1 of 2: error: checkpoint" in proc.stderr and "does not exist" in proc.stderr
+
+
+@needs_mpi
 def test_a_stalled_rank_is_timed_out_and_the_job_ends():
     """Rank 1 sleeps for two minutes; rank 0 gives up after 2 s and aborts every rank."""
     proc, seconds = mpirun(HERE / "mpi_cases.py", "stall", HERE, timeout=60)
