@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from .errors import GpunetError
+from .errors import ConfigError, GpunetError
 
 INSTALL_HINT = "pip install 'gpunet[distributed]'"
 #: seconds a collective may wait for the other ranks before the job is aborted
@@ -95,6 +95,34 @@ def weighted_share(reduction: str, rows_weight: float, total_weight: float, rows
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _as_figure(value) -> float:
+    """A figure of ``check_same`` as a float64: a number as it is, a string as 48 bits of its
+    SHA-1 (exact in a float64)."""
+    if isinstance(value, str):
+        return float(int.from_bytes(hashlib.sha1(value.encode()).digest()[:6], "little"))
+    return float(value)
+
+
+def _disagreement(figures: dict, table: np.ndarray, close=()) -> str:
+    """What the ranks' rows of ``table`` (one column a figure of ``figures``, in its order)
+    differ on from rank 0's, one clause a figure ("" where they agree)."""
+    parts = []
+    for j, (name, value) in enumerate(figures.items()):
+        column, ref = table[:, j], table[0, j]
+        tol = 1e-6 * np.maximum(abs(ref), np.abs(column)) if name in close else 0.0
+        off = np.flatnonzero(~(np.abs(column - ref) <= tol))
+        if not off.size:
+            continue
+        r = int(off[0])
+        more = f" (and {off.size - 1} other rank{'s' if off.size > 2 else ''})" \
+            if off.size > 1 else ""
+        if isinstance(value, str):  # (only this rank's own string is known here)
+            parts.append(f"{name} differs on rank {r}{more} from rank 0's")
+        else:
+            parts.append(f"{name} {ref:.10g} on rank 0, {column[r]:.10g} on rank {r}{more}")
+    return "; ".join(parts)
 
 
 def _resolve_timeout(timeout) -> float | None:
@@ -298,6 +326,26 @@ class Communicator:
 
     def barrier(self) -> None:
         self._wait(self.comm.Ibarrier(), "a barrier")
+
+    def check_same(self, figures: dict, close=()) -> None:
+        """ConfigError unless every rank gives rank 0's ``figures`` (name -> a number, or a
+        string standing for a setting), in one all-gather: ranks that train on other data or
+        settings would run other numbers of steps, their collectives mispaired. Those named in
+        ``close`` (checksums of floats, which another host may round otherwise) need only agree
+        to 1e-6 relative. The message names what differs and on which ranks; rank 0 raises it
+        at once, the others a few seconds later (rank 0's abort normally ends them first: one
+        line for the job, not one a rank)."""
+        if self.size == 1:
+            return
+        mine = np.array([_as_figure(v) for v in figures.values()], dtype=np.float64)
+        table = np.zeros((self.size, mine.size), dtype=np.float64)
+        self._wait(self.comm.Iallgather(mine, table), "the check that the ranks agree")
+        differ = _disagreement(figures, table, close)
+        if differ:
+            if not self.is_root:
+                time.sleep(5)
+            raise ConfigError(f"the ranks' inputs differ: {differ}: start every rank on the "
+                              "same data, checkpoint and settings")
 
     # -- failure handling ---------------------------------------------------------------
 

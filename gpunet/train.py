@@ -384,7 +384,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     A batch norm is synced over the ranks (``torch.nn.SyncBatchNorm``: two small all-reduces
     per norm in the forward pass, one in the backward), so it too normalises the whole batch.
     Metrics are reduced across ranks; only rank 0 logs, shows progress and writes ``save``;
-    resume needs the same number of ranks. An exception on one rank aborts the job.
+    resume needs the same number of ranks. Before training the ranks check that they agree on
+    the model, the data (sizes and checksums), the settings and where a resume goes on from;
+    an exception on one rank, that check's included, aborts the job.
     """
     import sys
 
@@ -673,7 +675,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         from tqdm.auto import tqdm
     else:
         from tqdm import tqdm
-    if comm is not None:
+    if comm is not None:  # (the ranks' first collective: before they can go out of step)
+        comm.check_same(_run_figures(model, data, y_train, loss_fn, optimizer, schedule, state,
+                                     epochs=epochs, batch_size=batch_size, seed=seed,
+                                     patience=patience, monitor=monitor, min_delta=min_delta),
+                        close=CHECKSUMS)
         comm.broadcast_params(model)  # same seed on every rank, but rank 0's weights rule
     # A full batch's step is static: on a rank of a data-parallel job, a split one for its
     # share of the batch (rows share_lo..+share of it), whose gradients the ranks sum between
@@ -898,6 +904,46 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                             weight=getattr(data, "w_test", None)).items()} \
         if len(data.x_test) else {}
     return history
+
+
+#: the figures of _run_figures that are checksums of floats (another host may round them
+#: otherwise: Communicator.check_same compares them to 1e-6 relative)
+CHECKSUMS = ("training features' checksum", "training targets' checksum",
+             "sample weights' checksum")
+
+
+def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **settings) -> dict:
+    """What the ranks of a data-parallel run must agree on, for Communicator.check_same: the
+    model, the sizes of the splits, checksums of the training rows, targets and weights, the
+    settings, and where a resumed run goes on from. Cheap for large data: the features'
+    checksum reads at most 256 of their rows."""
+    def checksum(a, rows=None):
+        """The sum of |a|'s rows, row i weighted by i + 1 (another order, other rows: another
+        sum), over at most ``rows`` of them, evenly strided; 0 for None."""
+        if a is None or not len(a):
+            return 0.0
+        a = np.asarray(a)[::-(-len(a) // (rows or len(a)))]
+        sums = np.abs(a.astype(np.float64)).reshape(len(a), -1).sum(axis=1)
+        return float(sums @ np.arange(1, len(a) + 1, dtype=np.float64))
+
+    loss = {k: v for k, v in loss_fn.config().items() if k not in ("check_labels", "check_range")}
+    # (a model built from another seed is fine: rank 0's weights are broadcast)
+    architecture = {k: v for k, v in model.config().items()
+                    if k not in ("dropout_seed", "dropout_step")}
+    hyper = {k: v for k, v in optimizer.hyperparameters().items() if k != "lr"}  # (below)
+    return {"parameters": model.n_params,
+            "model architecture": repr(sorted(architecture.items())),
+            "training rows": len(data.x_train), "validation rows": len(data.x_val),
+            "test rows": len(data.x_test),
+            CHECKSUMS[0]: checksum(data.x_train, 256), CHECKSUMS[1]: checksum(y_train),
+            CHECKSUMS[2]: checksum(getattr(data, "w_train", None)),
+            **{k.replace("_", " "): 0 if v is None else v if isinstance(v, (int, float))
+               else str(v) for k, v in settings.items()},  # (patience None: 0, which no run has)
+            "optimizer": f"{optimizer.name} {sorted(hyper.items())}",
+            "learning rate": optimizer.lr,
+            "loss": f"{loss_fn.name} {sorted(loss.items())}",
+            "schedule": repr(sorted(schedule.state_dict().items())),
+            "resumed epoch": state.epoch, "resumed step": state.step}
 
 
 def _check_same_rows(t, resume, data, target) -> None:

@@ -8,7 +8,9 @@ process to compare. Run as ``python tests/mpi_cases.py MODE OUTDIR [BACKEND [CAS
 - ``raise``: rank 1 raises in its third optimizer step; the job must end, not hang;
 - ``stall``: rank 1 sleeps before training while rank 0 waits with a 2 s collective timeout;
 - ``setup``: rank 1 alone fails before training (a missing ``resume`` file), with a 20 s
-  collective timeout; the job must end at once, not after it.
+  collective timeout; the job must end at once, not after it;
+- ``differ-data``, ``differ-batch``: rank 1 trains on another split of the data, or with
+  another batch size; the job must end at once, saying so.
 """
 
 from __future__ import annotations
@@ -65,10 +67,12 @@ DROPOUT = 0.3
 
 
 def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step=None,
-             resume=None):
-    """Train case ``name``; returns (model, history). ``fail_at_step``: raise in that step."""
-    (dataset, kw), dtype, opt_name, reduction, batch_size, epochs = CASES[name]
-    spec = DataSpec(dataset, seed=2, val_fraction=0.2, test_fraction=0.2, **kw)
+             resume=None, split_seed=2, batch_size=None):
+    """Train case ``name``; returns (model, history). ``fail_at_step``: raise in that step;
+    ``split_seed``, ``batch_size``: other data or settings than the case's."""
+    (dataset, kw), dtype, opt_name, reduction, case_batch, epochs = CASES[name]
+    batch_size = batch_size or case_batch
+    spec = DataSpec(dataset, seed=split_seed, val_fraction=0.2, test_fraction=0.2, **kw)
     data = load_data(spec)
     classify = data.task == "classification"
     tags = set(name.split("-"))
@@ -140,6 +144,14 @@ def _setup(out: Path, backend):
              resume=out / "missing.npz" if comm.rank == 1 else None)
 
 
+def _differ(what, backend):
+    from gpunet.distributed import Communicator
+
+    comm = Communicator(timeout=20)
+    other = {"data": {"split_seed": 3}, "batch": {"batch_size": 15}}[what]
+    run_case("wine-float64-adam-b11", backend, comm, **(other if comm.rank == 1 else {}))
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
     backend = sys.argv[3] if len(sys.argv) > 3 else "numpy"
@@ -151,5 +163,7 @@ if __name__ == "__main__":
         _stall(backend)
     elif mode == "setup":
         _setup(out, backend)
+    elif mode.startswith("differ-"):
+        _differ(mode.split("-", 1)[1], backend)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -27,7 +27,7 @@ from mpi_cases import CASES, run_case
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
-from gpunet.distributed import shard, share_weight
+from gpunet.distributed import _as_figure, _disagreement, shard, share_weight
 
 HERE = Path(__file__).parent
 
@@ -84,6 +84,17 @@ def test_shares_cover_the_batch_once_and_weights_sum_to_one(rows, size):
     if rows:
         assert sum(share_weight("mean", c, rows) for c in counts) == pytest.approx(1.0)
         assert [share_weight("sum", c, rows) for c in counts] == [float(c > 0) for c in counts]
+
+
+def test_the_ranks_agree_to_rounding_on_checksums_and_exactly_on_the_rest():
+    figures = {"batch size": 32, "training features' checksum": 1e5, "optimizer": "adam"}
+    table = np.array([[32, 1e5, _as_figure("adam")], [32, 1e5 * (1 + 1e-9), _as_figure("adam")],
+                      [16, 1e5, _as_figure("sgd")], [16, 2e5, _as_figure("adam")]])
+    close = ("training features' checksum",)
+    assert _disagreement(figures, table[:2], close) == ""
+    assert _disagreement(figures, table, close) == (
+        "batch size 32 on rank 0, 16 on rank 2 (and 1 other rank); training features' checksum "
+        "100000 on rank 0, 200000 on rank 3; optimizer differs on rank 2 from rank 0's")
 
 
 def test_without_mpi4py_the_flag_says_what_to_install(monkeypatch, capsys):
@@ -273,6 +284,22 @@ def test_a_failure_on_one_rank_before_training_ends_the_job_at_once():
     assert proc.returncode != 0
     assert seconds < 15 and "waited" not in proc.stderr, proc.stderr
     assert "rank 1 of 2: error: checkpoint" in proc.stderr and "does not exist" in proc.stderr
+
+
+@needs_mpi
+@pytest.mark.parametrize("what, says", [
+    ("data", "training features' checksum"),  # another split: as many rows, other ones
+    ("batch", "batch size 11 on rank 0, 15 on rank 1"),  # other steps: mispaired collectives
+])
+def test_ranks_that_differ_in_data_or_settings_end_the_job_saying_how(what, says):
+    """Rank 1 trains on another split of the data (which would run to the end, on garbage)
+    or with another batch size (other numbers of steps): the job ends before training, rank 0
+    naming what differs on which rank."""
+    proc, seconds = mpirun(HERE / "mpi_cases.py", f"differ-{what}", HERE, timeout=60)
+    assert proc.returncode != 0 and seconds < 15, proc.stdout + proc.stderr
+    assert "rank 0 of 2: error: the ranks' inputs differ: " in proc.stderr, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "inputs differ" in x)
+    assert says in line and "on rank 1" in line and "epoch " not in proc.stdout, proc.stderr
 
 
 @needs_mpi

@@ -554,6 +554,9 @@ class _RankWithALateCtrlC:
     def broadcast_params(self, model):
         pass
 
+    def check_same(self, figures, close=()):
+        pass
+
     def abort_on_error(self, passthrough=()):
         import contextlib
 
