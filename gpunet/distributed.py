@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import sys
 import time
 
@@ -358,19 +359,25 @@ class Communicator:
             with contextlib.suppress(Exception):
                 self._nccl.abort()
         self.comm.Abort(code)
+        os._exit(code)  # (MPICH's Abort can return before the launcher kills this process,
+        # which would then go on, as if the exception had not been raised, or report it twice)
 
     @contextlib.contextmanager
     def abort_on_error(self, passthrough=()):
         """Turn an exception on this rank into one line and ``MPI_Abort``, so the other ranks
         end too instead of waiting in a collective. Exceptions in ``passthrough`` (those that
         every rank raises together, like a diverged loss that all ranks see) and a clean
-        ``SystemExit`` pass; on a single rank everything passes."""
+        ``SystemExit`` pass; on a single rank everything passes. A Ctrl-C is reported as one
+        process reports it: interrupted, status 130."""
         try:
             yield self
         except BaseException as e:
             if self.size == 1 or isinstance(e, passthrough) or (
                     isinstance(e, SystemExit) and e.code in (0, None)):
                 raise
+            if isinstance(e, KeyboardInterrupt):
+                self.abort("interrupted; ending every rank",
+                           128 + int(getattr(e, "signum", signal.SIGINT)))
             what = str(e).strip().splitlines()
             what = what[0] if isinstance(e, GpunetError) and what else _first_line(e)
             self.abort(f"error: {what}; ending every rank")

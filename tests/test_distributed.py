@@ -266,6 +266,27 @@ def test_a_ctrl_c_that_reaches_one_rank_late_stops_every_rank_after_the_same_ste
     assert (state["epoch"], state["step"]) == (1, 8)  # 21 steps: an epoch of 13, then 8
 
 
+@needs_mpi
+def test_a_ctrl_c_before_training_ends_every_rank_as_interrupted():
+    """Rank 1 gets SIGINT while it sets up (in the transport's choice, before fit): the job
+    ends as one process does on a Ctrl-C there, "interrupted" with status 130, not as an
+    error."""
+    code = (
+        "import os, signal, sys\n"
+        "from mpi4py import MPI\n"
+        "import gpunet.distributed as D\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n"
+        "    def prepare(self, backend): os.kill(os.getpid(), signal.SIGINT)\n"
+        "    D.Communicator.prepare = prepare\n"
+        "from gpunet.cli import main\n"
+        "sys.exit(main(['train', '--dataset', 'wine', '--backend', 'numpy', '--hidden', '16',"
+        " '--epochs', '50', '--distributed', '--collective-timeout', '20']))\n")
+    proc, seconds = mpirun("-c", code, timeout=120)
+    assert proc.returncode == 130 and seconds < 15, proc.stdout + proc.stderr
+    assert "gpunet: rank 1 of 2: interrupted; ending every rank" in proc.stderr, proc.stderr
+    assert "error" not in proc.stderr, proc.stderr
+
+
 # -- failures end the job ---------------------------------------------------------------------
 
 @needs_mpi
