@@ -11,9 +11,10 @@ m_r rows, the mean gradient of the whole batch is
 
 so each rank scales its gradient by m_r / m and one SUM all-reduce gives every rank the
 single-process gradient, to float rounding; every rank then applies the same optimizer step.
-The parameters travel as ONE flat buffer, with the step's loss, correct count and a Ctrl-C
-flag in its last three slots, so a step is exactly one collective (plus three small ones per
-batch norm, which is synced over the ranks: ``batch_norm_allreduce``, docs/math.md).
+The parameters travel as ONE flat buffer, with the step's loss, correct count and a stop flag
+(``stop_flag``: which signal, if any) in its last three slots, so a step is exactly one
+collective (plus three small ones per batch norm, which is synced over the ranks:
+``batch_norm_allreduce``, docs/math.md).
 
 Transports: MPI (mpi4py) carries everything on the numpy backend. On the cupy backend the
 gradient buffer goes through NCCL (``cupy.cuda.nccl``, its unique id broadcast over MPI) when
@@ -44,7 +45,7 @@ from .errors import ConfigError, GpunetError
 INSTALL_HINT = "pip install 'gpunet[distributed]'"
 #: seconds a collective may wait for the other ranks before the job is aborted
 DEFAULT_TIMEOUT = 600.0
-#: slots after the gradients in the step buffer: loss, correct count, Ctrl-C flag
+#: slots after the gradients in the step buffer: loss, correct count, stop flag (stop_flag)
 STEP_EXTRAS = 3
 
 
@@ -91,6 +92,21 @@ def weighted_share(reduction: str, rows_weight: float, total_weight: float, rows
     if reduction != "mean":
         return 1.0
     return rows_weight / total_weight if total_weight > 0 else 0.0
+
+
+def stop_flag(signum: int, size: int) -> int:
+    """A rank's entry in the step buffer's stop slot, which the step's all-reduce SUMS over the
+    ``size`` ranks: 0 without a signal, 1 for Ctrl-C (SIGINT), size + 1 for SIGTERM, so that
+    the sum still says whether any rank got SIGTERM (``stop_signal``)."""
+    return 0 if not signum else size + 1 if signum == signal.SIGTERM else 1
+
+
+def stop_signal(total, size: int) -> int:
+    """The signal that stops every rank, from the sum of their ``stop_flag``s: SIGTERM if any
+    rank got it (a scheduler's stop: every rank then exits 143), else SIGINT if any rank got
+    that, else 0."""
+    total = int(round(float(total)))
+    return signal.SIGTERM if total > size else signal.SIGINT if total else 0
 
 
 def _first_line(e: BaseException) -> str:

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .distributed import STEP_EXTRAS, share_weight, shard, weighted_share
+from .distributed import (STEP_EXTRAS, share_weight, shard, stop_flag, stop_signal,
+                          weighted_share)
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .layers import BatchNorm
 from .log import is_terminal
@@ -706,14 +707,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if step_cache is not None:
                 step_cache["static"] = (key, static)
 
-    def interrupted(where, epoch, step):
-        by = " by SIGTERM" if sigint.signum == signal.SIGTERM else ""
+    def interrupted(where, epoch, step, signum):
+        by = " by SIGTERM" if signum == signal.SIGTERM else ""
         msg = (f"interrupted{by} at {where}; checkpoint written to {save}" if save
                else f"interrupted{by} at {where} (nothing written: no checkpoint path given)")
         history = History(state.history)
         history.best_epoch, history.stopped_early = state.best_epoch, state.stopped_early
         history.test = {}  # (the test split is scored once the run is done)
-        raise TrainingInterrupted(msg, epoch, step, save, sigint.signum, history)
+        raise TrainingInterrupted(msg, epoch, step, save, signum, history)
 
     def checkpoint(losses=None, correct=None):
         if save is None:
@@ -816,7 +817,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         correct = correct_rows(model, y_hat, y_labels[idx])
                     model.backward(dJdy_hat * weight if synced else dJdy_hat, need_dx=False)
                 if comm is not None:
-                    extras = (value * weight, correct, sigint.raised)
+                    extras = (value * weight, correct,
+                              stop_flag(sigint.raised and sigint.signum, comm.size))
                     if stepped:  # the gradients summed in the step's own buffer, then its
                         value, correct, stop_all = comm.allreduce_flat(  # update
                             backend, static.flat, model.n_params, weight, extras)
@@ -824,7 +826,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     else:
                         value, correct, stop_all = comm.allreduce_grads(
                             model, 1.0 if synced else weight, extras)
-                    stop_all = bool(stop_all)
+                    stop_all = stop_signal(stop_all, comm.size)  # (every rank: the same)
                 if not stepped:
                     optimizer.step()
                 step_losses[s] = value  # on the device: no synchronisation per step
@@ -842,7 +844,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     state.step = s + 1  # went non-finite are not written over the last good)
                     checkpoint(step_losses, step_correct)
                     bar.close()
-                    interrupted(f"epoch {epoch}, step {s + 1} of {n_steps}", epoch, s + 1)
+                    interrupted(f"epoch {epoch}, step {s + 1} of {n_steps}", epoch, s + 1,
+                                stop_all if comm is not None else sigint.signum)
             bar.clear()  # (the epoch's line, logged below, takes its place)
             losses = backend.to_host(step_losses)
             diverged(losses, epoch)
@@ -881,10 +884,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             # a signal that came in after the last step (in validation, or the checkpoint):
             # the run stops here, on every rank together, rather than after one more step or,
             # in the last epoch, not at all
-            if bool(comm.allreduce([sigint.raised], "max")[0]) if comm is not None \
-                    else sigint.raised:
+            stop = sigint.raised and sigint.signum
+            if comm is not None:
+                stop = stop_signal(comm.allreduce([stop_flag(stop, comm.size)])[0], comm.size)
+            if stop:
                 interrupted(f"the end of epoch {epoch}" + (
-                    " (the run was complete)" if state.finished else ""), epoch, n_steps)
+                    " (the run was complete)" if state.finished else ""), epoch, n_steps, stop)
             if state.stopped_early:
                 if log is not None:
                     log(f"early stop: no better {monitor}"

@@ -12,9 +12,11 @@ the gradients go through MPI on the host.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +29,8 @@ from mpi_cases import CASES, run_case
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
-from gpunet.distributed import _as_figure, _disagreement, shard, share_weight
+from gpunet.distributed import (_as_figure, _disagreement, shard, share_weight, stop_flag,
+                                stop_signal)
 
 HERE = Path(__file__).parent
 
@@ -84,6 +87,13 @@ def test_shares_cover_the_batch_once_and_weights_sum_to_one(rows, size):
     if rows:
         assert sum(share_weight("mean", c, rows) for c in counts) == pytest.approx(1.0)
         assert [share_weight("sum", c, rows) for c in counts] == [float(c > 0) for c in counts]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_the_summed_stop_flags_say_sigterm_if_any_rank_got_it(size):
+    for got in itertools.product((0, signal.SIGINT, signal.SIGTERM), repeat=size):
+        total = np.float32(sum(stop_flag(g, size) for g in got))  # (a float32 step buffer)
+        assert stop_signal(total, size) == max(got), got
 
 
 def test_the_ranks_agree_to_rounding_on_checksums_and_exactly_on_the_rest():
@@ -285,6 +295,40 @@ def test_a_ctrl_c_before_training_ends_every_rank_as_interrupted():
     assert proc.returncode == 130 and seconds < 15, proc.stdout + proc.stderr
     assert "gpunet: rank 1 of 2: interrupted; ending every rank" in proc.stderr, proc.stderr
     assert "error" not in proc.stderr, proc.stderr
+
+
+@needs_mpi
+@pytest.mark.parametrize("during, call, where", [
+    ("allreduce_flat", 20, "epoch 2, step 8 of 13"),  # a step's all-reduce: the flag's slot
+    ("allreduce", 1, "the end of epoch 1"),  # epoch 1's validation: the epoch's own all-reduce
+])
+def test_a_sigterm_that_reaches_one_rank_stops_every_rank_as_sigterm(tmp_path, during, call,
+                                                                     where):
+    """Rank 1 alone gets SIGTERM: every rank says "by SIGTERM" and returns 143, as the rank
+    that got it does (the flag the ranks sum says which signal, not only whether one came)."""
+    code = (
+        "import os, signal, sys\n"
+        "from mpi4py import MPI\n"
+        "import gpunet.distributed as D\n"
+        "rank = MPI.COMM_WORLD.Get_rank()\n"
+        "if rank == 1:\n"
+        f"    inner, n = D.Communicator.{during}, [0]\n"
+        "    def late(self, *a, **k):\n"
+        "        out = inner(self, *a, **k)\n"
+        "        n[0] += 1\n"
+        f"        if n[0] == {call}: os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return out\n"
+        f"    D.Communicator.{during} = late\n"
+        "from gpunet.cli import main\n"
+        "rc = main(['train', '--dataset', 'wine', '--backend', 'numpy', '--hidden', '16',"
+        " '--batch-size', '10', '--epochs', '50', '--distributed', '--collective-timeout', '5'])\n"
+        f"open({str(tmp_path)!r} + f'/rc{{rank}}', 'w').write(str(rc))\n"
+        "sys.exit(rc)\n")
+    proc, seconds = mpirun("-c", code, timeout=120)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    assert "waited" not in proc.stderr and seconds < 60, proc.stderr
+    assert f"interrupted by SIGTERM at {where}" in proc.stderr, proc.stderr
+    assert [(tmp_path / f"rc{r}").read_text() for r in range(2)] == ["143", "143"]
 
 
 # -- failures end the job ---------------------------------------------------------------------
