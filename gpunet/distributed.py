@@ -149,9 +149,11 @@ def _resolve_timeout(timeout) -> float | None:
         try:
             timeout = float(text) if text else DEFAULT_TIMEOUT
         except ValueError:
-            raise GpunetError(f"GPUNET_COLLECTIVE_TIMEOUT must be a number of seconds, "
-                              f"got {text!r}") from None
-    if timeout < 0:
+            timeout = None
+        if timeout is None or not timeout >= 0:  # (NaN, which no deadline is ever past)
+            raise GpunetError(f"GPUNET_COLLECTIVE_TIMEOUT must be a number of seconds >= 0, "
+                              f"got {text!r}")
+    if not timeout >= 0:
         raise GpunetError(f"the collective timeout must be >= 0 seconds, got {timeout!r}")
     return None if timeout == 0 or timeout == float("inf") else float(timeout)
 

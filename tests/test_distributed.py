@@ -29,8 +29,9 @@ from mpi_cases import CASES, run_case
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
-from gpunet.distributed import (_as_figure, _disagreement, shard, share_weight, stop_flag,
-                                stop_signal)
+from gpunet.distributed import (_as_figure, _disagreement, _resolve_timeout, shard, share_weight,
+                                stop_flag, stop_signal)
+from gpunet.errors import GpunetError
 
 HERE = Path(__file__).parent
 
@@ -105,6 +106,24 @@ def test_the_ranks_agree_to_rounding_on_checksums_and_exactly_on_the_rest():
     assert _disagreement(figures, table, close) == (
         "batch size 32 on rank 0, 16 on rank 2 (and 1 other rank); training features' checksum "
         "100000 on rank 0, 200000 on rank 3; optimizer differs on rank 2 from rank 0's")
+
+
+@pytest.mark.parametrize("text", ["nan", "-5", "soon"])
+def test_a_timeout_in_the_environment_that_is_no_seconds_is_refused(monkeypatch, text):
+    """NaN, as --collective-timeout nan is: no deadline is ever past it (no limit at all)."""
+    monkeypatch.setenv("GPUNET_COLLECTIVE_TIMEOUT", text)
+    with pytest.raises(GpunetError, match=f"TIMEOUT must be a number of seconds >= 0, got "
+                                          f"'{text}'"):
+        _resolve_timeout(None)
+    with pytest.raises(GpunetError, match="must be >= 0 seconds, got nan"):
+        _resolve_timeout(float("nan"))
+
+
+@pytest.mark.parametrize("text, seconds", [("", 600.0), ("2.5", 2.5), ("0", None),
+                                           ("inf", None)])
+def test_a_timeout_in_the_environment_is_taken(monkeypatch, text, seconds):
+    monkeypatch.setenv("GPUNET_COLLECTIVE_TIMEOUT", text)
+    assert _resolve_timeout(None) == seconds
 
 
 def test_without_mpi4py_the_flag_says_what_to_install(monkeypatch, capsys):
