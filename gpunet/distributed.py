@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import sys
 import time
@@ -110,8 +111,17 @@ def stop_signal(total, size: int) -> int:
 
 
 def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    """``Type: message`` in one line: the message's first line, and where that only heads an
+    MPI error stack ("Other MPI error, error stack:"), the stack's last line, which names the
+    failure, without its "function(line):" place."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    head = lines[0]
+    if head.endswith("error stack:") and len(lines) > 1:
+        last = re.sub(r"^\w+\(\d+\)\s*:\s*", "", lines[-1])
+        head = f"{head[:-len('error stack:')].rstrip(' ,')}: {last}"
+    return f"{type(e).__name__}: {head}"
 
 
 def _as_figure(value) -> float:

@@ -29,8 +29,8 @@ from mpi_cases import CASES, run_case
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
-from gpunet.distributed import (_as_figure, _disagreement, _resolve_timeout, shard, share_weight,
-                                stop_flag, stop_signal)
+from gpunet.distributed import (_as_figure, _disagreement, _first_line, _resolve_timeout, shard,
+                                share_weight, stop_flag, stop_signal)
 from gpunet.errors import GpunetError
 
 HERE = Path(__file__).parent
@@ -124,6 +124,17 @@ def test_a_timeout_in_the_environment_that_is_no_seconds_is_refused(monkeypatch,
 def test_a_timeout_in_the_environment_is_taken(monkeypatch, text, seconds):
     monkeypatch.setenv("GPUNET_COLLECTIVE_TIMEOUT", text)
     assert _resolve_timeout(None) == seconds
+
+
+def test_an_mpi_error_is_told_by_the_line_that_names_the_failure():
+    """MPICH's message heads its error stack with a line that says nothing ("Other MPI error,
+    error stack:"); the last line of the stack says what failed."""
+    mpi = Exception("Other MPI error, error stack:\n"
+                    "internal_Iallreduce(4160): MPI_Iallreduce(MPI_IN_PLACE, ...) failed\n"
+                    "MPIDI_OFI_handle_cq_error(1062): OFI poll failed (Input/output error)\n")
+    assert _first_line(mpi) == "Exception: Other MPI error: OFI poll failed (Input/output error)"
+    assert _first_line(ValueError("bad value\nmore")) == "ValueError: bad value"
+    assert _first_line(KeyError()) == "KeyError"
 
 
 def test_without_mpi4py_the_flag_says_what_to_install(monkeypatch, capsys):
