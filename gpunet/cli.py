@@ -615,7 +615,7 @@ def cmd_train(args, comm=None) -> int:
         names = data.classes if data.classes is not None else range(len(data.class_weights))
         say("gpunet: class weights (" + data.spec.class_weight + "): " + ", ".join(
             f"{c} {w:.3g}" for c, w in zip(names, data.class_weights)))
-    if args.tf32 and not backend.set_tf32(True):
+    if args.tf32 and not backend.set_tf32(True) and (comm is None or comm.is_root):
         print(f"gpunet: --tf32 has no effect on the {backend.name} backend", file=sys.stderr)
     if comm is not None:
         comm.prepare(backend)

@@ -255,6 +255,13 @@ def test_cli_resume_on_the_same_ranks_is_exact_and_refuses_others(tmp_path):
 
 
 @needs_mpi
+def test_cli_notices_come_once_from_rank_zero():
+    proc, _ = _train("--epochs", "1", "--tf32")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("--tf32 has no effect on the numpy backend") == 1, proc.stderr
+
+
+@needs_mpi
 def test_cli_trains_a_batch_norm_model_on_two_ranks_as_one_process(tmp_path):
     """`--norm batch --distributed` is the synced batch norm: the two-rank run's weights and
     running statistics are those of the same command in one process. (SGD: Adam would divide
