@@ -517,6 +517,15 @@ def cmd_train(args, comm=None) -> int:
         training = resume.extra.get("training")
         if training is None or resume.extra.get("data") is None:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
+        ranks = training.get("ranks", 1)
+        if comm is None and launched > 1 and ranks > 1:  # (fit would say "not 1": one rank)
+            from .errors import ConfigError
+
+            raise ConfigError(f"this run was trained on {ranks} ranks and this process is one of "
+                              f"{launched} started without --distributed: " + (
+                                  "add --distributed" if launched == ranks else
+                                  f"resume it with mpiexec -n {ranks} gpunet train --resume "
+                                  f"{args.resume} --distributed"))
         _refuse_changes_on_resume(args, resume)
         spec = DataSpec.from_json(resume.extra["data"])
         if not _readable_source(resume.extra["data"]):

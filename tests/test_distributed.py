@@ -252,6 +252,11 @@ def test_cli_resume_on_the_same_ranks_is_exact_and_refuses_others(tmp_path):
                             "--epochs", "5"], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 1
     assert "trained on 2 rank(s); resume it on the same number (mpiexec -n 2)" in plain.stderr
+    # two processes of mpiexec -n 2 without --distributed: told to add it
+    proc, _ = mpirun("-m", "gpunet.cli", "train", "--resume", a, "--epochs", "5")
+    assert proc.returncode == 1
+    assert "this run was trained on 2 ranks and this process is one of 2 started without " \
+        "--distributed: add --distributed" in proc.stderr and "not 1" not in proc.stderr
 
 
 @needs_mpi
