@@ -494,7 +494,7 @@ def cmd_train(args, comm=None) -> int:
     from .model import MLP
     from .optim import get_optimizer
     from .schedules import Schedule
-    from .train import OUTPUT_FOR_LOSS, confusion_matrix, fit
+    from .train import OUTPUT_FOR_LOSS, confusion_matrix, figure, fit
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     # (--resume without --save writes its checkpoints over the file it resumes)
@@ -612,6 +612,11 @@ def cmd_train(args, comm=None) -> int:
     if data.rows_dropped:
         say(f"gpunet: left out {data.rows_dropped} rows with a missing "
             + ("target or weight" if data.spec.fill_missing else "value") + " (--drop-missing)")
+    if not (args.resume or args.task or args.loss) and data.classes is None \
+            and not data.multilabel and _file_source(data.spec):  # (a named set has its own)
+        say(f"gpunet: task {data.task}, read off the targets" + (
+            f" (whole numbers 0..{data.n_classes - 1}: {data.n_classes} classes; --task "
+            "regression fits them as values)" if data.task == "classification" else ""))
     # which columns became categories: numbers written as text (dates, "1,234", "12%") show
     text = [f"{e['name']} ({len(e['categories'])})" for e in data.features or ()
             if "categories" in e]
@@ -670,11 +675,11 @@ def cmd_train(args, comm=None) -> int:
                                                      else "")
               + f")  ({seconds:.1f}s on {backend.name})")
     elif data.task == "classification":
-        print(f"test accuracy: {history.test.get('test_accuracy', float('nan')):.4f}  "
+        print(f"test accuracy: {figure(history.test.get('test_accuracy', float('nan')))}  "
               f"({seconds:.1f}s on {backend.name})")
     else:
-        print(f"test mse: {history.test.get('test_mse', float('nan')):.4f}  "
-              f"test r2: {history.test.get('test_r2', float('nan')):.4f}  "
+        print(f"test mse: {figure(history.test.get('test_mse', float('nan')))}  "
+              f"test r2: {figure(history.test.get('test_r2', float('nan')))}  "
               f"({seconds:.1f}s on {backend.name})")
     if report is not None:
         print("\n" + report["text"], end="")
@@ -721,6 +726,13 @@ def _warn_replacing_unfinished(path) -> None:
               f"{training.get('epochs')}), which this new run replaces after its first epoch; "
               f"to go on with it instead: gpunet train --resume {shlex.quote(str(path))}",
               file=sys.stderr)
+
+
+def _file_source(spec) -> bool:
+    """Whether a DataSpec names a data file (whose task is read off its targets)."""
+    from .data import source_kind
+
+    return source_kind(spec.dataset) in ("csv", "npz", "npy")
 
 
 def _readable_source(spec) -> bool:
@@ -854,7 +866,7 @@ def cmd_evaluate(args) -> int:
     from .checkpoint import check_writable, load_checkpoint
     from .data import DataSpec, load_split
     from .errors import CheckpointError
-    from .train import metrics, prepare_targets
+    from .train import figure, metrics, prepare_targets
 
     if args.metrics_json:
         check_writable(args.metrics_json, "--metrics-json")
@@ -911,7 +923,7 @@ def cmd_evaluate(args) -> int:
             result["weights_epoch"] = state["best_epoch"]
     result.update({f"{args.split}_{k}": v for k, v in m.items()})
     for k, v in result.items():
-        print(f"{k}: {v:.6f}" if isinstance(v, float) else f"{k}: {v}")
+        print(f"{k}: {figure(v, 6)}" if isinstance(v, float) else f"{k}: {v}")
     if args.report:
         from .report import evaluation_report
 
@@ -1037,7 +1049,9 @@ def cmd_predict(args) -> int:
             table = ckpt.target_standardizer.inverse(table)
         header = named if len(named) == table.shape[1] else \
             [f"y{k}" for k in range(table.shape[1])]
-        fmt = ["%.8g"] * table.shape[1]
+        # every digit float64 needs (Python's shortest repr): targets far from 0 (1e8 + a
+        # few units) lose their spread in 8 significant digits
+        fmt = ["%r"] * table.shape[1]
     if kind == ".npy":
         atomic_write(out, lambda f: np.save(f, table))
     else:
@@ -1048,7 +1062,8 @@ def cmd_predict(args) -> int:
             writer = csv.writer(buf, lineterminator="\n")  # (quotes a name with a comma)
             writer.writerow(keep + header)
             line = ",".join(fmt) if not isinstance(table, list) else None
-            rows = table if line is None else ((line % tuple(r)).split(",") for r in table)
+            rows = table if line is None else ((line % tuple(r.tolist())).split(",")
+                                               for r in table)
             writer.writerows(rows if kept is None else
                              ([*k, *r] for k, r in zip(kept, rows)))
             f.write(buf.getvalue().encode())
@@ -1127,6 +1142,7 @@ def _describe_checkpoint(path) -> int:
     """``gpunet info --checkpoint PATH``: what the file holds, read without building anything
     on a device."""
     from .checkpoint import load_checkpoint
+    from .train import figure
 
     ckpt = load_checkpoint(path)
     ckpt.check_sections(path)
@@ -1215,7 +1231,7 @@ def _describe_checkpoint(path) -> int:
                   + (f"; best epoch {state['best_epoch']}" if state.get("best_epoch") else ""))
         if state["history"]:
             last = state["history"][-1]
-            print("last epoch: " + "  ".join(f"{k} {_figure(v, '.4f')}"
+            print("last epoch: " + "  ".join(f"{k} {'nan' if v is None else figure(v)}"
                                               for k, v in last.items()
                                               if k not in ("epoch", "seconds", "lr")))
     elif estimator and estimator.get("history"):

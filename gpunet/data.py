@@ -64,7 +64,8 @@ LOSS_TASK = {"cross_entropy": "classification", "bce": "classification",
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801
-#: float targets with at most this many distinct non-negative integer values are inferred as labels
+#: float targets of whole numbers from 0 to below this are inferred as labels (a model of at
+#: most this many outputs); larger whole numbers (prices in hundreds, years) are values
 MAX_INFERRED_CLASSES = 100
 #: a label above this is taken for a mistake (an id column as target), not a class count
 MAX_CLASSES = 100_000
@@ -389,8 +390,8 @@ def load_data(spec: DataSpec, loss: str | None = None, dtype=None) -> Dataset:
     The task is ``spec.task`` if given; else the one ``loss`` implies (cross_entropy, bce,
     bce_logits: classification; mse, huber: regression); else a named source's own (bundled and
     synthetic sets, mnist); else it is read off the targets: an integer dtype, or float values
-    that are all integers >= 0 with at most 100 distinct values, mean classification, anything
-    else (or more than one target column) regression.
+    that are all whole numbers from 0 to 99, mean classification, anything else (or more than
+    one target column) regression.
 
     Classification labels are used as given, not remapped: integers >= 0, ``n_classes`` =
     max + 1, at least two distinct classes. The split is seeded by ``spec.seed``: first the test
@@ -772,7 +773,7 @@ def infer_task(y: np.ndarray) -> str:
     if y.dtype.kind in "biu":
         return "classification"
     if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)) \
-            and y.min() >= 0 and len(np.unique(y)) <= MAX_INFERRED_CLASSES:
+            and y.min() >= 0 and y.max() < MAX_INFERRED_CLASSES:
         return "classification"
     return "regression"
 

@@ -34,7 +34,9 @@ classes=...)``). A Ctrl-C (or SIGTERM) stops either after the current step with
 reached and the epochs completed (``n_iter_``, ``history_``).
 
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
-``loss_curve_`` and ``loss_`` (its last), ``n_iter_`` (epochs run), ``best_epoch_`` (with
+``loss_curve_`` and ``loss_`` (its last: each epoch's mean training loss, a regressor's on its
+standardised targets, not scikit-learn's half squared error in the targets' units),
+``n_iter_`` (epochs run), ``best_epoch_`` (with
 ``patience``: the epoch whose
 weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame), and
 scikit-learn's MLP attributes read off them: ``coefs_`` and ``intercepts_`` (its (inputs,
@@ -51,6 +53,7 @@ a pickle runs code when it is loaded, so keep files in the checkpoint format.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import sys
 import warnings
@@ -72,6 +75,25 @@ from .train import History, TrainingInterrupted, fit
 
 #: rows per forward pass when predicting
 PREDICT_BATCH = 4096
+
+
+def _as_before_on_error(method):
+    """``fit`` or ``partial_fit`` that, where it raises an error (a bad parameter found once
+    the data were read, say), leaves the estimator's attributes as they were: a fitted one
+    keeps answering as fitted (its classes, its predictions' shape) rather than with what the
+    failed call had begun to set. A Ctrl-C (``TrainingInterrupted``) keeps what it trained."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    return run
 
 
 def _target_names(y):
@@ -694,6 +716,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
     _multilabel = False  # (fit sets it: whether y was an indicator matrix of labels)
     _sparse_labels = False  # (and whether that matrix was a SciPy sparse one)
 
+    @_as_before_on_error
     def fit(self, X, y, sample_weight=None):
         """Learn ``classes_`` and train on X (samples, features) and y (samples,) labels, or a
         multilabel indicator matrix (samples, labels) of 0/1; returns self. ``sample_weight`` (samples,): how much each row's loss counts (see the class
@@ -726,6 +749,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         self.classes_, self._multilabel = classes, False
         return self._fit(X, labels.reshape(-1).astype(np.int64), len(classes), sample_weight)
 
+    @_as_before_on_error
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over X (samples, features) and y (samples,), in mini-batches of
         ``batch_size``, from the fitted network (``sample_weight`` as in ``fit``); returns
@@ -869,6 +893,7 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
 
     _task = "regression"
 
+    @_as_before_on_error
     def fit(self, X, y, sample_weight=None):
         """Train on X (samples, features) and y (samples,) or (samples, targets); returns self.
         ``sample_weight`` as in ``MLPClassifier.fit``. With ``warm_start`` and fitted:
@@ -877,6 +902,7 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         X, y = self._targets(X, y, reset=not self._warm())
         return self._fit(X, y, y.shape[1], sample_weight)
 
+    @_as_before_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network
         (``sample_weight`` as in ``fit``); returns self. The first call (on an unfitted estimator) sets up the network, the

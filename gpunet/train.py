@@ -425,7 +425,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
     if MONITORS[monitor] not in (None, data.task):
         raise ConfigError(f"{monitor} is a {MONITORS[monitor]} figure; this is a {data.task} "
-                          "task")
+                          f"task (a data file's task is read off its targets unless given: "
+                          f"--task {MONITORS[monitor]}, or DataSpec(task=...))")
+    if monitor == "val_r2" and patience is not None and 0 < len(data.x_val) < 2:
+        raise ConfigError("val_r2 of one validation row is undefined (NaN, never better), so "
+                          "early stopping would stop blind: hold out more rows, or monitor "
+                          "val_loss")
     sign = -1.0 if monitor in ("val_accuracy", "val_r2") else 1.0  # as a loss: lower is better
     if data.n_features != model.sizes[0]:
         raise ShapeError(
@@ -1002,11 +1007,20 @@ def _listed(names, none: str) -> str:
     return none if names is None else ", ".join(map(str, names))
 
 
+def figure(v, decimals=4) -> str:
+    """A metric for a line of text: ``decimals`` places, or where that would show a small one
+    as 0 (a squared error of targets around 1e-8), as many significant digits."""
+    v = float(v)
+    if v == 0 or not math.isfinite(v) or abs(v) >= 10.0 ** -(decimals - 1):
+        return f"{v:.{decimals}f}"
+    return f"{v:.{decimals}g}"
+
+
 def _summary(row, epochs) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}"]
     for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_mse", "val_r2"):
         if k in row:
-            parts.append(f"{k} {row[k]:.4f}")
+            parts.append(f"{k} {figure(row[k])}")
     parts.append(f"lr {row['lr']:.3g}")
     parts.append(f"{row['seconds']:.2f}s")
     return "  ".join(parts)

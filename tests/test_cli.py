@@ -836,3 +836,91 @@ def test_a_file_named_like_a_bundled_set_is_not_its_data(tmp_path, capsys, monke
     assert main(["train", "--dataset", "d.csv", "--target", "y", "--save", "c.npz", *base]) == 0
     assert main(["train", "--resume", "c.npz", "--dataset", str(tmp_path / "d.csv"),
                  "--epochs", "2", "--quiet"]) == 0
+
+
+def test_regression_predictions_keep_every_digit_of_targets_far_from_zero(tmp_path):
+    """Targets near 1e8 varying by a few units: predict's CSV holds the model's values to the
+    last float64 digit (8 significant digits rounded them to whole units, an R^2 of 0.6 for a
+    model of 0.996), the values computed here from the checkpoint's network."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 2))
+    y = 1e8 + 3 * x[:, 0] + 0.05 * rng.normal(size=300)
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write("a,b,y\n")
+        f.writelines(f"{r[0]!r},{r[1]!r},{t!r}\n" for r, t in zip(x.tolist(), y.tolist()))
+    ck = tmp_path / "b.npz"
+    assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "5", "--quiet",
+                 "--backend", "numpy", "--save", str(ck)]) == 0
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(path), "--output",
+                 str(tmp_path / "p.csv")]) == 0
+    got = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    c = load_checkpoint(ck)
+    out = np.asarray(c.build_model("numpy").predict(c.standardizer(x).astype(np.float32)),
+                     dtype=np.float64)
+    np.testing.assert_array_equal(got, c.target_standardizer.inverse(out)[:, 0])
+    assert np.ptp(got) > 10  # (the spread is there)
+
+
+def test_whole_number_targets_are_classes_only_from_0_to_99_and_train_says_which(tmp_path,
+                                                                                  capsys):
+    """Prices in hundreds (1000..5500, 46 distinct values) were taken for 5501 classes; a
+    data file's task read off its targets is said, with the flag that changes it."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 3))
+    for name, y in (("price", 1000 + 100 * rng.integers(0, 46, 200)),
+                    ("count", rng.integers(0, 37, 200))):
+        path = tmp_path / f"{name}.csv"
+        with open(path, "w") as f:
+            f.write("a,b,c,y\n")
+            f.writelines(f"{r[0]},{r[1]},{r[2]},{float(t)}\n" for r, t in zip(x, y))
+        capsys.readouterr()
+        assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1",
+                     "--backend", "numpy", "--metrics-json", str(tmp_path / "m.json")]) == 0
+        err = capsys.readouterr().err
+        task = json.loads((tmp_path / "m.json").read_text())["task"]
+        if name == "price":
+            assert task == "regression" and "gpunet: task regression, read off the targets" \
+                in err
+        else:
+            assert task == "classification" and "gpunet: task classification, read off the " \
+                f"targets (whole numbers 0..{y.max()}: {y.max() + 1} classes; --task " \
+                "regression fits them as values)" in err
+    assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1", "--quiet",
+                 "--monitor", "val_r2", "--patience", "2"]) == 1
+    assert "(a data file's task is read off its targets unless given: --task regression" \
+        in capsys.readouterr().err
+
+
+def test_val_r2_of_one_validation_row_is_refused_for_early_stopping():
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 2))
+    data = make_dataset("tiny", x, x @ [1.0, 2.0], task="regression", val_fraction=0.05,
+                        test_fraction=0.0)
+    assert len(data.x_val) == 1
+    model = gn.MLP([2, 4, 1], seed=0)
+    with pytest.raises(gn.ConfigError, match="val_r2 of one validation row is undefined"):
+        gn.fit(model, data, gn.MSELoss(), gn.Adam(model), epochs=3, monitor="val_r2",
+               patience=2, progress=False)
+
+
+def test_a_small_squared_error_is_not_printed_as_zero(tmp_path, capsys):
+    """Targets around 1e-8: the epoch lines, the summary and evaluate showed 0.0000."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 2))
+    path = tmp_path / "tiny.csv"
+    with open(path, "w") as f:
+        f.write("a,b,y\n")
+        f.writelines(f"{r[0]!r},{r[1]!r},{t!r}\n"
+                     for r, t in zip(x.tolist(), (1e-8 * (x[:, 0] + 0.3)).tolist()))
+    capsys.readouterr()
+    assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "2",
+                 "--backend", "numpy", "--save", str(tmp_path / "t.npz")]) == 0
+    out, err = capsys.readouterr()
+    mse = re.search(r"test mse: (\S+)", out).group(1)
+    assert float(mse) > 0 and "e-" in mse
+    assert re.search(r"val_mse \d\.\d+e-\d\d", err)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "t.npz")]) == 0
+    assert float(re.search(r"test_mse: (\S+)", capsys.readouterr().out).group(1)) > 0
