@@ -734,7 +734,9 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
     if y.min() < 0:
         i = int(np.argmax(y < 0))
         raise DataError(f"{where}: class labels must be >= 0, but {row(i)} holds {y[i]:g} "
-                        f"(for numeric targets use the regression task or mse loss)")
+                        f"(labels such as -1 and 1: map them to 0..k-1, or write them as text "
+                        f"class names; for numeric targets use the regression task or mse "
+                        f"loss)")
     if y.max() >= MAX_CLASSES:
         i = int(np.argmax(y >= MAX_CLASSES))
         raise DataError(f"{where}: class labels must lie in 0..{MAX_CLASSES - 1}, but {row(i)} "

@@ -434,7 +434,9 @@ ERRORS = {
         _csv_with(p, [*GOOD, ["1", "2", "1.5"]]), target="y", task="classification")),
         gn.DataError, r"class labels must be integers, but line 6 holds 1\.5"),
     "negative labels": (lambda p: load_data(_npy_pair(p, X20, np.r_[Y20[:-1], -3])),
-                        gn.DataError, r"labels must be >= 0, but row 19 of .*y\.npy holds -3"),
+                        gn.DataError, r"labels must be >= 0, but row 19 of .*y\.npy holds -3 "
+                                      r"\(labels such as -1 and 1: map them to 0\.\.k-1, or "
+                                      r"write them as text class names"),
     "huge label": (lambda p: load_data(_npy_pair(p, X20, np.r_[Y20[:-1], 10**9])),
                    gn.DataError, r"class labels must lie in 0\.\.99999, but row 19 of"),
     "one class": (lambda p: load_data(_npy_pair(p, X20, np.zeros(20, int))), gn.DataError,
