@@ -617,6 +617,9 @@ def cmd_train(args, comm=None) -> int:
         say(f"gpunet: task {data.task}, read off the targets" + (
             f" (whole numbers 0..{data.n_classes - 1}: {data.n_classes} classes; --task "
             "regression fits them as values)" if data.task == "classification" else ""))
+    if any(e["name"] == "" for e in data.features or ()):
+        say("gpunet: a feature column has no name (a row index, as pandas' to_csv writes "
+            "one?): --ignore '' leaves it out")
     # which columns became categories: numbers written as text (dates, "1,234", "12%") show
     text = [f"{e['name']} ({len(e['categories'])})" for e in data.features or ()
             if "categories" in e]

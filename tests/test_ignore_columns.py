@@ -154,3 +154,24 @@ def test_resume_refuses_another_ignore(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "m.npz"), "--epochs", "3", "--quiet",
                  "--ignore", "id"]) == 1
     assert "--ignore cannot change them" in capsys.readouterr().err
+
+
+def test_an_unnamed_index_column_is_pointed_out_and_ignored_by_its_empty_name(tmp_path,
+                                                                             capsys):
+    """pandas' to_csv writes its row index as a first column with an empty name, which trains
+    as a feature: train says so, and --ignore '' leaves it out."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 2))
+    path = tmp_path / "idx.csv"
+    with open(path, "w") as f:
+        f.write(",a,b,y\n")
+        f.writelines(f"{i},{r[0]},{r[1]},{int(r[0] > 0)}\n" for i, r in enumerate(x))
+    flags = ["train", "--dataset", str(path), "--target", "y", "--epochs", "1", "--backend",
+             "numpy", "--save", str(tmp_path / "m.npz")]
+    capsys.readouterr()
+    assert main(flags) == 0
+    assert "gpunet: a feature column has no name (a row index, as pandas' to_csv writes " \
+        "one?): --ignore '' leaves it out" in capsys.readouterr().err
+    assert main(flags + ["--ignore", ""]) == 0
+    assert "has no name" not in capsys.readouterr().err
+    assert [e["name"] for e in load_checkpoint(tmp_path / "m.npz").features] == ["a", "b"]
