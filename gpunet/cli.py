@@ -304,6 +304,11 @@ def main(argv=None) -> int:
             args.target = args.target[0] if len(args.target) == 1 else args.target
         command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                    "gradcheck": cmd_gradcheck, "info": cmd_info}[args.command]
+    launched = _launcher_ranks(slurm=False)
+    if launched > 1 and args is not None and args.command in ("evaluate", "predict", "info"):
+        print(f"gpunet: warning: started as one of {launched} MPI processes: each runs the "
+              f"whole {args.command} (and writes its files); run it without mpiexec",
+              file=sys.stderr)
     try:
         return command(args)
     except GpunetError as e:
@@ -472,10 +477,13 @@ def _train_distributed(args) -> int:
         return 1
 
 
-def _launcher_ranks() -> int:
+def _launcher_ranks(slurm=True) -> int:
     """How many processes an MPI launcher (MPICH/Hydra, Open MPI, Slurm) started, from the
-    variables it sets; 1 when none did."""
-    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS"):
+    variables it sets; 1 when none did. ``slurm=False``: not Slurm's task count, which a
+    batch script's own single commands see too."""
+    names = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE") + (("SLURM_NTASKS",) if slurm
+                                                                 else ())
+    for var in names:
         try:
             return max(1, int(os.environ[var]))
         except (KeyError, ValueError):

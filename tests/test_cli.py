@@ -924,3 +924,18 @@ def test_a_small_squared_error_is_not_printed_as_zero(tmp_path, capsys):
     assert re.search(r"val_mse \d\.\d+e-\d\d", err)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "t.npz")]) == 0
     assert float(re.search(r"test_mse: (\S+)", capsys.readouterr().out).group(1)) > 0
+
+
+def test_evaluate_under_an_mpi_launcher_warns_that_each_process_runs_it_whole(
+        tmp_path, monkeypatch, capsys):
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend", "numpy",
+                 "--save", str(ck)]) == 0
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # (a batch script's own commands see it too)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ck)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["evaluate", "--checkpoint", str(ck)]) == 0
+    assert "gpunet: warning: started as one of 2 MPI processes: each runs the whole evaluate " \
+        "(and writes its files); run it without mpiexec" in capsys.readouterr().err
