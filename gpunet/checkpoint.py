@@ -23,9 +23,11 @@ so a crash leaves either the old checkpoint or the new one, whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -107,10 +109,12 @@ def atomic_write(path, write) -> None:
     path = os.path.realpath(given)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
+    prefix = f".tmp-{os.path.basename(path)}."  # (whose: a killed writer's can be found)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=folder)
     except OSError as e:
         raise _about(e, given) from None
+    _remove_stale(folder, prefix, tmp)
     try:
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
@@ -132,6 +136,29 @@ def atomic_write(path, write) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    except OSError:
+        pass
+
+
+#: seconds after which a temporary file of atomic_write's is taken for a killed writer's
+STALE_TEMPORARY_S = 3600.0
+
+
+def _remove_stale(folder, prefix, mine) -> None:
+    """Remove the temporary files that writers of the same path killed mid-write (kill -9, a
+    preempted job) left in ``folder``, an hour old or more (a write in progress elsewhere is
+    younger): each is as large as a checkpoint, and a job preempted again and again would
+    pile them up."""
+    now = time.time()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.name.endswith(".part") \
+                        and entry.path != mine:
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat(follow_symlinks=False).st_mtime > \
+                                STALE_TEMPORARY_S:
+                            os.unlink(entry.path)
     except OSError:
         pass
 

@@ -297,6 +297,28 @@ def test_an_atomic_write_through_a_symbolic_link_replaces_the_file_it_points_to(
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["run.npz"]
 
 
+def test_a_killed_writers_temporary_files_are_removed_once_an_hour_old(tmp_path):
+    """kill -9 mid-write (a preempted job) leaves a temporary file as large as a checkpoint
+    beside it; the next write of that path removes those an hour old, and leaves a younger
+    one (a write in progress) and other paths' alone."""
+    import os
+    import time
+
+    from gpunet.checkpoint import atomic_write
+
+    old, young, other = (tmp_path / ".tmp-run.npz.abc123.part",
+                         tmp_path / ".tmp-run.npz.def456.part",
+                         tmp_path / ".tmp-other.npz.ghi789.part")
+    for p in (old, young, other):
+        p.write_bytes(b"x" * 100)
+    hours_ago = time.time() - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    atomic_write(tmp_path / "run.npz", lambda f: f.write(b"new"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [young.name, other.name, "run.npz"])
+
+
 def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path):
     """Writing over a folder fails naming the path asked for (the temporary file beside it is
     an implementation detail), and leaves no temporary file behind."""
