@@ -127,8 +127,10 @@ def atomic_write(path, write) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(e, OSError) and e.filename in (tmp, path, None):  # (a full disk's error
-            raise _about(e, given) from None  # on write or fsync names no file: it is this)
+        # a full disk's error on write or fsync names no file: it is this one's (an OSError
+        # without an errno, the caller's own, is left as it is)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (tmp, path, None):
+            raise _about(e, given) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)

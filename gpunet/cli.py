@@ -94,8 +94,8 @@ def _data_flags(p, defaults=True):
                    help="folder holding the four MNIST-format IDX files")
     p.add_argument("--drop-missing", action="store_true", default=None,
                    help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?, "
-                        "NaN, #N/A) instead of stopping at the first (with --fill-missing: "
-                        "the rows whose target or weight is missing)")
+                        "NaN, #N/A, <NA>) instead of stopping at the first (with "
+                        "--fill-missing: the rows whose target or weight is missing)")
     p.add_argument("--weight-column", metavar="COLUMN", default=None,
                    help="CSV: a column of sample weights (numbers >= 0), not a feature: each "
                         "row's loss counts that much")
@@ -469,7 +469,8 @@ def _train_distributed(args) -> int:
             print(f"gpunet: {e}", file=sys.stderr)
             if e.checkpoint:
                 print(f"gpunet: resume with: mpiexec -n {comm.size} gpunet train --resume "
-                      f"{e.checkpoint} --distributed [--epochs N]", file=sys.stderr)
+                      f"{shlex.quote(str(e.checkpoint))} --distributed [--epochs N]",
+                      file=sys.stderr)
         return 128 + int(e.signum)
     except TrainingDiverged:
         if comm.is_root:
@@ -533,7 +534,7 @@ def cmd_train(args, comm=None) -> int:
                               f"{launched} started without --distributed: " + (
                                   "add --distributed" if launched == ranks else
                                   f"resume it with mpiexec -n {ranks} gpunet train --resume "
-                                  f"{args.resume} --distributed"))
+                                  f"{shlex.quote(str(args.resume))} --distributed"))
         _refuse_changes_on_resume(args, resume)
         spec = DataSpec.from_json(resume.extra["data"])
         if not _readable_source(resume.extra["data"]):
@@ -1000,7 +1001,9 @@ def cmd_predict(args) -> int:
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=named
                       + ([spec["weight_column"]] if spec.get("weight_column") else [])
-                      + targets + list(spec.get("ignore") or ()) + keep, keep_float32=True,
+                      + targets + list(spec.get("ignore") or ())
+                      + [k for k in keep if k not in features],  # (a feature is copied too)
+                      keep_float32=True,
                       unseen_none=args.unseen_category == "none")
     kept = read_columns(args.input, keep) if keep else None
     if ckpt.standardizer is not None:
@@ -1060,9 +1063,8 @@ def cmd_predict(args) -> int:
             table = ckpt.target_standardizer.inverse(table)
         header = named if len(named) == table.shape[1] else \
             [f"y{k}" for k in range(table.shape[1])]
-        # every digit float64 needs (Python's shortest repr): targets far from 0 (1e8 + a
-        # few units) lose their spread in 8 significant digits
-        fmt = ["%r"] * table.shape[1]
+        fmt = None  # every digit float64 needs, as csv writes a float (its shortest repr):
+        # targets far from 0 (1e8 + a few units) lose their spread in 8 significant digits
     if kind == ".npy":
         atomic_write(out, lambda f: np.save(f, table))
     else:
@@ -1072,9 +1074,11 @@ def cmd_predict(args) -> int:
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")  # (quotes a name with a comma)
             writer.writerow(keep + header)
-            line = ",".join(fmt) if not isinstance(table, list) else None
-            rows = table if line is None else ((line % tuple(r.tolist())).split(",")
-                                               for r in table)
+            if isinstance(table, list) or fmt is None:  # (text rows; floats as csv writes)
+                rows = table if isinstance(table, list) else table.tolist()
+            else:
+                line = ",".join(fmt)
+                rows = ((line % tuple(r)).split(",") for r in table.tolist())
             writer.writerows(rows if kept is None else
                              ([*k, *r] for k, r in zip(kept, rows)))
             f.write(buf.getvalue().encode())

@@ -1534,7 +1534,7 @@ def _is_missing(text: str) -> bool:
 def _missing(path, line, column, text, feature=True, predicting=False) -> DataError:
     """The error for a missing cell; ``feature``: of a feature column (which --fill-missing
     can fill), else of the target or weight column (which nothing fills); ``predicting``: in
-    the features of a model that fills nothing in (predict, or evaluate on another file)."""
+    the features predict reads for a model that fills nothing in."""
     shown = f" ({text!r})" if text else ""
     if predicting:
         return DataError(f"{path}: line {line}, {column}: missing value{shown}; this model "

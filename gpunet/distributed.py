@@ -139,7 +139,10 @@ def _disagreement(figures: dict, table: np.ndarray, close=()) -> str:
     for j, (name, value) in enumerate(figures.items()):
         column, ref = table[:, j], table[0, j]
         tol = 1e-6 * np.maximum(abs(ref), np.abs(column)) if name in close else 0.0
-        off = np.flatnonzero(~(np.abs(column - ref) <= tol))
+        with np.errstate(invalid="ignore"):  # (equal infinities, or NaNs, agree)
+            same = (column == ref) | (np.abs(column - ref) <= tol) \
+                | (np.isnan(column) & np.isnan(ref))
+        off = np.flatnonzero(~same)
         if not off.size:
             continue
         r = int(off[0])
@@ -406,6 +409,10 @@ class Communicator:
             if isinstance(e, KeyboardInterrupt):
                 self.abort("interrupted; ending every rank",
                            128 + int(getattr(e, "signum", signal.SIGINT)))
+            if isinstance(e, SystemExit) and isinstance(e.code, int):  # (a second SIGTERM's
+                self.abort("interrupted by SIGTERM; ending every rank"  # 143, say)
+                           if e.code == 128 + signal.SIGTERM else
+                           f"exited with status {e.code}; ending every rank", e.code)
             what = str(e).strip().splitlines()
             what = what[0] if isinstance(e, GpunetError) and what else _first_line(e)
             self.abort(f"error: {what}; ending every rank")

@@ -29,9 +29,9 @@ Training on: ``warm_start=True`` makes ``fit`` go on from the fitted network (an
 standardisation) for ``epochs`` more epochs, with a fresh optimiser, as scikit-learn's MLP does;
 ``partial_fit(X, y)`` takes one epoch over the rows given, keeping the optimiser's state
 between calls (a classifier's first call names every class: ``partial_fit(X, y,
-classes=...)``). A Ctrl-C (or SIGTERM) stops either after the current step with
+classes=...)``). A Ctrl-C stops either after the current step with
 ``gpunet.TrainingInterrupted`` (a ``KeyboardInterrupt``), the estimator holding the weights
-reached and the epochs completed (``n_iter_``, ``history_``).
+reached and the epochs completed (``n_iter_``, ``history_``); SIGTERM is left to the program.
 
 After ``fit``: ``model_`` (the ``gpunet.MLP``), ``history_`` (per-epoch metrics),
 ``loss_curve_`` and ``loss_`` (its last: each epoch's mean training loss, a regressor's on its
@@ -79,18 +79,37 @@ PREDICT_BATCH = 4096
 
 def _as_before_on_error(method):
     """``fit`` or ``partial_fit`` that, where it raises an error (a bad parameter found once
-    the data were read, say), leaves the estimator's attributes as they were: a fitted one
-    keeps answering as fitted (its classes, its predictions' shape) rather than with what the
-    failed call had begun to set. A Ctrl-C (``TrainingInterrupted``) keeps what it trained."""
+    the data were read, a loss that diverged while training on), leaves the estimator as it
+    was: its attributes, and the fitted network's weights and running statistics and its
+    optimiser's state, which training on changes in place, put back (in place: a static step
+    keeps its buffers). A fitted one keeps answering as fitted rather than with what the failed
+    call had begun to set. A Ctrl-C (``TrainingInterrupted``) keeps what it trained."""
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         before = dict(vars(self))
+        model, opt = before.get("model_"), before.get("_optimizer")
+        arrays = {} if model is None else {**model.params, **model.buffers}
+        weights = {k: v.copy() for k, v in arrays.items()}  # (on the device: no transfer)
+        state = None if opt is None else (opt.steps, opt.lr, {
+            k: {s: a.copy() for s, a in slots.items()} for k, slots in opt.state.items()})
+        dropout_step = getattr(model, "dropout_step", 0)
         try:
             return method(self, *args, **kwargs)
         except Exception:
             vars(self).clear()
             vars(self).update(before)
+            for k, v in weights.items():
+                arrays[k][...] = v
+            if model is not None:
+                model.dropout_step = dropout_step
+            if state is not None:
+                opt.steps, opt.lr, slots = state
+                for k in [k for k in opt.state if k not in slots]:  # (begun by the failed call)
+                    del opt.state[k]
+                for k, saved in slots.items():
+                    for slot, a in saved.items():
+                        opt.state[k][slot][...] = a
             raise
 
     return run
@@ -286,7 +305,9 @@ class _GpunetMLP(BaseEstimator):
                           batch_size=self.batch_size, seed=seed, patience=patience,
                           schedule=schedule, progress=None if self.verbose else False,
                           log=log, graph=self.graph, monitor=self.monitor,
-                          min_delta=self.min_delta, step_cache=step_cache)
+                          min_delta=self.min_delta, step_cache=step_cache,
+                          handle_sigint="sigint")  # (a library call: SIGTERM is the
+            # program's to handle; a notebook's Ctrl-C stops after the step)
         except TrainingInterrupted as stop:  # Ctrl-C: keep what was trained, then stop
             self._keep(model, data, optimizer, stop.history, extend)
             raise

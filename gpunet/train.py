@@ -277,12 +277,13 @@ class _SigintFlag:
 
     def __init__(self, enabled):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signals = (signal.SIGINT,) if enabled == "sigint" else self.SIGNALS
         self.raised = False
         self.signum = signal.SIGINT
 
     def __enter__(self):
         if self.enabled:  # (a signal the process ignores, as nohup's, stays ignored)
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS
+            self.previous = {s: signal.signal(s, self._handle) for s in self.signals
                              if signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
@@ -361,7 +362,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     ``log``: called with one line per epoch.
     ``data_spec``: the data's DataSpec as JSON, stored in checkpoints (default: ``data.spec``).
     ``handle_sigint``: the first Ctrl-C (or SIGTERM) stops after the current step (see
-    TrainingInterrupted).
+    TrainingInterrupted); "sigint": Ctrl-C only (SIGTERM left to the program, as the
+    estimators leave it); False: neither.
     ``graph``: take every full batch's step as a ``gpunet.step.StaticStep`` (one CUDA graph
     replay on the GPU, its own buffers on the CPU; the same numbers as the eager step) where the
     model, loss and optimizer allow it (under ``comm``: two replays, the gradients summed over
@@ -925,8 +927,9 @@ CHECKSUMS = ("training features' checksum", "training targets' checksum",
 def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **settings) -> dict:
     """What the ranks of a data-parallel run must agree on, for Communicator.check_same: the
     model, the sizes of the splits, checksums of the training rows, targets and weights, the
-    settings, and where a resumed run goes on from. Cheap for large data: the features'
-    checksum reads at most 256 of their rows."""
+    settings, and where a resumed run goes on from. Cheap for large data: the checksums read
+    at most 256 of the features' rows and 4096 of the targets and weights (the split sizes
+    are compared whole)."""
     def checksum(a, rows=None):
         """The sum of |a|'s rows, row i weighted by i + 1 (another order, other rows: another
         sum), over at most ``rows`` of them, evenly strided; 0 for None."""
@@ -945,8 +948,8 @@ def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **se
             "model architecture": repr(sorted(architecture.items())),
             "training rows": len(data.x_train), "validation rows": len(data.x_val),
             "test rows": len(data.x_test),
-            CHECKSUMS[0]: checksum(data.x_train, 256), CHECKSUMS[1]: checksum(y_train),
-            CHECKSUMS[2]: checksum(getattr(data, "w_train", None)),
+            CHECKSUMS[0]: checksum(data.x_train, 256), CHECKSUMS[1]: checksum(y_train, 4096),
+            CHECKSUMS[2]: checksum(getattr(data, "w_train", None), 4096),
             **{k.replace("_", " "): 0 if v is None else v if isinstance(v, (int, float))
                else str(v) for k, v in settings.items()},  # (patience None: 0, which no run has)
             "optimizer": f"{optimizer.name} {sorted(hyper.items())}",

@@ -297,6 +297,19 @@ def test_an_atomic_write_through_a_symbolic_link_replaces_the_file_it_points_to(
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["run.npz"]
 
 
+def test_an_oserror_of_the_writers_own_keeps_its_message(tmp_path):
+    """Only an error of the file itself (one with an errno) is said of the path: the writer's
+    own OSError("quota exceeded") came out as "[Errno None] None"."""
+    from gpunet.checkpoint import atomic_write
+
+    def write(f):
+        raise OSError("quota exceeded")
+
+    with pytest.raises(OSError, match="^quota exceeded$"):
+        atomic_write(tmp_path / "a.npz", write)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_killed_writers_temporary_files_are_removed_once_an_hour_old(tmp_path):
     """kill -9 mid-write (a preempted job) leaves a temporary file as large as a checkpoint
     beside it; the next write of that path removes those an hour old, and leaves a younger

@@ -106,6 +106,9 @@ def test_the_ranks_agree_to_rounding_on_checksums_and_exactly_on_the_rest():
     assert _disagreement(figures, table, close) == (
         "batch size 32 on rank 0, 16 on rank 2 (and 1 other rank); training features' checksum "
         "100000 on rank 0, 200000 on rank 3; optimizer differs on rank 2 from rank 0's")
+    # the same overflowing checksum (targets near 1e300) on every rank agrees, as do NaNs
+    same = np.array([[np.inf, np.nan, 1.0]] * 3)
+    assert _disagreement({"a": 1.0, "b": 1.0, "c": 1.0}, same, ("a", "b")) == ""
 
 
 @pytest.mark.parametrize("text", ["nan", "-5", "soon"])
@@ -336,6 +339,33 @@ def test_a_ctrl_c_before_training_ends_every_rank_as_interrupted():
     proc, seconds = mpirun("-c", code, timeout=120)
     assert proc.returncode == 130 and seconds < 15, proc.stdout + proc.stderr
     assert "gpunet: rank 1 of 2: interrupted; ending every rank" in proc.stderr, proc.stderr
+    assert "error" not in proc.stderr, proc.stderr
+
+
+@needs_mpi
+def test_a_second_sigterm_ends_every_rank_with_sigterms_status():
+    """Two SIGTERMs to rank 1 (the second stops at once, as SystemExit(143)): the job ends
+    with 143, as one process does, not as an error with status 1."""
+    code = (
+        "import os, signal, sys\n"
+        "from mpi4py import MPI\n"
+        "import gpunet.distributed as D\n"
+        "if MPI.COMM_WORLD.Get_rank() == 1:\n"
+        "    inner, n = D.Communicator.allreduce_flat, [0]\n"
+        "    def late(self, *a, **k):\n"
+        "        n[0] += 1\n"
+        "        if n[0] == 5:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return inner(self, *a, **k)\n"
+        "    D.Communicator.allreduce_flat = late\n"
+        "from gpunet.cli import main\n"
+        "sys.exit(main(['train', '--dataset', 'wine', '--backend', 'numpy', '--hidden', '16',"
+        " '--epochs', '50', '--distributed', '--collective-timeout', '20']))\n")
+    proc, seconds = mpirun("-c", code, timeout=120)
+    assert proc.returncode == 143 and seconds < 15, proc.stdout + proc.stderr
+    assert "gpunet: rank 1 of 2: interrupted by SIGTERM; ending every rank" in proc.stderr, \
+        proc.stderr
     assert "error" not in proc.stderr, proc.stderr
 
 

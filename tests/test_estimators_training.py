@@ -695,3 +695,54 @@ def test_a_failed_fit_leaves_a_fitted_estimator_as_it_was():
         clf.fit(X, np.where(y > 0, "up", "down"))
     assert list(clf.classes_) == [0, 1]
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_a_fit_that_diverges_while_training_on_puts_the_network_back(how):
+    """Training on changes the fitted network (and partial_fit's optimiser) in place: a rate
+    that makes it diverge left NaN weights behind counts that said nothing happened. Now the
+    weights, and the optimiser's state, are those of before, and it goes on as if the failed
+    call had not been made."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = X @ [1.0, -2.0, 0.5]
+    kw = dict(hidden=(8,), epochs=2, random_state=SEED, optimizer="sgd", momentum=0.9)
+    a, b = MLPRegressor(warm_start=True, **kw), MLPRegressor(warm_start=True, **kw)
+    for est in (a, b):
+        est.fit(X, y) if how == "warm_start" else est.partial_fit(X, y)
+    before = a.predict(X)
+    a.set_params(lr=1e12)
+    with pytest.raises(gn.TrainingDiverged):
+        a.fit(X, y) if how == "warm_start" else a.partial_fit(X, y)
+    np.testing.assert_array_equal(a.predict(X), before)
+    a.set_params(lr=b.lr)
+    for est in (a, b):  # the same next call on both: the same weights
+        est.fit(X, y) if how == "warm_start" else est.partial_fit(X, y)
+    assert a.n_iter_ == b.n_iter_
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_sigterm_during_an_estimators_fit_is_the_programs_to_handle(monkeypatch):
+    """The estimators take over Ctrl-C only: a program's own SIGTERM handler (a server's, a
+    worker's) still gets a SIGTERM that comes during fit, which runs on to its end."""
+    import os
+    import signal
+
+    X, y = make_classification(n_samples=120, n_features=5, random_state=0)
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    real, steps = gn.Adam.prepare_hyper, [0]
+
+    def prepare(opt):
+        steps[0] += 1
+        if steps[0] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(opt)
+
+    monkeypatch.setattr(gn.Adam, "prepare_hyper", prepare)
+    try:
+        est = MLPClassifier(hidden=(HIDDEN,), epochs=3, batch_size=32,
+                            random_state=SEED).fit(X, y)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert got == [signal.SIGTERM] and est.n_iter_ == 3

@@ -81,6 +81,13 @@ def test_predict_leaves_them_out_and_keeps_what_it_is_asked_to(tmp_path, capsys)
     assert kept[0] == ["id"] + plain[0] and plain[0][:2] == ["label", "p_Adelie"]
     assert [row[0] for row in kept[1:]] == ids
     assert [row[1:] for row in kept[1:]] == plain[1:]
+    # a feature kept too (to plot the predictions against): copied, and still a feature
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
+                 "--output", str(tmp_path / "kb.csv"), "--keep", "id", "--keep", "bill"]) == 0
+    both = _read(tmp_path / "kb.csv")
+    assert both[0] == ["id", "bill"] + plain[0]
+    assert [row[:2] for row in both[1:]] == [[i, f"{b}"] for i, b in zip(ids, bill.tolist())]
+    assert [row[2:] for row in both[1:]] == plain[1:]
     with pytest.raises(SystemExit):  # (argparse: an option of train's)
         main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
               "--output", str(tmp_path / "x.csv"), "--ignore", "id"])
