@@ -58,7 +58,8 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
     arrays = {**(arrays or {}), **{f"param/{k}": v for k, v in model.state_dict().items()}}
     if optimizer is not None:
         sd = optimizer.state_dict()
-        header["optimizer"] = {k: sd[k] for k in ("name", "steps", "hyperparameters")}
+        header["optimizer"] = {k: sd[k] for k in ("name", "steps", "initial_lr",
+                                                  "hyperparameters")}
         for key, slots in sd["state"].items():
             for slot, a in slots.items():
                 arrays[f"opt/{key}/{slot}"] = a
@@ -469,7 +470,8 @@ HEADER_KINDS = {
     ("model",): {"slope": "num", "dropout": "num", "dropout_seed": "count",
                  "dropout_step": "count", "norm": "str?", "norm_eps": "num",
                  "norm_momentum": "num"},
-    ("optimizer",): {"name": "str!", "steps": "count!", "hyperparameters": "dict!"},
+    ("optimizer",): {"name": "str!", "steps": "count!", "hyperparameters": "dict!",
+                     "initial_lr": "num"},
     ("optimizer", "hyperparameters"): {"lr": "num!", "weight_decay": "num", "momentum": "num",
                                        "nesterov": "bool", "dampening": "num", "eps": "num",
                                        "clip_norm": "num?", "betas": "list"},

@@ -51,10 +51,16 @@ def _module(torch, name, slope):
 def to_torch(model, *, dtype=None, device=None):
     """``nn.Sequential(Linear, f, ..., Linear, g)`` holding a copy of ``model``'s weights (the
     identity adds no module). ``dtype``: a torch dtype or its name ("float32"; default: the
-    model's); ``device``: where the tensors go (default: the CPU)."""
+    model's; a NumPy dtype names one too); ``device``: where the tensors go (default: the
+    CPU)."""
     torch = _torch()
     names = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
              "bfloat16": torch.bfloat16}
+    if dtype is not None and not isinstance(dtype, (str, torch.dtype)):  # np.float64, say
+        try:
+            dtype = np.dtype(dtype).name
+        except TypeError:
+            dtype = repr(dtype)  # (not one: refused below by its repr)
     if isinstance(dtype, str):  # torch's name for one ("float32"), as MLP(dtype=) takes them
         if dtype not in names:
             raise ConfigError(f"to_torch: unknown dtype {dtype!r}; valid: {', '.join(names)} "

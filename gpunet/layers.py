@@ -8,7 +8,7 @@ new array between steps (the course autograder does).
 from __future__ import annotations
 
 from .activations import DEFAULT_SLOPE, get_activation
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 
 
 class Linear:
@@ -32,12 +32,19 @@ class Linear:
     def forward(self, backend, params, x, cache=True):
         if cache:
             self.x = x
+        W, b = self.checked(params, x.dtype)
+        return backend.linear_forward(x, W, b)
+
+    def checked(self, params, dtype):
+        """(W, b) from ``params``; ShapeError or ConfigError where a caller assigned one of
+        another shape or dtype (``dtype``: the model's) than this layer computes with."""
         W, b = params[self.weight], params[self.bias]
         if getattr(W, "shape", None) != (self.out_features, self.in_features) \
-                or getattr(b, "shape", None) != (self.out_features,):
-            _misshapen(self.weight, W, (self.out_features, self.in_features), "out x in")
-            _misshapen(self.bias, b, (self.out_features,), "one per output")
-        return backend.linear_forward(x, W, b)
+                or getattr(b, "shape", None) != (self.out_features,) \
+                or getattr(W, "dtype", None) != dtype or getattr(b, "dtype", None) != dtype:
+            _misshapen(self.weight, W, (self.out_features, self.in_features), "out x in", dtype)
+            _misshapen(self.bias, b, (self.out_features,), "one per output", dtype)
+        return W, b
 
     def backward(self, backend, params, grads, dz, need_dx=True):
         dx, grads[self.weight], grads[self.bias] = backend.linear_backward(
@@ -49,12 +56,17 @@ class Linear:
         self.x = None
 
 
-def _misshapen(name, a, shape, what) -> None:
-    """ShapeError when parameter ``name`` (assigned by a caller) is not of ``shape``."""
+def _misshapen(name, a, shape, what, dtype=None) -> None:
+    """ShapeError when parameter ``name`` (assigned by a caller) is not of ``shape``;
+    ConfigError when it is not of ``dtype`` (given: the model's)."""
     if not hasattr(a, "shape"):
         raise ShapeError(f"parameter {name} must be an array shaped {shape} ({what}), got a "
                          f"{type(a).__name__}")
     if a.shape == shape:
+        if dtype is not None and a.dtype != dtype:
+            raise ConfigError(f"parameter {name} is {a.dtype}, but the model computes in "
+                              f"{dtype}: assign {dtype} values (or move the whole model: "
+                              f"model.to({str(a.dtype)!r}))")
         return
     column = name.startswith("b") and a.shape == (shape[0], 1)  # (a Linear's bias)
     raise ShapeError(f"parameter {name} must be shaped {shape} ({what}), got {tuple(a.shape)}"

@@ -23,6 +23,25 @@ import numpy as np
 from .backends import backend_of
 from .errors import ConfigError, ShapeError
 
+
+def check_loss_output(loss_fn, output: str) -> None:
+    """ConfigError where ``loss_fn`` does not take what a model of ``output`` gives: BCELoss
+    on logits (which it would take for probabilities, and train into NaN), a logits loss on
+    probabilities (softmax or the sigmoid applied twice: the wrong loss)."""
+    if isinstance(loss_fn, BCELoss) and output not in ("sigmoid", "softmax"):
+        raise ConfigError(f"BCELoss takes probabilities, but the model's output is {output}: "
+                          "give the model output='sigmoid', or train its logits with "
+                          "BCEWithLogitsLoss")
+    if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)) \
+            and output in ("sigmoid", "softmax"):
+        applies = "softmax" if isinstance(loss_fn, CrossEntropyLoss) else "the sigmoid"
+        raise ConfigError(f"{type(loss_fn).__name__} takes logits and applies {applies} "
+                          f"itself, but the model's output is {output} already (applied "
+                          "twice, it trains on the wrong loss): give the model "
+                          "output='identity'"
+                          + (", or train its probabilities with BCELoss"
+                             if isinstance(loss_fn, BCEWithLogitsLoss) else ""))
+
 REDUCTIONS = ("mean", "sum")
 
 

@@ -154,12 +154,15 @@ class Optimizer:
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
     def state_dict(self) -> dict:
-        """``{"name", "steps", "hyperparameters", "state": {param: {slot: ndarray}}}``: host
-        copies, which later steps leave as they are (as ``MLP.state_dict``'s)."""
+        """``{"name", "steps", "initial_lr", "hyperparameters", "state": {param: {slot:
+        ndarray}}}``: host copies, which later steps leave as they are (as
+        ``MLP.state_dict``'s). ``initial_lr`` is the rate the optimiser was built with, as
+        torch's param groups carry it: a schedule after ``load_state_dict`` starts from it."""
         to_host = self.model.backend.to_host
         return {
             "name": self.name,
             "steps": self.steps,
+            "initial_lr": self.initial_lr,
             "hyperparameters": self.hyperparameters(),
             "state": {k: {s: np.array(to_host(a)) for s, a in v.items()}
                       for k, v in self.state.items()},
@@ -184,6 +187,8 @@ class Optimizer:
                               "each parameter's state a dict of arrays), as state_dict() gives")
         hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
         lr = _real("lr", hyper.pop("lr", self.lr), 0)  # 0: a schedule may have reached it
+        initial = sd.get("initial_lr")  # (a state of before it was kept: the rate it holds)
+        initial = lr if initial is None else _real("initial_lr", initial, 0)
         try:  # the constructor's checks, on a throwaway optimiser
             fresh = type(self)(self.model, **hyper)
         except TypeError:
@@ -216,7 +221,7 @@ class Optimizer:
         backend, dtype = self.model.backend, self.model.dtype
         for k in hyper:
             setattr(self, k, getattr(fresh, k))
-        self.lr = lr
+        self.lr, self.initial_lr = lr, initial
         self.steps = int(steps)
         self._hyper_host = None
         self.state = {k: {s: backend.asarray(a, dtype=dtype).copy() for s, a in v.items()}

@@ -98,11 +98,14 @@ class Schedule:
 
     def lr(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (counted from 1)."""
+        self._check_bound()
+        rate = self._rate(epoch)
+        return rate * epoch / (self.warmup + 1) if epoch <= self.warmup else rate
+
+    def _check_bound(self) -> None:
         if self.base_lr is None or (self.epochs is None and self.name == "cosine"):
             raise ConfigError("this schedule takes its base_lr and epochs from gpunet.fit "
                               "(or give them: Schedule(name, base_lr=..., epochs=...))")
-        rate = self._rate(epoch)
-        return rate * epoch / (self.warmup + 1) if epoch <= self.warmup else rate
 
     def _rate(self, epoch: int) -> float:
         if self.name == "step":
@@ -117,6 +120,7 @@ class Schedule:
         """Take an epoch's validation loss (plateau's only use; the others ignore it)."""
         if self.name != "plateau":
             return
+        self._check_bound()  # (its rate comes down from base_lr)
         if loss < self.best * (1 - self.threshold):
             self.best, self.bad_epochs = loss, 0
         else:
@@ -134,9 +138,14 @@ class Schedule:
 
     @classmethod
     def from_state(cls, state: dict) -> "Schedule":
-        s = cls(**{k: state[k] for k in ("name", "base_lr", "epochs", "step_size", "gamma",
-                                         "min_lr", "factor", "patience", "threshold")},
-                warmup=state.get("warmup", 0))
+        """The schedule ``state_dict`` gave; ConfigError naming what a state lacks."""
+        names = ("name", "base_lr", "epochs", "step_size", "gamma", "min_lr", "factor",
+                 "patience", "threshold", "current", "best", "bad_epochs")
+        missing = [k for k in names if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ConfigError(f"a schedule's state needs {', '.join(missing)}, as "
+                              "Schedule.state_dict() gives them")
+        s = cls(**{k: state[k] for k in names[:9]}, warmup=state.get("warmup", 0))
         s.current, s.best, s.bad_epochs = state["current"], state["best"], state["bad_epochs"]
         return s
 

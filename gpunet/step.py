@@ -48,7 +48,7 @@ from .errors import ConfigError, ShapeError
 from .layers import BatchNorm
 from .log import notice
 from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss,
-                     smoothing_terms)
+                     check_loss_output, smoothing_terms)
 from .optim import SGD, Adam, AdamW
 
 
@@ -81,12 +81,16 @@ class StaticStep:
         why = self.unsupported(model, loss_fn, optimizer)
         if why:
             raise ConfigError(f"no static training step here: {why}")
+        check_loss_output(loss_fn, model.output)  # (as fit: the step checks no values)
         if count_correct and type(loss_fn) not in (CrossEntropyLoss, BCELoss,
                                                    BCEWithLogitsLoss):
             raise ConfigError("count_correct counts predicted classes against the labels: it "
                               "needs cross_entropy, bce or bce_logits")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if getattr(model, "norm", None) == "batch" and batch_size < 2 and not split:
+            raise ShapeError(f"batch norm needs at least 2 rows in a training pass, got a "
+                             f"static step of {batch_size} (as torch.nn.BatchNorm1d)")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.batch_size = int(batch_size)
         self.count_correct = bool(count_correct)
@@ -174,6 +178,8 @@ class StaticStep:
         model = self.model
         backend, dtype, n = model.backend, model.dtype, self.batch_size
         xp = backend.xp
+        for lin, _, _ in model.blocks():  # (parameters a caller assigned: as forward checks)
+            lin.checked(model.params, dtype)
         if isinstance(self.loss_fn, CrossEntropyLoss):
             if y.dtype.kind not in "iu" or y.ndim != 1:
                 raise ConfigError("the static step takes cross_entropy targets as integer "
@@ -531,6 +537,7 @@ class StaticStep:
 
     def __call__(self, x, y, rows=None, w=None):
         model, opt = self.model, self.optimizer
+        x, y, rows, w = (_from_torch(a) for a in (x, y, rows, w))  # (as the eager step takes)
         if (w is None) == self.weighted:
             raise ConfigError("this static step was built with weighted=True: pass the rows' "
                               "weights" if self.weighted else "this static step was built "
@@ -560,7 +567,9 @@ class StaticStep:
         if self.weighted and w is not self._w_checked:
             w = self._check_weights(w, x)
         n = self.batch_size if rows is None else len(rows)
-        if n != self.batch_size or (rows is None and (len(x) != n or len(y) != n)):
+        if rows is None and len(x) != len(y):
+            raise ShapeError(f"x has {len(x)} rows and y {len(y)}: one target a row")
+        if n != self.batch_size or (rows is None and len(x) != n):
             raise ShapeError(f"this static step takes batches of {self.batch_size} rows, got "
                              f"{len(x) if rows is None else n}")
         loss_fn = self.loss_fn
@@ -651,6 +660,14 @@ class StaticStep:
             return body
         self.captured = replay != body  # (bound methods compare equal, never identical)
         return replay
+
+
+def _from_torch(a):
+    """A torch tensor as a NumPy array (a CUDA one by way of the host: the step copies only
+    its batch's rows over); anything else as it is."""
+    if type(a).__module__.split(".")[0] == "torch" and hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return a
 
 
 def _shares_memory(a, b) -> bool:

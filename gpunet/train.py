@@ -30,7 +30,7 @@ from .distributed import (STEP_EXTRAS, share_weight, shard, stop_flag, stop_sign
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .layers import BatchNorm
 from .log import is_terminal
-from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, check_loss_output
 from .model import as_inputs
 from .schedules import Schedule
 from .step import StaticStep
@@ -467,19 +467,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     w_train = getattr(data, "w_train", None)
     target = getattr(data, "target_standardizer", None)  # standardised regression targets
     bce = isinstance(loss_fn, (BCELoss, BCEWithLogitsLoss))
-    if isinstance(loss_fn, BCELoss) and model.output not in ("sigmoid", "softmax"):
-        raise ConfigError(f"BCELoss takes probabilities, but the model's output is "
-                          f"{model.output}: give the model output='sigmoid', or train its "
-                          "logits with BCEWithLogitsLoss")
-    if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)) \
-            and model.output in ("sigmoid", "softmax"):
-        applies = "softmax" if isinstance(loss_fn, CrossEntropyLoss) else "the sigmoid"
-        raise ConfigError(f"{type(loss_fn).__name__} takes logits and applies {applies} "
-                          f"itself, but the model's output is {model.output} already (applied "
-                          "twice, it trains on the wrong loss): give the model "
-                          "output='identity'"
-                          + (", or train its probabilities with BCELoss"
-                             if isinstance(loss_fn, BCEWithLogitsLoss) else ""))
+    check_loss_output(loss_fn, model.output)
     if target is not None and (model.output != "identity" or bce):
         raise ConfigError("the targets are standardised (mean 0, std 1), which "
                           + ("a binary cross-entropy, whose targets lie in [0, 1], does not take"

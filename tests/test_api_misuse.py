@@ -306,3 +306,80 @@ def test_gradcheck_takes_the_autograders_float32_net():
     rng = np.random.default_rng(4)
     net = twolayer.MLP(4, 5, "tanh", 5, 2, "identity")
     assert gn.gradcheck(net, twolayer.mse_loss, rng.normal(size=(3, 4)), rng.normal(size=(3, 2)))
+
+
+def test_a_loaded_optimiser_keeps_the_rate_it_was_built_with_for_schedules(tmp_path):
+    """torch's param groups carry initial_lr; gpunet's state_dict did not, so fit's cosine
+    after load_state_dict (or a checkpoint's load_optimizer) started from the new optimiser's
+    constructor rate (0.001) instead of the run's 0.05. Now it starts from 0.05, as the
+    unbroken run's schedule did."""
+    from gpunet.checkpoint import load_checkpoint, save_checkpoint
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    data = make_dataset("d", rng.normal(size=(40, 3)), rng.integers(0, 3, 40), seed=0)
+    model = _net()
+    run = gn.Adam(model, lr=0.05)
+    run.lr = 0.01  # (where a schedule left it)
+    sd = run.state_dict()
+    save_checkpoint(tmp_path / "c.npz", model, run)
+    for how in ("state_dict", "checkpoint"):
+        opt = gn.Adam(model)
+        if how == "state_dict":
+            opt.load_state_dict(sd)
+        else:
+            load_checkpoint(tmp_path / "c.npz").load_optimizer(opt)
+        assert (opt.lr, opt.initial_lr) == (0.01, 0.05)
+        h = gn.fit(model, data, gn.CrossEntropyLoss(), opt, epochs=4, progress=False,
+                   schedule=gn.Schedule("cosine"))
+        assert [r["lr"] for r in h] == [gn.Schedule("cosine", base_lr=0.05, epochs=4).lr(e)
+                                       for e in range(1, 5)]
+    old = {k: v for k, v in sd.items() if k != "initial_lr"}  # (a state of before it was kept)
+    opt = gn.Adam(model)
+    opt.load_state_dict(old)
+    assert opt.initial_lr == 0.01
+
+
+def test_a_static_step_says_what_the_eager_step_says():
+    """Mistakes the eager step names clearly, which the static step answered with a wrong
+    count, a ZeroDivisionError, an AttributeError or NumPy's matmul error, or took (BCELoss
+    on logits, which trained into NaN)."""
+    model = _net()
+    x, y = _batch()
+    step = gn.StaticStep(model, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), 8)
+    with pytest.raises(gn.ShapeError, match="x has 8 rows and y 7: one target a row"):
+        step(x, y[:7])
+    with pytest.raises(gn.ShapeError, match="batch norm needs at least 2 rows"):
+        bn = _net(norm="batch")
+        gn.StaticStep(bn, gn.CrossEntropyLoss(), gn.SGD(bn), 1)
+    with pytest.raises(gn.ConfigError, match="BCELoss takes probabilities, but the model's "
+                                             "output is identity"):
+        gn.StaticStep(model, gn.BCELoss(), gn.SGD(model), 8)
+    w1 = model.params["W1"]
+    model.params["W1"] = np.zeros((5, 3), np.float32)
+    with pytest.raises(gn.ShapeError, match=r"parameter W1 must be shaped \(4, 3\)"):
+        step(x, y)
+    model.params["W1"] = w1.astype(np.float64)
+    with pytest.raises(gn.ConfigError, match="parameter W1 is float64, but the model computes "
+                                             "in float32"):
+        step(x, y)
+    with pytest.raises(gn.ConfigError, match="parameter W1 is float64"):
+        model.forward(x)  # (the eager forward too: it trained on in float64 before)
+    model.params["W1"] = w1
+    torch = pytest.importorskip("torch")
+    eager = _net()
+    opt = gn.SGD(eager, lr=0.1)
+    loss, _ = step(torch.from_numpy(x), torch.from_numpy(y))  # torch tensors, as eager takes
+    want = eager.train_step(torch.from_numpy(x), torch.from_numpy(y), gn.CrossEntropyLoss(), opt)
+    assert float(loss) == float(want)
+    for k in model.params:
+        np.testing.assert_array_equal(model.params[k], eager.params[k])
+
+
+def test_an_unbound_plateau_and_a_partial_schedule_state_say_what_they_need():
+    s = gn.Schedule("plateau", patience=0)
+    with pytest.raises(gn.ConfigError, match="takes its base_lr and epochs from gpunet.fit"):
+        s.observe(1.0)  # (a TypeError: None times a factor)
+    with pytest.raises(gn.ConfigError, match="a schedule's state needs current, best"):
+        gn.Schedule.from_state({k: v for k, v in gn.Schedule("step", base_lr=0.1).state_dict()
+                                .items() if k not in ("current", "best")})

@@ -129,3 +129,13 @@ def test_dtypes_and_nesting():
 def test_nets_gpunet_cannot_hold_are_refused_with_the_reason(net, message):
     with pytest.raises(gn.ConfigError, match=message):
         gn.MLP.from_torch(net(), backend="numpy")
+
+
+def test_to_torch_takes_a_numpy_dtype_as_mlp_takes_a_torch_one():
+    torch = pytest.importorskip("torch")
+    model = gn.MLP([3, 4, 2], backend="numpy", seed=0)
+    net = model.to_torch(dtype=np.float64)
+    assert net[0].weight.dtype == torch.float64
+    np.testing.assert_array_equal(net[0].weight.detach().numpy(), model.params["W1"])
+    with pytest.raises(gn.ConfigError, match="to_torch: unknown dtype"):
+        model.to_torch(dtype=np.int32)
