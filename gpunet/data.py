@@ -589,7 +589,7 @@ def read_columns(path, names) -> list:
     path = os.fspath(path)
     _check_file(path, "a CSV file with a header row")
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = _reader(f)
         header = _csv_header(reader, path, None, True)[0]
         absent = [n for n in names if n not in header]
         if absent:
@@ -1136,7 +1136,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     categorical = encoding is not None and any("categories" in e for e in encoding)
     text_columns = None
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = _reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
     absent = [n for n in ignore if n not in header]
     if absent and encoding is None and not features_only:  # (training: a misspelt name)
@@ -1163,7 +1163,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     # Anything else, read row by row: text cells, missing values and mistakes are found there
     # and named by line and column.
     with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = _reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
         # the values row after row into one float64 buffer (8 bytes each: a list of Python
         # floats takes 32)
@@ -1227,6 +1227,13 @@ def _all_numbers(path, width):
     if count - 1 != data.shape[0] or blank:
         return None  # a blank line: rows and lines no longer count alike
     return data
+
+
+def _reader(f):
+    """A CSV reader of ``f`` that refuses malformed quoting (a quote left open to the end of
+    the file, text after a closing quote), which a lenient one would take, a quote open at the
+    last cell swallowing every line below it into that cell."""
+    return csv.reader(f, strict=True)
 
 
 @contextlib.contextmanager
@@ -1305,7 +1312,15 @@ class _DataRows:
 
     def __iter__(self):
         end = self.reader.line_num  # (the header's last line)
-        for row in self.reader:
+        rows = iter(self.reader)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as e:  # (strict quoting: where it went wrong, and why)
+                raise DataError(f"{self.path}: line {end + 1}: malformed quoting ({e})" + (
+                    ": a quote left open" if "end of data" in str(e) else "")) from None
             # a row's line is its first: a quoted cell may hold line breaks
             line, end = end + 1, self.reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()
@@ -1359,7 +1374,7 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
     into lists of their own."""
     learnt = encoding is None
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = _reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
         width = len(names)
         if learnt:

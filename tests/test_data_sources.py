@@ -713,10 +713,18 @@ def test_a_row_is_named_by_its_first_line_where_a_quoted_cell_breaks_lines(tmp_p
     path.write_text('a,note,y\n1,"two\nlines",0\n2,ok,\n')
     with pytest.raises(gn.DataError, match=r"line 4, target column 'y': missing value"):
         load_data(DataSpec(str(path), target="y"))
-    path.write_text('a,b,y\n1,2,0\n3,"4,1\n5,6,0\n')
-    with pytest.raises(gn.DataError, match=r"line 3 has 2 fields, the header has 3 \(a quoted "
+    path.write_text('a,b,y\n1,2,0\n3,"4\n5",6,0\n')  # (closed on the next line)
+    with pytest.raises(gn.DataError, match=r"line 3 has 4 fields, the header has 3 \(a quoted "
                                            r"cell runs on to line 4: a quote left open\?\)"):
         load_data(DataSpec(str(path), target="y"))
+    # left open in the last column: every line below went into that cell, a file of 4 rows
+    # read as 2 without a word; now an error (csv's strict quoting)
+    path.write_text('a,b,id,y\n1,2,r0,0\n3,4,"r1,1\n5,6,r2,0\n7,8,r3,1\n')
+    for read in (lambda: load_data(DataSpec(str(path), target="y", ignore=["id"])),
+                 lambda: read_features(path, ignore=["id", "y"])):
+        with pytest.raises(gn.DataError, match=r"line 3: malformed quoting \(unexpected end of "
+                                               r"data\): a quote left open"):
+            read()
 
 
 def test_a_blank_line_keeps_line_numbers_true(tmp_path):
