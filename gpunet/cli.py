@@ -984,6 +984,10 @@ def cmd_predict(args) -> int:
                         ("--output", out))
     ckpt = load_checkpoint(args.checkpoint)
     ckpt.check_sections(args.checkpoint)
+    if kind == ".npy" and ckpt.classes is not None and not ckpt.extra.get("multilabel") \
+            and np.asarray(ckpt.classes).dtype.kind in "OSU":  # (before any work)
+        raise ConfigError("this model's class labels are text: write the predictions to a "
+                          ".csv file")
     model = ckpt.build_model(args.backend, weights="best")
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
     if spec:  # nor the data the run was trained on (a spec check_sections has read)
@@ -1015,10 +1019,11 @@ def cmd_predict(args) -> int:
         x = ckpt.standardizer(x, dtype=model.dtype)
     backend = model.backend
     y_hat = model.predict(x, batch_size=4096)
+    text = None  # text class labels: the CSV's first column
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
-        probs = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
+        probs = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
         probs = backend.to_host(probs).astype(np.float64)
         labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
         names = labelled if len(labelled) == probs.shape[1] > 1 else ckpt.classes \
@@ -1029,10 +1034,11 @@ def cmd_predict(args) -> int:
         fmt = ["%d"] * probs.shape[1] + ["%.8g"] * probs.shape[1]
     elif task == "classification":
         if model.sizes[-1] == 1:
-            p1 = y_hat if model.output == "sigmoid" else backend.act_forward("sigmoid", y_hat)
+            p1 = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
             probs = backend.xp.concatenate([1 - p1, p1], axis=1)
         else:
-            probs = y_hat if model.output == "softmax" else backend.softmax(y_hat)
+            probs = y_hat if model.output == "softmax" else _probabilities(backend, "softmax",
+                                                                           y_hat)
         probs = backend.to_host(probs).astype(np.float64)
         labels = probs.argmax(axis=1)
         classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
@@ -1052,11 +1058,8 @@ def cmd_predict(args) -> int:
                                   "to a .csv file")
             table = np.column_stack([labels, probs])
             fmt = ["%d" if labels.dtype.kind in "biu" else "%.8g"] + ["%.8g"] * probs.shape[1]
-        else:  # text labels: only a CSV can hold them
-            if kind == ".npy":
-                raise ConfigError("this model's class labels are text: write the predictions "
-                                  "to a .csv file")
-            table = [[str(c), *(f"{p:.8g}" for p in row)] for c, row in zip(labels, probs)]
+        else:  # text labels: only a CSV can hold them (a first column of text)
+            table, text, fmt = probs, labels, ["%.8g"] * probs.shape[1]
     else:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
@@ -1071,21 +1074,38 @@ def cmd_predict(args) -> int:
         def write_csv(f):
             import csv
 
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")  # (quotes a name with a comma)
-            writer.writerow(keep + header)
-            if isinstance(table, list) or fmt is None:  # (text rows; floats as csv writes)
-                rows = table if isinstance(table, list) else table.tolist()
-            else:
-                line = ",".join(fmt)
-                rows = ((line % tuple(r)).split(",") for r in table.tolist())
-            writer.writerows(rows if kept is None else
-                             ([*k, *r] for k, r in zip(kept, rows)))
-            f.write(buf.getvalue().encode())
+            stream = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            writer = csv.writer(stream, lineterminator="\n")  # (quotes a name with a comma)
+            # a kept column named as an output (the true label beside the predicted one):
+            # input_<name>, so that the two read apart
+            writer.writerow([f"input_{k}" if k in header else k for k in keep] + header)
+            line = None if fmt is None else ",".join(fmt)
+            for lo in range(0, len(table), PREDICT_CSV_ROWS):  # (a block of rows at a time:
+                part = table[lo:lo + PREDICT_CSV_ROWS].tolist()  # no text of them all held)
+                rows = part if line is None else ((line % tuple(r)).split(",") for r in part)
+                if text is not None:  # (floats as csv writes them: their shortest repr)
+                    rows = ([str(c), *r] for c, r in zip(text[lo:lo + PREDICT_CSV_ROWS], rows))
+                if kept is not None:
+                    rows = ([*k, *r] for k, r in zip(kept[lo:lo + PREDICT_CSV_ROWS], rows))
+                writer.writerows(rows)
+            stream.flush()
+            stream.detach()  # (f stays open: atomic_write fsyncs it)
 
         atomic_write(out, write_csv)
     print(f"wrote {len(table)} predictions to {out}", file=sys.stderr)
     return 0
+
+
+#: rows of predictions turned into text at a time as predict writes a CSV
+PREDICT_CSV_ROWS = 65536
+
+
+def _probabilities(backend, how, logits):
+    """The sigmoid or softmax of ``logits``, with the ops predictions take
+    (``Backend.evaluating``: array ops, so that a command run once compiles no kernel)."""
+    with backend.evaluating():
+        return backend.softmax(logits) if how == "softmax" else \
+            backend.act_forward("sigmoid", logits)
 
 
 def cmd_gradcheck(args) -> int:

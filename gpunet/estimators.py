@@ -66,7 +66,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Standardizer, check_sample_weight, make_dataset
-from .errors import CheckpointError, ConfigError
+from .errors import BackendUnavailableError, CheckpointError, ConfigError
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
@@ -612,7 +612,15 @@ class _GpunetMLP(BaseEstimator):
                 InconsistentVersionWarning, stacklevel=2)
         saved = state.get("model_")
         if isinstance(saved, dict):
-            model = MLP.from_config(saved["config"], state.get("backend"))
+            try:
+                model = MLP.from_config(saved["config"], state.get("backend"))
+            except BackendUnavailableError as e:  # (fitted on a GPU, unpickled on a CPU host:
+                warnings.warn(  # it predicts there; fitting again needs set_params(backend=))
+                    f"{type(self).__name__} was pickled with backend={state.get('backend')!r},"
+                    f" which this process cannot use ({e}): its network is on the numpy "
+                    "backend here (set_params(backend=...) before fitting it again)",
+                    RuntimeWarning, stacklevel=2)
+                model = MLP.from_config(saved["config"], "numpy")
             model.load_state_dict(saved["params"])
             state = {**state, "model_": model}
             if isinstance(state.get("_optimizer"), dict):

@@ -333,6 +333,32 @@ np.save(sys.argv[1], got)
         np.testing.assert_array_equal(np.load(out), got)
 
 
+def test_gpunet_predict_compiles_no_kernel_for_its_probabilities(tmp_path):
+    """The command's softmax of 20,000 x 4 logits (past the kernels' 2^16 elements) ran
+    outside ``evaluating``: numba imported and a kernel compiled (0.35 -> 1.1 s, 54 -> 188 MB)
+    by one row more than 16,383. Now the command loads no numba, and its probabilities are
+    the array ops', a float64 softmax of the model's logits written here."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 5)).astype(np.float32)
+    model = gn.MLP([5, 8, 4], backend="numpy", seed=0)
+    from gpunet.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "m.npz", model, extra={"task": "classification"})
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys; from gpunet.cli import main; "
+            f"rc = main(['predict', '--checkpoint', {str(tmp_path / 'm.npz')!r}, '--input', "
+            f"{str(tmp_path / 'x.npy')!r}, '--output', {str(tmp_path / 'p.npy')!r}, "
+            "'--backend', 'numpy']); print('numba' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    logits = np.asarray(model.predict(x), dtype=np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy")[:, 1:], e / e.sum(axis=1,
+                               keepdims=True), rtol=1e-5, atol=1e-7)
+
+
 class _StaticEverywhere(backends.NumpyBackend):
     """As the CuPy backend: small arrays off the kernels in eager ops, on them in a static
     step."""

@@ -174,6 +174,25 @@ def test_pickle_keeps_host_arrays_and_predicts_the_same(digits_fit):
     assert back.model_.backend.name == "numpy"
 
 
+def test_a_gpu_estimators_pickle_predicts_on_a_cpu_host(digits_fit):
+    """A pickle made with backend="cupy" (a GPU server's) was refused where CuPy cannot run
+    (BackendUnavailableError): now it comes back on numpy with a warning, predicting as
+    before. (Made here from a CPU fit whose state names cupy; skipped where CuPy runs.)"""
+    from gpunet.backends import cupy_status
+
+    if cupy_status()[0]:
+        pytest.skip("CuPy runs here: the cupy backend would be taken")
+    clf, _, x_test, _, _ = digits_fit
+    state = clf.__getstate__()
+    state["backend"] = "cupy"
+    back = MLPClassifier.__new__(MLPClassifier)
+    with pytest.warns(RuntimeWarning, match=r"pickled with backend='cupy', which this process "
+                                            r"cannot use .*: its network is on the numpy"):
+        back.__setstate__(state)
+    assert back.model_.backend.name == "numpy"
+    np.testing.assert_array_equal(back.predict_proba(x_test), clf.predict_proba(x_test))
+
+
 def test_scikit_learn_tools_take_it():
     x, y = make_classification(300, 10, n_informative=6, n_classes=3, random_state=4)
     scores = cross_val_score(make_pipeline(StandardScaler(), MLPClassifier(

@@ -88,6 +88,17 @@ def test_predict_leaves_them_out_and_keeps_what_it_is_asked_to(tmp_path, capsys)
     assert both[0] == ["id", "bill"] + plain[0]
     assert [row[:2] for row in both[1:]] == [[i, f"{b}"] for i, b in zip(ids, bill.tolist())]
     assert [row[2:] for row in both[1:]] == plain[1:]
+    # the true label beside the predicted one, where the target column is called "label":
+    # a kept column named as an output is input_<name> (the header held "label" twice)
+    lab = write(tmp_path / "lab.csv", [island, bill, depth, sex, species],
+                ["island", "bill", "depth", "sex", "label"])
+    assert main(["train", "--dataset", lab, "--target", "label", "--epochs", "1", "--quiet",
+                 "--save", str(tmp_path / "l.npz")]) == 0
+    assert main(["predict", "--checkpoint", str(tmp_path / "l.npz"), "--input", lab,
+                 "--output", str(tmp_path / "kl.csv"), "--keep", "label"]) == 0
+    truth = _read(tmp_path / "kl.csv")
+    assert truth[0][:3] == ["input_label", "label", "p_Adelie"]
+    assert [row[0] for row in truth[1:]] == list(species)
     with pytest.raises(SystemExit):  # (argparse: an option of train's)
         main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
               "--output", str(tmp_path / "x.csv"), "--ignore", "id"])
@@ -182,3 +193,25 @@ def test_an_unnamed_index_column_is_pointed_out_and_ignored_by_its_empty_name(tm
     assert main(flags + ["--ignore", ""]) == 0
     assert "has no name" not in capsys.readouterr().err
     assert [e["name"] for e in load_checkpoint(tmp_path / "m.npz").features] == ["a", "b"]
+
+
+def test_predict_writes_its_csv_by_blocks_of_rows_the_same_bytes(tmp_path, monkeypatch):
+    """predict turns PREDICT_CSV_ROWS rows into text at a time (it held the whole table as
+    Python lists and one string, 2-3x the output): blocks of 7 rows, which cross the file's
+    rows at every place, give the bytes of one block, kept ids and text labels included."""
+    import gpunet.cli as cli
+
+    ids, notes, species, island, bill, depth, sex = _table(tmp_path, n=60)
+    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
+                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
+    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
+                 "--ignore", "notes", "--epochs", "1", "--quiet", "--save",
+                 str(tmp_path / "m.npz")]) == 0
+    outputs = []
+    for rows in (10**6, 7):
+        monkeypatch.setattr(cli, "PREDICT_CSV_ROWS", rows)
+        out = tmp_path / f"p{rows}.csv"
+        assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
+                     "--output", str(out), "--keep", "id"]) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] and outputs[0].count(b"\n") == 61
