@@ -84,8 +84,22 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, standardizer=None, 
         _standardizer(arrays, "data/y_mean", "data/y_std", where, sizes[-1], "outputs")
     except CheckpointError as e:
         raise CheckpointError(f"not written, as it could not be loaded: {e}") from None
-    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    try:
+        text = json.dumps(header, default=_plain_json)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"not written: extra must hold JSON values (numbers, text, lists, "
+                              f"dicts); {e}") from None
+    arrays["header"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _plain_json(v):
+    """A NumPy scalar in ``extra`` as the Python number it holds (as ``.item()``); TypeError
+    for anything else JSON has no value for (an array: its ``tolist()`` is the caller's to
+    choose)."""
+    if isinstance(v, np.generic) and v.dtype.kind in "biuf":
+        return v.item()
+    raise TypeError(f"{type(v).__name__} is not JSON (at {v!r:.60})")
 
 
 def check_writable(path, flag) -> None:

@@ -1064,8 +1064,9 @@ def cmd_predict(args) -> int:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
             table = ckpt.target_standardizer.inverse(table)
-        header = named if len(named) == table.shape[1] else \
-            [f"y{k}" for k in range(table.shape[1])]
+        labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
+        header = named if len(named) == table.shape[1] else labelled \
+            if len(labelled) == table.shape[1] else [f"y{k}" for k in range(table.shape[1])]
         fmt = None  # every digit float64 needs, as csv writes a float (its shortest repr):
         # targets far from 0 (1e8 + a few units) lose their spread in 8 significant digits
     if kind == ".npy":

@@ -451,7 +451,8 @@ class MLP:
 
     def state_dict(self) -> dict:
         """The parameters, then the buffers (a batch norm's running statistics), as host NumPy
-        arrays (copies)."""
+        arrays (copies). Not the dropout masks' position (``dropout_step``, in ``config()``):
+        a resume by hand that should draw the next masks sets it too."""
         return {k: np.array(self.backend.to_host(v))
                 for k, v in {**self.params, **self.buffers}.items()}
 

@@ -149,6 +149,11 @@ class Optimizer:
 
     # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
 
+    def zero_grad(self) -> None:
+        """The model's gradients forgotten, as torch's ``optimizer.zero_grad()``
+        (``model.zero_grad()``: each becomes None)."""
+        self.model.zero_grad()
+
     def hyperparameters(self) -> dict:
         """The settings (not the state), as checkpoints store them and ``repr`` shows them."""
         return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}

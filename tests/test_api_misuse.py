@@ -383,3 +383,26 @@ def test_an_unbound_plateau_and_a_partial_schedule_state_say_what_they_need():
     with pytest.raises(gn.ConfigError, match="a schedule's state needs current, best"):
         gn.Schedule.from_state({k: v for k, v in gn.Schedule("step", base_lr=0.1).state_dict()
                                 .items() if k not in ("current", "best")})
+
+
+def test_torch_habits_get_an_answer(tmp_path):
+    """opt.zero_grad() (AttributeError before) forgets the gradients as model.zero_grad();
+    "cpu" / "cuda" as a backend names what they are; a NumPy scalar in a checkpoint's extra
+    is its number (a raw json TypeError before), an array is refused in one line."""
+    from gpunet.checkpoint import load_checkpoint, save_checkpoint
+
+    model = _net()
+    x, y = _batch()
+    opt = gn.SGD(model)
+    model.backward(gn.CrossEntropyLoss()(model.forward(x), y)[1])
+    opt.zero_grad()
+    assert all(g is None for g in model.grads.values())
+    with pytest.raises(gn.ConfigError, match=r"unknown backend 'cpu'.*\(numpy computes on the "
+                                             r"CPU, cupy on an NVIDIA GPU\)"):
+        model.to("cpu")
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, model, extra={"score": np.float32(1.5), "n": np.int64(3)})
+    assert load_checkpoint(path).extra == {"score": 1.5, "n": 3}
+    with pytest.raises(gn.CheckpointError, match="extra must hold JSON values .* ndarray is "
+                                                 "not JSON"):
+        save_checkpoint(path, model, extra={"w": np.ones(2)})

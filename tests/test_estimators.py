@@ -607,6 +607,12 @@ def test_evaluate_reads_a_saved_regressors_pandas_targets_by_name_in_its_order(t
                      str(tmp_path / "d.csv"), *targets, "--split", "all", "--metrics-json",
                      str(m), "--backend", "numpy"]) == 0
         assert json.loads(m.read_text())["all_r2"] == pytest.approx(want, rel=1e-9), targets
+    # predict heads its columns with those names too (it wrote y0, y1), the regressor's values
+    assert main(["predict", "--checkpoint", str(tmp_path / "r.npz"), "--input",
+                 str(tmp_path / "d.csv"), "--output", str(tmp_path / "p.csv")]) == 0
+    got = pd.read_csv(tmp_path / "p.csv")
+    assert list(got.columns) == ["t1", "t2"]
+    np.testing.assert_allclose(got.to_numpy(), reg.predict(df[["a", "b", "c"]]), rtol=1e-12)
 
 
 def test_one_number_as_sample_weight_weights_every_row_alike():

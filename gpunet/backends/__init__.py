@@ -50,7 +50,9 @@ def get_backend(name: str | Backend | None = None) -> Backend:
     if name is None:
         name = default_backend_name()
     if not isinstance(name, str) or name.lower() not in BACKEND_NAMES:
-        raise ConfigError(f"unknown backend {name!r}; valid names: {', '.join(BACKEND_NAMES)}")
+        raise ConfigError(f"unknown backend {name!r}; valid names: {', '.join(BACKEND_NAMES)}"
+                          + (" (numpy computes on the CPU, cupy on an NVIDIA GPU)"
+                             if str(name).lower() in ("cpu", "cuda", "gpu") else ""))
     name = name.lower()
     if name == "auto":
         usable, why = cupy_status()
