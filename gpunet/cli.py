@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--unseen-category", choices=("error", "none"), default="error",
                    help="a CSV cell of a category the model never saw: an error (default), or "
                         "none, encoded as no category (as a missing one), with a notice")
+    r.add_argument("--ignore", action="append", metavar="COLUMN", default=None,
+                   help="a column of the input CSV that is not a feature, left out (those "
+                        "the run ignored are left out anyway); repeat for more")
     r.add_argument("--keep", action="append", metavar="COLUMN", default=None,
                    help="copy this column of the input CSV (an identifier, say) into the "
                         "output CSV, first, not as a feature; repeat for more")
@@ -1005,7 +1008,7 @@ def cmd_predict(args) -> int:
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=named
                       + ([spec["weight_column"]] if spec.get("weight_column") else [])
-                      + targets + list(spec.get("ignore") or ())
+                      + targets + list(spec.get("ignore") or ()) + list(args.ignore or ())
                       + [k for k in keep if k not in features],  # (a feature is copied too)
                       keep_float32=True,
                       unseen_none=args.unseen_category == "none")

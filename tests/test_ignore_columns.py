@@ -99,9 +99,15 @@ def test_predict_leaves_them_out_and_keeps_what_it_is_asked_to(tmp_path, capsys)
     truth = _read(tmp_path / "kl.csv")
     assert truth[0][:3] == ["input_label", "label", "p_Adelie"]
     assert [row[0] for row in truth[1:]] == list(species)
-    with pytest.raises(SystemExit):  # (argparse: an option of train's)
-        main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
-              "--output", str(tmp_path / "x.csv"), "--ignore", "id"])
+    # a column the run never saw (a note added since): refused, or --ignore'd
+    extra = write(tmp_path / "extra.csv", [island, bill, depth, sex, notes],
+                  ["island", "bill", "depth", "sex", "remark"])
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", extra,
+                 "--output", str(tmp_path / "x.csv")]) == 1
+    assert "(unexpected: 'remark')" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", extra,
+                 "--output", str(tmp_path / "x.csv"), "--ignore", "remark"]) == 0
+    assert _read(tmp_path / "x.csv") == plain
     assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", bare,
                  "--output", str(tmp_path / "x.csv"), "--keep", "idx"]) == 1
     assert "no column 'idx'; columns: island, bill, depth, sex" in capsys.readouterr().err
