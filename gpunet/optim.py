@@ -149,6 +149,15 @@ class Optimizer:
 
     # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step (a schedule sets it each epoch)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:  # (a string or a negative rate would step without a word)
+        self._lr = _real("lr", value, 0)
+
     def zero_grad(self) -> None:
         """The model's gradients forgotten, as torch's ``optimizer.zero_grad()``
         (``model.zero_grad()``: each becomes None)."""

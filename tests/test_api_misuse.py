@@ -406,3 +406,13 @@ def test_torch_habits_get_an_answer(tmp_path):
     with pytest.raises(gn.CheckpointError, match="extra must hold JSON values .* ndarray is "
                                                  "not JSON"):
         save_checkpoint(path, model, extra={"w": np.ones(2)})
+
+
+@pytest.mark.parametrize("rate", ["0.1", -1.0, float("nan"), None])
+def test_a_learning_rate_set_by_hand_is_checked(rate):
+    """opt.lr = "0.1" stepped at 0.1 (NumPy read the text) and -1.0 climbed the loss, without
+    a word; the constructor refused both."""
+    opt = gn.SGD(_net(), lr=0.1)
+    with pytest.raises(gn.ConfigError, match="lr must be a finite number >= 0"):
+        opt.lr = rate
+    assert opt.lr == 0.1
