@@ -268,6 +268,9 @@ class Checkpoint:
 
         from .backends import get_backend
 
+        if weights not in ("param", "best"):
+            raise ConfigError(f"weights must be 'param' (the last epoch's) or 'best', got "
+                              f"{weights!r}")
         cfg = self.header["model"]
         where = repr(self.path) if self.path else "the checkpoint"
         backend = get_backend(backend)  # (an unknown name: the caller's, said as it is)

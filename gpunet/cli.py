@@ -435,6 +435,8 @@ def _spec_from_args(args, base=None):
     if isinstance(base.target, list) and isinstance(given.get("target"), list) \
             and sorted(given["target"]) == sorted(base.target):
         given["target"] = base.target  # the run's columns, in the order of its outputs
+    if given.get("ignore") and base.ignore:  # (more columns left out: the run's stay out)
+        given["ignore"] = list(dict.fromkeys([*base.ignore, *given["ignore"]]))
     if given.get("dataset", base.dataset) != base.dataset:
         # another source: the stored options that do not apply to its kind go (a CSV run's
         # target column on an .npz file, say), unless given again
@@ -499,6 +501,8 @@ def cmd_train(args, comm=None) -> int:
     """``gpunet train``; ``comm``: this rank's Communicator under --distributed."""
     if getattr(args, "distributed", False) and comm is None:
         return _train_distributed(args)
+    import numpy as np
+
     from .backends import default_backend_name, get_backend
     from .checkpoint import check_writable, load_checkpoint
     from .data import DataSpec, load_data
@@ -626,12 +630,17 @@ def cmd_train(args, comm=None) -> int:
             + ("target or weight" if data.spec.fill_missing else "value") + " (--drop-missing)")
     if not (args.resume or args.task or args.loss) and data.classes is None \
             and not data.multilabel and _file_source(data.spec):  # (a named set has its own)
+        low = int(np.min(data.y_train)) if data.task == "classification" and \
+            len(data.y_train) else 0
         say(f"gpunet: task {data.task}, read off the targets" + (
-            f" (whole numbers 0..{data.n_classes - 1}: {data.n_classes} classes; --task "
-            "regression fits them as values)" if data.task == "classification" else ""))
-    if any(e["name"] == "" for e in data.features or ()):
-        say("gpunet: a feature column has no name (a row index, as pandas' to_csv writes "
-            "one?): --ignore '' leaves it out")
+            f" (whole numbers {low}..{data.n_classes - 1}: {data.n_classes} classes"
+            + ((", output 0 unused" if low == 1 else f", outputs 0..{low - 1} unused")
+               + ": label k is output k" if low > 0 else "")
+            + "; --task regression fits them as values)" if data.task == "classification"
+            else ""))
+    if any(e["name"] == "" for e in data.features or ()) and (comm is None or comm.is_root):
+        print("gpunet: warning: a feature column has no name (a row index, as pandas' to_csv "
+              "writes one?): --ignore '' leaves it out", file=sys.stderr)
     # which columns became categories: numbers written as text (dates, "1,234", "12%") show
     text = [f"{e['name']} ({len(e['categories'])})" for e in data.features or ()
             if "categories" in e]
@@ -732,15 +741,18 @@ def _warn_replacing_unfinished(path) -> None:
     from .checkpoint import load_checkpoint
 
     try:
-        training = load_checkpoint(path).extra.get("training") or {}
+        extra = load_checkpoint(path).extra
+        training = extra.get("training") or {}
         state = training["state"]
     except (GpunetError, OSError, KeyError, TypeError, ValueError):
         return  # (not a run's checkpoint: replaced as any file is)
     if not state.get("finished") and not state.get("stopped_early"):
+        how = f"gpunet train --resume {shlex.quote(str(path))}" \
+            if _readable_source(extra.get("data")) else \
+            f"fit(..., resume={str(path)!r}) in Python, on the data it was given there"
         print(f"gpunet: warning: {path} holds an unfinished run (epoch {state.get('epoch')} of "
               f"{training.get('epochs')}), which this new run replaces after its first epoch; "
-              f"to go on with it instead: gpunet train --resume {shlex.quote(str(path))}",
-              file=sys.stderr)
+              f"to go on with it instead: {how}", file=sys.stderr)
 
 
 def _file_source(spec) -> bool:
@@ -1225,7 +1237,9 @@ def _describe_checkpoint(path) -> int:
         own_test = data.get("data_dir") is not None  # (mnist: its own test files)
         print(f"data: {where}, seed {data['seed']}, validation {data['val_fraction']:g}, "
               + ("test its own files" if own_test else f"test {data['test_fraction']:g}")
-              + (", rows with a missing value left out" if data.get("drop_missing") else "")
+              + (", rows with a missing " + ("target or weight" if data.get("fill_missing")
+                                             else "value") + " left out"
+                 if data.get("drop_missing") else "")
               + (f", missing values filled ({data['fill_missing']})"
                  if data.get("fill_missing") else "")
               + (f", rows weighted by column {data['weight_column']!r}"

@@ -550,8 +550,8 @@ def _check_run_rows(spec, src, idx, run_rows, standardizer) -> None:
         return  # (the statistics were taken otherwise; the sizes must do)
     j = standardizer.moved(Standardizer.fit(src.x, idx["train"]))
     if j is not None:
-        raise DataError(f"the run's training rows are not these: its feature column {j} had "
-                        f"mean {float(standardizer.mean[j]):.6g}, these rows' "
+        raise DataError(f"the run's training rows are not these: its {_feature_name(src, j)} "
+                        f"had mean {float(standardizer.mean[j]):.6g}, these rows' "
                         f"{float(np.mean(src.x[idx['train'], j])):.6g}: {advice}")
 
 
@@ -1186,6 +1186,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
                                      drop_missing, fill_missing, weight, ignore, unseen_none)
     if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
+                                       " (a column empty in every row? --ignore it)"
                                        if dropped else "a header but no data rows"))
     data = by_name(np.frombuffer(values_read, dtype=np.float64)
                    .reshape(len(lines), len(names)))
@@ -1360,7 +1361,9 @@ def _column_order(names, encoding, path) -> list:
                         + "; ".join(part for part in (
                             "missing: " + ", ".join(map(repr, missing)) if missing else "",
                             "unexpected: " + ", ".join(map(repr, extra)) if extra else "")
-                            if part) + ")")
+                            if part) + ")" + (f"; --ignore {extra[0]} leaves "
+                                              f"{'that column' if len(extra) == 1 else 'one'} "
+                                              "out" if extra and not missing else ""))
     return [names.index(n) for n in wanted]
 
 
@@ -1463,6 +1466,7 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
         dropped = data_rows.dropped
     if not lines:
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
+                                       " (a column empty in every row? --ignore it)"
                                        if dropped else "a header but no data rows"))
     for j in order:  # a number column's NaN or infinity, before any text column's trouble
         if j not in text and j in bad:

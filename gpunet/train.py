@@ -971,9 +971,12 @@ def _check_same_rows(t, resume, data, target) -> None:
             continue  # (whether they are standardised at all is checked above and before)
         j = saved.moved(fresh)
         if j is not None:
+            from .data import _feature_name
+
             mean, std = np.asarray(saved.mean), np.asarray(saved.std)
+            name = _feature_name(data, j) if what == "feature" else f"target column {j}"
             raise ConfigError(f"the data are not those the run was trained on: its training "
-                              f"rows' {what} column {j} had mean {mean[j]:.6g} and std "
+                              f"rows' {name} had mean {mean[j]:.6g} and std "
                               f"{std[j]:.6g}, these have {float(fresh.mean[j]):.6g} and "
                               f"{float(fresh.std[j]):.6g}: resume on the run's data (or start "
                               "a new run)")

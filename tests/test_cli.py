@@ -516,7 +516,7 @@ def test_evaluate_scores_the_runs_test_split_or_all_of_another_file(tmp_path, mo
         f.writelines(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(x[::-1] * 2, y[::-1]))
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "../c.npz", "--metrics-json", "m.json"]) == 1
-    assert "the run's training rows are not these: its feature column 0 had mean" \
+    assert "the run's training rows are not these: its column 'f1' had mean" \
         in capsys.readouterr().err
 
 
@@ -886,6 +886,14 @@ def test_whole_number_targets_are_classes_only_from_0_to_99_and_train_says_which
             assert task == "classification" and "gpunet: task classification, read off the " \
                 f"targets (whole numbers 0..{y.max()}: {y.max() + 1} classes; --task " \
                 "regression fits them as values)" in err
+    with open(path, "w") as f:  # labels 1..5: output 0 is there, and said to be unused
+        f.write("a,b,c,y\n")
+        f.writelines(f"{r[0]},{r[1]},{r[2]},{1 + i % 5}\n" for i, r in enumerate(x))
+    capsys.readouterr()
+    assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1",
+                 "--backend", "numpy"]) == 0
+    assert "(whole numbers 1..5: 6 classes, output 0 unused: label k is output k; --task " \
+        "regression fits them as values)" in capsys.readouterr().err
     assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1", "--quiet",
                  "--monitor", "val_r2", "--patience", "2"]) == 1
     assert "(a data file's task is read off its targets unless given: --task regression" \

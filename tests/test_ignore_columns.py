@@ -99,6 +99,15 @@ def test_predict_leaves_them_out_and_keeps_what_it_is_asked_to(tmp_path, capsys)
     truth = _read(tmp_path / "kl.csv")
     assert truth[0][:3] == ["input_label", "label", "p_Adelie"]
     assert [row[0] for row in truth[1:]] == list(species)
+    # evaluate's --ignore adds to the run's (it replaced them: id came back, unexpected)
+    noted = write(tmp_path / "noted.csv", [ids, island, bill, notes, depth, sex, species, notes],
+                  ["id", "island", "bill", "notes", "depth", "sex", "species", "remark"])
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m.npz"), "--dataset", noted,
+                 "--split", "all"]) == 1
+    assert "(unexpected: 'remark'); --ignore remark leaves that column out" \
+        in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m.npz"), "--dataset", noted,
+                 "--split", "all", "--ignore", "remark"]) == 0
     # a column the run never saw (a note added since): refused, or --ignore'd
     extra = write(tmp_path / "extra.csv", [island, bill, depth, sex, notes],
                   ["island", "bill", "depth", "sex", "remark"])
@@ -194,8 +203,10 @@ def test_an_unnamed_index_column_is_pointed_out_and_ignored_by_its_empty_name(tm
              "numpy", "--save", str(tmp_path / "m.npz")]
     capsys.readouterr()
     assert main(flags) == 0
-    assert "gpunet: a feature column has no name (a row index, as pandas' to_csv writes " \
-        "one?): --ignore '' leaves it out" in capsys.readouterr().err
+    assert "gpunet: warning: a feature column has no name (a row index, as pandas' to_csv " \
+        "writes one?): --ignore '' leaves it out" in capsys.readouterr().err
+    assert main(flags + ["--quiet"]) == 0  # (a warning: --quiet keeps it)
+    assert "has no name" in capsys.readouterr().err
     assert main(flags + ["--ignore", ""]) == 0
     assert "has no name" not in capsys.readouterr().err
     assert [e["name"] for e in load_checkpoint(tmp_path / "m.npz").features] == ["a", "b"]

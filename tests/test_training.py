@@ -776,7 +776,7 @@ def test_resume_refuses_data_that_changed_since_the_run_was_saved(tmp_path, caps
     saved = run.read_bytes()
     scaled = ["a,b,c,y"] + [f"{10 * r[0]:.6f},{r[1]:.6f},{r[2]:.6f},{t}"
                             for r, t in zip(x, y)]
-    for changed, match in ((scaled, r"its training rows' feature column 0 had mean"),
+    for changed, match in ((scaled, r"its training rows' column 'a' had mean"),
                            (lines + lines[1:31], "the run trained on 105 rows, validated on 15 "
                                                  "and tested on 30; these data split into 126")):
         data.write_text("\n".join(changed) + "\n")
