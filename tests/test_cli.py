@@ -320,6 +320,10 @@ def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys):
     assert main(["train", "--resume", str(path), "--quiet"]) == 1
     assert "this run trained on data given in Python ('mine', from make_dataset): resume it " \
         "there" in capsys.readouterr().err
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--save",
+                 str(path)]) == 0  # (replacing it: the warning's way on is Python's too)
+    assert f"to go on with it instead: fit(..., resume={str(path)!r}) in Python" \
+        in capsys.readouterr().err
 
 
 def test_saving_over_an_unfinished_run_warns_how_to_go_on_with_it(tmp_path, capsys):

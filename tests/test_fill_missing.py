@@ -202,7 +202,8 @@ def test_a_text_column_missing_where_another_first_shows_text_is_still_text(tmp_
     np.testing.assert_allclose(by_x[round(1 / 30, 6)][1:], [1, 0, 0, 1, 0], atol=1e-12)
 
 
-def test_with_both_the_features_are_filled_and_rows_without_a_target_left_out(tmp_path):
+def test_with_both_the_features_are_filled_and_rows_without_a_target_left_out(tmp_path,
+                                                                            capsys):
     """--fill-missing mean --drop-missing: the rows whose target (or weight) is missing go,
     as nothing fills those, and the features' gaps of the rest are filled: the same data as
     the file without those rows, filled (each message pointed at the other flag, which the
@@ -221,6 +222,13 @@ def test_with_both_the_features_are_filled_and_rows_without_a_target_left_out(tm
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(getattr(both, f"x_{split}"), getattr(fewer, f"x_{split}"))
         np.testing.assert_array_equal(getattr(both, f"y_{split}"), getattr(fewer, f"y_{split}"))
+    ck = tmp_path / "b.npz"  # the command line says which rows went, and info so too
+    assert main(["train", "--dataset", str(tmp_path / "t.csv"), "--target", "label",
+                 "--fill-missing", "mean", "--drop-missing", "--epochs", "1", "--save",
+                 str(ck)]) == 0
+    assert main(["info", "--checkpoint", str(ck)]) == 0
+    assert "rows with a missing target or weight left out, missing values filled (mean)" \
+        in capsys.readouterr().out
 
 
 def test_what_filling_refuses(tmp_path, capsys):
