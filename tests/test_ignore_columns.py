@@ -26,6 +26,19 @@ def _table(tmp_path, n=240):
     return ids, notes, species, island, bill, depth, sex
 
 
+def _trained(tmp_path, n=60, epochs=1):
+    """(the table's file with id and notes, the checkpoint of a run that ignored them, the
+    table's columns)."""
+    table = _table(tmp_path, n)
+    ids, notes, species, island, bill, depth, sex = table
+    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
+                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
+    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
+                 "--ignore", "notes", "--epochs", str(epochs), "--quiet", "--save",
+                 str(tmp_path / "m.npz")]) == 0
+    return full, tmp_path / "m.npz", table
+
+
 def _read(path):
     with open(path, newline="") as f:
         return list(csv.reader(f))
@@ -66,14 +79,10 @@ def test_ignored_columns_train_as_the_file_without_them(tmp_path):
 def test_predict_leaves_them_out_and_keeps_what_it_is_asked_to(tmp_path, capsys):
     """predict on the training file (id and notes present) gives the bare file's predictions;
     --keep id puts each row's id first, so the output joins back onto the input."""
-    ids, notes, species, island, bill, depth, sex = _table(tmp_path)
-    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
-                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
+    full, _, table = _trained(tmp_path, n=240, epochs=2)
+    ids, notes, species, island, bill, depth, sex = table
     bare = write(tmp_path / "bare.csv", [island, bill, depth, sex],
                  ["island", "bill", "depth", "sex"])
-    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
-                 "--ignore", "notes", "--epochs", "2", "--quiet", "--save",
-                 str(tmp_path / "m.npz")]) == 0
     for out, inp, extra in (("k.csv", full, ["--keep", "id"]), ("p.csv", bare, [])):
         assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", inp,
                      "--output", str(tmp_path / out), *extra]) == 0
@@ -176,12 +185,7 @@ def test_a_gap_in_an_ignored_column_drops_no_row(tmp_path):
 
 
 def test_resume_refuses_another_ignore(tmp_path, capsys):
-    ids, notes, species, island, bill, depth, sex = _table(tmp_path, n=60)
-    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
-                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
-    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
-                 "--ignore", "notes", "--epochs", "1", "--quiet", "--save",
-                 str(tmp_path / "m.npz")]) == 0
+    _trained(tmp_path)
     assert main(["train", "--resume", str(tmp_path / "m.npz"), "--epochs", "2", "--quiet",
                  "--ignore", "notes", "--ignore", "id"]) == 0  # the same, in another order
     assert main(["train", "--resume", str(tmp_path / "m.npz"), "--epochs", "3", "--quiet",
@@ -218,12 +222,7 @@ def test_predict_writes_its_csv_by_blocks_of_rows_the_same_bytes(tmp_path, monke
     rows at every place, give the bytes of one block, kept ids and text labels included."""
     import gpunet.cli as cli
 
-    ids, notes, species, island, bill, depth, sex = _table(tmp_path, n=60)
-    full = write(tmp_path / "full.csv", [ids, island, bill, notes, depth, sex, species],
-                 ["id", "island", "bill", "notes", "depth", "sex", "species"])
-    assert main(["train", "--dataset", full, "--target", "species", "--ignore", "id",
-                 "--ignore", "notes", "--epochs", "1", "--quiet", "--save",
-                 str(tmp_path / "m.npz")]) == 0
+    full, _, _ = _trained(tmp_path)
     outputs = []
     for rows in (10**6, 7):
         monkeypatch.setattr(cli, "PREDICT_CSV_ROWS", rows)
