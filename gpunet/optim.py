@@ -147,8 +147,6 @@ class Optimizer:
     def _update(self, key, p, g) -> None:
         raise NotImplementedError
 
-    # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
-
     @property
     def lr(self) -> float:
         """The learning rate of the next step (a schedule sets it each epoch)."""
@@ -162,6 +160,8 @@ class Optimizer:
         """The model's gradients forgotten, as torch's ``optimizer.zero_grad()``
         (``model.zero_grad()``: each becomes None)."""
         self.model.zero_grad()
+
+    # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
 
     def hyperparameters(self) -> dict:
         """The settings (not the state), as checkpoints store them and ``repr`` shows them."""
