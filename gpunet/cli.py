@@ -619,8 +619,6 @@ def cmd_train(args, comm=None) -> int:
                         ("--plot", args.plot))  # (--save may be it: the run goes on there)
     _refuse_overwriting(_data_files(data.spec), ("--save", save),
                         ("--metrics-json", args.metrics_json), ("--plot", args.plot))
-    if not args.resume and save and (comm is None or comm.is_root):
-        _warn_replacing_unfinished(save)
     objective = loss_name + (" on standardised targets" if data.target_standardizer else "")
     say(f"gpunet: {data.name} ({len(data.x_train)} train / {len(data.x_val)} validation / "
         f"{len(data.x_test)} test), {model!r}, {model.n_params} parameters, {objective}, "
@@ -730,29 +728,6 @@ def cmd_train(args, comm=None) -> int:
 _RESUME_OPTIONS = {"command", "resume", "epochs", "save", "metrics_json", "plot", "report", "quiet",
                    "tf32", "graph", "distributed", "collective_timeout", "backend", "hidden",
                    "batch_size"}
-
-
-def _warn_replacing_unfinished(path) -> None:
-    """A warning where ``--save`` names a checkpoint of a run that is not finished: a new
-    run replaces it after its first epoch (a job restarted with its first command line, where
-    --resume was meant, would lose it)."""
-    if not os.path.isfile(path):
-        return
-    from .checkpoint import load_checkpoint
-
-    try:
-        extra = load_checkpoint(path).extra
-        training = extra.get("training") or {}
-        state = training["state"]
-    except (GpunetError, OSError, KeyError, TypeError, ValueError):
-        return  # (not a run's checkpoint: replaced as any file is)
-    if not state.get("finished") and not state.get("stopped_early"):
-        how = f"gpunet train --resume {shlex.quote(str(path))}" \
-            if _readable_source(extra.get("data")) else \
-            f"fit(..., resume={str(path)!r}) in Python, on the data it was given there"
-        print(f"gpunet: warning: {path} holds an unfinished run (epoch {state.get('epoch')} of "
-              f"{training.get('epochs')}), which this new run replaces after its first epoch; "
-              f"to go on with it instead: {how}", file=sys.stderr)
 
 
 def _file_source(spec) -> bool:

@@ -17,6 +17,7 @@ import copy
 import functools
 import math
 import os
+import shlex
 import signal
 import threading
 import time
@@ -29,7 +30,7 @@ from .distributed import (STEP_EXTRAS, share_weight, shard, stop_flag, stop_sign
                           weighted_share)
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .layers import BatchNorm
-from .log import is_terminal
+from .log import is_terminal, notice
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, check_loss_output
 from .model import as_inputs
 from .schedules import Schedule
@@ -423,6 +424,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                           f"{resume!r}")
     if resume is not None:
         resume.check_sections(where)
+    if save is not None and resume is None and (comm is None or comm.is_root):
+        _warn_replacing_unfinished(save)
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
     if MONITORS[monitor] not in (None, data.task):
@@ -945,6 +948,32 @@ def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **se
             "loss": f"{loss_fn.name} {sorted(loss.items())}",
             "schedule": repr(sorted(schedule.state_dict().items())),
             "resumed epoch": state.epoch, "resumed step": state.step}
+
+
+def _warn_replacing_unfinished(path) -> None:
+    """A notice where ``save`` names a checkpoint of a run that is not finished: this run
+    replaces it after its first epoch (a job restarted with its first command, where a resume
+    was meant, would lose it)."""
+    if not os.path.isfile(path):
+        return
+    try:
+        extra = load_checkpoint(path).extra
+        training = extra.get("training") or {}
+        state, dataset = training["state"], (extra.get("data") or {}).get("dataset")
+    except (GpunetError, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return  # (not a run's checkpoint: replaced as any file is)
+    if state.get("finished") or state.get("stopped_early"):
+        return
+    from .data import source_kind
+
+    try:  # (data a command can read: the command line resumes it too)
+        source_kind(str(dataset))
+        how = f"gpunet train --resume {shlex.quote(str(path))}, or "
+    except GpunetError:
+        how = ""
+    notice(f"{path} holds an unfinished run (epoch {state.get('epoch')} of "
+           f"{training.get('epochs')}), which this run replaces after its first epoch; to go on "
+           f"with it instead: {how}fit(..., resume={str(path)!r})")
 
 
 def _check_same_rows(t, resume, data, target) -> None:

@@ -16,6 +16,8 @@ import gpunet as gn
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 
+from conftest import said
+
 
 def run_cli(*args, env=None):
     """Run the installed console script (falls back to python -m gpunet.cli)."""
@@ -298,7 +300,7 @@ def test_the_resume_hint_is_quoted_for_a_shell_and_left_out_after_an_early_stop(
                         f"'{tmp_path}/my runs/it'\"'\"'s.npz' [--epochs N]"]
 
 
-def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys):
+def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys, caplog):
     """A make_dataset run's checkpoint names arrays no command can read: info and train
     --resume say to resume it in Python (they offered the command line, which then failed
     with "unknown dataset")."""
@@ -320,19 +322,21 @@ def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys):
     assert main(["train", "--resume", str(path), "--quiet"]) == 1
     assert "this run trained on data given in Python ('mine', from make_dataset): resume it " \
         "there" in capsys.readouterr().err
+    caplog.clear()
     assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--save",
-                 str(path)]) == 0  # (replacing it: the warning's way on is Python's too)
-    assert f"to go on with it instead: fit(..., resume={str(path)!r}) in Python" \
-        in capsys.readouterr().err
+                 str(path)]) == 0  # (replacing it: the notice's way on is Python's alone)
+    assert f"which this run replaces after its first epoch; to go on with it instead: " \
+        f"fit(..., resume={str(path)!r})" in said(caplog)
 
 
-def test_saving_over_an_unfinished_run_warns_how_to_go_on_with_it(tmp_path, capsys):
+def test_saving_over_an_unfinished_run_warns_how_to_go_on_with_it(tmp_path, caplog):
+    """The command line and fit (the notice is fit's: a Python loop restarted where a resume
+    was meant loses its run too)."""
     path = tmp_path / "run.npz"
     flags = ["--dataset", "iris", "--quiet", "--backend", "numpy", "--save", str(path)]
     assert main(["train", "--epochs", "1", *flags]) == 0  # a finished run: replaced quietly
-    assert "warning" not in capsys.readouterr().err
     assert main(["train", "--epochs", "1", *flags]) == 0
-    assert "warning" not in capsys.readouterr().err
+    assert "unfinished" not in said(caplog)
     from gpunet.checkpoint import save_checkpoint
 
     ck = load_checkpoint(path)  # the same run, marked unfinished (as a preempted one is)
@@ -340,9 +344,9 @@ def test_saving_over_an_unfinished_run_warns_how_to_go_on_with_it(tmp_path, caps
     save_checkpoint(path, ck.build_model("numpy"), None, epoch=ck.epoch,
                        standardizer=ck.standardizer, extra=ck.extra)
     assert main(["train", "--epochs", "1", *flags]) == 0
-    assert f"gpunet: warning: {path} holds an unfinished run (epoch 1 of 1), which this new " \
-        f"run replaces after its first epoch; to go on with it instead: gpunet train " \
-        f"--resume {path}" in capsys.readouterr().err
+    assert f"gpunet: {path} holds an unfinished run (epoch 1 of 1), which this run replaces " \
+        f"after its first epoch; to go on with it instead: gpunet train --resume {path}, or " \
+        f"fit(..., resume={str(path)!r})" in said(caplog)
 
 
 def test_an_unwritable_predict_output_is_one_line(tmp_path, capsys):
