@@ -628,14 +628,15 @@ def cmd_train(args, comm=None) -> int:
             + ("target or weight" if data.spec.fill_missing else "value") + " (--drop-missing)")
     if not (args.resume or args.task or args.loss) and data.classes is None \
             and not data.multilabel and _file_source(data.spec):  # (a named set has its own)
-        low = int(np.min(data.y_train)) if data.task == "classification" and \
-            len(data.y_train) else 0
-        say(f"gpunet: task {data.task}, read off the targets" + (
-            f" (whole numbers {low}..{data.n_classes - 1}: {data.n_classes} classes"
-            + ((", output 0 unused" if low == 1 else f", outputs 0..{low - 1} unused")
-               + ": label k is output k" if low > 0 else "")
-            + "; --task regression fits them as values)" if data.task == "classification"
-            else ""))
+        detail = ""
+        if data.task == "classification":
+            n, low = data.n_classes, int(np.min(data.y_train)) if len(data.y_train) else 0
+            unused = "" if low == 0 else ", output 0 unused" if low == 1 else \
+                f", outputs 0..{low - 1} unused"
+            detail = (f" (whole numbers {low}..{n - 1}: {n} classes{unused}"
+                      + (": label k is output k" if low else "")
+                      + "; --task regression fits them as values)")
+        say(f"gpunet: task {data.task}, read off the targets{detail}")
     if any(e["name"] == "" for e in data.features or ()) and (comm is None or comm.is_root):
         print("gpunet: warning: a feature column has no name (a row index, as pandas' to_csv "
               "writes one?): --ignore '' leaves it out", file=sys.stderr)
@@ -1010,12 +1011,12 @@ def cmd_predict(args) -> int:
     backend = model.backend
     y_hat = model.predict(x, batch_size=4096)
     text = None  # text class labels: the CSV's first column
+    labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
         probs = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
         probs = backend.to_host(probs).astype(np.float64)
-        labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
         names = labelled if len(labelled) == probs.shape[1] > 1 else ckpt.classes \
             if ckpt.classes is not None else \
             named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
@@ -1054,7 +1055,6 @@ def cmd_predict(args) -> int:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
             table = ckpt.target_standardizer.inverse(table)
-        labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
         header = named if len(named) == table.shape[1] else labelled \
             if len(labelled) == table.shape[1] else [f"y{k}" for k in range(table.shape[1])]
         fmt = None  # every digit float64 needs, as csv writes a float (its shortest repr):

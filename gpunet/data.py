@@ -30,6 +30,7 @@ import dataclasses
 import gzip
 import math
 import os
+import shlex
 import struct
 import tokenize
 import zipfile
@@ -1361,7 +1362,7 @@ def _column_order(names, encoding, path) -> list:
                         + "; ".join(part for part in (
                             "missing: " + ", ".join(map(repr, missing)) if missing else "",
                             "unexpected: " + ", ".join(map(repr, extra)) if extra else "")
-                            if part) + ")" + (f"; --ignore {extra[0]} leaves "
+                            if part) + ")" + (f"; --ignore {shlex.quote(extra[0])} leaves "
                                               f"{'that column' if len(extra) == 1 else 'one'} "
                                               "out" if extra and not missing else ""))
     return [names.index(n) for n in wanted]
