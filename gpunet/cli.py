@@ -1034,7 +1034,7 @@ def cmd_predict(args) -> int:
         labels = probs.argmax(axis=1)
         classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
         header = ["label"] + ([f"p_{c}" for c in classes] if classes is not None
-                              else [f"p{k}" for k in range(probs.shape[1])])
+                              else [f"p_{k}" for k in range(probs.shape[1])])
         if classes is not None:
             labels = classes[labels]
         # bool labels (True/False) and integers past float64's 2^53 do not survive a column

@@ -713,7 +713,7 @@ def test_output_suffixes_in_capitals_and_a_folder_for_a_checkpoint(tmp_path, cap
     np.save(tmp_path / "x.npy", np.ones((3, 4)))
     assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
                  "--output", str(tmp_path / "P.CSV"), "--backend", "numpy"]) == 0
-    assert (tmp_path / "P.CSV").read_text().startswith("label,p0,p1,p2\n")
+    assert (tmp_path / "P.CSV").read_text().startswith("label,p_0,p_1,p_2\n")
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(tmp_path)]) == 1
     assert "is a folder, not a checkpoint file" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_each_source_trains_evaluates_and_predicts(kind, tmp_path, capsys):
         assert len(lines) == 6
         if trained["task"] == "classification":
             header = lines[0].split(",")
-            assert header[0] == "label" and header[1] == "p0"
+            assert header[0] == "label" and header[1] == "p_0"
             probs = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)[:, 1:]
             np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-6)
         else:

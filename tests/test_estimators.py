@@ -392,6 +392,26 @@ def test_save_and_load_give_back_the_fitted_classifier(tmp_path):
     assert back.score(x, words) == clf.score(x, words)
 
 
+def test_predict_heads_an_estimators_probabilities_as_a_command_line_runs(tmp_path):
+    """Integer classes: p_0, p_1... whether the checkpoint is an estimator's or a CLI run's."""
+    from gpunet.cli import main
+
+    x, y = make_classification(120, 4, n_informative=3, n_redundant=0, n_classes=3,
+                               random_state=4)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    MLPClassifier(epochs=1, backend="numpy").fit(x, y).save(tmp_path / "est.npz")
+    assert main(["train", "--dataset", str(tmp_path / "d.npz"), "--epochs", "1", "--quiet",
+                 "--backend", "numpy", "--save", str(tmp_path / "run.npz")]) == 0
+    heads = []
+    for ck in ("est", "run"):
+        out = tmp_path / f"{ck}.csv"
+        assert main(["predict", "--checkpoint", str(tmp_path / f"{ck}.npz"), "--input",
+                     str(tmp_path / "x.npy"), "--output", str(out), "--backend", "numpy"]) == 0
+        heads.append(out.read_text().splitlines()[0])
+    assert heads == ["label,p_0,p_1,p_2"] * 2
+
+
 def test_save_and_load_give_back_the_fitted_regressor(tmp_path):
     x, y = make_regression(150, 5, random_state=13)
     for target in (y, np.column_stack([y, -y])):
