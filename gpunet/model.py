@@ -333,7 +333,7 @@ class MLP:
                 masks[k] = m
                 h = h * m
         if cache:  # (a pass without a cache, predict's, leaves a training pass's for backward)
-            self._masks, self._cached = masks, True
+            self._masks, self._cached, self._changed = masks, True, None
         if drop:
             self.dropout_step += 1
         return h
@@ -380,10 +380,15 @@ class MLP:
 
         It differentiates the last training pass (``forward`` with the cache: each replaces
         the one before), and its gradients replace those in ``self.grads``: unlike torch's,
-        they do not add up over calls (for a batch in parts, add each call's copies).
+        they do not add up over calls (for a batch in parts, add each call's copies). Weights
+        changed since that pass by ``optimizer.step()`` or ``load_state_dict`` are refused, as
+        torch refuses them; an edit by hand (``model.params["W1"][...] = ...``) is not seen.
         """
         if not getattr(self, "_cached", False):
             raise ConfigError("backward() needs a forward() with cache=True first")
+        if getattr(self, "_changed", None):  # (torch raises too: its version counters)
+            raise ConfigError(f"the weights changed since the forward pass ({self._changed}): "
+                              f"its cache no longer matches them; run forward again first")
         if isinstance(dJdy_hat, tuple):
             raise ConfigError("backward takes dJ/dy_hat, the loss's second return value "
                               "(value, dJdy_hat = loss_fn(y_hat, y)), not the pair")
@@ -476,6 +481,13 @@ class MLP:
             new[k] = v.copy()
         self.params.update({k: v for k, v in new.items() if k in self.params})
         self.buffers.update({k: v for k, v in new.items() if k in self.buffers})
+        self.weights_changed("load_state_dict()")
+
+    def weights_changed(self, how: str) -> None:
+        """Note that the parameters changed (``how``: by what), so that a ``backward`` of a
+        forward pass made before is refused (its cache holds the old weights' outputs)."""
+        if getattr(self, "_cached", False):
+            self._changed = how
 
     def to_torch(self, *, dtype=None, device=None):
         """This net as a ``torch.nn.Sequential`` with a copy of its weights (see

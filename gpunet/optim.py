@@ -98,6 +98,7 @@ class Optimizer:
         self.steps += 1
         self.model.backend.tick_hyper(self.prepare_hyper())
         self.apply(grads)
+        self.model.weights_changed("optimizer.step()")
 
     def prepare_hyper(self):
         """The backend's [lr, t] array, holding t = ``steps`` - 1 for the step just counted.

@@ -123,6 +123,30 @@ def test_backward_is_told_the_loss_pair_and_replaces_gradients():
         np.testing.assert_array_equal(model.grads[k], v)
 
 
+def test_backward_after_the_weights_changed_since_forward_is_refused():
+    """optimizer.step() or load_state_dict between forward and backward: the cache holds the
+    old weights' outputs, and dJ/dx would be taken through the new ones (torch raises too)."""
+    model = _net(dtype="float64")
+    x, y = _batch()
+    loss = gn.CrossEntropyLoss()
+    opt = gn.SGD(model, lr=0.5)
+    model.backward(loss(model.forward(x), y)[1])  # (grads for a first step)
+    out = model.forward(x)
+    model.backward(loss(out, y)[1])  # backward twice on one pass: fine
+    opt.step()
+    with pytest.raises(gn.ConfigError, match=r"weights changed since the forward pass "
+                                             r"\(optimizer.step\(\)\).*run forward again"):
+        model.backward(loss(out, y)[1])
+    fresh = model.forward(x)
+    model.backward(loss(fresh, y)[1])  # the usual loop goes on
+    opt.step()
+    out = model.forward(x)
+    model.load_state_dict(gn.MLP([3, 4, 3], backend="numpy", seed=5).state_dict())
+    with pytest.raises(gn.ConfigError, match=r"\(load_state_dict\(\)\)"):
+        model.backward(loss(out, y)[1])
+    model.backward(loss(model.forward(x), y)[1])
+
+
 def test_eval_and_train_set_what_model_x_is():
     """model(x) follows the mode, as a torch module's: after eval() it is predict's pass (no
     dropout, the running statistics, which it leaves alone), after train() a training one."""
