@@ -1154,7 +1154,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
 
     if not categorical:  # every cell a finite number: NumPy's C parser, ~8x Python's csv
         with _csv_errors(path):
-            data = _all_numbers(path, len(header))
+            data = _all_numbers(path, len(header), skip)
         if data is not None:
             lines = list(range(2, len(data) + 2))
             taken = [j for j in (*_indices(t), wi, *skip) if j is not None]
@@ -1197,16 +1197,18 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     return data, _parse_targets(cells, lines, path, header, t), lines, described, dropped, w
 
 
-def _all_numbers(path, width):
+def _all_numbers(path, width, skip=()):
     """The CSV's rows (after the header) as a float64 (rows, width) array when every cell is a
-    finite number and no line is blank (so that row i is line i + 2); else None."""
+    finite number and no line is blank (so that row i is line i + 2); else None. The columns
+    ``skip`` (ignored ones) may hold anything: they read as 0."""
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*input contained no data", UserWarning)
             data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2,
-                              quotechar='"', comments=None, encoding="utf-8-sig")
+                              quotechar='"', comments=None, encoding="utf-8-sig",
+                              converters=dict.fromkeys(skip, _zero) or None)
     except ValueError:  # text, a missing value, a short row...: the row-by-row path says which
         return None
     if data.shape[0] == 0 or data.shape[1] != width or not np.isfinite(data).all():
@@ -1229,6 +1231,11 @@ def _all_numbers(path, width):
     if count - 1 != data.shape[0] or blank:
         return None  # a blank line: rows and lines no longer count alike
     return data
+
+
+def _zero(cell):
+    """An ignored column's cell, to NumPy's parser: whatever it holds."""
+    return 0.0
 
 
 def _reader(f):
