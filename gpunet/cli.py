@@ -1148,7 +1148,9 @@ def cmd_info(args) -> int:
 
         cupy_backend = get_backend("cupy")
         print(f"cupy: usable on {cupy_backend.device_name}")
-        graphs = ("yes (gpunet's own cuBLAS handle)" if cupy_backend.cublas() is not None
+        graphs = ("possible: gpunet's own cuBLAS handle works (a static step tries its capture "
+                  "at its first step, and steps eagerly, saying why, where it fails)"
+                  if cupy_backend.cublas() is not None
                   else "no (see the notice above): the cupy backend steps eagerly")
         print(f"cuda graphs: {graphs}")
     else:

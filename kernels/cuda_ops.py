@@ -691,7 +691,10 @@ def _raw_kernel(key, cupy):
             name, params = ptx_entry(ptx)
             plan = arg_plan(sig, params)
             module = cupy.cuda.function.Module()
-            module.load(ptx.encode() + b"\0")  # cuModuleLoadData reads a C string
+            try:
+                module.load(ptx.encode() + b"\0")  # cuModuleLoadData reads a C string
+            except Exception as e:  # a driver older than the PTX, say: numba's own cubin
+                name, module = _cubin_module(key, cc, sig, plan, cupy, e)
             got = (module.get_function(name), plan, module)
         except Exception as e:
             RAW_ERRORS[key] = f"{type(e).__name__}: {e}"
@@ -707,6 +710,32 @@ def _raw_kernel(key, cupy):
 
 RAW_ERRORS = {}
 """compile key -> why that kernel launches through numba's dispatcher on the GPU."""
+
+CUBIN_LOADS = {}
+"""compile key -> why its PTX did not load (the driver JIT-compiles PTX, and refuses a PTX
+version newer than it knows): the kernel launches through CuPy from the cubin numba links for
+its own launch (nvJitLink, which needs no driver JIT) instead."""
+
+
+def _cubin_module(key, cc, sig, plan, cupy, why):
+    """(entry name, CuPy module) of the cubin numba links for the kernel of ``key`` (what
+    numba's own launch loads), after its PTX failed to load with ``why``; raises ``why`` where
+    that cubin cannot be had or its parameters are not the PTX's."""
+    try:
+        (kernel,) = _compile(*key).overloads.values()  # (jit(sig): one signature)
+        code = kernel.library.get_cubin(cc)
+        code = getattr(code, "code", code)  # (numba-cuda's linker gives an ObjectCode)
+        if not isinstance(code, (bytes, bytearray, memoryview)):
+            raise TypeError(f"numba's cubin is a {type(code).__name__}, not bytes")
+        name, params = ptx_entry(kernel.inspect_asm(cc))
+        if name != kernel.entry_name or arg_plan(sig, params) != plan:
+            raise ValueError("numba's kernel does not have the PTX's parameters")
+        module = cupy.cuda.function.Module()
+        module.load(bytes(code))
+    except Exception as e:
+        raise why from e
+    CUBIN_LOADS[key] = f"{type(why).__name__}: {why}"
+    return name, module
 
 
 def _launch(key, griddim, blockdim, like, *args):

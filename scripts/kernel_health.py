@@ -39,7 +39,26 @@ def main() -> int:
           f"{len(cuda_ops._raw)} launched through CuPy, {len(cuda_ops.RAW_ERRORS)} failed")
     for key, why in cuda_ops.RAW_ERRORS.items():
         print(f"  {key}: {why}")
+    if cuda_ops.CUBIN_LOADS:  # launched through CuPy all the same, from numba's cubin
+        key, why = next(iter(cuda_ops.CUBIN_LOADS.items()))
+        print(f"  {len(cuda_ops.CUBIN_LOADS)} loaded as numba's cubin, their PTX refused "
+              f"(first: {key}: {why}); {_versions()}")
     return 1 if off or cuda_ops.RAW_ERRORS else 0
+
+
+def _versions() -> str:
+    """The driver's CUDA version and the PTX ISA version numba's NVVM writes."""
+    import re
+
+    import cupy
+
+    from gpunet.kernels import cuda_ops
+
+    d = cupy.cuda.runtime.driverGetVersion()
+    _, fn, sig = cuda_ops.kernel_sources()[0]
+    ptx, _ = cuda_ops._numba_cuda().compile_ptx(fn, sig)
+    isa = re.search(r"^\.version\s+(\S+)", ptx, re.M)
+    return f"driver CUDA {d // 1000}.{d % 1000 // 10}, PTX ISA {isa.group(1) if isa else '?'}"
 
 
 if __name__ == "__main__":

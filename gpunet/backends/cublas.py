@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 
 CUBLAS_OP_N = 0
 CUBLAS_OP_T = 1
@@ -99,6 +100,10 @@ class Cublas:
         self._handle = handle
         self._workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
         self._stream = None
+        # The handle is shared by the threads of a process (one backend instance), each with
+        # its own CuPy current stream: binding and the GEMM on it go together, one thread at
+        # a time (cuBLAS: a handle's settings apply to every thread's calls).
+        self._lock = threading.RLock()
         self._gemm = {
             "float32": (lib.cublasSgemm_v2, ctypes.c_float(1.0), ctypes.c_float(0.0)),
             "float64": (lib.cublasDgemm_v2, ctypes.c_double(1.0), ctypes.c_double(0.0)),
@@ -107,19 +112,21 @@ class Cublas:
     def set_tf32(self, on: bool) -> None:
         """Let float32 GEMMs round their inputs to TF32 and use tensor cores (or stop)."""
         mode = CUBLAS_TF32_TENSOR_OP_MATH if on else CUBLAS_DEFAULT_MATH
-        _check(self._lib.cublasSetMathMode(self._handle, mode), "cublasSetMathMode")
+        with self._lock:
+            _check(self._lib.cublasSetMathMode(self._handle, mode), "cublasSetMathMode")
 
     def bind(self):
         """Bind the handle (and its workspace) to CuPy's current stream, if not bound yet."""
         ptr = self._cupy.cuda.get_current_stream().ptr
-        if ptr != self._stream:
-            lib = self._lib
-            _check(lib.cublasSetStream_v2(self._handle, ptr), "cublasSetStream")
-            # cublasSetStream resets the workspace to cuBLAS's own pool, which would allocate
-            # during a capture: give it ours again.
-            _check(lib.cublasSetWorkspace_v2(self._handle, self._workspace.data.ptr,
-                                             WORKSPACE_BYTES), "cublasSetWorkspace")
-            self._stream = ptr
+        with self._lock:
+            if ptr != self._stream:
+                lib = self._lib
+                _check(lib.cublasSetStream_v2(self._handle, ptr), "cublasSetStream")
+                # cublasSetStream resets the workspace to cuBLAS's own pool, which would
+                # allocate during a capture: give it ours again.
+                _check(lib.cublasSetWorkspace_v2(self._handle, self._workspace.data.ptr,
+                                                 WORKSPACE_BYTES), "cublasSetWorkspace")
+                self._stream = ptr
 
     def gemm(self, a, b, out, trans_a=False, trans_b=False):
         """out = op(a) op(b) for C-contiguous float32/float64 CuPy arrays; returns out."""
@@ -128,7 +135,8 @@ class Cublas:
         if tuple(out.shape) != shape:
             raise ValueError(f"matmul: out is {tuple(out.shape)}, the product is {shape}")
         fn, one, zero = self._gemm[a.dtype.name]
-        self.bind()
-        _check(fn(self._handle, transa, transb, m, n, k, ctypes.byref(one), b.data.ptr, lda,
-                  a.data.ptr, ldb, ctypes.byref(zero), out.data.ptr, ldc), "gemm")
+        with self._lock:
+            self.bind()
+            _check(fn(self._handle, transa, transb, m, n, k, ctypes.byref(one), b.data.ptr,
+                      lda, a.data.ptr, ldb, ctypes.byref(zero), out.data.ptr, ldc), "gemm")
         return out

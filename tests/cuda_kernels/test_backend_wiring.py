@@ -164,3 +164,45 @@ def test_cupy_arrays_launch_through_cupy_not_numbas_dispatcher():
     key = (("act_forward", "sigmoid", np.dtype(np.float32)), cupy.cuda.Device().id)
     assert cuda_ops._raw.get(key), cuda_ops.RAW_ERRORS
     np.testing.assert_allclose(out.get(), 1 / (1 + np.exp(-z.astype(np.float64))), rtol=2e-6)
+
+
+def test_a_refused_ptx_loads_numbas_cubin_and_computes_the_same():
+    """A driver older than the PTX's ISA refuses to JIT it: the kernel is loaded from the cubin
+    numba links for its own launch, and still launches through CuPy with the same numbers."""
+    if MODE != "gpu" or not CUPY_OK:
+        pytest.skip(CUPY_REASON if MODE == "gpu" else "needs a GPU and cupy")
+    import types
+
+    import cupy
+
+    from gpunet.kernels import cuda_ops
+
+    class PickyModule:  # a driver that takes no PTX (a C string, as cuModuleLoadData reads)
+        def __init__(self):
+            self.module = cupy.cuda.function.Module()
+
+        def load(self, code):
+            if code.endswith(b"\0"):
+                raise RuntimeError("CUDA_ERROR_UNSUPPORTED_PTX_VERSION (the test's driver)")
+            self.module.load(code)
+
+        def get_function(self, name):
+            return self.module.get_function(name)
+
+    picky = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Device=cupy.cuda.Device, function=types.SimpleNamespace(Module=PickyModule)))
+    key = ("act_forward", "gelu", np.dtype(np.float32))
+    cuda_ops._raw.pop((key, cupy.cuda.Device().id), None)
+    try:
+        fn, plan, _ = cuda_ops._raw_kernel(key, picky)
+        assert "UNSUPPORTED_PTX_VERSION" in cuda_ops.CUBIN_LOADS[key]
+        z = cupy.asarray(np.random.default_rng(1).normal(size=70001).astype(np.float32))
+        via_cubin = cupy.full_like(z, cupy.nan)
+        fn((cuda_ops._flat_grid(z.size),), (cuda_ops.ELEMENTWISE_THREADS,),
+           cuda_ops.marshal(plan, (z, via_cubin, np.float32(0))))
+    finally:
+        cuda_ops._raw.pop((key, cupy.cuda.Device().id), None)
+        cuda_ops.CUBIN_LOADS.pop(key, None)
+    via_ptx = cuda_ops.act_forward("gelu", z, cupy.full_like(z, cupy.nan), 0.0)
+    assert cuda_ops._raw.get((key, cupy.cuda.Device().id)), cuda_ops.RAW_ERRORS
+    np.testing.assert_array_equal(via_cubin.get(), via_ptx.get())
