@@ -39,6 +39,9 @@ class GradcheckResult:
 
     errors: dict = field(default_factory=dict)
     ratios: dict = field(default_factory=dict)
+    #: pre-activations of a relu or leaky_relu within a step's reach of the kink at 0, where
+    #: a central difference straddles the kink and is no derivative (see ``gradcheck``)
+    kinks: int = 0
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,12 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     (u = 2^-53; the last term is the central difference's round-off, which grows with the
     loss). A tensor whose every numeric gradient lies within atol of 0 passes whatever its
     analytic gradient is; gradcheck warns when that holds of every tensor.
+
+    A relu's pre-activation z within a step of 0 (exactly 0 where an input row and the biases
+    are zero) puts a central difference across the kink: it measures (f'(0-) + f'(0+)) / 2,
+    not the 0 that backward takes for relu'(0) (torch's choice too), and the check can fail
+    with no wrong gradient. The result counts such elements (``kinks``), and a failing check
+    with any says so in a warning.
     """
     from . import twolayer
 
@@ -106,6 +115,7 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     step = getattr(model, "dropout_step", 0)
     value, dJdy_hat = loss_fn(model.forward(x), y)
     dJdx = model.backward(dJdy_hat)
+    kinks = _near_kinks(model, x, eps)
     buffers = {k: v.copy() for k, v in getattr(model, "buffers", {}).items()}
     analytic = {k: backend.to_host(g) for k, g in model.grads.items()}
     analytic["x"] = backend.to_host(dJdx)
@@ -137,11 +147,40 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
                       f"largest is {largest:.2g}), so any analytic gradient that small passes: "
                       "this check could not have failed (a nearly fitted net? pass a smaller "
                       "atol, or check at other parameters)", stacklevel=2)
+    result.kinks = kinks
+    if kinks and not result.ok:
+        warnings.warn(f"gradcheck: {kinks} pre-activation(s) of a relu lie within a step "
+                      f"(eps = {eps:g}) of its kink at 0, where the central difference "
+                      "straddles the kink and is no derivative (relu'(0) is taken as 0, as "
+                      "torch takes it): a failure there need not be a wrong gradient. Check "
+                      "at inputs and biases away from 0 (a zero input row with zero biases "
+                      "puts z at 0 exactly)", stacklevel=2)
     if getattr(model, "dropout", 0):
         model.dropout_step = step + 1
     for k, v in buffers.items():  # (each finite-difference pass moved them)
         model.buffers[k][...] = v
     return result
+
+
+#: how far from a kink, in steps of eps scaled by the largest input or parameter, a
+#: pre-activation counts as near it (a step of one element moves z by at most about that)
+KINK_STEPS = 10.0
+
+
+def _near_kinks(model, x, eps) -> int:
+    """How many cached relu / leaky_relu pre-activations of the analytic pass lie within
+    KINK_STEPS eps max(1, |x|, |params|) of 0."""
+    backend = model.backend
+    scale = max([1.0, float(backend.xp.abs(x).max(initial=0.0))]
+                + [float(backend.xp.abs(p).max(initial=0.0)) for p in model.params.values()])
+    zone = KINK_STEPS * eps * scale
+    count = 0
+    for layer in getattr(model, "layers", ()):
+        z = getattr(layer, "z", None)
+        if z is not None and getattr(layer, "name", None) in ("relu", "leaky_relu") \
+                and not (layer.name == "leaky_relu" and layer.slope == 1):
+            count += int((backend.xp.abs(z) <= zone).sum())
+    return count
 
 
 # -- every activation x loss, as `gpunet gradcheck` runs them -------------------------------

@@ -18,6 +18,8 @@ scikit-learn's weighted mean.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .backends import backend_of
@@ -44,6 +46,29 @@ def check_loss_output(loss_fn, output: str) -> None:
 
 REDUCTIONS = ("mean", "sum")
 
+ONE_OUTPUT = (": over a single output cross-entropy is 0 whatever the logit (the softmax of one "
+              "value is 1): give the model one output per class (2 for two classes), or train "
+              "one logit with BCEWithLogitsLoss")
+
+_last_output = None  # a weak reference to the y_hat of the last training pass (MLP.forward)
+
+
+def note_output(y_hat) -> None:
+    """Remember ``y_hat`` as the last training pass's output, so that a loss given it as its
+    target (the arguments swapped, as ``gpunet.twolayer``'s losses take them: (y, y_hat))
+    says so instead of training uphill."""
+    global _last_output
+    try:
+        _last_output = weakref.ref(y_hat)
+    except TypeError:  # (an array type without weak references: no check)
+        _last_output = None
+
+
+def _swapped(y_hat, y) -> bool:
+    """Whether y, not y_hat, is the output of the last training pass."""
+    last = _last_output() if _last_output is not None else None
+    return last is not None and y is last and y_hat is not last
+
 
 class Loss:
     """A loss: ``value, dJ/dy_hat = loss(y_hat, y, weight=None)`` (see the module docstring
@@ -51,11 +76,14 @@ class Loss:
 
     name = "loss"
 
+    def __new__(cls, *args, **kwargs):
+        if any(hasattr(a, "shape") for a in args):  # gn.MSELoss(y_hat, y), as F.mse_loss
+            raise ConfigError(f"{cls.__name__}(...) takes its options; build the loss, then "
+                              f"call it: {cls.__name__}()(y_hat, y)")
+        return super().__new__(cls)
+
     def __init__(self, reduction: str = "mean"):
         if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-            if hasattr(reduction, "shape"):  # gn.CrossEntropyLoss(y_hat, y)
-                raise ConfigError(f"{type(self).__name__}(...) takes its options; build the "
-                                  f"loss, then call it: {type(self).__name__}()(y_hat, y)")
             raise ConfigError(
                 f"unknown reduction {reduction!r}; valid names: {', '.join(REDUCTIONS)}"
             )
@@ -68,20 +96,28 @@ class Loss:
         """The constructor's arguments (``get_loss(name, **config)`` makes this loss again)."""
         return {"reduction": self.reduction}
 
-    def _backend(self, y_hat):
+    def _backend(self, y_hat, y=None):
         """y_hat's backend; ConfigError unless y_hat is a float array of one (a model's
-        output), such as a list or an integer array."""
+        output), such as a list or an integer array, or where y is the model's output and
+        y_hat not (the arguments swapped)."""
+        swapped = f"the arguments swapped? {type(self).__name__}()(y_hat, y) takes the " \
+            "model's output first, as torch's losses (gpunet.twolayer's take (y, y_hat))"
         if type(y_hat).__name__ != "ndarray" or getattr(y_hat, "dtype", None) is None \
                 or y_hat.dtype.kind != "f":
             what = f"an array of dtype {y_hat.dtype}" if hasattr(y_hat, "dtype") else \
                 f"a {type(y_hat).__name__}"
             raise ConfigError(f"{type(self).__name__}: y_hat must be a float array (a model's "
-                              f"output, numpy or cupy), got {what}")
+                              f"output, numpy or cupy), got {what}"
+                              + (f": {swapped}" if _swapped(y_hat, y) else ""))
+        if _swapped(y_hat, y):
+            raise ConfigError(f"{type(self).__name__}: y is the output of the model's last "
+                              f"training pass, y_hat is not: {swapped} (a target that is "
+                              "another pass's output: give a copy, or predict()'s)")
         return backend_of(y_hat)
 
     def _prepare(self, y_hat, y):
         """Put y on y_hat's backend with y_hat's dtype and check the shapes agree."""
-        backend = self._backend(y_hat)
+        backend = self._backend(y_hat, y)
         y = backend.asarray(y)
         if y.dtype.kind not in "biuf":
             raise ConfigError(f"{type(self).__name__}: targets must be real numbers, "
@@ -195,8 +231,12 @@ class BCELoss(Loss):
     """Binary cross-entropy on probabilities p = y_hat in [0, 1].
 
     J = -scale * sum [y log p + (1 - y) log(1 - p)], each log clamped at -100 as PyTorch does;
-    dJ/dp = scale * (p - y) / max(p (1 - p), 1e-12), PyTorch's guarded form of the same
-    derivative.
+    dJ/dp = scale * (p - y) / max(p (1 - p), 1e-12), PyTorch's guarded form of its derivative:
+    the derivative of J itself where p (1 - p) > 1e-12, but not beyond, where p is within
+    about 1e-12 of 0 or 1 (after a sigmoid, |z| past about 27 in float64 or 17 in float32):
+    there it is PyTorch's number, not the slope of J, and the chain through the sigmoid
+    no longer gives sigmoid(z) - y. Saturated logits train with BCEWithLogitsLoss, whose
+    gradient is exact for any z.
 
     A p outside [0, 1] (NaN too) is a ConfigError, as torch's RuntimeError: logits given
     where probabilities belong. ``check_range = False`` skips that check (on a GPU it reads a
@@ -282,7 +322,7 @@ class CrossEntropyLoss(Loss):
                 "label_smoothing": self.label_smoothing}
 
     def __call__(self, y_hat, y, weight=None):
-        backend = self._backend(y_hat)
+        backend = self._backend(y_hat, y)
         xp = backend.xp
         if y_hat.ndim != 2:
             raise ShapeError(
@@ -302,7 +342,7 @@ class CrossEntropyLoss(Loss):
                 raise ConfigError(
                     f"CrossEntropyLoss: class labels must lie in [0, {c - 1}] for {c} outputs; "
                     f"got labels from {int(y.min())} to {int(y.max())}"
-                )
+                    + (ONE_OUTPUT if c == 1 else ""))
             loss, grad = backend.softmax_cross_entropy(y_hat, y, 1.0 if weight is not None
                                                        else scale)
             if self.label_smoothing:

@@ -20,6 +20,7 @@ from .backends import get_backend
 from .errors import ConfigError, ShapeError
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
+from .losses import note_output
 from .optim import check_training_parts
 
 DTYPES = ("float32", "float64")
@@ -299,6 +300,10 @@ class MLP:
             raise ShapeError(
                 f"layer 1 ({first.in_features} -> {first.out_features}) expects inputs shaped "
                 f"(batch, {first.in_features}), got {tuple(x.shape)}"
+                + (": samples as columns (the seed's x, one sample a column)? give x.T, one "
+                   "sample a row" if x.ndim == 2 and x.shape[0] == first.in_features else
+                   ": one sample? give x.reshape(1, -1)" if x.ndim == 1
+                   and x.shape[0] == first.in_features else "")
             )
         return x
 
@@ -307,7 +312,9 @@ class MLP:
 
         With ``cache`` this is a training pass: a model with dropout drops hidden outputs with
         the masks of step ``dropout_step`` (then counts it); ``row_offset``: the index of x's
-        first row in the whole batch, for a share of a batch (data-parallel training). A pass
+        first row in the whole batch, for a share of a batch (data-parallel training). The cache
+        holds x itself, not a copy (a float array of the model's dtype on its backend is not
+        copied): x changed in place before ``backward`` changes the gradients with it. A pass
         without the cache (``predict``'s) is inference: it leaves the last training pass's
         cache for ``backward`` and runs on the backend's evaluation ops
         (``Backend.evaluating``: on the CPU, NumPy's ops where training would take a kernel).
@@ -334,6 +341,7 @@ class MLP:
                 h = h * m
         if cache:  # (a pass without a cache, predict's, leaves a training pass's for backward)
             self._masks, self._cached, self._changed = masks, True, None
+            note_output(h)  # (a loss given it as its target says the arguments are swapped)
         if drop:
             self.dropout_step += 1
         return h

@@ -47,8 +47,8 @@ from .activations import get_activation
 from .errors import ConfigError, ShapeError
 from .layers import BatchNorm
 from .log import notice
-from .losses import (LOSSES, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss,
-                     check_loss_output, smoothing_terms)
+from .losses import (LOSSES, ONE_OUTPUT, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,
+                     HuberLoss, MSELoss, check_loss_output, smoothing_terms)
 from .optim import SGD, Adam, AdamW
 
 
@@ -586,7 +586,7 @@ class StaticStep:
                 if low < 0 or high >= c:
                     raise ConfigError(f"CrossEntropyLoss: class labels must lie in "
                                       f"[0, {c - 1}] for {c} outputs; got labels from {low} "
-                                      f"to {high}")
+                                      f"to {high}" + (ONE_OUTPUT if c == 1 else ""))
         # The batch into the step's buffers: the rows picked, cast where the dtype differs
         # (inputs of another float dtype, int32 labels, float64 targets or weights: as the
         # eager step converts them), host data moved to the device (only the batch's rows).

@@ -69,8 +69,61 @@ def test_a_loss_class_or_its_call_with_arrays_is_named():
     with pytest.raises(gn.ConfigError, match=r"build the loss, then call it: "
                                              r"CrossEntropyLoss\(\)\(y_hat, y\)"):
         gn.CrossEntropyLoss(out, y)
+    for loss in (gn.MSELoss, gn.HuberLoss, gn.BCEWithLogitsLoss):  # (F.mse_loss's habit)
+        with pytest.raises(gn.ConfigError, match=rf"build the loss, then call it: "
+                                                 rf"{loss.__name__}\(\)\(y_hat, y\)"):
+            loss(out, out.copy())
     with pytest.raises(gn.ConfigError, match="loss_fn must be a loss object"):
         gn.gradcheck(gn.MLP([3, 2], dtype="float64"), gn.MSELoss, x, np.ones((8, 2)))
+
+
+def test_a_loss_given_the_models_output_as_its_target_says_the_arguments_are_swapped():
+    """gpunet.twolayer's losses take (y, y_hat), gn's (y_hat, y) as torch's: swapped, MSE
+    gave the same J and the negated gradient (training climbed the loss) and integer targets
+    blamed y_hat's dtype. Not a pass without the cache (predict's), nor a copy."""
+    model = gn.MLP([3, 4, 2], backend="numpy", seed=0)
+    x, _ = _batch()
+    y = np.random.default_rng(4).normal(size=(8, 2)).astype(np.float32)
+    out = model.forward(x)
+    value, grad = gn.MSELoss()(y, out.copy())  # (the negated gradient, unseen)
+    np.testing.assert_allclose(grad, -gn.MSELoss()(out, y)[1], rtol=1e-6)
+    probs = np.full((8, 2), 0.5, dtype=np.float32)
+    for loss, target in ((gn.MSELoss(), y), (gn.HuberLoss(), y), (gn.BCEWithLogitsLoss(), probs),
+                         (gn.CrossEntropyLoss(), probs)):
+        with pytest.raises(gn.ConfigError, match=r"y is the output of the model's last "
+                                                 r"training pass, y_hat is not: the arguments "
+                                                 r"swapped\?"):
+            loss(target, out)
+    with pytest.raises(gn.ConfigError, match=r"got an array of dtype int64: the arguments "
+                                             r"swapped\?"):
+        gn.MSELoss()(np.ones((8, 2), dtype=np.int64), out)
+    assert np.isfinite(float(gn.MSELoss()(out, y)[0]))  # the right order
+    model.forward(x, cache=False)  # (an inference pass leaves the training pass's output)
+    with pytest.raises(gn.ConfigError, match="swapped"):
+        gn.MSELoss()(y, out)
+    other = model.forward(x)  # a later training pass: out is no longer the last output
+    gn.MSELoss()(other, out)  # (a target from an earlier pass: taken)
+
+
+def test_inputs_shaped_as_the_seeds_columns_get_the_transpose():
+    model = gn.MLP([3, 4, 2], backend="numpy", seed=0)
+    with pytest.raises(gn.ShapeError, match=r"got \(3, 5\): samples as columns .* give x.T"):
+        model.forward(np.ones((3, 5)))
+    with pytest.raises(gn.ShapeError, match=r"got \(3,\): one sample\? give x.reshape"):
+        model.forward(np.ones(3))
+    with pytest.raises(gn.ShapeError, match=r"got \(5, 4\)$"):
+        model.forward(np.ones((5, 4)))
+
+
+def test_cross_entropy_over_one_output_says_it_needs_one_per_class():
+    model = gn.MLP([3, 4, 1], backend="numpy", seed=0)
+    x, _ = _batch()
+    with pytest.raises(gn.ConfigError, match=r"\[0, 0\] for 1 outputs; got labels from 0 to 1: "
+                                             r"over a single output cross-entropy is 0"):
+        gn.CrossEntropyLoss()(model.forward(x), np.array([0, 1] * 4))
+    step = gn.StaticStep(model, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1), 8)
+    with pytest.raises(gn.ConfigError, match="over a single output cross-entropy is 0"):
+        step(x, np.array([0, 1] * 4))
 
 
 def test_bce_on_values_outside_zero_to_one_is_refused_as_torch_does():

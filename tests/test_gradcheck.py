@@ -112,6 +112,32 @@ def test_a_check_that_could_not_fail_warns(monkeypatch):
     assert not gn.gradcheck(model, gn.MSELoss(), x, y, atol=1e-14)
 
 
+def test_a_relu_kink_under_a_step_is_counted_and_a_failure_there_explained():
+    """A zero input row with zero biases puts relu's z at 0 exactly: the central difference
+    measures relu'(0) as 1/2, backward (as torch's autograd) takes 0. The check fails with no
+    wrong gradient, and says why; the same rows moved off 0 pass with no kink counted."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    model = gn.MLP([3, 5, 2], activation="relu", dtype="float64", seed=0)  # biases 0
+    x = rng.normal(size=(4, 3))
+    x[1] = 0.0
+    y = np.array([0, 1, 1, 0])
+    with pytest.warns(UserWarning, match=r"5 pre-activation\(s\) of a relu lie within a "
+                                         r"step .* need not be a wrong gradient"):
+        result = gn.gradcheck(model, gn.CrossEntropyLoss(), x, y)
+    assert not result.ok and result.kinks == 5
+    # the analytic gradients are torch's, kink and all
+    net = model.to_torch()
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.cross_entropy(net(xt), torch.tensor(y)).backward()
+    model.backward(gn.CrossEntropyLoss()(model.forward(x), y)[1])
+    np.testing.assert_allclose(model.grads["W1"], net[0].weight.grad.numpy(), rtol=1e-12,
+                               atol=1e-15)
+    x[1] = rng.normal(size=3)
+    result = gn.gradcheck(model, gn.CrossEntropyLoss(), x, y)
+    assert result.ok and result.kinks == 0
+
+
 def test_parameters_in_any_layout_are_perturbed_and_other_dtypes_refused():
     """A weight assigned as a transposed view (an (in, out) array's .T, as scikit-learn's
     coefs_ give) is perturbed where the model reads it; a float32 one is refused by name."""
