@@ -521,7 +521,8 @@ HEADER_KINDS = {
                         "class_weight": "str?", "ignore": "strs?"},
     ("extra", "estimator"): {"class": "str!", "params": "dict!", "history": "rows",
                              "feature_names": "strs?", "target_names": "strs?",
-                             "best_epoch": "int?", "stopped_early": "bool",
+                             "best_epoch": "int?", "weights_epoch": "count?",
+                             "stopped_early": "bool",
                              "multilabel": "bool", "sparse_labels": "bool", "classes_dtype": "str",
                              "single_target": "bool"},
 }

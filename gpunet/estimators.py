@@ -41,7 +41,8 @@ standardised targets, not scikit-learn's half squared error in the targets' unit
 weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame), and
 scikit-learn's MLP attributes read off them: ``coefs_`` and ``intercepts_`` (its (inputs,
 outputs) layout), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``best_loss_``,
-``validation_scores_`` and ``best_validation_score_``.
+``validation_scores_`` and ``best_validation_score_`` (the score of the epoch whose weights are
+kept: ``best_epoch_``'s with ``patience``, else the last's).
 
 Keeping a fitted estimator: ``est.save(path)`` writes a gpunet checkpoint (an ``.npz`` of plain
 arrays and a JSON header, written atomically; loading it never runs code) and
@@ -309,14 +310,22 @@ class _GpunetMLP(BaseEstimator):
                           handle_sigint="sigint")  # (a library call: SIGTERM is the
             # program's to handle; a notebook's Ctrl-C stops after the step)
         except TrainingInterrupted as stop:  # Ctrl-C: keep what was trained, then stop
-            self._keep(model, data, optimizer, stop.history, extend)
+            # (the weights of the last epoch done where it stopped between epochs, else of a
+            # step within the next: no epoch's)
+            at_end = stop.epoch == len(stop.history)
+            self._keep(model, data, optimizer, stop.history, extend,
+                       len(stop.history) if at_end else None)
             raise
-        return self._keep(model, data, optimizer, history, extend)
+        # (with patience, fit put the best epoch's weights back)
+        kept = _weights_epoch(patience, history.best_epoch, len(history))
+        return self._keep(model, data, optimizer, history, extend, kept)
 
-    def _keep(self, model, data, optimizer, history, extend):
-        """Hold the trained network and its run (``history``: fit's, of the epochs done)."""
+    def _keep(self, model, data, optimizer, history, extend, kept):
+        """Hold the trained network and its run (``history``: fit's, of the epochs done;
+        ``kept``: the epoch of it whose weights the network holds, or None: no epoch's)."""
+        done = self.n_iter_ if extend else 0
+        self._weights_epoch = done + kept if kept else None
         if extend:
-            done = self.n_iter_
             rows = History(self.history_ + [{**row, "epoch": done + row["epoch"]}
                                              for row in history])
             rows.test, rows.stopped_early = history.test, history.stopped_early
@@ -473,9 +482,16 @@ class _GpunetMLP(BaseEstimator):
 
     @property
     def best_validation_score_(self):
-        """The best of ``validation_scores_`` (None without validation rows)."""
-        scores = self.validation_scores_
-        return None if scores is None else max(scores)
+        """The validation score (as ``validation_scores_``) of the epoch whose weights the
+        estimator holds, as scikit-learn's MLP reports its kept model's: with ``patience``
+        that of ``best_epoch_`` (the best by ``monitor``, which need not be the highest
+        score), else the last epoch's; None without validation rows (or where a Ctrl-C
+        stopped within an epoch)."""
+        if self.validation_scores_ is None:
+            return None
+        key = "val_accuracy" if self._task == "classification" else "val_r2"
+        epoch = self._weights_epoch
+        return next((row.get(key) for row in self.history_ if row["epoch"] == epoch), None)
 
     # -- saving: a gpunet checkpoint, no pickle ---------------------------------------------
 
@@ -504,6 +520,7 @@ class _GpunetMLP(BaseEstimator):
                 "feature_names": None if names is None else [str(n) for n in names],
                 "target_names": getattr(self, "_target_names", None),
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
+                "weights_epoch": self._weights_epoch,
                 "stopped_early": bool(self.history_.stopped_early)}
         classes = self._saved_classes()
         if classes is not None:  # load gives back classes_ of the dtype fit made (object)
@@ -578,6 +595,8 @@ class _GpunetMLP(BaseEstimator):
         est.history_ = history
         est.loss_curve_ = [row["train_loss"] for row in history]
         est.n_iter_, est.best_epoch_ = len(history), history.best_epoch
+        est._weights_epoch = info["weights_epoch"] if "weights_epoch" in info else \
+            _weights_epoch(est.patience, est.best_epoch_, est.n_iter_)  # (an earlier save)
         est._restore(info, ckpt)
         return est
 
@@ -623,6 +642,9 @@ class _GpunetMLP(BaseEstimator):
                 model = MLP.from_config(saved["config"], "numpy")
             model.load_state_dict(saved["params"])
             state = {**state, "model_": model}
+            if "_weights_epoch" not in state:  # (pickled by an earlier version)
+                state["_weights_epoch"] = _weights_epoch(
+                    state.get("patience"), state.get("best_epoch_"), state.get("n_iter_"))
             if isinstance(state.get("_optimizer"), dict):
                 state["_optimizer"] = _rebuilt_optimizer(state["_optimizer"], model)
         super().__setstate__(state)
@@ -637,6 +659,12 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _weights_epoch(patience, best_epoch, n_iter):
+    """The epoch whose weights a fit with ``patience`` and ``best_epoch``, of ``n_iter``
+    epochs, ended with (for estimators saved or pickled before they recorded it)."""
+    return best_epoch if patience is not None and best_epoch else n_iter
 
 
 def _plain(name, v):

@@ -247,7 +247,7 @@ def test_validation_scores_are_the_epochs_validation_accuracy_or_r2():
     x, y = make_classification(300, 8, random_state=3)
     clf = MLPClassifier(epochs=4, patience=10, backend="numpy").fit(x, y)
     assert clf.validation_scores_ == [row["val_accuracy"] for row in clf.history_]
-    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_validation_score_ == clf.validation_scores_[clf.best_epoch_ - 1]
     assert clf.best_loss_ is None  # scikit-learn's MLP has none when it holds rows out
     reg = MLPRegressor(epochs=3, val_fraction=0.2, backend="numpy").fit(x, x[:, 0] - x[:, 1])
     assert reg.validation_scores_ == [row["val_r2"] for row in reg.history_]
@@ -255,6 +255,29 @@ def test_validation_scores_are_the_epochs_validation_accuracy_or_r2():
     with pytest.raises(AttributeError):  # (NotFittedError): hasattr says False
         MLPClassifier().coefs_
     assert not hasattr(MLPRegressor(), "validation_scores_")
+
+
+def test_best_validation_score_is_the_kept_weights_score(tmp_path):
+    """scikit-learn's best_validation_score_ is its kept model's score. With patience the
+    weights kept are best_epoch_'s, the lowest validation loss, whose accuracy here is below
+    another epoch's: the score is that epoch's, not the highest (it was). Without patience
+    (rows held out by val_fraction) the last epoch's weights are kept, and its score is the
+    one; saving and pickling keep it."""
+    import pickle
+
+    x, y = make_classification(400, 10, flip_y=0.2, random_state=0)
+    clf = MLPClassifier(hidden=(256,), epochs=200, lr=1e-2, patience=5, random_state=2,
+                        backend="numpy").fit(x, y)
+    scores, losses = clf.validation_scores_, [row["val_loss"] for row in clf.history_]
+    assert clf.best_epoch_ == 1 + int(np.argmin(losses)) < clf.n_iter_
+    assert clf.best_validation_score_ == scores[clf.best_epoch_ - 1] < max(scores)
+    clf.save(tmp_path / "c.npz")
+    for back in (MLPClassifier.load(tmp_path / "c.npz"), pickle.loads(pickle.dumps(clf))):
+        assert back.best_validation_score_ == clf.best_validation_score_
+    last = MLPClassifier(hidden=(256,), epochs=20, lr=1e-2, val_fraction=0.2, random_state=2,
+                         backend="numpy").fit(x, y)
+    assert last.best_validation_score_ == last.validation_scores_[-1] < max(
+        last.validation_scores_)
 
 
 def test_seeds():
