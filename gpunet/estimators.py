@@ -23,7 +23,8 @@ binary task). Given multilabel targets instead, an indicator matrix (samples, la
 as scikit-learn's MLP takes them, it trains one logistic output per label (binary
 cross-entropy on logits, ``gpunet.BCEWithLogitsLoss``): ``classes_`` is then 0..labels-1,
 ``predict`` gives the 0/1 matrix (each output over 0.5 probability; sparse where y was) and
-``predict_proba`` each label's probability. A regressor takes one target column or several.
+``predict_proba`` each label's probability. A regressor takes one target column or several
+(one column shaped (samples, 1) is one target: predictions (samples,), as scikit-learn's).
 
 Training on: ``warm_start=True`` makes ``fit`` go on from the fitted network (and its
 standardisation) for ``epochs`` more epochs, with a fresh optimiser, as scikit-learn's MLP does;
@@ -63,7 +64,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Standardizer, check_sample_weight, make_dataset
@@ -972,9 +973,13 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
 
     def _targets(self, X, y, reset):
         """X as float32 or float64 (others as float64), y as float64 (samples, targets); a
-        fitted regressor's target count must stay."""
+        fitted regressor's target count must stay. One column of targets (samples, 1), such
+        as a one-column DataFrame, is one target (samples,), with scikit-learn's
+        DataConversionWarning, as its MLP takes it."""
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=True, reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
         y = np.asarray(y, dtype=np.float64)
         outputs = 1 if y.ndim == 1 else y.shape[1]
         if not reset and outputs != self.model_.sizes[-1]:
@@ -984,8 +989,8 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         return X, y.reshape(len(y), -1)
 
     def predict(self, X) -> np.ndarray:
-        """Predicted targets: (samples,) for a model fitted on one column given as (samples,),
-        else (samples, targets); in the targets' units."""
+        """Predicted targets: (samples,) for a model fitted on one target (y of (samples,) or
+        (samples, 1)), else (samples, targets); in the targets' units."""
         out = self._outputs(X)
         if self.target_standardizer_ is not None:
             out = self.target_standardizer_.inverse(out)

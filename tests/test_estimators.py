@@ -159,8 +159,53 @@ def test_regressor_takes_several_targets():
     x, y = make_regression(200, 5, n_targets=3, random_state=3)
     reg = MLPRegressor(epochs=20, backend="numpy").fit(x, y)
     assert reg.predict(x).shape == (200, 3) and reg.model_.sizes[-1] == 3
-    column = MLPRegressor(epochs=20, backend="numpy").fit(x, y[:, :1])  # (n, 1) stays 2-D
-    assert column.predict(x).shape == (200, 1)
+
+
+def test_a_one_column_target_is_one_target_as_scikit_learn_takes_it(tmp_path):
+    """y of one column, (n, 1) (a one-column DataFrame, df[["price"]]), predicted (n, 1),
+    so that y - predict(X) broadcast to (n, n): scikit-learn's MLPRegressor ravels it with
+    a DataConversionWarning and predicts (n,); so does this one, the same net as fitted on
+    the column (n,). fit, partial_fit and score take it; the column's name is kept, and
+    `gpunet predict` leaves that column of a CSV out and heads its output with it."""
+    import warnings
+
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+    from sklearn.metrics import r2_score
+    from sklearn.neural_network import MLPRegressor as SklearnMLP
+
+    from gpunet.cli import main
+
+    x, y = make_regression(60, 3, random_state=0)
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    price = pd.DataFrame({"price": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(DataConversionWarning, match="A column-vector y was passed") as sk:
+            want = SklearnMLP(max_iter=2).fit(x, price).predict(x).shape
+    kw = dict(epochs=5, backend="numpy", dtype="float64")
+    with pytest.warns(DataConversionWarning) as ours:
+        reg = MLPRegressor(**kw).fit(frame, price)
+    assert str(ours[0].message) == str(sk[0].message)
+    assert reg.predict(frame).shape == want == (60,)
+    np.testing.assert_array_equal(reg.predict(frame),
+                                  MLPRegressor(**kw).fit(frame, price["price"]).predict(frame))
+    assert reg.score(frame, price) == pytest.approx(r2_score(y, reg.predict(frame)), rel=1e-12)
+    stream = MLPRegressor(**kw)
+    with pytest.warns(DataConversionWarning):
+        stream.partial_fit(x, y[:, None])
+    stream.partial_fit(x, y)
+    with pytest.warns(DataConversionWarning):
+        stream.partial_fit(x, y[:, None])
+    assert stream.predict(x).shape == (60,) and stream.n_iter_ == 3
+    reg.save(tmp_path / "r.npz")
+    assert MLPRegressor.load(tmp_path / "r.npz").predict(frame).shape == (60,)
+    frame.assign(price=y)[["price", "c", "a", "b"]].to_csv(tmp_path / "d.csv", index=False)
+    assert main(["predict", "--checkpoint", str(tmp_path / "r.npz"), "--input",
+                 str(tmp_path / "d.csv"), "--output", str(tmp_path / "p.csv")]) == 0
+    got = pd.read_csv(tmp_path / "p.csv")
+    assert list(got.columns) == ["price"]
+    np.testing.assert_allclose(got["price"], reg.predict(frame), rtol=1e-12)
 
 
 def test_pickle_keeps_host_arrays_and_predicts_the_same(digits_fit):
