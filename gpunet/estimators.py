@@ -229,7 +229,8 @@ class _GpunetMLP(BaseEstimator):
             raise ConfigError(f"clip_grad_norm must be a finite number > 0 (or None: no "
                               f"clipping), got {self.clip_grad_norm!r}")
         return optimizer_kwargs(self.optimizer, self.lr, self.weight_decay, self.momentum,
-                                self.clip_grad_norm, self.nesterov, task=self._task)
+                                self.clip_grad_norm, self.nesterov, task=self._task,
+                                ignore_momentum=True)  # (sgd's, as scikit-learn's MLP's)
 
     def _schedule(self, lr) -> Schedule:
         """The schedule of the parameters from ``lr``, as ``gpunet train`` builds it
@@ -732,9 +733,12 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             target units with ``standardize``). ``label_smoothing`` (a classifier): targets
             (1 - e) one-hot + e / classes, as torch's.
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
-            0.01 for the regressor, on whose squared error 0.1 often diverges; momentum, with
-            ``nesterov`` Nesterov's, as scikit-learn's ``nesterovs_momentum``);
-            ``weight_decay`` None keeps the optimiser's own default (0, or 0.01 for adamw).
+            0.01 for the regressor, on whose squared error 0.1 often diverges); ``momentum``
+            (sgd only; ignored otherwise, as scikit-learn's MLP ignores it unless
+            solver="sgd", so that a grid over optimizers and momenta keeps every candidate)
+            and with ``nesterov`` (sgd only; ignored otherwise) Nesterov's, as
+            scikit-learn's ``nesterovs_momentum``; ``weight_decay`` None keeps the optimiser's
+            own default (0, or 0.01 for adamw).
         clip_grad_norm: scale each step's gradients down to a 2-norm of at most this (None:
             never), as ``torch.nn.utils.clip_grad_norm_``.
         schedule: constant, step, cosine or plateau (over ``epochs``); ``step_size`` and

@@ -339,12 +339,14 @@ OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
 
 
 def optimizer_kwargs(name: str, lr=None, weight_decay=None, momentum=0.0,
-                     clip_norm=None, nesterov=False, task=None) -> dict:
+                     clip_norm=None, nesterov=False, task=None, ignore_momentum=False) -> dict:
     """``get_optimizer(name, model, **kw)``'s keywords from the settings ``gpunet train`` and
     the estimators share: ``lr`` None takes ``DEFAULT_LR[name]`` (sgd on a ``task`` of
     "regression": ``REGRESSION_SGD_LR``), ``weight_decay`` None keeps
     the optimiser's own default, ``momentum`` and ``nesterov`` are SGD's (ConfigError for
-    another optimiser unless 0 and False), ``clip_norm`` None clips nothing."""
+    another optimiser unless 0 and False; left out with ``ignore_momentum``, as the
+    estimators leave them, as scikit-learn's MLP ignores them unless its solver is sgd),
+    ``clip_norm`` None clips nothing."""
     if name not in DEFAULT_LR:
         raise ConfigError(f"unknown optimizer {name!r}; valid names: {', '.join(DEFAULT_LR)}")
     default = REGRESSION_SGD_LR if name == "sgd" and task == "regression" else DEFAULT_LR[name]
@@ -359,7 +361,7 @@ def optimizer_kwargs(name: str, lr=None, weight_decay=None, momentum=0.0,
         kw["momentum"] = momentum
         if nesterov:
             kw["nesterov"] = True
-    elif momentum or nesterov:
+    elif (momentum or nesterov) and not ignore_momentum:
         raise ConfigError(f"{'momentum' if momentum else 'nesterov'} applies to the sgd "
                           f"optimizer, not {name}")
     return kw

@@ -346,7 +346,6 @@ def test_hidden_layers_and_no_hidden_layer():
     ({"hidden": (0,)}, "hidden must be"),
     ({"hidden": "64"}, "hidden must be"),
     ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
-    ({"momentum": 0.9}, "momentum applies to the sgd optimizer"),
     ({"lr": -1.0}, "learning rate must be a positive number"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"random_state": -1}, "random_state must be"),

@@ -515,14 +515,37 @@ def test_nesterov_momentum_is_torchs_rule(nesterov):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"optimizer": "adam", "nesterov": True}, "nesterov applies to the sgd optimizer"),
     ({"optimizer": "sgd", "nesterov": True}, "nesterov momentum needs momentum > 0"),
     ({"optimizer": "sgd", "momentum": 0.9, "nesterov": "yes"}, "nesterov must be True or"),
+    ({"optimizer": "adam", "nesterov": "yes"}, "nesterov must be True or"),
 ])
 def test_nesterov_needs_sgd_with_momentum(params, message):
     x, y = _data(n=40)
     with pytest.raises(gn.ConfigError, match=message):
         _estimator(epochs=1, **params).fit(x, y)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_momentum_is_sgds_and_ignored_by_other_optimizers(optimizer):
+    """scikit-learn's MLP ignores momentum and nesterovs_momentum unless solver="sgd", so a
+    grid over both keeps every candidate; these refused momentum with adam (ConfigError), and
+    the grid lost those candidates (NaN scores). Now adam trains as without them, the grid
+    scores every candidate, and the Python API and the command line still refuse them."""
+    from sklearn.model_selection import GridSearchCV
+
+    x, y = _data(n=120)
+    plain = _estimator(epochs=2, optimizer=optimizer).fit(x, y)
+    given = _estimator(epochs=2, optimizer=optimizer, momentum=0.9, nesterov=True).fit(x, y)
+    for k, v in plain.model_.state_dict().items():
+        np.testing.assert_array_equal(given.model_.state_dict()[k], v)
+    search = GridSearchCV(_estimator(epochs=2), {"optimizer": [optimizer, "sgd"],
+                                                  "momentum": [0.0, 0.9]}, cv=2,
+                          error_score="raise").fit(x, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    with pytest.raises(gn.ConfigError, match=f"momentum applies to the sgd optimizer, not "
+                                             f"{optimizer}"):
+        gn.get_optimizer(optimizer, plain.model_, **gn.optim.optimizer_kwargs(
+            optimizer, momentum=0.9))
 
 
 def test_layer_norm_estimator_trains_as_torch_does():
