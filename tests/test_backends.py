@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -68,6 +69,44 @@ def test_probe_reports_why_when_cupy_is_missing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("True CuPy is not installed")
+
+
+_WORKERS_NOTICE = """
+import sys
+from joblib import Parallel, delayed
+
+def backend():
+    sys.modules["cupy"] = None  # (CuPy unavailable, whatever this machine has)
+    import gpunet
+    return gpunet.get_backend("auto").name
+
+print(backend(), *Parallel(n_jobs=2, backend="loky")(delayed(backend)() for _ in range(2)))
+"""
+
+
+@pytest.mark.parametrize("level, shown", [(None, True), ("warning", True), ("ERROR", False),
+                                          ("40", False), ("loud", True)])
+def test_gpunet_log_level_sets_the_notices_level_in_worker_processes_too(level, shown):
+    """joblib's loky workers do not inherit the parent's logging settings, so the "using the
+    numpy backend" notice could not be silenced there; they inherit the environment, and
+    $GPUNET_LOG_LEVEL sets the "gpunet" logger's level in each process (unset: the notices
+    as before; a name that is no level: said so, and the notices as before)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUNET_LOG_LEVEL",
+                                                             "GPUNET_BACKEND")}
+    if level is not None:
+        env["GPUNET_LOG_LEVEL"] = level
+    proc = subprocess.run([sys.executable, "-c", _WORKERS_NOTICE], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["numpy"] * 3
+    notices = [line for line in proc.stderr.splitlines()
+               if line.startswith("gpunet: using the numpy backend")]
+    # the parent's and each worker's (one or two: loky may run both calls in one)
+    assert (len(notices) >= 2) if shown else not notices, proc.stderr
+    bad = [line for line in proc.stderr.splitlines() if "GPUNET_LOG_LEVEL" in line]
+    assert bad == (["gpunet: GPUNET_LOG_LEVEL='loud' is not a level (debug, info, warning, "
+                    "error, critical, or a number); ignored"] * len(notices)
+                   if level == "loud" else [])
 
 
 @pytest.mark.parametrize("cls", [NumpyBackend, CupyBackend], ids=["numpy", "cupy"])
