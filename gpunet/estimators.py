@@ -50,7 +50,9 @@ arrays and a JSON header, written atomically; loading it never runs code) and
 ``MLPClassifier.load(path)`` reads it back; ``gpunet predict --checkpoint path`` takes it too.
 It also pickles (``joblib.dump``), as plain host arrays rebuilt on the backend its ``backend``
 parameter picks where it is unpickled, for scikit-learn's tools that copy estimators that way;
-a pickle runs code when it is loaded, so keep files in the checkpoint format.
+a pickle runs code when it is loaded, so keep files in the checkpoint format. Either way, one
+saved or pickled with backend="cupy" comes back on numpy, with a RuntimeWarning, where CuPy
+cannot run (its ``backend`` parameter kept: ``set_params(backend=...)`` before fitting again).
 """
 
 from __future__ import annotations
@@ -539,7 +541,10 @@ class _GpunetMLP(BaseEstimator):
     @classmethod
     def load(cls, path, *, backend=None):
         """The estimator ``save`` wrote to ``path``, fitted, its model on ``backend`` (default:
-        the saved ``backend`` parameter, "auto" unless it was set). Never unpickles anything;
+        the saved ``backend`` parameter, "auto" unless it was set; where that is "cupy" and
+        CuPy cannot run here, the numpy backend, with a RuntimeWarning, as unpickling does:
+        the parameter stays, so set_params(backend=...) before fitting again; a ``backend``
+        given that cannot run here raises BackendUnavailableError). Never unpickles anything;
         CheckpointError for a file that holds no saved estimator of this class, or one whose
         network, classes and standardisations disagree (naming what); parameters that
         describe another network than the saved one (changed before a save of an earlier
@@ -569,7 +574,8 @@ class _GpunetMLP(BaseEstimator):
         if backend is not None:
             params["backend"] = backend
         est = cls(**params)
-        est.model_ = ckpt.build_model(est.backend)
+        est.model_ = ckpt.build_model(est.backend) if backend is not None else _model_here(
+            ckpt.build_model, cls.__name__, "saved", est.backend, stacklevel=4)
         saved = ckpt.header.get("optimizer")
         if saved is not None:  # for partial_fit to go on with it
             est._optimizer = _rebuilt_optimizer({**saved, "state": ckpt.optimizer_state},
@@ -633,15 +639,9 @@ class _GpunetMLP(BaseEstimator):
                 InconsistentVersionWarning, stacklevel=2)
         saved = state.get("model_")
         if isinstance(saved, dict):
-            try:
-                model = MLP.from_config(saved["config"], state.get("backend"))
-            except BackendUnavailableError as e:  # (fitted on a GPU, unpickled on a CPU host:
-                warnings.warn(  # it predicts there; fitting again needs set_params(backend=))
-                    f"{type(self).__name__} was pickled with backend={state.get('backend')!r},"
-                    f" which this process cannot use ({e}): its network is on the numpy "
-                    "backend here (set_params(backend=...) before fitting it again)",
-                    RuntimeWarning, stacklevel=2)
-                model = MLP.from_config(saved["config"], "numpy")
+            model = _model_here(lambda b: MLP.from_config(saved["config"], b),
+                                type(self).__name__, "pickled", state.get("backend"),
+                                stacklevel=3)
             model.load_state_dict(saved["params"])
             state = {**state, "model_": model}
             if "_weights_epoch" not in state:  # (pickled by an earlier version)
@@ -661,6 +661,21 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _model_here(build, name, how, backend, stacklevel):
+    """``build(backend)``, the network of an estimator ``how`` ("saved", "pickled") with that
+    ``backend`` parameter; where that backend cannot run here (fitted on a GPU, loaded on a
+    CPU host), ``build("numpy")`` with a RuntimeWarning: it predicts there, and fitting it
+    again needs ``set_params(backend=...)``."""
+    try:
+        return build(backend)
+    except BackendUnavailableError as e:
+        warnings.warn(f"{name} was {how} with backend={backend!r}, which this process cannot "
+                      f"use ({e}): its network is on the numpy backend here "
+                      "(set_params(backend=...) before fitting it again)",
+                      RuntimeWarning, stacklevel=stacklevel)
+        return build("numpy")
 
 
 def _weights_epoch(patience, best_epoch, n_iter):

@@ -238,6 +238,27 @@ def test_a_gpu_estimators_pickle_predicts_on_a_cpu_host(digits_fit):
     np.testing.assert_array_equal(back.predict_proba(x_test), clf.predict_proba(x_test))
 
 
+def test_a_gpu_estimators_checkpoint_loads_on_a_cpu_host(digits_fit, tmp_path, monkeypatch):
+    """load of an estimator saved with backend="cupy" raised BackendUnavailableError where
+    CuPy cannot run, while its pickle came back on numpy: load now does as unpickling does
+    (numpy, the same RuntimeWarning, the same predictions, the parameter kept); a backend
+    asked for by name is still refused. (CuPy made unavailable as test_backends does.)"""
+    from gpunet import backends
+
+    clf, _, x_test, _, _ = digits_fit
+    pickle.loads(pickle.dumps(clf)).set_params(backend="cupy").save(tmp_path / "gpu.npz")
+    monkeypatch.setattr(backends, "_cupy_probe", (None, "CuPy is not installed (test)"))
+    monkeypatch.setattr(backends, "_instances", {})
+    with pytest.warns(RuntimeWarning, match=r"saved with backend='cupy', which this process "
+                                            r"cannot use .*CuPy is not installed \(test\)"
+                                            r".*: its network is on the numpy backend"):
+        back = MLPClassifier.load(tmp_path / "gpu.npz")
+    assert back.model_.backend.name == "numpy" and back.backend == "cupy"
+    np.testing.assert_array_equal(back.predict_proba(x_test), clf.predict_proba(x_test))
+    with pytest.raises(gn.BackendUnavailableError, match="cupy backend is unavailable"):
+        MLPClassifier.load(tmp_path / "gpu.npz", backend="cupy")
+
+
 def test_scikit_learn_tools_take_it():
     x, y = make_classification(300, 10, n_informative=6, n_classes=3, random_state=4)
     scores = cross_val_score(make_pipeline(StandardScaler(), MLPClassifier(
