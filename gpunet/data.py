@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import gzip
 import math
+import numbers
 import os
 import shlex
 import struct
@@ -658,8 +659,11 @@ def make_dataset(name, x, y, task=None, seed=0, test_fraction=0.2, standardize=T
 
 def check_sample_weight(w, n: int, where: str = "sample weights") -> np.ndarray:
     """``w`` as float64 (n,): finite, >= 0, not all 0; DataError naming the first bad row.
-    One number weights every row alike (as scikit-learn's ``sample_weight=2.0``)."""
+    One number weights every row alike (as scikit-learn's ``sample_weight=2.0``); an object
+    array of real numbers (a pandas Series of dtype object) is taken as its numbers."""
     w = np.asarray(w)
+    if w.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in w.ravel()):
+        w = w.astype(np.float64)
     if w.dtype.kind not in "biuf":
         raise DataError(f"{where}: sample weights must be numbers, got dtype {w.dtype}")
     if w.ndim == 0:
@@ -762,8 +766,11 @@ def check_multilabels(y: np.ndarray, where: str = "labels", row=lambda i: f"row 
     bad = ~((y == 0) | (y == 1))
     if bad.any():
         i, j = np.argwhere(bad)[0]
+        values = np.unique(y)
+        hint = f" (its values are {values[0]:g} and {values[1]:g}: write them as 0 and 1)" \
+            if len(values) == 2 else ""
         raise DataError(f"{where}: multilabel targets (one 0/1 column per label) must be 0 or "
-                        f"1, but {row(int(i))} holds {y[i, j]:g} in column {int(j)}")
+                        f"1, but {row(int(i))} holds {y[i, j]:g} in column {int(j)}{hint}")
     return y.astype(np.int64), int(y.shape[1])
 
 

@@ -69,13 +69,13 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, Standardizer, check_sample_weight, make_dataset
+from .data import Dataset, Standardizer, check_multilabels, check_sample_weight, make_dataset
 from .errors import BackendUnavailableError, CheckpointError, ConfigError
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
 from .schedules import SCHEDULES, Schedule
-from .train import History, TrainingInterrupted, fit
+from .train import MONITORS, History, TrainingInterrupted, fit
 
 #: rows per forward pass when predicting
 PREDICT_BATCH = 4096
@@ -268,11 +268,23 @@ class _GpunetMLP(BaseEstimator):
         w = check_sample_weight(sample_weight, len(X), type(self).__name__)
         return None if np.all(w == w[0]) else w
 
+    def _check_params(self) -> None:
+        """ConfigError, in the estimator's words, for parameters that ``gpunet.fit`` would
+        otherwise refuse in the command line's, or take as they should not be."""
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        kind = MONITORS.get(self.monitor) if isinstance(self.monitor, str) else None
+        if kind not in (None, self._task):  # (an unknown name: fit names the valid ones)
+            ok = [m for m, k in MONITORS.items() if k in (None, self._task)]
+            who = {"classification": "classifier", "regression": "regressor"}
+            raise ConfigError(f"{type(self).__name__} is a {who[self._task]}: monitor "
+                              f"{', '.join(ok[:-1])} or {ok[-1]}, not {self.monitor} (a "
+                              f"{who[kind]}'s)")
+
     def _fit(self, X, y, n_out, sample_weight=None):
         """Train on X (n, features) float64 and y (labels 0..k-1, or (n, outputs) targets):
         a new network, or with ``warm_start`` the fitted one for ``epochs`` more epochs."""
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        self._check_params()
         warm = self._warm()
         self.__dict__.pop("_steps", None)  # (partial_fit's step: a fit trains with its own)
         hidden, seed, opt_kw = self._hidden_sizes(), self._seed(), self._optimizer_kwargs()
@@ -369,8 +381,7 @@ class _GpunetMLP(BaseEstimator):
     def _partial_fit(self, X, y, n_out, sample_weight=None):
         """One epoch over X and y (prepared as for ``_fit``), from the fitted network and with
         its optimiser when there is one (a new network, standardised on these rows, when not)."""
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        self._check_params()
         if self.schedule not in ("constant", "step"):
             raise ConfigError(f"partial_fit takes the constant or step schedule, not "
                               f"{self.schedule!r} (cosine needs the run's length, plateau "
@@ -895,7 +906,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             y = y.toarray()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              reset=reset)
-        return X, np.asarray(y).astype(np.int64)
+        return X, check_multilabels(y, f"{type(self).__name__}: y")[0]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (samples, classes), columns in the order of ``classes_``; for

@@ -480,6 +480,9 @@ def test_validation_rows_whose_weights_are_all_zero_are_refused():
     (lambda n: np.r_[np.nan, np.ones(n - 1)], "finite and >= 0, but row 0 holds nan"),
     (lambda n: np.ones(n + 1), r"sample weights shaped \(\d+,\) for \d+ rows"),
     (lambda n: np.zeros(n), "every sample weight is zero"),
+    (lambda n: np.array(["1"] * n, dtype=object), "sample weights must be numbers, got dtype "
+                                                   "object"),
+    (lambda n: np.array([1.0] * (n - 1) + [None], dtype=object), "must be numbers"),
 ])
 def test_bad_sample_weights_are_refused(weights, message):
     x, y = _data()
@@ -487,6 +490,58 @@ def test_bad_sample_weights_are_refused(weights, message):
                  lambda e, w: e.partial_fit(x, y, sample_weight=w, classes=[0, 1, 2])):
         with pytest.raises(ValueError, match=message):
             call(_estimator(), weights(len(x)))
+
+
+def test_an_object_series_of_numbers_weighs_as_its_numbers():
+    """A pandas Series of dtype object holding numbers (as a column read with mixed cells
+    comes) was refused ("must be numbers, got dtype object"); scikit-learn takes it as its
+    numbers (its _check_sample_weight gives float64), and so does the fit, as the same
+    weights given as floats."""
+    pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
+    from sklearn.utils.validation import _check_sample_weight
+
+    x, y = _data()
+    w = _weights(len(x))
+    series = pd.Series([int(v * 4) or 1 for v in w], dtype=object)  # Python ints, in objects
+    floats = _check_sample_weight(series, x)  # (scikit-learn's reading of it)
+    assert floats.dtype == np.float64 and series.dtype == object
+    want = _estimator(epochs=2).fit(x, y, sample_weight=floats)
+    got = _estimator(epochs=2).fit(x, y, sample_weight=series)
+    for k, v in want.model_.state_dict().items():
+        np.testing.assert_array_equal(got.model_.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("cls, monitor, message", [
+    (MLPRegressor, "val_accuracy", "MLPRegressor is a regressor: monitor val_loss, val_r2 or "
+                                   "val_mse, not val_accuracy (a classifier's)"),
+    (MLPClassifier, "val_r2", "MLPClassifier is a classifier: monitor val_loss or "
+                              "val_accuracy, not val_r2 (a regressor's)"),
+])
+def test_a_monitor_of_the_other_task_is_refused_in_the_estimators_words(cls, monitor, message):
+    """It was refused in the command line's (--task classification, or DataSpec(task=...)),
+    which an estimator has no use for."""
+    x, y = _data(n=60)
+    for call in (lambda e: e.fit(x, y), lambda e: e.partial_fit(x, y, **(
+            {"classes": [0, 1, 2]} if cls is MLPClassifier else {}))):
+        with pytest.raises(gn.ConfigError) as e:
+            call(_estimator(cls, patience=2, monitor=monitor))
+        assert str(e.value) == message
+
+
+def test_multilabel_targets_of_two_other_values_are_refused_naming_y_and_the_fix():
+    """An indicator matrix of -1/1 was refused as "dataset 'MLPClassifier': ...", naming no
+    y; it names the estimator's y, the row and column, and what to write instead (scikit-
+    learn's MLP takes it but predicts 0/1, scoring 0 against the -1/1 it was given)."""
+    x, y = _data(n=40, classes=2)
+    signs = 2 * np.c_[y, 1 - y] - 1
+    for call in (lambda e: e.fit(x, signs), lambda e: e.partial_fit(x, signs)):
+        with pytest.raises(gn.DataError) as e:
+            call(_estimator())
+        first = int(np.argmax(signs[:, 0] == -1))
+        assert str(e.value) == (
+            f"MLPClassifier: y: multilabel targets (one 0/1 column per label) must be 0 or 1,"
+            f" but row {first} holds -1 in column 0 (its values are -1 and 1: write them as"
+            f" 0 and 1)")
 
 
 def _nesterov_sgd(p, g, buf, lr, mu):
