@@ -271,8 +271,17 @@ class _GpunetMLP(BaseEstimator):
     def _check_params(self) -> None:
         """ConfigError, in the estimator's words, for parameters that ``gpunet.fit`` would
         otherwise refuse in the command line's, or take as they should not be."""
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise ConfigError(f"standardize must be True or False, got {self.standardize!r}")
+        for name in ("standardize", "graph"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        v = self.verbose
+        if not (isinstance(v, (bool, np.bool_)) or isinstance(v, numbers.Integral) and v >= 0):
+            raise ConfigError(f"verbose must be True or False (or an integer >= 0, as "
+                              f"scikit-learn's), got {v!r}")
+        m = self.momentum  # (scikit-learn's range; gn.SGD takes torch's, any m >= 0)
+        if not (isinstance(m, numbers.Real) and not isinstance(m, (bool, np.bool_))
+                and 0 <= m <= 1):
+            raise ConfigError(f"momentum must be a number in [0, 1], got {m!r}")
         kind = MONITORS.get(self.monitor) if isinstance(self.monitor, str) else None
         if kind not in (None, self._task):  # (an unknown name: fit names the valid ones)
             ok = [m for m, k in MONITORS.items() if k in (None, self._task)]
@@ -760,8 +769,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             (1 - e) one-hot + e / classes, as torch's.
         optimizer, lr, momentum, nesterov, weight_decay: adam (lr 1e-3), adamw or sgd (lr 0.1;
             0.01 for the regressor, on whose squared error 0.1 often diverges); ``momentum``
-            (sgd only; ignored otherwise, as scikit-learn's MLP ignores it unless
-            solver="sgd", so that a grid over optimizers and momenta keeps every candidate)
+            (in [0, 1], as scikit-learn's; sgd only; ignored otherwise, as scikit-learn's
+            MLP ignores it unless solver="sgd", so that a grid over optimizers and momenta
+            keeps every candidate)
             and with ``nesterov`` (sgd only; ignored otherwise) Nesterov's, as
             scikit-learn's ``nesterovs_momentum``; ``weight_decay`` None keeps the optimiser's
             own default (0, or 0.01 for adamw).
@@ -790,8 +800,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             line's default, not read here), "numpy" or "cupy"; float32 or float64.
         random_state: seeds the weights, the split and the shuffling (None: drawn afresh).
         graph: each full batch's step as one CUDA-graph replay on the GPU (fixed buffers on the
-            CPU); False steps eagerly, with the same numbers.
-        verbose: a line per epoch on stderr (and progress bars where stderr is a terminal).
+            CPU); False steps eagerly, with the same numbers (True or False).
+        verbose: a line per epoch on stderr (and progress bars where stderr is a terminal);
+            True or False, or an integer >= 0 as scikit-learn's (0: quiet).
 
     ``fit(X, y, sample_weight=w)`` weights each row's loss by w_i >= 0: every step minimises
     its batch's weighted mean loss (scikit-learn's and PyTorch's weighted mean), the feature

@@ -371,6 +371,9 @@ def test_hidden_layers_and_no_hidden_layer():
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"random_state": -1}, "random_state must be"),
     ({"standardize": "yes"}, "standardize must be True or False"),
+    ({"graph": "no"}, "graph must be True or False, got 'no'"),
+    ({"verbose": "no"}, r"verbose must be True or False \(or an integer >= 0"),
+    ({"verbose": -1}, "verbose must be True or False"),
     ({"activation": "softmax"}, "unknown activation"),
     ({"val_fraction": 1.0}, "val_fraction must lie in"),
 ])
@@ -379,6 +382,35 @@ def test_bad_parameters_are_named_at_fit(params, message):
     clf = MLPClassifier(backend="numpy", **params)  # scikit-learn: no checks in __init__
     with pytest.raises(gn.ConfigError, match=message):
         clf.fit(x, y)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0, 1.5, -0.1, "0.9"])
+def test_momentum_is_taken_in_scikit_learns_range(momentum):
+    """scikit-learn's MLP takes a momentum in [0, 1] ("float, between 0 and 1"); this took
+    1.5 and trained on until it diverged. Both now take or refuse the same ones (whatever the
+    solver: scikit-learn checks it for adam too)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor as SklearnMLP
+
+    x, y = make_regression(40, 3, random_state=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            SklearnMLP(solver="sgd", momentum=momentum, max_iter=1).fit(x, y)
+        taken = True
+    except ValueError:
+        taken = False
+    for optimizer in ("sgd", "adam"):
+        reg = MLPRegressor(optimizer=optimizer, momentum=momentum, epochs=1, backend="numpy")
+        if taken:
+            assert reg.fit(x, y).n_iter_ == 1
+        else:
+            with pytest.raises(gn.ConfigError, match=r"momentum must be a number in \[0, 1\], "
+                                                     rf"got {momentum!r}"):
+                reg.fit(x, y)
+    assert taken == (momentum in (0.0, 1.0))
 
 
 def test_one_class_is_refused():
