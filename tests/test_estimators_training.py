@@ -756,7 +756,7 @@ def test_ctrl_c_keeps_the_epochs_done(monkeypatch, warm):
 
 def test_a_failed_fit_leaves_a_fitted_estimator_as_it_was():
     """A fit that fails once it has read the data (a bad rate) used to leave what it had begun
-    to set: a regressor fitted on y (n,) then answered (n, 1), a classifier the new classes_."""
+    to set: a regressor fitted on y (n,) then answered (n, 2), a classifier the new classes_."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3))
     y = X @ [1.0, -2.0, 0.5]
@@ -764,7 +764,7 @@ def test_a_failed_fit_leaves_a_fitted_estimator_as_it_was():
     before = reg.predict(X)
     reg.set_params(lr=-1.0)
     with pytest.raises(gn.ConfigError):
-        reg.fit(X, y.reshape(-1, 1))
+        reg.fit(X, np.column_stack([y, -y]))
     np.testing.assert_array_equal(reg.predict(X), before)  # (60,), the same numbers
     clf = MLPClassifier(hidden=(8,), epochs=2, random_state=SEED).fit(X, (y > 0).astype(int))
     proba = clf.predict_proba(X)
