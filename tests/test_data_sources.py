@@ -247,6 +247,55 @@ def test_split_sizes_disjoint_seeded_and_stratified(tmp_path):
     assert sorted(np.bincount(a.y_test).tolist()) == [6, 7, 7]  # stratified 34/33/33
 
 
+def test_the_split_is_scikit_learns_row_for_row_without_importing_it():
+    """_hold_out gives train_test_split's rows (stratified where it stratifies, a shuffle
+    where it refuses), so runs split before keep their splits; and loading data imports no
+    scikit-learn (0.6 s of a run's start)."""
+    import subprocess
+    import sys
+
+    from sklearn.model_selection import train_test_split
+
+    from gpunet.data import _hold_out
+
+    rng = np.random.default_rng(0)
+    cases = 0
+    for trial in range(400):
+        n = int(rng.integers(4, 300))
+        k = int(rng.integers(1, n))
+        kind = trial % 4
+        if kind == 0:  # integer classes, uneven
+            y = rng.choice(int(rng.integers(2, 7)), n, p=None)
+        elif kind == 1:  # text classes with ties in their counts
+            y = np.array(["b", "a", "c"])[np.arange(n) % 3]
+        elif kind == 2:  # multilabel rows (joined as text for the strata)
+            y = rng.integers(0, 2, (n, 3))
+        else:  # a class of one row: sklearn refuses to stratify, shuffles instead
+            y = np.concatenate([[9], rng.integers(0, 3, n - 1)])
+        pool = np.sort(rng.choice(n + 50, n, replace=False))  # row numbers, not 0..n-1
+        seed = int(rng.integers(0, 2**31))
+        labels = np.zeros(n + 50, dtype=y.dtype) if y.ndim == 1 else \
+            np.zeros((n + 50, 3), dtype=y.dtype)
+        labels[pool] = y
+        try:
+            expected = train_test_split(pool, test_size=k, random_state=seed, stratify=y)
+        except ValueError:
+            expected = train_test_split(pool, test_size=k, random_state=seed)
+        got = _hold_out(pool, k, labels, "classification", seed)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+        reg = _hold_out(pool, k, labels, "regression", seed)
+        for a, b in zip(reg, train_test_split(pool, test_size=k, random_state=seed)):
+            np.testing.assert_array_equal(a, b)
+        cases += 1
+    assert cases == 400
+    code = ("import sys, gpunet.data as d; d.load_data(d.DataSpec('spirals', samples=60)); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False"]
+
+
 def test_test_split_does_not_depend_on_val_fraction():
     base = load_dataset("wine", seed=2)          # the train/test split of earlier checkpoints
     for vf in (0.0, 0.15, 0.3):
