@@ -406,6 +406,7 @@ class _GpunetMLP(BaseEstimator):
             if self.standardize:
                 std = Standardizer.fit(X, weights=w)
                 target = Standardizer.fit(y, weights=w) if self._task == "regression" else None
+                _warn_constant_columns(X, type(self).__name__)
             optimizer = get_optimizer(self.optimizer, model, **opt_kw)
             done = 0
         else:
@@ -698,6 +699,20 @@ def _model_here(build, name, how, backend, stacklevel):
         return build("numpy")
 
 
+def _warn_constant_columns(X, name) -> None:
+    """A UserWarning where a first ``partial_fit`` chunk, whose rows fix the standardisation
+    for every later call, holds features constant over it: those are left unscaled (only
+    shifted), whatever the stream holds later."""
+    constant = int(np.count_nonzero(np.ptp(X, axis=0) == 0)) if len(X) else 0
+    if constant:
+        warnings.warn(f"{name}.partial_fit: the standardisation is fitted on this first "
+                      f"chunk's {len(X)} row(s), over which {constant} of {X.shape[1]} "
+                      "feature(s) are constant, so they are only shifted, not scaled, for "
+                      "every later chunk too: give a first chunk representative of the "
+                      "stream, or standardize=False after a StandardScaler.partial_fit",
+                      UserWarning, stacklevel=5)
+
+
 def _weights_epoch(patience, best_epoch, n_iter):
     """The epoch whose weights a fit with ``patience`` and ``best_epoch``, of ``n_iter``
     epochs, ended with (for estimators saved or pickled before they recorded it)."""
@@ -856,8 +871,9 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
         The first call (on an unfitted estimator) needs ``classes``, every label the stream
         will hold: a chunk need not show them all. It sets up the network, the optimiser and,
-        with ``standardize``, the standardisation from its own rows, which later calls keep:
-        give it rows representative of the stream (or standardise upstream, e.g. with
+        with ``standardize``, the standardisation from its own rows, which later calls keep (a
+        UserWarning where a feature is constant over them: only shifted, never scaled): give
+        it rows representative of the stream (or standardise upstream, e.g. with
         ``StandardScaler.partial_fit``, and set ``standardize=False``). Later calls go on with
         the optimiser's state (Adam's moments, momentum) and the step schedule by call count;
         no rows are held out, so ``patience`` does not apply. Optimiser settings changed with

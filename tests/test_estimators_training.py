@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("sklearn", minversion="1.6",
                     reason="the estimators need scikit-learn >= 1.6 (validate_data, tags)")
 
+from sklearn.base import clone
 from sklearn.datasets import make_classification
 
 import gpunet as gn
@@ -190,6 +191,38 @@ def test_regressor_partial_fit_keeps_the_first_chunks_target_scale():
     # predictions come back in the targets' units, through the first chunk's scale
     z = np.maximum(_standardised(x, x[a]) @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
     np.testing.assert_allclose(est.predict(x), z[:, 0] * scale[1] + scale[0], rtol=1e-9)
+
+
+def test_a_first_chunk_with_constant_features_warns_that_they_stay_unscaled():
+    """The first partial_fit chunk fixes the standardisation: a feature constant over it (a
+    chunk of one row: every feature) is only shifted for the whole stream, so fit says so;
+    not for a chunk where every feature varies, nor for later chunks, nor without
+    standardize."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    for est, target in ((MLPClassifier(epochs=1), y), (MLPRegressor(epochs=1), x[:, 1])):
+        with pytest.warns(UserWarning, match=r"partial_fit: the standardisation is fitted on "
+                                             r"this first chunk's 1 row\(s\), over which 3 of "
+                                             r"3 feature\(s\) are constant") as caught:
+            est.partial_fit(x[:1], target[:1], **({"classes": [0, 1]}
+                                                  if est._task == "classification" else {}))
+        assert [w.filename for w in caught] == [__file__]  # the caller's line
+        x_binary = x[:20].copy()
+        x_binary[:, 2] = 0.0  # a 0/1 feature that happens to be 0 in the first chunk
+        with pytest.warns(UserWarning, match=r"20 row\(s\), over which 1 of 3 feature"):
+            clone(est).partial_fit(x_binary, target[:20], **(
+                {"classes": [0, 1]} if est._task == "classification" else {}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            est.partial_fit(x[1:], target[1:])  # a later chunk: said once, at the first
+            fresh = clone(est).partial_fit(x, target, **(
+                {"classes": [0, 1]} if est._task == "classification" else {}))
+            fresh.partial_fit(x[:1], target[:1])
+            clone(est).set_params(standardize=False).partial_fit(x[:1], target[:1], **(
+                {"classes": [0, 1]} if est._task == "classification" else {}))
 
 
 def test_partial_fit_after_fit_goes_on_with_fits_optimiser():
