@@ -577,8 +577,10 @@ def cmd_train(args, comm=None) -> int:
         monitor = training.get("monitor", "val_loss")
         min_delta = training.get("min_delta", 0.0)
         save = args.save or args.resume
-        say(f"gpunet: resuming {args.resume} at epoch {training['state']['epoch']}, step "
-            f"{training['state']['step']}, up to epoch {epochs}")
+        done, step = training["state"]["epoch"], training["state"]["step"]
+        say(f"gpunet: resuming {args.resume} " + (
+            f"in epoch {done + 1} at step {step} ({done} epochs done)" if step else
+            f"after epoch {done}") + f", up to epoch {epochs}")
     else:
         spec = _spec_from_args(args)
         data = load_data(spec, loss=args.loss, dtype=args.dtype)
@@ -668,15 +670,16 @@ def cmd_train(args, comm=None) -> int:
         return 0  # rank 0 prints the result, writes the metrics and the plot
     result = {"backend": backend.name, "device": backend.device_name, "dataset": data.name,
               "task": data.task, "epochs": len(history), "seconds": seconds,
-              "best_epoch": history.best_epoch, "stopped_early": history.stopped_early}
+              "best_epoch": history.best_epoch or None,  # (None: no validation rows)
+              "stopped_early": history.stopped_early}
+    weights_epoch = None
     if history:  # the figures of the epoch whose weights the run ends with (and tests)
         kept = patience is not None and history.best_epoch
         row = next((r for r in history if r["epoch"] == history.best_epoch), None) if kept \
-            else history[-1]
-        if kept and row is not None:
-            result["weights_epoch"] = history.best_epoch
-        result.update({k: v for k, v in (row or history[-1]).items()
-                       if k.startswith(("train_", "val_"))})
+            else None
+        row = row or history[-1]
+        weights_epoch = result["weights_epoch"] = row["epoch"]
+        result.update({k: v for k, v in row.items() if k.startswith(("train_", "val_"))})
     result.update(history.test)
     if data.classes is not None:
         result["classes"] = data.classes.tolist()
@@ -708,6 +711,7 @@ def cmd_train(args, comm=None) -> int:
         print("\n" + report["text"], end="")
     if args.metrics_json:
         _write_json(args.metrics_json, result)
+        say(f"metrics written to {args.metrics_json}")
     if args.plot and history:
         from .plot import plot_history
 
@@ -720,7 +724,9 @@ def cmd_train(args, comm=None) -> int:
                            f"{optimizer.name} ({backend.name})")
         say(f"plot written to {args.plot}")
     if save:
-        say(f"checkpoint written to {save}")
+        say(f"checkpoint written to {save}" + (
+            f" (the weights of epoch {weights_epoch})" if weights_epoch is not None
+            and weights_epoch != len(history) else ""))
     return 0
 
 
@@ -1170,7 +1176,7 @@ def _describe_checkpoint(path) -> int:
     """``gpunet info --checkpoint PATH``: what the file holds, read without building anything
     on a device."""
     from .checkpoint import load_checkpoint
-    from .train import figure
+    from .train import figure, run_position
 
     ckpt = load_checkpoint(path)
     ckpt.check_sections(path)
@@ -1237,7 +1243,7 @@ def _describe_checkpoint(path) -> int:
         loss = training.get("loss") or {"name": "(not recorded)"}
         options = [f"{k.replace('_', ' ')} {v:g}" for k, v in loss.items()
                    if k in ("delta", "label_smoothing") and v]
-        line = (f"training: epoch {state['epoch']} of {training['epochs']}, batch "
+        line = (f"training: {run_position(state, training['epochs'])}, batch "
                 f"{training['batch_size']}, seed {training['seed']}, loss {loss['name']}"
                 + (f" ({', '.join(options)})" if options else ""))
         if opt:

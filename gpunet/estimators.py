@@ -340,7 +340,11 @@ class _GpunetMLP(BaseEstimator):
             at_end = stop.epoch == len(stop.history)
             self._keep(model, data, optimizer, stop.history, extend,
                        len(stop.history) if at_end else None)
-            raise
+            where = str(stop).replace(" (nothing written: no checkpoint path given)", "")
+            raise TrainingInterrupted(  # (in the estimator's words: it takes no checkpoint)
+                f"{type(self).__name__}: training {where}; the estimator keeps the weights "
+                f"reached and the {len(stop.history)} epoch(s) completed", stop.epoch, stop.step,
+                stop.checkpoint, stop.signum, stop.history) from None
         # (with patience, fit put the best epoch's weights back)
         kept = _weights_epoch(patience, history.best_epoch, len(history))
         return self._keep(model, data, optimizer, history, extend, kept)

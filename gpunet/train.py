@@ -898,6 +898,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
 
     if best is not None:
         model.load_state_dict(best)
+        if log is not None and not state.stopped_early and state.best_epoch \
+                and state.best_epoch != len(state.history):  # (early stop said it)
+            log(f"keeping the weights of epoch {state.best_epoch}, the best {monitor} "
+                f"(--patience / patience=: not the last epoch's, {len(state.history)})")
     history = History(state.history)
     history.best_epoch = state.best_epoch
     history.stopped_early = state.stopped_early
@@ -968,12 +972,22 @@ def _warn_replacing_unfinished(path) -> None:
 
     try:  # (data a command can read: the command line resumes it too)
         source_kind(str(dataset))
-        how = f"gpunet train --resume {shlex.quote(str(path))}, or "
+        how = f"gpunet train --resume {shlex.quote(str(path))} (in Python: " \
+            f"fit(..., resume={str(path)!r}))"
     except GpunetError:
-        how = ""
-    notice(f"{path} holds an unfinished run (epoch {state.get('epoch')} of "
-           f"{training.get('epochs')}), which this run replaces after its first epoch; to go on "
-           f"with it instead: {how}fit(..., resume={str(path)!r})")
+        how = f"fit(..., resume={str(path)!r})"
+    notice(f"{path} holds an unfinished run ({run_position(state, training.get('epochs'))}), "
+           f"which this run replaces after its first epoch; to go on with it instead: {how}")
+
+
+def run_position(state: dict, epochs) -> str:
+    """Where a run's checkpoint stands, as the interrupt message counts: "20 of 50 epochs
+    done", plus "epoch 21 stopped at step 469" where it stopped within an epoch."""
+    done, step = state.get("epoch"), state.get("step") or 0
+    text = f"{done} of {epochs} epochs done"
+    if isinstance(done, int) and step:
+        text += f", epoch {done + 1} stopped at step {step}"
+    return text
 
 
 def _check_same_rows(t, resume, data, target) -> None:

@@ -344,9 +344,9 @@ def test_saving_over_an_unfinished_run_warns_how_to_go_on_with_it(tmp_path, capl
     save_checkpoint(path, ck.build_model("numpy"), None, epoch=ck.epoch,
                        standardizer=ck.standardizer, extra=ck.extra)
     assert main(["train", "--epochs", "1", *flags]) == 0
-    assert f"gpunet: {path} holds an unfinished run (epoch 1 of 1), which this run replaces " \
-        f"after its first epoch; to go on with it instead: gpunet train --resume {path}, or " \
-        f"fit(..., resume={str(path)!r})" in said(caplog)
+    assert f"gpunet: {path} holds an unfinished run (1 of 1 epochs done), which this run " \
+        f"replaces after its first epoch; to go on with it instead: gpunet train --resume " \
+        f"{path} (in Python: fit(..., resume={str(path)!r}))" in said(caplog)
 
 
 def test_an_unwritable_predict_output_is_one_line(tmp_path, capsys):
@@ -459,6 +459,34 @@ def test_metrics_of_an_early_stopped_run_are_those_of_the_kept_weights(tmp_path)
     evaluated = json.loads(e.read_text())
     assert evaluated["weights_epoch"] == best and evaluated["epoch"] == trained["epochs"]
     assert evaluated["val_loss"] == pytest.approx(trained["val_loss"], rel=1e-6)
+
+
+def test_a_run_that_ends_on_an_earlier_epochs_weights_says_so(tmp_path, capsys, caplog):
+    """--patience without an early stop still ends on the best epoch's weights: the run said
+    nothing of it (the test score, evaluate and predict were that epoch's). Now a line says
+    which, the checkpoint line too, and the JSON's weights_epoch names the epoch whose
+    figures it holds in every run (best_epoch None where no rows were held out)."""
+    ck, m = tmp_path / "c.npz", tmp_path / "m.json"
+    flags = ["--dataset", "wine", "--hidden", "16", "--backend", "numpy", "--seed", "1",
+             "--save", str(ck), "--metrics-json", str(m)]
+    assert main(["train", "--epochs", "40", "--lr", "0.3", "--patience", "40", *flags]) == 0
+    run = json.loads(m.read_text())
+    best = run["best_epoch"]
+    assert not run["stopped_early"] and best < 40 == run["epochs"]  # (the case in point)
+    assert run["weights_epoch"] == best
+    out = said(caplog) + capsys.readouterr().err
+    assert (f"keeping the weights of epoch {best}, the best val_loss (--patience / patience=: "
+            "not the last epoch's, 40)") in out
+    assert f"checkpoint written to {ck} (the weights of epoch {best})" in out
+    assert f"metrics written to {m}" in out
+    assert main(["info", "--checkpoint", str(ck)]) == 0
+    assert "training: 40 of 40 epochs done" in capsys.readouterr().out
+    caplog.clear()
+    assert main(["train", "--epochs", "3", "--val-fraction", "0", *flags]) == 0
+    run = json.loads(m.read_text())
+    assert run["best_epoch"] is None and run["weights_epoch"] == 3
+    out = said(caplog) + capsys.readouterr().err
+    assert f"checkpoint written to {ck}\n" in out + "\n" and "keeping the weights" not in out
 
 
 @pytest.mark.parametrize("flags, named", [

@@ -777,6 +777,8 @@ def test_ctrl_c_keeps_the_epochs_done(monkeypatch, warm):
         est.fit(X, y)
     monkeypatch.setattr(gn.Adam, "prepare_hyper", real)
     assert (e.value.epoch, e.value.step) == (3, 3)
+    assert str(e.value) == ("MLPClassifier: training interrupted at epoch 3, step 3 of 7; the "
+                            "estimator keeps the weights reached and the 2 epoch(s) completed")
     assert est.n_iter_ == before + 2
     assert [row["epoch"] for row in est.history_] == list(range(1, before + 3))
     np.testing.assert_array_equal(est.loss_curve_, unbroken.loss_curve_[:before + 2])

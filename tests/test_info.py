@@ -35,7 +35,7 @@ def test_a_training_run_is_described(tmp_path, capsys):
     assert lines[5] == f"data: {path} (target species), seed 0, validation 0.1, test 0.2"
     train_rows = 240 - 48 - 24  # test: ceil(0.2 n); validation: ceil(0.1 n)
     steps = 3 * -(-train_rows // 20)
-    assert lines[6] == ("training: epoch 3 of 3, batch 20, seed 0, loss cross_entropy, "
+    assert lines[6] == ("training: 3 of 3 epochs done, batch 20, seed 0, loss cross_entropy, "
                         f"adam lr=0.001 ({steps} steps)")
     assert lines[7] == "rows: 168 train / 24 validation / 48 test"
     assert lines[8].startswith("last epoch: train_loss ")
@@ -64,7 +64,7 @@ def test_an_unfinished_run_says_how_to_resume(tmp_path, capsys):
     lines = _info(capsys, ck)
     assert "task: regression" in lines
     assert "standardised: features yes, targets yes" in lines
-    assert any(line.startswith("training: epoch 5 of 5") for line in lines)
+    assert any(line.startswith("training: 5 of 5 epochs done") for line in lines)
     from gpunet.checkpoint import load_checkpoint, save_checkpoint
 
     c = load_checkpoint(ck)  # the same file, marked as stopped halfway
