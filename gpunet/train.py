@@ -305,7 +305,8 @@ def _remedy(optimizer) -> str:
     if momentum >= 1:
         return (f"a momentum of {momentum:g} lets SGD's steps grow without bound: keep it "
                 "below 1 (0.9 is usual)")
-    return f"try a lower learning rate (now {optimizer.lr:g})"
+    return (f"try a lower learning rate (now {optimizer.lr:g}) in a new run (a resume goes on "
+            "with the run's own)")
 
 
 def _check_positive_int(name, v):

@@ -1117,7 +1117,9 @@ def test_weights_that_overflow_in_an_epochs_last_step_are_not_saved(tmp_path):
 
     opt.prepare_hyper = prepare
     with pytest.raises(TrainingDiverged, match=r"the weights \(.*\) became infinite or NaN in "
-                                                r"epoch 2: try a lower learning rate"):
+                                                r"epoch 2: try a lower learning rate "
+                                                r"\(now 1e\+300\) in a new run \(a resume goes "
+                                                r"on with the run's own\)"):
         with np.errstate(all="ignore"):
             fit(model, data, loss, opt, epochs=3, batch_size=16, progress=False,
                 save=tmp_path / "r.npz", resume=tmp_path / "r.npz")
