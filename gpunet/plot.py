@@ -12,7 +12,20 @@ import numpy as np
 
 def plot_history(history, path, confusion=None, title=None, class_names=None) -> None:
     """Write a picture of ``history`` (fit's per-epoch rows) to ``path`` atomically: a PDF or
-    an SVG where the path ends so, else a PNG.
+    an SVG where the path ends so, else a PNG. The arguments are history_figure's.
+    """
+    from .checkpoint import atomic_write
+
+    fig = history_figure(history, confusion=confusion, title=title, class_names=class_names)
+    buf = io.BytesIO()
+    kind = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    fig.savefig(buf, format=kind if kind in ("pdf", "svg") else "png", dpi=100)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def history_figure(history, confusion=None, title=None, class_names=None):
+    """The matplotlib Figure (on an Agg canvas) that plot_history writes: loss and metric
+    curves of ``history`` (fit's per-epoch rows) against the epoch.
 
     ``confusion``: counts[true, predicted] for a third panel (classification), its axes
     labelled with ``class_names`` when given (else 0..k-1).
@@ -21,8 +34,6 @@ def plot_history(history, path, confusion=None, title=None, class_names=None) ->
     # notebook's inline one, say) nor its list of open figures is touched
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from .checkpoint import atomic_write
 
     epochs = [r["epoch"] for r in history]
     metric = next((m for m in ("accuracy", "r2", "mse")
@@ -67,7 +78,4 @@ def plot_history(history, path, confusion=None, title=None, class_names=None) ->
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
-    buf = io.BytesIO()
-    kind = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
-    fig.savefig(buf, format=kind if kind in ("pdf", "svg") else "png", dpi=100)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return fig
