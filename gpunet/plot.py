@@ -34,6 +34,7 @@ def history_figure(history, confusion=None, title=None, class_names=None):
     # notebook's inline one, say) nor its list of open figures is touched
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     metric = next((m for m in ("accuracy", "r2", "mse")
@@ -50,6 +51,7 @@ def history_figure(history, confusion=None, title=None, class_names=None):
                 ax.plot(epochs, [r[key] for r in history], style, marker="o", markersize=3,
                         label="validation" if split == "val" else split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # (no epoch 2.5)
         ax.set_ylabel(name)
         ax.set_title(name)
         ax.grid(alpha=0.3)
