@@ -45,11 +45,13 @@ def history_figure(history, confusion=None, title=None, class_names=None):
     axes = fig.subplots(1, panels)
     curves = [("loss", axes[0])] + ([(metric, axes[1])] if metric else [])
     for name, ax in curves:
-        for split, style in (("train", "-"), ("val", "--")):
+        # a split's colour and style are its own in every panel (a regression's r2 panel has
+        # no train curve: left to matplotlib's cycle, validation took train's blue there)
+        for split, style, color in (("train", "-", "C0"), ("val", "--", "C1")):
             key = f"{split}_{name}"
             if key in history[0]:
-                ax.plot(epochs, [r[key] for r in history], style, marker="o", markersize=3,
-                        label="validation" if split == "val" else split)
+                ax.plot(epochs, [r[key] for r in history], style, color=color, marker="o",
+                        markersize=3, label="validation" if split == "val" else split)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # (no epoch 2.5)
         ax.set_ylabel(name)

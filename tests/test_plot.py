@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-pytest.importorskip("matplotlib")
+from matplotlib.colors import to_hex
 
 from gpunet.plot import history_figure
 
@@ -40,3 +39,17 @@ def test_short_runs_tick_the_epoch_axis_at_whole_epochs(n):
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert len(ticks) >= min(n, 2)
         assert all(float(t).is_integer() for t in ticks), ticks
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_each_split_has_one_colour_and_style_in_every_panel(task):
+    """(a regression's r2 panel has no train curve: its validation curve was drawn in the
+    loss panel's train blue)"""
+    fig = history_figure(_rows(4, task))
+    lines = [_curves(ax) for ax in fig.axes[:2]]
+    assert set(lines[0]) == {"train", "validation"}
+    assert "validation" in lines[1]
+    for split in ("train", "validation"):
+        drawn = [ls[split] for ls in lines if split in ls]
+        assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in drawn}) == 1
+    assert to_hex(lines[0]["train"].get_color()) != to_hex(lines[0]["validation"].get_color())
