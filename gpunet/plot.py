@@ -10,6 +10,20 @@ import os
 import numpy as np
 
 
+#: the most classes a confusion matrix's axes name (past it, every second, third, ...)
+MAX_LABELS = 15
+#: the longest class name a confusion matrix shows whole (longer: cut, with an ellipsis)
+MAX_NAME = 16
+
+
+def _short(name):
+    """``name``, or its start and end around an ellipsis (names often differ at the end)."""
+    if len(name) <= MAX_NAME:
+        return name
+    tail = (MAX_NAME - 1) // 3
+    return name[:MAX_NAME - 1 - tail] + "\u2026" + name[-tail:]
+
+
 def plot_history(history, path, confusion=None, title=None, class_names=None) -> None:
     """Write a picture of ``history`` (fit's per-epoch rows) to ``path`` atomically: a PDF or
     an SVG where the path ends so, else a PNG. The arguments are history_figure's.
@@ -28,7 +42,9 @@ def history_figure(history, confusion=None, title=None, class_names=None):
     curves of ``history`` (fit's per-epoch rows) against the epoch.
 
     ``confusion``: counts[true, predicted] for a third panel (classification), its axes
-    labelled with ``class_names`` when given (else 0..k-1).
+    labelled with ``class_names`` when given (else 0..k-1): each class up to 15, every
+    second, third, ... past that, and a name longer than 16 characters cut short (its start
+    and end around an ellipsis).
     """
     # A Figure of its own on an Agg canvas: no pyplot, so neither the session's backend (a
     # notebook's inline one, say) nor its list of open figures is touched
@@ -70,11 +86,20 @@ def history_figure(history, confusion=None, title=None, class_names=None):
                 for j in range(k):
                     ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if counts[i, j] > counts.max() / 2 else "black")
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
-        if class_names is not None and len(class_names) == k:
-            ax.set_xticklabels([str(c) for c in class_names], rotation=45, ha="right")
-            ax.set_yticklabels([str(c) for c in class_names])
+        # every class up to MAX_LABELS, past that every step-th (each class keeps a minor
+        # tick): 40 labels ran together; a name is cut short, in the picture only, where a
+        # long one would squeeze the matrix and push its title off the figure
+        names = class_names if class_names is not None and len(class_names) == k \
+            else range(k)
+        names = [_short(str(c)) for c in names]
+        step = -(-k // MAX_LABELS)
+        shown = range(0, k, step)
+        size = 10 if k <= 10 else 8
+        ax.set_xticks(shown, [names[i] for i in shown], rotation=45, ha="right", fontsize=size)
+        ax.set_yticks(shown, [names[i] for i in shown], fontsize=size)
+        if step > 1:
+            ax.set_xticks(range(k), minor=True)
+            ax.set_yticks(range(k), minor=True)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         acc = np.trace(counts) / max(counts.sum(), 1)

@@ -53,3 +53,54 @@ def test_each_split_has_one_colour_and_style_in_every_panel(task):
         drawn = [ls[split] for ls in lines if split in ls]
         assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in drawn}) == 1
     assert to_hex(lines[0]["train"].get_color()) != to_hex(lines[0]["validation"].get_color())
+
+
+def _confusion(k):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 5, (k, k)) + 20 * np.eye(k, dtype=int)
+
+
+def _labels(fig, axis):
+    """The confusion matrix's labelled ticks on ``axis`` ("x" or "y"), drawn: [(text, box)]."""
+    fig.canvas.draw()
+    ax, renderer = fig.axes[2], fig.canvas.get_renderer()
+    labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in labels if t.get_text()]
+
+
+def test_forty_classes_label_a_readable_subset_of_the_confusion_matrix():
+    """(all 40 names were written on each axis, on top of one another)"""
+    names = np.array([f"category_{i:02d}" for i in range(40)])
+    fig = history_figure(_rows(3), confusion=_confusion(40), class_names=names)
+    ys, xs = _labels(fig, "y"), _labels(fig, "x")
+    assert 5 <= len(ys) <= 20
+    assert [t for t, _ in xs] == [t for t, _ in ys]
+    assert {t for t, _ in ys} <= set(names) and ys[0][0] == "category_00"
+    boxes = [box for _, box in ys]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+    # (the x labels are slanted: their boxes overlap while the text does not; their centres
+    # are a line's height apart)
+    centres = [box.x0 + box.width / 2 for _, box in xs]
+    assert min(np.diff(centres)) > 1.2 * boxes[0].height
+    ax = fig.axes[2]  # each class keeps a tick (the unnamed a minor one)
+    for ticks in (ax.get_xticks, ax.get_yticks):
+        assert sorted({*ticks(), *ticks(minor=True)}) == list(range(40))
+
+
+def test_long_class_names_are_cut_short_in_the_picture_and_the_title_stays_on_it():
+    """(five names of 30 characters squeezed the matrix and pushed its title off the figure)"""
+    names = np.array([f"a very long class name number {i}" for i in range(5)])
+    fig = history_figure(_rows(3), confusion=_confusion(5), class_names=names, title="a run")
+    shown = [t for t, _ in _labels(fig, "y")]
+    assert len(set(shown)) == 5 and all(len(t) <= 16 and "\u2026" in t for t in shown)
+    assert [t[-1] for t in shown] == list("01234")  # (the end, which tells them apart, kept)
+    assert [t for t, _ in _labels(fig, "x")] == shown
+    title = fig.axes[2].title.get_window_extent(fig.canvas.get_renderer())
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1
+
+
+def test_a_few_short_class_names_are_all_written_whole():
+    fig = history_figure(_rows(3), confusion=_confusion(3), class_names=np.array(["ant", "bee",
+                                                                                   "cat"]))
+    assert [t for t, _ in _labels(fig, "y")] == ["ant", "bee", "cat"]
+    assert [t for t, _ in _labels(fig, "x")] == ["ant", "bee", "cat"]
