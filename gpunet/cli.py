@@ -720,6 +720,7 @@ def cmd_train(args, comm=None) -> int:
             confusion = confusion_matrix(model, data.x_test, data.y_test, data.n_outputs
                                          if model.sizes[-1] > 1 else 2)
         plot_history(history, args.plot, confusion=confusion, class_names=data.classes,
+                     weights_epoch=result.get("weights_epoch"),
                      title=f"gpunet: {data.name}, {model.sizes}, {model.activation}, "
                            f"{optimizer.name} ({backend.name})")
         say(f"plot written to {args.plot}")

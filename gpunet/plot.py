@@ -24,23 +24,27 @@ def _short(name):
     return name[:MAX_NAME - 1 - tail] + "\u2026" + name[-tail:]
 
 
-def plot_history(history, path, confusion=None, title=None, class_names=None) -> None:
+def plot_history(history, path, confusion=None, title=None, class_names=None,
+                 weights_epoch=None) -> None:
     """Write a picture of ``history`` (fit's per-epoch rows) to ``path`` atomically: a PDF or
     an SVG where the path ends so, else a PNG. The arguments are history_figure's.
     """
     from .checkpoint import atomic_write
 
-    fig = history_figure(history, confusion=confusion, title=title, class_names=class_names)
+    fig = history_figure(history, confusion=confusion, title=title, class_names=class_names,
+                         weights_epoch=weights_epoch)
     buf = io.BytesIO()
     kind = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     fig.savefig(buf, format=kind if kind in ("pdf", "svg") else "png", dpi=100)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def history_figure(history, confusion=None, title=None, class_names=None):
+def history_figure(history, confusion=None, title=None, class_names=None, weights_epoch=None):
     """The matplotlib Figure (on an Agg canvas) that plot_history writes: loss and metric
     curves of ``history`` (fit's per-epoch rows) against the epoch.
 
+    ``weights_epoch``: the epoch whose weights the run kept (early stopping's best, the
+    metrics' ``weights_epoch``), marked by a dotted line where it is not the last.
     ``confusion``: counts[true, predicted] for a third panel (classification), its axes
     labelled with ``class_names`` when given (else 0..k-1): each class up to 15, every
     second, third, ... past that, and a name longer than 16 characters cut short (its start
@@ -68,6 +72,9 @@ def history_figure(history, confusion=None, title=None, class_names=None):
             if key in history[0]:
                 ax.plot(epochs, [r[key] for r in history], style, color=color, marker="o",
                         markersize=3, label="validation" if split == "val" else split)
+        if weights_epoch is not None and weights_epoch != epochs[-1]:
+            ax.axvline(weights_epoch, color="0.3", linestyle=":",
+                       label=f"weights kept (epoch {weights_epoch})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # (no epoch 2.5)
         ax.set_ylabel(name)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 
+from gpunet.cli import main
 from gpunet.plot import history_figure
 
 
@@ -104,3 +107,28 @@ def test_a_few_short_class_names_are_all_written_whole():
                                                                                    "cat"]))
     assert [t for t, _ in _labels(fig, "y")] == ["ant", "bee", "cat"]
     assert [t for t, _ in _labels(fig, "x")] == ["ant", "bee", "cat"]
+
+
+def test_the_epoch_whose_weights_were_kept_is_marked_unless_it_is_the_last():
+    fig = history_figure(_rows(6), weights_epoch=3)
+    for ax in fig.axes[:2]:
+        kept = _curves(ax)["weights kept (epoch 3)"]
+        assert list(kept.get_xdata()) == [3, 3] and kept.get_linestyle() == ":"
+        assert "weights kept (epoch 3)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    for weights_epoch in (6, None):
+        fig = history_figure(_rows(6), weights_epoch=weights_epoch)
+        assert set(_curves(fig.axes[0])) == {"train", "validation"}
+
+
+def test_train_marks_the_epoch_early_stopping_kept_on_its_plot(tmp_path):
+    """(the metrics' weights_epoch; the picture had no sign that the curves' last epoch was
+    not the model's)"""
+    svg, metrics = tmp_path / "run.svg", tmp_path / "m.json"
+    assert main(["train", "--dataset", "iris", "--epochs", "40", "--patience", "2", "--lr",
+                 "0.5", "--quiet", "--backend", "numpy", "--metrics-json", str(metrics),
+                 "--plot", str(svg)]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["stopped_early"] and result["weights_epoch"] < result["epochs"]
+    # (matplotlib's SVG draws text as paths, each after a comment of its text)
+    assert svg.read_text().count(f"<!-- weights kept (epoch {result['weights_epoch']}) -->") \
+        == 2
