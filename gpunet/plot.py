@@ -24,6 +24,18 @@ def _short(name):
     return name[:MAX_NAME - 1 - tail] + "\u2026" + name[-tail:]
 
 
+def _not_finite(epochs, values):
+    """What the legend says of a curve's NaN and infinite points, which matplotlib leaves
+    out: " (non-finite from epoch 4)", " (non-finite at epochs 2, 5)", or ""."""
+    bad = [e for e, v in zip(epochs, values) if not np.isfinite(v)]
+    if not bad:
+        return ""
+    if bad == list(epochs[len(epochs) - len(bad):]):
+        return f" (non-finite from epoch {bad[0]})"
+    listed = ", ".join(map(str, bad[:3])) + (", ..." if len(bad) > 3 else "")
+    return f" (non-finite at epoch{'s' if len(bad) > 1 else ''} {listed})"
+
+
 def plot_history(history, path, confusion=None, title=None, class_names=None,
                  weights_epoch=None) -> None:
     """Write a picture of ``history`` (fit's per-epoch rows) to ``path`` atomically: a PDF or
@@ -43,6 +55,7 @@ def history_figure(history, confusion=None, title=None, class_names=None, weight
     """The matplotlib Figure (on an Agg canvas) that plot_history writes: loss and metric
     curves of ``history`` (fit's per-epoch rows) against the epoch.
 
+    A curve's NaN or infinite points are not drawn; its legend says at which epochs.
     ``weights_epoch``: the epoch whose weights the run kept (early stopping's best, the
     metrics' ``weights_epoch``), marked by a dotted line where it is not the last.
     ``confusion``: counts[true, predicted] for a third panel (classification), its axes
@@ -70,8 +83,10 @@ def history_figure(history, confusion=None, title=None, class_names=None, weight
         for split, style, color in (("train", "-", "C0"), ("val", "--", "C1")):
             key = f"{split}_{name}"
             if key in history[0]:
-                ax.plot(epochs, [r[key] for r in history], style, color=color, marker="o",
-                        markersize=3, label="validation" if split == "val" else split)
+                values = np.array([r[key] for r in history], dtype=np.float64)  # (None: NaN)
+                label = "validation" if split == "val" else split
+                ax.plot(epochs, values, style, color=color, marker="o", markersize=3,
+                        label=label + _not_finite(epochs, values))
         if weights_epoch is not None and weights_epoch != epochs[-1]:
             ax.axvline(weights_epoch, color="0.3", linestyle=":",
                        label=f"weights kept (epoch {weights_epoch})")

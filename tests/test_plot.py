@@ -132,3 +132,19 @@ def test_train_marks_the_epoch_early_stopping_kept_on_its_plot(tmp_path):
     # (matplotlib's SVG draws text as paths, each after a comment of its text)
     assert svg.read_text().count(f"<!-- weights kept (epoch {result['weights_epoch']}) -->") \
         == 2
+
+
+@pytest.mark.parametrize("values, said", [
+    ([0.9, 0.5, 0.4, np.nan, np.inf, np.nan], "validation (non-finite from epoch 4)"),
+    ([0.9, np.inf, 0.4, 0.3, 0.3, 0.2], "validation (non-finite at epoch 2)"),
+    ([0.9, np.nan, 0.4, np.nan, np.nan, 0.2], "validation (non-finite at epochs 2, 4, 5)"),
+    ([0.9, None, 0.4, 0.3, 0.3, 0.2], "validation (non-finite at epoch 2)"),  # (JSON's null)
+])
+def test_a_curve_says_where_its_points_were_not_finite(values, said):
+    """(matplotlib leaves NaN and inf out of a line: a diverged run's curve just stopped)"""
+    fig = history_figure(_rows(6, val_loss=values))
+    loss, accuracy = (_curves(ax) for ax in fig.axes[:2])
+    assert set(loss) == {"train", said}
+    assert said in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert set(accuracy) == {"train", "validation"}  # (its curves are whole)
+    assert np.isfinite(fig.axes[0].get_ylim()).all()
