@@ -518,6 +518,10 @@ def cmd_train(args, comm=None) -> int:
                        ("--metrics-json", args.metrics_json), ("--plot", args.plot)):
         if path and (comm is None or comm.is_root):
             check_writable(path, flag)
+    if args.plot and (comm is None or comm.is_root):  # (not only once the run is over)
+        from .plot import check_matplotlib
+
+        check_matplotlib()
     launched = _launcher_ranks()
     if comm is None and launched > 1:
         print(f"gpunet: warning: started as one of {launched} MPI processes without "

@@ -1,13 +1,17 @@
 """A picture of a training run: loss and metric curves (train and validation), and for
 classification a confusion matrix of the test split. Drawn on matplotlib's Agg canvas, without
-pyplot: no display is needed, and a session's own backend and figures are left alone."""
+pyplot: no display is needed, and a session's own backend and figures are left alone (nor can
+an MPLBACKEND that matplotlib refuses stop the picture)."""
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 
 import numpy as np
+
+from .errors import ConfigError
 
 
 #: the most classes a confusion matrix's axes name (past it, every second, third, ...)
@@ -34,6 +38,35 @@ def _not_finite(epochs, values):
         return f" (non-finite from epoch {bad[0]})"
     listed = ", ".join(map(str, bad[:3])) + (", ..." if len(bad) > 3 else "")
     return f" (non-finite at epoch{'s' if len(bad) > 1 else ''} {listed})"
+
+
+def check_matplotlib() -> None:
+    """Import matplotlib, or raise a ConfigError saying in one line why it cannot be (the CLI
+    asks before training, so that --plot does not fail only after it).
+
+    MPLBACKEND names the backend pyplot shows figures with; a name matplotlib refuses fails
+    its import. These pictures are drawn on an Agg canvas whatever it names, so the import is
+    then made again without it (the environment is given it back).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError as e:
+        backend = os.environ.get("MPLBACKEND")
+        if not backend:
+            raise ConfigError(f"matplotlib cannot be imported: {e}") from None
+        # (a fresh import: the failed one left some of its submodules behind)
+        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+            del sys.modules[name]
+        del os.environ["MPLBACKEND"]
+        try:
+            import matplotlib  # noqa: F401
+        except Exception as e:
+            raise ConfigError(f"matplotlib cannot be imported: {e}") from None
+        finally:
+            os.environ["MPLBACKEND"] = backend
+    except ImportError as e:
+        raise ConfigError(f"drawing a plot needs matplotlib, which cannot be imported ({e}): "
+                          "pip install matplotlib") from None
 
 
 def plot_history(history, path, confusion=None, title=None, class_names=None,
@@ -65,6 +98,7 @@ def history_figure(history, confusion=None, title=None, class_names=None, weight
     """
     # A Figure of its own on an Agg canvas: no pyplot, so neither the session's backend (a
     # notebook's inline one, say) nor its list of open figures is touched
+    check_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -148,3 +151,30 @@ def test_a_curve_says_where_its_points_were_not_finite(values, said):
     assert said in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert set(accuracy) == {"train", "validation"}  # (its curves are whole)
     assert np.isfinite(fig.axes[0].get_ylim()).all()
+
+
+def _train_in_a_process(tmp_path, before="", env=None):
+    code = (f"import sys\n{before}\nfrom gpunet.cli import main\n"
+            f"sys.exit(main(['train', '--dataset', 'iris', '--epochs', '2', '--backend', "
+            f"'numpy', '--plot', {str(tmp_path / 'run.png')!r}]))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_an_mpl_backend_that_matplotlib_refuses_does_not_stop_the_plot(tmp_path):
+    """(MPLBACKEND=bogus failed matplotlib's import: a traceback once the run was over, and
+    no picture; the picture is drawn on an Agg canvas whatever MPLBACKEND says)"""
+    proc = _train_in_a_process(tmp_path, env={"MPLBACKEND": "bogus"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "test accuracy" in proc.stdout
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_says_it_cannot_plot_before_it_trains(tmp_path):
+    """(matplotlib failing to import was a traceback after the whole run)"""
+    proc = _train_in_a_process(tmp_path, "sys.modules['matplotlib'] = None  # (not importable)")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith("gpunet: error: drawing a plot needs "
+                                                   "matplotlib")
+    assert "Traceback" not in proc.stderr and "epoch 1/2" not in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "run.png").exists()
