@@ -783,6 +783,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 step_losses = xp.zeros(n_steps, dtype=np.float64)
                 step_correct = xp.zeros(n_steps, dtype=np.int64)
             bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
+            bar.set_postfix_str("", refresh=False)  # (not the last epoch's loss)
             bar.reset(total=n_steps)  # (drawn anew: at 0, or at a resumed epoch's step)
             bar.update(first)
             for s in range(first, n_steps):

@@ -454,6 +454,29 @@ def test_one_progress_bar_for_the_run_and_the_epoch_lines_on_their_own(monkeypat
     assert all(f"epoch {e}/3: " in err for e in (1, 2, 3)), err  # the bar's own text
 
 
+def test_each_epochs_bar_starts_without_the_last_epochs_loss(monkeypatch, capsys):
+    """The bar's loss= (the epoch's mean so far, set every tenth of its steps) is the new
+    epoch's: the bar, reset, showed the last epoch's loss until its first tenth was done."""
+    import tqdm.auto
+
+    class EveryStep(tqdm.auto.tqdm):  # (each update drawn: no frame left out as too soon)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "mininterval": 0, "miniters": 1})
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", EveryStep)
+    data, loss = _small_run_data(), gn.CrossEntropyLoss()
+    model, opt = _small_model()
+    fit(model, data, loss, opt, epochs=3, batch_size=8, progress=True)
+    frames = list(re.finditer(r"epoch (\d)/3: [^\r]*?\| (\d+)/\d+ \[[^\r]*",
+                              capsys.readouterr().err))
+    n_steps = -(-len(data.x_train) // 8)
+    assert {(int(f[1]), int(f[2])) for f in frames} == \
+        {(e, done) for e in (1, 2, 3) for done in range(n_steps + 1)}
+    every = max(1, n_steps // 10)
+    for f in frames:
+        assert ("loss=" in f[0]) == (int(f[2]) >= every), f[0]
+
+
 def test_notices_go_to_the_gpunet_logger(monkeypatch, caplog):
     """The backend notice is a WARNING of the "gpunet" logger (a program's logging takes it;
     setLevel(ERROR) there silences it), said once a process."""
