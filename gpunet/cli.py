@@ -510,7 +510,8 @@ def cmd_train(args, comm=None) -> int:
     from .model import MLP
     from .optim import get_optimizer
     from .schedules import Schedule
-    from .train import OUTPUT_FOR_LOSS, confusion_matrix, figure, fit
+    from .train import (OUTPUT_FOR_LOSS, TrainingDiverged, TrainingInterrupted,
+                        confusion_matrix, figure, fit)
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     # (--resume without --save writes its checkpoints over the file it resumes)
@@ -664,11 +665,20 @@ def cmd_train(args, comm=None) -> int:
         comm.prepare(backend)
         say(f"gpunet: data-parallel over {comm.describe()}; global batch {batch_size}")
     t0 = time.perf_counter()
-    history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
-                  seed=seed, patience=patience, schedule=schedule,
-                  progress=False if args.quiet else None, save=save, log=say, resume=resume,
-                  data_spec=data.spec.to_json(), comm=comm, graph=args.graph, monitor=monitor,
-                  min_delta=min_delta)
+    try:
+        history = fit(model, data, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
+                      seed=seed, patience=patience, schedule=schedule,
+                      progress=False if args.quiet else None, save=save, log=say,
+                      resume=resume, data_spec=data.spec.to_json(), comm=comm,
+                      graph=args.graph, monitor=monitor, min_delta=min_delta)
+    except (TrainingDiverged, TrainingInterrupted) as stop:
+        # the epochs done, to the metrics and the plot asked for: a diverging curve is what
+        # tells why (the error or the interrupt is said after them)
+        if (comm is None or comm.is_root) and stop.history:
+            stopped = "diverged" if isinstance(stop, TrainingDiverged) else "interrupted"
+            _write_run_so_far(args, stop.history, stopped, str(stop), time.perf_counter() - t0,
+                              data, backend, say)
+        raise
     seconds = time.perf_counter() - t0
     if comm is not None and not comm.is_root:
         return 0  # rank 0 prints the result, writes the metrics and the plot
@@ -733,6 +743,23 @@ def cmd_train(args, comm=None) -> int:
             f" (the weights of epoch {weights_epoch})" if weights_epoch is not None
             and weights_epoch != len(history) else ""))
     return 0
+
+
+def _write_run_so_far(args, history, stopped, why, seconds, data, backend, say) -> None:
+    """--metrics-json and --plot of a run that ``stopped`` ("diverged", "interrupted") with
+    the epochs of ``history`` done (no test figures: those come at the end of a run)."""
+    if args.metrics_json:
+        _write_json(args.metrics_json, {
+            "backend": backend.name, "device": backend.device_name, "dataset": data.name,
+            "task": data.task, "epochs": len(history), "seconds": seconds, "stopped": stopped,
+            "error": why, "history": list(history)})
+        say(f"metrics of the {len(history)} epoch(s) done written to {args.metrics_json}")
+    if args.plot:
+        from .plot import plot_history
+
+        plot_history(history, args.plot, title=f"gpunet: {data.name} ({stopped} after "
+                                                f"{len(history)} epoch(s))")
+        say(f"plot of the {len(history)} epoch(s) done written to {args.plot}")
 
 
 #: ``train`` options that --resume may be given: where and how to go on, not what the run is

@@ -44,7 +44,10 @@ OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "huber": "ide
 class TrainingDiverged(GpunetError):
     """The loss became NaN or infinite. The model holds the weights the run reached (likely
     not finite, which fit then refuses to train on); the checkpoint written last is the last
-    good epoch's."""
+    good epoch's. ``history``: the epochs completed (a History, without test metrics), where
+    fit raised it."""
+
+    history = None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -706,6 +709,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             if step_cache is not None:
                 step_cache["static"] = (key, static)
 
+    def run_so_far(error):
+        """``error`` holding the epochs completed (its ``history``)."""
+        error.history = History(state.history)
+        error.history.best_epoch = state.best_epoch
+        error.history.test = {}  # (the test split is scored once the run is done)
+        return error
+
     def interrupted(where, epoch, step, signum):
         by = " by SIGTERM" if signum == signal.SIGTERM else ""
         msg = (f"interrupted{by} at {where}; checkpoint written to {save}" if save
@@ -722,10 +732,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         # overflow after its loss was taken; such weights are not written over good ones
         bad = [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
         if bad:
-            raise TrainingDiverged(
+            raise run_so_far(TrainingDiverged(
                 f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
                 f"{state.epoch + (0 if losses is None else 1)}: {_remedy(optimizer)}; the "
-                "last checkpoint written is untouched")
+                "last checkpoint written is untouched"))
         if comm is not None and not comm.is_root:
             return
         arrays = {f"best/{k}": backend.to_host(v) for k, v in (best or {}).items()}
@@ -755,12 +765,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         finite; the checkpoint, of the last epoch that ended well, is left as it is."""
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
-            raise TrainingDiverged(
+            raise run_so_far(TrainingDiverged(
                 f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
                 f"{_remedy(optimizer)}"
                 + (f"; the checkpoint of epoch {state.epoch} is untouched"
                    if save and os.path.exists(save) else "")
-            )
+            ))
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step.
     syncing = model.synced_batch_norm(comm.batch_norm_allreduce(backend)) if synced else \

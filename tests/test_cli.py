@@ -300,6 +300,40 @@ def test_the_resume_hint_is_quoted_for_a_shell_and_left_out_after_an_early_stop(
                         f"'{tmp_path}/my runs/it'\"'\"'s.npz' [--epochs N]"]
 
 
+def test_a_diverged_or_interrupted_run_writes_its_metrics_and_plot_so_far(tmp_path, capsys,
+                                                                        monkeypatch):
+    """--metrics-json and --plot were written only after a run that ended: a diverged run
+    (whose curve tells why) or an interrupted one left none. Now they hold the epochs done,
+    and say how the run stopped; the exit status is the error's or the signal's."""
+    import signal
+
+    import gpunet.train
+
+    j, png = tmp_path / "m.json", tmp_path / "p.png"
+    flags = ["--save", str(tmp_path / "c.npz"), "--metrics-json", str(j), "--plot", str(png),
+             "--backend", "numpy", "--quiet"]
+    assert main(["train", "--dataset", "diabetes", "--optimizer", "sgd", "--lr", "0.2",
+                 "--warmup", "30", "--epochs", "30", *flags]) == 1
+    assert "the loss became inf at epoch 5" in capsys.readouterr().err
+    run = json.loads(j.read_text())
+    assert run["stopped"] == "diverged" and run["epochs"] == len(run["history"]) == 4
+    assert run["error"].startswith("the loss became inf at epoch 5, step 7")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png.unlink()
+    real = gpunet.train.fit
+
+    def interrupted_in_epoch_3(*args, **kwargs):
+        kwargs["log"] = lambda line: line.startswith("epoch 2/") and os.kill(os.getpid(),
+                                                                            signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gpunet.train, "fit", interrupted_in_epoch_3)
+    assert main(["train", "--dataset", "iris", "--epochs", "5", *flags]) == 130
+    run = json.loads(j.read_text())
+    assert run["stopped"] == "interrupted" and [r["epoch"] for r in run["history"]] == [1, 2]
+    assert png.exists()
+
+
 def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys, caplog):
     """A make_dataset run's checkpoint names arrays no command can read: info and train
     --resume say to resume it in Python (they offered the command line, which then failed
