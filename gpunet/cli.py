@@ -956,6 +956,9 @@ def cmd_evaluate(args) -> int:
     m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
                 target=ckpt.target_standardizer if task == "regression" else None,
                 weight=weight)
+    if len(x) and not math.isfinite(float(m["loss"])):  # (finite inputs: outputs overflow)
+        _check_finite_outputs(model, model.predict(x, batch_size=4096), x, args.checkpoint,
+                              spec.dataset)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
               "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch}
     if ckpt.group("best"):  # early stopping kept an earlier epoch's weights: those are these
@@ -992,6 +995,27 @@ def _report_names(classes, multilabel, spec, task, outputs, estimator_targets=No
     named = target_columns(spec.target) if str(spec.dataset).lower().endswith(".csv") else \
         estimator_targets or []
     return list(named) if len(named) == outputs else None
+
+
+def _check_finite_outputs(model, y_hat, x, checkpoint, source) -> None:
+    """A DataError where the model's outputs for the (finite) inputs x are not finite: weights
+    that overflow the model's dtype (a float32's past 3.4e38), or inputs far outside the
+    training data's range; its probabilities or values would be NaN, labelled as a class."""
+    import numpy as np
+
+    from .errors import DataError
+
+    backend = model.backend
+    bad = np.flatnonzero(~backend.to_host(backend.xp.isfinite(y_hat).all(axis=1)))
+    if not bad.size:
+        return
+    top = max(float(backend.xp.abs(p).max()) for p in model.params.values())
+    row = backend.to_host(backend.xp.abs(backend.asarray(x[int(bad[0])])).max())
+    raise DataError(f"{checkpoint}: the model's outputs are not finite (they overflow "
+                    f"{model.dtype}) for {bad.size} of {len(y_hat)} rows of {source}, the "
+                    f"first row {int(bad[0]) + 1}: its largest weight is {top:.3g}, that row's "
+                    f"largest input {float(row):.3g} (standardised); a model trained to "
+                    "such weights, or inputs far outside the training data's range?")
 
 
 def cmd_predict(args) -> int:
@@ -1048,6 +1072,7 @@ def cmd_predict(args) -> int:
         x = ckpt.standardizer(x, dtype=model.dtype)
     backend = model.backend
     y_hat = model.predict(x, batch_size=4096)
+    _check_finite_outputs(model, y_hat, x, args.checkpoint, args.input)
     text = None  # text class labels: the CSV's first column
     labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")

@@ -334,6 +334,36 @@ def test_a_diverged_or_interrupted_run_writes_its_metrics_and_plot_so_far(tmp_pa
     assert png.exists()
 
 
+def test_outputs_that_overflow_are_refused_by_predict_and_evaluate(tmp_path, capsys):
+    """Weights of 3e38 (finite, so the checkpoint loads) overflow float32: predict wrote NaN
+    probabilities labelled as the first class and evaluate a NaN loss, both with exit 0."""
+    from gpunet.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend",
+                 "numpy", "--save", str(ck)]) == 0
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(out), "--backend", "numpy"]) == 0  # (sane weights: written)
+    out.unlink()
+    loaded = load_checkpoint(ck)
+    model = loaded.build_model("numpy")
+    model.params["W1"][...] = np.where(model.params["W1"] > 0, 3e38, -3e38)
+    save_checkpoint(ck, model, None, epoch=loaded.epoch, standardizer=loaded.standardizer,
+                    extra=loaded.extra)
+    capsys.readouterr()
+    with np.errstate(all="ignore"):
+        assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(out), "--backend", "numpy"]) == 1
+        err = capsys.readouterr().err
+        assert "the model's outputs are not finite (they overflow float32) for " in err
+        assert "its largest weight is 3e+38" in err and not out.exists()
+        assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 1
+        assert "the model's outputs are not finite" in capsys.readouterr().err
+
+
 def test_a_run_on_data_given_in_python_is_resumed_there(tmp_path, capsys, caplog):
     """A make_dataset run's checkpoint names arrays no command can read: info and train
     --resume say to resume it in Python (they offered the command line, which then failed
