@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 import sys
 import warnings
 
@@ -585,6 +586,8 @@ class _GpunetMLP(BaseEstimator):
         try:
             return cls._restored(ckpt, info, backend)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, CheckpointError) and os.fspath(path) not in str(e):
+                raise CheckpointError(f"{os.fspath(path)}: {e}") from None
             if isinstance(e, (ConfigError, CheckpointError)):
                 raise
             raise CheckpointError(f"{path!r} has a malformed estimator section "
@@ -596,6 +599,15 @@ class _GpunetMLP(BaseEstimator):
         params = {k: v for k, v in info["params"].items() if k in known}
         if isinstance(params.get("hidden"), list):
             params["hidden"] = tuple(params["hidden"])
+        for k, v in params.items():  # (what fit would meet only later, as a TypeError)
+            text = isinstance(known[k], str)
+            if k == "hidden" and isinstance(v, tuple) and all(
+                    isinstance(n, int) and not isinstance(n, bool) for n in v):
+                continue
+            if text and not isinstance(v, str) or isinstance(v, (list, tuple, dict)):
+                raise CheckpointError(f"the saved parameter {k}={v!r} is not " + (
+                    "a list of layer widths" if k == "hidden" else "text" if text else
+                    "a number, text or null"))
         if backend is not None:
             params["backend"] = backend
         est = cls(**params)

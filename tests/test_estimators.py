@@ -583,6 +583,27 @@ def test_load_refuses_what_is_not_a_saved_estimator_of_its_class(tmp_path):
         MLPClassifier().save(tmp_path / "unfitted.npz")
 
 
+@pytest.mark.parametrize("name, value, what", [
+    ("monitor", ["val_loss"], "text"), ("optimizer", {"name": "adam"}, "text"),
+    ("hidden", [8, "x"], "a list of layer widths"), ("lr", [0.1], "a number, text or null")])
+def test_load_refuses_saved_parameters_of_the_wrong_kind(tmp_path, name, value, what):
+    """A saved parameter of another kind (a list where text belongs) loaded, and the next
+    partial_fit raised TypeError: unhashable type."""
+    from gpunet.checkpoint import load_checkpoint, save_checkpoint
+
+    x, y = make_classification(60, 4, random_state=3)
+    path = tmp_path / "clf.npz"
+    MLPClassifier(hidden=(8,), epochs=1, backend="numpy").fit(x, y).save(path)
+    MLPClassifier.load(path).partial_fit(x, y)  # (as saved: it trains on)
+    saved = load_checkpoint(path)
+    saved.extra["estimator"]["params"][name] = value
+    save_checkpoint(path, saved.build_model("numpy"), None, epoch=saved.epoch,
+                    standardizer=saved.standardizer, extra=saved.extra)
+    with pytest.raises(gn.CheckpointError, match=rf"clf.npz: the saved parameter {name}=.* "
+                                                 rf"is not {what}$"):
+        MLPClassifier.load(path)
+
+
 def test_the_command_line_predicts_with_a_saved_classifier(tmp_path):
     from gpunet.cli import main
 
