@@ -24,6 +24,7 @@ line naming the file, and the row and column where that applies.
 from __future__ import annotations
 
 import array
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -595,7 +596,7 @@ def read_columns(path, names) -> list:
         header = _csv_header(reader, path, None, True)[0]
         absent = [n for n in names if n not in header]
         if absent:
-            raise DataError(f"{path}: no column {absent[0]!r}; columns: {', '.join(header)}")
+            raise DataError(f"{path}: no column {absent[0]!r}; columns: {_some(header)}")
         rows = _DataRows(reader, header, [header.index(n) for n in names], path, False)
         return [cells for _, _, cells in rows]
 
@@ -1201,7 +1202,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
     absent = [n for n in ignore if n not in header]
     if absent and encoding is None and not features_only:  # (training: a misspelt name)
         raise DataError(f"{path}: no column {absent[0]!r} to ignore; columns: "
-                        + ", ".join(header))
+                        + _some(header))
     wi = None if weight is None else header.index(weight)
     skip = _skipped(header, ignore)
     # numbers only: the columns by name, in the stored order (when reading for a model)
@@ -1326,11 +1327,11 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     if header is None:
         raise DataError(f"{path}: empty file (expected a CSV file with a header row)")
     header = [h.strip() for h in header]
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = sorted(h for h, k in collections.Counter(header).items() if k > 1)
     if dupes:
         raise DataError(f"{path}: duplicate column name(s) in the header: "
-                        f"{', '.join(map(repr, dupes))}")
-    columns = ", ".join(header)
+                        f"{_some(dupes, repr)}")
+    columns = _some(header)
     t = None
     if target is not None:
         for name in target_columns(target):
@@ -1421,17 +1422,26 @@ def _column_order(names, encoding, path) -> list:
     """Where the stored feature columns (``encoding``, in the model's order) lie among a file's
     feature columns ``names``; DataError naming any the file lacks or the model never had."""
     wanted = [e["name"] for e in encoding]
-    missing = [n for n in wanted if n not in names]
-    extra = [n for n in names if n not in wanted]
+    at = {n: j for j, n in enumerate(names)}
+    known = set(wanted)
+    missing = [n for n in wanted if n not in at]
+    extra = [n for n in names if n not in known]
     if missing or extra:
         raise DataError(f"{path}: the feature columns are not the model's ("
                         + "; ".join(part for part in (
-                            "missing: " + ", ".join(map(repr, missing)) if missing else "",
-                            "unexpected: " + ", ".join(map(repr, extra)) if extra else "")
+                            "missing: " + _some(missing, repr) if missing else "",
+                            "unexpected: " + _some(extra, repr) if extra else "")
                             if part) + ")" + (f"; --ignore {shlex.quote(extra[0])} leaves "
                                               f"{'that column' if len(extra) == 1 else 'one'} "
                                               "out" if extra and not missing else ""))
-    return [names.index(n) for n in wanted]
+    return [at[n] for n in wanted]
+
+
+def _some(names, show=str, shown=10) -> str:
+    """The first ``shown`` of ``names``, comma-separated, and how many there are in all where
+    that is more: a header of 100,000 columns is not a one-line message."""
+    listed = ", ".join(map(show, names[:shown]))
+    return listed + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,

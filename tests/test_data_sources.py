@@ -1054,3 +1054,33 @@ def test_the_fast_csv_paths_streamed_line_check_agrees_with_reading_it_whole(tmp
         assert (got is not None) == want, content
         if got is not None:
             np.testing.assert_array_equal(got, [[1, 2], [3, 4], [5, 6]])
+
+
+# ---- files built to cost: wide headers, archives and IDX files that inflate -------------------
+
+
+def test_a_wide_csv_header_is_read_in_linear_time(tmp_path):
+    """100,000 columns matched by name to a model's (in the reverse order): each name is looked
+    up once, not searched for among all the others (which took over a minute)."""
+    import time
+
+    names = [f"c{i}" for i in range(100_000)]
+    path = write_csv(tmp_path / "w.csv", names, [range(100_000), range(1, 100_001)])
+    encoding = [{"name": n} for n in reversed(names)]
+    start = time.perf_counter()
+    x = read_features(path, encoding=encoding)
+    assert time.perf_counter() - start < 15  # (about 0.3 s; the quadratic header took 65)
+    np.testing.assert_array_equal(x[:, :3], [[99_999, 99_998, 99_997], [100_000, 99_999,
+                                                                          99_998]])
+
+
+def test_a_wide_csv_of_other_columns_names_the_first_few_and_the_count(tmp_path):
+    """The columns a model never had are listed up to ten, then counted: one short line."""
+    names = [f"c{i}" for i in range(5000)]
+    path = write_csv(tmp_path / "w.csv", ["a", *names], [range(5001)])
+    with pytest.raises(gn.DataError) as e:
+        read_features(path, encoding=[{"name": "a"}, {"name": "b"}])
+    message = str(e.value)
+    assert message.endswith("w.csv: the feature columns are not the model's (missing: 'b'; "
+                            "unexpected: 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', "
+                            "'c8', 'c9', ... (5000 in all))")
