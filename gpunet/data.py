@@ -1348,9 +1348,13 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
         raise DataError(f"{path}: no weight column {weight!r}; columns: {columns}")
     names = [h for j, h in enumerate(header)
              if j not in _indices(t) and h != weight and h not in ignore]
-    if not names:
-        raise DataError(f"{path}: no feature columns besides the target {target!r}"
-                        + (f" and the weights {weight!r}" if weight is not None else ""))
+    if not names:  # (what was taken out: the target, the weights, the columns ignored)
+        targets, left = target_columns(target), [h for h in header if h in ignore]
+        raise DataError(f"{path}: no feature columns besides " + " and ".join(part for part in (
+            f"the target{'s' if len(targets) > 1 else ''} {_some(targets, repr)}"
+            if targets else "", f"the weights {weight!r}" if weight is not None else "",
+            f"the column{'s' if len(left) > 1 else ''} left out ({_some(left, repr)})"
+            if left else "") if part))
     return header, t, names
 
 

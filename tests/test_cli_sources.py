@@ -102,3 +102,19 @@ def test_a_checkpoint_evaluates_on_the_other_backend(trained_on, evaluated_on, t
     assert b["backend"] == evaluated_on
     assert b["test_accuracy"] == a["test_accuracy"]
     assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-5)
+
+
+def test_predict_on_a_csv_of_only_the_target_column_says_what_was_left_out(tmp_path, capsys):
+    """predict leaves the run's target column out of its input; a file that holds nothing else
+    says so (it said "besides the target None": predict has no target)."""
+    flags, _ = _source("csv", tmp_path)
+    ckpt = tmp_path / "c.npz"
+    assert main(["train", *flags, "--epochs", "1", "--hidden", "4", "--quiet", "--backend",
+                 "numpy", "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    write_csv(tmp_path / "only.csv", ["label"], [[0], [1]])
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "only.csv"),
+                 "--output", str(tmp_path / "p.csv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gpunet: error: {tmp_path / 'only.csv'}: no feature columns besides the "
+                   "column left out ('label')"]
