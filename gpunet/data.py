@@ -1779,11 +1779,9 @@ def _parse_row(row, names, path, line, text=False, fill=False):
         if not math.isfinite(v):
             raise DataError(f"{path}: line {line}, {column}: {cell.strip()!r} (NaN or infinity)")
         values.append(v)
-    if words:
-        return words
-    if fill:
-        return values
-    raise AssertionError("unreachable")  # pragma: no cover
+    # the slow path's numbers are the row's: the quick one also turns down cells it cannot
+    # vouch for but that are numbers (padded with a no-break or other Unicode space)
+    return words or values
 
 
 def _utf8(b: bytes) -> bool:

@@ -1056,6 +1056,26 @@ def test_the_fast_csv_paths_streamed_line_check_agrees_with_reading_it_whole(tmp
             np.testing.assert_array_equal(got, [[1, 2], [3, 4], [5, 6]])
 
 
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u2007", "\u3000"])
+def test_a_number_padded_with_a_unicode_space_beside_text_labels_is_that_number(tmp_path,
+                                                                                space):
+    """The quick row check turns down a cell that is not ASCII; the row-by-row one then reads
+    every cell as a number (the space stripped, as NumPy's reader strips it), and those are
+    the row's (it raised AssertionError: train, evaluate and predict read it alike now)."""
+    rows = [[f"{i % 7}.5", i % 3, "abc"[i % 3]] for i in range(30)]
+    plain = write_csv(tmp_path / "plain.csv", ["a", "b", "y"], rows)
+    rows[0][0] = f"{space}{rows[0][0]}"
+    padded = write_csv(tmp_path / "padded.csv", ["a", "b", "y"], rows)
+    for path in (plain, padded):
+        load_data(DataSpec(path, target="y"))
+    x, y = load_split(DataSpec(padded, target="y"), "all", None)[:2]
+    np.testing.assert_array_equal(x, load_split(DataSpec(plain, target="y"), "all", None)[0])
+    np.testing.assert_array_equal(x[:2], [[0.5, 0], [1.5, 1]])
+    np.testing.assert_array_equal(y[:3], [0, 1, 2])
+    np.testing.assert_array_equal(read_features(padded, ignore=["y"]), x)
+
+
 # ---- files built to cost: wide headers, archives and IDX files that inflate -------------------
 
 
