@@ -18,7 +18,10 @@ Sources (``spec.dataset``):
 
 Every file is read without executing anything (``allow_pickle=False``; CSV and IDX are parsed
 here). Anything unusable raises ``DataError`` (bad data) or ``ConfigError`` (bad option) with one
-line naming the file, and the row and column where that applies.
+line naming the file, and the row and column where that applies. Sizes are checked before any
+bytes are inflated: an .npz array that would not fit in the memory available, or that is
+compressed like a zip bomb (over 1000:1 and past 1 GiB), is a DataError, and so is a dataset
+that runs out of memory while it is read.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import collections
 import contextlib
 import csv
 import dataclasses
+import functools
 import gzip
 import math
 import numbers
@@ -75,6 +79,12 @@ MAX_CLASSES = 100_000
 #: a text feature column with more distinct values than this is taken for an identifier or
 #: free text, not a category to one-hot encode
 MAX_CATEGORIES = 100
+#: an array of a dataset archive compressed more than this many times over, that would inflate
+#: past ``MAX_INFLATED_BYTES``, is refused as a zip bomb (a real dataset compresses far less:
+#: MNIST about 5:1, a sparse bag of words a few hundred to one; zlib's best is about 1030:1,
+#: on a file of one byte repeated)
+MAX_COMPRESSION_RATIO = 1000
+MAX_INFLATED_BYTES = 1 << 30
 
 
 @dataclass
@@ -387,6 +397,22 @@ class _Source:
 
 # ---- the public entry points ------------------------------------------------------------------
 
+def _in_memory(read):
+    """``read`` (of a spec or a path first), a MemoryError while it reads turned into a one-line
+    DataError: the dataset does not fit (a smaller batch, which the CLI's advice for running
+    out of memory in training suggests, would not make it fit)."""
+    @functools.wraps(read)
+    def reading(source, *args, **kwargs):
+        try:
+            return read(source, *args, **kwargs)
+        except MemoryError as e:
+            where = source.dataset if isinstance(source, DataSpec) else source
+            raise DataError(f"{where}: the dataset does not fit in memory "
+                            f"({_one_line(e)})") from None
+    return reading
+
+
+@_in_memory
 def load_data(spec: DataSpec, loss: str | None = None, dtype=None) -> Dataset:
     """Read ``spec``'s source, settle the task, split it and standardise the features.
 
@@ -478,6 +504,7 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights
 
 
+@_in_memory
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                target_standardizer: Standardizer | None = None, classes=None, features=None,
                fill_values=None, with_weights=False, numbered=False, run_rows=None):
@@ -558,6 +585,7 @@ def _check_run_rows(spec, src, idx, run_rows, standardizer) -> None:
                         f"{float(np.mean(src.x[idx['train'], j])):.6g}: {advice}")
 
 
+@_in_memory
 def read_features(path, encoding=None, fill_values=None, ignore=(),
                   keep_float32=False, unseen_none=False) -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
@@ -1927,6 +1955,7 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
             member = archive.zip.getinfo(key + ".npy") if key + ".npy" in \
                 archive.zip.namelist() else None
             if member is not None:
+                _check_inflated_size(path, key, member)
                 with archive.zip.open(member) as f:
                     need = npy_data_bytes(f)
                     held = member.file_size - f.tell()  # (after its header)
@@ -1952,6 +1981,50 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
         raise DataError(f"{path}: {len(x)} rows in {x_key!r} but {len(y)} in {y_key!r}")
     x = _finite(_as_features(x, path), path, f"array {x_key!r}")
     return _Source(x, y, path)
+
+
+def _check_inflated_size(path, key, member) -> None:
+    """DataError for an archive's array whose declared size would not fit in the memory left
+    (``_memory_available``), or that is compressed like a zip bomb (more than
+    ``MAX_COMPRESSION_RATIO`` to one, past ``MAX_INFLATED_BYTES``): both read from the archive's
+    directory, before a byte of it is inflated (a 7.8 MB file of 6 GB of zeros took 11 GB)."""
+    size, packed = member.file_size, member.compress_size
+    ratio = size / max(packed, 1)
+    sizes = f"{packed} bytes compressed, {size} inflated ({ratio:.0f}:1)"
+    free = _memory_available()
+    if free is not None and size > free:
+        raise DataError(f"{path}: array {key!r} ({sizes}) does not fit in the {free} bytes of "
+                        "memory available")
+    if ratio > MAX_COMPRESSION_RATIO and size > MAX_INFLATED_BYTES:
+        raise DataError(f"{path}: array {key!r} ({sizes}) is compressed more than "
+                        f"{MAX_COMPRESSION_RATIO}:1 past {MAX_INFLATED_BYTES >> 30} GiB, as a "
+                        "zip bomb is, not a dataset: refused")
+
+
+def _memory_available() -> int | None:
+    """The bytes of memory this process may still take, as far as it can tell: the system's
+    available memory (Linux's MemAvailable), within a container's limit (cgroup v2) and what
+    is left under a limit on its address space (``ulimit -v``); None where none is known."""
+    known = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as f:
+            known += [int(line.split()[1]) * 1024 for line in f
+                      if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as f, \
+                open("/sys/fs/cgroup/memory.current") as g:
+            limit = f.read().strip()
+            if limit != "max":
+                known.append(max(int(limit) - int(g.read()), 0))
+    with contextlib.suppress(ImportError, OSError, ValueError, IndexError):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            known.append(max(limit - used, 0))
+    return min(known) if known else None
 
 
 def _read_npy_pair(path: str, target: str | None) -> _Source:

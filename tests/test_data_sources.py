@@ -10,6 +10,7 @@ import csv
 import gzip
 import json
 import pathlib
+import re
 import struct
 
 import numpy as np
@@ -1104,3 +1105,99 @@ def test_a_wide_csv_of_other_columns_names_the_first_few_and_the_count(tmp_path)
     assert message.endswith("w.csv: the feature columns are not the model's (missing: 'b'; "
                             "unexpected: 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', "
                             "'c8', 'c9', ... (5000 in all))")
+
+
+def _zeros_npz(path, n_bytes, y):
+    """An .npz of y.npy and an x.npy of ``n_bytes`` zeros (uint8) deflated as zlib's best does
+    (about 1030:1): one compressed 16 MiB, fully flushed so it holds no history, repeated, so
+    that no GiB is compressed here; the zip written by hand around it."""
+    import io
+    import zlib
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False,
+                                                "shape": (n_bytes,)})
+    block = 16 << 20
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(head.getvalue()) + c.flush(zlib.Z_FULL_FLUSH)
+    repeated = c.compress(bytes(block)) + c.flush(zlib.Z_FULL_FLUSH)
+    x = b"".join([first, repeated * (n_bytes // block), c.compress(bytes(n_bytes % block)),
+                  c.flush()])
+    crc = zlib.crc32(head.getvalue())
+    for _ in range(n_bytes // block):
+        crc = zlib.crc32(bytes(block), crc)
+    x_entry = (b"x.npy", 8, x, zlib.crc32(bytes(n_bytes % block), crc),
+               len(head.getvalue()) + n_bytes)
+    f = io.BytesIO()
+    np.lib.format.write_array(f, np.asarray(y))
+    raw = f.getvalue()
+    local, central = b"", b""
+    for name, method, data, crc, size in (x_entry, (b"y.npy", 0, raw, zlib.crc32(raw),
+                                                    len(raw))):
+        fields = struct.pack("<HHHHHIII", 20, 0, method, 0, 0x21, crc, len(data), size)
+        central += (struct.pack("<IH", 0x02014B50, 20) + fields
+                    + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, len(local)) + name)
+        local += struct.pack("<I", 0x04034B50) + fields + struct.pack("<HH", len(name), 0) \
+            + name + data
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(central), len(local), 0)
+    pathlib.Path(path).write_bytes(local + central + end)
+    return str(path)
+
+
+def test_an_npz_array_compressed_like_a_zip_bomb_is_refused_unread(tmp_path):
+    """1.1 GB of zeros in a 1.1 MB file: refused from the archive's directory, before a byte
+    is inflated (a 6 GB one took 11 GB of memory, then failed on its one class)."""
+    import tracemalloc
+
+    path = _zeros_npz(tmp_path / "b.npz", 1100 << 20, np.arange(4) % 2)
+    with np.load(path) as z:  # (a well-formed archive: NumPy would read it)
+        assert z["y"].tolist() == [0, 1, 0, 1]
+    tracemalloc.start()
+    try:
+        with pytest.raises(gn.DataError, match=r"b\.npz: array 'x' \(\d{7} bytes compressed, "
+                                               r"1153433728 inflated \(10\d\d:1\)\) is "
+                                               r"compressed more than 1000:1 past 1 GiB"):
+            load_data(DataSpec(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+_UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+from gpunet.cli import main
+with open("/proc/self/statm") as f:
+    used = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), resource.RLIM_INFINITY))
+sys.exit(main(["train", "--dataset", sys.argv[1], "--epochs", "1", "--quiet",
+               "--backend", "numpy"]))
+"""
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("make, message", [
+    # 512 MiB of zeros, under 1 GiB (no bomb), past the 256 MiB the process has left
+    (lambda p: _zeros_npz(p, 512 << 20, np.arange(4) % 2),
+     r": array 'x' \(\d+ bytes compressed, 536871040 inflated \(\d+:1\)\) does not fit in the "
+     r"\d+ bytes of memory available"),
+    # 64 MiB of bytes, which fit, as float64 features (512 MiB), which do not
+    (lambda p: np.savez(p, x=np.ones((1 << 20, 64), np.uint8), y=np.arange(1 << 20) % 2) or
+     str(p), r": the dataset does not fit in memory \(Unable to allocate"),
+])
+def test_an_npz_dataset_too_large_for_memory_says_so_not_batch_size(tmp_path, make, message):
+    """Under ``ulimit -v``: an array that would not fit is refused by its declared size; a
+    MemoryError while reading is about the dataset (it said 'out of host memory ... try a
+    smaller --batch-size', which would not help)."""
+    import os
+    import subprocess
+    import sys
+
+    path = make(tmp_path / "d.npz")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OPENBLAS_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT, path], env=env,
+                         capture_output=True, text=True, timeout=120)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 1, run.stderr
+    assert err[-1].startswith(f"gpunet: error: {path}") and re.search(message, err[-1]), err
+    assert "batch-size" not in run.stderr
