@@ -20,8 +20,9 @@ Every file is read without executing anything (``allow_pickle=False``; CSV and I
 here). Anything unusable raises ``DataError`` (bad data) or ``ConfigError`` (bad option) with one
 line naming the file, and the row and column where that applies. Sizes are checked before any
 bytes are inflated: an .npz array that would not fit in the memory available, or that is
-compressed like a zip bomb (over 1000:1 and past 1 GiB), is a DataError, and so is a dataset
-that runs out of memory while it is read.
+compressed like a zip bomb (over 1000:1 and past 1 GiB), is a DataError, as are IDX files
+whose four headers disagree on their counts or announce more than fits (read before any
+body), and a dataset that runs out of memory while it is read.
 """
 
 from __future__ import annotations
@@ -2061,47 +2062,66 @@ def _idx_paths(spec: DataSpec) -> dict:
     return found
 
 
-def _read_idx(path: str, magic: int) -> np.ndarray:
-    """The uint8 array of one IDX file: big-endian magic 0x000008NN (NN = number of dims), then
-    one big-endian uint32 per dimension, then the bytes."""
+def _idx_header(path: str, magic: int) -> tuple:
+    """The dims of one IDX file, from its header alone: big-endian magic 0x000008NN (NN = number
+    of dims), then one big-endian uint32 per dimension (then the bytes, ``_read_idx``'s). A
+    .gz is inflated only as far as the header; a plain file's length is checked by its size."""
     what = "images" if magic == IDX_IMAGES_MAGIC else "labels"
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: empty file (expected IDX {what})")
-    # The header first, then only the bytes it announces (and one more, to tell a file that
-    # is too long): a small .gz that inflates to gigabytes is never read whole.
+    with _idx_errors(path), _idx_open(path) as f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise DataError(f"{path}: truncated: {len(head)} bytes, too short for an IDX "
+                            "header")
+        (found,) = struct.unpack(">I", head)
+        if found != magic:
+            raise DataError(f"{path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
+                            f"(IDX {what})")
+        ndim = magic & 0xFF
+        start = 4 + 4 * ndim
+        head += f.read(start - 4)
+        if len(head) < start:
+            raise DataError(f"{path}: truncated: {len(head)} bytes, the IDX header needs "
+                            f"{start}")
+    dims = struct.unpack(f">{ndim}I", head[4:start])
+    size = math.prod(dims)
+    if magic == IDX_IMAGES_MAGIC and 0 in dims[1:]:
+        raise DataError(f"{path}: the header says images of "
+                        f"{' x '.join(map(str, dims[1:]))} pixels: none")
+    if not path.endswith(".gz"):  # the body's length is known without reading it
+        body = os.path.getsize(path) - start
+        if body != size:
+            raise DataError(_idx_length(path, dims, size, f"{body}"))
+    return dims
+
+
+def _read_idx(path: str, dims: tuple) -> np.ndarray:
+    """The uint8 array of one IDX file whose header (``_idx_header``) says ``dims``: only the
+    bytes it announces are read (and one more, to tell a file that is too long), so that a
+    small .gz that inflates to gigabytes is never read whole."""
+    size = math.prod(dims)
+    with _idx_errors(path), _idx_open(path) as f:
+        f.read(4 + 4 * len(dims))
+        raw = _read_up_to(f, size + 1)
+    if len(raw) != size:
+        raise DataError(_idx_length(path, dims, size, f"{len(raw)}" if len(raw) < size
+                                    else f"more than {size}"))
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
+
+
+def _idx_open(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+@contextlib.contextmanager
+def _idx_errors(path: str):
+    """Reading errors of an IDX file (plain or .gz) as one-line DataErrors."""
     try:
-        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise DataError(f"{path}: truncated: {len(head)} bytes, too short for an IDX "
-                                "header")
-            (found,) = struct.unpack(">I", head)
-            if found != magic:
-                raise DataError(f"{path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
-                                f"(IDX {what})")
-            ndim = magic & 0xFF
-            start = 4 + 4 * ndim
-            head += f.read(start - 4)
-            if len(head) < start:
-                raise DataError(f"{path}: truncated: {len(head)} bytes, the IDX header needs "
-                                f"{start}")
-            dims = struct.unpack(f">{ndim}I", head[4:start])
-            size = math.prod(dims)
-            if magic == IDX_IMAGES_MAGIC and 0 in dims[1:]:
-                raise DataError(f"{path}: the header says images of "
-                                f"{' x '.join(map(str, dims[1:]))} pixels: none")
-            if not path.endswith(".gz"):  # the body's length is known without reading it
-                body = os.path.getsize(path) - start
-                if body != size:
-                    raise DataError(_idx_length(path, dims, size, f"{body}"))
-            raw = _read_up_to(f, size + 1)
-            if len(raw) != size:
-                raise DataError(_idx_length(path, dims, size, f"{len(raw)}" if len(raw) < size
-                                            else f"more than {size}"))
+        yield
     except (OSError, EOFError, zlib.error) as e:
         kind = "gzip file" if path.endswith(".gz") else "file"
         raise DataError(f"{path}: not a readable {kind} ({_one_line(e)})") from None
-    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _read_up_to(f, n: int) -> bytearray:
@@ -2124,21 +2144,34 @@ def _idx_length(path, dims, size, body) -> str:
 
 def _read_idx_set(spec: DataSpec) -> _Source:
     paths = _idx_paths(spec)
-    parts = {}
+    # Every header first: the counts and shapes they announce are checked, and the memory
+    # those need, before a body is read (a 3 MB .gz of 3 GB of pixels was inflated whole
+    # before its labels were counted).
+    heads = {name: _idx_header(paths[name], magic) for split in IDX_FILES
+             for name, magic in zip(IDX_FILES[split], (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC))}
     for split, (images_name, labels_name) in IDX_FILES.items():
-        images = _read_idx(paths[images_name], IDX_IMAGES_MAGIC)
-        labels = _read_idx(paths[labels_name], IDX_LABELS_MAGIC)
-        if len(images) != len(labels):
-            raise DataError(f"{paths[images_name]} holds {len(images)} images but "
-                            f"{paths[labels_name]} holds {len(labels)} labels")
-        if not len(images):
+        n_images, n_labels = heads[images_name][0], heads[labels_name][0]
+        if n_images != n_labels:
+            raise DataError(f"{paths[images_name]} holds {n_images} images but "
+                            f"{paths[labels_name]} holds {n_labels} labels")
+        if not n_images:
             raise DataError(f"{paths[images_name]}: holds no images (the {split} files of "
                             f"{spec.data_dir} are empty)")
-        parts[split] = (images, labels, paths[labels_name])
+    train, test = (heads[images_name] for images_name, _ in IDX_FILES.values())
+    if train[1:] != test[1:]:
+        raise DataError(f"{spec.data_dir}: training images are {train[1]}x{train[2]} but "
+                        f"test images are {test[1]}x{test[2]}")
+    # the bytes read, their copy side by side, and that as float64 features: 10 a pixel
+    pixels = math.prod(train) + math.prod(test)
+    need, free = 10 * pixels + 2 * (train[0] + test[0]), _memory_available()
+    if free is not None and need > free:
+        raise DataError(f"{spec.data_dir}: the IDX headers announce {train[0]} + {test[0]} "
+                        f"images of {train[1]}x{train[2]} pixels, {need} bytes of memory to "
+                        f"read as features; {free} are available")
+    parts = {split: (_read_idx(paths[images_name], heads[images_name]),
+                     _read_idx(paths[labels_name], heads[labels_name]), paths[labels_name])
+             for split, (images_name, labels_name) in IDX_FILES.items()}
     (xa, ya, la), (xb, yb, lb) = parts["train"], parts["test"]
-    if xa.shape[1:] != xb.shape[1:]:
-        raise DataError(f"{spec.data_dir}: training images are {xa.shape[1]}x{xa.shape[2]} but "
-                        f"test images are {xb.shape[1]}x{xb.shape[2]}")
     x = np.concatenate([xa.reshape(len(xa), -1), xb.reshape(len(xb), -1)]) / 255.0
     y = np.concatenate([ya, yb])
     n_train = len(ya)

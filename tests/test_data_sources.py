@@ -881,24 +881,36 @@ def _idx_gz(path, dims, body_bytes):
         f.write(bytes(body_bytes & ((1 << 20) - 1)))
 
 
-@pytest.mark.parametrize("dims, body, message", [
-    # a small .gz that inflates to 64 MiB under a header of one 4 x 3 image
-    ((1, 4, 3), 64 << 20, r"too long: the header says 1 x 4 x 3 \(12 bytes of data\), the file "
-                          r"holds more than 12"),
-    # a header that claims 2^32 - 1 images of 2^32 - 1 x 2^32 - 1 pixels over 5 bytes
-    ((2**32 - 1,) * 3, 5, r"truncated: the header says 4294967295 x 4294967295 x 4294967295 "
-                          r"\(\d+ bytes of data\), the file holds 5$"),
-    ((3, 0, 3), 0, r"the header says images of 0 x 3 pixels: none"),
+@pytest.mark.parametrize("dims, body, labels, message", [
+    # a small .gz that inflates to 64 MiB under a header of forty 4 x 3 images
+    ((40, 4, 3), 64 << 20, 40, r"too long: the header says 40 x 4 x 3 \(480 bytes of data\), "
+                               r"the file holds more than 480"),
+    ((40, 4, 3), 100, 40, r"truncated: the header says 40 x 4 x 3 \(480 bytes of data\), the "
+                          r"file holds 100$"),
+    # 64 Mi images of 1 x 1 pixel, 64 MiB inflated, for 40 labels: counted from the headers,
+    # before the body is read
+    ((64 << 20, 1, 1), 64 << 20, 40, r"train-images-idx3-ubyte\.gz holds 67108864 images but "
+                                     r".*train-labels-idx1-ubyte\.gz holds 40 labels"),
+    # 2^32 - 1 images over 5 bytes, and as many labels: the memory they would need (515 GB)
+    # is refused before either body is read
+    ((2**32 - 1, 4, 3), 5, 2**32 - 1, r"m: the IDX headers announce 4294967295 \+ 12 images "
+                                      r"of 4x3 pixels, \d{12} bytes of memory to read as "
+                                      r"features; \d+ are available"),
+    ((3, 0, 3), 0, 40, r"the header says images of 0 x 3 pixels: none"),
 ])
-def test_idx_headers_are_checked_before_the_body_is_read(tmp_path, dims, body, message):
-    """Memory follows what the file holds, never what its header claims, and a .gz is not
-    inflated past the bytes its header announces."""
+def test_idx_headers_are_checked_before_the_body_is_read(tmp_path, dims, body, labels,
+                                                         message):
+    """Memory follows what the files hold, never what their headers claim: the four headers
+    are read and their counts checked first, and a .gz is not inflated past the bytes its
+    header announces."""
     import tracemalloc
 
     folder, _ = make_mnist(tmp_path / "m")
-    name = pathlib.Path(folder) / "train-images-idx3-ubyte"
-    name.unlink()
-    _idx_gz(str(name) + ".gz", dims, body)
+    for name, n, size in (("train-images-idx3-ubyte", dims, body),
+                          ("train-labels-idx1-ubyte", (labels,), min(labels, 40))):
+        path = pathlib.Path(folder) / name
+        path.unlink()
+        _idx_gz(str(path) + ".gz", n, size)
     tracemalloc.start()
     try:
         with pytest.raises(gn.DataError, match=message):
