@@ -436,6 +436,9 @@ def load_data(spec: DataSpec, loss: str | None = None, dtype=None) -> Dataset:
         fills = _column_means(src.x, idx["train"], src)
         src.x, filled = fill_in(src.x, fills, src.where)
     weights = src.w
+    if weights is not None and len(weights) and np.all(weights == weights[0]):
+        weights = None  # (equal weights weigh nothing: the unweighted run, to the bit, as the
+        # estimators take them; weighted sums round otherwise)
     per_class = None
     if spec.class_weight is not None:
         if spec.task != "classification":

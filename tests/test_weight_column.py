@@ -53,6 +53,33 @@ def test_the_weights_follow_their_rows_and_leave_the_features(tmp_path, text):
     assert data.standardizer.mean[1] == pytest.approx(w @ a / w.sum(), rel=1e-12)
 
 
+def test_a_column_of_equal_weights_trains_as_no_weights_to_the_bit(tmp_path):
+    """Weights all alike weigh nothing: the run is the unweighted one bit for bit, in float64
+    too, where the weighted statistics' sums (w @ x) rounded apart from the plain ones (the
+    estimators already took equal weights as none)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(3, 2, (120, 3)), rng.integers(0, 2, 120)
+    with open(tmp_path / "w.csv", "w") as f:
+        f.write("a,b,c,w,label\n")
+        for row, label in zip(x, y):
+            f.write(",".join(repr(float(v)) for v in row) + f",2.5,{label}\n")
+    with open(tmp_path / "plain.csv", "w") as f:
+        f.write("a,b,c,label\n")
+        for row, label in zip(x, y):
+            f.write(",".join(repr(float(v)) for v in row) + f",{label}\n")
+    flags = ["--target", "label", "--dtype", "float64", "--epochs", "3", "--hidden", "8",
+             "--backend", "numpy", "--quiet"]
+    assert main(["train", "--dataset", str(tmp_path / "w.csv"), "--weight-column", "w", *flags,
+                 "--save", str(tmp_path / "w.npz")]) == 0
+    assert main(["train", "--dataset", str(tmp_path / "plain.csv"), *flags,
+                 "--save", str(tmp_path / "plain.npz")]) == 0
+    weighted, plain = load_checkpoint(tmp_path / "w.npz"), load_checkpoint(tmp_path / "plain.npz")
+    np.testing.assert_array_equal(weighted.standardizer.mean, plain.standardizer.mean)
+    np.testing.assert_array_equal(weighted.standardizer.std, plain.standardizer.std)
+    for k, v in plain.params.items():
+        np.testing.assert_array_equal(weighted.params[k], v)
+
+
 def test_the_weight_column_times_the_class_weights(tmp_path):
     rows = write(tmp_path / "d.csv")
     data = load_data(DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="w",
