@@ -312,6 +312,40 @@ def _remedy(optimizer) -> str:
             "with the run's own)")
 
 
+def machine_fingerprint(backend) -> dict:
+    """What moves a run's last bits besides its settings: the device; on the CPU the BLAS
+    library (OpenBLAS picks its kernels by CPU), its thread count and the CPU's model. Recorded
+    in a run's checkpoint, so that a resume elsewhere says it may end a few roundings away
+    from the unbroken run."""
+    found = {"device": str(backend.device_name)}
+    if backend.name != "numpy":
+        return found
+    with contextlib.suppress(Exception):  # (threadpoolctl: scikit-learn's dependency)
+        from threadpoolctl import threadpool_info
+
+        blas = next(d for d in threadpool_info() if d.get("user_api") == "blas")
+        found["blas"] = " ".join(str(blas.get(k)) for k in ("internal_api", "version",
+                                                               "architecture") if blas.get(k))
+        found["blas_threads"] = int(blas["num_threads"])
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo") as f:
+            found["cpu"] = next(line.split(":", 1)[1].strip() for line in f
+                                if line.startswith("model name"))
+    return found
+
+
+def _say_other_machine(saved, now, path) -> None:
+    """A notice where a run's checkpoint was written on another device, BLAS, thread count or
+    CPU than this resume runs on (what both record)."""
+    if not isinstance(saved, dict):
+        return
+    moved = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
+    if moved:
+        notice(f"{path} was written on another machine or setup ({'; '.join(moved)}): the "
+               "resumed run may end a few roundings away from an unbroken run's weights "
+               "(exactly the same only with the same device, BLAS, thread count and CPU)")
+
+
 def _check_positive_int(name, v):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
         raise ConfigError(f"{name} must be a positive integer, got {v!r}")
@@ -463,6 +497,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                         "plateau schedule go by) is undefined; weight some of them, or hold "
                         "out other rows (another seed)")
     backend, xp = model.backend, model.backend.xp
+    # (what a resume elsewhere would differ by: recorded with a checkpoint, read on a resume)
+    machine = machine_fingerprint(backend) if save is not None or resume is not None else None
     bad = [] if resume is not None else \
         [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
     if bad:  # (a model a diverged fit left: every later fit would diverge at its first step;
@@ -564,6 +600,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                               f"not {batch_size}")
         if isinstance(t.get("seed"), int):  # the run's, as recorded (its shuffling goes on
             seed = t["seed"]  # from the generator's saved state, whatever seed is given)
+        if comm is None or comm.is_root:
+            _say_other_machine(t.get("machine"), machine, where or "the checkpoint")
         if (resume.target_standardizer is None) != (target is None):
             raise ConfigError("this checkpoint's run trained on "
                               + ("targets as given" if target is not None else
@@ -746,7 +784,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     "rows": [len(data.x_train), len(data.x_val), len(data.x_test)],
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
                     "monitor": monitor, "min_delta": min_delta,
-                    "ranks": ranks,
+                    "ranks": ranks, "machine": machine,
                     "loss": {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
                                                       if k != "check_labels"}}}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,

@@ -65,6 +65,31 @@ def test_resume_at_an_epoch_boundary_matches_an_unbroken_run(tmp_path, backend):
     assert h1.test == h2.test
 
 
+def test_a_resume_on_another_setup_says_it_may_not_end_as_the_unbroken_run(tmp_path, caplog,
+                                                                          monkeypatch):
+    """A run resumed under another BLAS thread count (or CPU, device) ends a few roundings
+    from the unbroken run (OPENBLAS_NUM_THREADS=1: 4.5e-8 apart), which the README promised
+    exact: the checkpoint records the setup and a resume elsewhere says so."""
+    import gpunet.train as train_module
+
+    from conftest import said
+
+    path = tmp_path / "r.npz"
+    _run("numpy", 1, save=path)
+    here = train_module.machine_fingerprint(gn.get_backend("numpy"))
+    assert load_checkpoint(path).extra["training"]["machine"] == here
+    assert here["device"] == gn.get_backend("numpy").device_name
+    caplog.clear()
+    _run("numpy", 2, save=path, resume=load_checkpoint(path))  # (the same setup: no word)
+    assert "another machine" not in said(caplog)
+    elsewhere = {**here, "device": "cpu (elsewhere)"}
+    monkeypatch.setattr(train_module, "machine_fingerprint", lambda backend: elsewhere)
+    _run("numpy", 3, save=path, resume=load_checkpoint(path))
+    assert (f"the checkpoint was written on another machine or setup (device "
+            f"{here['device']} -> cpu (elsewhere)): the resumed run may end a few roundings "
+            "away from an unbroken run's weights") in said(caplog)
+
+
 def test_resume_loads_the_runs_weights_into_a_model_built_as_before(tmp_path):
     """fit(resume=path) on a model built afresh, as for the original run: it takes the run's
     weights (not only its optimiser state), so the run ends as an unbroken one; a model of
