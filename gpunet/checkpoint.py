@@ -18,14 +18,20 @@ Layout inside the archive:
 
 Files are loaded with ``allow_pickle=False``, so loading one can never run code. Writes are
 atomic: a temporary file in the same folder is written, fsynced and renamed over the target,
-so a crash leaves either the old checkpoint or the new one, whole.
+so a crash leaves either the old checkpoint or the new one, whole. (A target that is no
+regular file, a FIFO or a device, or a descriptor the process holds, ``/dev/stdout``, is
+written into in place: ``atomic_write``.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
+import stat
+import sys
 import tempfile
 import time
 
@@ -105,6 +111,11 @@ def _plain_json(v):
 def check_writable(path, flag) -> None:
     """ConfigError now, before any work, if ``path`` can't be written later (``flag``: the
     option that named it, for the message)."""
+    how = _written_in_place(path)
+    if how is not None:  # (/dev/stdout, a FIFO: written in place, no file made beside it)
+        if how[0] == "open" and not os.access(path, os.W_OK):
+            raise ConfigError(f"{flag} {path}: is not writable")
+        return
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -119,8 +130,17 @@ def check_writable(path, flag) -> None:
 def atomic_write(path, write) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename it over
     ``path``. Readers see the old file or the new one, never a part. A symbolic link is
-    followed: the file it points to is replaced, and the link stays (errors name ``path``)."""
+    followed: the file it points to is replaced, and the link stays (errors name ``path``).
+
+    Where ``path`` is a descriptor the process holds (``/dev/stdout``, ``/dev/fd/N``,
+    ``/proc/self/fd/N``) or an existing file that is not a regular one (a FIFO, a device),
+    ``write`` writes into it in place instead, through a stream it cannot seek: that
+    descriptor's own position and flags (``>>`` appends), the device left a device."""
     given = os.fspath(path)
+    how = _written_in_place(given)
+    if how is not None:
+        _write_in_place(given, how, write)
+        return
     path = os.path.realpath(given)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -142,11 +162,7 @@ def atomic_write(path, write) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        # a full disk's error on write or fsync names no file: it is this one's (an OSError
-        # without an errno, the caller's own, is left as it is)
-        if isinstance(e, OSError) and e.errno is not None and e.filename in (tmp, path, None):
-            raise _about(e, given) from None
-        raise
+        _raise_about(e, given, (tmp, path))
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
         try:
@@ -155,6 +171,90 @@ def atomic_write(path, write) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _held_descriptor(path):
+    """The number N of the descriptor of this process's that ``path`` names through
+    ``/proc/<pid>/fd/N`` (so ``/dev/fd/N``, ``/proc/self/fd/N``, ``/dev/stdout``, and a link
+    to one); "other" for another process's descriptor; None for anything else. Each link of
+    the chain is looked at, as the last one resolves to the file behind the descriptor."""
+    hop = os.path.abspath(path)
+    for _ in range(40):  # (the kernel's own limit on a chain of links)
+        where = os.path.join(os.path.realpath(os.path.dirname(hop)), os.path.basename(hop))
+        m = re.fullmatch(r"/proc/(\d+)(?:/task/\d+)?/fd/(\d+)", where)
+        if m:
+            return int(m[2]) if int(m[1]) == os.getpid() else "other"
+        if not os.path.islink(hop):
+            return None
+        hop = os.path.join(os.path.dirname(hop), os.readlink(hop))
+    return None
+
+
+def _written_in_place(path):
+    """How ``atomic_write`` writes ``path`` where a temporary file renamed over it would not
+    do: ("held", N) for a descriptor the process holds, ("open", path) for another
+    process's descriptor or an existing file that is not a regular one (nor a folder:
+    refused as ever); None where the rename is right."""
+    held = _held_descriptor(path)
+    if isinstance(held, int):
+        return "held", held
+    if held == "other":
+        return "open", path
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "open", path
+
+
+class _Stream(io.RawIOBase):
+    """A descriptor written in order and never sought: zipfile and np.save then write what
+    they would patch afterwards (a zip's member sizes) as they go, which a pipe needs, and a
+    file opened to append (``>>``) too, where every write lands at the end."""
+
+    def __init__(self, fd):
+        super().__init__()
+        self._fd = fd
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        return os.write(self._fd, b)
+
+    def close(self):
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _write_in_place(given, target, write) -> None:
+    """``atomic_write`` into a descriptor, a FIFO or a device: ``target``, as
+    ``_written_in_place`` says."""
+    how, what = target
+    for stream in (sys.stdout, sys.stderr):  # (what print wrote first comes first)
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:  # (O_APPEND: another process's file behind its descriptor is added to, not cut)
+        fd = os.dup(what) if how == "held" else os.open(what, os.O_WRONLY | os.O_APPEND)
+    except OSError as e:
+        raise _about(e, given) from None
+    try:
+        with io.BufferedWriter(_Stream(fd)) as f:
+            write(f)
+    except BaseException as e:
+        _raise_about(e, given, (what,))
+
+
+def _raise_about(e, given, paths):
+    """Raise ``e``; an error of the file written (a full disk's on write or fsync names no
+    file: it is this one's) as one of ``given`` (an OSError without an errno, the caller's
+    own, is left as it is)."""
+    if isinstance(e, OSError) and e.errno is not None and e.filename in (*paths, None):
+        raise _about(e, given) from None
+    raise e
 
 
 #: seconds after which a temporary file of atomic_write's is taken for a killed writer's

@@ -413,3 +413,75 @@ def test_a_resume_refuses_best_epoch_weights_that_do_not_fit_the_model(tmp_path)
     with pytest.raises(gn.CheckpointError, match="best-epoch weights do not fit the model: W2"):
         fit(again, data, gn.CrossEntropyLoss(), gn.Adam(again), epochs=4, patience=5,
             resume=tmp_path / "bad.npz", progress=False)
+
+
+def _fifo_reader(path):
+    """A thread reading everything written into the FIFO ``path`` (daemon: a writer that
+    never opens it leaves it blocked, not the test run)."""
+    import threading
+
+    got = {}
+
+    def read():
+        with open(path, "rb") as f:
+            got["bytes"] = f.read()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, got
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "npy", "bytes"])
+def test_a_fifo_is_written_into_and_a_regular_file_still_replaced_whole(tmp_path, monkeypatch,
+                                                                         writer):
+    """A FIFO named as --save or --output was replaced by a renamed regular file: its reader
+    got nothing and the FIFO was gone. Each writer (np.savez's zip, np.save, plain bytes) now
+    writes into it, though it cannot seek; a regular file is still written beside and
+    renamed over, its old content whole until then."""
+    import io
+    import stat
+
+    from gpunet.checkpoint import atomic_write
+
+    model, opt = trained("numpy")
+    table = np.arange(12.0).reshape(4, 3)
+
+    def write(path):
+        if writer == "checkpoint":
+            save_checkpoint(path, model, opt, epoch=3)
+        else:
+            atomic_write(path, (lambda f: np.save(f, table)) if writer == "npy"
+                         else (lambda f: f.write(b"new")))
+
+    def check(data):
+        if writer == "checkpoint":
+            (tmp_path / "copy.npz").write_bytes(data)
+            assert load_checkpoint(tmp_path / "copy.npz").epoch == 3
+        elif writer == "npy":
+            np.testing.assert_array_equal(np.load(io.BytesIO(data)), table)
+        else:
+            assert data == b"new"
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader, got = _fifo_reader(fifo)
+    write(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    reader.join(10)
+    assert not reader.is_alive()
+    check(got["bytes"])
+    regular = tmp_path / "out"
+    regular.write_bytes(b"old")
+    inode = regular.stat().st_ino
+    real_replace = os.replace
+
+    def replace(src, dst):  # (the moment before the rename: the old file, whole)
+        assert regular.read_bytes() == b"old"
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write(regular)
+    assert regular.stat().st_ino != inode
+    check(regular.read_bytes())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["fifo", "out"] + (["copy.npz"] if writer == "checkpoint" else []))

@@ -668,3 +668,33 @@ def test_a_second_sigterm_ends_the_run_at_once_with_sigterms_status(tmp_path):
                           timeout=120, env=ENV)
     assert proc.returncode == 143, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("into", ["file appended to", "pipe"])
+def test_metrics_json_to_dev_stdout_goes_where_stdout_goes(tmp_path, iris_checkpoint, into):
+    """``--metrics-json /dev/stdout >> log.txt`` replaced log.txt with the JSON (the link
+    resolves to the file behind the descriptor, which was renamed over), and into a pipe it
+    failed; now the JSON follows the printed figures on stdout, appended to what was there."""
+    args = gpunet("evaluate", "--checkpoint", iris_checkpoint, "--backend", "numpy",
+                  "--metrics-json", "/dev/stdout")
+    log = tmp_path / "log.txt"
+    if into == "pipe":
+        proc = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=120)
+        text = proc.stdout
+    else:
+        log.write_text("an earlier line\n")
+        inode = log.stat().st_ino
+        with open(log, "a") as out:
+            proc = subprocess.run(args, stdout=out, stderr=subprocess.PIPE, text=True, env=ENV,
+                                  timeout=120)
+        assert log.stat().st_ino == inode
+        text = log.read_text()
+        assert text.startswith("an earlier line\n")
+        text = text[len("an earlier line\n"):]
+    assert proc.returncode == 0, proc.stderr
+    assert text.startswith(f"checkpoint: {iris_checkpoint}\n")
+    printed, _, json_text = text.partition("\n{")
+    result = json.loads("{" + json_text)
+    assert result["checkpoint"] == str(iris_checkpoint) and result["split"] == "test"
+    assert f"\nrows: {result['rows']}\n" in printed and "\ntest_accuracy: " in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["log.txt"] if into != "pipe" else [])
