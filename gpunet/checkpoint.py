@@ -25,6 +25,7 @@ written into in place: ``atomic_write``.)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -436,8 +437,13 @@ def load_checkpoint(path) -> Checkpoint:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except KeyError:
         raise CheckpointError(f"{path!r} is not a gpunet checkpoint (no header)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path!r} has a corrupted header ({e})") from None
+    except RecursionError:  # (brackets nested past what the JSON reader follows)
+        raise CheckpointError(f"{path!r} has a corrupted header (nested too deep to "
+                              "read)") from None
+    except ValueError as e:  # (bad UTF-8, bad JSON, an integer of more digits than Python
+        why = str(e).split("; use sys.")[0]  # converts: its advice is for programmers)
+        raise CheckpointError(f"{path!r} has a corrupted header "
+                              f"({why if len(why) <= 200 else why[:197] + '...'})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a gpunet checkpoint")
     version = header.get("version")
@@ -482,7 +488,9 @@ def _check_members(path) -> None:
     """CheckpointError for an archive whose members would inflate far past the file (gpunet
     writes its arrays uncompressed) or whose .npy headers announce more data than the member
     holds: both checked from the archive's directory and each member's header, before any
-    array is read, so that a small file cannot make the reader allocate gigabytes."""
+    array is read, so that a small file cannot make the reader allocate gigabytes. Also for
+    a member that is not a .npy array (NumPy hands those over as bytes, or as an empty
+    folder's name), and for a name held twice (NumPy would take the last copy, unsaid)."""
     import zipfile
 
     from .data import npy_data_bytes
@@ -494,10 +502,21 @@ def _check_members(path) -> None:
         if total > max(64 << 20, 100 * size):
             raise CheckpointError(f"{path!r} would inflate from {size} to {total} bytes; "
                                   "gpunet writes its checkpoints uncompressed: refused")
+        counts = collections.Counter(i.filename for i in infos)
+        twice = next((n for n, c in counts.items() if c > 1), None)
+        if twice is not None:
+            raise CheckpointError(f"{path!r} holds {counts[twice]} members named "
+                                  f"{twice!r}: which one is meant is unclear; refused")
         for info in infos:
             if not info.filename.endswith(".npy"):
-                continue
+                raise CheckpointError(f"{path!r} has a member {info.filename!r} that is not "
+                                      "an array (a checkpoint holds .npy arrays only)")
             with z.open(info) as f:
+                if f.read(6) != b"\x93NUMPY":
+                    raise CheckpointError(f"{path!r} has a member {info.filename!r} that is "
+                                          "not an array (it does not start with a .npy "
+                                          "header)")
+                f.seek(0)
                 need = npy_data_bytes(f)  # (None: np.load says what is wrong with it)
                 held = info.file_size - f.tell()  # (after its header)
             if need is not None and need > held:

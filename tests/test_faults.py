@@ -8,10 +8,12 @@ whole checkpoint (or none) and, where the command refuses, exit 1 with one line 
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -698,3 +700,64 @@ def test_metrics_json_to_dev_stdout_goes_where_stdout_goes(tmp_path, iris_checkp
     assert result["checkpoint"] == str(iris_checkpoint) and result["split"] == "test"
     assert f"\nrows: {result['rows']}\n" in printed and "\ntest_accuracy: " in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == (["log.txt"] if into != "pipe" else [])
+
+
+def _header_text(change):
+    """How to edit a checkpoint's header as text (what json.dumps cannot write)."""
+    def edit(members):
+        text = np.load(io.BytesIO(members["header.npy"])).tobytes().decode("utf-8")
+        buf = io.BytesIO()
+        np.save(buf, np.frombuffer(change(text).encode("utf-8"), np.uint8))
+        members["header.npy"] = buf.getvalue()
+    return edit
+
+
+def _zip_rewritten(src, dst, change):
+    """A copy of checkpoint ``src`` with zip members np.savez never writes: ``change`` edits
+    the {name: bytes} of its members, or returns the (name, bytes) to write in their place."""
+    import warnings
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    listed = change(members) or list(members.items())
+    with warnings.catch_warnings(), zipfile.ZipFile(dst, "w") as z:
+        warnings.simplefilter("ignore")  # (zipfile warns of a name written twice)
+        for name, data in listed:
+            z.writestr(name, data)
+    return dst
+
+
+ARCHIVES = {  # id: (how the members change, what the line says)
+    "a header nested 100000 deep": (
+        _header_text(lambda t: t[:-1] + ', "z": ' + "[" * 100000 + "]" * 100000 + "}"),
+        "has a corrupted header (nested too deep to read)"),
+    "a 5000-digit integer in the header": (
+        _header_text(lambda t: t[:-1] + ', "z": ' + "1" * 5000 + "}"),
+        "has a corrupted header (Exceeds the limit (4300 digits) for integer string "
+        "conversion: value has 5000 digits)"),
+    "a member without a .npy header": (
+        lambda m: m.update({"param/W1.npy": b"not an array"}),
+        "has a member 'param/W1.npy' that is not an array (it does not start with a .npy "
+        "header)"),
+    "a folder entry": (lambda m: m.update({"param/": b""}),
+                       "has a member 'param/' that is not an array"),
+    "a member held twice": (
+        lambda m: list(m.items()) + [("param/W1.npy", m["param/W2.npy"])],
+        "holds 2 members named 'param/W1.npy': which one is meant is unclear"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARCHIVES))
+def test_an_archive_numpy_reads_oddly_is_one_line(tmp_path, iris_checkpoint, capsys, case):
+    """A header past what Python's JSON reader takes (RecursionError, ValueError), a member
+    np.load hands over as bytes, not an array (AttributeError further on), or one name held
+    twice (the last copy taken, unsaid): load_checkpoint refuses each, and so every command
+    in one line naming the file and what is wrong."""
+    change, says = ARCHIVES[case]
+    bad = _zip_rewritten(iris_checkpoint, tmp_path / "bad.npz", change)
+    with pytest.raises(CheckpointError, match=re.escape(f"{str(bad)!r} {says}")):
+        load_checkpoint(bad)
+    for command in ("info", "evaluate"):
+        err = _main_one_line(capsys, command, "--checkpoint", bad)
+        assert f"{str(bad)!r} {says}" in err, err
