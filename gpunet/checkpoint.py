@@ -446,6 +446,10 @@ def load_checkpoint(path) -> Checkpoint:
                               f"({why if len(why) <= 200 else why[:197] + '...'})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a gpunet checkpoint")
+    bad = _not_unicode(header)
+    if bad is not None:  # (JSON's \ud800 escape writes what UTF-8 cannot: print fails on it)
+        raise CheckpointError(f"{path!r} has a corrupted header (text that is not valid "
+                              f"Unicode: {_shown(bad)})")
     version = header.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{path!r} has a malformed format version ({version!r}; "
@@ -475,6 +479,31 @@ def load_checkpoint(path) -> Checkpoint:
     target = _standardizer(arrays, "data/y_mean", "data/y_std", path, sizes[-1], "outputs")
     return Checkpoint(header, params, opt_state, standardizer, others, target, classes,
                       path=path)
+
+
+def _not_unicode(header):
+    """The first text in ``header`` (a key or a value) that is not valid Unicode, a lone
+    surrogate in it; None where all of it is."""
+    todo = [header]
+    while todo:  # (a loop, not a recursion: a header may nest as deep as json.loads went)
+        v = todo.pop()
+        if isinstance(v, dict):
+            todo.extend(v)
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return v
+    return None
+
+
+def _shown(v) -> str:
+    """``repr(v)``, at most 40 characters of it."""
+    shown = repr(v)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 #: gpunet's own arrays: numbers only, and (but for the figures of an interrupted epoch,
@@ -552,7 +581,7 @@ def _check_arrays(arrays, sizes, path) -> None:
 
 def _check_classes(classes, outputs, path) -> None:
     """CheckpointError unless the class names are one per output (or two over a single
-    sigmoid output: binary cross-entropy) and distinct."""
+    sigmoid output: binary cross-entropy), distinct, and (text) valid Unicode."""
     if classes.ndim != 1:
         raise CheckpointError(f"{path!r} has malformed class names (shape {classes.shape})")
     if classes.dtype.kind not in "biufU":
@@ -563,6 +592,10 @@ def _check_classes(classes, outputs, path) -> None:
                               f"{outputs} output(s)")
     if len(np.unique(classes)) != len(classes):
         raise CheckpointError(f"{path!r} has class names that repeat")
+    bad = _not_unicode(classes.tolist()) if classes.dtype.kind == "U" else None
+    if bad is not None:  # (a lone surrogate, which NumPy's text holds and UTF-8 cannot)
+        raise CheckpointError(f"{path!r} has a class name that is not valid Unicode "
+                              f"({_shown(bad)})")
 
 
 #: what every header's model section holds (``MLP.config``); the rest has defaults
@@ -694,9 +727,7 @@ def _malformed(header, core) -> list:
                 if kind.endswith("!"):
                     problems.append(f"{'.'.join(where + (k,))} (missing)")
             elif not _kind_ok(section[k], kind):
-                shown = repr(section[k])
-                shown = shown if len(shown) <= 40 else shown[:37] + "..."
-                problems.append(f"{'.'.join(where + (k,))} ({shown})")
+                problems.append(f"{'.'.join(where + (k,))} ({_shown(section[k])})")
     if problems or core:
         return problems
     rng = ((header.get("extra") or {}).get("training") or {}).get("state", {}).get("rng")

@@ -761,3 +761,29 @@ def test_an_archive_numpy_reads_oddly_is_one_line(tmp_path, iris_checkpoint, cap
     for command in ("info", "evaluate"):
         err = _main_one_line(capsys, command, "--checkpoint", bad)
         assert f"{str(bad)!r} {says}" in err, err
+
+
+@pytest.mark.parametrize("where", ["header", "class names"])
+def test_text_that_is_not_valid_unicode_is_refused_on_reading(tmp_path, iris_checkpoint, capsys,
+                                                              where):
+    """JSON's "\\ud800" (a lone surrogate) loaded, and then info crashed printing it
+    (UnicodeEncodeError), as a CSV's header row would; so too a class name NumPy's text
+    holds. load_checkpoint refuses both, so every command says the same one line."""
+    bad = tmp_path / "bad.npz"
+    if where == "header":
+        _zip_rewritten(iris_checkpoint, bad, _header_text(
+            lambda t: t.replace('"dataset": "iris"', '"dataset": "iris\\ud800"')))
+        says = r"has a corrupted header (text that is not valid Unicode: 'iris\ud800')"
+    else:
+        _rewritten(iris_checkpoint, bad, arrays_change=lambda a: a.update(
+            {"data/classes": np.array(["setosa", "\ud800", "virginica"])}))
+        says = r"has a class name that is not valid Unicode ('\ud800')"
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        load_checkpoint(bad)
+    np.savetxt(tmp_path / "x.csv", np.ones((2, 4)), delimiter=",", header="a,b,c,d",
+               comments="")
+    for args in (("info", "--checkpoint", bad), ("evaluate", "--checkpoint", bad),
+                 ("predict", "--checkpoint", bad, "--input", tmp_path / "x.csv", "--output",
+                  tmp_path / "p.csv")):
+        assert says in _main_one_line(capsys, *args)
+    assert not (tmp_path / "p.csv").exists()
