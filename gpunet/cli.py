@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a checkpoint of gpunet train or a saved estimator")
     r.add_argument("--input", required=True, metavar="FILE", type=_path,
                    help=".csv (header row) or .npy")
-    r.add_argument("--output", required=True, metavar="FILE", type=_path, help=".csv or .npy")
+    r.add_argument("--output", required=True, metavar="FILE", type=_path,
+                   help=".csv or .npy (/dev/stdout or a pipe: the CSV)")
     r.add_argument("--unseen-category", choices=("error", "none"), default="error",
                    help="a CSV cell of a category the model never saw: an error (default), or "
                         "none, encoded as no category (as a missing one), with a notice")
@@ -1025,10 +1026,15 @@ def cmd_predict(args) -> int:
     from .data import read_columns, read_features, target_columns
     from .errors import ConfigError
 
+    from .checkpoint import _written_in_place
+
     out = str(args.output)
     kind = os.path.splitext(out)[1].lower()  # (.CSV as .csv)
+    if kind not in (".csv", ".npy") and _written_in_place(out) is not None:
+        kind = ".csv"  # (/dev/stdout, a pipe: the CSV, written into it)
     if kind not in (".csv", ".npy"):
-        raise ConfigError(f"--output must end in .csv or .npy, got {out!r}")
+        raise ConfigError(f"--output must end in .csv or .npy (or be /dev/stdout, a pipe), "
+                          f"got {out!r}")
     keep = list(dict.fromkeys(args.keep or ()))
     if keep and not (kind == ".csv" and str(args.input).lower().endswith(".csv")):
         raise ConfigError("--keep copies columns of a .csv input into a .csv output")

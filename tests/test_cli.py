@@ -334,6 +334,28 @@ def test_a_diverged_or_interrupted_run_writes_its_metrics_and_plot_so_far(tmp_pa
     assert png.exists()
 
 
+def test_predict_writes_its_csv_to_standard_output(tmp_path):
+    """predict --output /dev/stdout (or a pipe) writes the CSV there: the name has no .csv to
+    go by, and writing through a temporary file renamed over it replaced what the shell
+    redirected stdout to."""
+    import subprocess
+    import sys
+
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--backend",
+                 "numpy", "--save", str(ck)]) == 0
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(5, 4)))
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "p.csv"), "--backend", "numpy"]) == 0
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    with open(log, "a") as f:
+        subprocess.run([sys.executable, "-m", "gpunet.cli", "predict", "--checkpoint", str(ck),
+                        "--input", str(tmp_path / "x.npy"), "--output", "/dev/stdout",
+                        "--backend", "numpy"], stdout=f, check=True, cwd=tmp_path)
+    assert log.read_text() == "earlier line\n" + (tmp_path / "p.csv").read_text()
+
+
 def test_outputs_that_overflow_are_refused_by_predict_and_evaluate(tmp_path, capsys):
     """Weights of 3e38 (finite, so the checkpoint loads) overflow float32: predict wrote NaN
     probabilities labelled as the first class and evaluate a NaN loss, both with exit 0."""
