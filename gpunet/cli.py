@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .schedules import SCHEDULES
 
     p = argparse.ArgumentParser(
-        prog="gpunet", description="Train MLPs with hand-derived backward passes on NumPy or CuPy."
-    )
+        prog="gpunet", description="Train MLPs with hand-derived backward passes on NumPy or CuPy.",
+        epilog="Environment: GPUNET_BACKEND (numpy, cupy or auto) picks the backend; "
+               "GPUNET_LOG_LEVEL=error silences gpunet's notices (in worker processes too).")
     p.add_argument("--version", action="version", version=f"gpunet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -207,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run saved in this checkpoint up to --epochs, writing "
                         "its checkpoints to this file unless --save names another")
     t.add_argument("--metrics-json", metavar="PATH", type=_path,
-                   help="write the final metrics as JSON")
+                   help="write the final metrics as JSON, with the per-epoch history and "
+                        "weights_epoch (the epoch whose weights the run ends with); a run that "
+                        "diverges or is interrupted writes the epochs done (and --plot)")
     t.add_argument("--report", action="store_true",
                    help="also report on the test split: each class's precision, recall, F1 "
                         "and the confusion matrix, or each target's MAE, RMSE and R2")
@@ -954,12 +957,15 @@ def cmd_evaluate(args) -> int:
     weight = _class_weighted(ckpt, y) if task == "classification" else None
     if w_rows is not None:  # the weight column, times the class weights
         weight = w_rows if weight is None else weight * w_rows
-    m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn, task,
-                target=ckpt.target_standardizer if task == "regression" else None,
-                weight=weight)
-    if len(x) and not math.isfinite(float(m["loss"])):  # (finite inputs: outputs overflow)
-        _check_finite_outputs(model, model.predict(x, batch_size=4096), x, args.checkpoint,
-                              spec.dataset)
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow: said below)
+        m = metrics(model, x, prepare_targets(y, task, loss_fn, model.sizes[-1]), loss_fn,
+                    task, target=ckpt.target_standardizer if task == "regression" else None,
+                    weight=weight)
+        if len(x) and not math.isfinite(float(m["loss"])):  # (finite inputs: they overflow)
+            _check_finite_outputs(model, model.predict(x, batch_size=4096), x,
+                                  args.checkpoint, spec.dataset)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
               "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch}
     if ckpt.group("best"):  # early stopping kept an earlier epoch's weights: those are these
@@ -1077,7 +1083,8 @@ def cmd_predict(args) -> int:
                              f"expects {len(ckpt.standardizer.mean)}")
         x = ckpt.standardizer(x, dtype=model.dtype)
     backend = model.backend
-    y_hat = model.predict(x, batch_size=4096)
+    with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow: said below)
+        y_hat = model.predict(x, batch_size=4096)
     _check_finite_outputs(model, y_hat, x, args.checkpoint, args.input)
     text = None  # text class labels: the CSV's first column
     labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)

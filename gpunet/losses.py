@@ -233,7 +233,8 @@ class BCELoss(Loss):
     J = -scale * sum [y log p + (1 - y) log(1 - p)], each log clamped at -100 as PyTorch does;
     dJ/dp = scale * (p - y) / max(p (1 - p), 1e-12), PyTorch's guarded form of its derivative:
     the derivative of J itself where p (1 - p) > 1e-12, but not beyond, where p is within
-    about 1e-12 of 0 or 1 (after a sigmoid, |z| past about 27 in float64 or 17 in float32):
+    about 1e-12 of 0 or 1 (after a sigmoid, |z| past about 27 in float64, or z past 17 in
+    float32, where 1 - p rounds to 0 first):
     there it is PyTorch's number, not the slope of J, and the chain through the sigmoid
     no longer gives sigmoid(z) - y. Saturated logits train with BCEWithLogitsLoss, whose
     gradient is exact for any z.

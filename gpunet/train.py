@@ -323,7 +323,12 @@ def machine_fingerprint(backend) -> dict:
     with contextlib.suppress(Exception):  # (threadpoolctl: scikit-learn's dependency)
         from threadpoolctl import threadpool_info
 
-        blas = next(d for d in threadpool_info() if d.get("user_api") == "blas")
+        # NumPy's own (its wheel's libs sit beside it, numpy.libs); SciPy's, loaded too, may
+        # come first in the list
+        found_blas = sorted((d for d in threadpool_info() if d.get("user_api") == "blas"),
+                            key=lambda d: ("numpy" not in os.path.basename(os.path.dirname(
+                                str(d.get("filepath", "")))), str(d.get("filepath", ""))))
+        blas = found_blas[0]
         found["blas"] = " ".join(str(blas.get(k)) for k in ("internal_api", "version",
                                                                "architecture") if blas.get(k))
         found["blas_threads"] = int(blas["num_threads"])

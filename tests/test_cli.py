@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -376,7 +377,8 @@ def test_outputs_that_overflow_are_refused_by_predict_and_evaluate(tmp_path, cap
     save_checkpoint(ck, model, None, epoch=loaded.epoch, standardizer=loaded.standardizer,
                     extra=loaded.extra)
     capsys.readouterr()
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (one line: no NumPy overflow warnings before it)
         assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
                      "--output", str(out), "--backend", "numpy"]) == 1
         err = capsys.readouterr().err

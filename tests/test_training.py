@@ -90,6 +90,25 @@ def test_a_resume_on_another_setup_says_it_may_not_end_as_the_unbroken_run(tmp_p
             "away from an unbroken run's weights") in said(caplog)
 
 
+def test_the_recorded_blas_is_numpys_whatever_else_is_loaded(monkeypatch):
+    """SciPy loads an OpenBLAS of its own, listed in either order: the setup recorded was
+    whichever came first, and a resume on the same machine could say it moved."""
+    import threadpoolctl
+
+    from gpunet.train import machine_fingerprint
+
+    site = "/env/lib/python3.12/site-packages"
+    numpy_blas = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.31",
+                  "architecture": "Haswell", "num_threads": 2,
+                  "filepath": f"{site}/numpy.libs/libscipy_openblas64_-a.so"}
+    scipy_blas = {**numpy_blas, "version": "0.3.30", "num_threads": 4,
+                  "filepath": f"{site}/scipy.libs/libscipy_openblas-b.so"}
+    for listed in ([numpy_blas, scipy_blas], [scipy_blas, numpy_blas]):
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: listed)
+        found = machine_fingerprint(gn.get_backend("numpy"))
+        assert (found["blas"], found["blas_threads"]) == ("openblas 0.3.31 Haswell", 2)
+
+
 def test_resume_loads_the_runs_weights_into_a_model_built_as_before(tmp_path):
     """fit(resume=path) on a model built afresh, as for the original run: it takes the run's
     weights (not only its optimiser state), so the run ends as an unbroken one; a model of
