@@ -1305,6 +1305,8 @@ def _all_numbers(path, width, skip=()):
         return None
     if data.shape[0] == 0 or data.shape[1] != width or not np.isfinite(data).all():
         return None
+    if skip and _has_quote(path):  # NumPy takes quoting Python's strict reader refuses
+        return None  # ("bad"quote, which ends a cell of numbers row by row, said there)
     # the pieces of content.split(b"\n"), streamed: count them, and whether one before the
     # last is blank (the last, blank, is the final newline's and is left out)
     count, blank, prev, ends_in_newline = 0, False, None, True
@@ -1323,6 +1325,12 @@ def _all_numbers(path, width, skip=()):
     if count - 1 != data.shape[0] or blank:
         return None  # a blank line: rows and lines no longer count alike
     return data
+
+
+def _has_quote(path) -> bool:
+    """Whether the file holds a double quote (read in blocks)."""
+    with open(path, "rb") as f:
+        return any(b'"' in block for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def _zero(cell):
@@ -2006,20 +2014,26 @@ def _check_inflated_size(path, key, member) -> None:
 
 
 def _memory_available() -> int | None:
-    """The bytes of memory this process may still take, as far as it can tell: the system's
-    available memory (Linux's MemAvailable), within a container's limit (cgroup v2) and what
-    is left under a limit on its address space (``ulimit -v``); None where none is known."""
+    """The bytes of memory this process may still take, as far as it can tell, counting what
+    can be freed for it: the system's available memory (Linux's MemAvailable, which counts
+    the page cache it can drop) and free swap, within a container's limit (cgroup v2: its
+    usage less its file pages, the cache a read of the dataset itself fills) and what is left
+    under a limit on its address space (``ulimit -v``); None where none is known."""
     known = []
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/meminfo") as f:
-            known += [int(line.split()[1]) * 1024 for line in f
-                      if line.startswith("MemAvailable:")]
-    with contextlib.suppress(OSError, ValueError):
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f
+                    if line.startswith(("MemAvailable:", "SwapFree:"))}
+        if "MemAvailable" in info:
+            known.append(info["MemAvailable"] + info.get("SwapFree", 0))
+    with contextlib.suppress(OSError, ValueError, IndexError, KeyError):
         with open("/sys/fs/cgroup/memory.max") as f, \
                 open("/sys/fs/cgroup/memory.current") as g:
-            limit = f.read().strip()
-            if limit != "max":
-                known.append(max(int(limit) - int(g.read()), 0))
+            limit, current = f.read().strip(), int(g.read())
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.stat") as f:
+                stat = {line.split()[0]: int(line.split()[1]) for line in f if line.strip()}
+            known.append(max(int(limit) - (current - stat.get("file", 0)), 0))
     with contextlib.suppress(ImportError, OSError, ValueError, IndexError):
         import resource
 

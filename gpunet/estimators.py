@@ -446,13 +446,22 @@ class _GpunetMLP(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         model = self.model_  # (as_inputs refuses values beyond the model's dtype)
         parts = []
-        for i in range(0, max(len(X), 1), PREDICT_BATCH):  # standardise and cast by batches
-            part = X[i:i + PREDICT_BATCH]
-            if self.standardizer_ is not None:
-                part = self.standardizer_(part)
-            parts.append(model.backend.to_host(model.predict(as_inputs(model, part, "X")))
-                         .astype(np.float64))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow: below)
+            for i in range(0, max(len(X), 1), PREDICT_BATCH):  # standardise, cast by batches
+                part = X[i:i + PREDICT_BATCH]
+                if self.standardizer_ is not None:
+                    part = self.standardizer_(part)
+                parts.append(model.backend.to_host(model.predict(as_inputs(model, part, "X")))
+                             .astype(np.float64))
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        bad = int(np.count_nonzero(~np.isfinite(out).all(axis=1))) if out.ndim == 2 else 0
+        if bad:  # (the command line refuses them; here they come back NaN, as NumPy's would)
+            warnings.warn(f"{type(self).__name__}: the network's outputs are not finite (they "
+                          f"overflow {model.dtype}) for {bad} of {len(out)} rows: their "
+                          "predictions are NaN or meaningless (weights that overflow, or "
+                          "inputs far outside the training data's range?)", RuntimeWarning,
+                          stacklevel=_caller_level())
+        return out
 
     # -- scikit-learn's MLP attributes, read off the fitted network ---------------------------
 
@@ -515,8 +524,9 @@ class _GpunetMLP(BaseEstimator):
         """The validation score (as ``validation_scores_``) of the epoch whose weights the
         estimator holds, as scikit-learn's MLP reports its kept model's: with ``patience``
         that of ``best_epoch_`` (the best by ``monitor``, which need not be the highest
-        score), else the last epoch's; None without validation rows (or where a Ctrl-C
-        stopped within an epoch)."""
+        score), else the last epoch's; None without validation rows, where a Ctrl-C
+        stopped within an epoch, or where the weights are a ``partial_fit``'s (which holds no
+        rows out: its epochs have no validation score)."""
         if self.validation_scores_ is None:
             return None
         key = "val_accuracy" if self._task == "classification" else "val_r2"
@@ -713,6 +723,18 @@ def _model_here(build, name, how, backend, stacklevel):
                       "(set_params(backend=...) before fitting it again)",
                       RuntimeWarning, stacklevel=stacklevel)
         return build("numpy")
+
+
+def _caller_level() -> int:
+    """warnings.warn's stacklevel, from its caller here, of the first frame outside gpunet:
+    the user's line, through however many of the estimator's own calls (and scikit-learn's
+    wrappers around them)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2  # (the frame that calls warnings.warn)
+    while frame is not None and (os.path.abspath(frame.f_code.co_filename).startswith(here)
+                                 or "sklearn" in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _warn_constant_columns(X, name) -> None:

@@ -171,8 +171,11 @@ def _near_kinks(model, x, eps) -> int:
     """How many cached relu / leaky_relu pre-activations of the analytic pass lie within
     KINK_STEPS eps max(1, |x|, |params|) of 0."""
     backend = model.backend
-    scale = max([1.0, float(backend.xp.abs(x).max(initial=0.0))]
-                + [float(backend.xp.abs(p).max(initial=0.0)) for p in model.params.values()])
+
+    def largest(a):  # (CuPy's max takes no initial=)
+        return float(backend.xp.abs(a).max()) if a.size else 0.0
+
+    scale = max([1.0, largest(x)] + [largest(p) for p in model.params.values()])
     zone = KINK_STEPS * eps * scale
     count = 0
     for layer in getattr(model, "layers", ()):

@@ -50,24 +50,29 @@ ONE_OUTPUT = (": over a single output cross-entropy is 0 whatever the logit (the
               "value is 1): give the model one output per class (2 for two classes), or train "
               "one logit with BCEWithLogitsLoss")
 
-_last_output = None  # a weak reference to the y_hat of the last training pass (MLP.forward)
+_models = weakref.WeakSet()  # the models alive, whose last training pass's output a loss knows
 
 
-def note_output(y_hat) -> None:
-    """Remember ``y_hat`` as the last training pass's output, so that a loss given it as its
-    target (the arguments swapped, as ``gpunet.twolayer``'s losses take them: (y, y_hat))
-    says so instead of training uphill."""
-    global _last_output
-    try:
-        _last_output = weakref.ref(y_hat)
-    except TypeError:  # (an array type without weak references: no check)
-        _last_output = None
+def note_model(model) -> None:
+    """Let losses know ``model``'s training outputs (its cache's last layer's), so that a loss
+    given one as its target, and as its y_hat no model's, says the arguments are swapped (as
+    ``gpunet.twolayer``'s losses take them: (y, y_hat)) instead of training uphill."""
+    _models.add(model)
+
+
+def _trained_output(a) -> bool:
+    """Whether ``a`` is the output of a model's last training pass (its cache's)."""
+    for model in list(_models):
+        layers = getattr(model, "layers", None)
+        if getattr(model, "_cached", False) and layers and layers[-1].y is a:
+            return True
+    return False
 
 
 def _swapped(y_hat, y) -> bool:
-    """Whether y, not y_hat, is the output of the last training pass."""
-    last = _last_output() if _last_output is not None else None
-    return last is not None and y is last and y_hat is not last
+    """Whether y, not y_hat, is a model's training output (a student's output against a
+    teacher's training output, both models', is no swap)."""
+    return y is not None and _trained_output(y) and not _trained_output(y_hat)
 
 
 class Loss:
@@ -77,7 +82,8 @@ class Loss:
     name = "loss"
 
     def __new__(cls, *args, **kwargs):
-        if any(hasattr(a, "shape") for a in args):  # gn.MSELoss(y_hat, y), as F.mse_loss
+        if any(getattr(a, "ndim", 0) for a in args):  # gn.MSELoss(y_hat, y), as F.mse_loss
+            # (arrays; NumPy scalars, 0-d, are options: HuberLoss("mean", np.float64(2)))
             raise ConfigError(f"{cls.__name__}(...) takes its options; build the loss, then "
                               f"call it: {cls.__name__}()(y_hat, y)")
         return super().__new__(cls)

@@ -103,6 +103,16 @@ def test_a_loss_given_the_models_output_as_its_target_says_the_arguments_are_swa
         gn.MSELoss()(y, out)
     other = model.forward(x)  # a later training pass: out is no longer the last output
     gn.MSELoss()(other, out)  # (a target from an earlier pass: taken)
+    # distillation, mutual learning: a model's output against another's training output
+    teacher = gn.MLP([3, 4, 2], backend="numpy", seed=1)
+    student_out, teacher_out = model(x), teacher(x)
+    value, grad = gn.MSELoss()(student_out, teacher_out)
+    np.testing.assert_allclose(grad, 2 * (student_out - teacher_out) / student_out.size,
+                               rtol=1e-6)
+    gn.MSELoss()(teacher_out, student_out)  # (either way round: both are models' outputs)
+    with pytest.raises(gn.ConfigError, match="swapped"):
+        gn.MSELoss()(y, teacher_out)
+    gn.HuberLoss("mean", np.float64(2.0))  # (a NumPy scalar option is no array)
 
 
 def test_inputs_shaped_as_the_seeds_columns_get_the_transpose():

@@ -604,6 +604,23 @@ def test_load_refuses_saved_parameters_of_the_wrong_kind(tmp_path, name, value, 
         MLPClassifier.load(path)
 
 
+def test_outputs_that_overflow_are_said_by_predict(recwarn):
+    """Weights of 3e38 (finite) overflow float32: predict gave [0 0 0] and predict_proba NaN
+    without a word, where gpunet predict refuses such a model."""
+    x, y = make_classification(40, 4, random_state=5)
+    clf = MLPClassifier(hidden=(8,), epochs=1, backend="numpy").fit(x, y)
+    clf.predict(x)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    for k in ("W1", "W2"):
+        w = clf.model_.params[k]
+        w[...] = np.where(w > 0, 3e38, -3e38)
+    with pytest.warns(RuntimeWarning, match=r"MLPClassifier: the network's outputs are not "
+                                            r"finite \(they overflow float32\) for \d+ of 40 "
+                                            r"rows") as caught:
+        proba = clf.predict_proba(x)
+    assert np.isnan(proba).any() and caught[0].filename == __file__
+
+
 def test_the_command_line_predicts_with_a_saved_classifier(tmp_path):
     from gpunet.cli import main
 

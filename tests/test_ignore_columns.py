@@ -194,7 +194,7 @@ def test_a_numeric_file_with_an_ignored_text_column_takes_numpys_parser(tmp_path
     n = 50
     a, b = rng.normal(size=n).round(5), rng.uniform(-1e6, 1e6, n)
     y = rng.integers(0, 3, n)
-    ids = [f'P,{i}' if i % 7 else "" for i in range(n)]  # quoted commas, empty cells
+    ids = [f"P{i}" if i % 7 else "" for i in range(n)]  # text, empty cells
     full = write(tmp_path / "full.csv", [a, ids, b, y], ["a", "id", "b", "y"])
     plain = write(tmp_path / "plain.csv", [a, b, y], ["a", "b", "y"])
     expected = data_module._read_csv(plain, "y")
@@ -212,6 +212,15 @@ def test_a_numeric_file_with_an_ignored_text_column_takes_numpys_parser(tmp_path
         f.write("1,z,2\n")  # a short row: the row path names it, as before
     with pytest.raises(AssertionError, match="row-by-row"):
         data_module._read_csv(str(tmp_path / "short.csv"), "y", ignore=("id",))
+    # a quote anywhere: row by row, where Python's strict reader refuses what NumPy's lenient
+    # one takes apart ("bad"quote), as it does without --ignore
+    with open(tmp_path / "quoted.csv", "w") as f:
+        f.write('a,id,b,y\n1.5,"P,1",2,0\n2.5,"bad"quote,3,1\n')
+    with pytest.raises(AssertionError, match="row-by-row"):
+        data_module._read_csv(str(tmp_path / "quoted.csv"), "y", ignore=("id",))
+    monkeypatch.undo()
+    with pytest.raises(gn.DataError, match=r"line 3: malformed quoting"):
+        data_module._read_csv(str(tmp_path / "quoted.csv"), "y", ignore=("id",))
 
 
 def test_resume_refuses_another_ignore(tmp_path, capsys):

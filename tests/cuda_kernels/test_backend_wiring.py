@@ -177,12 +177,12 @@ def test_a_refused_ptx_loads_numbas_cubin_and_computes_the_same():
 
     from gpunet.kernels import cuda_ops
 
-    class PickyModule:  # a driver that takes no PTX (a C string, as cuModuleLoadData reads)
+    class PickyModule:  # a driver that takes no PTX, only the cubin (an ELF file)
         def __init__(self):
             self.module = cupy.cuda.function.Module()
 
         def load(self, code):
-            if code.endswith(b"\0"):
+            if not bytes(code[:4]) == b"\x7fELF":
                 raise RuntimeError("CUDA_ERROR_UNSUPPORTED_PTX_VERSION (the test's driver)")
             self.module.load(code)
 
