@@ -980,8 +980,11 @@ def cmd_evaluate(args) -> int:
 
         names = _report_names(ckpt.classes, bool(ckpt.extra.get("multilabel")), spec, task,
                               model.sizes[-1], names)
-        report = evaluation_report(model, x, y, task, names=names,
-                                   n_classes=n_classes if task == "classification" else None,
+        classes = None  # (the model's: a file of some of them names the others alike)
+        if task == "classification" and not ckpt.extra.get("multilabel"):
+            classes = len(ckpt.classes) if ckpt.classes is not None else \
+                max(model.sizes[-1], 2)
+        report = evaluation_report(model, x, y, task, names=names, n_classes=classes,
                                    target=ckpt.target_standardizer
                                    if task == "regression" else None)
         print("\n" + report.pop("text"), end="")

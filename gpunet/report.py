@@ -19,10 +19,13 @@ def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=N
     ``y``: class labels 0..k-1 (n,), multilabel targets (n, labels) of 0/1, or regression
     targets (standardised with ``target``, a Standardizer, where the model was trained so).
     ``names``: the classes', labels' or targets' names (default 0..k-1, or "target j").
-    ``n_classes``: how many classes the data has (default: one an output); a model with more
-    outputs reports those it predicts as "output j" classes of no support.
+    ``n_classes``: how many classes the model has (default: one an output); a model with more
+    outputs reports those it predicts as "output j" classes of no support. A class neither in
+    y nor predicted is left out of the rows, the averages and the matrix, as scikit-learn's
+    report leaves it, and named under ``"absent"``.
     Classification: ``{"classes": scikit-learn's classification_report as a dict,
-    "confusion": counts[true][predicted]`` (not for multilabel), ``"text"}``; regression:
+    "confusion": counts[true][predicted]`` and ``"confusion_classes"``, its rows' names (not
+    for multilabel), ``"text"}``; regression:
     ``{"targets": {name: {"mae", "rmse", "r2"}}, "text"}``.
     """
     from sklearn import metrics
@@ -33,20 +36,35 @@ def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=N
         y = _labels(y)
         multilabel = y.ndim == 2
         predicted = backend.to_host(predicted_classes(model, y_hat, multilabel))
+        absent = []
         if multilabel:
             labels = list(range(y.shape[1]))
         else:
             k = n_classes or (len(names) if names is not None else max(model.sizes[-1], 2))
             labels = list(range(k)) + sorted(set(np.unique(predicted).tolist()) - set(range(k)))
-        names = [str(names[j]) if names is not None and j < len(names) else
-                 str(j) if names is None and j < (n_classes or len(labels)) else f"output {j}"
-                 for j in labels]
+            # a class neither in the labels nor predicted is left out, as scikit-learn's
+            # report leaves it (its zeros pulled the macro average down), and named below
+            present = set(np.unique(y).tolist()) | set(np.unique(predicted).tolist())
+            absent = [j for j in labels if j not in present]
+            labels = [j for j in labels if j in present]
+        def name(j):
+            return str(names[j]) if names is not None and j < len(names) else \
+                str(j) if names is None and j < (n_classes or len(labels)) else f"output {j}"
+
+        absent = [name(j) for j in absent]
+        names = [name(j) for j in labels]
         kw = {"labels": labels, "target_names": names, "zero_division": 0}
         out = {"classes": metrics.classification_report(y, predicted, output_dict=True, **kw)}
         text = metrics.classification_report(y, predicted, digits=4, **kw)
+        if absent:
+            out["absent"] = absent
+            text += (f"\nnot in these rows nor predicted, so left out (as scikit-learn leaves "
+                     f"them): {', '.join(absent[:20])}"
+                     + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "") + "\n")
         if not multilabel:
             counts = metrics.confusion_matrix(y, predicted, labels=labels)
             out["confusion"] = counts.tolist()
+            out["confusion_classes"] = names
             text += "\nconfusion matrix (rows: true class, columns: predicted)\n" \
                 + _table([""] + names, [[n, *row] for n, row in zip(names, counts)])
         out["text"] = text

@@ -212,3 +212,39 @@ def test_train_reports_the_test_split_as_evaluate_does(tmp_path, capsys, dataset
     assert main(["train", "--resume", str(run), "--epochs", "4", "--report", "--quiet",
                  "--backend", "numpy"]) == 0
     assert first in capsys.readouterr().out
+
+
+def test_absent_classes_are_left_out_as_scikit_learn_leaves_them(tmp_path, capsys):
+    """Labels 1 and 2 train outputs 0..2: class 0, never in the rows nor predicted, counted as
+    zeros in the macro average (0.66 where scikit-learn's report says 0.98). evaluate on a
+    file of some of the classes named the others "output j" by that file's largest label."""
+    from sklearn.metrics import classification_report
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 3))
+    y = 1 + (x[:, 0] + 0.3 * x[:, 1] > 0).astype(int)  # classes 1 and 2 (as 1.0 / 2.0 cells)
+    data = tmp_path / "d.csv"
+    _write_csv(data, ["a", "b", "c", "y"], [[*(f"{v:.6f}" for v in r), f"{t:.1f}"]
+                                             for r, t in zip(x, y)])
+    run = tmp_path / "run.npz"
+    assert main(["train", "--dataset", str(data), "--target", "y", "--epochs", "5",
+                 "--save", str(run), "--backend", "numpy", "--quiet"]) == 0
+    got, printed, header, rows = _evaluate_and_predict(tmp_path, capsys, run, data)
+    predicted = np.array([int(float(r[0])) for r in rows])
+    assert 0 not in predicted  # (the case in point: class 0 has no row and no prediction)
+    want = classification_report(y, predicted, output_dict=True, zero_division=0)
+    report = got["report"]
+    for avg in ("macro avg", "weighted avg"):
+        for k in ("precision", "recall", "f1-score"):
+            assert report["classes"][avg][k] == pytest.approx(want[avg][k], rel=1e-12)
+    assert report["absent"] == ["0"] and "0" not in report["classes"]
+    assert report["confusion_classes"] == ["1", "2"]
+    assert "left out (as scikit-learn leaves them): 0" in printed
+    # a file of class 1 only: class 2 keeps its name (it was "output 2")
+    ones = tmp_path / "ones.csv"
+    _write_csv(ones, ["a", "b", "c", "y"], [[*(f"{v:.6f}" for v in r), "1.0"]
+                                             for r, t in zip(x, y) if t == 1])
+    got, printed, header, rows = _evaluate_and_predict(tmp_path, capsys, run, ones)
+    assert "output" not in printed
+    assert set(got["report"]["classes"]) - {"accuracy", "macro avg", "weighted avg"} \
+        <= {"1", "2"}
