@@ -1055,6 +1055,21 @@ def _split_indices(y, task, spec: DataSpec, src: _Source) -> dict:
             pool, test = _hold_out(pool, math.ceil(tf * n), y, task, spec.seed)
         n_val = math.ceil(vf * n)
     train, val = _hold_out(pool, n_val, y, task, spec.seed) if n_val else (pool, np.arange(0))
+    if task == "classification" and np.ndim(y) == 1 and len(train):
+        kept = np.unique(y[train])
+        if len(kept) < 2:  # (a class too small to stratify on fell wholly out of them)
+            others = np.setdiff1d(np.unique(y), kept)
+            raise DataError(f"{src.where}: the training rows hold one class only (label "
+                            f"{kept[0]}): the {int(np.isin(y, others).sum())} row(s) "
+                            f"of the other class(es) fell in the validation and test rows, too "
+                            f"few to stratify on; give more rows of them, or another seed "
+                            f"(the split is seeded)")
+        missing = np.setdiff1d(np.unique(y), kept)
+        if len(missing):
+            notice(f"{src.where}: {len(missing)} class(es) have no training rows (their few "
+                   f"rows fell in the validation or test split), so the model cannot learn "
+                   f"them: labels {', '.join(map(str, missing[:10].tolist()))}"
+                   + (", ..." if len(missing) > 10 else ""))
     return {"train": train, "val": val, "test": test}
 
 

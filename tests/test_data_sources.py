@@ -1213,3 +1213,40 @@ def test_an_npz_dataset_too_large_for_memory_says_so_not_batch_size(tmp_path, ma
     assert run.returncode == 1, run.stderr
     assert err[-1].startswith(f"gpunet: error: {path}") and re.search(message, err[-1]), err
     assert "batch-size" not in run.stderr
+
+
+def test_a_training_split_of_one_class_is_refused_and_missing_classes_said(tmp_path, caplog):
+    """One positive row in 1000, fallen in the validation or test rows: the run trained a
+    one-class model and reported a test accuracy of 1.0 (the estimators, and scikit-learn,
+    refuse one class). Classes of the whole file absent from the training rows are said."""
+    from conftest import said
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1000, 3)), np.zeros(1000, dtype=int)
+    y[5] = 1
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    spec = dict(target=str(tmp_path / "y.npy"), val_fraction=0.1, test_fraction=0.2)
+    outcomes = set()
+    for seed in range(8):  # (the lone row lands in the training rows for some seeds)
+        try:
+            data = load_data(DataSpec(str(tmp_path / "x.npy"), seed=seed, **spec))
+            assert set(np.unique(data.y_train)) == {0, 1}
+            outcomes.add("trained")
+        except gn.DataError as e:
+            assert "the training rows hold one class only (label 0): the 1 row(s) of the " \
+                "other class(es) fell in the validation and test rows" in str(e)
+            outcomes.add("refused")
+    assert outcomes == {"trained", "refused"}
+    y3 = rng.integers(0, 2, 1000)
+    y3[7] = 2  # a third class of one row
+    np.save(tmp_path / "y.npy", y3)
+    for seed in range(8):
+        caplog.clear()
+        data = load_data(DataSpec(str(tmp_path / "x.npy"), seed=seed, **spec))
+        if 2 not in data.y_train:
+            assert "1 class(es) have no training rows" in said(caplog) and "labels 2" in \
+                said(caplog)
+            break
+    else:
+        raise AssertionError("the third class was in the training rows for every seed")
