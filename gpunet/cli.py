@@ -641,12 +641,24 @@ def cmd_train(args, comm=None) -> int:
             and not data.multilabel and _file_source(data.spec):  # (a named set has its own)
         detail = ""
         if data.task == "classification":
-            n, low = data.n_classes, int(np.min(data.y_train)) if len(data.y_train) else 0
-            unused = "" if low == 0 else ", output 0 unused" if low == 1 else \
-                f", outputs 0..{low - 1} unused"
+            seen = np.unique(np.concatenate([data.y_train, data.y_val, data.y_test]))
+            n, low = data.n_classes, int(seen[0]) if len(seen) else 0
+            gaps = [k for k in range(n) if k not in set(seen.tolist())]
+            unused = "" if not gaps else (
+                f", output{'s' if len(gaps) > 1 else ''} "
+                + (f"0..{low - 1}" if gaps == list(range(low)) and low > 1 else
+                   ", ".join(map(str, gaps[:8])) + (", ..." if len(gaps) > 8 else ""))
+                + " unused")
             detail = (f" (whole numbers {low}..{n - 1}: {n} classes{unused}"
-                      + (": label k is output k" if low else "")
+                      + (": label k is output k" if gaps else "")
                       + "; --task regression fits them as values)")
+        elif len(data.y_train) and np.size(data.y_train) == len(data.y_train):  # one target
+            whole = data.y_train.reshape(-1, 1)
+            if data.target_standardizer is not None:
+                whole = data.target_standardizer.inverse(whole)
+            if np.all(np.abs(whole - np.round(whole)) < 1e-6) and np.min(whole) >= 0:
+                detail = " (whole numbers past 99: values; --task classification takes them " \
+                         "as classes)"
         say(f"gpunet: task {data.task}, read off the targets{detail}")
     if any(e["name"] == "" for e in data.features or ()) and (comm is None or comm.is_root):
         print("gpunet: warning: a feature column has no name (a row index, as pandas' to_csv "

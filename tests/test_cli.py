@@ -1004,11 +1004,15 @@ def test_whole_number_targets_are_classes_only_from_0_to_99_and_train_says_which
         err = capsys.readouterr().err
         task = json.loads((tmp_path / "m.json").read_text())["task"]
         if name == "price":
-            assert task == "regression" and "gpunet: task regression, read off the targets" \
-                in err
+            assert task == "regression" and "gpunet: task regression, read off the targets " \
+                "(whole numbers past 99: values; --task classification takes them as " \
+                "classes)" in err
         else:
+            gaps = sorted(set(range(y.max() + 1)) - set(y.tolist()))
+            unused = f", output{'s' if len(gaps) > 1 else ''} " \
+                f"{', '.join(map(str, gaps))} unused: label k is output k" if gaps else ""
             assert task == "classification" and "gpunet: task classification, read off the " \
-                f"targets (whole numbers 0..{y.max()}: {y.max() + 1} classes; --task " \
+                f"targets (whole numbers 0..{y.max()}: {y.max() + 1} classes{unused}; --task " \
                 "regression fits them as values)" in err
     with open(path, "w") as f:  # labels 1..5: output 0 is there, and said to be unused
         f.write("a,b,c,y\n")
@@ -1018,6 +1022,13 @@ def test_whole_number_targets_are_classes_only_from_0_to_99_and_train_says_which
                  "--backend", "numpy"]) == 0
     assert "(whole numbers 1..5: 6 classes, output 0 unused: label k is output k; --task " \
         "regression fits them as values)" in capsys.readouterr().err
+    with open(path, "w") as f:  # labels 0, 5, 10: the gaps inside are said too
+        f.write("a,b,c,y\n")
+        f.writelines(f"{r[0]},{r[1]},{r[2]},{5 * (i % 3)}\n" for i, r in enumerate(x))
+    assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1",
+                 "--backend", "numpy"]) == 0
+    assert "(whole numbers 0..10: 11 classes, outputs 1, 2, 3, 4, 6, 7, 8, 9 unused: label k " \
+        "is output k;" in capsys.readouterr().err
     assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1", "--quiet",
                  "--monitor", "val_r2", "--patience", "2"]) == 1
     assert "(a data file's task is read off its targets unless given: --task regression" \
