@@ -1287,6 +1287,8 @@ def _describe_checkpoint(path) -> int:
             line += f", multilabel: {cfg['sizes'][-1]} labels, each 0 or 1"
         elif ckpt.classes is not None:
             line += f", {len(ckpt.classes)} classes: {', '.join(map(str, ckpt.classes))}"
+        elif task == "classification" and cfg["sizes"][-1] == 1:  # (one logit: two classes)
+            line += ", 2 classes (labels 0 and 1: one output, the probability of 1)"
         elif task == "classification":
             line += f", {cfg['sizes'][-1]} outputs (labels 0..{cfg['sizes'][-1] - 1})"
         print(line)

@@ -110,3 +110,13 @@ def test_the_splits_and_early_stopping_are_shown(tmp_path, capsys):
            f"{len(data.x_test)} test" in lines
     assert "early stopping: patience 2 on val_accuracy, min_delta 0.01; best epoch " \
            f"{state['best_epoch']}" in lines
+
+
+def test_a_binary_run_of_one_output_is_two_classes(tmp_path, capsys):
+    """A one-logit binary run (bce_logits) was described as "1 outputs (labels 0..0)"."""
+    ck = tmp_path / "b.npz"
+    assert main(["train", "--dataset", "breast_cancer", "--loss", "bce_logits", "--epochs", "1",
+                 "--quiet", "--backend", "numpy", "--save", str(ck)]) == 0
+    capsys.readouterr()
+    assert "task: classification, 2 classes (labels 0 and 1: one output, the probability of " \
+        "1)" in _info(capsys, ck)
