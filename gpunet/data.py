@@ -896,6 +896,10 @@ def _named_labels(spec: DataSpec, loss: str | None, src: _Source, classes):
         names, labels = np.unique(y, return_inverse=True)
     else:
         names = np.asarray(classes)
+        if names.dtype.kind == "b" and text:  # (an estimator's True/False, as a CSV writes them)
+            lowered = np.char.lower(np.char.strip(y.astype(str)))
+            if np.isin(lowered, ["true", "false"]).all():
+                y, text = lowered == "true", False
         if (names.dtype.kind in "US") != text:
             raise DataError(f"{src.where}: the targets are {'names' if text else 'numbers'}, "
                             f"but the model's classes are "

@@ -621,6 +621,25 @@ def test_outputs_that_overflow_are_said_by_predict(recwarn):
     assert np.isnan(proba).any() and caught[0].filename == __file__
 
 
+def test_evaluate_takes_a_csv_of_an_estimators_true_false_classes(tmp_path, capsys):
+    """An estimator fitted on bool labels, saved: its CSV (True/False cells, as pandas writes
+    them) was refused by evaluate ("the targets are names, but the model's classes are
+    numbers")."""
+    pd = pytest.importorskip("pandas")
+    from gpunet.cli import main
+
+    x, y = make_classification(120, 3, n_informative=2, n_redundant=0, random_state=7)
+    df = pd.DataFrame(x, columns=["a", "b", "c"])
+    clf = MLPClassifier(epochs=3, backend="numpy").fit(df, pd.Series(y == 1, name="y"))
+    clf.save(tmp_path / "m.npz")
+    df.assign(y=y == 1).to_csv(tmp_path / "d.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m.npz"), "--dataset",
+                 str(tmp_path / "d.csv"), "--backend", "numpy"]) == 0
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert float(printed["all_accuracy"]) == pytest.approx(clf.score(df, y == 1), abs=1e-6)
+
+
 def test_the_command_line_predicts_with_a_saved_classifier(tmp_path):
     from gpunet.cli import main
 
