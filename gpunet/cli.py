@@ -1124,7 +1124,8 @@ def cmd_predict(args) -> int:
         probs = backend.to_host(probs).astype(np.float64)
         labels = probs.argmax(axis=1)
         classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
-        header = ["label"] + ([f"p_{c}" for c in classes] if classes is not None
+        header = ["label"] + ([f"p_{c:.8g}" if isinstance(c, (float, np.floating)) else
+                               f"p_{c}" for c in classes] if classes is not None
                               else [f"p_{k}" for k in range(probs.shape[1])])
         if classes is not None:
             labels = classes[labels]

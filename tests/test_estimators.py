@@ -621,6 +621,20 @@ def test_outputs_that_overflow_are_said_by_predict(recwarn):
     assert np.isnan(proba).any() and caught[0].filename == __file__
 
 
+def test_predict_heads_float_classes_as_it_writes_their_labels(tmp_path):
+    """Classes 1.0 and 2.0: the labels were written 1, 2 under the header p_1.0, p_2.0."""
+    from gpunet.cli import main
+
+    x, y = make_classification(60, 3, n_informative=2, n_redundant=0, random_state=8)
+    MLPClassifier(epochs=1, backend="numpy").fit(x, y + 1.0).save(tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "p.csv")]) == 0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "label,p_1,p_2"
+    assert {line.split(",")[0] for line in lines[1:]} <= {"1", "2"}
+
+
 def test_evaluate_takes_a_csv_of_an_estimators_true_false_classes(tmp_path, capsys):
     """An estimator fitted on bool labels, saved: its CSV (True/False cells, as pandas writes
     them) was refused by evaluate ("the targets are names, but the model's classes are
