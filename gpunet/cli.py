@@ -1163,13 +1163,17 @@ def cmd_predict(args) -> int:
             # input_<name>, so that the two read apart
             writer.writerow([f"input_{k}" if k in header else k for k in keep] + header)
             line = None if fmt is None else ",".join(fmt)
-            for lo in range(0, len(table), PREDICT_CSV_ROWS):  # (a block of rows at a time:
-                part = table[lo:lo + PREDICT_CSV_ROWS].tolist()  # no text of them all held)
+            # a block of rows at a time (no text of them all held), of about PREDICT_CSV_CELLS
+            # cells: 65536 rows of 1000 class probabilities were 2 GB of Python floats
+            block = max(1, PREDICT_CSV_CELLS // max(table.shape[1] if table.ndim == 2 else 1,
+                                                    1))
+            for lo in range(0, len(table), block):
+                part = table[lo:lo + block].tolist()
                 rows = part if line is None else ((line % tuple(r)).split(",") for r in part)
                 if text is not None:  # (floats as csv writes them: their shortest repr)
-                    rows = ([str(c), *r] for c, r in zip(text[lo:lo + PREDICT_CSV_ROWS], rows))
+                    rows = ([str(c), *r] for c, r in zip(text[lo:lo + block], rows))
                 if kept is not None:
-                    rows = ([*k, *r] for k, r in zip(kept[lo:lo + PREDICT_CSV_ROWS], rows))
+                    rows = ([*k, *r] for k, r in zip(kept[lo:lo + block], rows))
                 writer.writerows(rows)
             stream.flush()
             stream.detach()  # (f stays open: atomic_write fsyncs it)
@@ -1179,8 +1183,9 @@ def cmd_predict(args) -> int:
     return 0
 
 
-#: rows of predictions turned into text at a time as predict writes a CSV
-PREDICT_CSV_ROWS = 65536
+#: cells of predictions (rows times columns) turned into text at a time as predict writes a
+#: CSV
+PREDICT_CSV_CELLS = 1 << 20
 
 
 def _probabilities(backend, how, logits):

@@ -256,15 +256,16 @@ def test_an_unnamed_index_column_is_pointed_out_and_ignored_by_its_empty_name(tm
 
 
 def test_predict_writes_its_csv_by_blocks_of_rows_the_same_bytes(tmp_path, monkeypatch):
-    """predict turns PREDICT_CSV_ROWS rows into text at a time (it held the whole table as
-    Python lists and one string, 2-3x the output): blocks of 7 rows, which cross the file's
-    rows at every place, give the bytes of one block, kept ids and text labels included."""
+    """predict turns about PREDICT_CSV_CELLS cells into text at a time (it held the whole
+    table as Python lists and one string, 2-3x the output): blocks of 7 rows (of 3 columns:
+    probabilities), which cross the file's rows at every place, give the bytes of one block,
+    kept ids and text labels included."""
     import gpunet.cli as cli
 
     full, _, _ = _trained(tmp_path)
     outputs = []
     for rows in (10**6, 7):
-        monkeypatch.setattr(cli, "PREDICT_CSV_ROWS", rows)
+        monkeypatch.setattr(cli, "PREDICT_CSV_CELLS", 3 * rows)
         out = tmp_path / f"p{rows}.csv"
         assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input", full,
                      "--output", str(out), "--keep", "id"]) == 0
