@@ -439,29 +439,36 @@ class _GpunetMLP(BaseEstimator):
         return self._train(model, data, optimizer, schedule, 1, seed, patience=None,
                            extend=not first, step_cache=self.__dict__.setdefault("_steps", {}))
 
-    def _outputs(self, X) -> np.ndarray:
+    def _outputs(self, X, each=None) -> np.ndarray:
         """The model's outputs for X as float64 host values (standardised like the training
-        features first)."""
+        features first); with ``each``, ``each(block)`` of every block of them, joined (an
+        argmax, a log-softmax: the outputs of every row are never held at once)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         model = self.model_  # (as_inputs refuses values beyond the model's dtype)
-        parts = []
+        result, bad, rows = None, 0, 0
         with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow: below)
             for i in range(0, max(len(X), 1), PREDICT_BATCH):  # standardise, cast by batches
                 part = X[i:i + PREDICT_BATCH]
                 if self.standardizer_ is not None:
                     part = self.standardizer_(part)
-                parts.append(model.backend.to_host(model.predict(as_inputs(model, part, "X")))
-                             .astype(np.float64))
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        bad = int(np.count_nonzero(~np.isfinite(out).all(axis=1))) if out.ndim == 2 else 0
+                out = model.backend.to_host(model.predict(as_inputs(model, part, "X"))) \
+                    .astype(np.float64)
+                bad += int(np.count_nonzero(~np.isfinite(out).all(axis=1)))
+                rows += len(out)
+                out = out if each is None else each(out)
+                if result is None:  # (filled block by block: no list of them joined after)
+                    result = out if len(out) == len(X) else \
+                        np.empty((len(X), *out.shape[1:]), dtype=out.dtype)
+                if result is not out:
+                    result[i:i + len(out)] = out
         if bad:  # (the command line refuses them; here they come back NaN, as NumPy's would)
             warnings.warn(f"{type(self).__name__}: the network's outputs are not finite (they "
-                          f"overflow {model.dtype}) for {bad} of {len(out)} rows: their "
+                          f"overflow {model.dtype}) for {bad} of {rows} rows: their "
                           "predictions are NaN or meaningless (weights that overflow, or "
                           "inputs far outside the training data's range?)", RuntimeWarning,
                           stacklevel=_caller_level())
-        return out
+        return result
 
     # -- scikit-learn's MLP attributes, read off the fitted network ---------------------------
 
@@ -977,30 +984,33 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         """Class probabilities (samples, classes), columns in the order of ``classes_``; for
         multilabel targets each label's probability (samples, labels), each in [0, 1] on its
         own (a row's need not sum to 1)."""
-        return np.exp(self.predict_log_proba(X))
+        out = self.predict_log_proba(X)
+        return np.exp(out, out=out)  # (in place: one array of the result's size)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log of ``predict_proba``, computed from the logits without underflow."""
-        logits = self._outputs(X)
-        if self._multilabel:  # log sigmoid(z) = -log(1 + e^-z)
-            return -np.logaddexp(0.0, -logits)
-        logits -= logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        def log_proba(logits):  # (a block of rows at a time)
+            if self._multilabel:  # log sigmoid(z) = -log(1 + e^-z)
+                return -np.logaddexp(0.0, -logits)
+            logits -= logits.max(axis=1, keepdims=True)
+            return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+        return self._outputs(X, log_proba)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row, from ``classes_``; for multilabel targets the
         0/1 matrix (samples, labels): 1 where the label's logit is above 0 (its probability
         above 0.5), a SciPy CSR matrix where ``fit`` was given a sparse one (as scikit-learn's
         MLP)."""
-        outputs = self._outputs(X)  # (raises NotFittedError before classes_ does)
-        if self._multilabel:
-            labels = (outputs > 0).astype(np.int64)
+        if self._multilabel:  # (_outputs raises NotFittedError before classes_ does)
+            labels = self._outputs(X, lambda logits: (logits > 0).astype(np.int64))
             if self._sparse_labels:
                 from scipy.sparse import csr_matrix
 
                 return csr_matrix(labels)
             return labels
-        return self.classes_[outputs.argmax(axis=1)]
+        best = self._outputs(X, lambda logits: logits.argmax(axis=1))
+        return self.classes_[best]
 
     @property
     def out_activation_(self) -> str:

@@ -621,6 +621,36 @@ def test_outputs_that_overflow_are_said_by_predict(recwarn):
     assert np.isnan(proba).any() and caught[0].filename == __file__
 
 
+def test_predict_holds_a_block_of_outputs_not_every_rows():
+    """predict took an argmax of every row's float64 outputs, held twice (2e5 rows of 1000
+    classes: +3.2 GB for a 2 MB answer); predict_proba held its result about twice over."""
+    import tracemalloc
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(600, 4)), np.arange(600) % 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (scikit-learn: many classes for few rows)
+        clf = MLPClassifier(hidden=(8,), epochs=1, backend="numpy").fit(x, y)
+    X = rng.normal(size=(20000, 4))
+    expected = clf.predict(X[:5000])
+    every = len(X) * 500 * 8  # every row's outputs, float64: 80 MB
+    tracemalloc.start()
+    try:
+        labels = clf.predict(X)
+        peak_predict = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        proba = clf.predict_proba(X)
+        peak_proba = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_predict < every / 2, peak_predict
+    assert peak_proba < 1.8 * proba.nbytes, (peak_proba, proba.nbytes)
+    np.testing.assert_array_equal(labels[:5000], expected)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], labels)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-12)
+
+
 def test_predict_heads_float_classes_as_it_writes_their_labels(tmp_path):
     """Classes 1.0 and 2.0: the labels were written 1, 2 under the header p_1.0, p_2.0."""
     from gpunet.cli import main
