@@ -500,11 +500,10 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Each class's weight n / (k * n_c) over ``labels`` (n labels of k distinct classes, n_c
     of class c; scikit-learn's "balanced"), as float64 (n_classes,): 1 for a class absent
     from ``labels``."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(labels)
-    weights = np.ones(n_classes)
-    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    present = counts > 0  # (scikit-learn's compute_class_weight, bit for bit, without its
+    weights = np.ones(n_classes)  # import: 0.6 s of a run)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present].astype(np.float64))
     return weights
 
 
