@@ -1117,9 +1117,9 @@ def _stratified_split(y, k, seed):
     train, test = [], []
     for i in range(len(classes)):
         rows = class_indices[i].take(rng.permutation(counts[i]), mode="clip")
-        train.extend(rows[:n_i[i]])
-        test.extend(rows[n_i[i]:n_i[i] + t_i[i]])
-    return rng.permutation(train), rng.permutation(test)
+        train.append(rows[:n_i[i]])  # (slices joined once: not a list of 2e6 NumPy ints)
+        test.append(rows[n_i[i]:n_i[i] + t_i[i]])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _approximate_mode(class_counts, n_draws, rng):
