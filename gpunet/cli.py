@@ -653,10 +653,11 @@ def cmd_train(args, comm=None) -> int:
                       + (": label k is output k" if gaps else "")
                       + "; --task regression fits them as values)")
         elif len(data.y_train) and np.size(data.y_train) == len(data.y_train):  # one target
-            whole = data.y_train.reshape(-1, 1)
+            whole = np.concatenate([data.y_train, data.y_val, data.y_test]).reshape(-1, 1)
             if data.target_standardizer is not None:
                 whole = data.target_standardizer.inverse(whole)
-            if np.all(np.abs(whole - np.round(whole)) < 1e-6) and np.min(whole) >= 0:
+            if np.all(np.abs(whole - np.round(whole)) < 1e-6) and np.min(whole) >= 0 \
+                    and np.max(whole) > 99:  # (the rule's bound: 0..99 are classes)
                 detail = " (whole numbers past 99: values; --task classification takes them " \
                          "as classes)"
         say(f"gpunet: task {data.task}, read off the targets{detail}")

@@ -431,6 +431,7 @@ def load_data(spec: DataSpec, loss: str | None = None, dtype=None) -> Dataset:
     only. ``dtype``: the features', as ``make_dataset``'s.
     """
     spec, src, y, n_classes, idx, names = _prepare(spec, loss)
+    _check_training_classes(y, spec.task, idx["train"], src, names)
     fills, filled = None, 0
     if spec.fill_missing:
         fills = _column_means(src.x, idx["train"], src)
@@ -1058,22 +1059,30 @@ def _split_indices(y, task, spec: DataSpec, src: _Source) -> dict:
             pool, test = _hold_out(pool, math.ceil(tf * n), y, task, spec.seed)
         n_val = math.ceil(vf * n)
     train, val = _hold_out(pool, n_val, y, task, spec.seed) if n_val else (pool, np.arange(0))
-    if task == "classification" and np.ndim(y) == 1 and len(train):
-        kept = np.unique(y[train])
-        if len(kept) < 2:  # (a class too small to stratify on fell wholly out of them)
-            others = np.setdiff1d(np.unique(y), kept)
-            raise DataError(f"{src.where}: the training rows hold one class only (label "
-                            f"{kept[0]}): the {int(np.isin(y, others).sum())} row(s) "
-                            f"of the other class(es) fell in the validation and test rows, too "
-                            f"few to stratify on; give more rows of them, or another seed "
-                            f"(the split is seeded)")
-        missing = np.setdiff1d(np.unique(y), kept)
-        if len(missing):
-            notice(f"{src.where}: {len(missing)} class(es) have no training rows (their few "
-                   f"rows fell in the validation or test split), so the model cannot learn "
-                   f"them: labels {', '.join(map(str, missing[:10].tolist()))}"
-                   + (", ..." if len(missing) > 10 else ""))
     return {"train": train, "val": val, "test": test}
+
+
+def _check_training_classes(y, task, train, src, names) -> None:
+    """DataError where a run's training rows hold one class only (a class too small to
+    stratify on fell wholly in the held-out rows: a one-class model scored 1.0); a notice
+    naming classes that have no training rows."""
+    if task != "classification" or np.ndim(y) != 1 or not len(train):
+        return
+
+    def named(labels):
+        return ", ".join(str(names[j]) if names is not None else str(j) for j in labels)
+
+    kept = np.unique(y[train])
+    others = np.setdiff1d(np.unique(y), kept)
+    if len(kept) < 2:
+        raise DataError(f"{src.where}: the training rows hold one class only ({named(kept)}): "
+                        f"the {int(np.isin(y, others).sum())} row(s) of the other class(es) "
+                        f"fell in the held-out rows, too few to stratify on; give more rows of "
+                        f"them, or another seed (the split is seeded)")
+    if len(others):
+        notice(f"{src.where}: {len(others)} class(es) have no training rows (their few rows "
+               f"fell in the validation or test split), so the model cannot learn them: "
+               f"{named(others[:10])}" + (", ..." if len(others) > 10 else ""))
 
 
 def _hold_out(pool, k, y, task, seed):
@@ -1346,8 +1355,10 @@ def _all_numbers(path, width, skip=()):
 
 
 def _has_quote(path) -> bool:
-    """Whether the file holds a double quote (read in blocks)."""
+    """Whether the file's rows (after its header, whose quoted names R and others write are
+    read strictly already) hold a double quote (read in blocks)."""
     with open(path, "rb") as f:
+        f.readline()
         return any(b'"' in block for block in iter(lambda: f.read(1 << 20), b""))
 
 

@@ -738,7 +738,8 @@ def _caller_level() -> int:
     wrappers around them)."""
     here = os.path.dirname(os.path.abspath(__file__))
     frame, level = sys._getframe(2), 2  # (the frame that calls warnings.warn)
-    while frame is not None and (os.path.abspath(frame.f_code.co_filename).startswith(here)
+    while frame is not None and (os.path.abspath(frame.f_code.co_filename).startswith(
+            here + os.sep)
                                  or "sklearn" in frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level

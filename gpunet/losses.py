@@ -50,29 +50,34 @@ ONE_OUTPUT = (": over a single output cross-entropy is 0 whatever the logit (the
               "value is 1): give the model one output per class (2 for two classes), or train "
               "one logit with BCEWithLogitsLoss")
 
-_models = weakref.WeakSet()  # the models alive, whose last training pass's output a loss knows
+_outputs = weakref.WeakValueDictionary()  # id(a model's last training output) -> the model
 
 
-def note_model(model) -> None:
-    """Let losses know ``model``'s training outputs (its cache's last layer's), so that a loss
-    given one as its target, and as its y_hat no model's, says the arguments are swapped (as
-    ``gpunet.twolayer``'s losses take them: (y, y_hat)) instead of training uphill."""
-    _models.add(model)
+def note_output(model, y_hat) -> None:
+    """Remember ``y_hat`` as ``model``'s last training output (its cache holds it), so that a
+    loss given it as its target, with a y_hat of another dtype that is no model's output (data:
+    the arguments swapped, as ``gpunet.twolayer``'s losses take them, (y, y_hat)), says so
+    instead of training uphill."""
+    old = getattr(model, "_output_id", None)
+    if old is not None and _outputs.get(old) is model:
+        del _outputs[old]
+    _outputs[id(y_hat)] = model
+    model._output_id = id(y_hat)
 
 
 def _trained_output(a) -> bool:
     """Whether ``a`` is the output of a model's last training pass (its cache's)."""
-    for model in list(_models):
-        layers = getattr(model, "layers", None)
-        if getattr(model, "_cached", False) and layers and layers[-1].y is a:
-            return True
-    return False
+    model = _outputs.get(id(a))
+    layers = getattr(model, "layers", None)
+    return bool(getattr(model, "_cached", False) and layers and layers[-1].y is a)
 
 
 def _swapped(y_hat, y) -> bool:
-    """Whether y, not y_hat, is a model's training output (a student's output against a
-    teacher's training output, both models', is no swap)."""
-    return y is not None and _trained_output(y) and not _trained_output(y_hat)
+    """Whether y, not y_hat, is a model's training output, y_hat of another dtype and no
+    model's: data in y_hat's place (a student's output, even transformed, against a teacher's
+    is no swap: the same dtype)."""
+    return y is not None and getattr(y_hat, "dtype", None) != getattr(y, "dtype", None) \
+        and _trained_output(y) and not _trained_output(y_hat)
 
 
 class Loss:

@@ -20,7 +20,7 @@ from .backends import get_backend
 from .errors import ConfigError, ShapeError
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
-from .losses import note_model
+from .losses import note_output
 from .optim import check_training_parts
 
 DTYPES = ("float32", "float64")
@@ -220,7 +220,6 @@ class MLP:
         self.buffers.update({k: self.backend.asarray(v, dtype=self.dtype)
                              for k, v in self.buffers.items()})
         self.grads = {k: None for k in self.params}
-        note_model(self)  # (a loss given its training output as a target says: swapped)
 
     # -- description ----------------------------------------------------------------------
 
@@ -342,6 +341,7 @@ class MLP:
                 h = h * m
         if cache:  # (a pass without a cache, predict's, leaves a training pass's for backward)
             self._masks, self._cached, self._changed = masks, True, None
+            note_output(self, h)  # (a loss given it as a target, and data as y_hat: swapped)
         if drop:
             self.dropout_step += 1
         return h

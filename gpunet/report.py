@@ -39,6 +39,7 @@ def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=N
         absent = []
         if multilabel:
             labels = list(range(y.shape[1]))
+            k = len(labels)
         else:
             k = n_classes or (len(names) if names is not None else max(model.sizes[-1], 2))
             labels = list(range(k)) + sorted(set(np.unique(predicted).tolist()) - set(range(k)))
@@ -49,7 +50,7 @@ def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=N
             labels = [j for j in labels if j in present]
         def name(j):
             return str(names[j]) if names is not None and j < len(names) else \
-                str(j) if names is None and j < (n_classes or len(labels)) else f"output {j}"
+                str(j) if names is None and j < k else f"output {j}"
 
         absent = [name(j) for j in absent]
         names = [name(j) for j in labels]

@@ -154,6 +154,7 @@ def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> n
     of the whole set's (``share_weight``, ``weighted_share``), so the sums add up to it."""
     backend, n = model.backend, len(x)
     sums = np.zeros(2 + (model.sizes[-1] if task == "regression" else 0))
+    total = None if w is None else w.sum()
     for s in range(lo, hi, max(int(batch_size), 1)):
         e = min(s + max(int(batch_size), 1), hi)
         y_hat = model.predict(as_inputs(model, x[s:e]))
@@ -163,7 +164,7 @@ def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> n
                 share = share_weight(loss_fn.reduction, e - s, n)
             else:
                 value, _ = loss_fn(y_hat, y[s:e], weight=w[s:e])
-                share = weighted_share(loss_fn.reduction, w[s:e].sum(), w.sum(), e - s)
+                share = weighted_share(loss_fn.reduction, w[s:e].sum(), total, e - s)
         sums[0] += backend.scalar(value) * share
         if task == "classification":
             hits = correct_rows(model, y_hat, backend.asarray(_labels(y[s:e])))
@@ -179,9 +180,12 @@ def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> n
 def _figures(sums, y, task, target) -> dict:
     """``metrics``' figures from the sums of ``_metric_sums`` over all of (x, y)."""
     n = len(y)
-    out = {"loss": float(sums[0]) if n else float("nan")}
+    if not n:  # (no rows: no figures)
+        return {"loss": float("nan"), **({"accuracy": float("nan")} if task == "classification"
+                                         else {"mse": float("nan"), "r2": float("nan")})}
+    out = {"loss": float(sums[0])}
     if task == "classification":
-        out["accuracy"] = float(sums[1] / n) if n else float("nan")
+        out["accuracy"] = float(sums[1] / n)
     else:
         y64 = _in_units(y, y, target)[1]  # the targets, host float64, in their own units
         out["mse"] = float(sums[1] / y64.size) if n else float("nan")

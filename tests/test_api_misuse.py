@@ -83,11 +83,11 @@ def test_a_loss_given_the_models_output_as_its_target_says_the_arguments_are_swa
     blamed y_hat's dtype. Not a pass without the cache (predict's), nor a copy."""
     model = gn.MLP([3, 4, 2], backend="numpy", seed=0)
     x, _ = _batch()
-    y = np.random.default_rng(4).normal(size=(8, 2)).astype(np.float32)
+    y = np.random.default_rng(4).normal(size=(8, 2))  # (data: float64, the model float32)
     out = model.forward(x)
     value, grad = gn.MSELoss()(y, out.copy())  # (the negated gradient, unseen)
     np.testing.assert_allclose(grad, -gn.MSELoss()(out, y)[1], rtol=1e-6)
-    probs = np.full((8, 2), 0.5, dtype=np.float32)
+    probs = np.full((8, 2), 0.5)
     for loss, target in ((gn.MSELoss(), y), (gn.HuberLoss(), y), (gn.BCEWithLogitsLoss(), probs),
                          (gn.CrossEntropyLoss(), probs)):
         with pytest.raises(gn.ConfigError, match=r"y is the output of the model's last "
@@ -110,6 +110,8 @@ def test_a_loss_given_the_models_output_as_its_target_says_the_arguments_are_swa
     np.testing.assert_allclose(grad, 2 * (student_out - teacher_out) / student_out.size,
                                rtol=1e-6)
     gn.MSELoss()(teacher_out, student_out)  # (either way round: both are models' outputs)
+    gn.MSELoss()(student_out / 2.0, teacher_out)  # (transformed: the model's dtype, no swap)
+    gn.MSELoss()(student_out[:, :1], teacher_out[:, :1])
     with pytest.raises(gn.ConfigError, match="swapped"):
         gn.MSELoss()(y, teacher_out)
     gn.HuberLoss("mean", np.float64(2.0))  # (a NumPy scalar option is no array)

@@ -207,6 +207,11 @@ def test_a_numeric_file_with_an_ignored_text_column_takes_numpys_parser(tmp_path
     np.testing.assert_array_equal(got[0], np.column_stack([a, b]))
     for mine, theirs in zip(got, expected):
         np.testing.assert_array_equal(mine, theirs)
+    with open(tmp_path / "r.csv", "w") as f:  # header names quoted, as R's write.csv writes
+        f.write('"a","id","b","y"\n' + "".join(f"{p},{q},{r},{t}\n"
+                                                for p, q, r, t in zip(a, ids, b, y)))
+    quoted = data_module._read_csv(str(tmp_path / "r.csv"), "y", ignore=("id",))
+    np.testing.assert_array_equal(quoted[0], got[0])  # (and NumPy's parser took it)
     write(tmp_path / "short.csv", [a[:2], ["x", "y"], b[:2], y[:2]], ["a", "id", "b", "y"])
     with open(tmp_path / "short.csv", "a") as f:
         f.write("1,z,2\n")  # a short row: the row path names it, as before

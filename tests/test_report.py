@@ -248,3 +248,18 @@ def test_absent_classes_are_left_out_as_scikit_learn_leaves_them(tmp_path, capsy
     assert "output" not in printed
     assert set(got["report"]["classes"]) - {"accuracy", "macro avg", "weighted avg"} \
         <= {"1", "2"}
+
+
+def test_a_models_classes_keep_their_numbers_when_absent_ones_are_left_out():
+    """With no names and no class count given, a class past the first absent one was named
+    "output j" (its number measured against the classes left after leaving some out)."""
+    from gpunet.report import evaluation_report
+
+    model = gn.MLP([3, 5, 5], backend="numpy", dtype="float64", seed=0)
+    model.params["b2"][:] = [0.0, 0.0, 0.0, -1e3, 0.0]  # (output 3 never wins)
+    x = np.random.default_rng(4).normal(size=(60, 3))
+    predicted = model.predict(x).argmax(axis=1)
+    report = evaluation_report(model, x, predicted, "classification")
+    shown = [k for k in report["classes"] if k not in ("accuracy", "macro avg", "weighted avg")]
+    assert shown == [str(j) for j in np.unique(predicted)] and "4" in shown
+    assert report["absent"] == [str(j) for j in range(5) if j not in set(predicted)]
