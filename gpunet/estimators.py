@@ -756,7 +756,7 @@ def _warn_constant_columns(X, name) -> None:
                       "feature(s) are constant, so they are only shifted, not scaled, for "
                       "every later chunk too: give a first chunk representative of the "
                       "stream, or standardize=False after a StandardScaler.partial_fit",
-                      UserWarning, stacklevel=5)
+                      UserWarning, stacklevel=_caller_level())
 
 
 def _weights_epoch(patience, best_epoch, n_iter):

@@ -155,8 +155,9 @@ def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> n
     backend, n = model.backend, len(x)
     sums = np.zeros(2 + (model.sizes[-1] if task == "regression" else 0))
     total = None if w is None else w.sum()
-    for s in range(lo, hi, max(int(batch_size), 1)):
-        e = min(s + max(int(batch_size), 1), hi)
+    block = max(int(batch_size), 1)
+    for s in range(lo, hi, block):
+        e = min(s + block, hi)
         y_hat = model.predict(as_inputs(model, x[s:e]))
         with backend.evaluating():  # (the loss too: array-module ops, no kernel compiled)
             if w is None:
@@ -188,7 +189,7 @@ def _figures(sums, y, task, target) -> dict:
         out["accuracy"] = float(sums[1] / n)
     else:
         y64 = _in_units(y, y, target)[1]  # the targets, host float64, in their own units
-        out["mse"] = float(sums[1] / y64.size) if n else float("nan")
+        out["mse"] = float(sums[1] / y64.size)
         out["r2"] = r2_from_sums(sums[2:], y64)
     return out
 
