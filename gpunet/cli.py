@@ -401,6 +401,20 @@ def _data_files(spec) -> list:
     return [("data file", f) for f in files if isinstance(f, str) and os.path.isfile(f)]
 
 
+def _check_checkpoint_file(path) -> None:
+    """ConfigError for a ``--save`` path that is not a file (standard output, a pipe, a FIFO, a
+    device): a checkpoint is written again after every epoch and read back by ``--resume``, so
+    a run would send a stream of whole checkpoints there, and block at its first save, SIGTERM
+    or not, where no reader has opened a FIFO."""
+    from .checkpoint import _written_in_place
+    from .errors import ConfigError
+
+    if _written_in_place(path) is not None:
+        raise ConfigError(f"--save {path}: is not a regular file (standard output, a pipe or a "
+                          "device); a checkpoint is rewritten after every epoch and read back "
+                          "by --resume: save to a file, and copy it where it should go")
+
+
 def _refuse_overwriting(inputs, *outputs) -> None:
     """ConfigError where an output (flag, path) is one of the ``inputs`` (what, path) (a
     checkpoint saved over the dataset, metrics written over the checkpoint evaluated), or two
@@ -523,6 +537,8 @@ def cmd_train(args, comm=None) -> int:
                        ("--metrics-json", args.metrics_json), ("--plot", args.plot)):
         if path and (comm is None or comm.is_root):
             check_writable(path, flag)
+    if args.save and (comm is None or comm.is_root):
+        _check_checkpoint_file(args.save)
     if args.plot and (comm is None or comm.is_root):  # (not only once the run is over)
         from .plot import check_matplotlib
 

@@ -1009,7 +1009,7 @@ def _regression_targets(src: _Source) -> np.ndarray:
     if y.ndim not in (1, 2):
         raise DataError(f"{src.where}: regression targets must be (samples,) or "
                         f"(samples, outputs), got shape {y.shape}")
-    y = y.astype(np.float64).reshape(len(y), -1)
+    y = y.astype(np.float64, copy=False).reshape(len(y), -1)  # (split below: copies)
     bad = ~np.isfinite(y)
     if bad.any():
         i, j = np.argwhere(bad)[0]

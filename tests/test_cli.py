@@ -357,6 +357,38 @@ def test_predict_writes_its_csv_to_standard_output(tmp_path):
     assert log.read_text() == "earlier line\n" + (tmp_path / "p.csv").read_text()
 
 
+def test_save_into_a_fifo_or_standard_output_is_refused_before_training(tmp_path, capsys):
+    """--save names the file --resume reads back and every epoch rewrites: into a FIFO with no
+    reader the first save blocked the run for good (SIGTERM too), and into standard output
+    each epoch added another whole checkpoint to the stream."""
+    import signal
+    import subprocess
+    import sys
+
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--save", "/dev/stdout"]) == 1
+    err = capsys.readouterr().err
+    assert "--save /dev/stdout: is not a regular file" in err and "--resume" in err
+    assert "epoch 1/1" not in err  # (refused before training)
+    fifo = tmp_path / "ck.fifo"
+    os.mkfifo(fifo)  # (in a process of its own: without a reader the save would block for good)
+    proc = subprocess.Popen([sys.executable, "-m", "gpunet.cli", "train", "--dataset", "iris",
+                             "--epochs", "1", "--backend", "numpy", "--save", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # (what a scheduler sends: it did not stop either)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        pytest.fail("train --save into a FIFO without a reader blocked")
+    assert proc.returncode == 1 and f"--save {fifo}: is not a regular file" in err
+    assert "epoch 1/1" not in err
+
+
 def test_outputs_that_overflow_are_refused_by_predict_and_evaluate(tmp_path, capsys):
     """Weights of 3e38 (finite, so the checkpoint loads) overflow float32: predict wrote NaN
     probabilities labelled as the first class and evaluate a NaN loss, both with exit 0."""
