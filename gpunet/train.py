@@ -129,7 +129,8 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     see ``r2_from_sums``.
 
     ``weight``: sample weights of the rows, which weight the loss as in training (accuracy,
-    MSE and R^2 count every row once). With multilabel targets (n, labels) a row is correct
+    MSE and R^2 count every row once); a mean loss over rows whose weights are all zero is
+    NaN, with a notice (0 / 0: undefined, as ``np.average`` says). With multilabel targets (n, labels) a row is correct
     where every label is (scikit-learn's subset accuracy).
 
     ``target``: the Standardizer the regression targets ``y`` were standardised with (the
@@ -139,11 +140,19 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     gets the figures of the whole set, equal to one process's to float rounding.
     """
     if comm is not None and comm.size > 1:
-        return _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
-    y = np.asarray(y)
-    w = None if weight is None else np.asarray(weight, dtype=np.float64)
-    return _figures(_metric_sums(model, x, y, loss_fn, task, 0, len(x), w, target,
-                                 batch_size), y, task, target)
+        out = _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
+    else:
+        y = np.asarray(y)
+        w = None if weight is None else np.asarray(weight, dtype=np.float64)
+        out = _figures(_metric_sums(model, x, y, loss_fn, task, 0, len(x), w, target,
+                                    batch_size), y, task, target)
+    if weight is not None and len(x) and loss_fn.reduction == "mean" \
+            and not np.sum(weight) > 0:  # (a weighted mean over no weight: 0 / 0, not 0)
+        out["loss"] = float("nan")
+        if comm is None or comm.is_root:
+            notice(f"the sample weights of the {len(x)} rows measured are all zero: their "
+                   "weighted loss is undefined (nan); the other figures count every row once")
+    return out
 
 
 def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> np.ndarray:

@@ -5,6 +5,7 @@ written to the file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,8 @@ import gpunet as gn
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 from gpunet.data import DataSpec, load_data
+
+from conftest import said
 
 
 def write(path, n=150, seed=0, text=False, bad=None):
@@ -111,6 +114,36 @@ def test_train_and_evaluate_weight_the_loss_alike(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(ck)]) == 0
     assert "rows weighted by column 'w'" in capsys.readouterr().out
+
+
+def test_rows_whose_weights_are_all_zero_have_no_loss_rather_than_a_loss_of_zero(tmp_path,
+                                                                                 caplog):
+    """A weighted mean over rows of no weight is 0 / 0: a test split whose rows all weigh 0
+    had a test_loss of 0.0 (a perfect fit) in train's JSON and in evaluate. It is NaN, said,
+    while the accuracy still counts every row."""
+    rows = write(tmp_path / "d.csv")
+    spec = DataSpec(str(tmp_path / "d.csv"), target="label", weight_column="w", seed=0)
+    test_ids = set(_ids(load_data(spec), load_data(spec).x_test).tolist())
+    with open(tmp_path / "z.csv", "w") as f:  # the same rows (the same split), test rows 0
+        f.write("id,a,w,label\n")
+        for i, (a, _, w, label) in rows.items():
+            f.write(f"{i},{a},{0 if i in test_ids else w},{label}\n")
+    ck, m = tmp_path / "run.npz", tmp_path / "m.json"
+    assert main(["train", "--dataset", str(tmp_path / "z.csv"), "--target", "label",
+                 "--weight-column", "w", "--epochs", "3", "--backend", "numpy", "--quiet",
+                 "--save", str(ck), "--metrics-json", str(m)]) == 0
+    assert "sample weights of the 30 rows measured are all zero" in said(caplog)
+    caplog.clear()
+    trained = json.loads(m.read_text())
+    assert trained["test_loss"] is None and trained["history"][-1]["val_loss"] > 0  # (NaN: null)
+    data = load_data(dataclasses.replace(spec, dataset=str(tmp_path / "z.csv")))
+    assert set(_ids(data, data.x_test).tolist()) == test_ids and not data.w_test.any()
+    pred = np.asarray(load_checkpoint(ck).build_model("numpy").predict(data.x_test))
+    assert trained["test_accuracy"] == pytest.approx(np.mean(pred.argmax(1) == data.y_test))
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy",
+                 "--metrics-json", str(tmp_path / "e.json")]) == 0
+    assert "sample weights of the 30 rows measured are all zero" in said(caplog)
+    assert json.loads((tmp_path / "e.json").read_text())["test_loss"] is None
 
 
 @pytest.mark.parametrize("bad, message", [
