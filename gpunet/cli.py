@@ -694,6 +694,13 @@ def cmd_train(args, comm=None) -> int:
             f"{c} {w:.3g}" for c, w in zip(names, data.class_weights)))
     if args.tf32 and not backend.set_tf32(True) and (comm is None or comm.is_root):
         print(f"gpunet: --tf32 has no effect on the {backend.name} backend", file=sys.stderr)
+    alone = [f"--{k.replace('_', '-')}" for k in ("monitor", "min_delta")
+             if k in (getattr(args, "_given", None) or ())]
+    if alone and not args.resume and patience is None and (comm is None or comm.is_root):
+        print(f"gpunet: {' and '.join(alone)} without --patience only "
+              f"{'picks' if len(alone) == 1 else 'pick'} the best_epoch that --metrics-json "
+              "names: the run keeps its last epoch's weights; add --patience N to stop early "
+              "and keep the best epoch's", file=sys.stderr)
     if comm is not None:
         comm.prepare(backend)
         say(f"gpunet: data-parallel over {comm.describe()}; global batch {batch_size}")

@@ -67,6 +67,26 @@ def test_what_monitor_refuses(tmp_path):
             patience=3, resume=ckpt, progress=False)
 
 
+def test_monitor_without_patience_says_the_last_weights_are_kept(tmp_path, capsys):
+    """--monitor alone changed nothing but the JSON's best_epoch, without a word: the run kept
+    its last epoch's weights, which the test split measured, not the monitored best."""
+    m = tmp_path / "m.json"
+    assert main(["train", "--dataset", "diabetes", "--monitor", "val_r2", "--epochs", "3",
+                 "--backend", "numpy", "--quiet", "--metrics-json", str(m),
+                 "--save", str(tmp_path / "c.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "--monitor without --patience only picks the best_epoch" in err
+    assert "keeps its last epoch's weights" in err
+    import json
+
+    assert json.loads(m.read_text())["weights_epoch"] == 3  # (what the line says)
+    for flags in (["--monitor", "val_r2", "--patience", "2"], ["--min-delta", "0"], []):
+        assert main(["train", "--dataset", "diabetes", "--epochs", "1", "--backend", "numpy",
+                     "--quiet", *flags]) == 0
+        err = capsys.readouterr().err
+        assert ("without --patience" in err) == (flags == ["--min-delta", "0"]), flags
+
+
 def test_the_estimators_take_it():
     from sklearn.datasets import load_wine
 
