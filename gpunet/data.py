@@ -778,13 +778,15 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
     if y.max() >= MAX_CLASSES:
         i = int(np.argmax(y >= MAX_CLASSES))
         raise DataError(f"{where}: class labels must lie in 0..{MAX_CLASSES - 1}, but {row(i)} "
-                        f"holds {y[i]:g}")
+                        f"holds {y[i]:g} (for numeric targets use the regression task or mse "
+                        f"loss)")
     y = y.astype(np.int64)
     classes = np.unique(y)
     if len(classes) < min_classes:
         label = repr(str(names[classes[0]])) if names is not None else f"label {classes[0]}"
-        raise DataError(f"{where}: only one class ({label}) in the targets; "
-                        f"classification needs at least two")
+        raise DataError(f"{where}: only one class ({label}) in the targets; classification "
+                        "needs at least two" + ("" if names is not None else
+                                                " (for numeric targets: the regression task)"))
     return y, int(classes[-1]) + 1
 
 

@@ -488,9 +488,11 @@ ERRORS = {
                                       r"\(labels such as -1 and 1: map them to 0\.\.k-1, or "
                                       r"write them as text class names"),
     "huge label": (lambda p: load_data(_npy_pair(p, X20, np.r_[Y20[:-1], 10**9])),
-                   gn.DataError, r"class labels must lie in 0\.\.99999, but row 19 of"),
+                   gn.DataError, r"class labels must lie in 0\.\.99999, but row 19 of .* holds "
+                                 r"1e\+09 \(for numeric targets use the regression task"),
     "one class": (lambda p: load_data(_npy_pair(p, X20, np.zeros(20, int))), gn.DataError,
-                  r"only one class \(label 0\)"),
+                  r"only one class \(label 0\) in the targets; classification needs at least "
+                  r"two \(for numeric targets: the regression task\)"),
     "idx label one class": (lambda p: load_data(DataSpec(_npz(p, x=X20, y=np.ones(20)),
                                                          task="classification")),
                             gn.DataError, r"only one class \(label 1\)"),
