@@ -677,6 +677,9 @@ def cmd_train(args, comm=None) -> int:
                 detail = " (whole numbers past 99: values; --task classification takes them " \
                          "as classes)"
         say(f"gpunet: task {data.task}, read off the targets{detail}")
+    if not (args.resume or args.task or args.loss) and data.classes is not None \
+            and not data.multilabel and (comm is None or comm.is_root):
+        _warn_numbers_as_class_names(data)
     if any(e["name"] == "" for e in data.features or ()) and (comm is None or comm.is_root):
         print("gpunet: warning: a feature column has no name (a row index, as pandas' to_csv "
               "writes one?): --ignore '' leaves it out", file=sys.stderr)
@@ -783,6 +786,31 @@ def cmd_train(args, comm=None) -> int:
             f" (the weights of epoch {weights_epoch})" if weights_epoch is not None
             and weights_epoch != len(history) else ""))
     return 0
+
+
+def _warn_numbers_as_class_names(data) -> None:
+    """A warning where text targets look like numbers written as text ("$315,446", "1,234",
+    "12%"): more than 10 class names, nine in ten of them numbers once currency signs, thousands
+    separators and per cent are taken off, or more classes than half the rows. Such a column
+    would train as one class per value (and most of them with no training rows)."""
+    names = [str(c) for c in data.classes]
+    rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
+
+    def number(text):
+        try:
+            float(text.strip().strip("$€£¥%").replace(",", "").replace("_", "").strip())
+            return True
+        except ValueError:
+            return False
+
+    numeric = sum(map(number, names))
+    if not (len(names) > 10 and numeric >= 0.9 * len(names)) and len(names) <= rows / 2:
+        return
+    print(f"gpunet: warning: the target column is text with {len(names)} distinct values in "
+          f"{rows} rows (such as {names[len(names) // 2]!r}), trained as {len(names)} classes"
+          + ("; numbers written as text? Write them as plain numbers and pass --task "
+             "regression" if numeric >= 0.9 * len(names) else "; pass --task classification "
+             "to keep them as classes without this warning"), file=sys.stderr)
 
 
 def _write_run_so_far(args, history, stopped, why, seconds, data, backend, say) -> None:

@@ -165,3 +165,36 @@ def test_numeric_labels_keep_their_meaning(tmp_path):
     assert main(["train", "--dataset", str(path), "--target", "y", "--epochs", "1", "--quiet",
                  "--backend", "numpy", "--save", str(ck)]) == 0
     assert load_checkpoint(ck).classes is None
+
+
+@pytest.mark.parametrize("cell, numbers", [
+    (lambda v: f"${v:,}", True), (lambda v: f"{v / 1000:.1f}%", True),
+    (lambda v: f"{v:,}", True), (lambda v: f"item-{v}", False),
+])
+def test_a_text_target_of_one_value_a_row_is_warned_about(tmp_path, capsys, cell, numbers):
+    """Prices written "$315,446" became 397 classes of a row or two each, trained without a
+    word (test accuracy 0.0000): the warning names the count and, for numbers written as
+    text, the way to regression; a few named classes are not warned about."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    values = (300000 + 10000 * x[:, 0] + 5000 * x[:, 1]).astype(int)
+    with open(tmp_path / "p.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["a", "b", "price"])
+        out.writerows([a, b, cell(v)] for (a, b), v in zip(x.round(4), values))
+    assert main(["train", "--dataset", str(tmp_path / "p.csv"), "--target", "price",
+                 "--epochs", "1", "--backend", "numpy", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    distinct = len({cell(v) for v in values})
+    assert f"warning: the target column is text with {distinct} distinct values in 200 rows" \
+        in err
+    assert ("numbers written as text? Write them as plain numbers and pass --task regression"
+            in err) == numbers
+    assert main(["train", "--dataset", str(tmp_path / "p.csv"), "--target", "price",
+                 "--epochs", "1", "--backend", "numpy", "--quiet", "--task",
+                 "classification"]) == 0
+    assert "warning" not in capsys.readouterr().err  # (asked for: as classes)
+    write_iris(tmp_path / "iris.csv")
+    assert main(["train", "--dataset", str(tmp_path / "iris.csv"), "--target", "species",
+                 "--epochs", "1", "--backend", "numpy", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
