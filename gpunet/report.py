@@ -73,7 +73,7 @@ def evaluation_report(model, x, y, task, *, names=None, n_classes=None, target=N
     y_hat, y = _in_units(backend.to_host(y_hat), y, target)
     y_hat, y = y_hat.reshape(len(y_hat), -1), y.reshape(len(y), -1)
     names = [str(c) for c in (names if names is not None else
-                              (f"target {j}" for j in range(y.shape[1])))]
+                              (f"y{j}" for j in range(y.shape[1])))]  # (predict's heads)
     figures = {
         "mae": metrics.mean_absolute_error(y, y_hat, multioutput="raw_values"),
         "rmse": np.sqrt(metrics.mean_squared_error(y, y_hat, multioutput="raw_values")),

@@ -147,6 +147,26 @@ def test_a_regressor_reports_each_target_in_its_units(tmp_path, capsys):
     assert any(line.split()[:1] == ["price"] for line in printed.splitlines())
 
 
+def test_unnamed_targets_are_reported_under_the_names_predict_heads_them_with(tmp_path, capsys):
+    """An .npz run's targets have no names: the report called them "target 0", "target 1"
+    where predict's columns are y0, y1."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((120, 3))
+    np.savez(tmp_path / "r.npz", x=x, y=np.column_stack([x[:, 0] * 5, x[:, 1] - x[:, 2]]))
+    run = tmp_path / "run.npz"
+    assert main(["train", "--dataset", str(tmp_path / "r.npz"), "--epochs", "2", "--save",
+                 str(run), "--backend", "numpy", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--report", "--metrics-json",
+                 str(tmp_path / "e.json"), "--backend", "numpy"]) == 0
+    np.save(tmp_path / "x.npy", x[:5])
+    assert main(["predict", "--checkpoint", str(run), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "p.csv"), "--backend", "numpy"]) == 0
+    header, _ = _read_csv(tmp_path / "p.csv")
+    assert header == ["y0", "y1"]
+    assert list(json.loads((tmp_path / "e.json").read_text())["report"]["targets"]) == header
+
+
 def test_a_saved_estimator_reports_under_its_class_names(tmp_path, capsys):
     from sklearn.datasets import load_iris
 
