@@ -317,7 +317,9 @@ def main(argv=None) -> int:
               f"whole {args.command} (and writes its files); run it without mpiexec",
               file=sys.stderr)
     try:
-        return command(args)
+        code = command(args)
+        sys.stdout.flush()  # (here, where a reader gone away is caught, not at the exit)
+        return code
     except GpunetError as e:
         print(f"gpunet: error: {e}", file=sys.stderr)
         return 1
@@ -753,6 +755,20 @@ def cmd_train(args, comm=None) -> int:
             target=None if classify else data.target_standardizer)
         result["report"] = {k: v for k, v in report.items() if k != "text"}
     result["history"] = list(history)
+    # the files asked for first: they do not hang on a reader of standard output (train | head)
+    if args.metrics_json:
+        _write_json(args.metrics_json, result)
+    if args.plot and history:
+        from .plot import plot_history
+
+        confusion = None
+        if data.task == "classification" and len(data.x_test) and not data.multilabel:
+            confusion = confusion_matrix(model, data.x_test, data.y_test, data.n_outputs
+                                         if model.sizes[-1] > 1 else 2)
+        plot_history(history, args.plot, confusion=confusion, class_names=data.classes,
+                     weights_epoch=result.get("weights_epoch"),
+                     title=f"gpunet: {data.name}, {model.sizes}, {model.activation}, "
+                           f"{optimizer.name} ({backend.name})")
     if not history.test:
         print("no test rows (--test-fraction 0" + ("; --report needs them" if args.report
                                                      else "")
@@ -767,19 +783,8 @@ def cmd_train(args, comm=None) -> int:
     if report is not None:
         print("\n" + report["text"], end="")
     if args.metrics_json:
-        _write_json(args.metrics_json, result)
         say(f"metrics written to {args.metrics_json}")
     if args.plot and history:
-        from .plot import plot_history
-
-        confusion = None
-        if data.task == "classification" and len(data.x_test) and not data.multilabel:
-            confusion = confusion_matrix(model, data.x_test, data.y_test, data.n_outputs
-                                         if model.sizes[-1] > 1 else 2)
-        plot_history(history, args.plot, confusion=confusion, class_names=data.classes,
-                     weights_epoch=result.get("weights_epoch"),
-                     title=f"gpunet: {data.name}, {model.sizes}, {model.activation}, "
-                           f"{optimizer.name} ({backend.name})")
         say(f"plot written to {args.plot}")
     if save:
         say(f"checkpoint written to {save}" + (
@@ -1037,8 +1042,8 @@ def cmd_evaluate(args) -> int:
         if isinstance(state.get("best_epoch"), int) and state["best_epoch"] > 0:
             result["weights_epoch"] = state["best_epoch"]
     result.update({f"{args.split}_{k}": v for k, v in m.items()})
-    for k, v in result.items():
-        print(f"{k}: {figure(v, 6)}" if isinstance(v, float) else f"{k}: {v}")
+    lines = [f"{k}: {figure(v, 6)}" if isinstance(v, float) else f"{k}: {v}"
+             for k, v in result.items()]
     if args.report:
         from .report import evaluation_report
 
@@ -1051,10 +1056,11 @@ def cmd_evaluate(args) -> int:
         report = evaluation_report(model, x, y, task, names=names, n_classes=classes,
                                    target=ckpt.target_standardizer
                                    if task == "regression" else None)
-        print("\n" + report.pop("text"), end="")
+        lines.append("\n" + report.pop("text").rstrip("\n"))
         result["report"] = report
-    if args.metrics_json:
+    if args.metrics_json:  # (first: the file does not hang on a reader of standard output)
         _write_json(args.metrics_json, result)
+    print("\n".join(lines))
     return 0
 
 

@@ -956,6 +956,40 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_reader_gone_before_the_result_costs_no_file_and_no_message(tmp_path, buffered):
+    """train | true, evaluate | true: a closed standard output made Python's exit flush fail
+    ("Exception ignored ... BrokenPipeError", exit 120); unbuffered (PYTHONUNBUFFERED=1, as in
+    many containers) the print failed first and --metrics-json and --plot were never written."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    env["MPLBACKEND"] = "Agg"
+
+    def closed_stdout(*args):
+        proc = subprocess.Popen([sys.executable, "-m", "gpunet.cli", *args], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # (the reader is gone before anything is printed)
+        err = proc.stderr.read().decode()
+        return proc.wait(timeout=300), err
+
+    code, err = closed_stdout("train", "--dataset", "iris", "--epochs", "2", "--quiet",
+                              "--backend", "numpy", "--save", "c.npz", "--metrics-json",
+                              "m.json", "--plot", "p.png", "--report")
+    assert code == 141 and err == "", err
+    assert json.loads((tmp_path / "m.json").read_text())["epochs"] == 2
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, err = closed_stdout("evaluate", "--checkpoint", "c.npz", "--report", "--backend",
+                              "numpy", "--metrics-json", "e.json")
+    assert code == 141 and err == "", err
+    assert "report" in json.loads((tmp_path / "e.json").read_text())
+    code, err = closed_stdout("info")
+    assert code == 141 and err == "", err
+
+
 def test_mnist_ignores_the_test_fraction(tmp_path, capsys):
     from test_data_sources import make_mnist
 
