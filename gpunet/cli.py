@@ -43,6 +43,9 @@ _positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positiv
 _count = _number_type(int, lambda v: v >= 0, "a whole number >= 0")
 _seconds = _number_type(float, lambda v: v >= 0, "seconds >= 0")
 _nonnegative = _number_type(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+_fraction = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+_factor = _number_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+_seed = _number_type(int, lambda v: 0 <= v < 2**32, "a whole number in [0, 4294967295]")
 
 
 def _path(text):
@@ -125,14 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(t)
     t.add_argument("--samples", type=_positive_int, default=1000,
                    help="synthetic sets: rows (default 1000)")
-    t.add_argument("--noise", type=float, default=0.1,
+    t.add_argument("--noise", type=_nonnegative, default=0.1,
                    help="synthetic sets: noise level (default 0.1)")
     t.add_argument("--task", choices=("classification", "regression"),
                    help="default: inferred from the data and the loss")
-    t.add_argument("--val-fraction", type=float, default=0.1,
+    t.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="seeded validation rows, stratified by class where every class has "
                         "rows enough (default 0.1)")
-    t.add_argument("--test-fraction", type=float, default=0.2,
+    t.add_argument("--test-fraction", type=_fraction, default=0.2,
                    help="seeded test rows, stratified as --val-fraction's (default 0.2); "
                         "ignored where the dataset has its own test split (mnist)")
     t.add_argument("--class-weight", choices=("balanced",), default=None,
@@ -144,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden layer width; repeat for more layers (default: one layer of 128)")
     t.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS,
                    help="the hidden layers' activation (default relu)")
-    t.add_argument("--dropout", type=float, default=0.0, metavar="P",
+    t.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                    help="zero each hidden output with probability P while training (default 0)")
     t.add_argument("--norm", default=None, choices=NORMS,
                    help="normalise each hidden layer's pre-activation before the activation, "
@@ -167,10 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.1 for sgd, 0.01 for sgd on a regression, "
                         "0.001 for adam/adamw)")
-    t.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
+    t.add_argument("--momentum", type=_nonnegative, default=0.0, help="sgd momentum (default 0)")
     t.add_argument("--nesterov", action="store_true",
                    help="sgd: Nesterov momentum (needs --momentum > 0)")
-    t.add_argument("--weight-decay", type=float, default=None,
+    t.add_argument("--weight-decay", type=_nonnegative, default=None,
                    help="default: 0, or 0.01 for adamw (decoupled there, L2 for sgd/adam)")
     t.add_argument("--clip-grad-norm", type=_positive_float, default=None, metavar="MAX",
                    help="scale each step's gradients down to a 2-norm of at most MAX")
@@ -183,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=_count, default=0, metavar="EPOCHS",
                    help="ramp the learning rate up linearly over the first EPOCHS epochs "
                         "(epoch e at e / (EPOCHS + 1) of the schedule's rate; default 0)")
-    t.add_argument("--gamma", type=float, default=0.1,
+    t.add_argument("--gamma", type=_factor, default=0.1,
                    help="step/plateau schedule: factor (default 0.1)")
     t.add_argument("--epochs", type=_positive_int, default=None,
                    help="default: 30 (with --resume: the run's)")
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-delta", type=_nonnegative, default=None,
                    help="how much --monitor must improve on the best so far for an epoch to "
                         "count as better (default 0: any improvement)")
-    t.add_argument("--seed", type=int, default=0,
+    t.add_argument("--seed", type=_seed, default=0,
                    help="one seed for weights, splits and shuffling (default 0)")
     t.add_argument("--dtype", default="float32", choices=DTYPES, help="default float32")
     t.add_argument("--save", metavar="PATH", type=_path,

@@ -191,6 +191,32 @@ def test_bad_flags_exit_2_with_usage(args, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--val-fraction", "1.5", "a number in [0, 1)"), ("--test-fraction", "-0.1", "a number in "
+                                                       "[0, 1)"),
+    ("--dropout", "1", "a number in [0, 1)"), ("--noise", "-1", "a number >= 0"),
+    ("--momentum", "-0.5", "a number >= 0"), ("--weight-decay", "nan", "a number >= 0"),
+    ("--gamma", "5", "a number in (0, 1]"), ("--gamma", "0", "a number in (0, 1]"),
+    ("--seed", "-1", "a whole number in [0, 4294967295]"),
+    ("--seed", str(2**32), "a whole number in [0, 4294967295]"),
+])
+def test_values_out_of_a_flags_range_are_usage_errors_naming_the_flag(flag, value, expected,
+                                                                     capsys):
+    """These flags' ranges were checked only once training began: exit 1 (not argparse's 2,
+    as --lr -1 and bench --dropout 1.5 got) and a message naming the Python field
+    (val_fraction, weight_decay, seed ... 2**32) rather than the flag typed."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"gpunet train: error: argument {flag}: expected {expected}, got {value}" in err
+    edge = {"--val-fraction": "0", "--dropout": "0.5", "--gamma": "1", "--seed": str(2**32 - 1),
+            "--momentum": "0"}.get(flag)
+    if edge is not None:  # (the range's own edge is taken)
+        assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                     "--quiet", flag, edge]) == 0
+
+
 class OutOfMemoryError(Exception):
     """Stands in for cupy.cuda.memory.OutOfMemoryError."""
 
