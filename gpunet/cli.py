@@ -406,6 +406,27 @@ def _data_files(spec) -> list:
     return [("data file", f) for f in files if isinstance(f, str) and os.path.isfile(f)]
 
 
+def _refuse_unused_flags(args) -> None:
+    """ConfigError for a flag given to a new run that it would not use, as --momentum with adam
+    is: --gamma and --step-size with a schedule that has no such figure, --samples and --noise
+    for a dataset that is not synthetic, --collective-timeout without --distributed."""
+    from .data import SYNTHETIC
+    from .errors import ConfigError
+
+    given = getattr(args, "_given", None) or ()  # (None: args made in Python, not by main)
+    uses = {"gamma": ("step", "plateau"), "step_size": ("step",)}
+    for key, schedules in uses.items():
+        if key in given and args.schedule not in schedules:
+            raise ConfigError(f"--{key.replace('_', '-')} is for --schedule "
+                              f"{' or '.join(schedules)}, not {args.schedule}")
+    for key in ("samples", "noise"):
+        if key in given and args.dataset not in SYNTHETIC:
+            raise ConfigError(f"--{key} is for the synthetic datasets ({', '.join(SYNTHETIC)}), "
+                              f"not {args.dataset}")
+    if "collective_timeout" in given and not args.distributed:
+        raise ConfigError("--collective-timeout is for a --distributed run")
+
+
 def _check_checkpoint_file(path) -> None:
     """ConfigError for a ``--save`` path that is not a file (standard output, a pipe, a FIFO, a
     device): a checkpoint is written again after every epoch and read back by ``--resume``, so
@@ -537,6 +558,8 @@ def cmd_train(args, comm=None) -> int:
                         confusion_matrix, figure, fit)
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    if not args.resume:
+        _refuse_unused_flags(args)
     # (--resume without --save writes its checkpoints over the file it resumes)
     for flag, path in (("--save" if args.save else "--resume", args.save or args.resume),
                        ("--metrics-json", args.metrics_json), ("--plot", args.plot)):

@@ -217,6 +217,33 @@ def test_values_out_of_a_flags_range_are_usage_errors_naming_the_flag(flag, valu
                      "--quiet", flag, edge]) == 0
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--gamma", "0.5"], "--gamma is for --schedule step or plateau, not constant"),
+    (["--schedule", "cosine", "--gamma", "0.5"], "--gamma is for --schedule step or plateau, "
+                                                 "not cosine"),
+    (["--schedule", "plateau", "--step-size", "3"], "--step-size is for --schedule step, not "
+                                                    "plateau"),
+    (["--samples", "50"], "--samples is for the synthetic datasets (moons, spirals, sine), not "
+                          "iris"),
+    (["--noise", "0.3"], "--noise is for the synthetic datasets"),
+    (["--collective-timeout", "5"], "--collective-timeout is for a --distributed run"),
+])
+def test_flags_a_run_would_not_use_are_refused(flags, message, capsys):
+    """They were taken and did nothing, where --momentum with adam is refused."""
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 *flags]) == 1
+    err = capsys.readouterr().err
+    assert f"gpunet: error: {message}" in err and "epoch 1/1" not in err
+
+
+def test_the_flags_runs_use_are_taken(capsys):
+    for flags in (["--schedule", "step", "--gamma", "0.5", "--step-size", "2"],
+                  ["--schedule", "plateau", "--gamma", "0.5"],
+                  ["--dataset", "moons", "--samples", "100", "--noise", "0.3"]):
+        assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                     "--quiet", *flags]) == 0, flags
+
+
 class OutOfMemoryError(Exception):
     """Stands in for cupy.cuda.memory.OutOfMemoryError."""
 
