@@ -1119,9 +1119,12 @@ def _listed(names, none: str) -> str:
 
 
 def figure(v, decimals=4) -> str:
-    """A metric for a line of text: ``decimals`` places, or where that would show a small one
-    as 0 (a squared error of targets around 1e-8), as many significant digits."""
+    """A metric for a line of text: ``decimals`` places; where that would show a small one as
+    0 (a squared error of targets around 1e-8), as many significant digits; from 1e4 up (a
+    squared error of prices), ``decimals`` + 4 significant digits, not decimals of noise."""
     v = float(v)
+    if math.isfinite(v) and abs(v) >= 1e4:
+        return f"{v:.{decimals + 4}g}"
     if v == 0 or not math.isfinite(v) or abs(v) >= 10.0 ** -(decimals - 1):
         return f"{v:.{decimals}f}"
     return f"{v:.{decimals}g}"

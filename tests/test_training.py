@@ -1237,3 +1237,17 @@ def test_metrics_hold_one_block_of_outputs_not_every_rows():
                        weight=w)
     assert weighted["loss"] == pytest.approx(-(w * log_p[np.arange(n), y]).sum() / w.sum(),
                                              rel=1e-6)
+
+
+@pytest.mark.parametrize("v", [83306474.28143, 12345.6789, -2.5e9, 1.234567891e15])
+def test_large_figures_are_printed_to_significant_digits_not_decimals(v):
+    """A test MSE of prices (8.3e7) was printed "83306474.2814": four decimals of noise past
+    float32's seven digits. From 1e4 up a figure has decimals + 4 significant digits."""
+    from gpunet.train import figure
+
+    for decimals in (4, 6):
+        text = figure(v, decimals)
+        digits = text.split("e")[0].replace("-", "").replace(".", "").lstrip("0")
+        assert len(digits) <= decimals + 4, text
+        assert float(text) == pytest.approx(v, rel=10.0 ** -(decimals + 3)), text
+    assert figure(9999.5) == "9999.5000" and figure(0.5) == "0.5000"  # (below: as before)
