@@ -86,14 +86,14 @@ def _data_flags(p, defaults=True):
                         ".csv/.npz/.npy file (default: "
                         + ("digits)" if defaults else "the checkpoint's own data; a saved "
                            "estimator's has none: give it)"))
-    p.add_argument("--target", action="append",
+    p.add_argument("--target", action="append", metavar="COLUMN",
                    help="CSV: the target column (numbers, or class names; text feature "
                         "columns are one-hot encoded), repeated for several (numbers: "
                         "regression targets, or 0/1 labels for multilabel); .npy: the targets "
                         "file")
     p.add_argument("--x-key", default=None, help=".npz: the features array (default x)")
     p.add_argument("--y-key", default=None, help=".npz: the targets array (default y)")
-    p.add_argument("--data-dir", type=_path,
+    p.add_argument("--data-dir", type=_path, metavar="DIR",
                    help="folder holding the four MNIST-format IDX files")
     p.add_argument("--drop-missing", action="store_true", default=None,
                    help="CSV: leave out rows with a missing value (empty, NA, N/A, null, ?, "
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=_positive_int, default=None,
                    help="early stopping: epochs without a better --monitor figure, keeping "
                         "the best epoch's weights")
-    t.add_argument("--min-delta", type=_nonnegative, default=None,
+    t.add_argument("--min-delta", type=_nonnegative, default=None, metavar="D",
                    help="how much --monitor must improve on the best so far for an epoch to "
                         "count as better (default 0: any improvement)")
     t.add_argument("--seed", type=_seed, default=0,

@@ -1201,3 +1201,17 @@ def test_evaluate_under_an_mpi_launcher_warns_that_each_process_runs_it_whole(
     assert main(["evaluate", "--checkpoint", str(ck)]) == 0
     assert "gpunet: warning: started as one of 2 MPI processes: each runs the whole evaluate " \
         "(and writes its files); run it without mpiexec" in capsys.readouterr().err
+
+
+def test_python_dash_m_gpunet_is_the_command():
+    """python -m gpunet failed: the package had no __main__."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gpunet", "info", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: gpunet info")
+    proc = subprocess.run([sys.executable, "-m", "gpunet", "train", "--epochs", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "argument --epochs" in proc.stderr
