@@ -319,6 +319,7 @@ def main(argv=None) -> int:
         print(f"gpunet: warning: started as one of {launched} MPI processes: each runs the "
               f"whole {args.command} (and writes its files); run it without mpiexec",
               file=sys.stderr)
+    started = time.time()
     try:
         code = command(args)
         sys.stdout.flush()  # (here, where a reader gone away is caught, not at the exit)
@@ -333,8 +334,12 @@ def main(argv=None) -> int:
             print(f"gpunet: resume with: gpunet train --resume {shlex.quote(str(e.checkpoint))} "
                   f"[--epochs N]", file=sys.stderr)
         return 128 + int(e.signum)  # (130 for Ctrl-C, 143 for SIGTERM: as a shell reports)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # (a second Ctrl-C, before the first one's checkpoint was said)
         print("gpunet: interrupted", file=sys.stderr)
+        saved = getattr(args, "save", None) or getattr(args, "resume", None)
+        if getattr(args, "command", None) == "train" and saved and _written_since(saved, started):
+            print(f"gpunet: resume with: gpunet train --resume {shlex.quote(str(saved))} "
+                  f"[--epochs N]", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (gpunet info | head -1): stop quietly, as
         try:  # a Unix tool does (Python's own advice: stdout on devnull, so the exit's flush
@@ -354,6 +359,14 @@ def main(argv=None) -> int:
         print(f"gpunet: error: out of {where} memory ({_first_line(e)}); "
               "try a smaller --batch-size or smaller --hidden layers", file=sys.stderr)
         return 1
+
+
+def _written_since(path, when) -> bool:
+    """Whether ``path`` is a file written at or after ``when`` (seconds since the epoch)."""
+    try:
+        return os.path.isfile(path) and os.stat(path).st_mtime >= when - 1
+    except OSError:
+        return False
 
 
 def _out_of_memory(e: BaseException) -> bool:

@@ -1215,3 +1215,30 @@ def test_python_dash_m_gpunet_is_the_command():
     proc = subprocess.run([sys.executable, "-m", "gpunet", "train", "--epochs", "0"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "argument --epochs" in proc.stderr
+
+
+def test_a_second_ctrl_c_still_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """Two Ctrl-Cs close together: the second one's KeyboardInterrupt ended the run with a bare
+    "interrupted", though the first had left a checkpoint to resume. The hint is given where
+    the --save file was written by this run, and not for an older file of that name."""
+    import gpunet.cli as cli
+
+    ck = tmp_path / "run.npz"
+
+    def interrupted_after_a_save(args, comm=None):
+        ck.write_bytes(b"a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted_after_a_save)
+    assert main(["train", "--save", str(ck)]) == 130
+    err = capsys.readouterr().err
+    assert err == f"gpunet: interrupted\ngpunet: resume with: gpunet train --resume {ck} " \
+                  "[--epochs N]\n"
+
+    def interrupted_before_it(args, comm=None):
+        os.utime(ck, (1e9, 1e9))  # (a file of an earlier run)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted_before_it)
+    assert main(["train", "--save", str(ck)]) == 130
+    assert capsys.readouterr().err == "gpunet: interrupted\n"
