@@ -285,6 +285,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(parser, argv):
+    """``parser.parse_args(argv)``, with an unknown option blamed on the command's own parser
+    (argparse's top-level "gpunet: error: unrecognized arguments" named no command) and the
+    command's nearest options suggested for a misspelt one."""
+    import difflib
+
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    flags = [f for a in command._actions for f in a.option_strings if f.startswith("--")]
+    hints = []
+    for word in extra:
+        near = difflib.get_close_matches(word.split("=")[0], flags, n=2, cutoff=0.6) \
+            if word.startswith("--") else []
+        if near:
+            hints.append(f"{word}: did you mean {' or '.join(near)}?")
+    command.error(f"unrecognized arguments: {' '.join(extra)}"
+                  + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def _given_options(argv) -> set:
     """The options ``argv`` gives itself (dests), whatever their values: argv parsed again
     with every default suppressed, so an option given at its default value counts too."""
@@ -308,7 +330,7 @@ def main(argv=None) -> int:
 
         command, args = (lambda _: bench_main(argv[1:])), None
     else:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
         args._given = _given_options(argv)
         if getattr(args, "target", None) is not None:  # one column: its name; several: a list
             args.target = args.target[0] if len(args.target) == 1 else args.target

@@ -244,6 +244,22 @@ def test_the_flags_runs_use_are_taken(capsys):
                      "--quiet", *flags]) == 0, flags
 
 
+def test_a_misspelt_option_is_blamed_on_its_command_with_the_nearest_options(capsys):
+    """argparse blamed the top-level parser ("gpunet: error: unrecognized arguments: --datset
+    digits", under gpunet's usage) and suggested nothing."""
+    for argv, said_ in ((["train", "--datset", "iris"], "gpunet train: error: unrecognized "
+                         "arguments: --datset iris (--datset: did you mean --dataset"),
+                        (["info", "--chekpoint", "x.npz"], "gpunet info: error: unrecognized "
+                         "arguments: --chekpoint x.npz (--chekpoint: did you mean --checkpoint?)"),
+                        (["train", "--epochs", "1", "stray"], "gpunet train: error: "
+                         "unrecognized arguments: stray\n")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said_ in err, err
+        assert err.startswith(f"usage: gpunet {argv[0]} ")
+
+
 class OutOfMemoryError(Exception):
     """Stands in for cupy.cuda.memory.OutOfMemoryError."""
 
