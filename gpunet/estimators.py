@@ -47,7 +47,9 @@ kept: ``best_epoch_``'s with ``patience``, else the last's).
 
 Keeping a fitted estimator: ``est.save(path)`` writes a gpunet checkpoint (an ``.npz`` of plain
 arrays and a JSON header, written atomically; loading it never runs code) and
-``MLPClassifier.load(path)`` reads it back; ``gpunet predict --checkpoint path`` takes it too.
+``MLPClassifier.load(path)`` reads it back; ``gpunet predict --checkpoint path`` takes it too,
+and ``gpunet evaluate`` reports its loss as the objective it trained on (the run's loss is
+recorded as ``gpunet train`` records it).
 It also pickles (``joblib.dump``), as plain host arrays rebuilt on the backend its ``backend``
 parameter picks where it is unpickled, for scikit-learn's tools that copy estimators that way;
 a pickle runs code when it is loaded, so keep files in the checkpoint format. Either way, one
@@ -338,6 +340,7 @@ class _GpunetMLP(BaseEstimator):
         except TrainingInterrupted as stop:  # Ctrl-C: keep what was trained, then stop
             # (the weights of the last epoch done where it stopped between epochs, else of a
             # step within the next: no epoch's)
+            self._run = self._run_settings(loss_fn, seed, patience)
             at_end = stop.epoch == len(stop.history)
             self._keep(model, data, optimizer, stop.history, extend,
                        len(stop.history) if at_end else None)
@@ -348,7 +351,19 @@ class _GpunetMLP(BaseEstimator):
                 stop.checkpoint, stop.signum, stop.history) from None
         # (with patience, fit put the best epoch's weights back)
         kept = _weights_epoch(patience, history.best_epoch, len(history))
+        self._run = self._run_settings(loss_fn, seed, patience)
         return self._keep(model, data, optimizer, history, extend, kept)
+
+    def _run_settings(self, loss_fn, seed, patience) -> dict:
+        """What ``save`` records of the last training run, as ``gpunet train`` records its
+        own (fit has checked them): ``gpunet evaluate`` reports the loss named there, the
+        trained objective (a Huber loss's delta, label smoothing), and ``gpunet info`` shows
+        it."""
+        return {"batch_size": int(self.batch_size), "seed": int(seed),
+                "patience": None if patience is None else int(patience),
+                "monitor": self.monitor, "min_delta": float(self.min_delta),
+                "loss": {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
+                                                  if k != "check_labels"}}}
 
     def _keep(self, model, data, optimizer, history, extend, kept):
         """Hold the trained network and its run (``history``: fit's, of the epochs done;
@@ -545,10 +560,12 @@ class _GpunetMLP(BaseEstimator):
     def save(self, path) -> None:
         """Write the fitted estimator to ``path`` (``.npz``) as a gpunet checkpoint: the
         weights, the optimiser's state (for ``partial_fit`` after ``load``), the
-        standardisation, the parameters, the history and (a classifier) the classes, as plain
-        arrays and JSON; atomically (temporary file, fsync, rename). ConfigError where
-        parameters changed since the fit describe another network (``hidden``,
-        ``activation``, ``dropout``, ``norm``, ``dtype``): fit again, or set them back."""
+        standardisation, the parameters, the history, the last run's settings as ``gpunet
+        train`` records them (its loss, which ``gpunet evaluate`` reports, batch size, seed)
+        and (a classifier) the classes, as plain arrays and JSON; atomically (temporary
+        file, fsync, rename). ConfigError where parameters changed since the fit describe
+        another network (``hidden``, ``activation``, ``dropout``, ``norm``, ``dtype``): fit
+        again, or set them back."""
         check_is_fitted(self)
         unlike = self._unlike(self.model_, self._hidden_sizes(), self.model_.sizes[-1])
         if unlike:  # (set_params since the fit: load would build another estimator)
@@ -574,12 +591,18 @@ class _GpunetMLP(BaseEstimator):
             info["classes_dtype"] = "object" if self.classes_.dtype.kind == "O" else "array"
         if self._task == "regression":
             info["single_target"] = bool(self._single_target)
+        extra = {"estimator": info, "task": self._task, "multilabel": info["multilabel"],
+                 "n_classes": len(getattr(self, "classes_", ()))}
+        run = getattr(self, "_run", None)  # (None: fitted by a gpunet that kept no record)
+        if run is not None:  # the run as gpunet train records one (the loss, for evaluate)
+            extra["training"] = {**run, "epochs": self.n_iter_, "state": {
+                "epoch": self.n_iter_, "step": 0, "history": info["history"],
+                "best_epoch": self.best_epoch_ or 0, "stopped_early": info["stopped_early"],
+                "finished": True}}
         save_checkpoint(path, self.model_, getattr(self, "_optimizer", None),
                         epoch=self.n_iter_, standardizer=self.standardizer_,
                         target_standardizer=self.target_standardizer_, classes=classes,
-                        extra={"estimator": info, "task": self._task,
-                               "multilabel": info["multilabel"],
-                               "n_classes": len(getattr(self, "classes_", ()))})
+                        extra=extra)
 
     @classmethod
     def load(cls, path, *, backend=None):
@@ -659,6 +682,9 @@ class _GpunetMLP(BaseEstimator):
         est.n_iter_, est.best_epoch_ = len(history), history.best_epoch
         est._weights_epoch = info["weights_epoch"] if "weights_epoch" in info else \
             _weights_epoch(est.patience, est.best_epoch_, est.n_iter_)  # (an earlier save)
+        training = ckpt.extra.get("training")
+        if training is not None:  # (an earlier save has none)
+            est._run = {k: v for k, v in training.items() if k not in ("epochs", "state")}
         est._restore(info, ckpt)
         return est
 

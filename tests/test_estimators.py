@@ -856,6 +856,52 @@ def test_evaluate_reads_a_saved_regressors_pandas_targets_by_name_in_its_order(t
     np.testing.assert_allclose(got.to_numpy(), reg.predict(df[["a", "b", "c"]]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["huber", "label_smoothing"])
+def test_evaluate_reports_the_loss_a_saved_estimator_trained_on(tmp_path, capsys, kind):
+    """gpunet evaluate of a saved MLPRegressor(loss="huber", huber_delta=0.5) reported plain
+    MSE on standardised targets, and of an MLPClassifier(label_smoothing=0.2) unsmoothed
+    cross-entropy: the file did not say which loss it trained on. Now its loss is the trained
+    objective, as torch computes it on the same standardised predictions (logits), and gpunet
+    info names it, as it names a train run's."""
+    import csv
+    import json
+
+    torch = pytest.importorskip("torch", reason="torch is the loss's reference here")
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(160, 4))
+    kw = dict(hidden=(8,), epochs=5, backend="numpy", dtype="float64", random_state=1)
+    if kind == "huber":
+        y = 300 * x[:, 0] + 80 * x[:, 1] ** 2 + 1000  # (far from unit scale)
+        est = MLPRegressor(loss="huber", huber_delta=0.5, **kw).fit(x[:100], y[:100])
+        mean, std = est.target_standardizer_.mean, est.target_standardizer_.std
+        z = torch.tensor((est.predict(x[100:]) - mean) / std)  # the network's outputs
+        want = torch.nn.HuberLoss(delta=0.5)(z, torch.tensor((y[100:] - mean) / std))
+        shown = "loss huber (delta 0.5)"
+    else:
+        y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+        est = MLPClassifier(label_smoothing=0.2, **kw).fit(x[:100], y[:100])
+        logits = torch.tensor(est.predict_log_proba(x[100:]))  # (logits up to a row's shift)
+        want = torch.nn.CrossEntropyLoss(label_smoothing=0.2)(logits, torch.tensor(y[100:]))
+        shown = "loss cross_entropy (label smoothing 0.2)"
+    est.save(tmp_path / "e.npz")
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "c", "d", "y"])
+        w.writerows([*map(repr, row), repr(t)] for row, t in zip(x[100:].tolist(),
+                                                                 y[100:].tolist()))
+    m = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "e.npz"), "--dataset",
+                 str(tmp_path / "t.csv"), "--target", "y", "--split", "all", "--backend",
+                 "numpy", "--metrics-json", str(m)]) == 0
+    assert json.loads(m.read_text())["all_loss"] == pytest.approx(want.item(), rel=1e-9)
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(tmp_path / "e.npz")]) == 0
+    (line,) = [t for t in capsys.readouterr().out.splitlines() if t.startswith("training: ")]
+    assert f", {shown}, adam" in line, line
+
+
 def test_one_number_as_sample_weight_weights_every_row_alike():
     """As scikit-learn's MLP takes sample_weight=2.0: the unweighted fit (equal weights)."""
     x, y = make_classification(120, 5, random_state=3)

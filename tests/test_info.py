@@ -84,8 +84,10 @@ def test_a_saved_estimator_is_described(tmp_path, capsys):
     lines = _info(capsys, tmp_path / "r.npz")
     assert "saved estimator: MLPRegressor (load it with gpunet.MLPRegressor.load)" in lines
     assert "task: regression" in lines
-    # 2 epochs of 50 rows in batches of 32: 4 Adam steps, kept for partial_fit
-    assert "training: 2 epochs, adam lr=0.001 (4 steps)" in lines
+    # 2 epochs of 50 rows in batches of 32: 4 Adam steps, kept for partial_fit; the run's
+    # settings as a train run's checkpoint records them (the loss, which evaluate reports)
+    assert "training: 2 of 2 epochs done, batch 32, seed 0, loss mse, adam lr=0.001 (4 steps)" \
+        in lines
 
 
 def test_what_is_not_a_checkpoint_is_said_in_one_line(tmp_path, capsys):
