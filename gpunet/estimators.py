@@ -43,7 +43,8 @@ weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFram
 scikit-learn's MLP attributes read off them: ``coefs_`` and ``intercepts_`` (its (inputs,
 outputs) layout), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``best_loss_``,
 ``validation_scores_`` and ``best_validation_score_`` (the score of the epoch whose weights are
-kept: ``best_epoch_``'s with ``patience``, else the last's).
+kept: ``best_epoch_``'s with ``patience``, else the last's; weighted where ``fit`` was given
+``sample_weight``, as scikit-learn's).
 
 Keeping a fitted estimator: ``est.save(path)`` writes a gpunet checkpoint (an ``.npz`` of plain
 arrays and a JSON header, written atomically; loading it never runs code) and
@@ -335,6 +336,7 @@ class _GpunetMLP(BaseEstimator):
                           schedule=schedule, progress=None if self.verbose else False,
                           log=log, graph=self.graph, monitor=self.monitor,
                           min_delta=self.min_delta, step_cache=step_cache,
+                          weighted_scores=True,  # (scikit-learn's validation scores)
                           handle_sigint="sigint")  # (a library call: SIGTERM is the
             # program's to handle; a notebook's Ctrl-C stops after the step)
         except TrainingInterrupted as stop:  # Ctrl-C: keep what was trained, then stop
@@ -535,7 +537,8 @@ class _GpunetMLP(BaseEstimator):
     @property
     def validation_scores_(self):
         """Each epoch's score on the validation rows (accuracy for a classifier, R^2 for a
-        regressor), or None without validation rows."""
+        regressor), weighted by their ``sample_weight`` where ``fit`` was given one (as
+        scikit-learn's), or None without validation rows."""
         check_is_fitted(self, "model_")
         key = "val_accuracy" if self._task == "classification" else "val_r2"
         scores = [row[key] for row in self.history_ if key in row]
@@ -893,9 +896,12 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
     ``fit(X, y, sample_weight=w)`` weights each row's loss by w_i >= 0: every step minimises
     its batch's weighted mean loss (scikit-learn's and PyTorch's weighted mean), the feature
-    standardisation uses weighted statistics, and early stopping watches the weighted
-    validation loss; a weight of k counts a row as k copies would (exactly so where one batch
-    holds all rows). Equal weights are no weights (the unweighted fit, exactly).
+    standardisation uses weighted statistics, early stopping watches the weighted
+    validation loss, and the validation scores (``validation_scores_``, the history's
+    val_accuracy, val_mse and val_r2, which ``monitor`` may go by) are weighted as
+    scikit-learn's with ``sample_weight``; a weight of k counts a row as k copies would
+    (exactly so where one batch holds all rows). Equal weights are no weights (the
+    unweighted fit, exactly).
     """
 
     _task = "classification"

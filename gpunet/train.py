@@ -122,16 +122,18 @@ def correct_rows(model, y_hat, y):
 
 
 def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
-            weight=None) -> dict:
+            weight=None, weighted_scores=False) -> dict:
     """Loss and accuracy (classification) or MSE and R^2 (regression) of ``model`` on (x, y).
 
     R^2 is scikit-learn's ``r2_score`` (its default, uniform average over target columns):
     see ``r2_from_sums``.
 
     ``weight``: sample weights of the rows, which weight the loss as in training (accuracy,
-    MSE and R^2 count every row once); a mean loss over rows whose weights are all zero is
-    NaN, with a notice (0 / 0: undefined, as ``np.average`` says). With multilabel targets (n, labels) a row is correct
-    where every label is (scikit-learn's subset accuracy).
+    MSE and R^2 count every row once, unless ``weighted_scores``: then they are weighted too,
+    as scikit-learn's with ``sample_weight=weight``, where the weights are not all zero); a
+    mean loss over rows whose weights are all zero is NaN, with a notice (0 / 0: undefined,
+    as ``np.average`` says). With multilabel targets (n, labels) a row is correct where every
+    label is (scikit-learn's subset accuracy).
 
     ``target``: the Standardizer the regression targets ``y`` were standardised with (the
     model predicts standardised values): the loss stays the trained objective's, MSE and R^2
@@ -140,12 +142,14 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     gets the figures of the whole set, equal to one process's to float rounding.
     """
     if comm is not None and comm.size > 1:
-        out = _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight)
+        out = _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target, weight,
+                               weighted_scores)
     else:
         y = np.asarray(y)
         w = None if weight is None else np.asarray(weight, dtype=np.float64)
+        scored = w if weighted_scores and w is not None and w.sum() > 0 else None
         out = _figures(_metric_sums(model, x, y, loss_fn, task, 0, len(x), w, target,
-                                    batch_size), y, task, target)
+                                    batch_size, scored), y, task, target, scored)
     if weight is not None and len(x) and loss_fn.reduction == "mean" \
             and not np.sum(weight) > 0:  # (a weighted mean over no weight: 0 / 0, not 0)
         out["loss"] = float("nan")
@@ -155,12 +159,14 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
     return out
 
 
-def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> np.ndarray:
+def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size,
+                 scored=None) -> np.ndarray:
     """[the loss's share, correct rows or the sum of squared errors, (regression) each target
     column's sum of squared errors] of rows lo..hi of (x, y), block by block of
     ``batch_size`` rows: one block's outputs (and its loss's gradient, unused) at a time, not
     those of every row (for 4e5 rows of 1000 classes: 6 GB). A block's loss counts its share
-    of the whole set's (``share_weight``, ``weighted_share``), so the sums add up to it."""
+    of the whole set's (``share_weight``, ``weighted_share``), so the sums add up to it.
+    ``scored``: weights of the rows' hits and squared errors (None: each row once)."""
     backend, n = model.backend, len(x)
     sums = np.zeros(2 + (model.sizes[-1] if task == "regression" else 0))
     total = None if w is None else w.sum()
@@ -176,34 +182,43 @@ def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size) -> n
                 value, _ = loss_fn(y_hat, y[s:e], weight=w[s:e])
                 share = weighted_share(loss_fn.reduction, w[s:e].sum(), total, e - s)
         sums[0] += backend.scalar(value) * share
-        if task == "classification":
+        if task == "classification" and scored is None:
             hits = correct_rows(model, y_hat, backend.asarray(_labels(y[s:e])))
             sums[1] += float(backend.to_host(hits))
+        elif task == "classification":
+            labels = _labels(y[s:e])
+            hit = backend.to_host(predicted_classes(model, y_hat, labels.ndim == 2)) == labels
+            sums[1] += float(scored[s:e] @ (hit.all(axis=1) if hit.ndim == 2 else hit))
         else:
             got, want = _in_units(backend.to_host(y_hat), y[s:e], target)
             squared = (got.reshape(len(got), -1) - want.reshape(len(want), -1)) ** 2
+            if scored is not None:
+                squared *= scored[s:e, None]
             sums[1] += squared.sum()
             sums[2:] += squared.sum(axis=0)
     return sums
 
 
-def _figures(sums, y, task, target) -> dict:
-    """``metrics``' figures from the sums of ``_metric_sums`` over all of (x, y)."""
+def _figures(sums, y, task, target, scored=None) -> dict:
+    """``metrics``' figures from the sums of ``_metric_sums`` over all of (x, y) (``scored``:
+    the rows' weights those sums were weighted by, or None)."""
     n = len(y)
     if not n:  # (no rows: no figures)
         return {"loss": float("nan"), **({"accuracy": float("nan")} if task == "classification"
                                          else {"mse": float("nan"), "r2": float("nan")})}
     out = {"loss": float(sums[0])}
+    rows = n if scored is None else scored.sum()  # (weighted: the weights' sum)
     if task == "classification":
-        out["accuracy"] = float(sums[1] / n)
+        out["accuracy"] = float(sums[1] / rows)
     else:
         y64 = _in_units(y, y, target)[1]  # the targets, host float64, in their own units
-        out["mse"] = float(sums[1] / y64.size)
-        out["r2"] = r2_from_sums(sums[2:], y64)
+        out["mse"] = float(sums[1] / (y64.size if scored is None else
+                                      rows * (y64.size // n)))
+        out["r2"] = r2_from_sums(sums[2:], y64, scored)
     return out
 
 
-def r2_from_sums(sse, y) -> float:
+def r2_from_sums(sse, y, weight=None) -> float:
     """R^2 as scikit-learn's ``r2_score(y, y_hat)`` gives it, from the columns' sums of
     squared errors ``sse`` (what ranks add up) and all the targets ``y``.
 
@@ -213,14 +228,22 @@ def r2_from_sums(sse, y) -> float:
     scale). A constant column (sst_j = 0) scores 1 where its predictions are exact (sse_j = 0),
     else 0 (``force_finite=True``). NaN for fewer than two rows.
 
+    With ``weight`` (rows,), scikit-learn's ``r2_score(..., sample_weight=weight)``: sse_j
+    sums w_i (y_hat_ij - y_ij)^2 (``_metric_sums`` with ``scored``) and sst_j =
+    sum_i w_i (y_ij - ybar_j)^2 about the weighted mean ybar_j.
+
     Args:
         sse: (columns,) the sums sse_j.
         y: (rows, columns) host float64 targets.
+        weight: (rows,) sample weights, or None (each row once).
     """
     y = y.reshape(len(y), -1)
     if len(y) < 2:
         return float("nan")
-    sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    if weight is None:
+        sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    else:
+        sst = weight @ (y - np.average(y, axis=0, weights=weight)) ** 2
     scores = np.ones(len(sst))
     valid = (sst != 0) & (sse != 0)
     scores[valid] = 1 - sse[valid] / sst[valid]
@@ -237,15 +260,16 @@ def _in_units(y_hat, y, target):
 
 
 def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
-                     weight=None) -> dict:
+                     weight=None, weighted_scores=False) -> dict:
     """``metrics`` over ranks: sums of the loss (weighted as in training), of correct
     predictions or of squared errors (all of them, and per column for R^2) on this rank's
     rows, all-reduced once as one vector."""
     lo, hi = shard(len(x), comm.rank, comm.size)
     y = np.asarray(y)
     w = None if weight is None else np.asarray(weight, dtype=np.float64)
-    sums = _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size)
-    return _figures(comm.allreduce(sums), y, task, target)
+    scored = w if weighted_scores and w is not None and w.sum() > 0 else None
+    sums = _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size, scored)
+    return _figures(comm.allreduce(sums), y, task, target, scored)
 
 
 def _labels(y):
@@ -396,7 +420,7 @@ def _whole_job(fit):
 def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed=0,
         patience=None, schedule: Schedule | None = None, progress=None, save=None, log=None,
         resume=None, handle_sigint=True, data_spec=None, comm=None, graph=True,
-        monitor="val_loss", min_delta=0.0, step_cache=None) -> History:
+        monitor="val_loss", min_delta=0.0, step_cache=None, weighted_scores=False) -> History:
     """Train ``model`` on ``data`` (a gpunet.data.Dataset) and return its History.
 
     Each epoch draws a permutation of the training rows from one generator seeded with ``seed``,
@@ -440,8 +464,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     sample_weight=)`` or ``DataSpec(class_weight="balanced")``) weight each row's loss: every
     step minimises its batch's weighted mean, the epoch's ``train_loss`` is the weighted mean
     over the epoch (the weighted sum, for a loss of reduction "sum") and ``val_loss`` (which
-    early stopping watches by default) the weighted mean over the validation rows. Under
-    ``comm`` a rank's share of a batch is its share of the weight.
+    early stopping watches by default) the weighted mean over the validation rows; the
+    accuracy, MSE and R^2 count every row once, unless ``weighted_scores`` (as the estimators
+    ask: scikit-learn's scores with ``sample_weight``, which val_accuracy and val_r2 as a
+    ``monitor`` then go by too). Under ``comm`` a rank's share of a batch is its share of the
+    weight.
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
@@ -932,7 +959,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 row.update({f"val_{k}": v for k, v in
                             metrics(model, data.x_val, y_val, loss_fn, data.task,
                                     comm=comm, target=target,
-                                    weight=getattr(data, "w_val", None)).items()})
+                                    weight=getattr(data, "w_val", None),
+                                    weighted_scores=weighted_scores).items()})
             row["seconds"] = time.perf_counter() - t0
             state.history.append(row)
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
@@ -981,8 +1009,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     history.stopped_early = state.stopped_early
     history.test = {f"test_{k}": v for k, v in
                     metrics(model, data.x_test, y_test, loss_fn, data.task,
-                            comm=comm, target=target,
-                            weight=getattr(data, "w_test", None)).items()} \
+                            comm=comm, target=target, weight=getattr(data, "w_test", None),
+                            weighted_scores=weighted_scores).items()} \
         if len(data.x_test) else {}
     return history
 

@@ -494,6 +494,67 @@ def test_epoch_and_validation_losses_are_weighted_means():
     assert abs(history[0]["val_loss"] - unweighted) > 1e-4 * unweighted  # (they differ)
 
 
+@pytest.mark.parametrize("cls, monitor, lr", [(MLPRegressor, "val_r2", 0.01),
+                                              (MLPClassifier, "val_accuracy", 0.003)])
+def test_validation_scores_are_weighted_as_scikit_learns(cls, monitor, lr):
+    """validation_scores_, and early stopping by them, counted each validation row once
+    whatever its sample_weight; scikit-learn's MLP scores its validation rows with their
+    weights. Now each epoch's score is scikit-learn's r2_score / accuracy_score with
+    sample_weight on the held-out rows (of the weights after that epoch: a fit of that many
+    epochs, the same run so far), and monitoring it keeps the epoch of the best weighted score,
+    which here is not the best unweighted one. Without weights the scores stay unweighted."""
+    from sklearn.metrics import accuracy_score, r2_score
+
+    from gpunet.data import make_dataset
+
+    score = r2_score if cls is MLPRegressor else accuracy_score
+    x, y = _data(n=240, classes=3)
+    if cls is MLPRegressor:
+        y = x[:, 0] * 40 + x[:, 1] ** 2 * 10 + np.random.default_rng(1).normal(size=240) * 20
+    w = _weights(240) ** 3
+    epochs = 12
+    # the held-out rows: the estimator's split of these rows (its seed, its fraction)
+    held = make_dataset(cls.__name__, x, y, "regression" if cls is MLPRegressor else
+                        "classification", seed=SEED, test_fraction=0.0, val_fraction=0.25,
+                        standardize=False, sample_weight=w)
+    weighted, unweighted = [], []
+    for k in range(1, epochs + 1):
+        p = _estimator(cls, epochs=k, val_fraction=0.25, lr=lr).fit(
+            x, y, sample_weight=w).predict(held.x_val)
+        weighted.append(score(held.y_val, p, sample_weight=held.w_val))
+        unweighted.append(score(held.y_val, p))
+    best = 1 + int(np.argmax(weighted))
+    assert best != 1 + int(np.argmax(unweighted))  # (the weights decide the epoch here)
+    est = _estimator(cls, epochs=epochs, patience=epochs, monitor=monitor, val_fraction=0.25,
+                     lr=lr).fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(est.validation_scores_, weighted, rtol=1e-9, atol=1e-12)
+    assert est.best_epoch_ == best
+    assert est.best_validation_score_ == pytest.approx(
+        score(held.y_val, est.predict(held.x_val), sample_weight=held.w_val), rel=1e-9)
+    plain = _estimator(cls, epochs=3, val_fraction=0.25, lr=lr).fit(x, y)
+    assert plain.validation_scores_[-1] == pytest.approx(
+        score(held.y_val, plain.predict(held.x_val)), rel=1e-9, abs=1e-12)
+
+
+def test_multilabel_validation_accuracy_is_weighted_as_scikit_learns():
+    """Multilabel targets: the validation score is the weighted subset accuracy, as
+    scikit-learn's accuracy_score(..., sample_weight=) of the held-out rows."""
+    from sklearn.datasets import make_multilabel_classification
+    from sklearn.metrics import accuracy_score
+
+    from gpunet.data import make_dataset
+
+    x, y = make_multilabel_classification(200, 6, n_classes=3, random_state=0)
+    w = _weights(200) ** 3
+    est = _estimator(epochs=4, val_fraction=0.25).fit(x, y, sample_weight=w)
+    held = make_dataset("MLPClassifier", x, y, "classification", seed=SEED, test_fraction=0.0,
+                        val_fraction=0.25, standardize=False, sample_weight=w)
+    p = est.predict(held.x_val)
+    want = accuracy_score(held.y_val, p, sample_weight=held.w_val)
+    assert abs(want - accuracy_score(held.y_val, p)) > 1e-3  # (weighting changes it here)
+    assert est.validation_scores_[-1] == pytest.approx(want, rel=1e-12)
+
+
 def test_validation_rows_whose_weights_are_all_zero_are_refused():
     """Their weighted loss is 0 / 0: reporting it as 0 made early stopping keep epoch 1."""
     from gpunet.data import make_dataset
