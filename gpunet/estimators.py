@@ -41,10 +41,11 @@ standardised targets, not scikit-learn's half squared error in the targets' unit
 ``patience``: the epoch whose
 weights were kept), ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame), and
 scikit-learn's MLP attributes read off them: ``coefs_`` and ``intercepts_`` (its (inputs,
-outputs) layout), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``best_loss_``,
-``validation_scores_`` and ``best_validation_score_`` (the score of the epoch whose weights are
-kept: ``best_epoch_``'s with ``patience``, else the last's; weighted where ``fit`` was given
-``sample_weight``, as scikit-learn's).
+outputs) layout; with ``standardize``, of a network that reads standardised features and, a
+regressor's, outputs standardised targets: see ``coefs_``), ``n_layers_``, ``n_outputs_``,
+``out_activation_``, ``best_loss_``, ``validation_scores_`` and ``best_validation_score_`` (the
+score of the epoch whose weights are kept: ``best_epoch_``'s with ``patience``, else the
+last's; weighted where ``fit`` was given ``sample_weight``, as scikit-learn's).
 
 Keeping a fitted estimator: ``est.save(path)`` writes a gpunet checkpoint (an ``.npz`` of plain
 arrays and a JSON header, written atomically; loading it never runs code) and
@@ -493,7 +494,10 @@ class _GpunetMLP(BaseEstimator):
     def coefs_(self) -> list:
         """The weight matrices as scikit-learn's MLP lays them out, (inputs, outputs) per layer
         (``model_`` holds them (outputs, inputs), as torch does), as host float64 arrays. With
-        ``standardize`` the first layer reads standardised features."""
+        ``standardize`` the first layer reads features standardised by ``standardizer_``
+        ((X - mean) / std), and a regressor's last layer outputs standardised targets: its
+        prediction is y_hat = z * ``target_standardizer_.std`` + ``target_standardizer_.mean``
+        for the network's output z."""
         check_is_fitted(self, "model_")
         state = self.model_.state_dict()
         return [np.asarray(state[f"W{i}"], dtype=np.float64).T.copy()
@@ -501,7 +505,8 @@ class _GpunetMLP(BaseEstimator):
 
     @property
     def intercepts_(self) -> list:
-        """The bias vectors, one per layer, as host float64 arrays."""
+        """The bias vectors, one per layer, as host float64 arrays (with ``standardize``, a
+        regressor's last one in standardised target units, as ``coefs_`` says)."""
         check_is_fitted(self, "model_")
         state = self.model_.state_dict()
         return [np.asarray(state[f"b{i}"], dtype=np.float64)

@@ -309,6 +309,25 @@ def test_scikit_learns_attributes_describe_the_fitted_net(digits_fit):
     assert clf.best_validation_score_ is None
 
 
+def test_a_regressors_coefs_output_standardised_targets_as_documented():
+    """The README and coefs_ said only that the first layer reads standardised features; a
+    regressor's coefs_ / intercepts_ also output standardised targets, which predict turns
+    into the targets' units as y_hat = z * target_standardizer_.std + target_standardizer_.mean
+    (a forward pass written in float64 NumPy on scikit-learn's layout, two targets of other
+    scales)."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(200, 4)) * [1, 10, 100, 0.1] + 50
+    y = np.c_[x[:, 0] * 300 + 2e4, x[:, 1] * 0.01]
+    reg = MLPRegressor(hidden=(8, 8), epochs=3, backend="numpy", dtype="float64").fit(x, y)
+    h = (x - reg.standardizer_.mean) / reg.standardizer_.std
+    for w, b in zip(reg.coefs_[:-1], reg.intercepts_[:-1]):
+        h = np.maximum(h @ w + b, 0)
+    z = h @ reg.coefs_[-1] + reg.intercepts_[-1]
+    assert np.abs(z).max() < 10  # standardised, not in the targets' units
+    t = reg.target_standardizer_
+    np.testing.assert_allclose(z * t.std + t.mean, reg.predict(x), rtol=1e-10)
+
+
 def test_validation_scores_are_the_epochs_validation_accuracy_or_r2():
     x, y = make_classification(300, 8, random_state=3)
     clf = MLPClassifier(epochs=4, patience=10, backend="numpy").fit(x, y)
