@@ -430,6 +430,8 @@ class _GpunetMLP(BaseEstimator):
                 std = Standardizer.fit(X, weights=w)
                 target = Standardizer.fit(y, weights=w) if self._task == "regression" else None
                 _warn_constant_columns(X, type(self).__name__)
+                if target is not None:  # (a regressor's: its outputs' scale for good)
+                    _warn_constant_columns(y, type(self).__name__, "target")
             optimizer = get_optimizer(self.optimizer, model, **opt_kw)
             done = 0
         else:
@@ -779,18 +781,19 @@ def _caller_level() -> int:
     return level
 
 
-def _warn_constant_columns(X, name) -> None:
+def _warn_constant_columns(X, name, what="feature") -> None:
     """A UserWarning where a first ``partial_fit`` chunk, whose rows fix the standardisation
-    for every later call, holds features constant over it: those are left unscaled (only
-    shifted), whatever the stream holds later."""
+    for every later call, holds features (``what``: or a regressor's targets) constant over
+    it: those are left unscaled (only shifted), whatever the stream holds later."""
     constant = int(np.count_nonzero(np.ptp(X, axis=0) == 0)) if len(X) else 0
     if constant:
+        fix = "or standardize=False after a StandardScaler.partial_fit" + (
+            "" if what == "feature" else " of the features and the targets")
         warnings.warn(f"{name}.partial_fit: the standardisation is fitted on this first "
                       f"chunk's {len(X)} row(s), over which {constant} of {X.shape[1]} "
-                      "feature(s) are constant, so they are only shifted, not scaled, for "
+                      f"{what}(s) are constant, so they are only shifted, not scaled, for "
                       "every later chunk too: give a first chunk representative of the "
-                      "stream, or standardize=False after a StandardScaler.partial_fit",
-                      UserWarning, stacklevel=_caller_level())
+                      f"stream, {fix}", UserWarning, stacklevel=_caller_level())
 
 
 def _weights_epoch(patience, best_epoch, n_iter):
@@ -1108,7 +1111,8 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network
         (``sample_weight`` as in ``fit``); returns self. The first call (on an unfitted estimator) sets up the network, the
         optimiser and, with ``standardize``, the standardisation of features and targets from
-        its own rows, which later calls keep (see ``MLPClassifier.partial_fit``)."""
+        its own rows, which later calls keep (see ``MLPClassifier.partial_fit``; a target
+        constant over them warns as a feature does: only shifted, never scaled)."""
         if not hasattr(self, "model_"):
             self._target_names = _target_names(y)
         X, y = self._targets(X, y, reset=not hasattr(self, "model_"))

@@ -204,12 +204,13 @@ def test_a_first_chunk_with_constant_features_warns_that_they_stay_unscaled():
     x = rng.normal(size=(60, 3))
     y = (x[:, 0] > 0).astype(int)
     for est, target in ((MLPClassifier(epochs=1), y), (MLPRegressor(epochs=1), x[:, 1])):
-        with pytest.warns(UserWarning, match=r"partial_fit: the standardisation is fitted on "
-                                             r"this first chunk's 1 row\(s\), over which 3 of "
-                                             r"3 feature\(s\) are constant") as caught:
+        with pytest.warns(UserWarning) as caught:  # (a regressor's: its target's too)
             est.partial_fit(x[:1], target[:1], **({"classes": [0, 1]}
                                                   if est._task == "classification" else {}))
-        assert [w.filename for w in caught] == [__file__]  # the caller's line
+        said = [w for w in caught if re.search(r"partial_fit: the standardisation is fitted on "
+                                               r"this first chunk's 1 row\(s\), over which 3 "
+                                               r"of 3 feature\(s\) are constant", str(w.message))]
+        assert [w.filename for w in said] == [__file__]  # the caller's line
         x_binary = x[:20].copy()
         x_binary[:, 2] = 0.0  # a 0/1 feature that happens to be 0 in the first chunk
         with pytest.warns(UserWarning, match=r"20 row\(s\), over which 1 of 3 feature"):
@@ -223,6 +224,39 @@ def test_a_first_chunk_with_constant_features_warns_that_they_stay_unscaled():
             fresh.partial_fit(x[:1], target[:1])
             clone(est).set_params(standardize=False).partial_fit(x[:1], target[:1], **(
                 {"classes": [0, 1]} if est._task == "classification" else {}))
+
+
+def test_a_first_chunk_with_a_constant_target_warns_that_it_stays_unscaled():
+    """A regressor's first partial_fit chunk fixes the target standardisation too: a target
+    constant over it (one row, or equal values) gets std 1, so the stream's targets are only
+    shifted (trained on in their raw units) for good, and its R^2 stays far below a fit's;
+    the call said nothing of it, as it says of constant features. Now it warns, naming the
+    target columns, the caller's line; not where each target varies, nor later."""
+    import warnings
+
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 3))
+    y = 500 * x[:, 0] + 40 * rng.normal(size=400)
+    with pytest.warns(UserWarning) as caught:  # (and its features')
+        stream = MLPRegressor(epochs=1, backend="numpy").partial_fit(x[:1], y[:1])
+    said = [w for w in caught if re.search(r"over which 1 of 1 target\(s\) are constant, so "
+                                           r"they are only shifted, not scaled", str(w.message))]
+    assert [w.filename for w in said] == [__file__]  # once, the caller's line
+    assert stream.target_standardizer_.std.tolist() == [1.0]  # (what the warning says)
+    for _ in range(3):
+        stream.partial_fit(x[:300], y[:300])
+    fitted = MLPRegressor(epochs=3, backend="numpy").fit(x[:300], y[:300])
+    assert r2_score(y[300:], stream.predict(x[300:])) < 0.5 < r2_score(
+        y[300:], fitted.predict(x[300:]))
+    two = np.c_[y, np.full(400, 7.0)]  # a second target, constant over the chunk
+    with pytest.warns(UserWarning, match=r"20 row\(s\), over which 1 of 2 target\(s\)"):
+        MLPRegressor(epochs=1, backend="numpy").partial_fit(x[:20], two[:20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        varied = MLPRegressor(epochs=1, backend="numpy").partial_fit(x[:20], y[:20])
+        varied.partial_fit(x[:1], y[:1])  # a later chunk: the first one set the scale
 
 
 def test_partial_fit_after_fit_goes_on_with_fits_optimiser():
