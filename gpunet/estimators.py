@@ -308,6 +308,11 @@ class _GpunetMLP(BaseEstimator):
                             val_fraction=self._val_fraction(),
                             sample_weight=self._sample_weight(sample_weight, X),
                             dtype=self.dtype)
+        if 0 < len(data.x_val) < 2:  # (scikit-learn's check: a score of one row is no guide)
+            raise ValueError(f"the validation set is too small: val_fraction="
+                             f"{self._val_fraction():g} of {len(X)} rows holds out "
+                             f"{len(data.x_val)}, and validation scores need at least 2; "
+                             "increase val_fraction or the size of the data")
         if warm:
             model = self._fitted_model(hidden, n_out)
         else:
@@ -883,7 +888,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         epochs, batch_size: epochs run (fewer with ``patience``), rows per step.
         patience: stop after that many epochs without a better validation loss and keep the
             best weights; the validation rows are ``val_fraction`` of the data (default 0.1
-            then or with the plateau schedule, and none otherwise), stratified by class.
+            then or with the plateau schedule, and none otherwise), stratified by class; a
+            ValueError where that holds out fewer than 2 rows (as scikit-learn's MLP).
         monitor: what "better" means there: val_loss (default), val_accuracy (a classifier),
             val_r2 or val_mse (a regressor); scikit-learn's MLP goes by the score.
         min_delta: how much that figure must improve on the best so far for an epoch to

@@ -589,6 +589,38 @@ def test_multilabel_validation_accuracy_is_weighted_as_scikit_learns():
     assert est.validation_scores_[-1] == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.parametrize("cls", [MLPRegressor, MLPClassifier])
+def test_a_validation_split_too_small_to_score_is_refused_as_scikit_learn_refuses_it(cls):
+    """patience on 10 rows held out 1 (0.1 of them): a regressor's validation_scores_ were all
+    NaN (R^2 of one row), a classifier's 0 or 1, and early stopping went by them without a
+    word. scikit-learn's MLP refuses such a split (early_stopping=True) with a ValueError
+    ("The validation set is too small"); so does gpunet, where scikit-learn does and not where
+    it does not."""
+    from sklearn import neural_network
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    y = x[:, 0] if cls is MLPRegressor else (x[:, 0] > 0).astype(int)
+    sk = getattr(neural_network, cls.__name__)
+    for n, refused in ((10, True), (5, True), (40, False)):
+        ours = _estimator(cls, epochs=2, patience=2)
+        theirs = sk(max_iter=2, early_stopping=True, random_state=0)
+        if refused:
+            with pytest.raises(ValueError, match="validation set is too small"
+                               if cls is MLPRegressor else None):  # (a classifier's split
+                theirs.fit(x[:n], y[:n])  # of 1 row is refused before its size check)
+            with pytest.raises(ValueError, match=r"the validation set is too small: "
+                                                 rf"val_fraction=0.1 of {n} rows holds out 1"):
+                ours.fit(x[:n], y[:n])
+            assert not hasattr(ours, "model_")
+        else:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (its ConvergenceWarning after 2 iterations)
+                theirs.fit(x[:n], y[:n])
+            assert all(np.isfinite(ours.fit(x[:n], y[:n]).validation_scores_))
+
+
 def test_validation_rows_whose_weights_are_all_zero_are_refused():
     """Their weighted loss is 0 / 0: reporting it as 0 made early stopping keep epoch 1."""
     from gpunet.data import make_dataset
