@@ -610,6 +610,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         t = resume.extra.get("training")
         if t is None:
             raise ConfigError("this checkpoint holds no training state to resume from")
+        if "estimator" in resume.extra:  # (its run record is for evaluate and info: it holds
+            # no generator state, so the run could not go on as it would have)
+            raise ConfigError("this checkpoint is a saved estimator's: go on training it with "
+                              "MLPClassifier.load / MLPRegressor.load and partial_fit (or "
+                              "warm_start)")
         unknown = sorted(set(t["state"]) - {f.name for f in fields(TrainState)})
         if unknown:
             raise CheckpointError(f"this checkpoint's training state holds unknown entries "

@@ -917,8 +917,21 @@ def test_evaluate_reports_the_loss_a_saved_estimator_trained_on(tmp_path, capsys
     assert json.loads(m.read_text())["all_loss"] == pytest.approx(want.item(), rel=1e-9)
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(tmp_path / "e.npz")]) == 0
-    (line,) = [t for t in capsys.readouterr().out.splitlines() if t.startswith("training: ")]
+    out = capsys.readouterr().out
+    (line,) = [t for t in out.splitlines() if t.startswith("training: ")]
     assert f", {shown}, adam" in line, line
+    assert "resume" not in out  # (the record is for evaluate and info, not a run to go on)
+    from gpunet.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "e.npz")
+    from gpunet.data import make_dataset
+
+    data = make_dataset("t", x[100:], y[100:], test_fraction=0.2)
+    model = ckpt.build_model("numpy")
+    with pytest.raises(gn.ConfigError, match="a saved estimator's: go on training it with "
+                                             "MLPClassifier.load / MLPRegressor.load"):
+        gn.fit(model, data, est._loss(), gn.Adam(model), epochs=8, resume=ckpt,
+               progress=False)
 
 
 def test_one_number_as_sample_weight_weights_every_row_alike():
