@@ -383,6 +383,13 @@ def main(argv=None) -> int:
         return 1
 
 
+def _streamed(path) -> bool:
+    """Whether ``path`` is written in place (standard output, a pipe, a device), not a file."""
+    from .checkpoint import _written_in_place
+
+    return _written_in_place(path) is not None
+
+
 def _written_since(path, when) -> bool:
     """Whether ``path`` is a file written at or after ``when`` (seconds since the epoch)."""
     try:
@@ -816,8 +823,10 @@ def cmd_train(args, comm=None) -> int:
             target=None if classify else data.target_standardizer)
         result["report"] = {k: v for k, v in report.items() if k != "text"}
     result["history"] = list(history)
-    # the files asked for first: they do not hang on a reader of standard output (train | head)
-    if args.metrics_json:
+    # the files asked for first: they do not hang on a reader of standard output (train | head);
+    # into standard output or a pipe itself, after the result (below)
+    streamed = bool(args.metrics_json) and _streamed(args.metrics_json)
+    if args.metrics_json and not streamed:
         _write_json(args.metrics_json, result)
     if args.plot and history:
         from .plot import plot_history
@@ -843,6 +852,8 @@ def cmd_train(args, comm=None) -> int:
               f"({seconds:.1f}s on {backend.name})")
     if report is not None:
         print("\n" + report["text"], end="")
+    if streamed:
+        _write_json(args.metrics_json, result)
     if args.metrics_json:
         say(f"metrics written to {args.metrics_json}")
     if args.plot and history:
@@ -1119,9 +1130,14 @@ def cmd_evaluate(args) -> int:
                                    if task == "regression" else None)
         lines.append("\n" + report.pop("text").rstrip("\n"))
         result["report"] = report
-    if args.metrics_json:  # (first: the file does not hang on a reader of standard output)
+    # a file first: it does not hang on a reader of standard output (evaluate | head); into
+    # standard output or a pipe itself, after the figures, as they were asked in that order
+    streamed = bool(args.metrics_json) and _streamed(args.metrics_json)
+    if args.metrics_json and not streamed:
         _write_json(args.metrics_json, result)
     print("\n".join(lines))
+    if streamed:
+        _write_json(args.metrics_json, result)
     return 0
 
 
