@@ -51,18 +51,47 @@ ONE_OUTPUT = (": over a single output cross-entropy is 0 whatever the logit (the
               "one logit with BCEWithLogitsLoss")
 
 _outputs = weakref.WeakValueDictionary()  # id(a model's last training output) -> the model
+_trained = weakref.WeakValueDictionary()  # id(any training output still alive) -> it
+# id(a dJ/dy_hat a loss made from a training output) -> it; and (id(model), id(its last
+# output), id(dJ/dy_hat)) -> it for those made from a model's last output
+_gradients = weakref.WeakValueDictionary()
+_fresh = weakref.WeakValueDictionary()
 
 
 def note_output(model, y_hat) -> None:
     """Remember ``y_hat`` as ``model``'s last training output (its cache holds it), so that a
     loss given it as its target, with a y_hat of another dtype that is no model's output (data:
     the arguments swapped, as ``gpunet.twolayer``'s losses take them, (y, y_hat)), says so
-    instead of training uphill."""
+    instead of training uphill, and so that ``backward`` can tell a dJ/dy_hat made from an
+    earlier output (``note_gradient``)."""
     old = getattr(model, "_output_id", None)
     if old is not None and _outputs.get(old) is model:
         del _outputs[old]
     _outputs[id(y_hat)] = model
+    _trained[id(y_hat)] = y_hat
     model._output_id = id(y_hat)
+
+
+def note_gradient(y_hat, grad) -> None:
+    """Remember that a loss made ``grad`` from ``y_hat`` where y_hat is a training output (a
+    model's last one, or an earlier one), for ``gradient_of_last_output``. Weak references
+    only: nothing is kept alive, and an id is looked up only with its array alive."""
+    if _trained.get(id(y_hat)) is not y_hat:
+        return
+    _gradients[id(grad)] = grad
+    model = _outputs.get(id(y_hat))
+    if model is not None and _trained_output(y_hat):  # (its model's last output)
+        _fresh[id(model), id(y_hat), id(grad)] = grad
+
+
+def gradient_of_last_output(model, grad) -> bool:
+    """False where ``grad`` is a dJ/dy_hat that a loss made from a training output other than
+    ``model``'s last one (an earlier pass's, or another model's), which ``backward`` would
+    pair with that last one's cache; True otherwise (any other array: not known, not
+    refused)."""
+    if _gradients.get(id(grad)) is not grad:
+        return True
+    return _fresh.get((id(model), getattr(model, "_output_id", None), id(grad))) is grad
 
 
 def _trained_output(a) -> bool:
@@ -184,6 +213,11 @@ class Loss:
         return w.reshape(n, 1)
 
     def __call__(self, y_hat, y, weight=None):
+        value, grad = self._compute(y_hat, y, weight)
+        note_gradient(y_hat, grad)  # (backward refuses it once another pass replaced y_hat's)
+        return value, grad
+
+    def _compute(self, y_hat, y, weight):
         raise NotImplementedError
 
 
@@ -192,7 +226,7 @@ class MSELoss(Loss):
 
     name = "mse"
 
-    def __call__(self, y_hat, y, weight=None):
+    def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
         diff = y_hat - y
         if weight is not None:
@@ -224,7 +258,7 @@ class HuberLoss(Loss):
     def config(self) -> dict:
         return {"reduction": self.reduction, "delta": self.delta}
 
-    def __call__(self, y_hat, y, weight=None):
+    def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
         xp, delta = backend.xp, self.delta
         d = y_hat - y
@@ -258,7 +292,7 @@ class BCELoss(Loss):
     name = "bce"
     check_range = True
 
-    def __call__(self, y_hat, y, weight=None):
+    def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
         xp = backend.xp
         if self.check_range and y_hat.size and not bool(xp.all((y_hat >= 0) & (y_hat <= 1))):
@@ -287,7 +321,7 @@ class BCEWithLogitsLoss(Loss):
 
     name = "bce_logits"
 
-    def __call__(self, y_hat, y, weight=None):
+    def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
         xp = backend.xp
         terms = xp.maximum(y_hat, 0) - y_hat * y + xp.log1p(xp.exp(-xp.abs(y_hat)))
@@ -333,7 +367,7 @@ class CrossEntropyLoss(Loss):
         return {"reduction": self.reduction, "check_labels": self.check_labels,
                 "label_smoothing": self.label_smoothing}
 
-    def __call__(self, y_hat, y, weight=None):
+    def _compute(self, y_hat, y, weight):
         backend = self._backend(y_hat, y)
         xp = backend.xp
         if y_hat.ndim != 2:

@@ -20,7 +20,7 @@ from .backends import get_backend
 from .errors import ConfigError, ShapeError
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
-from .losses import note_output
+from .losses import gradient_of_last_output, note_output
 from .optim import check_training_parts
 
 DTYPES = ("float32", "float64")
@@ -340,7 +340,7 @@ class MLP:
                 masks[k] = m
                 h = h * m
         if cache:  # (a pass without a cache, predict's, leaves a training pass's for backward)
-            self._masks, self._cached, self._changed = masks, True, None
+            self._masks, self._cached, self._changed, self._evaluated = masks, True, None, False
             note_output(self, h)  # (a loss given it as a target, and data as y_hat: swapped)
         if drop:
             self.dropout_step += 1
@@ -353,8 +353,14 @@ class MLP:
     def __call__(self, x, **kwargs):
         """``forward(x)`` in the model's mode: a training pass (kept for backward; dropout and
         a batch norm's batch statistics) after ``train()``, inference after ``eval()``
-        (``forward``'s keywords, given, rule)."""
-        return self.forward(x, **{"cache": self.training, **kwargs})
+        (``forward``'s keywords, given, rule). ``backward`` refuses to follow an eval-mode
+        pass (torch differentiates one; gpunet's backward passes are training mode's), until
+        a training pass replaces it."""
+        cache = kwargs.pop("cache", self.training)
+        y_hat = self.forward(x, cache=cache, **kwargs)
+        if not (cache or self.training):  # (predict's pass, asked for as torch's forward)
+            self._evaluated = True
+        return y_hat
 
     def train(self, mode: bool = True) -> "MLP":
         """``model(x)`` makes training passes (``mode=False``: as ``eval()``); returns self."""
@@ -366,7 +372,8 @@ class MLP:
     def eval(self) -> "MLP":
         """``model(x)`` makes inference passes (``predict``'s: no dropout, a batch norm's
         running statistics, nothing kept for backward), as torch's ``module.eval()``; returns
-        self."""
+        self. ``backward`` after such a pass and ``train_step`` are refused until ``train()``:
+        gpunet differentiates training passes only."""
         return self.train(False)
 
     def predict(self, x, batch_size: int | None = None):
@@ -391,7 +398,16 @@ class MLP:
         they do not add up over calls (for a batch in parts, add each call's copies). Weights
         changed since that pass by ``optimizer.step()`` or ``load_state_dict`` are refused, as
         torch refuses them; an edit by hand (``model.params["W1"][...] = ...``) is not seen.
+        Refused too: a last pass made in eval mode (``model.eval(); model(x)``: torch would
+        differentiate it, but gpunet's backward passes are training mode's) and a dJ/dy_hat
+        that a loss made from an earlier training pass's y_hat than the last (``o1 = model(x1);
+        o2 = model(x2); model.backward(loss(o1, y1)[1])``: the cache is o2's); a dJ/dy_hat
+        computed from the loss's (``2 * dJdy_hat``) is not seen.
         """
+        if getattr(self, "_evaluated", False):
+            raise ConfigError("the last forward ran in eval mode (model.eval()), which gpunet "
+                              "cannot differentiate (its backward passes are training mode's): "
+                              "call model.train() and run the forward again")
         if not getattr(self, "_cached", False):
             raise ConfigError("backward() needs a forward() with cache=True first")
         if getattr(self, "_changed", None):  # (torch raises too: its version counters)
@@ -400,6 +416,10 @@ class MLP:
         if isinstance(dJdy_hat, tuple):
             raise ConfigError("backward takes dJ/dy_hat, the loss's second return value "
                               "(value, dJdy_hat = loss_fn(y_hat, y)), not the pair")
+        if not gradient_of_last_output(self, dJdy_hat):
+            raise ConfigError("dJ/dy_hat comes from another forward pass's output than this "
+                              "model's last one (whose cache backward differentiates): run the "
+                              "loss on the last forward's output")
         g = _real_array(self.backend, dJdy_hat, "dJ/dy_hat", self.dtype)
         out = self.layers[-1]
         if out.y is None or g.shape != out.y.shape:
@@ -420,7 +440,11 @@ class MLP:
         """Forward, loss, backward and one optimiser step; returns the loss (a backend scalar).
         ``weight``: the rows' sample weights, passed to the loss. ``loss_fn`` may be any
         callable ``(y_hat, y) -> (J, dJ/dy_hat)`` and ``optimizer`` any object with a
-        ``step()`` (``fit`` takes gpunet's own only)."""
+        ``step()`` (``fit`` takes gpunet's own only). Refused in eval mode (``model.eval()``:
+        torch would step on an eval-mode pass; gpunet's backward passes are training mode's)."""
+        if not self.training:
+            raise ConfigError("train_step trains on a training pass, but the model is in eval "
+                              "mode (model.eval()): call model.train() first")
         check_training_parts(self, loss_fn, optimizer, strict=False)
         y_hat = self.forward(x)
         value, dJdy_hat = loss_fn(y_hat, y) if weight is None else \

@@ -182,8 +182,8 @@ def test_backward_is_told_the_loss_pair_and_replaces_gradients():
     # as documented: gradients are replaced, not added up (torch adds)
     model.backward(loss(out, y)[1])
     first = {k: v.copy() for k, v in model.grads.items()}
-    model.forward(x)
-    model.backward(loss(out, y)[1])
+    again = model.forward(x)
+    model.backward(loss(again, y)[1])
     for k, v in first.items():
         np.testing.assert_array_equal(model.grads[k], v)
 
@@ -229,6 +229,96 @@ def test_eval_and_train_set_what_model_x_is():
     with pytest.raises(gn.ConfigError, match="train.mode. takes True or False"):
         model.train("no")
     np.testing.assert_array_equal(model(x, cache=False), model.predict(x))  # forward's keywords
+
+
+def _torch_grads(torch, net, x, y, train=True):
+    """torch's parameter gradients of the mean cross-entropy of ``net(x)``, in gpunet's
+    parameter order (W1, b1, gamma1, beta1, W2, b2: the order of net.parameters())."""
+    net.train(train)
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y)).backward()
+    return [p.grad.numpy().copy() for p in net.parameters()]
+
+
+def test_backward_after_an_eval_mode_pass_is_refused(torch):
+    """m(x1); m.eval(); m(x2); m.backward(dJ) took x2's dJ/dy_hat through x1's training cache
+    (W1's gradient off by more than its size, against torch's of the eval pass), silently:
+    gpunet's backward passes are training mode's, so it says so; after train() and a training
+    pass the gradients are torch's of that pass."""
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.normal(size=(16, 3)), rng.normal(size=(16, 3))
+    y = rng.integers(0, 3, 16)
+    model = gn.MLP([3, 8, 3], activation="tanh", norm="batch", backend="numpy", seed=1,
+                   dtype="float64")
+    loss = gn.CrossEntropyLoss()
+    model(x1)  # a training pass: the cache a stale backward used
+    net = model.to_torch()  # (with the running statistics it moved)
+    model.eval()
+    value, dJdy_hat = loss(model(x2), y)
+    net.eval()
+    assert float(value) == pytest.approx(torch.nn.functional.cross_entropy(
+        net(torch.tensor(x2)), torch.tensor(y)).item(), rel=1e-12)  # (the pass is torch's)
+    with pytest.raises(gn.ConfigError, match=r"the last forward ran in eval mode "
+                                             r"\(model.eval\(\)\).*call model.train\(\)"):
+        model.backward(dJdy_hat)
+    model.train()
+    with pytest.raises(gn.ConfigError, match="the last forward ran in eval mode"):
+        model.backward(dJdy_hat)  # (train() alone: the cache is still not the eval pass's)
+    model.backward(loss(model(x2), y)[1])
+    for (k, g), want in zip(model.grads.items(), _torch_grads(torch, net, x2, y)):
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_train_step_in_eval_mode_is_refused_and_changes_nothing(torch):
+    """After m.eval(), m.train_step(...) used to drop hidden outputs and move the running
+    statistics (a training pass) while torch's eval-mode step does neither: refused, nothing
+    moved; after train() it is torch's training-mode step."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(16, 3)), rng.integers(0, 3, 16)
+    dropped = gn.MLP([3, 8, 3], norm="batch", dropout=0.5, backend="numpy", seed=1,
+                     dtype="float64").eval()
+    before, step = dropped.state_dict(), dropped.dropout_step
+    with pytest.raises(gn.ConfigError, match=r"train_step .* the model is in eval mode "
+                                             r"\(model.eval\(\)\): call model.train\(\) first"):
+        dropped.train_step(x, y, gn.CrossEntropyLoss(), gn.SGD(dropped, lr=0.1))
+    assert dropped.dropout_step == step
+    for k, v in before.items():
+        np.testing.assert_array_equal(dropped.state_dict()[k], v)
+    model = gn.MLP([3, 8, 3], norm="batch", backend="numpy", seed=1, dtype="float64").eval()
+    net = model.to_torch()
+    model.train().train_step(x, y, gn.CrossEntropyLoss(), gn.SGD(model, lr=0.1))
+    topt = torch.optim.SGD(net.parameters(), lr=0.1)
+    _torch_grads(torch, net, x, y)
+    topt.step()
+    for k, p in zip(model.params, net.parameters()):
+        np.testing.assert_allclose(model.params[k], p.detach().numpy(), rtol=1e-12,
+                                   atol=1e-15, err_msg=k)
+    np.testing.assert_allclose(model.buffers["running_mean1"], net[1].running_mean.numpy(),
+                               rtol=1e-12)
+
+
+def test_backward_of_an_earlier_passs_output_is_refused(torch):
+    """o1 = m(x1); o2 = m(x2); m.backward(loss(o1, y)[1]) paired o1's dJ/dy_hat with o2's cache
+    (gradients of neither pass), silently; so did a dJ/dy_hat taken before the second pass,
+    or another model's. The last pass's own is torch's gradient of that pass."""
+    rng = np.random.default_rng(5)
+    x1, x2 = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
+    y1, y2 = rng.integers(0, 3, 10), rng.integers(0, 3, 10)
+    model = gn.MLP([3, 6, 3], activation="tanh", backend="numpy", seed=2, dtype="float64")
+    other = gn.MLP([3, 6, 3], activation="tanh", backend="numpy", seed=3, dtype="float64")
+    loss = gn.CrossEntropyLoss()
+    refused = "dJ/dy_hat comes from another forward pass's output than this model's last one"
+    o1 = model(x1)
+    early = loss(o1, y1)[1]
+    o2 = model(x2)
+    for dJdy_hat in (loss(o1, y1)[1], early, loss(other(x2), y2)[1]):
+        with pytest.raises(gn.ConfigError, match=refused):
+            model.backward(dJdy_hat)
+    dJdy_hat = loss(o2, y2)[1]
+    model.backward(dJdy_hat)
+    model.backward(dJdy_hat)  # (twice on one pass: fine, as before)
+    for (k, g), want in zip(model.grads.items(), _torch_grads(torch, model.to_torch(), x2, y2)):
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12, err_msg=k)
 
 
 def test_cross_entropy_targets_in_the_other_form_get_the_fix():
