@@ -6,14 +6,16 @@
               min_lr is 0, as those epochs could not train)
     plateau:  lr *= factor (not below min_lr) once more than ``patience`` epochs in a row
               bring no validation loss lower than the best by more than ``threshold``
-              (relative), as torch's ReduceLROnPlateau; ``fit`` shows it val_loss, whatever
-              early stopping monitors
+              (relative), as torch's ReduceLROnPlateau (a cut of no more than its eps, 1e-8,
+              is skipped, as there); ``fit`` shows it val_loss, whatever early stopping
+              monitors
 
 and, with ``warmup`` W > 0, the first W epochs run at that rate times epoch / (W + 1): a linear
 ramp up to the full rate at epoch W + 1 (``torch.optim.lr_scheduler.LinearLR`` with
 start_factor 1 / (W + 1) and total_iters W, over the schedule's own rate).
 
-``lr(epoch)`` gives the rate for a 1-based epoch before it runs; ``observe(loss)`` is told the
+``lr(epoch)`` gives the rate for a 1-based epoch before it runs (torch's schedulers count
+from 0: their epoch e is lr(e + 1) here; lr(0) is refused); ``observe(loss)`` is told the
 epoch's validation loss after it ran (only plateau uses it). State round-trips through
 ``state_dict`` for exact resume.
 """
@@ -27,6 +29,8 @@ import numbers
 from .errors import ConfigError
 
 SCHEDULES = ("constant", "step", "cosine", "plateau")
+#: plateau skips a cut of the rate by this much or less (torch's ReduceLROnPlateau eps)
+PLATEAU_EPS = 1e-8
 
 
 class Schedule:
@@ -97,7 +101,11 @@ class Schedule:
         return s
 
     def lr(self, epoch: int) -> float:
-        """The learning rate of ``epoch`` (counted from 1)."""
+        """The learning rate of ``epoch``, counted from 1 (an integer >= 1: torch's 0-based
+        epoch e is lr(e + 1)); ConfigError otherwise."""
+        if not _count(epoch, 1):  # (lr(0) was 0.0 and lr(-1) negative, without a word)
+            raise ConfigError(f"epochs count from 1: lr(1) is the first epoch's rate; got "
+                              f"lr({epoch!r})")
         self._check_bound()
         rate = self._rate(epoch)
         return rate * epoch / (self.warmup + 1) if epoch <= self.warmup else rate
@@ -117,7 +125,16 @@ class Schedule:
         return self.current  # constant, plateau
 
     def observe(self, loss: float) -> None:
-        """Take an epoch's validation loss (plateau's only use; the others ignore it)."""
+        """Take an epoch's validation loss, a number (a 0-d array or tensor: its float, as
+        torch's ``float(metrics)``); plateau's only use, the others ignore it."""
+        given = loss
+        try:  # (text is refused, not read: float("1.0") would take it)
+            loss = None if isinstance(loss, (str, bytes)) else float(loss)
+        except (TypeError, ValueError):
+            loss = None
+        if loss is None:
+            raise ConfigError(f"observe takes the epoch's validation loss, a number; got "
+                              f"{given!r:.60}")
         if self.name != "plateau":
             return
         self._check_bound()  # (its rate comes down from base_lr)
@@ -125,8 +142,10 @@ class Schedule:
             self.best, self.bad_epochs = loss, 0
         else:
             self.bad_epochs += 1
-            if self.bad_epochs > self.patience:  # (never up to a floor above the rate)
-                self.current = min(self.current, max(self.current * self.factor, self.min_lr))
+            if self.bad_epochs > self.patience:  # (no cut of eps or less, nor up to a floor)
+                cut = max(self.current * self.factor, self.min_lr)
+                if self.current - cut > PLATEAU_EPS:
+                    self.current = cut
                 self.bad_epochs = 0
 
     def state_dict(self) -> dict:
