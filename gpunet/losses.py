@@ -114,8 +114,17 @@ class Loss:
     for the reductions and the weights); ``config()`` gives its constructor's arguments."""
 
     name = "loss"
+    #: torch's constructor arguments that this loss does not take, each with the gpunet way
+    torch_options: dict = {}
 
     def __new__(cls, *args, **kwargs):
+        for option in kwargs.keys() & cls.torch_options.keys():
+            raise ConfigError(f"{cls.__name__} takes no {option}= (torch's): "
+                              f"{cls.torch_options[option]}")
+        if len(args) == 1 and getattr(args[0], "ndim", 0) == 1 and "weight" in \
+                cls.torch_options:  # gn.CrossEntropyLoss(class_weight): torch's first argument
+            raise ConfigError(f"{cls.__name__} takes no weight (torch's first argument): "
+                              f"{cls.torch_options['weight']}")
         if any(getattr(a, "ndim", 0) for a in args):  # gn.MSELoss(y_hat, y), as F.mse_loss
             # (arrays; NumPy scalars, 0-d, are options: HuberLoss("mean", np.float64(2)))
             raise ConfigError(f"{cls.__name__}(...) takes its options; build the loss, then "
@@ -246,6 +255,9 @@ class HuberLoss(Loss):
     """
 
     name = "huber"
+    torch_options = {"beta": "that is SmoothL1Loss's, and SmoothL1Loss(beta=b) is "
+                             "HuberLoss(delta=b) divided by b (its value and dJ/dy_hat); delta "
+                             "is torch.nn.HuberLoss's"}
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0):
         super().__init__(reduction)
@@ -272,6 +284,12 @@ class HuberLoss(Loss):
         return terms.sum() * scale, (grad * scale).astype(y_hat.dtype, copy=False)
 
 
+#: torch's weight= of the binary losses, the gpunet way
+ROW_WEIGHTS = ("pass them at call time, one a row: loss(y_hat, y, weight=w) (with "
+               "reduction='sum', torch's weight=w[:, None]; 'mean' divides by the weights' sum "
+               "where torch's divides by the elements)")
+
+
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities p = y_hat in [0, 1].
 
@@ -291,6 +309,7 @@ class BCELoss(Loss):
 
     name = "bce"
     check_range = True
+    torch_options = {"weight": ROW_WEIGHTS}
 
     def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
@@ -320,6 +339,12 @@ class BCEWithLogitsLoss(Loss):
     """
 
     name = "bce_logits"
+    torch_options = {
+        "weight": ROW_WEIGHTS,
+        "pos_weight": "with one output and 0/1 targets, torch's pos_weight=p is "
+                      "BCEWithLogitsLoss('sum')(z, y, weight=np.where(y[:, 0] == 1, p, 1.0)), "
+                      "and its 'mean' that divided by the number of rows; per column, over "
+                      "several outputs, it is not offered"}
 
     def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
@@ -347,10 +372,24 @@ class CrossEntropyLoss(Loss):
     ``label_smoothing`` = e in [0, 1], as torch's: the targets become t (1 - e) + e / C (a
     label c: the one-hot row of c so mixed), and the loss and its gradient are those of the
     probabilities branch on them.
+
+    Class weights (torch's ``weight=``) are row weights here: ``loss(z, y,
+    weight=class_weight[y])``. Without label smoothing that is torch's loss, sum_i w_{y_i}
+    J_i / sum_i w_{y_i} for ``"mean"``. With it they differ: a row's weight w_i = w_{y_i}
+    weights its whole smoothed loss, J = sum_i w_i [(1 - e) CE_i + (e / C) sum_c -log p_ic]
+    / sum_i w_i, where torch weights the smoothing term class by class:
+    [sum_i w_{y_i} (1 - e) CE_i + (e / C) sum_i sum_c w_c (-log p_ic)] / sum_i w_{y_i}
+    (``tests/test_torch_losses.py`` checks both against torch).
     """
 
     name = "cross_entropy"
     elementwise = False
+    torch_options = {
+        "weight": "pass per-row weights at call time: loss(y_hat, y, weight=class_weight[y]) "
+                  "(torch's class weights without label_smoothing; with it, see "
+                  "CrossEntropyLoss's docstring)",
+        "ignore_index": "give those rows weight 0 (keep = y != ignore_index; loss(y_hat, "
+                        "np.where(keep, y, 0), weight=keep * 1.0): torch's mean over the rest)"}
 
     def __init__(self, reduction: str = "mean", check_labels: bool = True,
                  label_smoothing: float = 0.0):

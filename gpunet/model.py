@@ -129,6 +129,12 @@ class MLP:
             ``predict`` uses the running ones. The output layer is not normalised.
     """
 
+    def __new__(cls, *args, **kwargs):
+        if "bias" in kwargs:  # (torchvision.ops.MLP's and nn.Linear's)
+            raise ConfigError("MLP takes no bias= (torch's): every layer has its bias, as "
+                              "torch's default bias=True; bias=False is not offered")
+        return super().__new__(cls)
+
     def __init__(self, sizes, activation="relu", output="identity", *, backend=None, seed=0,
                  dtype="float32", init="auto", init_std=0.01, slope=DEFAULT_SLOPE, dropout=0.0,
                  dropout_seed=None, norm=None, norm_eps=1e-5, norm_momentum=0.1):
@@ -453,10 +459,16 @@ class MLP:
         optimizer.step()
         return value
 
-    def zero_grad(self) -> None:
-        """Forget the gradients: each becomes None (not zeros; a backward replaces them, it
-        does not add to them)."""
-        self.grads = {k: None for k in self.params}
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients: each becomes None, or with ``set_to_none=False`` zeros (as
+        torch's: an ``optimizer.step()`` then applies only momentum and weight decay, where
+        None is refused). Either way a backward replaces them; it does not add to them."""
+        if not isinstance(set_to_none, (bool, np.bool_)):
+            raise ConfigError(f"zero_grad(set_to_none) takes True or False, got "
+                              f"{set_to_none!r}")
+        xp = self.backend.xp
+        self.grads = {k: None if set_to_none else xp.zeros_like(p)
+                      for k, p in self.params.items()}
 
     @contextlib.contextmanager
     def synced_batch_norm(self, allreduce):

@@ -50,6 +50,14 @@ class Optimizer:
     name = "optimizer"
     #: names of the per-parameter state arrays (saved in checkpoints)
     slots: tuple[str, ...] = ()
+    #: torch's options that this optimiser does not offer, each with what to do instead
+    torch_options = {"maximize": "maximize is not offered (this is torch's with maximize=False: "
+                                 "leave it out); to maximise, negate the loss and its dJ/dy_hat"}
+
+    def __new__(cls, *args, **kwargs):
+        for option in kwargs.keys() & cls.torch_options.keys():
+            raise ConfigError(f"{cls.__name__}: {cls.torch_options[option]}")
+        return super().__new__(cls)
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0, clip_norm=None):
         if not (isinstance(getattr(model, "params", None), dict)
@@ -157,10 +165,10 @@ class Optimizer:
     def lr(self, value) -> None:  # (a string or a negative rate would step without a word)
         self._lr = _real("lr", value, 0)
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """The model's gradients forgotten, as torch's ``optimizer.zero_grad()``
-        (``model.zero_grad()``: each becomes None)."""
-        self.model.zero_grad()
+        (``model.zero_grad(set_to_none)``: each becomes None, or zeros)."""
+        self.model.zero_grad(set_to_none)
 
     # -- state for checkpoints (host arrays and plain numbers, no pickle) ------------------
 
@@ -297,6 +305,9 @@ class Adam(Optimizer):
     name = "adam"
     slots = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    torch_options = {**Optimizer.torch_options,
+                     "amsgrad": "amsgrad is not offered (this is torch's Adam with "
+                                "amsgrad=False): leave it out"}
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  clip_norm=None):

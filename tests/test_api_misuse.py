@@ -587,6 +587,49 @@ def test_torch_habits_get_an_answer(tmp_path):
         save_checkpoint(path, model, extra={"w": np.ones(2)})
 
 
+def test_torchs_optimiser_and_model_options_are_refused_in_one_line():
+    """gn.Adam(m, amsgrad=True), maximize=True and gn.MLP(..., bias=False) were bare
+    TypeErrors."""
+    model = _net()
+    for make, said in ((lambda: gn.Adam(model, amsgrad=True), "Adam: amsgrad is not offered"),
+                       (lambda: gn.AdamW(model, amsgrad=False), "AdamW: amsgrad is not offered"),
+                       (lambda: gn.Adam(model, maximize=True), "Adam: maximize is not offered"),
+                       (lambda: gn.SGD(model, maximize=True), "SGD: maximize is not offered"),
+                       (lambda: gn.get_optimizer("adam", model, amsgrad=True), "amsgrad is"),
+                       (lambda: gn.MLP([3, 4], bias=False), "MLP takes no bias= .*bias=False "
+                                                            "is not offered")):
+        with pytest.raises(gn.ConfigError, match=said):
+            make()
+
+
+@pytest.mark.parametrize("owner", ["optimizer", "model"])
+def test_zero_grad_set_to_none_false_gives_zeros_and_torchs_step(torch, owner):
+    """opt.zero_grad(set_to_none=False) and model.zero_grad(set_to_none=False) were bare
+    TypeErrors; now the gradients are zeros, and a step on them is torch's (momentum and
+    weight decay only); set_to_none=True is the plain zero_grad()."""
+    model = _net(dtype="float64")
+    net = model.to_torch()
+    x, y = _batch()
+    opt = gn.SGD(model, lr=0.1, momentum=0.9, weight_decay=0.01)
+    topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    model.train_step(x, y, gn.CrossEntropyLoss(), opt)
+    _torch_grads(torch, net, x.astype(np.float64), y)
+    topt.step()
+    (opt if owner == "optimizer" else model).zero_grad(set_to_none=False)
+    topt.zero_grad(set_to_none=False)
+    assert all(np.array_equal(g, np.zeros(p.shape)) for g, p in
+               zip(model.grads.values(), model.params.values()))
+    opt.step()
+    topt.step()
+    for k, p in zip(model.params, net.parameters()):
+        np.testing.assert_allclose(model.params[k], p.detach().numpy(), rtol=1e-12,
+                                   atol=1e-15, err_msg=k)
+    (opt if owner == "optimizer" else model).zero_grad(set_to_none=True)
+    assert all(g is None for g in model.grads.values())
+    with pytest.raises(gn.ConfigError, match="zero_grad.set_to_none. takes True or False"):
+        model.zero_grad(set_to_none="no")
+
+
 @pytest.mark.parametrize("rate", ["0.1", -1.0, float("nan"), None])
 def test_a_learning_rate_set_by_hand_is_checked(rate):
     """opt.lr = "0.1" stepped at 0.1 (NumPy read the text) and -1.0 climbed the loss, without

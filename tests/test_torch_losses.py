@@ -90,8 +90,10 @@ def test_huber_refuses_a_delta_that_is_not_positive():
         with pytest.raises(gn.ConfigError, match="delta must be a finite number > 0"):
             gn.HuberLoss(delta=delta)
     assert gn.get_loss("huber", delta=0.5).config() == {"reduction": "mean", "delta": 0.5}
-    with pytest.raises(gn.ConfigError, match="huber takes reduction= .* and delta=; got beta"):
-        gn.get_loss("huber", beta=1)
+    with pytest.raises(gn.ConfigError, match="huber takes reduction= .* and delta=; got alpha"):
+        gn.get_loss("huber", alpha=1)
+    with pytest.raises(gn.ConfigError, match=r"HuberLoss takes no beta= .*SmoothL1Loss"):
+        gn.get_loss("huber", beta=1)  # (torch's SmoothL1Loss: its own answer)
 
 
 # -- BCE on probabilities ---------------------------------------------------------------------
@@ -451,3 +453,99 @@ def test_negative_or_non_finite_host_weights_are_refused(name):
                  weight=weight)
     value, _ = loss(y_hat, y, weight=[1, 1e39, 1, 1])  # fine in float64
     assert np.isfinite(float(value))
+
+
+# -- torch's constructor options: refused, each message's gpunet way checked against torch ------
+
+
+def test_torchs_loss_options_are_refused_in_one_line():
+    """gn.CrossEntropyLoss(weight=w), (ignore_index=...), gn.BCEWithLogitsLoss(pos_weight=...),
+    gn.HuberLoss(beta=1) and the binary losses' weight= were bare TypeErrors; a class-weight
+    array as CrossEntropyLoss's first argument (torch's place for it) was told to call the
+    loss."""
+    cases = [(gn.CrossEntropyLoss, {"weight": np.ones(3)}, r"weight=class_weight\[y\]"),
+             (gn.CrossEntropyLoss, {"ignore_index": -100}, "weight 0"),
+             (gn.BCEWithLogitsLoss, {"pos_weight": 3.0}, r"weight=np.where\(y\[:, 0\] == 1"),
+             (gn.BCEWithLogitsLoss, {"weight": np.ones(3)}, "at call time, one a row"),
+             (gn.BCELoss, {"weight": np.ones(3)}, "at call time, one a row"),
+             (gn.HuberLoss, {"beta": 1.0}, r"HuberLoss\(delta=b\) divided by b")]
+    for cls, kw, hint in cases:
+        with pytest.raises(gn.ConfigError, match=rf"{cls.__name__} takes no "
+                                                 rf"{next(iter(kw))}= \(torch's\): .*{hint}"):
+            cls(**kw)
+        with pytest.raises(gn.ConfigError, match=hint):
+            gn.get_loss(cls.name, **kw)
+    with pytest.raises(gn.ConfigError, match=r"CrossEntropyLoss takes no weight \(torch's first "
+                                             r"argument\): .*weight=class_weight\[y\]"):
+        gn.CrossEntropyLoss(np.array([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_the_ways_the_option_errors_give_are_torchs_options(torch, reduction):
+    """Each gpunet way the errors above name, against torch with the option, float64."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(B, C)) * 2
+    y = rng.integers(0, C, B)
+    cw = rng.uniform(0.2, 3.0, C)
+    ce = gn.CrossEntropyLoss(reduction)
+    # weight=class_weight[y]: torch's weight= (no label smoothing)
+    got = ce(z, y, weight=cw[y])
+    want = torch_value_and_grad(torch, F.cross_entropy, z, y, weight=torch.tensor(cw),
+                                reduction=reduction)
+    assert_close(got[0], want[0], np.float64, "class weights")
+    assert_close(got[1], want[1], np.float64, "class weights: dJ/dz")
+    # ignore_index: weight 0 and any valid label in those rows
+    labels = np.where(rng.random(B) < 0.3, -100, y)
+    keep = labels != -100
+    got = ce(z, np.where(keep, labels, 0), weight=keep * 1.0)
+    want = torch_value_and_grad(torch, F.cross_entropy, z, labels, ignore_index=-100,
+                                reduction=reduction)
+    assert_close(got[0], want[0], np.float64, "ignore_index")
+    assert_close(got[1], want[1], np.float64, "ignore_index: dJ/dz")
+    # pos_weight=p, one output and 0/1 targets: 'sum' with weight where(y, p, 1); 'mean' / rows
+    logits, t, p = z[:, :1], (rng.random((B, 1)) < 0.4) * 1.0, 3.0
+    value, grad = gn.BCEWithLogitsLoss("sum")(logits, t, weight=np.where(t[:, 0] == 1, p, 1.0))
+    rows = B if reduction == "mean" else 1
+    want = torch_value_and_grad(torch, F.binary_cross_entropy_with_logits, logits, t,
+                                pos_weight=torch.tensor([p]), reduction=reduction)
+    assert_close(value / rows, want[0], np.float64, "pos_weight")
+    assert_close(grad / rows, want[1], np.float64, "pos_weight: dJ/dz")
+    # the binary losses' weight=: 'sum' is torch's weight=w[:, None]
+    w, t = rng.uniform(0, 2, B), (rng.random((B, C)) < 0.5) * 1.0
+    got = gn.BCEWithLogitsLoss("sum")(z, t, weight=w)
+    want = torch_value_and_grad(torch, F.binary_cross_entropy_with_logits, z, t,
+                                weight=torch.tensor(w[:, None]), reduction="sum")
+    assert_close(got[0], want[0], np.float64, "bce weight")
+    assert_close(got[1], want[1], np.float64, "bce weight: dJ/dz")
+    # SmoothL1Loss(beta=b) is HuberLoss(delta=b) divided by b
+    target, b = rng.normal(size=(B, C)) * 2, 0.7
+    value, grad = gn.HuberLoss(reduction, delta=b)(z, target)
+    want = torch_value_and_grad(torch, F.smooth_l1_loss, z, target, beta=b, reduction=reduction)
+    assert_close(value / b, want[0], np.float64, "smooth l1")
+    assert_close(grad / b, want[1], np.float64, "smooth l1: dJ/dz")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_class_weights_with_label_smoothing_are_row_weights(torch, reduction):
+    """As CrossEntropyLoss's docstring and docs/math.md say: with label smoothing e, the row
+    weight w_{y_i} weights the row's whole smoothed loss, where torch's weight= weights the
+    smoothing term class by class, sum_c w_c (-log p_ic) e / C (both over sum_i w_{y_i} for
+    'mean'); both formulas written out in float64 NumPy, against gpunet and torch."""
+    rng = np.random.default_rng(8)
+    z, y = rng.normal(size=(B, C)) * 3, rng.integers(0, C, B)
+    cw, e = rng.uniform(0.2, 3.0, C), 0.2
+    log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - z.max(1, keepdims=True)
+    ce_rows, smooth_rows = -log_p[np.arange(B), y], -log_p.sum(1) / C
+    den = cw[y].sum() if reduction == "mean" else 1.0
+    rows_weighted = (cw[y] * ((1 - e) * ce_rows + e * smooth_rows)).sum() / den
+    class_weighted = ((1 - e) * (cw[y] * ce_rows).sum()
+                      + e / C * (-(log_p * cw[None, :]).sum())) / den
+    got = gn.CrossEntropyLoss(reduction, label_smoothing=e)(z, y, weight=cw[y])[0]
+    want = torch_value_and_grad(torch, torch.nn.functional.cross_entropy, z, y,
+                                weight=torch.tensor(cw), label_smoothing=e,
+                                reduction=reduction)[0]
+    assert float(got) == pytest.approx(rows_weighted, rel=1e-12)
+    assert want == pytest.approx(class_weighted, rel=1e-12)
+    assert abs(rows_weighted - class_weighted) > 1e-3 * abs(class_weighted)  # (they differ)
