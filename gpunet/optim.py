@@ -44,7 +44,12 @@ class Optimizer:
 
     ``weight_decay``: see each optimiser; ``clip_norm``: before each update, scale every
     gradient by clip_norm / (||g|| + 1e-6) where that is under 1, ||g|| the 2-norm over all
-    of them (``torch.nn.utils.clip_grad_norm_``'s rule); None: never.
+    of them (``torch.nn.utils.clip_grad_norm_``'s rule); None: never. ``grad_norm`` is the
+    last clipped step's ||g||, before clipping (what clip_grad_norm_ returns): a 0-d array
+    on the model's backend, so nothing is read back from the device until it is converted;
+    each later step, the eager one and the static one (a CUDA graph's replay too), writes
+    its own into that array, so ``float(opt.grad_norm)`` keeps one. None before the first
+    step with ``clip_norm``.
     """
 
     name = "optimizer"
@@ -81,6 +86,7 @@ class Optimizer:
         #: starts from it, however an earlier run left ``lr``
         self.initial_lr = self.lr
         self.weight_decay = float(weight_decay)
+        self.grad_norm = None  # ||g|| before clipping, of the last step with clip_norm
         self.steps = 0
         self.state: dict[str, dict[str, object]] = {}
         self._hyper = None  # [lr, t] on the model's backend, read by the update ops
@@ -142,14 +148,19 @@ class Optimizer:
 
     def _clip(self, grads) -> None:
         """``torch.nn.utils.clip_grad_norm_``: with N the 2-norm of all the gradients as one
-        vector, each is multiplied by min(1, clip_norm / (N + 1e-6)), in place; no read-back
-        (the device keeps going, and a captured step clips at every replay)."""
+        vector, each is multiplied by min(1, clip_norm / (N + 1e-6)), in place, and N goes
+        into ``grad_norm``; no read-back (the device keeps going, and a captured step clips
+        at every replay, writing N into the same array)."""
         backend = self.model.backend
         total = None
         for key in self.model.params:
             s = backend.sum_of_squares(grads[key])
             total = s if total is None else total + s
-        coef = backend.xp.minimum(self.clip_norm / (backend.xp.sqrt(total) + 1e-6), 1.0)
+        norm = self.grad_norm  # (one array, which a captured step writes at every replay)
+        if norm is None or not backend.owns(norm) or norm.dtype != total.dtype:
+            norm = self.grad_norm = backend.xp.empty((), dtype=total.dtype)
+        backend.xp.sqrt(total, out=norm)
+        coef = backend.xp.minimum(self.clip_norm / (norm + 1e-6), 1.0)
         for key in self.model.params:
             grads[key] *= coef
 

@@ -97,3 +97,49 @@ def test_the_estimators_take_it():
     assert clipped._optimizer.clip_norm == 0.01
     moved = [np.abs(a - b).max() for a, b in zip(clipped.coefs_, plain.coefs_)]
     assert max(moved) > 1e-3  # a norm of 0.01 holds every step back
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("clip", [0.05, 1e3])
+def test_grad_norm_is_what_clip_grad_norm_returns(backend, torch, optimizer, clip):
+    """The norm before clipping was thrown away (torch's clip_grad_norm_ returns it): now
+    opt.grad_norm, a 0-d array on the model's backend (no read-back), None before the first
+    clipped step; the same on the eager and the static step."""
+    model, x, y = _problem(backend.name, seed=2)
+    static, _, _ = _problem(backend.name, seed=2)
+    net = model.to_torch()
+    make = (lambda m: gn.SGD(m, lr=0.3, momentum=0.9, clip_norm=clip)) if optimizer == "sgd" \
+        else (lambda m: gn.Adam(m, lr=0.05, clip_norm=clip))
+    opt, s_opt = make(model), make(static)
+    t_opt = (torch.optim.SGD(net.parameters(), lr=0.3, momentum=0.9) if optimizer == "sgd"
+             else torch.optim.Adam(net.parameters(), lr=0.05))
+    assert opt.grad_norm is None and s_opt.grad_norm is None
+    step = StaticStep(static, gn.CrossEntropyLoss(), s_opt, len(x))
+    xb, yb = static.backend.asarray(x), static.backend.asarray(y)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    for _ in range(4):
+        model.train_step(x, y, gn.CrossEntropyLoss(), opt)
+        step(xb, yb)
+        t_opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        want = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
+        t_opt.step()
+        for got in (opt.grad_norm, s_opt.grad_norm):
+            assert model.backend.owns(got) and got.shape == ()
+            assert float(host(got)) == pytest.approx(want, rel=1e-12)
+
+
+def test_grad_norm_is_set_by_a_split_static_steps_update_and_not_without_clipping(torch):
+    model, x, y = _problem("numpy", seed=3)
+    net = model.to_torch()
+    opt = gn.SGD(model, lr=0.1, clip_norm=0.05)
+    step = StaticStep(model, gn.CrossEntropyLoss(), opt, len(x), split=True)
+    step(x, y)
+    assert opt.grad_norm is None  # (the update clips, not the forward and backward)
+    step.update()
+    torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y)).backward()
+    assert float(opt.grad_norm) == pytest.approx(
+        float(torch.nn.utils.clip_grad_norm_(net.parameters(), 0.05)), rel=1e-12)
+    plain = gn.SGD(model, lr=0.1)
+    model.train_step(x, y, gn.CrossEntropyLoss(), plain)
+    assert plain.grad_norm is None  # (no clip_norm: no norm taken)
