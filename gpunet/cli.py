@@ -347,7 +347,7 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # (here, where a reader gone away is caught, not at the exit)
         return code
     except GpunetError as e:
-        print(f"gpunet: error: {e}", file=sys.stderr)
+        print(f"gpunet: error: {_in_flags(str(e))}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
         print(f"gpunet: {e}", file=sys.stderr)
@@ -407,6 +407,38 @@ def _out_of_memory(e: BaseException) -> bool:
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
+
+
+def _in_flags(message: str) -> str:
+    """A GpunetError's message as the command line says it. A setting's Python name becomes
+    its flag (val_fraction: --val-fraction) where the words around it show it is the setting:
+    before "must", "applies", "was" or "+", after "with", "in", "+" or "run's" (a plain word
+    such as seed: only as the subject that must or applies); "data_dir (--data-dir)" becomes
+    the flag alone; the advice for Python (", or DataSpec(...)", "(in Python: ...)") goes.
+    Quoted text and a listing of the data's columns stay as they are."""
+    import re
+
+    parsers, flags = [build_parser()], {}
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif "--" + action.dest.replace("_", "-") in action.option_strings:
+                flags[action.dest] = "--" + action.dest.replace("_", "-")
+    nested = r"\((?:[^()]|\([^()]*\))*\)"
+    message = re.sub(rf",? or DataSpec{nested}|\s*\(in Python: (?:[^()]|{nested})*\)", "",
+                     message)
+    message = re.sub(r"^(\w+)(?= (?:must|applies) )",
+                     lambda m: flags.get(m[1], m[1]), message)
+    names = "|".join(sorted((n for n in flags if "_" in n), key=len, reverse=True))
+    parts = re.split(r"""((?<!\w)'[^'\n]*'(?!\w)|(?<!\w)"[^"\n]*"(?!\w))""", message)
+    for i in range(0, len(parts), 2):  # (the odd ones are quoted)
+        parts[i] = re.sub(r"\b(\w+) \((--[\w-]+)\)",
+                          lambda m: m[2] if flags.get(m[1]) == m[2] else m[0], parts[i])
+        parts[i] = re.sub(rf"(?:(?<=\+ )|(?<=with )|(?<=in )|(?<=run's ))({names})\b(?![.-]\w)"
+                          rf"|\b({names})(?= (?:must|applies|was|\+) )",
+                          lambda m: flags[m[1] or m[2]], parts[i])
+    return "".join(parts)
 
 
 def _write_json(path, obj) -> None:

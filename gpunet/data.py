@@ -949,10 +949,10 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
                           + ", ".join(map(repr, FILL_MISSING[1:])))
     ignore = spec.ignore
     if ignore is not None:
-        if not (isinstance(ignore, (list, tuple)) and all(isinstance(n, str) for n in ignore)
-                and len(set(ignore)) == len(ignore)):
+        if not (isinstance(ignore, (list, tuple)) and all(isinstance(n, str) for n in ignore)):
             raise ConfigError(f"ignore must be a list of different column names, got "
                               f"{ignore!r}")
+        _check_named_once("ignore", ignore)
         spec.ignore = list(ignore) or None  # (JSON keeps it a list; none: None)
         both = [n for n in spec.ignore or ()
                 if n in target_columns(spec.target) or n == spec.weight_column]
@@ -966,9 +966,11 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     target = spec.target
     if target is not None and not isinstance(target, str) and not (
             isinstance(target, (list, tuple)) and len(target) >= 2
-            and all(isinstance(n, str) for n in target) and len(set(target)) == len(target)):
+            and all(isinstance(n, str) for n in target)):
         raise ConfigError(f"target must be a column's name, or a list of two or more "
                           f"different names, got {target!r}")
+    if target is not None and not isinstance(target, str):
+        _check_named_once("target", target)
     if not isinstance(target, (str, type(None))):
         spec.target = list(target)  # (JSON keeps it a list)
         if kind not in ("csv", None):
@@ -988,13 +990,24 @@ def _check_spec(spec: DataSpec, loss: str | None, kind: str | None) -> None:
     if not _is_real(spec.noise) or not 0 <= spec.noise < math.inf:
         raise ConfigError(f"noise must be a finite number >= 0, got {spec.noise!r}")
     if spec.target is not None and kind not in ("csv", "npy"):
-        raise ConfigError(f"target applies to .csv and .npy datasets, not to {spec.dataset!r}")
+        raise ConfigError(f"target applies to .csv and .npy datasets, not to {spec.dataset!r}"
+                          + (" (an .npz names its targets' array with y_key)" if kind == "npz"
+                             else ""))
     for name, default in (("x_key", "x"), ("y_key", "y")):
         if getattr(spec, name) not in (default, None) and kind not in ("npz", None):
             raise ConfigError(f"{name} applies to .npz datasets, not to {spec.dataset!r}")
     if spec.data_dir is not None and kind != "idx":
         raise ConfigError(f"data_dir applies to {' and '.join(IDX_SETS)}, not to "
                           f"{spec.dataset!r}")
+
+
+def _check_named_once(name, columns) -> None:
+    """ConfigError where the list ``columns`` (of setting ``name``) names a column twice."""
+    seen = set()
+    for c in columns:
+        if c in seen:
+            raise ConfigError(f"{name} must name each column once; {c!r} is named twice")
+        seen.add(c)
 
 
 def _is_int(v) -> bool:

@@ -879,7 +879,7 @@ def test_evaluate_on_a_split_the_run_left_empty_says_which_to_take(tmp_path, cap
     assert split != "test" or "no test rows (--test-fraction 0)" in out
     assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy",
                  "--split", split]) == 1
-    assert f"the {split} split of {dataset} has no rows (the run's {split}_fraction was 0): " \
+    assert f"the {split} split of {dataset} has no rows (the run's --{split}-fraction was 0): " \
         f"choose another --split ({others})" in capsys.readouterr().err
 
 
@@ -915,7 +915,7 @@ def test_options_for_another_kind_of_source_are_refused(capsys):
     """--x-key on a bundled set did nothing, silently; like --target there, it is an error."""
     assert main(["train", "--dataset", "iris", "--x-key", "feats", "--epochs", "1",
                  "--backend", "numpy", "--quiet"]) == 1
-    assert "x_key applies to .npz datasets, not to 'iris'" in capsys.readouterr().err
+    assert "--x-key applies to .npz datasets, not to 'iris'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "iris", "--collective-timeout", "-5"])
     assert e.value.code == 2 and "expected seconds >= 0, got -5" in capsys.readouterr().err

@@ -157,7 +157,8 @@ def test_a_regression_csv_names_its_output_columns_quoted(tmp_path):
     (dict(ignore=["idd"]), gn.DataError, r"no column 'idd' to ignore; columns: id, a, b, y"),
     (dict(ignore=["y"]), gn.ConfigError, r"column 'y' cannot be ignored: it is the target"),
     (dict(ignore=["b"], weight_column="b"), gn.ConfigError, r"it is the weight column"),
-    (dict(ignore=["a", "a"]), gn.ConfigError, r"a list of different column names"),
+    (dict(ignore=["a", "a"]), gn.ConfigError, r"ignore must name each column once; 'a' is "
+                                              r"named twice"),
     (dict(ignore="id"), gn.ConfigError, r"a list of different column names"),
 ])
 def test_what_ignore_refuses(tmp_path, spec, error, message):

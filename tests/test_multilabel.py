@@ -358,7 +358,7 @@ def test_what_several_target_columns_refuse(tmp_path, capsys):
             (["--dataset", str(tmp_path / "m.csv"), "--target", "l1", "--target", "l2"],
              "line 8, target column 'l1': missing value"),
             (["--dataset", str(text), "--target", "l1", "--target", "l1"],
-             "a list of two or more different names"),
+             "--target must name each column once; 'l1' is named twice"),
             (["--dataset", str(text), "--target", "l1", "--target", "zz"], "no column 'zz'"),
             (["--dataset", str(text), "--target", "l1", "--target", "r1", "--weight-column",
               "r1"], "the weight column 'r1' is a target column"),

@@ -1,0 +1,91 @@
+"""The command's errors in the words the user typed: flags, not the Python API's names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.cli import main
+
+BASE = ["train", "--backend", "numpy", "--quiet", "--epochs", "1"]
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    """A CSV (columns id, batch_size, price), an .npz (arrays features, labels) and an .npy of
+    features, in the working folder."""
+    monkeypatch.chdir(tmp_path)
+    rows = "\n".join(f"{i},{i % 3},{2.5 * i}" for i in range(30))
+    (tmp_path / "houses.csv").write_text("id,batch_size,price\n" + rows + "\n")
+    np.savez(tmp_path / "arrays.npz", features=np.zeros((30, 2)), labels=np.arange(30) % 2)
+    np.save(tmp_path / "arrays.npy", np.zeros((30, 2)))
+
+
+# each: the flags, and the error line the Python API's message became
+@pytest.mark.parametrize("flags, line", [
+    (["--dataset", "iris", "--x-key", "feats"],
+     "--x-key applies to .npz datasets, not to 'iris'"),  # was: x_key applies ...
+    (["--dataset", "iris", "--y-key", "labels"],
+     "--y-key applies to .npz datasets, not to 'iris'"),
+    (["--dataset", "iris", "--data-dir", "."],
+     "--data-dir applies to mnist and fashion_mnist, not to 'iris'"),
+    (["--dataset", "iris", "--fill-missing", "mean"],
+     "--fill-missing applies to .csv datasets, not to 'iris'"),
+    (["--dataset", "iris", "--weight-column", "w"],
+     "--weight-column applies to .csv datasets, not to 'iris'"),
+    (["--dataset", "iris", "--drop-missing"],
+     "--drop-missing applies to .csv datasets, not to 'iris'"),
+    (["--dataset", "iris", "--ignore", "id"], "--ignore applies to .csv datasets, not to 'iris'"),
+    # was: target applies to .csv and .npy datasets, not to 'arrays.npz'
+    (["--dataset", "arrays.npz", "--target", "labels"],
+     "--target applies to .csv and .npy datasets, not to 'arrays.npz' (an .npz names its "
+     "targets' array with --y-key)"),
+    # was: target must be a column's name, or a list of two or more different names, got [...]
+    (["--dataset", "houses.csv", "--target", "price", "--target", "price"],
+     "--target must name each column once; 'price' is named twice"),
+    (["--dataset", "houses.csv", "--target", "price", "--ignore", "id", "--ignore", "id"],
+     "--ignore must name each column once; 'id' is named twice"),
+    # was: ... unless given: --task regression, or DataSpec(task=...))
+    (["--dataset", "iris", "--monitor", "val_r2", "--patience", "2"],
+     "val_r2 is a regression figure; this is a classification task (a data file's task is "
+     "read off its targets unless given: --task regression)"),
+    (["--dataset", "iris", "--test-fraction", "0.95"],
+     "--val-fraction + --test-fraction must be below 1 to leave training rows, got 0.1 + 0.95"),
+    (["--dataset", "iris", "--momentum", "0.9"],
+     "--momentum applies to the sgd optimizer, not adam"),
+    # was: mnist needs data_dir (--data-dir): ...
+    (["--dataset", "mnist"],
+     "mnist needs --data-dir: the folder of train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+     "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each plain or .gz)"),
+    # was: ... (each plain or .gz) in data_dir; a path holding a setting's name is kept
+    (["--dataset", "mnist", "--data-dir", "no/data_dir"],
+     "no/data_dir: no such folder; mnist expects the four IDX files train-images-idx3-ubyte, "
+     "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each plain or "
+     ".gz) in --data-dir"),
+    # was: x.npy: a .npy dataset needs target (--target): ...
+    (["--dataset", "arrays.npy"],
+     "arrays.npy: a .npy dataset needs --target: the path of the targets' .npy file"),
+    # a column's name in quotes is the user's own, even where it is a setting's
+    (["--dataset", "houses.csv", "--target", "batch_size", "--ignore", "batch_size"],
+     "column 'batch_size' cannot be ignored: it is the target"),
+    # and so is a listing of the file's columns, quoted or not
+    (["--dataset", "houses.csv", "--target", "nope"],
+     "houses.csv: no column 'nope'; columns: id, batch_size, price"),
+    (["--dataset", "mnist", "--data-dir", "batch_size"],
+     "batch_size: no such folder; mnist expects the four IDX files train-images-idx3-ubyte, "
+     "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each plain or "
+     ".gz) in --data-dir"),
+])
+def test_errors_name_the_flags_the_user_typed(files, capsys, flags, line):
+    assert main([*BASE, *flags]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"gpunet: error: {line}"]
+
+
+def test_the_python_api_keeps_its_own_names():
+    """The same checks, called from Python, still name DataSpec's fields."""
+    with pytest.raises(gn.ConfigError, match=r"^val_fraction must lie in \[0, 1\), got 1.5$"):
+        gn.load_data(gn.DataSpec("iris", val_fraction=1.5))
+    with pytest.raises(gn.ConfigError, match=r"^target must name each column once; 'a' is "
+                                             r"named twice$"):
+        gn.load_data(gn.DataSpec("x.csv", target=["a", "b", "a"]))
