@@ -855,8 +855,15 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
     if spec.task is None and loss and src.task and LOSS_TASK[loss] != src.task:
         # A named set's task is a fact about its targets: a loss of the other kind is an error
         # (cross-entropy on diabetes' continuous targets would "classify" 214 distinct values).
+        others = [n for n, t in LOSS_TASK.items() if t == src.task]
         raise ConfigError(f"loss {loss} needs a {LOSS_TASK[loss]} task, but {spec.dataset} is a "
-                          f"{src.task} dataset; pass --task {LOSS_TASK[loss]} to force it")
+                          f"{src.task} dataset; " + (
+                              f"pass --task {LOSS_TASK[loss]} to force it"
+                              if _could_be(src, LOSS_TASK[loss]) else
+                              "its targets are not " + (
+                                  "class labels (whole numbers >= 0)"
+                                  if LOSS_TASK[loss] == "classification" else "finite numbers")
+                              + f": use a {src.task} loss ({' or '.join(others)})"))
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
     if task == "classification" and names is None and np.ndim(src.y) == 2 \
             and src.y.shape[1] > 1:
@@ -871,6 +878,21 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
     spec = dataclasses.replace(spec, task=task)
     split = evaluate != "all" or (spec.fill_missing and not fills_given)
     return spec, src, y, n_classes, _split_indices(y, task, spec, src) if split else None, names
+
+
+def _could_be(src: _Source, task: str) -> bool:
+    """Whether the source's targets pass as ``task``'s (labels: whole numbers >= 0), as
+    forcing that task checks them."""
+    try:
+        if task == "regression":
+            _regression_targets(src)
+        elif np.ndim(src.y) == 2 and src.y.shape[1] > 1:
+            check_multilabels(src.y, src.where, src.row)
+        else:
+            check_labels(src.y, src.where, src.row)
+    except DataError:
+        return False
+    return True
 
 
 def _named_labels(spec: DataSpec, loss: str | None, src: _Source, classes):

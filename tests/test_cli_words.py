@@ -89,3 +89,30 @@ def test_the_python_api_keeps_its_own_names():
     with pytest.raises(gn.ConfigError, match=r"^target must name each column once; 'a' is "
                                              r"named twice$"):
         gn.load_data(gn.DataSpec("x.csv", target=["a", "b", "a"]))
+
+
+
+@pytest.mark.parametrize("dataset, loss, line, then", [
+    # was: "... ; pass --task classification to force it", which then failed with "class
+    # labels must be integers, but row 0 holds 1.84538"
+    ("sine", "cross_entropy",
+     "loss cross_entropy needs a classification task, but sine is a regression dataset; its "
+     "targets are not class labels (whole numbers >= 0): use a regression loss (mse or huber)",
+     ["--loss", "mse"]),
+    ("sine", "bce",
+     "loss bce needs a classification task, but sine is a regression dataset; its targets are "
+     "not class labels (whole numbers >= 0): use a regression loss (mse or huber)",
+     ["--loss", "huber"]),
+    # whole numbers >= 0 can be forced into classes, and numbers into a regression: said so
+    ("diabetes", "cross_entropy",
+     "loss cross_entropy needs a classification task, but diabetes is a regression dataset; "
+     "pass --task classification to force it", ["--loss", "cross_entropy", "--task",
+                                                "classification"]),
+    ("digits", "mse",
+     "loss mse needs a regression task, but digits is a classification dataset; pass --task "
+     "regression to force it", ["--loss", "mse", "--task", "regression"]),
+])
+def test_a_loss_of_the_other_task_suggests_what_works(capsys, dataset, loss, line, then):
+    assert main([*BASE, "--dataset", dataset, "--loss", loss]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"gpunet: error: {line}"]
+    assert main([*BASE, "--dataset", dataset, *then]) == 0  # (it works)
