@@ -30,6 +30,25 @@ def test_unknown_backend_names_valid_ones():
         gn.get_backend("tpu")
 
 
+@pytest.mark.parametrize("command", [["train", "--dataset", "iris", "--epochs", "1", "--quiet"],
+                                     ["info"]])
+def test_a_bad_gpunet_backend_is_named_as_the_variable(monkeypatch, capsys, command):
+    """It said "unknown backend 'cuda'", never naming the variable the name came from, and
+    `gpunet info` showed "default backend: cuda" with status 0."""
+    from gpunet.cli import main
+
+    monkeypatch.setenv("GPUNET_BACKEND", "CUDA ")
+    assert main(command) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines()[-1] == ("gpunet: error: $GPUNET_BACKEND='CUDA ' is not a backend; "
+                                    "valid: auto, numpy, cupy (numpy computes on the CPU, cupy "
+                                    "on an NVIDIA GPU)")
+    assert "default backend" not in out and "epoch" not in out
+    with pytest.raises(gn.ConfigError, match=r"^\$GPUNET_BACKEND='CUDA ' is not a backend"):
+        gn.MLP([2, 3, 2])  # (the Python API's default too)
+    assert gn.get_backend("numpy").name == "numpy"  # an explicit name does without it
+
+
 @pytest.fixture
 def no_cupy(monkeypatch):
     """Pretend CuPy cannot run, whatever this machine has."""

@@ -34,7 +34,14 @@ def cupy_status():
 
 
 def default_backend_name() -> str:
-    return os.environ.get("GPUNET_BACKEND", "auto").strip().lower() or "auto"
+    """``$GPUNET_BACKEND`` (lower case), else ``"auto"``; ConfigError, naming the variable,
+    where it names no backend."""
+    given = os.environ.get("GPUNET_BACKEND", "")
+    name = given.strip().lower() or "auto"
+    if name not in BACKEND_NAMES:
+        raise ConfigError(f"$GPUNET_BACKEND={given!r} is not a backend; valid: "
+                          f"{', '.join(BACKEND_NAMES)}" + _cpu_or_gpu(name))
+    return name
 
 
 def get_backend(name: str | Backend | None = None) -> Backend:
@@ -51,8 +58,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         name = default_backend_name()
     if not isinstance(name, str) or name.lower() not in BACKEND_NAMES:
         raise ConfigError(f"unknown backend {name!r}; valid names: {', '.join(BACKEND_NAMES)}"
-                          + (" (numpy computes on the CPU, cupy on an NVIDIA GPU)"
-                             if str(name).lower() in ("cpu", "cuda", "gpu") else ""))
+                          + _cpu_or_gpu(name))
     name = name.lower()
     if name == "auto":
         usable, why = cupy_status()
@@ -72,6 +78,12 @@ def get_backend(name: str | Backend | None = None) -> Backend:
                 _instances[name] = NumpyBackend() if name == "numpy" \
                     else CupyBackend(_cupy_probe[0])
     return _instances[name]
+
+
+def _cpu_or_gpu(name) -> str:
+    """What numpy and cupy are, for a backend named as a device (cpu, cuda, gpu)."""
+    return " (numpy computes on the CPU, cupy on an NVIDIA GPU)" \
+        if str(name).lower() in ("cpu", "cuda", "gpu") else ""
 
 
 def backend_of(a) -> Backend:
