@@ -628,7 +628,8 @@ def read_columns(path, names) -> list:
         header = _csv_header(reader, path, None, True)[0]
         absent = [n for n in names if n not in header]
         if absent:
-            raise DataError(f"{path}: no column {absent[0]!r}; columns: {_some(header)}")
+            raise DataError(f"{path}: no column {absent[0]!r}{_did_you_mean(absent[0], header)}; "
+                            f"columns: {_some(header, last=True)}")
         rows = _DataRows(reader, header, [header.index(n) for n in names], path, False)
         return [cells for _, _, cells in rows]
 
@@ -1297,8 +1298,9 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
     absent = [n for n in ignore if n not in header]
     if absent and encoding is None and not features_only:  # (training: a misspelt name)
-        raise DataError(f"{path}: no column {absent[0]!r} to ignore; columns: "
-                        + _some(header))
+        raise DataError(f"{path}: no column {absent[0]!r} to ignore"
+                        f"{_did_you_mean(absent[0], header)}; columns: "
+                        + _some(header, last=True))
     wi = None if weight is None else header.index(weight)
     skip = _skipped(header, ignore)
     # numbers only: the columns by name, in the stored order (when reading for a model)
@@ -1437,13 +1439,14 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     if dupes:
         raise DataError(f"{path}: duplicate column name(s) in the header: "
                         f"{_some(dupes, repr)}")
-    columns = _some(header)
+    columns = _some(header, last=True)
     t = None
     if target is not None:
         for name in target_columns(target):
             if name not in header:
                 other = next((d for d in ";\t|" if len(header) == 1 and d in header[0]), None)
-                raise DataError(f"{path}: no column {name!r}; columns: {columns}" + (
+                raise DataError(f"{path}: no column {name!r}{_did_you_mean(name, header)}; "
+                                f"columns: {columns}" + (
                     f" (a file of fields separated by {other!r}? gpunet reads commas: save "
                     "it as comma-separated CSV)" if other else ""))
         t = header.index(target) if isinstance(target, str) else \
@@ -1451,7 +1454,8 @@ def _csv_header(reader, path, target, features_only, weight=None, ignore=()):
     elif not features_only:
         raise ConfigError(f"{path}: name the target column (--target); columns: {columns}")
     if weight is not None and weight not in header:
-        raise DataError(f"{path}: no weight column {weight!r}; columns: {columns}")
+        raise DataError(f"{path}: no weight column {weight!r}{_did_you_mean(weight, header)}; "
+                        f"columns: {columns}")
     names = [h for j, h in enumerate(header)
              if j not in _indices(t) and h != weight and h not in ignore]
     if not names:  # (what was taken out: the target, the weights, the columns ignored)
@@ -1547,11 +1551,28 @@ def _column_order(names, encoding, path) -> list:
     return [at[n] for n in wanted]
 
 
-def _some(names, show=str, shown=10) -> str:
+def _some(names, show=str, shown=10, last=False) -> str:
     """The first ``shown`` of ``names``, comma-separated, and how many there are in all where
-    that is more: a header of 100,000 columns is not a one-line message."""
+    that is more: a header of 100,000 columns is not a one-line message. ``last``: the last
+    name too, after the "..." (a CSV's target is often its last column)."""
+    if last and len(names) == shown + 1:
+        shown += 1
     listed = ", ".join(map(show, names[:shown]))
-    return listed + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+    if len(names) <= shown:
+        return listed
+    return listed + ", ..." + (f", {show(names[-1])}" if last else "") + f" ({len(names)} in all)"
+
+
+def _did_you_mean(name, names) -> str:
+    """" (did you mean 'x'?)" for the one of ``names`` nearest a misspelt ``name`` (the same
+    but for case first, else difflib's closest), or ""."""
+    import difflib
+
+    lower = {}
+    for n in names:
+        lower.setdefault(n.lower(), n)
+    close = difflib.get_close_matches(name.lower(), lower, n=1)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
 
 
 def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_missing,

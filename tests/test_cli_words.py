@@ -14,12 +14,13 @@ BASE = ["train", "--backend", "numpy", "--quiet", "--epochs", "1"]
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     """A CSV (columns id, batch_size, price), an .npz (arrays features, labels) and an .npy of
-    features, in the working folder."""
+    features, in the working folder (returned)."""
     monkeypatch.chdir(tmp_path)
     rows = "\n".join(f"{i},{i % 3},{2.5 * i}" for i in range(30))
     (tmp_path / "houses.csv").write_text("id,batch_size,price\n" + rows + "\n")
     np.savez(tmp_path / "arrays.npz", features=np.zeros((30, 2)), labels=np.arange(30) % 2)
     np.save(tmp_path / "arrays.npy", np.zeros((30, 2)))
+    return tmp_path
 
 
 # each: the flags, and the error line the Python API's message became
@@ -116,3 +117,38 @@ def test_a_loss_of_the_other_task_suggests_what_works(capsys, dataset, loss, lin
     assert main([*BASE, "--dataset", dataset, "--loss", loss]) == 1
     assert capsys.readouterr().err.splitlines() == [f"gpunet: error: {line}"]
     assert main([*BASE, "--dataset", dataset, *then]) == 0  # (it works)
+
+
+@pytest.mark.parametrize("flags, line", [
+    # was: "no column 'targte'; columns: feature_000, ..., feature_009, ... (401 in all)"
+    (["--dataset", "wide.csv", "--target", "targte"],
+     "wide.csv: no column 'targte' (did you mean 'target'?); columns: "
+     + ", ".join(f"feature_{j:03d}" for j in range(10)) + ", ..., target (401 in all)"),
+    (["--dataset", "houses.csv", "--target", "Price"],
+     "houses.csv: no column 'Price' (did you mean 'price'?); columns: id, batch_size, price"),
+    (["--dataset", "houses.csv", "--target", "price", "--ignore", "ID"],
+     "houses.csv: no column 'ID' to ignore (did you mean 'id'?); columns: id, batch_size, "
+     "price"),
+    (["--dataset", "houses.csv", "--target", "price", "--weight-column", "batchsize"],
+     "houses.csv: no weight column 'batchsize' (did you mean 'batch_size'?); columns: id, "
+     "batch_size, price"),
+    (["--dataset", "houses.csv", "--target", "nothing_like_it"],
+     "houses.csv: no column 'nothing_like_it'; columns: id, batch_size, price"),
+])
+def test_a_misspelt_column_is_matched_to_the_nearest(files, capsys, flags, line):
+    (files / "wide.csv").write_text(
+        ",".join([*(f"feature_{j:03d}" for j in range(400)), "target"]) + "\n"
+        + "".join(",".join(["1"] * 401) + "\n" for _ in range(5)))
+    assert main([*BASE, *flags]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"gpunet: error: {line}"]
+
+
+def test_predict_keep_of_a_misspelt_column_names_the_nearest(files, capsys):
+    assert main([*BASE, "--dataset", "houses.csv", "--target", "price", "--ignore", "id",
+                 "--save", "run.npz"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", "run.npz", "--input", "houses.csv", "--output",
+                 "p.csv", "--keep", "Id", "--backend", "numpy"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gpunet: error: houses.csv: no column 'Id' (did you mean 'id'?); columns: id, "
+        "batch_size, price"]

@@ -154,7 +154,8 @@ def test_a_regression_csv_names_its_output_columns_quoted(tmp_path):
 
 
 @pytest.mark.parametrize("spec, error, message", [
-    (dict(ignore=["idd"]), gn.DataError, r"no column 'idd' to ignore; columns: id, a, b, y"),
+    (dict(ignore=["idd"]), gn.DataError, r"no column 'idd' to ignore \(did you mean 'id'\?\); "
+                                         r"columns: id, a, b, y"),
     (dict(ignore=["y"]), gn.ConfigError, r"column 'y' cannot be ignored: it is the target"),
     (dict(ignore=["b"], weight_column="b"), gn.ConfigError, r"it is the weight column"),
     (dict(ignore=["a", "a"]), gn.ConfigError, r"ignore must name each column once; 'a' is "
