@@ -117,13 +117,21 @@ def check_writable(path, flag) -> None:
         if how[0] == "open" and not os.access(path, os.W_OK):
             raise ConfigError(f"{flag} {path}: is not writable")
         return
+    # the folders are made as the file is written (atomic_write): a command that fails
+    # before then leaves none behind, so here the nearest one that exists must take them
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot create folder {folder} ({e.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"{flag} {path}: folder {folder} is not writable")
+    existing = folder
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{flag} {path}: cannot create folder {folder} ("
+                          + ("a file of that name is there" if existing == folder
+                             else f"{existing} is a file") + ")")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{flag} {path}: " + (f"folder {folder} is not writable"
+                                               if existing == folder else
+                                               f"cannot create folder {folder} ({existing} "
+                                               "is not writable)"))
     if os.path.isdir(path):
         raise ConfigError(f"{flag} {path}: is a folder, not a file")
 

@@ -485,3 +485,44 @@ def test_a_fifo_is_written_into_and_a_regular_file_still_replaced_whole(tmp_path
     check(regular.read_bytes())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["fifo", "out"] + (["copy.npz"] if writer == "checkpoint" else []))
+
+
+def test_a_failed_command_leaves_no_output_folders_behind(tmp_path, monkeypatch, capsys):
+    """check_writable made each output's folders before any work, so a command that then
+    failed (a misspelt dataset) left typo/deep/ and plots/ behind; they are made as the file
+    is written now, and a run that gets that far still makes them."""
+    from gpunet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    outputs = ["--save", "typo/deep/run.npz", "--plot", "plots/a.png", "--metrics-json",
+               "m/x.json"]
+    assert main(["train", "--dataset", "nosuch.csv", "--target", "y", "--backend", "numpy",
+                 "--quiet", *outputs]) == 1
+    assert capsys.readouterr().err.startswith("gpunet: error: nosuch.csv: no such file")
+    assert list(tmp_path.iterdir()) == []
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", *outputs]) == 0
+    assert all((tmp_path / p).is_file() for p in ("typo/deep/run.npz", "plots/a.png",
+                                                  "m/x.json"))
+
+
+def test_check_writable_asks_the_nearest_folder_that_exists(tmp_path, monkeypatch):
+    from gpunet.checkpoint import check_writable
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(gn.ConfigError, match=re.escape(
+            f"--save {tmp_path}/file/a/run.npz: cannot create folder {tmp_path}/file/a "
+            f"({tmp_path}/file is a file)")):
+        check_writable(f"{tmp_path}/file/a/run.npz", "--save")
+    with pytest.raises(gn.ConfigError, match=re.escape(
+            f"--save {tmp_path}/file/run.npz: cannot create folder {tmp_path}/file (a file of "
+            "that name is there)")):
+        check_writable(f"{tmp_path}/file/run.npz", "--save")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.path.samefile(
+        p, tmp_path) and mode == os.W_OK else real(p, mode))
+    with pytest.raises(gn.ConfigError, match=re.escape(
+            f"--plot {tmp_path}/a/b/p.png: cannot create folder {tmp_path}/a/b ({tmp_path} is "
+            "not writable)")):
+        check_writable(f"{tmp_path}/a/b/p.png", "--plot")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
