@@ -213,8 +213,9 @@ def test_values_out_of_a_flags_range_are_usage_errors_naming_the_flag(flag, valu
     edge = {"--val-fraction": "0", "--dropout": "0.5", "--gamma": "1", "--seed": str(2**32 - 1),
             "--momentum": "0"}.get(flag)
     if edge is not None:  # (the range's own edge is taken)
+        schedule = ["--schedule", "step"] if flag == "--gamma" else []
         assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
-                     "--quiet", flag, edge]) == 0
+                     "--quiet", flag, edge, *schedule]) == 0
 
 
 @pytest.mark.parametrize("flags, message", [
