@@ -518,9 +518,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor {monitor!r}; valid: {', '.join(MONITORS)}")
     if MONITORS[monitor] not in (None, data.task):
+        mine = [m for m, task in MONITORS.items() if task in (None, data.task)]
         raise ConfigError(f"{monitor} is a {MONITORS[monitor]} figure; this is a {data.task} "
-                          f"task (a data file's task is read off its targets unless given: "
-                          f"--task {MONITORS[monitor]}, or DataSpec(task=...))")
+                          f"task: monitor {' or '.join(mine)} (a data file's task is read off "
+                          f"its targets unless given: --task {MONITORS[monitor]}, or "
+                          f"DataSpec(task=...))")
     if monitor == "val_r2" and patience is not None and 0 < len(data.x_val) < 2:
         raise ConfigError("val_r2 of one validation row is undefined (NaN, never better), so "
                           "early stopping would stop blind: hold out more rows, or monitor "

@@ -49,8 +49,9 @@ def files(tmp_path, monkeypatch):
      "--ignore must name each column once; 'id' is named twice"),
     # was: ... unless given: --task regression, or DataSpec(task=...))
     (["--dataset", "iris", "--monitor", "val_r2", "--patience", "2"],
-     "val_r2 is a regression figure; this is a classification task (a data file's task is "
-     "read off its targets unless given: --task regression)"),
+     "val_r2 is a regression figure; this is a classification task: monitor val_loss or "
+     "val_accuracy (a data file's task is read off its targets unless given: --task "
+     "regression)"),
     (["--dataset", "iris", "--test-fraction", "0.95"],
      "--val-fraction + --test-fraction must be below 1 to leave training rows, got 0.1 + 0.95"),
     (["--dataset", "iris", "--momentum", "0.9"],
