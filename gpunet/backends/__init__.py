@@ -65,7 +65,8 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         if usable:
             return get_backend("cupy")
         if not _notice_shown:
-            notice(f"using the numpy backend: {why}")
+            notice(f"using the numpy backend: {why} (numpy asked for by name, --backend "
+                   "numpy or GPUNET_BACKEND=numpy, goes without this line)")
             _notice_shown = True
         return get_backend("numpy")
     if name not in _instances:
