@@ -42,10 +42,10 @@ OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "huber": "ide
 
 
 class TrainingDiverged(GpunetError):
-    """The loss became NaN or infinite. The model holds the weights the run reached (likely
-    not finite, which fit then refuses to train on); the checkpoint written last is the last
-    good epoch's. ``history``: the epochs completed (a History, without test metrics), where
-    fit raised it."""
+    """The loss of a step, the weights or the validation loss at an epoch's end became NaN or
+    infinite. The model holds the weights the run reached (likely not finite, which fit then
+    refuses to train on); the checkpoint written last is the last good epoch's. ``history``:
+    the epochs completed (a History, without test metrics), where fit raised it."""
 
     history = None
 
@@ -821,17 +821,29 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         history.test = {}  # (the test split is scored once the run is done)
         raise TrainingInterrupted(msg, epoch, step, save, signum, history)
 
+    def untouched():
+        """What a diverged run's message adds about the checkpoint: the last good one stays."""
+        return (f"; the checkpoint of epoch {state.epoch} is untouched"
+                if save and os.path.exists(save) else "")
+
+    def finite_weights(epoch):
+        """TrainingDiverged where a parameter is not finite (a step's loss is taken before its
+        update: an update that overflows in an epoch's last step shows in no loss). One
+        reduction a tensor and one transfer, once an epoch (every rank asks, of the same
+        weights: they stop together)."""
+        params = list(model.params.values())
+        finite = backend.to_host(xp.stack([xp.isfinite(v).all() for v in params]))
+        if not finite.all():
+            bad = [k for k, ok in zip(model.params, finite) if not ok]
+            raise run_so_far(TrainingDiverged(
+                f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
+                f"{epoch}: {_remedy(optimizer)}" + untouched()))
+
     def checkpoint(losses=None, correct=None):
         if save is None:
             return
-        # (every rank asks, of the same weights: they stop together) a last step's update can
-        # overflow after its loss was taken; such weights are not written over good ones
-        bad = [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
-        if bad:
-            raise run_so_far(TrainingDiverged(
-                f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
-                f"{state.epoch + (0 if losses is None else 1)}: {_remedy(optimizer)}; the "
-                "last checkpoint written is untouched"))
+        if losses is not None:  # (a stop within an epoch: its weights are not written over
+            finite_weights(state.epoch + 1)  # good ones; an epoch's end checked them already)
         if comm is not None and not comm.is_root:
             return
         arrays = {f"best/{k}": backend.to_host(v) for k, v in (best or {}).items()}
@@ -863,12 +875,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if bad.size:
             raise run_so_far(TrainingDiverged(
                 f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
-                f"{_remedy(optimizer)}"
-                + (f"; the checkpoint of epoch {state.epoch} is untouched"
-                   if save and os.path.exists(save) else "")
-            ))
+                f"{_remedy(optimizer)}" + untouched()))
 
-    # Overflow shows up as a non-finite loss, reported below with its epoch and step.
+    # Overflow shows up as a non-finite loss, reported below with its epoch and step, or at an
+    # epoch's end as non-finite weights (its last update) or a non-finite validation loss.
     syncing = model.synced_batch_norm(comm.batch_norm_allreduce(backend)) if synced else \
         contextlib.nullcontext()
     # one bar for the run, reset each epoch (a notebook shows one widget, not one an epoch)
@@ -955,6 +965,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             bar.clear()  # (the epoch's line, logged below, takes its place)
             losses = backend.to_host(step_losses)
             diverged(losses, epoch)
+            finite_weights(epoch)
             # the mean over the epoch's rows (weighted: over their weights); a loss with
             # reduction "sum" sums its rows, and so does the epoch's
             total = losses.sum() if getattr(loss_fn, "reduction", "mean") == "sum" \
@@ -968,6 +979,12 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                     comm=comm, target=target,
                                     weight=getattr(data, "w_val", None),
                                     weighted_scores=weighted_scores).items()})
+                if not math.isfinite(row["val_loss"]):  # (outputs, or their loss, overflowed)
+                    raise run_so_far(TrainingDiverged(
+                        f"the validation loss became {row['val_loss']} at epoch {epoch}: the "
+                        f"model's outputs on the validation rows, or their loss, are not "
+                        f"finite; {_remedy(optimizer)}, or look for validation rows far "
+                        "outside the training rows' range" + untouched()))
             row["seconds"] = time.perf_counter() - t0
             state.history.append(row)
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state

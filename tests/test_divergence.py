@@ -1,0 +1,109 @@
+"""Divergence seen at an epoch's end: weights that the last update took past float32, and a
+validation loss that is not finite; torch's float32 copy of the network is the reference that
+the weights or outputs really are not finite."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.cli import main
+from gpunet.data import make_dataset
+from gpunet.interop import to_torch
+from gpunet.train import TrainingDiverged, fit
+
+
+def _classes(rows=100, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 3))
+    return x, (x[:, 0] > 0).astype(int)
+
+
+def test_an_update_that_overflows_in_a_runs_last_step_is_divergence(torch):
+    """A step's loss is taken before its update, and without a checkpoint to write no one
+    looked at the weights: a one-step run whose update overflows float32 returned, the model
+    not finite (which a later fit refuses). Torch's SGD on the same network and batch
+    overflows too."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 3))
+    data = make_dataset("d", x, 100 * x[:, 0], "regression", val_fraction=0.0,
+                        test_fraction=0.0, standardize=False)
+    model = gn.MLP([3, 8, 1], backend="numpy", seed=0)
+    net = to_torch(model)
+    sgd = torch.optim.SGD(net.parameters(), lr=1e37)
+    torch.nn.functional.mse_loss(net(torch.tensor(data.x_train, dtype=torch.float32)),
+                                 torch.tensor(data.y_train.reshape(-1, 1), dtype=torch.float32)
+                                 ).backward()
+    sgd.step()
+    assert not all(torch.isfinite(p).all() for p in net.parameters())
+    with pytest.raises(TrainingDiverged, match=r"^the weights \(W1.*\) became infinite or NaN "
+                                                r"in epoch 1: try a lower learning rate "
+                                                r"\(now 1e\+37\)") as e:
+        with np.errstate(all="ignore"):
+            fit(model, data, gn.MSELoss(), gn.SGD(model, lr=1e37), epochs=1,
+                batch_size=1000, progress=False)
+    assert len(e.value.history) == 0  # (the epoch did not end well)
+
+
+def test_an_estimator_whose_last_update_overflows_raises_and_stays_unfitted():
+    """scikit-learn's MLPClassifier raises ValueError ("Solver produced non-finite parameter
+    weights") there; the estimator returned NaN weights that predicted NaN."""
+    x, y = _classes()
+    clf = gn.MLPClassifier(hidden=(8,), lr=1e38, epochs=1, batch_size=1000, backend="numpy")
+    with pytest.raises(TrainingDiverged, match=r"became infinite or NaN in epoch 1"):
+        with np.errstate(all="ignore"):
+            clf.fit(x, y)
+    assert not hasattr(clf, "model_")
+
+
+def test_a_validation_loss_that_is_not_finite_is_divergence(torch):
+    """One validation row far outside the training rows makes its float32 squared error
+    overflow: val_loss inf from the first epoch, which early stopping never bettered
+    ("keeping the weights of epoch 0") and the run went on. The weights are finite; torch's
+    copy of the network gives the same infinite loss, finite without that row."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 4))
+    data = make_dataset("d", x, x @ [1.0, 2, 3, 4], "regression", val_fraction=0.2,
+                        test_fraction=0.0)
+    data.x_val[0, 0] = 1e30
+    model = gn.MLP([4, 16, 1], backend="numpy", seed=0)
+    with pytest.raises(TrainingDiverged, match=r"^the validation loss became inf at epoch 1: "
+                                                r"the model's outputs on the validation rows, "
+                                                r"or their loss, are not finite"):
+        with np.errstate(all="ignore"):
+            fit(model, data, gn.MSELoss(), gn.Adam(model, lr=0.01), epochs=5, patience=3,
+                progress=False)
+    assert all(np.isfinite(v).all() for v in model.params.values())
+    out = to_torch(model)(torch.tensor(data.x_val, dtype=torch.float32))
+    want = torch.tensor(data.y_val.reshape(-1, 1), dtype=torch.float32)
+    assert not torch.isfinite(torch.nn.functional.mse_loss(out, want))
+    assert torch.isfinite(torch.nn.functional.mse_loss(out[1:], want[1:]))
+
+
+def test_the_cli_says_a_run_diverged_in_its_last_update(tmp_path, capsys):
+    """``gpunet train --lr 1e38`` exited 0 with val_loss and test_loss NaN, and a model that
+    ``evaluate`` refused; now it is a divergence, status 1."""
+    assert main(["train", "--dataset", "iris", "--optimizer", "sgd", "--lr", "1e38",
+                 "--batch-size", "1000", "--epochs", "1", "--backend", "numpy", "--quiet",
+                 "--save", str(tmp_path / "c.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "at epoch 1" in err or "in epoch 1" in err
+    assert "try a lower learning rate (now 1e+38)" in err
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_a_run_that_diverges_at_an_epochs_end_writes_its_metrics_so_far(tmp_path):
+    """--metrics-json of a run whose second epoch ends with outputs that are not finite holds
+    the first epoch and says that it diverged."""
+    j = tmp_path / "m.json"
+    assert main(["train", "--dataset", "iris", "--optimizer", "sgd", "--lr", "1e12",
+                 "--batch-size", "1000", "--epochs", "4", "--backend", "numpy", "--quiet",
+                 "--metrics-json", str(j)]) == 1
+    run = json.loads(j.read_text())
+    assert run["stopped"] == "diverged" and run["epochs"] == len(run["history"]) == 1
+    assert np.isfinite(run["history"][0]["val_loss"])
+    assert re.match(r"the validation loss became (nan|inf) at epoch 2", run["error"])
