@@ -43,9 +43,11 @@ OUTPUT_FOR_LOSS = {"cross_entropy": "identity", "mse": "identity", "huber": "ide
 
 class TrainingDiverged(GpunetError):
     """The loss of a step, the weights or the validation loss at an epoch's end became NaN or
-    infinite. The model holds the weights the run reached (likely not finite, which fit then
-    refuses to train on); the checkpoint written last is the last good epoch's. ``history``:
-    the epochs completed (a History, without test metrics), where fit raised it."""
+    infinite. With ``patience`` the model holds the best epoch's weights (where an epoch ended
+    well, as the message says); else the weights the run reached (likely not finite, which
+    fit then refuses to train on). The checkpoint written last is the last good epoch's.
+    ``history``: the epochs completed (a History, without test metrics), where fit raised
+    it."""
 
     history = None
 
@@ -812,6 +814,16 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         error.history.test = {}  # (the test split is scored once the run is done)
         return error
 
+    def diverged_error(message):
+        """TrainingDiverged saying ``message``, holding the epochs completed; with
+        ``patience``, the model put back to the best epoch's weights held (if an epoch ended
+        well), rather than left with the weights that diverged."""
+        if best is not None:
+            model.load_state_dict(best)
+            message += (f"; the model holds epoch {state.best_epoch}'s weights, the best "
+                        f"{monitor} before it diverged")
+        return run_so_far(TrainingDiverged(message))
+
     def interrupted(where, epoch, step, signum):
         by = " by SIGTERM" if signum == signal.SIGTERM else ""
         msg = (f"interrupted{by} at {where}; checkpoint written to {save}" if save
@@ -835,9 +847,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         finite = backend.to_host(xp.stack([xp.isfinite(v).all() for v in params]))
         if not finite.all():
             bad = [k for k, ok in zip(model.params, finite) if not ok]
-            raise run_so_far(TrainingDiverged(
+            raise diverged_error(
                 f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
-                f"{epoch}: {_remedy(optimizer)}" + untouched()))
+                f"{epoch}: {_remedy(optimizer)}" + untouched())
 
     def checkpoint(losses=None, correct=None):
         if save is None:
@@ -873,9 +885,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         finite; the checkpoint, of the last epoch that ended well, is left as it is."""
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
-            raise run_so_far(TrainingDiverged(
+            raise diverged_error(
                 f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
-                f"{_remedy(optimizer)}" + untouched()))
+                f"{_remedy(optimizer)}" + untouched())
 
     # Overflow shows up as a non-finite loss, reported below with its epoch and step, or at an
     # epoch's end as non-finite weights (its last update) or a non-finite validation loss.
@@ -980,11 +992,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                     weight=getattr(data, "w_val", None),
                                     weighted_scores=weighted_scores).items()})
                 if not math.isfinite(row["val_loss"]):  # (outputs, or their loss, overflowed)
-                    raise run_so_far(TrainingDiverged(
+                    raise diverged_error(
                         f"the validation loss became {row['val_loss']} at epoch {epoch}: the "
                         f"model's outputs on the validation rows, or their loss, are not "
                         f"finite; {_remedy(optimizer)}, or look for validation rows far "
-                        "outside the training rows' range" + untouched()))
+                        "outside the training rows' range" + untouched())
             row["seconds"] = time.perf_counter() - t0
             state.history.append(row)
             state.epoch, state.step, state.rng = epoch, 0, rng.bit_generator.state
@@ -1019,7 +1031,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     log(f"early stop: no better {monitor}"
                         + (f" (by more than {min_delta:g})" if min_delta else "")
                         + f" for {patience} epochs; "
-                        f"keeping the weights of epoch {state.best_epoch}")
+                        + (f"keeping the weights of epoch {state.best_epoch}"
+                           if state.best_epoch else
+                           f"keeping the last epoch's weights (no epoch had a finite "
+                           f"{monitor})"))
                 break
 
     if best is not None:

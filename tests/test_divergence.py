@@ -107,3 +107,76 @@ def test_a_run_that_diverges_at_an_epochs_end_writes_its_metrics_so_far(tmp_path
     assert run["stopped"] == "diverged" and run["epochs"] == len(run["history"]) == 1
     assert np.isfinite(run["history"][0]["val_loss"])
     assert re.match(r"the validation loss became (nan|inf) at epoch 2", run["error"])
+
+
+
+def _regression(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((400, 8))
+    y = x @ rng.standard_normal(8) + 0.1 * rng.standard_normal(400)
+    return make_dataset("d", x, y, "regression", val_fraction=0.2, test_fraction=0.0)
+
+
+def _sgd_run(model, data, epochs, patience=None, blow_up_at=None):
+    """fit's run of SGD on ``data``; ``blow_up_at``: the step (counted over the run) before
+    whose update the learning rate becomes 1e300."""
+    opt = gn.SGD(model, lr=0.01, momentum=0.9)
+    if blow_up_at is not None:
+        inner, calls = opt.prepare_hyper, [0]
+
+        def prepare():  # (once per step, eager or static, before its update)
+            calls[0] += 1
+            if calls[0] == blow_up_at:
+                opt.lr = 1e300  # (inf in float32)
+            return inner()
+
+        opt.prepare_hyper = prepare
+    with np.errstate(all="ignore"):
+        return fit(model, data, gn.MSELoss(), opt, epochs=epochs, batch_size=32,
+                   patience=patience, progress=False)
+
+
+@pytest.mark.parametrize("step, said", [(25, r"the loss became (inf|nan) at epoch 3, step 6"),
+                                        (30, r"the weights \(.*\) became infinite or NaN in "
+                                             r"epoch 3")],
+                         ids=["a step's loss", "the epoch's last update"])
+def test_a_run_with_patience_that_diverges_keeps_its_best_epochs_weights(step, said):
+    """With patience fit holds the best epoch's weights; a divergence threw them away and left
+    the model NaN, which fit then refused to train on. Now the model holds them (those of a
+    run stopped after that epoch, bit for bit) and the message says so."""
+    data = _regression()
+    model = gn.MLP([8, 32, 1], backend="numpy", seed=0)
+    with pytest.raises(TrainingDiverged, match=said + r".*; the model holds epoch 2's weights, "
+                                                      r"the best val_loss before it diverged$"
+                       ) as e:
+        _sgd_run(model, data, 6, patience=5, blow_up_at=step)
+    history = e.value.history
+    assert len(history) == 2 and history.best_epoch == 2
+    assert history[1]["val_loss"] < history[0]["val_loss"]
+    stopped = gn.MLP([8, 32, 1], backend="numpy", seed=0)
+    _sgd_run(stopped, data, 2)  # (10 steps an epoch: the same first 2 epochs)
+    for k, v in stopped.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k], v, err_msg=k)
+    _sgd_run(model, data, 1)  # (fit takes the model on, as it refuses NaN weights)
+
+
+def test_an_early_stop_without_a_finite_figure_says_it_keeps_the_last_epochs_weights():
+    """No epoch's val_mse was finite (targets near 1e300: their squared errors are past
+    float64's range, as NumPy's mean of them says); the early stop said "keeping the weights
+    of epoch 0", an epoch that is not; the model holds the last epoch's."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 3))
+    data = make_dataset("d", x, (x @ [1.0, 2, 3]) * 1e300, "regression", val_fraction=0.2,
+                        test_fraction=0.0, dtype="float64")
+    model = gn.MLP([3, 8, 1], backend="numpy", seed=0, dtype="float64")
+    lines = []
+    with np.errstate(all="ignore"):
+        history = fit(model, data, gn.MSELoss(), gn.Adam(model, lr=0.01), epochs=6, patience=2,
+                      monitor="val_mse", progress=False, log=lines.append)
+        want = data.target_standardizer.inverse(data.y_val)
+        got = data.target_standardizer.inverse(model.predict(data.x_val))
+        assert np.mean((got - want) ** 2) == np.inf
+    assert history.best_epoch == 0 and len(history) == 2
+    assert lines[-1] == ("early stop: no better val_mse for 2 epochs; keeping the last epoch's "
+                         "weights (no epoch had a finite val_mse)")
+
