@@ -148,7 +148,7 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
                                weighted_scores)
     else:
         y = np.asarray(y)
-        w = None if weight is None else np.asarray(weight, dtype=np.float64)
+        w = None if weight is None else loss_weights(weight, loss_fn, model.dtype)
         scored = w if weighted_scores and w is not None and w.sum() > 0 else None
         out = _figures(_metric_sums(model, x, y, loss_fn, task, 0, len(x), w, target,
                                     batch_size, scored), y, task, target, scored)
@@ -159,6 +159,42 @@ def metrics(model, x, y, loss_fn, task, batch_size=4096, comm=None, target=None,
             notice(f"the sample weights of the {len(x)} rows measured are all zero: their "
                    "weighted loss is undefined (nan); the other figures count every row once")
     return out
+
+
+def loss_weights(w, loss_fn, dtype, rows="the rows"):
+    """Sample weights ``w`` (host float64) as a loss in ``dtype`` takes them, float64.
+
+    A weighted mean sum_i w_i J_i / sum_i w_i is the same for any scale of the w_i: for
+    reduction "mean", weights whose largest lies outside [2^-64, 2^64] are scaled by the power
+    of two that brings it into [0.5, 1), so that weights at 1e-50 or 1e40 neither vanish nor
+    overflow in float32 (a power of two rounds nothing: the weights' figures are the same to
+    the last bit as at their own scale, where that is in range). A sum sum_i w_i J_i scales
+    with them: for reduction "sum", ConfigError where a weight overflows ``dtype`` or a
+    positive one rounds to 0 in it. ``rows``: what the error calls the rows."""
+    if w is None or not len(w):
+        return w
+    w = np.asarray(w, dtype=np.float64)
+    if getattr(loss_fn, "reduction", "mean") == "mean":
+        top = float(w.max())
+        if top > 0 and not 2.0 ** -64 <= top <= 2.0 ** 64:
+            w = np.ldexp(w, -math.frexp(top)[1])
+        return w
+    with np.errstate(over="ignore"):
+        cast = w.astype(dtype)
+    info = np.finfo(dtype)
+    if np.isinf(cast).any():
+        raise ConfigError(f"the sample weights of {rows} reach {w.max():g}, past "
+                          f"{np.dtype(dtype).name}'s largest number ({info.max:g}); a loss of "
+                          "reduction 'sum' sums them as they are: scale them down (or take "
+                          "reduction 'mean', the same for any scale of the weights)")
+    lost = (w > 0) & (cast == 0)
+    if lost.any():
+        raise ConfigError(f"the sample weight {w[lost][0]:g} of {rows} is 0 in "
+                          f"{np.dtype(dtype).name} (its smallest number is "
+                          f"{info.smallest_subnormal:g}); a loss of reduction 'sum' sums the "
+                          "weights as they are: scale them up (or take reduction 'mean', the "
+                          "same for any scale of the weights)")
+    return w
 
 
 def _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size,
@@ -268,7 +304,7 @@ def _sharded_metrics(model, x, y, loss_fn, task, batch_size, comm, target=None,
     rows, all-reduced once as one vector."""
     lo, hi = shard(len(x), comm.rank, comm.size)
     y = np.asarray(y)
-    w = None if weight is None else np.asarray(weight, dtype=np.float64)
+    w = None if weight is None else loss_weights(weight, loss_fn, model.dtype)
     scored = w if weighted_scores and w is not None and w.sum() > 0 else None
     sums = _metric_sums(model, x, y, loss_fn, task, lo, hi, w, target, batch_size, scored)
     return _figures(comm.allreduce(sums), y, task, target, scored)
@@ -470,7 +506,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     accuracy, MSE and R^2 count every row once, unless ``weighted_scores`` (as the estimators
     ask: scikit-learn's scores with ``sample_weight``, which val_accuracy and val_r2 as a
     ``monitor`` then go by too). Under ``comm`` a rank's share of a batch is its share of the
-    weight.
+    weight. A mean is the same for any scale of the weights, 1e-50 or 1e40 in float32 too
+    (``loss_weights``); a loss of reduction "sum" refuses weights its dtype cannot hold.
 
     ``comm``: a gpunet.distributed.Communicator to train data-parallel over its ranks (see that
     module): rank 0's weights are broadcast, each rank takes its share of every global batch of
@@ -590,6 +627,10 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     y_dev = as_inputs(model, y_train, "the targets") if y_train.dtype.kind == "f" \
         else backend.asarray(y_train)
     y_labels = backend.asarray(_labels(data.y_train)) if classify else None
+    w_train = loss_weights(w_train, loss_fn, model.dtype, "the training rows")
+    for rows, w in (("the validation rows", w_val), ("the test rows", getattr(data, "w_test",
+                                                                            None))):
+        loss_weights(w, loss_fn, model.dtype, rows)  # (checked now, not after an epoch)
     w_dev = None if w_train is None else backend.asarray(w_train, dtype=model.dtype)
     n = x_dev.shape[0]
     rows = min(batch_size, max(n, 1))  # (a batch size past the rows: one batch of them all)
