@@ -276,12 +276,18 @@ class Standardizer:
                     np.einsum("i,ij,ij->j", w, b, b)
             std = np.sqrt(squares / n)
         bad = ~(np.isfinite(mean) & np.isfinite(std))
-        if bad.any() and x.ndim == 2:  # sums past float64's range: again in scaled units
-            mean, std = mean.copy(), std.copy()
-            cols = np.flatnonzero(bad)
+        # columns whose values are all under 2^-400 (1e-121): their squared deviations
+        # underflow float64 (to subnormals, or 0 below 1e-162: such a column was "constant")
+        tiny = (np.abs(mean) < 2.0 ** -400) & (std < 2.0 ** -400)
+        if (bad | tiny).any() and x.ndim == 2:  # sums past float64's range, or squares under
+            mean, std = mean.copy(), std.copy()  # it: again in scaled units
+            cols = np.flatnonzero(bad | tiny)
             part = np.asarray(x[:, cols] if rows is None else x[rows][:, cols], np.float64)
-            if np.isfinite(part).all():  # (infinite values stay bad: said below)
-                scale = 2.0 ** np.floor(np.log2(np.abs(part).max(axis=0)))  # exact: powers of 2
+            top = np.abs(part).max(axis=0)
+            ok = np.isfinite(top) & (top > 0)  # (infinite values stay bad: said below; a
+            if ok.any():                         # column of zeros is constant as it is)
+                cols, part = cols[ok], part[:, ok]
+                scale = 2.0 ** np.floor(np.log2(top[ok]))  # exact: powers of 2
                 inner_mean, inner_std, _ = cls._moments(part / scale, None, weights)
                 mean[cols], std[cols] = inner_mean * scale, inner_std * scale
                 bad = ~(np.isfinite(mean) & np.isfinite(std))

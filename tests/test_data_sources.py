@@ -811,6 +811,50 @@ def test_standardising_columns_of_huge_values_does_not_overflow(weighted):
             np.testing.assert_allclose(s(x)[:, 0], (unit - mean) / std, rtol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("tiny", [1e-158, 1e-170, 1e-300])
+def test_standardising_columns_of_tiny_values_does_not_underflow(weighted, tiny):
+    """A column of values near 1e-170 has squared deviations under float64's range (0 below
+    1e-162, subnormal above): it was taken for a constant column (std 1, every value 0 once
+    standardised). Its statistics are those of the unscaled column times the scale, as
+    float64 NumPy gives them; a column of zeros, or of one tiny value, stays constant."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(301, 4))
+    unit = x[:, 0].copy()
+    x[:, 0] *= tiny
+    x[:, 2], x[:, 3] = 0.0, 3 * tiny
+    w = rng.uniform(0.1, 2.0, 301) if weighted else np.ones(301)
+    s = Standardizer.fit(x, weights=w if weighted else None)
+    mean = np.average(unit, weights=w)
+    std = np.sqrt(np.average((unit - mean) ** 2, weights=w))
+    np.testing.assert_allclose([s.mean[0] / tiny, s.std[0] / tiny], [mean, std], rtol=1e-13)
+    np.testing.assert_allclose(s(x)[:, 0], (unit - mean) / std, rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(s.std[2:], 1.0)
+    np.testing.assert_array_equal(s(x)[:, 2:], 0.0)
+
+
+def test_a_regressor_fits_features_and_targets_at_any_scale():
+    """Features and targets scaled by 1e-170 fit as at their own scale: the predictions are
+    the unscaled fit's times the scale (the feature was dropped as constant, the targets all
+    standardised to 0, R^2 0). scikit-learn's r2_score, on the predictions brought back to
+    unit scale, is the reference (on 1e-170 scale its own squares underflow)."""
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 3))
+    y = x @ [1.0, 2.0, 3.0] + 0.1 * rng.normal(size=300)
+    kw = dict(hidden=(16,), epochs=20, dtype="float64", backend="numpy", random_state=0)
+    plain = gn.MLPRegressor(**kw).fit(x, y).predict(x)
+    scaled = x.copy()
+    scaled[:, 2] *= 1e-170
+    np.testing.assert_allclose(gn.MLPRegressor(**kw).fit(scaled, y).predict(scaled), plain,
+                               rtol=1e-9, atol=1e-12)
+    got = gn.MLPRegressor(**kw).fit(x, y * 1e-170).predict(x) / 1e-170
+    np.testing.assert_allclose(got, plain, rtol=1e-9, atol=1e-12)
+    assert r2_score(y, got) == pytest.approx(r2_score(y, plain), rel=1e-12)
+    assert r2_score(y, plain) > 0.8
+
+
 @pytest.mark.parametrize("weighted", [False, True, "summing to 1", "summing to 1e18"])
 def test_a_constant_column_keeps_a_std_of_one_whatever_its_rounding(weighted):
     """A column that is constant over the training rows has, in float64, a std of its rounding
