@@ -146,7 +146,13 @@ class Backend:
 
         As the fused kernels, it sums z - z0, z0 each row's (or column's) first value: exact
         for a constant row, and small terms for a row far from zero, whose float32 mean would
-        otherwise carry its magnitude's rounding into every centred value."""
+        otherwise carry its magnitude's rounding into every centred value.
+
+        The centred squares are in z's dtype: float32 values spread past about 1.8e19 (the
+        square root of float32's largest) overflow them, the variance is inf and xhat 0
+        (n = beta), as in the CUDA kernels and torch's float32 norms; the CPU kernels (from
+        2^16 elements) square in float64. A float64 temporary here would cost an allocation
+        a CUDA graph cannot hold."""
         xp = self.xp
         z0 = z[:, :1] if axis == 1 else z[:1]  # (a view of z: read before n may overwrite it)
         xp.subtract(z, z0, out=xhat)
