@@ -465,8 +465,10 @@ def smoothing_terms(xp, z, labels, e, cols, out=None):
     = CE_i + e (z_ic - mean_j z_ij) (CE_i = logsumexp(z_i) - z_ic, the unsmoothed loss), and
     dJ_i/dz_i = softmax(z_i) - t = (softmax(z_i) - onehot(c)) + e (onehot(c) - 1 / C).
     Returns (W, extra): W = e (onehot(c) - 1 / C) (B, C), the gradient's added term, and
-    extra_i = sum_j z_ij W_ij (B,), the loss's; into ``out = (mask, W, zW, extra)`` if given
-    (mask a (B, C) bool scratch, zW a (B, C) one). ``cols``: arange(C) on z's backend.
+    extra_i = sum_j (z_ij - z_i1) W_ij (B,), the loss's (the same as sum_j z_ij W_ij, the row
+    of W summing to 0, but without cancelling terms of z's magnitude: logits at 1e4 lost 4
+    of float32's digits); into ``out = (mask, W, zW, extra)`` if given (mask a (B, C) bool
+    scratch, zW a (B, C) one). ``cols``: arange(C) on z's backend.
     """
     n, c = z.shape
     if out is None:
@@ -476,7 +478,8 @@ def smoothing_terms(xp, z, labels, e, cols, out=None):
     xp.equal(labels[:, None], cols[None, :], out=mask)  # onehot(c)
     xp.subtract(mask, 1.0 / c, out=w)
     xp.multiply(w, e, out=w)
-    xp.multiply(z, w, out=zw)
+    xp.subtract(z, z[:, :1], out=zw)  # (the row's first logit: any of its own would do)
+    xp.multiply(zw, w, out=zw)
     zw.sum(axis=1, out=extra)
     return w, extra
 
