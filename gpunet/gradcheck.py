@@ -8,8 +8,9 @@ difference (J(p + eps) - J(p - eps)) / (2 eps) taken one element at a time. An e
 (defaults eps 1e-6, rtol 1e-5, atol 1e-7; u = 2^-53): the last term is the difference's
 round-off, which grows with the loss (a regression on raw targets of 100 has J near 10^4, and
 its central differences are off by some 10^-6 whatever the gradient). A tensor whose every
-numeric gradient lies within atol of 0 passes whatever its analytic gradient is; when that holds
-of every tensor (a nearly fitted net), gradcheck warns that its check could not have failed.
+numeric gradient lies within atol of 0 passes whatever its analytic gradient is; gradcheck
+warns that its check could not have failed, naming such tensors (the first layers of a deep
+sigmoid net, whose gradients vanish) or saying that all are (a nearly fitted net).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
 
     (u = 2^-53; the last term is the central difference's round-off, which grows with the
     loss). A tensor whose every numeric gradient lies within atol of 0 passes whatever its
-    analytic gradient is; gradcheck warns when that holds of every tensor.
+    analytic gradient is; gradcheck warns, naming the tensors of which that holds.
 
     A relu's pre-activation z within a step of 0 (exactly 0 where an input row and the biases
     are zero) puts a central difference across the kink: it measures (f'(0-) + f'(0+)) / 2,
@@ -123,7 +124,7 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
     targets = dict(model.params)
     targets["x"] = x
     result = GradcheckResult()
-    largest, nan = 0.0, False
+    largest, vacuous = 0.0, []
     for name, arr in targets.items():
         numeric = np.empty(arr.shape)
         noise = np.empty(arr.shape)
@@ -140,13 +141,23 @@ def gradcheck(model, loss_fn, x, y, eps=1e-6, rtol=1e-5, atol=1e-7) -> Gradcheck
         result.errors[name] = float(err.max(initial=0.0))
         result.ratios[name] = float((err / (atol + rtol * np.abs(numeric) + noise))
                                     .max(initial=0.0))
-        largest = max(largest, float(np.abs(numeric).max(initial=0.0)))
-        nan = nan or bool(np.isnan(numeric).any())  # (a NaN fails the check anyway)
-    if not largest > atol and not nan:
+        top = float(np.abs(numeric).max(initial=0.0))
+        largest = max(largest, top)
+        if not top > atol and not np.isnan(numeric).any():  # (a NaN fails the check anyway)
+            vacuous.append(name)
+    if vacuous and len(vacuous) == len(targets):
         warnings.warn(f"gradcheck: every numeric gradient lies within atol = {atol:g} of 0 (the "
                       f"largest is {largest:.2g}), so any analytic gradient that small passes: "
                       "this check could not have failed (a nearly fitted net? pass a smaller "
                       "atol, or check at other parameters)", stacklevel=2)
+    elif vacuous:
+        names = ", ".join(vacuous[:6]) + (f" and {len(vacuous) - 6} more" if len(vacuous) > 6
+                                          else "")
+        warnings.warn(f"gradcheck: every numeric gradient of {names} ({len(vacuous)} of "
+                      f"{len(targets)} tensors) lies within atol = {atol:g} of 0, so any "
+                      "analytic gradient that small passes there: the check of those could "
+                      "not have failed (gradients that vanish through many layers? pass a "
+                      "smaller atol)", stacklevel=2)
     result.kinks = kinks
     if kinks and not result.ok:
         warnings.warn(f"gradcheck: {kinks} pre-activation(s) of a relu lie within a step "

@@ -112,6 +112,32 @@ def test_a_check_that_could_not_fail_warns(monkeypatch):
     assert not gn.gradcheck(model, gn.MSELoss(), x, y, atol=1e-14)
 
 
+def test_tensors_whose_gradients_all_lie_under_atol_are_named(torch):
+    """In a 20-layer sigmoid net the first layers' gradients vanish under atol (torch's
+    autograd says so): a dJ/dW1 three times too large passed with no word, since other
+    tensors' gradients were not all that small. The warning names W1 and its like."""
+    rng = np.random.default_rng(0)
+    model = gn.MLP([5] + [8] * 20 + [3], activation="sigmoid", seed=1, dtype="float64")
+    x, y = rng.normal(size=(6, 5)), rng.integers(0, 3, 6)
+    net = model.to_torch()
+    torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y)).backward()
+    assert net[0].weight.grad.abs().max() < 1e-7 < net[-1].weight.grad.abs().max()
+    right = model.backward
+
+    def wrong(dJdy_hat, need_dx=True):
+        out = right(dJdy_hat, need_dx)
+        model.grads["W1"] *= 3.0
+        return out
+
+    model.backward = wrong
+    with pytest.warns(UserWarning, match=r"every numeric gradient of W1, .* \(\d+ of 43 "
+                                         r"tensors\) lies within atol = 1e-07 of 0") as seen:
+        result = gn.gradcheck(model, gn.CrossEntropyLoss(), x, y)
+    assert result.ok and "W21" not in str(seen[0].message)
+    model.backward(gn.CrossEntropyLoss()(model.forward(x), y)[1])  # (wrong: 3 times torch's)
+    np.testing.assert_allclose(model.grads["W1"], 3 * net[0].weight.grad.numpy(), rtol=1e-9)
+
+
 def test_a_relu_kink_under_a_step_is_counted_and_a_failure_there_explained():
     """A zero input row with zero biases puts relu's z at 0 exactly: the central difference
     measures relu'(0) as 1/2, backward (as torch's autograd) takes 0. The check fails with no
