@@ -536,10 +536,21 @@ def _row_max_log_sum(xr):
 
 
 @_jit
+def _nan_or(xr, v):
+    """The row's first NaN, else v (the row max skips NaN)."""
+    for j in range(xr.size):
+        if xr[j] != xr[j]:
+            return xr[j]
+    return v
+
+
+@_jit
 def _logsumexp_rows(x, out, lo, hi):
     for i in range(lo, hi):
         m, ls = _row_max_log_sum(x[i])
-        out[i] = m + ls
+        # an infinite max is the sum's (inf - inf would make +inf NaN), unless the row holds
+        # a NaN, which makes it NaN, as torch (and the CUDA kernel): -inf only for -inf rows
+        out[i] = m + ls if math.isfinite(m) else _nan_or(x[i], m)
 
 
 @_jit(inline="always")

@@ -278,7 +278,7 @@ def test_cross_entropy_one_hot_equals_labels(backend, dtype, reduction):
 
 # -- row-wise log-sum-exp, log-softmax, softmax -----------------------------------------------
 
-INF = np.inf
+INF, NAN = np.inf, np.nan
 ROWS = {
     "random": [0.3, -1.2, 2.5, 0.7, -0.4],
     "plus_minus_1e4": [1e4, -1e4, 0.0, 1.0, -3.0],
@@ -323,6 +323,20 @@ def test_logsumexp_of_all_minus_inf_row_is_minus_inf(backend, dtype, torch):
         lse = host(backend.logsumexp(backend.asarray(x)))
     assert lse[0] == -INF and ref[0] == -INF
     assert_close(lse[1:], ref[1:], dtype)
+
+
+@pytest.mark.parametrize("rows", [1, 1 << 15], ids=["numpy ops", "kernel size"])
+def test_logsumexp_of_rows_with_inf_and_nan_is_torchs(backend, dtype, torch, rows):
+    """A row holding +inf sums to inf (the kernel took inf - inf: NaN); a NaN among -infs
+    makes NaN (the kernel's row max skipped it: -inf). Torch's on every row, bit for bit."""
+    x = np.array([[INF, 0, 0], [NAN, -INF, -INF], [INF, -INF, 1], [-INF, -INF, -INF],
+                  [INF, NAN, 0], [1.0, 2.0, 3.0]], dtype=dtype)
+    x = np.tile(x, (-(-rows // len(x)), 1))  # (2^15 rows of 3: the kernel's, 2^16 up)
+    ref = host(torch.logsumexp(torch.tensor(x), dim=-1))
+    with np.errstate(invalid="ignore"):
+        lse = host(backend.logsumexp(backend.asarray(x)))
+    np.testing.assert_array_equal(lse[:5], ref[:5])
+    assert_close(lse, ref, dtype)
 
 
 # -- errors -----------------------------------------------------------------------------------
