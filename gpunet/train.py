@@ -1087,11 +1087,21 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     history = History(state.history)
     history.best_epoch = state.best_epoch
     history.stopped_early = state.stopped_early
-    history.test = {f"test_{k}": v for k, v in
-                    metrics(model, data.x_test, y_test, loss_fn, data.task,
-                            comm=comm, target=target, weight=getattr(data, "w_test", None),
-                            weighted_scores=weighted_scores).items()} \
-        if len(data.x_test) else {}
+    with np.errstate(over="ignore", invalid="ignore"):  # (said below, in a line)
+        history.test = {f"test_{k}": v for k, v in
+                        metrics(model, data.x_test, y_test, loss_fn, data.task,
+                                comm=comm, target=target,
+                                weight=getattr(data, "w_test", None),
+                                weighted_scores=weighted_scores).items()} \
+            if len(data.x_test) else {}
+    lost = history.test.get("test_loss", 0.0)
+    if not math.isfinite(lost) and (comm is None or comm.is_root) \
+            and not (getattr(data, "w_test", None) is not None
+                     and not np.sum(data.w_test) > 0):  # (weights all 0: metrics said it)
+        notice(f"the test loss is {lost}: the model's outputs on the test rows, or their loss, "
+               f"are not finite (weights that the last epoch's updates took near the dtype's "
+               f"largest numbers? {_remedy(optimizer)}; or test rows far outside the "
+               "training rows' range)")
     return history
 
 

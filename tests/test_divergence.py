@@ -180,3 +180,26 @@ def test_an_early_stop_without_a_finite_figure_says_it_keeps_the_last_epochs_wei
     assert lines[-1] == ("early stop: no better val_mse for 2 epochs; keeping the last epoch's "
                          "weights (no epoch had a finite val_mse)")
 
+
+def test_a_test_loss_that_is_not_finite_is_said_in_a_line_not_numpys_warnings(torch, caplog):
+    """Without validation rows nothing watches the outputs between epochs: SGD at lr 1e38
+    leaves weights near float32's largest, whose outputs overflow. The test metrics printed
+    NumPy's RuntimeWarnings with gpunet's source lines; now one line says what happened.
+    Torch's float32 copy of the network overflows on the test rows as well."""
+    import warnings
+
+    x, y = _classes(200)
+    data = make_dataset("d", x, y, "classification", val_fraction=0.0, test_fraction=0.2)
+    model = gn.MLP([3, 8, 2], backend="numpy", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a RuntimeWarning would raise)
+        history = fit(model, data, gn.CrossEntropyLoss(), gn.SGD(model, lr=1e38), epochs=1,
+                      batch_size=1000, progress=False)
+    assert all(np.isfinite(v).all() for v in model.params.values())
+    assert not np.isfinite(history.test["test_loss"])
+    out = to_torch(model)(torch.tensor(data.x_test, dtype=torch.float32))
+    assert not torch.isfinite(torch.nn.functional.cross_entropy(out, torch.tensor(data.y_test)))
+    said = [r.getMessage() for r in caplog.records]
+    assert any(re.match(r"gpunet: the test loss is (nan|inf): the model's outputs on the "
+                        r"test rows, or their loss, are not finite", m)
+               and "try a lower learning rate (now 1e+38)" in m for m in said), said
