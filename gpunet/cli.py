@@ -415,9 +415,12 @@ def _in_flags(message: str) -> str:
     before "must", "applies", "was" or "+", after "with", "in", "+" or "run's" (a plain word
     such as seed: only as the subject that must or applies); "data_dir (--data-dir)" becomes
     the flag alone; the advice for Python (", or DataSpec(...)", "(in Python: ...)") goes.
-    Quoted text and a listing of the data's columns stay as they are."""
+    Quoted text, a listing of the data's columns and what a malformed file holds stay as
+    they are."""
     import re
 
+    if "malformed" in message:  # (a file's stored settings, by the names the file holds)
+        return message
     parsers, flags = [build_parser()], {}
     while parsers:
         for action in parsers.pop()._actions:
