@@ -598,6 +598,14 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         raise ConfigError(f"the model's weights ({', '.join(bad[:3])}) are not finite, as a "
                           "diverged run leaves them: build the model anew, or load good "
                           "weights (load_state_dict, a checkpoint) before training on")
+    bad = [] if resume is not None else [
+        f"{slot} of {key}" for key, slots in getattr(optimizer, "state", {}).items()
+        for slot, v in (slots.items() if isinstance(slots, dict) else ())
+        if hasattr(v, "dtype") and not bool(xp.isfinite(v).all())]
+    if bad:  # (a diverged run's momenta: the first update would make good weights NaN)
+        raise ConfigError(f"the optimizer's state ({', '.join(bad[:3])}) is not finite, as a "
+                          "diverged run leaves it: build a new optimizer (or load its state "
+                          "from a checkpoint) before training on")
     classify = data.task == "classification"
     w_train = getattr(data, "w_train", None)
     target = getattr(data, "target_standardizer", None)  # standardised regression targets
@@ -862,7 +870,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if best is not None:
             model.load_state_dict(best)
             message += (f"; the model holds epoch {state.best_epoch}'s weights, the best "
-                        f"{monitor} before it diverged")
+                        f"{monitor} before it diverged (the optimizer's state diverged with "
+                        "it: to train on, build a new optimizer)")
         return run_so_far(TrainingDiverged(message))
 
     def interrupted(where, epoch, step, signum):

@@ -147,7 +147,9 @@ def test_a_run_with_patience_that_diverges_keeps_its_best_epochs_weights(step, s
     data = _regression()
     model = gn.MLP([8, 32, 1], backend="numpy", seed=0)
     with pytest.raises(TrainingDiverged, match=said + r".*; the model holds epoch 2's weights, "
-                                                      r"the best val_loss before it diverged$"
+                                                      r"the best val_loss before it diverged \(the "
+                                                      r"optimizer's state diverged with it: to "
+                                                      r"train on, build a new optimizer\)$"
                        ) as e:
         _sgd_run(model, data, 6, patience=5, blow_up_at=step)
     history = e.value.history
@@ -158,6 +160,49 @@ def test_a_run_with_patience_that_diverges_keeps_its_best_epochs_weights(step, s
     for k, v in stopped.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[k], v, err_msg=k)
     _sgd_run(model, data, 1)  # (fit takes the model on, as it refuses NaN weights)
+
+
+def test_the_optimizer_a_run_diverged_with_is_refused_rather_than_blamed_later():
+    """The best weights came back, but the SGD momenta stayed NaN: fit on with that optimiser
+    started, its first update made the weights NaN again, and the message blamed a learning
+    rate that was fine by then. Now fit refuses the optimiser's state up front; a new one
+    trains on from the kept weights, finite, as torch's SGD does from them."""
+    torch = pytest.importorskip("torch")
+    data = _regression()
+    model = gn.MLP([8, 32, 1], backend="numpy", seed=0, dtype="float64")
+    opt = gn.SGD(model, lr=0.01, momentum=0.9)
+    inner, calls = opt.prepare_hyper, [0]
+
+    def prepare():
+        calls[0] += 1
+        if calls[0] == 25:
+            opt.lr = 1e300
+        return inner()
+
+    opt.prepare_hyper = prepare
+    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged):
+        fit(model, data, gn.MSELoss(), opt, epochs=6, batch_size=32, patience=5, progress=False)
+    opt.prepare_hyper = inner
+    opt.lr = 0.01
+    with pytest.raises(gn.ConfigError, match=r"the optimizer's state \(momentum_buffer of W1"
+                                             r".*\) is not finite, as a diverged run leaves "
+                                             r"it: build a new optimizer"):
+        fit(model, data, gn.MSELoss(), opt, epochs=1, batch_size=400, progress=False)
+    kept = {k: np.array(v) for k, v in model.state_dict().items()}
+    fit(model, data, gn.MSELoss(), gn.SGD(model, lr=0.01), epochs=1, batch_size=320,
+        progress=False)  # (one full batch of the 320 training rows)
+    t = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(),
+                            torch.nn.Linear(32, 1)).double()
+    with torch.no_grad():
+        for layer, i in ((t[0], 1), (t[2], 2)):
+            layer.weight.copy_(torch.tensor(kept[f"W{i}"]))
+            layer.bias.copy_(torch.tensor(kept[f"b{i}"]))
+    loss = torch.nn.functional.mse_loss(t(torch.tensor(data.x_train)),
+                                        torch.tensor(data.y_train).reshape(-1, 1))
+    loss.backward()
+    with torch.no_grad():
+        want = t[0].weight - 0.01 * t[0].weight.grad
+    np.testing.assert_allclose(model.state_dict()["W1"], want.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_an_early_stop_without_a_finite_figure_says_it_keeps_the_last_epochs_weights():
