@@ -118,6 +118,8 @@ class Loss:
     torch_options: dict = {}
 
     def __new__(cls, *args, **kwargs):
+        if cls.__init__.__module__ != __name__:  # (a subclass's own __init__ takes its own)
+            return super().__new__(cls)
         for option in kwargs.keys() & cls.torch_options.keys():
             raise ConfigError(f"{cls.__name__} takes no {option}= (torch's): "
                               f"{cls.torch_options[option]}")

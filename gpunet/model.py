@@ -130,7 +130,8 @@ class MLP:
     """
 
     def __new__(cls, *args, **kwargs):
-        if "bias" in kwargs:  # (torchvision.ops.MLP's and nn.Linear's)
+        if "bias" in kwargs and cls.__init__.__module__ == __name__:  # (torchvision.ops.MLP's
+            # and nn.Linear's; a subclass's own __init__ takes its own)
             raise ConfigError("MLP takes no bias= (torch's): every layer has its bias, as "
                               "torch's default bias=True; bias=False is not offered")
         return super().__new__(cls)

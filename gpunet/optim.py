@@ -60,8 +60,9 @@ class Optimizer:
                                  "leave it out); to maximise, negate the loss and its dJ/dy_hat"}
 
     def __new__(cls, *args, **kwargs):
-        for option in kwargs.keys() & cls.torch_options.keys():
-            raise ConfigError(f"{cls.__name__}: {cls.torch_options[option]}")
+        if cls.__init__.__module__ == __name__:  # (a subclass's own __init__ takes its own)
+            for option in kwargs.keys() & cls.torch_options.keys():
+                raise ConfigError(f"{cls.__name__}: {cls.torch_options[option]}")
         return super().__new__(cls)
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0, clip_norm=None):

@@ -638,3 +638,41 @@ def test_a_learning_rate_set_by_hand_is_checked(rate):
     with pytest.raises(gn.ConfigError, match="lr must be a finite number >= 0"):
         opt.lr = rate
     assert opt.lr == 0.1
+
+
+def test_a_subclass_takes_its_own_options_of_torchs_names():
+    """The refusals of torch's option names (weight=, amsgrad=, bias=) are for gpunet's own
+    classes: a subclass with its own __init__ that takes such an option (class weights as
+    torch's CrossEntropyLoss(weight=), the only way to hand fit a custom loss) was refused as
+    if it were gpunet's."""
+    class ClassWeightedCE(gn.CrossEntropyLoss):
+        def __init__(self, weight, reduction="mean"):
+            super().__init__(reduction)
+            self.class_weight = np.asarray(weight)
+
+        def __call__(self, y_hat, y, weight=None):
+            return super().__call__(y_hat, y, weight=self.class_weight[y])
+
+    class Ams(gn.Adam):
+        def __init__(self, model, amsgrad=False, **kw):
+            super().__init__(model, **kw)
+            self.amsgrad = amsgrad
+
+    class Net(gn.MLP):
+        def __init__(self, sizes, bias=True, **kw):
+            super().__init__(sizes, **kw)
+            self.with_bias = bias
+
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    z, y, w = rng.normal(size=(6, 3)), rng.integers(0, 3, 6), np.array([1.0, 2.0, 0.5])
+    value, _ = ClassWeightedCE(weight=w)(z, y)
+    want = torch.nn.CrossEntropyLoss(weight=torch.tensor(w))(torch.tensor(z), torch.tensor(y))
+    assert float(value) == pytest.approx(want.item(), rel=1e-12)
+    assert ClassWeightedCE(w).class_weight is not None  # (positionally too)
+    net = Net([3, 4, 2], bias=True, backend="numpy")
+    assert net.with_bias and Ams(net, amsgrad=True).amsgrad
+    with pytest.raises(gn.ConfigError, match="takes no weight= \\(torch's\\)"):
+        gn.CrossEntropyLoss(weight=w)  # (gpunet's own: still refused)
+    with pytest.raises(gn.ConfigError, match="amsgrad"):
+        gn.Adam(net, amsgrad=True)
