@@ -94,6 +94,12 @@ def gradient_of_last_output(model, grad) -> bool:
     return _fresh.get((id(model), getattr(model, "_output_id", None), id(grad))) is grad
 
 
+def made_from_last_output(model, grad) -> bool:
+    """Whether a loss made ``grad`` from ``model``'s last training output (so that an
+    eval-mode pass since, which keeps no cache, changes nothing for it)."""
+    return _fresh.get((id(model), getattr(model, "_output_id", None), id(grad))) is grad
+
+
 def _trained_output(a) -> bool:
     """Whether ``a`` is the output of a model's last training pass (its cache's)."""
     model = _outputs.get(id(a))

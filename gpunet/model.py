@@ -20,7 +20,7 @@ from .backends import get_backend
 from .errors import ConfigError, ShapeError
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
-from .losses import gradient_of_last_output, note_output
+from .losses import gradient_of_last_output, made_from_last_output, note_output
 from .optim import check_training_parts
 
 DTYPES = ("float32", "float64")
@@ -406,15 +406,18 @@ class MLP:
         changed since that pass by ``optimizer.step()`` or ``load_state_dict`` are refused, as
         torch refuses them; an edit by hand (``model.params["W1"][...] = ...``) is not seen.
         Refused too: a last pass made in eval mode (``model.eval(); model(x)``: torch would
-        differentiate it, but gpunet's backward passes are training mode's) and a dJ/dy_hat
+        differentiate it, but gpunet's backward passes are training mode's), unless dJ/dy_hat
+        is a loss's of the training pass before it (whose cache the eval pass left), and a
+        dJ/dy_hat
         that a loss made from an earlier training pass's y_hat than the last (``o1 = model(x1);
         o2 = model(x2); model.backward(loss(o1, y1)[1])``: the cache is o2's); a dJ/dy_hat
         computed from the loss's (``2 * dJdy_hat``) is not seen.
         """
-        if getattr(self, "_evaluated", False):
+        if getattr(self, "_evaluated", False) and not made_from_last_output(self, dJdy_hat):
             raise ConfigError("the last forward ran in eval mode (model.eval()), which gpunet "
                               "cannot differentiate (its backward passes are training mode's): "
-                              "call model.train() and run the forward again")
+                              "run a training-mode forward (model.train(); model(x)) and its "
+                              "loss first")
         if not getattr(self, "_cached", False):
             raise ConfigError("backward() needs a forward() with cache=True first")
         if getattr(self, "_changed", None):  # (torch raises too: its version counters)

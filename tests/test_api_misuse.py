@@ -259,7 +259,8 @@ def test_backward_after_an_eval_mode_pass_is_refused(torch):
     assert float(value) == pytest.approx(torch.nn.functional.cross_entropy(
         net(torch.tensor(x2)), torch.tensor(y)).item(), rel=1e-12)  # (the pass is torch's)
     with pytest.raises(gn.ConfigError, match=r"the last forward ran in eval mode "
-                                             r"\(model.eval\(\)\).*call model.train\(\)"):
+                                             r"\(model.eval\(\)\).*run a training-mode "
+                                             r"forward \(model.train\(\); model\(x\)\)"):
         model.backward(dJdy_hat)
     model.train()
     with pytest.raises(gn.ConfigError, match="the last forward ran in eval mode"):
@@ -267,6 +268,27 @@ def test_backward_after_an_eval_mode_pass_is_refused(torch):
     model.backward(loss(model(x2), y)[1])
     for (k, g), want in zip(model.grads.items(), _torch_grads(torch, net, x2, y)):
         np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_an_eval_pass_between_a_training_pass_and_its_backward_changes_nothing():
+    """o = m(x); g = loss(o, y); m.eval(); m(x_val); m.train(); m.backward(g): the eval pass
+    keeps no cache and leaves the training pass's, so g's backward is that pass's, as torch
+    differentiates o whatever passes ran after it; it was refused as an eval-mode backward."""
+    rng = np.random.default_rng(5)
+    x, x_val, y = rng.normal(size=(16, 3)), rng.normal(size=(9, 3)), rng.integers(0, 3, 16)
+    model = gn.MLP([3, 8, 3], activation="tanh", norm="batch", dropout=0.3, backend="numpy",
+                   seed=1, dtype="float64")
+    _, g = gn.CrossEntropyLoss()(model(x), y)
+    model.eval()
+    model(x_val)
+    model.train()
+    model.backward(g)
+    got = {k: np.array(v) for k, v in model.grads.items()}
+    again = gn.MLP([3, 8, 3], activation="tanh", norm="batch", dropout=0.3, backend="numpy",
+                   seed=1, dtype="float64")
+    again.backward(gn.CrossEntropyLoss()(again(x), y)[1])  # (the same pass, no eval between)
+    for k, v in again.grads.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
 
 
 def test_train_step_in_eval_mode_is_refused_and_changes_nothing(torch):
