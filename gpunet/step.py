@@ -67,6 +67,9 @@ class StaticStep:
     ``graph=False`` runs the body eagerly on the GPU too. Labels are checked as the loss checks
     them (``CrossEntropyLoss(check_labels=...)``, on by default: a GPU reads two numbers back);
     labels of another integer dtype, or targets of another float one, are converted.
+    Its passes are training passes whatever the model's mode (``model.eval()``), as ``fit``'s
+    are: the step trains, with dropout and a batch norm's batch statistics (the eager
+    ``MLP.train_step``, a torch-style loop's step, refuses eval mode instead).
 
     A data-parallel rank's step (``gpunet.train.fit`` under a communicator) is ``split``: a
     call runs forward, loss and backward only (one graph), the caller sums the gradients over
