@@ -661,6 +661,12 @@ def cmd_train(args, comm=None) -> int:
         resume = load_checkpoint(args.resume)
         resume.check_sections(args.resume)
         training = resume.extra.get("training")
+        if "estimator" in resume.extra:  # (its run record is for evaluate and info)
+            from .errors import ConfigError
+
+            raise ConfigError(f"{args.resume} is a saved estimator's: go on training it in "
+                              "Python with MLPClassifier.load / MLPRegressor.load and "
+                              "partial_fit (or warm_start)")
         if training is None or resume.extra.get("data") is None:
             raise GpunetError(f"{args.resume!r} holds no training state to resume from")
         ranks = training.get("ranks", 1)

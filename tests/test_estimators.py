@@ -921,6 +921,9 @@ def test_evaluate_reports_the_loss_a_saved_estimator_trained_on(tmp_path, capsys
     (line,) = [t for t in out.splitlines() if t.startswith("training: ")]
     assert f", {shown}, adam" in line, line
     assert "resume" not in out  # (the record is for evaluate and info, not a run to go on)
+    assert main(["train", "--resume", str(tmp_path / "e.npz"), "--backend", "numpy"]) == 1
+    assert "e.npz is a saved estimator's: go on training it in Python with " \
+        "MLPClassifier.load / MLPRegressor.load and partial_fit" in capsys.readouterr().err
     from gpunet.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "e.npz")
