@@ -491,6 +491,10 @@ def _refuse_unused_flags(args) -> None:
     from .errors import ConfigError
 
     given = getattr(args, "_given", None) or ()  # (None: args made in Python, not by main)
+    if "collective_timeout" in given and not args.distributed:
+        raise ConfigError("--collective-timeout is for a --distributed run")
+    if args.resume:  # (the run's own settings: checked against the checkpoint's)
+        return
     uses = {"gamma": ("step", "plateau"), "step_size": ("step",)}
     for key, schedules in uses.items():
         if key in given and args.schedule not in schedules:
@@ -500,8 +504,6 @@ def _refuse_unused_flags(args) -> None:
         if key in given and args.dataset not in SYNTHETIC:
             raise ConfigError(f"--{key} is for the synthetic datasets ({', '.join(SYNTHETIC)}), "
                               f"not {args.dataset}")
-    if "collective_timeout" in given and not args.distributed:
-        raise ConfigError("--collective-timeout is for a --distributed run")
 
 
 def _check_checkpoint_file(path) -> None:
@@ -635,8 +637,7 @@ def cmd_train(args, comm=None) -> int:
                         confusion_matrix, figure, fit)
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
-    if not args.resume:
-        _refuse_unused_flags(args)
+    _refuse_unused_flags(args)
     # (--resume without --save writes its checkpoints over the file it resumes)
     for flag, path in (("--save" if args.save else "--resume", args.save or args.resume),
                        ("--metrics-json", args.metrics_json), ("--plot", args.plot)):

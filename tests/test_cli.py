@@ -237,6 +237,15 @@ def test_flags_a_run_would_not_use_are_refused(flags, message, capsys):
     assert f"gpunet: error: {message}" in err and "epoch 1/1" not in err
 
 
+def test_collective_timeout_without_distributed_is_refused_on_a_resume_too(tmp_path, capsys):
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "1", "--backend", "numpy",
+                 "--quiet", "--save", str(ck)]) == 0
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--collective-timeout",
+                 "5"]) == 1
+    assert "--collective-timeout is for a --distributed run" in capsys.readouterr().err
+
+
 def test_the_flags_runs_use_are_taken(capsys):
     for flags in (["--schedule", "step", "--gamma", "0.5", "--step-size", "2"],
                   ["--schedule", "plateau", "--gamma", "0.5"],
