@@ -412,8 +412,9 @@ def _first_line(e: BaseException) -> str:
 def _in_flags(message: str) -> str:
     """A GpunetError's message as the command line says it. A setting's Python name becomes
     its flag (val_fraction: --val-fraction) where the words around it show it is the setting:
-    before "must", "applies", "was" or "+", after "with", "in", "+" or "run's" (a plain word
-    such as seed: only as the subject that must or applies); "data_dir (--data-dir)" becomes
+    before "must", "applies", "was" or "+", after "with", "in", "+", "run's", "but" or "and" (a
+    plain word such as seed: only as the subject that must or applies); "data_dir
+    (--data-dir)" becomes
     the flag alone; the advice for Python (", or DataSpec(...)", "(in Python: ...)") goes.
     Quoted text, a listing of the data's columns and what a malformed file holds stay as
     they are."""
@@ -438,7 +439,8 @@ def _in_flags(message: str) -> str:
     for i in range(0, len(parts), 2):  # (the odd ones are quoted)
         parts[i] = re.sub(r"\b(\w+) \((--[\w-]+)\)",
                           lambda m: m[2] if flags.get(m[1]) == m[2] else m[0], parts[i])
-        parts[i] = re.sub(rf"(?:(?<=\+ )|(?<=with )|(?<=in )|(?<=run's ))({names})\b(?![.-]\w)"
+        parts[i] = re.sub(rf"(?:(?<=\+ )|(?<=with )|(?<=in )|(?<=run's )|(?<=but )|(?<=and ))"
+                          rf"({names})\b(?![.-]\w)"
                           rf"|\b({names})(?= (?:must|applies|was|\+) )",
                           lambda m: flags[m[1] or m[2]], parts[i])
     return "".join(parts)

@@ -20,11 +20,16 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "houses.csv").write_text("id,batch_size,price\n" + rows + "\n")
     np.savez(tmp_path / "arrays.npz", features=np.zeros((30, 2)), labels=np.arange(30) % 2)
     np.save(tmp_path / "arrays.npy", np.zeros((30, 2)))
+    (tmp_path / "small.csv").write_text("a,t\n1,0\n2,1\n")
     return tmp_path
 
 
 # each: the flags, and the error line the Python API's message became
 @pytest.mark.parametrize("flags, line", [
+    # was: ... but val_fraction 0.1 and test_fraction 0.2 need at least 3
+    (["--dataset", "small.csv", "--target", "t"],
+     "small.csv: 2 samples, but --val-fraction 0.1 and --test-fraction 0.2 need at least 3 "
+     "(one training row and one per held-out split)"),
     (["--dataset", "iris", "--x-key", "feats"],
      "--x-key applies to .npz datasets, not to 'iris'"),  # was: x_key applies ...
     (["--dataset", "iris", "--y-key", "labels"],
