@@ -1383,18 +1383,24 @@ def cmd_gradcheck(args) -> int:
     print(f"finite-difference gradient check, float64, backend {backend.name}")
     print(f"{'hidden f':<11}{'output g':<12}{'loss':<14}{'targets':<14}{'dropout':<8}"
           f"{'norm':<6}{'max |err|':>11}{'worst/tol':>11}  result")
+    import warnings
+
     failed = total = 0
-    for (f, g, loss, kind), p, norm, r in check_all(backend):
-        total += 1
-        failed += not r.ok
-        worst = max(r.ratios.values())
-        print(f"{f:<11}{g:<12}{loss:<14}{kind:<14}{p:<8g}{norm or '-':<6}{r.worst:>11.2e}"
-              f"{worst:>11.2e}  "
-              f"{'ok' if r.ok else 'FAIL'}")
-        if args.verbose:
-            for name in r.errors:
-                print(f"    {name:<6} max |err| {r.errors[name]:.2e}  err/tol {r.ratios[name]:.2e}")
+    with warnings.catch_warnings(record=True) as caught:  # (said below, in the command's
+        warnings.simplefilter("always")                   # words, not with a source line)
+        for (f, g, loss, kind), p, norm, r in check_all(backend):
+            total += 1
+            failed += not r.ok
+            worst = max(r.ratios.values())
+            print(f"{f:<11}{g:<12}{loss:<14}{kind:<14}{p:<8g}{norm or '-':<6}"
+                  f"{r.worst:>11.2e}{worst:>11.2e}  {'ok' if r.ok else 'FAIL'}")
+            if args.verbose:
+                for name in r.errors:
+                    print(f"    {name:<6} max |err| {r.errors[name]:.2e}  "
+                          f"err/tol {r.ratios[name]:.2e}")
     print(f"{total - failed} passed, {failed} failed")
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"gpunet: warning: {message.removeprefix('gradcheck: ')}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -215,3 +215,25 @@ def test_mse_sum_gradient_grows_with_the_batch():
         model.backward(g)
         norms[reps] = model.grads["W1"]
     np.testing.assert_allclose(norms[3], 3 * norms[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["identity", "tanh"])
+def test_a_bias_before_a_batch_norm_is_not_called_a_vacuous_check(torch, activation):
+    """A batch norm subtracts each feature's batch mean, so the bias just before it (and,
+    through an identity activation, the norm's shift before the next norm) has no gradient:
+    torch's autograd gives 0 to rounding. The vacuous-check warning named them on every
+    batch-norm row of gpunet gradcheck, blaming gradients that vanish through many layers."""
+    import warnings
+
+    rng = np.random.default_rng(7)
+    model = gn.MLP([4, 7, 6, 3], activation=activation, norm="batch", seed=2, dtype="float64")
+    x, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+    net = model.to_torch()
+    torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y)).backward()
+    linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in net if isinstance(m, torch.nn.BatchNorm1d)]
+    assert linear[0].bias.grad.abs().max() < 1e-15 and linear[1].bias.grad.abs().max() < 1e-15
+    assert (norms[0].bias.grad.abs().max() < 1e-15) == (activation == "identity")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gn.gradcheck(model, gn.CrossEntropyLoss(), x, y)
