@@ -797,9 +797,11 @@ def check_labels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
     return y, int(classes[-1]) + 1
 
 
-def check_multilabels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}"):
+def check_multilabels(y: np.ndarray, where: str = "labels", row=lambda i: f"row {i}",
+                      columns=None):
     """Multilabel targets (n, labels) of 0/1 (bool, integers or floats) as int64, and the
-    number of labels; DataError naming the first row holding anything else."""
+    number of labels; DataError naming the first row holding anything else (and its column:
+    by its name in ``columns``, where given, else by number)."""
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: multilabel targets must be 0/1 numbers, got dtype {y.dtype}")
@@ -811,8 +813,10 @@ def check_multilabels(y: np.ndarray, where: str = "labels", row=lambda i: f"row 
         values = np.unique(y)
         hint = f" (its values are {values[0]:g} and {values[1]:g}: write them as 0 and 1)" \
             if len(values) == 2 else ""
+        column = f"column {columns[j]!r}" if columns is not None and len(columns) == \
+            y.shape[1] else f"column {int(j)}"
         raise DataError(f"{where}: multilabel targets (one 0/1 column per label) must be 0 or "
-                        f"1, but {row(int(i))} holds {y[i, j]:g} in column {int(j)}{hint}")
+                        f"1, but {row(int(i))} holds {y[i, j]:g} in {column}{hint}")
     return y.astype(np.int64), int(y.shape[1])
 
 
@@ -874,7 +878,9 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
     task = spec.task or (LOSS_TASK[loss] if loss else None) or src.task or infer_task(src.y)
     if task == "classification" and names is None and np.ndim(src.y) == 2 \
             and src.y.shape[1] > 1:
-        y, n_classes = check_multilabels(src.y, src.where, src.row)
+        y, n_classes = check_multilabels(
+            src.y, src.where, src.row,
+            columns=spec.target if isinstance(spec.target, list) else None)
     elif task == "classification":
         y, n_classes = check_labels(src.y, src.where, src.row,
                                     min_classes=1 if evaluate else 2, names=names)

@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score
 import gpunet as gn
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
-from gpunet.data import make_dataset
+from gpunet.data import DataSpec, load_data, make_dataset
 from gpunet.errors import ConfigError, DataError, ShapeError
 from gpunet.train import fit, metrics
 
@@ -237,6 +237,15 @@ def test_targets_and_losses_that_do_not_fit_are_named():
     bad[7, 2] = 0.5
     with pytest.raises(DataError, match="row 7 holds 0.5 in column 2"):
         make_dataset("ml", x, bad, "classification")
+    # a CSV's target columns by name (the number was of --target's order, not the file's)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/m.csv"
+        with open(path, "w") as f:
+            f.write("a,price,physics\n" + "".join(f"{i},{3 * i}.5,{i % 2}\n" for i in range(9)))
+        with pytest.raises(DataError, match=r"line 2 holds 0.5 in column 'price'"):
+            load_data(DataSpec(path, target=["physics", "price"], task="classification"))
     data = make_dataset("ml", x, y, "classification")
     model = gn.MLP([9, 8, 4])
     with pytest.raises(ConfigError, match="bce_logits.*cross_entropy does not fit them"):
