@@ -802,6 +802,8 @@ def cmd_train(args, comm=None) -> int:
             if "categories" in e]
     if text and not args.resume:
         say("gpunet: text columns one-hot encoded (categories): " + ", ".join(text))
+        if comm is None or comm.is_root:
+            _warn_numbers_as_categories(data.features)
     if data.values_filled:
         say(f"gpunet: filled in {data.values_filled} missing values with the training rows' "
             "means (--fill-missing)")
@@ -909,6 +911,49 @@ def cmd_train(args, comm=None) -> int:
     return 0
 
 
+def _number_as_text(text) -> bool:
+    """Whether ``text`` is a number once currency signs, per cent, thousands separators (or a
+    decimal comma) and underscores are taken off: "$315,446", "12%", "0,126"."""
+    try:
+        float(text.strip().strip("$€£¥%").replace(",", "").replace("_", "").strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _date_as_text(text) -> bool:
+    """Whether ``text`` is an ISO date or time ("2024-01-05", "2024-01-05 10:00:00+00:00")."""
+    import datetime
+
+    try:
+        datetime.datetime.fromisoformat(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _warn_numbers_as_categories(features) -> None:
+    """A warning, which --quiet keeps, for each text feature column whose categories are
+    numbers or dates written as text (nine in ten of them, more than 2): one-hot encoded,
+    every value is a category of its own and the numbers' order and distances are lost."""
+    for e in features or ():
+        names = [str(c) for c in e.get("categories") or ()]
+        if len(names) <= 2:
+            continue
+        for test, what, how in (
+                (_number_as_text, "numbers written as text (a thousands separator, a decimal "
+                                  "comma, a currency or per cent sign)",
+                 "write them as plain numbers (pandas: to_numeric, or to_csv's defaults)"),
+                (_date_as_text, "dates written as text", "write them as numbers (days since a "
+                                                         "date, say)")):
+            if sum(map(test, names)) >= 0.9 * len(names):
+                print(f"gpunet: warning: feature column {e['name']!r} holds {what}, such as "
+                      f"{names[len(names) // 2]!r}: one-hot encoded as {len(names)} "
+                      f"categories, their order and distances lost; {how}, or --ignore it",
+                      file=sys.stderr)
+                break
+
+
 def _warn_numbers_as_class_names(data) -> None:
     """A warning where text targets look like numbers written as text ("$315,446", "1,234",
     "12%"): more than 10 class names, nine in ten of them numbers once currency signs, thousands
@@ -916,15 +961,7 @@ def _warn_numbers_as_class_names(data) -> None:
     would train as one class per value (and most of them with no training rows)."""
     names = [str(c) for c in data.classes]
     rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
-
-    def number(text):
-        try:
-            float(text.strip().strip("$€£¥%").replace(",", "").replace("_", "").strip())
-            return True
-        except ValueError:
-            return False
-
-    numeric = sum(map(number, names))
+    numeric = sum(map(_number_as_text, names))
     if not (len(names) > 10 and numeric >= 0.9 * len(names)) and len(names) <= rows / 2:
         return
     print(f"gpunet: warning: the target column is text with {len(names)} distinct values in "
