@@ -124,6 +124,17 @@ def _as_before_on_error(method):
     return run
 
 
+def _dates_or_durations(y) -> bool:
+    """Whether targets ``y`` (an array, a list, a pandas Series or DataFrame) hold datetime64
+    or timedelta64 values."""
+    dtypes = getattr(y, "dtypes", None)  # (a DataFrame's: a Series of them; a Series': one)
+    if dtypes is None:
+        dtypes = [getattr(y, "dtype", None) or np.asarray(y).dtype]
+    elif not hasattr(dtypes, "__iter__"):
+        dtypes = [dtypes]
+    return any(getattr(d, "kind", "") in ("m", "M") for d in dtypes)
+
+
 def _target_names(y):
     """A pandas target's names (a Series' name, a DataFrame's columns), else None: kept in
     saved estimators, so that ``gpunet predict`` leaves such columns of its input out."""
@@ -1129,6 +1140,10 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         fitted regressor's target count must stay. One column of targets (samples, 1), such
         as a one-column DataFrame, is one target (samples,), with scikit-learn's
         DataConversionWarning, as its MLP takes it."""
+        if _dates_or_durations(y):  # (as their counts of the unit: ns since 1970, say)
+            raise ValueError("y holds dates or durations (datetime64 / timedelta64): convert "
+                             "them to numbers first, in the unit to predict in (e.g. "
+                             "(y - y.min()).dt.days)")
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:

@@ -1057,3 +1057,20 @@ def test_loss_dtype_types_and_nan_classes_as_scikit_learn_users_expect(tmp_path)
     with pytest.raises(ValueError, match=r"classes must be finite labels"):
         MLPClassifier(backend="numpy").partial_fit(x, y.astype(float),
                                                    classes=[0.0, 1.0, np.nan])
+
+
+def test_dates_or_durations_as_regression_targets_are_refused():
+    """datetime64 targets were fitted as their counts of the unit (ns since 1970: predictions
+    of 1.58e18), and the same dates at another resolution scored -6e23, silently; scikit-learn's
+    MLPRegressor fails on them too. Refused, with the way to numbers."""
+    pd = pytest.importorskip("pandas")
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    days = pd.Series(pd.date_range("2020-01-01", periods=30))
+    for y in (days, days.to_frame(), days - days.min(), days.to_numpy(),
+              pd.DataFrame({"a": np.arange(30.0), "when": days})):
+        with pytest.raises(ValueError, match=r"y holds dates or durations \(datetime64 / "
+                                             r"timedelta64\): convert them to numbers first"):
+            MLPRegressor(epochs=1, backend="numpy").fit(x, y)
+    numbers = (days - days.min()).dt.days
+    reg = MLPRegressor(epochs=1, backend="numpy", dtype="float64").fit(x, numbers)
+    assert reg.predict(x).shape == (30,)
