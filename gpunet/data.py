@@ -1553,6 +1553,10 @@ def _column_order(names, encoding, path) -> list:
     missing = [n for n in wanted if n not in at]
     extra = [n for n in names if n not in known]
     if missing or extra:
+        other = next((d for d in ";\t|" if len(names) == 1 and d in names[0]), None)
+        if other:  # (one column whose name holds the model's names and another separator)
+            raise DataError(f"{path}: one column, {names[0]!r}: a file of fields separated by "
+                            f"{other!r}? gpunet reads commas: save it as comma-separated CSV")
         raise DataError(f"{path}: the feature columns are not the model's ("
                         + "; ".join(part for part in (
                             "missing: " + _some(missing, repr) if missing else "",

@@ -158,3 +158,18 @@ def test_predict_keep_of_a_misspelt_column_names_the_nearest(files, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "gpunet: error: houses.csv: no column 'Id' (did you mean 'id'?); columns: id, "
         "batch_size, price"]
+
+
+def test_predict_on_a_semicolon_separated_file_says_so(files, capsys):
+    """A European CSV (fields separated by ';') given to predict said only "missing: 'id',
+    'batch_size'; unexpected: 'id;batch_size;price'"; train and evaluate named the separator."""
+    assert main([*BASE, "--dataset", "houses.csv", "--target", "price", "--save",
+                 "run.npz"]) == 0
+    text = (files / "houses.csv").read_text().replace(",", ";")
+    (files / "semi.csv").write_text(text)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", "run.npz", "--input", "semi.csv", "--output",
+                 "p.csv", "--backend", "numpy"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gpunet: error: semi.csv: one column, 'id;batch_size;price': a file of fields "
+        "separated by ';'? gpunet reads commas: save it as comma-separated CSV"]
