@@ -1305,6 +1305,12 @@ def cmd_predict(args) -> int:
                       + [k for k in keep if k not in features],  # (a feature is copied too)
                       keep_float32=True,
                       unseen_none=args.unseen_category == "none")
+    if not ckpt.features and str(args.input).lower().endswith(".csv"):
+        from .log import notice
+
+        notice(f"this model was trained on arrays, without column names: the columns of "
+               f"{args.input} are taken by position, its first as the model's first feature "
+               f"(scikit-learn warns alike)")
     kept = read_columns(args.input, keep) if keep else None
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):

@@ -1074,3 +1074,31 @@ def test_dates_or_durations_as_regression_targets_are_refused():
     numbers = (days - days.min()).dt.days
     reg = MLPRegressor(epochs=1, backend="numpy", dtype="float64").fit(x, numbers)
     assert reg.predict(x).shape == (30,)
+
+
+def test_predict_on_a_csv_for_a_model_without_column_names_says_columns_go_by_position(
+        tmp_path, caplog):
+    """An estimator fitted on arrays knows no names: predict took a named CSV's columns by
+    position, a swapped pair silently (scikit-learn warns that X has feature names the fit
+    had not). A notice says so; a model fitted on a DataFrame takes them by name, unsaid."""
+    pd = pytest.importorskip("pandas")
+    from gpunet.cli import main
+
+    from conftest import said
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=40), "k": rng.normal(size=40)})
+    y = 3 * df["a"] - df["k"]
+    for fitted_on, notice in ((df.to_numpy(), True), (df, False)):
+        reg = MLPRegressor(epochs=2, backend="numpy", dtype="float64").fit(fitted_on, y)
+        reg.save(tmp_path / "r.npz")
+        df[["k", "a"]].to_csv(tmp_path / "swapped.csv", index=False)
+        caplog.clear()
+        assert main(["predict", "--checkpoint", str(tmp_path / "r.npz"), "--input",
+                     str(tmp_path / "swapped.csv"), "--output", str(tmp_path / "p.csv"),
+                     "--backend", "numpy"]) == 0
+        assert ("taken by position, its first as the model's first feature" in said(caplog)) \
+            == notice
+        got = pd.read_csv(tmp_path / "p.csv").to_numpy()[:, 0]
+        want = reg.predict(df[["k", "a"]].to_numpy() if notice else df)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
