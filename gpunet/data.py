@@ -1802,10 +1802,20 @@ def _csv_float(text) -> float:
     return float(text)
 
 
+#: the cells a column the model reads as numbers takes for True and False (pandas writes a bool
+#: column so; an estimator fitted on the DataFrame read it as 1 and 0)
+_FLAGS = {"true": 1.0, "false": 0.0}
+
+
 def _number(text, path, line, name) -> float:
+    """A cell of a column the model reads as numbers: True and False (as pandas writes a bool
+    column, which an estimator fitted on the DataFrame read as 1 and 0) are 1 and 0."""
     try:
         v = _csv_float(text)
     except ValueError:
+        flag = _FLAGS.get(text.strip().lower())
+        if flag is not None:
+            return flag
         raise DataError(f"{path}: line {line}, column {name!r}: {text!r} is not a number") \
             from None
     if not math.isfinite(v):
@@ -1914,6 +1924,10 @@ def _parse_row(row, names, path, line, text=False, fill=False):
         try:
             v = _csv_float(cell)
         except ValueError:
+            flag = _FLAGS.get(cell.strip().lower())
+            if not text and flag is not None:  # (a model's column of numbers: pandas' bool)
+                values.append(flag)
+                continue
             if not text:
                 raise DataError(f"{path}: line {line}, {column}: {cell.strip()!r} is not a "
                                 f"number") from None

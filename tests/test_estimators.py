@@ -1102,3 +1102,24 @@ def test_predict_on_a_csv_for_a_model_without_column_names_says_columns_go_by_po
         got = pd.read_csv(tmp_path / "p.csv").to_numpy()[:, 0]
         want = reg.predict(df[["k", "a"]].to_numpy() if notice else df)
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_a_csv_of_a_bool_column_is_read_as_the_estimator_read_the_dataframe(tmp_path):
+    """A DataFrame's bool column is 1 and 0 to the estimator (scikit-learn's conversion), and
+    pandas writes it True/False: predict on the frame's own to_csv said "'True' is not a
+    number"."""
+    pd = pytest.importorskip("pandas")
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=60), "flag": rng.integers(0, 2, 60).astype(bool)})
+    reg = MLPRegressor(epochs=2, backend="numpy", dtype="float64").fit(
+        df, 2 * df["a"] + df["flag"])
+    reg.save(tmp_path / "r.npz")
+    df.to_csv(tmp_path / "f.csv", index=False)
+    assert "True" in (tmp_path / "f.csv").read_text()
+    assert main(["predict", "--checkpoint", str(tmp_path / "r.npz"), "--input",
+                 str(tmp_path / "f.csv"), "--output", str(tmp_path / "p.csv"),
+                 "--backend", "numpy"]) == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").to_numpy()[:, 0],
+                               reg.predict(df), rtol=1e-12)
