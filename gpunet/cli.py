@@ -1146,6 +1146,13 @@ def cmd_evaluate(args) -> int:
     task = ckpt.extra.get("task")  # (a saved estimator's: no data spec, but its task, and
     estimator = ckpt.extra.get("estimator")  # the names of a pandas target it was fitted on)
     names = estimator.get("target_names") if isinstance(estimator, dict) else None
+    both = sorted({str(n) for n in names or ()} & {e["name"] for e in ckpt.features or ()})
+    if both and not args.target and str(args.dataset).lower().endswith(".csv"):
+        from .errors import ConfigError  # (a forecast of x from x: the Series kept x's name)
+
+        raise ConfigError(f"the model's target {both[0]!r} is also one of its features (a "
+                          f"target made from a feature, such as df[{both[0]!r}].shift(-1), "
+                          "keeps its name): name the file's target column with --target")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(
         args.dataset, task=task if task in ("classification", "regression") else None,
         # in a CSV, its target columns by those names, in the order of its outputs

@@ -1123,3 +1123,29 @@ def test_a_csv_of_a_bool_column_is_read_as_the_estimator_read_the_dataframe(tmp_
                  "--backend", "numpy"]) == 0
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").to_numpy()[:, 0],
                                reg.predict(df), rtol=1e-12)
+
+
+def test_evaluate_of_a_target_named_as_a_feature_asks_for_target(tmp_path, capsys):
+    """A forecast's target df["a"].shift(-1) keeps the name "a", a feature's: evaluate took the
+    file's "a" for the target and said the features lacked "a". It asks for --target, and with
+    it scores as the estimator does."""
+    pd = pytest.importorskip("pandas")
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=50).cumsum(), "b": rng.normal(size=50)})
+    y = df["a"].shift(-1).fillna(0)
+    reg = MLPRegressor(epochs=2, backend="numpy", dtype="float64").fit(df, y)
+    reg.save(tmp_path / "f.npz")
+    df.assign(next_a=y).to_csv(tmp_path / "f.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "f.npz"), "--dataset",
+                 str(tmp_path / "f.csv"), "--backend", "numpy"]) == 1
+    assert "the model's target 'a' is also one of its features" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "f.npz"), "--dataset",
+                 str(tmp_path / "f.csv"), "--target", "next_a", "--backend", "numpy",
+                 "--metrics-json", str(tmp_path / "m.json")]) == 0
+    import json
+
+    got = json.loads((tmp_path / "m.json").read_text())["all_r2"]
+    assert got == pytest.approx(reg.score(df, y), rel=1e-9)
