@@ -1117,23 +1117,31 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
 #: the figures of _run_figures that are checksums of floats (another host may round them
 #: otherwise: Communicator.check_same compares them to 1e-6 relative)
 CHECKSUMS = ("training features' checksum", "training targets' checksum",
-             "sample weights' checksum")
+             "sample weights' checksum", "validation features' checksum",
+             "validation targets' checksum", "test features' checksum",
+             "test targets' checksum")
 
 
 def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **settings) -> dict:
     """What the ranks of a data-parallel run must agree on, for Communicator.check_same: the
     model, the sizes of the splits, checksums of the training rows, targets and weights, the
     settings, and where a resumed run goes on from. Cheap for large data: the checksums read
-    at most 256 of the features' rows and 4096 of the targets and weights (the split sizes
-    are compared whole)."""
+    at most 256 of each split's features' rows and 4096 of its targets and weights (the split
+    sizes are compared whole)."""
     def checksum(a, rows=None):
-        """The sum of |a|'s rows, row i weighted by i + 1 (another order, other rows: another
-        sum), over at most ``rows`` of them, evenly strided; 0 for None."""
+        """sum_ij (i + 1) c_j |a_ij + s / 2| over at most ``rows`` rows of ``a``, evenly
+        strided (0 for None): row i weighted by i + 1 and column j by c_j in [1, 2), distinct
+        for each column (another order of the rows or of the columns: another sum), each cell
+        shifted by half the largest |a| (a column of the values' negatives: another sum, where
+        |a| alone was the same). Every term is >= 0, so that no cancellation leaves rounding
+        to compare across hosts."""
         if a is None or not len(a):
             return 0.0
         a = np.asarray(a)[::-(-len(a) // (rows or len(a)))]
-        sums = np.abs(a.astype(np.float64)).reshape(len(a), -1).sum(axis=1)
-        return float(sums @ np.arange(1, len(a) + 1, dtype=np.float64))
+        a = a.astype(np.float64).reshape(len(a), -1)
+        column = 1.0 + (np.arange(a.shape[1]) * 0.6180339887498949) % 1.0  # (golden ratio)
+        cells = np.abs(a + np.abs(a).max() / 2) @ column
+        return float(cells @ np.arange(1, len(a) + 1, dtype=np.float64))
 
     loss = {k: v for k, v in loss_fn.config().items() if k not in ("check_labels", "check_range")}
     # (a model built from another seed is fine: rank 0's weights are broadcast)
@@ -1146,6 +1154,8 @@ def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **se
             "test rows": len(data.x_test),
             CHECKSUMS[0]: checksum(data.x_train, 256), CHECKSUMS[1]: checksum(y_train, 4096),
             CHECKSUMS[2]: checksum(getattr(data, "w_train", None), 4096),
+            CHECKSUMS[3]: checksum(data.x_val, 256), CHECKSUMS[4]: checksum(data.y_val, 4096),
+            CHECKSUMS[5]: checksum(data.x_test, 256), CHECKSUMS[6]: checksum(data.y_test, 4096),
             **{k.replace("_", " "): 0 if v is None else v if isinstance(v, (int, float))
                else str(v) for k, v in settings.items()},  # (patience None: 0, which no run has)
             "optimizer": f"{optimizer.name} {sorted(hyper.items())}",

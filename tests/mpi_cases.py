@@ -9,8 +9,9 @@ process to compare. Run as ``python tests/mpi_cases.py MODE OUTDIR [BACKEND [CAS
 - ``stall``: rank 1 sleeps before training while rank 0 waits with a 2 s collective timeout;
 - ``setup``: rank 1 alone fails before training (a missing ``resume`` file), with a 20 s
   collective timeout; the job must end at once, not after it;
-- ``differ-data``, ``differ-batch``: rank 1 trains on another split of the data, or with
-  another batch size; the job must end at once, saying so.
+- ``differ-data``, ``differ-batch``, ``differ-columns``: rank 1 trains on another split of
+  the data, with another batch size, or on features in another column order; the job must end
+  at once, saying so.
 """
 
 from __future__ import annotations
@@ -67,13 +68,17 @@ DROPOUT = 0.3
 
 
 def run_case(name, backend="numpy", comm=None, save=None, log=None, fail_at_step=None,
-             resume=None, split_seed=2, batch_size=None):
+             resume=None, split_seed=2, batch_size=None, swap_columns=False):
     """Train case ``name``; returns (model, history). ``fail_at_step``: raise in that step;
-    ``split_seed``, ``batch_size``: other data or settings than the case's."""
+    ``split_seed``, ``batch_size``: other data or settings than the case's; ``swap_columns``:
+    the features' first two columns swapped (a file of the same cells in another order)."""
     (dataset, kw), dtype, opt_name, reduction, case_batch, epochs = CASES[name]
     batch_size = batch_size or case_batch
     spec = DataSpec(dataset, seed=split_seed, val_fraction=0.2, test_fraction=0.2, **kw)
     data = load_data(spec)
+    if swap_columns:
+        for split in ("x_train", "x_val", "x_test"):
+            getattr(data, split)[:, [0, 1]] = getattr(data, split)[:, [1, 0]]
     classify = data.task == "classification"
     tags = set(name.split("-"))
     model = gn.MLP([data.n_features, 16, data.n_outputs if classify and "bce" not in tags
@@ -148,7 +153,8 @@ def _differ(what, backend):
     from gpunet.distributed import Communicator
 
     comm = Communicator(timeout=20)
-    other = {"data": {"split_seed": 3}, "batch": {"batch_size": 15}}[what]
+    other = {"data": {"split_seed": 3}, "batch": {"batch_size": 15},
+             "columns": {"swap_columns": True}}[what]
     run_case("wine-float64-adam-b11", backend, comm, **(other if comm.rank == 1 else {}))
 
 

@@ -427,10 +427,12 @@ def test_a_failure_on_one_rank_before_training_ends_the_job_at_once():
 @pytest.mark.parametrize("what, says", [
     ("data", "training features' checksum"),  # another split: as many rows, other ones
     ("batch", "batch size 11 on rank 0, 15 on rank 1"),  # other steps: mispaired collectives
-])
+    ("columns", "training features' checksum"),  # the same cells, two columns swapped: the
+])                                               # checksum of |rows| was blind to it
 def test_ranks_that_differ_in_data_or_settings_end_the_job_saying_how(what, says):
-    """Rank 1 trains on another split of the data (which would run to the end, on garbage)
-    or with another batch size (other numbers of steps): the job ends before training, rank 0
+    """Rank 1 trains on another split of the data or on its columns in another order (either
+    would run to the end, on garbage: the columns did, with a test MSE a few per cent off) or
+    with another batch size (other numbers of steps): the job ends before training, rank 0
     naming what differs on which rank."""
     proc, seconds = mpirun(HERE / "mpi_cases.py", f"differ-{what}", HERE, timeout=60)
     assert proc.returncode != 0 and seconds < 15, proc.stdout + proc.stderr
@@ -460,3 +462,41 @@ def test_gradients_travel_by_nccl_where_each_rank_has_a_gpu(two_rank_runs):
         if cupy.cuda.runtime.getDeviceCount() >= 2 and getattr(nccl, "available", False):
             expected = "nccl"
     assert transport == expected
+
+
+def test_the_ranks_data_checksums_see_column_order_signs_and_held_out_rows():
+    """The training features' checksum summed |a| row by row: blind to two columns swapped and
+    to a column of negatives; the validation and test rows were compared by count only (a rank
+    reading a file one validation cell apart ran to the end). Each now changes its checksum."""
+    import gpunet as gn
+    from gpunet.data import make_dataset
+    from gpunet.train import CHECKSUMS, TrainState, _run_figures
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 4)), rng.normal(size=120)
+    model = gn.MLP([4, 8, 1], backend="numpy", seed=0)
+
+    def sums(x, y):
+        data = make_dataset("d", x, y, "regression", val_fraction=0.2, test_fraction=0.2,
+                            standardize=False)
+        figures = _run_figures(model, data, data.y_train, gn.MSELoss(), gn.SGD(model),
+                               gn.Schedule(), TrainState())
+        return {k: figures[k] for k in CHECKSUMS}
+
+    base = sums(x, y)
+    assert sums(x.copy(), y.copy()) == base
+    swapped = x[:, [1, 0, 2, 3]]
+    negated = x * [1, -1, 1, 1]
+    for changed, which in ((swapped, "training features' checksum"),
+                           (negated, "training features' checksum")):
+        got = sums(changed, y)
+        assert abs(got[which] - base[which]) > 1e-6 * abs(base[which]), which
+    data = make_dataset("d", x, y, "regression", val_fraction=0.2, test_fraction=0.2)
+    row = next(i for i in range(120) if np.allclose(
+        data.standardizer(x[i:i + 1]), data.x_val[:1]))  # (a validation row of the file)
+    one_off = x.copy()
+    one_off[row, 2] += 0.5
+    got = sums(one_off, y)
+    assert got["validation features' checksum"] != pytest.approx(
+        base["validation features' checksum"], rel=1e-6)
+    assert got["training features' checksum"] == base["training features' checksum"]
