@@ -592,7 +592,8 @@ def _train_distributed(args) -> int:
         args.quiet = True
         backends._notice_shown = True  # rank 0 says which backend runs and why
     try:
-        with comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged)):
+        with comm.abort_on_error(passthrough=(TrainingInterrupted, TrainingDiverged),
+                                 describe=_described):
             return cmd_train(args, comm)
     except TrainingInterrupted as e:
         if comm.is_root:
@@ -606,6 +607,16 @@ def _train_distributed(args) -> int:
         if comm.is_root:
             raise
         return 1
+
+
+def _described(e: BaseException) -> str | None:
+    """An error's line as ``main`` words it for the command line (a rank's abort says it so
+    too), or None for one it does not word."""
+    if isinstance(e, GpunetError):
+        return _in_flags(str(e).strip().splitlines()[0]) if str(e).strip() else None
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return None
 
 
 def _launcher_ranks(slurm=True) -> int:

@@ -189,7 +189,13 @@ class Communicator:
         self.comm = mpi_comm if mpi_comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.is_root = self.rank == 0
-        self.timeout = _resolve_timeout(timeout)
+        self._nccl = None
+        try:  # (one rank's bad $GPUNET_COLLECTIVE_TIMEOUT: the others would wait in the
+            self.timeout = _resolve_timeout(timeout)  # collective below for good)
+        except GpunetError as e:
+            if self.size == 1:
+                raise
+            self.abort(f"error: {e}; ending every rank")
         node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
@@ -383,7 +389,9 @@ class Communicator:
 
     def abort(self, message: str, code: int = 1):
         """Print ``message`` (one line) and end every rank of the job with ``code``."""
-        print(f"gpunet: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+        # (one write: print's text and newline go as two, and the ranks' lines ran together)
+        sys.stderr.write(f"gpunet: rank {self.rank} of {self.size}: {message}\n")
+        sys.stderr.flush()
         sys.stdout.flush()
         time.sleep(0.5)  # let mpiexec forward that line: the abort tears its output pipes down
         if self._nccl is not None:
@@ -394,12 +402,13 @@ class Communicator:
         # which would then go on, as if the exception had not been raised, or report it twice)
 
     @contextlib.contextmanager
-    def abort_on_error(self, passthrough=()):
+    def abort_on_error(self, passthrough=(), describe=None):
         """Turn an exception on this rank into one line and ``MPI_Abort``, so the other ranks
         end too instead of waiting in a collective. Exceptions in ``passthrough`` (those that
         every rank raises together, like a diverged loss that all ranks see) and a clean
         ``SystemExit`` pass; on a single rank everything passes. A Ctrl-C is reported as one
-        process reports it: interrupted, status 130."""
+        process reports it: interrupted, status 130. ``describe``: the exception's line, as
+        the caller words it (the command line's flags), where it returns one."""
         try:
             yield self
         except BaseException as e:
@@ -413,8 +422,10 @@ class Communicator:
                 self.abort("interrupted by SIGTERM; ending every rank"  # 143, say)
                            if e.code == 128 + signal.SIGTERM else
                            f"exited with status {e.code}; ending every rank", e.code)
-            what = str(e).strip().splitlines()
-            what = what[0] if isinstance(e, GpunetError) and what else _first_line(e)
+            what = describe(e) if describe is not None else None
+            if not what:
+                what = str(e).strip().splitlines()
+                what = what[0] if isinstance(e, GpunetError) and what else _first_line(e)
             self.abort(f"error: {what}; ending every rank")
 
     # -- internals ------------------------------------------------------------------------

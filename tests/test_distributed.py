@@ -500,3 +500,26 @@ def test_the_ranks_data_checksums_see_column_order_signs_and_held_out_rows():
     assert got["validation features' checksum"] != pytest.approx(
         base["validation features' checksum"], rel=1e-6)
     assert got["training features' checksum"] == base["training features' checksum"]
+
+
+@needs_mpi
+def test_a_rank_whose_setup_fails_ends_the_job_and_errors_speak_the_flags(tmp_path):
+    """Rank 1's $GPUNET_COLLECTIVE_TIMEOUT was bad: it exited, and rank 0 waited for it in a
+    collective of Communicator() for good. It ends the job now, in one line. And a rank's error
+    says the flags the user typed (--nesterov), where it said the Python name (nesterov), each
+    rank's line whole: print wrote text and newline apart, and the ranks' lines ran together."""
+    code = ("import os, sys\n"
+            "rank = int(os.environ.get('PMI_RANK', os.environ.get('OMPI_COMM_WORLD_RANK', 0)))\n"
+            "os.environ['GPUNET_COLLECTIVE_TIMEOUT'] = 'soon' if rank == 1 else '20'\n"
+            "from gpunet.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    proc, seconds = mpirun("-c", code, "train", "--dataset", "iris", "--epochs", "1",
+                           "--backend", "numpy", "--distributed", "--quiet", timeout=90)
+    assert proc.returncode != 0 and seconds < 30, (seconds, proc.stderr)
+    assert "rank 1 of 2: error: GPUNET_COLLECTIVE_TIMEOUT must be a number of seconds" \
+        in proc.stderr, proc.stderr
+    proc, _ = _train("--nesterov", "--epochs", "1")
+    assert proc.returncode != 0
+    lines = [x for x in proc.stderr.splitlines() if "error:" in x]
+    assert lines and all(x.count("gpunet: rank") == 1 for x in lines), proc.stderr
+    assert all("--nesterov applies to the sgd optimizer" in x for x in lines), proc.stderr
