@@ -1513,7 +1513,7 @@ def _describe_checkpoint(path) -> int:
     """``gpunet info --checkpoint PATH``: what the file holds, read without building anything
     on a device."""
     from .checkpoint import load_checkpoint
-    from .train import figure, run_position
+    from .train import figure, resume_command, run_position
 
     ckpt = load_checkpoint(path)
     ckpt.check_sections(path)
@@ -1582,8 +1582,11 @@ def _describe_checkpoint(path) -> int:
         loss = training.get("loss") or {"name": "(not recorded)"}
         options = [f"{k.replace('_', ' ')} {v:g}" for k, v in loss.items()
                    if k in ("delta", "label_smoothing") and v]
+        ranks = training.get("ranks", 1)
+        ranks = ranks if isinstance(ranks, int) and ranks > 1 else 1
         line = (f"training: {run_position(state, training['epochs'])}, batch "
-                f"{training['batch_size']}, seed {training['seed']}, loss {loss['name']}"
+                f"{training['batch_size']}" + (f" over {ranks} ranks" if ranks > 1 else "")
+                + f", seed {training['seed']}, loss {loss['name']}"
                 + (f" ({', '.join(options)})" if options else ""))
         if opt:
             line += f", {opt['name']} lr={opt['hyperparameters']['lr']:g} ({opt['steps']} steps)"
@@ -1591,7 +1594,7 @@ def _describe_checkpoint(path) -> int:
             line += f"; stopped early, keeping epoch {state.get('best_epoch', '?')}"
         elif not state.get("finished"):
             line += "; unfinished (" + (
-                f"resume with: gpunet train --resume {shlex.quote(str(path))})"
+                f"resume with: {resume_command(path, ranks)})"
                 if _readable_source(extra.get("data")) else
                 f"its data were given in Python: resume it there, fit(..., resume={path!r}))")
         print(line)

@@ -1183,12 +1183,22 @@ def _warn_replacing_unfinished(path) -> None:
 
     try:  # (data a command can read: the command line resumes it too)
         source_kind(str(dataset))
-        how = f"gpunet train --resume {shlex.quote(str(path))} (in Python: " \
+        how = f"{resume_command(path, training.get('ranks', 1))} (in Python: " \
             f"fit(..., resume={str(path)!r}))"
     except GpunetError:
         how = f"fit(..., resume={str(path)!r})"
     notice(f"{path} holds an unfinished run ({run_position(state, training.get('epochs'))}), "
            f"which this run replaces after its first epoch; to go on with it instead: {how}")
+
+
+def resume_command(path, ranks=1) -> str:
+    """The command that resumes the run of checkpoint ``path``, trained on ``ranks`` ranks:
+    ``gpunet train --resume PATH``, under ``mpiexec -n N`` with ``--distributed`` for several
+    (a resume needs as many as trained it)."""
+    command = f"gpunet train --resume {shlex.quote(str(path))}"
+    if isinstance(ranks, int) and ranks > 1:
+        return f"mpiexec -n {ranks} {command} --distributed"
+    return command
 
 
 def run_position(state: dict, epochs) -> str:

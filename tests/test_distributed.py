@@ -260,6 +260,25 @@ def test_cli_resume_on_the_same_ranks_is_exact_and_refuses_others(tmp_path):
     assert proc.returncode == 1
     assert "this run was trained on 2 ranks and this process is one of 2 started without " \
         "--distributed: add --distributed" in proc.stderr and "not 1" not in proc.stderr
+    # info and the unfinished-run notice give the command that resumes a two-rank run (they
+    # gave one without mpiexec, which is refused, as above)
+    c = load_checkpoint(a)
+    c.extra["training"]["state"]["finished"] = False
+    from gpunet.checkpoint import save_checkpoint
+
+    save_checkpoint(a, c.build_model("numpy"), epoch=c.epoch, standardizer=c.standardizer,
+                    extra=c.extra)
+    info = subprocess.run([sys.executable, "-m", "gpunet.cli", "info", "--checkpoint", str(a)],
+                          capture_output=True, text=True, timeout=120)
+    line = next(x for x in info.stdout.splitlines() if x.startswith("training: "))
+    assert ", batch 15 over 2 ranks," in line
+    assert line.endswith(f"unfinished (resume with: mpiexec -n 2 gpunet train --resume {a} "
+                         "--distributed)")
+    fresh = subprocess.run([sys.executable, "-m", "gpunet.cli", "train", "--dataset", "wine",
+                            "--epochs", "1", "--backend", "numpy", "--save", str(a), "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+    assert f"to go on with it instead: mpiexec -n 2 gpunet train --resume {a} --distributed" \
+        in fresh.stderr
 
 
 @needs_mpi
