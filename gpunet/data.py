@@ -1547,7 +1547,9 @@ class _DataRows:
 def _column_order(names, encoding, path) -> list:
     """Where the stored feature columns (``encoding``, in the model's order) lie among a file's
     feature columns ``names``; DataError naming any the file lacks or the model never had."""
-    wanted = [e["name"] for e in encoding]
+    # (a DataFrame's column " a " is saved as it is; a CSV's header is read stripped: " a "
+    # and "a" are one name here)
+    wanted = [e["name"] if e["name"] in names else str(e["name"]).strip() for e in encoding]
     at = {n: j for j, n in enumerate(names)}
     known = set(wanted)
     missing = [n for n in wanted if n not in at]

@@ -1149,3 +1149,22 @@ def test_evaluate_of_a_target_named_as_a_feature_asks_for_target(tmp_path, capsy
 
     got = json.loads((tmp_path / "m.json").read_text())["all_r2"]
     assert got == pytest.approx(reg.score(df, y), rel=1e-9)
+
+
+def test_a_dataframe_column_name_with_spaces_is_found_in_its_own_csv(tmp_path):
+    """pandas keeps the spaces of a column " a " in to_csv and the estimator saves the name as
+    it is; the CSV reader strips the header, so predict on the frame's own CSV said "missing:
+    ' a '; unexpected: 'a'", with no flag to get round it."""
+    pd = pytest.importorskip("pandas")
+    from gpunet.cli import main
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({" a ": rng.normal(size=40), "b": rng.normal(size=40)})
+    reg = MLPRegressor(epochs=2, backend="numpy", dtype="float64").fit(df, df[" a "] - df["b"])
+    reg.save(tmp_path / "r.npz")
+    df.to_csv(tmp_path / "f.csv", index=False)
+    assert main(["predict", "--checkpoint", str(tmp_path / "r.npz"), "--input",
+                 str(tmp_path / "f.csv"), "--output", str(tmp_path / "p.csv"),
+                 "--backend", "numpy"]) == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").to_numpy()[:, 0],
+                               reg.predict(df), rtol=1e-12)
