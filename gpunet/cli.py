@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -943,6 +944,18 @@ def _date_as_text(text) -> bool:
         return False
 
 
+#: a number as a spreadsheet or pandas writes it as text: thousands separators ("5,038.14"), a
+#: currency sign ("$4563.56"), per cent ("12.3%"), a decimal comma ("5038,14")
+_NUMBER_TEXT = re.compile(r"[-+]?[$€£¥]?\s?(\d{1,3}(,\d{3})+(\.\d+)?|\d+(\.\d+)?|\d+,\d+)"
+                          r"\s?%?")
+
+
+def _written_number(text) -> bool:
+    """Whether ``text`` is a number written as text (``_NUMBER_TEXT``), not a code such as "1_1"
+    or a set of answers "1,2,3"."""
+    return _NUMBER_TEXT.fullmatch(text.strip()) is not None
+
+
 def _warn_numbers_as_categories(features) -> None:
     """A warning, which --quiet keeps, for each text feature column whose categories are
     numbers or dates written as text (nine in ten of them, more than 2): one-hot encoded,
@@ -951,8 +964,11 @@ def _warn_numbers_as_categories(features) -> None:
         names = [str(c) for c in e.get("categories") or ()]
         if len(names) <= 2:
             continue
+        if any(name.count(",") > 1 and "." not in name and not _written_number(name)
+               for name in names):  # (sets of answers, "1,2,3": codes, not numbers)
+            continue
         for test, what, how in (
-                (_number_as_text, "numbers written as text (a thousands separator, a decimal "
+                (_written_number, "numbers written as text (a thousands separator, a decimal "
                                   "comma, a currency or per cent sign)",
                  "write them as plain numbers (pandas: to_numeric, or to_csv's defaults)"),
                 (_date_as_text, "dates written as text", "write them as numbers (days since a "
@@ -1163,7 +1179,9 @@ def cmd_evaluate(args) -> int:
 
         raise ConfigError(f"the model's target {both[0]!r} is also one of its features (a "
                           f"target made from a feature, such as df[{both[0]!r}].shift(-1), "
-                          "keeps its name): name the file's target column with --target")
+                          "keeps its name): the file needs the target as a column of a name "
+                          "of its own (a copy, for a target equal to a feature), named with "
+                          "--target")
     spec = _spec_from_args(args, DataSpec.from_json(base) if base else DataSpec(
         args.dataset, task=task if task in ("classification", "regression") else None,
         # in a CSV, its target columns by those names, in the order of its outputs

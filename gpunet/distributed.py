@@ -193,7 +193,7 @@ class Communicator:
         try:  # (one rank's bad $GPUNET_COLLECTIVE_TIMEOUT: the others would wait in the
             self.timeout = _resolve_timeout(timeout)  # collective below for good)
         except GpunetError as e:
-            if self.size == 1:
+            if self.size == 1 or timeout is not None:  # (an argument: the same on every rank)
                 raise
             self.abort(f"error: {e}; ending every rank")
         node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)

@@ -367,6 +367,8 @@ def test_a_numeric_csv_run_saved_without_column_names_still_resumes(tmp_path, ca
     (lambda v, i: f"${v:.2f}", "numbers written as text"),
     (lambda v, i: f"2024-01-{1 + i % 28:02d}", "dates written as text"),
     (lambda v, i: ["red", "green", "blue"][i % 3], None),
+    (lambda v, i: f"{i % 4 + 1}_{i % 3 + 1}", None),  # plot codes, not 11.. 43
+    (lambda v, i: ["1,2", "1,3", "2,3", "1,2,3"][i % 4], None),  # sets of answers
 ])
 def test_numbers_or_dates_written_as_text_in_a_feature_column_are_warned_about(
         tmp_path, capsys, write, what):
