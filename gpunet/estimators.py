@@ -125,14 +125,29 @@ def _as_before_on_error(method):
 
 
 def _dates_or_durations(y) -> bool:
-    """Whether targets ``y`` (an array, a list, a pandas Series or DataFrame) hold datetime64
-    or timedelta64 values."""
+    """Whether targets ``y`` (an array, a list, a pandas Series, DataFrame or index) hold dates,
+    times, durations or periods: datetime64 / timedelta64 columns, or objects of those kinds
+    (Timestamps in a list, datetime.date, pandas' Period)."""
+    import datetime
+
     dtypes = getattr(y, "dtypes", None)  # (a DataFrame's: a Series of them; a Series': one)
     if dtypes is None:
-        dtypes = [getattr(y, "dtype", None) or np.asarray(y).dtype]
+        dtypes = [getattr(y, "dtype", None)]
     elif not hasattr(dtypes, "__iter__"):
         dtypes = [dtypes]
-    return any(getattr(d, "kind", "") in ("m", "M") for d in dtypes)
+    if any(getattr(d, "kind", "") in ("m", "M") for d in dtypes):
+        return True
+    if any(d is not None and str(d).startswith("period") for d in dtypes):
+        return True
+    if all(d is not None and getattr(d, "kind", "O") != "O" for d in dtypes):
+        return False  # (numbers, text, categories: the values need no look)
+    try:
+        values = np.asarray(y, dtype=object).ravel()
+    except (TypeError, ValueError):
+        return False
+    first = next((v for v in values if v is not None and v == v), None)  # (not None, NaN)
+    return isinstance(first, (np.datetime64, np.timedelta64, datetime.date,
+                              datetime.timedelta)) or type(first).__name__ == "Period"
 
 
 def _target_names(y):
@@ -1142,8 +1157,8 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         DataConversionWarning, as its MLP takes it."""
         if _dates_or_durations(y):  # (as their counts of the unit: ns since 1970, say)
             raise ValueError("y holds dates or durations (datetime64 / timedelta64): convert "
-                             "them to numbers first, in the unit to predict in (e.g. "
-                             "(y - y.min()).dt.days)")
+                             "them to numbers first, in the unit to predict in (e.g. days "
+                             "since the first: (y - y.min()).dt.days for a Series)")
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:

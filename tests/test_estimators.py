@@ -1066,8 +1066,13 @@ def test_dates_or_durations_as_regression_targets_are_refused():
     pd = pytest.importorskip("pandas")
     x = np.random.default_rng(0).normal(size=(30, 2))
     days = pd.Series(pd.date_range("2020-01-01", periods=30))
+    import datetime
+
     for y in (days, days.to_frame(), days - days.min(), days.to_numpy(),
-              pd.DataFrame({"a": np.arange(30.0), "when": days})):
+              pd.DataFrame({"a": np.arange(30.0), "when": days}),
+              np.array(list(days.to_numpy()), dtype=object), list(days), list(days - days[0]),
+              [datetime.date(2020, 1, 1 + i % 28) for i in range(30)],
+              pd.Series(pd.period_range("2020-01", periods=30, freq="M"))):
         with pytest.raises(ValueError, match=r"y holds dates or durations \(datetime64 / "
                                              r"timedelta64\): convert them to numbers first"):
             MLPRegressor(epochs=1, backend="numpy").fit(x, y)
