@@ -27,3 +27,21 @@ class DataError(GpunetError, ValueError):
 
 class CheckpointError(GpunetError, ValueError):
     """A file is not a loadable gpunet checkpoint."""
+
+
+def own_parameters(cls, module: str) -> set:
+    """The parameters a subclass's own ``__init__`` names (not ``*args`` / ``**kwargs``), for the
+    refusals of torch's option names in gpunet's constructors: a user's class that takes such an
+    option itself (``weight=``) keeps it, one that only passes options on does not. Empty for a
+    class whose ``__init__`` is gpunet's own (defined in ``module``)."""
+    import inspect
+
+    init = cls.__init__
+    if init.__module__ == module:
+        return set()
+    try:
+        parameters = inspect.signature(init).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.name != "self" and p.kind not in (
+        inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}

@@ -23,7 +23,7 @@ import weakref
 import numpy as np
 
 from .backends import backend_of
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, ShapeError, own_parameters
 
 
 def check_loss_output(loss_fn, output: str) -> None:
@@ -124,11 +124,12 @@ class Loss:
     torch_options: dict = {}
 
     def __new__(cls, *args, **kwargs):
-        if cls.__init__.__module__ != __name__:  # (a subclass's own __init__ takes its own)
-            return super().__new__(cls)
-        for option in kwargs.keys() & cls.torch_options.keys():
+        own = own_parameters(cls, __name__)  # (a user's subclass takes the options it names)
+        for option in kwargs.keys() - own & cls.torch_options.keys():
             raise ConfigError(f"{cls.__name__} takes no {option}= (torch's): "
                               f"{cls.torch_options[option]}")
+        if own:  # (positional arguments are its own __init__'s to take)
+            return super().__new__(cls)
         if len(args) == 1 and getattr(args[0], "ndim", 0) == 1 and "weight" in \
                 cls.torch_options:  # gn.CrossEntropyLoss(class_weight): torch's first argument
             raise ConfigError(f"{cls.__name__} takes no weight (torch's first argument): "

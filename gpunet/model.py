@@ -17,7 +17,7 @@ import numpy as np
 from .activations import ACTIVATIONS, DEFAULT_SLOPE, HIDDEN_ACTIVATIONS
 from . import dropout as _dropout
 from .backends import get_backend
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, ShapeError, own_parameters
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
 from .losses import gradient_of_last_output, made_from_last_output, note_output
@@ -130,8 +130,8 @@ class MLP:
     """
 
     def __new__(cls, *args, **kwargs):
-        if "bias" in kwargs and cls.__init__.__module__ == __name__:  # (torchvision.ops.MLP's
-            # and nn.Linear's; a subclass's own __init__ takes its own)
+        if "bias" in kwargs and "bias" not in own_parameters(cls, __name__):  # (torchvision.
+            # ops.MLP's and nn.Linear's; a user's subclass that names it takes it)
             raise ConfigError("MLP takes no bias= (torch's): every layer has its bias, as "
                               "torch's default bias=True; bias=False is not offered")
         return super().__new__(cls)

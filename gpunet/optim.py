@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from .backends import get_backend
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, ShapeError, own_parameters
 
 #: the learning rate each optimiser takes when none is given (``gpunet train``, the estimators)
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
@@ -60,9 +60,9 @@ class Optimizer:
                                  "leave it out); to maximise, negate the loss and its dJ/dy_hat"}
 
     def __new__(cls, *args, **kwargs):
-        if cls.__init__.__module__ == __name__:  # (a subclass's own __init__ takes its own)
-            for option in kwargs.keys() & cls.torch_options.keys():
-                raise ConfigError(f"{cls.__name__}: {cls.torch_options[option]}")
+        own = own_parameters(cls, __name__)  # (a user's subclass takes the options it names)
+        for option in kwargs.keys() - own & cls.torch_options.keys():
+            raise ConfigError(f"{cls.__name__}: {cls.torch_options[option]}")
         return super().__new__(cls)
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0, clip_norm=None):

@@ -698,3 +698,34 @@ def test_a_subclass_takes_its_own_options_of_torchs_names():
         gn.CrossEntropyLoss(weight=w)  # (gpunet's own: still refused)
     with pytest.raises(gn.ConfigError, match="amsgrad"):
         gn.Adam(net, amsgrad=True)
+
+
+def test_a_subclass_that_passes_options_on_keeps_the_explanations():
+    """A subclass whose __init__ only passes *args / **kwargs on takes no option itself: it
+    gets gpunet's explanation of torch's names (it got a bare TypeError), and the build-then-
+    call hint for arrays."""
+    class Passing(gn.CrossEntropyLoss):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+
+    class PassingAdam(gn.Adam):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+
+    class PassingNet(gn.MLP):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+
+    class PassingMSE(gn.MSELoss):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+
+    model = gn.MLP([3, 4, 2], backend="numpy")
+    for make, says in ((lambda: Passing(weight=np.ones(3)), "Passing takes no weight= "
+                                                           "\\(torch's\\)"),
+                       (lambda: PassingAdam(model, amsgrad=True), "amsgrad is not offered"),
+                       (lambda: PassingNet([3, 4, 2], bias=False), "takes no bias="),
+                       (lambda: PassingMSE(np.ones(3), np.ones(3)), "build the loss, then "
+                                                                     "call it")):
+        with pytest.raises(gn.ConfigError, match=says):
+            make()
