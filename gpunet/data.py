@@ -1549,8 +1549,8 @@ def _column_order(names, encoding, path) -> list:
     feature columns ``names``; DataError naming any the file lacks or the model never had."""
     # (a DataFrame's column " a " is saved as it is; a CSV's header is read stripped: " a "
     # and "a" are one name here)
-    wanted = [e["name"] if e["name"] in names else str(e["name"]).strip() for e in encoding]
     at = {n: j for j, n in enumerate(names)}
+    wanted = [e["name"] if e["name"] in at else str(e["name"]).strip() for e in encoding]
     known = set(wanted)
     missing = [n for n in wanted if n not in at]
     extra = [n for n in names if n not in known]
