@@ -648,7 +648,7 @@ def cmd_train(args, comm=None) -> int:
     from .optim import get_optimizer
     from .schedules import Schedule
     from .train import (OUTPUT_FOR_LOSS, TrainingDiverged, TrainingInterrupted,
-                        confusion_matrix, figure, fit)
+                        check_resume, confusion_matrix, figure, fit)
 
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     _refuse_unused_flags(args)
@@ -729,6 +729,7 @@ def cmd_train(args, comm=None) -> int:
         min_delta = training.get("min_delta", 0.0)
         save = args.save or args.resume
         done, step = training["state"]["epoch"], training["state"]["step"]
+        check_resume(training, epochs, batch_size)  # (fit asks again; before the line below)
         say(f"gpunet: resuming {args.resume} " + (
             f"in epoch {done + 1} at step {step} ({done} epochs done)" if step else
             f"after epoch {done}") + f", up to epoch {epochs}")

@@ -674,16 +674,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                                   f"({', '.join(map(repr, unknown[:3]))}): not one gpunet wrote")
         state = TrainState(**copy.deepcopy(t["state"]))  # (the run goes on from a copy:
         # the Checkpoint object stays as read, for another resume from it)
-        if state.stopped_early:
-            raise ConfigError(f"that run already stopped early at epoch {state.epoch}: "
-                              "nothing to resume")
-        if state.step and epochs <= state.epoch:  # (its weights hold part of the next one)
-            raise ConfigError(f"that run stopped in epoch {state.epoch + 1}, after step "
-                              f"{state.step}: resume it with epochs >= {state.epoch + 1}, "
-                              f"not {epochs}")
-        if epochs < state.epoch:
-            raise ConfigError(f"that run has trained {state.epoch} epochs: resume it with "
-                              f"epochs >= {state.epoch} (more, to train on), not {epochs}")
+        check_resume(t, epochs, batch_size)
         state.finished = epochs == state.epoch and not state.step  # (a finished run given
         # more epochs is unfinished again, until they are done)
         if t.get("ranks", 1) != ranks:
@@ -704,9 +695,6 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if t.get("min_delta", 0.0) != min_delta:
             raise ConfigError(f"this run's min_delta was {t.get('min_delta', 0.0):g}; resume "
                               f"it with the same, not {min_delta:g}")
-        if t.get("batch_size") != batch_size:
-            raise ConfigError(f"resume with the run's batch size ({t.get('batch_size')}), "
-                              f"not {batch_size}")
         if isinstance(t.get("seed"), int):  # the run's, as recorded (its shuffling goes on
             seed = t["seed"]  # from the generator's saved state, whatever seed is given)
         if comm is None or comm.is_root:
@@ -1189,6 +1177,26 @@ def _warn_replacing_unfinished(path) -> None:
         how = f"fit(..., resume={str(path)!r})"
     notice(f"{path} holds an unfinished run ({run_position(state, training.get('epochs'))}), "
            f"which this run replaces after its first epoch; to go on with it instead: {how}")
+
+
+def check_resume(training: dict, epochs, batch_size) -> None:
+    """ConfigError where a checkpoint's run (its ``training`` section) cannot go on to
+    ``epochs`` in batches of ``batch_size``: it stopped early, it has trained more epochs (or
+    stopped within the last one asked for), or its batches were of another size. The command
+    line asks before it says it resumes; ``fit`` asks again."""
+    state = training["state"]
+    done, step = state.get("epoch", 0), state.get("step") or 0
+    if state.get("stopped_early"):
+        raise ConfigError(f"that run already stopped early at epoch {done}: nothing to resume")
+    if step and epochs <= done:  # (its weights hold part of the next one)
+        raise ConfigError(f"that run stopped in epoch {done + 1}, after step {step}: resume it "
+                          f"with epochs >= {done + 1}, not {epochs}")
+    if epochs < done:
+        raise ConfigError(f"that run has trained {done} epochs: resume it with epochs >= "
+                          f"{done} (more, to train on), not {epochs}")
+    if training.get("batch_size") != batch_size:
+        raise ConfigError(f"resume with the run's batch size ({training.get('batch_size')}), "
+                          f"not {batch_size}")
 
 
 def resume_command(path, ranks=1) -> str:

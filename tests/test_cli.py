@@ -1271,3 +1271,29 @@ def test_a_second_ctrl_c_still_says_how_to_resume(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(cli, "cmd_train", interrupted_before_it)
     assert main(["train", "--save", str(ck)]) == 130
     assert capsys.readouterr().err == "gpunet: interrupted\n"
+
+
+def test_a_resume_that_cannot_go_on_says_so_without_first_saying_it_resumes(tmp_path, capsys):
+    """"gpunet: resuming run.npz after epoch 5, up to epoch 100", then "error: that run already
+    stopped early at epoch 5": the refusals came from fit, after the line that said it went
+    on. They come first now."""
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "2", "--backend", "numpy",
+                 "--quiet", "--save", str(ck)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ck), "--backend", "numpy", "--epochs", "3",
+                 "--batch-size", "64"]) == 1
+    err = capsys.readouterr().err
+    assert "gpunet: error: resume with the run's batch size (32), not 64" in err
+    assert "resuming" not in err, err
+    c = load_checkpoint(ck)  # the same run, marked as stopped early
+    c.extra["training"]["state"]["stopped_early"] = True
+    from gpunet.checkpoint import save_checkpoint
+
+    model = c.build_model("numpy")
+    save_checkpoint(ck, model, gn.Adam(model), epoch=c.epoch, standardizer=c.standardizer,
+                    extra=c.extra)
+    assert main(["train", "--resume", str(ck), "--backend", "numpy", "--epochs", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "gpunet: error: that run already stopped early at epoch 2: nothing to resume" in err
+    assert "resuming" not in err, err
