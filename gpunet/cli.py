@@ -514,10 +514,9 @@ def _check_checkpoint_file(path) -> None:
     device): a checkpoint is written again after every epoch and read back by ``--resume``, so
     a run would send a stream of whole checkpoints there, and block at its first save, SIGTERM
     or not, where no reader has opened a FIFO."""
-    from .checkpoint import _written_in_place
     from .errors import ConfigError
 
-    if _written_in_place(path) is not None:
+    if _streamed(path):
         raise ConfigError(f"--save {path}: is not a regular file (standard output, a pipe or a "
                           "device); a checkpoint is rewritten after every epoch and read back "
                           "by --resume: save to a file, and copy it where it should go")

@@ -591,17 +591,16 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
     backend, xp = model.backend, model.backend.xp
     # (what a resume elsewhere would differ by: recorded with a checkpoint, read on a resume)
     machine = machine_fingerprint(backend) if save is not None or resume is not None else None
-    bad = [] if resume is not None else \
-        [k for k, v in model.params.items() if not bool(xp.isfinite(v).all())]
+    bad = [] if resume is not None else _not_finite(backend, model.params)
     if bad:  # (a model a diverged fit left: every later fit would diverge at its first step;
         # a resume loads the checkpoint's weights over it)
         raise ConfigError(f"the model's weights ({', '.join(bad[:3])}) are not finite, as a "
                           "diverged run leaves them: build the model anew, or load good "
                           "weights (load_state_dict, a checkpoint) before training on")
-    bad = [] if resume is not None else [
-        f"{slot} of {key}" for key, slots in getattr(optimizer, "state", {}).items()
+    bad = [] if resume is not None else _not_finite(backend, {
+        f"{slot} of {key}": v for key, slots in getattr(optimizer, "state", {}).items()
         for slot, v in (slots.items() if isinstance(slots, dict) else ())
-        if hasattr(v, "dtype") and not bool(xp.isfinite(v).all())]
+        if hasattr(v, "dtype")})
     if bad:  # (a diverged run's momenta: the first update would make good weights NaN)
         raise ConfigError(f"the optimizer's state ({', '.join(bad[:3])}) is not finite, as a "
                           "diverged run leaves it: build a new optimizer (or load its state "
@@ -881,10 +880,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         update: an update that overflows in an epoch's last step shows in no loss). One
         reduction a tensor and one transfer, once an epoch (every rank asks, of the same
         weights: they stop together)."""
-        params = list(model.params.values())
-        finite = backend.to_host(xp.stack([xp.isfinite(v).all() for v in params]))
-        if not finite.all():
-            bad = [k for k, ok in zip(model.params, finite) if not ok]
+        bad = _not_finite(backend, model.params)
+        if bad:
             raise diverged_error(
                 f"the weights ({', '.join(bad[:3])}) became infinite or NaN in epoch "
                 f"{epoch}: {_remedy(optimizer)}" + untouched())
@@ -1177,6 +1174,16 @@ def _warn_replacing_unfinished(path) -> None:
         how = f"fit(..., resume={str(path)!r})"
     notice(f"{path} holds an unfinished run ({run_position(state, training.get('epochs'))}), "
            f"which this run replaces after its first epoch; to go on with it instead: {how}")
+
+
+def _not_finite(backend, arrays: dict) -> list:
+    """The names of the ``arrays`` (name -> a backend array) that hold a NaN or an infinity:
+    one reduction an array and one transfer for all of them (a device syncs once)."""
+    if not arrays:
+        return []
+    xp = backend.xp
+    finite = backend.to_host(xp.stack([xp.isfinite(v).all() for v in arrays.values()]))
+    return [k for k, ok in zip(arrays, finite) if not ok]
 
 
 def check_resume(training: dict, epochs, batch_size) -> None:
