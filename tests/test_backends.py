@@ -640,3 +640,38 @@ def test_numpy_forms_of_leaky_relu_and_a_shared_dimension_of_one_are_exact():
             out = np.empty((av.shape[0], wv.shape[1]), dtype=dtype)
             b.matmul(a, w, out, trans_a=ta, trans_b=tb)
             np.testing.assert_array_equal(out, np.matmul(av, wv))
+
+
+# Rows torch's log-probabilities make NaN throughout (+inf, NaN, all -inf), and one with a
+# -inf entry that stays finite elsewhere.
+_SPECIAL_ROWS = [[np.inf, 0, 0], [np.inf, np.inf, 0], [np.inf, -np.inf, 1], [np.nan, -np.inf, 2],
+                 [-np.inf, -np.inf, -np.inf], [-np.inf, 0.5, 1]]
+
+
+@pytest.mark.parametrize("row", _SPECIAL_ROWS)
+def test_array_module_log_probabilities_of_special_rows_match_torch(row):
+    """The array-module ops (small arrays on the CPU, and the fallback everywhere) give what
+    torch gives: a row holding +inf has NaN log-probabilities and loss, not -inf beside NaN,
+    and the kernels agree."""
+    torch = pytest.importorskip("torch")
+    b = gn.get_backend("numpy")
+    x = np.array([row] * 2)
+    labels = np.array([1, 2])
+    t = torch.tensor(x, requires_grad=True)
+    want_loss = torch.nn.functional.cross_entropy(t, torch.from_numpy(labels), reduction="none")
+    want_loss.sum().backward()
+    want_log_p = torch.log_softmax(torch.from_numpy(x), 1).numpy()
+    with np.errstate(invalid="ignore"):
+        got_log_p = Backend.log_softmax(b, x)
+        got_loss, got_grad = Backend.softmax_cross_entropy(b, x, labels, 1.0)
+    np.testing.assert_array_equal(np.isnan(got_log_p), np.isnan(want_log_p))
+    np.testing.assert_allclose(got_log_p, want_log_p, rtol=1e-12)
+    np.testing.assert_allclose(got_loss, want_loss.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got_grad, t.grad.numpy(), rtol=1e-12, atol=1e-15)
+    # the CPU kernels, at a size that takes them, give the same rows
+    big = np.tile(x.astype(np.float32), (20000, 1))
+    with np.errstate(invalid="ignore"):
+        k_log_p = b.log_softmax(big)
+        k_loss, _ = b.softmax_cross_entropy(big, np.tile(labels, 20000), np.float32(1.0))
+    np.testing.assert_array_equal(np.isnan(k_log_p[:2]), np.isnan(want_log_p))
+    np.testing.assert_array_equal(np.isnan(k_loss[:2]), np.isnan(want_loss.detach().numpy()))

@@ -333,9 +333,12 @@ class Backend:
         return self._shift(x)[1][..., 0] + m
 
     def log_softmax(self, x):
-        """x_ij - logsumexp(x_i), row-wise, computed as (x - max) - log sum exp(x - max)."""
+        """x_ij - logsumexp(x_i), row-wise, computed as (x - max) - log sum exp(x - max).
+
+        A row holding +inf or NaN is NaN throughout, as in torch.log_softmax.
+        """
         shifted, lse = self._shift(x)
-        return shifted - lse
+        return shifted - _nan_if_inf(self.xp, lse)
 
     def softmax(self, x):
         """exp(x_ij - max_i) / sum_j exp(x_ij - max_i), row-wise."""
@@ -351,6 +354,7 @@ class Backend:
         xp = self.xp
         rows = xp.arange(logits.shape[0])
         shifted, lse = self._shift(logits)
+        lse = _nan_if_inf(xp, lse)  # a row holding +inf: NaN loss and gradient, as torch's
         loss = lse[:, 0] - shifted[rows, labels]
         p = xp.exp(shifted - lse)
         p[rows, labels] -= 1
@@ -471,6 +475,11 @@ class Backend:
     def scalar(self, a) -> float:
         """A Python float from a 0-d (or 1-element) array; synchronises the device."""
         return float(a)
+
+
+def _nan_if_inf(xp, lse):
+    """``lse`` with +inf made NaN: log-probabilities of a row holding +inf are undefined."""
+    return xp.where(lse == xp.inf, xp.nan, lse)
 
 
 def _into(xp, value, out):
