@@ -845,7 +845,7 @@ def cmd_train(args, comm=None) -> int:
     except (TrainingDiverged, TrainingInterrupted) as stop:
         # the epochs done, to the metrics and the plot asked for: a diverging curve is what
         # tells why (the error or the interrupt is said after them)
-        if (comm is None or comm.is_root) and stop.history:
+        if (comm is None or comm.is_root) and stop.history is not None:
             stopped = "diverged" if isinstance(stop, TrainingDiverged) else "interrupted"
             _write_run_so_far(args, stop.history, stopped, str(stop), time.perf_counter() - t0,
                               data, backend, say)
@@ -1000,14 +1000,18 @@ def _warn_numbers_as_class_names(data) -> None:
 
 def _write_run_so_far(args, history, stopped, why, seconds, data, backend, say) -> None:
     """--metrics-json and --plot of a run that ``stopped`` ("diverged", "interrupted") with
-    the epochs of ``history`` done (no test figures: those come at the end of a run)."""
+    the epochs of ``history`` done (no test figures: those come at the end of a run). The
+    JSON is written with no epoch done too (a stale file from an earlier run must not pass for
+    this one's); a plot of none is not drawn, and the message says so."""
     if args.metrics_json:
         _write_json(args.metrics_json, {
             "backend": backend.name, "device": backend.device_name, "dataset": data.name,
             "task": data.task, "epochs": len(history), "seconds": seconds, "stopped": stopped,
             "error": why, "history": list(history)})
         say(f"metrics of the {len(history)} epoch(s) done written to {args.metrics_json}")
-    if args.plot:
+    if args.plot and not history:
+        print(f"gpunet: no epoch finished: no plot written to {args.plot}", file=sys.stderr)
+    elif args.plot:
         from .plot import plot_history
 
         plot_history(history, args.plot, title=f"gpunet: {data.name} ({stopped} after "

@@ -248,3 +248,22 @@ def test_a_test_loss_that_is_not_finite_is_said_in_a_line_not_numpys_warnings(to
     assert any(re.match(r"gpunet: the test loss is (nan|inf): the model's outputs on the "
                         r"test rows, or their loss, are not finite", m)
                and "try a lower learning rate (now 1e+38)" in m for m in said), said
+
+
+def test_a_run_that_diverges_in_its_first_epoch_still_writes_its_metrics(tmp_path, capsys):
+    """A run that stopped before any epoch ended wrote no --metrics-json, so a file left at
+    that path by an earlier run (a sweep's) passed for this one's figures. The JSON now says
+    it stopped with no epoch done; the plot is not drawn, and that is said past --quiet."""
+    j, png = tmp_path / "m.json", tmp_path / "p.png"
+    flags = ["--dataset", "iris", "--optimizer", "sgd", "--batch-size", "1000", "--epochs", "2",
+             "--backend", "numpy", "--quiet", "--metrics-json", str(j), "--plot", str(png)]
+    assert main(["train", "--lr", "0.1", *flags]) == 0
+    assert "stopped" not in json.loads(j.read_text()) and png.exists()
+    png.write_bytes(b"an earlier run's plot")
+    capsys.readouterr()
+    assert main(["train", "--lr", "1e38", *flags]) == 1
+    run = json.loads(j.read_text())
+    assert run["stopped"] == "diverged" and run["epochs"] == 0 and run["history"] == []
+    assert "at epoch 1" in run["error"] or "in epoch 1" in run["error"]
+    assert f"gpunet: no epoch finished: no plot written to {png}" in capsys.readouterr().err
+    assert png.read_bytes() == b"an earlier run's plot"  # (not the user's to lose)
