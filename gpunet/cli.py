@@ -645,7 +645,7 @@ def cmd_train(args, comm=None) -> int:
     from .losses import get_loss
     from .model import MLP
     from .optim import get_optimizer
-    from .schedules import Schedule
+    from .schedules import Schedule, schedule_options
     from .train import (OUTPUT_FOR_LOSS, TrainingDiverged, TrainingInterrupted,
                         check_resume, confusion_matrix, figure, fit)
 
@@ -765,8 +765,8 @@ def cmd_train(args, comm=None) -> int:
         patience, save, monitor = args.patience, args.save, args.monitor
         min_delta = args.min_delta or 0.0
         schedule = Schedule(args.schedule, base_lr=opt_kw["lr"], epochs=epochs,
-                            step_size=args.step_size, gamma=args.gamma, factor=args.gamma,
-                            warmup=args.warmup)
+                            warmup=args.warmup, **schedule_options(args.schedule,
+                                                                    args.step_size, args.gamma))
 
     _refuse_overwriting([("checkpoint", args.resume)], ("--metrics-json", args.metrics_json),
                         ("--plot", args.plot))  # (--save may be it: the run goes on there)

@@ -79,7 +79,7 @@ from .errors import BackendUnavailableError, CheckpointError, ConfigError
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
 from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
-from .schedules import SCHEDULES, Schedule
+from .schedules import SCHEDULES, Schedule, schedule_options
 from .train import MONITORS, History, TrainingInterrupted, fit
 
 #: rows per forward pass when predicting
@@ -275,8 +275,8 @@ class _GpunetMLP(BaseEstimator):
         if not (isinstance(self.epochs, numbers.Integral) and not isinstance(self.epochs, bool)
                 and self.epochs >= 1):
             raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
-        return Schedule(self.schedule, base_lr=lr, epochs=self.epochs, step_size=self.step_size,
-                        gamma=self.gamma, factor=self.gamma, warmup=self.warmup)
+        return Schedule(self.schedule, base_lr=lr, epochs=self.epochs, warmup=self.warmup,
+                        **schedule_options(self.schedule, self.step_size, self.gamma))
 
     def _val_fraction(self) -> float:
         """Held-out rows: ``val_fraction`` if given, else 0.1 where early stopping or the

@@ -29,6 +29,11 @@ import numbers
 from .errors import ConfigError
 
 SCHEDULES = ("constant", "step", "cosine", "plateau")
+#: each schedule's own options (``Schedule`` refuses the others')
+OPTIONS = {"constant": (), "step": ("step_size", "gamma"), "cosine": ("min_lr",),
+           "plateau": ("factor", "patience", "threshold", "min_lr")}
+DEFAULTS = {"step_size": 10, "gamma": 0.1, "min_lr": 0.0, "factor": 0.1, "patience": 5,
+            "threshold": 1e-4}
 #: plateau skips a cut of the rate by this much or less (torch's ReduceLROnPlateau eps)
 PLATEAU_EPS = 1e-8
 
@@ -39,16 +44,32 @@ class Schedule:
     ``name``: constant, step, cosine or plateau; ``base_lr``: the rate it starts from (None:
     the rate the optimiser was built with, when ``gpunet.fit`` runs it); ``epochs``: the run's
     length, which cosine spans (None: fit's ``epochs``); ``step_size`` and ``gamma``: step's
-    period and factor;
-    ``min_lr``: cosine's floor (and plateau's); ``factor``, ``patience``, ``threshold``:
+    period and factor (10, 0.1);
+    ``min_lr``: cosine's floor (and plateau's; 0); ``factor``, ``patience``, ``threshold``:
     plateau's factor, the epochs without a better loss it waits and the relative improvement
-    that counts as better; ``warmup``: epochs of a linear ramp up to the schedule's rate.
+    that counts as better (0.1, 5, 1e-4); ``warmup``: epochs of a linear ramp up to the
+    schedule's rate. An option the named schedule does not use is a ConfigError (plateau's
+    factor is ``factor``, not ``gamma``, as in torch).
     """
 
-    def __init__(self, name="constant", base_lr=None, epochs=None, step_size=10, gamma=0.1,
-                 min_lr=0.0, factor=0.1, patience=5, threshold=1e-4, warmup=0):
+    def __init__(self, name="constant", base_lr=None, epochs=None, step_size=None, gamma=None,
+                 min_lr=None, factor=None, patience=None, threshold=None, warmup=0):
         if name not in SCHEDULES:
             raise ConfigError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}")
+        given = {k: v for k, v in (("step_size", step_size), ("gamma", gamma),
+                                   ("min_lr", min_lr), ("factor", factor),
+                                   ("patience", patience), ("threshold", threshold))
+                 if v is not None}
+        unused = [k for k in given if k not in OPTIONS[name]]
+        if unused:  # (plateau's gamma= was ignored: the rate fell by the default factor 0.1)
+            hint = (" (plateau's factor is factor=, as torch's ReduceLROnPlateau; the command "
+                    "line's --gamma)" if name == "plateau" and "gamma" in unused else "")
+            takes = ", ".join(OPTIONS[name]) or "no options beyond base_lr, epochs and warmup"
+            raise ConfigError(f"the {name} schedule does not use {', '.join(unused)}{hint}; "
+                              f"it takes {takes}")
+        given = {**DEFAULTS, **given}
+        step_size, gamma, min_lr, factor, patience, threshold = (given[k] for k in (
+            "step_size", "gamma", "min_lr", "factor", "patience", "threshold"))
         if not _count(warmup, 0):
             raise ConfigError(f"warmup must be a whole number of epochs >= 0, got {warmup!r}")
         if not _count(step_size, 1):
@@ -164,9 +185,18 @@ class Schedule:
         if missing:
             raise ConfigError(f"a schedule's state needs {', '.join(missing)}, as "
                               "Schedule.state_dict() gives them")
-        s = cls(**{k: state[k] for k in names[:9]}, warmup=state.get("warmup", 0))
+        own = OPTIONS.get(state["name"], ())  # (a state holds every schedule's settings)
+        s = cls(**{k: state[k] for k in names[:9] if k in own or k in names[:3]},
+                warmup=state.get("warmup", 0))
         s.current, s.best, s.bad_epochs = state["current"], state["best"], state["bad_epochs"]
         return s
+
+
+def schedule_options(name, step_size=None, gamma=None) -> dict:
+    """The keywords of ``Schedule(name)`` for the command line's and the estimators' two
+    options: step's ``step_size`` and ``gamma``, and ``gamma`` as plateau's ``factor``."""
+    return {"step": {"step_size": step_size, "gamma": gamma},
+            "plateau": {"factor": gamma}}.get(name, {})
 
 
 def _count(v, low) -> bool:

@@ -39,7 +39,8 @@ def test_an_epoch_before_the_first_or_not_a_whole_number_is_refused(epoch):
     ("cosine", lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5, eta_min=0.1)),
 ])
 def test_lr_of_epoch_e_plus_one_is_torchs_rate_of_its_epoch_e(torch, name, make):
-    s = gn.Schedule(name, base_lr=1.0, epochs=5, step_size=2, gamma=0.5, min_lr=0.1)
+    own = {"step": dict(step_size=2, gamma=0.5), "cosine": dict(min_lr=0.1)}[name]
+    s = gn.Schedule(name, base_lr=1.0, epochs=5, **own)
     want = _torch_rates(torch, lambda o: make(torch, o), 5)
     np.testing.assert_allclose([s.lr(e) for e in range(1, 6)], want, rtol=1e-12)
     assert s.lr(np.int64(3)) == s.lr(3)  # (NumPy's integers count)
@@ -97,3 +98,30 @@ def test_observe_takes_a_0d_array_or_tensor_as_its_number(torch):
         with pytest.raises(gn.ConfigError, match="observe takes the epoch's validation loss, "
                                                  "a number"):
             s.observe(bad)
+
+
+@pytest.mark.parametrize("name, options, named", [
+    ("plateau", dict(gamma=0.5), "plateau's factor is factor="),
+    ("cosine", dict(step_size=3), "does not use step_size"),
+    ("step", dict(min_lr=0.01), "does not use min_lr"),
+    ("constant", dict(factor=0.5, patience=2), "does not use factor, patience"),
+])
+def test_an_option_the_schedule_does_not_use_is_refused(name, options, named):
+    """Schedule("plateau", gamma=0.5) cut the rate by the default factor 0.1, without a
+    word (plateau's factor is factor=, as torch's ReduceLROnPlateau); other schedules took
+    options they have no use for silently too, where the command line refuses the flags."""
+    with pytest.raises(gn.ConfigError, match=named):
+        gn.Schedule(name, base_lr=1.0, **options)
+
+
+def test_plateau_cuts_by_its_factor_and_states_round_trip(torch):
+    s = gn.Schedule("plateau", base_lr=1.0, factor=0.5, patience=0)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    for loss in (1.0, 2.0, 3.0, 0.5):
+        s.observe(loss)
+        ref.step(loss)
+    assert s.lr(5) == opt.param_groups[0]["lr"] == 0.25
+    for name in ("constant", "step", "cosine", "plateau"):
+        t = gn.Schedule(name, base_lr=0.3, epochs=4)
+        assert gn.Schedule.from_state(t.state_dict()).state_dict() == t.state_dict()

@@ -171,9 +171,10 @@ def test_numpy_integers_for_fit_go_into_checkpoints_and_bools_are_no_counts(tmp_
     history = fit(again, data, gn.CrossEntropyLoss(), gn.Adam(again), epochs=3, batch_size=16,
                   seed=3, patience=3, progress=False, resume=str(tmp_path / "r.npz"))
     assert [row["epoch"] for row in history] == [1, 2, 3]
-    for bad in ({"patience": True}, {"step_size": True}, {"warmup": False}):
+    for name, bad in (("plateau", {"patience": True}), ("step", {"step_size": True}),
+                      ("plateau", {"warmup": False})):
         with pytest.raises(gn.ConfigError, match="must be a"):
-            gn.Schedule("plateau", **bad)
+            gn.Schedule(name, **bad)
 
 
 @pytest.mark.parametrize("at, sig", [(3, signal.SIGINT), ("last", signal.SIGTERM)])
@@ -748,13 +749,15 @@ def test_a_cosine_run_past_its_floor_of_zero_is_refused_as_its_resume_is():
     ({"threshold": "x"}, r"threshold must lie in \[0, 1\)"),
     ({"threshold": 1.0}, r"threshold must lie in \[0, 1\)"),
     ({"gamma": "0.5"}, r"gamma must lie in \(0, 1\]"),
-    ({"factor": None}, r"factor must lie in \(0, 1\]"),
+    ({"factor": 0}, r"factor must lie in \(0, 1\]"),
     ({"epochs": "x"}, "epochs must be a positive integer"),
     ({"epochs": 0}, "epochs must be a positive integer"),
 ])
 def test_what_a_schedule_refuses(bad, match):
+    name = ("plateau" if {"threshold", "factor"} & set(bad) else
+            "step" if "gamma" in bad else "cosine")  # (the schedule that uses the option)
     with pytest.raises(gn.ConfigError, match=match):
-        Schedule("cosine", **bad)
+        Schedule(name, **bad)
 
 
 def test_train_loss_with_reduction_sum_is_the_sum_over_the_epochs_rows():
