@@ -76,7 +76,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Standardizer, check_multilabels, check_sample_weight, make_dataset
 from .errors import BackendUnavailableError, CheckpointError, ConfigError
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, loss_settings
 from .model import MLP, as_inputs
 from .optim import get_optimizer, optimizer_kwargs
 from .schedules import SCHEDULES, Schedule, schedule_options
@@ -396,8 +396,7 @@ class _GpunetMLP(BaseEstimator):
         return {"batch_size": int(self.batch_size), "seed": int(seed),
                 "patience": None if patience is None else int(patience),
                 "monitor": self.monitor, "min_delta": float(self.min_delta),
-                "loss": {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
-                                                  if k != "check_labels"}}}
+                "loss": loss_settings(loss_fn)}
 
     def _keep(self, model, data, optimizer, history, extend, kept):
         """Hold the trained network and its run (``history``: fit's, of the epochs done;

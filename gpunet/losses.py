@@ -312,13 +312,23 @@ class BCELoss(Loss):
     gradient is exact for any z.
 
     A p outside [0, 1] (NaN too) is a ConfigError, as torch's RuntimeError: logits given
-    where probabilities belong. ``check_range = False`` skips that check (on a GPU it reads a
-    flag back from the device each call); ``fit`` does, having checked the model's output.
+    where probabilities belong. ``BCELoss(check_range=False)`` skips that check (on a GPU it
+    reads a flag back from the device each call); ``fit`` does, having checked the model's
+    output.
     """
 
     name = "bce"
-    check_range = True
     torch_options = {"weight": ROW_WEIGHTS}
+
+    def __init__(self, reduction: str = "mean", check_range: bool = True):
+        super().__init__(reduction)
+        if not isinstance(check_range, (bool, np.bool_)):
+            raise ConfigError(f"BCELoss: check_range must be True or False, got "
+                              f"{check_range!r}")
+        self.check_range = bool(check_range)
+
+    def config(self) -> dict:
+        return {"reduction": self.reduction, "check_range": self.check_range}
 
     def _compute(self, y_hat, y, weight):
         backend, y = self._prepare(y_hat, y)
@@ -496,6 +506,17 @@ def smoothing_terms(xp, z, labels, e, cols, out=None):
 LOSSES = {
     cls.name: cls for cls in (MSELoss, HuberLoss, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss)
 }
+
+
+#: a loss's ``config()`` keys that switch input checks, not what it computes
+CHECKS = ("check_labels", "check_range")
+
+
+def loss_settings(loss_fn) -> dict:
+    """The loss's name and the settings that make its numbers (``config()`` without its input
+    checks), as checkpoints record them and resume and the ranks compare them."""
+    return {"name": loss_fn.name,
+            **{k: v for k, v in loss_fn.config().items() if k not in CHECKS}}
 
 
 def get_loss(name: str, **kwargs) -> Loss:

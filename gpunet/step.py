@@ -155,7 +155,9 @@ class StaticStep:
         """Why this model / loss / optimiser cannot take static steps ("" when they can)."""
         for _, _, act in model.blocks():
             if not get_activation(act.name).elementwise:
-                return f"the {act.name} output is row-wise (train it with cross_entropy)"
+                return (f"the {act.name} output is row-wise (give the model "
+                        "output='identity' and train it with cross_entropy, which applies the "
+                        "softmax itself)")
         # Exact types: the step computes these losses itself and a graph replays no Python, so
         # a subclass's own __call__ or _update would be skipped.
         if type(loss_fn) is CrossEntropyLoss:

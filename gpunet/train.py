@@ -31,7 +31,8 @@ from .distributed import (STEP_EXTRAS, share_weight, shard, stop_flag, stop_sign
 from .errors import CheckpointError, ConfigError, DataError, GpunetError, ShapeError
 from .layers import BatchNorm
 from .log import is_terminal, notice
-from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, check_loss_output
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, check_loss_output,
+                     loss_settings)
 from .model import as_inputs
 from .schedules import Schedule
 from .step import StaticStep
@@ -683,8 +684,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             raise ConfigError(f"this run's patience was {t.get('patience')}; resume it with "
                               f"the same, not {patience}")
         saved_loss = t.get("loss")
-        now_loss = {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
-                                             if k != "check_labels"}}
+        now_loss = loss_settings(loss_fn)
         if isinstance(saved_loss, dict) and saved_loss != now_loss:
             raise ConfigError(f"this run trained on the loss {_options(saved_loss)}; resume it "
                               f"with the same, not {_options(now_loss)}")
@@ -902,8 +902,7 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                     "seed": seed, "patience": patience, "schedule": schedule.state_dict(),
                     "monitor": monitor, "min_delta": min_delta,
                     "ranks": ranks, "machine": machine,
-                    "loss": {"name": loss_fn.name, **{k: v for k, v in loss_fn.config().items()
-                                                      if k != "check_labels"}}}
+                    "loss": loss_settings(loss_fn)}
         save_checkpoint(save, model, optimizer, epoch=state.epoch,
                         standardizer=data.standardizer, target_standardizer=target, arrays=arrays,
                         classes=getattr(data, "classes", None),
@@ -1128,7 +1127,7 @@ def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **se
         cells = np.abs(a + np.abs(a).max() / 2) @ column
         return float(cells @ np.arange(1, len(a) + 1, dtype=np.float64))
 
-    loss = {k: v for k, v in loss_fn.config().items() if k not in ("check_labels", "check_range")}
+    loss = {k: v for k, v in loss_settings(loss_fn).items() if k != "name"}
     # (a model built from another seed is fine: rank 0's weights are broadcast)
     architecture = {k: v for k, v in model.config().items()
                     if k not in ("dropout_seed", "dropout_step")}

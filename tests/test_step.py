@@ -747,3 +747,16 @@ def test_weights_whose_total_overflows_but_no_batchs_do_train_as_the_eager_step_
         assert float(value) == float(t_value)
     for k in model.params:
         np.testing.assert_array_equal(host(model.params[k]), host(twin.params[k]), err_msg=k)
+
+
+def test_the_refusal_of_a_softmax_output_gives_advice_that_works():
+    """StaticStep refused a softmax output saying "train it with cross_entropy", which it
+    refuses too (cross_entropy takes logits): the advice names the identity output."""
+    m = gn.MLP([3, 4, 3], output="softmax", seed=0)
+    with pytest.raises(gn.ConfigError, match="output='identity' and train it with cross_entropy"):
+        StaticStep(m, gn.MSELoss(), gn.SGD(m), 4)
+    m = gn.MLP([3, 4, 3], seed=0)  # what it says to do
+    step = StaticStep(m, gn.CrossEntropyLoss(), gn.SGD(m), 4)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    loss, _ = step(x, np.array([0, 1, 2, 1]), np.arange(4))
+    assert np.isfinite(float(loss))

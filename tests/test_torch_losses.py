@@ -579,3 +579,17 @@ def test_class_weights_with_label_smoothing_are_row_weights(torch, reduction):
     assert float(got) == pytest.approx(rows_weighted, rel=1e-12)
     assert want == pytest.approx(class_weighted, rel=1e-12)
     assert abs(rows_weighted - class_weighted) > 1e-3 * abs(class_weighted)  # (they differ)
+
+
+def test_bce_takes_check_range_as_cross_entropy_takes_check_labels():
+    """BCELoss's docstring named check_range = False, but BCELoss(check_range=False) was a
+    TypeError where CrossEntropyLoss(check_labels=False) is the constructor's argument."""
+    y = np.random.default_rng(0).random((5, 2))
+    logits = y * 4 - 2  # (values outside [0, 1]: logits given where probabilities belong)
+    with pytest.raises(gn.ConfigError, match="probabilities in \\[0, 1\\]"):
+        gn.BCELoss()(logits, y)
+    gn.BCELoss(check_range=False)(logits, y)  # not checked: the caller vouches for them
+    assert gn.get_loss("bce", check_range=False).config() == {"reduction": "mean",
+                                                              "check_range": False}
+    with pytest.raises(gn.ConfigError, match="check_range must be True or False"):
+        gn.BCELoss(check_range="no")
