@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel over the ranks of `mpiexec -n N gpunet train ...` "
                         "(needs gpunet[distributed])")
     t.add_argument("--collective-timeout", type=_seconds, default=None, metavar="SECONDS",
-                   help="--distributed: abort the job when a collective waits this long for "
-                        "another rank (default: $GPUNET_COLLECTIVE_TIMEOUT, else 600; 0: never)")
+                   help="--distributed: abort the job when a collective, or MPI's start, "
+                        "waits this long for another rank (default: $GPUNET_COLLECTIVE_TIMEOUT, "
+                        "else 600; 0: never)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint (by default on its test split)")
     e.add_argument("--checkpoint", required=True, metavar="PATH", type=_path,

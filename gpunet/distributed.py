@@ -27,17 +27,28 @@ NCCL, a CUDA event) polled against a deadline (``timeout`` seconds, default
 ``$GPUNET_COLLECTIVE_TIMEOUT`` or 600); a rank that waits longer prints one line and calls
 ``MPI_Abort``, which ends every rank. ``abort_on_error()`` does the same for an exception
 raised on one rank, which would otherwise leave the others waiting in their next collective.
+MPI's start is bounded by the same timeout: ``MPI_Init`` (run by the first import of
+``mpi4py.MPI``, ``import_mpi``) waits in C for every rank to start MPI, where no deadline of
+Python's and no ``MPI_Abort`` reach, and a rank that exited before it did (a host whose Python
+lacks gpunet) left the others there for good (MPICH's ``mpiexec`` does not end such a job).
+The import runs under a watchdog, a child forked before it that makes system calls only: if
+MPI is not up in time it prints one line and ends its rank (SIGTERM, then SIGKILL), and the
+launcher ends the job. There is none where the timeout is 0, where MPI is up already, or
+without ``fork`` (Windows).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import re
+import select
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -54,8 +65,23 @@ class DistributedUnavailableError(GpunetError, RuntimeError):
     """Distributed training was asked for but mpi4py or an MPI library is missing."""
 
 
-def import_mpi():
-    """``mpi4py.MPI``, or DistributedUnavailableError saying what to install."""
+def import_mpi(timeout=None):
+    """``mpi4py.MPI``, or DistributedUnavailableError saying what to install.
+
+    The import starts MPI (``MPI_Init``), which waits in C for every rank of the job to start
+    it too: where one exited before it did, the others wait for good. So the first import runs
+    under a watchdog (``_start_watchdog``) that ends this process after ``timeout`` seconds
+    (as ``Communicator``'s: None takes ``$GPUNET_COLLECTIVE_TIMEOUT``, else 600; 0 waits
+    forever); a script that needs MPI before its Communicator can call this for the same
+    bound."""
+    watchdog = None
+    if "mpi4py.MPI" not in sys.modules and _mpi4py_found() and getattr(
+            getattr(sys.modules.get("mpi4py"), "rc", None), "initialize", True):
+        try:
+            seconds = _resolve_timeout(timeout)
+        except GpunetError:  # (said, and the job ended, once MPI is up: Communicator)
+            seconds = DEFAULT_TIMEOUT
+        watchdog = _start_watchdog(seconds)
     try:
         from mpi4py import MPI
     except ImportError:
@@ -64,7 +90,117 @@ def import_mpi():
     except Exception as e:  # mpi4py is there but finds no MPI library to load
         raise DistributedUnavailableError(
             f"mpi4py could not load an MPI library ({_first_line(e)}): {INSTALL_HINT}") from None
+    finally:
+        if watchdog is not None:
+            _stop_watchdog(*watchdog)
     return MPI
+
+
+def _mpi4py_found() -> bool:
+    """Whether mpi4py is there to import (where it is not, no MPI starts: no watchdog)."""
+    try:
+        return importlib.util.find_spec("mpi4py") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+#: seconds the watchdog leaves a process between its SIGTERM and a SIGKILL
+WATCHDOG_GRACE = 2.0
+
+
+def _launcher_rank() -> str:
+    """"gpunet: rank R of N: ", the head of a rank's line, with the rank and size that the
+    launcher's environment gives (MPICH's Hydra, Open MPI, PMIx) before MPI can say them; as
+    much of it as that says."""
+    for rank, size in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+                       ("PMIX_RANK", "PMIX_SIZE")):
+        r, n = os.environ.get(rank, "").strip(), os.environ.get(size, "").strip()
+        if r.isdigit():
+            return f"gpunet: rank {r} of {n}: " if n.isdigit() else f"gpunet: rank {r}: "
+    return "gpunet: "
+
+
+def _start_watchdog(timeout):
+    """Bound the wait for ``MPI_Init`` by ``timeout`` seconds (None: no bound): a forked child
+    waits on a pipe whose writing end only this process holds. ``_stop_watchdog`` closes it
+    once MPI is up, and the child, at the end of file, exits at once (as it does when this
+    process dies). If the time runs out first, the child prints one line and ends this process,
+    stuck in C where no Python code of its own can run: SIGTERM, which ends it as the
+    launcher's own stop does (Python leaves SIGTERM to the system), then SIGKILL should it
+    still be there ``WATCHDOG_GRACE`` seconds later (a handler of the script's own, which
+    cannot run inside MPI_Init). Returns (child's pid, the pipe's writing end), or None: no
+    bound, or no fork (Windows)."""
+    if timeout is None or not hasattr(os, "fork"):
+        return None
+    line = (f"{_launcher_rank()}error: MPI did not start within "
+            f"{timeout:g} s: another rank may have exited before MPI started (see its output); "
+            "ending this rank (GPUNET_COLLECTIVE_TIMEOUT or --collective-timeout sets the "
+            "limit)\n").encode("utf-8", "replace")
+    parent = os.getpid()
+    r, w = os.pipe()
+    try:
+        with warnings.catch_warnings():  # (Python 3.12 warns of fork in a process with threads
+            warnings.simplefilter("ignore", DeprecationWarning)  # (BLAS's): the child takes
+            pid = os.fork()                                        # none of their locks
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid == 0:
+        _watch(r, parent, timeout, line)  # (never returns)
+    os.close(r)
+    return pid, w
+
+
+def _watch(fd, parent, timeout, line):
+    """The watchdog child: system calls only, and ``os._exit``, never Python's exit (no atexit,
+    no flush of buffers copied from the parent). ``fd``: the pipe's reading end."""
+    try:
+        for sig in signal.valid_signals():  # (the parent's Python handlers are not the child's:
+            with contextlib.suppress(Exception):  # a Ctrl-C to the group ends it quietly)
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
+        keep = {fd, 2}  # (the pipe, and stderr for the line: not the parent's sockets or the
+        open_fds = None  # pipe's writing end, whose copy here would hide the parent's close)
+        for listing in ("/proc/self/fd", "/dev/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                open_fds = [int(name) for name in os.listdir(listing)]
+                break
+        if open_fds is None:
+            open_fds = range(os.sysconf("SC_OPEN_MAX"))
+        for other in open_fds:
+            if other not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(other)
+        if select.select([fd], [], [], timeout)[0] or os.getppid() != parent:
+            return  # MPI started (end of file), or the parent is gone
+        with contextlib.suppress(OSError):
+            os.write(2, line)
+        os.kill(parent, signal.SIGTERM)
+        if not select.select([fd], [], [], WATCHDOG_GRACE)[0] and os.getppid() == parent:
+            os.kill(parent, signal.SIGKILL)
+    except BaseException:
+        pass
+    finally:
+        os._exit(0)
+
+
+def _stop_watchdog(pid, w):
+    """End ``_start_watchdog``'s child (MPI is up, or its import failed) and reap it."""
+    os.close(w)  # (the child sees the end of file and exits)
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:  # (reaped already: a SIGCHLD set to SIG_IGN)
+            return
+        if time.monotonic() > deadline:  # (never seen: a child stuck in an at-fork handler)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)  # (ours and not reaped: the pid is still its)
+                os.waitpid(pid, 0)
+            return
+        time.sleep(0.0002)
 
 
 def shard(rows: int, rank: int, size: int) -> tuple[int, int]:
@@ -185,7 +321,7 @@ class Communicator:
     """
 
     def __init__(self, mpi_comm=None, *, timeout=None):
-        self.MPI = import_mpi()
+        self.MPI = import_mpi(timeout)
         self.comm = mpi_comm if mpi_comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.is_root = self.rank == 0

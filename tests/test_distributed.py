@@ -460,6 +460,112 @@ def test_ranks_that_differ_in_data_or_settings_end_the_job_saying_how(what, says
     assert says in line and "on rank 1" in line and "epoch " not in proc.stdout, proc.stderr
 
 
+#: a rank's script that counts the processes it forks (the MPI start's watchdog is one)
+COUNT_FORKS = (
+    "import os, sys\n"
+    "forks, fork = [], os.fork\n"
+    "def counted():\n"
+    "    pid = fork()\n"
+    "    if pid:\n"
+    "        forks.append(pid)\n"
+    "    return pid\n"
+    "os.fork = counted\n")
+
+
+@needs_mpi
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_a_rank_that_exits_before_mpi_starts_ends_the_job_after_the_timeout(how):
+    """Rank 1 exits before it imports gpunet; rank 0 started MPI, whose MPI_Init waited in C
+    for rank 1 for good (MPICH's mpiexec does not end such a job), out of reach of the
+    collective timeout. The start now runs under that timeout too: rank 0 says so in one
+    line and ends, and the job with it."""
+    start = ("from gpunet.cli import main\n"
+             "main(['train', '--dataset', 'iris', '--epochs', '1', '--backend', 'numpy',"
+             " '--distributed', '--collective-timeout', '3'])\n" if how == "cli" else
+             "from gpunet.distributed import Communicator\n"
+             "os.environ['GPUNET_COLLECTIVE_TIMEOUT'] = '3'\n"
+             "Communicator()\n")
+    code = ("import os, sys\n"
+            "rank = os.environ.get('PMI_RANK', os.environ.get('OMPI_COMM_WORLD_RANK'))\n"
+            "if rank == '1':\n"
+            "    sys.exit(3)  # (a host whose Python lacks gpunet, say)\n" + start +
+            "print('MPI started')\n")
+    proc, seconds = mpirun("-c", code, timeout=60)
+    assert proc.returncode != 0 and 3 < seconds < 30, (seconds, proc.stdout + proc.stderr)
+    lines = [x for x in proc.stderr.splitlines() if "MPI did not start" in x]
+    assert lines == [
+        "gpunet: rank 0 of 2: error: MPI did not start within 3 s: another rank may have "
+        "exited before MPI started (see its output); ending this rank "
+        "(GPUNET_COLLECTIVE_TIMEOUT or --collective-timeout sets the limit)"], proc.stderr
+    assert "MPI started" not in proc.stdout
+
+
+@needs_mpi
+@pytest.mark.parametrize("setup, watched", [
+    ("Communicator(timeout=1)", True),
+    ("os.environ['GPUNET_COLLECTIVE_TIMEOUT'] = '0'\nCommunicator()", False),  # waits forever
+    ("from mpi4py import MPI\nCommunicator(timeout=1)", False),  # MPI already started
+], ids=["timeout", "timeout-0", "mpi-already-started"])
+def test_the_watchdog_of_a_normal_start_leaves_nothing_behind(setup, watched):
+    """A job whose ranks all start: the watchdog child (forked only where there is a timeout
+    and MPI is not up yet) is gone and reaped once MPI is up, and never fires later: each
+    rank waits past the 1 s timeout, then meets the other in a barrier."""
+    code = (COUNT_FORKS +
+            "import time\n"
+            "from gpunet.distributed import Communicator\n" + setup + "\n"
+            "mine = list(forks)\n"
+            "for pid in mine:\n"
+            "    try:\n"
+            "        os.waitpid(pid, os.WNOHANG)\n"
+            "        sys.exit(f'watchdog {pid} not reaped')\n"
+            "    except ChildProcessError:\n"
+            "        pass\n"
+            "    assert not os.path.exists(f'/proc/{pid}'), pid\n"
+            "time.sleep(1.5)\n"
+            "comm = Communicator()\n"
+            "comm.barrier()\n"
+            "os.write(1, f'rank {comm.rank}: {len(mine)} fork(s)\\n'.encode())\n")
+    proc, _ = mpirun("-c", code, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(proc.stdout.splitlines()) == [f"rank {r}: {int(watched)} fork(s)"
+                                                for r in range(2)], proc.stdout
+    assert "MPI did not start" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork: no watchdog")
+def test_the_watchdog_kills_a_process_that_ignores_sigterm_and_spares_one_that_exited():
+    """No MPI needed: a process whose own SIGTERM handler keeps it alive (as a script's does
+    in MPI_Init, where Python code cannot run) is killed WATCHDOG_GRACE seconds later; the
+    watchdog of a process that exited first leaves at once, without a word or a kill."""
+    from gpunet.distributed import WATCHDOG_GRACE
+
+    stuck = ("import os, signal, time\n"
+             "from gpunet.distributed import _start_watchdog\n"
+             "signal.signal(signal.SIGTERM, lambda *a: print('SIGTERM', flush=True))\n"
+             "_start_watchdog(0.5)\n"
+             "time.sleep(30)\n")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", stuck], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PMI_RANK": "4", "PMI_SIZE": "8"})
+    seconds = time.monotonic() - t0
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    assert 0.5 + WATCHDOG_GRACE <= seconds < 0.5 + WATCHDOG_GRACE + 10, seconds
+    assert proc.stdout == "SIGTERM\n"  # (the handler ran in time.sleep, not in the C of MPI)
+    assert proc.stderr.startswith("gpunet: rank 4 of 8: error: MPI did not start within "
+                                  "0.5 s: another rank may have exited"), proc.stderr
+
+    # (run returns once every holder of the stderr pipe has closed it: the watchdog too)
+    gone = ("import os\n"
+            "from gpunet.distributed import _start_watchdog\n"
+            "_start_watchdog(20)\n"
+            "os._exit(7)\n")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", gone], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 7 and proc.stderr == "", proc.stderr
+    assert time.monotonic() - t0 < 15
+
+
 @needs_mpi
 def test_a_stalled_rank_is_timed_out_and_the_job_ends():
     """Rank 1 sleeps for two minutes; rank 0 gives up after 2 s and aborts every rank."""
