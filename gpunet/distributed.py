@@ -27,7 +27,7 @@ NCCL, a CUDA event) polled against a deadline (``timeout`` seconds, default
 ``$GPUNET_COLLECTIVE_TIMEOUT`` or 600); a rank that waits longer prints one line and calls
 ``MPI_Abort``, which ends every rank. ``abort_on_error()`` does the same for an exception
 raised on one rank, which would otherwise leave the others waiting in their next collective.
-MPI's start is bounded by the same timeout: ``MPI_Init`` (run by the first import of
+MPI's start is bounded by the same timeout (but at least 10 s): ``MPI_Init`` (run by the first import of
 ``mpi4py.MPI``, ``import_mpi``) waits in C for every rank to start MPI, where no deadline of
 Python's and no ``MPI_Abort`` reach, and a rank that exited before it did (a host whose Python
 lacks gpunet) left the others there for good (MPICH's ``mpiexec`` does not end such a job).
@@ -72,7 +72,7 @@ def import_mpi(timeout=None):
     it too: where one exited before it did, the others wait for good. So the first import runs
     under a watchdog (``_start_watchdog``) that ends this process after ``timeout`` seconds
     (as ``Communicator``'s: None takes ``$GPUNET_COLLECTIVE_TIMEOUT``, else 600; 0 waits
-    forever); a script that needs MPI before its Communicator can call this for the same
+    forever), and not before ``MIN_START_TIMEOUT`` (10 s); a script that needs MPI before its Communicator can call this for the same
     bound."""
     watchdog = None
     if "mpi4py.MPI" not in sys.modules and _mpi4py_found() and getattr(
@@ -81,7 +81,9 @@ def import_mpi(timeout=None):
             seconds = _resolve_timeout(timeout)
         except GpunetError:  # (said, and the job ended, once MPI is up: Communicator)
             seconds = DEFAULT_TIMEOUT
-        watchdog = _start_watchdog(seconds)
+        # (a short collective timeout, to catch a stalled rank fast, must not end a job whose
+        # hosts take some seconds more to import and start: the start gets at least this)
+        watchdog = _start_watchdog(None if seconds is None else max(seconds, MIN_START_TIMEOUT))
     try:
         from mpi4py import MPI
     except ImportError:
@@ -106,6 +108,9 @@ def _mpi4py_found() -> bool:
 
 #: seconds the watchdog leaves a process between its SIGTERM and a SIGKILL
 WATCHDOG_GRACE = 2.0
+#: the fewest seconds MPI's start may take before the watchdog ends a rank, whatever the
+#: collective timeout (which bounds it where longer)
+MIN_START_TIMEOUT = 10.0
 
 
 def _launcher_rank() -> str:

@@ -491,10 +491,10 @@ def test_a_rank_that_exits_before_mpi_starts_ends_the_job_after_the_timeout(how)
             "    sys.exit(3)  # (a host whose Python lacks gpunet, say)\n" + start +
             "print('MPI started')\n")
     proc, seconds = mpirun("-c", code, timeout=60)
-    assert proc.returncode != 0 and 3 < seconds < 30, (seconds, proc.stdout + proc.stderr)
+    assert proc.returncode != 0 and 10 < seconds < 40, (seconds, proc.stdout + proc.stderr)
     lines = [x for x in proc.stderr.splitlines() if "MPI did not start" in x]
-    assert lines == [
-        "gpunet: rank 0 of 2: error: MPI did not start within 3 s: another rank may have "
+    assert lines == [  # (a 3 s collective timeout gives the start MIN_START_TIMEOUT)
+        "gpunet: rank 0 of 2: error: MPI did not start within 10 s: another rank may have "
         "exited before MPI started (see its output); ending this rank "
         "(GPUNET_COLLECTIVE_TIMEOUT or --collective-timeout sets the limit)"], proc.stderr
     assert "MPI started" not in proc.stdout
@@ -508,8 +508,8 @@ def test_a_rank_that_exits_before_mpi_starts_ends_the_job_after_the_timeout(how)
 ], ids=["timeout", "timeout-0", "mpi-already-started"])
 def test_the_watchdog_of_a_normal_start_leaves_nothing_behind(setup, watched):
     """A job whose ranks all start: the watchdog child (forked only where there is a timeout
-    and MPI is not up yet) is gone and reaped once MPI is up, and never fires later: each
-    rank waits past the 1 s timeout, then meets the other in a barrier."""
+    and MPI is not up yet) is gone and reaped once MPI is up, so that it cannot fire later;
+    the ranks then meet in a barrier."""
     code = (COUNT_FORKS +
             "import time\n"
             "from gpunet.distributed import Communicator\n" + setup + "\n"
@@ -521,7 +521,6 @@ def test_the_watchdog_of_a_normal_start_leaves_nothing_behind(setup, watched):
             "    except ChildProcessError:\n"
             "        pass\n"
             "    assert not os.path.exists(f'/proc/{pid}'), pid\n"
-            "time.sleep(1.5)\n"
             "comm = Communicator()\n"
             "comm.barrier()\n"
             "os.write(1, f'rank {comm.rank}: {len(mine)} fork(s)\\n'.encode())\n")
