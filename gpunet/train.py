@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from .backends import backend_of
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .distributed import (STEP_EXTRAS, share_weight, shard, stop_flag, stop_signal,
                           weighted_share)
@@ -1176,13 +1177,23 @@ def _warn_replacing_unfinished(path) -> None:
 
 
 def _not_finite(backend, arrays: dict) -> list:
-    """The names of the ``arrays`` (name -> a backend array) that hold a NaN or an infinity:
-    one reduction an array and one transfer for all of them (a device syncs once)."""
+    """The names of the ``arrays`` (name -> an array) that hold a NaN or an infinity: one
+    reduction an array and one transfer for those on ``backend`` (a device syncs once). An
+    array of another backend (an optimizer's state before it follows its model's ``to``) is
+    checked on its own."""
     if not arrays:
         return []
     xp = backend.xp
-    finite = backend.to_host(xp.stack([xp.isfinite(v).all() for v in arrays.values()]))
-    return [k for k, ok in zip(arrays, finite) if not ok]
+    here = {k: v for k, v in arrays.items() if backend.owns(v)}
+    bad = set()
+    if here:
+        finite = backend.to_host(xp.stack([xp.isfinite(v).all() for v in here.values()]))
+        bad = {k for k, ok in zip(here, finite) if not ok}
+    for k, v in arrays.items():
+        if k not in here:
+            other = backend_of(v)
+            bad |= {k} if not bool(other.to_host(other.xp.isfinite(v).all())) else set()
+    return [k for k in arrays if k in bad]
 
 
 def check_resume(training: dict, epochs, batch_size) -> None:

@@ -44,7 +44,11 @@ def test_own_cublas_matmul_against_float64_numpy(cupy_backend, dtype, trans_a, t
 def test_fused_sgd_kernel_against_the_cpu_kernel(cupy_backend, momentum, nesterov, wd, first):
     cpu, cp = gn.get_backend("numpy"), cupy_backend.xp
     rng = np.random.default_rng(1)
-    p, g, buf = (rng.standard_normal((301, 77)).astype(np.float32) for _ in range(3))
+    # (over the CPU's kernel_min_size, so that the reference is the CPU kernel, whose float64
+    # arithmetic rounded once the device kernel shares: NumPy's float32 ops below it round
+    # 0.9 buf + g on their own, 1.2e-7 off at one element of 301 x 77)
+    p, g, buf = (rng.standard_normal((301, 227)).astype(np.float32) for _ in range(3))
+    assert p.size >= cpu.kernel_min_size
     hp, hb = p.copy(), buf.copy()
     cpu.sgd_update(hp, g, hb if momentum else None, np.array([0.05, 3.0]), momentum, 0.0,
                    nesterov, wd, first)
@@ -61,7 +65,8 @@ def test_fused_sgd_kernel_against_the_cpu_kernel(cupy_backend, momentum, nestero
 def test_fused_adam_kernel_against_the_cpu_kernel(cupy_backend, wd, decoupled, step):
     cpu, cp = gn.get_backend("numpy"), cupy_backend.xp
     rng = np.random.default_rng(2)
-    p, g, m = (rng.standard_normal((1000, 33)).astype(np.float32) for _ in range(3))
+    p, g, m = (rng.standard_normal((1000, 67)).astype(np.float32) for _ in range(3))
+    assert p.size >= cpu.kernel_min_size  # (the CPU kernel, as above)
     v = rng.uniform(0.01, 1, p.shape).astype(np.float32)
     host = [a.copy() for a in (p, m, v)]
     cpu.adam_update(host[0], g, host[1], host[2], np.array([1e-2, step]), 0.9, 0.999, 1e-8, wd,
@@ -122,3 +127,24 @@ def test_tf32_products_stay_within_tf32_rounding(cupy_backend):
     np.testing.assert_allclose(cp.asnumpy(out), ref, atol=2 ** -10 * np.sqrt(512) * 4)
     cupy_backend.matmul(cp.asarray(a), cp.asarray(b), out)  # back to full fp32
     np.testing.assert_allclose(cp.asnumpy(out), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_fit_after_the_model_moved_to_the_gpu_with_an_optimizer_that_has_state():
+    """fit checked the optimizer's state for NaN with the model's array module before the
+    state followed the model (at its first step): a cupy ufunc on the NumPy moments raised
+    TypeError. The second fit goes on from the first's moments, as on the CPU."""
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 5))
+    data = make_dataset("t", x, (x[:, 0] > 0).astype(int), "classification")
+    runs = {}
+    for to in ("numpy", "cupy"):
+        m = gn.MLP([5, 8, 2], backend="numpy", dtype=np.float64, seed=1)
+        opt = gn.Adam(m)
+        gn.fit(m, data, gn.CrossEntropyLoss(), opt, epochs=1, progress=False, seed=2)
+        m.to(to)
+        gn.fit(m, data, gn.CrossEntropyLoss(), opt, epochs=1, progress=False, seed=2)
+        runs[to] = {k: m.backend.to_host(v) for k, v in m.params.items()}
+    for k, v in runs["numpy"].items():
+        np.testing.assert_allclose(runs["cupy"][k], v, rtol=1e-9, atol=1e-12)
