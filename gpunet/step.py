@@ -32,14 +32,17 @@ each call passes the rows' weights, and the step scales each row's loss and grad
 masks of ``gpunet.dropout``, drawn in the step from a training-step counter on the device that
 the step advances, so a replay draws new ones: the eager step's masks, to the bit).
 ``StaticStep.unsupported`` names what does not fit, and callers (``gpunet.train.fit``) then
-train eagerly. Fixed when the body is captured: the batch size, momentum, betas, eps, weight
-decay and dropout rate; read at every replay: the batch, the learning rate, the step count and
-the dropout step. If the model's parameters, the optimiser's state
-or the backend are replaced, the next call rebuilds and captures again.
+train eagerly. Fixed when the body is captured: the batch size and every setting of the
+optimiser (momentum, betas, eps, weight decay, gradient clipping), the loss (label smoothing,
+Huber's delta, the reduction) and the model (dropout rate, norm eps); read at every replay: the
+batch, the learning rate, the step count and the dropout step. If the model's parameters, the
+optimiser's state or the backend are replaced, or one of those settings changes, the next call
+rebuilds and captures again (a captured graph would otherwise replay the old setting).
 """
 
 from __future__ import annotations
 
+import operator
 
 import numpy as np
 
@@ -50,6 +53,12 @@ from .log import notice
 from .losses import (LOSSES, ONE_OUTPUT, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,
                      HuberLoss, MSELoss, check_loss_output, smoothing_terms)
 from .optim import SGD, Adam, AdamW
+
+
+#: the model's settings a static step holds by value (``MLP.config()`` but the sizes and
+#: dtype, which the buffers hold, and the dropout step, read at every replay)
+_MODEL_SETTINGS = operator.attrgetter("activation", "output", "slope", "dropout", "dropout_seed",
+                                      "norm", "norm_eps", "norm_momentum")
 
 
 class StaticStep:
@@ -104,6 +113,7 @@ class StaticStep:
         self.extras = int(extras)
         self.captured = False  # whether calls replay a CUDA graph (False on the CPU)
         self._binding = None
+        self._read_settings = None  # (made at the first _settings call)
         self._replay = self._replay_update = None
         self._w_checked = None  # the weights array last checked (once per array)
         self._w_each = False  # its weights could overflow a batch's sum: check each batch
@@ -181,6 +191,7 @@ class StaticStep:
 
     def _build(self, x, y):
         model = self.model
+        self._built_with = self._settings()
         backend, dtype, n = model.backend, model.dtype, self.batch_size
         xp = backend.xp
         for lin, _, _ in model.blocks():  # (parameters a caller assigned: as forward checks)
@@ -281,9 +292,30 @@ class StaticStep:
                 + list(self.model.buffers.values())
                 + [a for slots in opt.state.values() for a in slots.values()])
 
+    def _settings(self):
+        """Everything else the body (and a captured graph) holds by value: the optimiser's
+        settings but the learning rate, the loss's and the model's (its dropout step aside:
+        the learning rate and that step are read at every replay). Read as attributes by one
+        ``attrgetter`` each (under 1 µs a call, where the dicts of ``hyperparameters()`` and
+        ``config()`` took 10: an eighth of a replayed GPU step)."""
+        if self._read_settings is None:
+            opt, loss = self.optimizer, self.loss_fn
+            getters = [operator.attrgetter(*[k for k in opt.hyperparameters() if k != "lr"]),
+                       operator.attrgetter(*loss.config()), _MODEL_SETTINGS]
+            try:
+                for get, of in zip(getters, (opt, loss, self.model)):
+                    get(of)
+                self._read_settings = lambda: (getters[0](opt), getters[1](loss),
+                                               getters[2](self.model))
+            except AttributeError:  # (a subclass's settings that are not its attributes)
+                self._read_settings = lambda: repr((
+                    opt.hyperparameters(), loss.config(), self.model.config()))
+        return self._read_settings()
+
     def _still_bound(self) -> bool:
         now = self._bound_to()
-        return len(now) == len(self._binding) and all(a is b for a, b in zip(now, self._binding))
+        return (len(now) == len(self._binding) and all(a is b for a, b in zip(now, self._binding))
+                and self._settings() == self._built_with)
 
     # -- the step -------------------------------------------------------------------------------
 

@@ -760,3 +760,36 @@ def test_the_refusal_of_a_softmax_output_gives_advice_that_works():
     x = np.random.default_rng(0).standard_normal((4, 3))
     loss, _ = step(x, np.array([0, 1, 2, 1]), np.arange(4))
     assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("opt, loss, change", [
+    ("sgd", "ce", lambda o, l: setattr(o, "clip_norm", 0.01)),
+    ("momentum", "mse", lambda o, l: setattr(o, "weight_decay", 0.1)),
+    ("momentum", "mse", lambda o, l: (setattr(o, "momentum", 0.5), setattr(o, "nesterov", False))),
+    ("adam", "ce", lambda o, l: setattr(o, "betas", (0.5, 0.9))),
+    ("adam", "ce", lambda o, l: setattr(l, "label_smoothing", 0.3)),
+    ("sgd", "huber", lambda o, l: setattr(l, "delta", 2.0)),
+    ("adamw", "mse", lambda o, l: setattr(l, "reduction", "sum")),
+], ids=["clip_norm", "weight_decay", "momentum", "betas", "label_smoothing", "delta",
+        "reduction"])
+def test_a_setting_changed_between_static_steps_is_applied_as_by_the_eager_step(
+        backend, opt, loss, change):
+    """A captured step replayed the settings it was captured with (clip_norm set later never
+    clipped on the GPU), and turning label smoothing on after the first call raised
+    AttributeError on the CPU: a changed setting makes the next call rebuild the step."""
+    eager, e_opt, e_loss, x, y = _setup(backend.name, opt, loss, dtype="float64")
+    static, s_opt, s_loss, _, _ = _setup(backend.name, opt, loss, dtype="float64")
+    step = StaticStep(static, s_loss, s_opt, BATCH)
+    for i, rows in enumerate(_batches(6)):
+        if i == 3:
+            change(e_opt, e_loss)
+            change(s_opt, s_loss)
+        idx = eager.backend.asarray(rows)
+        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
+        got, _ = step(x, y, idx)
+        np.testing.assert_allclose(float(got), float(ref), rtol=1e-12)
+    for k in eager.params:
+        np.testing.assert_allclose(host(static.params[k]), host(eager.params[k]), rtol=1e-10,
+                                   atol=1e-13, err_msg=k)
+    if e_opt.grad_norm is not None:
+        np.testing.assert_allclose(float(s_opt.grad_norm), float(e_opt.grad_norm), rtol=1e-12)
