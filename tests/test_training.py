@@ -1256,3 +1256,66 @@ def test_large_figures_are_printed_to_significant_digits_not_decimals(v):
         assert len(digits) <= decimals + 4, text
         assert float(text) == pytest.approx(v, rel=10.0 ** -(decimals + 3)), text
     assert figure(9999.5) == "9999.5000" and figure(0.5) == "0.5000"  # (below: as before)
+
+
+def test_resume_refuses_rows_that_changed_where_the_statistics_do_not_show_it(tmp_path,
+                                                                                capsys):
+    """A validation row changed, or two training rows swapped, leaves the split sizes and the
+    training rows' statistics as they were: the resume went on silently (another best epoch,
+    early stopping at another epoch). A checksum of every split's rows refuses it; the same
+    file resumes."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(150, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    rows = [f"{r[0]:.6f},{r[1]:.6f},{r[2]:.6f},{t}" for r, t in zip(x, y)]
+    data, run = tmp_path / "d.csv", tmp_path / "run.npz"
+    data.write_text("\n".join(["a,b,c,y"] + rows) + "\n")
+    assert main(["train", "--dataset", str(data), "--target", "y", "--epochs", "2", "--save",
+                 str(run), "--quiet", "--patience", "3"]) == 0
+    ck = load_checkpoint(run)
+    spec = gn.DataSpec.from_json(ck.extra["data"])
+    split = gn.load_data(spec)
+    val_row = next(i for i, r in enumerate(x) if np.allclose(
+        (r - split.standardizer.mean) / split.standardizer.std, split.x_val[0], atol=1e-5))
+    train_rows = [i for i, r in enumerate(x) if np.isclose(
+        (r - split.standardizer.mean) / split.standardizer.std, split.x_train[:2],
+        atol=1e-5).all(axis=1).any()]
+    changed = list(rows)
+    changed[val_row] = f"{x[val_row, 0] + 5:.6f}" + rows[val_row][rows[val_row].index(","):]
+    swapped = list(rows)
+    swapped[train_rows[0]], swapped[train_rows[1]] = rows[train_rows[1]], rows[train_rows[0]]
+    saved = run.read_bytes()
+    for lines, what in ((changed, "validation rows' features"),
+                        (swapped, "training rows' features")):
+        data.write_text("\n".join(["a,b,c,y"] + lines) + "\n")
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 1
+        assert f"the data are not those the run was trained on: the {what} differ" \
+            in capsys.readouterr().err
+        assert run.read_bytes() == saved
+    data.write_text("\n".join(["a,b,c,y"] + rows) + "\n")
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--quiet"]) == 0
+
+
+def test_resume_in_python_refuses_other_data_of_the_same_shape(tmp_path):
+    """make_dataset(standardize=False) data of the same shape but other values (no
+    statistics to compare) were trained on from the checkpoint without a word."""
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(120, 4)), rng.integers(0, 3, 120)
+    first = make_dataset("a", x, y, "classification", standardize=False)
+    other = make_dataset("a", rng.normal(size=(120, 4)), y, "classification",
+                         standardize=False)
+    m = gn.MLP([4, 8, 3], seed=0)
+    fit(m, first, gn.CrossEntropyLoss(), gn.SGD(m), epochs=1, save=str(tmp_path / "r.npz"),
+        progress=False)
+    for data, ok in ((other, False), (first, True)):
+        m = gn.MLP([4, 8, 3], seed=0)
+        run = lambda: fit(m, data, gn.CrossEntropyLoss(), gn.SGD(m), epochs=2,  # noqa: E731
+                          resume=str(tmp_path / "r.npz"), progress=False)
+        if ok:
+            assert len(run()) == 2
+        else:
+            with pytest.raises(gn.ConfigError, match="the training rows' features differ"):
+                run()
