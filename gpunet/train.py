@@ -925,6 +925,9 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
                 f"the loss became {losses[bad[0]]} at epoch {epoch}, step {bad[0] + 1}: "
                 f"{_remedy(optimizer)}" + untouched())
 
+    if state.epoch >= epochs and not state.step:  # (a resume of a run already this long:
+        state.finished = True  # no epoch runs, but save= still gets the run, as said)
+        checkpoint()
     # Overflow shows up as a non-finite loss, reported below with its epoch and step, or at an
     # epoch's end as non-finite weights (its last update) or a non-finite validation loss.
     syncing = model.synced_batch_norm(comm.batch_norm_allreduce(backend)) if synced else \

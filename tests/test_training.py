@@ -1319,3 +1319,20 @@ def test_resume_in_python_refuses_other_data_of_the_same_shape(tmp_path):
         else:
             with pytest.raises(gn.ConfigError, match="the training rows' features differ"):
                 run()
+
+
+def test_resuming_a_run_that_is_already_as_long_still_writes_save(tmp_path, capsys):
+    """`train --resume a.npz --save b.npz` of a run that had done its epochs said "checkpoint
+    written to b.npz" and wrote nothing (fit saves after each epoch, and none ran): the
+    checkpoint is written, the same run's."""
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert main(["train", "--dataset", "iris", "--epochs", "3", "--save", str(a), "--quiet",
+                 "--backend", "numpy"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(a), "--save", str(b), "--backend", "numpy"]) == 0
+    assert f"checkpoint written to {b}" in capsys.readouterr().err
+    assert_same_params(params_of(a), params_of(b))
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert cb.extra["training"]["state"] == ca.extra["training"]["state"]
+    assert main(["train", "--resume", str(b), "--epochs", "4", "--quiet"]) == 0  # goes on
+    assert load_checkpoint(b).extra["training"]["state"]["epoch"] == 4
