@@ -613,9 +613,13 @@ class _GpunetMLP(BaseEstimator):
                               + "; ".join(unlike) + "): fit again, or set them back, before "
                               "saving")
         params = self.get_params(deep=False)
-        rs = params["random_state"]
-        if not (rs is None or isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
-            params["random_state"] = None  # a RandomState has no JSON form; it has been used
+        rs, arrays, generator = params["random_state"], {}, None
+        if isinstance(rs, np.random.RandomState):  # (its state: a key array and 3 numbers,
+            kind, keys, pos, has_gauss, cached = rs.get_state()  # as pickle keeps it, so that
+            arrays["random_state/keys"] = np.asarray(keys, dtype=np.uint32)  # a later
+            generator = {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss),  # fit
+                         "cached_gaussian": float(cached)}  # draws what it would have drawn)
+            params["random_state"] = None
         params = {k: _plain(k, v) for k, v in params.items()}
         names = getattr(self, "feature_names_in_", None)
         info = {"class": type(self).__name__, "params": params,
@@ -625,7 +629,8 @@ class _GpunetMLP(BaseEstimator):
                 "target_names": getattr(self, "_target_names", None),
                 "history": list(self.history_), "best_epoch": self.best_epoch_,
                 "weights_epoch": self._weights_epoch,
-                "stopped_early": bool(self.history_.stopped_early)}
+                "stopped_early": bool(self.history_.stopped_early),
+                "random_state": generator}
         classes = self._saved_classes()
         if classes is not None:  # load gives back classes_ of the dtype fit made (object)
             info["classes_dtype"] = "object" if self.classes_.dtype.kind == "O" else "array"
@@ -642,7 +647,7 @@ class _GpunetMLP(BaseEstimator):
         save_checkpoint(path, self.model_, getattr(self, "_optimizer", None),
                         epoch=self.n_iter_, standardizer=self.standardizer_,
                         target_standardizer=self.target_standardizer_, classes=classes,
-                        extra=extra)
+                        extra=extra, arrays=arrays)
 
     @classmethod
     def load(cls, path, *, backend=None):
@@ -690,6 +695,12 @@ class _GpunetMLP(BaseEstimator):
                     "a number, text or null"))
         if backend is not None:
             params["backend"] = backend
+        generator = info.get("random_state")
+        if generator is not None:  # a RandomState's, where it was one: as it was left
+            params["random_state"] = rs = np.random.RandomState()
+            rs.set_state((generator["kind"], ckpt.arrays["random_state/keys"],
+                          generator["pos"], generator["has_gauss"],
+                          generator["cached_gaussian"]))
         est = cls(**params)
         est.model_ = ckpt.build_model(est.backend) if backend is not None else _model_here(
             ckpt.build_model, cls.__name__, "saved", est.backend, stacklevel=4)
