@@ -721,7 +721,7 @@ def cmd_train(args, comm=None) -> int:
         lr = opt["hyperparameters"]["lr"]
         base = (training.get("schedule") or {}).get("base_lr", 1.0)
         optimizer = get_optimizer(opt["name"], model, lr=lr if lr > 0 else base)
-        optimizer.lr = lr
+        resume.load_optimizer(optimizer)  # (the run's settings: fit's resume loads them too)
         epochs = args.epochs or training["epochs"]
         batch_size = args.batch_size or training["batch_size"]
         seed, patience, schedule = training["seed"], training.get("patience"), None

@@ -784,7 +784,13 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
             step_correct = backend.asarray(resume.arrays["epoch/correct"]).copy()
         # everything checked: the run's optimiser state (checked whole before it changes
         # anything), then its weights and masks' seed and step, on the caller's objects
+        given = optimizer.hyperparameters()
         resume.load_optimizer(optimizer)
+        replaced = [f"{k} {v!r} (not {given[k]!r})" for k, v in
+                    optimizer.hyperparameters().items()
+                    if k != "lr" and k in given and v != given[k]]
+        if replaced:  # (as torch's load_state_dict: the run's settings, but said)
+            notice("resuming with the run's optimizer settings: " + ", ".join(replaced))
         model.load_state_dict(resume.params)
         model.dropout_step = int(saved.get("dropout_step", 0))
         if "dropout_seed" in saved:

@@ -20,6 +20,8 @@ from gpunet.data import DataSpec, load_data
 from gpunet.schedules import Schedule
 from gpunet.train import TrainingDiverged, TrainingInterrupted, fit
 
+from conftest import said
+
 
 def params_of(path):
     return load_checkpoint(path).params
@@ -1336,3 +1338,23 @@ def test_resuming_a_run_that_is_already_as_long_still_writes_save(tmp_path, caps
     assert cb.extra["training"]["state"] == ca.extra["training"]["state"]
     assert main(["train", "--resume", str(b), "--epochs", "4", "--quiet"]) == 0  # goes on
     assert load_checkpoint(b).extra["training"]["state"]["epoch"] == 4
+
+
+def test_a_python_resume_says_which_optimizer_settings_it_takes_from_the_run(tmp_path, caplog):
+    """fit(resume=) takes the run's optimiser settings, as torch's load_state_dict does, but
+    replaced those the given optimiser was built with without a word (the command line
+    refuses such flags): a notice names them; an optimiser built alike gets none."""
+    spec = DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2)
+    data = load_data(spec)
+    m = gn.MLP([13, 8, 3], seed=0)
+    fit(m, data, gn.CrossEntropyLoss(), gn.SGD(m, lr=0.05, momentum=0.9), epochs=1,
+        save=str(tmp_path / "r.npz"), progress=False)
+    for opt, said_it in ((gn.SGD(m, lr=0.5, momentum=0.1, weight_decay=0.3), True),
+                         (gn.SGD(m, lr=0.5, momentum=0.9), False)):
+        caplog.clear()
+        fit(m, data, gn.CrossEntropyLoss(), opt, epochs=2, resume=str(tmp_path / "r.npz"),
+            progress=False)
+        assert (opt.momentum, opt.weight_decay, opt.lr) == (0.9, 0.0, 0.05)
+        lines = said(caplog)
+        assert ("resuming with the run's optimizer settings: weight_decay 0.0 (not 0.3), "
+                "momentum 0.9 (not 0.1)" in lines) == said_it, lines
