@@ -935,7 +935,10 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         standardize: standardise the features with the training rows' mean and std.
         warm_start: ``fit`` goes on from the fitted network and its standardisation for
             ``epochs`` more epochs (with a new optimiser and schedule; the history goes on),
-            as scikit-learn's ``warm_start``; the architecture and classes must stay.
+            as scikit-learn's ``warm_start``; the architecture and classes must stay. With
+            ``patience``, each such fit's early stopping starts afresh (as Keras's; not
+            scikit-learn's, which carries its best score across calls) and keeps its own
+            best epoch, which may score worse than the weights it started from.
         backend, dtype: "auto" (CuPy where it runs; ``$GPUNET_BACKEND`` is the command
             line's default, not read here), "numpy" or "cupy"; float32 or float64.
         random_state: seeds the weights, the split and the shuffling (None: drawn afresh).
