@@ -699,7 +699,8 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         if isinstance(t.get("seed"), int):  # the run's, as recorded (its shuffling goes on
             seed = t["seed"]  # from the generator's saved state, whatever seed is given)
         if comm is None or comm.is_root:
-            _say_other_machine(t.get("machine"), machine, where or "the checkpoint")
+            _say_other_machine(t.get("machine"), machine,
+                               where or getattr(resume, "path", None) or "the checkpoint")
         if (resume.target_standardizer is None) != (target is None):
             raise ConfigError("this checkpoint's run trained on "
                               + ("targets as given" if target is not None else

@@ -87,7 +87,8 @@ def test_a_resume_on_another_setup_says_it_may_not_end_as_the_unbroken_run(tmp_p
     elsewhere = {**here, "device": "cpu (elsewhere)"}
     monkeypatch.setattr(train_module, "machine_fingerprint", lambda backend: elsewhere)
     _run("numpy", 3, save=path, resume=load_checkpoint(path))
-    assert (f"the checkpoint was written on another machine or setup (device "
+    assert (f"{path} was written on another machine or setup (device "  # (its path, also
+            # from a loaded Checkpoint, as the command line passes it)
             f"{here['device']} -> cpu (elsewhere)): the resumed run may end a few roundings "
             "away from an unbroken run's weights") in said(caplog)
 
