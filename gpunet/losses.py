@@ -28,9 +28,18 @@ from .errors import ConfigError, ShapeError, own_parameters
 
 def check_loss_output(loss_fn, output: str) -> None:
     """ConfigError where ``loss_fn`` does not take what a model of ``output`` gives: BCELoss
-    on logits (which it would take for probabilities, and train into NaN), a logits loss on
-    probabilities (softmax or the sigmoid applied twice: the wrong loss)."""
-    if isinstance(loss_fn, BCELoss) and output not in ("sigmoid", "softmax"):
+    on logits (which it would take for probabilities, and train into NaN) or on a softmax (its
+    outputs are no probability each), a logits loss on probabilities (softmax or the sigmoid
+    applied twice: the wrong loss)."""
+    # (a softmax under BCELoss was taken, then scored and predicted as if its probabilities
+    # were logits: every label positive)
+    if isinstance(loss_fn, BCELoss) and output == "softmax":
+        raise ConfigError(
+            "BCELoss takes a probability for each output, but the model's softmax output "
+            "couples them (they sum to 1; over one output it is 1 whatever the input): give "
+            "the model output='sigmoid', or for one class of several train logits with "
+            "CrossEntropyLoss")
+    if isinstance(loss_fn, BCELoss) and output != "sigmoid":
         raise ConfigError(f"BCELoss takes probabilities, but the model's output is {output}: "
                           "give the model output='sigmoid', or train its logits with "
                           "BCEWithLogitsLoss")

@@ -20,7 +20,8 @@ from .backends import get_backend
 from .errors import ConfigError, ShapeError, own_parameters
 from .init import init_linear
 from .layers import Activation, BatchNorm, LayerNorm, Linear
-from .losses import gradient_of_last_output, made_from_last_output, note_output
+from .losses import (check_loss_output, gradient_of_last_output, made_from_last_output,
+                     note_output)
 from .optim import check_training_parts
 
 DTYPES = ("float32", "float64")
@@ -456,7 +457,8 @@ class MLP:
             raise ConfigError("train_step trains on a training pass, but the model is in eval "
                               "mode (model.eval()): call model.train() first")
         check_training_parts(self, loss_fn, optimizer, strict=False)
-        y_hat = self.forward(x)
+        check_loss_output(loss_fn, self.output)  # (as fit and StaticStep: one's own callable
+        y_hat = self.forward(x)                  # loss is not a Loss, and goes free)
         value, dJdy_hat = loss_fn(y_hat, y) if weight is None else \
             loss_fn(y_hat, y, weight=weight)
         self.backward(dJdy_hat, need_dx=False)

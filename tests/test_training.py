@@ -1105,6 +1105,34 @@ def test_a_logits_loss_on_a_probability_output_is_a_config_error(loss, output):
                                              f"model's output is {output} already"):
         fit(model, d, gn.get_loss(loss), gn.SGD(model, lr=1e-6), epochs=1, batch_size=8,
             progress=False)
+    # train_step, the torch-style loop, trained them silently
+    with pytest.raises(gn.ConfigError, match=f"{name} takes logits"):
+        y = d.y_train if loss == "cross_entropy" else d.y_train.reshape(-1, 1).astype(float)
+        model.train_step(d.x_train, y, gn.get_loss(loss), gn.SGD(model, lr=1e-6))
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_bce_on_a_softmax_output_is_a_config_error(outputs):
+    """BCELoss takes a probability an output; a softmax's outputs sum to 1 (over one output
+    the constant 1, so nothing trained), and fit scored and predict thresholded them as
+    logits (every label positive, val_accuracy 0): refused, in fit, StaticStep and
+    train_step."""
+    from gpunet.data import make_dataset
+    from gpunet.step import StaticStep
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3))
+    y = (rng.random((40, outputs)) < 0.4).astype(float)
+    d = make_dataset("c", x, y if outputs > 1 else y[:, 0].astype(int), "classification",
+                     val_fraction=0.0, test_fraction=0.0, standardize=False)
+    model = gn.MLP([3, 4, outputs], output="softmax", backend="numpy")
+    match = "BCELoss takes a probability for each output, but the model's softmax output"
+    with pytest.raises(gn.ConfigError, match=match):
+        fit(model, d, gn.BCELoss(), gn.SGD(model), epochs=1, batch_size=8, progress=False)
+    with pytest.raises(gn.ConfigError, match=match):
+        model.train_step(x, y, gn.BCELoss(), gn.SGD(model))
+    with pytest.raises(gn.ConfigError):
+        StaticStep(model, gn.BCELoss(), gn.SGD(model), 8)
 
 
 def test_fit_leaves_an_ignored_signal_ignored():
