@@ -228,14 +228,14 @@ def _targets(kind, rng, batch, outputs):
 def combinations():
     """(hidden activation, output activation, loss, target kind) for every fitting pairing.
 
-    MSE fits every output; BCE needs probabilities (sigmoid or softmax outputs); BCE with
+    MSE fits every output; BCE needs a probability an output (sigmoid outputs); BCE with
     logits and cross-entropy take raw scores (identity output). Cross-entropy is checked with
     integer labels and with probability targets; MSE also with reduction="sum"; Huber (delta
     0.5, so that some outputs lie beyond it) on real targets.
     """
     pairs = [(g, "mse", "real") for g in ACTIVATIONS]
     pairs += [("identity", "mse_sum", "real"), ("identity", "huber", "real")]
-    pairs += [(g, "bce", "unit") for g in ("sigmoid", "softmax")]
+    pairs += [("sigmoid", "bce", "unit")]  # (a softmax's outputs are no probability each)
     pairs += [("identity", "bce_logits", "unit")]
     pairs += [("identity", "cross_entropy", "labels"), ("identity", "cross_entropy", "probabilities")]
     return [(f, g, loss, kind) for f in HIDDEN_ACTIVATIONS for g, loss, kind in pairs]
