@@ -12,7 +12,9 @@
 
 and, with ``warmup`` W > 0, the first W epochs run at that rate times epoch / (W + 1): a linear
 ramp up to the full rate at epoch W + 1 (``torch.optim.lr_scheduler.LinearLR`` with
-start_factor 1 / (W + 1) and total_iters W, over the schedule's own rate).
+start_factor 1 / (W + 1) and total_iters W, over the schedule's own rate; chained in torch
+before a cosine with ``eta_min`` > 0, whose recursive form the ramp then bends, torch's rates
+differ from these, which are the cosine's own times the ramp: the same with min_lr 0).
 
 ``lr(epoch)`` gives the rate for a 1-based epoch before it runs (torch's schedulers count
 from 0: their epoch e is lr(e + 1) here; lr(0) is refused); ``observe(loss)`` is told the
