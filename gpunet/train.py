@@ -680,8 +680,11 @@ def fit(model, data, loss_fn: Loss, optimizer, *, epochs=10, batch_size=32, seed
         state.finished = epochs == state.epoch and not state.step  # (a finished run given
         # more epochs is unfinished again, until they are done)
         if t.get("ranks", 1) != ranks:
-            raise ConfigError(f"this run was trained on {t.get('ranks', 1)} rank(s); resume it "
-                              f"on the same number (mpiexec -n {t.get('ranks', 1)}), not {ranks}")
+            was = t.get("ranks", 1)
+            raise ConfigError(f"this run was trained on {was} rank(s); resume it on the same "
+                              + (f"number (mpiexec -n {was}), not {ranks}" if was != 1 else
+                                 f"one, in one process (without mpiexec and --distributed), "
+                                 f"not on {ranks}"))
         if t.get("patience") != patience:  # (the best weights kept, or not, go with it)
             raise ConfigError(f"this run's patience was {t.get('patience')}; resume it with "
                               f"the same, not {patience}")

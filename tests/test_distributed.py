@@ -279,6 +279,13 @@ def test_cli_resume_on_the_same_ranks_is_exact_and_refuses_others(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert f"to go on with it instead: mpiexec -n 2 gpunet train --resume {a} --distributed" \
         in fresh.stderr
+    # a one-process run resumed on two ranks: told to resume it without mpiexec (the advice
+    # was "on the same number (mpiexec -n 1)")
+    proc, _ = mpirun("-m", "gpunet.cli", "train", "--resume", a, "--epochs", "2",
+                     "--distributed")
+    assert proc.returncode != 0
+    assert ("this run was trained on 1 rank(s); resume it on the same one, in one process "
+            "(without mpiexec and --distributed), not on 2") in proc.stderr, proc.stderr
 
 
 @needs_mpi
