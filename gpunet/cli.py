@@ -1488,6 +1488,32 @@ def cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+def _settings_text(settings: dict) -> str:
+    """``{"lr": 0.1, "betas": [0.9, 0.999]}`` as "lr 0.1, betas (0.9, 0.999)"."""
+    def shown(v):
+        if isinstance(v, (list, tuple)):
+            return "(" + ", ".join(shown(e) for e in v) + ")"
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k.replace('_', ' ')} {shown(v)}" for k, v in settings.items())
+
+
+def _schedule_text(state: dict) -> str:
+    """A checkpoint's schedule (``Schedule.state_dict()``) in one line: its own settings, the
+    warmup, and where plateau stands (the rate it is at, its epochs without a better loss)."""
+    from .schedules import OPTIONS
+
+    name = state.get("name")
+    own = {k: state[k] for k in OPTIONS.get(name, ()) if k in state}
+    line = f"schedule: {name}" + (f" ({_settings_text(own)})" if own else "")
+    if state.get("warmup"):
+        line += f", warmup {state['warmup']} epochs"
+    if name == "plateau" and isinstance(state.get("current"), (int, float)):
+        line += (f"; now at lr {state['current']:g}, {state.get('bad_epochs', 0)} epoch(s) "
+                 "without a better validation loss")
+    return line
+
+
 def cmd_info(args) -> int:
     if getattr(args, "checkpoint", None):
         return _describe_checkpoint(args.checkpoint)
@@ -1621,6 +1647,15 @@ def _describe_checkpoint(path) -> int:
                 if _readable_source(extra.get("data")) else
                 f"its data were given in Python: resume it there, fit(..., resume={path!r}))")
         print(line)
+        if opt and isinstance(opt.get("hyperparameters"), dict):  # (what a resume goes on
+            print(f"optimizer: {opt['name']} " + _settings_text(  # with: its flags are refused)
+                {k: v for k, v in opt["hyperparameters"].items()
+                 if v is not None and v is not False and not (
+                     k in ("weight_decay", "dampening") and v == 0)}))
+        schedule = training.get("schedule")
+        if isinstance(schedule, dict) and (schedule.get("name") not in (None, "constant")
+                                           or schedule.get("warmup")):
+            print(_schedule_text(schedule))
         rows = training.get("rows")
         if isinstance(rows, list) and len(rows) == 3:
             print(f"rows: {rows[0]} train / {rows[1]} validation / {rows[2]} test")

@@ -37,8 +37,27 @@ def test_a_training_run_is_described(tmp_path, capsys):
     steps = 3 * -(-train_rows // 20)
     assert lines[6] == ("training: 3 of 3 epochs done, batch 20, seed 0, loss cross_entropy, "
                         f"adam lr=0.001 ({steps} steps)")
-    assert lines[7] == "rows: 168 train / 24 validation / 48 test"
-    assert lines[8].startswith("last epoch: train_loss ")
+    assert lines[7] == "optimizer: adam lr 0.001, betas (0.9, 0.999), eps 1e-08"
+    assert lines[8] == "rows: 168 train / 24 validation / 48 test"
+    assert lines[9].startswith("last epoch: train_loss ")
+
+
+def test_the_optimizer_settings_and_the_schedule_a_resume_goes_on_with_are_shown(tmp_path,
+                                                                                 capsys):
+    """info showed the optimiser's name and rate only: not what --resume goes on with (and
+    refuses flags to change), such as momentum, clipping, the schedule and where plateau
+    stands."""
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "wine", "--optimizer", "sgd", "--momentum", "0.9",
+                 "--nesterov", "--clip-grad-norm", "2", "--schedule", "plateau", "--gamma",
+                 "0.5", "--warmup", "2", "--epochs", "3", "--quiet", "--backend", "numpy",
+                 "--save", str(ck)]) == 0
+    capsys.readouterr()
+    lines = _info(capsys, ck)
+    assert "optimizer: sgd lr 0.1, clip norm 2, momentum 0.9, nesterov True" in lines
+    (line,) = [x for x in lines if x.startswith("schedule: ")]
+    assert line.startswith("schedule: plateau (factor 0.5, patience 5, threshold 0.0001, min "
+                           "lr 0), warmup 2 epochs; now at lr ")
 
 
 @pytest.mark.parametrize("flags, shown", [
