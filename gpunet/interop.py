@@ -66,6 +66,9 @@ def to_torch(model, *, dtype=None, device=None):
             raise ConfigError(f"to_torch: unknown dtype {dtype!r}; valid: {', '.join(names)} "
                               "or a torch.dtype")
         dtype = names[dtype]
+    if dtype is not None and dtype not in names.values():  # (torch's int, complex, float8)
+        raise ConfigError(f"to_torch: dtype {dtype} is not one a net's weights take; valid: "
+                          f"{', '.join(names)}")
     tdtype = dtype or names[model.dtype.name]
     state = model.state_dict()
     layers, last = [], len(model.sizes) - 1
@@ -95,7 +98,7 @@ def to_torch(model, *, dtype=None, device=None):
             layers.append(act)
         if i < last and model.dropout:
             layers.append(torch.nn.Dropout(model.dropout))
-    return torch.nn.Sequential(*layers)
+    return torch.nn.Sequential(*layers).train(model.training)  # (eval mode stays eval mode)
 
 
 def from_torch(net, *, backend=None, dtype=None):
@@ -116,19 +119,34 @@ def from_torch(net, *, backend=None, dtype=None):
     from .model import MLP
 
     torch = _torch()
-    if not isinstance(net, (torch.nn.Sequential, torch.nn.Linear)):
+    nn = torch.nn
+    compiled = getattr(net, "_orig_mod", None)
+    if not isinstance(net, (nn.Sequential, nn.Linear)):
         what = "a state_dict" if isinstance(net, dict) else type(net).__name__
         raise ConfigError(f"from_torch takes an nn.Sequential, whose layers say the net, got "
-                          f"{what}" + (" (a Module of its own, whose forward gpunet cannot "
-                                       "read: rebuild it as an nn.Sequential)"
-                                       if isinstance(net, torch.nn.Module) else ""))
+                          f"{what}" + (
+                              " (torch.compile's wrapper: give it the net it compiled, "
+                              "net._orig_mod)" if isinstance(compiled, nn.Module) else
+                              " (a Module of its own, whose forward gpunet cannot read: "
+                              "rebuild it as an nn.Sequential)"
+                              if isinstance(net, nn.Module) else ""))
+    _check_reads_as_layers(torch, net)
     modules = list(_flatten(torch, net))
-    if not modules or not isinstance(modules[0], torch.nn.Linear):
-        raise ConfigError("from_torch: the net must start with an nn.Linear layer")
+    if not modules or not isinstance(modules[0], nn.Linear):
+        raise ConfigError("from_torch: the net must start with an nn.Linear layer"
+                          + (f", not {type(modules[0]).__module__}.{type(modules[0]).__name__}"
+                             if modules else ""))
+    for i, m in enumerate(modules):  # (a module used twice: tied weights gpunet would untie)
+        if any(m is other for other in modules[:i]) and any(
+                True for _ in m.parameters(recurse=False)):
+            raise ConfigError(f"from_torch: the net uses its {type(m).__name__} module "
+                              "more than once (tied weights); gpunet's layers each have their "
+                              "own, so training would untie them")
     linears, acts, drops, norms = [], [], [], []
     for m in modules:
         name = type(m).__name__
-        if name in ("LayerNorm", "BatchNorm1d"):
+        if isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
+            name = "LayerNorm" if isinstance(m, nn.LayerNorm) else "BatchNorm1d"
             where = f"layer {len(linears)}"
             if norms[-1] is not None:
                 raise ConfigError(f"from_torch: two norm modules after {where}")
@@ -152,7 +170,7 @@ def from_torch(net, *, backend=None, dtype=None):
                                   "(track_running_stats=True, a momentum)")
             norms[-1] = m
             continue
-        if name == "Dropout":
+        if isinstance(m, nn.Dropout):
             if drops[-1] is not None:
                 raise ConfigError(f"from_torch: two Dropout modules after layer {len(linears)}")
             drops[-1] = float(m.p)
@@ -169,7 +187,7 @@ def from_torch(net, *, backend=None, dtype=None):
             acts.append(("identity", None))
             drops.append(None)
             norms.append(None)
-        elif name in _FROM_TORCH:
+        elif _torch_activation(torch, m) is not None:
             if acts[-1][1] is not None:
                 raise ConfigError(f"from_torch: two activations after layer {len(linears)}")
             if drops[-1] is not None:
@@ -184,10 +202,12 @@ def from_torch(net, *, backend=None, dtype=None):
                 raise ConfigError(f"from_torch: Softmax over dim {m.dim}; gpunet's is over the "
                                   "features of each row (dim -1)")
             acts[-1] = ("gelu_tanh" if name == "GELU" and m.approximate == "tanh"
-                        else _FROM_TORCH[name], m)
+                        else _torch_activation(torch, m), m)
         else:
-            raise ConfigError(f"from_torch: gpunet's MLP holds no {name} module; it takes "
-                              "nn.Linear, LayerNorm, BatchNorm1d, Dropout and "
+            own = "" if type(m).__module__.startswith("torch.") else \
+                f" (a class of its own, from {type(m).__module__}, not torch.nn's)"
+            raise ConfigError(f"from_torch: gpunet's MLP holds no {name} module{own}; it "
+                              "takes nn.Linear, LayerNorm, BatchNorm1d, Dropout and "
                               + ", ".join(_FROM_TORCH))
     hidden = {a for a, _ in acts[:-1]}
     if len(hidden) > 1:
@@ -253,7 +273,51 @@ def from_torch(net, *, backend=None, dtype=None):
                 state[f"running_mean{i}"] = _host(torch, norms[i - 1].running_mean)
                 state[f"running_var{i}"] = _host(torch, norms[i - 1].running_var)
     model.load_state_dict(state)
-    return model
+    return model.train(net.training)  # (eval mode stays eval mode)
+
+
+def _torch_activation(torch, m):
+    """gpunet's name of the torch.nn activation module ``m`` (by its class, not its class's
+    name: a class of one's own called ReLU computes what it likes), or None."""
+    for cls_name, name in _FROM_TORCH.items():
+        if isinstance(m, getattr(torch.nn, cls_name)):
+            return name
+    return None
+
+
+#: module hooks that change what a module computes or sees, which gpunet cannot copy
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _check_reads_as_layers(torch, net) -> None:
+    """ConfigError where a module of ``net`` (it too) does not compute what its torch class
+    does, so that its layers do not say the net: a subclass with a forward of its own (a
+    Sequential that scales or adds a residual, a Linear that rescales its weight), or hooks
+    (a forward hook; the old ``nn.utils.weight_norm`` and ``spectral_norm``, which recompute
+    the weight in a pre-hook). Parametrizations (``torch.nn.utils.parametrize``, the new
+    ``weight_norm``) keep torch's forward and read the weight as it is: taken."""
+    nn = torch.nn
+    for where, m in net.named_modules():
+        where = f"module {where!r}" if where else "the net"
+        if callable(getattr(m, "has_uninitialized_params", None)) \
+                and m.has_uninitialized_params():  # (torch.nn.modules.lazy's)
+            raise ConfigError(f"from_torch: {where} ({type(m).__name__}) is not initialised "
+                              "yet (a lazy module learns its sizes from its first batch): "
+                              "run one through the net first")
+        base = next((c for c in (nn.Sequential, nn.Linear, nn.LayerNorm, nn.BatchNorm1d,
+                                 nn.Dropout, *(getattr(nn, k) for k in _FROM_TORCH))
+                     if isinstance(m, c)), None)
+        if base is not None and type(m).forward is not base.forward:
+            raise ConfigError(f"from_torch: {where} ({type(m).__name__}) is an "
+                              f"nn.{base.__name__} with a forward of its own, which gpunet "
+                              "cannot read: its layers would not compute what it does")
+        hooked = [h for h in _HOOKS if getattr(m, h, None)]
+        if hooked:
+            raise ConfigError(f"from_torch: {where} ({type(m).__name__}) has "
+                              f"{hooked[0].strip('_').replace('_', ' ')} (the old "
+                              "nn.utils.weight_norm and spectral_norm add one), which change "
+                              "what it computes; gpunet copies weights as they are: remove "
+                              "them (torch.nn.utils.parametrizations.weight_norm keeps none)")
 
 
 def _flatten(torch, net):
@@ -265,5 +329,12 @@ def _flatten(torch, net):
 
 
 def _host(torch, t) -> np.ndarray:
-    """A float64 host copy (exact for every float dtype torch has, bfloat16 included)."""
+    """A float64 host copy (exact for every float dtype torch has, bfloat16 included);
+    ConfigError for weights that are no real numbers or hold no data (the meta device)."""
+    if not t.is_floating_point():
+        raise ConfigError(f"from_torch: weights of dtype {t.dtype}; gpunet's are real floats")
+    if t.is_meta:
+        raise ConfigError("from_torch: the net is on the meta device, whose tensors hold no "
+                          "values: load its weights first (net.to_empty(...) and a "
+                          "state_dict)")
     return t.detach().to(device="cpu", dtype=torch.float64).numpy()

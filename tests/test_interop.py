@@ -4,6 +4,8 @@ them to disagree about."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,96 @@ def test_to_torch_takes_a_numpy_dtype_as_mlp_takes_a_torch_one():
     np.testing.assert_array_equal(net[0].weight.detach().numpy(), model.params["W1"])
     with pytest.raises(gn.ConfigError, match="to_torch: unknown dtype"):
         model.to_torch(dtype=np.int32)
+
+
+class _Scaled(torch.nn.Sequential):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class _HalfLinear(torch.nn.Linear):
+    def forward(self, x):
+        return torch.nn.functional.linear(x, 0.5 * self.weight, self.bias)
+
+
+class ReLU(torch.nn.Module):  # (a class of one's own, named as torch's)
+    def forward(self, x):
+        return x.clamp(0, 0.1)
+
+
+def _hooked():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    net.register_forward_hook(lambda m, i, o: o * 3)
+    return net
+
+
+def _tied():
+    shared = torch.nn.Linear(4, 4)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), shared, torch.nn.Tanh(),
+                               shared, torch.nn.Tanh(), torch.nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda: _Scaled(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+     "the net (_Scaled) is an nn.Sequential with a forward of its own"),
+    (lambda: torch.nn.Sequential(_HalfLinear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+     "module '0' (_HalfLinear) is an nn.Linear with a forward of its own"),
+    (lambda: torch.nn.Sequential(torch.nn.Linear(3, 4), ReLU(), torch.nn.Linear(4, 2)),
+     "holds no ReLU module (a class of its own, from test_interop, not torch.nn's)"),
+    (_hooked, "the net (Sequential) has forward hooks"),
+    (lambda: torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Linear(3, 4)),
+                                 torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+     "module '0' (Linear) has forward pre hooks"),
+    (_tied, "uses its Linear module more than once (tied weights)"),
+    (lambda: torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+     "module '0' (LazyLinear) is not initialised yet"),
+    (lambda: torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(),
+                                 torch.nn.Linear(4, 2)).to("meta"),
+     "on the meta device"),
+    (lambda: torch.nn.Sequential(torch.nn.Linear(3, 4, dtype=torch.complex64)),
+     "weights of dtype torch.complex64"),
+], ids=["sequential-forward", "linear-forward", "own-relu", "forward-hook", "old-weight-norm",
+        "tied", "lazy", "meta", "complex"])
+def test_from_torch_refuses_nets_whose_layers_do_not_say_what_they_compute(make, says):
+    """Each was imported without a word, and computed something else than the torch net (1.0
+    to 20 off), or lost its tied weights at the first step, or crashed with torch's error."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch's deprecation of the old weight_norm)
+        net = make()
+    with pytest.raises(gn.ConfigError, match=re.escape(says)):
+        gn.MLP.from_torch(net, backend="numpy")
+
+
+def test_interop_keeps_the_mode_and_takes_what_computes_as_torch_does():
+    """A model in eval mode came back from to_torch in training mode (batch statistics and
+    dropout where the model used running ones: 3.25 off), and from_torch the same way; the
+    new weight_norm's parametrization and one ReLU shared between layers are taken."""
+    x = torch.randn(8, 3, dtype=torch.float64)
+    m = gn.MLP([3, 4, 2], backend="numpy", dtype="float64", norm="batch", dropout=0.3, seed=0)
+    state = m.state_dict()
+    state["running_mean1"] += 1
+    m.load_state_dict(state)
+    m.eval()
+    net = m.to_torch()
+    assert not net.training
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), m.predict(x.numpy()), rtol=1e-12)
+    assert not gn.MLP.from_torch(net, backend="numpy").training
+    assert gn.MLP.from_torch(net.train(), backend="numpy").training
+    relu = torch.nn.ReLU()
+    for net in (torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(
+                    torch.nn.Linear(3, 4)), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+                torch.nn.Sequential(torch.nn.Linear(3, 4), relu, torch.nn.Linear(4, 4), relu,
+                                    torch.nn.Linear(4, 2))):
+        net = net.double().eval()
+        got = gn.MLP.from_torch(net, backend="numpy").predict(x.numpy())
+        with torch.no_grad():
+            np.testing.assert_allclose(got, net(x).numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64])
+def test_to_torch_refuses_dtypes_no_weights_take(dtype):
+    with pytest.raises(gn.ConfigError, match=f"dtype {dtype} is not one a net's weights take"):
+        gn.MLP([3, 2], backend="numpy").to_torch(dtype=dtype)
