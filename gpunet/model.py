@@ -520,12 +520,17 @@ class MLP:
         missing = (set(self.params) | set(self.buffers)) - set(state)
         extra = set(state) - set(self.params) - set(self.buffers)
         if missing or extra:
+            torch_like = any(str(k).endswith((".weight", ".bias")) for k in extra)
             raise ShapeError(
-                f"state does not fit this model: missing {sorted(missing)}, unexpected {sorted(extra)}"
-            )
+                f"state does not fit this model: missing {sorted(missing)}, unexpected "
+                f"{sorted(extra)}" + ("; a torch state_dict? gn.MLP.from_torch(net) takes the "
+                                      "net" if torch_like else ""))
         new = {}
         for k, old in {**self.params, **self.buffers}.items():
-            v = _real_array(self.backend, state[k], k, self.dtype)
+            v = state[k]
+            if callable(getattr(v, "detach", None)) and hasattr(v, "requires_grad"):
+                v = v.detach()  # (a torch Parameter: its values, as numpy() refuses it)
+            v = _real_array(self.backend, v, k, self.dtype)
             if v.shape != old.shape:
                 raise ShapeError(f"{k}: expected shape {tuple(old.shape)}, got {tuple(v.shape)}")
             new[k] = v.copy()

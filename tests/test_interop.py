@@ -234,3 +234,16 @@ def test_interop_keeps_the_mode_and_takes_what_computes_as_torch_does():
 def test_to_torch_refuses_dtypes_no_weights_take(dtype):
     with pytest.raises(gn.ConfigError, match=f"dtype {dtype} is not one a net's weights take"):
         gn.MLP([3, 2], backend="numpy").to_torch(dtype=dtype)
+
+
+def test_load_state_dict_points_a_torch_state_dict_to_from_torch_and_takes_parameters():
+    """A torch state_dict was refused with a list of names and no hint; a torch Parameter as
+    a value raised torch's "Can't call numpy() on Tensor that requires grad"."""
+    m = gn.MLP([3, 4, 2], backend="numpy", dtype="float64", seed=0)
+    net = m.to_torch()
+    with pytest.raises(gn.ShapeError, match=r"a torch state_dict\? gn.MLP.from_torch\(net\)"):
+        m.load_state_dict(net.state_dict())
+    state = m.state_dict()
+    state["W1"] = torch.nn.Parameter(torch.full((4, 3), 0.25, dtype=torch.float64))
+    m.load_state_dict(state)
+    np.testing.assert_array_equal(m.params["W1"], np.full((4, 3), 0.25))
