@@ -1208,7 +1208,8 @@ def cmd_evaluate(args) -> int:
         spec, args.split, ckpt.standardizer, ckpt.target_standardizer, classes,
         ckpt.features, _fill_values(ckpt), with_weights=True,
         numbered=ckpt.classes is None and ckpt.extra.get("task") == "classification",
-        run_rows=run_rows if isinstance(run_rows, list) and len(run_rows) == 3 else None)
+        run_rows=run_rows if isinstance(run_rows, list) and len(run_rows) == 3 else None,
+        run_checksums=(ckpt.extra.get("training") or {}).get("checksums"))
     if not len(x):
         from .errors import ConfigError
 

@@ -517,7 +517,8 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 @_in_memory
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                target_standardizer: Standardizer | None = None, classes=None, features=None,
-               fill_values=None, with_weights=False, numbered=False, run_rows=None):
+               fill_values=None, with_weights=False, numbered=False, run_rows=None,
+               run_checksums=None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
@@ -535,7 +536,9 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
     ``run_rows``: the sizes of the run's train, val and test splits (a checkpoint's); a split
     of a source that is not the run's (other sizes, or, where its rows were standardised
     without weights or filled values, training rows whose statistics are not the
-    ``standardizer``'s) is a DataError, not another source's rows taken for the run's.
+    ``standardizer``'s) is a DataError, not another source's rows taken for the run's; with
+    ``run_checksums`` (a checkpoint's ``training.checksums``), so is a split whose features or
+    targets are not the run's (``rows_checksum``: changed values, other rows, another order).
 
     Returns:
         (x, y, task, n_classes); n_classes is 0 for regression. ``with_weights``: a fifth
@@ -572,9 +575,81 @@ def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
             raise DataError(f"{src.where}: {cols} target column(s), "
                             f"but the model predicts {width}")
         y = target_standardizer(y)
+    if run_checksums is not None and split != "all":
+        _check_run_checksums(spec, split, x, y, run_checksums)
     if with_weights:
         return x, y, spec.task, n_classes, None if src.w is None else src.w[rows]
     return x, y, spec.task, n_classes
+
+
+def rows_checksum(a, rows=None, chunk=4096) -> float:
+    """sum_ij (i + 1) c_j |a_ij + s / 2| over at most ``rows`` rows of ``a``, evenly strided
+    (None: all; 0 for no array): row i weighted by i + 1 and column j by c_j in [1, 2),
+    distinct for each column (another order of the rows or of the columns: another sum), each
+    cell shifted by half the largest |a| (a column of the values' negatives: another sum, where
+    |a| alone was the same). Every term is >= 0, so that no cancellation leaves rounding to
+    compare across hosts: the same data give the same sum to about 1e-15 relative, where they
+    were standardised with statistics a few ulps apart. Each value counts rounded to float32
+    (where float32 holds it): the same data loaded in float64 (a run started in Python) and in
+    a float32 model's dtype (its resume on the command line) give the same sum. ``chunk`` rows
+    at a time in float64 (a device array's copied over a chunk at a time)."""
+    if a is None or not len(a):
+        return 0.0
+    from .backends import backend_of
+
+    to_host = backend_of(a).to_host
+    a = a[::-(-len(a) // (rows or len(a)))]
+    shift = max(abs(_as_float32(float(to_host(a.max())))),
+                abs(_as_float32(float(to_host(a.min()))))) / 2  # (no temporary of a's size)
+    column = None
+    total = 0.0
+    for lo in range(0, len(a), chunk):
+        part = np.array(to_host(a[lo:lo + chunk]), dtype=np.float64).reshape(
+            min(chunk, len(a) - lo), -1)  # (a copy of its own, worked on in place)
+        if a.dtype.itemsize > 4 or a.dtype.kind not in "fiub":  # (float32 and less: exact)
+            with np.errstate(over="ignore"):
+                rounded = part.astype(np.float32)
+            np.copyto(part, rounded, where=np.isfinite(rounded))
+        if column is None:
+            column = 1.0 + (np.arange(part.shape[1]) * 0.6180339887498949) % 1.0  # (golden)
+        part += shift
+        np.abs(part, out=part)
+        total += float(part @ column @ np.arange(lo + 1, lo + len(part) + 1, dtype=np.float64))
+    return total
+
+
+def _as_float32(v: float) -> float:
+    """``v`` rounded to float32, where float32 holds it (else ``v``)."""
+    with np.errstate(over="ignore"):
+        r = float(np.float32(v))
+    return r if math.isfinite(r) or not math.isfinite(v) else v
+
+
+#: how messages name a split
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+#: the relative difference two checksums of the same data may reach, at most (rounding)
+CHECKSUM_RTOL = 1e-9
+
+
+def checksums_differ(saved, now) -> bool:
+    """Whether a recorded ``rows_checksum`` (a number; anything else: not recorded) is not
+    ``now``'s, beyond rounding."""
+    return isinstance(saved, (int, float)) and not isinstance(saved, bool) and \
+        not abs(saved - now) <= CHECKSUM_RTOL * max(abs(saved), abs(now))
+
+
+def _check_run_checksums(spec, split, x, y, saved) -> None:
+    """DataError where the ``split`` rows' features ``x`` or targets ``y`` are not those the
+    run recorded checksums of (``saved``, name -> checksum; see ``load_split``)."""
+    if not isinstance(saved, dict):
+        return
+    for key, a, what in ((f"x_{split}", x, "features"), (f"y_{split}", y, "targets")):
+        if checksums_differ(saved.get(key), rows_checksum(a)):
+            raise DataError(f"the run's {SPLIT_NAMES[split]} rows are not these: their {what} "
+                            f"differ (another file, changed rows, or rows in another order): "
+                            f"{spec.dataset!r} (a relative path is read from the folder the "
+                            "command runs in) is not the file the run split: --split all "
+                            "scores every row of it")
 
 
 def _check_run_rows(spec, src, idx, run_rows, standardizer) -> None:

@@ -1121,62 +1121,21 @@ CHECKSUMS = ("training features' checksum", "training targets' checksum",
              "test targets' checksum")
 
 
-def _checksum(a, rows=None, chunk=4096) -> float:
-    """sum_ij (i + 1) c_j |a_ij + s / 2| over at most ``rows`` rows of ``a``, evenly strided
-    (None: all; 0 for no array): row i weighted by i + 1 and column j by c_j in [1, 2),
-    distinct for each column (another order of the rows or of the columns: another sum), each
-    cell shifted by half the largest |a| (a column of the values' negatives: another sum, where
-    |a| alone was the same). Every term is >= 0, so that no cancellation leaves rounding to
-    compare across hosts: the same data give the same sum to about 1e-15 relative, where they
-    were standardised with statistics a few ulps apart. Each value counts rounded to float32
-    (where float32 holds it): the same data loaded in float64 (a run started in Python) and in
-    a float32 model's dtype (its resume on the command line) give the same sum. ``chunk`` rows
-    at a time in float64 (a device array's copied over a chunk at a time)."""
-    if a is None or not len(a):
-        return 0.0
-    to_host = backend_of(a).to_host
-    a = a[::-(-len(a) // (rows or len(a)))]
-    shift = max(abs(_as_float32(float(to_host(a.max())))),
-                abs(_as_float32(float(to_host(a.min()))))) / 2  # (no temporary of a's size)
-    column = None
-    total = 0.0
-    for lo in range(0, len(a), chunk):
-        part = np.array(to_host(a[lo:lo + chunk]), dtype=np.float64).reshape(
-            min(chunk, len(a) - lo), -1)  # (a copy of its own, worked on in place)
-        if a.dtype.itemsize > 4 or a.dtype.kind not in "fiub":  # (float32 and less: exact)
-            with np.errstate(over="ignore"):
-                rounded = part.astype(np.float32)
-            np.copyto(part, rounded, where=np.isfinite(rounded))
-        if column is None:
-            column = 1.0 + (np.arange(part.shape[1]) * 0.6180339887498949) % 1.0  # (golden)
-        part += shift
-        np.abs(part, out=part)
-        total += float(part @ column @ np.arange(lo + 1, lo + len(part) + 1, dtype=np.float64))
-    return total
-
-
-def _as_float32(v: float) -> float:
-    """``v`` rounded to float32, where float32 holds it (else ``v``)."""
-    with np.errstate(over="ignore"):
-        r = float(np.float32(v))
-    return r if math.isfinite(r) or not math.isfinite(v) else v
-
-
-#: the splits' arrays a checkpoint holds checksums of (``_checksum`` over all their rows), and
+#: the splits' arrays a checkpoint holds checksums of (``rows_checksum`` over all their rows), and
 #: how a message names each
 SPLIT_ARRAYS = {"x_train": "training rows' features", "y_train": "training rows' targets",
                 "w_train": "training rows' weights", "x_val": "validation rows' features",
                 "y_val": "validation rows' targets", "w_val": "validation rows' weights",
                 "x_test": "test rows' features", "y_test": "test rows' targets",
                 "w_test": "test rows' weights"}
-#: the relative difference of two checksums of the same data may reach, at most (rounding)
-CHECKSUM_RTOL = 1e-9
 
 
 def split_checksums(data) -> dict:
-    """``_checksum`` of every row of each split's arrays (``SPLIT_ARRAYS``; 0 for one the data
+    """``rows_checksum`` of every row of each split's arrays (``SPLIT_ARRAYS``; 0 for one the data
     lack), as a checkpoint records them: a resume on other rows is refused."""
-    return {k: _checksum(getattr(data, k, None)) for k in SPLIT_ARRAYS}
+    from .data import rows_checksum
+
+    return {k: rows_checksum(getattr(data, k, None)) for k in SPLIT_ARRAYS}
 
 
 def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **settings) -> dict:
@@ -1185,7 +1144,7 @@ def _run_figures(model, data, y_train, loss_fn, optimizer, schedule, state, **se
     settings, and where a resumed run goes on from. Cheap for large data: the checksums read
     at most 256 of each split's features' rows and 4096 of its targets and weights (the split
     sizes are compared whole)."""
-    checksum = _checksum
+    from .data import rows_checksum as checksum
     loss = {k: v for k, v in loss_settings(loss_fn).items() if k != "name"}
     # (a model built from another seed is fine: rank 0's weights are broadcast)
     architecture = {k: v for k, v in model.config().items()
@@ -1328,12 +1287,12 @@ def _check_same_rows(t, resume, data, target, checksums) -> None:
                               f"{std[j]:.6g}, these have {float(fresh.mean[j]):.6g} and "
                               f"{float(fresh.std[j]):.6g}: resume on the run's data (or start "
                               "a new run)")
+    from .data import checksums_differ
+
     saved = t.get("checksums")
     if isinstance(saved, dict) and checksums is not None:
         for k, what in SPLIT_ARRAYS.items():
-            was, now = saved.get(k), checksums[k]
-            if isinstance(was, (int, float)) and abs(was - now) > CHECKSUM_RTOL * max(
-                    abs(was), abs(now)):
+            if checksums_differ(saved.get(k), checksums[k]):
                 raise ConfigError(f"the data are not those the run was trained on: the "
                                   f"{what} differ (another file, changed rows, or rows in "
                                   "another order): resume on the run's data (or start a new "

@@ -197,3 +197,30 @@ def test_predict_takes_the_training_file_itself(tmp_path, text):
     want = np.argmax(model.predict(ckpt.standardizer(x)), axis=1)
     for got in outs:
         np.testing.assert_array_equal(got[:, 0], want)
+
+
+@pytest.mark.parametrize("flags", [["--weight-column", "w"], ["--class-weight", "balanced"]])
+def test_evaluate_refuses_another_files_rows_as_a_weighted_runs_split(tmp_path, capsys,
+                                                                       flags):
+    """A weighted or class-weighted run's training statistics are weighted, so evaluate could
+    only compare the split sizes: a file of the same name and rows but changed values in
+    another folder was scored as the run's test split (0.75 for its 0.80). The checksums the
+    run recorded of each split's rows refuse it; the run's own file still scores its split."""
+    write(tmp_path / "d.csv")
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", str(tmp_path / "d.csv"), "--target", "label", *flags,
+                 "--ignore", "id", "--epochs", "3", "--backend", "numpy", "--quiet", "--save",
+                 str(ck)]) == 0
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    (tmp_path / "next").mkdir()
+    changed = [lines[0]] + [",".join([r.split(",")[0], str(float(r.split(",")[1]) + 0.5),
+                                      *r.split(",")[2:]]) for r in lines[1:]]
+    (tmp_path / "next" / "d.csv").write_text("\n".join(changed) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ck), "--dataset",
+                 str(tmp_path / "next" / "d.csv"), "--backend", "numpy"]) == 1
+    assert "the run's test rows are not these: their features differ" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 0
+    for split in ("train", "val"):
+        assert main(["evaluate", "--checkpoint", str(ck), "--split", split,
+                     "--backend", "numpy"]) == 0
