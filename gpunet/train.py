@@ -284,6 +284,9 @@ def r2_from_sums(sse, y, weight=None) -> float:
         sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
     else:
         sst = weight @ (y - np.average(y, axis=0, weights=weight)) ** 2
+    # (a constant column is one whatever its mean's rounding: y of five rows all 1.0, back from
+    # standardised units, had a mean 2e-16 off and sst 1e-33, which made R^2 -1e33)
+    sst[y.min(axis=0) == y.max(axis=0)] = 0.0
     scores = np.ones(len(sst))
     valid = (sst != 0) & (sse != 0)
     scores[valid] = 1 - sse[valid] / sst[valid]

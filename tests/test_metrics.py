@@ -160,3 +160,22 @@ def test_fit_reports_sklearns_r2_of_two_targets_on_different_scales():
         xs, ys = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         want = r2_score(t.inverse(ys), t.inverse(model.predict(xs)))
         assert r2 == pytest.approx(want, rel=1e-10), split
+
+
+def test_r2_of_a_constant_column_whose_mean_rounds_is_that_of_a_constant_column():
+    """Five rows of -1.946066276384646 have a float mean 2.2e-16 off, so sst came out 1e-32
+    rather than 0 and R^2 -1e29 (a target column constant in an evaluated file, back from
+    standardised units): a column whose values are all equal is constant, scoring 0 (or 1
+    where predicted exactly), as scikit-learn scores a constant column whose mean is exact."""
+    from sklearn.metrics import r2_score
+
+    from gpunet.train import r2_from_sums
+
+    v = -1.946066276384646
+    y = np.full((5, 1), v)
+    assert y.mean() != v  # (the case: the mean rounds)
+    y_hat = y + np.random.default_rng(1).normal(size=(5, 1)) * 0.1
+    exact = np.full((5, 1), 0.5)  # (a constant whose mean is exact: scikit-learn's rule)
+    assert r2_from_sums(((y_hat - y) ** 2).sum(axis=0), y) == r2_score(
+        exact, exact + (y_hat - y)) == 0.0
+    assert r2_from_sums(np.zeros(1), y) == r2_score(exact, exact) == 1.0
