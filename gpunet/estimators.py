@@ -70,6 +70,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -494,7 +495,7 @@ class _GpunetMLP(BaseEstimator):
         features first); with ``each``, ``each(block)`` of every block of them, joined (an
         argmax, a log-softmax: the outputs of every row are never held at once)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = _validated(self, X, reset=False, dtype=(np.float64, np.float32))
         model = self.model_  # (as_inputs refuses values beyond the model's dtype)
         result, bad, rows = None, 0, 0
         with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow: below)
@@ -529,20 +530,34 @@ class _GpunetMLP(BaseEstimator):
         ``standardize`` the first layer reads features standardised by ``standardizer_``
         ((X - mean) / std), and a regressor's last layer outputs standardised targets: its
         prediction is y_hat = z * ``target_standardizer_.std`` + ``target_standardizer_.mean``
-        for the network's output z."""
+        for the network's output z. A norm's scale and shift (and a batch norm's running
+        statistics) are in ``model_.params`` and ``model_.buffers``, not here.
+
+        Read-only copies: an edit in place (``coefs_[0][2] = 0``, as one prunes a
+        scikit-learn MLP) would change nothing, so it raises; set weights with
+        ``model_.load_state_dict`` (W_i = ``coefs_[i - 1].T``)."""
         check_is_fitted(self, "model_")
         state = self.model_.state_dict()
-        return [np.asarray(state[f"W{i}"], dtype=np.float64).T.copy()
+        return [_read_only(np.asarray(state[f"W{i}"], dtype=np.float64).T.copy())
                 for i in range(1, len(self.model_.sizes))]
+
+    @coefs_.setter
+    def coefs_(self, value):
+        _no_setting("coefs_", "W")
 
     @property
     def intercepts_(self) -> list:
         """The bias vectors, one per layer, as host float64 arrays (with ``standardize``, a
-        regressor's last one in standardised target units, as ``coefs_`` says)."""
+        regressor's last one in standardised target units, as ``coefs_`` says); read-only
+        copies, as ``coefs_``'s."""
         check_is_fitted(self, "model_")
         state = self.model_.state_dict()
-        return [np.asarray(state[f"b{i}"], dtype=np.float64)
+        return [_read_only(np.asarray(state[f"b{i}"], dtype=np.float64))
                 for i in range(1, len(self.model_.sizes))]
+
+    @intercepts_.setter
+    def intercepts_(self, value):
+        _no_setting("intercepts_", "b")
 
     @property
     def n_layers_(self) -> int:
@@ -843,6 +858,41 @@ def _weights_epoch(patience, best_epoch, n_iter):
     return best_epoch if patience is not None and best_epoch else n_iter
 
 
+def _validated(est, X, *args, **kwargs):
+    """scikit-learn's ``validate_data``, saying more for sparse features, which gpunet's dense
+    layers do not take: a ColumnTransformer's output turns sparse with enough one-hot
+    columns (its sparse_threshold), so that a pipeline fits or not by the categories' count."""
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError(f"{type(est).__name__} takes dense features, got a sparse matrix: "
+                        "in a pipeline, ColumnTransformer(..., sparse_threshold=0) or "
+                        "OneHotEncoder(sparse_output=False) keep them dense (or X.toarray())")
+    return validate_data(est, X, *args, **kwargs)
+
+
+def _takes_partial_fit(est) -> bool:
+    """Whether ``est`` has a ``partial_fit`` (as scikit-learn's lbfgs MLP has none): not with
+    a schedule over the run (cosine, plateau), which a stream of calls has no length or
+    validation rows for (meta-estimators and scikit-learn's checks look for the method);
+    the AttributeError says why."""
+    if est.schedule in ("cosine", "plateau"):
+        raise AttributeError(f"{type(est).__name__} has no partial_fit with the "
+                             f"{est.schedule} schedule (cosine needs the run's length, "
+                             "plateau validation rows): use the constant or step schedule")
+    return True
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _no_setting(name, key):
+    raise ConfigError(f"{name} is a copy of the network's weights, read off model_: set them "
+                      f"with model_.load_state_dict({{..., '{key}1': ...}}) ("
+                      + ("W_i is coefs_[i - 1].T" if key == "W" else "b_i is intercepts_[i - 1]")
+                      + "; state_dict() gives the rest)")
+
+
 def _plain(name, v):
     """A parameter's value as JSON takes it: NumPy scalars (a grid search's np.arange hands
     them out) as Python numbers, tuples and arrays as lists; ConfigError for anything else
@@ -980,7 +1030,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
             if not warm:  # (as scikit-learn's, whose label binariser warm_start keeps)
                 self._sparse_labels = sparse
             return self._fit(X, y, y.shape[1], sample_weight)
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=not warm)
+        X, y = _validated(self, X, y, dtype=(np.float64, np.float32), reset=not warm)
         check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -994,6 +1044,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         self.classes_, self._multilabel = classes, False
         return self._fit(X, labels.reshape(-1).astype(np.int64), len(classes), sample_weight)
 
+    @available_if(_takes_partial_fit)
     @_as_before_on_error
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over X (samples, features) and y (samples,), in mini-batches of
@@ -1045,7 +1096,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={_listed(np.unique(classes))} are not those of the "
                              f"first call ({_listed(self.classes_)})")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first)
+        X, y = _validated(self, X, y, dtype=(np.float64, np.float32), reset=first)
         check_classification_targets(y)
         known = self.classes_ if not first else classes
         labels = np.searchsorted(known, y)
@@ -1062,7 +1113,7 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
         (samples, labels) of 0/1."""
         if hasattr(y, "toarray"):  # a sparse indicator matrix
             y = y.toarray()
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
+        X, y = _validated(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              reset=reset)
         return X, check_multilabels(y, f"{type(self).__name__}: y")[0]
 
@@ -1106,7 +1157,8 @@ class MLPClassifier(ClassifierMixin, _GpunetMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
+        tags.classifier_tags.multi_label = not self.label_smoothing  # (smoothing: one class
+        # a row, so multilabel targets are refused)
         return tags
 
     def _saved_classes(self):
@@ -1151,6 +1203,7 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
         X, y = self._targets(X, y, reset=not self._warm())
         return self._fit(X, y, y.shape[1], sample_weight)
 
+    @available_if(_takes_partial_fit)
     @_as_before_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over X and y, in mini-batches of ``batch_size``, from the fitted network
@@ -1172,7 +1225,7 @@ class MLPRegressor(RegressorMixin, _GpunetMLP):
             raise ValueError("y holds dates or durations (datetime64 / timedelta64): convert "
                              "them to numbers first, in the unit to predict in (e.g. days "
                              "since the first: (y - y.min()).dt.days for a Series)")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
+        X, y = _validated(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=True, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

@@ -1173,3 +1173,62 @@ def test_a_dataframe_column_name_with_spaces_is_found_in_its_own_csv(tmp_path):
                  "--backend", "numpy"]) == 0
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").to_numpy()[:, 0],
                                reg.predict(df), rtol=1e-12)
+
+
+def test_coefs_are_read_only_copies_so_an_edit_cannot_pass_for_a_change():
+    """An edit in place of coefs_ (pruning, as scikit-learn's MLP takes it) changed nothing
+    and said nothing; assigning coefs_ raised a bare AttributeError. The copies are read-only
+    and setting them says how to change the weights."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    clf = MLPClassifier(backend="numpy", epochs=3, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="read-only"):
+        clf.coefs_[0][2:, :] = 0
+    with pytest.raises(ValueError, match="read-only"):
+        clf.intercepts_[0][:] = 0
+    for name in ("coefs_", "intercepts_"):
+        with pytest.raises(gn.ConfigError, match=r"model_.load_state_dict"):
+            setattr(clf, name, [np.zeros(1)])
+    state = clf.model_.state_dict()  # (what the message says to do, done)
+    state["W1"] = np.where(np.arange(4) >= 2, 0.0, clf.coefs_[0].T)
+    clf.model_.load_state_dict(state)
+    assert (clf.coefs_[0][2:] == 0).all()
+
+
+def test_partial_fit_is_absent_where_the_schedule_spans_a_run():
+    """With a cosine or plateau schedule every partial_fit raised, yet hasattr said it was
+    there (meta-estimators and scikit-learn's checks go by it), as the lbfgs MLP has none."""
+    from sklearn.multioutput import MultiOutputRegressor
+
+    for schedule in ("cosine", "plateau"):
+        assert not hasattr(MLPClassifier(schedule=schedule), "partial_fit")
+        assert not hasattr(MLPRegressor(schedule=schedule), "partial_fit")
+        assert not hasattr(MultiOutputRegressor(MLPRegressor(schedule=schedule)), "partial_fit")
+    assert hasattr(MLPClassifier(schedule="step"), "partial_fit")
+
+
+def test_label_smoothing_says_it_takes_no_multilabel_targets():
+    assert MLPClassifier().__sklearn_tags__().classifier_tags.multi_label
+    assert not MLPClassifier(label_smoothing=0.1).__sklearn_tags__().classifier_tags.multi_label
+
+
+def test_sparse_features_name_the_pipeline_settings_that_keep_them_dense():
+    """A ColumnTransformer's output turns sparse past its sparse_threshold (10 categories one-
+    hot encoded): the same pipeline fitted with 3 failed with scikit-learn's "use
+    .toarray()", which a pipeline cannot."""
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300),
+                       "c": rng.choice([f"v{i}" for i in range(10)], 300)})
+    y = (df.a > 0).astype(int)
+    ct = make_column_transformer((StandardScaler(), ["a", "b"]), (OneHotEncoder(), ["c"]))
+    with pytest.raises(TypeError, match=r"ColumnTransformer\(..., sparse_threshold=0\)"):
+        make_pipeline(ct, MLPClassifier(backend="numpy", epochs=1)).fit(df, y)
+    ct = make_column_transformer((StandardScaler(), ["a", "b"]), (OneHotEncoder(), ["c"]),
+                                 sparse_threshold=0)
+    assert make_pipeline(ct, MLPClassifier(backend="numpy", epochs=1)).fit(df, y).score(df, y) > 0

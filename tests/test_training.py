@@ -539,8 +539,9 @@ def test_notices_go_to_the_gpunet_logger(monkeypatch, caplog):
         backends.get_backend("auto")
     said = [r for r in caplog.records if r.name == "gpunet"]
     assert [r.getMessage() for r in said] == [
-        "gpunet: using the numpy backend: no device here (numpy asked for by name, --backend "
-        "numpy or GPUNET_BACKEND=numpy, goes without this line)"]
+        "gpunet: using the numpy backend: no device here (numpy asked for by name goes "
+        "without this line: backend=\"numpy\" in Python, --backend numpy or "
+        "GPUNET_BACKEND=numpy on the command line)"]
     assert said[0].levelno == logging.WARNING
     monkeypatch.setattr(backends, "_notice_shown", False)
     caplog.clear()

@@ -65,8 +65,9 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         if usable:
             return get_backend("cupy")
         if not _notice_shown:
-            notice(f"using the numpy backend: {why} (numpy asked for by name, --backend "
-                   "numpy or GPUNET_BACKEND=numpy, goes without this line)")
+            notice(f"using the numpy backend: {why} (numpy asked for by name goes without "
+                   "this line: backend=\"numpy\" in Python, --backend numpy or "
+                   "GPUNET_BACKEND=numpy on the command line)")
             _notice_shown = True
         return get_backend("numpy")
     if name not in _instances:
