@@ -1163,7 +1163,7 @@ def _class_weighted(ckpt, labels):
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import check_writable, load_checkpoint
-    from .data import DataSpec, load_split
+    from .data import DataSpec, check_header_row, load_split
     from .errors import CheckpointError
     from .train import figure, metrics, prepare_targets
 
@@ -1202,6 +1202,8 @@ def cmd_evaluate(args) -> int:
     classes = None if ckpt.extra.get("multilabel") else ckpt.classes
     _refuse_overwriting(_data_files(spec) + [("checkpoint", args.checkpoint)],
                         ("--metrics-json", args.metrics_json))
+    if not ckpt.features and str(spec.dataset).lower().endswith(".csv"):
+        check_header_row(spec.dataset)  # (its columns by position: a row of numbers is no header)
     run_rows = (ckpt.extra.get("training") or {}).get("rows")  # (the run's split sizes: its
     # own splits only come from its own rows, which a relative path may no longer name)
     x, y, task, n_classes, w_rows = load_split(
@@ -1302,7 +1304,7 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from .checkpoint import atomic_write, check_writable, load_checkpoint
-    from .data import read_columns, read_features, target_columns
+    from .data import check_header_row, read_columns, read_features, target_columns
     from .errors import ConfigError
 
     from .checkpoint import _written_in_place
@@ -1340,6 +1342,8 @@ def cmd_predict(args) -> int:
     targets = [str(t) for t in estimator.get("target_names") or () if str(t) not in features]
     named = target_columns(spec.get("target")) if str(spec.get("dataset")).lower().endswith(
         ".csv") else []  # (a CSV run's target columns: they name the outputs)
+    if not ckpt.features and str(args.input).lower().endswith(".csv"):
+        check_header_row(args.input)  # (its columns by position: a row of numbers is no header)
     x = read_features(args.input, ckpt.features, _fill_values(ckpt),
                       ignore=named
                       + ([spec["weight_column"]] if spec.get("weight_column") else [])

@@ -715,6 +715,26 @@ def read_columns(path, names) -> list:
         return [cells for _, _, cells in rows]
 
 
+def check_header_row(path) -> None:
+    """DataError where a CSV read for a model trained on arrays (which takes its columns by
+    position, not by name) has a first line of numbers: a file written without a header row
+    (``np.savetxt`` writes none), whose first row would be taken for one and lost. The names
+    pandas gives a DataFrame's columns by default, 0 to k-1 (``to_csv``'s header), are names."""
+    path = os.fspath(path)
+    _check_file(path, "a CSV file with a header row")
+    with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
+        header = next((row for row in _reader(f) if any(c.strip() for c in row)), None)
+    if not header or not all(map(_is_number, header)):
+        return
+    header = [c.strip() for c in header]
+    if header != [str(j) for j in range(len(header))]:
+        raise DataError(f"{path}: its first line ({_some(header)}) is numbers, not a header "
+                        "row of column names; a file without one (np.savetxt writes none) "
+                        "would lose that row: add a header (np.savetxt(..., header=','.join("
+                        "names), comments='')); any names do, as a model trained on arrays "
+                        "takes the columns by position")
+
+
 def source_kind(dataset: str) -> str:
     """"bundled", "synthetic", "idx", "csv", "npz" or "npy" for a ``spec.dataset`` value;
     ConfigError (listing the valid names) for anything else."""
