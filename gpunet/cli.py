@@ -1120,6 +1120,22 @@ def _checkpoint_loss(ckpt, model, task):
     return get_loss("cross_entropy")
 
 
+def _stopped_within_an_epoch(ckpt, path):
+    """(epoch, step) where the checkpoint's run stopped within an epoch (Ctrl-C, SIGTERM) and
+    the weights taken are that step's, not an early-stopping best epoch's, with a notice
+    saying so in ``gpunet info``'s words; else None."""
+    from .log import notice
+    from .train import run_position
+
+    training = ckpt.extra.get("training") or {}
+    state = training.get("state") or {}
+    if not state.get("step") or ckpt.group("best"):
+        return None
+    notice(f"{path}: these weights are the run's as it stopped within an epoch "
+           f"({run_position(state, training.get('epochs'))}), not those of an epoch's end")
+    return state["epoch"] + 1, state["step"]
+
+
 def _stored_numbers(ckpt, key, what, ok, expected):
     """The list of numbers a checkpoint holds under ``key`` (None where it holds none);
     CheckpointError, naming ``what``, unless each one is a number that ``ok`` accepts."""
@@ -1234,6 +1250,9 @@ def cmd_evaluate(args) -> int:
                                   args.checkpoint, spec.dataset)
     result = {"checkpoint": args.checkpoint, "dataset": spec.dataset, "split": args.split,
               "rows": int(len(x)), "backend": model.backend.name, "epoch": ckpt.epoch}
+    within = _stopped_within_an_epoch(ckpt, args.checkpoint)
+    if within:  # (epoch N done: the weights are epoch N + 1's, some steps in)
+        result["epoch"], result["stopped_at_step"] = within
     if ckpt.group("best"):  # early stopping kept an earlier epoch's weights: those are these
         state = (ckpt.extra.get("training") or {}).get("state") or {}
         if isinstance(state.get("best_epoch"), int) and state["best_epoch"] > 0:
@@ -1329,6 +1348,7 @@ def cmd_predict(args) -> int:
         raise ConfigError("this model's class labels are text: write the predictions to a "
                           ".csv file")
     model = ckpt.build_model(args.backend, weights="best")
+    _stopped_within_an_epoch(ckpt, args.checkpoint)
     spec = ckpt.extra.get("data") if isinstance(ckpt.extra.get("data"), dict) else {}
     if spec:  # nor the data the run was trained on (a spec check_sections has read)
         from .data import DataSpec

@@ -9,6 +9,8 @@ import pytest
 import gpunet as gn
 from gpunet.cli import main
 
+from conftest import said
+
 
 @pytest.fixture
 def fitted_on_arrays(tmp_path):
@@ -48,3 +50,73 @@ def test_a_csv_without_a_header_row_is_refused_for_a_model_trained_on_arrays(
         assert "wrote 20 predictions" in capsys.readouterr().err
         got = np.loadtxt(out, delimiter=",", skiprows=1)
         np.testing.assert_array_equal(got[:, 0], clf.predict(x))
+
+
+def _stopped_in_epoch_2(path):
+    """A wine run of SGD in batches of 16, Ctrl-C'd in its second epoch after step 5 (as a
+    real SIGINT stops fit), saved to ``path``: (its state, its weights)."""
+    import os
+    import signal
+
+    from gpunet.data import DataSpec, load_data
+
+    spec = DataSpec("wine", seed=2, val_fraction=0.2, test_fraction=0.2)
+    data = load_data(spec)
+    model = gn.MLP([13, 16, 3], backend="numpy", seed=5)
+    opt = gn.SGD(model, lr=0.05, momentum=0.9)
+    steps = -(-len(data.x_train) // 16)
+    inner, calls = opt.prepare_hyper, [0]
+
+    def prepare():  # (once a step, on the host)
+        calls[0] += 1
+        if calls[0] == steps + 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return inner()
+
+    opt.prepare_hyper = prepare
+    with pytest.raises(gn.TrainingInterrupted):
+        gn.fit(model, data, gn.CrossEntropyLoss(), opt, epochs=4, batch_size=16, seed=3,
+               save=path, progress=False, data_spec=spec.to_json())
+    return model
+
+
+def test_weights_of_a_run_stopped_within_an_epoch_are_said_to_be(tmp_path, capsys, caplog):
+    """A checkpoint written on Ctrl-C in epoch 2 holds the weights of step 5 of it; evaluate
+    printed "epoch: 1" (the last epoch done) as though they were that epoch's end, and neither
+    command said otherwise. Both give gpunet info's words, and evaluate reports epoch 2,
+    stopped at step 5."""
+    import json
+
+    from gpunet.checkpoint import load_checkpoint
+
+    ck = tmp_path / "run.npz"
+    model = _stopped_in_epoch_2(ck)
+    state = load_checkpoint(ck).extra["training"]["state"]
+    assert (state["epoch"], state["step"]) == (1, 5)
+    words = "epoch 2 stopped at step 5"
+    caplog.clear()
+    assert main(["info", "--checkpoint", str(ck)]) == 0
+    assert words in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy", "--metrics-json",
+                 str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch: 2\nstopped_at_step: 5\n" in out
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert (m["epoch"], m["stopped_at_step"]) == (2, 5)
+    assert f"{ck}: these weights are the run's as it stopped within an epoch (1 of 4 epochs " \
+        f"done, {words}), not those of an epoch's end" in said(caplog)
+    caplog.clear()
+    x = np.random.default_rng(1).normal(size=(4, 13))
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "p.npy"), "--backend", "numpy"]) == 0
+    assert words in said(caplog)
+    # the weights are the interrupted model's own (the step-5 ones)
+    ckpt = load_checkpoint(ck)
+    want = model.predict(ckpt.standardizer(x)).argmax(axis=1)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy")[:, 0], want)
+    caplog.clear()  # a run's end: nothing said
+    assert main(["train", "--dataset", "wine", "--epochs", "1", "--quiet", "--backend", "numpy",
+                 "--save", str(ck)]) == 0
+    assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 0
+    assert "stopped_at_step" not in capsys.readouterr().out and "within" not in said(caplog)
