@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which rows: the run's own test, val or train split, or all of the "
                         "source (default: the test split of the run's own data, or of a file "
                         "of its name; all rows of another --dataset, and of any for a saved "
-                        "estimator, which has no split of its own)")
+                        "estimator, which has no split of its own: it takes only all)")
     e.add_argument("--backend", default=None, choices=BACKEND_NAMES,
                    help="default: $GPUNET_BACKEND, else auto")
     e.add_argument("--metrics-json", metavar="PATH", type=_path,
@@ -1193,6 +1193,15 @@ def cmd_evaluate(args) -> int:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
     task = ckpt.extra.get("task")  # (a saved estimator's: no data spec, but its task, and
     estimator = ckpt.extra.get("estimator")  # the names of a pandas target it was fitted on)
+    if base is None and args.split not in (None, "all"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{args.checkpoint!r} is " + (
+            "a saved estimator, fitted on the arrays given to fit" if estimator else
+            "a checkpoint without its run's data") + f": it has no {args.split} split of its "
+            f"own, and --split {args.split} would split {args.dataset} anew, scoring rows it "
+            "may have been fitted on; give it a file of held-out rows, all of which evaluate "
+            "scores (--split all, the default)")
     names = estimator.get("target_names") if isinstance(estimator, dict) else None
     both = sorted({str(n) for n in names or ()} & {e["name"] for e in ckpt.features or ()})
     if both and not args.target and str(args.dataset).lower().endswith(".csv"):

@@ -120,3 +120,28 @@ def test_weights_of_a_run_stopped_within_an_epoch_are_said_to_be(tmp_path, capsy
                  "--save", str(ck)]) == 0
     assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 0
     assert "stopped_at_step" not in capsys.readouterr().out and "within" not in said(caplog)
+
+
+@pytest.mark.parametrize("split", ["test", "val", "train"])
+def test_a_saved_estimator_has_no_split_to_evaluate(fitted_on_arrays, tmp_path, capsys, split):
+    """An estimator has no split of its own (evaluate's help says so), yet --split test split
+    the file anew with a seeded 20% and reported it as "split: test". Only all is taken: the
+    file's every row, scored as the estimator scores them."""
+    import json
+
+    clf, ck, _ = fitted_on_arrays
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(50, 3))
+    y = (x[:, 0] > 0).astype(int)
+    np.savetxt(tmp_path / "held.csv", np.column_stack([x, y]), delimiter=",",
+               header="a,b,c,y", comments="", fmt=["%.17g"] * 3 + ["%d"])
+    flags = ["evaluate", "--checkpoint", str(ck), "--dataset", str(tmp_path / "held.csv"),
+             "--target", "y", "--backend", "numpy"]
+    assert main([*flags, "--split", split]) == 1
+    err = capsys.readouterr().err
+    assert f"is a saved estimator, fitted on the arrays given to fit: it has no {split} split " \
+        f"of its own, and --split {split} would split" in err
+    assert main([*flags, "--split", "all", "--metrics-json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert (m["split"], m["rows"]) == ("all", 50)
+    assert m["all_accuracy"] == clf.score(x, y)
