@@ -1386,6 +1386,15 @@ def cmd_predict(args) -> int:
         notice(f"this model was trained on arrays, without column names: the columns of "
                f"{args.input} are taken by position, its first as the model's first feature "
                f"(scikit-learn warns alike)")
+    elif ckpt.features and not str(args.input).lower().endswith(".csv"):
+        from .data import _some
+        from .log import notice
+
+        columns = [n for e in ckpt.features for n in (  # (a text column's one-hot block)
+            [f"{e['name']}={c}" for c in e["categories"]] if "categories" in e else [e["name"]])]
+        notice(f"this model was trained on named columns, which {args.input} has none of: its "
+               f"columns are taken by position, as the model's {len(columns)} inputs in their "
+               f"order: {_some(columns, last=True)} (scikit-learn warns alike)")
     kept = read_columns(args.input, keep) if keep else None
     if ckpt.standardizer is not None:
         if x.shape[1] != len(ckpt.standardizer.mean):

@@ -145,3 +145,33 @@ def test_a_saved_estimator_has_no_split_to_evaluate(fitted_on_arrays, tmp_path, 
     m = json.loads((tmp_path / "m.json").read_text())
     assert (m["split"], m["rows"]) == ("all", 50)
     assert m["all_accuracy"] == clf.score(x, y)
+
+
+def test_an_npy_for_a_model_of_named_columns_is_said_to_go_by_position(tmp_path, caplog):
+    """The reverse of a CSV for a model trained on arrays: an .npy for a model trained on a
+    CSV's named columns was taken by position without a word (scikit-learn warns "X does not
+    have valid feature names"). A notice names the order, one-hot blocks written out; the
+    rows encoded by hand in that order predict as the CSV itself does."""
+    from gpunet.cli import main as gpunet
+
+    rng = np.random.default_rng(3)
+    colors = rng.choice(["red", "blue", "green"], size=60)
+    a, b = rng.normal(size=60).tolist(), rng.normal(size=60).tolist()
+    y = ((np.array(a) > 0) ^ (colors == "red")).astype(int)
+    with open(tmp_path / "d.csv", "w") as f:
+        f.write("a,color,b,y\n")
+        f.writelines(f"{a[i]!r},{colors[i]},{b[i]!r},{y[i]}\n" for i in range(60))
+    ck = tmp_path / "c.npz"
+    assert gpunet(["train", "--dataset", str(tmp_path / "d.csv"), "--target", "y", "--epochs",
+                   "2", "--quiet", "--backend", "numpy", "--save", str(ck)]) == 0
+    by_hand = np.column_stack([a, colors == "blue", colors == "green", colors == "red", b])
+    np.save(tmp_path / "x.npy", by_hand.astype(np.float64))
+    caplog.clear()
+    for given, out in ((tmp_path / "d.csv", "p.csv"), (tmp_path / "x.npy", "q.csv")):
+        assert gpunet(["predict", "--checkpoint", str(ck), "--input", str(given), "--output",
+                       str(tmp_path / out), "--backend", "numpy"]) == 0
+    assert said(caplog) == (
+        f"gpunet: this model was trained on named columns, which {tmp_path / 'x.npy'} has none "
+        "of: its columns are taken by position, as the model's 5 inputs in their order: a, "
+        "color=blue, color=green, color=red, b (scikit-learn warns alike)\n")
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "q.csv").read_text()
