@@ -1411,6 +1411,9 @@ def cmd_predict(args) -> int:
     labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
+    # probabilities with every digit that reads back to the model's own: 9 significant ones
+    # for a float32 (8 lost the last bit of 1 in 80), a float64's shortest repr
+    real = "%.9g" if model.dtype == np.float32 else "%r"
     if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
         probs = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
         probs = backend.to_host(probs).astype(np.float64)
@@ -1419,7 +1422,7 @@ def cmd_predict(args) -> int:
             named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
         header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
         table = np.column_stack([(probs > 0.5).astype(np.int64), probs])
-        fmt = ["%d"] * probs.shape[1] + ["%.8g"] * probs.shape[1]
+        fmt = ["%d"] * probs.shape[1] + [real] * probs.shape[1]
     elif task == "classification":
         if model.sizes[-1] == 1:
             p1 = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
@@ -1430,25 +1433,26 @@ def cmd_predict(args) -> int:
         probs = backend.to_host(probs).astype(np.float64)
         labels = probs.argmax(axis=1)
         classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
-        header = ["label"] + ([f"p_{c:.8g}" if isinstance(c, (float, np.floating)) else
-                               f"p_{c}" for c in classes] if classes is not None
+        names = None if classes is None else np.array([  # (floats: 1.0 as 1, 0.1 as 0.1)
+            _float_text(c) if isinstance(c, (float, np.floating)) else str(c) for c in classes])
+        header = ["label"] + ([f"p_{c}" for c in names] if names is not None
                               else [f"p_{k}" for k in range(probs.shape[1])])
         if classes is not None:
-            labels = classes[labels]
-        # bool labels (True/False) and integers past float64's 2^53 do not survive a column
-        # of floats: in a CSV they are written as text, as class names are
+            names, labels = names[labels], classes[labels]
+        # bool labels (True/False), integers past float64's 2^53 and floats do not survive a
+        # column of numbers written alike: in a CSV they are written as text, as class names
         inexact = labels.dtype.kind in "iu" and len(labels) and (
             np.abs(labels.astype(object)).max() > 2**53)
         if labels.dtype.kind in "biuf" and not (kind == ".csv" and (
-                labels.dtype.kind == "b" or inexact)):
+                labels.dtype.kind in "bf" or inexact)):
             if inexact:
                 raise ConfigError("this model's class labels are integers past 2^53, which a "
                                   ".npy of floats cannot hold exactly: write the predictions "
                                   "to a .csv file")
             table = np.column_stack([labels, probs])
-            fmt = ["%d" if labels.dtype.kind in "biu" else "%.8g"] + ["%.8g"] * probs.shape[1]
+            fmt = ["%d"] + [real] * probs.shape[1]  # (a .npy's floats: unformatted)
         else:  # text labels: only a CSV can hold them (a first column of text)
-            table, text, fmt = probs, labels, ["%.8g"] * probs.shape[1]
+            table, text, fmt = probs, names, [real] * probs.shape[1]
     else:
         table = backend.to_host(y_hat).astype(np.float64)
         if ckpt.target_standardizer is not None:  # the model predicts standardised targets
@@ -1492,6 +1496,13 @@ def cmd_predict(args) -> int:
 #: cells of predictions (rows times columns) turned into text at a time as predict writes a
 #: CSV
 PREDICT_CSV_CELLS = 1 << 20
+
+
+def _float_text(v) -> str:
+    """A float as the shortest text that reads back to it (its repr), a whole number without
+    its ".0" (1 and 2, as class labels are written)."""
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _probabilities(backend, how, logits):

@@ -175,3 +175,47 @@ def test_an_npy_for_a_model_of_named_columns_is_said_to_go_by_position(tmp_path,
         "of: its columns are taken by position, as the model's 5 inputs in their order: a, "
         "color=blue, color=green, color=red, b (scikit-learn warns alike)\n")
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "q.csv").read_text()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predicted_probabilities_read_back_to_the_bit(tmp_path, dtype):
+    """The CSV wrote probabilities with 8 significant digits: 37 of 3000 float32 ones read back
+    a bit off (a float32 needs 9, a float64 17). Each reads back to the value predict holds
+    (its .npy output, written unformatted), in the model's dtype, and a class label that is a
+    float to the estimator's own label."""
+    ck = tmp_path / "run.npz"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--backend",
+                 "numpy", "--dtype", dtype, "--save", str(ck)]) == 0
+    x = np.random.default_rng(2).normal(size=(300, 64)) * 4 + 8
+    np.save(tmp_path / "x.npy", x)
+    for out in ("p.csv", "p.npy"):
+        assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(tmp_path / out), "--backend", "numpy"]) == 0
+    held = np.load(tmp_path / "p.npy")
+    read = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    assert held.shape == read.shape == (300, 11)
+    np.testing.assert_array_equal(read[:, 0], held[:, 0])
+    np.testing.assert_array_equal(read[:, 1:].astype(dtype), held[:, 1:].astype(dtype))
+    np.testing.assert_array_equal(held[:, 1:].astype(dtype), held[:, 1:])  # (its own values)
+
+
+def test_float_class_labels_and_regression_values_read_back_to_the_bit(tmp_path):
+    """An estimator's float classes were written with 8 significant digits, 123456789.0 as
+    1.2345679e+08, a label it never predicts; regression values are written in full already.
+    Both read back to the estimator's own predict, to the bit."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 3))
+    y = np.where(x[:, 0] > 0, 123456789.0, 1.0)
+    clf = gn.MLPClassifier(hidden=(8,), epochs=3, backend="numpy").fit(x, y)
+    reg = gn.MLPRegressor(hidden=(8,), epochs=3, backend="numpy").fit(x, 1e8 + x[:, 1])
+    np.save(tmp_path / "x.npy", x)
+    for est in (clf, reg):
+        est.save(tmp_path / "m.npz")
+        assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input",
+                     str(tmp_path / "x.npy"), "--output", str(tmp_path / "p.csv"),
+                     "--backend", "numpy"]) == 0
+        lines = (tmp_path / "p.csv").read_text().splitlines()
+        if est is clf:
+            assert lines[0] == "label,p_1,p_123456789"
+        read = np.array([float(line.split(",")[0]) for line in lines[1:]])
+        np.testing.assert_array_equal(read, est.predict(x))
