@@ -1334,6 +1334,7 @@ def cmd_predict(args) -> int:
     from .checkpoint import atomic_write, check_writable, load_checkpoint
     from .data import check_header_row, read_columns, read_features, target_columns
     from .errors import ConfigError
+    from .train import predicted_classes
 
     from .checkpoint import _written_in_place
 
@@ -1421,7 +1422,7 @@ def cmd_predict(args) -> int:
             if ckpt.classes is not None else \
             named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
         header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
-        table = np.column_stack([(probs > 0.5).astype(np.int64), probs])
+        table = np.column_stack([backend.to_host(predicted_classes(model, y_hat, True)), probs])
         fmt = ["%d"] * probs.shape[1] + [real] * probs.shape[1]
     elif task == "classification":
         if model.sizes[-1] == 1:
@@ -1431,7 +1432,9 @@ def cmd_predict(args) -> int:
             probs = y_hat if model.output == "softmax" else _probabilities(backend, "softmax",
                                                                            y_hat)
         probs = backend.to_host(probs).astype(np.float64)
-        labels = probs.argmax(axis=1)
+        # the logits' argmax, as evaluate and the estimators take it: two logits a hair apart
+        # may round to one probability, whose argmax is the first
+        labels = backend.to_host(predicted_classes(model, y_hat))
         classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
         names = None if classes is None else np.array([  # (floats: 1.0 as 1, 0.1 as 0.1)
             _float_text(c) if isinstance(c, (float, np.floating)) else str(c) for c in classes])

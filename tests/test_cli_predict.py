@@ -219,3 +219,30 @@ def test_float_class_labels_and_regression_values_read_back_to_the_bit(tmp_path)
             assert lines[0] == "label,p_1,p_123456789"
         read = np.array([float(line.split(",")[0]) for line in lines[1:]])
         np.testing.assert_array_equal(read, est.predict(x))
+
+
+@pytest.mark.parametrize("multilabel", [False, True], ids=["classes", "multilabel"])
+def test_predicted_labels_are_the_logits_argmax_as_evaluate_takes_it(tmp_path, multilabel):
+    """Logits a hair apart, 0.001 and the next float32 up, have one float32 softmax (0.5 each):
+    predict labelled the row 0 (the probabilities' argmax), evaluate and the estimators 1 (the
+    logits'). A multilabel logit of 1e-8 has a float32 sigmoid of 0.5: predict said 0, the
+    estimators 1 (logit > 0). predict takes the logits too."""
+    from gpunet.checkpoint import save_checkpoint
+
+    model = gn.MLP([1, 2], backend="numpy", seed=0)
+    top = np.nextafter(np.float32(0.001), np.float32(1))
+    logits = np.array([1e-8, 1e-8] if multilabel else [0.001, top], dtype=np.float32)
+    model.load_state_dict({"W1": np.zeros((2, 1), np.float32), "b1": logits})
+    save_checkpoint(tmp_path / "m.npz", model, extra={"task": "classification",
+                                                      "multilabel": multilabel})
+    np.save(tmp_path / "x.npy", np.zeros((3, 1)))
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.npz"), "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "p.csv"),
+                 "--backend", "numpy"]) == 0
+    read = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    if multilabel:  # (scikit-learn's MLP: a label where its logit is above 0)
+        np.testing.assert_array_equal(read[:, :2], np.ones((3, 2)))
+        np.testing.assert_array_equal(read[:, 2:], np.full((3, 2), 0.5))
+    else:  # (torch.argmax of the logits: 1)
+        np.testing.assert_array_equal(read[:, 0], [np.argmax(logits)] * 3)
+        np.testing.assert_array_equal(read[:, 1:], np.full((3, 2), 0.5))
