@@ -1191,6 +1191,12 @@ def cmd_evaluate(args) -> int:
     base = ckpt.extra.get("data")
     if base is None and args.dataset is None:
         raise CheckpointError(f"{args.checkpoint!r} names no dataset; pass --dataset")
+    if args.dataset is None and not _readable_source(base):
+        from .errors import ConfigError
+
+        raise ConfigError(f"this run trained on data given in Python ({base.get('dataset')!r}, "
+                          "from make_dataset), which no command can read: pass --dataset FILE "
+                          "(a .csv, .npz or .npy of rows to score), or evaluate it in Python")
     task = ckpt.extra.get("task")  # (a saved estimator's: no data spec, but its task, and
     estimator = ckpt.extra.get("estimator")  # the names of a pandas target it was fitted on)
     if base is None and args.split not in (None, "all"):

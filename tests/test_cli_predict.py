@@ -246,3 +246,31 @@ def test_predicted_labels_are_the_logits_argmax_as_evaluate_takes_it(tmp_path, m
     else:  # (torch.argmax of the logits: 1)
         np.testing.assert_array_equal(read[:, 0], [np.argmax(logits)] * 3)
         np.testing.assert_array_equal(read[:, 1:], np.full((3, 2), 0.5))
+
+
+def test_evaluate_of_a_run_on_data_given_in_python_asks_for_a_file(tmp_path, capsys):
+    """A fit on make_dataset("mine", ...) names arrays no command can read: evaluate said
+    "unknown dataset 'mine'; valid names: ...", as though the name were mistyped. It says the
+    data were given in Python and to pass --dataset FILE, which then scores every row."""
+    import json
+
+    from gpunet.checkpoint import load_checkpoint
+    from gpunet.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), rng.integers(0, 2, 60)
+    model = gn.MLP([3, 8, 2], seed=0)
+    gn.fit(model, make_dataset("mine", x, y, seed=0), gn.CrossEntropyLoss(), gn.Adam(model),
+           epochs=2, batch_size=8, progress=False, save=tmp_path / "m.npz")
+    ck = str(tmp_path / "m.npz")
+    assert main(["evaluate", "--checkpoint", ck, "--backend", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert "this run trained on data given in Python ('mine', from make_dataset), which no " \
+        "command can read: pass --dataset FILE" in err and "unknown dataset" not in err
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    assert main(["evaluate", "--checkpoint", ck, "--dataset", str(tmp_path / "d.npz"),
+                 "--backend", "numpy", "--metrics-json", str(tmp_path / "e.json")]) == 0
+    m = json.loads((tmp_path / "e.json").read_text())
+    ckpt = load_checkpoint(ck)
+    want = np.mean(ckpt.build_model("numpy").predict(ckpt.standardizer(x)).argmax(axis=1) == y)
+    assert (m["split"], m["rows"], m["all_accuracy"]) == ("all", 60, want)
