@@ -692,7 +692,7 @@ def read_features(path, encoding=None, fill_values=None, ignore=(),
         return fill_in(x, fill_values, path)[0] if fill else x
     if kind == "npy":
         x = _numeric(_load_npy(path), path, "the features")
-        x = _finite(_as_features(x, path, empty_ok=True), path, "feature")
+        x = _finite(_as_features(x, path), path, "feature")  # (no rows: refused, as a CSV's)
         return x if keep_float32 else np.asarray(x, dtype=np.float64)  # (``keep_float32``:
         # float32 values as they are, which standardise to the same numbers)
     raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
@@ -2134,12 +2134,11 @@ def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:
     return a
 
 
-def _as_features(x: np.ndarray, where: str, empty_ok: bool = False) -> np.ndarray:
+def _as_features(x: np.ndarray, where: str) -> np.ndarray:
     """(samples, features): float32 and float64 as they are (C order, or rows of contiguous
     blocks: no copy), anything else as float64; a 1-D array is one feature, trailing dims are
-    flattened; no rows are an error unless ``empty_ok`` (predict answers an empty file with
-    nothing)."""
-    if x.ndim >= 1 and len(x) == 0 and not empty_ok:
+    flattened; no rows are an error."""
+    if x.ndim >= 1 and len(x) == 0:
         raise DataError(f"{where}: the features have no rows (shape {x.shape})")
     x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(len(x), int(np.prod(x.shape[1:])))
     if x.shape[1] == 0:

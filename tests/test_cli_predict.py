@@ -274,3 +274,18 @@ def test_evaluate_of_a_run_on_data_given_in_python_asks_for_a_file(tmp_path, cap
     ckpt = load_checkpoint(ck)
     want = np.mean(ckpt.build_model("numpy").predict(ckpt.standardizer(x)).argmax(axis=1) == y)
     assert (m["split"], m["rows"], m["all_accuracy"]) == ("all", 60, want)
+
+
+def test_an_npy_of_no_rows_is_refused_as_a_csv_of_a_header_alone(fitted_on_arrays, tmp_path,
+                                                                 capsys):
+    """A CSV of a header and no rows is an error, but an .npy of no rows wrote "0
+    predictions": both are refused, and nothing is written."""
+    _, ck, _ = fitted_on_arrays
+    (tmp_path / "h.csv").write_text("a,b,c\n")
+    np.save(tmp_path / "e.npy", np.zeros((0, 3)))
+    for given, said_ in (("h.csv", "h.csv: a header but no data rows"),
+                         ("e.npy", "e.npy: the features have no rows (shape (0, 3))")):
+        assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / given),
+                     "--output", str(tmp_path / "p.csv"), "--backend", "numpy"]) == 1
+        assert said_ in capsys.readouterr().err
+        assert not (tmp_path / "p.csv").exists()

@@ -617,10 +617,13 @@ def _npz_with_text_member(tmp_path):
 
 def test_predict_reads_npy_features_shaped_as_training_takes_them(tmp_path):
     for x, want in ((np.arange(5.0), np.arange(5.0).reshape(5, 1)),
-                    (np.arange(24.0).reshape(3, 2, 4), np.arange(24.0).reshape(3, 8)),
-                    (np.zeros((0, 2, 2)), np.zeros((0, 4)))):
+                    (np.arange(24.0).reshape(3, 2, 4), np.arange(24.0).reshape(3, 8))):
         np.save(tmp_path / "x.npy", x)
         np.testing.assert_array_equal(read_features(tmp_path / "x.npy"), want)
+    np.save(tmp_path / "x.npy", np.zeros((0, 2, 2)))  # (as a CSV of a header alone)
+    with pytest.raises(gn.DataError, match=r"x\.npy: the features have no rows \(shape "
+                                           r"\(0, 2, 2\)\)"):
+        read_features(tmp_path / "x.npy")
 
 
 def test_moons_take_a_noise_of_minus_zero():
