@@ -1240,7 +1240,8 @@ def cmd_evaluate(args) -> int:
     x, y, task, n_classes, w_rows = load_split(
         spec, args.split, ckpt.standardizer, ckpt.target_standardizer, classes,
         ckpt.features, _fill_values(ckpt), with_weights=True,
-        numbered=ckpt.classes is None and ckpt.extra.get("task") == "classification",
+        numbered=max(model.sizes[-1], 2) if ckpt.classes is None
+        and ckpt.extra.get("task") == "classification" else 0,  # (one logit: classes 0, 1)
         run_rows=run_rows if isinstance(run_rows, list) and len(run_rows) == 3 else None,
         run_checksums=(ckpt.extra.get("training") or {}).get("checksums"))
     if not len(x):

@@ -517,14 +517,15 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 @_in_memory
 def load_split(spec: DataSpec, split: str, standardizer: Standardizer | None,
                target_standardizer: Standardizer | None = None, classes=None, features=None,
-               fill_values=None, with_weights=False, numbered=False, run_rows=None,
+               fill_values=None, with_weights=False, numbered=0, run_rows=None,
                run_checksums=None):
     """The rows ``load_data(spec)`` put in ``split``, in the same order, standardised with the
     given (stored) ``standardizer`` (None: raw features) and regression targets with
     ``target_standardizer`` (None: as given). Class names in the source (text labels) become
     their index in ``classes`` (the stored names of the model's outputs; a name not among them
     is a DataError), or in the source's own sorted names when ``classes`` is None (with
-    ``numbered``, a model's classes that are numbers, text labels are a DataError). A CSV's text
+    ``numbered``, the number of a model's classes that are numbers, labels 0..numbered - 1, text
+    labels and labels past them are a DataError naming the row). A CSV's text
     feature columns are encoded by ``features`` (the stored description), else as found. With
     ``spec.fill_missing``, missing values are filled with ``fill_values`` (the stored ones; None:
     the training rows' means, as ``load_data`` computed them).
@@ -932,7 +933,7 @@ def infer_task(y: np.ndarray) -> str:
 # ---- checking, settling the task, splitting ---------------------------------------------------
 
 def _prepare(spec: DataSpec, loss: str | None, classes=None, features=None, evaluate=None,
-             numbered=False, fills_given=False):
+             numbered=0, fills_given=False):
     if not isinstance(spec, DataSpec):
         raise ConfigError(f"expected a DataSpec, got {type(spec).__name__}")
     kind = source_kind(spec.dataset)
@@ -942,13 +943,14 @@ def _prepare(spec: DataSpec, loss: str | None, classes=None, features=None, eval
 
 
 def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evaluate=None,
-            numbered=False, fills_given=False):
+            numbered=0, fills_given=False):
     """Settle the task, check the targets and compute the split indices; text labels become
     indices into ``classes`` (given: the stored names; None: the source's own, sorted), which
     comes back as the last item (None for numeric targets). ``evaluate``: the split a model is
     to be evaluated on (``load_split``): its rows may hold a single class, and "all" needs no
     split (the indices are then None, unless fill values must come from the training rows).
-    ``numbered``: the model's classes are numbers, so text labels are a DataError.
+    ``numbered``: the number of the model's classes, which are numbers (labels 0..numbered -
+    1), so text labels, and labels past them, are a DataError (0: no such model).
     ``fills_given``: fill values are given (stored), so "all" needs no training rows."""
     names = None
     if numbered and src.y.dtype.kind in "US" and spec.task != "regression":
@@ -979,6 +981,10 @@ def _settle(spec: DataSpec, loss: str | None, src: _Source, classes=None, evalua
     elif task == "classification":
         y, n_classes = check_labels(src.y, src.where, src.row,
                                     min_classes=1 if evaluate else 2, names=names)
+        if numbered and n_classes > numbered:  # (the loss would refuse it, naming no row)
+            i = int(np.argmax(y >= numbered))
+            raise DataError(f"{src.where}: {src.row(i)} holds the class {y[i]}, which is not "
+                            f"one of the model's classes (0 to {numbered - 1})")
         if names is not None:
             n_classes = len(names)
     else:

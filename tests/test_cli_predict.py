@@ -289,3 +289,33 @@ def test_an_npy_of_no_rows_is_refused_as_a_csv_of_a_header_alone(fitted_on_array
                      "--output", str(tmp_path / "p.csv"), "--backend", "numpy"]) == 1
         assert said_ in capsys.readouterr().err
         assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_a_label_past_the_models_classes_is_named_by_file_and_line(tmp_path, capsys, outputs):
+    """A label past a numbered model's classes ended evaluate with the loss's words,
+    "CrossEntropyLoss: class labels must lie in [0, 2] ...", naming neither the file nor the
+    row, as the other label errors do. It names both (a CSV's line, an .npz's row); one
+    logit (bce_logits) has the classes 0 and 1."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(90, 2))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1 if outputs == 3 else 0)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", str(tmp_path / "d.npz"), "--epochs", "1", "--quiet",
+                 "--backend", "numpy", "--save", str(ck)]
+                + (["--loss", "bce_logits"] if outputs == 1 else [])) == 0
+    classes = max(outputs, 2)
+    y_bad = y[:12].copy()
+    y_bad[7] = classes  # the first one past them; another further on
+    y_bad[9] = classes + 4
+    np.savetxt(tmp_path / "bad.csv", np.column_stack([x[:12], y_bad]), delimiter=",",
+               header="a,b,y", comments="", fmt=["%.17g", "%.17g", "%d"])
+    np.savez(tmp_path / "bad.npz", x=x[:12], y=y_bad)
+    for given, where in (("bad.csv", "line 9"), ("bad.npz", "row 7")):
+        assert main(["evaluate", "--checkpoint", str(ck), "--dataset", str(tmp_path / given),
+                     "--backend", "numpy"] + (["--target", "y"] if given.endswith("csv")
+                                              else [])) == 1
+        assert f"gpunet: error: {tmp_path / given}: {where} holds the class {classes}, which " \
+            f"is not one of the model's classes (0 to {classes - 1})\n" in \
+            capsys.readouterr().err
