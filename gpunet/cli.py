@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, metavar="PATH", type=_path,
                    help="a checkpoint of gpunet train or a saved estimator")
     r.add_argument("--input", required=True, metavar="FILE", type=_path,
-                   help=".csv (header row) or .npy")
+                   help=".csv (header row), .npz (--x-key) or .npy")
+    r.add_argument("--x-key", default=None,
+                   help=".npz: the features array (default: the run's --x-key, else x)")
     r.add_argument("--output", required=True, metavar="FILE", type=_path,
                    help=".csv or .npy (/dev/stdout or a pipe: the CSV)")
     r.add_argument("--unseen-category", choices=("error", "none"), default="error",
@@ -1355,6 +1357,8 @@ def cmd_predict(args) -> int:
     keep = list(dict.fromkeys(args.keep or ()))
     if keep and not (kind == ".csv" and str(args.input).lower().endswith(".csv")):
         raise ConfigError("--keep copies columns of a .csv input into a .csv output")
+    if args.x_key is not None and not str(args.input).lower().endswith(".npz"):
+        raise ConfigError("--x-key names the features array of an .npz input")
     check_writable(out, "--output")
     _refuse_overwriting([("input file", args.input), ("checkpoint", args.checkpoint)],
                         ("--output", out))
@@ -1387,7 +1391,8 @@ def cmd_predict(args) -> int:
                       + targets + list(spec.get("ignore") or ()) + list(args.ignore or ())
                       + [k for k in keep if k not in features],  # (a feature is copied too)
                       keep_float32=True,
-                      unseen_none=args.unseen_category == "none")
+                      unseen_none=args.unseen_category == "none",
+                      x_key=args.x_key or spec.get("x_key") or "x")
     if not ckpt.features and str(args.input).lower().endswith(".csv"):
         from .log import notice
 

@@ -673,13 +673,14 @@ def _check_run_rows(spec, src, idx, run_rows, standardizer) -> None:
 
 @_in_memory
 def read_features(path, encoding=None, fill_values=None, ignore=(),
-                  keep_float32=False, unseen_none=False) -> np.ndarray:
+                  keep_float32=False, unseen_none=False, x_key="x") -> np.ndarray:
     """Features to predict on: a CSV file (header row, every column a numeric feature; with the
     ``encoding`` of a model trained on text columns, its feature columns by name, encoded as
-    training encoded them) or a .npy file of numbers, shaped as training takes them (samples,
-    features), or (samples,) for one feature, or (samples, ...) flattened; float64 (samples,
-    features). ``fill_values`` (a model trained with fill_missing): a CSV's missing values are
-    filled with them (a missing category: none) instead of being an error. ``ignore``: names
+    training encoded them) or a .npy file of numbers (or an .npz archive's array ``x_key``),
+    shaped as training takes them (samples, features), or (samples,) for one feature, or
+    (samples, ...) flattened; float64 (samples, features). ``fill_values`` (a model trained
+    with fill_missing): a CSV's missing values are filled with them (a missing category: none)
+    instead of being an error. ``ignore``: names
     of CSV columns that are not features (the training file's target and weights), left out
     where the file has them. ``unseen_none``: a CSV cell of a category the model never saw is
     no category (a row of zeros in its one-hot block, as a missing one), with a notice,
@@ -691,12 +692,14 @@ def read_features(path, encoding=None, fill_values=None, ignore=(),
         x = _read_csv(path, target=None, features_only=True, encoding=encoding,
                       fill_missing=fill, ignore=ignore, unseen_none=unseen_none)[0]
         return fill_in(x, fill_values, path)[0] if fill else x
-    if kind == "npy":
-        x = _numeric(_load_npy(path), path, "the features")
-        x = _finite(_as_features(x, path), path, "feature")  # (no rows: refused, as a CSV's)
+    if kind in ("npy", "npz"):
+        where = path if kind == "npy" else f"{path}: array {x_key!r}"
+        x = _numeric(_load_npy(path) if kind == "npy" else _npz_arrays(path, (x_key,))[x_key],
+                     where, "the features")
+        x = _finite(_as_features(x, where), where, "feature")  # (no rows: refused, as a CSV's)
         return x if keep_float32 else np.asarray(x, dtype=np.float64)  # (``keep_float32``:
         # float32 values as they are, which standardise to the same numbers)
-    raise ConfigError(f"{path}: unsupported input file; expected a .csv or .npy file")
+    raise ConfigError(f"{path}: unsupported input file; expected a .csv, .npz or .npy file")
 
 
 def read_columns(path, names) -> list:
@@ -2166,7 +2169,20 @@ def _finite(x: np.ndarray, where: str, what: str) -> np.ndarray:
 
 
 def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
-    _check_file(path, f"an .npz archive with arrays {x_key!r} and {y_key!r}")
+    arrays = _npz_arrays(path, (x_key, y_key))
+    x = _numeric(arrays[x_key], f"{path}: array {x_key!r}", "the features")
+    y = _targets(arrays[y_key], f"{path}: array {y_key!r}")
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} rows in {x_key!r} but {len(y)} in {y_key!r}")
+    x = _finite(_as_features(x, path), path, f"array {x_key!r}")
+    return _Source(x, y, path)
+
+
+def _npz_arrays(path: str, keys) -> dict:
+    """The arrays ``keys`` of the .npz archive ``path``, each checked before it is read (its
+    size, a truncated member, pickles refused); DataError naming what is wrong."""
+    named = " and ".join(map(repr, keys))
+    _check_file(path, f"an .npz archive with array{'s' if len(keys) > 1 else ''} {named}")
     try:
         archive = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -2175,11 +2191,10 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a readable .npz archive ({_one_line(e)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single .npy array, not an .npz archive of {x_key!r} and "
-                        f"{y_key!r}")
+        raise DataError(f"{path}: a single .npy array, not an .npz archive of {named}")
     with archive:
         arrays = {}
-        for key in (x_key, y_key):
+        for key in keys:
             if key not in archive.files:
                 raise DataError(f"{path}: no array {key!r}; arrays present: "
                                 f"{', '.join(archive.files) or 'none'}")
@@ -2206,12 +2221,7 @@ def _read_npz(path: str, x_key: str, y_key: str) -> _Source:
             if not isinstance(arrays[key], np.ndarray):  # (numpy gives a member that is not
                 raise DataError(f"{path}: {key!r} is not a .npy array in the archive (its "
                                 "bytes are left unread)")  # a .npy back as raw bytes)
-    x = _numeric(arrays[x_key], f"{path}: array {x_key!r}", "the features")
-    y = _targets(arrays[y_key], f"{path}: array {y_key!r}")
-    if len(x) != len(y):
-        raise DataError(f"{path}: {len(x)} rows in {x_key!r} but {len(y)} in {y_key!r}")
-    x = _finite(_as_features(x, path), path, f"array {x_key!r}")
-    return _Source(x, y, path)
+    return arrays
 
 
 def _check_inflated_size(path, key, member) -> None:

@@ -319,3 +319,35 @@ def test_a_label_past_the_models_classes_is_named_by_file_and_line(tmp_path, cap
         assert f"gpunet: error: {tmp_path / given}: {where} holds the class {classes}, which " \
             f"is not one of the model's classes (0 to {classes - 1})\n" in \
             capsys.readouterr().err
+
+
+def test_predict_reads_an_npz_as_train_and_evaluate_do(tmp_path, capsys):
+    """train and evaluate take an .npz, predict refused one ("expected a .csv or .npy file").
+    It reads its features array: --x-key, by default the run's own (here feats), else x; the
+    predictions are those of the same array as an .npy."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(70, 4))
+    np.savez(tmp_path / "d.npz", feats=x, y=(x[:, 0] > 0).astype(int))
+    ck = tmp_path / "c.npz"
+    assert main(["train", "--dataset", str(tmp_path / "d.npz"), "--x-key", "feats",
+                 "--epochs", "1", "--quiet", "--backend", "numpy", "--save", str(ck)]) == 0
+    new = rng.normal(size=(9, 4))
+    np.save(tmp_path / "new.npy", new)
+    np.save(tmp_path / "new_other.npy", new[::-1])
+    np.savez(tmp_path / "new.npz", feats=new, other=new[::-1])
+    outs = []
+    for flags in (["--input", "new.npy"], ["--input", "new.npz"],
+                  ["--input", "new_other.npy"], ["--input", "new.npz", "--x-key", "other"]):
+        out = tmp_path / f"p{len(outs)}.csv"
+        assert main(["predict", "--checkpoint", str(ck), "--output", str(out), "--backend",
+                     "numpy", *[str(tmp_path / f) if f.startswith("new") else f
+                                for f in flags]]) == 0
+        outs.append(out.read_text().splitlines())
+    assert outs[1] == outs[0] and outs[3] == outs[2]
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "new.npz"),
+                 "--output", str(tmp_path / "p.csv"), "--x-key", "x"]) == 1
+    assert "new.npz: no array 'x'; arrays present: feats, other" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "new.npy"),
+                 "--output", str(tmp_path / "p.csv"), "--x-key", "feats"]) == 1
+    assert "--x-key names the features array of an .npz input" in capsys.readouterr().err

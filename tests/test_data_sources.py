@@ -577,7 +577,8 @@ ERRORS = {
     "spec field": (lambda p: DataSpec.from_json({"dataset": "iris", "sead": 1}), gn.ConfigError,
                    r"unknown data spec field\(s\): sead"),
     "predict input type": (lambda p: read_features(p / "in.parquet"), gn.ConfigError,
-                           r"in\.parquet: unsupported input file; expected a \.csv or \.npy"),
+                           r"in\.parquet: unsupported input file; expected a \.csv, \.npz "
+                           r"or \.npy"),
     "predict csv cell": (lambda p: read_features(_csv_with(p, [["1", "x", "2"]])), gn.DataError,
                          r"line 2, column 'b': 'x' is not a number"),
     "text named npy": (lambda p: read_features(_text_as(p, "t.npy")), gn.DataError,
