@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import gpunet as gn
+
+#: scripts/test's last pass: CuPy's rules without a GPU (tests/strict_cupy/plugin.py)
+STRICT_CUPY = os.environ.get("GPUNET_STRICT_CUPY", "") == "1"
+if STRICT_CUPY:
+    from strict_cupy import plugin as _strict_cupy
+
+    _strict_cupy.install()  # (before gpunet looks for CuPy, just below)
 
 _CUPY_OK, _CUPY_WHY = gn.cupy_status()
 
@@ -19,6 +28,11 @@ BACKENDS = [
                pytest.mark.skipif(not _CUPY_OK, reason=f"cupy backend unavailable: {_CUPY_WHY}")],
     ),
 ]
+
+
+def pytest_report_header(config):
+    return _strict_cupy.header() if STRICT_CUPY else None
+
 
 #: relative tolerances for comparisons against a float64 reference
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -61,8 +75,9 @@ def splitmix64(state: int) -> int:
 
 
 # The numba.cuda kernel tests run in a pytest process of their own (the simulator must be set up
-# before numba is imported; scripts/test runs them so): `pytest tests` collects the rest.
-collect_ignore = ["cuda_kernels"]
+# before numba is imported; scripts/test runs them so): `pytest tests` collects the rest. The
+# strict CuPy stand-in holds no tests.
+collect_ignore = ["cuda_kernels", "strict_cupy"]
 
 
 def said(caplog) -> str:
