@@ -27,14 +27,14 @@ NCCL, a CUDA event) polled against a deadline (``timeout`` seconds, default
 ``$GPUNET_COLLECTIVE_TIMEOUT`` or 600); a rank that waits longer prints one line and calls
 ``MPI_Abort``, which ends every rank. ``abort_on_error()`` does the same for an exception
 raised on one rank, which would otherwise leave the others waiting in their next collective.
-MPI's start is bounded by the same timeout (but at least 10 s): ``MPI_Init`` (run by the first import of
-``mpi4py.MPI``, ``import_mpi``) waits in C for every rank to start MPI, where no deadline of
-Python's and no ``MPI_Abort`` reach, and a rank that exited before it did (a host whose Python
-lacks gpunet) left the others there for good (MPICH's ``mpiexec`` does not end such a job).
-The import runs under a watchdog, a child forked before it that makes system calls only: if
-MPI is not up in time it prints one line and ends its rank (SIGTERM, then SIGKILL), and the
-launcher ends the job. There is none where the timeout is 0, where MPI is up already, or
-without ``fork`` (Windows).
+MPI's start is bounded by the same timeout (but at least 10 s): ``MPI_Init`` (run by the
+first import of ``mpi4py.MPI``, ``import_mpi``) waits in C for every rank to start MPI, where no
+deadline of Python's and no ``MPI_Abort`` reach, and a rank that exited before it did (a host
+whose Python lacks gpunet) left the others there for good (MPICH's ``mpiexec`` does not end such
+a job). The import runs under a watchdog, a small process spawned before it: if MPI is not up in
+time it prints one line and ends its rank (SIGTERM, then SIGKILL), and the launcher ends the
+job. There is none where the timeout is 0, where MPI is up already, or without
+``posix_spawn`` (Windows).
 """
 
 from __future__ import annotations
@@ -44,11 +44,9 @@ import hashlib
 import importlib.util
 import os
 import re
-import select
 import signal
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -125,69 +123,66 @@ def _launcher_rank() -> str:
     return "gpunet: "
 
 
+#: the watchdog process's program (``python -I -S -c``): argv fd, parent, timeout, grace, line
+_WATCH = """
+import os, select, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # (a Ctrl-C to the group ends it quietly)
+fd, parent, timeout, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), \\
+    float(sys.argv[4])
+try:
+    if not select.select([fd], [], [], timeout)[0] and os.getppid() == parent:
+        os.write(2, sys.argv[5].encode("utf-8", "replace"))
+        os.kill(parent, signal.SIGTERM)
+        if not select.select([fd], [], [], grace)[0] and os.getppid() == parent:
+            os.kill(parent, signal.SIGKILL)
+except OSError:
+    pass
+"""
+
+
 def _start_watchdog(timeout):
-    """Bound the wait for ``MPI_Init`` by ``timeout`` seconds (None: no bound): a forked child
+    """Bound the wait for ``MPI_Init`` by ``timeout`` seconds (None: no bound): a watchdog
+    process (``_WATCH``, started by ``posix_spawn``: a fork would run the at-fork handlers of
+    the libraries loaded, and OpenBLAS's hung in 4 of 10 forks beside two threads doing GEMMs)
     waits on a pipe whose writing end only this process holds. ``_stop_watchdog`` closes it
-    once MPI is up, and the child, at the end of file, exits at once (as it does when this
-    process dies). If the time runs out first, the child prints one line and ends this process,
-    stuck in C where no Python code of its own can run: SIGTERM, which ends it as the
-    launcher's own stop does (Python leaves SIGTERM to the system), then SIGKILL should it
-    still be there ``WATCHDOG_GRACE`` seconds later (a handler of the script's own, which
-    cannot run inside MPI_Init). Returns (child's pid, the pipe's writing end), or None: no
-    bound, or no fork (Windows)."""
-    if timeout is None or not hasattr(os, "fork"):
+    once MPI is up, and the watchdog, at the end of file, exits at once (as it does when this
+    process dies). If the time runs out first, it prints one line and ends this process, stuck
+    in C where no Python code of its own can run: SIGTERM, which ends it as the launcher's own
+    stop does (Python leaves SIGTERM to the system), then SIGKILL should it still be there
+    ``WATCHDOG_GRACE`` seconds later (a handler of the script's own, which cannot run inside
+    MPI_Init); never a process that is no longer its parent. It holds none of this process's
+    files but stderr and the pipe. Returns (its pid, the pipe's writing end), or None: no
+    bound, or no ``posix_spawn`` (Windows)."""
+    if timeout is None or not hasattr(os, "posix_spawn") or not sys.executable:
         return None
     line = (f"{_launcher_rank()}error: MPI did not start within "
             f"{timeout:g} s: another rank may have exited before MPI started (see its output); "
             "ending this rank (GPUNET_COLLECTIVE_TIMEOUT or --collective-timeout sets the "
-            "limit)\n").encode("utf-8", "replace")
-    parent = os.getpid()
-    r, w = os.pipe()
+            f"limit, at least {MIN_START_TIMEOUT:g} s)\n")
+    r, w = os.pipe()  # (the writing end is not inherited; the reading end is the watchdog's)
+    os.set_inheritable(r, True)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+    with contextlib.suppress(OSError, ValueError):  # (inherited files: a launcher's socket)
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in map(int, os.listdir("/proc/self/fd"))
+                    if fd > 2 and fd not in (r, w) and _inheritable(fd)]
     try:
-        with warnings.catch_warnings():  # (Python 3.12 warns of fork in a process with threads
-            warnings.simplefilter("ignore", DeprecationWarning)  # (BLAS's): the child takes
-            pid = os.fork()                                        # none of their locks
+        pid = os.posix_spawn(sys.executable, [
+            sys.executable, "-I", "-S", "-c", _WATCH, str(r), str(os.getpid()), repr(timeout),
+            repr(WATCHDOG_GRACE), line], os.environ, file_actions=actions)
     except OSError:
-        os.close(r)
         os.close(w)
         return None
-    if pid == 0:
-        _watch(r, parent, timeout, line)  # (never returns)
-    os.close(r)
+    finally:
+        os.close(r)
     return pid, w
 
 
-def _watch(fd, parent, timeout, line):
-    """The watchdog child: system calls only, and ``os._exit``, never Python's exit (no atexit,
-    no flush of buffers copied from the parent). ``fd``: the pipe's reading end."""
+def _inheritable(fd) -> bool:
     try:
-        for sig in signal.valid_signals():  # (the parent's Python handlers are not the child's:
-            with contextlib.suppress(Exception):  # a Ctrl-C to the group ends it quietly)
-                if callable(signal.getsignal(sig)):
-                    signal.signal(sig, signal.SIG_DFL)
-        keep = {fd, 2}  # (the pipe, and stderr for the line: not the parent's sockets or the
-        open_fds = None  # pipe's writing end, whose copy here would hide the parent's close)
-        for listing in ("/proc/self/fd", "/dev/fd"):
-            with contextlib.suppress(OSError, ValueError):
-                open_fds = [int(name) for name in os.listdir(listing)]
-                break
-        if open_fds is None:
-            open_fds = range(os.sysconf("SC_OPEN_MAX"))
-        for other in open_fds:
-            if other not in keep:
-                with contextlib.suppress(OSError):
-                    os.close(other)
-        if select.select([fd], [], [], timeout)[0] or os.getppid() != parent:
-            return  # MPI started (end of file), or the parent is gone
-        with contextlib.suppress(OSError):
-            os.write(2, line)
-        os.kill(parent, signal.SIGTERM)
-        if not select.select([fd], [], [], WATCHDOG_GRACE)[0] and os.getppid() == parent:
-            os.kill(parent, signal.SIGKILL)
-    except BaseException:
-        pass
-    finally:
-        os._exit(0)
+        return os.get_inheritable(fd)
+    except OSError:  # (the listing's own descriptor, closed since)
+        return False
 
 
 def _stop_watchdog(pid, w):
