@@ -70,8 +70,8 @@ def import_mpi(timeout=None):
     it too: where one exited before it did, the others wait for good. So the first import runs
     under a watchdog (``_start_watchdog``) that ends this process after ``timeout`` seconds
     (as ``Communicator``'s: None takes ``$GPUNET_COLLECTIVE_TIMEOUT``, else 600; 0 waits
-    forever), and not before ``MIN_START_TIMEOUT`` (10 s); a script that needs MPI before its Communicator can call this for the same
-    bound."""
+    forever), and not before ``MIN_START_TIMEOUT`` (10 s); a script that needs MPI before its
+    Communicator can call this for the same bound."""
     watchdog = None
     if "mpi4py.MPI" not in sys.modules and _mpi4py_found() and getattr(
             getattr(sys.modules.get("mpi4py"), "rc", None), "initialize", True):
