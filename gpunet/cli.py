@@ -1076,7 +1076,8 @@ def _refuse_changes_on_resume(args, resume) -> None:
              # (an optimiser without momentum has momentum 0, as the flags' defaults say)
              **({} if "momentum" in hyper else {"momentum": 0.0, "nesterov": False}),
              "clip_grad_norm": hyper.get("clip_norm"), "schedule": schedule.get("name"),
-             "step_size": schedule.get("step_size"), "gamma": schedule.get("gamma"),
+             "step_size": schedule.get("step_size"),  # (--gamma is plateau's factor there)
+             "gamma": schedule.get("factor" if schedule.get("name") == "plateau" else "gamma"),
              **{k: model.get(k) for k in ("activation", "dropout", "norm", "dtype")},
              "optimizer": opt.get("name"), "seed": training.get("seed"),
              "warmup": (training.get("schedule") or {}).get("warmup", 0),

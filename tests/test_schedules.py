@@ -125,3 +125,19 @@ def test_plateau_cuts_by_its_factor_and_states_round_trip(torch):
     for name in ("constant", "step", "cosine", "plateau"):
         t = gn.Schedule(name, base_lr=0.3, epochs=4)
         assert gn.Schedule.from_state(t.state_dict()).state_dict() == t.state_dict()
+
+
+def test_a_plateau_run_resumes_with_its_own_gamma_repeated_and_refuses_another(tmp_path,
+                                                                                capsys):
+    """--gamma is plateau's factor; since Schedule keeps it as factor, a resume repeating the
+    run's own --gamma was refused as a change (job scripts rerun their flags with --resume)."""
+    from gpunet.cli import main
+
+    run = tmp_path / "pl.npz"
+    flags = ["--backend", "numpy", "--quiet"]
+    assert main(["train", "--dataset", "iris", "--schedule", "plateau", "--gamma", "0.5",
+                 "--epochs", "2", "--save", str(run), *flags]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--gamma", "0.5", *flags]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--gamma", "0.3", *flags]) == 1
+    assert "--gamma cannot change them" in capsys.readouterr().err
