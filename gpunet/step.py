@@ -61,6 +61,34 @@ _MODEL_SETTINGS = operator.attrgetter("activation", "output", "slope", "dropout"
                                       "norm", "norm_eps", "norm_momentum")
 
 
+#: what a layer of the model holds that a static step reads by value
+_LAYER_SETTINGS = ("name", "slope", "eps", "momentum")
+
+
+def _settings_reader(opt, loss, model):
+    """A function (opt, loss, model) -> the settings ``StaticStep._settings`` compares, read
+    by attrgetters of the optimiser's and the loss's setting names (their
+    ``hyperparameters()`` but lr, their ``config()``); where those are not all attributes (a
+    subclass's own), their dicts (without the dropout step, which moves every step)."""
+    names = [k for k in opt.hyperparameters() if k != "lr"]
+    get_opt = operator.attrgetter(*names) if names else (lambda o: ())
+    get_loss = operator.attrgetter(*loss.config())
+    held = [(i, operator.attrgetter(*keys)) for i, keys in (
+        (i, [k for k in _LAYER_SETTINGS if hasattr(layer, k)])
+        for i, layer in enumerate(model.layers)) if keys]  # (a Linear holds none)
+
+    def layers(model):
+        return tuple(get(model.layers[i]) for i, get in held)
+
+    try:
+        get_opt(opt), get_loss(loss), _MODEL_SETTINGS(model)
+    except AttributeError:  # (a subclass's settings that are not its attributes)
+        return lambda o, f, m: repr((
+            {k: v for k, v in o.hyperparameters().items() if k != "lr"}, f.config(),
+            {k: v for k, v in m.config().items() if k != "dropout_step"}, layers(m)))
+    return lambda o, f, m: (get_opt(o), get_loss(f), _MODEL_SETTINGS(m), layers(m))
+
+
 class StaticStep:
     """One training step of ``batch_size`` rows on fixed buffers (see the module docstring).
 
@@ -191,6 +219,7 @@ class StaticStep:
 
     def _build(self, x, y):
         model = self.model
+        self._read_settings = None  # (its layers' getters: for these layers)
         self._built_with = self._settings()
         backend, dtype, n = model.backend, model.dtype, self.batch_size
         xp = backend.xp
@@ -288,29 +317,24 @@ class StaticStep:
     def _bound_to(self):
         """Everything the body (and a captured graph) holds by address."""
         opt = self.optimizer
-        return ([self.model.backend, opt._hyper] + list(self.model.params.values())
+        return ([self.model.backend, opt._hyper, opt, self.loss_fn, *self.model.layers]
+                + list(self.model.params.values())
                 + list(self.model.buffers.values())
                 + [a for slots in opt.state.values() for a in slots.values()])
 
     def _settings(self):
         """Everything else the body (and a captured graph) holds by value: the optimiser's
-        settings but the learning rate, the loss's and the model's (its dropout step aside:
-        the learning rate and that step are read at every replay). Read as attributes by one
-        ``attrgetter`` each (under 1 µs a call, where the dicts of ``hyperparameters()`` and
-        ``config()`` took 10: an eighth of a replayed GPU step)."""
-        if self._read_settings is None:
-            opt, loss = self.optimizer, self.loss_fn
-            getters = [operator.attrgetter(*[k for k in opt.hyperparameters() if k != "lr"]),
-                       operator.attrgetter(*loss.config()), _MODEL_SETTINGS]
-            try:
-                for get, of in zip(getters, (opt, loss, self.model)):
-                    get(of)
-                self._read_settings = lambda: (getters[0](opt), getters[1](loss),
-                                               getters[2](self.model))
-            except AttributeError:  # (a subclass's settings that are not its attributes)
-                self._read_settings = lambda: repr((
-                    opt.hyperparameters(), loss.config(), self.model.config()))
-        return self._read_settings()
+        settings but the learning rate, the loss's, the model's and each of its layers' (an
+        activation's slope, a norm's eps and momentum: what the body reads), the dropout step
+        aside (the learning rate and that step are read at every replay). Read as attributes
+        by an ``attrgetter`` each, made for the optimiser's and the loss's classes (about 1 µs
+        a call, where the dicts of ``hyperparameters()`` and ``config()`` took 10: an eighth
+        of a replayed GPU step)."""
+        opt, loss, model = self.optimizer, self.loss_fn, self.model
+        kinds = (type(opt), type(loss))
+        if self._read_settings is None or self._read_settings[0] != kinds:
+            self._read_settings = kinds, _settings_reader(opt, loss, model)
+        return self._read_settings[1](opt, loss, model)
 
     def _still_bound(self) -> bool:
         now = self._bound_to()

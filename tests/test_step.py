@@ -763,13 +763,13 @@ def test_the_refusal_of_a_softmax_output_gives_advice_that_works():
 
 
 @pytest.mark.parametrize("opt, loss, change", [
-    ("sgd", "ce", lambda o, l: setattr(o, "clip_norm", 0.01)),
-    ("momentum", "mse", lambda o, l: setattr(o, "weight_decay", 0.1)),
-    ("momentum", "mse", lambda o, l: (setattr(o, "momentum", 0.5), setattr(o, "nesterov", False))),
-    ("adam", "ce", lambda o, l: setattr(o, "betas", (0.5, 0.9))),
-    ("adam", "ce", lambda o, l: setattr(l, "label_smoothing", 0.3)),
-    ("sgd", "huber", lambda o, l: setattr(l, "delta", 2.0)),
-    ("adamw", "mse", lambda o, l: setattr(l, "reduction", "sum")),
+    ("sgd", "ce", lambda o, f: setattr(o, "clip_norm", 0.01)),
+    ("momentum", "mse", lambda o, f: setattr(o, "weight_decay", 0.1)),
+    ("momentum", "mse", lambda o, f: (setattr(o, "momentum", 0.5), setattr(o, "nesterov", False))),
+    ("adam", "ce", lambda o, f: setattr(o, "betas", (0.5, 0.9))),
+    ("adam", "ce", lambda o, f: setattr(f, "label_smoothing", 0.3)),
+    ("sgd", "huber", lambda o, f: setattr(f, "delta", 2.0)),
+    ("adamw", "mse", lambda o, f: setattr(f, "reduction", "sum")),
 ], ids=["clip_norm", "weight_decay", "momentum", "betas", "label_smoothing", "delta",
         "reduction"])
 def test_a_setting_changed_between_static_steps_is_applied_as_by_the_eager_step(
@@ -793,3 +793,30 @@ def test_a_setting_changed_between_static_steps_is_applied_as_by_the_eager_step(
                                    atol=1e-13, err_msg=k)
     if e_opt.grad_norm is not None:
         np.testing.assert_allclose(float(s_opt.grad_norm), float(e_opt.grad_norm), rtol=1e-12)
+
+
+def test_a_layers_setting_or_a_replaced_loss_rebuilds_the_static_step(backend):
+    """The step reads each layer's own slope and eps, not the model's: a layer's slope
+    changed after the first call trained on the old one (0.06 off the eager step), and a
+    loss or optimiser put in the step's place crashed (AttributeError) or, captured, would
+    replay the old one."""
+    eager, e_opt, e_loss, x, y = _setup(backend.name, "sgd", "ce", act="leaky_relu",
+                                        dtype="float64", norm="layer")
+    static, s_opt, s_loss, _, _ = _setup(backend.name, "sgd", "ce", act="leaky_relu",
+                                         dtype="float64", norm="layer")
+    step = StaticStep(static, s_loss, s_opt, BATCH)
+    for i, rows in enumerate(_batches(8)):
+        if i == 2:
+            for model in (eager, static):
+                for _, norm, act in model.blocks()[:-1]:
+                    act.slope, norm.eps = -0.5, 1e-3
+        if i == 5:
+            e_loss = gn.CrossEntropyLoss(label_smoothing=0.2)
+            step.loss_fn = gn.CrossEntropyLoss(label_smoothing=0.2)
+        idx = eager.backend.asarray(rows)
+        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
+        got, _ = step(x, y, idx)
+        np.testing.assert_allclose(float(got), float(ref), rtol=1e-12)
+    for k in eager.params:
+        np.testing.assert_allclose(host(static.params[k]), host(eager.params[k]), rtol=1e-10,
+                                   atol=1e-13, err_msg=k)
