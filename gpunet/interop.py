@@ -136,12 +136,18 @@ def from_torch(net, *, backend=None, dtype=None):
         raise ConfigError("from_torch: the net must start with an nn.Linear layer"
                           + (f", not {type(modules[0]).__module__}.{type(modules[0]).__name__}"
                              if modules else ""))
-    for i, m in enumerate(modules):  # (a module used twice: tied weights gpunet would untie)
-        if any(m is other for other in modules[:i]) and any(
-                True for _ in m.parameters(recurse=False)):
-            raise ConfigError(f"from_torch: the net uses its {type(m).__name__} module "
-                              "more than once (tied weights); gpunet's layers each have their "
-                              "own, so training would untie them")
+    tensors = [p for m in modules for p in m.parameters(recurse=False)]
+    if len({id(p) for p in tensors}) < len(tensors):  # (a module used twice, or a Parameter
+        # set on two layers)
+        raise ConfigError("from_torch: the net uses a weight in more than one place (tied "
+                          "weights: a module used twice, or one layer's Parameter given to "
+                          "another); gpunet's layers each have their own, so training would "
+                          "untie them")
+    modes = {m.training for m in net.modules()}
+    if len(modes) > 1:  # (a frozen batch norm in a net that trains: gpunet has one mode)
+        raise ConfigError("from_torch: some of the net's modules are in training mode and "
+                          "some in eval mode (a frozen BatchNorm, say); gpunet's MLP has one "
+                          "mode: set it with net.train() or net.eval() first")
     linears, acts, drops, norms = [], [], [], []
     for m in modules:
         name = type(m).__name__

@@ -170,6 +170,20 @@ def _tied():
                                shared, torch.nn.Tanh(), torch.nn.Linear(4, 2))
 
 
+def _shared_parameter():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
+    net[2].weight = net[0].weight  # (torch's usual way to tie weights)
+    return net
+
+
+def _frozen_norm():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                              torch.nn.Linear(8, 2))
+    net.train()
+    net[1].eval()  # (0.56 off: gpunet took the net's mode, training, for the norm too)
+    return net
+
+
 @pytest.mark.parametrize("make, says", [
     (lambda: _Scaled(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
      "the net (_Scaled) is an nn.Sequential with a forward of its own"),
@@ -181,7 +195,9 @@ def _tied():
     (lambda: torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Linear(3, 4)),
                                  torch.nn.ReLU(), torch.nn.Linear(4, 2)),
      "module '0' (Linear) has forward pre hooks"),
-    (_tied, "uses its Linear module more than once (tied weights)"),
+    (_tied, "uses a weight in more than one place (tied weights"),
+    (lambda: _shared_parameter(), "uses a weight in more than one place (tied weights"),
+    (lambda: _frozen_norm(), "some of the net's modules are in training mode and some in eval"),
     (lambda: torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
      "module '0' (LazyLinear) is not initialised yet"),
     (lambda: torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(),
@@ -190,7 +206,7 @@ def _tied():
     (lambda: torch.nn.Sequential(torch.nn.Linear(3, 4, dtype=torch.complex64)),
      "weights of dtype torch.complex64"),
 ], ids=["sequential-forward", "linear-forward", "own-relu", "forward-hook", "old-weight-norm",
-        "tied", "lazy", "meta", "complex"])
+        "tied", "shared-parameter", "frozen-norm", "lazy", "meta", "complex"])
 def test_from_torch_refuses_nets_whose_layers_do_not_say_what_they_compute(make, says):
     """Each was imported without a word, and computed something else than the torch net (1.0
     to 20 off), or lost its tied weights at the first step, or crashed with torch's error."""
