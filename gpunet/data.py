@@ -736,7 +736,9 @@ def check_header_row(path) -> None:
                         "row of column names; a file without one (np.savetxt writes none) "
                         "would lose that row: add a header (np.savetxt(..., header=','.join("
                         "names), comments='')); any names do, as a model trained on arrays "
-                        "takes the columns by position")
+                        "takes the columns by position (a header of numbers, such as years, "
+                        "cannot be told from data: give its columns names that are not "
+                        "numbers, y2019 for 2019)")
 
 
 def source_kind(dataset: str) -> str:

@@ -712,9 +712,12 @@ class _GpunetMLP(BaseEstimator):
             params["backend"] = backend
         generator = info.get("random_state")
         if generator is not None:  # a RandomState's, where it was one: as it was left
+            keys = ckpt.arrays["random_state/keys"]
+            if keys.shape != (624,) or not 0 <= generator["pos"] <= 624:
+                raise ValueError(f"its random_state holds {keys.shape[0]} keys and position "
+                                 f"{generator['pos']}, not MT19937's 624 and 0 to 624")
             params["random_state"] = rs = np.random.RandomState()
-            rs.set_state((generator["kind"], ckpt.arrays["random_state/keys"],
-                          generator["pos"], generator["has_gauss"],
+            rs.set_state((generator["kind"], keys, generator["pos"], generator["has_gauss"],
                           generator["cached_gaussian"]))
         est = cls(**params)
         est.model_ = ckpt.build_model(est.backend) if backend is not None else _model_here(

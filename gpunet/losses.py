@@ -327,6 +327,7 @@ class BCELoss(Loss):
     """
 
     name = "bce"
+    check_range = True  # (the default, for a BCELoss pickled before it was an argument)
     torch_options = {"weight": ROW_WEIGHTS}
 
     def __init__(self, reduction: str = "mean", check_range: bool = True):

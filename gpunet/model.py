@@ -529,7 +529,8 @@ class MLP:
         for k, old in {**self.params, **self.buffers}.items():
             v = state[k]
             if callable(getattr(v, "detach", None)) and hasattr(v, "requires_grad"):
-                v = v.detach()  # (a torch Parameter: its values, as numpy() refuses it)
+                v = v.detach().cpu().double().numpy()  # (a torch tensor, Parameter, bfloat16
+                # or on a GPU too: its values, exactly, where numpy() refuses those)
             v = _real_array(self.backend, v, k, self.dtype)
             if v.shape != old.shape:
                 raise ShapeError(f"{k}: expected shape {tuple(old.shape)}, got {tuple(v.shape)}")

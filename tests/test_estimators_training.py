@@ -1016,3 +1016,17 @@ def test_a_saved_random_state_generator_goes_on_where_it_was_after_load(tmp_path
         part.partial_fit(cx, cy)
     for a, b in zip(whole.coefs_ + whole.intercepts_, part.coefs_ + part.intercepts_):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_saved_random_state_of_the_wrong_size_is_a_checkpoint_error(tmp_path):
+    """A random_state/keys array of 5 numbers gave a bare IndexError traceback."""
+    est = gn.MLPClassifier(hidden=(4,), backend="numpy", epochs=1,
+                           random_state=np.random.RandomState(0))
+    est.fit(np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2)
+    est.save(tmp_path / "e.npz")
+    with np.load(tmp_path / "e.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["random_state/keys"] = arrays["random_state/keys"][:5]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(gn.CheckpointError, match="random_state holds 5 keys"):
+        gn.MLPClassifier.load(tmp_path / "bad.npz")

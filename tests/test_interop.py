@@ -263,3 +263,12 @@ def test_load_state_dict_points_a_torch_state_dict_to_from_torch_and_takes_param
     state["W1"] = torch.nn.Parameter(torch.full((4, 3), 0.25, dtype=torch.float64))
     m.load_state_dict(state)
     np.testing.assert_array_equal(m.params["W1"], np.full((4, 3), 0.25))
+
+
+def test_load_state_dict_takes_a_bfloat16_tensor_exactly():
+    m = gn.MLP([3, 4, 2], backend="numpy", dtype="float32", seed=0)
+    state = m.state_dict()
+    w = torch.randn(4, 3).to(torch.bfloat16)
+    state["W1"] = w
+    m.load_state_dict(state)
+    np.testing.assert_array_equal(m.params["W1"], w.float().numpy())
