@@ -294,6 +294,12 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
         torch = None
         log("torch is not importable: timing gpunet alone, with no ratios or verdicts "
             "(pip install torch for the side-by-side run)")
+    if torch is not None and gpu and not torch.cuda.is_available():
+        # (a CPU-only torch wheel beside CuPy: its device "cuda" and torch.cuda's memory
+        # counters would raise at the first row, after gpunet's half was built)
+        log(f"torch {torch.__version__} has no CUDA here: timing gpunet alone, with no "
+            "ratios or verdicts (a CUDA build of torch for the side-by-side run)")
+        torch = None
     if torch is not None:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
