@@ -303,12 +303,7 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
     if torch is not None:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
-        if gpu:
-            torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
-            torch.backends.cudnn.allow_tf32 = bool(tf32)
     device = "cuda" if gpu else "cpu"
-    if tf32 and not backend.set_tf32(True):
-        raise ConfigError(f"--tf32 needs a GPU backend, not {backend.name}")
 
     def sync_gn():
         backend.synchronize()
@@ -317,69 +312,91 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
         if gpu:
             torch.cuda.synchronize()
 
-    rows = []
-    for name in configs:
-        sizes, batch, gpu_only = CONFIGS[name]
-        if gpu_only and not gpu:
-            log(f"skipping {name}: GPU only")
-            continue
-        for optimizer in optimizers:
-            n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
-            row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
-                   "tf32": bool(tf32), "dropout": float(dropout), "norm": norm,
-                   "activation": activation}
-            if gpu:  # each row's memory is its own
-                backend.xp.get_default_memory_pool().free_all_blocks()
-                if torch is not None:
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-            made = _gpunet_step(backend, sizes, batch, optimizer, graph, dropout=dropout,
-                                norm=norm, activation=activation)
-            g_step, row["path"], graph_bytes = made.step, made.path, made.graph_bytes
-            t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout, norm=norm,
-                                 activation=activation) if torch is not None else None
-            for _ in range(warmup):
-                g_step()
+    with _tf32_mode(backend, torch if gpu else None, tf32):  # (as it was, after the rows)
+        rows = []
+        for name in configs:
+            sizes, batch, gpu_only = CONFIGS[name]
+            if gpu_only and not gpu:
+                log(f"skipping {name}: GPU only")
+                continue
+            for optimizer in optimizers:
+                n = steps or (50 if name == "small" else 10 if name == "medium" else 5)
+                row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
+                       "tf32": bool(tf32), "dropout": float(dropout), "norm": norm,
+                       "activation": activation}
+                if gpu:  # each row's memory is its own
+                    backend.xp.get_default_memory_pool().free_all_blocks()
+                    if torch is not None:
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                made = _gpunet_step(backend, sizes, batch, optimizer, graph, dropout=dropout,
+                                    norm=norm, activation=activation)
+                g_step, row["path"], graph_bytes = made.step, made.path, made.graph_bytes
+                t_step = _torch_step(device, sizes, batch, optimizer, dropout=dropout, norm=norm,
+                                     activation=activation) if torch is not None else None
+                for _ in range(warmup):
+                    g_step()
+                    if t_step:
+                        t_step()
+                if gpu and t_step:  # torch's peak is that of its eager steps
+                    row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+                steps_by = {"gpunet": g_step, "gemms": made.gemms, "torch": t_step}
+                if gpu and torch is not None and torch_graph:
+                    try:
+                        steps_by["torch_graph"] = _torch_graph_step(
+                            sizes, batch, optimizer, warmup, dropout=dropout, norm=norm,
+                            activation=activation)
+                    except Exception as e:  # recorded, not fatal: the other columns stand
+                        row["torch_graph_error"] = f"{type(e).__name__}: {_first_line(e)}"
+                times = {lib: [] for lib, step in steps_by.items() if step}
+                if gpu:
+                    backend.xp.get_default_memory_pool().free_all_blocks()
+                for _ in range(rounds):
+                    for lib in times:
+                        times[lib].append(_time_round(steps_by[lib], n, sync_torch
+                                                      if lib.startswith("torch") else sync_gn))
+                row["gpunet_ms"] = statistics.median(times["gpunet"]) * 1e3
+                row["gpunet_samples_per_s"] = batch / statistics.median(times["gpunet"])
+                row["gemm_ms"] = statistics.median(times["gemms"]) * 1e3
                 if t_step:
-                    t_step()
-            if gpu and t_step:  # torch's peak is that of its eager steps
-                row["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
-            steps_by = {"gpunet": g_step, "gemms": made.gemms, "torch": t_step}
-            if gpu and torch is not None and torch_graph:
-                try:
-                    steps_by["torch_graph"] = _torch_graph_step(
-                        sizes, batch, optimizer, warmup, dropout=dropout, norm=norm,
-                        activation=activation)
-                except Exception as e:  # recorded, not fatal: the other columns stand
-                    row["torch_graph_error"] = f"{type(e).__name__}: {_first_line(e)}"
-            times = {lib: [] for lib, step in steps_by.items() if step}
-            if gpu:
-                backend.xp.get_default_memory_pool().free_all_blocks()
-            for _ in range(rounds):
-                for lib in times:
-                    times[lib].append(_time_round(steps_by[lib], n, sync_torch
-                                                  if lib.startswith("torch") else sync_gn))
-            row["gpunet_ms"] = statistics.median(times["gpunet"]) * 1e3
-            row["gpunet_samples_per_s"] = batch / statistics.median(times["gpunet"])
-            row["gemm_ms"] = statistics.median(times["gemms"]) * 1e3
-            if t_step:
-                row["torch_ms"] = statistics.median(times["torch"]) * 1e3
-                row["ratio"] = row["gpunet_ms"] / row["torch_ms"]
-            if "torch_graph" in times:
-                row["torch_graph_ms"] = statistics.median(times["torch_graph"]) * 1e3
-            if gpu:
-                # the default pool (parameters, state, static buffers) plus the graph's own
-                row["gpunet_pool_bytes"] = int(
-                    backend.xp.get_default_memory_pool().total_bytes()) + graph_bytes()
-            row["goal"], row["meets_goal"] = judge(row, gpu)
-            row["why"] = why(row, gpu)
-            rows.append(row)
-            log(_format_row(row))
-            del made, g_step, t_step, steps_by
+                    row["torch_ms"] = statistics.median(times["torch"]) * 1e3
+                    row["ratio"] = row["gpunet_ms"] / row["torch_ms"]
+                if "torch_graph" in times:
+                    row["torch_graph_ms"] = statistics.median(times["torch_graph"]) * 1e3
+                if gpu:
+                    # the default pool (parameters, state, static buffers) plus the graph's own
+                    row["gpunet_pool_bytes"] = int(
+                        backend.xp.get_default_memory_pool().total_bytes()) + graph_bytes()
+                row["goal"], row["meets_goal"] = judge(row, gpu)
+                row["why"] = why(row, gpu)
+                rows.append(row)
+                log(_format_row(row))
+                del made, g_step, t_step, steps_by
     return {"backend": backend.name, "device": backend.device_name, "machine": _machine(),
             "torch": getattr(torch, "__version__", None),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
             "numpy": np.__version__, "rows": rows}
+
+
+@contextlib.contextmanager
+def _tf32_mode(backend, torch, tf32):
+    """Within: float32 GEMMs on TF32 or not, in gpunet's backend and (on the GPU) PyTorch's,
+    as asked; after: both as they were. The backend is the process's shared one: a TF32
+    bench row must not leave every later float32 GEMM of the process on TF32."""
+    saved = backend.tf32
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn) if torch is not None else ()
+    torch_saved = [f.allow_tf32 for f in flags]
+    try:
+        if tf32 and not backend.set_tf32(True):
+            raise ConfigError(f"--tf32 needs a GPU backend, not {backend.name}")
+        for f in flags:
+            f.allow_tf32 = bool(tf32)
+        yield
+    finally:
+        if backend.tf32 != saved:
+            backend.set_tf32(saved)
+        for f, was in zip(flags, torch_saved):
+            f.allow_tf32 = was
 
 
 def _check_count(name, value) -> None:

@@ -288,3 +288,36 @@ def test_without_torch_the_bench_says_so_and_times_gpunet_alone(monkeypatch):
     assert any("torch is not importable" in line for line in logged)
     (row,) = result["rows"]
     assert row["gpunet_ms"] > 0 and row.get("torch_ms") is None and row.get("ratio") is None
+
+
+_CUPY_OK, _CUPY_WHY = gn.cupy_status()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _CUPY_OK, reason=f"cupy backend unavailable: {_CUPY_WHY}")
+@pytest.mark.parametrize("kind", [
+    dict(), dict(graph=False, torch_graph=False), dict(tf32=True), dict(dropout=0.2),
+    dict(norm="layer"), dict(norm="batch"), dict(activation="gelu"),
+], ids=["graph", "eager", "tf32", "dropout", "layer-norm", "batch-norm", "gelu"])
+def test_every_kind_of_gpu_row_runs_to_its_table(monkeypatch, kind):
+    """What scripts/gpu-check's bench stages run, at small sizes: each kind of row comes back
+    with its memory, its goal or none, and a table; the backend's TF32 setting as before."""
+    monkeypatch.setitem(bench.CONFIGS, "small", ([12, 8, 3], 8, False))
+    monkeypatch.setitem(bench.CONFIGS, "large", ([16, 8, 8, 4], 16, True))
+    backend, logged = gn.get_backend("cupy"), []
+    result = bench.run("cupy", ("small", "large"), ("sgd", "adam"), rounds=1, steps=1,
+                       warmup=1, log=logged.append, **kind)
+    assert backend.tf32 is False  # (the shared backend: a TF32 row must not leave it on)
+    assert result["backend"] == "cupy"
+    assert [(r["config"], r["optimizer"]) for r in result["rows"]] == [
+        ("small", "sgd"), ("small", "adam"), ("large", "sgd"), ("large", "adam")]
+    has_torch = result["torch"] is not None
+    if not has_torch:  # (the strict CuPy pass: torch without CUDA, said once)
+        assert any("has no CUDA here" in line for line in logged)
+    for row in result["rows"]:
+        assert row["path"] == ("eager" if kind.get("graph") is False else "graph")
+        assert isinstance(row["gpunet_pool_bytes"], int) and row["gpunet_pool_bytes"] > 0
+        assert row["gpunet_ms"] > 0 and row["gemm_ms"] > 0
+        assert ("torch_peak_bytes" in row) == ("ratio" in row) == has_torch
+        assert bool(row["goal"]) == (not kind or kind == dict(graph=True))
+    assert len(bench.markdown(result).splitlines()) == 4 + len(result["rows"])
