@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -51,11 +52,14 @@ GOALS = {
 
 
 def judge(row: dict, gpu: bool):
-    """``(goal, met)`` for a result row: the goal as text ("" where none applies: eager or TF32
-    rows) and whether the row meets it (None when it cannot tell, e.g. without PyTorch)."""
+    """``(goal, met)`` for a result row: the goal as text ("" where none applies: eager, TF32,
+    dropout, norm or other-activation rows, and graphs whose ops $GPUNET_STATIC_KERNEL_MIN_SIZE
+    moved off the fused kernels) and whether the row meets it (None when it cannot tell, e.g.
+    without PyTorch)."""
     goal = GOALS.get((row["config"], "gpu" if gpu else "cpu"))
     if goal is None or row.get("tf32") or row.get("dropout") or row.get("norm") \
-            or row.get("activation", "relu") != "relu" or row.get("path") == "eager":
+            or row.get("activation", "relu") != "relu" or row.get("path") == "eager" \
+            or row.get("static_kernel_min_size") is not None:
         return "", None
     what, bound = goal
     text = f"<= {bound:g} ms" if what == "ms" else f"<= {bound:g}x torch"
@@ -312,6 +316,12 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
         if gpu:
             torch.cuda.synchronize()
 
+    # $GPUNET_STATIC_KERNEL_MIN_SIZE (backends/kernel_ops.py) moves a static step's small arrays
+    # off the fused kernels: not the default path, so its rows say so and answer to no goal
+    static_min = None
+    if graph and backend.static_kernel_min_size != type(backend).kernel_min_size \
+            and os.environ.get("GPUNET_STATIC_KERNEL_MIN_SIZE") is not None:
+        static_min = int(os.environ["GPUNET_STATIC_KERNEL_MIN_SIZE"])
     with _tf32_mode(backend, torch if gpu else None, tf32):  # (as it was, after the rows)
         rows = []
         for name in configs:
@@ -324,6 +334,8 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
                 row = {"config": name, "sizes": sizes, "batch": batch, "optimizer": optimizer,
                        "tf32": bool(tf32), "dropout": float(dropout), "norm": norm,
                        "activation": activation}
+                if static_min is not None:
+                    row["static_kernel_min_size"] = static_min
                 if gpu:  # each row's memory is its own
                     backend.xp.get_default_memory_pool().free_all_blocks()
                     if torch is not None:
@@ -422,11 +434,14 @@ def _format_row(r) -> str:
 
 
 def _path(r) -> str:
-    """The row's path, with its options: "graph tf32", "eager p=0.2"."""
+    """The row's path, with its options: "graph tf32", "eager p=0.2", "graph kernels>=262144"
+    (the fused kernels for arrays of that many elements up only)."""
     return r["path"] + (" tf32" if r.get("tf32") else "") \
         + (f" p={r['dropout']:g}" if r.get("dropout") else "") \
         + (f" {r['norm']} norm" if r.get("norm") else "") \
-        + (f" {r['activation']}" if r.get("activation", "relu") != "relu" else "")
+        + (f" {r['activation']}" if r.get("activation", "relu") != "relu" else "") \
+        + (f" kernels>={r['static_kernel_min_size']}"
+           if r.get("static_kernel_min_size") is not None else "")
 
 
 def _verdict(met) -> str:
@@ -474,8 +489,6 @@ def _machine() -> str:
                           if line.startswith("model name")), platform.processor())
     except OSError:
         model = platform.processor()
-    import os
-
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 

@@ -290,6 +290,13 @@ def test_without_torch_the_bench_says_so_and_times_gpunet_alone(monkeypatch):
     assert row["gpunet_ms"] > 0 and row.get("torch_ms") is None and row.get("ratio") is None
 
 
+def test_a_static_kernel_threshold_row_has_no_goal_and_says_its_path():
+    row = _row("small", path="graph", ms=0.05, static_kernel_min_size=262144)
+    assert bench.judge(row, gpu=True) == ("", None)
+    assert bench._path(row) == "graph kernels>=262144"
+    assert bench.judge(_row("small", path="graph", ms=0.05), gpu=True) == ("<= 0.1 ms", True)
+
+
 _CUPY_OK, _CUPY_WHY = gn.cupy_status()
 
 
