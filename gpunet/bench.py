@@ -246,15 +246,17 @@ def _torch_graph_step(sizes, batch, optimizer, warmup=3, seed=0, dropout=0.0, no
     return graph.replay
 
 
-#: seconds of rest before each timed round. Idle OpenBLAS workers spin for 2^28 cycles (about
-#: 0.1 s) before they sleep, and would take the cores from the other library's first steps:
-#: after 0.05 s of rest PyTorch's small step measured 1.32 ms on 2 cores, after 0.1 s or more
-#: 0.67-0.71 ms (docs/benchmarks.md).
+#: seconds of rest before each timed round on the CPU. Idle OpenBLAS workers spin for 2^28
+#: cycles (about 0.1 s) before they sleep, and would take the cores from the other library's
+#: first steps: after 0.05 s of rest PyTorch's small step measured 1.32 ms on 2 cores, after
+#: 0.1 s or more 0.67-0.71 ms (docs/benchmarks.md). Not on the GPU, where no host thread pool
+#: runs between rounds (the synchronisation is the fence): there the rests would add up to
+#: about 100 s of scripts/gpu-check's 420 s budget, and leave the card idle before each round.
 PAUSE_S = 0.3
 
 
-def _time_round(step, steps, sync):
-    time.sleep(PAUSE_S)
+def _time_round(step, steps, sync, pause=PAUSE_S):
+    time.sleep(pause)
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -365,8 +367,9 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
                     backend.xp.get_default_memory_pool().free_all_blocks()
                 for _ in range(rounds):
                     for lib in times:
-                        times[lib].append(_time_round(steps_by[lib], n, sync_torch
-                                                      if lib.startswith("torch") else sync_gn))
+                        times[lib].append(_time_round(
+                            steps_by[lib], n, sync_torch if lib.startswith("torch") else sync_gn,
+                            0.0 if gpu else PAUSE_S))
                 row["gpunet_ms"] = statistics.median(times["gpunet"]) * 1e3
                 row["gpunet_samples_per_s"] = batch / statistics.median(times["gpunet"])
                 row["gemm_ms"] = statistics.median(times["gemms"]) * 1e3

@@ -73,9 +73,11 @@ class Setup:
     notes: list = field(default_factory=list)
 
     def settle(self) -> None:
-        """Let the last library's thread pool fall asleep (spinning OpenMP / BLAS workers
-        would steal the cores from the next one's first steps), then wait for the device."""
-        time.sleep(bench.PAUSE_S)
+        """On the CPU, let the last library's thread pool fall asleep (spinning OpenMP / BLAS
+        workers would steal the cores from the next one's first steps); then wait for the
+        device (on the GPU only that: no host pool runs there, as in gpunet.bench)."""
+        if not self.gpu:
+            time.sleep(bench.PAUSE_S)
         self.sync()
 
     def sync(self) -> None:
