@@ -387,8 +387,14 @@ def run(backend_name="auto", configs=("small", "medium"), optimizers=("sgd", "ad
                 rows.append(row)
                 log(_format_row(row))
                 del made, g_step, t_step, steps_by
+    versions = {}
+    if gpu:  # (what a GPU table needs beside the card: CuPy's and CUDA's versions)
+        from .cli import cuda_versions
+
+        versions = {"cupy": getattr(backend.xp, "__version__", None), "cuda": cuda_versions(),
+                    "torch_cuda": getattr(getattr(torch, "version", None), "cuda", None)}
     return {"backend": backend.name, "device": backend.device_name, "machine": _machine(),
-            "torch": getattr(torch, "__version__", None),
+            **versions, "torch": getattr(torch, "__version__", None),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
             "numpy": np.__version__, "rows": rows}
 
@@ -477,8 +483,15 @@ def markdown(result: dict) -> str:
             (_verdict(r.get("meets_goal")) + (f": {r['why']}" if r.get("why") else ""))
             if r.get("goal") else ""])
     keep = [j for j in range(len(head)) if j < 4 or any(row[j] for row in table)]
-    lines = [f"{result['device']}; {result['machine']}; torch {result['torch']} "
-             f"({result['torch_threads']} threads), numpy {result['numpy']}", "",
+    gpu = ""
+    if result.get("cupy"):
+        gpu = f"; cupy {result['cupy']}" + (f" ({result['cuda']})" if result.get("cuda") else "")
+    torch = "no torch" if result.get("torch") is None else (
+        f"torch {result['torch']}"
+        + (f" (CUDA {result['torch_cuda']})" if result.get("torch_cuda") and gpu
+           else f" ({result['torch_threads']} threads)"))
+    lines = [f"{result['device']}; {result['machine']}{gpu}; {torch}, numpy {result['numpy']}",
+             "",
              "| " + " | ".join(head[j] for j in keep) + " |",
              "|" + " --- |" * len(keep)]
     lines += ["| " + " | ".join(row[j] for j in keep) + " |" for row in table]

@@ -1602,8 +1602,14 @@ def cmd_info(args) -> int:
     print(f"python {platform.python_version()} ({platform.machine()})")
     print(f"numpy {numpy.__version__}")
     print(f"numba {version('numba')}, numba-cuda {version('numba_cuda')}")
-    print(f"cupy {version('cupy')}")
-    print(f"torch {version('torch')} (optional; tests use it as the autograd oracle)")
+    print(f"cupy {version('cupy')}" + (f" ({cuda_versions()})" if usable else ""))
+    try:
+        import torch
+
+        on = f"CUDA {torch.version.cuda}; " if getattr(torch.version, "cuda", None) else ""
+    except Exception:
+        on = ""
+    print(f"torch {version('torch')} ({on}optional; tests use it as the autograd oracle)")
     print("backends: numpy (cpu)" + (", cupy" if usable else ""))
     if usable:
         from .backends import get_backend
@@ -1626,6 +1632,20 @@ def cmd_info(args) -> int:
     print(f"default backend: {default_backend_name()} "
           f"(auto picks {'cupy' if usable else 'numpy'}; set GPUNET_BACKEND to change)")
     return 0
+
+
+def cuda_versions() -> str:
+    """The CUDA runtime CuPy was built with and the driver's CUDA, as "CUDA runtime 13.0,
+    driver 13.0" (benchmark tables name them); "" where CuPy cannot say."""
+    try:
+        import cupy
+
+        runtime = cupy.cuda.runtime
+        got = [(what, int(get())) for what, get in (("CUDA runtime", runtime.runtimeGetVersion),
+                                                   ("driver", runtime.driverGetVersion))]
+    except Exception:
+        return ""
+    return ", ".join(f"{what} {v // 1000}.{v % 1000 // 10}" for what, v in got)
 
 
 def _describe_checkpoint(path) -> int:

@@ -297,6 +297,20 @@ def test_a_static_kernel_threshold_row_has_no_goal_and_says_its_path():
     assert bench.judge(_row("small", path="graph", ms=0.05), gpu=True) == ("<= 0.1 ms", True)
 
 
+def test_the_table_head_names_cupy_cuda_and_torch_where_it_ran():
+    base = {"device": "cuda:0 (NVIDIA H200)", "machine": "m", "numpy": "2.5",
+            "torch_threads": 16, "rows": [_row("small", path="graph")]}
+    gpu = dict(base, cupy="14.2.0", cuda="CUDA runtime 13.0, driver 13.0",
+               torch="2.11.0+cu130", torch_cuda="13.0")
+    assert bench.markdown(gpu).splitlines()[0] == (
+        "cuda:0 (NVIDIA H200); m; cupy 14.2.0 (CUDA runtime 13.0, driver 13.0); "
+        "torch 2.11.0+cu130 (CUDA 13.0), numpy 2.5")
+    assert bench.markdown(dict(base, torch="2.13.0+cpu")).splitlines()[0] == (
+        "cuda:0 (NVIDIA H200); m; torch 2.13.0+cpu (16 threads), numpy 2.5")
+    assert bench.markdown(dict(base, torch=None)).splitlines()[0] == (
+        "cuda:0 (NVIDIA H200); m; no torch, numpy 2.5")
+
+
 _CUPY_OK, _CUPY_WHY = gn.cupy_status()
 
 
@@ -315,7 +329,7 @@ def test_every_kind_of_gpu_row_runs_to_its_table(monkeypatch, kind):
     result = bench.run("cupy", ("small", "large"), ("sgd", "adam"), rounds=1, steps=1,
                        warmup=1, log=logged.append, **kind)
     assert backend.tf32 is False  # (the shared backend: a TF32 row must not leave it on)
-    assert result["backend"] == "cupy"
+    assert result["backend"] == "cupy" and result["cupy"] and "cuda" in result
     assert [(r["config"], r["optimizer"]) for r in result["rows"]] == [
         ("small", "sgd"), ("small", "adam"), ("large", "sgd"), ("large", "adam")]
     has_torch = result["torch"] is not None
