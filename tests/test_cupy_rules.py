@@ -148,6 +148,46 @@ def test_no_capture_on_the_null_stream(cp):
         cp.cuda.Stream.null.begin_capture()
 
 
+@on_cupy
+def test_events_time_the_work_recorded_between_them(cp):
+    """profile_step's device clock and bench_kernels' timings: two events, elapsed ms."""
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    cp.arange(1000.0).sum()
+    end.record()
+    end.synchronize()
+    ms = cp.cuda.get_elapsed_time(start, end)
+    assert isinstance(ms, float) and ms >= 0
+    with pytest.raises(RuntimeError):  # never recorded (cudaErrorInvalidResourceHandle)
+        cp.cuda.get_elapsed_time(cp.cuda.Event(), end)
+    untimed = cp.cuda.Event(disable_timing=True)
+    untimed.record()
+    untimed.synchronize()
+    with pytest.raises(RuntimeError):  # not timing (cudaErrorInvalidResourceHandle)
+        cp.cuda.get_elapsed_time(untimed, end)
+
+
+@on_cupy
+def test_random_draws_are_device_arrays_of_the_dtype_asked(cp):
+    x = cp.random.standard_normal((4, 3), dtype=cp.float32)
+    assert isinstance(x, cp.ndarray) and x.shape == (4, 3) and x.dtype == np.float32
+    i = cp.random.randint(0, 5, 7)
+    assert isinstance(i, cp.ndarray) and i.shape == (7,) and i.dtype.kind == "i"
+    assert 0 <= int(i.min()) and int(i.max()) < 5
+    with pytest.raises(TypeError, match="float32 and float64"):
+        cp.random.standard_normal(3, dtype=cp.int32)
+
+
+@on_cupy
+def test_device_arrays_export_the_cuda_array_interface(cp):
+    d = cp.zeros((2, 3), dtype=cp.float32)
+    cai = d.__cuda_array_interface__
+    assert (cai["version"], cai["shape"], cai["typestr"]) == (3, (2, 3), "<f4")
+    assert cai["data"] == (d.data.ptr, False) and cai["strides"] is None
+    assert cai["stream"] != 0  # (CAI v3: the null stream is exported as the legacy one, 1)
+    assert d.T.__cuda_array_interface__["strides"] == (4, 12)
+
+
 # -- the stand-in stays out of a normal run --------------------------------------------------
 
 def _python(code, **env):

@@ -49,6 +49,16 @@ CPU-only test suite cannot see; each rule cites the CuPy source or documentation
 7. Memory: ``get_default_memory_pool().used_bytes()`` counts the live arrays' buffers in
    512-byte blocks (cupy/cuda/memory.pyx); arrays made under
    ``cupy.cuda.using_allocator(pool.malloc)`` count in ``pool``.
+8. Timing: ``cupy.cuda.Event()`` times unless made with ``disable_timing=True``;
+   ``cupy.cuda.get_elapsed_time(start, end)`` is a float of milliseconds, and an event never
+   recorded or not timing is cudaErrorInvalidResourceHandle (cupy/cuda/stream.pyx ``Event``,
+   ``get_elapsed_time``; CUDA's cudaEventElapsedTime). The stand-in's milliseconds are the
+   host's clock between the two ``record`` calls.
+9. Interchange: a device array's ``__cuda_array_interface__`` is CuPy's (CAI version 3:
+   shape, typestr, descr, data, strides None where C-contiguous, the current stream;
+   cupy/_core/core.pyx), so the kernels' argument checks take it as CuPy's; its pointer is a
+   host one. ``cupy.random.standard_normal`` and ``randint`` give device arrays of CuPy's
+   dtypes (``cupy/random.py`` here).
 
 Stricter than CuPy, on purpose: every cupy function refuses host arrays, while CuPy's
 ``cupy.sum(h)`` and ``cupy.take(h, i)`` call ``h.sum()``, ``h.take()`` and so compute on the
@@ -59,7 +69,7 @@ What it does NOT check: GPU numbers (its float math is NumPy's, not cuBLAS's or 
 float32 sums are NumPy's pairwise ones), the numba.cuda kernels (off for the CuPy backend;
 tests/cuda_kernels runs them under numba's simulator), the real CUDA driver, NVRTC, cuBLAS,
 NCCL (``cupy.cuda.nccl.available`` is False) or the graph API, device memory figures beyond
-the count above, launch counts and timing. Those need a GPU: ``scripts/gpu-check``.
+the count above, launch counts and device timing (rule 8's figures are host ones). Those need a GPU: ``scripts/gpu-check``.
 
 It loads only when asked: ``GPUNET_STRICT_CUPY=1`` (tests/conftest.py then puts this folder
 first on ``sys.path`` and on ``PYTHONPATH`` for child processes). Imported otherwise it raises
@@ -76,7 +86,7 @@ if os.environ.get("GPUNET_STRICT_CUPY") != "1":
 
 import numpy as _np  # noqa: E402
 
-from . import _core, _functions, _gpunet, cuda  # noqa: E402
+from . import _core, _functions, _gpunet, cuda, random  # noqa: E402
 from ._core import ndarray  # noqa: E402
 from ._functions import (array, asanyarray, asarray, ascontiguousarray, asnumpy,  # noqa: E402
                          copyto, get_array_module, take)

@@ -288,6 +288,19 @@ class ndarray:
         return Device(0)
 
     @property
+    def __cuda_array_interface__(self):
+        """CUDA Array Interface v3, as cupy/_core/core.pyx exports it (CUPY_CUDA_ARRAY_INTERFACE_
+        EXPORT_VERSION 3): the current stream's pointer (the legacy default stream's, 1, for
+        the null stream: v3 forbids 0), strides None where C-contiguous, data (0, False) for
+        an empty array. The pointer is the stand-in's host buffer: only the stand-in (and
+        the kernels' argument checks, kernels/_checks.py) may read it."""
+        s = current_stream()
+        return {"shape": self.shape, "typestr": self.dtype.str, "descr": self.dtype.descr,
+                "stream": 1 if s is None or s.ptr == 0 else s.ptr, "version": 3,
+                "strides": None if self.flags.c_contiguous else self.strides,
+                "data": (self.data.ptr if self.size else 0, False)}
+
+    @property
     def base(self):
         root = _owner(self._a)
         return None if root is self._a else ndarray(root)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 
 from .. import _core
 from .._core import CUDARuntimeError, MemoryPool, refuse_in_capture
@@ -85,16 +86,40 @@ class Device:
 
 
 class Event:
+    """cupy/cuda/stream.pyx ``Event``: timing on unless ``disable_timing``; ``record`` notes
+    the host clock (the stand-in's work is done when it returns, so an event is done once
+    recorded). Interprocess events must disable timing, as CuPy's constructor checks."""
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
+        if interprocess and not disable_timing:
+            raise ValueError("Timing must be disabled for interprocess events")
         self.ptr = next(_pointers)
+        self._timing = not disable_timing
+        self._at = None  # perf_counter() at the last record; None: never recorded
 
     done = property(lambda self: True)
 
     def record(self, stream=None):
-        pass
+        self._at = time.perf_counter()
 
     def synchronize(self):
         refuse_in_capture("Event.synchronize()")
+
+
+def get_elapsed_time(start_event, end_event):
+    """Milliseconds between two recorded events, a float (cupy/cuda/stream.pyx
+    ``get_elapsed_time``, runtime.eventElapsedTime). As cudaEventElapsedTime, an event never
+    recorded or made with ``disable_timing`` is cudaErrorInvalidResourceHandle. The figure is
+    the host's clock between the two ``record`` calls: no GPU time."""
+    for e in (start_event, end_event):
+        if not isinstance(e, Event):
+            raise TypeError(f"Argument 'start_event' has incorrect type (expected "
+                            f"cupy.cuda.stream.Event, got {type(e).__name__})")
+        if e._at is None or not e._timing:
+            raise CUDARuntimeError("cudaErrorInvalidResourceHandle",
+                                   "invalid resource handle (an event never recorded, or "
+                                   "made with disable_timing=True)")
+    return float((end_event._at - start_event._at) * 1e3)
 
 
 class Graph:
@@ -192,4 +217,4 @@ def is_available():
     return True
 
 __all__ = ["Device", "Event", "Graph", "MemoryPool", "Stream", "get_current_stream",
-           "runtime", "using_allocator"]
+           "get_elapsed_time", "runtime", "using_allocator"]
