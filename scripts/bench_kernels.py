@@ -14,6 +14,7 @@ left spinning by the previous implementation does not land on the next one's sam
 Benchmarks are not tests: nothing here asserts.
 
     python scripts/bench_kernels.py [--json out.json] [--reps 30] [--rounds 3] [--skip-gpu]
+                                    [--skip-cpu]
 """
 
 from __future__ import annotations
@@ -449,13 +450,19 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=30, help="timed calls per block")
     parser.add_argument("--rounds", type=int, default=3, help="blocks per implementation")
     parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--skip-cpu", action="store_true",
+                        help="the GPU section only (scripts/gpu-check: the CPU section is "
+                             "measured on CPU machines, and takes 20 s or more)")
     args = parser.parse_args(argv)
 
     result = {"machine": machine()}
-    result["cpu"] = cpu_benchmarks(args.reps, args.rounds)
-    print_cpu_table(result["cpu"])
+    if args.skip_cpu:
+        result["cpu"] = {"skipped": "--skip-cpu"}
+    else:
+        result["cpu"] = cpu_benchmarks(args.reps, args.rounds)
+        print_cpu_table(result["cpu"])
 
-    cupy, why = (None, "skipped (--skip-gpu)") if args.skip_gpu else gpu_status()
+    cupy, why = (None, "--skip-gpu") if args.skip_gpu else gpu_status()
     if cupy is None:
         result["gpu"] = {"skipped": why}
         print(f"\nGPU: skipped ({why})")
