@@ -454,6 +454,13 @@ def main(argv=None):
                         help="the GPU section only (scripts/gpu-check: the CPU section is "
                              "measured on CPU machines, and takes 20 s or more)")
     args = parser.parse_args(argv)
+    if args.json:  # before the minutes of timing, not after
+        from gpunet.checkpoint import check_writable
+
+        try:
+            check_writable(args.json, "--json")
+        except ValueError as e:  # (gpunet's ConfigError: one line, as argparse says it)
+            parser.error(str(e))
 
     result = {"machine": machine()}
     if args.skip_cpu:
@@ -472,8 +479,9 @@ def main(argv=None):
         for r in result["gpu"]["rows"]:
             print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from gpunet.checkpoint import atomic_write
+
+        atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
         print(f"\nwrote {args.json}")
 
 

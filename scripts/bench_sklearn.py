@@ -111,8 +111,9 @@ def main(argv=None):
         f"{r['config']} {r['ratio']:.2f}x (accuracy {r['gpunet_accuracy']:.3f} / "
         f"{r['sklearn_accuracy']:.3f})" for r in rows) + f"; gpunet on {args.backend}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        from gpunet.checkpoint import atomic_write
+
+        atomic_write(args.json, lambda f: f.write(json.dumps(rows, indent=1).encode()))
     return 0
 
 
