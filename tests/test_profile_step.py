@@ -97,3 +97,23 @@ def test_a_cpu_profile_names_the_functions_a_step_spends_its_time_in(prof, tmp_p
         assert r["host_top"] and r["host_source"] == "cProfile tottime"
         assert sum(h["share"] for h in r["host_top"]) <= 1 + 1e-9
         assert r["verdict"].startswith("top ")
+
+
+@pytest.mark.gpu
+def test_a_gpu_profile_times_each_row_on_the_device_clock(prof, monkeypatch):
+    """scripts/gpu-check's profile stage at small sizes: gpunet's graph and eager rows (and
+    PyTorch's where it has CUDA) with wall and device times, a verdict and the table."""
+    import gpunet as gn
+    from gpunet import bench
+
+    usable, why = gn.cupy_status()
+    if not usable:
+        pytest.skip(f"cupy backend unavailable: {why}")
+    monkeypatch.setitem(bench.CONFIGS, "small", ([12, 8, 3], 8, False))
+    result = prof.run("cupy", ["small"], "sgd", steps=2)
+    paths = [(r["lib"], r["path"]) for r in result["rows"]]
+    assert paths[:2] == [("gpunet", "graph"), ("gpunet", "eager")]
+    for r in result["rows"]:
+        assert r["wall_ms"] > 0 and isinstance(r["device_ms"], float) and r["verdict"]
+    table = prof.format_table(result["rows"]).splitlines()
+    assert len(table) == 1 + len(result["rows"])
