@@ -1317,10 +1317,12 @@ def _report_names(classes, multilabel, spec, task, outputs, estimator_targets=No
     return list(named) if len(named) == outputs else None
 
 
-def _check_finite_outputs(model, y_hat, x, checkpoint, source) -> None:
+def _check_finite_outputs(model, y_hat, x, checkpoint, source, whole=None) -> None:
     """A DataError where the model's outputs for the (finite) inputs x are not finite: weights
     that overflow the model's dtype (a float32's past 3.4e38), or inputs far outside the
-    training data's range; its probabilities or values would be NaN, labelled as a class."""
+    training data's range; its probabilities or values would be NaN, labelled as a class.
+    ``whole``: x and y_hat are a block of the source, whose (rows not finite, rows, first such
+    row) these are."""
     import numpy as np
 
     from .errors import DataError
@@ -1331,9 +1333,10 @@ def _check_finite_outputs(model, y_hat, x, checkpoint, source) -> None:
         return
     top = max(float(backend.xp.abs(p).max()) for p in model.params.values())
     row = backend.to_host(backend.xp.abs(backend.asarray(x[int(bad[0])])).max())
+    count, rows, at = whole or (bad.size, len(y_hat), int(bad[0]))
     raise DataError(f"{checkpoint}: the model's outputs are not finite (they overflow "
-                    f"{model.dtype}) for {bad.size} of {len(y_hat)} rows of {source}, the "
-                    f"first row {int(bad[0]) + 1}: its largest weight is {top:.3g}, that row's "
+                    f"{model.dtype}) for {count} of {rows} rows of {source}, the "
+                    f"first row {at + 1}: its largest weight is {top:.3g}, that row's "
                     f"largest input {float(row):.3g} (standardised); a model trained to "
                     "such weights, or inputs far outside the training data's range?")
 
@@ -1342,8 +1345,9 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from .checkpoint import atomic_write, check_writable, load_checkpoint
-    from .data import check_header_row, read_columns, read_features, target_columns
-    from .errors import ConfigError
+    from . import data
+    from .data import check_header_row, feature_blocks, target_columns
+    from .errors import ConfigError, DataError
     from .train import predicted_classes
 
     from .checkpoint import _written_in_place
@@ -1386,14 +1390,20 @@ def cmd_predict(args) -> int:
         ".csv") else []  # (a CSV run's target columns: they name the outputs)
     if not ckpt.features and str(args.input).lower().endswith(".csv"):
         check_header_row(args.input)  # (its columns by position: a row of numbers is no header)
-    x = read_features(args.input, ckpt.features, _fill_values(ckpt),
-                      ignore=named
-                      + ([spec["weight_column"]] if spec.get("weight_column") else [])
-                      + targets + list(spec.get("ignore") or ()) + list(args.ignore or ())
-                      + [k for k in keep if k not in features],  # (a feature is copied too)
-                      keep_float32=True,
-                      unseen_none=args.unseen_category == "none",
-                      x_key=args.x_key or spec.get("x_key") or "x")
+    # a block of rows at a time (FEATURE_BLOCK_ROWS), read, standardised, predicted and
+    # written before the next is read: memory is a block's, not the file's (2M rows of 20
+    # columns were 512 MB); the outputs are the whole file's, bit for bit
+    blocks = feature_blocks(args.input, ckpt.features, _fill_values(ckpt),
+                            ignore=named
+                            + ([spec["weight_column"]] if spec.get("weight_column") else [])
+                            + targets + list(spec.get("ignore") or ()) + list(args.ignore or ())
+                            + [k for k in keep if k not in features],  # (a feature is copied)
+                            keep_float32=True,
+                            unseen_none=args.unseen_category == "none",
+                            x_key=args.x_key or spec.get("x_key") or "x", keep=keep)
+    blocks = _regrouped(blocks, -(-data.FEATURE_BLOCK_ROWS // PREDICT_BATCH_ROWS)
+                        * PREDICT_BATCH_ROWS)
+    first = next(blocks)  # (the header's errors and the first rows', before any notice)
     if not ckpt.features and str(args.input).lower().endswith(".csv"):
         from .log import notice
 
@@ -1409,75 +1419,117 @@ def cmd_predict(args) -> int:
         notice(f"this model was trained on named columns, which {args.input} has none of: its "
                f"columns are taken by position, as the model's {len(columns)} inputs in their "
                f"order: {_some(columns, last=True)} (scikit-learn warns alike)")
-    kept = read_columns(args.input, keep) if keep else None
-    if ckpt.standardizer is not None:
-        if x.shape[1] != len(ckpt.standardizer.mean):
-            from .errors import ShapeError
+    if ckpt.standardizer is not None and first[0].shape[1] != len(ckpt.standardizer.mean):
+        from .errors import ShapeError
 
-            raise ShapeError(f"{args.input!r} has {x.shape[1]} feature columns; the model "
-                             f"expects {len(ckpt.standardizer.mean)}")
-        x = ckpt.standardizer(x, dtype=model.dtype)
+        raise ShapeError(f"{args.input!r} has {first[0].shape[1]} feature columns; the model "
+                         f"expects {len(ckpt.standardizer.mean)}")
     backend = model.backend
-    with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow: said below)
-        y_hat = model.predict(x, batch_size=4096)
-    _check_finite_outputs(model, y_hat, x, args.checkpoint, args.input)
-    text = None  # text class labels: the CSV's first column
     labelled = [str(t) for t in estimator.get("target_names") or ()]  # (a DataFrame's)
     task = ckpt.extra.get("task") or ("classification" if model.output in ("softmax", "sigmoid")
                                       else "regression")
     # probabilities with every digit that reads back to the model's own: 9 significant ones
     # for a float32 (8 lost the last bit of 1 in 80), a float64's shortest repr
     real = "%.9g" if model.dtype == np.float32 else "%r"
-    if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
-        probs = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
-        probs = backend.to_host(probs).astype(np.float64)
-        names = labelled if len(labelled) == probs.shape[1] > 1 else ckpt.classes \
-            if ckpt.classes is not None else \
-            named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
-        header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
-        table = np.column_stack([backend.to_host(predicted_classes(model, y_hat, True)), probs])
-        fmt = ["%d"] * probs.shape[1] + [real] * probs.shape[1]
-    elif task == "classification":
-        if model.sizes[-1] == 1:
-            p1 = y_hat if model.output == "sigmoid" else _probabilities(backend, "sigmoid", y_hat)
-            probs = backend.xp.concatenate([1 - p1, p1], axis=1)
+    done = 0  # rows predicted before the block
+
+    def predicted(x):
+        """The block's outputs, or a DataError where some are not finite (their count and
+        first row are the whole file's: the blocks after are predicted to count them)."""
+        if ckpt.standardizer is not None:
+            x = ckpt.standardizer(x, dtype=model.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # (outputs that overflow:
+            y_hat = model.predict(x, batch_size=PREDICT_BATCH_ROWS)  # (said below)
+        try:
+            _check_finite_outputs(model, y_hat, x, args.checkpoint, args.input)
+        except DataError:
+            bad = np.flatnonzero(~backend.to_host(backend.xp.isfinite(y_hat).all(axis=1)))
+            at, count, rows = done + int(bad[0]), bad.size, done + len(y_hat)
+            for rest, _ in blocks:  # (the rest only counted)
+                if ckpt.standardizer is not None:
+                    rest = ckpt.standardizer(rest, dtype=model.dtype)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    more = model.predict(rest, batch_size=PREDICT_BATCH_ROWS)
+                count += int((~backend.to_host(backend.xp.isfinite(more).all(axis=1))).sum())
+                rows += len(more)
+            _check_finite_outputs(model, y_hat, x, args.checkpoint, args.input,
+                                  whole=(count, rows, at))
+        return y_hat
+
+    def tabled(y_hat):
+        """(table, text labels or None, header, fmt) of a block's outputs."""
+        text = None  # text class labels: the CSV's first column
+        if task == "classification" and ckpt.extra.get("multilabel"):  # each label on its own
+            probs = y_hat if model.output == "sigmoid" else \
+                _probabilities(backend, "sigmoid", y_hat)
+            probs = backend.to_host(probs).astype(np.float64)
+            names = labelled if len(labelled) == probs.shape[1] > 1 else ckpt.classes \
+                if ckpt.classes is not None else \
+                named if len(named) == probs.shape[1] > 1 else range(probs.shape[1])
+            header = [f"label_{c}" for c in names] + [f"p_{c}" for c in names]
+            table = np.column_stack([backend.to_host(predicted_classes(model, y_hat, True)),
+                                     probs])
+            fmt = ["%d"] * probs.shape[1] + [real] * probs.shape[1]
+        elif task == "classification":
+            if model.sizes[-1] == 1:
+                p1 = y_hat if model.output == "sigmoid" else \
+                    _probabilities(backend, "sigmoid", y_hat)
+                probs = backend.xp.concatenate([1 - p1, p1], axis=1)
+            else:
+                probs = y_hat if model.output == "softmax" else \
+                    _probabilities(backend, "softmax", y_hat)
+            probs = backend.to_host(probs).astype(np.float64)
+            # the logits' argmax, as evaluate and the estimators take it: two logits a hair
+            # apart may round to one probability, whose argmax is the first
+            labels = backend.to_host(predicted_classes(model, y_hat))
+            classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
+            names = None if classes is None else np.array([  # (floats: 1.0 as 1, 0.1 as 0.1)
+                _float_text(c) if isinstance(c, (float, np.floating)) else str(c)
+                for c in classes])
+            header = ["label"] + ([f"p_{c}" for c in names] if names is not None
+                                  else [f"p_{k}" for k in range(probs.shape[1])])
+            if classes is not None:
+                names, labels = names[labels], classes[labels]
+            # bool labels (True/False), integers past float64's 2^53 and floats do not survive
+            # a column of numbers written alike: in a CSV they are written as text, as class
+            # names (a block's integers under 2^53 read the same either way)
+            inexact = labels.dtype.kind in "iu" and len(labels) and (
+                np.abs(labels.astype(object)).max() > 2**53)
+            if labels.dtype.kind in "biuf" and not (kind == ".csv" and (
+                    labels.dtype.kind in "bf" or inexact)):
+                if inexact:
+                    raise ConfigError("this model's class labels are integers past 2^53, "
+                                      "which a .npy of floats cannot hold exactly: write the "
+                                      "predictions to a .csv file")
+                table = np.column_stack([labels, probs])
+                fmt = ["%d"] + [real] * probs.shape[1]  # (a .npy's floats: unformatted)
+            else:  # text labels: only a CSV can hold them (a first column of text)
+                table, text, fmt = probs, names, [real] * probs.shape[1]
         else:
-            probs = y_hat if model.output == "softmax" else _probabilities(backend, "softmax",
-                                                                           y_hat)
-        probs = backend.to_host(probs).astype(np.float64)
-        # the logits' argmax, as evaluate and the estimators take it: two logits a hair apart
-        # may round to one probability, whose argmax is the first
-        labels = backend.to_host(predicted_classes(model, y_hat))
-        classes = ckpt.classes  # the data's class names (text labels, a saved estimator's)
-        names = None if classes is None else np.array([  # (floats: 1.0 as 1, 0.1 as 0.1)
-            _float_text(c) if isinstance(c, (float, np.floating)) else str(c) for c in classes])
-        header = ["label"] + ([f"p_{c}" for c in names] if names is not None
-                              else [f"p_{k}" for k in range(probs.shape[1])])
-        if classes is not None:
-            names, labels = names[labels], classes[labels]
-        # bool labels (True/False), integers past float64's 2^53 and floats do not survive a
-        # column of numbers written alike: in a CSV they are written as text, as class names
-        inexact = labels.dtype.kind in "iu" and len(labels) and (
-            np.abs(labels.astype(object)).max() > 2**53)
-        if labels.dtype.kind in "biuf" and not (kind == ".csv" and (
-                labels.dtype.kind in "bf" or inexact)):
-            if inexact:
-                raise ConfigError("this model's class labels are integers past 2^53, which a "
-                                  ".npy of floats cannot hold exactly: write the predictions "
-                                  "to a .csv file")
-            table = np.column_stack([labels, probs])
-            fmt = ["%d"] + [real] * probs.shape[1]  # (a .npy's floats: unformatted)
-        else:  # text labels: only a CSV can hold them (a first column of text)
-            table, text, fmt = probs, names, [real] * probs.shape[1]
-    else:
-        table = backend.to_host(y_hat).astype(np.float64)
-        if ckpt.target_standardizer is not None:  # the model predicts standardised targets
-            table = ckpt.target_standardizer.inverse(table)
-        header = named if len(named) == table.shape[1] else labelled \
-            if len(labelled) == table.shape[1] else [f"y{k}" for k in range(table.shape[1])]
-        fmt = None  # every digit float64 needs, as csv writes a float (its shortest repr):
-        # targets far from 0 (1e8 + a few units) lose their spread in 8 significant digits
-    if kind == ".npy":
+            table = backend.to_host(y_hat).astype(np.float64)
+            if ckpt.target_standardizer is not None:  # the model predicts standardised targets
+                table = ckpt.target_standardizer.inverse(table)
+            header = named if len(named) == table.shape[1] else labelled \
+                if len(labelled) == table.shape[1] else [f"y{k}" for k in range(table.shape[1])]
+            fmt = None  # every digit float64 needs, as csv writes a float (its shortest repr):
+            # targets far from 0 (1e8 + a few units) lose their spread in 8 significant digits
+        return table, text, header, fmt
+
+    def tables():
+        """Each block's (table, text, kept cells), the first's already predicted."""
+        nonlocal done
+        yield first_table, first_text, first[1]
+        done += len(first_table)
+        for x, kept in blocks:
+            table, text, _, _ = tabled(predicted(x))
+            yield table, text, kept
+            done += len(table)
+
+    first_table, first_text, header, fmt = tabled(predicted(first[0]))
+    if kind == ".npy":  # (the output's memory: a .npy is written once its row count is known)
+        parts = [table for table, _, _ in tables()]
+        table = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
         atomic_write(out, lambda f: np.save(f, table))
     else:
         def write_csv(f):
@@ -1489,29 +1541,59 @@ def cmd_predict(args) -> int:
             # input_<name>, so that the two read apart
             writer.writerow([f"input_{k}" if k in header else k for k in keep] + header)
             line = None if fmt is None else ",".join(fmt)
-            # a block of rows at a time (no text of them all held), of about PREDICT_CSV_CELLS
-            # cells: 65536 rows of 1000 class probabilities were 2 GB of Python floats
-            block = max(1, PREDICT_CSV_CELLS // max(table.shape[1] if table.ndim == 2 else 1,
-                                                    1))
-            for lo in range(0, len(table), block):
-                part = table[lo:lo + block].tolist()
-                rows = part if line is None else ((line % tuple(r)).split(",") for r in part)
-                if text is not None:  # (floats as csv writes them: their shortest repr)
-                    rows = ([str(c), *r] for c, r in zip(text[lo:lo + block], rows))
-                if kept is not None:
-                    rows = ([*k, *r] for k, r in zip(kept[lo:lo + block], rows))
-                writer.writerows(rows)
+            for whole, text, kept in tables():
+                # a part of rows at a time (no text of them all held), of about
+                # PREDICT_CSV_CELLS cells: 65536 rows of 1000 class probabilities were 2 GB of
+                # Python floats
+                block = max(1, PREDICT_CSV_CELLS // max(
+                    whole.shape[1] if whole.ndim == 2 else 1, 1))
+                for lo in range(0, len(whole), block):
+                    part = whole[lo:lo + block].tolist()
+                    rows = part if line is None else ((line % tuple(r)).split(",") for r in part)
+                    if text is not None:  # (floats as csv writes them: their shortest repr)
+                        rows = ([str(c), *r] for c, r in zip(text[lo:lo + block], rows))
+                    if kept is not None:
+                        rows = ([*k, *r] for k, r in zip(kept[lo:lo + block], rows))
+                    writer.writerows(rows)
             stream.flush()
             stream.detach()  # (f stays open: atomic_write fsyncs it)
 
         atomic_write(out, write_csv)
-    print(f"wrote {len(table)} predictions to {out}", file=sys.stderr)
+    print(f"wrote {done} predictions to {out}", file=sys.stderr)
     return 0
 
 
 #: cells of predictions (rows times columns) turned into text at a time as predict writes a
 #: CSV
 PREDICT_CSV_CELLS = 1 << 20
+
+#: rows a batch of predict's takes; it predicts blocks of whole batches of rows (the
+#: FEATURE_BLOCK_ROWS a block of the input has, rounded up), so that the batches, and so the
+#: outputs to the bit, are the whole file's (BLAS sums a float32 row otherwise in a batch of
+#: another size)
+PREDICT_BATCH_ROWS = 4096
+
+
+def _regrouped(blocks, n):
+    """The (x, kept) blocks of ``feature_blocks`` regrouped into blocks of n rows each, the
+    last fewer (a block of the input's lines holds fewer rows where some are blank)."""
+    import numpy as np
+
+    xs, ks, have = [], [], 0
+    for x, kept in blocks:
+        xs.append(x)
+        ks.append(kept)
+        have += len(x)
+        while have >= n:
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            kept = None if ks[0] is None else [c for part in ks for c in part]
+            yield x[:n], None if kept is None else kept[:n]
+            have -= n
+            xs = [x[n:]] if have else []
+            ks = [None if kept is None else kept[n:]] if have else []
+    if have:
+        yield (xs[0] if len(xs) == 1 else np.concatenate(xs),
+               None if ks[0] is None else [c for part in ks for c in part])
 
 
 def _float_text(v) -> str:

@@ -34,6 +34,7 @@ import csv
 import dataclasses
 import functools
 import gzip
+import itertools
 import math
 import numbers
 import os
@@ -700,6 +701,130 @@ def read_features(path, encoding=None, fill_values=None, ignore=(),
         return x if keep_float32 else np.asarray(x, dtype=np.float64)  # (``keep_float32``:
         # float32 values as they are, which standardise to the same numbers)
     raise ConfigError(f"{path}: unsupported input file; expected a .csv, .npz or .npy file")
+
+
+#: rows ``feature_blocks`` reads at a time (predict reads, standardises, predicts and writes
+#: each block before the next): a multiple of the 4096 rows a prediction batch takes, so that
+#: the batches, and so the outputs, are those of the whole file's
+FEATURE_BLOCK_ROWS = 65536
+
+
+def feature_blocks(path, encoding=None, fill_values=None, ignore=(), keep_float32=False,
+                   unseen_none=False, x_key="x", keep=()):
+    """``read_features``' features a block of rows at a time (``FEATURE_BLOCK_ROWS``, or
+    fewer), as (x, kept) pairs: x the block's features, the numbers ``read_features`` gives
+    for those rows; kept the cells of the CSV columns ``keep`` (``read_columns``' tuples, for
+    ``gpunet predict --keep``), or None. Memory is a block's, not the file's: a CSV is read
+    a block of lines at a time, a .npy file is mapped (an .npz archive's array is read
+    whole, as it is compressed). Errors name the file and line as ``read_features``' do,
+    when the block holding them is read; the notice of cells of unseen categories
+    (``unseen_none``) is said once, for the whole file, after its last block."""
+    path = os.fspath(path)
+    kind = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
+    if kind == "csv":
+        yield from _csv_blocks(path, encoding, fill_values, ignore, unseen_none, keep)
+        return
+    if kind not in ("npy", "npz"):
+        raise ConfigError(f"{path}: unsupported input file; expected a .csv, .npz or .npy file")
+    where = path if kind == "npy" else f"{path}: array {x_key!r}"
+    x = _numeric(_load_npy(path, mmap=True) if kind == "npy" else
+                 _npz_arrays(path, (x_key,))[x_key], where, "the features")
+    # a mapped file in C order is read a block at a time (the pages of a mapping read through
+    # stay resident: 305 MiB of them for 2M rows of 20 float64s)
+    offset = getattr(x, "offset", None) if isinstance(x, np.memmap) and x.flags.c_contiguous \
+        else None
+    x = _as_features(x, where, cast=False)
+    with open(path, "rb") if offset is not None else contextlib.nullcontext() as f:
+        for lo in range(0, len(x), FEATURE_BLOCK_ROWS):
+            b = x[lo:lo + FEATURE_BLOCK_ROWS]
+            if f is not None:  # (the same numbers as the mapping's)
+                f.seek(offset + lo * x.shape[1] * x.dtype.itemsize)
+                b = np.fromfile(f, dtype=x.dtype, count=b.size).reshape(b.shape)
+            b = np.ascontiguousarray(b, dtype=b.dtype if b.dtype in (np.float32, np.float64)
+                                     and keep_float32 else np.float64)
+            yield _finite(b, where, "feature", first_row=lo), None
+
+
+def _csv_blocks(path, encoding, fill_values, ignore, unseen_none, keep):
+    """``feature_blocks`` of a CSV file: each block of lines read by NumPy's C parser where
+    every cell is a finite number (as ``_read_csv`` reads a whole file), else row by row."""
+    _check_file(path, "a CSV file with a header row")
+    categorical = encoding is not None and any("categories" in e for e in encoding)
+    fill = fill_values is not None
+    with _csv_errors(path), open(path, newline="", encoding="utf-8-sig") as f:
+        reader = _reader(f)
+        header, _, names = _csv_header(reader, path, None, True, None, ignore)
+        absent = [n for n in keep if n not in header]
+        if absent:  # (read_columns' words)
+            raise DataError(f"{path}: no column {absent[0]!r}{_did_you_mean(absent[0], header)}"
+                            f"; columns: {_some(header, last=True)}")
+        keep_at = [header.index(n) for n in keep] if keep else None
+        skip = _skipped(header, ignore)
+        order = None if encoding is None or categorical else \
+            _column_order(names, encoding, path)
+        if categorical:
+            _column_order(names, encoding, path)  # (its errors, before any row's)
+
+        def by_name(x):
+            return x if order is None or order == list(range(len(names))) else x[:, order]
+
+        line, rows, unseen = reader.line_num, 0, {}  # (the last line read)
+        while True:
+            block = list(itertools.islice(f, FEATURE_BLOCK_ROWS))
+            if not block:
+                break
+            x = None if categorical or '"' in "".join(block) else \
+                _block_numbers(block, len(header), skip)
+            if x is not None:  # (no quote, no blank line: a line a row)
+                x = by_name(np.delete(x, skip, axis=1) if skip else x)
+                kept = None if keep_at is None else \
+                    [tuple(r[j] for j in keep_at) for r in csv.reader(block)]
+                line += len(block)
+            else:  # (a quoted cell may run on past the block: its lines are read on)
+                data_rows = _DataRows(_reader(itertools.chain(block, f)), header, None, path,
+                                      False, None, skip, fill, offset=line, limit=len(block),
+                                      keep=keep_at)
+                if categorical:
+                    got = _columns(path, data_rows, header, None, names, True, encoding, None,
+                                   fill, None, unseen_none, unseen)
+                    x = None if got is None else got[0]
+                else:
+                    values = array.array("d")
+                    for at, row, _ in data_rows:
+                        values.extend(_parse_row(row, names, path, at, fill=fill))
+                    x = by_name(np.frombuffer(values, dtype=np.float64).reshape(-1, len(names)))
+                kept = data_rows.kept_cells if keep_at is not None else None
+                line += data_rows.reader.line_num
+            if x is None or not len(x):
+                continue  # (blank lines only)
+            if fill:
+                x = fill_in(x, fill_values, path)[0]
+            rows += len(x)
+            yield x, kept
+    if not rows:
+        raise DataError(f"{path}: a header but no data rows")
+    if unseen:  # (each column's, in the model's order)
+        for j in sorted(unseen, key=_column_order(names, encoding, path).index):
+            notice(unseen_notice(path, names[j], *unseen[j]))
+
+
+def _block_numbers(lines, width, skip):
+    """``_all_numbers`` of a block of a CSV's lines (none holding a quote): a float64 (lines,
+    width) array when every cell is a finite number and no line is blank; else None."""
+    import warnings
+
+    if not all(map(str.strip, lines)):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*input contained no data", UserWarning)
+            data = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2, quotechar='"',
+                              comments=None, converters=dict.fromkeys(skip, _zero) or None)
+    except ValueError:  # text, a missing value, a short row...: the row-by-row path says which
+        return None
+    if data.shape != (len(lines), width) or not np.isfinite(data).all():
+        return None
+    return data
 
 
 def read_columns(path, names) -> list:
@@ -1432,7 +1557,7 @@ def _read_csv(path: str, target: str | None, features_only: bool = False, encodi
         with _csv_errors(path):
             data = _all_numbers(path, len(header), skip)
         if data is not None:
-            lines = list(range(2, len(data) + 2))
+            lines = range(2, len(data) + 2)  # (no list: 2M of them were 76 MiB)
             taken = [j for j in (*_indices(t), wi, *skip) if j is not None]
             w = None if wi is None else _weights(data[:, wi], lines, path, weight)
             return (by_name(np.delete(data, taken, axis=1) if taken else data),
@@ -1603,18 +1728,26 @@ class _DataRows:
     counted in ``dropped``. The cell of column ``wi`` (sample weights), if given, is taken out
     too and kept in ``weight_cells``."""
 
-    def __init__(self, reader, header, t, path, drop_missing, wi=None, skip=(), filled=False):
+    def __init__(self, reader, header, t, path, drop_missing, wi=None, skip=(), filled=False,
+                 offset=0, limit=None, keep=None):
         self.reader, self.header, self.t, self.wi, self.skip = reader, header, t, wi, skip
         self.path, self.drop_missing = path, drop_missing
         # with the features' gaps filled in, a row is left out for its target's or weight's
         self.checked = [j for j in (*_indices(t), wi) if j is not None] if filled else None
         self.dropped = 0
         self.weight_cells = []
+        # a block of a file (``feature_blocks``): a reader of its lines from line offset + 1,
+        # which stops at the first row ending on or past its line ``limit``; the cells of the
+        # columns ``keep`` of each row yielded, kept in ``kept_cells``
+        self.offset, self.limit, self.keep = offset, limit, keep
+        self.kept_cells = []
 
     def __iter__(self):
-        end = self.reader.line_num  # (the header's last line)
+        end = self.offset + self.reader.line_num  # (the header's last line)
         rows = iter(self.reader)
         while True:
+            if self.limit is not None and self.reader.line_num >= self.limit:
+                return
             try:
                 row = next(rows)
             except StopIteration:
@@ -1623,7 +1756,7 @@ class _DataRows:
                 raise DataError(f"{self.path}: line {end + 1}: malformed quoting ({e})" + (
                     ": a quote left open" if "end of data" in str(e) else "")) from None
             # a row's line is its first: a quoted cell may hold line breaks
-            line, end = end + 1, self.reader.line_num
+            line, end = end + 1, self.offset + self.reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()
                            and (len(self.header) > 1 or row[0])):
                 continue  # a blank line, or spaces (in a one-column file, "" is its one
@@ -1640,6 +1773,8 @@ class _DataRows:
                                                if j not in self.skip]):
                 self.dropped += 1  # (a gap in an ignored column leaves the row in)
                 continue
+            if self.keep is not None:
+                self.kept_cells.append(tuple(row[j] for j in self.keep))
             taken = {j: row[j] for j in (*_indices(self.t), self.wi, *self.skip)
                      if j is not None}
             for j in sorted(taken, reverse=True):
@@ -1707,96 +1842,108 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
     DataError, or with ``unseen_none`` no category, as a missing one, with a notice). The
     numbers go row by row into one float64 buffer (8 bytes a cell), the text columns' cells
     into lists of their own."""
-    learnt = encoding is None
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = _reader(f)
         header, t, names = _csv_header(reader, path, target, features_only, weight, ignore)
-        width = len(names)
-        if learnt:
-            order = list(range(width))
-            categories = {}
-            text = set(text_columns or ())
-        else:
-            order = _column_order(names, encoding, path)
-            categories = {j: e["categories"] for j, e in zip(order, encoding)
-                          if "categories" in e}
-            text = set(categories)
-        # each text column's cells: their rows and stripped texts (missing ones left out), from
-        # the row ``since`` which it was found to be text at (the rows before: numbers or missing)
-        at_rows = {j: array.array("q") for j in text}
-        texts = {j: [] for j in text}
-        since = dict.fromkeys(text, 0)
-        first = {}  # learnt: each column's first cell that is not missing (line, text, row)
-        bad = {}  # learnt: each column's first NaN or infinity (line, text)
-        pending = set(order) if learnt else set()  # columns with no such cell yet
-        values, lines, cells = array.array("d"), [], []
-
-        def by_cells(row, line, r):
-            """The row's numbers (NaN where missing or text) cell by cell, in the columns'
-            order: a missing value, a bad number or (learnt) a new text column found there."""
-            got = [math.nan] * width
-            for j in order:
-                cell = row[j].strip()
-                if _is_missing(cell):
-                    if not fill_missing:
-                        raise _missing(path, line, f"column {names[j]!r}", cell,
-                                       predicting=features_only)
-                elif j in text:
-                    at_rows[j].append(r)
-                    texts[j].append(cell)
-                elif not learnt:
-                    got[j] = _number(cell, path, line, names[j])
-                elif not _is_number(cell):  # a text column, from here
-                    text.add(j)
-                    at_rows[j], texts[j], since[j] = array.array("q", [r]), [cell], r
-                else:
-                    v = _csv_float(cell)
-                    if math.isfinite(v):
-                        got[j] = v
-                    else:
-                        bad.setdefault(j, (line, cell))
-            return got
-
         data_rows = _DataRows(reader, header, t, path, drop_missing,
                               None if weight is None else header.index(weight),
                               _skipped(header, ignore), fill_missing)
-        in_text = [j for j in order if j in text]
-        for line, row, cell in data_rows:
-            r = len(lines)
-            if pending:
-                for j in list(pending):
-                    if not _is_missing(row[j].strip()):
-                        first[j] = (line, row[j].strip(), r)
-                        pending.discard(j)
-            held = [row[j] for j in in_text]
-            for j in in_text:
-                row[j] = "0"
-            try:  # every number a plain finite one: the quick way
-                got = list(map(float, row))
-                joined = "".join(row)  # (spellings only Python reads: by_cells refuses them)
-                if "_" in joined or not joined.isascii() or not all(map(math.isfinite, got)):
-                    got = None
-            except ValueError:
+        return _columns(path, data_rows, header, t, names, features_only, encoding,
+                        text_columns, fill_missing, weight, unseen_none)
+
+
+def _columns(path, data_rows, header, t, names, features_only, encoding, text_columns,
+             fill_missing, weight, unseen_none, unseen=None):
+    """``_read_csv_columns``' reading of the rows ``data_rows`` (a ``_DataRows``). ``unseen``
+    (a dict; a block of the rows, read with the stored ``encoding``): the cells of categories
+    the model never saw are counted there, column by column ({column: [count, first such
+    text]}), to be said once for the file, and no rows return None."""
+    learnt = encoding is None
+    width = len(names)
+    if learnt:
+        order = list(range(width))
+        categories = {}
+        text = set(text_columns or ())
+    else:
+        order = _column_order(names, encoding, path)
+        categories = {j: e["categories"] for j, e in zip(order, encoding)
+                      if "categories" in e}
+        text = set(categories)
+    # each text column's cells: their rows and stripped texts (missing ones left out), from
+    # the row ``since`` which it was found to be text at (the rows before: numbers or missing)
+    at_rows = {j: array.array("q") for j in text}
+    texts = {j: [] for j in text}
+    since = dict.fromkeys(text, 0)
+    first = {}  # learnt: each column's first cell that is not missing (line, text, row)
+    bad = {}  # learnt: each column's first NaN or infinity (line, text)
+    pending = set(order) if learnt else set()  # columns with no such cell yet
+    values, lines, cells = array.array("d"), [], []
+
+    def by_cells(row, line, r):
+        """The row's numbers (NaN where missing or text) cell by cell, in the columns'
+        order: a missing value, a bad number or (learnt) a new text column found there."""
+        got = [math.nan] * width
+        for j in order:
+            cell = row[j].strip()
+            if _is_missing(cell):
+                if not fill_missing:
+                    raise _missing(path, line, f"column {names[j]!r}", cell,
+                                   predicting=features_only)
+            elif j in text:
+                at_rows[j].append(r)
+                texts[j].append(cell)
+            elif not learnt:
+                got[j] = _number(cell, path, line, names[j])
+            elif not _is_number(cell):  # a text column, from here
+                text.add(j)
+                at_rows[j], texts[j], since[j] = array.array("q", [r]), [cell], r
+            else:
+                v = _csv_float(cell)
+                if math.isfinite(v):
+                    got[j] = v
+                else:
+                    bad.setdefault(j, (line, cell))
+        return got
+
+    in_text = [j for j in order if j in text]
+    for line, row, cell in data_rows:
+        r = len(lines)
+        if pending:
+            for j in list(pending):
+                if not _is_missing(row[j].strip()):
+                    first[j] = (line, row[j].strip(), r)
+                    pending.discard(j)
+        held = [row[j] for j in in_text]
+        for j in in_text:
+            row[j] = "0"
+        try:  # every number a plain finite one: the quick way
+            got = list(map(float, row))
+            joined = "".join(row)  # (spellings only Python reads: by_cells refuses them)
+            if "_" in joined or not joined.isascii() or not all(map(math.isfinite, got)):
                 got = None
+        except ValueError:
+            got = None
+        for j, kept in zip(in_text, held):
+            row[j] = kept
+        if got is None:
+            got = by_cells(row, line, r)
+            in_text = [j for j in order if j in text]
+        else:  # the numbers were whole: the text cells' turn
             for j, kept in zip(in_text, held):
-                row[j] = kept
-            if got is None:
-                got = by_cells(row, line, r)
-                in_text = [j for j in order if j in text]
-            else:  # the numbers were whole: the text cells' turn
-                for j, kept in zip(in_text, held):
-                    kept = kept.strip()
-                    if not _is_missing(kept):
-                        at_rows[j].append(r)
-                        texts[j].append(kept)
-                    elif not fill_missing:
-                        raise _missing(path, line, f"column {names[j]!r}", kept,
-                                       predicting=features_only)
-            values.extend(got)
-            lines.append(line)
-            cells.append(cell)
-        dropped = data_rows.dropped
+                kept = kept.strip()
+                if not _is_missing(kept):
+                    at_rows[j].append(r)
+                    texts[j].append(kept)
+                elif not fill_missing:
+                    raise _missing(path, line, f"column {names[j]!r}", kept,
+                                   predicting=features_only)
+        values.extend(got)
+        lines.append(line)
+        cells.append(cell)
+    dropped = data_rows.dropped
     if not lines:
+        if unseen is not None:
+            return None
         raise DataError(f"{path}: " + (f"every one of its {dropped} rows has a missing value"
                                        " (a column empty in every row? --ignore it)"
                                        if dropped else "a header but no data rows"))
@@ -1847,8 +1994,10 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
                                 "as no category" if features_only else ""))
         if i is not None:  # as a missing category: a row of zeros in the block
             seen = known[at] == cells_j
-            notice(f"{path}: column {names[j]!r}: {int((~seen).sum())} cell(s) hold a "
-                   f"category the model never saw (such as {texts[j][i]!r}), encoded as none")
+            if unseen is not None:
+                unseen.setdefault(j, [0, texts[j][i]])[0] += int((~seen).sum())
+            else:
+                notice(unseen_notice(path, names[j], int((~seen).sum()), texts[j][i]))
             at, rows_j = at[seen], rows_j[seen]
         blocks.append((j, at, rows_j))
         description.append({"name": names[j], "categories": [str(c) for c in known]})
@@ -1866,6 +2015,13 @@ def _read_csv_columns(path, target, features_only, encoding, text_columns, drop_
     y = None if t is None else _parse_targets(cells, lines, path, header, t)
     w = None if weight is None else _weights(data_rows.weight_cells, lines, path, weight)
     return x, y, lines, description, dropped, w
+
+
+def unseen_notice(path, name, count, example) -> str:
+    """The notice of ``count`` cells of column ``name`` holding categories the model never saw
+    (``example``, the first), encoded as none."""
+    return (f"{path}: column {name!r}: {count} cell(s) hold a category the model never saw "
+            f"(such as {example!r}), encoded as none")
 
 
 def _has_missing(row) -> bool:
@@ -2097,9 +2253,19 @@ def _check_npy_size(path: str) -> None:
                         f"({need} bytes), the file holds {held}")
 
 
-def _load_npy(path: str) -> np.ndarray:
+def _load_npy(path: str, mmap: bool = False) -> np.ndarray:
+    """The array of a .npy file; ``mmap``: mapped (read a block at a time, as predict does),
+    where NumPy can map it (else read, whose errors are the messages)."""
     _check_file(path, "a .npy array file")
     _check_npy_size(path)
+    if mmap:
+        try:
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+            if isinstance(a, np.ndarray):
+                return a
+            a.close()
+        except (ValueError, OSError, EOFError):
+            pass
     try:
         a = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -2145,28 +2311,34 @@ def _numeric(a: np.ndarray, where: str, what: str) -> np.ndarray:
     return a
 
 
-def _as_features(x: np.ndarray, where: str) -> np.ndarray:
+def _as_features(x: np.ndarray, where: str, cast: bool = True) -> np.ndarray:
     """(samples, features): float32 and float64 as they are (C order, or rows of contiguous
     blocks: no copy), anything else as float64; a 1-D array is one feature, trailing dims are
-    flattened; no rows are an error."""
+    flattened; no rows are an error. ``cast`` False: shaped only (x's dtype and order, to be
+    cast a block at a time)."""
     if x.ndim >= 1 and len(x) == 0:
         raise DataError(f"{where}: the features have no rows (shape {x.shape})")
     x = x.reshape(-1, 1) if x.ndim == 1 else x.reshape(len(x), int(np.prod(x.shape[1:])))
     if x.shape[1] == 0:
         raise DataError(f"{where}: the features have no columns (shape {x.shape})")
+    if not cast:
+        return x
     if x.dtype not in (np.float32, np.float64):
         return x.astype(np.float64)
     return x if x.flags.c_contiguous or x.strides[0] >= x.strides[-1] else \
         np.ascontiguousarray(x)
 
 
-def _finite(x: np.ndarray, where: str, what: str) -> np.ndarray:
+def _finite(x: np.ndarray, where: str, what: str, first_row: int = 0) -> np.ndarray:
+    """x, or a DataError naming its first value that is NaN or infinite (its rows numbered
+    from ``first_row``: a block of a file's)."""
     if x.size == 0 or (np.isfinite(x.min()) and np.isfinite(x.max())):
         return x  # (min and max are finite only where every value is: NaN propagates)
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataError(f"{where}: {what} row {i}, column {j} is {x[i, j]} (NaN or infinity)")
+        raise DataError(f"{where}: {what} row {i + first_row}, column {j} is {x[i, j]} (NaN or "
+                        "infinity)")
     return x
 
 

@@ -351,3 +351,159 @@ def test_predict_reads_an_npz_as_train_and_evaluate_do(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "new.npy"),
                  "--output", str(tmp_path / "p.csv"), "--x-key", "feats"]) == 1
     assert "--x-key names the features array of an .npz input" in capsys.readouterr().err
+
+
+# ---- predict a block of rows at a time ---------------------------------------------------------
+
+def _fill_run(tmp_path, dtype="float32"):
+    """A run with --fill-missing on 3 numeric columns, a target and an id column it ignores:
+    its checkpoint."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 3))
+    rows = [f"i{k},{a},{b},{c},{int(a + b > 0)}" for k, (a, b, c) in enumerate(x.tolist())]
+    (tmp_path / "train.csv").write_text("id,a,b,c,y\n" + "\n".join(rows) + "\n")
+    ck = tmp_path / f"run{dtype}.npz"
+    assert main(["train", "--dataset", str(tmp_path / "train.csv"), "--target", "y",
+                 "--ignore", "id", "--fill-missing", "mean", "--epochs", "2", "--quiet",
+                 "--dtype", dtype, "--backend", "numpy", "--save", str(ck)]) == 0
+    return ck
+
+
+def _new_rows(tmp_path, n=40):
+    """A file to predict on whose blocks of 7 lines meet the row-by-row cases at their edges:
+    blank lines (one at a block's first line), a missing value in a block's last and first
+    rows, a quoted id running on over a block's end, and blocks of plain numbers between."""
+    rng = np.random.default_rng(2)
+    lines = [f"r{k},{a},{b},{c}"
+             for k, (a, b, c) in enumerate(rng.normal(size=(n, 3)).tolist())]
+    if n == 40:
+        lines[6] = "r6,,0.5,1.5"     # line 8: the first block's last row
+        lines[7] = "r7,0.25,NA,2"    # line 9, the second block's first
+        lines[13] = '"r\n13",1,2,3'  # lines 15-16: a quoted id, from the second block on
+        lines[20:20] = ["", "  "]    # blank lines, the first at line 23 (the fourth block's)
+    path = tmp_path / "new.csv"
+    path.write_text("id,a,b,c\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_reads_a_block_at_a_time_and_writes_the_whole_files_predictions(
+        tmp_path, monkeypatch, capsys, dtype):
+    """predict reads, standardises, predicts and writes FEATURE_BLOCK_ROWS rows at a time (it
+    held the file as float64, a standardised copy and a list of its line numbers: 512 MB for
+    2M rows of 20 columns). In blocks of 7 the output is the one block's, byte for byte, and
+    the model's own prediction of the whole file's rows; --keep's cells stay with their rows."""
+    import gpunet.cli as cli
+    import gpunet.data as data
+    from gpunet.checkpoint import load_checkpoint
+    from gpunet.data import read_features
+
+    ck = _fill_run(tmp_path, dtype)
+    new = _new_rows(tmp_path)
+    args = ["predict", "--checkpoint", str(ck), "--input", str(new), "--backend", "numpy"]
+    outputs = {}
+    monkeypatch.setattr(cli, "PREDICT_BATCH_ROWS", 7)  # (BLAS sums a row alike in batches alike)
+    for rows in (1 << 16, 7, 3, 1):
+        monkeypatch.setattr(data, "FEATURE_BLOCK_ROWS", rows)
+        for suffix in (".csv", ".npy"):
+            out = tmp_path / f"p{rows}{suffix}"
+            keep = ["--keep", "id"] if suffix == ".csv" else []
+            assert main(args + ["--output", str(out)] + keep) == 0
+            assert capsys.readouterr().err.count("wrote 40 predictions") == 1
+            outputs[rows, suffix] = out.read_bytes()
+    for suffix in (".csv", ".npy"):
+        assert outputs[7, suffix] == outputs[3, suffix] == outputs[1, suffix] \
+            == outputs[1 << 16, suffix]
+    with open(tmp_path / "p7.csv") as f:
+        import csv
+
+        ids = [r[0] for r in list(csv.reader(f))[1:]]
+    assert ids == [f"r{k}" if k != 13 else "r\n13" for k in range(40)]
+    c = load_checkpoint(ck)
+    model = c.build_model("numpy")
+    x = read_features(new, c.features, np.asarray(c.extra["fill_values"]), ignore=["id"])
+    logits = model.predict(c.standardizer(x, dtype=model.dtype), batch_size=7)
+    got = np.load(tmp_path / "p3.npy")
+    np.testing.assert_array_equal(got[:, 0], np.argmax(logits, axis=1))
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got[:, 1:], p / p.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_a_blocks_error_names_its_line_and_a_notice_is_said_once(tmp_path, monkeypatch,
+                                                                 capsys, caplog):
+    """An error in a later block names the file's line; the notices (a model trained on
+    arrays, cells of unseen categories) are said once for the file, the unseen cells counted
+    over every block; a .npy input's bad value names its row in the file."""
+    import gpunet.data as data
+
+    monkeypatch.setattr(data, "FEATURE_BLOCK_ROWS", 4)
+    ck = _fill_run(tmp_path)
+    new = _new_rows(tmp_path, n=12)
+    new.write_text(new.read_text().replace("\nr10,", "\nr10,oops"))
+    out = tmp_path / "p.csv"
+    args = ["predict", "--checkpoint", str(ck), "--input", str(new), "--output", str(out),
+            "--backend", "numpy"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "new.csv: line 12, column 'a': 'oops" in err and not out.exists()
+    # a text column's unseen categories, over blocks
+    from test_categorical import ISLANDS, penguins, write
+
+    sp, isl, bill, depth, sex = penguins()
+    write(tmp_path / "pen.csv", [sp, isl, bill, depth, sex],
+          ["species", "island", "bill", "depth", "sex"])
+    pen = tmp_path / "pen.npz"
+    assert main(["train", "--dataset", str(tmp_path / "pen.csv"), "--target", "species",
+                 "--epochs", "1", "--quiet", "--backend", "numpy", "--save", str(pen)]) == 0
+    _, isl, bill, depth, sex = penguins(n=15, seed=6)
+    isl = isl.astype("U16")
+    isl[[1, 9, 14]] = "Atlantis"
+    write(tmp_path / "pn.csv", [isl, bill, depth, sex], ["island", "bill", "depth", "sex"])
+    got = {}
+    for rows in (4, 1 << 16):
+        monkeypatch.setattr(data, "FEATURE_BLOCK_ROWS", rows)
+        caplog.clear()
+        assert main(["predict", "--checkpoint", str(pen), "--input", str(tmp_path / "pn.csv"),
+                     "--output", str(tmp_path / f"pn{rows}.csv"), "--backend", "numpy",
+                     "--unseen-category", "none"]) == 0
+        assert said(caplog).count("never saw") == 1
+        assert "column 'island': 3 cell(s) hold a category the model never saw (such as " \
+            "'Atlantis'), encoded as none" in caplog.text
+        got[rows] = (tmp_path / f"pn{rows}.csv").read_bytes()
+    assert got[4] == got[1 << 16] and "Atlantis" not in ISLANDS
+    monkeypatch.setattr(data, "FEATURE_BLOCK_ROWS", 4)
+    isl[9] = "Nowhere"  # (no --unseen-category none: the first unseen, its line, an error)
+    write(tmp_path / "pn.csv", [isl, bill, depth, sex], ["island", "bill", "depth", "sex"])
+    assert main(["predict", "--checkpoint", str(pen), "--input", str(tmp_path / "pn.csv"),
+                 "--output", str(tmp_path / "pn.csv.out.csv"), "--backend", "numpy"]) == 1
+    assert "pn.csv: line 3, column 'island': 'Atlantis' is not one of" in capsys.readouterr().err
+    # a .npy input, mapped: a bad value's row is the file's
+    x = np.random.default_rng(0).normal(size=(11, 3))
+    x[9, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "px.npy"), "--backend", "numpy"]) == 1
+    assert "x.npy: feature row 9, column 2 is nan (NaN or infinity)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x, lambda x: x.astype(">f8"), lambda x: x.astype(np.float32),
+    lambda x: (x * 100).astype(np.int32), lambda x: np.asfortranarray(x),
+    lambda x: x.reshape(len(x), 2, 2)])
+def test_a_npy_inputs_blocks_are_its_rows(tmp_path, monkeypatch, make):
+    """feature_blocks reads a .npy file a block of rows at a time (from its mapping's offset,
+    or the mapping itself for Fortran order): the blocks are read_features' rows, bit for
+    bit, whatever the file's dtype, byte order or shape."""
+    import gpunet.data as data
+    from gpunet.data import feature_blocks, read_features
+
+    monkeypatch.setattr(data, "FEATURE_BLOCK_ROWS", 3)
+    a = make(np.random.default_rng(0).normal(size=(10, 4)))
+    np.save(tmp_path / "x.npy", a)
+    for keep in (False, True):
+        blocks = [b for b, kept in feature_blocks(tmp_path / "x.npy", keep_float32=keep)]
+        assert [len(b) for b in blocks] == [3, 3, 3, 1]
+        want = read_features(tmp_path / "x.npy", keep_float32=keep)
+        got = np.concatenate(blocks)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
