@@ -498,6 +498,17 @@ def test_outputs_that_overflow_are_refused_by_predict_and_evaluate(tmp_path, cap
         err = capsys.readouterr().err
         assert "the model's outputs are not finite (they overflow float32) for " in err
         assert "its largest weight is 3e+38" in err and not out.exists()
+        import gpunet.cli as cli
+        import gpunet.data as data
+
+        with pytest.MonkeyPatch.context() as patch:  # (in blocks: the file's count, first row)
+            patch.setattr(data, "FEATURE_BLOCK_ROWS", 3)
+            patch.setattr(cli, "PREDICT_BATCH_ROWS", 3)
+            assert main(["predict", "--checkpoint", str(ck), "--input",
+                         str(tmp_path / "x.npy"), "--output", str(out), "--backend",
+                         "numpy"]) == 1
+            assert err.split("error: ")[-1] == capsys.readouterr().err.split("error: ")[-1]
+            assert not out.exists()
         assert main(["evaluate", "--checkpoint", str(ck), "--backend", "numpy"]) == 1
         assert "the model's outputs are not finite" in capsys.readouterr().err
 
