@@ -762,6 +762,20 @@ def test_the_refusal_of_a_softmax_output_gives_advice_that_works():
     assert np.isfinite(float(loss))
 
 
+def _step_both(eager, e_loss, e_opt, step, x, y, rows):
+    """One eager train_step and one static step on the same rows; their losses agree."""
+    idx = eager.backend.asarray(rows)
+    ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
+    got, _ = step(x, y, idx)
+    np.testing.assert_allclose(float(got), float(ref), rtol=1e-12)
+
+
+def _assert_close_float64(a, b):
+    for k in a.params:
+        np.testing.assert_allclose(host(b.params[k]), host(a.params[k]), rtol=1e-10,
+                                   atol=1e-13, err_msg=k)
+
+
 @pytest.mark.parametrize("opt, loss, change", [
     ("sgd", "ce", lambda o, f: setattr(o, "clip_norm", 0.01)),
     ("momentum", "mse", lambda o, f: setattr(o, "weight_decay", 0.1)),
@@ -784,13 +798,8 @@ def test_a_setting_changed_between_static_steps_is_applied_as_by_the_eager_step(
         if i == 3:
             change(e_opt, e_loss)
             change(s_opt, s_loss)
-        idx = eager.backend.asarray(rows)
-        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
-        got, _ = step(x, y, idx)
-        np.testing.assert_allclose(float(got), float(ref), rtol=1e-12)
-    for k in eager.params:
-        np.testing.assert_allclose(host(static.params[k]), host(eager.params[k]), rtol=1e-10,
-                                   atol=1e-13, err_msg=k)
+        _step_both(eager, e_loss, e_opt, step, x, y, rows)
+    _assert_close_float64(eager, static)
     if e_opt.grad_norm is not None:
         np.testing.assert_allclose(float(s_opt.grad_norm), float(e_opt.grad_norm), rtol=1e-12)
 
@@ -813,10 +822,5 @@ def test_a_layers_setting_or_a_replaced_loss_rebuilds_the_static_step(backend):
         if i == 5:
             e_loss = gn.CrossEntropyLoss(label_smoothing=0.2)
             step.loss_fn = gn.CrossEntropyLoss(label_smoothing=0.2)
-        idx = eager.backend.asarray(rows)
-        ref = eager.train_step(x[idx], y[idx], e_loss, e_opt)
-        got, _ = step(x, y, idx)
-        np.testing.assert_allclose(float(got), float(ref), rtol=1e-12)
-    for k in eager.params:
-        np.testing.assert_allclose(host(static.params[k]), host(eager.params[k]), rtol=1e-10,
-                                   atol=1e-13, err_msg=k)
+        _step_both(eager, e_loss, e_opt, step, x, y, rows)
+    _assert_close_float64(eager, static)
