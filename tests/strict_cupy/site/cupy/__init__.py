@@ -86,11 +86,11 @@ if os.environ.get("GPUNET_STRICT_CUPY") != "1":
 
 import numpy as _np  # noqa: E402
 
-from . import _core, _functions, _gpunet, cuda, random  # noqa: E402
-from ._core import ndarray  # noqa: E402
-from ._functions import (array, asanyarray, asarray, ascontiguousarray, asnumpy,  # noqa: E402
+from . import _core, _functions, _gpunet, cuda, random  # noqa: E402, F401 (its API)
+from ._core import ndarray  # noqa: E402, F401
+from ._functions import (array, asanyarray, asarray, ascontiguousarray, asnumpy,  # noqa: E402, F401
                          copyto, get_array_module, take)
-from ._kernel import ElementwiseKernel  # noqa: E402
+from ._kernel import ElementwiseKernel  # noqa: E402, F401
 
 __version__ = "14.0.0+strict.stand.in"
 #: what no CuPy has: the mark of the stand-in
